@@ -1,0 +1,228 @@
+/**
+ * Every setting, read from the environment and validated with zod (DESIGN §11). A bad value is a
+ * `ConfigError` whose message is one line naming the variable; entry points print it and exit 1.
+ *
+ * Store settings can be overridden per store with the store's name in upper case as a prefix:
+ * `DOCS_GIT_REPO_PATH` beats `GIT_REPO_PATH` for the store `docs` (see `storeConfig`).
+ */
+import path from 'node:path';
+import { z } from 'zod';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export const PROVIDER_KINDS = ['disk', 'ram', 'git', 's3', 'hybrid'] as const;
+export type StoreKind = (typeof PROVIDER_KINDS)[number];
+
+const KIB = 1024;
+const MIB = 1024 * KIB;
+const GIB = 1024 * MIB;
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false' })
+  .transform((value) => value === 'true' || value === '1' || value === 'yes');
+const int = (min = 0) => z.coerce.number({ message: 'expected a number' }).int('expected a whole number').min(min);
+const list = z.string().transform((value) =>
+  value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== ''),
+);
+const kind = z.enum(PROVIDER_KINDS, { message: `expected one of ${PROVIDER_KINDS.join(', ')}` });
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+const STORE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+const storesSetting = list.transform((entries, ctx) => {
+  const stores: { name: string; kind: StoreKind }[] = [];
+  for (const entry of entries) {
+    const [name = '', kindName = '', ...rest] = entry.split(':');
+    if (!STORE_NAME.test(name) || rest.length > 0) {
+      ctx.addIssue({ code: 'custom', message: `"${entry}" is not name:kind with a lower-case name` });
+      return z.NEVER;
+    }
+    const parsedKind = kind.safeParse(kindName);
+    if (!parsedKind.success) {
+      ctx.addIssue({ code: 'custom', message: `store "${name}" has unknown provider kind "${kindName}" (known: ${PROVIDER_KINDS.join(', ')})` });
+      return z.NEVER;
+    }
+    if (stores.some((store) => store.name === name)) {
+      ctx.addIssue({ code: 'custom', message: `store "${name}" is named twice` });
+      return z.NEVER;
+    }
+    stores.push({ name, kind: parsedKind.data });
+  }
+  if (stores.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'at least one store is needed' });
+    return z.NEVER;
+  }
+  return stores;
+});
+
+/** Settings of the whole service. Keys are the environment variables' names. */
+const serviceSchema = z.object({
+  REDIS_URL: z.string().url().optional(),
+  REDIS_CLUSTER_NODES: list.optional(),
+  QUEUE_PREFIX: z.string().min(1).default('{kyozo}'),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: int(0).max(65535).default(3000),
+  API_TOKENS: list.default([]),
+  STORES: storesSetting.default([{ name: 'default', kind: 'disk' }]),
+  STORAGE_ROOT_DIR: z.string().min(1).default('./data'),
+  ACCESS_THRESHOLD: int(1).default(5),
+  HOT_STORAGE_TTL: int(1).default(3600),
+  HOT_MAX_BYTES: int(0).default(128 * MIB),
+  WORKER_CONCURRENCY: int(1).default(8),
+  JOB_ATTEMPTS: int(1).default(5),
+  WORKER_SHUTDOWN_TIMEOUT_MS: int(0).default(30_000),
+  STAGING_INLINE_MAX: int(0).default(256 * KIB),
+  STAGING_TTL: int(1).default(3600),
+  MAX_OBJECT_BYTES: int(0).default(5 * GIB),
+  WAIT_TIMEOUT_MS: int(1).default(30_000),
+  TIER_CRON: z.string().default('*/5 * * * *'),
+  CLEANUP_CRON: z.string().default('0 * * * *'),
+  BACKUP_CRON: z.string().default('0 3 * * *'),
+  BACKUP_STORE: z.string().optional(),
+  BACKUP_KEEP: int(1).default(7),
+  VERSION_RETENTION_COUNT: int(1).default(100),
+  VERSION_RETENTION_DAYS: int(0).default(0),
+  EVENTS_MAXLEN: int(1).default(100_000),
+  WEBHOOK_URLS: list.default([]),
+  WEBHOOK_SECRET: z.string().optional(),
+  LOG_LEVEL: logLevel.default('info'),
+});
+
+/** Settings a store may override with its own prefix. */
+const storeSchema = z.object({
+  DISK_FSYNC: bool.default(true),
+  RAM_MAX_BYTES: int(0).default(256 * MIB),
+  GIT_REPO_PATH: z.string().min(1).optional(),
+  GIT_BRANCH: z.string().min(1).default('main'),
+  GIT_USER_NAME: z.string().min(1).default('Kyozo'),
+  GIT_USER_EMAIL: z.string().min(1).default('kyozo@localhost'),
+  GIT_LOCK: z.enum(['local', 'redis']).default('local'),
+  S3_BUCKET: z.string().min(1).optional(),
+  S3_PREFIX: z.string().default(''),
+  AWS_REGION: z.string().min(1).default('us-east-1'),
+  S3_ENDPOINT: z.string().url().optional(),
+  S3_FORCE_PATH_STYLE: bool.default(false),
+  S3_CHECKSUM: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).optional(),
+  S3_MULTIPART_THRESHOLD: int(5 * MIB).default(16 * MIB),
+  HYBRID_HOT: kind.default('ram'),
+  HYBRID_COLD: kind.default('s3'),
+  HYBRID_BACKUP: kind.default('disk'),
+});
+
+type ServiceSettings = z.output<typeof serviceSchema>;
+export type StoreSettings = z.output<typeof storeSchema> & { name: string; kind: StoreKind; rootDir: string };
+
+export interface Config {
+  redis: { url: string; explicit: boolean; clusterNodes?: { host: string; port: number }[] };
+  queuePrefix: string;
+  host: string;
+  port: number;
+  apiTokens: string[];
+  stores: { name: string; kind: StoreKind }[];
+  storageRootDir: string;
+  tiering: { accessThreshold: number; hotTtlSeconds: number; hotMaxBytes: number };
+  workers: { concurrency: number; attempts: number; shutdownTimeoutMs: number };
+  payloads: { stagingInlineMax: number; stagingTtlSeconds: number; maxObjectBytes: number; waitTimeoutMs: number };
+  maintenance: { tierCron: string; cleanupCron: string; backupCron: string; backupStore?: string; backupKeep: number };
+  retention: { versionCount: number; versionDays: number };
+  events: { maxLen: number; webhookUrls: string[]; webhookSecret?: string };
+  logLevel: ServiceSettings['LOG_LEVEL'];
+  /** The environment the config was read from, for per-store lookups. */
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+function parse<S extends z.ZodType>(
+  schema: S,
+  values: Record<string, string | undefined>,
+  variableOf: (name: string) => string = (name) => name,
+): z.output<S> {
+  const result = schema.safeParse(values);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const name = String(issue?.path[0] ?? '');
+  throw new ConfigError(`${variableOf(name)}=${JSON.stringify(values[name] ?? '')}: ${issue?.message ?? 'invalid'}`);
+}
+
+/** Empty strings count as unset, as in most twelve-factor services (`FOO=` in an .env file). */
+function definedOnly(env: Readonly<Record<string, string | undefined>>, names: readonly string[], prefix = '') {
+  const values: Record<string, string | undefined> = {};
+  for (const name of names) {
+    const value = env[`${prefix}${name}`];
+    if (value !== undefined && value !== '') values[name] = value;
+  }
+  return values;
+}
+
+function parseClusterNodes(nodes: string[] | undefined): Config['redis']['clusterNodes'] {
+  if (nodes === undefined || nodes.length === 0) return undefined;
+  return nodes.map((node) => {
+    const match = /^(.+):(\d{1,5})$/.exec(node);
+    if (!match) throw new ConfigError(`REDIS_CLUSTER_NODES: "${node}" is not host:port`);
+    return { host: match[1]!, port: Number(match[2]) };
+  });
+}
+
+export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env): Config {
+  const s = parse(serviceSchema, definedOnly(env, Object.keys(serviceSchema.shape)));
+  for (const store of s.STORES) storeConfig({ env, storageRootDir: s.STORAGE_ROOT_DIR }, store); // fail at start, not at first use
+  if (s.BACKUP_STORE !== undefined && !s.STORES.some((store) => store.name === s.BACKUP_STORE)) {
+    throw new ConfigError(`BACKUP_STORE="${s.BACKUP_STORE}": no such store in STORES`);
+  }
+  return {
+    redis: {
+      url: s.REDIS_URL ?? 'redis://127.0.0.1:6379',
+      explicit: s.REDIS_URL !== undefined,
+      clusterNodes: parseClusterNodes(s.REDIS_CLUSTER_NODES),
+    },
+    queuePrefix: s.QUEUE_PREFIX,
+    host: s.HOST,
+    port: s.PORT,
+    apiTokens: s.API_TOKENS,
+    stores: s.STORES,
+    storageRootDir: path.resolve(s.STORAGE_ROOT_DIR),
+    tiering: { accessThreshold: s.ACCESS_THRESHOLD, hotTtlSeconds: s.HOT_STORAGE_TTL, hotMaxBytes: s.HOT_MAX_BYTES },
+    workers: { concurrency: s.WORKER_CONCURRENCY, attempts: s.JOB_ATTEMPTS, shutdownTimeoutMs: s.WORKER_SHUTDOWN_TIMEOUT_MS },
+    payloads: {
+      stagingInlineMax: s.STAGING_INLINE_MAX,
+      stagingTtlSeconds: s.STAGING_TTL,
+      maxObjectBytes: s.MAX_OBJECT_BYTES,
+      waitTimeoutMs: s.WAIT_TIMEOUT_MS,
+    },
+    maintenance: {
+      tierCron: s.TIER_CRON,
+      cleanupCron: s.CLEANUP_CRON,
+      backupCron: s.BACKUP_CRON,
+      backupStore: s.BACKUP_STORE,
+      backupKeep: s.BACKUP_KEEP,
+    },
+    retention: { versionCount: s.VERSION_RETENTION_COUNT, versionDays: s.VERSION_RETENTION_DAYS },
+    events: { maxLen: s.EVENTS_MAXLEN, webhookUrls: s.WEBHOOK_URLS, webhookSecret: s.WEBHOOK_SECRET },
+    logLevel: s.LOG_LEVEL,
+    env,
+  };
+}
+
+export function storeEnvPrefix(storeName: string): string {
+  return `${storeName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_`;
+}
+
+/** The settings of one store: `<STORE>_<NAME>` when set, else `<NAME>`, else the default. */
+export function storeConfig(
+  config: Pick<Config, 'env' | 'storageRootDir'>,
+  store: { name: string; kind: StoreKind },
+): StoreSettings {
+  const names = Object.keys(storeSchema.shape);
+  const prefix = storeEnvPrefix(store.name);
+  const own = definedOnly(config.env, names, prefix);
+  const values = { ...definedOnly(config.env, names), ...own };
+  const settings = parse(storeSchema, values, (name) => (name in own ? `${prefix}${name}` : name));
+  return { ...settings, ...store, rootDir: path.resolve(config.storageRootDir) };
+}

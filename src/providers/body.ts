@@ -1,0 +1,96 @@
+/**
+ * Bodies in and out of providers: turning any `Body` into a stream, hashing content on its way through (the
+ * etag is its sha256 on every provider), and byte ranges.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { PayloadTooLargeError, RangeNotSatisfiableError } from './errors.js';
+import type { Body, ByteRange } from './types.js';
+
+export function sha256Hex(content: Uint8Array | string): string {
+  return createHash('sha256').update(content).digest('hex');
+}
+
+export function isReadable(body: Body): body is Readable {
+  return body instanceof Readable;
+}
+
+export function toReadable(body: Body): Readable {
+  if (isReadable(body)) return body;
+  return Readable.from([typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body.buffer, body.byteOffset, body.byteLength)], {
+    objectMode: false,
+  });
+}
+
+/**
+ * A pass-through that computes sha256 and size of everything that flows through it, and fails the stream with
+ * `PayloadTooLargeError` as soon as more than `maxBytes` arrive (so an oversized body is never stored whole).
+ */
+export class HashingStream extends Transform {
+  private readonly hash: Hash = createHash('sha256');
+  private bytes = 0;
+  private digest?: string;
+
+  constructor(private readonly maxBytes = Number.POSITIVE_INFINITY) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    if (this.bytes > this.maxBytes) {
+      callback(new PayloadTooLargeError(`body is larger than ${this.maxBytes} bytes`));
+      return;
+    }
+    this.hash.update(chunk);
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.digest = this.hash.digest('hex');
+    callback();
+  }
+
+  get size(): number {
+    return this.bytes;
+  }
+
+  /** Available once the stream has ended. */
+  get etag(): string {
+    if (this.digest === undefined) throw new Error('HashingStream: etag read before the stream ended');
+    return this.digest;
+  }
+}
+
+/** Reads a whole body into memory: for providers that keep content in memory (ram) and small inline bodies. */
+export async function readAll(body: Body, maxBytes = Number.POSITIVE_INFINITY): Promise<Buffer> {
+  if (!isReadable(body)) {
+    const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    if (bytes.length > maxBytes) throw new PayloadTooLargeError(`body is larger than ${maxBytes} bytes`);
+    return bytes;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer | string>) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+    size += bytes.length;
+    if (size > maxBytes) {
+      body.destroy();
+      throw new PayloadTooLargeError(`body is larger than ${maxBytes} bytes`);
+    }
+    chunks.push(bytes);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+/**
+ * Clamps an inclusive HTTP-style range to an object of `size` bytes. The end may run past the object (it is cut
+ * to the last byte); a start at or past the end of the object cannot be satisfied.
+ */
+export function resolveRange(range: ByteRange, size: number): ByteRange {
+  const [start, end] = range;
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start) {
+    throw new RangeNotSatisfiableError(`invalid range ${start}-${end}`);
+  }
+  if (start >= size) throw new RangeNotSatisfiableError(`range starts at ${start}, object has ${size} bytes`);
+  return [start, Math.min(end, size - 1)];
+}

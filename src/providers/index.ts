@@ -1,0 +1,48 @@
+/**
+ * Stores from config: `STORES=default:disk,cache:ram` builds one provider per name. A new provider is one file
+ * plus one line in `factories`. Whatever a provider needs from outside (Redis for git's lock and hybrid's access
+ * counts, hybrid's invalidation channel) arrives in `StoreDeps`: providers never import events or jobs.
+ */
+import path from 'node:path';
+import type { Redis, Cluster } from 'ioredis';
+import { storeConfig, type Config, type StoreKind, type StoreSettings } from '../config.js';
+import type { Logger } from '../log.js';
+import type { StorageProvider } from './types.js';
+
+export interface StoreDeps {
+  redis?: Redis | Cluster;
+  log?: Logger;
+}
+
+export type ProviderFactory = (settings: StoreSettings, deps: StoreDeps) => StorageProvider | Promise<StorageProvider>;
+
+const factories: Partial<Record<StoreKind, ProviderFactory>> = {
+};
+
+export class StoreConfigError extends Error {}
+
+export function storeDir(settings: StoreSettings): string {
+  return path.join(settings.rootDir, settings.name);
+}
+
+export async function createProvider(settings: StoreSettings, deps: StoreDeps = {}): Promise<StorageProvider> {
+  const factory = factories[settings.kind];
+  if (!factory) throw new StoreConfigError(`store "${settings.name}": provider kind "${settings.kind}" is not available in this build`);
+  return factory(settings, deps);
+}
+
+/** Builds every store of `config.stores`; on failure closes the ones already open. */
+export async function createStores(config: Config, deps: StoreDeps = {}): Promise<Map<string, StorageProvider>> {
+  const stores = new Map<string, StorageProvider>();
+  try {
+    for (const store of config.stores) stores.set(store.name, await createProvider(storeConfig(config, store), deps));
+  } catch (error) {
+    await closeStores(stores);
+    throw error;
+  }
+  return stores;
+}
+
+export async function closeStores(stores: Map<string, StorageProvider>): Promise<void> {
+  await Promise.allSettled([...stores.values()].map((provider) => provider.close()));
+}

@@ -1,0 +1,39 @@
+/**
+ * User metadata rules shared by every provider, shaped by the strictest backend (S3: names are case-insensitive
+ * header names, 2 KiB in all). Names are lower-cased here so `X-Meta-Owner` and `x-meta-owner` are one entry.
+ */
+import { InvalidArgumentError } from './errors.js';
+import { DEFAULT_CONTENT_TYPE, type WriteOptions } from './types.js';
+
+export const MAX_METADATA_BYTES = 2048;
+const NAME = /^[a-z0-9][a-z0-9_-]*$/;
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+
+export function normalizeMetadata(metadata: Record<string, string> | undefined): Record<string, string> {
+  const normalized: Record<string, string> = {};
+  let bytes = 0;
+  for (const [rawName, value] of Object.entries(metadata ?? {})) {
+    const name = rawName.toLowerCase();
+    if (!NAME.test(name)) throw new InvalidArgumentError(`metadata name "${rawName}" must be letters, digits, '-' or '_'`);
+    if (typeof value !== 'string' || CONTROL_CHARACTER.test(value)) {
+      throw new InvalidArgumentError(`metadata "${name}" must be a string without control characters`);
+    }
+    normalized[name] = value;
+    bytes += Buffer.byteLength(name) + Buffer.byteLength(value);
+  }
+  if (bytes > MAX_METADATA_BYTES) throw new InvalidArgumentError(`metadata is larger than ${MAX_METADATA_BYTES} bytes`);
+  return normalized;
+}
+
+export function normalizeContentType(contentType: string | undefined): string {
+  if (contentType === undefined || contentType.trim() === '') return DEFAULT_CONTENT_TYPE;
+  if (CONTROL_CHARACTER.test(contentType) || contentType.length > 256) {
+    throw new InvalidArgumentError('contentType must be a short string without control characters');
+  }
+  return contentType.trim();
+}
+
+/** What a write records besides the content: validated once, the same on every provider. */
+export function describeWrite(opts: WriteOptions | undefined): { contentType: string; metadata: Record<string, string> } {
+  return { contentType: normalizeContentType(opts?.contentType), metadata: normalizeMetadata(opts?.metadata) };
+}

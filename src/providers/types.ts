@@ -1,0 +1,133 @@
+/**
+ * The provider contract (DESIGN §4). Every store is one of these; the contract suite in test/contract is its
+ * executable specification.
+ */
+import type { Readable } from 'node:stream';
+
+export type ProviderKind = 'disk' | 'ram' | 'git' | 's3' | 'hybrid';
+
+/** Content as a caller may give it. Readables are consumed once and streamed, never buffered whole (disk, s3). */
+export type Body = Uint8Array | string | Readable;
+
+export interface Author {
+  name: string;
+  email?: string;
+}
+
+export interface WriteOptions {
+  contentType?: string;
+  metadata?: Record<string, string>;
+  /** Write only when the current object's etag equals this; a missing object never matches. */
+  ifMatch?: string;
+}
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** sha256 (hex) of the content, on every provider. */
+  etag: string;
+  contentType: string;
+  metadata: Record<string, string>;
+  /** ISO 8601. */
+  updatedAt: string;
+  versionId?: string;
+}
+
+export interface VersionInfo {
+  versionId: string;
+  key: string;
+  size: number;
+  etag: string;
+  /** ISO 8601. */
+  createdAt: string;
+  message?: string;
+  author?: Author;
+}
+
+export interface Capabilities {
+  /** `every-write`: plain writes are recorded as versions too (git, versioned s3). */
+  versioning: 'explicit' | 'every-write';
+  presign: 'native' | 'signed-url';
+  diff: boolean;
+  branches: boolean;
+  rangeReads: boolean;
+}
+
+/** Inclusive byte range, as in HTTP: [0, 0] is the first byte. */
+export type ByteRange = [start: number, end: number];
+
+export interface ReadOptions {
+  versionId?: string;
+  range?: ByteRange;
+}
+
+export interface ListOptions {
+  prefix?: string;
+  /** Opaque, from a previous page. */
+  cursor?: string;
+  /** Default 1000, at most 1000. */
+  limit?: number;
+}
+
+export interface Page<T> {
+  items: T[];
+  cursor?: string;
+}
+
+export interface VersionOptions extends WriteOptions {
+  message: string;
+  author?: Author;
+}
+
+export interface RestoreOptions {
+  message?: string;
+  author?: Author;
+}
+
+export interface LatencySummary {
+  count: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface ProviderStats {
+  kind: ProviderKind;
+  objects: number;
+  bytes: number;
+  versions: number;
+  /** Per-operation counts, errors and latency; filled by the metrics layer (`withMetrics`). */
+  ops?: Record<string, { count: number; errors: number; latency: LatencySummary }>;
+  /** Provider-specific figures (ram hits and misses, s3 versioning mode, git commit count...). */
+  detail?: Record<string, unknown>;
+}
+
+export interface HealthReport {
+  status: 'ok' | 'degraded' | 'down';
+  detail: string;
+  latencyMs: number;
+}
+
+export interface StorageProvider {
+  readonly kind: ProviderKind;
+  readonly capabilities: Capabilities;
+  write(key: string, body: Body, opts?: WriteOptions): Promise<ObjectInfo>;
+  read(key: string, opts?: ReadOptions): Promise<{ info: ObjectInfo; body: Readable }>;
+  stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo>;
+  /** Idempotent: deleting a missing key succeeds. Versions stay unless `allVersions`. */
+  delete(key: string, opts?: { allVersions?: boolean }): Promise<void>;
+  /** Keys in UTF-8 byte order (as S3 lists them). */
+  list(opts?: ListOptions): Promise<Page<ObjectInfo>>;
+  createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo>;
+  /** Newest first. */
+  listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>>;
+  restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo>;
+  /** Only providers whose `capabilities.presign` is `native`. */
+  presign?(key: string, opts: { method: 'GET' | 'PUT'; expiresIn: number }): Promise<string>;
+  stats(): Promise<ProviderStats>;
+  health(): Promise<HealthReport>;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_LIST_LIMIT = 1000;
+export const MAX_LIST_LIMIT = 1000;
+export const DEFAULT_CONTENT_TYPE = 'application/octet-stream';

@@ -1,0 +1,39 @@
+/**
+ * Version ids for providers that mint their own (disk, ram, s3 without native versioning): 26 characters whose
+ * string order is creation order, so "newest first" is a reverse sort by name, with no clock lookups at read time.
+ * Layout: 11 base32 characters of milliseconds, 5 of a per-process sequence (ids minted in one millisecond stay
+ * ordered), 10 random ones (ids minted by two processes never collide).
+ */
+import { randomBytes } from 'node:crypto';
+
+const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case: sortable and path-safe
+
+let lastMillis = 0;
+let sequence = 0;
+
+function base32(value: number, width: number): string {
+  let out = '';
+  for (let i = 0; i < width; i++) {
+    out = ALPHABET[value % 32]! + out;
+    value = Math.floor(value / 32);
+  }
+  return out;
+}
+
+export function newVersionId(now = Date.now()): string {
+  if (now <= lastMillis) {
+    now = lastMillis;
+    sequence++;
+  } else {
+    lastMillis = now;
+    sequence = 0;
+  }
+  const random = randomBytes(10);
+  let tail = '';
+  for (const byte of random) tail += ALPHABET[byte % 32];
+  return base32(now, 11) + base32(sequence, 5) + tail;
+}
+
+export function isVersionId(value: string): boolean {
+  return /^[0-9a-hjkmnp-tv-z]{26}$/.test(value);
+}
