@@ -7,16 +7,21 @@ import path from 'node:path';
 import type { Redis, Cluster } from 'ioredis';
 import { storeConfig, type Config, type StoreKind, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
+import { withMetrics, type Observation } from './metrics.js';
+import { RamProvider } from './ram.js';
 import type { StorageProvider } from './types.js';
 
 export interface StoreDeps {
   redis?: Redis | Cluster;
   log?: Logger;
+  /** Receives every provider operation's latency and outcome (the API's prom-client histograms). */
+  observe?: (store: string, observation: Observation) => void;
 }
 
 export type ProviderFactory = (settings: StoreSettings, deps: StoreDeps) => StorageProvider | Promise<StorageProvider>;
 
 const factories: Partial<Record<StoreKind, ProviderFactory>> = {
+  ram: (s) => new RamProvider({ maxBytes: s.RAM_MAX_BYTES }),
 };
 
 export class StoreConfigError extends Error {}
@@ -31,11 +36,17 @@ export async function createProvider(settings: StoreSettings, deps: StoreDeps = 
   return factory(settings, deps);
 }
 
-/** Builds every store of `config.stores`; on failure closes the ones already open. */
+/**
+ * Builds every store of `config.stores`, each wrapped in the metrics layer; on failure closes the ones already open.
+ */
 export async function createStores(config: Config, deps: StoreDeps = {}): Promise<Map<string, StorageProvider>> {
   const stores = new Map<string, StorageProvider>();
   try {
-    for (const store of config.stores) stores.set(store.name, await createProvider(storeConfig(config, store), deps));
+    for (const store of config.stores) {
+      const provider = await createProvider(storeConfig(config, store), deps);
+      const observe = deps.observe;
+      stores.set(store.name, withMetrics(provider, observe && ((observation) => observe(store.name, observation))));
+    }
   } catch (error) {
     await closeStores(stores);
     throw error;

@@ -1,0 +1,87 @@
+/**
+ * Shared shape and output of every benchmark suite: rows of p50/p99 beside a baseline measured in the same run
+ * (machines here are noisy, so only same-run ratios mean anything), printed as a table and written as JSON.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+
+export interface BenchRow {
+  name: string;
+  p50Ms: number;
+  p99Ms: number;
+  /** Throughput suites report ops/s instead of (or beside) latency. */
+  opsPerSec?: number;
+  baseline?: string;
+  baselineP50Ms?: number;
+  baselineOpsPerSec?: number;
+  /** ours / baseline for latency, baseline-normalised throughput for rates. */
+  ratio?: number;
+  target?: string;
+  pass?: boolean;
+}
+
+export interface BenchResult {
+  suite: string;
+  machine: string;
+  rows: BenchRow[];
+  notes: string[];
+}
+
+export function percentile(sortedMs: number[], p: number): number {
+  if (sortedMs.length === 0) return Number.NaN;
+  const index = Math.min(sortedMs.length - 1, Math.max(0, Math.ceil((p / 100) * sortedMs.length) - 1));
+  return sortedMs[index]!;
+}
+
+/** Runs `op` `iterations` times after `warmup` runs and returns p50/p99 in milliseconds. */
+export async function measure(op: (i: number) => Promise<unknown>, iterations: number, warmup = Math.ceil(iterations / 10)) {
+  for (let i = 0; i < warmup; i++) await op(i);
+  const samples: number[] = [];
+  for (let i = 0; i < iterations; i++) {
+    const start = process.hrtime.bigint();
+    await op(warmup + i);
+    samples.push(Number(process.hrtime.bigint() - start) / 1e6);
+  }
+  samples.sort((a, b) => a - b);
+  return { p50Ms: percentile(samples, 50), p99Ms: percentile(samples, 99) };
+}
+
+function cell(value: number | undefined, digits = 3): string {
+  return value === undefined || Number.isNaN(value) ? '' : value.toFixed(digits);
+}
+
+export function formatTable(result: BenchResult): string {
+  const header = ['case', 'p50 ms', 'p99 ms', 'ops/s', 'baseline', 'base p50 ms', 'base ops/s', 'ratio', 'target', 'ok'];
+  const lines = result.rows.map((row) => [
+    row.name,
+    cell(row.p50Ms),
+    cell(row.p99Ms),
+    cell(row.opsPerSec, 0),
+    row.baseline ?? '',
+    cell(row.baselineP50Ms),
+    cell(row.baselineOpsPerSec, 0),
+    cell(row.ratio, 2),
+    row.target ?? '',
+    row.pass === undefined ? '' : row.pass ? 'yes' : 'NO',
+  ]);
+  const widths = header.map((title, i) => Math.max(title.length, ...lines.map((line) => line[i]!.length)));
+  const format = (line: string[]) => `| ${line.map((value, i) => value.padEnd(widths[i]!)).join(' | ')} |`;
+  return [
+    `### ${result.suite} (${result.machine})`,
+    format(header),
+    `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+    ...lines.map(format),
+    ...result.notes.map((note) => `- ${note}`),
+  ].join('\n');
+}
+
+export async function writeResult(result: BenchResult, dir = path.join(import.meta.dirname, 'results')): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const file = path.join(dir, `${result.suite}.json`);
+  await writeFile(file, `${JSON.stringify({ ...result, at: new Date().toISOString() }, null, 2)}\n`);
+  return file;
+}
+
+export function machineName(): string {
+  return `${process.platform}/${process.arch}, ${(globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? '?'} cores, node ${process.version}`;
+}

@@ -1,0 +1,346 @@
+/**
+ * In-process provider. Content lives in Buffers inside this process, within a byte budget (`RAM_MAX_BYTES`):
+ * the current objects and every version count against it, so a write over budget fails with `StorageFullError`
+ * and changes nothing. As a store it serves the embedded process; in split deployments it is hybrid's hot tier.
+ * `exportSnapshot` / `importSnapshot` carry the whole store across restarts.
+ */
+import { Readable } from 'node:stream';
+import { readAll, resolveRange, sha256Hex } from './body.js';
+import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { NotFoundError, PayloadTooLargeError, PreconditionFailedError, StorageFullError } from './errors.js';
+import { compareKeys, validateKey, validatePrefix } from './keys.js';
+import { describeWrite } from './metadata.js';
+import { readSnapshot, writeSnapshot, type SnapshotEntry } from './ram-snapshot.js';
+import type {
+  Body,
+  Capabilities,
+  HealthReport,
+  ListOptions,
+  ObjectInfo,
+  Page,
+  ProviderStats,
+  ReadOptions,
+  RestoreOptions,
+  StorageProvider,
+  VersionInfo,
+  VersionOptions,
+  WriteOptions,
+} from './types.js';
+import { newVersionId } from './version-id.js';
+
+interface StoredObject {
+  info: ObjectInfo;
+  content: Buffer;
+}
+
+interface StoredVersion {
+  info: VersionInfo;
+  contentType: string;
+  metadata: Record<string, string>;
+  content: Buffer;
+}
+
+export interface RamProviderOptions {
+  maxBytes: number;
+}
+
+export class RamProvider implements StorageProvider {
+  readonly kind = 'ram' as const;
+  readonly capabilities: Capabilities = {
+    versioning: 'explicit',
+    presign: 'signed-url',
+    diff: false,
+    branches: false,
+    rangeReads: true,
+  };
+
+  private readonly objects = new Map<string, StoredObject>();
+  /** Oldest first; `listVersions` walks it backwards. */
+  private readonly versions = new Map<string, StoredVersion[]>();
+  /** Current keys in `compareKeys` order, so a list page costs a binary search, not a sort of the whole store. */
+  private readonly sortedKeys: string[] = [];
+  private usedBytes = 0;
+  private hits = 0;
+  private misses = 0;
+  private readonly maxBytes: number;
+
+  constructor(options: RamProviderOptions) {
+    this.maxBytes = options.maxBytes;
+  }
+
+  async write(key: string, body: Body, opts?: WriteOptions): Promise<ObjectInfo> {
+    validateKey(key);
+    const described = describeWrite(opts);
+    const content = await this.readBody(body);
+    this.checkPrecondition(key, opts?.ifMatch);
+    this.reserve(content.length - (this.objects.get(key)?.content.length ?? 0));
+    return this.setCurrent(key, content, described.contentType, described.metadata);
+  }
+
+  async read(key: string, opts?: ReadOptions): Promise<{ info: ObjectInfo; body: Readable }> {
+    const { info, content } = this.find(key, opts?.versionId);
+    if (!opts?.range) return { info, body: Readable.from([content]) };
+    const [start, end] = resolveRange(opts.range, content.length);
+    return { info, body: Readable.from([content.subarray(start, end + 1)]) };
+  }
+
+  async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {
+    return this.find(key, opts?.versionId).info;
+  }
+
+  async delete(key: string, opts?: { allVersions?: boolean }): Promise<void> {
+    validateKey(key);
+    const current = this.objects.get(key);
+    if (current) {
+      this.objects.delete(key);
+      this.usedBytes -= current.content.length;
+      const index = this.indexOfKey(key);
+      if (index.found) this.sortedKeys.splice(index.at, 1);
+    }
+    if (opts?.allVersions) {
+      for (const version of this.versions.get(key) ?? []) this.usedBytes -= version.content.length;
+      this.versions.delete(key);
+    }
+  }
+
+  async list(opts?: ListOptions): Promise<Page<ObjectInfo>> {
+    const prefix = validatePrefix(opts?.prefix);
+    const limit = pageLimit(opts?.limit);
+    const after = decodeCursor(opts?.cursor);
+    let at = Math.max(this.indexOfKey(prefix).at, after === undefined ? 0 : this.indexAfter(after));
+    const items: ObjectInfo[] = [];
+    for (; at < this.sortedKeys.length && items.length < limit; at++) {
+      const key = this.sortedKeys[at]!;
+      if (!key.startsWith(prefix)) {
+        if (compareKeys(key, prefix) > 0) break;
+        continue;
+      }
+      items.push(this.objects.get(key)!.info);
+    }
+    const more = at < this.sortedKeys.length && this.sortedKeys[at]!.startsWith(prefix);
+    return more ? { items, cursor: encodeCursor(items[items.length - 1]!.key) } : { items };
+  }
+
+  async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
+    validateKey(key);
+    const described = describeWrite(opts);
+    const content = await this.readBody(body);
+    this.checkPrecondition(key, opts.ifMatch);
+    this.reserve(content.length * 2 - (this.objects.get(key)?.content.length ?? 0));
+    return this.recordVersion(key, content, described.contentType, described.metadata, opts.message, opts.author);
+  }
+
+  async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
+    validateKey(key);
+    const limit = pageLimit(opts?.limit);
+    const after = decodeCursor(opts?.cursor);
+    const newestFirst = [...(this.versions.get(key) ?? [])].reverse();
+    const start = after === undefined ? 0 : newestFirst.findIndex((version) => version.info.versionId < after);
+    const page = start < 0 ? [] : newestFirst.slice(start, start + limit);
+    const items = page.map((version) => version.info);
+    const more = start >= 0 && start + limit < newestFirst.length;
+    return more ? { items, cursor: encodeCursor(items[items.length - 1]!.versionId) } : { items };
+  }
+
+  async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
+    const version = this.findVersion(key, versionId);
+    this.reserve(version.content.length * 2 - (this.objects.get(key)?.content.length ?? 0));
+    return this.recordVersion(
+      key,
+      version.content,
+      version.contentType,
+      version.metadata,
+      opts?.message ?? `restore ${versionId}`,
+      opts?.author,
+    );
+  }
+
+  async stats(): Promise<ProviderStats> {
+    let bytes = 0;
+    for (const object of this.objects.values()) bytes += object.content.length;
+    let versions = 0;
+    for (const list of this.versions.values()) versions += list.length;
+    return {
+      kind: this.kind,
+      objects: this.objects.size,
+      bytes,
+      versions,
+      detail: { hits: this.hits, misses: this.misses, usedBytes: this.usedBytes, maxBytes: this.maxBytes },
+    };
+  }
+
+  async health(): Promise<HealthReport> {
+    const full = this.usedBytes >= this.maxBytes;
+    return {
+      status: full ? 'degraded' : 'ok',
+      detail: `${this.usedBytes} of ${this.maxBytes} bytes used${full ? ': budget exhausted' : ''}`,
+      latencyMs: 0,
+    };
+  }
+
+  async close(): Promise<void> {}
+
+  /** Writes every object, its metadata and its versions to `path` (atomically: a crash keeps the old snapshot). */
+  async exportSnapshot(path: string): Promise<void> {
+    const entries = (function* (objects: Map<string, StoredObject>, versions: Map<string, StoredVersion[]>) {
+      for (const { info, content } of objects.values()) yield { type: 'object', info, content } satisfies SnapshotEntry;
+      for (const list of versions.values()) {
+        for (const { info, contentType, metadata, content } of list) {
+          yield { type: 'version', info, contentType, metadata, content } satisfies SnapshotEntry;
+        }
+      }
+    })(this.objects, this.versions);
+    await writeSnapshot(path, entries);
+  }
+
+  /** Replaces this store's content with the snapshot at `path`; checks every etag and the byte budget first. */
+  async importSnapshot(path: string): Promise<void> {
+    const objects = new Map<string, StoredObject>();
+    const versions = new Map<string, StoredVersion[]>();
+    let used = 0;
+    for await (const entry of readSnapshot(path)) {
+      used += entry.content.length;
+      if (used > this.maxBytes) throw new StorageFullError(`snapshot ${path} needs more than RAM_MAX_BYTES=${this.maxBytes}`);
+      if (entry.type === 'object') objects.set(entry.info.key, { info: entry.info, content: entry.content });
+      else {
+        const { info, contentType, metadata, content } = entry;
+        versions.set(info.key, [...(versions.get(info.key) ?? []), { info, contentType, metadata, content }]);
+      }
+    }
+    for (const list of versions.values()) list.sort((a, b) => (a.info.versionId < b.info.versionId ? -1 : 1));
+    this.objects.clear();
+    this.versions.clear();
+    for (const [key, object] of objects) this.objects.set(key, object);
+    for (const [key, list] of versions) this.versions.set(key, list);
+    this.sortedKeys.splice(0, this.sortedKeys.length, ...[...objects.keys()].sort(compareKeys));
+    this.usedBytes = used;
+  }
+
+  private async readBody(body: Body): Promise<Buffer> {
+    try {
+      return await readAll(body, this.maxBytes);
+    } catch (error) {
+      if (error instanceof PayloadTooLargeError) {
+        throw new PayloadTooLargeError(`body is larger than this ram store's whole budget (RAM_MAX_BYTES=${this.maxBytes})`);
+      }
+      throw error;
+    }
+  }
+
+  private reserve(extraBytes: number): void {
+    if (this.usedBytes + extraBytes > this.maxBytes) {
+      throw new StorageFullError(
+        `ram store is full: ${this.usedBytes} of ${this.maxBytes} bytes used, this write needs ${extraBytes} more (RAM_MAX_BYTES)`,
+      );
+    }
+  }
+
+  private checkPrecondition(key: string, ifMatch: string | undefined): void {
+    if (ifMatch === undefined) return;
+    const current = this.objects.get(key);
+    if (current?.info.etag !== ifMatch) {
+      throw new PreconditionFailedError(current ? `etag of "${key}" is not ${ifMatch}` : `"${key}" does not exist`);
+    }
+  }
+
+  private setCurrent(
+    key: string,
+    content: Buffer,
+    contentType: string,
+    metadata: Record<string, string>,
+    versionId?: string,
+    etag = sha256Hex(content),
+    updatedAt = new Date().toISOString(),
+  ): ObjectInfo {
+    const info: ObjectInfo = { key, size: content.length, etag, contentType, metadata, updatedAt, ...(versionId ? { versionId } : {}) };
+    const previous = this.objects.get(key);
+    if (previous) this.usedBytes -= previous.content.length;
+    else this.sortedKeys.splice(this.indexOfKey(key).at, 0, key);
+    this.objects.set(key, { info, content });
+    this.usedBytes += content.length;
+    return info;
+  }
+
+  private recordVersion(
+    key: string,
+    content: Buffer,
+    contentType: string,
+    metadata: Record<string, string>,
+    message: string,
+    author: VersionOptions['author'],
+  ): VersionInfo {
+    const etag = sha256Hex(content);
+    const createdAt = new Date().toISOString();
+    const info: VersionInfo = {
+      versionId: newVersionId(),
+      key,
+      size: content.length,
+      etag,
+      createdAt,
+      message,
+      ...(author ? { author } : {}),
+    };
+    const list = this.versions.get(key) ?? [];
+    list.push({ info, contentType, metadata, content });
+    this.versions.set(key, list);
+    this.usedBytes += content.length;
+    this.setCurrent(key, content, contentType, metadata, info.versionId, etag, createdAt);
+    return info;
+  }
+
+  private find(key: string, versionId: string | undefined): { info: ObjectInfo; content: Buffer } {
+    validateKey(key);
+    if (versionId !== undefined) {
+      const version = this.findVersion(key, versionId);
+      return {
+        info: {
+          key,
+          size: version.info.size,
+          etag: version.info.etag,
+          contentType: version.contentType,
+          metadata: version.metadata,
+          updatedAt: version.info.createdAt,
+          versionId,
+        },
+        content: version.content,
+      };
+    }
+    const object = this.objects.get(key);
+    if (!object) {
+      this.misses++;
+      throw new NotFoundError(`no object "${key}"`);
+    }
+    this.hits++;
+    return object;
+  }
+
+  private findVersion(key: string, versionId: string): StoredVersion {
+    validateKey(key);
+    const version = this.versions.get(key)?.find((candidate) => candidate.info.versionId === versionId);
+    if (!version) {
+      this.misses++;
+      throw new NotFoundError(`no version "${versionId}" of "${key}"`);
+    }
+    this.hits++;
+    return version;
+  }
+
+  /** Binary search in `sortedKeys`: where `key` is, or where it would be inserted. */
+  private indexOfKey(key: string): { found: boolean; at: number } {
+    let low = 0;
+    let high = this.sortedKeys.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      const order = compareKeys(this.sortedKeys[middle]!, key);
+      if (order === 0) return { found: true, at: middle };
+      if (order < 0) low = middle + 1;
+      else high = middle;
+    }
+    return { found: false, at: low };
+  }
+
+  private indexAfter(key: string): number {
+    const index = this.indexOfKey(key);
+    return index.found ? index.at + 1 : index.at;
+  }
+}

@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, storeConfig } from '../src/config.js';
+
+describe('config', () => {
+  it('defaults to one disk store named default under ./data', () => {
+    const config = loadConfig({});
+    expect(config.stores).toEqual([{ name: 'default', kind: 'disk' }]);
+    expect(config.storageRootDir.endsWith('data')).toBe(true);
+    expect(config.redis).toMatchObject({ url: 'redis://127.0.0.1:6379', explicit: false });
+    expect(config.queuePrefix).toBe('{kyozo}');
+    expect(config.payloads.stagingInlineMax).toBe(256 * 1024);
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, /^PORT="eighty": /],
+    [{ JOB_ATTEMPTS: '0' }, /^JOB_ATTEMPTS="0": /],
+    [{ DISK_FSYNC: 'maybe' }, /^DISK_FSYNC="maybe": expected true or false/],
+    [{ STORES: 'docs:dropbox' }, /unknown provider kind "dropbox"/],
+    [{ STORES: 'docs:disk,docs:ram' }, /store "docs" is named twice/],
+    [{ STORES: 'Docs' }, /not name:kind/],
+    [{ BACKUP_STORE: 'nowhere' }, /^BACKUP_STORE="nowhere": no such store/],
+    [{ STORES: 'docs:disk', DOCS_DISK_FSYNC: 'perhaps' }, /^DOCS_DISK_FSYNC="perhaps"/],
+  ])('a bad value is one line naming the variable: %o', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
+    try {
+      loadConfig(env);
+    } catch (error) {
+      expect((error as Error).message).not.toContain('\n');
+    }
+  });
+
+  it('per-store settings override the global ones', () => {
+    const config = loadConfig({ STORES: 'docs:git,media:git', GIT_BRANCH: 'trunk', DOCS_GIT_BRANCH: 'docs-main' });
+    expect(storeConfig(config, { name: 'docs', kind: 'git' }).GIT_BRANCH).toBe('docs-main');
+    expect(storeConfig(config, { name: 'media', kind: 'git' }).GIT_BRANCH).toBe('trunk');
+  });
+
+  it('empty values count as unset', () => {
+    expect(loadConfig({ PORT: '', STORES: '' }).port).toBe(3000);
+  });
+});

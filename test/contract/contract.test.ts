@@ -1,0 +1,413 @@
+/**
+ * The provider contract (DESIGN §4) as executable specification: every provider in `fixtures` passes every case.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { InvalidKeyError, NotFoundError, PreconditionFailedError, StorageError } from '../../src/providers/errors.js';
+import { compareKeys } from '../../src/providers/keys.js';
+import type { StorageProvider } from '../../src/providers/types.js';
+import { fixtures } from './providers.js';
+
+const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
+
+async function readText(provider: StorageProvider, key: string, versionId?: string): Promise<string> {
+  return (await readBytes(provider, key, versionId)).toString('utf8');
+}
+
+async function readBytes(provider: StorageProvider, key: string, versionId?: string): Promise<Buffer> {
+  const { body } = await provider.read(key, versionId ? { versionId } : undefined);
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** A stream of `size` deterministic bytes in 64 KiB chunks, and the sha256 the content must have. */
+function generatedStream(size: number): { stream: Readable; etag: string } {
+  const chunk = randomBytes(64 * 1024);
+  const hash = createHash('sha256');
+  for (let sent = 0; sent < size; sent += chunk.length) hash.update(chunk.subarray(0, Math.min(chunk.length, size - sent)));
+  const stream = Readable.from(
+    (function* () {
+      for (let sent = 0; sent < size; sent += chunk.length) yield chunk.subarray(0, Math.min(chunk.length, size - sent));
+    })(),
+  );
+  return { stream, etag: hash.digest('hex') };
+}
+
+async function expectError(promise: Promise<unknown>, type: new (...args: never[]) => StorageError): Promise<void> {
+  await expect(promise).rejects.toBeInstanceOf(type);
+}
+
+/** Runs `count` tasks with at most `width` in flight. */
+async function inParallel(count: number, width: number, task: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (next < count) await task(next++);
+    }),
+  );
+}
+
+const invalidKeys: [string, string][] = [
+  ['empty', ''],
+  ['empty segment', 'a//b'],
+  ['trailing slash', 'a/'],
+  ['dot-dot segment', '../x'],
+  ['inner dot-dot', 'a/../b'],
+  ['dot segment', 'a/./b'],
+  ['leading slash', '/abs'],
+  ['backslash', 'a\\b'],
+  ['NUL', 'a\u0000b'],
+  ['newline', 'a\nb'],
+  ['DEL', 'a\u007fb'],
+  ['C1 control', 'a\u0085b'],
+  ['lone surrogate', 'a\ud800b'],
+  ['1,025 bytes', 'k'.repeat(1025)],
+  ['1,025 bytes in multi-byte characters', `${'é'.repeat(512)}x`],
+];
+
+describe.each(fixtures)('provider contract: $name', (fixture) => {
+  let provider: StorageProvider;
+  let dispose: () => Promise<void>;
+
+  beforeEach(async () => {
+    ({ provider, dispose } = await fixture.create());
+  });
+
+  afterEach(async () => {
+    await provider.close();
+    await dispose();
+  });
+
+  describe('round trips', () => {
+    it('round-trips bytes', async () => {
+      const bytes = randomBytes(3000);
+      const info = await provider.write('bytes.bin', bytes);
+      expect(info).toMatchObject({ key: 'bytes.bin', size: 3000, etag: sha256(bytes) });
+      expect((await readBytes(provider, 'bytes.bin')).equals(bytes)).toBe(true);
+    });
+
+    it('round-trips a string as UTF-8', async () => {
+      const text = 'grüße, 世界 🌍';
+      const info = await provider.write('text.txt', text);
+      expect(info.size).toBe(Buffer.byteLength(text));
+      expect(await readText(provider, 'text.txt')).toBe(text);
+    });
+
+    it('round-trips a stream', async () => {
+      const { stream, etag } = generatedStream(300 * 1024);
+      const info = await provider.write('stream.bin', stream);
+      expect(info.etag).toBe(etag);
+      expect(sha256(await readBytes(provider, 'stream.bin'))).toBe(etag);
+    });
+
+    it('round-trips an empty object', async () => {
+      const info = await provider.write('empty', new Uint8Array(0));
+      expect(info).toMatchObject({ size: 0, etag: sha256('') });
+      expect((await readBytes(provider, 'empty')).length).toBe(0);
+    });
+
+    it('round-trips a 20 MiB streamed object', async () => {
+      const size = 20 * 1024 * 1024;
+      const { stream, etag } = generatedStream(size);
+      const info = await provider.write('big/20mib.bin', stream);
+      expect(info).toMatchObject({ size, etag });
+      const { info: readInfo, body } = await provider.read('big/20mib.bin');
+      expect(readInfo.etag).toBe(etag);
+      const hash = createHash('sha256');
+      let bytes = 0;
+      for await (const chunk of body) {
+        hash.update(chunk as Buffer);
+        bytes += (chunk as Buffer).length;
+      }
+      expect(bytes).toBe(size);
+      expect(hash.digest('hex')).toBe(etag);
+    });
+
+    it('etag is the sha256 of the content, in write, stat, read and list', async () => {
+      const content = 'etag check';
+      const written = await provider.write('e/tag', content);
+      expect(written.etag).toBe(sha256(content));
+      expect((await provider.stat('e/tag')).etag).toBe(sha256(content));
+      expect((await provider.read('e/tag')).info.etag).toBe(sha256(content));
+      expect((await provider.list({ prefix: 'e/' })).items.map((item) => item.etag)).toEqual([sha256(content)]);
+    });
+
+    it('round-trips contentType and metadata; metadata names are lower-cased', async () => {
+      await provider.write('doc.json', '{}', { contentType: 'application/json', metadata: { Owner: 'ada', 'build-id': '42' } });
+      const info = await provider.stat('doc.json');
+      expect(info.contentType).toBe('application/json');
+      expect(info.metadata).toEqual({ owner: 'ada', 'build-id': '42' });
+      expect((await provider.read('doc.json')).info.metadata).toEqual({ owner: 'ada', 'build-id': '42' });
+    });
+
+    it('defaults contentType to application/octet-stream and metadata to {}', async () => {
+      await provider.write('plain', 'x');
+      expect(await provider.stat('plain')).toMatchObject({ contentType: 'application/octet-stream', metadata: {} });
+    });
+
+    it('write replaces content, size and metadata', async () => {
+      await provider.write('replace', 'first version, long', { metadata: { a: '1' } });
+      await provider.write('replace', 'second', { metadata: { b: '2' } });
+      expect(await readText(provider, 'replace')).toBe('second');
+      expect(await provider.stat('replace')).toMatchObject({ size: 6, etag: sha256('second'), metadata: { b: '2' } });
+    });
+
+    it('reads a byte range when the provider supports range reads', async () => {
+      if (!provider.capabilities.rangeReads) return;
+      await provider.write('range', '0123456789');
+      const { body } = await provider.read('range', { range: [2, 5] });
+      const chunks: Buffer[] = [];
+      for await (const chunk of body) chunks.push(chunk as Buffer);
+      expect(Buffer.concat(chunks).toString()).toBe('2345');
+      const tail = await provider.read('range', { range: [8, 100] });
+      const tailChunks: Buffer[] = [];
+      for await (const chunk of tail.body) tailChunks.push(chunk as Buffer);
+      expect(Buffer.concat(tailChunks).toString()).toBe('89');
+    });
+  });
+
+  describe('stat and not found', () => {
+    it('stat describes the object without reading it', async () => {
+      const before = Date.now();
+      await provider.write('s/stat', 'hello', { contentType: 'text/plain' });
+      const info = await provider.stat('s/stat');
+      expect(info).toMatchObject({ key: 's/stat', size: 5, etag: sha256('hello'), contentType: 'text/plain' });
+      expect(Date.parse(info.updatedAt)).toBeGreaterThanOrEqual(before - 1000);
+    });
+
+    it('throws NotFoundError for a missing key on read, stat and listVersions of nothing is empty', async () => {
+      await expectError(provider.read('missing'), NotFoundError);
+      await expectError(provider.stat('missing'), NotFoundError);
+      expect((await provider.listVersions('missing')).items).toEqual([]);
+    });
+
+    it('throws NotFoundError for a missing version', async () => {
+      await provider.createVersion('v/missing', 'one', { message: 'first' });
+      const bogus = provider.kind === 'git' ? '0'.repeat(40) : '0000000000000000000000000z';
+      await expectError(provider.read('v/missing', { versionId: bogus }), NotFoundError);
+      await expectError(provider.stat('v/missing', { versionId: bogus }), NotFoundError);
+      await expectError(provider.restoreVersion('v/missing', bogus), NotFoundError);
+    });
+  });
+
+  describe('delete', () => {
+    it('is idempotent', async () => {
+      await provider.write('d/once', 'x');
+      await provider.delete('d/once');
+      await provider.delete('d/once');
+      await provider.delete('d/never-existed');
+      await expectError(provider.stat('d/once'), NotFoundError);
+      expect((await provider.list({ prefix: 'd/' })).items).toEqual([]);
+    });
+
+    it('keeps versions unless allVersions', async () => {
+      const v1 = await provider.createVersion('d/kept', 'one', { message: 'one' });
+      await provider.delete('d/kept');
+      await expectError(provider.stat('d/kept'), NotFoundError);
+      const versions = (await provider.listVersions('d/kept')).items.map((version) => version.versionId);
+      expect(versions).toContain(v1.versionId);
+      expect(await readText(provider, 'd/kept', v1.versionId)).toBe('one');
+
+      await provider.createVersion('d/gone', 'two', { message: 'two' });
+      await provider.delete('d/gone', { allVersions: true });
+      await expectError(provider.stat('d/gone'), NotFoundError);
+      expect((await provider.listVersions('d/gone')).items).toEqual([]);
+    });
+  });
+
+  describe('list', () => {
+    it('pages 2,500 keys by 1,000 with a prefix, losing and repeating none', async () => {
+      const keys = Array.from({ length: 2500 }, (_, i) => `many/${String(i).padStart(4, '0')}`);
+      await inParallel(keys.length, 16, (i) => provider.write(keys[i]!, `v${i}`));
+      await provider.write('other/0', 'outside the prefix');
+      await provider.write('many', 'a sibling that is not under many/');
+
+      const seen: string[] = [];
+      const pageSizes: number[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await provider.list({ prefix: 'many/', cursor, limit: 1000 });
+        pageSizes.push(page.items.length);
+        seen.push(...page.items.map((item) => item.key));
+        cursor = page.cursor;
+      } while (cursor);
+
+      expect(pageSizes).toEqual([1000, 1000, 500]);
+      expect(new Set(seen).size).toBe(seen.length);
+      expect(seen).toEqual([...keys].sort(compareKeys));
+    });
+
+    it('lists in UTF-8 byte order with size and etag', async () => {
+      const keys = ['b', 'a/z', 'a', 'a-b', 'é', 'Z', '\u{1F600}', '\uFFFD'];
+      for (const key of keys) await provider.write(key, key);
+      const { items, cursor } = await provider.list();
+      expect(cursor).toBeUndefined();
+      expect(items.map((item) => item.key)).toEqual([...keys].sort(compareKeys));
+      for (const item of items) expect(item).toMatchObject({ size: Buffer.byteLength(item.key), etag: sha256(item.key) });
+    });
+
+    it('prefix matches the start of keys, not only whole segments', async () => {
+      for (const key of ['logs/2024-01', 'logs/2024-02', 'logs/2025-01', 'logsbook']) await provider.write(key, 'x');
+      expect((await provider.list({ prefix: 'logs/2024' })).items.map((item) => item.key)).toEqual(['logs/2024-01', 'logs/2024-02']);
+      expect((await provider.list({ prefix: 'logs' })).items).toHaveLength(4);
+      expect((await provider.list({ prefix: 'nothing/' })).items).toEqual([]);
+    });
+  });
+
+  describe('versions', () => {
+    it('createVersion records message and author, and makes the content current', async () => {
+      const version = await provider.createVersion('v/doc', 'draft', {
+        message: 'first draft',
+        author: { name: 'Ada', email: 'ada@example.com' },
+        contentType: 'text/plain',
+      });
+      expect(version).toMatchObject({ key: 'v/doc', size: 5, etag: sha256('draft'), message: 'first draft' });
+      expect(version.author).toMatchObject({ name: 'Ada', email: 'ada@example.com' });
+      expect(await readText(provider, 'v/doc')).toBe('draft');
+      expect(await provider.stat('v/doc')).toMatchObject({ versionId: version.versionId, contentType: 'text/plain' });
+    });
+
+    it('listVersions is newest first and pages with a cursor', async () => {
+      const ids: string[] = [];
+      for (let i = 1; i <= 5; i++) ids.push((await provider.createVersion('v/paged', `rev ${i}`, { message: `rev ${i}` })).versionId);
+      const first = await provider.listVersions('v/paged', { limit: 2 });
+      const second = await provider.listVersions('v/paged', { limit: 2, cursor: first.cursor });
+      const third = await provider.listVersions('v/paged', { limit: 2, cursor: second.cursor });
+      const listed = [...first.items, ...second.items, ...third.items].map((version) => version.versionId);
+      expect(listed).toEqual([...ids].reverse());
+      expect(third.cursor).toBeUndefined();
+      expect(first.items[0]).toMatchObject({ message: 'rev 5', etag: sha256('rev 5') });
+    });
+
+    it('reads and stats an older version', async () => {
+      const v1 = await provider.createVersion('v/old', 'one', { message: 'one', contentType: 'text/plain' });
+      await provider.createVersion('v/old', 'two', { message: 'two' });
+      expect(await readText(provider, 'v/old', v1.versionId)).toBe('one');
+      expect(await provider.stat('v/old', { versionId: v1.versionId })).toMatchObject({
+        size: 3,
+        etag: sha256('one'),
+        versionId: v1.versionId,
+      });
+      expect(await readText(provider, 'v/old')).toBe('two');
+    });
+
+    it('restoreVersion brings old content back as a new version', async () => {
+      const v1 = await provider.createVersion('v/restore', 'original', { message: 'one' });
+      await provider.createVersion('v/restore', 'changed', { message: 'two' });
+      const restored = await provider.restoreVersion('v/restore', v1.versionId, { message: 'back to one' });
+      expect(restored.versionId).not.toBe(v1.versionId);
+      expect(restored).toMatchObject({ etag: sha256('original'), message: 'back to one' });
+      expect(await readText(provider, 'v/restore')).toBe('original');
+      const newest = (await provider.listVersions('v/restore')).items[0];
+      expect(newest?.versionId).toBe(restored.versionId);
+    });
+
+    it('plain writes record versions exactly when versioning is every-write', async () => {
+      await provider.write('v/plain', 'a');
+      await provider.write('v/plain', 'b');
+      const versions = (await provider.listVersions('v/plain')).items;
+      if (provider.capabilities.versioning === 'every-write') {
+        expect(versions.map((version) => version.etag)).toEqual([sha256('b'), sha256('a')]);
+      } else {
+        expect(versions).toEqual([]);
+        expect((await provider.stat('v/plain')).versionId).toBeUndefined();
+      }
+    });
+
+    it('versions are immutable: a later write does not change them', async () => {
+      const v1 = await provider.createVersion('v/immutable', 'kept', { message: 'keep' });
+      await provider.write('v/immutable', 'overwritten');
+      expect(await readText(provider, 'v/immutable', v1.versionId)).toBe('kept');
+    });
+  });
+
+  describe('preconditions', () => {
+    it('ifMatch writes only over the expected etag', async () => {
+      const first = await provider.write('p/cas', 'one');
+      const second = await provider.write('p/cas', 'two', { ifMatch: first.etag });
+      expect(second.etag).toBe(sha256('two'));
+      await expectError(provider.write('p/cas', 'three', { ifMatch: first.etag }), PreconditionFailedError);
+      expect(await readText(provider, 'p/cas')).toBe('two');
+    });
+
+    it('ifMatch on a missing object fails and creates nothing', async () => {
+      await expectError(provider.write('p/absent', 'x', { ifMatch: sha256('x') }), PreconditionFailedError);
+      await expectError(provider.stat('p/absent'), NotFoundError);
+    });
+  });
+
+  describe('keys', () => {
+    it.each(invalidKeys)('rejects a key with %s on every operation', async (_name, key) => {
+      await expectError(provider.write(key, 'x'), InvalidKeyError);
+      await expectError(provider.read(key), InvalidKeyError);
+      await expectError(provider.stat(key), InvalidKeyError);
+      await expectError(provider.delete(key), InvalidKeyError);
+      await expectError(provider.createVersion(key, 'x', { message: 'm' }), InvalidKeyError);
+      await expectError(provider.listVersions(key), InvalidKeyError);
+      expect((await provider.list()).items).toEqual([]);
+    });
+
+    it('accepts Unicode keys and keeps them byte-exact (no normalisation)', async () => {
+      const composed = 'café/naïve-\u00e9';
+      const decomposed = 'café/naïve-e\u0301';
+      await provider.write(composed, 'composed');
+      await provider.write(decomposed, 'decomposed');
+      await provider.write('日本語/ключ/🗝️', 'emoji');
+      expect(await readText(provider, composed)).toBe('composed');
+      expect(await readText(provider, decomposed)).toBe('decomposed');
+      expect(await readText(provider, '日本語/ключ/🗝️')).toBe('emoji');
+    });
+
+    it('accepts a key of exactly 1,024 bytes', async () => {
+      const key = 'k'.repeat(1024);
+      await provider.write(key, 'long');
+      expect(await readText(provider, key)).toBe('long');
+      const nested = `${'a'.repeat(300)}/${'b'.repeat(300)}/${'c'.repeat(422)}`;
+      expect(Buffer.byteLength(nested)).toBe(1024);
+      await provider.write(nested, 'nested');
+      expect(await readText(provider, nested)).toBe('nested');
+    });
+
+    it('lets a key and a key below it coexist (a and a/b)', async () => {
+      await provider.write('a', 'file a');
+      await provider.write('a/b', 'file a/b');
+      expect(await readText(provider, 'a')).toBe('file a');
+      expect(await readText(provider, 'a/b')).toBe('file a/b');
+      expect((await provider.list({ prefix: 'a' })).items.map((item) => item.key)).toEqual(['a', 'a/b']);
+    });
+  });
+
+  describe('concurrency', () => {
+    it('20 concurrent writes to one key leave one writer’s whole content', async () => {
+      const bodies = Array.from({ length: 20 }, (_, i) => `writer ${i} `.repeat(1000 + i));
+      await Promise.all(bodies.map((body) => provider.write('race', body)));
+      const content = await readText(provider, 'race');
+      const info = await provider.stat('race');
+      expect(bodies).toContain(content);
+      expect(info.etag).toBe(sha256(content));
+      expect(info.size).toBe(Buffer.byteLength(content));
+    });
+  });
+
+  describe('stats and health', () => {
+    it('stats count current objects, bytes and versions', async () => {
+      await provider.write('st/a', '12345');
+      await provider.write('st/b', '123');
+      await provider.createVersion('st/c', '1', { message: 'v' });
+      const stats = await provider.stats();
+      expect(stats.kind).toBe(provider.kind);
+      expect(stats.objects).toBe(3);
+      expect(stats.bytes).toBe(9);
+      expect(stats.versions).toBeGreaterThanOrEqual(1);
+    });
+
+    it('health reports ok with a latency', async () => {
+      const report = await provider.health();
+      expect(report.status).toBe('ok');
+      expect(typeof report.detail).toBe('string');
+      expect(report.latencyMs).toBeGreaterThanOrEqual(0);
+    });
+  });
+});

@@ -1,0 +1,93 @@
+import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { InvalidArgumentError, PayloadTooLargeError, StorageFullError } from '../../src/providers/errors.js';
+import { RamProvider } from '../../src/providers/ram.js';
+
+describe('ram provider', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-ram-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a write over the byte budget fails with StorageFullError and changes nothing', async () => {
+    const ram = new RamProvider({ maxBytes: 100 });
+    await ram.write('a', 'x'.repeat(60));
+    await expect(ram.write('b', 'y'.repeat(50))).rejects.toBeInstanceOf(StorageFullError);
+    await expect(ram.stat('b')).rejects.toThrow();
+    expect((await ram.stats()).bytes).toBe(60);
+    // replacing an object only needs the difference
+    await ram.write('a', 'z'.repeat(100));
+    expect((await ram.stats()).bytes).toBe(100);
+  });
+
+  it('a body larger than the whole budget is PayloadTooLarge and is not buffered past the budget', async () => {
+    const ram = new RamProvider({ maxBytes: 10 });
+    await expect(ram.write('big', 'x'.repeat(11))).rejects.toBeInstanceOf(PayloadTooLargeError);
+  });
+
+  it('versions count against the budget and deleting all versions frees it', async () => {
+    const ram = new RamProvider({ maxBytes: 100 });
+    await ram.createVersion('doc', 'x'.repeat(40), { message: 'one' }); // 40 current + 40 version
+    await expect(ram.createVersion('doc', 'y'.repeat(40), { message: 'two' })).rejects.toBeInstanceOf(StorageFullError);
+    await ram.delete('doc', { allVersions: true });
+    expect((await ram.stats()).detail).toMatchObject({ usedBytes: 0 });
+    await ram.createVersion('doc', 'y'.repeat(40), { message: 'two' });
+  });
+
+  it('counts hits and misses', async () => {
+    const ram = new RamProvider({ maxBytes: 1000 });
+    await ram.write('k', 'v');
+    await ram.read('k');
+    await ram.stat('k');
+    await expect(ram.read('missing')).rejects.toThrow();
+    expect((await ram.stats()).detail).toMatchObject({ hits: 2, misses: 1 });
+  });
+
+  it('exportSnapshot / importSnapshot round-trip every object, its metadata and its versions', async () => {
+    const source = new RamProvider({ maxBytes: 1_000_000 });
+    await source.write('plain', Buffer.from([0, 1, 2, 255]), { contentType: 'application/x-bytes', metadata: { owner: 'ada' } });
+    const v1 = await source.createVersion('doc', 'one', { message: 'first', author: { name: 'Ada', email: 'a@x' } });
+    const v2 = await source.createVersion('doc', 'two', { message: 'second' });
+    await source.write('gone', 'x');
+    await source.createVersion('gone', 'kept in history', { message: 'h' });
+    await source.delete('gone');
+    const file = path.join(dir, 'snap.ndjson');
+    await source.exportSnapshot(file);
+
+    const target = new RamProvider({ maxBytes: 1_000_000 });
+    await target.write('will-be-replaced', 'x');
+    await target.importSnapshot(file);
+    expect((await target.list()).items).toEqual((await source.list()).items);
+    expect((await target.listVersions('doc')).items).toEqual((await source.listVersions('doc')).items);
+    expect((await target.listVersions('doc')).items.map((v) => v.versionId)).toEqual([v2.versionId, v1.versionId]);
+    expect((await target.listVersions('gone')).items).toHaveLength(1);
+    expect(await target.stat('doc', { versionId: v1.versionId })).toEqual(await source.stat('doc', { versionId: v1.versionId }));
+    expect(await target.stats()).toMatchObject({ objects: 2, versions: 3 });
+  });
+
+  it('refuses a corrupt snapshot and keeps its content', async () => {
+    const source = new RamProvider({ maxBytes: 1000 });
+    await source.write('k', 'original');
+    const file = path.join(dir, 'snap.ndjson');
+    await source.exportSnapshot(file);
+    const text = await readFile(file, 'utf8');
+    await writeFile(file, text.replace(Buffer.from('original').toString('base64'), Buffer.from('tampered').toString('base64')));
+    const target = new RamProvider({ maxBytes: 1000 });
+    await target.write('mine', 'stays');
+    await expect(target.importSnapshot(file)).rejects.toBeInstanceOf(InvalidArgumentError);
+    expect((await target.list()).items.map((item) => item.key)).toEqual(['mine']);
+  });
+
+  it('refuses a snapshot larger than the budget', async () => {
+    const source = new RamProvider({ maxBytes: 1000 });
+    await source.write('k', 'x'.repeat(500));
+    const file = path.join(dir, 'snap.ndjson');
+    await source.exportSnapshot(file);
+    await expect(new RamProvider({ maxBytes: 100 }).importSnapshot(file)).rejects.toBeInstanceOf(StorageFullError);
+  });
+});
