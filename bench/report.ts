@@ -3,6 +3,7 @@
  * (machines here are noisy, so only same-run ratios mean anything), printed as a table and written as JSON.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 
 export interface BenchRow {
@@ -33,17 +34,52 @@ export function percentile(sortedMs: number[], p: number): number {
   return sortedMs[index]!;
 }
 
-/** Runs `op` `iterations` times after `warmup` runs and returns p50/p99 in milliseconds. */
-export async function measure(op: (i: number) => Promise<unknown>, iterations: number, warmup = Math.ceil(iterations / 10)) {
-  for (let i = 0; i < warmup; i++) await op(i);
-  const samples: number[] = [];
-  for (let i = 0; i < iterations; i++) {
-    const start = process.hrtime.bigint();
-    await op(warmup + i);
-    samples.push(Number(process.hrtime.bigint() - start) / 1e6);
-  }
+export interface Latency {
+  p50Ms: number;
+  p99Ms: number;
+}
+
+function summarize(samples: number[]): Latency {
   samples.sort((a, b) => a - b);
   return { p50Ms: percentile(samples, 50), p99Ms: percentile(samples, 99) };
+}
+
+async function sample(op: (i: number) => Promise<unknown>, from: number, count: number, into: number[]): Promise<void> {
+  for (let i = from; i < from + count; i++) {
+    const start = process.hrtime.bigint();
+    await op(i);
+    into.push(Number(process.hrtime.bigint() - start) / 1e6);
+  }
+}
+
+/** Runs `op` `iterations` times after `warmup` runs and returns p50/p99 in milliseconds. */
+export async function measure(op: (i: number) => Promise<unknown>, iterations: number, warmup = Math.ceil(iterations / 10)): Promise<Latency> {
+  await sample(op, 0, warmup, []);
+  const samples: number[] = [];
+  await sample(op, warmup, iterations, samples);
+  return summarize(samples);
+}
+
+/**
+ * Measures `ours` beside `baseline` in alternating rounds, so the drift of a noisy machine (other processes, disk
+ * write-back) falls on both alike and their ratio means something.
+ */
+export async function measurePair(
+  baseline: (i: number) => Promise<unknown>,
+  ours: (i: number) => Promise<unknown>,
+  iterations: number,
+  rounds = 5,
+): Promise<{ baseline: Latency; ours: Latency }> {
+  const perRound = Math.max(1, Math.ceil(iterations / rounds));
+  await sample(baseline, 0, Math.ceil(perRound / 5), []);
+  await sample(ours, 0, Math.ceil(perRound / 5), []);
+  const baselineSamples: number[] = [];
+  const ourSamples: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    await sample(baseline, round * perRound, perRound, baselineSamples);
+    await sample(ours, round * perRound, perRound, ourSamples);
+  }
+  return { baseline: summarize(baselineSamples), ours: summarize(ourSamples) };
 }
 
 function cell(value: number | undefined, digits = 3): string {
@@ -83,5 +119,5 @@ export async function writeResult(result: BenchResult, dir = path.join(import.me
 }
 
 export function machineName(): string {
-  return `${process.platform}/${process.arch}, ${(globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? '?'} cores, node ${process.version}`;
+  return `${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.cpus()[0]?.model.trim() ?? 'unknown cpu'}, node ${process.version}`;
 }

@@ -61,10 +61,13 @@ export class HashingStream extends Transform {
   }
 }
 
-/** Reads a whole body into memory: for providers that keep content in memory (ram) and small inline bodies. */
+/**
+ * Reads a whole body into a Buffer the caller owns (a Uint8Array is copied, so later changes by the writer cannot
+ * reach stored content): for providers that keep content in memory (ram) and small inline bodies.
+ */
 export async function readAll(body: Body, maxBytes = Number.POSITIVE_INFINITY): Promise<Buffer> {
   if (!isReadable(body)) {
-    const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body);
     if (bytes.length > maxBytes) throw new PayloadTooLargeError(`body is larger than ${maxBytes} bytes`);
     return bytes;
   }

@@ -39,6 +39,17 @@ describe('ram provider', () => {
     await ram.createVersion('doc', 'y'.repeat(40), { message: 'two' });
   });
 
+  it('keeps its own copy of a written buffer', async () => {
+    const ram = new RamProvider({ maxBytes: 1000 });
+    const bytes = Buffer.from('original');
+    await ram.write('k', bytes);
+    bytes.write('mutated!');
+    const { body } = await ram.read('k');
+    const chunks: Buffer[] = [];
+    for await (const chunk of body) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe('original');
+  });
+
   it('counts hits and misses', async () => {
     const ram = new RamProvider({ maxBytes: 1000 });
     await ram.write('k', 'v');
