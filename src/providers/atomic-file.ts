@@ -1,19 +1,73 @@
 /**
- * Atomic file replacement, the one place it is done: write a temporary file in the target's directory, fsync it,
- * rename it over the target, fsync the directory. A crash at any point leaves either the old file or the new one,
- * never a torn one; temporary files are named `.tmp-*` so listings can skip them.
+ * Atomic file replacement, the one place for it (disk objects and versions, ram snapshots). New content goes to a
+ * temp file in the target's own directory (a rename is atomic only within one filesystem), is made durable, and is
+ * renamed over the target; then the directory is synced so the rename itself survives a power cut. A reader or a
+ * crash sees the old file or the new one, never part of either. A crash before the rename leaves a `.tmp-*` file
+ * behind and the old content in place; readers of a directory skip temp names (`isTempName`).
  */
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { copyFile, link, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import type { Body } from './types.js';
 
 export const TEMP_PREFIX = '.tmp-';
 
+export interface AtomicWriteOptions {
+  /** Sync the file before the rename and its directory after it (`DISK_FSYNC`). Off, a crash may lose the write. */
+  fsync: boolean;
+  /**
+   * Called when the target's directory is missing (never made, or removed by a concurrent cleanup of empty
+   * directories); the open is retried once after it. Default: make it with `mkdir -p`. The disk provider passes
+   * its own, which refuses to create directories through a symlink.
+   */
+  onMissingDirectory?: () => Promise<void>;
+}
+
 export function isTempName(name: string): boolean {
   return name.startsWith(TEMP_PREFIX);
+}
+
+function tempPathFor(target: string): string {
+  return path.join(path.dirname(target), `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+}
+
+function errorCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** Retries `create` once after `onMissingDirectory` when the directory it creates in does not exist. */
+async function inDirectory<T>(target: string, create: () => Promise<T>, options: AtomicWriteOptions): Promise<T> {
+  try {
+    return await create();
+  } catch (error) {
+    if (errorCode(error) !== 'ENOENT') throw error;
+    await (options.onMissingDirectory ?? (() => mkdir(path.dirname(target), { recursive: true })))();
+    return create();
+  }
+}
+
+/** Writes every byte: a write to a regular file may, rarely, be short. */
+async function writeFully(file: FileHandle, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    const { bytesWritten } = await file.write(bytes, offset, bytes.length - offset);
+    offset += bytesWritten;
+  }
+}
+
+/** What an atomic write takes: bytes, a string, or a stream or async iterable of chunks (consumed once). */
+export type AtomicContent = Body | AsyncIterable<Uint8Array | string>;
+
+async function writeBody(file: FileHandle, body: AtomicContent): Promise<void> {
+  if (typeof body === 'string' || body instanceof Uint8Array) {
+    await writeFully(file, typeof body === 'string' ? Buffer.from(body, 'utf8') : body);
+    return;
+  }
+  // Awaiting each write before pulling the next chunk is the backpressure: a 200 MiB body never sits in memory.
+  for await (const chunk of body as AsyncIterable<Uint8Array | string>) {
+    await writeFully(file, typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
+  }
 }
 
 export async function fsyncDirectory(dir: string): Promise<void> {
@@ -25,23 +79,72 @@ export async function fsyncDirectory(dir: string): Promise<void> {
   }
 }
 
-/** Streams `source` into `target` atomically. `fsync: false` trades durability on power loss for speed. */
-export async function writeFileAtomic(target: string, source: Readable, options: { fsync: boolean }): Promise<void> {
-  const dir = path.dirname(target);
-  await mkdir(dir, { recursive: true });
-  const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+/** Renames `temp` over `target` (and syncs the directory), or removes `temp` if anything before that failed. */
+async function publish(temp: string, target: string, prepare: () => Promise<void>, options: AtomicWriteOptions): Promise<void> {
   try {
-    const handle = await open(temp, 'wx');
-    try {
-      await pipeline(source, createWriteStream('', { fd: handle.fd, autoClose: false }));
-      if (options.fsync) await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await prepare();
     await rename(temp, target);
   } catch (error) {
     await unlink(temp).catch(() => {});
     throw error;
   }
-  if (options.fsync) await fsyncDirectory(dir);
+  if (options.fsync) await fsyncDirectory(path.dirname(target));
+}
+
+/** Replaces `target` with `body` atomically. */
+export async function writeFileAtomic(target: string, body: AtomicContent, options: AtomicWriteOptions): Promise<void> {
+  const temp = tempPathFor(target);
+  let file: FileHandle;
+  try {
+    file = await inDirectory(target, () => open(temp, 'wx'), options);
+  } catch (error) {
+    if (body instanceof Readable) body.destroy();
+    throw error;
+  }
+  await publish(
+    temp,
+    target,
+    async () => {
+      try {
+        await writeBody(file, body);
+        // fdatasync also flushes the size, which is all the metadata a reader of the content needs.
+        if (options.fsync) await file.datasync();
+      } finally {
+        await file.close();
+      }
+    },
+    options,
+  );
+}
+
+/**
+ * Makes `target` a second name of the existing, never-modified file `source` (a version record becoming the
+ * current object): no content is copied. Falls back to a copy where the filesystem has no hard links.
+ */
+export async function linkFileAtomic(source: string, target: string, options: AtomicWriteOptions): Promise<void> {
+  const temp = tempPathFor(target);
+  let linked = true;
+  await inDirectory(target, async () => {
+    try {
+      await link(source, temp);
+    } catch (error) {
+      if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EMLINK'].includes(errorCode(error) ?? '')) throw error;
+      linked = false;
+      await copyFile(source, temp);
+    }
+  }, options);
+  await publish(
+    temp,
+    target,
+    async () => {
+      if (linked || !options.fsync) return;
+      const copy = await open(temp, 'r+');
+      try {
+        await copy.datasync();
+      } finally {
+        await copy.close();
+      }
+    },
+    options,
+  );
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Redis, Cluster } from 'ioredis';
 import { storeConfig, type Config, type StoreKind, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
+import { DiskProvider } from './disk.js';
 import { withMetrics, type Observation } from './metrics.js';
 import { RamProvider } from './ram.js';
 import type { StorageProvider } from './types.js';
@@ -22,6 +23,7 @@ export type ProviderFactory = (settings: StoreSettings, deps: StoreDeps) => Stor
 
 const factories: Partial<Record<StoreKind, ProviderFactory>> = {
   ram: (s) => new RamProvider({ maxBytes: s.RAM_MAX_BYTES }),
+  disk: (s) => new DiskProvider({ root: storeDir(s), fsync: s.DISK_FSYNC }),
 };
 
 export class StoreConfigError extends Error {}

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 
-const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case: sortable and path-safe
+export const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case: sortable and path-safe
 
 let lastMillis = 0;
 let sequence = 0;

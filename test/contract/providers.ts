@@ -2,6 +2,10 @@
  * The providers the contract suite runs against: one entry each. A new provider adds one line here and must pass
  * every case in contract.test.ts.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { DiskProvider } from '../../src/providers/disk.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { RamProvider } from '../../src/providers/ram.js';
 
@@ -12,4 +16,11 @@ export interface ProviderFixture {
 
 export const fixtures: ProviderFixture[] = [
   { name: 'ram', create: async () => ({ provider: new RamProvider({ maxBytes: 256 * 1024 * 1024 }), dispose: async () => {} }) },
+  {
+    name: 'disk',
+    create: async () => {
+      const root = await mkdtemp(path.join(os.tmpdir(), 'kyozo-contract-disk-'));
+      return { provider: new DiskProvider({ root, fsync: true }), dispose: () => rm(root, { recursive: true, force: true }) };
+    },
+  },
 ];

@@ -1,0 +1,485 @@
+/**
+ * Disk provider: each store is a directory tree (DESIGN §5).
+ *
+ *   <root>/objects/<key path>              current objects, one record file each (content + trailer, disk-record.ts)
+ *   <root>/versions/<key path>/<versionId> a key's versions, one record file each, newest = greatest name
+ *
+ * Key paths are disk-layout.ts's (`a` -> `a~`, `a/b` -> `a/b~`). Every file is written once, atomically
+ * (atomic-file.ts), and never modified, which is what lets `createVersion` make the current object a hard link
+ * to the version record it just wrote instead of a second copy of the content: the object's trailer is the
+ * version's own (it also carries message and author, which ObjectInfo leaves out).
+ *
+ * Nothing leaves the root: keys are validated, and a path whose real path differs from the one built from the
+ * key (a symlink somewhere below the root) is refused with InvalidKeyError, for reads and writes alike;
+ * directories are created only below a checked ancestor, and records are opened with O_NOFOLLOW.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, realpath, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { linkFileAtomic, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
+import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { decodeEntry, keyPath, prefixDirectory } from './disk-layout.js';
+import { readRecord, readTrailer, writeRecord, type RecordTrailer } from './disk-record.js';
+import {
+  InvalidKeyError,
+  isStorageError,
+  NotFoundError,
+  PermissionDeniedError,
+  PreconditionFailedError,
+  ProviderUnavailableError,
+  StorageFullError,
+  type StorageError,
+} from './errors.js';
+import { validateKey, validatePrefix } from './keys.js';
+import { describeWrite } from './metadata.js';
+import type {
+  Body,
+  Capabilities,
+  HealthReport,
+  ListOptions,
+  ObjectInfo,
+  Page,
+  ProviderStats,
+  ReadOptions,
+  RestoreOptions,
+  StorageProvider,
+  VersionInfo,
+  VersionOptions,
+  WriteOptions,
+} from './types.js';
+import { isVersionId, newVersionId } from './version-id.js';
+
+export interface DiskProviderOptions {
+  root: string;
+  /** fsync files and directories on every write (`DISK_FSYNC`). */
+  fsync: boolean;
+}
+
+interface Tree {
+  root: string;
+  objects: string;
+  versions: string;
+}
+
+interface WalkEntry {
+  kind: 'object' | 'segment';
+  /** The key (object) or key prefix ending in `/` (segment) this entry stands for. */
+  name: string;
+  bytes: Buffer;
+  path: string;
+}
+
+/** Trailer reads in flight at once for a list page or stats: enough to keep libuv's 4 threads busy. */
+const READ_WIDTH = 16;
+
+function errnoCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function isMissing(error: unknown): boolean {
+  return errnoCode(error) === 'ENOENT' || errnoCode(error) === 'ENOTDIR';
+}
+
+/** The contract's error for a filesystem failure; `missing` says what ENOENT means to this operation. */
+function toStorageError(error: unknown, missing?: string): StorageError {
+  if (isStorageError(error)) return error;
+  const code = errnoCode(error);
+  if (missing !== undefined && (code === 'ENOENT' || code === 'ENOTDIR')) return new NotFoundError(missing, { cause: error });
+  switch (code) {
+    case 'ELOOP':
+      return new InvalidKeyError('the key leads through a symlink, which this store does not follow', { cause: error });
+    case 'ENAMETOOLONG':
+      return new InvalidKeyError('the key makes a path too long for this filesystem', { cause: error });
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new StorageFullError('the disk is full', { cause: error });
+    case 'EACCES':
+    case 'EPERM':
+    case 'EROFS':
+      return new PermissionDeniedError(`the store's directory is not writable (${code})`, { cause: error });
+    default:
+      return new ProviderUnavailableError(`disk store failed: ${(error as Error | undefined)?.message ?? String(error)}`, { cause: error });
+  }
+}
+
+async function guarded<T>(operation: () => Promise<T>, missing?: string): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    throw toStorageError(error, missing);
+  }
+}
+
+async function mapLimited<T, R>(items: T[], width: number, task: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (next < items.length) {
+        const at = next++;
+        results[at] = await task(items[at]!);
+      }
+    }),
+  );
+  return results;
+}
+
+/** A record's trailer, or undefined when it disappeared (a concurrent delete) since its name was read. */
+async function trailerIfPresent(file: string): Promise<RecordTrailer | undefined> {
+  try {
+    return await readTrailer(file);
+  } catch (error) {
+    if (isMissing(error)) return undefined;
+    throw error;
+  }
+}
+
+function objectInfo(key: string, trailer: RecordTrailer): ObjectInfo {
+  const info: ObjectInfo = {
+    key,
+    size: trailer.size,
+    etag: trailer.etag,
+    contentType: trailer.contentType,
+    metadata: trailer.metadata,
+    updatedAt: trailer.updatedAt,
+  };
+  if (trailer.versionId !== undefined) info.versionId = trailer.versionId;
+  return info;
+}
+
+function versionInfo(key: string, trailer: RecordTrailer): VersionInfo {
+  const info: VersionInfo = { versionId: trailer.versionId!, key, size: trailer.size, etag: trailer.etag, createdAt: trailer.updatedAt };
+  if (trailer.message !== undefined) info.message = trailer.message;
+  if (trailer.author !== undefined) info.author = trailer.author;
+  return info;
+}
+
+export class DiskProvider implements StorageProvider {
+  readonly kind = 'disk' as const;
+  readonly capabilities: Capabilities = {
+    versioning: 'explicit',
+    presign: 'signed-url',
+    diff: false,
+    branches: false,
+    rangeReads: true,
+  };
+
+  private readonly root: string;
+  private readonly fsync: boolean;
+  private tree?: Promise<Tree>;
+
+  constructor(options: DiskProviderOptions) {
+    this.root = path.resolve(options.root);
+    this.fsync = options.fsync;
+  }
+
+  async write(key: string, body: Body, opts?: WriteOptions): Promise<ObjectInfo> {
+    validateKey(key);
+    const described = describeWrite(opts);
+    return guarded(async () => {
+      const target = await this.writableObjectPath(key);
+      if (opts?.ifMatch !== undefined) await this.checkIfMatch(target, key, opts.ifMatch);
+      return objectInfo(key, await writeRecord(target, body, described, this.atomic(target)));
+    });
+  }
+
+  async read(key: string, opts?: ReadOptions): Promise<{ info: ObjectInfo; body: Readable }> {
+    validateKey(key);
+    return guarded(async () => {
+      const { trailer, body } = await readRecord(await this.readablePath(key, opts?.versionId), opts?.range);
+      return { info: objectInfo(key, trailer), body };
+    }, this.notFound(key, opts?.versionId));
+  }
+
+  async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {
+    validateKey(key);
+    return guarded(async () => {
+      const trailer = await readTrailer(await this.readablePath(key, opts?.versionId));
+      return objectInfo(key, trailer);
+    }, this.notFound(key, opts?.versionId));
+  }
+
+  async delete(key: string, opts?: { allVersions?: boolean }): Promise<void> {
+    validateKey(key);
+    await guarded(async () => {
+      const tree = await this.ready();
+      const object = path.join(tree.objects, keyPath(key));
+      if (await this.isReal(object)) {
+        await unlink(object).catch((error: unknown) => {
+          if (!isMissing(error)) throw error;
+        });
+        await this.pruneEmpty(path.dirname(object), tree.objects);
+      }
+      if (opts?.allVersions) {
+        const versions = path.join(tree.versions, keyPath(key));
+        if (await this.isReal(versions)) {
+          await rm(versions, { recursive: true, force: true });
+          await this.pruneEmpty(path.dirname(versions), tree.versions);
+        }
+      }
+    });
+  }
+
+  async list(opts?: ListOptions): Promise<Page<ObjectInfo>> {
+    const prefix = validatePrefix(opts?.prefix);
+    const limit = pageLimit(opts?.limit);
+    const after = decodeCursor(opts?.cursor);
+    return guarded(async () => {
+      const tree = await this.ready();
+      const start = prefixDirectory(prefix);
+      const startDir = path.join(tree.objects, start.dir);
+      if (!(await this.isReal(startDir))) return { items: [] };
+      const walk = this.walk(startDir, start.keyPrefix, prefix, after === undefined ? undefined : Buffer.from(after, 'utf8'));
+      const found: { key: string; path: string }[] = [];
+      let more = false;
+      for await (const entry of walk) {
+        if (found.length === limit) {
+          more = true;
+          break;
+        }
+        found.push(entry);
+      }
+      const trailers = await mapLimited(found, READ_WIDTH, (entry) => trailerIfPresent(entry.path));
+      const items = found.flatMap((entry, i) => (trailers[i] ? [objectInfo(entry.key, trailers[i])] : []));
+      return more ? { items, cursor: encodeCursor(found[found.length - 1]!.key) } : { items };
+    });
+  }
+
+  async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
+    validateKey(key);
+    const described = describeWrite(opts);
+    return guarded(async () => {
+      const target = await this.writableObjectPath(key);
+      if (opts.ifMatch !== undefined) await this.checkIfMatch(target, key, opts.ifMatch);
+      return this.recordVersion(key, target, body, { ...described, message: opts.message, author: opts.author });
+    });
+  }
+
+  async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
+    validateKey(key);
+    const limit = pageLimit(opts?.limit);
+    const after = decodeCursor(opts?.cursor);
+    return guarded(async () => {
+      const dir = path.join((await this.ready()).versions, keyPath(key));
+      if (!(await this.isReal(dir))) return { items: [] };
+      const names = await readdir(dir).catch((error: unknown) => {
+        if (isMissing(error)) return [];
+        throw error;
+      });
+      const ids = names
+        .filter((name) => isVersionId(name) && (after === undefined || name < after))
+        .sort()
+        .reverse();
+      const page = ids.slice(0, limit);
+      const trailers = await mapLimited(page, READ_WIDTH, (id) => trailerIfPresent(path.join(dir, id)));
+      const items = trailers.flatMap((trailer) => (trailer ? [versionInfo(key, trailer)] : []));
+      return ids.length > limit ? { items, cursor: encodeCursor(page[page.length - 1]!) } : { items };
+    });
+  }
+
+  async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
+    validateKey(key);
+    return guarded(async () => {
+      const source = await guarded(() => this.readablePath(key, versionId), this.notFound(key, versionId));
+      const target = await this.writableObjectPath(key);
+      const { trailer, body } = await guarded(() => readRecord(source), this.notFound(key, versionId));
+      // Streamed through the hash again: the restored content is verified, not trusted.
+      return this.recordVersion(key, target, body, {
+        contentType: trailer.contentType,
+        metadata: trailer.metadata,
+        message: opts?.message ?? `restore ${versionId}`,
+        author: opts?.author,
+      });
+    });
+  }
+
+  async stats(): Promise<ProviderStats> {
+    return guarded(async () => {
+      const tree = await this.ready();
+      const files: string[] = [];
+      for await (const entry of this.walk(tree.objects, '', '', undefined)) files.push(entry.path);
+      const trailers = await mapLimited(files, READ_WIDTH, trailerIfPresent);
+      const present = trailers.filter((trailer) => trailer !== undefined);
+      return {
+        kind: this.kind,
+        objects: present.length,
+        bytes: present.reduce((sum, trailer) => sum + trailer.size, 0),
+        versions: await this.countVersions(tree.versions),
+        detail: { root: this.root, fsync: this.fsync },
+      };
+    });
+  }
+
+  async health(): Promise<HealthReport> {
+    const started = performance.now();
+    try {
+      const tree = await this.ready();
+      const probe = path.join(tree.root, `${TEMP_PREFIX}health-${randomBytes(6).toString('hex')}`);
+      await writeFile(probe, 'ok');
+      await unlink(probe);
+      return { status: 'ok', detail: `${this.root} is writable`, latencyMs: performance.now() - started };
+    } catch (error) {
+      return { status: 'down', detail: `${this.root}: ${(error as Error).message}`, latencyMs: performance.now() - started };
+    }
+  }
+
+  async close(): Promise<void> {
+    // Every call opens and closes its own files: nothing is held between calls.
+  }
+
+  /** Makes the tree on first use; the root's real path is what every path built later is checked against. */
+  private ready(): Promise<Tree> {
+    this.tree ??= (async () => {
+      await mkdir(this.root, { recursive: true });
+      const root = await realpath(this.root);
+      const tree = { root, objects: path.join(root, 'objects'), versions: path.join(root, 'versions') };
+      await mkdir(tree.objects, { recursive: true });
+      await mkdir(tree.versions, { recursive: true });
+      return tree;
+    })().catch((error: unknown) => {
+      this.tree = undefined;
+      throw error;
+    });
+    return this.tree;
+  }
+
+  private atomic(target: string): AtomicWriteOptions {
+    return { fsync: this.fsync, onMissingDirectory: () => this.ensureDirectory(path.dirname(target)) };
+  }
+
+  private notFound(key: string, versionId: string | undefined): string {
+    return versionId === undefined ? `no object "${key}"` : `no version "${versionId}" of "${key}"`;
+  }
+
+  /**
+   * True when `file` exists and its real path is the one built from the key; false when it does not exist.
+   * Anything else means a symlink (or `..` trick) below the root.
+   */
+  private async isReal(file: string): Promise<boolean> {
+    let real: string;
+    try {
+      real = await realpath(file);
+    } catch (error) {
+      if (isMissing(error)) return false;
+      throw error;
+    }
+    if (real !== file) throw new InvalidKeyError('the key leads through a symlink, which this store does not follow');
+    return true;
+  }
+
+  /** Creates `dir` below its deepest existing ancestor once that ancestor is checked to be a real directory. */
+  private async ensureDirectory(dir: string): Promise<void> {
+    const { root } = await this.ready();
+    let existing = dir;
+    while (existing !== root && !(await this.isReal(existing))) existing = path.dirname(existing);
+    if (existing !== dir) await mkdir(dir, { recursive: true });
+  }
+
+  private async writableObjectPath(key: string): Promise<string> {
+    const target = path.join((await this.ready()).objects, keyPath(key));
+    if (!(await this.isReal(target))) await this.ensureDirectory(path.dirname(target));
+    return target;
+  }
+
+  private async readablePath(key: string, versionId: string | undefined): Promise<string> {
+    const tree = await this.ready();
+    if (versionId !== undefined && !isVersionId(versionId)) throw new NotFoundError(this.notFound(key, versionId));
+    const file =
+      versionId === undefined ? path.join(tree.objects, keyPath(key)) : path.join(tree.versions, keyPath(key), versionId);
+    if (!(await this.isReal(file))) throw new NotFoundError(this.notFound(key, versionId));
+    return file;
+  }
+
+  private async checkIfMatch(target: string, key: string, ifMatch: string): Promise<void> {
+    const current = await trailerIfPresent(target);
+    if (current?.etag !== ifMatch) {
+      throw new PreconditionFailedError(current ? `"${key}" has etag ${current.etag}, not ${ifMatch}` : `no object "${key}" to match`);
+    }
+  }
+
+  /** Writes a version record, then makes it the current object (a hard link: the content is written once). */
+  private async recordVersion(
+    key: string,
+    target: string,
+    body: Body,
+    description: { contentType: string; metadata: Record<string, string>; message: string; author?: VersionOptions['author'] },
+  ): Promise<VersionInfo> {
+    const dir = path.join((await this.ready()).versions, keyPath(key));
+    if (!(await this.isReal(dir))) await this.ensureDirectory(dir);
+    const versionId = newVersionId();
+    const record = path.join(dir, versionId);
+    const trailer = await writeRecord(record, body, { ...description, versionId }, this.atomic(record));
+    await linkFileAtomic(record, target, this.atomic(target));
+    return versionInfo(key, trailer);
+  }
+
+  /** Removes empty directories from `dir` up to (not including) `top`; a directory in use stops it. */
+  private async pruneEmpty(dir: string, top: string): Promise<void> {
+    for (let current = dir; current !== top && current.startsWith(top); current = path.dirname(current)) {
+      try {
+        await rmdir(current);
+      } catch {
+        return;
+      }
+    }
+  }
+
+  /**
+   * The entries of one directory in key order. A continuation directory (a long segment's first piece) is
+   * flattened into its parent's entries: its keys interleave with its siblings', so it cannot be ordered as one.
+   */
+  private async entries(dir: string, keyPrefix: string): Promise<WalkEntry[]> {
+    let dirents;
+    try {
+      dirents = await readdir(dir, { withFileTypes: true });
+    } catch (error) {
+      if (isMissing(error)) return [];
+      throw error;
+    }
+    const entries: WalkEntry[] = [];
+    for (const dirent of dirents) {
+      // Symlinks are neither: never followed, never listed.
+      if (!dirent.isFile() && !dirent.isDirectory()) continue;
+      const decoded = decodeEntry(dirent.name, dirent.isDirectory());
+      if (!decoded) continue;
+      const name = keyPrefix + decoded.part;
+      const file = path.join(dir, dirent.name);
+      if (decoded.kind === 'continuation') entries.push(...(await this.entries(file, name)));
+      else entries.push({ kind: decoded.kind, name, bytes: Buffer.from(name, 'utf8'), path: file });
+    }
+    return entries.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+  }
+
+  /**
+   * Keys below `dir` starting with `prefix` and after `after`, in compareKeys order: depth-first, each directory's
+   * entries in key order. Once segments are whole, no entry's name is a proper prefix of a sibling directory's
+   * keys except an object's own, so a subtree's keys all sort between its neighbours'.
+   */
+  private async *walk(dir: string, keyPrefix: string, prefix: string, after: Buffer | undefined): AsyncGenerator<{ key: string; path: string }> {
+    for (const entry of await this.entries(dir, keyPrefix)) {
+      if (entry.kind === 'object') {
+        if (entry.name.startsWith(prefix) && (after === undefined || Buffer.compare(entry.bytes, after) > 0)) {
+          yield { key: entry.name, path: entry.path };
+        }
+        continue;
+      }
+      if (!entry.name.startsWith(prefix) && !prefix.startsWith(entry.name)) continue;
+      // A subtree wholly before the cursor is skipped without being read.
+      if (after !== undefined && Buffer.compare(entry.bytes, after) < 0 && !after.subarray(0, entry.bytes.length).equals(entry.bytes)) continue;
+      yield* this.walk(entry.path, entry.name, prefix, after);
+    }
+  }
+
+  /** Version records below `dir`: a directory whose name ends in `~` holds one key's versions. */
+  private async countVersions(dir: string): Promise<number> {
+    let count = 0;
+    for (const dirent of await readdir(dir, { withFileTypes: true })) {
+      if (!dirent.isDirectory()) continue;
+      const child = path.join(dir, dirent.name);
+      if (dirent.name.endsWith('~')) count += (await readdir(child)).filter(isVersionId).length;
+      else count += await this.countVersions(child);
+    }
+    return count;
+  }
+}

@@ -1,0 +1,225 @@
+/**
+ * What only the disk provider promises, beyond the contract suite: crash safety, never leaving its root, the
+ * on-disk layout, and streaming without buffering.
+ */
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DiskProvider } from '../../src/providers/disk.js';
+import { InvalidKeyError } from '../../src/providers/errors.js';
+import { compareKeys } from '../../src/providers/keys.js';
+
+const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
+
+async function readText(provider: DiskProvider, key: string, versionId?: string): Promise<string> {
+  const { body } = await provider.read(key, versionId ? { versionId } : undefined);
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Every file below `dir`, relative to it. */
+async function filesBelow(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((entry) => entry.isFile()).map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)));
+}
+
+describe('disk provider', () => {
+  let root: string;
+  let outside: string;
+  let provider: DiskProvider;
+
+  beforeEach(async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), 'kyozo-disk-'));
+    outside = await mkdtemp(path.join(os.tmpdir(), 'kyozo-disk-outside-'));
+    provider = new DiskProvider({ root, fsync: true });
+  });
+
+  afterEach(async () => {
+    await provider.close();
+    await rm(root, { recursive: true, force: true });
+    await rm(outside, { recursive: true, force: true });
+  });
+
+  it('a write killed before its rename leaves the old content, its etag, and no temp file in list', async () => {
+    const old = await provider.write('big', 'old content');
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'fixtures/disk-endless-writer.ts'), root, 'big'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (data: Buffer) => data.toString().includes('writing') && resolve());
+      child.on('exit', (code) => reject(new Error(`writer exited with ${code} before writing`)));
+    });
+    child.kill('SIGKILL');
+    expect(await exited).toBe('SIGKILL');
+
+    // The interrupted write really had started: its temp file is there, next to the object.
+    const leftovers = (await readdir(path.join(root, 'objects'))).filter((name) => name.startsWith('.tmp-'));
+    expect(leftovers).toHaveLength(1);
+    expect((await stat(path.join(root, 'objects', leftovers[0]!))).size).toBeGreaterThan(0);
+
+    expect(await readText(provider, 'big')).toBe('old content');
+    expect((await provider.stat('big')).etag).toBe(old.etag);
+    expect((await provider.list()).items.map((item) => item.key)).toEqual(['big']);
+    expect((await provider.stats()).objects).toBe(1);
+    await provider.write('big', 'after the crash');
+    expect(await readText(provider, 'big')).toBe('after the crash');
+  });
+
+  describe('never leaves its root', () => {
+    let elsewhere: DiskProvider;
+
+    beforeEach(async () => {
+      elsewhere = new DiskProvider({ root: outside, fsync: false });
+      await elsewhere.write('secret', 'outside the store');
+      await provider.write('inside', 'x');
+    });
+
+    it('refuses reads, writes and deletes through a directory symlink that points outside', async () => {
+      await symlink(path.join(outside, 'objects'), path.join(root, 'objects', 'evil'));
+      await symlink(path.join(outside, 'versions'), path.join(root, 'versions', 'evil'));
+      const before = await filesBelow(outside);
+
+      await expect(provider.read('evil/secret')).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(provider.stat('evil/secret')).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(provider.write('evil/planted', 'x')).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(provider.write('evil/deeper/planted', 'x')).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(provider.write('evil/secret', 'overwrite')).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(provider.createVersion('evil/v', 'x', { message: 'm' })).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(provider.delete('evil/secret', { allVersions: true })).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(provider.list({ prefix: 'evil/' })).rejects.toBeInstanceOf(InvalidKeyError);
+      expect((await provider.list()).items.map((item) => item.key)).toEqual(['inside']);
+
+      expect(await filesBelow(outside)).toEqual(before);
+      expect(await readText(elsewhere, 'secret')).toBe('outside the store');
+    });
+
+    it('refuses reads and writes of an object file that is a symlink pointing outside', async () => {
+      await symlink(path.join(outside, 'objects', 'secret~'), path.join(root, 'objects', 'link~'));
+      await expect(provider.read('link')).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(provider.stat('link')).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(provider.write('link', 'overwrite')).rejects.toBeInstanceOf(InvalidKeyError);
+      expect(await readText(elsewhere, 'secret')).toBe('outside the store');
+      expect((await provider.list()).items.map((item) => item.key)).toEqual(['inside']);
+    });
+  });
+
+  describe('layout', () => {
+    it('keeps a and a/b side by side as a~ and a/b~, versions in versions/<key path>/<versionId>', async () => {
+      await provider.write('a', 'file a');
+      const version = await provider.createVersion('a/b', 'file a/b', { message: 'first' });
+      expect(await readText(provider, 'a')).toBe('file a');
+      expect(await readText(provider, 'a/b')).toBe('file a/b');
+      expect((await filesBelow(root)).sort()).toEqual(['objects/a/b~', 'objects/a~', `versions/a/b~/${version.versionId}`]);
+    });
+
+    it('escapes only %, ~ and + in file names', async () => {
+      await provider.write('50%~+ off/ünïcode name', 'x');
+      expect(await filesBelow(path.join(root, 'objects'))).toEqual(['50%25%7E%2B off/ünïcode name~']);
+      expect((await provider.list()).items.map((item) => item.key)).toEqual(['50%~+ off/ünïcode name']);
+    });
+
+    it('writes each record as content, JSON trailer, its length and KYZ1', async () => {
+      await provider.write('doc', 'hello', { contentType: 'text/plain', metadata: { owner: 'ada' } });
+      const file = await readFile(path.join(root, 'objects', 'doc~'));
+      const jsonLength = file.readUInt32BE(file.length - 8);
+      expect(file.subarray(file.length - 4).toString()).toBe('KYZ1');
+      expect(file.subarray(0, 5).toString()).toBe('hello');
+      expect(JSON.parse(file.subarray(5, 5 + jsonLength).toString())).toMatchObject({
+        v: 1,
+        size: 5,
+        etag: sha256('hello'),
+        contentType: 'text/plain',
+        metadata: { owner: 'ada' },
+      });
+      expect(5 + jsonLength + 8).toBe(file.length);
+    });
+
+    it('round-trips 1,024-byte single-segment keys, split into names of at most 201 bytes', async () => {
+      const plain = 'k'.repeat(1024);
+      const escaped = '%'.repeat(1024); // 3,072 bytes once escaped
+      const dots = `${'d'.repeat(200)}..`; // a last piece ".." must not become a directory named ".."
+      for (const key of [plain, escaped, dots, `${dots}/below`]) await provider.write(key, key.slice(0, 10));
+      for (const key of [plain, escaped, dots, `${dots}/below`]) expect(await readText(provider, key)).toBe(key.slice(0, 10));
+      const names = (await filesBelow(path.join(root, 'objects'))).flatMap((file) => file.split('/'));
+      expect(Math.max(...names.map((name) => Buffer.byteLength(name)))).toBeLessThanOrEqual(201);
+      expect(names).not.toContain('..');
+      expect((await provider.list()).items.map((item) => item.key)).toEqual([plain, escaped, dots, `${dots}/below`].sort(compareKeys));
+    });
+
+    it('lists long segments in byte order even where their keys interleave with a sibling directory', async () => {
+      const p = 'p'.repeat(200);
+      // `${p}-x` and `${p}a` are stored under the continuation directory `${p}+`, `${p}/y` under the directory `${p}`.
+      const keys = [`${p}a`, `${p}/y`, `${p}-x`, `${p}`, 'q', `${'p'.repeat(199)}€x`];
+      for (const key of keys) await provider.write(key, 'x');
+      const expected = [...keys].sort(compareKeys);
+      expect((await provider.list()).items.map((item) => item.key)).toEqual(expected);
+      const paged: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await provider.list({ limit: 1, cursor });
+        paged.push(...page.items.map((item) => item.key));
+        cursor = page.cursor;
+      } while (cursor);
+      expect(paged).toEqual(expected);
+      expect((await provider.list({ prefix: `${p}/` })).items.map((item) => item.key)).toEqual([`${p}/y`]);
+    });
+
+    it('delete removes emptied directories and, with allVersions, the versions directory', async () => {
+      await provider.createVersion('deep/er/key', 'x', { message: 'v' });
+      await provider.write('deep/other', 'y');
+      await provider.delete('deep/er/key');
+      expect(await exists(path.join(root, 'objects', 'deep', 'er'))).toBe(false);
+      expect(await exists(path.join(root, 'objects', 'deep', 'other~'))).toBe(true);
+      expect(await exists(path.join(root, 'versions', 'deep', 'er', 'key~'))).toBe(true);
+      await provider.delete('deep/er/key', { allVersions: true });
+      expect(await readdir(path.join(root, 'versions'))).toEqual([]);
+    });
+
+    it('createVersion stores the content once: the current object is the version record itself', async () => {
+      const version = await provider.createVersion('shared', 'same bytes', { message: 'v' });
+      const object = await stat(path.join(root, 'objects', 'shared~'));
+      const record = await stat(path.join(root, 'versions', 'shared~', version.versionId));
+      expect(object.ino).toBe(record.ino);
+      await provider.write('shared', 'replaced');
+      expect(await readText(provider, 'shared', version.versionId)).toBe('same bytes');
+    });
+  });
+
+  it('streams a 200 MiB write and read with process RSS growing by less than 100 MiB', async () => {
+    const size = 200 * 1024 * 1024;
+    const block = randomBytes(1024 * 1024);
+    const stream = (bytes = size) =>
+      Readable.from(
+        (function* () {
+          for (let sent = 0; sent < bytes; sent += block.length) yield block;
+        })(),
+      );
+    const hash = createHash('sha256');
+    for (let sent = 0; sent < size; sent += block.length) hash.update(block);
+    const etag = hash.digest('hex');
+    await provider.write('warm-up', stream(16 * 1024 * 1024)); // module and JIT warm-up, outside the measurement
+    const rssBefore = process.memoryUsage().rss;
+
+    const info = await provider.write('big', stream());
+    const readHash = createHash('sha256');
+    for await (const chunk of (await provider.read('big')).body) readHash.update(chunk as Buffer);
+
+    const growth = process.memoryUsage().rss - rssBefore;
+    expect(info).toMatchObject({ size, etag });
+    expect(readHash.digest('hex')).toBe(etag);
+    expect(growth).toBeLessThan(100 * 1024 * 1024);
+  });
+});
