@@ -82,6 +82,19 @@ export async function measurePair(
   return { baseline: summarize(baselineSamples), ours: summarize(ourSamples) };
 }
 
+/** A latency row: ours beside a baseline measured in the same run, with an optional target. */
+export function latencyRow(name: string, ours: Latency, baselineName: string, baseline: Latency, target?: { text: string; pass: boolean }): BenchRow {
+  return {
+    name,
+    p50Ms: ours.p50Ms,
+    p99Ms: ours.p99Ms,
+    baseline: baselineName,
+    baselineP50Ms: baseline.p50Ms,
+    ratio: ours.p50Ms / baseline.p50Ms,
+    ...(target ? { target: target.text, pass: target.pass } : {}),
+  };
+}
+
 function cell(value: number | undefined, digits = 3): string {
   return value === undefined || Number.isNaN(value) ? '' : value.toFixed(digits);
 }

@@ -8,8 +8,10 @@ import type { Redis, Cluster } from 'ioredis';
 import { storeConfig, type Config, type StoreKind, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
 import { DiskProvider } from './disk.js';
+import { openGitStore } from './git.js';
 import { withMetrics, type Observation } from './metrics.js';
 import { RamProvider } from './ram.js';
+import { createS3ProviderFromSettings } from './s3.js';
 import type { StorageProvider } from './types.js';
 
 export interface StoreDeps {
@@ -24,6 +26,8 @@ export type ProviderFactory = (settings: StoreSettings, deps: StoreDeps) => Stor
 const factories: Partial<Record<StoreKind, ProviderFactory>> = {
   ram: (s) => new RamProvider({ maxBytes: s.RAM_MAX_BYTES }),
   disk: (s) => new DiskProvider({ root: storeDir(s), fsync: s.DISK_FSYNC }),
+  git: (s, deps) => openGitStore(s, deps),
+  s3: (s, deps) => createS3ProviderFromSettings(s, deps.log),
 };
 
 export class StoreConfigError extends Error {}

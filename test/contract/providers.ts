@@ -6,8 +6,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { DiskProvider } from '../../src/providers/disk.js';
+import { GitProvider } from '../../src/providers/git.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { RamProvider } from '../../src/providers/ram.js';
+import { s3ContractFixture } from '../support/s3.js';
 
 export interface ProviderFixture {
   name: string;
@@ -21,6 +23,14 @@ export const fixtures: ProviderFixture[] = [
     create: async () => {
       const root = await mkdtemp(path.join(os.tmpdir(), 'kyozo-contract-disk-'));
       return { provider: new DiskProvider({ root, fsync: true }), dispose: () => rm(root, { recursive: true, force: true }) };
+    },
+  },
+  { name: 's3', create: s3ContractFixture },
+  {
+    name: 'git',
+    create: async () => {
+      const repoPath = await mkdtemp(path.join(os.tmpdir(), 'kyozo-contract-git-'));
+      return { provider: await GitProvider.open({ repoPath }), dispose: () => rm(repoPath, { recursive: true, force: true }) };
     },
   },
 ];

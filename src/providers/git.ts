@@ -1,0 +1,827 @@
+/**
+ * The git provider: a store is a git repository (bare at `GIT_REPO_PATH`, or the `.git` of an existing clone,
+ * whose work tree is never touched) and every mutation is a real commit on `GIT_BRANCH`:
+ * `write` ("write <key>"), `createVersion` (its message and author), `restoreVersion` ("restore <id>" by
+ * default) and `delete` ("delete <key>", a commit removing the file). Versioning is `every-write`: a key's
+ * versions are the commits that wrote it, newest first, and a version id is a commit id.
+ *
+ * - Layout (keys -> tree paths, the per-key record beside them): `git-layout.ts`. Inspect a store with git:
+ *   `git --git-dir=REPO log --format=%H --diff-filter=AM -- 'docs/a.md~' '.kyozo/meta/docs/a.md~'` lists exactly
+ *   `listVersions('docs/a.md')`; `git --git-dir=REPO show <versionId>:docs/a.md~` prints that version.
+ * - Commits are built from objects, never through a work tree: blob, then the trees along the changed paths
+ *   (unchanged subtrees are reused by id), then the commit, then a compare-and-swap of the branch ref
+ *   (`git-objects.ts`). The cost of a commit follows the depth and width of the changed directories, not the
+ *   length of the history.
+ * - Commits are serialized per repository (`git-lock.ts`). Mutations that queue up while a commit is being made
+ *   are committed together as a chain: each still gets its own commit, but the objects of the chain are written in
+ *   parallel and the ref moves once.
+ * - The per-key index (`git-index.ts`) answers listVersions, stat, list and reads at a version from memory; it is
+ *   rebuilt from history when missing or stale.
+ * - `delete(key, { allVersions: true })` cannot rewrite history (other clones, signed commits): it commits the
+ *   removal with a `Kyozo-Forget-Versions: <key>` trailer, and the index drops the key's versions, so
+ *   listVersions is empty and old version ids read as not found. The commits stay in git (`git log` still shows
+ *   them) until someone rewrites the history on purpose.
+ * - Content is buffered in memory on its way in and out (git objects carry their size up front); large bodies are
+ *   hashed and compressed before the lock is taken.
+ */
+import { createHash } from 'node:crypto';
+import { open, readdir, realpath, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { Cluster, Redis } from 'ioredis';
+import type { StoreSettings } from '../config.js';
+import type { Logger } from '../log.js';
+import { readAll, resolveRange, sha256Hex, toReadable } from './body.js';
+import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import {
+  InvalidArgumentError,
+  isStorageError,
+  NotFoundError,
+  PermissionDeniedError,
+  PreconditionFailedError,
+  ProviderUnavailableError,
+  StorageError,
+  StorageFullError,
+} from './errors.js';
+import { isBinary, unifiedDiff } from './git-diff.js';
+import { describeCommit, KeyIndex, type CommitEntry, type KeyChange, type VersionRecord } from './git-index.js';
+import { contentPath, encodeRecord, FORGET_TRAILER, recordPath, validateBranchName, type KeyRecord } from './git-layout.js';
+import { repoLock, type Lease, type RepoLock } from './git-lock.js';
+import {
+  encodeCommit,
+  encodeObject,
+  initRepository,
+  isObjectId,
+  MissingObjectError,
+  ObjectStore,
+  toByteString,
+  type Identity,
+  type Staging,
+  type TreeEdit,
+} from './git-objects.js';
+import { validateKey, validatePrefix } from './keys.js';
+import { describeWrite } from './metadata.js';
+import type {
+  Author,
+  Body,
+  Capabilities,
+  HealthReport,
+  ListOptions,
+  ObjectInfo,
+  Page,
+  ProviderStats,
+  ReadOptions,
+  RestoreOptions,
+  StorageProvider,
+  VersionInfo,
+  VersionOptions,
+  WriteOptions,
+} from './types.js';
+
+/** Mutations committed together at most (each its own commit); bounds the memory of one chain. */
+const MAX_CHAIN = 128;
+/** A ref moved by someone else (a git CLI commit) between our read and our swap: rebuild and retry this often. */
+const MAX_REF_RACES = 5;
+const USAGE_TTL_MS = 30_000;
+
+export interface GitProviderOptions {
+  /** A bare repository, or a directory holding `.git`; created (bare) when missing. */
+  repoPath: string;
+  /** Default `main`. */
+  branch?: string;
+  /** Committer, and author of plain writes. Default `Kyozo <kyozo@localhost>`. */
+  user?: { name: string; email: string };
+  /** Serialize commits across processes with a Redis lease (`GIT_LOCK=redis`). */
+  redisLock?: { redis: Redis | Cluster; keyPrefix?: string; leaseMs?: number; acquireTimeoutMs?: number };
+  /** Sync objects and refs to disk before the branch moves (`DISK_FSYNC`). Default false. */
+  fsync?: boolean;
+  maxObjectBytes?: number;
+  log?: Logger;
+}
+
+export interface GitBranchOption {
+  /** Another branch than the store's `GIT_BRANCH`; it must exist (`createBranch`). */
+  branch?: string;
+}
+export type GitWriteOptions = WriteOptions & GitBranchOption;
+export type GitVersionOptions = VersionOptions & GitBranchOption;
+export type GitReadOptions = ReadOptions & GitBranchOption;
+export type GitListOptions = ListOptions & GitBranchOption;
+export type GitRestoreOptions = RestoreOptions & GitBranchOption;
+export interface GitDeleteOptions extends GitBranchOption {
+  allVersions?: boolean;
+}
+
+export interface BranchInfo {
+  name: string;
+  /** Commit id the branch points at. */
+  head: string;
+  /** The store's own branch (`GIT_BRANCH`). */
+  isDefault: boolean;
+}
+
+interface DiffSide {
+  size: number;
+  etag: string;
+}
+
+/** `before`/`after` are null where the key does not exist at that commit. */
+export type GitDiff = { key: string; from: string; to: string } & (
+  | { binary: false; patch: string; additions: number; deletions: number }
+  | { binary: true; before: DiffSide | null; after: DiffSide | null }
+);
+
+interface PutMutation {
+  kind: 'put';
+  key: string;
+  blob: { oid: string; size: number; etag: string };
+  contentType: string;
+  metadata: Record<string, string>;
+  ifMatch?: string;
+  message: string;
+  author: Author;
+}
+
+interface DeleteMutation {
+  kind: 'delete';
+  key: string;
+  allVersions: boolean;
+}
+
+type Queued = (PutMutation | DeleteMutation) & {
+  branch: string;
+  settled: boolean;
+  resolve(record: VersionRecord | undefined): void;
+  reject(error: unknown): void;
+};
+
+/** What the chain knows about a key after the commits made so far in it. */
+interface KeyView {
+  current: VersionRecord | undefined;
+  versions: number;
+}
+
+interface Plan {
+  edits: TreeEdit[];
+  staged: Staging;
+  message: string;
+  author: Author;
+  changes: KeyChange[];
+  after: KeyView;
+}
+
+export function toObjectInfo(record: VersionRecord): ObjectInfo {
+  return {
+    key: record.key,
+    size: record.size,
+    etag: record.etag,
+    contentType: record.contentType,
+    metadata: { ...record.metadata },
+    updatedAt: record.updatedAt,
+    versionId: record.commit,
+  };
+}
+
+export function toVersionInfo(record: VersionRecord): VersionInfo {
+  return {
+    versionId: record.commit,
+    key: record.key,
+    size: record.size,
+    etag: record.etag,
+    createdAt: record.updatedAt,
+    message: record.message,
+    author: { ...record.author },
+  };
+}
+
+/** Failures from the filesystem as the contract's errors (the original kept as `cause`). */
+function asStorageError(error: unknown, what: string): StorageError {
+  if (isStorageError(error)) return error;
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new StorageFullError(`${what}: the disk is full`, { cause: error });
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new PermissionDeniedError(`${what}: ${code}`, { cause: error });
+  return new ProviderUnavailableError(`${what} failed: ${(error as Error | undefined)?.message ?? String(error)}`, { cause: error });
+}
+
+function checkIdentityPart(value: unknown, what: string, required: boolean): string {
+  if (typeof value !== 'string') {
+    if (!required && value === undefined) return '';
+    throw new InvalidArgumentError(`${what} must be a string`);
+  }
+  // '<', '>' and line breaks would end the name or email early in the commit's author line.
+  if (/[<>\n\r\u0000]/.test(value)) throw new InvalidArgumentError(`${what} must not contain '<', '>' or line breaks`);
+  if (required && value.trim() === '') throw new InvalidArgumentError(`${what} must not be empty`);
+  return value.trim();
+}
+
+function normalizeAuthor(author: Author | undefined, fallback: Author): Author {
+  if (author === undefined) return fallback;
+  const name = checkIdentityPart(author.name, 'author name', true);
+  const email = checkIdentityPart(author.email, 'author email', false);
+  return email === '' ? { name } : { name, email };
+}
+
+function identity(author: Author, now: number): Identity {
+  return { name: author.name, email: author.email ?? '', timestamp: Math.floor(now / 1000), timezoneOffset: 0 };
+}
+
+export class GitProvider implements StorageProvider {
+  readonly kind = 'git' as const;
+  readonly capabilities: Capabilities = {
+    versioning: 'every-write',
+    presign: 'signed-url',
+    diff: true,
+    branches: true,
+    rangeReads: true,
+  };
+
+  private readonly indexes = new Map<string, Promise<KeyIndex>>();
+  private readonly queue: Queued[] = [];
+  private draining: Promise<void> | undefined;
+  private closed = false;
+  private readonly user: Author;
+  private readonly maxObjectBytes: number;
+  private usage: { at: number; value: Promise<{ objects: number; bytes: number }> } | undefined;
+
+  private constructor(
+    private readonly store: ObjectStore,
+    private readonly lock: RepoLock,
+    readonly branch: string,
+    options: GitProviderOptions,
+    private readonly log?: Logger,
+  ) {
+    this.user = normalizeAuthor(options.user, { name: 'Kyozo', email: 'kyozo@localhost' });
+    this.maxObjectBytes = options.maxObjectBytes ?? Number.POSITIVE_INFINITY;
+  }
+
+  /** Opens (or creates) the repository, makes sure the branch has a first commit, and loads the branch's index. */
+  static async open(options: GitProviderOptions): Promise<GitProvider> {
+    const branch = validateBranchName(options.branch ?? 'main');
+    try {
+      const gitdir = await locateGitdir(path.resolve(options.repoPath), branch);
+      const real = await realpath(gitdir);
+      const store = new ObjectStore(gitdir, options.fsync ?? false);
+      const redis = options.redisLock;
+      const lock = repoLock(
+        real,
+        redis && {
+          ...redis,
+          key: `${redis.keyPrefix ?? 'kyozo:'}git-lock:${createHash('sha1').update(real).digest('hex')}`,
+        },
+      );
+      const provider = new GitProvider(store, lock, branch, options, options.log);
+      await provider.ensureBranch();
+      await provider.indexFor(branch);
+      return provider;
+    } catch (error) {
+      throw asStorageError(error, `opening git repository ${options.repoPath}`);
+    }
+  }
+
+  /** The first commit of an empty store, so HEAD always resolves and branches can start from it. */
+  private async ensureBranch(): Promise<void> {
+    const ref = `refs/heads/${this.branch}`;
+    if (await this.store.resolveRef(ref)) return;
+    await this.lock.run(async () => {
+      if (await this.store.resolveRef(ref)) return;
+      const staging: Staging = new Map();
+      const tree = await this.store.editTree(undefined, [], staging);
+      const now = Date.now();
+      const commit = encodeCommit({
+        tree,
+        parents: [],
+        author: identity(this.user, now),
+        committer: identity(this.user, now),
+        message: 'Initialize kyozo store\n',
+      });
+      staging.set(commit.oid, commit);
+      await this.store.write(staging.values());
+      await this.store.updateRef(ref, commit.oid, undefined);
+    });
+  }
+
+  private async indexFor(branch: string | undefined): Promise<KeyIndex> {
+    const name = branch ?? this.branch;
+    if (name !== this.branch) {
+      validateBranchName(name);
+      if (!(await this.store.resolveRef(`refs/heads/${name}`))) throw new NotFoundError(`branch "${name}" does not exist`);
+    }
+    let index = this.indexes.get(name);
+    if (!index) {
+      const seed = name === this.branch ? undefined : await this.indexFor(this.branch);
+      index = this.indexes.get(name) ?? KeyIndex.open(this.store, name, this.log, seed);
+      this.indexes.set(name, index);
+      index.catch(() => this.indexes.delete(name));
+    }
+    return index;
+  }
+
+  private async syncedIndex(branch: string | undefined): Promise<KeyIndex> {
+    const index = await this.indexFor(branch);
+    await index.sync();
+    return index;
+  }
+
+  private async guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new ProviderUnavailableError('the git provider is closed');
+    try {
+      return await fn();
+    } catch (error) {
+      throw asStorageError(error, what);
+    }
+  }
+
+  // ---- writes ----
+
+  write(key: string, body: Body, opts: GitWriteOptions = {}): Promise<ObjectInfo> {
+    return this.guard('write', async () => toObjectInfo(await this.put(key, body, opts, `write ${key}`, undefined)));
+  }
+
+  createVersion(key: string, body: Body, opts: GitVersionOptions): Promise<VersionInfo> {
+    return this.guard('createVersion', async () => {
+      validateKey(key);
+      if (typeof opts?.message !== 'string') throw new InvalidArgumentError('a version needs a message');
+      return toVersionInfo(await this.put(key, body, opts, opts.message, opts.author));
+    });
+  }
+
+  private async put(key: string, body: Body, opts: GitWriteOptions, message: string, author: Author | undefined): Promise<VersionRecord> {
+    validateKey(key);
+    const described = describeWrite(opts);
+    const committedAs = normalizeAuthor(author, this.user);
+    const blob = await this.storeBlob(body);
+    const record = await this.enqueue({
+      kind: 'put',
+      branch: opts.branch ?? this.branch,
+      key,
+      blob,
+      ...described,
+      ifMatch: opts.ifMatch,
+      message,
+      author: committedAs,
+    });
+    return record!;
+  }
+
+  restoreVersion(key: string, versionId: string, opts: GitRestoreOptions = {}): Promise<VersionInfo> {
+    return this.guard('restoreVersion', async () => {
+      validateKey(key);
+      const author = normalizeAuthor(opts.author, this.user);
+      const source = await this.resolveVersion(key, versionId, opts.branch);
+      const record = await this.enqueue({
+        kind: 'put',
+        branch: opts.branch ?? this.branch,
+        key,
+        blob: { oid: source.blob, size: source.size, etag: source.etag },
+        contentType: source.contentType,
+        metadata: source.metadata,
+        message: opts.message ?? `restore ${versionId}`,
+        author,
+      });
+      return toVersionInfo(record!);
+    });
+  }
+
+  delete(key: string, opts: GitDeleteOptions = {}): Promise<void> {
+    return this.guard('delete', async () => {
+      validateKey(key);
+      await this.enqueue({ kind: 'delete', branch: opts.branch ?? this.branch, key, allVersions: opts.allVersions === true });
+    });
+  }
+
+  /** Hashes and writes the content blob before the commit lock: a big body never holds other writers up. */
+  private async storeBlob(body: Body): Promise<PutMutation['blob']> {
+    const content = await readAll(body, this.maxObjectBytes);
+    const blob = encodeObject('blob', content);
+    await this.store.write([blob]);
+    return { oid: blob.oid, size: content.length, etag: sha256Hex(content) };
+  }
+
+  private enqueue(mutation: PutMutation & { branch: string }): Promise<VersionRecord | undefined>;
+  private enqueue(mutation: DeleteMutation & { branch: string }): Promise<VersionRecord | undefined>;
+  private enqueue(mutation: (PutMutation | DeleteMutation) & { branch: string }): Promise<VersionRecord | undefined> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ ...mutation, settled: false, resolve, reject });
+      this.draining ??= this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const branch = this.queue[0]!.branch;
+      const chain: Queued[] = [];
+      while (chain.length < MAX_CHAIN && this.queue[0]?.branch === branch) chain.push(this.queue.shift()!);
+      try {
+        await this.lock.run((lease) => this.commitChain(branch, chain, lease));
+      } catch (error) {
+        for (const mutation of chain) settle(mutation, { error });
+      }
+    }
+    this.draining = undefined;
+  }
+
+  /**
+   * Commits `chain` on `branch`, one commit per mutation, in order. A mutation whose precondition fails is
+   * rejected alone; the others go on.
+   */
+  private async commitChain(branch: string, chain: Queued[], lease: Lease): Promise<void> {
+    const index = await this.indexFor(branch);
+    for (let attempt = 0; attempt < MAX_REF_RACES; attempt++) {
+      await index.sync();
+      const base = index.headCommit;
+      if (base === undefined) throw new NotFoundError(`branch "${branch}" does not exist`);
+      let tree = (await this.store.readCommit(base)).tree;
+      let head = base;
+      const staging: Staging = new Map();
+      const entries: CommitEntry[] = [];
+      const views = new Map<string, KeyView>();
+      const outcomes = new Map<Queued, { record?: VersionRecord; error?: unknown }>();
+      for (const mutation of chain) {
+        const view = views.get(mutation.key) ?? { current: index.current(mutation.key), versions: index.versions(mutation.key).length };
+        const now = Date.now();
+        let plan: Plan | undefined;
+        try {
+          plan = this.plan(mutation, view, now);
+        } catch (error) {
+          outcomes.set(mutation, { error });
+          continue;
+        }
+        if (!plan) {
+          outcomes.set(mutation, {});
+          continue;
+        }
+        for (const object of plan.staged.values()) staging.set(object.oid, object);
+        tree = await this.store.editTree(tree, plan.edits, staging);
+        const commit = encodeCommit({
+          tree,
+          parents: [head],
+          author: identity(plan.author, now),
+          committer: identity(this.user, now),
+          message: `${plan.message}\n`,
+        });
+        staging.set(commit.oid, commit);
+        entries.push({ commit: commit.oid, parent: head, message: plan.message, author: plan.author, changes: plan.changes });
+        const version = plan.changes.find((change) => change.op === 'version');
+        outcomes.set(mutation, {
+          record:
+            version?.op === 'version'
+              ? { ...version.record, key: mutation.key, commit: commit.oid, message: plan.message, author: plan.author }
+              : undefined,
+        });
+        views.set(mutation.key, plan.after);
+        head = commit.oid;
+      }
+      if (entries.length > 0) {
+        await this.store.write(staging.values());
+        lease.assertHeld();
+        const moved = await index.advance(entries, () => this.store.updateRef(index.ref, head, base));
+        if (!moved) continue;
+      }
+      for (const mutation of chain) settle(mutation, outcomes.get(mutation) ?? {});
+      return;
+    }
+    throw new ProviderUnavailableError(`branch "${branch}" kept moving under the commit (another writer outside this store's lock?)`);
+  }
+
+  /** The commit one mutation makes on top of `view`, or undefined when there is nothing to commit. */
+  private plan(mutation: Queued, view: KeyView, now: number): Plan | undefined {
+    const { key } = mutation;
+    const edits = (content: string | null, record: string | null): TreeEdit[] => [
+      { path: contentPath(key).map(toByteString), oid: content },
+      { path: recordPath(key).map(toByteString), oid: record },
+    ];
+    if (mutation.kind === 'put') {
+      if (mutation.ifMatch !== undefined && view.current?.etag !== mutation.ifMatch) {
+        throw new PreconditionFailedError(`"${key}" does not have etag ${mutation.ifMatch}`);
+      }
+      const record: KeyRecord = {
+        etag: mutation.blob.etag,
+        size: mutation.blob.size,
+        blob: mutation.blob.oid,
+        contentType: mutation.contentType,
+        metadata: mutation.metadata,
+        updatedAt: new Date(now).toISOString(),
+        revision: view.versions + 1,
+      };
+      const recordBlob = encodeObject('blob', encodeRecord(record));
+      return {
+        edits: edits(mutation.blob.oid, recordBlob.oid),
+        staged: new Map([[recordBlob.oid, recordBlob]]),
+        message: mutation.message,
+        author: mutation.author,
+        changes: [{ op: 'version', key, record }],
+        after: {
+          current: { ...record, key, commit: '', message: mutation.message, author: mutation.author },
+          versions: view.versions + 1,
+        },
+      };
+    }
+    if (mutation.allVersions) {
+      if (!view.current && view.versions === 0) return undefined;
+      return {
+        edits: view.current ? edits(null, null) : [],
+        staged: new Map(),
+        message: `delete ${key} (all versions)\n\n${FORGET_TRAILER}: ${key}`,
+        author: this.user,
+        changes: view.current ? [{ op: 'delete', key }, { op: 'forget', key }] : [{ op: 'forget', key }],
+        after: { current: undefined, versions: 0 },
+      };
+    }
+    if (!view.current) return undefined;
+    return {
+      edits: edits(null, null),
+      staged: new Map(),
+      message: `delete ${key}`,
+      author: this.user,
+      changes: [{ op: 'delete', key }],
+      after: { current: undefined, versions: view.versions },
+    };
+  }
+
+  // ---- reads ----
+
+  read(key: string, opts: GitReadOptions = {}): Promise<{ info: ObjectInfo; body: Readable }> {
+    return this.guard('read', async () => {
+      validateKey(key);
+      const record = await this.resolveVersion(key, opts.versionId, opts.branch);
+      let content = await this.store.readBlob(record.blob, record.size);
+      if (opts.range) {
+        const [start, end] = resolveRange(opts.range, content.length);
+        content = content.subarray(start, end + 1);
+      }
+      return { info: toObjectInfo(record), body: toReadable(content) };
+    });
+  }
+
+  stat(key: string, opts: { versionId?: string; branch?: string } = {}): Promise<ObjectInfo> {
+    return this.guard('stat', async () => {
+      validateKey(key);
+      return toObjectInfo(await this.resolveVersion(key, opts.versionId, opts.branch));
+    });
+  }
+
+  /**
+   * The current record of `key`, or the one at `versionId`: a version of the key on the branch (from the
+   * index), or a commit elsewhere (another branch) that wrote the key.
+   */
+  private async resolveVersion(key: string, versionId: string | undefined, branch: string | undefined): Promise<VersionRecord> {
+    const index = await this.syncedIndex(branch);
+    if (versionId === undefined) {
+      const current = index.current(key);
+      if (!current) throw new NotFoundError(`"${key}" does not exist`);
+      return current;
+    }
+    const found = index.findVersion(key, versionId);
+    if (found) return found;
+    const missing = new NotFoundError(`"${key}" has no version ${versionId}`);
+    if (!isObjectId(versionId) || index.hasCommit(versionId)) throw missing;
+    let entry: CommitEntry;
+    try {
+      entry = await describeCommit(this.store, versionId);
+    } catch (error) {
+      if (error instanceof MissingObjectError) throw missing;
+      throw error;
+    }
+    const change = entry.changes.find((candidate) => candidate.key === key);
+    if (change?.op !== 'version') throw missing;
+    return { ...change.record, key, commit: versionId, message: entry.message, author: entry.author };
+  }
+
+  list(opts: GitListOptions = {}): Promise<Page<ObjectInfo>> {
+    return this.guard('list', async () => {
+      const prefix = validatePrefix(opts.prefix);
+      const limit = pageLimit(opts.limit);
+      const after = decodeCursor(opts.cursor);
+      const index = await this.syncedIndex(opts.branch);
+      const { keys, more } = index.liveKeys(prefix, after, limit);
+      const items = keys.map((key) => toObjectInfo(index.current(key)!));
+      return more && keys.length > 0 ? { items, cursor: encodeCursor(keys.at(-1)!) } : { items };
+    });
+  }
+
+  listVersions(key: string, opts: { cursor?: string; limit?: number; branch?: string } = {}): Promise<Page<VersionInfo>> {
+    return this.guard('listVersions', async () => {
+      validateKey(key);
+      const limit = pageLimit(opts.limit);
+      const after = decodeCursor(opts.cursor);
+      const versions = (await this.syncedIndex(opts.branch)).versions(key);
+      let start = versions.length - 1;
+      if (after !== undefined) {
+        const at = versions.findLastIndex((version) => version.commit === after);
+        if (at < 0) return { items: [] };
+        start = at - 1;
+      }
+      const items: VersionInfo[] = [];
+      for (let i = start; i >= 0 && items.length < limit; i--) items.push(toVersionInfo(versions[i]!));
+      const more = start - items.length >= 0;
+      return more && items.length > 0 ? { items, cursor: encodeCursor(items.at(-1)!.versionId) } : { items };
+    });
+  }
+
+  // ---- git only ----
+
+  /**
+   * A unified diff of `key` between two commits (version ids or branch names; `to` defaults to the head of the
+   * store's branch). A side where the key does not exist is `/dev/null`; binary content gets sizes and etags.
+   */
+  diff(key: string, from: string, to?: string): Promise<GitDiff> {
+    return this.guard('diff', async () => {
+      validateKey(key);
+      const fromCommit = await this.resolveCommit(from);
+      const toCommit = await this.resolveCommit(to ?? this.branch);
+      const [before, after] = await Promise.all([this.contentAt(fromCommit, key), this.contentAt(toCommit, key)]);
+      if (before === null && after === null) throw new NotFoundError(`"${key}" exists at neither ${from} nor ${to ?? this.branch}`);
+      const sides = { key, from: fromCommit, to: toCommit };
+      if ((before && isBinary(before)) || (after && isBinary(after))) {
+        const describe = (bytes: Buffer | null) => bytes && { size: bytes.length, etag: sha256Hex(bytes) };
+        return { ...sides, binary: true, before: describe(before), after: describe(after) };
+      }
+      return { ...sides, binary: false, ...unifiedDiff(before?.toString('utf8') ?? null, after?.toString('utf8') ?? null, key) };
+    });
+  }
+
+  /** Creates branch `name` at `from` (a branch name or commit id; default: the head of the store's branch). */
+  createBranch(name: string, from?: string): Promise<BranchInfo> {
+    return this.guard('createBranch', async () => {
+      validateBranchName(name);
+      const head = await this.resolveCommit(from ?? this.branch);
+      const exists = new PreconditionFailedError(`branch "${name}" already exists`);
+      try {
+        if (!(await this.store.updateRef(`refs/heads/${name}`, head, undefined))) throw exists;
+      } catch (error) {
+        // `a` and `a/b` cannot both be branches: one would be a file and a directory under refs/heads.
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'EISDIR' || code === 'ENOTDIR' || code === 'EEXIST') {
+          throw new PreconditionFailedError(`branch "${name}" conflicts with an existing branch`, { cause: error });
+        }
+        throw error;
+      }
+      return { name, head, isDefault: name === this.branch };
+    });
+  }
+
+  listBranches(): Promise<BranchInfo[]> {
+    return this.guard('listBranches', async () => {
+      const branches: BranchInfo[] = [];
+      for (const name of await this.store.listBranches()) {
+        const head = await this.store.resolveRef(`refs/heads/${name}`);
+        if (head) branches.push({ name, head, isDefault: name === this.branch });
+      }
+      return branches;
+    });
+  }
+
+  private async resolveCommit(revision: string): Promise<string> {
+    if (typeof revision !== 'string' || revision === '') throw new InvalidArgumentError('a commit id or branch name is needed');
+    if (isObjectId(revision)) {
+      try {
+        await this.store.readCommit(revision);
+        return revision;
+      } catch (error) {
+        throw new NotFoundError(`no commit ${revision}`, { cause: error });
+      }
+    }
+    validateBranchName(revision);
+    const head = await this.store.resolveRef(`refs/heads/${revision}`);
+    if (!head) throw new NotFoundError(`branch "${revision}" does not exist`);
+    return head;
+  }
+
+  private async contentAt(commit: string, key: string): Promise<Buffer | null> {
+    const { tree } = await this.store.readCommit(commit);
+    const blob = await this.store.blobAt(tree, contentPath(key).map(toByteString));
+    return blob === undefined ? null : this.store.readBlob(blob);
+  }
+
+  // ---- operations ----
+
+  stats(): Promise<ProviderStats> {
+    return this.guard('stats', async () => {
+      const index = await this.syncedIndex(undefined);
+      const summary = index.summary();
+      const disk = await this.repositoryUsage();
+      return {
+        kind: 'git',
+        objects: summary.objects,
+        bytes: summary.bytes,
+        versions: summary.versions,
+        detail: {
+          branch: this.branch,
+          head: index.headCommit,
+          commits: summary.commits,
+          gitObjects: disk.objects,
+          repositoryBytes: disk.bytes,
+          gitdir: this.store.gitdir,
+        },
+      };
+    });
+  }
+
+  /** Walking the git directory costs ~0.3 s at 2,000 commits (16,000 loose objects): done at most every 30 s. */
+  private async repositoryUsage(): Promise<{ objects: number; bytes: number }> {
+    const now = Date.now();
+    if (!this.usage || now - this.usage.at > USAGE_TTL_MS) {
+      this.usage = { at: now, value: repositoryUsage(this.store.gitdir) };
+      this.usage.value.catch(() => {
+        this.usage = undefined;
+      });
+    }
+    return this.usage.value;
+  }
+
+  async health(): Promise<HealthReport> {
+    const started = performance.now();
+    const report = (status: HealthReport['status'], detail: string): HealthReport => ({
+      status,
+      detail,
+      latencyMs: performance.now() - started,
+    });
+    try {
+      const head = await this.store.resolveRef(`refs/heads/${this.branch}`);
+      if (!head) return report('down', `branch ${this.branch} does not resolve`);
+      const object = await this.store.read(head);
+      if (object.type !== 'commit') return report('down', `branch ${this.branch} points at a ${object.type}`);
+      return report('ok', `branch ${this.branch} at ${head}`);
+    } catch (error) {
+      return report('down', `repository unreadable: ${(error as Error).message}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.draining;
+  }
+}
+
+function settle(mutation: Queued, outcome: { record?: VersionRecord; error?: unknown }): void {
+  if (mutation.settled) return;
+  mutation.settled = true;
+  if (outcome.error !== undefined) mutation.reject(outcome.error);
+  else mutation.resolve(outcome.record);
+}
+
+async function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** The git directory under `repoPath`: its `.git` when it is a clone, itself when bare, else a new bare one. */
+async function locateGitdir(repoPath: string, branch: string): Promise<string> {
+  if (await exists(path.join(repoPath, '.git', 'HEAD'))) return path.join(repoPath, '.git');
+  if (!(await exists(path.join(repoPath, 'HEAD')))) await initRepository(repoPath, branch);
+  return repoPath;
+}
+
+/** Objects (loose, and packed as counted by the pack indexes) and bytes on disk of the whole git directory. */
+async function repositoryUsage(gitdir: string): Promise<{ objects: number; bytes: number }> {
+  let objects = 0;
+  let bytes = 0;
+  const walk = async (dir: string, inObjects: boolean): Promise<void> => {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    await Promise.all(
+      entries.map(async (entry) => {
+        const full = path.join(dir, entry.name);
+        if (entry.isDirectory()) return walk(full, inObjects || (dir === gitdir && entry.name === 'objects'));
+        const { size } = await stat(full).catch(() => ({ size: 0 }));
+        bytes += size;
+        if (inObjects && /^[0-9a-f]{38}$/.test(entry.name)) objects++;
+        if (inObjects && entry.name.endsWith('.idx')) {
+          const packed = await packedObjectCount(full);
+          objects += packed;
+        }
+      }),
+    );
+  };
+  await walk(gitdir, false);
+  return { objects, bytes };
+}
+
+/** A version-2 pack index ends its 256-entry fan-out table with the number of objects in the pack. */
+async function packedObjectCount(idx: string): Promise<number> {
+  const handle = await open(idx, 'r');
+  try {
+    const header = Buffer.alloc(8 + 256 * 4);
+    await handle.read(header, 0, header.length, 0);
+    if (header.readUInt32BE(0) !== 0xff744f63) return 0;
+    return header.readUInt32BE(8 + 255 * 4);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Opens the git store described by a store's settings (`GIT_*`); `GIT_LOCK=redis` needs `deps.redis`. */
+export function openGitStore(settings: StoreSettings, deps: { redis?: Redis | Cluster; log?: Logger }): Promise<GitProvider> {
+  if (settings.GIT_LOCK === 'redis' && !deps.redis) {
+    throw new InvalidArgumentError(`store "${settings.name}": GIT_LOCK=redis needs a Redis connection`);
+  }
+  return GitProvider.open({
+    repoPath: settings.GIT_REPO_PATH ?? path.join(settings.rootDir, 'git', settings.name),
+    branch: settings.GIT_BRANCH,
+    user: { name: settings.GIT_USER_NAME, email: settings.GIT_USER_EMAIL },
+    redisLock: settings.GIT_LOCK === 'redis' && deps.redis ? { redis: deps.redis } : undefined,
+    fsync: settings.DISK_FSYNC,
+    log: deps.log?.child({ store: settings.name, provider: 'git' }),
+  });
+}

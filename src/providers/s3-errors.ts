@@ -1,0 +1,74 @@
+/**
+ * S3 failures as contract errors, in one place. The SDK throws `S3ServiceException`s (a `name`/`Code` and
+ * `$metadata.httpStatusCode`) for answers and plain Node errors (`code` ECONNREFUSED...) when there is no answer;
+ * both keep the original as `cause`. Only "the backend cannot serve us now" becomes `ProviderUnavailableError`,
+ * the one retryable error: throttling, 5xx, timeouts and network failures.
+ */
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  NotSupportedError,
+  PayloadTooLargeError,
+  PermissionDeniedError,
+  PreconditionFailedError,
+  ProviderUnavailableError,
+  RangeNotSatisfiableError,
+  StorageError,
+} from './errors.js';
+
+interface SdkErrorShape {
+  name?: string;
+  code?: string;
+  Code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+const NOT_FOUND = new Set(['NoSuchKey', 'NotFound', 'NoSuchVersion']);
+const PRECONDITION = new Set(['PreconditionFailed', 'ConditionalRequestConflict']);
+const PERMISSION = new Set(['AccessDenied', 'Forbidden', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AllAccessDisabled', 'ExpiredToken', 'InvalidToken']);
+const THROTTLING = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'TooManyRequestsException', 'RequestLimitExceeded', 'RequestThrottled', 'ServiceUnavailable', 'InternalError', 'RequestTimeout', 'RequestTimeoutException']);
+const UNSUPPORTED = new Set(['NotImplemented', 'MethodNotAllowed', 'XNotImplemented']);
+const ARGUMENT = new Set(['MetadataTooLarge', 'KeyTooLongError', 'InvalidArgument', 'InvalidRequest', 'InvalidObjectName', 'MalformedXML']);
+/** Failures before any answer arrived: the request may be sent again. */
+const NETWORK = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+  'UND_ERR_SOCKET',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'TimeoutError',
+  'AbortError',
+]);
+
+/** `what` names the operation for the message, e.g. `read "a/b"`. */
+export function toStorageError(error: unknown, what: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const e = (typeof error === 'object' && error !== null ? error : {}) as SdkErrorShape;
+  const status = e.$metadata?.httpStatusCode;
+  const code = e.Code ?? e.code ?? e.name ?? 'Error';
+  const detail = `${what}: ${code}${status ? ` (HTTP ${status})` : ''}${e.message && e.message !== code ? `: ${e.message}` : ''}`;
+  const options = { cause: error };
+
+  if (code === 'NoSuchBucket') return new ProviderUnavailableError(`${detail} (the store's bucket does not exist)`, options);
+  if (NOT_FOUND.has(code) || status === 404) return new NotFoundError(detail, options);
+  if (PRECONDITION.has(code) || status === 412) return new PreconditionFailedError(detail, options);
+  if (PERMISSION.has(code) || status === 403 || status === 401) return new PermissionDeniedError(detail, options);
+  if (code === 'InvalidRange' || status === 416) return new RangeNotSatisfiableError(detail, options);
+  if (code === 'EntityTooLarge' || status === 413) return new PayloadTooLargeError(detail, options);
+  if (THROTTLING.has(code) || status === 429 || (status !== undefined && status >= 500 && status !== 501)) {
+    return new ProviderUnavailableError(detail, options);
+  }
+  if (UNSUPPORTED.has(code) || status === 501 || status === 405) return new NotSupportedError(detail, options);
+  if (ARGUMENT.has(code) || (status !== undefined && status >= 400 && status < 500)) return new InvalidArgumentError(detail, options);
+  if (NETWORK.has(code)) return new ProviderUnavailableError(`${detail} (no answer from the endpoint)`, options);
+  // Anything else without an HTTP answer came from the transport (stream or parser failures mid-response):
+  // sending the request again is the useful reaction.
+  return new ProviderUnavailableError(detail, options);
+}

@@ -1,0 +1,1123 @@
+/**
+ * The s3 provider (DESIGN §5): one bucket (+ optional key prefix) per store, on `@aws-sdk/client-s3`. Every
+ * request goes through one resilience policy (`resilience.ts`); S3 failures become contract errors in
+ * `s3-errors.ts`. Decisions, and why:
+ *
+ * - Layout. Object `k` lives at `<S3_PREFIX>k`, so other S3 tools see the store's objects under their own keys.
+ *   `<S3_PREFIX>.kyozo/` is reserved: explicit versions under `.kyozo/versions/<sha256(k)>/<rid>` and staged
+ *   uploads under `.kyozo/tmp/`. User keys starting with `.kyozo/` are rejected (`InvalidKeyError`) rather than
+ *   escaped, so no user key can ever collide with them and a key means the same on every S3 tool. Hashing the
+ *   key keeps version keys short (a 1,024-byte user key still fits S3's key limit) and makes one key's versions
+ *   a plain prefix (no delimiter tricks: the versions of `a` and of `a/b` never share a prefix). `<rid>` is the
+ *   version id with every character mirrored in its alphabet, so S3's ascending listing is newest first and
+ *   `listVersions` pages with `StartAfter` like any other listing.
+ * - Versioning is detected once at start (GetBucketVersioning; an error or anything but `Enabled` = off).
+ *   Native (`every-write`): version id = S3 VersionId, message and author in that version's metadata.
+ *   Explicit: `createVersion` puts the version object first, then server-side copies it over the current key
+ *   (one upload of the body), and the current object carries `kyozo-version`.
+ * - etag = sha256 of the content, in `x-amz-meta-kyozo-sha256` (S3's ETag is an MD5, or not even that for
+ *   multipart). User metadata is `x-amz-meta-<name>`, values percent-encoded only where HTTP headers cannot carry
+ *   them (non-ASCII, `%`, edge spaces), so ASCII metadata reads the same to any S3 client. Names starting with
+ *   `kyozo-` are reserved. An object without `kyozo-sha256` (uploaded through a presigned PUT or another tool) is
+ *   adopted on first sight: read once to hash it, then copied onto itself with the hash added.
+ * - Writes. Metadata travels with the first byte, the sha256 is known only after the last. A body up to
+ *   `S3_MULTIPART_THRESHOLD` is held in memory (a Uint8Array/string already is; a stream is read ahead at most that
+ *   far), hashed, and sent as ONE PutObject: small writes cost one request. A longer stream goes through a
+ *   HashingStream into a lib-storage multipart upload (bounded part queue) at `.kyozo/tmp/<id>`, then one
+ *   CopyObject puts it at its key with the hash in its metadata, then the staged copy is deleted. A crash between
+ *   leaves only a staged object, never a half-written or unhashed one at the key; a lifecycle rule on
+ *   `.kyozo/tmp/` (expire after a day) removes such leftovers. CopyObject takes at most 5 GiB (= MAX_OBJECT_BYTES).
+ * - ifMatch compares our etag from a HeadObject, then sends the write with `If-Match: <S3 ETag seen>`. AWS S3
+ *   and MinIO then refuse the write if the object changed in between (412); servers that ignore conditional
+ *   writes (s3rver) leave a window of one round trip in which a concurrent writer can be overwritten.
+ * - `S3_CHECKSUM` sets the SDK's requestChecksumCalculation/responseChecksumValidation (default: the SDK's,
+ *   WHEN_SUPPORTED). The provider only ever sends buffers (PutObject, UploadPart), never a streamed PutObject,
+ *   which some servers (s3rver) would store with its aws-chunked framing; WHEN_REQUIRED is for servers that refuse
+ *   the checksum headers. Presigned URLs are always signed without a checksum (a signed CRC32 of an empty body
+ *   would make every presigned upload fail).
+ * - `list` pages over ListObjectsV2 (continuation tokens inside a call, our cursor = the last key returned, used as
+ *   `StartAfter`), skipping the reserved prefix in one jump, and HEADs every item (bounded concurrency) because
+ *   listings carry no user metadata.
+ */
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetBucketVersioningCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectVersionsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type HeadObjectCommandOutput,
+  type ObjectIdentifier,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { ConfigError, storeEnvPrefix, type StoreSettings } from '../config.js';
+import type { Logger } from '../log.js';
+import { HashingStream, isReadable, resolveRange, sha256Hex } from './body.js';
+import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import {
+  InvalidArgumentError,
+  InvalidKeyError,
+  NotFoundError,
+  NotSupportedError,
+  PreconditionFailedError,
+  StorageError,
+} from './errors.js';
+import { compareKeys, validateKey, validatePrefix } from './keys.js';
+import { describeWrite } from './metadata.js';
+import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
+import { toStorageError } from './s3-errors.js';
+import {
+  DEFAULT_CONTENT_TYPE,
+  type Author,
+  type Body,
+  type Capabilities,
+  type HealthReport,
+  type ObjectInfo,
+  type Page,
+  type ProviderStats,
+  type ReadOptions,
+  type RestoreOptions,
+  type StorageProvider,
+  type VersionInfo,
+  type VersionOptions,
+  type WriteOptions,
+} from './types.js';
+import { ALPHABET, isVersionId, newVersionId } from './version-id.js';
+
+const MIB = 1024 * 1024;
+const RESERVED = '.kyozo/';
+const VERSIONS = `${RESERVED}versions/`;
+const STAGING = `${RESERVED}tmp/`;
+/** Sorts after every key the provider writes under `.kyozo/` (all `[0-9a-z/-]`): one StartAfter skips them all. */
+const RESERVED_END = `${RESERVED}~`;
+const MAX_PRESIGN_SECONDS = 7 * 24 * 3600; // SigV4 limit
+
+/** Our own entries in `x-amz-meta-*`; user metadata names with this prefix are refused. */
+const META = {
+  sha256: 'kyozo-sha256',
+  updated: 'kyozo-updated',
+  version: 'kyozo-version',
+  message: 'kyozo-message',
+  author: 'kyozo-author',
+} as const;
+const RESERVED_META = 'kyozo-';
+
+export type S3VersioningMode = 'native' | 'explicit';
+
+export interface S3ProviderOptions {
+  bucket: string;
+  /** Key prefix inside the bucket; normalized to '' or `something/`. */
+  prefix?: string;
+  region?: string;
+  endpoint?: string;
+  forcePathStyle?: boolean;
+  /** `WHEN_REQUIRED` for servers that store aws-chunked framing verbatim (s3rver); SDK default otherwise. */
+  checksum?: 'WHEN_SUPPORTED' | 'WHEN_REQUIRED';
+  /** Bodies longer than this go through a multipart upload. Default 16 MiB. */
+  multipartThreshold?: number;
+  /** Multipart part size (min 5 MiB) and parts in flight: memory per upload is at most their product. */
+  partSize?: number;
+  queueSize?: number;
+  /** Default: the SDK's chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, roles). */
+  credentials?: S3ClientConfig['credentials'];
+  /** `auto` (default) asks the bucket once at start; the others force a mode (tests, buckets you cannot query). */
+  versioning?: 'auto' | S3VersioningMode;
+  /** Overrides of the resilience policy (timeouts, retries, breaker), or a policy shared with other providers. */
+  resilience?: Partial<Omit<ResilienceOptions, 'classify' | 'name'>> | ResiliencePolicy;
+  healthTimeoutMs?: number;
+  /** HEADs in flight while listing. Default 16. */
+  listConcurrency?: number;
+  /** Keys a `stats()` call looks at, at most. Default 100,000. */
+  statsScanLimit?: number;
+  name?: string;
+  log?: Logger;
+}
+
+/** What an s3 store's settings say, or a `ConfigError` naming the missing variable. */
+export function s3OptionsFromSettings(settings: StoreSettings, log?: Logger): S3ProviderOptions {
+  if (settings.S3_BUCKET === undefined) {
+    throw new ConfigError(`store "${settings.name}": S3_BUCKET (or ${storeEnvPrefix(settings.name)}S3_BUCKET) is required for an s3 store`);
+  }
+  return {
+    name: settings.name,
+    bucket: settings.S3_BUCKET,
+    prefix: settings.S3_PREFIX,
+    region: settings.AWS_REGION,
+    endpoint: settings.S3_ENDPOINT,
+    forcePathStyle: settings.S3_FORCE_PATH_STYLE,
+    checksum: settings.S3_CHECKSUM,
+    multipartThreshold: settings.S3_MULTIPART_THRESHOLD,
+    log,
+  };
+}
+
+export async function createS3Provider(options: S3ProviderOptions): Promise<S3Provider> {
+  const provider = new S3Provider(options);
+  await provider.detectVersioning(options.versioning ?? 'auto');
+  return provider;
+}
+
+/** The factory line of `index.ts`. */
+export function createS3ProviderFromSettings(settings: StoreSettings, log?: Logger): Promise<S3Provider> {
+  return createS3Provider(s3OptionsFromSettings(settings, log));
+}
+
+// ---- metadata values in HTTP headers ----
+
+function encodeMetaValue(value: string): string {
+  try {
+    return value.replace(/[^\x20-\x7e]|%|^ | $/gu, (c) => encodeURIComponent(c));
+  } catch (error) {
+    throw new InvalidArgumentError('metadata values must be valid Unicode', { cause: error });
+  }
+}
+
+function decodeMetaValue(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value; // written by another tool with a bare '%'
+  }
+}
+
+function userMetadata(raw: Record<string, string> | undefined): Record<string, string> {
+  const metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(raw ?? {})) {
+    if (!name.startsWith(RESERVED_META)) metadata[name.toLowerCase()] = decodeMetaValue(value);
+  }
+  return metadata;
+}
+
+/** User entries of stored metadata as they are (still encoded): for copies that keep them. */
+function storedUserMetadata(raw: Record<string, string> | undefined): Record<string, string> {
+  const metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(raw ?? {})) if (!name.startsWith(RESERVED_META)) metadata[name] = value;
+  return metadata;
+}
+
+function encodeUserMetadata(metadata: Record<string, string>): Record<string, string> {
+  const encoded: Record<string, string> = {};
+  for (const [name, value] of Object.entries(metadata)) {
+    if (name.startsWith(RESERVED_META)) throw new InvalidArgumentError(`metadata names starting with "${RESERVED_META}" are reserved on s3 stores`);
+    encoded[name] = encodeMetaValue(value);
+  }
+  return encoded;
+}
+
+function versionMetadata(message: string, author: Author | undefined): Record<string, string> {
+  const entries: Record<string, string> = { [META.message]: encodeMetaValue(message) };
+  if (author !== undefined) entries[META.author] = encodeMetaValue(JSON.stringify({ name: author.name, email: author.email }));
+  return entries;
+}
+
+function parseAuthor(raw: string | undefined): Author | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const parsed = JSON.parse(decodeMetaValue(raw)) as { name?: unknown; email?: unknown };
+    if (typeof parsed.name !== 'string') return undefined;
+    return typeof parsed.email === 'string' ? { name: parsed.name, email: parsed.email } : { name: parsed.name };
+  } catch {
+    return undefined;
+  }
+}
+
+// ---- explicit version keys ----
+
+const MIRROR = new Map([...ALPHABET].map((c, i) => [c, ALPHABET[ALPHABET.length - 1 - i]!]));
+
+/** Version id <-> its name under the key's version prefix; the mirror makes ascending order newest first. */
+function mirrorId(id: string): string {
+  let out = '';
+  for (const c of id) out += MIRROR.get(c) ?? c;
+  return out;
+}
+
+// ---- small helpers ----
+
+type ObjectHead = Pick<HeadObjectCommandOutput, 'Metadata' | 'ContentType' | 'ContentLength' | 'LastModified' | 'ETag' | 'VersionId'> & {
+  ContentRange?: string;
+};
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/** Reads a stream until it ends or passes `limit` bytes. `rest` continues it (head included) when it did not end. */
+async function readAhead(body: Readable, limit: number): Promise<{ head: Buffer; rest?: Readable }> {
+  const iterator = (body as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  while (size <= limit) {
+    const next = await iterator.next();
+    if (next.done) return { head: Buffer.concat(chunks, size) };
+    const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value;
+    chunks.push(chunk);
+    size += chunk.length;
+  }
+  async function* continued() {
+    yield* chunks;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) return;
+      yield next.value;
+    }
+  }
+  return { head: Buffer.alloc(0), rest: Readable.from(continued(), { objectMode: false }) };
+}
+
+function toBytes(body: Uint8Array | string): Buffer {
+  return typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+}
+
+function copySource(bucket: string, key: string, versionId?: string): string {
+  const source = `${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
+  return versionId === undefined ? source : `${source}?versionId=${encodeURIComponent(versionId)}`;
+}
+
+function nativeVersionId(id: string | undefined): string | undefined {
+  return id === undefined || id === 'null' ? undefined : id;
+}
+
+interface Stored {
+  size: number;
+  etag: string;
+  s3VersionId?: string;
+}
+
+export class S3Provider implements StorageProvider {
+  readonly kind = 's3' as const;
+  readonly client: S3Client;
+  readonly policy: ResiliencePolicy;
+  readonly bucket: string;
+  readonly prefix: string;
+  private readonly presignClient: S3Client;
+  private readonly threshold: number;
+  private readonly partSize: number;
+  private readonly queueSize: number;
+  private readonly listConcurrency: number;
+  private readonly statsScanLimit: number;
+  private readonly healthTimeoutMs: number;
+  private readonly log?: Logger;
+  private mode: S3VersioningMode = 'explicit';
+  private modeReason = 'not detected yet';
+  private readonly stopWatchingCircuit: () => void;
+
+  constructor(options: S3ProviderOptions) {
+    this.bucket = options.bucket;
+    const prefix = (options.prefix ?? '').replace(/^\/+/, '');
+    this.prefix = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
+    this.threshold = options.multipartThreshold ?? 16 * MIB;
+    this.partSize = Math.max(5 * MIB, options.partSize ?? 8 * MIB);
+    this.queueSize = Math.max(1, options.queueSize ?? 4);
+    this.listConcurrency = Math.max(1, options.listConcurrency ?? 16);
+    this.statsScanLimit = Math.max(1000, options.statsScanLimit ?? 100_000);
+    this.healthTimeoutMs = options.healthTimeoutMs ?? 2_000;
+    this.log = options.log?.child({ component: 's3', store: options.name, bucket: options.bucket });
+    const config: S3ClientConfig = {
+      region: options.region ?? 'us-east-1',
+      endpoint: options.endpoint,
+      forcePathStyle: options.forcePathStyle ?? false,
+      credentials: options.credentials,
+      // The resilience policy owns retries: SDK retries inside it would multiply attempts and hide outages.
+      maxAttempts: 1,
+      requestChecksumCalculation: options.checksum,
+      responseChecksumValidation: options.checksum,
+      requestHandler: { connectionTimeout: 3_000 },
+    };
+    this.client = new S3Client(config);
+    // Presigned PUTs from a WHEN_SUPPORTED client carry the CRC32 of an empty body: any real upload would fail.
+    this.presignClient = new S3Client({ ...config, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+    const name = `s3 bucket "${this.bucket}"`;
+    this.policy =
+      options.resilience && 'execute' in options.resilience
+        ? options.resilience
+        : createResiliencePolicy({ ...options.resilience, name, classify: (error) => toStorageError(error, name) });
+    this.stopWatchingCircuit = this.policy.onStateChange((state) => {
+      if (state === 'open') this.log?.warn({ circuit: state }, 's3 circuit opened: failing fast until the endpoint answers again');
+      else this.log?.info({ circuit: state }, `s3 circuit ${state}`);
+    });
+  }
+
+  get versioning(): S3VersioningMode {
+    return this.mode;
+  }
+
+  get capabilities(): Capabilities {
+    return {
+      versioning: this.mode === 'native' ? 'every-write' : 'explicit',
+      presign: 'native',
+      diff: false,
+      branches: false,
+      rangeReads: true,
+    };
+  }
+
+  /** Called once by `createS3Provider`. */
+  async detectVersioning(requested: 'auto' | S3VersioningMode): Promise<void> {
+    if (requested !== 'auto') {
+      this.mode = requested;
+      this.modeReason = 'forced by configuration';
+      return;
+    }
+    try {
+      const out = await this.call('read bucket versioning', (signal) =>
+        this.client.send(new GetBucketVersioningCommand({ Bucket: this.bucket }), { abortSignal: signal }),
+      );
+      this.mode = out.Status === 'Enabled' ? 'native' : 'explicit';
+      this.modeReason = `bucket versioning ${out.Status ?? 'never enabled'}`;
+    } catch (error) {
+      this.mode = 'explicit';
+      this.modeReason = `bucket versioning unknown (${(error as Error).message})`;
+      this.log?.warn({ err: error }, 'could not read bucket versioning: using explicit version objects');
+    }
+    this.log?.info({ versioning: this.mode, reason: this.modeReason }, 's3 versioning mode');
+  }
+
+  // ---- the contract ----
+
+  async write(key: string, body: Body, opts?: WriteOptions): Promise<ObjectInfo> {
+    const fullKey = this.objectKey(key);
+    const { contentType, metadata } = describeWrite(opts);
+    const encoded = encodeUserMetadata(metadata);
+    const expected = await this.precondition(key, opts?.ifMatch);
+    let updatedAt = '';
+    const stored = await this.put(`write "${key}"`, fullKey, body, contentType, expected, (etag) => {
+      updatedAt = new Date().toISOString();
+      return { ...encoded, [META.sha256]: etag, [META.updated]: updatedAt };
+    });
+    const info: ObjectInfo = { key, size: stored.size, etag: stored.etag, contentType, metadata, updatedAt };
+    const versionId = this.mode === 'native' ? nativeVersionId(stored.s3VersionId) : undefined;
+    return versionId === undefined ? info : { ...info, versionId };
+  }
+
+  async read(key: string, opts?: ReadOptions): Promise<{ info: ObjectInfo; body: Readable }> {
+    const fullKey = this.objectKey(key);
+    // Shape only (negative, reversed): S3 itself clamps the end and refuses a start past the object (416).
+    if (opts?.range) resolveRange(opts.range, Number.MAX_SAFE_INTEGER);
+    const target = this.target(key, fullKey, opts?.versionId);
+    const get = () =>
+      this.call(`read "${key}"`, (signal) =>
+        this.client.send(
+          new GetObjectCommand({
+            Bucket: this.bucket,
+            ...target,
+            Range: opts?.range ? `bytes=${opts.range[0]}-${opts.range[1]}` : undefined,
+          }),
+          { abortSignal: signal },
+        ),
+      ).catch((error: unknown) => this.versionLookupError(error, key, opts?.versionId));
+    let out = await get();
+    if (out.Metadata?.[META.sha256] === undefined) {
+      // Not written by us: hash (and adopt) it first, then serve it.
+      (out.Body as Readable | undefined)?.destroy();
+      await this.stat(key, { versionId: opts?.versionId });
+      out = await get();
+    }
+    const info = await this.describeObject(key, fullKey, out, opts?.versionId);
+    return { info, body: out.Body as Readable };
+  }
+
+  async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {
+    const fullKey = this.objectKey(key);
+    const out = await this.head(key, this.target(key, fullKey, opts?.versionId), opts?.versionId);
+    return this.describeObject(key, fullKey, out, opts?.versionId);
+  }
+
+  async delete(key: string, opts?: { allVersions?: boolean }): Promise<void> {
+    const fullKey = this.objectKey(key);
+    if (this.mode === 'native') {
+      if (opts?.allVersions) {
+        await this.deleteNativeVersions(key, fullKey);
+        return;
+      }
+      // A DeleteObject on a missing key would still add a delete marker: keep repeated deletes free of them.
+      const exists = await this.head(key, { Key: fullKey }).then(
+        () => true,
+        (error: unknown) => (error instanceof NotFoundError ? false : Promise.reject(error)),
+      );
+      if (exists) await this.deleteKey(`delete "${key}"`, fullKey);
+      return;
+    }
+    await this.deleteKey(`delete "${key}"`, fullKey);
+    if (opts?.allVersions) {
+      const dir = this.versionDir(key);
+      for (;;) {
+        const keys = await this.listKeys(`delete versions of "${key}"`, dir, undefined, 1000);
+        if (keys.length === 0) break;
+        await this.deleteMany(`delete versions of "${key}"`, keys.map((entry) => ({ Key: entry.key })));
+        if (keys.length < 1000) break;
+      }
+    }
+  }
+
+  async list(opts?: { prefix?: string; cursor?: string; limit?: number }): Promise<Page<ObjectInfo>> {
+    const prefix = validatePrefix(opts?.prefix);
+    const limit = pageLimit(opts?.limit);
+    const after = decodeCursor(opts?.cursor);
+    if (prefix.startsWith(RESERVED)) return { items: [] };
+    const reserved = this.prefix + RESERVED;
+    const reservedEnd = this.prefix + RESERVED_END;
+    const found: { key: string; fullKey: string }[] = [];
+    let startAfter = after === undefined ? undefined : this.prefix + after;
+    let token: string | undefined;
+    // One key past the page tells whether another page exists, so the last page never carries a cursor.
+    while (found.length <= limit) {
+      const out = await this.call('list', (signal) =>
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.prefix + prefix,
+            ContinuationToken: token,
+            StartAfter: token === undefined ? startAfter : undefined,
+            MaxKeys: Math.min(1000, limit + 1 - found.length),
+          }),
+          { abortSignal: signal },
+        ),
+      );
+      const contents = out.Contents ?? [];
+      for (const object of contents) {
+        const fullKey = object.Key;
+        if (fullKey === undefined || fullKey.startsWith(reserved)) continue;
+        const key = fullKey.slice(this.prefix.length);
+        if (!this.isUserKey(key)) continue;
+        found.push({ key, fullKey });
+        if (found.length > limit) break;
+      }
+      if (!out.IsTruncated || found.length > limit) break;
+      const last = contents.at(-1)?.Key;
+      if (last !== undefined && last.startsWith(reserved) && compareKeys(last, reservedEnd) < 0) {
+        token = undefined; // jump over the versions and staged uploads in one request
+        startAfter = reservedEnd;
+      } else if (out.NextContinuationToken !== undefined) {
+        token = out.NextContinuationToken;
+      } else {
+        token = undefined;
+        startAfter = last;
+      }
+    }
+    const page = found.slice(0, limit);
+    const infos = await mapLimit(page, this.listConcurrency, (entry) =>
+      this.head(entry.key, { Key: entry.fullKey }).then(
+        (out) => this.describeObject(entry.key, entry.fullKey, out),
+        (error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)), // deleted meanwhile
+      ),
+    );
+    const items = infos.filter((info): info is ObjectInfo => info !== undefined);
+    return found.length > limit ? { items, cursor: encodeCursor(page.at(-1)!.key) } : { items };
+  }
+
+  async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
+    const fullKey = this.objectKey(key);
+    if (typeof opts?.message !== 'string') throw new InvalidArgumentError('a version needs a message');
+    const { contentType, metadata } = describeWrite(opts);
+    const encoded = encodeUserMetadata(metadata);
+    const described = versionMetadata(opts.message, opts.author);
+    const expected = await this.precondition(key, opts.ifMatch);
+    const what = `create a version of "${key}"`;
+    let createdAt = '';
+    const stamp = (extra: Record<string, string>) => (etag: string) => {
+      createdAt = new Date().toISOString();
+      return { ...encoded, ...extra, [META.sha256]: etag, [META.updated]: createdAt };
+    };
+
+    if (this.mode === 'native') {
+      const stored = await this.put(what, fullKey, body, contentType, expected, stamp(described));
+      const versionId = nativeVersionId(stored.s3VersionId);
+      if (versionId === undefined) throw new NotSupportedError(`${what}: the bucket returned no version id (is versioning suspended?)`);
+      return this.versionInfo(key, versionId, stored.size, stored.etag, createdAt, opts.message, opts.author);
+    }
+
+    const versionId = newVersionId();
+    const versionKey = this.versionKey(key, versionId);
+    const stored = await this.put(what, versionKey, body, contentType, undefined, stamp({ ...described, [META.version]: versionId }));
+    try {
+      const current = { ...encoded, [META.sha256]: stored.etag, [META.updated]: createdAt, [META.version]: versionId };
+      await this.copy(what, versionKey, fullKey, contentType, current, expected, stored.size);
+    } catch (error) {
+      // The version never became current: leave no trace of it.
+      await this.deleteKey(what, versionKey).catch(() => undefined);
+      throw error;
+    }
+    return this.versionInfo(key, versionId, stored.size, stored.etag, createdAt, opts.message, opts.author);
+  }
+
+  async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
+    const fullKey = this.objectKey(key);
+    const limit = pageLimit(opts?.limit);
+    const after = decodeCursor(opts?.cursor);
+    return this.mode === 'native' ? this.listNativeVersions(key, fullKey, limit, after) : this.listExplicitVersions(key, limit, after);
+  }
+
+  async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
+    const fullKey = this.objectKey(key);
+    const message = opts?.message ?? `restore ${versionId}`;
+    const what = `restore "${key}" to ${versionId}`;
+    const source = await this.head(key, this.target(key, fullKey, versionId), versionId);
+    const etag = await this.etagOf(key, fullKey, source, versionId);
+    const contentType = source.ContentType ?? DEFAULT_CONTENT_TYPE;
+    const size = source.ContentLength ?? 0;
+    const kept = storedUserMetadata(source.Metadata);
+    const createdAt = new Date().toISOString();
+    const base = { ...kept, [META.sha256]: etag, [META.updated]: createdAt };
+
+    if (this.mode === 'native') {
+      const out = await this.call(what, (signal) =>
+        this.client.send(
+          new CopyObjectCommand({
+            Bucket: this.bucket,
+            Key: fullKey,
+            CopySource: copySource(this.bucket, fullKey, versionId),
+            MetadataDirective: 'REPLACE',
+            ContentType: contentType,
+            Metadata: { ...base, ...versionMetadata(message, opts?.author) },
+          }),
+          { abortSignal: signal },
+        ),
+      );
+      const newId = nativeVersionId(out.VersionId);
+      if (newId === undefined) throw new NotSupportedError(`${what}: the bucket returned no version id (is versioning suspended?)`);
+      return this.versionInfo(key, newId, size, etag, createdAt, message, opts?.author);
+    }
+
+    const newId = newVersionId();
+    const newKey = this.versionKey(key, newId);
+    const described = { ...base, ...versionMetadata(message, opts?.author), [META.version]: newId };
+    await this.copy(what, this.versionKey(key, versionId), newKey, contentType, described, undefined, size);
+    await this.copy(what, newKey, fullKey, contentType, { ...base, [META.version]: newId }, undefined, size);
+    return this.versionInfo(key, newId, size, etag, createdAt, message, opts?.author);
+  }
+
+  async presign(key: string, opts: { method: 'GET' | 'PUT'; expiresIn: number }): Promise<string> {
+    const fullKey = this.objectKey(key);
+    const { method, expiresIn } = opts;
+    if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > MAX_PRESIGN_SECONDS) {
+      throw new InvalidArgumentError(`expiresIn must be a whole number of seconds from 1 to ${MAX_PRESIGN_SECONDS}`);
+    }
+    const command =
+      method === 'GET'
+        ? new GetObjectCommand({ Bucket: this.bucket, Key: fullKey })
+        : method === 'PUT'
+          ? new PutObjectCommand({ Bucket: this.bucket, Key: fullKey })
+          : undefined;
+    if (command === undefined) throw new InvalidArgumentError(`cannot presign ${String(method)}: only GET and PUT`);
+    return getSignedUrl(this.presignClient, command, { expiresIn });
+  }
+
+  async stats(): Promise<ProviderStats> {
+    const reserved = this.prefix + RESERVED;
+    const versionsPrefix = this.prefix + VERSIONS;
+    let objects = 0;
+    let bytes = 0;
+    let versions = 0;
+    let scanned = 0;
+    let token: string | undefined;
+    do {
+      const out = await this.call('stats', (signal) =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, ContinuationToken: token }), { abortSignal: signal }),
+      );
+      for (const object of out.Contents ?? []) {
+        scanned++;
+        const key = object.Key ?? '';
+        if (key.startsWith(versionsPrefix)) versions++;
+        else if (!key.startsWith(reserved)) {
+          objects++;
+          bytes += object.Size ?? 0;
+        }
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token !== undefined && scanned < this.statsScanLimit);
+    let truncated = token !== undefined;
+
+    if (this.mode === 'native') {
+      versions = 0;
+      let keyMarker: string | undefined;
+      let versionIdMarker: string | undefined;
+      let seen = 0;
+      do {
+        const out = await this.call('stats', (signal) =>
+          this.client.send(
+            new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: this.prefix, KeyMarker: keyMarker, VersionIdMarker: versionIdMarker }),
+            { abortSignal: signal },
+          ),
+        );
+        for (const version of out.Versions ?? []) {
+          seen++;
+          if (!(version.Key ?? '').startsWith(reserved)) versions++;
+        }
+        keyMarker = out.IsTruncated ? out.NextKeyMarker : undefined;
+        versionIdMarker = out.IsTruncated ? out.NextVersionIdMarker : undefined;
+      } while (keyMarker !== undefined && seen < this.statsScanLimit);
+      truncated ||= keyMarker !== undefined;
+    }
+
+    return {
+      kind: 's3',
+      objects,
+      bytes,
+      versions,
+      detail: {
+        bucket: this.bucket,
+        prefix: this.prefix,
+        versioning: this.mode,
+        versioningReason: this.modeReason,
+        circuit: this.policy.state,
+        resilience: this.policy.counters,
+        // Counts come from a listing of at most `scanLimit` keys: on a larger store they are lower bounds.
+        scanLimit: this.statsScanLimit,
+        truncated,
+      },
+    };
+  }
+
+  async health(): Promise<HealthReport> {
+    const started = performance.now();
+    const versioning = `versioning ${this.mode} (${this.modeReason})`;
+    try {
+      await this.call('health check', (signal) => this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal }), {
+        retry: false,
+        timeoutMs: this.healthTimeoutMs,
+      });
+      return {
+        status: 'ok',
+        detail: `bucket "${this.bucket}" answers; ${versioning}; circuit ${this.policy.state}`,
+        latencyMs: performance.now() - started,
+      };
+    } catch (error) {
+      const reason = error instanceof NotFoundError ? `bucket "${this.bucket}" does not exist` : (error as Error).message;
+      return { status: 'down', detail: `${reason}; ${versioning}; circuit ${this.policy.state}`, latencyMs: performance.now() - started };
+    }
+  }
+
+  async close(): Promise<void> {
+    this.stopWatchingCircuit();
+    this.client.destroy();
+    this.presignClient.destroy();
+  }
+
+  // ---- keys ----
+
+  private objectKey(key: string): string {
+    validateKey(key);
+    if (key.startsWith(RESERVED)) throw new InvalidKeyError(`keys under "${RESERVED}" are reserved by s3 stores for versions and staged uploads`);
+    return this.prefix + key;
+  }
+
+  private isUserKey(key: string): boolean {
+    try {
+      validateKey(key);
+      return true;
+    } catch {
+      return false; // put there by another tool in a form no store key can take (`a//b`)
+    }
+  }
+
+  private versionDir(key: string): string {
+    return `${this.prefix}${VERSIONS}${sha256Hex(key)}/`;
+  }
+
+  private versionKey(key: string, versionId: string): string {
+    return this.versionDir(key) + mirrorId(versionId);
+  }
+
+  /** Where a read of (key, versionId) goes. An id this store cannot have issued is simply not found. */
+  private target(key: string, fullKey: string, versionId: string | undefined): { Key: string; VersionId?: string } {
+    if (versionId === undefined) return { Key: fullKey };
+    if (this.mode === 'native') {
+      if (versionId === '' || versionId === 'null') throw new NotFoundError(`"${key}" has no version ${JSON.stringify(versionId)}`);
+      return { Key: fullKey, VersionId: versionId };
+    }
+    if (!isVersionId(versionId)) throw new NotFoundError(`"${key}" has no version ${JSON.stringify(versionId)}`);
+    return { Key: this.versionKey(key, versionId) };
+  }
+
+  // ---- requests ----
+
+  private call<T>(what: string, fn: (signal: AbortSignal) => Promise<T>, opts?: CallOptions): Promise<T> {
+    return this.policy.execute(async (signal) => {
+      try {
+        return await fn(signal);
+      } catch (error) {
+        throw toStorageError(error, what);
+      }
+    }, opts);
+  }
+
+  private head(key: string, target: { Key: string; VersionId?: string }, versionId?: string): Promise<ObjectHead> {
+    return this.call(`stat "${key}"`, (signal) =>
+      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, ...target }), { abortSignal: signal }),
+    ).catch((error: unknown) => this.versionLookupError(error, key, versionId));
+  }
+
+  /** S3 answers a malformed version id with 400 and a delete marker's id with 405: to the contract, not found. */
+  private versionLookupError(error: unknown, key: string, versionId: string | undefined): never {
+    if (versionId !== undefined && error instanceof StorageError && (error.code === 'INVALID_ARGUMENT' || error.code === 'NOT_SUPPORTED')) {
+      throw new NotFoundError(`"${key}" has no version ${versionId}`, { cause: error });
+    }
+    throw error;
+  }
+
+  /** ifMatch: our etag of the current object must equal it. Returns S3's ETag of what we saw, for If-Match. */
+  private async precondition(key: string, ifMatch: string | undefined): Promise<string | undefined> {
+    if (ifMatch === undefined) return undefined;
+    const fullKey = this.prefix + key;
+    let current: ObjectHead;
+    try {
+      current = await this.head(key, { Key: fullKey });
+    } catch (error) {
+      if (error instanceof NotFoundError) throw new PreconditionFailedError(`"${key}" does not exist, so it cannot match ${ifMatch}`, { cause: error });
+      throw error;
+    }
+    const etag = await this.etagOf(key, fullKey, current);
+    if (etag !== ifMatch) throw new PreconditionFailedError(`"${key}" has etag ${etag}, not ${ifMatch}`);
+    return current.ETag;
+  }
+
+  /**
+   * Stores `body` at `target` with the metadata `describe(sha256)` returns, as one PutObject when the body is at
+   * most `threshold` bytes, else staged through a multipart upload and copied into place (see the file comment).
+   */
+  private async put(
+    what: string,
+    target: string,
+    body: Body,
+    contentType: string,
+    ifMatch: string | undefined,
+    describe: (etag: string) => Record<string, string>,
+  ): Promise<Stored> {
+    let bytes: Buffer;
+    if (isReadable(body)) {
+      const { head, rest } = await readAhead(body, this.threshold);
+      if (rest !== undefined) {
+        try {
+          return await this.putStaged(what, target, rest, contentType, ifMatch, describe);
+        } finally {
+          body.destroy(); // read to its end on success; on failure nobody else will stop it
+        }
+      }
+      bytes = head;
+    } else {
+      bytes = toBytes(body);
+    }
+    const etag = sha256Hex(bytes);
+    const metadata = describe(etag);
+    if (bytes.length <= this.threshold) {
+      const out = await this.call(what, (signal) =>
+        this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: target,
+            Body: bytes,
+            ContentLength: bytes.length,
+            ContentType: contentType,
+            Metadata: metadata,
+            IfMatch: ifMatch,
+          }),
+          { abortSignal: signal },
+        ),
+      );
+      return { size: bytes.length, etag, s3VersionId: out.VersionId };
+    }
+    const out = await this.upload(what, target, bytes, contentType, metadata, ifMatch);
+    return { size: bytes.length, etag, s3VersionId: out.VersionId };
+  }
+
+  private async putStaged(
+    what: string,
+    target: string,
+    body: Readable,
+    contentType: string,
+    ifMatch: string | undefined,
+    describe: (etag: string) => Record<string, string>,
+  ): Promise<Stored> {
+    const staged = `${this.prefix}${STAGING}${newVersionId()}`;
+    const hashing = new HashingStream();
+    // lib-storage takes a `size` property for the body's total length: HashingStream's running count is not that.
+    const content = new PassThrough();
+    const hashed = pipeline(body, hashing, content).catch(() => undefined); // the upload sees the same failure
+    let stagedVersion: string | undefined;
+    try {
+      const uploaded = await this.upload(what, staged, content, contentType, {}, undefined);
+      await hashed;
+      stagedVersion = uploaded.VersionId;
+      const etag = hashing.etag;
+      const out = await this.copy(what, staged, target, contentType, describe(etag), ifMatch, hashing.size);
+      return { size: hashing.size, etag, s3VersionId: out.VersionId };
+    } finally {
+      body.destroy();
+      // In a versioned bucket only deleting the staged version itself removes it (else: a delete marker).
+      await this.call(`${what}: remove staged upload`, (signal) =>
+        this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: staged, VersionId: nativeVersionId(stagedVersion) }), {
+          abortSignal: signal,
+        }),
+      ).catch((error: unknown) => this.log?.warn({ err: error, staged }, 'could not remove a staged upload; a lifecycle rule on .kyozo/tmp/ will'));
+    }
+  }
+
+  private async upload(
+    what: string,
+    target: string,
+    body: Buffer | Readable,
+    contentType: string,
+    metadata: Record<string, string>,
+    ifMatch: string | undefined,
+  ): Promise<{ VersionId?: string }> {
+    // A one-shot stream cannot be sent twice, and its duration grows with its size: breaker only.
+    return this.call(
+      what,
+      async (signal) => {
+        const upload = new Upload({
+          client: this.client,
+          params: { Bucket: this.bucket, Key: target, Body: body, ContentType: contentType, Metadata: metadata, IfMatch: ifMatch },
+          partSize: this.partSize,
+          queueSize: this.queueSize,
+        });
+        const abort = () => void upload.abort();
+        signal.addEventListener('abort', abort, { once: true });
+        try {
+          return await upload.done();
+        } finally {
+          signal.removeEventListener('abort', abort);
+        }
+      },
+      { retry: false, timeoutMs: false },
+    );
+  }
+
+  private copy(
+    what: string,
+    from: string,
+    to: string,
+    contentType: string,
+    metadata: Record<string, string>,
+    ifMatch?: string,
+    size = 0,
+  ): Promise<{ VersionId?: string }> {
+    // A server-side copy takes time in proportion to the object: large ones get no per-attempt timeout.
+    const opts: CallOptions | undefined = size > this.threshold ? { timeoutMs: false } : undefined;
+    return this.call(
+      what,
+      (signal) =>
+        this.client.send(
+          new CopyObjectCommand({
+            Bucket: this.bucket,
+            Key: to,
+            CopySource: copySource(this.bucket, from),
+            MetadataDirective: 'REPLACE',
+            ContentType: contentType,
+            Metadata: metadata,
+            IfMatch: ifMatch,
+          }),
+          { abortSignal: signal },
+        ),
+      opts,
+    );
+  }
+
+  private async deleteKey(what: string, fullKey: string, versionId?: string): Promise<void> {
+    await this.call(what, (signal) =>
+      this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: fullKey, VersionId: versionId }), { abortSignal: signal }),
+    );
+  }
+
+  private async deleteMany(what: string, objects: ObjectIdentifier[]): Promise<void> {
+    for (let start = 0; start < objects.length; start += 1000) {
+      const batch = objects.slice(start, start + 1000);
+      const out = await this.call(what, (signal) =>
+        this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } }), { abortSignal: signal }),
+      );
+      const failed = out.Errors?.[0];
+      if (failed) throw toStorageError({ Code: failed.Code, message: failed.Message }, `${what} (${failed.Key})`);
+    }
+  }
+
+  /** Keys (with sizes) under `prefix` after `startAfter`, at most `max`, in S3 order. */
+  private async listKeys(what: string, prefix: string, startAfter: string | undefined, max: number): Promise<{ key: string; size: number }[]> {
+    const keys: { key: string; size: number }[] = [];
+    let token: string | undefined;
+    do {
+      const out = await this.call(what, (signal) =>
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            StartAfter: token === undefined ? startAfter : undefined,
+            ContinuationToken: token,
+            MaxKeys: Math.min(1000, max - keys.length),
+          }),
+          { abortSignal: signal },
+        ),
+      );
+      for (const object of out.Contents ?? []) if (object.Key !== undefined) keys.push({ key: object.Key, size: object.Size ?? 0 });
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token !== undefined && keys.length < max);
+    return keys.slice(0, max);
+  }
+
+  // ---- describing objects and versions ----
+
+  private async describeObject(key: string, fullKey: string, out: ObjectHead, versionId?: string): Promise<ObjectInfo> {
+    const etag = await this.etagOf(key, fullKey, out, versionId);
+    const metadata = out.Metadata ?? {};
+    const total = /\/(\d+)$/.exec(out.ContentRange ?? '')?.[1];
+    const info: ObjectInfo = {
+      key,
+      size: total !== undefined ? Number(total) : (out.ContentLength ?? 0),
+      etag,
+      contentType: out.ContentType ?? DEFAULT_CONTENT_TYPE,
+      metadata: userMetadata(metadata),
+      updatedAt: metadata[META.updated] ?? (out.LastModified ?? new Date(0)).toISOString(),
+    };
+    const id = this.mode === 'native' ? nativeVersionId(out.VersionId) : metadata[META.version];
+    return id === undefined ? info : { ...info, versionId: id };
+  }
+
+  /**
+   * Our etag of an object. One without it (a presigned PUT, another tool) is read once to hash it; the current
+   * object is then copied onto itself with the hash, if it is still the one we read (CopySourceIfMatch).
+   */
+  private async etagOf(key: string, fullKey: string, out: ObjectHead, versionId?: string): Promise<string> {
+    const known = out.Metadata?.[META.sha256];
+    if (known !== undefined) return known;
+    const target = this.target(key, fullKey, versionId);
+    const what = `hash "${key}"`;
+    const got = await this.call(what, (signal) => this.client.send(new GetObjectCommand({ Bucket: this.bucket, ...target }), { abortSignal: signal }));
+    const hashing = new HashingStream();
+    try {
+      await pipeline(got.Body as Readable, hashing, new Writable({ write: (_chunk, _encoding, done) => done() }));
+    } catch (error) {
+      throw toStorageError(error, what);
+    }
+    const etag = hashing.etag;
+    if (versionId === undefined) {
+      const metadata = { ...storedUserMetadata(out.Metadata), [META.sha256]: etag, [META.updated]: (out.LastModified ?? new Date()).toISOString() };
+      await this.call(`adopt "${key}"`, (signal) =>
+        this.client.send(
+          new CopyObjectCommand({
+            Bucket: this.bucket,
+            Key: fullKey,
+            CopySource: copySource(this.bucket, fullKey),
+            CopySourceIfMatch: got.ETag,
+            MetadataDirective: 'REPLACE',
+            ContentType: out.ContentType ?? DEFAULT_CONTENT_TYPE,
+            Metadata: metadata,
+          }),
+          { abortSignal: signal },
+        ),
+      ).then(
+        () => this.log?.info({ key }, 'adopted an object written without a content hash'),
+        (error: unknown) => this.log?.warn({ err: error, key }, 'could not record the content hash of an adopted object; it will be hashed again'),
+      );
+    }
+    return etag;
+  }
+
+  private versionInfo(key: string, versionId: string, size: number, etag: string, createdAt: string, message?: string, author?: Author): VersionInfo {
+    const info: VersionInfo = { versionId, key, size, etag, createdAt };
+    if (message !== undefined) info.message = message;
+    if (author !== undefined) info.author = author;
+    return info;
+  }
+
+  private async describeVersion(key: string, fullKey: string, versionId: string, out: ObjectHead): Promise<VersionInfo> {
+    const metadata = out.Metadata ?? {};
+    const message = metadata[META.message];
+    return this.versionInfo(
+      key,
+      versionId,
+      out.ContentLength ?? 0,
+      await this.etagOf(key, fullKey, out, versionId),
+      metadata[META.updated] ?? (out.LastModified ?? new Date(0)).toISOString(),
+      message === undefined ? undefined : decodeMetaValue(message),
+      parseAuthor(metadata[META.author]),
+    );
+  }
+
+  private async listExplicitVersions(key: string, limit: number, after: string | undefined): Promise<Page<VersionInfo>> {
+    const dir = this.versionDir(key);
+    if (after !== undefined && !isVersionId(after)) throw new InvalidArgumentError('cursor is not one this store issued');
+    const keys = await this.listKeys(`list versions of "${key}"`, dir, after === undefined ? undefined : dir + mirrorId(after), limit + 1);
+    const ids = keys.map((entry) => mirrorId(entry.key.slice(dir.length))).filter(isVersionId);
+    const page = ids.slice(0, limit);
+    const fullKey = this.prefix + key;
+    const infos = await mapLimit(page, this.listConcurrency, (id) =>
+      this.head(key, { Key: this.versionKey(key, id) }).then(
+        (out) => this.describeVersion(key, fullKey, id, out),
+        (error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)), // removed meanwhile
+      ),
+    );
+    const items = infos.filter((info): info is VersionInfo => info !== undefined);
+    return ids.length > limit ? { items, cursor: encodeCursor(page.at(-1)!) } : { items };
+  }
+
+  /** The key's versions (not delete markers), newest first, from ListObjectVersions. */
+  private async nativeVersionIds(key: string, fullKey: string, after: string | undefined, max: number, markers = false): Promise<string[]> {
+    const ids: string[] = [];
+    let keyMarker = after === undefined ? undefined : fullKey;
+    let versionIdMarker = after;
+    for (;;) {
+      const out = await this.call(`list versions of "${key}"`, (signal) =>
+        this.client.send(
+          new ListObjectVersionsCommand({
+            Bucket: this.bucket,
+            Prefix: fullKey,
+            KeyMarker: keyMarker,
+            VersionIdMarker: versionIdMarker,
+            MaxKeys: Math.min(1000, max - ids.length + 1),
+          }),
+          { abortSignal: signal },
+        ),
+      );
+      // Versions of longer keys sharing the prefix (`a/b` for `a`) sort after every version of the key itself.
+      let passed = false;
+      for (const version of out.Versions ?? []) {
+        if (version.Key !== fullKey) passed = true;
+        else if (version.VersionId !== undefined) ids.push(version.VersionId);
+      }
+      if (markers) for (const marker of out.DeleteMarkers ?? []) if (marker.Key === fullKey && marker.VersionId) ids.push(marker.VersionId);
+      if (passed || !out.IsTruncated || ids.length >= max) break;
+      keyMarker = out.NextKeyMarker;
+      versionIdMarker = out.NextVersionIdMarker;
+      if (keyMarker === undefined) break;
+    }
+    return ids.slice(0, max);
+  }
+
+  private async listNativeVersions(key: string, fullKey: string, limit: number, after: string | undefined): Promise<Page<VersionInfo>> {
+    const ids = await this.nativeVersionIds(key, fullKey, after, limit + 1);
+    const page = ids.slice(0, limit);
+    const infos = await mapLimit(page, this.listConcurrency, (id) =>
+      this.head(key, { Key: fullKey, VersionId: id }, id).then(
+        (out) => this.describeVersion(key, fullKey, id, out),
+        (error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)),
+      ),
+    );
+    const items = infos.filter((info): info is VersionInfo => info !== undefined);
+    return ids.length > limit ? { items, cursor: encodeCursor(page.at(-1)!) } : { items };
+  }
+
+  private async deleteNativeVersions(key: string, fullKey: string): Promise<void> {
+    for (;;) {
+      const ids = await this.nativeVersionIds(key, fullKey, undefined, 1000, true);
+      if (ids.length === 0) return;
+      await this.deleteMany(`delete versions of "${key}"`, ids.map((id) => ({ Key: fullKey, VersionId: id })));
+    }
+  }
+}

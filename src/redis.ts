@@ -1,0 +1,103 @@
+/**
+ * Redis connections, from `REDIS_URL` or `REDIS_CLUSTER_NODES`. Two roles, following BullMQ's production guide:
+ *
+ * - `worker`: BullMQ workers, the events bus of a worker process and blocking readers. `maxRetriesPerRequest: null`
+ *   (BullMQ refuses anything else for blocking connections) and an offline queue, so a Redis restart pauses the
+ *   work instead of failing it.
+ * - `producer`: the API's queues and reads. No offline queue and one retry, so a request made while Redis is down
+ *   fails at once and the API can answer 503 instead of hanging.
+ *
+ * Reconnection backs off exponentially up to 20 s in both roles (BullMQ's own default curve).
+ */
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { Config } from './config.js';
+
+export type RedisConnection = Redis | Cluster;
+export type RedisRole = 'worker' | 'producer';
+
+export interface RedisConnectionOptions {
+  /** A name shown by `CLIENT LIST`, e.g. `kyozo:worker`. */
+  connectionName?: string;
+  /** Connect on first use instead of at once. */
+  lazyConnect?: boolean;
+}
+
+function retryStrategy(times: number): number {
+  return Math.max(Math.min(Math.exp(times), 20_000), 1_000);
+}
+
+function roleOptions(role: RedisRole): Pick<RedisOptions, 'maxRetriesPerRequest' | 'enableOfflineQueue'> {
+  return role === 'worker'
+    ? { maxRetriesPerRequest: null, enableOfflineQueue: true }
+    : { maxRetriesPerRequest: 1, enableOfflineQueue: false };
+}
+
+export function createRedis(
+  config: Pick<Config, 'redis'>,
+  role: RedisRole,
+  options: RedisConnectionOptions = {},
+): RedisConnection {
+  const common: RedisOptions = {
+    ...roleOptions(role),
+    retryStrategy,
+    connectionName: options.connectionName,
+    lazyConnect: options.lazyConnect ?? false,
+  };
+  const nodes = config.redis.clusterNodes;
+  if (nodes !== undefined && nodes.length > 0) {
+    return new Cluster(nodes, {
+      redisOptions: common,
+      clusterRetryStrategy: retryStrategy,
+      enableOfflineQueue: common.enableOfflineQueue,
+      lazyConnect: common.lazyConnect,
+    });
+  }
+  return new Redis(config.redis.url, common);
+}
+
+/**
+ * Resolves once the connection answers. Producer connections have no offline queue: a command sent before
+ * `ready` fails, so whoever builds one waits here first.
+ */
+export async function whenReady(connection: RedisConnection, timeoutMs = 10_000): Promise<void> {
+  if (connection.status === 'ready') return;
+  if (connection.status === 'wait') {
+    await connection.connect();
+    return;
+  }
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`Redis did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onReady = () => {
+      cleanup();
+      resolve();
+    };
+    const onEnd = () => {
+      cleanup();
+      reject(new Error('Redis connection closed before it was ready'));
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      connection.off('ready', onReady);
+      connection.off('end', onEnd);
+    };
+    connection.on('ready', onReady);
+    connection.on('end', onEnd);
+  });
+}
+
+/** Closes politely when connected, at once otherwise (a `QUIT` to a dead server would wait for reconnection). */
+export async function closeRedis(connection: RedisConnection): Promise<void> {
+  if (connection.status === 'end') return;
+  if (connection.status === 'ready') {
+    try {
+      await connection.quit();
+      return;
+    } catch {
+      // fall through to a hard disconnect
+    }
+  }
+  connection.disconnect();
+}

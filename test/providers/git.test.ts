@@ -1,0 +1,585 @@
+/**
+ * What only the git provider promises, checked against the real git CLI: the repository stays valid for git,
+ * git and the store agree on every key's history and content, diffs apply with `git apply`, branches, commits
+ * serialized under concurrency (in-process and across processes with the Redis lock), and the per-key index
+ * rebuilt from history when it is missing or stale.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import fc from 'fast-check';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { InvalidArgumentError, NotFoundError, PreconditionFailedError, ProviderUnavailableError } from '../../src/providers/errors.js';
+import { unifiedDiff } from '../../src/providers/git-diff.js';
+import { KeyIndex } from '../../src/providers/git-index.js';
+import { contentPath, keyOfPath, recordPath, treePathOf } from '../../src/providers/git-layout.js';
+import { repoLock } from '../../src/providers/git-lock.js';
+import { GitProvider, type GitDiff } from '../../src/providers/git.js';
+import { validateKey } from '../../src/providers/keys.js';
+import { closeRedis } from '../../src/redis.js';
+import { connectRedis, deleteKeys, uniquePrefix, TEST_REDIS_URL } from '../support/redis.js';
+
+const run = promisify(execFile);
+const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
+
+async function git(gitdir: string, args: string[], options: { input?: string; env?: Record<string, string> } = {}): Promise<string> {
+  const child = run('git', [`--git-dir=${gitdir}`, ...args], {
+    encoding: 'buffer',
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1', HOME: os.tmpdir(), ...options.env },
+  });
+  if (options.input !== undefined) {
+    child.child.stdin?.end(options.input);
+  }
+  const { stdout } = await child;
+  return (stdout as Buffer).toString('utf8');
+}
+
+async function gitBytes(gitdir: string, args: string[]): Promise<Buffer> {
+  const { stdout } = await run('git', [`--git-dir=${gitdir}`, ...args], { encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 });
+  return stdout as Buffer;
+}
+
+/** `git log` of a key as the store defines its versions: content or record changed, deletions left out. */
+async function cliVersions(gitdir: string, key: string, branch = 'main'): Promise<string[]> {
+  const out = await git(gitdir, ['log', '--format=%H', '--diff-filter=AM', branch, '--', contentPath(key).join('/'), recordPath(key).join('/')]);
+  return out.split('\n').filter(Boolean);
+}
+
+async function readText(provider: GitProvider, key: string, versionId?: string): Promise<string> {
+  const { body } = await provider.read(key, versionId ? { versionId } : {});
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function allVersionIds(provider: GitProvider, key: string, branch?: string): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await provider.listVersions(key, { cursor, limit: 3, branch });
+    ids.push(...page.items.map((item) => item.versionId));
+    cursor = page.cursor;
+  } while (cursor);
+  return ids;
+}
+
+const temps: string[] = [];
+const open: GitProvider[] = [];
+
+async function tempRepo(): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-git-test-'));
+  temps.push(dir);
+  return dir;
+}
+
+async function openProvider(repoPath: string, options: Partial<Parameters<typeof GitProvider.open>[0]> = {}): Promise<GitProvider> {
+  const provider = await GitProvider.open({ repoPath, ...options });
+  open.push(provider);
+  return provider;
+}
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((provider) => provider.close()));
+});
+
+afterAll(async () => {
+  await Promise.all(temps.map((dir) => rm(dir, { recursive: true, force: true })));
+});
+
+const awkwardKeys = ['a', 'a/b', 'a/b/c', '.hidden', 'dir/.git/config', 'x~1', 'git~1', '100%', ' spaced ', 'ünï/cødé 🌍', 'zero\u200Cwidth/.\u200Cgit'];
+
+describe('tree layout', () => {
+  it('maps keys to tree paths and back, for any valid key', () => {
+    fc.assert(
+      fc.property(fc.array(fc.string({ minLength: 1, maxLength: 12, unit: 'grapheme' }), { minLength: 1, maxLength: 4 }), (segments) => {
+        const key = segments.join('/');
+        try {
+          validateKey(key);
+        } catch {
+          return;
+        }
+        expect(keyOfPath(contentPath(key))).toBe(key);
+        expect(keyOfPath(recordPath(key).slice(2))).toBe(key);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('escapes names git refuses and keeps a file and a directory of one name apart', () => {
+    expect(treePathOf('docs/guide.md')).toBe('docs/guide.md~');
+    expect(treePathOf('a')).toBe('a~');
+    expect(treePathOf('a/b')).toBe('a/b~');
+    expect(treePathOf('.git/x')).toBe('%2Egit/x~');
+    expect(treePathOf('git~1/x')).toBe('git%7E1/x~');
+    expect(treePathOf('100%')).toBe('100%25~');
+    expect(keyOfPath(['README.md'])).toBeUndefined();
+    expect(keyOfPath(['%41~'])).toBeUndefined(); // not the canonical spelling of "A"
+  });
+});
+
+describe('the repository as git sees it', () => {
+  let gitdir: string;
+  let provider: GitProvider;
+  const history = new Map<string, { versionId: string; content: string }[]>();
+
+  beforeAll(async () => {
+    gitdir = await tempRepo();
+    provider = await GitProvider.open({ repoPath: gitdir });
+    const remember = (key: string, versionId: string, content: string) => history.set(key, [...(history.get(key) ?? []), { versionId, content }]);
+    for (const key of awkwardKeys) {
+      remember(key, (await provider.write(key, `first ${key}`, { contentType: 'text/plain', metadata: { n: '1' } })).versionId!, `first ${key}`);
+    }
+    const v = await provider.createVersion('a', 'second a', { message: 'second\n\nwith a body', author: { name: 'Ada', email: 'ada@example.com' } });
+    remember('a', v.versionId, 'second a');
+    remember('a', (await provider.write('a', 'second a')).versionId!, 'second a'); // same bytes: still a version
+    await provider.delete('a/b');
+    remember('a/b', (await provider.write('a/b', 'after delete')).versionId!, 'after delete');
+    const restored = await provider.restoreVersion('a', history.get('a')![0]!.versionId);
+    remember('a', restored.versionId, 'first a');
+    await provider.createVersion('nameless', 'x', { message: 'by someone without email', author: { name: 'Nobody' } });
+    remember('nameless', (await provider.listVersions('nameless')).items[0]!.versionId, 'x');
+  });
+
+  afterAll(async () => {
+    await provider.close();
+  });
+
+  it('passes git fsck --strict', async () => {
+    const out = await run('git', [`--git-dir=${gitdir}`, 'fsck', '--strict', '--no-dangling'], { encoding: 'utf8' });
+    expect(out.stderr.trim()).toBe('');
+    expect(out.stdout.trim()).toBe('');
+  });
+
+  it('git log of a key lists exactly its versions, newest first', async () => {
+    for (const [key, versions] of history) {
+      const listed = await allVersionIds(provider, key);
+      expect(listed).toEqual(versions.map((version) => version.versionId).reverse());
+      expect(await cliVersions(gitdir, key)).toEqual(listed);
+    }
+  });
+
+  it('git show <version>:<path> prints that version', async () => {
+    for (const [key, versions] of history) {
+      for (const version of versions) {
+        expect((await gitBytes(gitdir, ['show', `${version.versionId}:${treePathOf(key)}`])).toString('utf8')).toBe(version.content);
+        expect(await readText(provider, key, version.versionId)).toBe(version.content);
+      }
+    }
+  });
+
+  it('every write is its own commit, with the message and author it was given', async () => {
+    const commits = Number((await git(gitdir, ['rev-list', '--count', 'main'])).trim());
+    // the first commit, one per write/version/restore, one for the delete
+    expect(commits).toBe(1 + [...history.values()].reduce((sum, versions) => sum + versions.length, 0) + 1);
+    const a = (await provider.listVersions('a')).items;
+    const second = a.find((version) => version.message?.startsWith('second'))!;
+    expect(second).toMatchObject({ message: 'second\n\nwith a body', author: { name: 'Ada', email: 'ada@example.com' } });
+    expect((await git(gitdir, ['log', '-1', '--format=%an <%ae>%n%B', second.versionId])).trim()).toBe('Ada <ada@example.com>\nsecond\n\nwith a body');
+    expect(a[0]!.message).toBe(`restore ${history.get('a')![0]!.versionId}`);
+    expect((await provider.listVersions('nameless')).items[0]!.author).toEqual({ name: 'Nobody' });
+  });
+
+  it('keeps contentType and metadata in a record beside the content', async () => {
+    const record = JSON.parse(await git(gitdir, ['show', `main:${recordPath('a/b/c').join('/')}`])) as Record<string, unknown>;
+    expect(record).toMatchObject({ etag: sha256('first a/b/c'), size: 11, contentType: 'text/plain', metadata: { n: '1' } });
+    expect(await provider.stat('a/b/c')).toMatchObject({ contentType: 'text/plain', metadata: { n: '1' }, etag: sha256('first a/b/c') });
+  });
+
+  it('lists keys a and a/b side by side', async () => {
+    const keys = (await provider.list()).items.map((item) => item.key);
+    expect(keys).toEqual(expect.arrayContaining(['a', 'a/b', 'a/b/c', '.hidden']));
+  });
+});
+
+describe('delete', () => {
+  it('with allVersions forgets the versions in the store while git keeps the history', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    const v1 = await provider.createVersion('gone', 'one', { message: 'one' });
+    await provider.createVersion('gone', 'two', { message: 'two' });
+    await provider.delete('gone', { allVersions: true });
+    expect((await provider.listVersions('gone')).items).toEqual([]);
+    await expect(provider.read('gone', { versionId: v1.versionId })).rejects.toBeInstanceOf(NotFoundError);
+    expect(await cliVersions(gitdir, 'gone')).toHaveLength(2);
+    expect((await git(gitdir, ['log', '-1', '--format=%B', 'main'])).trim()).toBe('delete gone (all versions)\n\nKyozo-Forget-Versions: gone');
+    const v3 = await provider.write('gone', 'three');
+    expect(await allVersionIds(provider, 'gone')).toEqual([v3.versionId]);
+  });
+
+  it('of a missing key commits nothing', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    await provider.delete('never');
+    await provider.delete('never', { allVersions: true });
+    expect((await git(gitdir, ['rev-list', '--count', 'main'])).trim()).toBe('1');
+  });
+});
+
+describe('diff', () => {
+  let gitdir: string;
+  let provider: GitProvider;
+  beforeAll(async () => {
+    gitdir = await tempRepo();
+    provider = await GitProvider.open({ repoPath: gitdir });
+  });
+  afterAll(() => provider.close());
+
+  async function applies(before: string | null, diff: GitDiff, after: string | null): Promise<void> {
+    if (diff.binary) throw new Error('expected a text diff');
+    const dir = await tempRepo();
+    if (before !== null) await writeFile(path.join(dir, 'file'), before);
+    await writeFile(path.join(dir, 'patch'), diff.patch.replaceAll(`a/${diff.key}`, 'a/file').replaceAll(`b/${diff.key}`, 'b/file'));
+    await run('git', ['apply', '--unidiff-zero', 'patch'], { cwd: dir });
+    if (after === null) await expect(readFile(path.join(dir, 'file'))).rejects.toThrow();
+    else expect(await readFile(path.join(dir, 'file'), 'utf8')).toBe(after);
+  }
+
+  it('gives a unified diff that git apply turns into the newer version', async () => {
+    const before = Array.from({ length: 40 }, (_, i) => `line ${i}`).join('\n') + '\n';
+    const after = before.replace('line 3\n', 'line three\n').replace('line 30\n', '').concat('tail without newline');
+    const v1 = await provider.createVersion('doc.txt', before, { message: 'one' });
+    const v2 = await provider.createVersion('doc.txt', after, { message: 'two' });
+    const diff = await provider.diff('doc.txt', v1.versionId, v2.versionId);
+    expect(diff).toMatchObject({ binary: false, additions: 2, deletions: 2 });
+    if (!diff.binary) expect(diff.patch).toContain('\\ No newline at end of file');
+    await applies(before, diff, after);
+    expect((await provider.diff('doc.txt', v2.versionId)).binary).toBe(false); // `to` defaults to the branch head
+    expect(await provider.diff('doc.txt', v2.versionId, 'main')).toMatchObject({ patch: '', additions: 0, deletions: 0 });
+  });
+
+  it('diffs against /dev/null where the key does not exist', async () => {
+    const before = await provider.createVersion('born.txt', 'x', { message: 'before' });
+    await provider.delete('born.txt');
+    const created = await provider.createVersion('born.txt', 'hello\nworld\n', { message: 'born' });
+    const diff = await provider.diff('born.txt', before.versionId, created.versionId);
+    expect(diff.binary).toBe(false);
+    const afterDelete = (await git(gitdir, ['rev-parse', `${created.versionId}~1`])).trim();
+    const fromNothing = await provider.diff('born.txt', afterDelete, created.versionId);
+    if (!fromNothing.binary) expect(fromNothing.patch.startsWith('--- /dev/null\n+++ b/born.txt\n@@ -0,0 +1,2 @@')).toBe(true);
+    await applies(null, fromNothing, 'hello\nworld\n');
+  });
+
+  it('answers binary content with sizes and etags instead of a patch', async () => {
+    const one = await provider.write('blob.bin', Buffer.from([0, 1, 2, 3]));
+    const two = await provider.write('blob.bin', Buffer.from([0, 1, 2, 3, 4]));
+    expect(await provider.diff('blob.bin', one.versionId!, two.versionId!)).toMatchObject({
+      binary: true,
+      before: { size: 4, etag: sha256(Buffer.from([0, 1, 2, 3])) },
+      after: { size: 5 },
+    });
+  });
+
+  it('rejects unknown commits and keys missing on both sides', async () => {
+    await expect(provider.diff('doc.txt', '0'.repeat(40))).rejects.toBeInstanceOf(NotFoundError);
+    await expect(provider.diff('no-such-key', 'main', 'main')).rejects.toBeInstanceOf(NotFoundError);
+    await expect(provider.diff('doc.txt', 'no-such-branch')).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('produces patches git apply accepts for arbitrary line edits', async () => {
+    const line = fc.constantFrom('a', 'b', 'c', 'd', '', 'e f');
+    const text = fc.tuple(fc.array(line, { maxLength: 30 }), fc.boolean()).map(([lines, eol]) => lines.join('\n') + (eol && lines.length > 0 ? '\n' : ''));
+    const dir = await tempRepo();
+    await fc.assert(
+      fc.asyncProperty(text, text, async (before, after) => {
+        const { patch } = unifiedDiff(before, after, 'file');
+        if (before === after) {
+          expect(patch).toBe('');
+          return;
+        }
+        await writeFile(path.join(dir, 'file'), before);
+        await writeFile(path.join(dir, 'patch'), patch);
+        await run('git', ['apply', '--unidiff-zero', 'patch'], { cwd: dir });
+        expect(await readFile(path.join(dir, 'file'), 'utf8')).toBe(after);
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
+describe('branches', () => {
+  it('creates, lists and writes to branches without touching the store branch', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    await provider.write('shared', 'on main');
+    const branch = await provider.createBranch('feature/x');
+    expect(branch).toMatchObject({ name: 'feature/x', isDefault: false });
+    const onBranch = await provider.createVersion('shared', 'on feature', { message: 'feature work', branch: 'feature/x' });
+    await provider.write('only-on-branch', 'b', { branch: 'feature/x' });
+
+    expect(await readText(provider, 'shared')).toBe('on main');
+    expect((await provider.read('shared', { branch: 'feature/x' }).then((r) => r.info)).etag).toBe(sha256('on feature'));
+    await expect(provider.stat('only-on-branch')).rejects.toBeInstanceOf(NotFoundError);
+    expect((await provider.list({ branch: 'feature/x' })).items.map((item) => item.key)).toEqual(['only-on-branch', 'shared']);
+    expect(await allVersionIds(provider, 'shared', 'feature/x')).toEqual(await cliVersions(gitdir, 'shared', 'feature/x'));
+    // a version made on a branch is readable by its id from the store's branch too
+    expect(await readText(provider, 'shared', onBranch.versionId)).toBe('on feature');
+
+    const branches = await provider.listBranches();
+    expect(branches.map((b) => [b.name, b.isDefault])).toEqual([
+      ['feature/x', false],
+      ['main', true],
+    ]);
+    expect(branches[0]!.head).toBe((await git(gitdir, ['rev-parse', 'feature/x'])).trim());
+    const diff = await provider.diff('shared', 'main', 'feature/x');
+    expect(diff).toMatchObject({ binary: false, additions: 1, deletions: 1 });
+  });
+
+  it('refuses an existing branch, a bad name and writes to a missing branch', async () => {
+    const provider = await openProvider(await tempRepo());
+    await provider.createBranch('dev');
+    await expect(provider.createBranch('dev')).rejects.toBeInstanceOf(PreconditionFailedError);
+    await expect(provider.createBranch('bad..name')).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(provider.createBranch('from-nowhere', 'nope')).rejects.toBeInstanceOf(NotFoundError);
+    await expect(provider.write('k', 'v', { branch: 'missing' })).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('starts a branch from an older version', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    const v1 = await provider.write('k', 'one');
+    await provider.write('k', 'two');
+    await provider.createBranch('old', v1.versionId);
+    expect((await provider.stat('k', { branch: 'old' })).etag).toBe(sha256('one'));
+  });
+});
+
+describe('authors', () => {
+  it('rejects names and emails that would break the commit header', async () => {
+    const provider = await openProvider(await tempRepo());
+    await expect(provider.createVersion('k', 'v', { message: 'm', author: { name: 'Eve <evil>' } })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(provider.createVersion('k', 'v', { message: 'm', author: { name: 'Eve', email: 'a\nb' } })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(provider.createVersion('k', 'v', { message: 'm', author: { name: '  ' } })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+});
+
+describe('concurrency', () => {
+  it('20 racing writes to different keys are 20 commits, none lost', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => provider.write(`race/${i}`, `value ${i}`)));
+    expect(new Set(results.map((info) => info.versionId)).size).toBe(20);
+    expect((await git(gitdir, ['rev-list', '--count', 'main'])).trim()).toBe('21');
+    expect((await provider.list({ prefix: 'race/' })).items).toHaveLength(20);
+    for (let i = 0; i < 20; i++) expect((await git(gitdir, ['show', `main:race/${i}~`]))).toBe(`value ${i}`);
+  });
+
+  it('two providers on one repository in one process share its lock', async () => {
+    const gitdir = await tempRepo();
+    const first = await openProvider(gitdir);
+    const second = await openProvider(gitdir);
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? first : second).write(`both/${i}`, `v${i}`)),
+    );
+    expect((await git(gitdir, ['rev-list', '--count', 'main'])).trim()).toBe('21');
+    expect((await first.list({ prefix: 'both/' })).items).toHaveLength(20);
+    expect((await second.list({ prefix: 'both/' })).items).toHaveLength(20);
+  });
+
+  it('ifMatch is checked in commit order within a chain', async () => {
+    const provider = await openProvider(await tempRepo());
+    const first = await provider.write('cas', 'zero');
+    const outcomes = await Promise.allSettled(Array.from({ length: 5 }, (_, i) => provider.write('cas', `try ${i}`, { ifMatch: first.etag })));
+    expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(1);
+    expect(outcomes.filter((outcome) => outcome.status === 'rejected').every((o) => (o as PromiseRejectedResult).reason instanceof PreconditionFailedError)).toBe(true);
+  });
+
+  it('a commit made with the git CLI meanwhile is picked up, not overwritten', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    await provider.write('mine', 'one');
+    const cliCommit = await cliWrite(gitdir, 'theirs~', 'from the cli');
+    const mine = await provider.write('mine', 'two');
+    expect((await git(gitdir, ['rev-parse', 'main~1'])).trim()).toBe(cliCommit);
+    expect(await readText(provider, 'theirs')).toBe('from the cli');
+    expect(await provider.stat('theirs')).toMatchObject({ etag: sha256('from the cli'), versionId: cliCommit, contentType: 'application/octet-stream' });
+    expect((await provider.stat('mine')).versionId).toBe(mine.versionId);
+  });
+});
+
+/** Commits `content` at `treePath` on main with plumbing, as another git user would. */
+async function cliWrite(gitdir: string, treePath: string, content: string): Promise<string> {
+  const indexFile = path.join(await tempRepo(), 'index');
+  const env = { GIT_INDEX_FILE: indexFile };
+  const blob = (await git(gitdir, ['hash-object', '-w', '--stdin'], { input: content })).trim();
+  await git(gitdir, ['read-tree', 'main'], { env });
+  await git(gitdir, ['update-index', '--add', '--cacheinfo', `100644,${blob},${treePath}`], { env });
+  const tree = (await git(gitdir, ['write-tree'], { env })).trim();
+  const commit = (await git(gitdir, ['-c', 'user.name=Cli', '-c', 'user.email=cli@example.com', 'commit-tree', tree, '-p', 'main', '-m', 'cli edit'])).trim();
+  await git(gitdir, ['update-ref', 'refs/heads/main', commit]);
+  return commit;
+}
+
+describe('redis lock', () => {
+  let redis: Awaited<ReturnType<typeof connectRedis>>;
+  let prefix: string;
+  beforeAll(async () => {
+    redis = await connectRedis('producer');
+    prefix = uniquePrefix('git-lock');
+  });
+  afterAll(async () => {
+    await deleteKeys(redis, prefix);
+    await closeRedis(redis);
+  });
+
+  it('excludes holders that share no process mutex', async () => {
+    const key = `${prefix}:exclusion`;
+    const locks = [repoLock('/repo/as/seen/by/one', { redis, key }), repoLock('/repo/as/seen/by/two', { redis, key })];
+    let inside = 0;
+    let most = 0;
+    await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        locks[i % 2]!.run(async () => {
+          inside++;
+          most = Math.max(most, inside);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          inside--;
+        }),
+      ),
+    );
+    expect(most).toBe(1);
+    expect(await redis.exists(key)).toBe(0);
+  });
+
+  it('renews the lease while held and waits out a crashed holder', async () => {
+    const key = `${prefix}:lease`;
+    await redis.set(key, 'crashed-holder', 'PX', 300);
+    const lock = repoLock('/repo/lease', { redis, key, leaseMs: 1_000, acquireTimeoutMs: 10_000 });
+    const other = repoLock('/repo/other', { redis, key, leaseMs: 1_000, acquireTimeoutMs: 200 });
+    await lock.run(async (lease) => {
+      await new Promise((resolve) => setTimeout(resolve, 2_500)); // past two leases: only renewal keeps it
+      lease.assertHeld();
+      await expect(other.run(async () => undefined)).rejects.toBeInstanceOf(ProviderUnavailableError);
+    });
+  });
+
+  it('never releases a lease it no longer holds', async () => {
+    const key = `${prefix}:stolen`;
+    const lock = repoLock('/repo/stolen', { redis, key, leaseMs: 600 });
+    await lock.run(async (lease) => {
+      await redis.set(key, 'someone-else');
+      // Past the lease: lost either way, found by a renewal (every 200 ms) or by the lease running out.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(() => lease.assertHeld()).toThrow(ProviderUnavailableError);
+    });
+    expect(await redis.get(key)).toBe('someone-else');
+  });
+
+  it('two worker processes writing into one repository lose no commit', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir, { redisLock: { redis, keyPrefix: `${prefix}:` } });
+    const script = path.join(import.meta.dirname, 'fixtures', 'git-writer.ts');
+    const worker = (label: string) =>
+      run(process.execPath, ['--import', 'tsx', script, gitdir, TEST_REDIS_URL, `${prefix}:`, label, '15'], { cwd: process.cwd() });
+    await Promise.all([worker('one'), worker('two'), ...Array.from({ length: 10 }, (_, i) => provider.write(`workers/here/${i}`, `here ${i}`))]);
+    expect((await git(gitdir, ['rev-list', '--count', 'main'])).trim()).toBe(String(1 + 15 + 15 + 10));
+    expect((await provider.list({ prefix: 'workers/' })).items).toHaveLength(40);
+    await run('git', [`--git-dir=${gitdir}`, 'fsck', '--strict']);
+  });
+});
+
+describe('per-key index', () => {
+  async function snapshotOf(provider: GitProvider, keys: string[]) {
+    const versions = await Promise.all(keys.map(async (key) => (await provider.listVersions(key)).items));
+    return { list: (await provider.list()).items, versions, stats: (await provider.stats()).versions };
+  }
+
+  async function populated(gitdir: string): Promise<{ keys: string[]; answer: Awaited<ReturnType<typeof snapshotOf>> }> {
+    const provider = await GitProvider.open({ repoPath: gitdir });
+    const keys = ['k/0', 'k/1', 'k/2', 'lone'];
+    for (let round = 0; round < 4; round++) {
+      for (const key of keys) await provider.createVersion(key, `${key} r${round}`, { message: `round ${round}`, metadata: { round: String(round) } });
+    }
+    await provider.delete('k/1');
+    await provider.delete('lone', { allVersions: true });
+    const answer = await snapshotOf(provider, keys);
+    await provider.close();
+    return { keys, answer };
+  }
+
+  it('is rebuilt from history with the same answers when its file is deleted', async () => {
+    const gitdir = await tempRepo();
+    const { keys, answer } = await populated(gitdir);
+    await rm(path.dirname(KeyIndex.indexFile(gitdir, 'main')), { recursive: true });
+    const reopened = await openProvider(gitdir);
+    expect(await snapshotOf(reopened, keys)).toEqual(answer);
+    await readFile(KeyIndex.indexFile(gitdir, 'main')); // and written again
+  });
+
+  it('catches up from a stale file by replaying only what it misses', async () => {
+    const gitdir = await tempRepo();
+    const { keys, answer } = await populated(gitdir);
+    const file = KeyIndex.indexFile(gitdir, 'main');
+    const lines = (await readFile(file, 'utf8')).split('\n');
+    await writeFile(file, lines.slice(0, 6).join('\n') + '\n' + lines[6]!.slice(0, 20)); // and a torn last line
+    const reopened = await openProvider(gitdir);
+    expect(await snapshotOf(reopened, keys)).toEqual(answer);
+  });
+
+  it('is rebuilt when its file is garbage', async () => {
+    const gitdir = await tempRepo();
+    const { keys, answer } = await populated(gitdir);
+    await truncate(KeyIndex.indexFile(gitdir, 'main'), 10);
+    expect(await snapshotOf(await openProvider(gitdir), keys)).toEqual(answer);
+  });
+
+  it('follows the branch when its history is rewritten', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    const v1 = await provider.write('k', 'one');
+    await provider.write('k', 'two');
+    await git(gitdir, ['update-ref', 'refs/heads/main', v1.versionId!]);
+    expect(await allVersionIds(provider, 'k')).toEqual([v1.versionId]);
+    expect(await readText(provider, 'k')).toBe('one');
+  });
+});
+
+describe('repository maintenance', () => {
+  it('keeps reading old versions after git gc packs every object', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    const v1 = await provider.write('packed', 'one');
+    await provider.write('packed', 'two');
+    await git(gitdir, ['gc', '--quiet', '--prune=now']);
+    expect(await readText(provider, 'packed', v1.versionId)).toBe('one');
+    await provider.write('packed', 'three');
+    const reopened = await openProvider(gitdir);
+    await rm(path.dirname(KeyIndex.indexFile(gitdir, 'main')), { recursive: true });
+    expect(await allVersionIds(await openProvider(gitdir), 'packed')).toEqual(await allVersionIds(reopened, 'packed'));
+    await run('git', [`--git-dir=${gitdir}`, 'fsck', '--strict']);
+  });
+
+  it('uses the .git of an existing clone and leaves its work tree alone', async () => {
+    const dir = await tempRepo();
+    await run('git', ['init', '-q', '-b', 'main', dir]);
+    await writeFile(path.join(dir, 'untracked.txt'), 'mine');
+    const provider = await openProvider(dir);
+    await provider.write('stored', 'in git only');
+    expect(await readFile(path.join(dir, 'untracked.txt'), 'utf8')).toBe('mine');
+    await expect(readFile(path.join(dir, 'stored~'))).rejects.toThrow();
+    expect(await git(path.join(dir, '.git'), ['show', 'main:stored~'])).toBe('in git only');
+  });
+
+  it('reports commits, objects and size, and health', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    await provider.write('s/a', '12345');
+    await provider.createVersion('s/a', '123', { message: 'shorter' });
+    const stats = await provider.stats();
+    expect(stats).toMatchObject({ kind: 'git', objects: 1, bytes: 3, versions: 2, detail: { commits: 3, branch: 'main' } });
+    const countObjects = await git(gitdir, ['count-objects', '-v']);
+    expect(stats.detail!.gitObjects).toBe(Number(/^count: (\d+)/m.exec(countObjects)![1]));
+    expect(stats.detail!.repositoryBytes as number).toBeGreaterThan(0);
+    expect(await provider.health()).toMatchObject({ status: 'ok' });
+  });
+
+  it('reports down when the branch points at a missing commit', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    await writeFile(path.join(gitdir, 'refs', 'heads', 'main'), `${'1'.repeat(40)}\n`);
+    expect(await provider.health()).toMatchObject({ status: 'down' });
+  });
+});

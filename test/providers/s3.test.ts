@@ -1,0 +1,406 @@
+/**
+ * What only the s3 provider promises, against a real S3-compatible endpoint (test/support/s3.ts): multipart
+ * bodies, presigned URLs, metadata other S3 clients can read, the circuit breaker across an outage, the reserved
+ * `.kyozo/` prefix, and native bucket versioning where the endpoint has it. The contract suite covers the rest.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { isBrokenCircuitError } from 'cockatiel';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, storeConfig } from '../../src/config.js';
+import {
+  InvalidArgumentError,
+  InvalidKeyError,
+  NotFoundError,
+  PermissionDeniedError,
+  PreconditionFailedError,
+  ProviderUnavailableError,
+  RangeNotSatisfiableError,
+} from '../../src/providers/errors.js';
+import { createProvider } from '../../src/providers/index.js';
+import { createS3Provider, type S3Provider, type S3ProviderOptions } from '../../src/providers/s3.js';
+import { toStorageError } from '../../src/providers/s3-errors.js';
+import type { StorageProvider } from '../../src/providers/types.js';
+import { s3ProviderOptions, startS3, type S3TestEndpoint } from '../support/s3.js';
+
+const MIB = 1024 * 1024;
+const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function readBytes(provider: StorageProvider, key: string, opts?: Parameters<StorageProvider['read']>[1]): Promise<Buffer> {
+  const { body } = await provider.read(key, opts);
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** `buffer` as a stream of 1 MiB chunks, like an upload arriving over HTTP. */
+function streamOf(buffer: Buffer): Readable {
+  return Readable.from(
+    (function* () {
+      for (let offset = 0; offset < buffer.length; offset += MIB) yield buffer.subarray(offset, offset + MIB);
+    })(),
+  );
+}
+
+// Started at collection time so `it.skipIf` can see what the endpoint supports.
+const endpoint: S3TestEndpoint = await startS3();
+const bare: S3Client = endpoint.client();
+const providers: S3Provider[] = [];
+
+async function provider(overrides: Partial<S3ProviderOptions> = {}, bucketOptions?: { versioning?: boolean }): Promise<S3Provider> {
+  const bucket = overrides.bucket ?? (await endpoint.createBucket(bucketOptions));
+  const created = await createS3Provider(s3ProviderOptions(endpoint, bucket, { ...overrides, bucket }));
+  providers.push(created);
+  return created;
+}
+
+beforeAll(() => {
+  console.log(`s3 tests run against ${endpoint.kind} at ${endpoint.endpoint} (native versioning: ${endpoint.versioning ? 'yes' : 'no'})`);
+});
+
+afterAll(async () => {
+  for (const created of providers) await created.close();
+  bare.destroy();
+  await endpoint.close();
+});
+
+describe('s3 provider: large bodies', () => {
+  it('round-trips a 40 MiB stream byte-exact through a multipart upload, leaving no staged copy', async () => {
+    const s3 = await provider();
+    const content = randomBytes(40 * MIB);
+    const info = await s3.write('big/40mib.bin', streamOf(content), { contentType: 'application/x-test', metadata: { part: 'yes' } });
+    expect(info).toMatchObject({ size: content.length, etag: sha256(content), contentType: 'application/x-test' });
+
+    const back = await readBytes(s3, 'big/40mib.bin');
+    expect(back.length).toBe(content.length);
+    expect(back.equals(content)).toBe(true);
+    expect(await s3.stat('big/40mib.bin')).toMatchObject({ size: content.length, etag: sha256(content), metadata: { part: 'yes' } });
+
+    const staged = await bare.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: '.kyozo/tmp/' }));
+    expect(staged.Contents ?? []).toEqual([]);
+  });
+
+  it('sends a buffer larger than the multipart threshold as a multipart upload', async () => {
+    const s3 = await provider({ multipartThreshold: 5 * MIB, partSize: 5 * MIB });
+    const content = randomBytes(11 * MIB + 7);
+    const info = await s3.write('big/buffer.bin', content);
+    expect(info.etag).toBe(sha256(content));
+    expect((await readBytes(s3, 'big/buffer.bin')).equals(content)).toBe(true);
+  });
+
+  it('range reads return the slice and describe the whole object', async () => {
+    const s3 = await provider();
+    await s3.write('range.txt', '0123456789');
+    const { info, body } = await s3.read('range.txt', { range: [3, 6] });
+    const chunks: Buffer[] = [];
+    for await (const chunk of body) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe('3456');
+    expect(info).toMatchObject({ size: 10, etag: sha256('0123456789') });
+    await expect(s3.read('range.txt', { range: [10, 12] })).rejects.toBeInstanceOf(RangeNotSatisfiableError);
+  });
+});
+
+describe('s3 provider: presigned URLs', () => {
+  it('a presigned GET serves the object to plain fetch', async () => {
+    const s3 = await provider();
+    await s3.write('shared/report.txt', 'quarterly numbers', { contentType: 'text/plain' });
+    const url = await s3.presign('shared/report.txt', { method: 'GET', expiresIn: 60 });
+    const response = await fetch(url);
+    expect(response.status).toBe(200);
+    expect(await response.text()).toBe('quarterly numbers');
+  });
+
+  it('a presigned PUT stores what plain fetch sends, and the provider adopts it with its sha256', async () => {
+    const s3 = await provider();
+    const url = await s3.presign('uploads/from-browser.bin', { method: 'PUT', expiresIn: 60 });
+    const content = randomBytes(4096);
+    const response = await fetch(url, { method: 'PUT', body: content, headers: { 'content-type': 'image/png' } });
+    expect(response.status).toBe(200);
+
+    expect(await s3.stat('uploads/from-browser.bin')).toMatchObject({ size: 4096, etag: sha256(content), contentType: 'image/png' });
+    expect((await readBytes(s3, 'uploads/from-browser.bin')).equals(content)).toBe(true);
+    const head = await bare.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: 'uploads/from-browser.bin' }));
+    expect(head.Metadata?.['kyozo-sha256']).toBe(sha256(content));
+  });
+
+  it('an expired presigned URL is refused', async () => {
+    const s3 = await provider();
+    await s3.write('shared/soon-gone.txt', 'x');
+    const url = await s3.presign('shared/soon-gone.txt', { method: 'GET', expiresIn: 1 });
+    await sleep(2100); // SigV4 expiry has one-second resolution
+    const response = await fetch(url);
+    expect(response.status).toBe(403);
+    expect(await response.text()).toMatch(/expired/i);
+  });
+
+  it('refuses expiries S3 cannot sign and keys under the reserved prefix', async () => {
+    const s3 = await provider();
+    await expect(s3.presign('a', { method: 'GET', expiresIn: 0 })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(s3.presign('a', { method: 'GET', expiresIn: 8 * 24 * 3600 })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(s3.presign('.kyozo/versions/x', { method: 'GET', expiresIn: 60 })).rejects.toBeInstanceOf(InvalidKeyError);
+  });
+});
+
+describe('s3 provider: metadata', () => {
+  it('content type and metadata are visible to a second, independent S3 client', async () => {
+    const s3 = await provider();
+    const info = await s3.write('meta/doc.txt', 'hello', {
+      contentType: 'text/plain; charset=utf-8',
+      metadata: { Owner: 'ada', note: 'grüße 100% ✓', padded: ' edge ' },
+    });
+    const other = endpoint.client();
+    try {
+      const head = await other.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: 'meta/doc.txt' }));
+      expect(head.ContentType).toBe('text/plain; charset=utf-8');
+      expect(head.Metadata?.owner).toBe('ada');
+      expect(head.Metadata?.['kyozo-sha256']).toBe(info.etag);
+      expect(decodeURIComponent(head.Metadata?.note ?? '')).toBe('grüße 100% ✓');
+      const got = await other.send(new GetObjectCommand({ Bucket: s3.bucket, Key: 'meta/doc.txt' }));
+      expect(await got.Body?.transformToString()).toBe('hello');
+    } finally {
+      other.destroy();
+    }
+    expect((await s3.stat('meta/doc.txt')).metadata).toEqual({ owner: 'ada', note: 'grüße 100% ✓', padded: ' edge ' });
+  });
+
+  it('an object written by another S3 client is read with the sha256 of its content', async () => {
+    const s3 = await provider();
+    await bare.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'foreign.txt', Body: 'from elsewhere', ContentType: 'text/plain', Metadata: { origin: 'cli' } }));
+    const [listed] = (await s3.list()).items;
+    expect(listed).toMatchObject({ key: 'foreign.txt', etag: sha256('from elsewhere'), contentType: 'text/plain', metadata: { origin: 'cli' } });
+    expect((await readBytes(s3, 'foreign.txt')).toString()).toBe('from elsewhere');
+  });
+
+  it('refuses metadata names the provider reserves for itself', async () => {
+    const s3 = await provider();
+    await expect(s3.write('m', 'x', { metadata: { 'kyozo-sha256': 'forged' } })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+});
+
+describe('s3 provider: layout', () => {
+  it('keeps explicit versions under the reserved prefix, out of list, stats and reach of user keys', async () => {
+    const s3 = await provider({ versioning: 'explicit' });
+    await s3.write('-first', 'sorts before .kyozo/');
+    await s3.createVersion('doc', 'v1', { message: 'one' });
+    await s3.createVersion('doc', 'v2', { message: 'two' });
+    await s3.write('zzz', 'sorts after');
+    const raw = await bare.send(new ListObjectsV2Command({ Bucket: s3.bucket }));
+    expect((raw.Contents ?? []).filter((object) => object.Key?.startsWith('.kyozo/versions/'))).toHaveLength(2);
+
+    expect((await s3.list()).items.map((item) => item.key)).toEqual(['-first', 'doc', 'zzz']);
+    const paged = [];
+    let cursor: string | undefined;
+    do {
+      const page = await s3.list({ limit: 1, cursor });
+      paged.push(...page.items.map((item) => item.key));
+      cursor = page.cursor;
+    } while (cursor);
+    expect(paged).toEqual(['-first', 'doc', 'zzz']);
+    expect(await s3.stats()).toMatchObject({ objects: 3, versions: 2 });
+    await expect(s3.write('.kyozo/versions/forged', 'x')).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(s3.read('.kyozo/tmp/x')).rejects.toBeInstanceOf(InvalidKeyError);
+  });
+
+  it("a key's versions never mix with those of a key below it", async () => {
+    const s3 = await provider({ versioning: 'explicit' });
+    await s3.createVersion('a', 'a1', { message: 'a' });
+    await s3.createVersion('a/b', 'ab1', { message: 'a/b' });
+    expect((await s3.listVersions('a')).items.map((version) => version.message)).toEqual(['a']);
+    expect((await s3.listVersions('a/b')).items.map((version) => version.message)).toEqual(['a/b']);
+  });
+
+  it('S3_PREFIX keeps two stores apart in one bucket, each key at prefix + key', async () => {
+    const bucket = await endpoint.createBucket();
+    const one = await provider({ bucket, prefix: 'tenant-one' });
+    const two = await provider({ bucket, prefix: 'tenant-two/' });
+    await one.write('shared-name', 'one');
+    await two.write('shared-name', 'two');
+    expect((await readBytes(one, 'shared-name')).toString()).toBe('one');
+    expect((await one.list()).items.map((item) => item.key)).toEqual(['shared-name']);
+    const raw = await bare.send(new GetObjectCommand({ Bucket: bucket, Key: 'tenant-two/shared-name' }));
+    expect(await raw.Body?.transformToString()).toBe('two');
+  });
+});
+
+describe('s3 provider: errors and health', () => {
+  it('maps S3 answers to contract errors', () => {
+    const answer = (Code: string, httpStatusCode: number) => Object.assign(new Error(Code), { name: Code, $metadata: { httpStatusCode } });
+    expect(toStorageError(answer('NoSuchKey', 404), 'read')).toBeInstanceOf(NotFoundError);
+    expect(toStorageError(answer('PreconditionFailed', 412), 'write')).toBeInstanceOf(PreconditionFailedError);
+    expect(toStorageError(answer('AccessDenied', 403), 'read')).toBeInstanceOf(PermissionDeniedError);
+    expect(toStorageError(answer('SlowDown', 503), 'write')).toBeInstanceOf(ProviderUnavailableError);
+    expect(toStorageError(answer('InternalError', 500), 'write')).toBeInstanceOf(ProviderUnavailableError);
+    expect(toStorageError(Object.assign(new Error('connect'), { code: 'ECONNREFUSED' }), 'read')).toBeInstanceOf(ProviderUnavailableError);
+    const mapped = toStorageError(answer('AccessDenied', 403), 'read "x"');
+    expect(mapped.cause).toBeInstanceOf(Error);
+    expect(mapped.retryable).toBe(false);
+  });
+
+  it('wrong credentials are a permission error, not a missing object', async () => {
+    const bucket = await endpoint.createBucket();
+    const s3 = await provider({ bucket, credentials: { accessKeyId: 'nobody', secretAccessKey: 'wrong-secret' } });
+    await expect(s3.stat('anything')).rejects.toBeInstanceOf(PermissionDeniedError);
+    expect((await s3.health()).status).toBe('down');
+  });
+
+  it('reports its versioning mode in health and stats', async () => {
+    const s3 = await provider();
+    const mode = endpoint.versioning ? 'native' : 'explicit';
+    const health = await s3.health();
+    expect(health.status).toBe('ok');
+    expect(health.detail).toContain(`versioning ${mode}`);
+    expect((await s3.stats()).detail).toMatchObject({ versioning: mode, circuit: 'closed' });
+  });
+
+  it('an s3 store without S3_BUCKET fails with a message naming the setting', async () => {
+    const config = loadConfig({ STORES: 'media:s3' });
+    await expect(createProvider(storeConfig(config, { name: 'media', kind: 's3' }))).rejects.toThrow(ConfigError);
+    await expect(createProvider(storeConfig(config, { name: 'media', kind: 's3' }))).rejects.toThrow(/MEDIA_S3_BUCKET/);
+  });
+
+  it('builds an s3 store from settings through the provider index', async () => {
+    const bucket = await endpoint.createBucket();
+    const env = {
+      STORES: 'media:s3',
+      MEDIA_S3_BUCKET: bucket,
+      S3_ENDPOINT: endpoint.endpoint,
+      S3_FORCE_PATH_STYLE: 'true',
+      S3_CHECKSUM: endpoint.checksum,
+      AWS_REGION: endpoint.region,
+    };
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    process.env.AWS_ACCESS_KEY_ID = endpoint.credentials.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = endpoint.credentials.secretAccessKey;
+    try {
+      const config = loadConfig(env);
+      const store = await createProvider(storeConfig(config, { name: 'media', kind: 's3' }));
+      try {
+        expect(store.kind).toBe('s3');
+        await store.write('via-settings', 'ok');
+        expect((await readBytes(store, 'via-settings')).toString()).toBe('ok');
+      } finally {
+        await store.close();
+      }
+    } finally {
+      if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
+      else process.env.AWS_ACCESS_KEY_ID = saved.id;
+      if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
+      else process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
+    }
+  });
+});
+
+describe('s3 provider: outage', () => {
+  if (!endpoint.canStop) console.log(`s3 outage test skipped: the ${endpoint.kind} endpoint cannot be stopped and restarted on the same address`);
+
+  it.skipIf(!endpoint.canStop)('fails fast once the circuit is open, reports down, and serves again when the endpoint is back', async () => {
+    const s3 = await provider({
+      resilience: { timeoutMs: 2000, retries: 1, initialDelayMs: 10, maxDelayMs: 50, breakAfter: 3, halfOpenAfterMs: 300 },
+    });
+    await s3.write('outage/key', 'before');
+    const states: string[] = [];
+    const unsubscribe = s3.policy.onStateChange((state) => states.push(state));
+
+    await endpoint.stop();
+    try {
+      for (let attempt = 0; attempt < 10 && s3.policy.state !== 'open'; attempt++) {
+        await expect(s3.stat('outage/key')).rejects.toBeInstanceOf(ProviderUnavailableError);
+      }
+      expect(s3.policy.state).toBe('open');
+
+      const before = s3.policy.counters.shortCircuited;
+      const failure = await s3.read('outage/key').then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      expect(failure).toBeInstanceOf(ProviderUnavailableError);
+      expect(isBrokenCircuitError((failure as Error).cause)).toBe(true);
+      expect(s3.policy.counters.shortCircuited).toBe(before + 1);
+
+      const health = await s3.health();
+      expect(health.status).toBe('down');
+      expect(health.detail).toMatch(/circuit/);
+    } finally {
+      await endpoint.start();
+    }
+
+    let recovered: string | undefined;
+    for (let attempt = 0; attempt < 50 && recovered === undefined; attempt++) {
+      recovered = await readBytes(s3, 'outage/key').then(
+        (bytes) => bytes.toString(),
+        async (error: unknown) => {
+          expect(error).toBeInstanceOf(ProviderUnavailableError);
+          await sleep(100);
+          return undefined;
+        },
+      );
+    }
+    expect(recovered).toBe('before');
+    expect(s3.policy.state).toBe('closed');
+    expect((await s3.health()).status).toBe('ok');
+    expect(states).toEqual(expect.arrayContaining(['open', 'half-open', 'closed']));
+    unsubscribe();
+  });
+});
+
+describe('s3 provider: native bucket versioning', () => {
+  const reason = 'the endpoint has no native bucket versioning (s3rver); set S3_TEST_ENDPOINT to a MinIO or run Docker to cover it';
+  if (!endpoint.versioning) console.log(`s3 native-versioning tests skipped: ${reason}`);
+
+  const native = () => provider({}, { versioning: true });
+
+  it.skipIf(!endpoint.versioning)('every write is a version with the S3 VersionId; createVersion adds message and author', async () => {
+    const s3 = await native();
+    expect(s3.capabilities.versioning).toBe('every-write');
+    const first = await s3.write('doc', 'one');
+    const second = await s3.createVersion('doc', 'two', { message: 'second', author: { name: 'Ada', email: 'ada@example.com' } });
+    expect(first.versionId).toBeDefined();
+    expect((await s3.stat('doc')).versionId).toBe(second.versionId);
+    const { items } = await s3.listVersions('doc');
+    expect(items.map((version) => version.versionId)).toEqual([second.versionId, first.versionId]);
+    expect(items[0]).toMatchObject({ message: 'second', author: { name: 'Ada', email: 'ada@example.com' }, etag: sha256('two') });
+    expect(items[1]?.message).toBeUndefined();
+    const head = await bare.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: 'doc', VersionId: second.versionId }));
+    expect(head.Metadata?.['kyozo-message']).toBe('second');
+  });
+
+  it.skipIf(!endpoint.versioning)('reads an old version, restores it as a new one, and keeps versions across a plain delete', async () => {
+    const s3 = await native();
+    const v1 = await s3.createVersion('r', 'original', { message: 'one' });
+    await s3.write('r', 'changed');
+    expect((await readBytes(s3, 'r', { versionId: v1.versionId })).toString()).toBe('original');
+    const restored = await s3.restoreVersion('r', v1.versionId);
+    expect(restored).toMatchObject({ message: `restore ${v1.versionId}`, etag: sha256('original') });
+    expect((await readBytes(s3, 'r')).toString()).toBe('original');
+    await s3.delete('r');
+    await expect(s3.stat('r')).rejects.toBeInstanceOf(NotFoundError);
+    expect((await readBytes(s3, 'r', { versionId: v1.versionId })).toString()).toBe('original');
+    await s3.delete('r', { allVersions: true });
+    expect((await s3.listVersions('r')).items).toEqual([]);
+  });
+
+  it.skipIf(!endpoint.versioning)('pages versions newest first and never lists versions of a longer key', async () => {
+    const s3 = await native();
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await s3.createVersion('p', `rev ${i}`, { message: `rev ${i}` })).versionId);
+    await s3.write('p/child', 'not a version of p');
+    await s3.write('pp', 'not a version of p either');
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await s3.listVersions('p', { limit: 2, cursor });
+      seen.push(...page.items.map((version) => version.versionId));
+      cursor = page.cursor;
+    } while (cursor);
+    expect(seen).toEqual([...ids].reverse());
+  });
+
+  it.skipIf(!endpoint.versioning)('an unknown version id is not found', async () => {
+    const s3 = await native();
+    await s3.write('x', '1');
+    await expect(s3.stat('x', { versionId: 'no-such-version' })).rejects.toBeInstanceOf(NotFoundError);
+    await expect(s3.read('x', { versionId: 'no-such-version' })).rejects.toBeInstanceOf(NotFoundError);
+  });
+});
