@@ -6,6 +6,7 @@ import { formatTable, writeResult, type BenchResult } from './report.js';
 
 const suites: Record<string, () => Promise<BenchResult[]>> = {
   providers: async () => (await import('./providers.js')).runProvidersBench(),
+  pipeline: async () => [await (await import('./pipeline.js')).runPipelineBench()],
 };
 
 const requested = process.argv.slice(2).filter((arg) => arg !== '--');

@@ -1,0 +1,275 @@
+/**
+ * The event bus (DESIGN §7): every event is appended to one capped Redis Stream (`<prefix>:events`, the history
+ * that SSE resumes from with `Last-Event-ID` and webhooks consume through a consumer group) and published on
+ * `<prefix>:events:live` for in-process listeners. The envelope's `id` is the stream entry id, so it orders events
+ * and is what `readSince` takes.
+ *
+ * Append and publish happen in one Lua script, so no listener sees an event that is not in the history. Events
+ * emitted in the same turn of the event loop (jobs finishing together) share one script call and one PUBLISH of a
+ * JSON array: per event that saves a round trip, a script invocation and a pub/sub message, which is most of what
+ * an event costs (measured in bench/pipeline.ts). `emit` can also be made idempotent with `once: { key, field }`: the script records the new
+ * event's id in that hash field and skips the emit when the field is already set. The worker points it at the
+ * job's own BullMQ hash, so a job retried after a crash between its emit and its completion does not emit twice,
+ * and the marker disappears with the job (no extra keys to expire). The marker hash and the stream must live in
+ * one Cluster slot: a hash-tagged prefix such as `{kyozo}` (the default) does that.
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from '../log.js';
+import { whenReady, type RedisConnection } from '../redis.js';
+
+export const EVENT_TYPES = ['object.written', 'object.deleted', 'version.created', 'version.restored', 'job.failed'] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+export interface EventEnvelope<T = unknown> {
+  /** The Redis Stream entry id: ordered, and the resume point of `readSince`. */
+  id: string;
+  type: EventType;
+  /** ISO 8601. */
+  at: string;
+  store?: string;
+  key?: string;
+  jobId?: string;
+  data: T;
+}
+
+export type EventInput<T = unknown> = Omit<EventEnvelope<T>, 'id' | 'at'> & { at?: string };
+
+export interface EmitOptions {
+  /** Emit at most once for this hash field; the hash must exist for the marker to be kept. */
+  once?: { key: string; field: string };
+}
+
+export type EventListener = (event: EventEnvelope) => void;
+export type Unsubscribe = () => Promise<void>;
+
+export interface EventBus {
+  readonly streamKey: string;
+  /** Appends and publishes; returns the envelope, or `undefined` when `once` says it was emitted before. */
+  emit<T>(event: EventInput<T>, opts?: EmitOptions): Promise<EventEnvelope<T> | undefined>;
+  /** Live events of `types` ('*' for all). Resolves once the subscription is active. */
+  subscribe(types: readonly EventType[] | '*', listener: EventListener): Promise<Unsubscribe>;
+  /** History after `id` (exclusive; from the start when undefined), oldest first, at most `count` events. */
+  readSince(id: string | undefined, types?: readonly EventType[] | '*', count?: number): Promise<EventEnvelope[]>;
+  /** Live listeners now subscribed (an SSE client that left must not leave one behind). */
+  listenerCount(): number;
+  close(): Promise<void>;
+}
+
+export interface EventBusOptions {
+  /** Commands connection; the subscriber connection is duplicated from it on first `subscribe`. */
+  redis: RedisConnection;
+  prefix: string;
+  /** Approximate cap of the stream (`XADD MAXLEN ~`). */
+  maxLen: number;
+  log?: Logger;
+}
+
+/**
+ * Appends a batch of events, publishes them as one JSON array, and honours once-markers. KEYS[1] is the stream,
+ * KEYS[2..] the marker hashes. ARGV: maxlen, channel, then four values per event: type, envelope JSON without id
+ * (it starts with '{'), index of its marker in KEYS ('0' = none), marker field. Returns one id per event, '' for
+ * an event skipped because its marker was set.
+ */
+const EMIT_SCRIPT = `
+local published = {}
+local ids = {}
+for base = 3, #ARGV, 4 do
+  local marker = tonumber(ARGV[base + 2])
+  local previous = false
+  if marker > 0 then previous = redis.call('HGET', KEYS[marker], ARGV[base + 3]) end
+  if previous then
+    ids[#ids + 1] = ''
+  else
+    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[base], 'e', ARGV[base + 1])
+    if marker > 0 and redis.call('EXISTS', KEYS[marker]) == 1 then redis.call('HSET', KEYS[marker], ARGV[base + 3], id) end
+    published[#published + 1] = '{"id":"' .. id .. '",' .. string.sub(ARGV[base + 1], 2)
+    ids[#ids + 1] = id
+  end
+end
+if #published > 0 then redis.call('PUBLISH', ARGV[2], '[' .. table.concat(published, ',') .. ']') end
+return ids
+`;
+
+/** Events emitted in the same turn of the event loop share one script call, up to this many. */
+const MAX_BATCH = 128;
+
+type EmitCommand = (numKeys: number, ...args: string[]) => Promise<string[]>;
+
+function emitCommand(redis: RedisConnection): EmitCommand {
+  const commander = redis as unknown as Record<string, unknown> & Redis;
+  if (typeof commander.kyozoEmitEvents !== 'function') commander.defineCommand('kyozoEmitEvents', { lua: EMIT_SCRIPT });
+  return (commander.kyozoEmitEvents as EmitCommand).bind(commander);
+}
+
+interface Pending {
+  type: EventType;
+  body: Omit<EventEnvelope, 'id'>;
+  json: string;
+  once?: EmitOptions['once'];
+  resolve(envelope: EventEnvelope | undefined): void;
+  reject(error: unknown): void;
+}
+
+function matches(types: readonly EventType[] | '*', type: string): boolean {
+  return types === '*' || (types as readonly string[]).includes(type);
+}
+
+/** The envelope stored in a stream entry (`XRANGE`/`XREADGROUP` reply), or undefined for a foreign entry. */
+export function envelopeFromEntry(id: string, fields: string[]): EventEnvelope | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i] === 'e') return { id, ...(JSON.parse(fields[i + 1]!) as Omit<EventEnvelope, 'id'>) };
+  }
+  return undefined;
+}
+
+export function createEventBus(options: EventBusOptions): EventBus {
+  const { redis, prefix, maxLen, log } = options;
+  const streamKey = `${prefix}:events`;
+  const channel = `${prefix}:events:live`;
+  const emitScript = emitCommand(redis);
+  const listeners = new Map<EventListener, readonly EventType[] | '*'>();
+  let subscriber: RedisConnection | undefined;
+  let subscribed: Promise<void> | undefined;
+
+  function deliver(message: string): void {
+    let events: EventEnvelope[];
+    try {
+      events = JSON.parse(message) as EventEnvelope[];
+    } catch (error) {
+      log?.warn({ err: error }, 'events: unreadable live message');
+      return;
+    }
+    for (const event of events) {
+      for (const [listener, types] of listeners) {
+        if (!matches(types, event.type)) continue;
+        try {
+          listener(event);
+        } catch (error) {
+          log?.error({ err: error, type: event.type }, 'events: listener threw');
+        }
+      }
+    }
+  }
+
+  let queued: Pending[] = [];
+  let flushScheduled = false;
+
+  async function flush(batch: Pending[]): Promise<void> {
+    const keys = [streamKey];
+    const args = [String(maxLen), channel];
+    for (const item of batch) {
+      let marker = 0;
+      if (item.once !== undefined) {
+        keys.push(item.once.key);
+        marker = keys.length;
+      }
+      args.push(item.type, item.json, String(marker), item.once?.field ?? '');
+    }
+    try {
+      const ids = await emitScript(keys.length, ...keys, ...args);
+      batch.forEach((item, i) => {
+        const id = ids[i];
+        item.resolve(id ? ({ id, ...item.body } as EventEnvelope) : undefined);
+      });
+    } catch (error) {
+      for (const item of batch) item.reject(error);
+    }
+  }
+
+  function scheduleFlush(): void {
+    if (flushScheduled) return;
+    flushScheduled = true;
+    setImmediate(() => {
+      flushScheduled = false;
+      const all = queued;
+      queued = [];
+      for (let i = 0; i < all.length; i += MAX_BATCH) void flush(all.slice(i, i + MAX_BATCH));
+    });
+  }
+
+  async function ensureSubscribed(): Promise<void> {
+    if (subscribed === undefined) {
+      const connection: RedisConnection = (redis as Redis).duplicate();
+      subscriber = connection;
+      connection.on('error', (error: Error) => log?.warn({ err: error }, 'events: subscriber connection error'));
+      connection.on('message', (from: string, message: string) => {
+        if (from === channel) deliver(message);
+      });
+      // A producer connection has no offline queue: SUBSCRIBE before `ready` would fail.
+      subscribed = whenReady(connection).then(async () => {
+        await connection.subscribe(channel);
+      });
+      subscribed.catch(() => {
+        subscribed = undefined;
+      });
+    }
+    await subscribed;
+  }
+
+  return {
+    streamKey,
+
+    emit<T>(input: EventInput<T>, opts: EmitOptions = {}): Promise<EventEnvelope<T> | undefined> {
+      const { type, store, key, jobId, data } = input;
+      // Absent fields are left out, as JSON leaves them out: the envelope returned equals the one listeners get.
+      const body = { type, at: input.at ?? new Date().toISOString() } as Omit<EventEnvelope, 'id'>;
+      if (store !== undefined) body.store = store;
+      if (key !== undefined) body.key = key;
+      if (jobId !== undefined) body.jobId = jobId;
+      body.data = data;
+      const json = JSON.stringify(body);
+      return new Promise((resolve, reject) => {
+        queued.push({ type, body, json, once: opts.once, resolve: resolve as Pending['resolve'], reject });
+        scheduleFlush();
+      });
+    },
+
+    async subscribe(types, listener) {
+      listeners.set(listener, types);
+      try {
+        await ensureSubscribed();
+      } catch (error) {
+        listeners.delete(listener);
+        throw error;
+      }
+      return async () => {
+        listeners.delete(listener);
+      };
+    },
+
+    async readSince(id, types = '*', count = 100) {
+      const events: EventEnvelope[] = [];
+      let start = id === undefined || id === '' ? '-' : `(${id}`;
+      // Filtering happens here, so a page of the stream may hold fewer matches than asked for: read on until
+      // `count` match or the stream ends.
+      for (;;) {
+        const entries = (await redis.xrange(streamKey, start, '+', 'COUNT', Math.max(count, 100))) as [string, string[]][];
+        for (const [entryId, fields] of entries) {
+          const event = envelopeFromEntry(entryId, fields);
+          if (event !== undefined && matches(types, event.type)) events.push(event);
+          if (events.length >= count) return events;
+        }
+        if (entries.length === 0) return events;
+        start = `(${entries[entries.length - 1]![0]}`;
+      }
+    },
+
+    listenerCount() {
+      return listeners.size;
+    },
+
+    async close() {
+      listeners.clear();
+      const connection = subscriber;
+      subscriber = undefined;
+      subscribed = undefined;
+      if (connection !== undefined) {
+        try {
+          await connection.quit();
+        } catch {
+          connection.disconnect();
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,95 @@
+/**
+ * What a job type is: a name, the queue it runs on, a zod schema for its payload and an idempotent handler that
+ * returns its result and the event its success emits. The worker (not the handler) emits that event, after the
+ * handler returned and at most once per job, so a handler stays a plain function of (payload, context) that tests
+ * can call directly.
+ */
+import { z } from 'zod';
+import type { EventBus, EventInput } from '../events/bus.js';
+import type { Logger } from '../log.js';
+import { InvalidArgumentError, InvalidKeyError, NotFoundError } from '../providers/errors.js';
+import { validateKey } from '../providers/keys.js';
+import type { StorageProvider } from '../providers/types.js';
+import type { Staging } from './staging.js';
+
+/** `objects`: short object mutations. Maintenance jobs get their own queue with the Hybrid issue. */
+export const QUEUE_NAMES = ['objects'] as const;
+export type QueueName = (typeof QUEUE_NAMES)[number];
+
+/** The parts of a BullMQ job a handler may look at (tests build their own). */
+export interface JobRef {
+  id: string;
+  name: string;
+  /** When the job was enqueued (ms since epoch, producer clock). */
+  timestamp: number;
+  /** 1 on the first run; more after a retry or after a crashed worker's job was picked up again. */
+  attemptsStarted: number;
+}
+
+export interface JobContext {
+  stores: ReadonlyMap<string, StorageProvider>;
+  staging: Staging;
+  bus: EventBus;
+  log: Logger;
+  job: JobRef;
+}
+
+export interface JobOutcome<R> {
+  result: R;
+  event: Omit<EventInput<R>, 'jobId'>;
+}
+
+export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
+  name: string;
+  queue: QueueName;
+  schema: S;
+  handle(payload: z.output<S>, ctx: JobContext): Promise<JobOutcome<R>>;
+}
+
+export function defineJob<S extends z.ZodType, R>(definition: JobDefinition<S, R>): JobDefinition<S, R> {
+  return definition;
+}
+
+const INVALID_KEY = 'INVALID_KEY';
+
+/** An object key, checked by the one `validateKey` so a bad key is refused before it reaches Redis. */
+export const keySchema = z.string().superRefine((key, ctx) => {
+  try {
+    validateKey(key);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message, params: { code: INVALID_KEY } });
+  }
+});
+
+export const storeNameSchema = z.string().min(1).max(63);
+export const authorSchema = z.object({ name: z.string().min(1).max(256), email: z.string().max(256).optional() }).strict();
+export const writeOptionsShape = {
+  contentType: z.string().max(256).optional(),
+  metadata: z.record(z.string(), z.string()).optional(),
+  ifMatch: z.string().max(128).optional(),
+};
+
+/**
+ * Validates a payload; a key failure is `InvalidKeyError`, anything else `InvalidArgumentError`, so the API maps
+ * them to 400 and the worker to an unrecoverable failure.
+ */
+export function parsePayload<S extends z.ZodType>(definition: JobDefinition<S, unknown>, data: unknown): z.output<S> {
+  const parsed = definition.schema.safeParse(data);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const where = issue?.path.length ? `${issue.path.join('.')}: ` : '';
+  const message = `${definition.name} job: ${where}${issue?.message ?? 'invalid payload'}`;
+  const isKeyIssue = issue?.code === 'custom' && (issue as { params?: { code?: string } }).params?.code === INVALID_KEY;
+  throw isKeyIssue ? new InvalidKeyError(message, { cause: parsed.error }) : new InvalidArgumentError(message, { cause: parsed.error });
+}
+
+export function storeOf(ctx: Pick<JobContext, 'stores'>, store: string): StorageProvider {
+  const provider = ctx.stores.get(store);
+  if (provider === undefined) throw new NotFoundError(`no store named "${store}"`);
+  return provider;
+}
+
+/** A job that ran before (retry, or picked up after its worker crashed) may find its work already done. */
+export function isRetry(ctx: Pick<JobContext, 'job'>): boolean {
+  return ctx.job.attemptsStarted > 1;
+}

@@ -1,0 +1,25 @@
+/**
+ * The job registry: every job type the workers run and `enqueue` accepts. A new job type is one file exporting its
+ * definition plus one line here.
+ */
+import type { z } from 'zod';
+import type { JobDefinition } from './definition.js';
+import { deleteJob } from './delete.js';
+import { restoreJob } from './restore.js';
+import { versionJob } from './version.js';
+import { writeJob } from './write.js';
+
+export const jobs = {
+  write: writeJob,
+  delete: deleteJob,
+  version: versionJob,
+  restore: restoreJob,
+} as const;
+
+export type JobName = keyof typeof jobs;
+export type PayloadOf<N extends JobName> = z.input<(typeof jobs)[N]['schema']>;
+export type ResultOf<N extends JobName> = Awaited<ReturnType<(typeof jobs)[N]['handle']>>['result'];
+
+export function jobDefinition(name: string): JobDefinition | undefined {
+  return Object.hasOwn(jobs, name) ? (jobs[name as JobName] as unknown as JobDefinition) : undefined;
+}

@@ -1,0 +1,141 @@
+/**
+ * Queues and enqueueing (DESIGN §6).
+ *
+ * One queue per job family, named jobs inside it: `objects` holds write/delete/version/restore (short, many,
+ * latency-sensitive); the maintenance jobs of the Hybrid issue get a queue of their own, as do webhook deliveries
+ * (`events/webhooks.ts`). A family shares one worker pool and one set of locking settings: a backup that runs for
+ * minutes needs a long lock and must not take the slots that writes wait for, and a slow webhook receiver must not
+ * hold up storage work. One queue per job type would multiply blocking connections per worker process for no gain;
+ * disk and git stores that must stay on one machine (DESIGN §10) can later get a family of their own.
+ *
+ * Job ids are ours, `<queue>-<suffix>`, so `getJob(id)` knows where to look. With an idempotency key the suffix is
+ * a hash of job name + key (BullMQ ids cannot contain ':'; hashing also bounds their length): adding an id that
+ * exists is a no-op in BullMQ, so a repeated request makes no second job while the first is kept (see `keep`).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { Queue, type Job, type JobsOptions } from 'bullmq';
+import { ProviderUnavailableError, isStorageError } from '../providers/errors.js';
+import type { RedisConnection } from '../redis.js';
+import { QUEUE_NAMES, parsePayload, type JobDefinition, type QueueName } from './definition.js';
+import { jobDefinition, type JobName, type PayloadOf } from './index.js';
+
+export interface RetentionSettings {
+  /** Seconds and count of completed jobs kept (the idempotency window, and what `GET /v1/jobs/:id` can show). */
+  completedAgeSeconds: number;
+  completedCount: number;
+  failedAgeSeconds: number;
+  failedCount: number;
+}
+
+export const DEFAULT_RETENTION: RetentionSettings = {
+  completedAgeSeconds: 24 * 3600,
+  completedCount: 10_000,
+  failedAgeSeconds: 7 * 24 * 3600,
+  failedCount: 50_000,
+};
+
+/** BullMQ's own per-queue events stream (used by QueueEvents and Bull Board), capped. */
+export const BULLMQ_EVENTS_MAXLEN = 10_000;
+
+export interface JobPolicy {
+  attempts: number;
+  /** First retry delay; doubles per attempt, with ±50 % jitter. Tests pass a few ms. Default 1000. */
+  backoffDelayMs?: number;
+  retention?: RetentionSettings;
+}
+
+export function defaultJobOptions({ attempts, backoffDelayMs = 1000, retention = DEFAULT_RETENTION }: JobPolicy): JobsOptions {
+  return {
+    attempts,
+    backoff: { type: 'exponential', delay: backoffDelayMs, jitter: 0.5 },
+    removeOnComplete: { age: retention.completedAgeSeconds, count: retention.completedCount },
+    removeOnFail: { age: retention.failedAgeSeconds, count: retention.failedCount },
+  };
+}
+
+export function jobIdFor(queue: QueueName, name: string, idempotencyKey?: string): string {
+  if (idempotencyKey === undefined) return `${queue}-${randomUUID()}`;
+  const digest = createHash('sha256').update(`${name}\n${idempotencyKey}`).digest('hex').slice(0, 40);
+  return `${queue}-k${digest}`;
+}
+
+export function queueOfJobId(jobId: string): QueueName | undefined {
+  const name = jobId.slice(0, jobId.indexOf('-'));
+  return (QUEUE_NAMES as readonly string[]).includes(name) ? (name as QueueName) : undefined;
+}
+
+export interface EnqueueOptions {
+  /** Same key (for the same job name) = same job: a repeated request creates nothing new. */
+  idempotencyKey?: string;
+}
+
+export interface Enqueued {
+  jobId: string;
+  queue: QueueName;
+  name: string;
+}
+
+export interface JobQueues {
+  /** Validates the payload with the job's schema (`InvalidKeyError` / `InvalidArgumentError`) before Redis. */
+  enqueue<N extends JobName>(name: N, payload: PayloadOf<N>, opts?: EnqueueOptions): Promise<Enqueued>;
+  getJob(jobId: string): Promise<Job | undefined>;
+  queue(name: QueueName): Queue;
+  /** Every queue, e.g. for Bull Board. */
+  all(): Queue[];
+  close(): Promise<void>;
+}
+
+export interface JobQueuesOptions extends JobPolicy {
+  /** A producer connection (fails fast when Redis is down); shared by the queues, closed by its owner. */
+  connection: RedisConnection;
+  prefix: string;
+}
+
+export function createQueues(options: JobQueuesOptions): JobQueues {
+  const queues = new Map<QueueName, Queue>();
+  const queueFor = (name: QueueName): Queue => {
+    let queue = queues.get(name);
+    if (queue === undefined) {
+      queue = new Queue(name, {
+        connection: options.connection,
+        prefix: options.prefix,
+        defaultJobOptions: defaultJobOptions(options),
+        streams: { events: { maxLen: BULLMQ_EVENTS_MAXLEN } },
+      });
+      queues.set(name, queue);
+    }
+    return queue;
+  };
+
+  return {
+    async enqueue(name, payload, opts = {}) {
+      const definition = jobDefinition(name) as JobDefinition;
+      const data = parsePayload(definition, payload);
+      const jobId = jobIdFor(definition.queue, name, opts.idempotencyKey);
+      // BullMQ would wait for a connection that is still (re)connecting; the API wants a 503 now instead.
+      if (options.connection.status !== 'ready') throw new ProviderUnavailableError(`cannot enqueue ${name}: Redis is ${options.connection.status}`);
+      try {
+        await queueFor(definition.queue).add(name, data, { jobId });
+      } catch (error) {
+        if (isStorageError(error)) throw error;
+        throw new ProviderUnavailableError(`cannot enqueue ${name}: ${(error as Error).message}`, { cause: error });
+      }
+      return { jobId, queue: definition.queue, name };
+    },
+
+    async getJob(jobId) {
+      const queue = queueOfJobId(jobId);
+      if (queue === undefined) return undefined;
+      return (await queueFor(queue).getJob(jobId)) ?? undefined;
+    },
+
+    queue: queueFor,
+
+    all: () => QUEUE_NAMES.map(queueFor),
+
+    async close() {
+      await Promise.allSettled([...queues.values()].map((queue) => queue.close()));
+      queues.clear();
+    },
+  };
+}

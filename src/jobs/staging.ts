@@ -1,0 +1,170 @@
+/**
+ * Job bodies (DESIGN §6). Content up to `STAGING_INLINE_MAX` rides in the job as base64 (a Buffer in BullMQ job
+ * data would be stored as a JSON array of numbers, four times larger); anything larger is streamed into the
+ * staging provider under `staging/<uuid>` and the job carries only `{ stagedKey, size, etag }`, so Redis never
+ * holds a large payload. Either way the job knows the body's sha256, which makes a retried job able to tell that
+ * its work is already done.
+ *
+ * The staging provider is any `StorageProvider`: disk under `<STORAGE_ROOT_DIR>/.staging` by default
+ * (`createStagingProvider`), s3 when API and workers do not share a filesystem. The worker deletes a staged blob
+ * once its job succeeded; blobs of jobs that never ran are the cleanup job's (`STAGING_TTL`).
+ */
+import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { z } from 'zod';
+import { storeConfig, type Config } from '../config.js';
+import { HashingStream, isReadable, sha256Hex } from '../providers/body.js';
+import { InvalidArgumentError, NotFoundError, PayloadTooLargeError } from '../providers/errors.js';
+import { createProvider } from '../providers/index.js';
+import type { Body, StorageProvider } from '../providers/types.js';
+
+export const STAGING_PREFIX = 'staging/';
+const STAGED_KEY = /^staging\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+const size = z.number().int().nonnegative();
+const etag = z.string().regex(/^[0-9a-f]{64}$/, 'etag must be a sha256 hex digest');
+
+export const bodyRefSchema = z.union([
+  z.object({ inline: z.string(), size, etag }).strict(),
+  z.object({ stagedKey: z.string().regex(STAGED_KEY, 'not a staging key'), size, etag }).strict(),
+]);
+export type BodyRef = z.output<typeof bodyRefSchema>;
+
+export function isStaged(ref: BodyRef): ref is Extract<BodyRef, { stagedKey: string }> {
+  return 'stagedKey' in ref;
+}
+
+export interface Staging {
+  readonly inlineMax: number;
+  /** Inline when the whole body fits in `inlineMax`, else streamed to the staging provider. */
+  stageBody(body: Body, opts?: { maxBytes?: number }): Promise<BodyRef>;
+  /** The content again; `NotFoundError` when a staged blob is gone. */
+  open(ref: BodyRef): Promise<Body>;
+  /** Deletes a staged blob (idempotent); inline bodies need nothing. */
+  release(ref: BodyRef): Promise<void>;
+}
+
+export interface StagingOptions {
+  provider: StorageProvider;
+  inlineMax: number;
+}
+
+function inlineRef(content: Buffer): BodyRef {
+  return { inline: content.toString('base64'), size: content.length, etag: sha256Hex(content) };
+}
+
+/**
+ * Reads from `iterator` until more than `limit` bytes arrived or the stream ended. The iterator is stepped by
+ * hand: leaving a `for await` early would destroy the stream we still need for the staged copy.
+ */
+async function readUpTo(iterator: AsyncIterator<Buffer | string>, limit: number) {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  while (bytes <= limit) {
+    const next = await iterator.next();
+    if (next.done) return { chunks, bytes, ended: true };
+    const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value;
+    chunks.push(chunk);
+    bytes += chunk.length;
+  }
+  return { chunks, bytes, ended: false };
+}
+
+export function createStaging({ provider, inlineMax }: StagingOptions): Staging {
+  async function stageStream(
+    head: Buffer[],
+    iterator: AsyncIterator<Buffer | string>,
+    maxBytes: number,
+    source?: Readable,
+  ): Promise<BodyRef> {
+    const stagedKey = `${STAGING_PREFIX}${randomUUID()}`;
+    const rest = Readable.from(
+      (async function* () {
+        yield* head;
+        for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
+      })(),
+      { objectMode: false },
+    );
+    const hashing = new HashingStream(maxBytes);
+    const piped = pipeline(rest, hashing);
+    try {
+      const [info] = await Promise.all([provider.write(stagedKey, hashing), piped]);
+      return { stagedKey, size: info.size, etag: info.etag };
+    } catch (error) {
+      // The provider may wrap the stream's failure; the caller wants to know the body was too large.
+      const streamError = hashing.errored;
+      hashing.destroy();
+      source?.destroy();
+      await provider.delete(stagedKey).catch(() => undefined);
+      throw streamError instanceof PayloadTooLargeError ? streamError : error;
+    }
+  }
+
+  return {
+    inlineMax,
+
+    async stageBody(body, { maxBytes = Number.POSITIVE_INFINITY } = {}) {
+      if (!isReadable(body)) {
+        const content = typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+        if (content.length > maxBytes) throw new PayloadTooLargeError(`body is larger than ${maxBytes} bytes`);
+        if (content.length <= inlineMax) return inlineRef(content);
+        return stageStream([content], (async function* () {})(), maxBytes);
+      }
+      const iterator = (body as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+      const head = await readUpTo(iterator, Math.min(inlineMax, maxBytes));
+      if (head.bytes > maxBytes) {
+        body.destroy();
+        throw new PayloadTooLargeError(`body is larger than ${maxBytes} bytes`);
+      }
+      if (head.ended && head.bytes <= inlineMax) return inlineRef(Buffer.concat(head.chunks, head.bytes));
+      return stageStream(head.chunks, iterator, maxBytes, body);
+    },
+
+    async open(ref) {
+      if (!isStaged(ref)) {
+        const content = Buffer.from(ref.inline, 'base64');
+        if (content.length !== ref.size) throw new InvalidArgumentError(`inline body has ${content.length} bytes, the job says ${ref.size}`);
+        return content;
+      }
+      const { body } = await provider.read(ref.stagedKey);
+      return body;
+    },
+
+    async release(ref) {
+      if (isStaged(ref)) await provider.delete(ref.stagedKey);
+    },
+  };
+}
+
+/**
+ * Runs `apply` with the job's body and releases the staged blob after it succeeded. When the staged blob is
+ * already gone, an earlier run of this job finished `apply` and released it: `alreadyApplied` recognises that
+ * (e.g. the target has the body's etag) and its answer is the result; otherwise the body is lost for good.
+ */
+export async function applyBody<R>(
+  staging: Staging,
+  ref: BodyRef,
+  apply: (body: Body) => Promise<R>,
+  alreadyApplied: () => Promise<R | undefined>,
+): Promise<R> {
+  let body: Body;
+  try {
+    body = await staging.open(ref);
+  } catch (error) {
+    if (error instanceof NotFoundError) {
+      const done = await alreadyApplied();
+      if (done !== undefined) return done;
+      throw new NotFoundError(`the staged body of this job is gone (${isStaged(ref) ? ref.stagedKey : 'inline'})`, { cause: error });
+    }
+    throw error;
+  }
+  const result = await apply(body);
+  await staging.release(ref);
+  return result;
+}
+
+/** The default staging provider: a disk provider rooted at `<STORAGE_ROOT_DIR>/.staging`. */
+export async function createStagingProvider(config: Pick<Config, 'env' | 'storageRootDir'>): Promise<StorageProvider> {
+  return createProvider(storeConfig(config, { name: '.staging', kind: 'disk' }));
+}

@@ -1,0 +1,55 @@
+/**
+ * `write`: replaces an object's content and metadata; event `object.written` with the new ObjectInfo.
+ *
+ * Idempotent: writing the same body twice leaves the same object. Two retry cases need a look at the target:
+ * the staged body is gone (an earlier run wrote it and released it), and `ifMatch` fails because an earlier run
+ * already replaced the object. In both, the target holding this job's etag means the write happened.
+ */
+import { z } from 'zod';
+import { NotFoundError, PreconditionFailedError } from '../providers/errors.js';
+import type { ObjectInfo, StorageProvider } from '../providers/types.js';
+import { defineJob, isRetry, keySchema, storeNameSchema, storeOf, writeOptionsShape } from './definition.js';
+import { applyBody, bodyRefSchema } from './staging.js';
+
+export const writePayload = z
+  .object({ store: storeNameSchema, key: keySchema, body: bodyRefSchema, ...writeOptionsShape })
+  .strict();
+export type WritePayload = z.output<typeof writePayload>;
+
+async function currentWith(provider: StorageProvider, key: string, etag: string): Promise<ObjectInfo | undefined> {
+  try {
+    const info = await provider.stat(key);
+    return info.etag === etag ? info : undefined;
+  } catch (error) {
+    if (error instanceof NotFoundError) return undefined;
+    throw error;
+  }
+}
+
+export const writeJob = defineJob({
+  name: 'write',
+  queue: 'objects',
+  schema: writePayload,
+  async handle(payload, ctx) {
+    const { store, key, body, contentType, metadata, ifMatch } = payload;
+    const provider = storeOf(ctx, store);
+    const written = () => currentWith(provider, key, body.etag);
+    const info = await applyBody(
+      ctx.staging,
+      body,
+      async (content) => {
+        try {
+          return await provider.write(key, content, { contentType, metadata, ifMatch });
+        } catch (error) {
+          if (error instanceof PreconditionFailedError && isRetry(ctx)) {
+            const done = await written();
+            if (done !== undefined) return done;
+          }
+          throw error;
+        }
+      },
+      written,
+    );
+    return { result: info, event: { type: 'object.written', store, key, data: info } };
+  },
+});

@@ -1,0 +1,24 @@
+/**
+ * The worker process (`npm run start:worker`, Procfile `worker:`): every job family with `WORKER_CONCURRENCY`,
+ * webhook deliveries when `WEBHOOK_URLS` is set, and a graceful shutdown on SIGTERM or SIGINT: no new jobs, the
+ * active ones finish within `WORKER_SHUTDOWN_TIMEOUT_MS` (after that their locks lapse and another worker picks
+ * them up), connections closed, exit 0.
+ */
+import { loadConfigOrExit, shutdownOnSignals } from '../lifecycle.js';
+import { createLogger } from '../log.js';
+import { startWorkerProcess } from './process.js';
+
+const config = loadConfigOrExit('kyozo worker');
+const log = createLogger(config.logLevel).child({ component: 'worker' });
+
+try {
+  const worker = await startWorkerProcess({ config, log });
+  shutdownOnSignals(() => worker.shutdown(), { log });
+  log.info(
+    { stores: config.stores.map((store) => `${store.name}:${store.kind}`), concurrency: config.workers.concurrency, webhooks: config.events.webhookUrls.length },
+    'worker ready',
+  );
+} catch (error) {
+  console.error(`kyozo worker: cannot start: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+}

@@ -1,0 +1,150 @@
+/**
+ * The BullMQ workers: one per queue family, each dispatching a job by name to its definition in `src/jobs`. The
+ * stores, staging, bus and logger arrive from the caller (no globals), so tests run workers against their own.
+ *
+ * Events, exactly once per job: the handler returns its event; the worker emits it after the handler succeeded
+ * and before BullMQ marks the job completed, with the job's own hash as the once-marker (see `events/bus.ts`).
+ * A worker that dies after the provider call but before the emit leaves the job to be retried (handlers are
+ * idempotent) and the retry emits; one that dies after the emit leaves a marker, so the retry does not. A job
+ * whose attempts run out, or that fails with an unrecoverable error, emits `job.failed` from the `failed` listener,
+ * also once per job.
+ */
+import { Worker, type Job } from 'bullmq';
+import type { EventBus } from '../events/bus.js';
+import type { JobContext, QueueName } from '../jobs/definition.js';
+import { QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
+import { asJobFailure, failureCode } from '../jobs/failures.js';
+import { jobDefinition } from '../jobs/index.js';
+import type { Staging } from '../jobs/staging.js';
+import type { Logger } from '../log.js';
+import { InvalidArgumentError } from '../providers/errors.js';
+import type { StorageProvider } from '../providers/types.js';
+import type { RedisConnection } from '../redis.js';
+
+/** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
+const EVENT_MARKER = 'kyozoEvent';
+const FAILED_MARKER = 'kyozoFailedEvent';
+
+export interface WorkersOptions {
+  /** A worker-role connection (`maxRetriesPerRequest: null`); BullMQ duplicates it per worker. */
+  connection: RedisConnection;
+  prefix: string;
+  stores: ReadonlyMap<string, StorageProvider>;
+  bus: EventBus;
+  staging: Staging;
+  log: Logger;
+  /** Jobs run in parallel per worker (`WORKER_CONCURRENCY`). */
+  concurrency: number;
+  /** How long a job stays locked without renewal: a killed worker's jobs are picked up after about this long. */
+  lockDurationMs?: number;
+  /** How often this worker looks for jobs whose worker died. */
+  stalledIntervalMs?: number;
+  /** How often one job may be recovered from a dead worker before it fails. */
+  maxStalledCount?: number;
+  /** Which families to work on; all by default. */
+  queues?: readonly QueueName[];
+}
+
+export interface Workers {
+  readonly workers: readonly Worker[];
+  waitUntilReady(): Promise<void>;
+  /**
+   * Stops taking jobs and waits for the active ones up to `timeoutMs`; after that, drops the connections (the
+   * unfinished jobs are picked up by another worker once their locks expire).
+   */
+  close(timeoutMs?: number): Promise<{ timedOut: boolean }>;
+}
+
+function describeJob(job: Job): { store?: string; key?: string } {
+  const data = job.data as { store?: unknown; key?: unknown } | undefined;
+  return {
+    store: typeof data?.store === 'string' ? data.store : undefined,
+    key: typeof data?.key === 'string' ? data.key : undefined,
+  };
+}
+
+function isFinalFailure(job: Job, error: Error): boolean {
+  return error.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
+}
+
+export function createWorkers(options: WorkersOptions): Workers {
+  const { stores, bus, staging, log } = options;
+
+  const start = (queue: QueueName): Worker => {
+    const worker: Worker = new Worker(
+      queue,
+      async (job: Job) => {
+        try {
+          const definition = jobDefinition(job.name);
+          if (definition === undefined) throw new InvalidArgumentError(`no job type named "${job.name}"`);
+          const payload = parsePayload(definition, job.data);
+          const jobId = job.id!;
+          const ctx: JobContext = {
+            stores,
+            staging,
+            bus,
+            get log() {
+              return log.child({ jobId, job: job.name });
+            },
+            job: { id: jobId, name: job.name, timestamp: job.timestamp, attemptsStarted: job.attemptsStarted },
+          };
+          const { result, event } = await definition.handle(payload, ctx);
+          await bus.emit({ ...event, jobId }, { once: { key: worker.toKey(jobId), field: EVENT_MARKER } });
+          return result;
+        } catch (error) {
+          throw asJobFailure(error);
+        }
+      },
+      {
+        connection: options.connection,
+        prefix: options.prefix,
+        concurrency: options.concurrency,
+        lockDuration: options.lockDurationMs ?? 30_000,
+        stalledInterval: options.stalledIntervalMs ?? 30_000,
+        maxStalledCount: options.maxStalledCount ?? 1,
+      },
+    );
+
+    worker.on('failed', (job, error) => {
+      if (job === undefined) return;
+      const final = isFinalFailure(job, error);
+      log[final ? 'error' : 'warn'](
+        { queue, jobId: job.id, job: job.name, attemptsMade: job.attemptsMade, err: error },
+        final ? 'job failed' : 'job failed, will retry',
+      );
+      if (!final) return;
+      const jobId = job.id!;
+      const data = { name: job.name, queue, reason: error.message, code: failureCode(error.message), attemptsMade: job.attemptsMade };
+      bus
+        .emit({ type: 'job.failed', ...describeJob(job), jobId, data }, { once: { key: worker.toKey(jobId), field: FAILED_MARKER } })
+        .catch((emitError: unknown) => log.error({ err: emitError, jobId }, 'could not emit job.failed'));
+    });
+    worker.on('error', (error) => log.error({ err: error, queue }, 'worker error'));
+    worker.on('stalled', (jobId) => log.warn({ queue, jobId }, 'job stalled: its worker stopped; another run picks it up'));
+    return worker;
+  };
+
+  const workers = (options.queues ?? QUEUE_NAMES).map(start);
+
+  return {
+    workers,
+
+    async waitUntilReady() {
+      await Promise.all(workers.map((worker) => worker.waitUntilReady()));
+    },
+
+    async close(timeoutMs = Number.POSITIVE_INFINITY) {
+      const closed = Promise.all(workers.map((worker) => worker.close())).then(() => false);
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = Number.isFinite(timeoutMs)
+        ? await Promise.race([closed, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs)))])
+        : await closed;
+      clearTimeout(timer);
+      if (timedOut) {
+        closed.catch(() => undefined);
+        await Promise.allSettled(workers.map((worker) => worker.disconnect()));
+      }
+      return { timedOut };
+    },
+  };
+}

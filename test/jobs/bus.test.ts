@@ -1,0 +1,70 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { createEventBus, type EventBus, type EventEnvelope } from '../../src/events/bus.js';
+import { redisFixture, type RedisFixture } from '../support/redis.js';
+import { quietLog, waitFor } from './fixtures/pipeline.js';
+
+describe('events bus', () => {
+  let redis: RedisFixture;
+  let bus: EventBus;
+
+  beforeAll(async () => {
+    redis = await redisFixture('bus');
+    bus = createEventBus({ redis: redis.producer, prefix: redis.prefix, maxLen: 50, log: quietLog });
+  });
+
+  afterAll(async () => {
+    await bus?.close();
+    await redis?.cleanup();
+  });
+
+  it('delivers an emitted event live with the id it has in the stream', async () => {
+    const received: EventEnvelope[] = [];
+    const unsubscribe = await bus.subscribe(['object.written'], (event) => received.push(event));
+    const emitted = await bus.emit({ type: 'object.written', store: 's', key: 'k', jobId: 'j1', data: { etag: 'e' } });
+    await bus.emit({ type: 'object.deleted', store: 's', key: 'k', data: {} });
+    const live = await waitFor(() => received.find((event) => event.jobId === 'j1'));
+    expect(live).toEqual(emitted);
+    expect(received.every((event) => event.type === 'object.written')).toBe(true);
+    await unsubscribe();
+  });
+
+  it('reads the history after an id, filtered by type', async () => {
+    const first = await bus.emit({ type: 'version.created', key: 'a', data: 1 });
+    await bus.emit({ type: 'object.deleted', key: 'b', data: 2 });
+    const third = await bus.emit({ type: 'version.created', key: 'c', data: 3 });
+    const since = await bus.readSince(first!.id, ['version.created']);
+    expect(since.map((event) => event.id)).toEqual([third!.id]);
+    expect(since[0]).toEqual(third);
+  });
+
+  it('emits once per marker: a second emit with the same marker is skipped', async () => {
+    const jobKey = `${redis.prefix}:objects:job-once`;
+    await redis.producer.hset(jobKey, 'name', 'write');
+    const once = { key: jobKey, field: 'kyozoEvent' };
+    const first = await bus.emit({ type: 'object.written', jobId: 'job-once', data: {} }, { once });
+    const second = await bus.emit({ type: 'object.written', jobId: 'job-once', data: {} }, { once });
+    expect(first).toBeDefined();
+    expect(second).toBeUndefined();
+    expect(await redis.producer.hget(jobKey, 'kyozoEvent')).toBe(first!.id);
+    const history = await bus.readSince(undefined, '*', 10_000);
+    expect(history.filter((event) => event.jobId === 'job-once')).toHaveLength(1);
+  });
+
+  it('caps the stream near EVENTS_MAXLEN', async () => {
+    for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 50 }, (_, j) => bus.emit({ type: 'object.deleted', key: `k${i}-${j}`, data: {} })));
+    const length = await (redis.producer as Redis).xlen(bus.streamKey);
+    expect(length).toBeLessThan(1000);
+  });
+
+  it('stops delivering to an unsubscribed listener', async () => {
+    const received: EventEnvelope[] = [];
+    const unsubscribe = await bus.subscribe('*', (event) => received.push(event));
+    const witness: EventEnvelope[] = [];
+    await bus.subscribe('*', (event) => witness.push(event));
+    await unsubscribe();
+    const emitted = await bus.emit({ type: 'object.deleted', key: 'after', data: {} });
+    await waitFor(() => witness.find((event) => event.id === emitted!.id));
+    expect(received).toHaveLength(0);
+  });
+});

@@ -1,0 +1,112 @@
+/**
+ * Handlers called directly, as a retry or a recovered job would call them: the idempotency rules of each job.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { EventBus } from '../../src/events/bus.js';
+import type { JobContext } from '../../src/jobs/definition.js';
+import { restoreJob } from '../../src/jobs/restore.js';
+import { createStaging, type Staging } from '../../src/jobs/staging.js';
+import { versionJob } from '../../src/jobs/version.js';
+import { writeJob } from '../../src/jobs/write.js';
+import { sha256Hex } from '../../src/providers/body.js';
+import { DiskProvider } from '../../src/providers/disk.js';
+import { RamProvider } from '../../src/providers/ram.js';
+import { inlineBody, quietLog } from './fixtures/pipeline.js';
+
+describe('job handlers', () => {
+  let dir: string;
+  let store: RamProvider;
+  let stagingProvider: DiskProvider;
+  let staging: Staging;
+  const enqueuedAt = Date.now();
+
+  const ctx = (attemptsStarted: number): JobContext => ({
+    stores: new Map([['main', store]]),
+    staging,
+    bus: {} as EventBus,
+    log: quietLog,
+    job: { id: 'objects-test', name: 'test', timestamp: enqueuedAt, attemptsStarted },
+  });
+
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-handlers-'));
+    store = new RamProvider({ maxBytes: 1024 * 1024 });
+    stagingProvider = new DiskProvider({ root: dir, fsync: false });
+    staging = createStaging({ provider: stagingProvider, inlineMax: 16 });
+  });
+
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a version job run again after it succeeded leaves one version', async () => {
+    const payload = { store: 'main', key: 'doc', body: inlineBody('content'), message: 'save', author: { name: 'Ada' } };
+    const first = await versionJob.handle(payload, ctx(1));
+    const again = await versionJob.handle(payload, ctx(2));
+    expect(again.result).toEqual(first.result);
+    expect((await store.listVersions('doc')).items).toHaveLength(1);
+  });
+
+  it('two first runs with the same content and message are two deliberate versions', async () => {
+    const payload = { store: 'main', key: 'doc', body: inlineBody('content'), message: 'save' };
+    await versionJob.handle(payload, ctx(1));
+    await versionJob.handle(payload, ctx(1));
+    expect((await store.listVersions('doc')).items).toHaveLength(2);
+  });
+
+  it('a retried version job whose staged body is gone finds the version it made', async () => {
+    const body = await staging.stageBody('a body longer than sixteen bytes');
+    const payload = { store: 'main', key: 'doc', body, message: 'staged' };
+    const first = await versionJob.handle(payload, ctx(1));
+    await expect(stagingProvider.stat((body as { stagedKey: string }).stagedKey)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    const again = await versionJob.handle(payload, ctx(2));
+    expect(again.result.versionId).toBe(first.result.versionId);
+    expect((await store.listVersions('doc')).items).toHaveLength(1);
+  });
+
+  it('a retried restore job leaves one new version', async () => {
+    const v1 = await store.createVersion('doc', 'one', { message: 'v1' });
+    await store.createVersion('doc', 'two', { message: 'v2' });
+    const payload = { store: 'main', key: 'doc', versionId: v1.versionId };
+    const first = await restoreJob.handle(payload, ctx(1));
+    const again = await restoreJob.handle(payload, ctx(2));
+    expect(again.result.versionId).toBe(first.result.versionId);
+    expect((await store.listVersions('doc')).items).toHaveLength(3);
+    expect((await store.stat('doc')).etag).toBe(sha256Hex('one'));
+  });
+
+  it('a retried write with ifMatch succeeds when the first run already wrote it', async () => {
+    const v1 = await store.write('doc', 'v1');
+    const payload = { store: 'main', key: 'doc', body: inlineBody('v2'), ifMatch: v1.etag };
+    await writeJob.handle(payload, ctx(1));
+    const again = await writeJob.handle(payload, ctx(2));
+    expect(again.result.etag).toBe(sha256Hex('v2'));
+  });
+
+  it('a first-run write with a stale ifMatch fails even if the content is already there', async () => {
+    await store.write('doc', 'v2');
+    const payload = { store: 'main', key: 'doc', body: inlineBody('v2'), ifMatch: sha256Hex('v1') };
+    await expect(writeJob.handle(payload, ctx(1))).rejects.toMatchObject({ code: 'PRECONDITION_FAILED' });
+  });
+
+  it('a write whose staged body is gone succeeds only if the target already holds that body', async () => {
+    const body = await staging.stageBody('a staged body of some length');
+    const payload = { store: 'main', key: 'doc', body };
+    await writeJob.handle(payload, ctx(1));
+    expect((await writeJob.handle(payload, ctx(2))).result.etag).toBe(body.etag);
+
+    await store.write('doc', 'someone else wrote this later');
+    await expect(writeJob.handle(payload, ctx(3))).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  });
+
+  it('a write releases its staged body after success', async () => {
+    const body = await staging.stageBody('another staged body, long enough');
+    if (!('stagedKey' in body)) throw new Error('expected a staged body');
+    await writeJob.handle({ store: 'main', key: 'doc', body }, ctx(1));
+    expect((await stagingProvider.list({ prefix: 'staging/' })).items).toHaveLength(0);
+    expect((await store.stat('doc')).etag).toBe(body.etag);
+  });
+});
