@@ -71,6 +71,7 @@ const serviceSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: int(0).max(65535).default(3000),
   API_TOKENS: list.default([]),
+  URL_SIGNING_SECRET: z.string().min(16, 'at least 16 characters').optional(),
   STORES: storesSetting.default([{ name: 'default', kind: 'disk' }]),
   STORAGE_ROOT_DIR: z.string().min(1).default('./data'),
   ACCESS_THRESHOLD: int(1).default(5),
@@ -126,6 +127,8 @@ export interface Config {
   host: string;
   port: number;
   apiTokens: string[];
+  /** Signs URLs for stores without native presigning; when unset one random secret is shared through Redis. */
+  urlSigningSecret?: string;
   stores: { name: string; kind: StoreKind }[];
   storageRootDir: string;
   tiering: { accessThreshold: number; hotTtlSeconds: number; hotMaxBytes: number };
@@ -186,6 +189,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     host: s.HOST,
     port: s.PORT,
     apiTokens: s.API_TOKENS,
+    urlSigningSecret: s.URL_SIGNING_SECRET,
     stores: s.STORES,
     storageRootDir: path.resolve(s.STORAGE_ROOT_DIR),
     tiering: { accessThreshold: s.ACCESS_THRESHOLD, hotTtlSeconds: s.HOT_STORAGE_TTL, hotMaxBytes: s.HOT_MAX_BYTES },

@@ -1,0 +1,88 @@
+/**
+ * `createApp(deps)`: the whole HTTP API as a Hono app, built only from what it is given (no globals), so tests
+ * call `app.request()` against their own stores, queues and Redis. `services.ts` builds the deps for a process.
+ */
+import { Hono } from 'hono';
+import { requestId } from 'hono/request-id';
+import type { Queue } from 'bullmq';
+import type { Config } from '../config.js';
+import type { EventBus } from '../events/bus.js';
+import type { JobQueues } from '../jobs/queue.js';
+import type { Staging } from '../jobs/staging.js';
+import type { Logger } from '../log.js';
+import type { StorageProvider } from '../providers/types.js';
+import type { RedisConnection } from '../redis.js';
+import { requireBasic, requireBearer, TokenSet } from './auth.js';
+import { BOARD_PATH, boardRoutes } from './board.js';
+import { ApiError, respondWithError, toApiError } from './errors.js';
+import type { JobWaiter } from './job-status.js';
+import { hasDotSegment, rawPathname } from './object-path.js';
+import type { ApiMetrics } from './metrics.js';
+import { eventRoutes } from './routes/events.js';
+import { jobRoutes } from './routes/jobs.js';
+import { objectRoutes } from './routes/objects.js';
+import { signedRoutes } from './routes/signed.js';
+import { storeRoutes } from './routes/stores.js';
+import { systemRoutes } from './routes/system.js';
+import type { UrlSigner } from './signing.js';
+
+export interface AppDeps {
+  config: Config;
+  stores: ReadonlyMap<string, StorageProvider>;
+  queues: JobQueues;
+  /** Queues shown on the board besides the job queues (webhook deliveries). */
+  extraQueues?: readonly Queue[];
+  staging: Staging;
+  bus: EventBus;
+  /** A producer connection: fails fast when Redis is down, so requests get 503 instead of hanging. */
+  redis: RedisConnection;
+  waiter: JobWaiter;
+  signer: UrlSigner;
+  metrics: ApiMetrics;
+  log: Logger;
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono();
+  const tokens = new TokenSet(deps.config.apiTokens);
+
+  app.use('*', requestId());
+  app.use('*', async (c, next) => {
+    const started = performance.now();
+    await next();
+    const seconds = (performance.now() - started) / 1000;
+    deps.metrics.observeRequest(c.req.method, c.req.routePath, c.res.status, seconds);
+    deps.log.info(
+      { requestId: c.get('requestId'), method: c.req.method, path: c.req.path.slice(0, 256), status: c.res.status, ms: Math.round(seconds * 1000) },
+      'request',
+    );
+  });
+
+  app.onError((error, c) => {
+    const apiError = toApiError(error);
+    if (apiError.status >= 500) {
+      deps.log.error({ requestId: c.get('requestId'), err: apiError.cause ?? error }, 'request failed');
+    }
+    return respondWithError(c, apiError);
+  });
+  app.notFound((c) => respondWithError(c, new ApiError('NOT_FOUND', `no route ${c.req.method} ${c.req.path.slice(0, 256)}`)));
+
+  // Signed URLs carry their own credential; everything else under /v1 needs a bearer token.
+  app.use('/v1/*', async (c, next) => (c.req.path.startsWith('/v1/signed/') ? next() : requireBearer(tokens)(c, next)));
+  app.use(`${BOARD_PATH}/*`, requireBasic(tokens));
+  app.use(BOARD_PATH, requireBasic(tokens));
+  // URL parsing resolves dot segments away (`a/%2e%2e/b` would reach the route as `b`): refuse them instead.
+  app.use('/v1/*', async (c, next) => {
+    if (hasDotSegment(rawPathname(c))) throw new ApiError('INVALID_KEY', "the path has a '.' or '..' segment (also percent-encoded)");
+    await next();
+  });
+
+  app.route('/', systemRoutes(deps));
+  app.route('/v1/stores', storeRoutes(deps));
+  app.route('/v1/stores', objectRoutes(deps));
+  app.route('/v1/jobs', jobRoutes(deps));
+  app.route('/v1/events', eventRoutes(deps));
+  app.route('/v1/signed', signedRoutes(deps));
+  app.route(BOARD_PATH, boardRoutes([...deps.queues.all(), ...(deps.extraQueues ?? [])]));
+  return app;
+}

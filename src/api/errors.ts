@@ -1,0 +1,74 @@
+/**
+ * How every failure reaches an HTTP client: JSON `{ error: { code, message } }` with the status from the one
+ * table in `providers/errors.ts`. Errors outside the contract never show their stack or message: they are logged
+ * with the request id and answered as a generic 500.
+ */
+import type { Context } from 'hono';
+import { ZodError } from 'zod';
+import { errorTable, isStorageError, type ErrorCode } from '../providers/errors.js';
+
+/** Errors of the HTTP layer itself, beside the contract's codes. */
+export type ApiErrorCode = ErrorCode | 'UNAUTHORIZED' | 'BAD_REQUEST' | 'NOT_ACCEPTABLE' | 'SERVICE_UNAVAILABLE' | 'INTERNAL';
+
+const apiStatus: Record<Exclude<ApiErrorCode, ErrorCode>, number> = {
+  UNAUTHORIZED: 401,
+  BAD_REQUEST: 400,
+  NOT_ACCEPTABLE: 406,
+  SERVICE_UNAVAILABLE: 503,
+  INTERNAL: 500,
+};
+
+export class ApiError extends Error {
+  constructor(
+    readonly code: ApiErrorCode,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+
+  get status(): number {
+    return this.code in apiStatus ? apiStatus[this.code as keyof typeof apiStatus] : errorTable[this.code as ErrorCode].status;
+  }
+}
+
+/** Redis (the queue and the event bus) cannot be reached: answer 503 with a hint when to come back. */
+export function redisUnavailable(cause: unknown): ApiError {
+  const error = new ApiError('SERVICE_UNAVAILABLE', 'the job queue (Redis) is unavailable; try again shortly', { 'Retry-After': '5' });
+  error.cause = cause;
+  return error;
+}
+
+const REDIS_DOWN = /ECONNREFUSED|Connection is closed|Stream isn't writeable|MaxRetriesPerRequest|ETIMEDOUT|Reached the max retries/;
+
+export function isRedisDown(error: unknown): boolean {
+  return error instanceof Error && (error.name === 'MaxRetriesPerRequestError' || REDIS_DOWN.test(error.message));
+}
+
+export function toApiError(error: unknown): ApiError {
+  if (error instanceof ApiError) return error;
+  if (isStorageError(error)) {
+    const apiError = new ApiError(error.code, error.message, error.code === 'PROVIDER_UNAVAILABLE' ? { 'Retry-After': '5' } : {});
+    apiError.cause = error;
+    return apiError;
+  }
+  if (error instanceof ZodError) {
+    const issue = error.issues[0];
+    const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+    return new ApiError('BAD_REQUEST', `${where}${issue?.message ?? 'invalid request'}`);
+  }
+  if (isRedisDown(error)) return redisUnavailable(error);
+  const internal = new ApiError('INTERNAL', 'internal error; the request id is in the X-Request-Id header');
+  internal.cause = error;
+  return internal;
+}
+
+export function errorBody(error: ApiError): { error: { code: ApiErrorCode; message: string } } {
+  return { error: { code: error.code, message: error.message } };
+}
+
+export function respondWithError(c: Context, error: ApiError): Response {
+  for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
+  return c.json(errorBody(error), error.status as 400);
+}

@@ -1,0 +1,102 @@
+/**
+ * What the API says about a job (`GET /v1/jobs/:id`, `?wait=true`), and waiting for one. Waiting listens on
+ * BullMQ's QueueEvents (one blocking connection per queue family, opened on the first wait) and is bounded by
+ * `WAIT_TIMEOUT_MS`: past it the client gets 202 and polls the status URL.
+ */
+import { QueueEvents, type Job } from 'bullmq';
+import type { QueueName } from '../jobs/definition.js';
+import { failureCode } from '../jobs/failures.js';
+import { queueOfJobId, type JobQueues } from '../jobs/queue.js';
+import { errorTable } from '../providers/errors.js';
+import type { RedisConnection } from '../redis.js';
+import { ApiError } from './errors.js';
+
+export interface JobStatus {
+  id: string;
+  name: string;
+  state: string;
+  attemptsMade: number;
+  attempts: number;
+  progress: unknown;
+  result?: unknown;
+  failedReason?: string;
+  store?: string;
+  key?: string;
+  createdAt: string;
+  processedAt?: string;
+  finishedAt?: string;
+}
+
+const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : undefined);
+
+export async function describeJob(job: Job): Promise<JobStatus> {
+  const data = (job.data ?? {}) as { store?: string; key?: string };
+  return {
+    id: job.id!,
+    name: job.name,
+    state: await job.getState(),
+    attemptsMade: job.attemptsMade,
+    attempts: job.opts.attempts ?? 1,
+    progress: job.progress,
+    ...(job.returnvalue !== null && job.returnvalue !== undefined ? { result: job.returnvalue } : {}),
+    ...(job.failedReason ? { failedReason: job.failedReason } : {}),
+    ...(data.store !== undefined ? { store: data.store } : {}),
+    ...(data.key !== undefined ? { key: data.key } : {}),
+    createdAt: iso(job.timestamp)!,
+    ...(job.processedOn ? { processedAt: iso(job.processedOn) } : {}),
+    ...(job.finishedOn ? { finishedAt: iso(job.finishedOn) } : {}),
+  };
+}
+
+/** A failed job's reason as the error a waiting client gets: the contract's status when the reason has a code. */
+export function jobFailure(status: JobStatus): ApiError {
+  const code = failureCode(status.failedReason);
+  const message = `job ${status.id} failed: ${status.failedReason ?? 'unknown reason'}`;
+  if (code !== undefined && !errorTable[code].retryable) return new ApiError(code, message);
+  return new ApiError('SERVICE_UNAVAILABLE', message, { 'Retry-After': '5' });
+}
+
+export class JobWaiter {
+  private readonly events = new Map<QueueName, { events: QueueEvents; connection: RedisConnection }>();
+
+  constructor(
+    private readonly queues: JobQueues,
+    private readonly options: { connection: () => RedisConnection; prefix: string },
+  ) {}
+
+  private async eventsFor(queue: QueueName): Promise<QueueEvents> {
+    let entry = this.events.get(queue);
+    if (entry === undefined) {
+      const connection = this.options.connection();
+      entry = { events: new QueueEvents(queue, { connection, prefix: this.options.prefix }), connection };
+      this.events.set(queue, entry);
+    }
+    await entry.events.waitUntilReady();
+    return entry.events;
+  }
+
+  /** The job's status once it finished, or its current status when `timeoutMs` passed first. */
+  async wait(jobId: string, timeoutMs: number): Promise<JobStatus> {
+    const queue = queueOfJobId(jobId);
+    const job = await this.queues.getJob(jobId);
+    if (queue === undefined || job === undefined) throw new ApiError('NOT_FOUND', `no job ${jobId}`);
+    try {
+      await job.waitUntilFinished(await this.eventsFor(queue), timeoutMs);
+    } catch {
+      // Failed or timed out: the job's state below tells which.
+    }
+    const finished = (await this.queues.getJob(jobId)) ?? job;
+    return describeJob(finished);
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.events.values()];
+    this.events.clear();
+    await Promise.allSettled(
+      all.map(async ({ events, connection }) => {
+        await events.close();
+        connection.disconnect();
+      }),
+    );
+  }
+}

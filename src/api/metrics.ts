@@ -1,0 +1,87 @@
+/**
+ * `/metrics` (prom-client): HTTP request durations, provider operation durations and errors (fed by the provider
+ * metrics layer's `observe` hook), circuit-breaker state, and queue counts by state (read from Redis when scraped).
+ * One registry per app, so tests and several apps in one process never share counters.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Observation } from '../providers/metrics.js';
+
+export interface QueueCounts {
+  name: string;
+  counts(): Promise<Record<string, number>>;
+}
+
+export class ApiMetrics {
+  readonly registry = new Registry();
+  private readonly http: Histogram<'method' | 'route' | 'status'>;
+  private readonly providerOps: Histogram<'store' | 'op' | 'outcome'>;
+  private readonly providerErrors: Counter<'store' | 'op' | 'code'>;
+  private queues: () => readonly QueueCounts[] = () => [];
+
+  constructor() {
+    const queues = () => this.queues();
+    collectDefaultMetrics({ register: this.registry, prefix: 'kyozo_' });
+    this.http = new Histogram({
+      name: 'kyozo_http_request_duration_seconds',
+      help: 'HTTP request durations by route pattern and status',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+      registers: [this.registry],
+    });
+    this.providerOps = new Histogram({
+      name: 'kyozo_provider_op_duration_seconds',
+      help: 'Provider operation durations by store, operation and outcome',
+      labelNames: ['store', 'op', 'outcome'],
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers: [this.registry],
+    });
+    this.providerErrors = new Counter({
+      name: 'kyozo_provider_errors_total',
+      help: 'Provider operation errors by store, operation and error code',
+      labelNames: ['store', 'op', 'code'],
+      registers: [this.registry],
+    });
+    new Gauge({
+      name: 'kyozo_queue_jobs',
+      help: 'Jobs per queue and state',
+      labelNames: ['queue', 'state'],
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const queue of queues()) {
+          try {
+            for (const [state, count] of Object.entries(await queue.counts())) this.set({ queue: queue.name, state }, count);
+          } catch {
+            // Redis down: the gauge stays empty for this scrape; /ready says why.
+          }
+        }
+      },
+    });
+  }
+
+  /** Queues whose job counts are read at scrape time. */
+  watchQueues(queues: () => readonly QueueCounts[]): void {
+    this.queues = queues;
+  }
+
+  observeRequest(method: string, route: string, status: number, seconds: number): void {
+    this.http.observe({ method, route, status: String(status) }, seconds);
+  }
+
+  observeProvider(store: string, observation: Observation): void {
+    this.providerOps.observe({ store, op: observation.op, outcome: observation.errorCode ? 'error' : 'ok' }, observation.seconds);
+    if (observation.errorCode) this.providerErrors.inc({ store, op: observation.op, code: observation.errorCode });
+  }
+
+  /** A gauge whose value is read at scrape time (breaker state, hot-tier bytes...). */
+  addGauge(name: string, help: string, read: () => number): void {
+    new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  }
+}

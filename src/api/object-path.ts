@@ -1,0 +1,74 @@
+/**
+ * Object paths: `/v1/stores/:store/objects/<key>[/versions[/:id/restore] | /diff | /url]`. Keys contain '/', so
+ * the path after `objects/` is split on its raw (still percent-encoded) slashes: a trailing `versions`, `diff` or
+ * `url` segment names a sub-resource, and a key that itself ends in such a segment is addressed with its last slash
+ * encoded (`a%2Fversions`). Segments are percent-decoded only after the split, then the key is validated, so
+ * `a/%2e%2e/b` is the key `a/../b` and is rejected.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Context } from 'hono';
+import { InvalidKeyError } from '../providers/errors.js';
+import { validateKey } from '../providers/keys.js';
+
+export type ObjectTarget =
+  | { kind: 'object'; key: string }
+  | { kind: 'versions'; key: string }
+  | { kind: 'restore'; key: string; versionId: string }
+  | { kind: 'diff'; key: string }
+  | { kind: 'url'; key: string };
+
+function decodeSegment(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch (cause) {
+    throw new InvalidKeyError('key is not valid percent-encoded UTF-8', { cause });
+  }
+}
+
+function keyOf(rawSegments: string[]): string {
+  return validateKey(rawSegments.map(decodeSegment).join('/'));
+}
+
+/** `rawPath` is everything after `/objects/`, exactly as it arrived (not decoded). */
+export function parseObjectPath(rawPath: string): ObjectTarget {
+  const segments = rawPath.split('/');
+  const last = segments[segments.length - 1];
+  if (segments.length >= 2 && last === 'versions') return { kind: 'versions', key: keyOf(segments.slice(0, -1)) };
+  if (segments.length >= 2 && last === 'diff') return { kind: 'diff', key: keyOf(segments.slice(0, -1)) };
+  if (segments.length >= 2 && last === 'url') return { kind: 'url', key: keyOf(segments.slice(0, -1)) };
+  if (segments.length >= 4 && last === 'restore' && segments[segments.length - 3] === 'versions') {
+    return { kind: 'restore', key: keyOf(segments.slice(0, -3)), versionId: decodeSegment(segments[segments.length - 2]!) };
+  }
+  return { kind: 'object', key: keyOf(segments) };
+}
+
+const SUB_RESOURCES = new Set(['versions', 'diff', 'url', 'restore']);
+
+/** The inverse, for URLs the API hands out: a key ending in a sub-resource name gets its last slash encoded. */
+export function encodeKeyPath(key: string): string {
+  const segments = key.split('/').map(encodeURIComponent);
+  if (segments.length >= 2 && SUB_RESOURCES.has(segments[segments.length - 1]!)) {
+    const last = segments.pop()!;
+    segments.push(`${segments.pop()!}%2F${last}`);
+  }
+  return segments.join('/');
+}
+
+/**
+ * The request path exactly as the client sent it. WHATWG URL parsing (which builds `c.req.url`) resolves `..` and
+ * `%2e%2e` segments, so `a/%2e%2e/b` would silently become `b`; under Node the raw request line is still at hand.
+ */
+export function rawPathname(c: Context): string {
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  const raw = incoming?.url ?? new URL(c.req.url).pathname;
+  const query = raw.indexOf('?');
+  return query < 0 ? raw : raw.slice(0, query);
+}
+
+/** A raw path with a `.` or `..` segment, also percent-encoded (`%2e%2e`), which URL parsing would resolve away. */
+export function hasDotSegment(rawPath: string): boolean {
+  return rawPath.split('/').some((segment) => {
+    const plain = segment.replace(/%2e/gi, '.');
+    return plain === '.' || plain === '..';
+  });
+}

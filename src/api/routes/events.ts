@@ -1,0 +1,81 @@
+/**
+ * `GET /v1/events`: Server-Sent Events. The live subscription starts before the history is replayed, so nothing
+ * falls between the two: events after `Last-Event-ID` (or `?since=`) come from the stream, then the live ones
+ * not already sent. A comment line every `HEARTBEAT_MS` keeps proxies from closing an idle connection; when the
+ * client goes away its listener is removed (the bus keeps one Redis subscription per process, not per client).
+ */
+import { Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import { EVENT_TYPES, type EventEnvelope, type EventType } from '../../events/bus.js';
+import type { AppDeps } from '../app.js';
+import { ApiError } from '../errors.js';
+
+const HEARTBEAT_MS = 15_000;
+const REPLAY_PAGE = 500;
+
+/** Stream ids are `<ms>-<seq>`: compare numerically, both parts. */
+export function streamIdAfter(a: string, b: string): boolean {
+  const [aMs = 0, aSeq = 0] = a.split('-').map(Number);
+  const [bMs = 0, bSeq = 0] = b.split('-').map(Number);
+  return aMs > bMs || (aMs === bMs && aSeq > bSeq);
+}
+
+function parseTypes(raw: string | undefined): readonly EventType[] | '*' {
+  if (raw === undefined || raw === '' || raw === '*') return '*';
+  const types = raw.split(',').map((type) => type.trim());
+  const unknown = types.filter((type) => !(EVENT_TYPES as readonly string[]).includes(type));
+  if (unknown.length > 0) throw new ApiError('BAD_REQUEST', `unknown event type(s) ${unknown.join(', ')}; known: ${EVENT_TYPES.join(', ')}`);
+  return types as EventType[];
+}
+
+export function eventRoutes(deps: AppDeps): Hono {
+  const app = new Hono();
+  app.get('/', async (c) => {
+    const types = parseTypes(c.req.query('types'));
+    const since = c.req.header('last-event-id') ?? c.req.query('since');
+    if (since !== undefined && !/^\d+-\d+$/.test(since)) throw new ApiError('BAD_REQUEST', 'Last-Event-ID must be an event id such as 1700000000000-0');
+
+    const pending: EventEnvelope[] = [];
+    let deliver: ((event: EventEnvelope) => void) | undefined;
+    const unsubscribe = await deps.bus.subscribe(types, (event) => (deliver ? deliver(event) : pending.push(event)));
+
+    return streamSSE(c, async (stream) => {
+      let lastSent = since;
+      let closed = false;
+      const send = async (event: EventEnvelope) => {
+        if (closed || (lastSent !== undefined && !streamIdAfter(event.id, lastSent))) return;
+        lastSent = event.id;
+        await stream.writeSSE({ id: event.id, event: event.type, data: JSON.stringify(event) });
+      };
+      let chain = Promise.resolve();
+      const enqueue = (event: EventEnvelope) => {
+        chain = chain.then(() => send(event)).catch(() => undefined);
+      };
+      const finished = new Promise<void>((resolve) => {
+        stream.onAbort(() => {
+          closed = true;
+          resolve();
+        });
+      });
+      const heartbeat = setInterval(() => {
+        chain = chain.then(() => stream.write(': heartbeat\n\n')).then(() => undefined).catch(() => undefined);
+      }, HEARTBEAT_MS);
+      try {
+        if (since !== undefined) {
+          for (let page = await deps.bus.readSince(since, types, REPLAY_PAGE); page.length > 0 && !closed; ) {
+            for (const event of page) await send(event);
+            page = page.length < REPLAY_PAGE ? [] : await deps.bus.readSince(lastSent, types, REPLAY_PAGE);
+          }
+        }
+        for (const event of pending.splice(0)) await send(event);
+        deliver = enqueue;
+        await stream.write(': connected\n\n');
+        await finished;
+      } finally {
+        clearInterval(heartbeat);
+        await unsubscribe();
+      }
+    });
+  });
+  return app;
+}

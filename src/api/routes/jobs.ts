@@ -1,0 +1,16 @@
+/** `GET /v1/jobs/:id`: a job's state, attempts, progress, result or failure reason, and timestamps. */
+import { Hono } from 'hono';
+import type { AppDeps } from '../app.js';
+import { ApiError } from '../errors.js';
+import { describeJob } from '../job-status.js';
+
+export function jobRoutes(deps: AppDeps): Hono {
+  const app = new Hono();
+  app.get('/:id', async (c) => {
+    const id = c.req.param('id');
+    const job = /^[A-Za-z0-9_-]{1,128}$/.test(id) ? await deps.queues.getJob(id) : undefined;
+    if (job === undefined) throw new ApiError('NOT_FOUND', `no job ${id.slice(0, 128)} (finished jobs are kept for a day)`);
+    return c.json(await describeJob(job));
+  });
+  return app;
+}

@@ -1,0 +1,165 @@
+/**
+ * `/v1/stores/:store/objects...`: reads straight from the provider; mutations staged and enqueued as jobs.
+ * See `object-path.ts` for how a key and its sub-resources share the path.
+ */
+import { Readable } from 'node:stream';
+import { Hono, type Context } from 'hono';
+import { z } from 'zod';
+import { NotSupportedError } from '../../providers/errors.js';
+import { validatePrefix } from '../../providers/keys.js';
+import type { Author, StorageProvider } from '../../providers/types.js';
+import type { AppDeps } from '../app.js';
+import { ApiError } from '../errors.js';
+import { etagMatches, metadataFromHeaders, objectHeaders, parseRange } from '../http-object.js';
+import { parseObjectPath, rawPathname, type ObjectTarget } from '../object-path.js';
+import { requireStore } from '../stores.js';
+import { respondWithJob, stageRequestBody } from '../submit.js';
+
+const listQuery = z.object({
+  prefix: z.string().optional(),
+  cursor: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+});
+const versionsQuery = listQuery.omit({ prefix: true });
+const urlQuery = z.object({
+  method: z.enum(['GET', 'PUT']).default('GET'),
+  expires: z.coerce.number().int().min(1).max(7 * 24 * 3600).default(3600),
+});
+const diffQuery = z.object({ from: z.string().min(1), to: z.string().min(1).optional() });
+
+/** `Name <email>` or `Name`. */
+export function parseAuthor(header: string | undefined): Author | undefined {
+  if (header === undefined || header.trim() === '') return undefined;
+  const match = /^\s*(.*?)\s*<([^<>]*)>\s*$/.exec(header);
+  const author = match ? { name: match[1]!, email: match[2]! } : { name: header.trim() };
+  if (author.name === '') throw new ApiError('BAD_REQUEST', 'X-Author must be "Name <email>" or "Name"');
+  return author;
+}
+
+function rawObjectPath(c: Context): string {
+  const pathname = rawPathname(c);
+  const marker = '/objects/';
+  return pathname.slice(pathname.indexOf(marker) + marker.length);
+}
+
+function target(c: Context): ObjectTarget {
+  return parseObjectPath(rawObjectPath(c));
+}
+
+/** GET and HEAD of an object (also behind signed URLs): conditional, ranged, streamed. */
+export async function objectGet(c: Context, provider: StorageProvider, key: string, versionId?: string): Promise<Response> {
+  const info = await provider.stat(key, { versionId });
+  const headers = objectHeaders(info);
+  if (etagMatches(c.req.header('if-none-match'), info.etag)) return c.body(null, 304, headers);
+  const range = provider.capabilities.rangeReads ? parseRange(c.req.header('range'), info.size) : undefined;
+  if (c.req.method === 'HEAD') return c.body(null, 200, { ...headers, 'Content-Length': String(info.size) });
+  const { info: served, body } = await provider.read(key, { versionId, range });
+  // The object may have been replaced between stat and read: describe what is actually sent.
+  const sentHeaders = served.etag === info.etag ? headers : objectHeaders(served);
+  const tier = (served as { tier?: string }).tier;
+  if (tier !== undefined) sentHeaders['X-Kyozo-Tier'] = tier;
+  const stream = Readable.toWeb(body) as ReadableStream<Uint8Array>;
+  if (range === undefined) return c.body(stream, 200, { ...sentHeaders, 'Content-Length': String(served.size) });
+  return c.body(stream, 206, {
+    ...sentHeaders,
+    'Content-Length': String(range[1] - range[0] + 1),
+    'Content-Range': `bytes ${range[0]}-${range[1]}/${served.size}`,
+  });
+}
+
+export function objectRoutes(deps: AppDeps): Hono {
+  const app = new Hono();
+  app.get('/:store/objects', async (c) => {
+    const provider = requireStore(deps, c.req.param('store'));
+    const query = listQuery.parse(c.req.query());
+    return c.json(await provider.list({ ...query, prefix: validatePrefix(query.prefix) }));
+  });
+
+  app.get('/:store/objects/*', async (c) => {
+    const provider = requireStore(deps, c.req.param('store'));
+    const at = target(c);
+    switch (at.kind) {
+      case 'object':
+        return objectGet(c, provider, at.key, c.req.query('version') || undefined);
+      case 'versions':
+        return c.json(await provider.listVersions(at.key, versionsQuery.parse(c.req.query())));
+      case 'diff': {
+        const diff = (provider as { diff?: (key: string, from: string, to?: string) => Promise<unknown> }).diff;
+        if (!provider.capabilities.diff || diff === undefined) throw new NotSupportedError(`store "${c.req.param('store')}" (${provider.kind}) has no diff`);
+        const { from, to } = diffQuery.parse(c.req.query());
+        return c.json(await diff.call(provider, at.key, from, to));
+      }
+      case 'url': {
+        const { method, expires } = urlQuery.parse(c.req.query());
+        const expiresAt = new Date(Date.now() + expires * 1000);
+        if (provider.capabilities.presign === 'native' && provider.presign) {
+          return c.json({ url: await provider.presign(at.key, { method, expiresIn: expires }), expiresAt: expiresAt.toISOString() });
+        }
+        await provider.stat(at.key).catch((error: unknown) => {
+          if (method === 'GET') throw error; // a GET URL for nothing would only ever answer 404
+        });
+        const path = deps.signer.sign({ method, store: c.req.param('store'), key: at.key, expires: Math.floor(expiresAt.getTime() / 1000) });
+        return c.json({ url: new URL(path, c.req.url).toString(), expiresAt: expiresAt.toISOString() });
+      }
+      case 'restore':
+        throw new ApiError('BAD_REQUEST', 'restore is POST');
+    }
+  });
+
+  app.put('/:store/objects/*', async (c) => {
+    const store = c.req.param('store');
+    requireStore(deps, store);
+    const at = target(c);
+    if (at.kind !== 'object') throw new ApiError('BAD_REQUEST', `PUT addresses an object, not its ${at.kind}`);
+    const body = await stageRequestBody(c, deps);
+    return respondWithJob(c, deps, 'write', {
+      store,
+      key: at.key,
+      body,
+      contentType: c.req.header('content-type'),
+      metadata: metadataFromHeaders(c.req.raw.headers),
+      ifMatch: c.req.header('if-match')?.replace(/^"|"$/g, ''),
+    });
+  });
+
+  app.delete('/:store/objects/*', async (c) => {
+    const store = c.req.param('store');
+    requireStore(deps, store);
+    const at = target(c);
+    if (at.kind !== 'object') throw new ApiError('BAD_REQUEST', `DELETE addresses an object, not its ${at.kind}`);
+    const allVersions = c.req.query('allVersions') === 'true';
+    return respondWithJob(c, deps, 'delete', { store, key: at.key, ...(allVersions ? { allVersions } : {}) });
+  });
+
+  app.post('/:store/objects/*', async (c) => {
+    const store = c.req.param('store');
+    requireStore(deps, store);
+    const at = target(c);
+    const message = c.req.header('x-version-message');
+    const author = parseAuthor(c.req.header('x-author'));
+    if (at.kind === 'versions') {
+      const body = await stageRequestBody(c, deps);
+      return respondWithJob(c, deps, 'version', {
+        store,
+        key: at.key,
+        body,
+        message: message ?? `version of ${at.key}`,
+        ...(author ? { author } : {}),
+        contentType: c.req.header('content-type'),
+        metadata: metadataFromHeaders(c.req.raw.headers),
+      });
+    }
+    if (at.kind === 'restore') {
+      return respondWithJob(c, deps, 'restore', {
+        store,
+        key: at.key,
+        versionId: at.versionId,
+        ...(message ? { message } : {}),
+        ...(author ? { author } : {}),
+      });
+    }
+    throw new ApiError('BAD_REQUEST', 'POST addresses .../versions or .../versions/:id/restore');
+  });
+
+  return app;
+}

@@ -1,0 +1,51 @@
+/**
+ * `/health` (the process answers), `/ready` (Redis and every store; 503 when Redis or a store is down),
+ * `/metrics` (prom-client) and `/openapi.json`.
+ */
+import { Hono } from 'hono';
+import type { HealthReport } from '../../providers/types.js';
+import type { AppDeps } from '../app.js';
+import { openApiDocument } from '../openapi.js';
+
+const READY_TIMEOUT_MS = 2_000;
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export function systemRoutes(deps: AppDeps): Hono {
+  const app = new Hono();
+
+  app.get('/health', (c) => c.json({ status: 'ok', uptimeSeconds: Math.round(process.uptime()) }));
+
+  app.get('/ready', async (c) => {
+    const started = performance.now();
+    const redis = await withTimeout(deps.redis.ping(), READY_TIMEOUT_MS, 'Redis')
+      .then(() => ({ status: 'ok' as const, detail: 'PONG', latencyMs: Math.round(performance.now() - started) }))
+      .catch((error: Error) => ({ status: 'down' as const, detail: error.message, latencyMs: Math.round(performance.now() - started) }));
+    const stores = Object.fromEntries(
+      await Promise.all(
+        [...deps.stores].map(async ([name, provider]): Promise<[string, HealthReport]> => [
+          name,
+          await withTimeout(provider.health(), READY_TIMEOUT_MS, `store ${name}`).catch((error: Error) => ({
+            status: 'down' as const,
+            detail: error.message,
+            latencyMs: READY_TIMEOUT_MS,
+          })),
+        ]),
+      ),
+    );
+    const down = redis.status === 'down' || Object.values(stores).some((report) => report.status === 'down');
+    return c.json({ status: down ? 'down' : 'ok', redis, stores }, down ? 503 : 200, down ? { 'Retry-After': '5' } : {});
+  });
+
+  app.get('/metrics', async (c) => c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType }));
+
+  app.get('/openapi.json', (c) => c.json(openApiDocument()));
+
+  return app;
+}

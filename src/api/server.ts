@@ -1,0 +1,42 @@
+/**
+ * Serving the app over HTTP. Without `API_TOKENS` the API is open, so it binds to loopback only whatever `HOST`
+ * says, and says so.
+ */
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import type { Hono } from 'hono';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+export function listenHost(config: Pick<Config, 'host' | 'apiTokens'>, log: Logger): string {
+  if (config.apiTokens.length > 0) return config.host;
+  if (!LOOPBACK.has(config.host)) log.warn({ host: config.host }, 'API_TOKENS is not set: binding to 127.0.0.1 only, not HOST');
+  else log.warn('API_TOKENS is not set: the API is open, on loopback only');
+  return LOOPBACK.has(config.host) ? config.host : '127.0.0.1';
+}
+
+export interface HttpServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function listen(app: Hono, config: Pick<Config, 'host' | 'port' | 'apiTokens'>, log: Logger): Promise<HttpServer> {
+  const hostname = listenHost(config, log);
+  let server: ServerType | undefined;
+  const address = await new Promise<AddressInfo>((resolve, reject) => {
+    server = serve({ fetch: app.fetch, port: config.port, hostname }, resolve);
+    server.once('error', reject);
+  });
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${host}:${address.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        // SSE clients never hang up by themselves: close idle and then all connections.
+        (server as import('node:http').Server).closeAllConnections?.();
+        server!.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * Everything the web process runs, from a config: a producer Redis connection (fails fast: 503, not a hang),
+ * the stores, staging, queues, the events bus, the job waiter, the URL signer and the metrics registry.
+ * `api/main.ts` serves them alone; `src/main.ts` shares stores and staging with an in-process worker.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Config } from '../config.js';
+import { createEventBus } from '../events/bus.js';
+import { createQueues } from '../jobs/queue.js';
+import { createStaging, createStagingProvider } from '../jobs/staging.js';
+import type { Logger } from '../log.js';
+import { closeStores, createStores } from '../providers/index.js';
+import type { StorageProvider } from '../providers/types.js';
+import { closeRedis, createRedis, whenReady, type RedisConnection } from '../redis.js';
+import type { AppDeps } from './app.js';
+import { JobWaiter } from './job-status.js';
+import { ApiMetrics } from './metrics.js';
+import { UrlSigner } from './signing.js';
+
+export interface WebServices {
+  deps: AppDeps;
+  close(): Promise<void>;
+}
+
+/** One random secret for every API process on this Redis, unless `URL_SIGNING_SECRET` names one. */
+async function signingSecret(config: Config, redis: RedisConnection): Promise<string> {
+  if (config.urlSigningSecret !== undefined) return config.urlSigningSecret;
+  const key = `${config.queuePrefix}:url-signing-secret`;
+  await redis.set(key, randomBytes(32).toString('hex'), 'NX');
+  return (await redis.get(key))!;
+}
+
+export async function startWebServices(options: {
+  config: Config;
+  log: Logger;
+  stores?: Map<string, StorageProvider>;
+  stagingProvider?: StorageProvider;
+  /** Given with `stores` built outside, so their operations are observed by this registry. */
+  metrics?: ApiMetrics;
+}): Promise<WebServices> {
+  const { config, log } = options;
+  const redis = createRedis(config, 'producer', { connectionName: 'kyozo:web' });
+  redis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
+  await whenReady(redis);
+
+  const metrics = options.metrics ?? new ApiMetrics();
+  const ownStores = options.stores === undefined;
+  const stores =
+    options.stores ?? (await createStores(config, { redis, log, observe: (store, observation) => metrics.observeProvider(store, observation) }));
+  const stagingProvider = options.stagingProvider ?? (await createStagingProvider(config));
+  const staging = createStaging({ provider: stagingProvider, inlineMax: config.payloads.stagingInlineMax });
+  const queues = createQueues({ connection: redis, prefix: config.queuePrefix, attempts: config.workers.attempts });
+  const bus = createEventBus({ redis, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
+  metrics.watchQueues(() => queues.all().map((queue) => ({ name: queue.name, counts: () => queue.getJobCounts() })));
+  const waiter = new JobWaiter(queues, { connection: () => createRedis(config, 'worker', { connectionName: 'kyozo:web:wait' }), prefix: config.queuePrefix });
+  const signer = new UrlSigner(await signingSecret(config, redis));
+
+  return {
+    deps: { config, stores, queues, staging, bus, redis, waiter, signer, metrics, log },
+    async close() {
+      await waiter.close();
+      await bus.close();
+      await queues.close();
+      if (ownStores) {
+        await closeStores(stores);
+        await stagingProvider.close();
+      }
+      await closeRedis(redis);
+    },
+  };
+}

@@ -1,0 +1,42 @@
+/**
+ * Signed URLs for stores without native presigning (DESIGN §5): the API signs `method, store, key, expiry` with
+ * HMAC-SHA256 and later serves `/v1/signed/<store>/<key>?method=&expires=&signature=` without a bearer token.
+ * The secret is `URL_SIGNING_SECRET` when set, else one random secret shared by every API process through Redis.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { encodeKeyPath } from './object-path.js';
+
+export type SignedMethod = 'GET' | 'PUT';
+
+export interface SignedGrant {
+  method: SignedMethod;
+  store: string;
+  key: string;
+  /** Unix seconds. */
+  expires: number;
+}
+
+export class UrlSigner {
+  constructor(private readonly secret: string) {}
+
+  private signature(grant: SignedGrant): string {
+    return createHmac('sha256', this.secret)
+      .update(`${grant.method}\n${grant.store}\n${grant.key}\n${grant.expires}`)
+      .digest('hex');
+  }
+
+  /** A path (with query) relative to the API's origin. */
+  sign(grant: SignedGrant): string {
+    const query = new URLSearchParams({ method: grant.method, expires: String(grant.expires), signature: this.signature(grant) });
+    return `/v1/signed/${encodeURIComponent(grant.store)}/${encodeKeyPath(grant.key)}?${query}`;
+  }
+
+  /** Why a grant is refused, or undefined when it is valid now. */
+  refusal(grant: SignedGrant, signature: string | undefined, nowSeconds = Math.floor(Date.now() / 1000)): string | undefined {
+    if (signature === undefined || !/^[0-9a-f]{64}$/.test(signature)) return 'missing or malformed signature';
+    const expected = Buffer.from(this.signature(grant), 'hex');
+    if (!timingSafeEqual(expected, Buffer.from(signature, 'hex'))) return 'signature does not match';
+    if (grant.expires < nowSeconds) return 'signed URL has expired';
+    return undefined;
+  }
+}

@@ -1,0 +1,94 @@
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestService, type TestService } from '../support/service.js';
+
+let service: TestService;
+
+beforeAll(async () => {
+  service = await startTestService('api-bad-input', { MAX_OBJECT_BYTES: String(64 * 1024), STAGING_INLINE_MAX: '1024' });
+});
+afterAll(async () => {
+  await service?.close();
+});
+
+const cases: { name: string; path: string; init?: RequestInit; status: number; code: string }[] = [
+  { name: 'empty segment in a key', path: '/v1/stores/files/objects/a//b', init: { method: 'PUT', body: 'x' }, status: 400, code: 'INVALID_KEY' },
+  { name: 'NUL in a key', path: '/v1/stores/files/objects/a%00b', init: { method: 'PUT', body: 'x' }, status: 400, code: 'INVALID_KEY' },
+  { name: 'encoded slash making an empty segment', path: '/v1/stores/files/objects/a%2F%2Fb', status: 400, code: 'INVALID_KEY' },
+  { name: 'encoded dot-dot inside one segment', path: '/v1/stores/files/objects/x/..%2F..%2Fetc', status: 400, code: 'INVALID_KEY' },
+  { name: 'backslash', path: '/v1/stores/files/objects/a%5Cb', status: 400, code: 'INVALID_KEY' },
+  { name: 'broken percent-encoding', path: '/v1/stores/files/objects/a%E0%A4%A', status: 400, code: 'INVALID_KEY' },
+  { name: 'overlong UTF-8 (0xC0 0xAE is not a dot)', path: '/v1/stores/files/objects/a/%C0%AE%C0%AE/b', status: 400, code: 'INVALID_KEY' },
+  { name: 'key over 1,024 bytes', path: `/v1/stores/files/objects/${'k'.repeat(1025)}`, init: { method: 'PUT', body: 'x' }, status: 400, code: 'INVALID_KEY' },
+  { name: 'unknown store (read)', path: '/v1/stores/nope/objects/a', status: 404, code: 'NOT_FOUND' },
+  { name: 'unknown store (write)', path: '/v1/stores/nope/objects/a', init: { method: 'PUT', body: 'x' }, status: 404, code: 'NOT_FOUND' },
+  { name: 'missing object', path: '/v1/stores/files/objects/not/there', status: 404, code: 'NOT_FOUND' },
+  { name: 'unknown route', path: '/v1/nothing-here', status: 404, code: 'NOT_FOUND' },
+  { name: 'unknown job', path: '/v1/jobs/objects-does-not-exist', status: 404, code: 'NOT_FOUND' },
+  { name: 'malformed job id', path: '/v1/jobs/..%2F..', status: 404, code: 'NOT_FOUND' },
+  {
+    name: 'oversized body by Content-Length',
+    path: '/v1/stores/files/objects/too/big',
+    init: { method: 'PUT', body: 'x'.repeat(64 * 1024 + 1) },
+    status: 413,
+    code: 'PAYLOAD_TOO_LARGE',
+  },
+  { name: 'list limit out of range', path: '/v1/stores/files/objects?limit=5000', status: 400, code: 'BAD_REQUEST' },
+  { name: 'forged cursor', path: '/v1/stores/files/objects?cursor=%%%', status: 400, code: 'INVALID_ARGUMENT' },
+  { name: 'bad prefix', path: '/v1/stores/files/objects?prefix=a//', status: 400, code: 'INVALID_KEY' },
+  { name: 'url with a bad method', path: '/v1/stores/files/objects/a/url?method=DELETE', status: 400, code: 'BAD_REQUEST' },
+  { name: 'bad X-Author', path: '/v1/stores/files/objects/a/versions', init: { method: 'POST', body: 'x', headers: { 'X-Author': '<no-name@x>' } }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'bad metadata name', path: '/v1/stores/files/objects/m?wait=true', init: { method: 'PUT', body: 'x', headers: { 'X-Meta-bad.name': 'v' } }, status: 400, code: 'INVALID_ARGUMENT' },
+  { name: 'unknown event type', path: '/v1/events?types=object.exploded', status: 400, code: 'BAD_REQUEST' },
+  { name: 'bad Last-Event-ID', path: '/v1/events', init: { headers: { 'Last-Event-ID': 'yesterday' } }, status: 400, code: 'BAD_REQUEST' },
+];
+
+describe('bad input gets a clear error and the server stays up', () => {
+  it.each(cases)('$name -> $status $code', async ({ path, init, status, code }) => {
+    const response = await service.app.request(path, init);
+    const body = (await response.json()) as { error: { code: string; message: string } };
+    expect(response.status).toBe(status);
+    expect(body.error.code).toBe(code);
+    expect(body.error.message.length).toBeGreaterThan(0);
+    expect(body.error.message).not.toMatch(/\bat .*\.(ts|js):\d+/); // no stack trace
+    expect((await service.app.request('/health')).status).toBe(200);
+  });
+
+  it('a chunked body that grows past MAX_OBJECT_BYTES is refused with 413 and nothing is written or left staged', async () => {
+    const chunks = Array.from({ length: 20 }, () => Buffer.alloc(8 * 1024, 7)); // 160 KiB, no Content-Length
+    const body = Readable.toWeb(Readable.from(chunks)) as ReadableStream;
+    const response = await service.app.request('/v1/stores/files/objects/chunked/big', { method: 'PUT', body, duplex: 'half' } as RequestInit);
+    expect(response.status).toBe(413);
+    await expect(service.deps.stores.get('files')!.stat('chunked/big')).rejects.toThrow();
+    expect((await service.stagingProvider.list()).items).toEqual([]);
+  });
+
+  it('Range that is not one bytes= range is 416', async () => {
+    await service.app.request('/v1/stores/files/objects/r?wait=true', { method: 'PUT', body: 'abc' });
+    for (const range of ['bytes=0-1,2-3', 'items=0-1', 'bytes=x-y', 'bytes=-']) {
+      const response = await service.app.request('/v1/stores/files/objects/r', { headers: { Range: range } });
+      expect(response.status, range).toBe(416);
+    }
+  });
+
+  it('Redis down: a mutation gets 503 with Retry-After and the staged body is released', async () => {
+    const broken = await startBrokenService();
+    try {
+      const response = await broken.app.request('/v1/stores/files/objects/while/down', { method: 'PUT', body: 'x'.repeat(5000) });
+      expect(response.status).toBe(503);
+      expect(response.headers.get('retry-after')).not.toBeNull();
+      expect(((await response.json()) as { error: { code: string } }).error.code).toMatch(/UNAVAILABLE/);
+      expect((await broken.stagingProvider.list()).items).toEqual([]);
+      expect((await broken.app.request('/ready')).status).toBe(503);
+    } finally {
+      await broken.close();
+    }
+  });
+});
+
+/** A service whose Redis connection is cut after start, as when Redis goes away under a running API. */
+async function startBrokenService(): Promise<TestService> {
+  const broken = await startTestService('api-redis-down', { STAGING_INLINE_MAX: '1024' }, { worker: false });
+  broken.deps.redis.disconnect();
+  return broken;
+}

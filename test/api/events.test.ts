@@ -1,0 +1,98 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestService, type TestService } from '../support/service.js';
+
+let service: TestService;
+
+beforeAll(async () => {
+  service = await startTestService('api-events');
+});
+afterAll(async () => {
+  await service?.close();
+});
+
+interface SseEvent {
+  id?: string;
+  event?: string;
+  data?: string;
+}
+
+/** Reads SSE messages from a response until `until` says stop (or 10 s pass); then cancels the stream. */
+async function collect(response: Response, until: (events: SseEvent[]) => boolean): Promise<{ events: SseEvent[]; comments: string[] }> {
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  const events: SseEvent[] = [];
+  const comments: string[] = [];
+  let buffer = '';
+  const deadline = Date.now() + 10_000;
+  while (!until(events) && Date.now() < deadline) {
+    const { value, done } = await Promise.race([
+      reader.read(),
+      new Promise<{ value: undefined; done: false }>((resolve) => setTimeout(() => resolve({ value: undefined, done: false }), 200)),
+    ]);
+    if (done) break;
+    if (value) buffer += decoder.decode(value, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event: SseEvent = {};
+      for (const line of block.split('\n')) {
+        if (line.startsWith(':')) comments.push(line.slice(1).trim());
+        else if (line.startsWith('id: ')) event.id = line.slice(4);
+        else if (line.startsWith('event: ')) event.event = line.slice(7);
+        else if (line.startsWith('data: ')) event.data = (event.data ?? '') + line.slice(6);
+      }
+      if (event.event) events.push(event);
+    }
+  }
+  await reader.cancel();
+  return { events, comments };
+}
+
+const write = (key: string, body: string) => service.app.request(`/v1/stores/mem/objects/${key}?wait=true`, { method: 'PUT', body });
+
+describe('GET /v1/events (SSE)', () => {
+  it('streams live events in order, filtered by ?types=', async () => {
+    const response = await service.app.request('/v1/events?types=object.written');
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const collecting = collect(response, (events) => events.length >= 3);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    for (const key of ['sse/1', 'sse/2', 'sse/3']) await write(key, key);
+    await service.app.request('/v1/stores/mem/objects/sse/1?wait=true', { method: 'DELETE' }); // filtered out
+    const { events, comments } = await collecting;
+    expect(comments).toContain('connected');
+    expect(events.map((event) => event.event)).toEqual(['object.written', 'object.written', 'object.written']);
+    expect(events.map((event) => (JSON.parse(event.data!) as { key: string }).key)).toEqual(['sse/1', 'sse/2', 'sse/3']);
+    const envelope = JSON.parse(events[0]!.data!) as { id: string; jobId: string; store: string; data: { etag: string } };
+    expect(envelope).toMatchObject({ id: events[0]!.id, store: 'mem' });
+    expect(envelope.jobId).toMatch(/^objects-/);
+  });
+
+  it('resumes after Last-Event-ID: replays what came after it, then goes live', async () => {
+    await write('resume/a', 'a');
+    const history = await service.deps.bus.readSince(undefined, ['object.written'], 10_000);
+    const resumeFrom = history[history.length - 1]!.id;
+    await write('resume/b', 'b');
+    await write('resume/c', 'c');
+
+    const response = await service.app.request('/v1/events?types=object.written', { headers: { 'Last-Event-ID': resumeFrom } });
+    const collecting = collect(response, (events) => events.length >= 3);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await write('resume/d', 'd');
+    const { events } = await collecting;
+    expect(events.map((event) => (JSON.parse(event.data!) as { key: string }).key)).toEqual(['resume/b', 'resume/c', 'resume/d']);
+  });
+
+  it('a client that goes away leaves no listener behind', async () => {
+    const before = service.deps.bus.listenerCount();
+    const response = await service.app.request('/v1/events');
+    const stopAt = Date.now() + 300;
+    await collect(response, () => Date.now() > stopAt);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Delivering an event to a closed stream must not throw, and the server keeps serving.
+    await write('after/close', 'x');
+    expect((await service.app.request('/health')).status).toBe(200);
+    expect(service.deps.bus.listenerCount()).toBe(before);
+  });
+});

@@ -1,0 +1,208 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestService, type TestService } from '../support/service.js';
+
+const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
+
+let service: TestService;
+const request = (path: string, init?: RequestInit) => service.app.request(path, init);
+const object = (store: string, key: string) => `/v1/stores/${store}/objects/${key}`;
+
+async function put(store: string, key: string, body: string | Uint8Array, headers: Record<string, string> = {}) {
+  const response = await request(`${object(store, key)}?wait=true`, { method: 'PUT', body, headers });
+  expect(response.status, await response.clone().text()).toBe(200);
+  return (await response.json()) as { key: string; etag: string; size: number; versionId?: string };
+}
+
+beforeAll(async () => {
+  service = await startTestService('api-objects', { STAGING_INLINE_MAX: '1024' });
+});
+afterAll(async () => {
+  await service?.close();
+});
+
+describe('writes are jobs', () => {
+  it('PUT answers 202 with a job whose status ends completed with the ObjectInfo', async () => {
+    const response = await request(object('files', 'async/one.txt'), { method: 'PUT', body: 'queued', headers: { 'Content-Type': 'text/plain' } });
+    expect(response.status).toBe(202);
+    const { jobId, statusUrl } = (await response.json()) as { jobId: string; statusUrl: string };
+    expect(statusUrl).toBe(`/v1/jobs/${jobId}`);
+    let status: { state: string; result?: { etag: string }; attemptsMade: number } | undefined;
+    for (let i = 0; i < 200 && status?.state !== 'completed'; i++) {
+      status = (await (await request(statusUrl)).json()) as typeof status;
+      if (status?.state !== 'completed') await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    expect(status).toMatchObject({ state: 'completed', result: { etag: sha256('queued') } });
+  });
+
+  it('PUT ?wait=true answers 200 with the ObjectInfo, and GET serves content with its headers', async () => {
+    const info = await put('files', 'docs/readme.md', '# Hello', { 'Content-Type': 'text/markdown', 'X-Meta-Owner': 'ada' });
+    expect(info).toMatchObject({ key: 'docs/readme.md', size: 7, etag: sha256('# Hello') });
+    const response = await request(object('files', 'docs/readme.md'));
+    expect(response.status).toBe(200);
+    expect(await response.text()).toBe('# Hello');
+    expect(response.headers.get('etag')).toBe(`"${sha256('# Hello')}"`);
+    expect(response.headers.get('content-type')).toBe('text/markdown');
+    expect(response.headers.get('content-length')).toBe('7');
+    expect(response.headers.get('x-meta-owner')).toBe('ada');
+    expect(Date.parse(response.headers.get('last-modified')!)).not.toBeNaN();
+  });
+
+  it('a body larger than STAGING_INLINE_MAX is staged and written whole', async () => {
+    const body = randomBytes(200 * 1024);
+    const info = await put('files', 'big/blob.bin', body);
+    expect(info).toMatchObject({ size: body.length, etag: sha256(body) });
+    const read = Buffer.from(await (await request(object('files', 'big/blob.bin'))).arrayBuffer());
+    expect(read.equals(body)).toBe(true);
+    expect((await service.stagingProvider.list()).items).toEqual([]); // released after the job
+  });
+
+  it('metadata values outside ASCII travel in the utf-8 extended form both ways', async () => {
+    await put('mem', 'meta/unicode', 'x', { 'X-Meta-City': `utf-8''${encodeURIComponent('Zürich 東京')}` });
+    const stat = await service.deps.stores.get('mem')!.stat('meta/unicode');
+    expect(stat.metadata.city).toBe('Zürich 東京');
+    const response = await request(object('mem', 'meta/unicode'), { method: 'HEAD' });
+    expect(response.headers.get('x-meta-city')).toBe(`utf-8''${encodeURIComponent('Zürich 東京')}`);
+  });
+
+  it('Idempotency-Key makes a repeated request the same job', async () => {
+    const headers = { 'Idempotency-Key': `idem-${Date.now()}` };
+    const first = (await (await request(object('mem', 'idem/k'), { method: 'PUT', body: 'one', headers })).json()) as { jobId: string };
+    const second = (await (await request(object('mem', 'idem/k'), { method: 'PUT', body: 'one', headers })).json()) as { jobId: string };
+    expect(second.jobId).toBe(first.jobId);
+  });
+
+  it('If-Match writes only over the expected etag (412 otherwise)', async () => {
+    const first = await put('mem', 'cas/doc', 'one');
+    await put('mem', 'cas/doc', 'two', { 'If-Match': `"${first.etag}"` });
+    const stale = await request(`${object('mem', 'cas/doc')}?wait=true`, { method: 'PUT', body: 'three', headers: { 'If-Match': `"${first.etag}"` } });
+    expect(stale.status).toBe(412);
+    expect(((await stale.json()) as { error: { code: string } }).error.code).toBe('PRECONDITION_FAILED');
+    expect(await (await request(object('mem', 'cas/doc'))).text()).toBe('two');
+  });
+
+  it('DELETE removes the object (404 after)', async () => {
+    await put('files', 'gone/soon', 'bye');
+    const response = await request(`${object('files', 'gone/soon')}?wait=true`, { method: 'DELETE' });
+    expect(response.status).toBe(200);
+    expect((await request(object('files', 'gone/soon'))).status).toBe(404);
+  });
+});
+
+describe('reads', () => {
+  it('HEAD has the headers and no body', async () => {
+    await put('files', 'head/me', 'twelve bytes');
+    const response = await request(object('files', 'head/me'), { method: 'HEAD' });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-length')).toBe('12');
+    expect(await response.text()).toBe('');
+  });
+
+  it('If-None-Match with the current etag answers 304', async () => {
+    const info = await put('files', 'cache/me', 'cached');
+    const response = await request(object('files', 'cache/me'), { headers: { 'If-None-Match': `"${info.etag}"` } });
+    expect(response.status).toBe(304);
+    expect((await request(object('files', 'cache/me'), { headers: { 'If-None-Match': '"other"' } })).status).toBe(200);
+  });
+
+  it('Range answers 206 with Content-Range; suffix ranges work; outside the object is 416', async () => {
+    await put('files', 'range/digits', '0123456789');
+    const middle = await request(object('files', 'range/digits'), { headers: { Range: 'bytes=2-5' } });
+    expect(middle.status).toBe(206);
+    expect(middle.headers.get('content-range')).toBe('bytes 2-5/10');
+    expect(await middle.text()).toBe('2345');
+    const suffix = await request(object('files', 'range/digits'), { headers: { Range: 'bytes=-3' } });
+    expect(await suffix.text()).toBe('789');
+    const outside = await request(object('files', 'range/digits'), { headers: { Range: 'bytes=20-30' } });
+    expect(outside.status).toBe(416);
+    expect(outside.headers.get('content-range')).toBe('bytes */10');
+  });
+
+  it('lists with prefix and cursor', async () => {
+    for (const name of ['a', 'b', 'c']) await put('mem', `list/${name}`, name);
+    const first = (await (await request('/v1/stores/mem/objects?prefix=list/&limit=2')).json()) as { items: { key: string }[]; cursor?: string };
+    expect(first.items.map((item) => item.key)).toEqual(['list/a', 'list/b']);
+    const second = (await (await request(`/v1/stores/mem/objects?prefix=list/&limit=2&cursor=${first.cursor}`)).json()) as { items: { key: string }[]; cursor?: string };
+    expect(second.items.map((item) => item.key)).toEqual(['list/c']);
+    expect(second.cursor).toBeUndefined();
+  });
+
+  it('a key ending in a sub-resource name is addressed with its last slash encoded', async () => {
+    await put('mem', 'notes%2Fversions', 'a key, not a listing');
+    expect(await service.deps.stores.get('mem')!.stat('notes/versions')).toMatchObject({ size: 20 });
+    expect(await (await request(object('mem', 'notes%2Fversions'))).text()).toBe('a key, not a listing');
+  });
+
+  it('lists stores and their stats', async () => {
+    const stores = (await (await request('/v1/stores')).json()) as { items: { name: string; kind: string }[] };
+    expect(stores.items.map((store) => `${store.name}:${store.kind}`)).toEqual(['files:disk', 'mem:ram']);
+    await put('mem', 'stats/one', '1234');
+    const stats = (await (await request('/v1/stores/mem/stats')).json()) as { objects: number; ops: Record<string, { count: number }> };
+    expect(stats.objects).toBeGreaterThan(0);
+    expect(stats.ops.write?.count).toBeGreaterThan(0);
+  });
+});
+
+describe('versions', () => {
+  it('POST versions records message and author; list, read at a version, restore', async () => {
+    const v1Response = await request(`${object('files', 'v/doc')}/versions?wait=true`, {
+      method: 'POST',
+      body: 'first',
+      headers: { 'X-Version-Message': 'first draft', 'X-Author': 'Ada Lovelace <ada@example.com>' },
+    });
+    expect(v1Response.status).toBe(200);
+    const v1 = (await v1Response.json()) as { versionId: string; message: string; author: { name: string; email: string } };
+    expect(v1).toMatchObject({ message: 'first draft', author: { name: 'Ada Lovelace', email: 'ada@example.com' } });
+    await request(`${object('files', 'v/doc')}/versions?wait=true`, { method: 'POST', body: 'second', headers: { 'X-Version-Message': 'second' } });
+
+    const list = (await (await request(`${object('files', 'v/doc')}/versions`)).json()) as { items: { message: string }[] };
+    expect(list.items.map((version) => version.message)).toEqual(['second', 'first draft']);
+    expect(await (await request(`${object('files', 'v/doc')}?version=${v1.versionId}`)).text()).toBe('first');
+
+    const restored = await request(`${object('files', 'v/doc')}/versions/${v1.versionId}/restore?wait=true`, { method: 'POST' });
+    expect(restored.status).toBe(200);
+    expect(await restored.json()).toMatchObject({ restoredFrom: v1.versionId, etag: sha256('first') });
+    expect(await (await request(object('files', 'v/doc'))).text()).toBe('first');
+  });
+
+  it('restoring a version that does not exist fails the job with 404', async () => {
+    await put('files', 'v/none', 'x');
+    const response = await request(`${object('files', 'v/none')}/versions/001m0000000000000000000000/restore?wait=true`, { method: 'POST' });
+    expect(response.status).toBe(404);
+  });
+
+  it('diff is 501 on a store without diff', async () => {
+    await put('files', 'v/nodiff', 'x');
+    const response = await request(`${object('files', 'v/nodiff')}/diff?from=a`);
+    expect(response.status).toBe(501);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe('NOT_SUPPORTED');
+  });
+});
+
+describe('signed URLs', () => {
+  it('a signed GET URL reads without a token; a tampered or expired one is 401', async () => {
+    await put('files', 'share/me.txt', 'shared');
+    const { url, expiresAt } = (await (await request(`${object('files', 'share/me.txt')}/url?expires=60`)).json()) as { url: string; expiresAt: string };
+    expect(Date.parse(expiresAt)).toBeGreaterThan(Date.now());
+    const path = new URL(url).pathname + new URL(url).search;
+    const ok = await request(path);
+    expect(ok.status).toBe(200);
+    expect(await ok.text()).toBe('shared');
+
+    const tampered = await request(path.replace('share/me.txt', 'share/other.txt'));
+    expect(tampered.status).toBe(401);
+    const expired = service.deps.signer.sign({ method: 'GET', store: 'files', key: 'share/me.txt', expires: Math.floor(Date.now() / 1000) - 1 });
+    const refused = await request(expired);
+    expect(refused.status).toBe(401);
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/expired/);
+  });
+
+  it('a signed PUT URL writes without a token, and is refused for GET', async () => {
+    const { url } = (await (await request(`${object('mem', 'upload/here')}/url?method=PUT`)).json()) as { url: string };
+    const path = new URL(url).pathname + new URL(url).search;
+    expect((await request(path)).status).toBe(401);
+    const response = await request(`${path}&wait=true`, { method: 'PUT', body: 'uploaded' });
+    expect(response.status).toBe(200);
+    expect(await (await request(object('mem', 'upload/here'))).text()).toBe('uploaded');
+  });
+});

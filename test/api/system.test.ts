@@ -1,0 +1,100 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { routeTable } from '../../src/api/openapi.js';
+import { startTestService, type TestService } from '../support/service.js';
+
+const TOKEN = 'test-token-with-enough-entropy';
+let service: TestService;
+const auth = { Authorization: `Bearer ${TOKEN}` };
+const basic = (password: string) => ({ Authorization: `Basic ${Buffer.from(`anyone:${password}`).toString('base64')}` });
+
+/** A concrete path for a route of the table, with placeholders filled. */
+function concrete(path: string): string {
+  return path.replace('{store}', 'files').replace('{key}', 'some/key').replace('{versionId}', 'v1').replace('{id}', 'objects-x');
+}
+
+beforeAll(async () => {
+  service = await startTestService('api-system', { API_TOKENS: `${TOKEN},second-token` });
+});
+afterAll(async () => {
+  await service?.close();
+});
+
+describe('auth', () => {
+  const protectedRoutes = routeTable.filter((route) => route.auth === 'bearer' || route.auth === 'basic');
+
+  it.each(protectedRoutes.map((route) => [route.method, route.path] as const))('%s %s answers 401 without a token and with a wrong one', async (method, path) => {
+    for (const headers of [{}, { Authorization: 'Bearer wrong-token' }, basic('wrong-token')]) {
+      const response = await service.app.request(concrete(path), { method, headers });
+      expect(response.status).toBe(401);
+      if (method !== 'HEAD') expect(((await response.json()) as { error: { code: string } }).error.code).toBe('UNAUTHORIZED');
+    }
+  });
+
+  it('signed routes answer 401 without a valid signature', async () => {
+    for (const route of routeTable.filter((r) => r.auth === 'signature')) {
+      const response = await service.app.request(concrete(route.path), { method: route.method });
+      expect(response.status).toBe(401);
+    }
+  });
+
+  it('accepts every configured token', async () => {
+    expect((await service.app.request('/v1/stores', { headers: auth })).status).toBe(200);
+    expect((await service.app.request('/v1/stores', { headers: { Authorization: 'Bearer second-token' } })).status).toBe(200);
+  });
+
+  it('every route Hono serves is in the route table (and so in /openapi.json and the 401 tests)', () => {
+    const documented = new Set(routeTable.map((route) => `${route.method} ${route.path.replace(/\{[^}]+\}/g, ':p')}`));
+    const served = service.app.routes
+      .filter((route) => route.method !== 'ALL' && !route.path.startsWith('/admin/queues/'))
+      .map((route) => `${route.method} ${route.path.replace(/:[^/]+/g, ':p').replace(/\/objects\/\*$/, '/objects/:p').replace(/\/signed\/:p\/\*$/, '/signed/:p/:p')}`);
+    const undocumented = served.filter((route) => !documented.has(route) && !documented.has(route.replace('/objects/:p', '/objects/:p/versions')));
+    expect(undocumented).toEqual([]);
+  });
+});
+
+describe('system routes', () => {
+  it('/health answers without a token', async () => {
+    const response = await service.app.request('/health');
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ status: 'ok' });
+  });
+
+  it('/ready reports Redis and every store', async () => {
+    const response = await service.app.request('/ready');
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { redis: { status: string }; stores: Record<string, { status: string }> };
+    expect(body.redis.status).toBe('ok');
+    expect(Object.keys(body.stores)).toEqual(['files', 'mem']);
+  });
+
+  it('/metrics has request durations, provider operations and queue counts', async () => {
+    await service.app.request('/v1/stores/mem/objects/metrics/probe?wait=true', { method: 'PUT', body: 'x', headers: auth });
+    await service.app.request('/v1/stores/mem/objects/metrics/probe', { headers: auth });
+    const text = await (await service.app.request('/metrics')).text();
+    expect(text).toContain('kyozo_http_request_duration_seconds_bucket');
+    expect(text).toMatch(/kyozo_provider_op_duration_seconds_count\{store="mem",op="read",outcome="ok"\} [1-9]/);
+    expect(text).toMatch(/kyozo_queue_jobs\{queue="objects",state="completed"\} [1-9]/);
+  });
+
+  it('/openapi.json describes every route of the table', async () => {
+    const document = (await (await service.app.request('/openapi.json')).json()) as { paths: Record<string, Record<string, unknown>> };
+    for (const route of routeTable) expect(document.paths[route.path]?.[route.method.toLowerCase()], `${route.method} ${route.path}`).toBeDefined();
+  });
+});
+
+describe('Bull Board', () => {
+  it('answers 401 without credentials and serves the page and its assets with a token as password', async () => {
+    expect((await service.app.request('/admin/queues')).status).toBe(401);
+    const page = await service.app.request('/admin/queues', { headers: basic(TOKEN) });
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('Kyozo Storage');
+    const asset = /(?:src|href)="([^"]*static[^"]+\.(?:js|css))"/.exec(html)?.[1];
+    expect(asset, 'the page links a static asset').toBeDefined();
+    const assetResponse = await service.app.request(asset!.startsWith('/') ? asset! : `/admin/queues/${asset}`, { headers: basic(TOKEN) });
+    expect(assetResponse.status).toBe(200);
+    const queues = await service.app.request('/admin/queues/api/queues', { headers: basic(TOKEN) });
+    expect(queues.status).toBe(200);
+    expect(JSON.stringify(await queues.json())).toContain('"name":"objects"');
+  });
+});
