@@ -1,0 +1,11 @@
+# One image for both processes; the command picks the role (see docker-compose.yml and the Procfile).
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+USER node
+EXPOSE 3000
+CMD ["node", "--import", "tsx", "src/api/main.ts"]
