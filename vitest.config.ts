@@ -8,6 +8,6 @@ export default defineConfig({
     pool: 'forks',
     // Two cores on CI: more parallel files only adds contention to the fsync- and Redis-bound suites.
     maxWorkers: 2,
-    globalSetup: [],
+    globalSetup: ['test/support/global-setup.ts'],
   },
 });

@@ -12,9 +12,8 @@
  * external endpoint cannot be stopped (`canStop` false).
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -28,6 +27,7 @@ import {
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
+import { dockerAnswers } from './docker.js';
 import { createS3Provider, type S3Provider, type S3ProviderOptions } from '../../src/providers/s3.js';
 
 export interface S3TestEndpoint {
@@ -154,25 +154,6 @@ async function emptyAndRemove(client: S3Client, bucket: string): Promise<void> {
     await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: objects, Quiet: true } }));
   }
   await client.send(new DeleteBucketCommand({ Bucket: bucket }));
-}
-
-/** Whether a Docker engine answers /_ping within a short time (no engine here: an instant "no"). */
-async function dockerAnswers(): Promise<boolean> {
-  const host = process.env.DOCKER_HOST;
-  const socketPath = host?.startsWith('unix://') ? host.slice('unix://'.length) : host ? undefined : '/var/run/docker.sock';
-  if (socketPath !== undefined && !existsSync(socketPath)) return false;
-  const target = socketPath !== undefined ? { socketPath } : (() => {
-    const url = new URL(host!.replace(/^tcp:/, 'http:'));
-    return { host: url.hostname, port: Number(url.port || 2375) };
-  })();
-  return new Promise((resolve) => {
-    const request = http.get({ ...target, path: '/_ping', timeout: 800 }, (response) => {
-      response.resume();
-      resolve(response.statusCode === 200);
-    });
-    request.on('timeout', () => request.destroy());
-    request.on('error', () => resolve(false));
-  });
 }
 
 async function startMinio(): Promise<S3TestEndpoint> {
