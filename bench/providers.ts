@@ -13,7 +13,7 @@ import { withMetrics } from '../src/providers/metrics.js';
 import { RamProvider } from '../src/providers/ram.js';
 import type { StorageProvider } from '../src/providers/types.js';
 import { runGitBench } from './git.js';
-import { latencyRow, machineName, measure, measurePair, type BenchResult, type BenchRow } from './report.js';
+import { drain, latencyRow, machineName, measure, measurePair, type BenchResult, type BenchRow } from './report.js';
 import { runS3Bench } from './s3.js';
 
 const SIZES = [
@@ -21,11 +21,8 @@ const SIZES = [
   { label: '1MiB', bytes: 1024 * 1024, iterations: 200 },
 ];
 
-async function drain(provider: StorageProvider, key: string): Promise<void> {
-  const { body } = await provider.read(key);
-  for await (const _ of body) {
-    // consume
-  }
+async function readWhole(provider: StorageProvider, key: string): Promise<void> {
+  await drain((await provider.read(key)).body);
 }
 
 async function ramRows(): Promise<BenchRow[]> {
@@ -41,7 +38,7 @@ async function ramRows(): Promise<BenchRow[]> {
     );
     const { baseline: rawGet, ours: read } = await measurePair(
       async (i) => map.get(`k${i % 100}`),
-      (i) => drain(ram, `k${i % 100}`),
+      (i) => readWhole(ram, `k${i % 100}`),
       size.iterations,
     );
     const version = await measure((i) => ram.createVersion(`v${i % 100}`, body, { message: `v${i}` }), Math.min(size.iterations, 300));
@@ -92,7 +89,7 @@ async function diskRows(): Promise<BenchRow[]> {
       );
       const { baseline: rawRead, ours: read } = await measurePair(
         (i) => readFile(path.join(raw, `f${i % 100}`)),
-        (i) => drain(disk, `dir/f${i % 100}`),
+        (i) => readWhole(disk, `dir/f${i % 100}`),
         iterations,
       );
       const version = await measure((i) => disk.createVersion(`v/f${i % 50}`, body, { message: `v${i}` }), Math.min(iterations, 200));

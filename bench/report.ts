@@ -34,6 +34,13 @@ export function percentile(sortedMs: number[], p: number): number {
   return sortedMs[index]!;
 }
 
+/** Reads a body to its end (a read is only measured once its bytes arrived). */
+export async function drain(body: AsyncIterable<unknown>): Promise<void> {
+  for await (const _ of body) {
+    // discard
+  }
+}
+
 export interface Latency {
   p50Ms: number;
   p99Ms: number;

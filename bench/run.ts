@@ -7,6 +7,7 @@ import { formatTable, writeResult, type BenchResult } from './report.js';
 const suites: Record<string, () => Promise<BenchResult[]>> = {
   providers: async () => (await import('./providers.js')).runProvidersBench(),
   pipeline: async () => [await (await import('./pipeline.js')).runPipelineBench()],
+  api: async () => [await (await import('./api.js')).runApiBench()],
 };
 
 const requested = process.argv.slice(2).filter((arg) => arg !== '--');

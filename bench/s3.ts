@@ -12,31 +12,12 @@ import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { withMetrics } from '../src/providers/metrics.js';
 import { createS3Provider } from '../src/providers/s3.js';
 import { s3ProviderOptions, startS3 } from '../test/support/s3.js';
-import { machineName, measurePair, type BenchResult, type BenchRow, type Latency } from './report.js';
+import { drain, latencyRow, machineName, measurePair, type BenchResult, type BenchRow } from './report.js';
 
 const SIZES = [
   { label: '1KiB', bytes: 1024, iterations: 600, target: 1.2 },
   { label: '1MiB', bytes: 1024 * 1024, iterations: 60, target: undefined },
 ];
-
-async function drain(body: Readable): Promise<void> {
-  for await (const _ of body) {
-    // consume
-  }
-}
-
-function row(name: string, ours: Latency, baseline: Latency, target: number | undefined): BenchRow {
-  const ratio = ours.p50Ms / baseline.p50Ms;
-  return {
-    name,
-    p50Ms: ours.p50Ms,
-    p99Ms: ours.p99Ms,
-    baseline: name.includes('write') ? 'bare PutObject' : 'bare GetObject',
-    baselineP50Ms: baseline.p50Ms,
-    ratio,
-    ...(target === undefined ? {} : { target: `≤ ${target}× bare SDK`, pass: ratio <= target }),
-  };
-}
 
 export async function runS3Bench(): Promise<BenchResult> {
   const endpoint = await startS3();
@@ -63,7 +44,11 @@ export async function runS3Bench(): Promise<BenchResult> {
           async (i) => drain((await provider.read(ourKey(i))).body),
           size.iterations,
         );
-        rows.push(row(`s3 write ${size.label}`, writes.ours, writes.baseline, size.target), row(`s3 read ${size.label}`, reads.ours, reads.baseline, size.target));
+        const target = (ratio: number) => (size.target === undefined ? undefined : { text: `≤ ${size.target}× bare SDK`, pass: ratio <= size.target });
+        rows.push(
+          latencyRow(`s3 write ${size.label}`, writes.ours, 'bare PutObject', writes.baseline, target(writes.ours.p50Ms / writes.baseline.p50Ms)),
+          latencyRow(`s3 read ${size.label}`, reads.ours, 'bare GetObject', reads.baseline, target(reads.ours.p50Ms / reads.baseline.p50Ms)),
+        );
       }
     } finally {
       await provider.close();
