@@ -97,3 +97,26 @@ export function resolveRange(range: ByteRange, size: number): ByteRange {
   if (start >= size) throw new RangeNotSatisfiableError(`range starts at ${start}, object has ${size} bytes`);
   return [start, Math.min(end, size - 1)];
 }
+
+/** Reads a stream until it ends or passes `limit` bytes. `rest` continues it (head included) when it did not end. */
+export async function readAhead(body: Readable, limit: number): Promise<{ head: Buffer; rest?: Readable }> {
+  const iterator = (body as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  while (size <= limit) {
+    const next = await iterator.next();
+    if (next.done) return { head: Buffer.concat(chunks, size) };
+    const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value;
+    chunks.push(chunk);
+    size += chunk.length;
+  }
+  async function* continued() {
+    yield* chunks;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) return;
+      yield next.value;
+    }
+  }
+  return { head: Buffer.alloc(0), rest: Readable.from(continued(), { objectMode: false }) };
+}

@@ -9,6 +9,7 @@ import { storeConfig, type Config, type StoreKind, type StoreSettings } from '..
 import type { Logger } from '../log.js';
 import { DiskProvider } from './disk.js';
 import { openGitStore } from './git.js';
+import { openHybridStore, type HybridStoreDeps } from './hybrid.js';
 import { withMetrics, type Observation } from './metrics.js';
 import { RamProvider } from './ram.js';
 import { createS3ProviderFromSettings } from './s3.js';
@@ -19,6 +20,8 @@ export interface StoreDeps {
   log?: Logger;
   /** Receives every provider operation's latency and outcome (the API's prom-client histograms). */
   observe?: (store: string, observation: Observation) => void;
+  /** Service settings a store may need besides its own (hybrid: per-tier overrides, tiering); `createStores` fills it. */
+  config?: HybridStoreDeps['config'];
 }
 
 export type ProviderFactory = (settings: StoreSettings, deps: StoreDeps) => StorageProvider | Promise<StorageProvider>;
@@ -28,6 +31,7 @@ const factories: Partial<Record<StoreKind, ProviderFactory>> = {
   disk: (s) => new DiskProvider({ root: storeDir(s), fsync: s.DISK_FSYNC }),
   git: (s, deps) => openGitStore(s, deps),
   s3: (s, deps) => createS3ProviderFromSettings(s, deps.log),
+  hybrid: (s, deps) => openHybridStore(s, deps, createProvider),
 };
 
 export class StoreConfigError extends Error {}
@@ -49,7 +53,7 @@ export async function createStores(config: Config, deps: StoreDeps = {}): Promis
   const stores = new Map<string, StorageProvider>();
   try {
     for (const store of config.stores) {
-      const provider = await createProvider(storeConfig(config, store), deps);
+      const provider = await createProvider(storeConfig(config, store), { config, ...deps });
       const observe = deps.observe;
       stores.set(store.name, withMetrics(provider, observe && ((observation) => observe(store.name, observation))));
     }

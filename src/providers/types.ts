@@ -121,6 +121,13 @@ export interface StorageProvider {
   /** Newest first. */
   listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>>;
   restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo>;
+  /**
+   * Removes one recorded version, for version retention (the cleanup job). Idempotent: a version that is not there
+   * is no error. On `explicit` providers the current object stays as it is, even when it was made from that
+   * version; on `every-write` providers the newest version is the current object, so callers never delete the
+   * newest. Providers that cannot rewrite their history (git) leave it out.
+   */
+  deleteVersion?(key: string, versionId: string): Promise<void>;
   /** Only providers whose `capabilities.presign` is `native`. */
   presign?(key: string, opts: { method: 'GET' | 'PUT'; expiresIn: number }): Promise<string>;
   stats(): Promise<ProviderStats>;

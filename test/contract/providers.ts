@@ -10,6 +10,7 @@ import { GitProvider } from '../../src/providers/git.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import { s3ContractFixture } from '../support/s3.js';
+import { openTestHybrid } from '../providers/fixtures/hybrid-stores.js';
 
 export interface ProviderFixture {
   name: string;
@@ -33,4 +34,6 @@ export const fixtures: ProviderFixture[] = [
       return { provider: await GitProvider.open({ repoPath }), dispose: () => rm(repoPath, { recursive: true, force: true }) };
     },
   },
+  // ram hot, s3 cold, disk backup; a low threshold so that repeated reads in the suite are served hot too
+  { name: 'hybrid', create: () => openTestHybrid({ accessThreshold: 2 }) },
 ];

@@ -1,0 +1,719 @@
+/**
+ * The hybrid provider (DESIGN §5, issue 7): three providers of any kind composed into one store.
+ *
+ * - cold (s3 by default) holds the truth: versions, lists and stats come from it.
+ * - backup (disk by default) mirrors cold, so reads go on while cold is unavailable.
+ * - hot (ram by default) holds, in each process, copies of the objects read most there.
+ *
+ * Mutations (write, createVersion, restoreVersion, delete) go to cold, then backup, both durable before they
+ * return; a cold failure fails the mutation (the job queue retries it: backup alone is not "written"), and a backup
+ * failure after cold succeeded fails it as `ProviderUnavailableError` so that the retry brings backup in line. Then
+ * the key's hot copy is dropped here and the invalidation is published to every other process (`HotChannel`,
+ * Redis pub/sub); the mutation returns only after Redis took the message. Mutations of one key in one process run
+ * one at a time, so cold and backup see them in the same order. Bodies up to `bufferLimit` (8 MiB) are held in
+ * memory and sent to both; a longer stream goes to cold and is then read back from cold into backup (never
+ * buffered whole). A version's backup copy carries another id than its cold original: `hybrid-versions.ts` maps
+ * them, so versions stay addressable by their cold ids while cold is down.
+ *
+ * Reads: a hot copy, else cold, else (cold unavailable or its circuit open: `ProviderUnavailableError`) backup.
+ * The read result's info says which tier served it (`tier`, sent as `X-Kyozo-Tier`). Every read is counted
+ * (`hybrid-access.ts`: in this process at once, in Redis in batches, never awaited). The full read of a current
+ * object that makes `accessThreshold` reads of it in this process within `hotTtlSeconds` (and every later one
+ * until it is hot) reads the body into memory and admits it to the hot tier, so the next read here is a hot hit;
+ * objects larger than `hotMaxBytes / 8` are never promoted. Copies go after `hotTtlSeconds` without a read, or
+ * least recently read first when `hotMaxBytes` would be exceeded (`hybrid-hot.ts`).
+ *
+ * Tiering across processes: the `tier` job calls `planTiering()` (from the counts of all processes in Redis),
+ * `applyTiering(plan)` (its own hot tier) and `publishTiering(plan)` (every other process applies it on receipt);
+ * `isHybridProvider(store)` finds such stores, also behind the metrics layer. Version retention: `deleteVersion`
+ * (present when cold has one) removes the version from cold and its copy from backup.
+ *
+ * Presigned URLs: GET is delegated to cold when cold presigns natively. PUT is refused (`NotSupportedError`): an
+ * upload straight to cold would bypass the backup tier and every process's invalidation; uploads go through the API.
+ *
+ * Configuration (`openHybridStore`): the tiers' kinds come from `HYBRID_HOT` / `HYBRID_COLD` / `HYBRID_BACKUP`; each
+ * tier is built as a store named `<store>--hot`, `<store>--cold`, `<store>--backup`, so a disk tier lives in
+ * `<root>/<store>--backup` and per-tier settings take that name as a prefix (`MEDIA__BACKUP_S3_BUCKET`), falling
+ * back to the hybrid store's own (`MEDIA_S3_BUCKET`) and then the global ones. A ram hot tier gets `HOT_MAX_BYTES`
+ * as its budget. Two tiers on the same bucket and prefix (or repository) are refused at start.
+ */
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import type { Cluster, Redis } from 'ioredis';
+import { ConfigError, loadConfig, storeConfig, storeEnvPrefix, type Config, type StoreKind, type StoreSettings } from '../config.js';
+import type { Logger } from '../log.js';
+import { isReadable, readAhead, readAll } from './body.js';
+import { NotFoundError, NotSupportedError, ProviderUnavailableError, StorageError } from './errors.js';
+import { withProcessMutex } from './git-lock.js';
+import { AccessLog, type PlanLimits } from './hybrid-access.js';
+import { HotTier } from './hybrid-hot.js';
+import { createRedisHotChannel, type HotChannel, type HotMessage, type TieringPlan } from './hybrid-invalidation.js';
+import { VersionMap } from './hybrid-versions.js';
+import { validateKey } from './keys.js';
+import type {
+  Body,
+  Capabilities,
+  HealthReport,
+  ListOptions,
+  ObjectInfo,
+  Page,
+  ProviderStats,
+  ReadOptions,
+  RestoreOptions,
+  StorageProvider,
+  VersionInfo,
+  VersionOptions,
+  WriteOptions,
+} from './types.js';
+
+export type { TieringPlan } from './hybrid-invalidation.js';
+
+export type Tier = 'hot' | 'cold' | 'backup';
+
+/** A read result's info on a hybrid store: which tier served it. */
+export type TieredObjectInfo = ObjectInfo & { tier: Tier };
+
+export interface TieringOutcome {
+  promoted: number;
+  promotedBytes: number;
+  demoted: number;
+  demotedBytes: number;
+  /** Plan entries not followed here: already hot, too large, gone from cold, cold unavailable. */
+  skipped: number;
+}
+
+export interface HybridProviderOptions {
+  /** The store's name, for messages, logs and the Redis namespace. */
+  name: string;
+  hot: StorageProvider;
+  cold: StorageProvider;
+  backup: StorageProvider;
+  /** Read counts and the version map live here; so does the default hot channel. */
+  redis: Redis | Cluster;
+  /** QUEUE_PREFIX: every Redis key is `<keyPrefix>:hybrid:<name>:...`. */
+  keyPrefix: string;
+  accessThreshold: number;
+  hotTtlSeconds: number;
+  hotMaxBytes: number;
+  /** Default: Redis pub/sub on `redis`, channel `<keyPrefix>:hybrid:<name>:hot`. */
+  channel?: HotChannel;
+  /** Bodies up to this many bytes are held in memory and sent to cold and backup alike. Default 8 MiB. */
+  bufferLimit?: number;
+  /** Largest object promoted. Default `hotMaxBytes / 8`. */
+  maxHotObjectBytes?: number;
+  log?: Logger;
+  now?: () => number;
+}
+
+const MIB = 1024 * 1024;
+const PROMOTE_WIDTH = 4;
+
+function withoutIfMatch<T extends WriteOptions>(opts: T | undefined): Omit<T, 'ifMatch'> | undefined {
+  if (opts === undefined) return undefined;
+  const { ifMatch: _ignored, ...rest } = opts;
+  return rest;
+}
+
+function isUnavailable(error: unknown): error is ProviderUnavailableError {
+  return error instanceof ProviderUnavailableError;
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export class HybridProvider implements StorageProvider {
+  readonly kind = 'hybrid' as const;
+  readonly name: string;
+  readonly hot: HotTier;
+  readonly cold: StorageProvider;
+  readonly backup: StorageProvider;
+  private readonly access: AccessLog;
+  private readonly versions: VersionMap;
+  private readonly channel: HotChannel;
+  private readonly bufferLimit: number;
+  private readonly log?: Logger;
+  private readonly id = randomUUID();
+  private readonly served = { hot: 0, cold: 0, backup: 0 };
+  private unsubscribe?: () => Promise<void>;
+  private sweeper?: NodeJS.Timeout;
+  private closing?: Promise<void>;
+
+  constructor(options: HybridProviderOptions) {
+    this.name = options.name;
+    this.cold = options.cold;
+    this.backup = options.backup;
+    this.log = options.log;
+    this.bufferLimit = options.bufferLimit ?? 8 * MIB;
+    const namespace = `${options.keyPrefix}:hybrid:${options.name}`;
+    const ttlMs = options.hotTtlSeconds * 1000;
+    this.hot = new HotTier({
+      provider: options.hot,
+      maxBytes: options.hotMaxBytes,
+      maxEntryBytes: options.maxHotObjectBytes,
+      ttlMs,
+      log: options.log,
+      now: options.now,
+    });
+    this.access = new AccessLog({
+      redis: options.redis,
+      namespace,
+      threshold: options.accessThreshold,
+      windowMs: ttlMs,
+      log: options.log,
+      now: options.now,
+    });
+    this.versions = new VersionMap(options.redis, namespace);
+    this.channel = options.channel ?? createRedisHotChannel({ redis: options.redis, channel: `${namespace}:hot`, log: options.log });
+    if (this.cold.deleteVersion !== undefined) this.deleteVersion = (key, versionId) => this.removeVersion(key, versionId);
+  }
+
+  /** Subscribes to the hot channel and starts the idle sweep; `createHybridProvider` calls it. */
+  async start(): Promise<void> {
+    this.unsubscribe = await this.channel.subscribe((message) => this.onMessage(message));
+    this.sweeper = setInterval(() => this.hot.sweep(), Math.min(60_000, Math.max(100, this.hot.ttlMs / 2)));
+    this.sweeper.unref();
+  }
+
+  get capabilities(): Capabilities {
+    const cold = this.cold.capabilities;
+    return {
+      versioning: cold.versioning,
+      presign: cold.presign === 'native' && this.cold.presign !== undefined ? 'native' : 'signed-url',
+      diff: false,
+      branches: false,
+      rangeReads: true,
+    };
+  }
+
+  // ---- reads ----
+
+  async read(key: string, opts?: ReadOptions): Promise<{ info: TieredObjectInfo; body: Readable }> {
+    if (opts?.versionId === undefined && this.channel.live) {
+      const info = this.hot.lookup(key);
+      if (info !== undefined) {
+        try {
+          const { body } = await this.hot.provider.read(key, opts?.range === undefined ? undefined : { range: opts.range });
+          this.access.record(key);
+          this.served.hot++;
+          return { info, body };
+        } catch (error) {
+          if (!(error instanceof NotFoundError)) throw error;
+          await this.hot.demote(key, 'lost'); // the hot provider lost it: cold answers
+        }
+      }
+    }
+    const mark = this.hot.mark();
+    const { tier, value } = await this.degrading(
+      () => this.cold.read(key, opts),
+      async (coldError) => {
+        const backupId = await this.backupVersionId(key, opts?.versionId, coldError);
+        const served = await this.backup.read(key, { ...opts, versionId: backupId });
+        return { info: await this.asColdObject(served.info, opts?.versionId), body: served.body };
+      },
+    );
+    this.served[tier]++;
+    const reads = this.access.record(key);
+    const { info, body } = value;
+    const promote =
+      tier === 'cold' &&
+      opts?.versionId === undefined &&
+      opts?.range === undefined &&
+      reads >= this.access.threshold &&
+      info.size <= this.hot.maxEntryBytes &&
+      this.channel.live;
+    if (!promote) return { info: { ...info, tier }, body };
+    const content = await readAll(body);
+    await this.hot.admit(key, info, content, mark);
+    return { info: { ...info, tier }, body: Readable.from([content]) };
+  }
+
+  async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {
+    if (opts?.versionId === undefined && this.channel.live) {
+      const info = this.hot.peek(key);
+      if (info !== undefined) return info;
+    }
+    const { value } = await this.degrading(
+      () => this.cold.stat(key, opts),
+      async (coldError) => {
+        const backupId = await this.backupVersionId(key, opts?.versionId, coldError);
+        return this.asColdObject(await this.backup.stat(key, { versionId: backupId }), opts?.versionId);
+      },
+    );
+    return value;
+  }
+
+  async list(opts?: ListOptions): Promise<Page<ObjectInfo>> {
+    const { value } = await this.degrading(
+      () => this.cold.list(opts),
+      async () => {
+        const page = await this.backup.list(opts);
+        return { ...page, items: await this.asColdIds(page.items, false) };
+      },
+    );
+    return value;
+  }
+
+  async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
+    const { value } = await this.degrading(
+      () => this.cold.listVersions(key, opts),
+      async () => {
+        const page = await this.backup.listVersions(key, opts);
+        return { ...page, items: await this.asColdIds(page.items, true) };
+      },
+    );
+    return value;
+  }
+
+  // ---- mutations ----
+
+  async write(key: string, body: Body, opts?: WriteOptions): Promise<ObjectInfo> {
+    validateKey(key);
+    const staged = await this.stage(body);
+    return this.mutate(
+      key,
+      () => this.cold.write(key, staged, opts),
+      async (info) => {
+        const mirrored = { contentType: info.contentType, metadata: info.metadata };
+        const content = isReadable(staged) ? await this.coldBody(key, info.versionId) : staged;
+        if (info.versionId === undefined) {
+          const copy = await this.backup.write(key, content, mirrored);
+          if (copy.etag !== info.etag) this.log?.warn({ key }, 'backup holds a newer write of this key than the one just made (a concurrent writer)');
+          return;
+        }
+        // Cold records every write as a version: so does backup, to keep version ids mappable.
+        const copy = await this.backup.createVersion(key, content, { ...mirrored, message: 'write' });
+        await this.linkVersions(key, info.versionId, copy.versionId);
+      },
+    );
+  }
+
+  async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
+    validateKey(key);
+    const staged = await this.stage(body);
+    return this.mutate(
+      key,
+      () => this.cold.createVersion(key, staged, opts),
+      async (version) => {
+        const content = isReadable(staged) ? await this.coldBody(key, version.versionId) : staged;
+        const copy = await this.backup.createVersion(key, content, withoutIfMatch(opts)!);
+        await this.linkVersions(key, version.versionId, copy.versionId);
+      },
+    );
+  }
+
+  async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
+    const described = { message: opts?.message ?? `restore ${versionId}`, ...(opts?.author ? { author: opts.author } : {}) };
+    return this.mutate(
+      key,
+      () => this.cold.restoreVersion(key, versionId, described),
+      async (version) => {
+        const backupId = await this.versions.backupIdOf(key, versionId).catch(() => undefined);
+        let copy =
+          backupId === undefined
+            ? undefined
+            : await this.backup.restoreVersion(key, backupId, described).catch((error: unknown) => {
+                if (error instanceof NotFoundError) return undefined;
+                throw error;
+              });
+        if (copy === undefined) {
+          // The backup never had that version (made before backup existed, or its map entry was lost): copy it.
+          const { info, body } = await this.cold.read(key, { versionId: version.versionId });
+          copy = await this.backup.createVersion(key, body, { ...described, contentType: info.contentType, metadata: info.metadata });
+        }
+        await this.linkVersions(key, version.versionId, copy.versionId);
+      },
+    );
+  }
+
+  async delete(key: string, opts?: { allVersions?: boolean }): Promise<void> {
+    await this.mutate(
+      key,
+      () => this.cold.delete(key, opts),
+      async () => {
+        await this.backup.delete(key, opts);
+        this.access.forget(key);
+        if (opts?.allVersions) await this.versions.forget(key).catch((error: unknown) => this.log?.warn({ err: error, key }, 'version map not dropped'));
+      },
+    );
+  }
+
+  /**
+   * Version retention (the cleanup job): removes a version from cold and its copy from backup. Present when cold
+   * can remove versions (not git). The current object does not change, so no hot copy is touched.
+   */
+  readonly deleteVersion?: (key: string, versionId: string) => Promise<void>;
+
+  private async removeVersion(key: string, versionId: string): Promise<void> {
+    validateKey(key);
+    await this.cold.deleteVersion!(key, versionId);
+    const backupId = await this.versions.backupIdOf(key, versionId).catch(() => undefined);
+    if (backupId === undefined) return;
+    await this.backup.deleteVersion?.(key, backupId);
+    await this.versions.unlink(key, versionId, backupId).catch((error: unknown) => this.log?.warn({ err: error, key }, 'version map entry not dropped'));
+  }
+
+  async presign(key: string, opts: { method: 'GET' | 'PUT'; expiresIn: number }): Promise<string> {
+    if (opts.method !== 'GET') {
+      throw new NotSupportedError(
+        `hybrid store "${this.name}" takes uploads through the API only: an upload straight to the cold tier would bypass the backup tier and the hot-tier invalidation`,
+      );
+    }
+    if (this.cold.presign === undefined || this.cold.capabilities.presign !== 'native') {
+      throw new NotSupportedError(`hybrid store "${this.name}": its cold tier (${this.cold.kind}) has no presigned URLs`);
+    }
+    return this.cold.presign(key, opts);
+  }
+
+  // ---- tiering ----
+
+  /** What every process's hot tier should do, from the read counts of all processes. */
+  planTiering(limits?: PlanLimits): Promise<TieringPlan> {
+    return this.access.plan(limits);
+  }
+
+  /** Follows a plan in this process: drops the copies it demotes, copies from cold the objects it promotes. */
+  async applyTiering(plan: TieringPlan): Promise<TieringOutcome> {
+    const outcome: TieringOutcome = { promoted: 0, promotedBytes: 0, demoted: 0, demotedBytes: 0, skipped: 0 };
+    for (const key of plan.demote) {
+      if (!this.hot.has(key)) continue;
+      outcome.demotedBytes += await this.hot.demote(key, 'plan');
+      outcome.demoted++;
+    }
+    const queue = plan.promote.filter((key) => {
+      const hot = this.hot.has(key);
+      if (hot) outcome.skipped++;
+      return !hot;
+    });
+    const promoteNext = async () => {
+      for (let key = queue.shift(); key !== undefined; key = queue.shift()) {
+        const bytes = await this.promote(key);
+        if (bytes === undefined) outcome.skipped++;
+        else {
+          outcome.promoted++;
+          outcome.promotedBytes += bytes;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PROMOTE_WIDTH, queue.length) }, promoteNext));
+    return outcome;
+  }
+
+  /** Hands the plan to every other process holding this store (each applies it on receipt). */
+  async publishTiering(plan: TieringPlan): Promise<void> {
+    await this.channel.publish({ type: 'plan', plan });
+  }
+
+  // ---- stats, health, close ----
+
+  async stats(): Promise<ProviderStats> {
+    const [cold, backup] = await Promise.allSettled([this.cold.stats(), this.backup.stats()]);
+    const source = cold.status === 'fulfilled' ? cold.value : backup.status === 'fulfilled' ? backup.value : undefined;
+    if (source === undefined) {
+      throw new ProviderUnavailableError(`hybrid store "${this.name}": neither cold nor backup can be counted`, {
+        cause: (cold as PromiseRejectedResult).reason,
+      });
+    }
+    const summary = (settled: PromiseSettledResult<ProviderStats>, kind: string) =>
+      settled.status === 'fulfilled'
+        ? { kind, objects: settled.value.objects, bytes: settled.value.bytes, versions: settled.value.versions }
+        : { kind, error: message(settled.reason) };
+    return {
+      kind: this.kind,
+      objects: source.objects,
+      bytes: source.bytes,
+      versions: source.versions,
+      detail: {
+        countedOn: cold.status === 'fulfilled' ? 'cold' : 'backup',
+        tiers: {
+          hot: { kind: this.hot.provider.kind, objects: this.hot.objects, bytes: this.hot.bytes, maxBytes: this.hot.maxBytes },
+          cold: summary(cold, this.cold.kind),
+          backup: summary(backup, this.backup.kind),
+        },
+        hot: { ...this.hot.counters, maxObjectBytes: this.hot.maxEntryBytes, ttlMs: this.hot.ttlMs, live: this.channel.live },
+        served: { ...this.served },
+        access: { ...this.access.counters, threshold: this.access.threshold },
+      },
+    };
+  }
+
+  async health(): Promise<HealthReport> {
+    const started = performance.now();
+    const check = (provider: StorageProvider) =>
+      provider.health().catch((error: unknown): HealthReport => ({ status: 'down', detail: message(error), latencyMs: 0 }));
+    const [cold, backup] = await Promise.all([check(this.cold), check(this.backup)]);
+    const coldUp = cold.status !== 'down';
+    const backupUp = backup.status !== 'down';
+    const status: HealthReport['status'] =
+      !coldUp && !backupUp ? 'down' : cold.status === 'ok' && backup.status === 'ok' && this.channel.live ? 'ok' : 'degraded';
+    const consequence = !coldUp && backupUp ? ' (reads served from backup, writes fail)' : coldUp && !backupUp ? ' (writes fail)' : '';
+    const hot = `hot (${this.hot.provider.kind}): ${this.hot.objects} objects, ${this.hot.bytes} of ${this.hot.maxBytes} bytes${this.channel.live ? '' : ', off: invalidation channel down'}`;
+    return {
+      status,
+      detail: `cold (${this.cold.kind}): ${cold.status}, ${cold.detail}; backup (${this.backup.kind}): ${backup.status}, ${backup.detail}; ${hot}${consequence}`,
+      latencyMs: performance.now() - started,
+    };
+  }
+
+  /** Closes the tiers too (the hybrid owns them). Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.sweeper) clearInterval(this.sweeper);
+      await this.unsubscribe?.().catch((error: unknown) => this.log?.warn({ err: error }, 'hot channel not closed cleanly'));
+      await this.access.close();
+      await this.hot.clear();
+      await Promise.allSettled([this.hot.provider.close(), this.cold.close(), this.backup.close()]);
+    })();
+    return this.closing;
+  }
+
+  // ---- internals ----
+
+  private onMessage(message: HotMessage): void {
+    switch (message.type) {
+      case 'invalidate':
+        for (const key of message.keys) this.hot.invalidate(key);
+        return;
+      case 'reset':
+        this.hot.reset();
+        return;
+      case 'plan':
+        this.applyTiering(message.plan).then(
+          (outcome) => this.log?.info({ ...outcome }, 'tiering plan applied'),
+          (error: unknown) => this.log?.warn({ err: error }, 'tiering plan not applied'),
+        );
+    }
+  }
+
+  /** Cold's answer, or backup's when cold cannot answer now. */
+  private async degrading<T>(fromCold: () => Promise<T>, fromBackup: (coldError: ProviderUnavailableError) => Promise<T>): Promise<{ tier: 'cold' | 'backup'; value: T }> {
+    try {
+      return { tier: 'cold', value: await fromCold() };
+    } catch (coldError) {
+      if (!isUnavailable(coldError)) throw coldError;
+      try {
+        return { tier: 'backup', value: await fromBackup(coldError) };
+      } catch (backupError) {
+        if (backupError === coldError || !isUnavailable(backupError)) throw backupError;
+        throw new ProviderUnavailableError(
+          `hybrid store "${this.name}": cold (${message(coldError)}) and backup (${message(backupError)}) are both unavailable`,
+          { cause: backupError },
+        );
+      }
+    }
+  }
+
+  /** The backup's id for a cold version id; a version the backup cannot be trusted to hold keeps cold's error. */
+  private async backupVersionId(key: string, versionId: string | undefined, coldError: ProviderUnavailableError): Promise<string | undefined> {
+    if (versionId === undefined) return undefined;
+    const backupId = await this.versions.backupIdOf(key, versionId).catch(() => undefined);
+    if (backupId === undefined) throw coldError;
+    return backupId;
+  }
+
+  private async asColdObject(info: ObjectInfo, coldVersionId: string | undefined): Promise<ObjectInfo> {
+    if (coldVersionId !== undefined) return { ...info, versionId: coldVersionId };
+    return (await this.asColdIds([info], false))[0]!;
+  }
+
+  /** Backup items with cold's version ids; those without a known cold id lose it (`drop`: are left out). */
+  private async asColdIds<T extends { key: string; versionId?: string }>(items: T[], drop: boolean): Promise<T[]> {
+    const versioned = items.filter((item) => item.versionId !== undefined);
+    const coldIds = await this.versions
+      .coldIdsOf(versioned.map((item) => ({ key: item.key, backupId: item.versionId! })))
+      .catch(() => versioned.map(() => undefined));
+    const byItem = new Map(versioned.map((item, i) => [item, coldIds[i]]));
+    const translated: T[] = [];
+    for (const item of items) {
+      if (item.versionId === undefined) {
+        translated.push(item);
+        continue;
+      }
+      const coldId = byItem.get(item);
+      if (coldId !== undefined) translated.push({ ...item, versionId: coldId });
+      else if (!drop) {
+        const { versionId: _unknown, ...rest } = item;
+        translated.push(rest as T);
+      }
+    }
+    return translated;
+  }
+
+  /** Small bodies in memory (sent to both tiers); a longer stream as a stream (backup reads it back from cold). */
+  private async stage(body: Body): Promise<Body> {
+    if (!isReadable(body)) return body;
+    const { head, rest } = await readAhead(body, this.bufferLimit);
+    return rest ?? head;
+  }
+
+  private async coldBody(key: string, versionId: string | undefined): Promise<Readable> {
+    return (await this.cold.read(key, versionId === undefined ? undefined : { versionId })).body;
+  }
+
+  private async linkVersions(key: string, coldId: string, backupId: string): Promise<void> {
+    await this.versions.link(key, coldId, backupId).catch((error: unknown) => {
+      this.log?.warn({ err: error, key, coldId, backupId }, 'version map not written: this version cannot be read from backup during a cold outage');
+    });
+  }
+
+  /**
+   * One mutation of `key`: cold, then backup, then the invalidation everywhere. A cold refusal (not found,
+   * precondition...) changed nothing; an unavailable cold may have taken the request, and a failed backup follows
+   * a changed cold: both invalidate too.
+   */
+  private async mutate<T>(key: string, toCold: () => Promise<T>, toBackup: (result: T) => Promise<void>): Promise<T> {
+    validateKey(key);
+    return withProcessMutex(`hybrid:${this.id}:${key}`, async () => {
+      let result: T;
+      try {
+        result = await toCold();
+      } catch (error) {
+        if (isUnavailable(error)) await this.invalidate(key).catch(() => undefined);
+        throw error;
+      }
+      try {
+        await toBackup(result);
+      } catch (error) {
+        await this.invalidate(key).catch(() => undefined);
+        if (isUnavailable(error)) throw error;
+        throw new ProviderUnavailableError(`hybrid store "${this.name}": "${key}" is in cold, but the backup tier failed: ${message(error)}`, {
+          cause: error,
+        });
+      }
+      await this.invalidate(key);
+      return result;
+    });
+  }
+
+  private async invalidate(key: string): Promise<void> {
+    this.hot.invalidate(key);
+    try {
+      await this.channel.publish({ type: 'invalidate', keys: [key] });
+    } catch (error) {
+      throw new ProviderUnavailableError(`hybrid store "${this.name}": the invalidation of "${key}" could not be published`, { cause: error });
+    }
+  }
+
+  /** Copies `key` from cold into the hot tier; its size, or undefined when it was not promoted. */
+  private async promote(key: string): Promise<number | undefined> {
+    if (!this.channel.live) return undefined;
+    const mark = this.hot.mark();
+    try {
+      const { info, body } = await this.cold.read(key);
+      if (info.size > this.hot.maxEntryBytes) {
+        body.destroy();
+        return undefined;
+      }
+      const admitted = await this.hot.admit(key, info, await readAll(body), mark);
+      return admitted ? info.size : undefined;
+    } catch (error) {
+      if (!(error instanceof StorageError)) throw error;
+      this.log?.debug({ err: error, key }, 'not promoted');
+      return undefined;
+    }
+  }
+}
+
+export async function createHybridProvider(options: HybridProviderOptions): Promise<HybridProvider> {
+  const provider = new HybridProvider(options);
+  try {
+    await provider.start();
+  } catch (error) {
+    await provider.close().catch(() => undefined);
+    throw error;
+  }
+  return provider;
+}
+
+// ---- from configuration ----
+
+export interface HybridStoreDeps {
+  redis?: Redis | Cluster;
+  log?: Logger;
+  /** Service settings: per-tier overrides from `env`, tiering, the Redis key prefix. Defaults when absent. */
+  config?: Pick<Config, 'env' | 'storageRootDir' | 'queuePrefix' | 'tiering' | 'stores'>;
+}
+
+/** Builds one tier: `createProvider` of index.ts, passed in so that this module does not import the factory table. */
+export type TierFactory = (settings: StoreSettings, deps: { redis?: Redis | Cluster; log?: Logger }) => Promise<StorageProvider>;
+
+type TierRole = 'hot' | 'cold' | 'backup';
+
+/** `<store>--<role>`'s settings: its own prefix, else the hybrid store's, else the global ones. */
+export function tierSettings(settings: StoreSettings, role: TierRole, kind: StoreKind, config?: HybridStoreDeps['config']): StoreSettings {
+  const name = `${settings.name}--${role}`;
+  if (config === undefined) return { ...settings, name, kind };
+  const storePrefix = storeEnvPrefix(settings.name);
+  const inherited: Record<string, string | undefined> = { ...config.env };
+  for (const [variable, value] of Object.entries(config.env)) {
+    if (variable.startsWith(storePrefix)) inherited[variable.slice(storePrefix.length)] = value;
+  }
+  return storeConfig({ env: inherited, storageRootDir: settings.rootDir }, { name, kind });
+}
+
+/** Where a tier keeps its data, for refusing two tiers on the same place; undefined for in-process tiers. */
+function tierLocation(settings: StoreSettings): string | undefined {
+  switch (settings.kind) {
+    case 's3':
+      return `s3 bucket "${settings.S3_BUCKET ?? ''}" prefix "${settings.S3_PREFIX}" at ${settings.S3_ENDPOINT ?? 'AWS'}`;
+    case 'git':
+      return `git repository ${settings.GIT_REPO_PATH ?? path.join(settings.rootDir, 'git', settings.name)}`;
+    case 'disk':
+      return `directory ${path.join(settings.rootDir, settings.name)}`;
+    default:
+      return undefined;
+  }
+}
+
+export async function openHybridStore(settings: StoreSettings, deps: HybridStoreDeps, createTier: TierFactory): Promise<HybridProvider> {
+  const store = settings.name;
+  if (deps.redis === undefined) throw new ConfigError(`store "${store}": a hybrid store needs Redis (read counts and hot-tier invalidation)`);
+  const config = deps.config ?? loadConfig({});
+  const kinds: Record<TierRole, StoreKind> = { hot: settings.HYBRID_HOT, cold: settings.HYBRID_COLD, backup: settings.HYBRID_BACKUP };
+  const roles = Object.keys(kinds) as TierRole[];
+  const tiers = new Map<TierRole, StoreSettings>();
+  for (const role of roles) {
+    if (kinds[role] === 'hybrid') throw new ConfigError(`store "${store}": HYBRID_${role.toUpperCase()} cannot be hybrid`);
+    const tier = tierSettings(settings, role, kinds[role], deps.config);
+    if (config.stores.some((other) => other.name === tier.name)) {
+      throw new ConfigError(`store "${store}": its ${role} tier is the store "${tier.name}", and STORES names another store so`);
+    }
+    if (role === 'hot' && tier.kind === 'ram') tier.RAM_MAX_BYTES = config.tiering.hotMaxBytes;
+    const location = tierLocation(tier);
+    const clash = [...tiers].find(([, other]) => location !== undefined && tierLocation(other) === location);
+    if (clash) {
+      throw new ConfigError(
+        `store "${store}": the ${clash[0]} and ${role} tiers would share ${location}; give one its own (e.g. ${storeEnvPrefix(tier.name)}S3_BUCKET or ${storeEnvPrefix(tier.name)}GIT_REPO_PATH)`,
+      );
+    }
+    tiers.set(role, tier);
+  }
+
+  const log = deps.log?.child({ store, provider: 'hybrid' });
+  const opened: Partial<Record<TierRole, StorageProvider>> = {};
+  try {
+    for (const role of roles) opened[role] = await createTier(tiers.get(role)!, { redis: deps.redis, log: deps.log });
+  } catch (error) {
+    await Promise.allSettled(Object.values(opened).map((provider) => provider.close()));
+    throw error;
+  }
+  // From here on the hybrid owns its tiers (and closes them if it cannot start).
+  return createHybridProvider({
+    name: store,
+    hot: opened.hot!,
+    cold: opened.cold!,
+    backup: opened.backup!,
+    redis: deps.redis,
+    keyPrefix: config.queuePrefix,
+    accessThreshold: config.tiering.accessThreshold,
+    hotTtlSeconds: config.tiering.hotTtlSeconds,
+    hotMaxBytes: config.tiering.hotMaxBytes,
+    log,
+  });
+}
+
+/** Whether a store (possibly behind the metrics layer) can be driven by the `tier` job. */
+export function isHybridProvider(provider: StorageProvider): provider is HybridProvider {
+  return provider.kind === 'hybrid' && typeof (provider as Partial<HybridProvider>).planTiering === 'function';
+}
