@@ -201,9 +201,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
       waitTimeoutMs: s.WAIT_TIMEOUT_MS,
     },
     maintenance: {
-      tierCron: s.TIER_CRON,
-      cleanupCron: s.CLEANUP_CRON,
-      backupCron: s.BACKUP_CRON,
+      // A cron set to the empty string turns its schedule off (DESIGN §6): the one place where empty is not unset.
+      tierCron: env.TIER_CRON === '' ? '' : s.TIER_CRON,
+      cleanupCron: env.CLEANUP_CRON === '' ? '' : s.CLEANUP_CRON,
+      backupCron: env.BACKUP_CRON === '' ? '' : s.BACKUP_CRON,
       backupStore: s.BACKUP_STORE,
       backupKeep: s.BACKUP_KEEP,
     },

@@ -2,8 +2,12 @@
  * The mutation path every route shares: stream the request body into staging (413 before a byte is read when
  * Content-Length is already too large, and as soon as a chunked body passes `MAX_OBJECT_BYTES`), enqueue the job
  * with the request's `Idempotency-Key`, then answer 202 with the job, or with its result under `?wait=true`.
+ *
+ * A body that stops arriving for `bodyIdleTimeoutMs` (default 30 s) is answered 408 and nothing is staged: a
+ * client cannot hold a connection and a staging file open by trickling nothing. Only idleness counts, not the
+ * total time, so a slow but steady upload of a large object is never cut off.
  */
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import type { Context } from 'hono';
 import type { JobName, PayloadOf } from '../jobs/index.js';
 import { isStaged, type BodyRef } from '../jobs/staging.js';
@@ -14,15 +18,45 @@ import { jobFailure } from './job-status.js';
 
 const MAX_IDEMPOTENCY_KEY = 256;
 
-export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config'>): Promise<BodyRef> {
+export const BODY_IDLE_TIMEOUT_MS = 30_000;
+
+/** `body` passed through; `expired()` says whether it was cut off for sending nothing during `idleMs`. */
+function idleLimited(body: Readable, idleMs: number): { body: Readable; expired(): boolean } {
+  let expired = false;
+  const timer = setTimeout(() => {
+    expired = true;
+    body.destroy();
+    guarded.destroy(new ApiError('REQUEST_TIMEOUT', `the request body sent nothing for ${idleMs} ms`));
+  }, idleMs).unref();
+  const guarded = new Transform({
+    transform(chunk, _encoding, callback) {
+      timer.refresh();
+      callback(null, chunk);
+    },
+  });
+  guarded.once('close', () => clearTimeout(timer));
+  body.once('error', (error) => guarded.destroy(error));
+  body.pipe(guarded);
+  return { body: guarded, expired: () => expired };
+}
+
+export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config' | 'bodyIdleTimeoutMs'>): Promise<BodyRef> {
   const maxBytes = deps.config.payloads.maxObjectBytes;
   const declared = c.req.header('content-length');
   if (declared !== undefined && Number(declared) > maxBytes) {
     throw new PayloadTooLargeError(`body of ${declared} bytes is larger than MAX_OBJECT_BYTES=${maxBytes}`);
   }
   const raw = c.req.raw.body;
-  const body = raw === null ? new Uint8Array(0) : Readable.fromWeb(raw as import('node:stream/web').ReadableStream<Uint8Array>);
-  return deps.staging.stageBody(body, { maxBytes });
+  if (raw === null) return deps.staging.stageBody(new Uint8Array(0), { maxBytes });
+  const idleMs = deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS;
+  const limited = idleLimited(Readable.fromWeb(raw as import('node:stream/web').ReadableStream<Uint8Array>), idleMs);
+  try {
+    return await deps.staging.stageBody(limited.body, { maxBytes });
+  } catch (error) {
+    // However staging reports the broken stream, the client learns why.
+    if (limited.expired()) throw new ApiError('REQUEST_TIMEOUT', `the request body sent nothing for ${idleMs} ms`);
+    throw error;
+  }
 }
 
 function idempotencyKey(c: Context): string | undefined {
@@ -34,7 +68,21 @@ function idempotencyKey(c: Context): string | undefined {
   return key;
 }
 
-export async function respondWithJob<N extends JobName>(c: Context, deps: AppDeps, name: N, payload: PayloadOf<N>): Promise<Response> {
+export interface RespondOptions {
+  /**
+   * What `?wait=true` answers once the job completed: its result (object mutations: the ObjectInfo or VersionInfo),
+   * or `{ jobId, state, result }` (maintenance jobs, whose results are reports).
+   */
+  waitAnswer?: 'result' | 'status';
+}
+
+export async function respondWithJob<N extends JobName>(
+  c: Context,
+  deps: AppDeps,
+  name: N,
+  payload: PayloadOf<N>,
+  { waitAnswer = 'result' }: RespondOptions = {},
+): Promise<Response> {
   const staged = (payload as { body?: BodyRef }).body;
   const key = idempotencyKey(c);
   let jobId: string;
@@ -53,7 +101,9 @@ export async function respondWithJob<N extends JobName>(c: Context, deps: AppDep
   const statusUrl = `/v1/jobs/${jobId}`;
   if (c.req.query('wait') !== 'true') return c.json({ jobId, statusUrl }, 202, { Location: statusUrl });
   const status = await deps.waiter.wait(jobId, deps.config.payloads.waitTimeoutMs);
-  if (status.state === 'completed') return c.json(status.result ?? null, 200);
+  if (status.state === 'completed') {
+    return c.json(waitAnswer === 'status' ? { jobId, state: status.state, result: status.result ?? null } : (status.result ?? null), 200);
+  }
   if (status.state === 'failed') throw jobFailure(status);
   return c.json({ jobId, statusUrl, state: status.state }, 202, { Location: statusUrl });
 }

@@ -17,7 +17,18 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { whenReady, type RedisConnection } from '../redis.js';
 
-export const EVENT_TYPES = ['object.written', 'object.deleted', 'version.created', 'version.restored', 'job.failed'] as const;
+export const EVENT_TYPES = [
+  'object.written',
+  'object.deleted',
+  'version.created',
+  'version.restored',
+  'job.failed',
+  'tier.completed',
+  'cleanup.completed',
+  'backup.completed',
+  'backup.restored',
+  'migration.completed',
+] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
 export interface EventEnvelope<T = unknown> {

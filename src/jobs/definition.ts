@@ -4,16 +4,21 @@
  * handler returned and at most once per job, so a handler stays a plain function of (payload, context) that tests
  * can call directly.
  */
+import type { Queue } from 'bullmq';
 import { z } from 'zod';
 import type { EventBus, EventInput } from '../events/bus.js';
 import type { Logger } from '../log.js';
+import type { RedisConnection } from '../redis.js';
 import { InvalidArgumentError, InvalidKeyError, NotFoundError } from '../providers/errors.js';
 import { validateKey } from '../providers/keys.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { Staging } from './staging.js';
 
-/** `objects`: short object mutations. Maintenance jobs get their own queue with the Hybrid issue. */
-export const QUEUE_NAMES = ['objects'] as const;
+/**
+ * `objects`: short object mutations. `maintenance`: tier, cleanup, backup, restore-backup and migrate, which may
+ * run for minutes; their own worker pool with a longer lock, so they never take the slots writes wait for.
+ */
+export const QUEUE_NAMES = ['objects', 'maintenance'] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
 
 /** The parts of a BullMQ job a handler may look at (tests build their own). */
@@ -24,6 +29,31 @@ export interface JobRef {
   timestamp: number;
   /** 1 on the first run; more after a retry or after a crashed worker's job was picked up again. */
   attemptsStarted: number;
+  /** The progress saved by earlier runs of this job (`reportProgress`): where a resumed long job continues. */
+  progress?: unknown;
+}
+
+/** What the maintenance jobs need besides the stores; the worker process builds it from the config. */
+export interface MaintenanceDeps {
+  settings: {
+    versionRetentionCount: number;
+    /** 0 = versions never expire by age. */
+    versionRetentionDays: number;
+    stagingTtlSeconds: number;
+    backupStore?: string;
+    backupKeep: number;
+    eventsMaxLen: number;
+    /** Completed and failed jobs older than this are removed by cleanup. */
+    completedJobAgeSeconds: number;
+    failedJobAgeSeconds: number;
+  };
+  stagingProvider: StorageProvider;
+  /** The job queues (cleanup removes their old jobs). */
+  queues: readonly Queue[];
+  /** For XTRIM of the events stream (`bus.streamKey`) and the backup lock. */
+  redis: RedisConnection;
+  /** `QUEUE_PREFIX`: keys of the maintenance jobs' own (the backup lock) live under it. */
+  prefix: string;
 }
 
 export interface JobContext {
@@ -32,6 +62,11 @@ export interface JobContext {
   bus: EventBus;
   log: Logger;
   job: JobRef;
+  /** Aborted when the worker shuts down: a long job stops between items (`throwIfInterrupted`) and resumes later. */
+  signal?: AbortSignal;
+  /** Saves progress in the job (visible in `GET /v1/jobs/:id` and on the board; read back as `job.progress`). */
+  reportProgress?(progress: Record<string, unknown>): Promise<void>;
+  maintenance?: MaintenanceDeps;
 }
 
 export interface JobOutcome<R> {
@@ -87,6 +122,26 @@ export function storeOf(ctx: Pick<JobContext, 'stores'>, store: string): Storage
   const provider = ctx.stores.get(store);
   if (provider === undefined) throw new NotFoundError(`no store named "${store}"`);
   return provider;
+}
+
+/**
+ * Thrown by a long job that saw `ctx.signal` abort: the worker puts the job back (without using up an attempt)
+ * for another worker, which resumes from the saved progress.
+ */
+export class JobInterruptedError extends Error {
+  constructor(message = 'the worker is shutting down') {
+    super(message);
+    this.name = 'JobInterruptedError';
+  }
+}
+
+export function throwIfInterrupted(ctx: Pick<JobContext, 'signal'>): void {
+  if (ctx.signal?.aborted) throw new JobInterruptedError();
+}
+
+export function maintenanceOf(ctx: Pick<JobContext, 'maintenance' | 'job'>): MaintenanceDeps {
+  if (ctx.maintenance === undefined) throw new InvalidArgumentError(`${ctx.job.name} job: this worker was started without maintenance settings`);
+  return ctx.maintenance;
 }
 
 /** A job that ran before (retry, or picked up after its worker crashed) may find its work already done. */

@@ -3,9 +3,14 @@
  * definition plus one line here.
  */
 import type { z } from 'zod';
+import { backupJob } from './backup.js';
+import { cleanupJob } from './cleanup.js';
 import type { JobDefinition } from './definition.js';
 import { deleteJob } from './delete.js';
+import { migrateJob } from './migrate.js';
+import { restoreBackupJob } from './restore-backup.js';
 import { restoreJob } from './restore.js';
+import { tierJob } from './tier.js';
 import { versionJob } from './version.js';
 import { writeJob } from './write.js';
 
@@ -14,6 +19,11 @@ export const jobs = {
   delete: deleteJob,
   version: versionJob,
   restore: restoreJob,
+  tier: tierJob,
+  cleanup: cleanupJob,
+  backup: backupJob,
+  'restore-backup': restoreBackupJob,
+  migrate: migrateJob,
 } as const;
 
 export type JobName = keyof typeof jobs;

@@ -294,6 +294,22 @@ export class DiskProvider implements StorageProvider {
     });
   }
 
+  /** Unlinks the version record; a current object made from it is a hard link of its own and keeps the content. */
+  async deleteVersion(key: string, versionId: string): Promise<void> {
+    validateKey(key);
+    if (!isVersionId(versionId)) return;
+    await guarded(async () => {
+      const tree = await this.ready();
+      const dir = path.join(tree.versions, keyPath(key));
+      const record = path.join(dir, versionId);
+      if (!(await this.isReal(record))) return;
+      await unlink(record).catch((error: unknown) => {
+        if (!isMissing(error)) throw error;
+      });
+      await this.pruneEmpty(dir, tree.versions);
+    });
+  }
+
   async stats(): Promise<ProviderStats> {
     return guarded(async () => {
       const tree = await this.ready();

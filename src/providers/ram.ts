@@ -155,6 +155,16 @@ export class RamProvider implements StorageProvider {
     );
   }
 
+  async deleteVersion(key: string, versionId: string): Promise<void> {
+    validateKey(key);
+    const list = this.versions.get(key);
+    const at = list?.findIndex((version) => version.info.versionId === versionId) ?? -1;
+    if (list === undefined || at < 0) return;
+    const [removed] = list.splice(at, 1);
+    this.usedBytes -= removed!.content.length;
+    if (list.length === 0) this.versions.delete(key);
+  }
+
   async stats(): Promise<ProviderStats> {
     let bytes = 0;
     for (const object of this.objects.values()) bytes += object.content.length;

@@ -61,7 +61,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { ConfigError, storeEnvPrefix, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
-import { HashingStream, isReadable, resolveRange, sha256Hex } from './body.js';
+import { HashingStream, isReadable, readAhead, resolveRange, sha256Hex } from './body.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import {
   InvalidArgumentError,
@@ -258,29 +258,6 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return results;
-}
-
-/** Reads a stream until it ends or passes `limit` bytes. `rest` continues it (head included) when it did not end. */
-async function readAhead(body: Readable, limit: number): Promise<{ head: Buffer; rest?: Readable }> {
-  const iterator = (body as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  while (size <= limit) {
-    const next = await iterator.next();
-    if (next.done) return { head: Buffer.concat(chunks, size) };
-    const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value;
-    chunks.push(chunk);
-    size += chunk.length;
-  }
-  async function* continued() {
-    yield* chunks;
-    for (;;) {
-      const next = await iterator.next();
-      if (next.done) return;
-      yield next.value;
-    }
-  }
-  return { head: Buffer.alloc(0), rest: Readable.from(continued(), { objectMode: false }) };
 }
 
 function toBytes(body: Uint8Array | string): Buffer {
@@ -603,6 +580,21 @@ export class S3Provider implements StorageProvider {
     await this.copy(what, this.versionKey(key, versionId), newKey, contentType, described, undefined, size);
     await this.copy(what, newKey, fullKey, contentType, { ...base, [META.version]: newId }, undefined, size);
     return this.versionInfo(key, newId, size, etag, createdAt, message, opts?.author);
+  }
+
+  async deleteVersion(key: string, versionId: string): Promise<void> {
+    const fullKey = this.objectKey(key);
+    const what = `delete version ${versionId} of "${key}"`;
+    if (this.mode === 'explicit') {
+      if (isVersionId(versionId)) await this.deleteKey(what, this.versionKey(key, versionId));
+      return;
+    }
+    if (versionId === '' || versionId === 'null') return;
+    await this.deleteKey(what, fullKey, versionId).catch((error: unknown) => {
+      // A malformed or unknown id names no version: nothing to delete.
+      if (error instanceof StorageError && ['NOT_FOUND', 'INVALID_ARGUMENT', 'NOT_SUPPORTED'].includes(error.code)) return;
+      throw error;
+    });
   }
 
   async presign(key: string, opts: { method: 'GET' | 'PUT'; expiresIn: number }): Promise<string> {

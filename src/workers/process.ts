@@ -1,17 +1,26 @@
 /**
  * Everything a worker process runs, from a config: stores, staging, the events bus, the workers of every job
- * family and, when `WEBHOOK_URLS` is set, webhook deliveries. `main.ts` adds signals around it; tests start it in
- * a child process with their own stores.
+ * family and, when `WEBHOOK_URLS` is set, webhook deliveries; at start it registers the maintenance schedules
+ * (`schedules.ts`). `main.ts` adds signals around it; tests start it in a child process with their own stores.
  */
 import type { Config } from '../config.js';
 import { createEventBus, type EventBus } from '../events/bus.js';
 import { startWebhooks } from '../events/webhooks.js';
+import { DEFAULT_RETENTION, createQueues } from '../jobs/queue.js';
 import { createStaging, createStagingProvider } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import { closeStores, createStores } from '../providers/index.js';
 import type { StorageProvider } from '../providers/types.js';
 import { closeRedis, createRedis } from '../redis.js';
-import { createWorkers, type Workers, type WorkersOptions } from './worker.js';
+import { registerSchedules } from './schedules.js';
+import { createWorkers, type FamilyOptions, type Workers, type WorkersOptions } from './worker.js';
+
+/**
+ * The maintenance family: two jobs at a time per worker process (a long migration does not hold up the 5-minute
+ * tier pass), and a 2-minute lock, so an event loop held up by a big hash or a GC pause does not make a long job
+ * look stalled and run twice; a killed worker's maintenance job is taken over after about that long.
+ */
+const MAINTENANCE_FAMILY: FamilyOptions = { concurrency: 2, lockDurationMs: 120_000 };
 
 export interface WorkerProcessOptions {
   config: Config;
@@ -20,7 +29,9 @@ export interface WorkerProcessOptions {
   stores?: Map<string, StorageProvider>;
   stagingProvider?: StorageProvider;
   /** Lock and stalled-check settings, for tests. */
-  workerOptions?: Pick<WorkersOptions, 'lockDurationMs' | 'stalledIntervalMs' | 'maxStalledCount'>;
+  workerOptions?: Pick<WorkersOptions, 'lockDurationMs' | 'stalledIntervalMs' | 'maxStalledCount' | 'families'>;
+  /** Register the maintenance schedules at start (default true). */
+  schedules?: boolean;
 }
 
 export interface WorkerProcess {
@@ -30,7 +41,14 @@ export interface WorkerProcess {
   shutdown(): Promise<void>;
 }
 
-export async function startWorkerProcess({ config, log, stores: givenStores, stagingProvider: givenStaging, workerOptions }: WorkerProcessOptions): Promise<WorkerProcess> {
+export async function startWorkerProcess({
+  config,
+  log,
+  stores: givenStores,
+  stagingProvider: givenStaging,
+  workerOptions,
+  schedules = true,
+}: WorkerProcessOptions): Promise<WorkerProcess> {
   // BullMQ duplicates this connection for each worker; the bus, the webhook queue and the stores use it as it is.
   const connection = createRedis(config, 'worker', { connectionName: 'kyozo:worker' });
   connection.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
@@ -39,6 +57,26 @@ export async function startWorkerProcess({ config, log, stores: givenStores, sta
   const stagingProvider = givenStaging ?? (await createStagingProvider(config));
   const staging = createStaging({ provider: stagingProvider, inlineMax: config.payloads.stagingInlineMax });
   const bus = createEventBus({ redis: connection, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
+  // Schedules and cleanup's trimming of old jobs need the queues themselves.
+  const queues = createQueues({ connection, prefix: config.queuePrefix, attempts: config.workers.attempts });
+  const { versionCount, versionDays } = config.retention;
+  const { backupStore, backupKeep } = config.maintenance;
+  const maintenance = {
+    settings: {
+      versionRetentionCount: versionCount,
+      versionRetentionDays: versionDays,
+      stagingTtlSeconds: config.payloads.stagingTtlSeconds,
+      backupStore,
+      backupKeep,
+      eventsMaxLen: config.events.maxLen,
+      completedJobAgeSeconds: DEFAULT_RETENTION.completedAgeSeconds,
+      failedJobAgeSeconds: DEFAULT_RETENTION.failedAgeSeconds,
+    },
+    stagingProvider,
+    queues: queues.all(),
+    redis: connection,
+    prefix: config.queuePrefix,
+  };
   const workers = createWorkers({
     connection,
     prefix: config.queuePrefix,
@@ -47,7 +85,9 @@ export async function startWorkerProcess({ config, log, stores: givenStores, sta
     staging,
     log,
     concurrency: config.workers.concurrency,
+    maintenance,
     ...workerOptions,
+    families: { ...workerOptions?.families, maintenance: { ...MAINTENANCE_FAMILY, ...workerOptions?.families?.maintenance } },
   });
   const { webhookUrls, webhookSecret } = config.events;
   if (webhookUrls.length > 0 && webhookSecret === undefined) log.warn('WEBHOOK_URLS is set without WEBHOOK_SECRET: deliveries are not signed');
@@ -56,6 +96,10 @@ export async function startWorkerProcess({ config, log, stores: givenStores, sta
       ? startWebhooks({ connection, prefix: config.queuePrefix, streamKey: bus.streamKey, urls: webhookUrls, secret: webhookSecret, log })
       : undefined;
   await workers.waitUntilReady();
+  if (schedules) {
+    const registered = await registerSchedules(queues, config, log);
+    log.info({ schedules: registered.map((schedule) => `${schedule.id} ${schedule.cron}`) }, 'maintenance schedules registered');
+  }
 
   return {
     workers,
@@ -65,6 +109,7 @@ export async function startWorkerProcess({ config, log, stores: givenStores, sta
       const [{ timedOut }] = await Promise.all([workers.close(timeoutMs), webhooks?.close()]);
       if (timedOut) log.warn({ timeoutMs }, 'active jobs did not finish in time: another worker will pick them up');
       await bus.close();
+      await queues.close();
       await closeStores(stores);
       await stagingProvider.close();
       await closeRedis(connection);

@@ -8,11 +8,15 @@
  * idempotent) and the retry emits; one that dies after the emit leaves a marker, so the retry does not. A job
  * whose attempts run out, or that fails with an unrecoverable error, emits `job.failed` from the `failed` listener,
  * also once per job.
+ *
+ * Long jobs (the maintenance family) save progress in the job as they go and watch an AbortSignal that `close`
+ * aborts: one that stops for a shutdown throws `JobInterruptedError`, and the job goes straight back to the queue
+ * without using up an attempt, for the next worker to resume from its saved progress.
  */
-import { Worker, type Job } from 'bullmq';
+import { DelayedError, Worker, type Job } from 'bullmq';
 import type { EventBus } from '../events/bus.js';
-import type { JobContext, QueueName } from '../jobs/definition.js';
-import { QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
+import type { JobContext, MaintenanceDeps, QueueName } from '../jobs/definition.js';
+import { JobInterruptedError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
 import { asJobFailure, failureCode } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
 import type { Staging } from '../jobs/staging.js';
@@ -43,7 +47,13 @@ export interface WorkersOptions {
   maxStalledCount?: number;
   /** Which families to work on; all by default. */
   queues?: readonly QueueName[];
+  /** Per-family overrides of concurrency and lock settings (the maintenance family: fewer, longer jobs). */
+  families?: Partial<Record<QueueName, FamilyOptions>>;
+  /** What maintenance jobs need besides the stores. */
+  maintenance?: MaintenanceDeps;
 }
+
+export type FamilyOptions = Partial<Pick<WorkersOptions, 'concurrency' | 'lockDurationMs' | 'stalledIntervalMs'>>;
 
 export interface Workers {
   readonly workers: readonly Worker[];
@@ -71,9 +81,11 @@ export function createWorkers(options: WorkersOptions): Workers {
   const { stores, bus, staging, log } = options;
 
   const start = (queue: QueueName): Worker => {
+    const family = { ...options, ...options.families?.[queue] };
     const worker: Worker = new Worker(
       queue,
-      async (job: Job) => {
+      // Three parameters: BullMQ passes an AbortSignal only to processors that take one.
+      async (job: Job, token?: string, signal?: AbortSignal) => {
         try {
           const definition = jobDefinition(job.name);
           if (definition === undefined) throw new InvalidArgumentError(`no job type named "${job.name}"`);
@@ -86,21 +98,29 @@ export function createWorkers(options: WorkersOptions): Workers {
             get log() {
               return log.child({ jobId, job: job.name });
             },
-            job: { id: jobId, name: job.name, timestamp: job.timestamp, attemptsStarted: job.attemptsStarted },
+            job: { id: jobId, name: job.name, timestamp: job.timestamp, attemptsStarted: job.attemptsStarted, progress: job.progress },
+            signal,
+            reportProgress: (progress) => job.updateProgress(progress),
+            maintenance: options.maintenance,
           };
           const { result, event } = await definition.handle(payload, ctx);
           await bus.emit({ ...event, jobId }, { once: { key: worker.toKey(jobId), field: EVENT_MARKER } });
           return result;
         } catch (error) {
+          if (error instanceof JobInterruptedError) {
+            // Back to the queue at once, without using up an attempt: another worker resumes from the saved progress.
+            await job.moveToDelayed(Date.now(), token);
+            throw new DelayedError(error.message);
+          }
           throw asJobFailure(error);
         }
       },
       {
         connection: options.connection,
         prefix: options.prefix,
-        concurrency: options.concurrency,
-        lockDuration: options.lockDurationMs ?? 30_000,
-        stalledInterval: options.stalledIntervalMs ?? 30_000,
+        concurrency: family.concurrency,
+        lockDuration: family.lockDurationMs ?? 30_000,
+        stalledInterval: family.stalledIntervalMs ?? 30_000,
         maxStalledCount: options.maxStalledCount ?? 1,
       },
     );
@@ -134,6 +154,8 @@ export function createWorkers(options: WorkersOptions): Workers {
     },
 
     async close(timeoutMs = Number.POSITIVE_INFINITY) {
+      // Long jobs watch their signal and stop between items; short ones ignore it and finish.
+      for (const worker of workers) worker.cancelAllJobs('shutdown');
       const closed = Promise.all(workers.map((worker) => worker.close())).then(() => false);
       let timer: NodeJS.Timeout | undefined;
       const timedOut = Number.isFinite(timeoutMs)

@@ -1,0 +1,309 @@
+/**
+ * `backup`: an incremental, verified copy of one store's current objects (and versions when asked) into a backup
+ * store, described by a manifest (layout in `manifest.ts`); event `backup.completed`.
+ *
+ * - Incremental: content is stored once per etag. A blob named in the newest verified manifest, or found in the
+ *   backup store with the right etag, is not copied again; only objects whose content changed cost a copy.
+ * - Verified: every blob this run copied, and every blob it found that the previous manifest does not vouch for
+ *   (left by an interrupted run), is read back from the backup store and hashed. `verify: 'all'` re-reads every
+ *   blob the manifest needs (a scrub). A blob that fails is reported (`verified: false`, with its keys) and
+ *   removed, so the next run copies it again.
+ * - Never a backup of backups: a store is not backed up into itself, the schedule skips `BACKUP_STORE`, and keys
+ *   of the backup layout (`isBackupKey`) are left out when a store that holds backups is backed up elsewhere.
+ * - Retention: the newest `BACKUP_KEEP` manifests are kept; older ones are deleted, then blobs no kept manifest
+ *   needs. One backup per store at a time (a Redis lock held by the job id), so that pruning never removes a blob
+ *   that a concurrent run counts on; a second one fails with PRECONDITION_FAILED.
+ * - Resumable: the manifest id is saved in the job's progress at once; a run picked up after a crash reuses it and
+ *   finds what the first run copied in the backup store.
+ */
+import { z } from 'zod';
+import { PreconditionFailedError, InvalidArgumentError, NotFoundError } from '../providers/errors.js';
+import type { ObjectInfo, StorageProvider } from '../providers/types.js';
+import { newVersionId } from '../providers/version-id.js';
+import { COPY_WIDTH, ContentMismatch, Failures, allVersions, copyObject, forEachLimited, pages, statIfPresent, verifyStored, type Failure } from './copy.js';
+import { JobInterruptedError, defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
+import {
+  blobKey,
+  blobPrefix,
+  isBackupKey,
+  listManifests,
+  manifestEtags,
+  readManifest,
+  writeManifest,
+  type Manifest,
+  type ManifestObject,
+  type ManifestVersion,
+} from './manifest.js';
+
+export const backupPayload = z
+  .object({
+    store: storeNameSchema,
+    /** The backup store; `BACKUP_STORE` when left out. */
+    target: storeNameSchema.optional(),
+    versions: z.boolean().optional(),
+    /** `copied` (default): blobs new in this run; `all`: every blob the manifest needs. */
+    verify: z.enum(['copied', 'all']).optional(),
+  })
+  .strict();
+
+export interface BackupResult {
+  store: string;
+  target: string;
+  manifest: string;
+  manifestId: string;
+  objects: number;
+  versions: number;
+  copied: number;
+  skipped: number;
+  bytes: number;
+  verified: boolean;
+  /** Blobs read back and hashed. */
+  checked: number;
+  failureCount: number;
+  failures: Failure[];
+  manifestsRemoved: number;
+  blobsRemoved: number;
+}
+
+/** A crashed worker's lock lapses after this; a running backup renews it every third of it. */
+const LOCK_MS = 10 * 60_000;
+const RENEW_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+const RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/**
+ * Runs `work` holding the store's backup lock. The job that holds it may take it again (a resumed run), and keeps
+ * it when it is interrupted, so that no other backup slips in before it resumes.
+ */
+async function withStoreLock<T>(ctx: JobContext, store: string, work: () => Promise<T>): Promise<T> {
+  const { redis, prefix } = maintenanceOf(ctx);
+  const key = `${prefix}:backup-lock:${store}`;
+  const holder = ctx.job.id;
+  if ((await redis.set(key, holder, 'PX', LOCK_MS, 'NX')) !== 'OK') {
+    const current = await redis.get(key);
+    if (current !== holder) throw new PreconditionFailedError(`a backup of "${store}" is already running (job ${current})`);
+  }
+  const renew = () => redis.eval(RENEW_SCRIPT, 1, key, holder, LOCK_MS);
+  await renew();
+  const renewal = setInterval(() => void renew().catch((error: unknown) => ctx.log.warn({ err: error }, 'could not renew the backup lock')), LOCK_MS / 3);
+  renewal.unref();
+  let keep = false;
+  try {
+    return await work();
+  } catch (error) {
+    keep = error instanceof JobInterruptedError;
+    throw error;
+  } finally {
+    clearInterval(renewal);
+    if (!keep) await redis.eval(RELEASE_SCRIPT, 1, key, holder).catch((error: unknown) => ctx.log.warn({ err: error }, 'could not release the backup lock'));
+  }
+}
+
+const savedRun = z.object({ manifestId: z.string(), at: z.string() }).passthrough();
+
+interface Run {
+  store: string;
+  targetName: string;
+  source: StorageProvider;
+  target: StorageProvider;
+  versions: boolean;
+  verifyAll: boolean;
+}
+
+export const backupJob = defineJob({
+  name: 'backup',
+  queue: 'maintenance',
+  schema: backupPayload,
+  async handle(payload, ctx) {
+    const { settings } = maintenanceOf(ctx);
+    const store = payload.store;
+    const targetName = payload.target ?? settings.backupStore;
+    if (targetName === undefined) throw new InvalidArgumentError('backup needs a target store: set BACKUP_STORE or give "target"');
+    if (targetName === store) throw new InvalidArgumentError(`store "${store}" cannot be backed up into itself`);
+    const source = storeOf(ctx, store);
+    const target = storeOf(ctx, targetName);
+    const run = { store, targetName, source, target, versions: payload.versions ?? false, verifyAll: payload.verify === 'all' };
+    const result = await withStoreLock(ctx, store, () => runBackup(ctx, run));
+    return { result, event: { type: 'backup.completed', store, data: result } };
+  },
+});
+
+async function runBackup(ctx: JobContext, run: Run): Promise<BackupResult> {
+  const resumed = savedRun.safeParse(ctx.job.progress);
+  const manifestId = resumed.success ? resumed.data.manifestId : newVersionId();
+  const at = resumed.success ? resumed.data.at : new Date().toISOString();
+  const counts = { objects: 0, versions: 0, copied: 0, skipped: 0, bytes: 0 };
+  const report = async (phase: string, extra: Record<string, unknown> = {}) => {
+    await ctx.reportProgress?.({ phase, manifestId, at, ...counts, ...extra });
+  };
+  await report('copy');
+
+  // What the newest earlier manifest vouches for (its verified blobs), and its version entries to reuse.
+  const known = new Set<string>();
+  const knownVersions = new Map<string, ManifestVersion>();
+  const previousKey = (await listManifests(run.target, run.store)).find((key) => !key.endsWith(`/${manifestId}.json`));
+  if (previousKey !== undefined) {
+    const previous = await readManifest(run.target, previousKey);
+    const unverified = new Set(previous.unverified);
+    for (const etag of manifestEtags(previous)) if (!unverified.has(etag)) known.add(etag);
+    for (const version of previous.versions ?? []) knownVersions.set(`${version.key}\n${version.versionId}`, version);
+  }
+
+  const toVerify = new Map<string, string>(); // etag -> a key it backs, for the report
+  const placing = new Map<string, Promise<string | undefined>>(); // listed etag -> etag of the blob its copy placed
+  const failures = new Failures();
+
+  /** Puts the content of `key` into a blob unless one with this etag is there; returns what it read, if it copied. */
+  const placeBlob = async (key: string, etag: string, versionId: string | undefined): Promise<ObjectInfo | undefined> => {
+    const present = await statIfPresent(run.target, blobKey(run.store, etag));
+    if (present?.etag === etag) {
+      counts.skipped++;
+      toVerify.set(etag, key); // left by an interrupted run: nobody has checked it yet
+      return undefined;
+    }
+    const blobOf = (info: ObjectInfo) => ({ key: blobKey(run.store, info.etag), options: { contentType: 'application/octet-stream' } });
+    const { source, written } = await copyObject(run.source, key, run.target, blobOf, versionId);
+    toVerify.set(source.etag, key);
+    counts.copied++;
+    counts.bytes += written.size;
+    return source;
+  };
+
+  /** Makes sure the blob for `etag` is in the backup store, once per content; returns what was read if it copied. */
+  const ensureBlob = async (key: string, etag: string, versionId?: string): Promise<ObjectInfo | undefined> => {
+    if (known.has(etag)) {
+      counts.skipped++;
+      return undefined;
+    }
+    const pending = placing.get(etag);
+    if (pending === undefined) {
+      const placed = placeBlob(key, etag, versionId);
+      placing.set(etag, placed.then((read) => read?.etag ?? etag, () => undefined));
+      return placed;
+    }
+    // The same content under another key: its blob is being placed (the object may have changed meanwhile).
+    if ((await pending) === etag) {
+      counts.skipped++;
+      return undefined;
+    }
+    return placeBlob(key, etag, versionId);
+  };
+
+  const backUpVersions = async (key: string): Promise<ManifestVersion[]> => {
+    const entries: ManifestVersion[] = [];
+    for (const version of (await allVersions(run.source, key)).reverse()) {
+      throwIfInterrupted(ctx);
+      let read: ObjectInfo | undefined;
+      try {
+        read = await ensureBlob(key, version.etag, version.versionId);
+      } catch (error) {
+        if (error instanceof NotFoundError) continue; // removed by retention since it was listed
+        throw error;
+      }
+      const recorded = knownVersions.get(`${key}\n${version.versionId}`);
+      if (recorded !== undefined && recorded.etag === version.etag) {
+        entries.push(recorded);
+        continue;
+      }
+      const info = read ?? (await run.source.stat(key, { versionId: version.versionId }));
+      entries.push({
+        key,
+        versionId: version.versionId,
+        etag: version.etag,
+        size: version.size,
+        contentType: info.contentType,
+        metadata: info.metadata,
+        createdAt: version.createdAt,
+        ...(version.message !== undefined ? { message: version.message } : {}),
+        ...(version.author !== undefined ? { author: version.author } : {}),
+      });
+    }
+    return entries;
+  };
+
+  const objects: ManifestObject[] = [];
+  const versions: ManifestVersion[] = [];
+  for await (const page of pages(run.source)) {
+    throwIfInterrupted(ctx);
+    const items = page.items.filter((item) => !isBackupKey(item.key));
+    const pageObjects: (ManifestObject | undefined)[] = new Array(items.length);
+    const pageVersions: ManifestVersion[][] = items.map(() => []);
+    await forEachLimited(
+      items.map((item, i) => ({ item, i })),
+      COPY_WIDTH,
+      async ({ item, i }) => {
+        throwIfInterrupted(ctx);
+        try {
+          const info = (await ensureBlob(item.key, item.etag)) ?? item;
+          const { key, etag, size, contentType, metadata, updatedAt } = info;
+          pageObjects[i] = { key, etag, size, contentType, metadata, updatedAt };
+          if (run.versions) pageVersions[i] = await backUpVersions(item.key);
+        } catch (error) {
+          if (error instanceof NotFoundError) return; // deleted since it was listed
+          if (!(error instanceof ContentMismatch)) throw error;
+          failures.add({ key: item.key, etag: error.expected, reason: error.message });
+        }
+      },
+    );
+    for (const entry of pageObjects) if (entry !== undefined) objects.push(entry);
+    for (const list of pageVersions) versions.push(...list);
+    counts.objects = objects.length;
+    counts.versions = versions.length;
+    await report('copy');
+  }
+
+  const manifest: Manifest = { id: manifestId, at, store: run.store, objects, ...(run.versions ? { versions } : {}), unverified: [] };
+  if (run.verifyAll) for (const entry of [...objects, ...versions]) if (!toVerify.has(entry.etag)) toVerify.set(entry.etag, entry.key);
+  await report('verify', { checking: toVerify.size });
+  await forEachLimited([...toVerify], COPY_WIDTH, async ([etag, key]) => {
+    throwIfInterrupted(ctx);
+    const failure = await verifyStored(run.target, blobKey(run.store, etag), etag);
+    if (failure === undefined) return;
+    failures.add({ key, etag, reason: `backup blob ${failure.reason}` });
+    manifest.unverified.push(etag);
+    await run.target.delete(blobKey(run.store, etag));
+  });
+
+  const manifestKey = await writeManifest(run.target, manifest);
+  await report('prune');
+  const pruned = await prune(run.target, run.store, manifest, maintenanceOf(ctx).settings.backupKeep);
+  return {
+    store: run.store,
+    target: run.targetName,
+    manifest: manifestKey,
+    manifestId,
+    objects: objects.length,
+    versions: versions.length,
+    copied: counts.copied,
+    skipped: counts.skipped,
+    bytes: counts.bytes,
+    verified: failures.count === 0,
+    checked: toVerify.size,
+    failureCount: failures.count,
+    failures: failures.items,
+    ...pruned,
+  };
+}
+
+/** Deletes manifests past the newest `keep` (the new one among them), then blobs that no kept manifest needs. */
+async function prune(target: StorageProvider, store: string, current: Manifest, keep: number): Promise<{ manifestsRemoved: number; blobsRemoved: number }> {
+  const manifests = await listManifests(target, store);
+  const kept = manifests.slice(0, keep);
+  const removed = manifests.slice(keep);
+  if (removed.length === 0) return { manifestsRemoved: 0, blobsRemoved: 0 };
+  const needed = manifestEtags(current);
+  for (const key of kept) {
+    if (key.endsWith(`/${current.id}.json`)) continue;
+    for (const etag of manifestEtags(await readManifest(target, key))) needed.add(etag);
+  }
+  for (const key of removed) await target.delete(key);
+  let blobsRemoved = 0;
+  const prefix = blobPrefix(store);
+  for await (const page of pages(target, { prefix, limit: 1000 })) {
+    const unneeded = page.items.filter((item) => !needed.has(item.key.slice(prefix.length)));
+    await forEachLimited(unneeded, COPY_WIDTH, async (item) => {
+      await target.delete(item.key);
+      blobsRemoved++;
+    });
+  }
+  return { manifestsRemoved: removed.length, blobsRemoved };
+}

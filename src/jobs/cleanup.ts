@@ -1,0 +1,123 @@
+/**
+ * `cleanup` (`CLEANUP_CRON`, hourly): the housekeeping of the whole service; event `cleanup.completed`.
+ *
+ * - Version retention, per store: of every current key's versions, the newest `VERSION_RETENTION_COUNT` are kept,
+ *   and with `VERSION_RETENTION_DAYS` > 0 none older than that; the newest version, and the one the current
+ *   object was made from, are always kept. Needs the provider's `deleteVersion`: a store without it (git, whose
+ *   history cannot be rewritten) is counted in `skipped`. Versions of keys that no longer have a current object
+ *   are not reachable through a listing and stay until `delete` with `allVersions`.
+ * - Staging blobs older than `STAGING_TTL`: bodies of jobs that never ran to completion.
+ * - BullMQ jobs past their retention (completed after a day, failed after a week): completed jobs are trimmed
+ *   when another job completes, so a queue that went quiet keeps them until this runs.
+ * - Events past `EVENTS_MAXLEN`: `XADD` trims approximately (whole stream nodes); this trims exactly.
+ *
+ * With `store`, only that store's versions are cleaned; without, every store and the service-wide parts. Every
+ * step is idempotent: a run interrupted by a shutdown is simply run again.
+ */
+import { z } from 'zod';
+import type { StorageProvider } from '../providers/types.js';
+import { allVersions, pages } from './copy.js';
+import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext, type MaintenanceDeps } from './definition.js';
+import { STAGING_PREFIX } from './staging.js';
+
+export const cleanupPayload = z.object({ store: storeNameSchema.optional() }).strict();
+
+export interface StoreRetention {
+  keys: number;
+  versionsDeleted: number;
+  /** Why the store's versions were left alone. */
+  skipped?: string;
+}
+
+export interface CleanupResult {
+  stores: Record<string, StoreRetention>;
+  versionsDeleted: number;
+  /** Stores whose versions could not be cleaned (no `deleteVersion`). */
+  skipped: number;
+  stagingRemoved: number;
+  jobsRemoved: number;
+  eventsTrimmed: number;
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+/** `queue.clean` removes at most this many jobs per call; it is called until a call removes fewer. */
+const CLEAN_BATCH = 1000;
+
+async function applyRetention(ctx: JobContext, provider: StorageProvider, settings: MaintenanceDeps['settings']): Promise<StoreRetention> {
+  const deleteVersion = provider.deleteVersion?.bind(provider);
+  if (deleteVersion === undefined) return { keys: 0, versionsDeleted: 0, skipped: `${provider.kind} stores cannot delete single versions` };
+  const cutoff = settings.versionRetentionDays > 0 ? Date.now() - settings.versionRetentionDays * DAY_MS : undefined;
+  const retention = { keys: 0, versionsDeleted: 0 };
+  for await (const page of pages(provider, { limit: 1000 })) {
+    throwIfInterrupted(ctx);
+    for (const object of page.items) {
+      retention.keys++;
+      const versions = await allVersions(provider, object.key);
+      // Newest first: index 0 is the newest and always stays.
+      const expired = versions.filter(
+        (version, i) =>
+          i > 0 &&
+          version.versionId !== object.versionId &&
+          (i >= settings.versionRetentionCount || (cutoff !== undefined && Date.parse(version.createdAt) < cutoff)),
+      );
+      for (const version of expired) await deleteVersion(object.key, version.versionId);
+      retention.versionsDeleted += expired.length;
+    }
+    await ctx.reportProgress?.({ phase: 'versions', ...retention });
+  }
+  return retention;
+}
+
+async function removeStaleStaging(ctx: JobContext, staging: StorageProvider, ttlSeconds: number): Promise<number> {
+  const cutoff = Date.now() - ttlSeconds * 1000;
+  let removed = 0;
+  for await (const page of pages(staging, { prefix: STAGING_PREFIX, limit: 1000 })) {
+    throwIfInterrupted(ctx);
+    for (const blob of page.items) {
+      if (Date.parse(blob.updatedAt) >= cutoff) continue;
+      await staging.delete(blob.key);
+      removed++;
+    }
+  }
+  return removed;
+}
+
+async function removeOldJobs(deps: MaintenanceDeps): Promise<number> {
+  const { completedJobAgeSeconds, failedJobAgeSeconds } = deps.settings;
+  let removed = 0;
+  for (const queue of deps.queues) {
+    for (const [state, ageSeconds] of [['completed', completedJobAgeSeconds], ['failed', failedJobAgeSeconds]] as const) {
+      for (;;) {
+        const ids = await queue.clean(ageSeconds * 1000, CLEAN_BATCH, state);
+        removed += ids.length;
+        if (ids.length < CLEAN_BATCH) break;
+      }
+    }
+  }
+  return removed;
+}
+
+export const cleanupJob = defineJob({
+  name: 'cleanup',
+  queue: 'maintenance',
+  schema: cleanupPayload,
+  async handle(payload, ctx) {
+    const deps = maintenanceOf(ctx);
+    const names = payload.store === undefined ? [...ctx.stores.keys()] : [payload.store];
+    const result: CleanupResult = { stores: {}, versionsDeleted: 0, skipped: 0, stagingRemoved: 0, jobsRemoved: 0, eventsTrimmed: 0 };
+    for (const name of names) {
+      const retention = await applyRetention(ctx, storeOf(ctx, name), deps.settings);
+      result.stores[name] = retention;
+      result.versionsDeleted += retention.versionsDeleted;
+      if (retention.skipped !== undefined) result.skipped++;
+    }
+    if (payload.store === undefined) {
+      await ctx.reportProgress?.({ phase: 'staging', versionsDeleted: result.versionsDeleted });
+      result.stagingRemoved = await removeStaleStaging(ctx, deps.stagingProvider, deps.settings.stagingTtlSeconds);
+      await ctx.reportProgress?.({ phase: 'jobs', versionsDeleted: result.versionsDeleted });
+      result.jobsRemoved = await removeOldJobs(deps);
+      result.eventsTrimmed = Number(await deps.redis.xtrim(ctx.bus.streamKey, 'MAXLEN', deps.settings.eventsMaxLen));
+    }
+    return { result, event: { type: 'cleanup.completed', ...(payload.store !== undefined ? { store: payload.store } : {}), data: result } };
+  },
+});

@@ -1,0 +1,183 @@
+/**
+ * Moving content between stores for the maintenance jobs (backup, restore-backup, migrate), verified end to end
+ * with the one identity the contract guarantees on every provider: etag = sha256 of the content.
+ *
+ * - A copy compares the etag the target computed while storing with the etag of what was read: a body damaged on
+ *   the way is caught at once.
+ * - `verifyStored` reads an object back and hashes it here, trusting neither provider's recorded etag: that is
+ *   what finds content damaged at rest (a disk provider serves its record without re-hashing it).
+ * - `verifiedBody` checks content *before* it is written anywhere (restoring from a backup must not put a damaged
+ *   blob into a live store): small bodies are held in memory once, larger ones are read twice.
+ */
+import { pipeline } from 'node:stream/promises';
+import { Writable } from 'node:stream';
+import { HashingStream, readAll, sha256Hex } from '../providers/body.js';
+import { NotFoundError } from '../providers/errors.js';
+import type { Body, ObjectInfo, StorageProvider, VersionInfo, WriteOptions } from '../providers/types.js';
+
+/** Items copied in parallel within a page: enough to hide S3 round trips, few enough for a shared 2-core worker. */
+export const COPY_WIDTH = 8;
+/** Objects per listing page, and so per saved checkpoint of a resumable job. */
+export const PAGE_SIZE = 200;
+/** Bodies up to this size are verified in memory before being written; larger ones are read twice. */
+const VERIFY_IN_MEMORY_BYTES = 8 * 1024 * 1024;
+
+/** A copy or check that did not hold: reported in the job's result and event, never thrown. */
+export interface Failure {
+  key: string;
+  etag?: string;
+  versionId?: string;
+  reason: string;
+}
+
+/** Failures kept in a result (the count is always exact). */
+export const MAX_REPORTED_FAILURES = 100;
+
+export class Failures {
+  count = 0;
+  readonly items: Failure[] = [];
+
+  add(failure: Failure): void {
+    this.count++;
+    if (this.items.length < MAX_REPORTED_FAILURES) this.items.push(failure);
+  }
+}
+
+export async function statIfPresent(provider: StorageProvider, key: string, versionId?: string): Promise<ObjectInfo | undefined> {
+  try {
+    return await provider.stat(key, versionId === undefined ? undefined : { versionId });
+  } catch (error) {
+    if (error instanceof NotFoundError) return undefined;
+    throw error;
+  }
+}
+
+/** Runs `task` over `items`, at most `width` at once, in order of start. */
+export async function forEachLimited<T>(items: readonly T[], width: number, task: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (next < items.length) await task(items[next++]!);
+    }),
+  );
+}
+
+/** Pages of a listing; `at` is the cursor that produced the page, so a job can resume at that page. */
+export async function* pages(
+  provider: StorageProvider,
+  opts: { prefix?: string; cursor?: string; limit?: number } = {},
+): AsyncGenerator<{ items: ObjectInfo[]; at?: string; next?: string }> {
+  let cursor = opts.cursor;
+  do {
+    const page = await provider.list({ prefix: opts.prefix, cursor, limit: opts.limit ?? PAGE_SIZE });
+    yield { items: page.items, at: cursor, next: page.cursor };
+    cursor = page.cursor;
+  } while (cursor !== undefined);
+}
+
+/** Every version of `key`, newest first. */
+export async function allVersions(provider: StorageProvider, key: string): Promise<VersionInfo[]> {
+  const versions: VersionInfo[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await provider.listVersions(key, { cursor, limit: 1000 });
+    versions.push(...page.items);
+    cursor = page.cursor;
+  } while (cursor !== undefined);
+  return versions;
+}
+
+/** The sha256 of what `provider` serves for `key` now, hashed here. */
+export async function hashStored(provider: StorageProvider, key: string, versionId?: string): Promise<{ etag: string; size: number }> {
+  const { body } = await provider.read(key, versionId === undefined ? undefined : { versionId });
+  const hashing = new HashingStream();
+  await pipeline(body, hashing, new Writable({ write: (_chunk, _encoding, done) => done() }));
+  return { etag: hashing.etag, size: hashing.size };
+}
+
+/** Reads `key` back and compares its sha256 with `etag`; a failure says why, undefined means it holds. */
+export async function verifyStored(provider: StorageProvider, key: string, etag: string): Promise<Failure | undefined> {
+  try {
+    const stored = await hashStored(provider, key);
+    return stored.etag === etag ? undefined : { key, etag, reason: `reads back with sha256 ${stored.etag}` };
+  } catch (error) {
+    if (error instanceof NotFoundError) return { key, etag, reason: 'missing' };
+    throw error;
+  }
+}
+
+export class ContentMismatch extends Error {
+  constructor(
+    readonly key: string,
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(`"${key}" has sha256 ${actual}, expected ${expected}`);
+    this.name = 'ContentMismatch';
+  }
+}
+
+/** The content of `key`, checked against `etag` before the caller writes it anywhere (`ContentMismatch` if not). */
+export async function verifiedBody(provider: StorageProvider, key: string, etag: string, size: number): Promise<Body> {
+  if (size <= VERIFY_IN_MEMORY_BYTES) {
+    const { body } = await provider.read(key);
+    const content = await readAll(body);
+    const actual = sha256Hex(content);
+    if (actual !== etag) throw new ContentMismatch(key, etag, actual);
+    return content;
+  }
+  const stored = await hashStored(provider, key);
+  if (stored.etag !== etag) throw new ContentMismatch(key, etag, stored.etag);
+  return (await provider.read(key)).body;
+}
+
+/**
+ * Copies `key` (or one of its versions) from `from` into `to`, where `place` says for what was read (the object
+ * may have changed since it was listed). Returns what was read and what was written; `ContentMismatch` when the
+ * target stored something else than what was read.
+ */
+export async function copyObject(
+  from: StorageProvider,
+  key: string,
+  to: StorageProvider,
+  place: (source: ObjectInfo) => { key: string; options?: WriteOptions },
+  versionId?: string,
+): Promise<{ source: ObjectInfo; written: ObjectInfo }> {
+  const { info: source, body } = await from.read(key, versionId === undefined ? undefined : { versionId });
+  const at = place(source);
+  let written: ObjectInfo;
+  try {
+    written = await to.write(at.key, body, at.options);
+  } catch (error) {
+    body.destroy();
+    throw error;
+  }
+  if (written.etag !== source.etag) throw new ContentMismatch(at.key, source.etag, written.etag);
+  return { source, written };
+}
+
+/** Same content, content type and metadata: nothing to copy. */
+export function sameObject(a: Pick<ObjectInfo, 'etag' | 'contentType' | 'metadata'>, b: Pick<ObjectInfo, 'etag' | 'contentType' | 'metadata'>): boolean {
+  if (a.etag !== b.etag || a.contentType !== b.contentType) return false;
+  const keys = Object.keys(a.metadata);
+  return keys.length === Object.keys(b.metadata).length && keys.every((name) => a.metadata[name] === b.metadata[name]);
+}
+
+/** A copied version's message: its own, or one naming where it came from (createVersion needs one). */
+export function versionMessage(version: { versionId: string; message?: string }): string {
+  return version.message ?? `copy of version ${version.versionId}`;
+}
+
+/**
+ * Which of `source`'s versions (oldest first) still have to be recorded in a target whose versions of the key are
+ * `target` (oldest first): those after the run a copy interrupted earlier left, or none when the target has
+ * versions of its own (they are not overwritten with another history).
+ */
+export function missingVersions<V extends { versionId: string; etag: string; message?: string }>(
+  source: readonly V[],
+  target: readonly Pick<VersionInfo, 'etag' | 'message'>[],
+): V[] | undefined {
+  if (target.length > source.length) return undefined;
+  const continues = target.every((version, i) => version.etag === source[i]!.etag && version.message === versionMessage(source[i]!));
+  return continues ? source.slice(target.length) : undefined;
+}

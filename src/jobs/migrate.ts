@@ -1,0 +1,138 @@
+/**
+ * `migrate`: copies every object of one store into another (and their versions when asked); event
+ * `migration.completed`.
+ *
+ * Verified: each write's etag (computed by the target from what it stored) must equal the source's. Resumable:
+ * after every page of the source listing the job saves the cursor that continues it, with its counts, as its
+ * progress (`GET /v1/jobs/:id`, the board); a run picked up after a crash or a shutdown continues at that page, and
+ * objects the target already holds with the same content, type and metadata are skipped, not copied again.
+ * Objects deleted from the source while the migration runs are left out; objects written meanwhile may or may not
+ * be included, as with any copy of a live store: run it again for a final pass (it only copies what changed).
+ */
+import { z } from 'zod';
+import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
+import type { ObjectInfo, StorageProvider } from '../providers/types.js';
+import { COPY_WIDTH, ContentMismatch, Failures, allVersions, copyObject, forEachLimited, missingVersions, pages, sameObject, statIfPresent, versionMessage, type Failure } from './copy.js';
+import { defineJob, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
+
+export const migratePayload = z.object({ from: storeNameSchema, to: storeNameSchema, versions: z.boolean().optional() }).strict();
+
+export interface MigrateResult {
+  from: string;
+  to: string;
+  objects: number;
+  copied: number;
+  skipped: number;
+  versions: number;
+  bytes: number;
+  verified: boolean;
+  failureCount: number;
+  failures: Failure[];
+}
+
+/**
+ * The progress a run saves after each page; `cursor` null = the listing is done. `targetWasEmpty`: the target held
+ * nothing when the job began, so only the page a resumed run starts with can hold objects already copied.
+ */
+const checkpoint = z
+  .object({
+    cursor: z.string().nullable(),
+    targetWasEmpty: z.boolean().default(false),
+    objects: z.number().int().nonnegative(),
+    copied: z.number(),
+    skipped: z.number(),
+    versions: z.number(),
+    bytes: z.number(),
+    failureCount: z.number().default(0),
+  })
+  .passthrough();
+type Checkpoint = z.output<typeof checkpoint>;
+
+/** Records the versions of `key` the target lacks, oldest first; returns how many. */
+async function copyVersions(ctx: JobContext, from: StorageProvider, to: StorageProvider, key: string): Promise<number> {
+  const source = (await allVersions(from, key)).reverse();
+  if (source.length === 0) return 0;
+  const missing = missingVersions(source, (await allVersions(to, key)).reverse()) ?? [];
+  for (const version of missing) {
+    throwIfInterrupted(ctx);
+    const { info, body } = await from.read(key, { versionId: version.versionId });
+    const recorded = await to.createVersion(key, body, {
+      message: versionMessage(version),
+      author: version.author,
+      contentType: info.contentType,
+      metadata: info.metadata,
+    });
+    if (recorded.etag !== version.etag) throw new ContentMismatch(key, version.etag, recorded.etag);
+  }
+  return missing.length;
+}
+
+export const migrateJob = defineJob({
+  name: 'migrate',
+  queue: 'maintenance',
+  schema: migratePayload,
+  async handle(payload, ctx) {
+    if (payload.from === payload.to) throw new InvalidArgumentError(`store "${payload.from}" cannot be migrated into itself`);
+    const from = storeOf(ctx, payload.from);
+    const to = storeOf(ctx, payload.to);
+    const resumed = checkpoint.safeParse(ctx.job.progress);
+    const state: Checkpoint = resumed.success
+      ? resumed.data
+      : { cursor: '', targetWasEmpty: (await to.list({ limit: 1 })).items.length === 0, objects: 0, copied: 0, skipped: 0, versions: 0, bytes: 0, failureCount: 0 };
+    // Per object, a look at the target saves copying what is already there; into a target that was empty it is
+    // needed only on the page where a resumed run picks up.
+    let lookFirst = !state.targetWasEmpty || resumed.success;
+    const failures = new Failures();
+    failures.count = state.failureCount;
+
+    const migrateObject = async (item: ObjectInfo): Promise<void> => {
+      if (payload.versions) state.versions += await copyVersions(ctx, from, to, item.key);
+      const current = lookFirst ? await statIfPresent(to, item.key) : undefined;
+      if (current !== undefined && sameObject(current, item)) {
+        state.skipped++;
+        return;
+      }
+      const { written } = await copyObject(from, item.key, to, (source) => ({
+        key: item.key,
+        options: { contentType: source.contentType, metadata: source.metadata },
+      }));
+      state.copied++;
+      state.bytes += written.size;
+    };
+
+    if (state.cursor !== null) {
+      for await (const page of pages(from, { cursor: state.cursor === '' ? undefined : state.cursor })) {
+        throwIfInterrupted(ctx);
+        await forEachLimited(page.items, COPY_WIDTH, async (item) => {
+          throwIfInterrupted(ctx);
+          try {
+            await migrateObject(item);
+          } catch (error) {
+            if (error instanceof NotFoundError) return; // deleted since it was listed
+            if (!(error instanceof ContentMismatch)) throw error;
+            failures.add({ key: item.key, etag: error.expected, reason: error.message });
+          }
+        });
+        state.objects += page.items.length;
+        state.cursor = page.next ?? null;
+        lookFirst = !state.targetWasEmpty;
+        state.failureCount = failures.count;
+        await ctx.reportProgress?.({ phase: 'copy', ...state });
+      }
+    }
+
+    const result: MigrateResult = {
+      from: payload.from,
+      to: payload.to,
+      objects: state.objects,
+      copied: state.copied,
+      skipped: state.skipped,
+      versions: state.versions,
+      bytes: state.bytes,
+      verified: failures.count === 0,
+      failureCount: failures.count,
+      failures: failures.items,
+    };
+    return { result, event: { type: 'migration.completed', store: payload.to, data: result } };
+  },
+});

@@ -1,0 +1,52 @@
+/**
+ * `tier` (`TIER_CRON`, every 5 minutes): for every hybrid store (or the one named), computes the promotion and
+ * demotion plan from the read counts all processes share in Redis, applies it to this process's hot tier and
+ * publishes it, so every other process holding the store follows it on receipt; event `tier.completed` with the
+ * counts and bytes moved here. Idempotent: applying a plan twice promotes nothing twice.
+ */
+import { z } from 'zod';
+import { InvalidArgumentError } from '../providers/errors.js';
+import { isHybridProvider, type TieringOutcome } from '../providers/hybrid.js';
+import { defineJob, storeNameSchema, storeOf, throwIfInterrupted } from './definition.js';
+
+export const tierPayload = z.object({ store: storeNameSchema.optional() }).strict();
+
+export interface StoreTiering extends TieringOutcome {
+  planned: { promote: number; demote: number };
+}
+
+export interface TierResult {
+  stores: Record<string, StoreTiering>;
+  promoted: number;
+  promotedBytes: number;
+  demoted: number;
+  demotedBytes: number;
+}
+
+export const tierJob = defineJob({
+  name: 'tier',
+  queue: 'maintenance',
+  schema: tierPayload,
+  async handle(payload, ctx) {
+    const names = payload.store === undefined ? [...ctx.stores.keys()] : [payload.store];
+    const result: TierResult = { stores: {}, promoted: 0, promotedBytes: 0, demoted: 0, demotedBytes: 0 };
+    for (const name of names) {
+      const provider = storeOf(ctx, name);
+      if (!isHybridProvider(provider)) {
+        if (payload.store !== undefined) throw new InvalidArgumentError(`store "${name}" is a ${provider.kind} store: only hybrid stores have tiers`);
+        continue;
+      }
+      throwIfInterrupted(ctx);
+      const plan = await provider.planTiering();
+      const outcome = await provider.applyTiering(plan);
+      await provider.publishTiering(plan);
+      result.stores[name] = { ...outcome, planned: { promote: plan.promote.length, demote: plan.demote.length } };
+      result.promoted += outcome.promoted;
+      result.promotedBytes += outcome.promotedBytes;
+      result.demoted += outcome.demoted;
+      result.demotedBytes += outcome.demotedBytes;
+      await ctx.reportProgress?.({ phase: 'tier', done: Object.keys(result.stores).length });
+    }
+    return { result, event: { type: 'tier.completed', ...(payload.store !== undefined ? { store: payload.store } : {}), data: result } };
+  },
+});

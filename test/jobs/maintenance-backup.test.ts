@@ -1,0 +1,201 @@
+/**
+ * `backup` and `restore-backup` handlers against real stores (disk and ram) and real Redis (the per-store lock):
+ * incremental copies, verification that catches damaged blobs, retention, restore with identical etags.
+ */
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backupJob, type BackupResult } from '../../src/jobs/backup.js';
+import { blobKey, listManifests, readManifest } from '../../src/jobs/manifest.js';
+import { restoreBackupJob } from '../../src/jobs/restore-backup.js';
+import { sha256Hex } from '../../src/providers/body.js';
+import { DiskProvider } from '../../src/providers/disk.js';
+import { keyPath } from '../../src/providers/disk-layout.js';
+import { PreconditionFailedError, InvalidArgumentError } from '../../src/providers/errors.js';
+import { RamProvider } from '../../src/providers/ram.js';
+import type { StorageProvider } from '../../src/providers/types.js';
+import { etags, fill, maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
+
+const content = (i: number) => `object ${i} `.repeat(1 + (i % 7));
+
+/** A store whose reads of one key serve other bytes than it holds (a failing disk, a bad cache). */
+function corruptingReads(provider: StorageProvider, key: string): StorageProvider {
+  return new Proxy(provider, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target) as unknown;
+      if (typeof value !== 'function') return value;
+      const method = (value as (...args: unknown[]) => unknown).bind(target);
+      if (property !== 'read') return method;
+      return async (readKey: string, opts?: unknown) => {
+        const result = (await method(readKey, opts)) as { info: unknown; body: Readable };
+        if (readKey !== key) return result;
+        result.body.destroy();
+        return { info: result.info, body: Readable.from([Buffer.from('bit rot')]) };
+      };
+    },
+  });
+}
+
+describe('backup and restore-backup', () => {
+  let f: MaintenanceFixture;
+  let files: DiskProvider;
+  let vault: DiskProvider;
+  let vaultDir: string;
+  let stores: Map<string, StorageProvider>;
+  let first: BackupResult;
+
+  const backup = async (payload: Parameters<typeof backupJob.handle>[0], overrides: Map<string, StorageProvider> = stores, settings = {}) =>
+    (await backupJob.handle(payload, f.context(overrides, { name: 'backup', settings: { backupStore: 'vault', ...settings } }))).result;
+
+  beforeAll(async () => {
+    f = await maintenanceFixture('backup');
+    files = new DiskProvider({ root: await f.tempDir('files'), fsync: false });
+    vaultDir = await f.tempDir('vault');
+    vault = new DiskProvider({ root: vaultDir, fsync: false });
+    stores = new Map<string, StorageProvider>([
+      ['files', files],
+      ['vault', vault],
+    ]);
+    await fill(files, 1000, 'doc/', content);
+    first = await backup({ store: 'files' });
+  });
+
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it('backs up 1,000 objects, reads every copied blob back, and writes a manifest naming every key', async () => {
+    expect(first).toMatchObject({ store: 'files', target: 'vault', objects: 1000, copied: 1000, skipped: 0, verified: true, checked: 1000, failureCount: 0 });
+    const manifest = await readManifest(vault, first.manifest);
+    expect(manifest.objects).toHaveLength(1000);
+    const source = await etags(files);
+    for (const entry of manifest.objects) {
+      expect(entry.etag).toBe(source.get(entry.key));
+      expect(entry).toMatchObject({ contentType: 'text/plain', metadata: { n: entry.key.slice('doc/'.length) } });
+    }
+    const blob = await vault.stat(blobKey('files', manifest.objects[0]!.etag));
+    expect(blob.etag).toBe(manifest.objects[0]!.etag);
+  });
+
+  it('a second run copies only what changed; one content under two keys is copied once', async () => {
+    for (let i = 0; i < 10; i++) await files.write(`doc/${i}`, `changed ${i}`);
+    await files.write('new/a', 'same new content');
+    await files.write('new/b', 'same new content');
+    await files.delete('doc/999');
+    const second = await backup({ store: 'files' });
+    expect(second).toMatchObject({ objects: 1001, copied: 11, verified: true, checked: 11 });
+    expect(second.skipped).toBe(1001 - 11);
+    expect(second.bytes).toBe(10 * 'changed 0'.length + 'same new content'.length);
+    const manifest = await readManifest(vault, second.manifest);
+    expect(manifest.objects.find((entry) => entry.key === 'doc/3')?.etag).toBe(sha256Hex('changed 3'));
+    expect(manifest.objects.some((entry) => entry.key === 'doc/999')).toBe(false);
+  });
+
+  it('a blob that reads back other than it was copied is reported with its key, and copied again by the next run', async () => {
+    await files.write('fragile', 'precious bytes');
+    const bad = blobKey('files', sha256Hex('precious bytes'));
+    const result = await backup({ store: 'files' }, new Map<string, StorageProvider>([...stores, ['vault', corruptingReads(vault, bad)]]));
+    expect(result.verified).toBe(false);
+    expect(result.failures).toEqual([expect.objectContaining({ key: 'fragile', etag: sha256Hex('precious bytes') })]);
+    expect((await readManifest(vault, result.manifest)).unverified).toEqual([sha256Hex('precious bytes')]);
+
+    const next = await backup({ store: 'files' });
+    expect(next).toMatchObject({ copied: 1, verified: true, checked: 1 });
+  });
+
+  it('verify "all" finds a blob damaged at rest since an earlier run', async () => {
+    const etag = sha256Hex(content(500));
+    const record = await open(path.join(vaultDir, 'objects', keyPath(blobKey('files', etag))), 'r+');
+    await record.write(Buffer.from('X'), 0, 1, 0);
+    await record.close();
+
+    const incremental = await backup({ store: 'files' });
+    expect(incremental).toMatchObject({ copied: 0, verified: true });
+
+    const scrub = await backup({ store: 'files', verify: 'all' });
+    expect(scrub.verified).toBe(false);
+    expect(scrub.checked).toBeGreaterThanOrEqual(1000);
+    expect(scrub.failures.map((failure) => failure.etag)).toEqual([etag]);
+    expect(scrub.failures[0]!.key).toBe('doc/500');
+  });
+
+  it('restore-backup into an empty store gives identical etags, types and metadata', async () => {
+    const latest = await backup({ store: 'files' });
+    const empty = new RamProvider({ maxBytes: 64 * 1024 * 1024 });
+    const ctx = f.context(new Map<string, StorageProvider>([...stores, ['restored', empty]]), { name: 'restore-backup', settings: { backupStore: 'vault' } });
+    const { result, event } = await restoreBackupJob.handle({ manifest: latest.manifest, store: 'restored' }, ctx);
+    expect(result).toMatchObject({ objects: latest.objects, restored: latest.objects, skipped: 0, verified: true });
+    expect(event.type).toBe('backup.restored');
+    expect(await etags(empty)).toEqual(await etags(files));
+    const sample = await empty.stat('doc/42');
+    expect(sample).toMatchObject({ contentType: 'text/plain', metadata: { n: '42' } });
+
+    const again = await restoreBackupJob.handle({ manifest: latest.manifest, store: 'restored' }, ctx);
+    expect(again.result).toMatchObject({ restored: 0, skipped: latest.objects });
+  });
+
+  it('a damaged blob is reported by restore-backup and never written into the store', async () => {
+    const small = new RamProvider({ maxBytes: 1024 * 1024 });
+    await small.write('a', 'alpha');
+    await small.write('b', 'beta');
+    const own = new Map<string, StorageProvider>([['small', small], ['vault', vault]]);
+    const { manifest } = await backup({ store: 'small' }, own);
+    const target = new RamProvider({ maxBytes: 1024 * 1024 });
+    const damaged = corruptingReads(vault, blobKey('small', sha256Hex('beta')));
+    const ctx = f.context(new Map<string, StorageProvider>([['vault', damaged], ['target', target]]), { settings: { backupStore: 'vault' } });
+    const { result } = await restoreBackupJob.handle({ manifest, store: 'target' }, ctx);
+    expect(result).toMatchObject({ restored: 1, verified: false, failures: [expect.objectContaining({ key: 'b' })] });
+    expect([...(await etags(target)).keys()]).toEqual(['a']);
+  });
+
+  it('keeps the newest BACKUP_KEEP manifests and removes blobs that no kept manifest needs', async () => {
+    const small = new RamProvider({ maxBytes: 1024 * 1024 });
+    const own = new Map<string, StorageProvider>([['rotating', small], ['vault', vault]]);
+    const runs: BackupResult[] = [];
+    for (const text of ['one', 'two', 'three']) {
+      await small.write('k', text);
+      runs.push(await backup({ store: 'rotating' }, own, { backupKeep: 2 }));
+    }
+    expect(runs[2]).toMatchObject({ manifestsRemoved: 1, blobsRemoved: 1 });
+    expect(await listManifests(vault, 'rotating')).toEqual([runs[2]!.manifest, runs[1]!.manifest]);
+    expect([...(await etags(vault, 'backups/rotating/blobs/')).values()].sort()).toEqual([sha256Hex('three'), sha256Hex('two')].sort());
+  });
+
+  it('backs up versions with their messages and authors, and restores them oldest first', async () => {
+    const versioned = new RamProvider({ maxBytes: 1024 * 1024 });
+    await versioned.createVersion('doc', 'v1', { message: 'first', author: { name: 'Ada' }, contentType: 'text/markdown' });
+    await versioned.createVersion('doc', 'v2', { message: 'second' });
+    await versioned.write('doc', 'current, unversioned');
+    const own = new Map<string, StorageProvider>([['versioned', versioned], ['vault', vault]]);
+    const result = await backup({ store: 'versioned', versions: true }, own);
+    expect(result).toMatchObject({ objects: 1, versions: 2, copied: 3, verified: true });
+
+    const target = new RamProvider({ maxBytes: 1024 * 1024 });
+    const ctx = f.context(new Map<string, StorageProvider>([['vault', vault], ['target', target]]), { settings: { backupStore: 'vault' } });
+    const restored = await restoreBackupJob.handle({ manifest: result.manifest, store: 'target' }, ctx);
+    expect(restored.result).toMatchObject({ versions: 2, restored: 1, verified: true });
+    const versions = (await target.listVersions('doc')).items;
+    expect(versions.map((version) => [version.message, version.etag, version.author?.name])).toEqual([
+      ['second', sha256Hex('v2'), undefined],
+      ['first', sha256Hex('v1'), 'Ada'],
+    ]);
+    expect((await target.stat('doc', { versionId: versions[1]!.versionId })).contentType).toBe('text/markdown');
+    expect((await target.stat('doc')).etag).toBe(sha256Hex('current, unversioned'));
+  });
+
+  it('a backup of a store that holds backups leaves the backup layout out', async () => {
+    await vault.write('notes/readme', 'kept with the vault');
+    const elsewhere = new RamProvider({ maxBytes: 64 * 1024 * 1024 });
+    const result = await backup({ store: 'vault', target: 'elsewhere' }, new Map<string, StorageProvider>([...stores, ['elsewhere', elsewhere]]));
+    const manifest = await readManifest(elsewhere, result.manifest);
+    expect(manifest.objects.map((entry) => entry.key)).toEqual(['notes/readme']);
+  });
+
+  it('refuses a backup into the store itself, and a second backup of a store while one runs', async () => {
+    await expect(backup({ store: 'vault' })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await f.redis.producer.set(`${f.redis.prefix}:backup-lock:files`, 'maintenance-other', 'PX', 60_000);
+    await expect(backup({ store: 'files' })).rejects.toBeInstanceOf(PreconditionFailedError);
+    await f.redis.producer.del(`${f.redis.prefix}:backup-lock:files`);
+  });
+});
