@@ -16,10 +16,11 @@ import { requireBasic, requireBearer, TokenSet } from './auth.js';
 import { BOARD_PATH, boardRoutes } from './board.js';
 import { ApiError, respondWithError, toApiError } from './errors.js';
 import type { JobWaiter } from './job-status.js';
-import { hasDotSegment, rawPathname } from './object-path.js';
+import { ambiguousCharacter, hasDotSegment, rawPathname } from './object-path.js';
 import type { ApiMetrics } from './metrics.js';
 import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
+import { maintenanceRoutes } from './routes/maintenance.js';
 import { objectRoutes } from './routes/objects.js';
 import { signedRoutes } from './routes/signed.js';
 import { storeRoutes } from './routes/stores.js';
@@ -40,6 +41,8 @@ export interface AppDeps {
   signer: UrlSigner;
   metrics: ApiMetrics;
   log: Logger;
+  /** A request body that sends nothing for this long is answered 408 (default `BODY_IDLE_TIMEOUT_MS`, 30 s). */
+  bodyIdleTimeoutMs?: number;
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -71,9 +74,13 @@ export function createApp(deps: AppDeps): Hono {
   app.use('/v1/*', async (c, next) => (c.req.path.startsWith('/v1/signed/') ? next() : requireBearer(tokens)(c, next)));
   app.use(`${BOARD_PATH}/*`, requireBasic(tokens));
   app.use(BOARD_PATH, requireBasic(tokens));
-  // URL parsing resolves dot segments away (`a/%2e%2e/b` would reach the route as `b`): refuse them instead.
+  // URL parsing resolves dot segments away (`a/%2e%2e/b` would reach the route as `b`), reads `\` as `/` and cuts
+  // at `#`: routes would then see other segments than the key is read from. Refuse such paths instead.
   app.use('/v1/*', async (c, next) => {
-    if (hasDotSegment(rawPathname(c))) throw new ApiError('INVALID_KEY', "the path has a '.' or '..' segment (also percent-encoded)");
+    const raw = rawPathname(c);
+    if (hasDotSegment(raw)) throw new ApiError('INVALID_KEY', "the path has a '.' or '..' segment (also percent-encoded)");
+    const ambiguous = ambiguousCharacter(raw);
+    if (ambiguous !== undefined) throw new ApiError('INVALID_KEY', `the path has a literal '${ambiguous}'; send it percent-encoded`);
     await next();
   });
 
@@ -81,6 +88,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/v1/stores', storeRoutes(deps));
   app.route('/v1/stores', objectRoutes(deps));
   app.route('/v1/jobs', jobRoutes(deps));
+  app.route('/v1/maintenance', maintenanceRoutes(deps));
   app.route('/v1/events', eventRoutes(deps));
   app.route('/v1/signed', signedRoutes(deps));
   app.route(BOARD_PATH, boardRoutes([...deps.queues.all(), ...(deps.extraQueues ?? [])]));

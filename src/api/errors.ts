@@ -8,12 +8,13 @@ import { ZodError } from 'zod';
 import { errorTable, isStorageError, type ErrorCode } from '../providers/errors.js';
 
 /** Errors of the HTTP layer itself, beside the contract's codes. */
-export type ApiErrorCode = ErrorCode | 'UNAUTHORIZED' | 'BAD_REQUEST' | 'NOT_ACCEPTABLE' | 'SERVICE_UNAVAILABLE' | 'INTERNAL';
+export type ApiErrorCode = ErrorCode | 'UNAUTHORIZED' | 'BAD_REQUEST' | 'NOT_ACCEPTABLE' | 'REQUEST_TIMEOUT' | 'SERVICE_UNAVAILABLE' | 'INTERNAL';
 
 const apiStatus: Record<Exclude<ApiErrorCode, ErrorCode>, number> = {
   UNAUTHORIZED: 401,
   BAD_REQUEST: 400,
   NOT_ACCEPTABLE: 406,
+  REQUEST_TIMEOUT: 408,
   SERVICE_UNAVAILABLE: 503,
   INTERNAL: 500,
 };

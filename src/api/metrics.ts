@@ -11,15 +11,25 @@ export interface QueueCounts {
   counts(): Promise<Record<string, number>>;
 }
 
+export interface CircuitReading {
+  store: string;
+  state: string;
+}
+
+/** The states a store's circuit breaker can be in (see providers/resilience.ts), one series each. */
+const CIRCUIT_STATES = ['closed', 'open', 'half-open', 'isolated'] as const;
+
 export class ApiMetrics {
   readonly registry = new Registry();
   private readonly http: Histogram<'method' | 'route' | 'status'>;
   private readonly providerOps: Histogram<'store' | 'op' | 'outcome'>;
   private readonly providerErrors: Counter<'store' | 'op' | 'code'>;
   private queues: () => readonly QueueCounts[] = () => [];
+  private circuits: () => readonly CircuitReading[] = () => [];
 
   constructor() {
     const queues = () => this.queues();
+    const circuits = () => this.circuits();
     collectDefaultMetrics({ register: this.registry, prefix: 'kyozo_' });
     this.http = new Histogram({
       name: 'kyozo_http_request_duration_seconds',
@@ -57,6 +67,23 @@ export class ApiMetrics {
         }
       },
     });
+    new Gauge({
+      name: 'kyozo_store_circuit_state',
+      help: 'Circuit breaker of a store with one (s3): 1 for its current state, 0 for the others',
+      labelNames: ['store', 'state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const { store, state } of circuits()) {
+          for (const candidate of CIRCUIT_STATES) this.set({ store, state: candidate }, candidate === state ? 1 : 0);
+        }
+      },
+    });
+  }
+
+  /** Stores whose circuit breaker state is read at scrape time. */
+  watchCircuits(circuits: () => readonly CircuitReading[]): void {
+    this.circuits = circuits;
   }
 
   /** Queues whose job counts are read at scrape time. */

@@ -72,3 +72,17 @@ export function hasDotSegment(rawPath: string): boolean {
     return plain === '.' || plain === '..';
   });
 }
+
+/**
+ * Characters a WHATWG URL parser reads differently from the raw path: a literal `\` becomes `/` and a literal `#`
+ * starts a fragment, so routing (on the parsed URL) and the key (from the raw path) would see different segments.
+ * Neither may appear in a request target; clients send them percent-encoded.
+ */
+export function ambiguousCharacter(rawPath: string): string | undefined {
+  return /[\\#]/.exec(rawPath)?.[0];
+}
+
+/** The raw path's segments from `index` on (`/v1/stores/<store>/objects/<key path>`: the key path is from 5). */
+export function rawSegmentsFrom(rawPath: string, index: number): string {
+  return rawPath.split('/').slice(index).join('/');
+}

@@ -1,6 +1,11 @@
 /**
  * Serving the app over HTTP. Without `API_TOKENS` the API is open, so it binds to loopback only whatever `HOST`
  * says, and says so.
+ *
+ * Node's `requestTimeout` (300 s by default) limits the time to receive a whole request, body included: it cut
+ * off any upload slower than MAX_OBJECT_BYTES / 300 s (5 GiB needs 17 MB/s) with a 408. It is off here; a body
+ * that stops arriving is ended by the idle timeout in `submit.ts` instead, and slow headers by Node's
+ * `headersTimeout` (60 s).
  */
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
@@ -19,6 +24,8 @@ export function listenHost(config: Pick<Config, 'host' | 'apiTokens'>, log: Logg
 
 export interface HttpServer {
   url: string;
+  /** The Node server underneath (its timeouts, connections). */
+  node: import('node:http').Server;
   close(): Promise<void>;
 }
 
@@ -26,12 +33,13 @@ export async function listen(app: Hono, config: Pick<Config, 'host' | 'port' | '
   const hostname = listenHost(config, log);
   let server: ServerType | undefined;
   const address = await new Promise<AddressInfo>((resolve, reject) => {
-    server = serve({ fetch: app.fetch, port: config.port, hostname }, resolve);
+    server = serve({ fetch: app.fetch, port: config.port, hostname, serverOptions: { requestTimeout: 0 } }, resolve);
     server.once('error', reject);
   });
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return {
     url: `http://${host}:${address.port}`,
+    node: server as import('node:http').Server,
     close: () =>
       new Promise<void>((resolve) => {
         // SSE clients never hang up by themselves: close idle and then all connections.

@@ -52,6 +52,12 @@ export async function startWebServices(options: {
   const queues = createQueues({ connection: redis, prefix: config.queuePrefix, attempts: config.workers.attempts });
   const bus = createEventBus({ redis, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
   metrics.watchQueues(() => queues.all().map((queue) => ({ name: queue.name, counts: () => queue.getJobCounts() })));
+  metrics.watchCircuits(() =>
+    [...stores].flatMap(([store, provider]) => {
+      const state = (provider as { policy?: { state?: string } }).policy?.state;
+      return state === undefined ? [] : [{ store, state }];
+    }),
+  );
   const waiter = new JobWaiter(queues, { connection: () => createRedis(config, 'worker', { connectionName: 'kyozo:web:wait' }), prefix: config.queuePrefix });
   const signer = new UrlSigner(await signingSecret(config, redis));
 

@@ -7,11 +7,12 @@ import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import { NotSupportedError } from '../../providers/errors.js';
 import { validatePrefix } from '../../providers/keys.js';
+import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
 import { etagMatches, metadataFromHeaders, objectHeaders, parseRange } from '../http-object.js';
-import { parseObjectPath, rawPathname, type ObjectTarget } from '../object-path.js';
+import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
 import { requireStore } from '../stores.js';
 import { respondWithJob, stageRequestBody } from '../submit.js';
 
@@ -36,10 +37,20 @@ export function parseAuthor(header: string | undefined): Author | undefined {
   return author;
 }
 
+/**
+ * Content-Type and `X-Meta-*` of a mutation, checked with the providers' own rules before the body is staged: a
+ * bad one is a 400 now, not a 202 for a job that can only fail.
+ */
+export function requestWriteOptions(c: Context): { contentType?: string; metadata: Record<string, string> } {
+  const contentType = c.req.header('content-type');
+  const metadata = metadataFromHeaders(c.req.raw.headers);
+  describeWrite({ contentType, metadata });
+  return { contentType, metadata };
+}
+
+/** Everything after `/v1/stores/<store>/objects/`, by position: a store may itself be named `objects`. */
 function rawObjectPath(c: Context): string {
-  const pathname = rawPathname(c);
-  const marker = '/objects/';
-  return pathname.slice(pathname.indexOf(marker) + marker.length);
+  return rawSegmentsFrom(rawPathname(c), 5);
 }
 
 function target(c: Context): ObjectTarget {
@@ -111,13 +122,14 @@ export function objectRoutes(deps: AppDeps): Hono {
     requireStore(deps, store);
     const at = target(c);
     if (at.kind !== 'object') throw new ApiError('BAD_REQUEST', `PUT addresses an object, not its ${at.kind}`);
+    const { contentType, metadata } = requestWriteOptions(c);
     const body = await stageRequestBody(c, deps);
     return respondWithJob(c, deps, 'write', {
       store,
       key: at.key,
       body,
-      contentType: c.req.header('content-type'),
-      metadata: metadataFromHeaders(c.req.raw.headers),
+      contentType,
+      metadata,
       ifMatch: c.req.header('if-match')?.replace(/^"|"$/g, ''),
     });
   });
@@ -138,6 +150,7 @@ export function objectRoutes(deps: AppDeps): Hono {
     const message = c.req.header('x-version-message');
     const author = parseAuthor(c.req.header('x-author'));
     if (at.kind === 'versions') {
+      const { contentType, metadata } = requestWriteOptions(c);
       const body = await stageRequestBody(c, deps);
       return respondWithJob(c, deps, 'version', {
         store,
@@ -145,8 +158,8 @@ export function objectRoutes(deps: AppDeps): Hono {
         body,
         message: message ?? `version of ${at.key}`,
         ...(author ? { author } : {}),
-        contentType: c.req.header('content-type'),
-        metadata: metadataFromHeaders(c.req.raw.headers),
+        contentType,
+        metadata,
       });
     }
     if (at.kind === 'restore') {

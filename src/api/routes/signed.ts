@@ -5,16 +5,16 @@
 import { Hono, type Context } from 'hono';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
-import { parseObjectPath, rawPathname } from '../object-path.js';
+import { parseObjectPath, rawPathname, rawSegmentsFrom } from '../object-path.js';
 import type { SignedMethod } from '../signing.js';
 import { requireStore } from '../stores.js';
 import { respondWithJob, stageRequestBody } from '../submit.js';
-import { objectGet } from './objects.js';
+import { objectGet, requestWriteOptions } from './objects.js';
 
 function verified(c: Context, deps: AppDeps, method: SignedMethod): { store: string; key: string } {
   const store = c.req.param('store')!;
-  const pathname = rawPathname(c);
-  const rawKey = pathname.slice(`/v1/signed/${encodeURIComponent(store)}/`.length);
+  // `/v1/signed/<store>/<key path>`, by position: the store segment may be spelled percent-encoded.
+  const rawKey = rawSegmentsFrom(rawPathname(c), 4);
   const target = parseObjectPath(rawKey);
   const key = target.kind === 'object' ? target.key : undefined;
   const expires = Number(c.req.query('expires'));
@@ -35,8 +35,9 @@ export function signedRoutes(deps: AppDeps): Hono {
   });
   app.put('/:store/*', async (c) => {
     const { store, key } = verified(c, deps, 'PUT');
+    const { contentType } = requestWriteOptions(c);
     const body = await stageRequestBody(c, deps);
-    return respondWithJob(c, deps, 'write', { store, key, body, contentType: c.req.header('content-type') });
+    return respondWithJob(c, deps, 'write', { store, key, body, contentType });
   });
   return app;
 }
