@@ -80,6 +80,7 @@ const serviceSchema = z.object({
   WORKER_CONCURRENCY: int(1).default(8),
   JOB_ATTEMPTS: int(1).default(5),
   WORKER_SHUTDOWN_TIMEOUT_MS: int(0).default(30_000),
+  UNAVAILABLE_RETRY_SECONDS: int(0).default(3600),
   STAGING_INLINE_MAX: int(0).default(256 * KIB),
   STAGING_TTL: int(1).default(3600),
   MAX_OBJECT_BYTES: int(0).default(5 * GIB),
@@ -132,7 +133,8 @@ export interface Config {
   stores: { name: string; kind: StoreKind }[];
   storageRootDir: string;
   tiering: { accessThreshold: number; hotTtlSeconds: number; hotMaxBytes: number };
-  workers: { concurrency: number; attempts: number; shutdownTimeoutMs: number };
+  /** `unavailableRetrySeconds`: how long a job whose backend is down keeps retrying after its attempts ran out. */
+  workers: { concurrency: number; attempts: number; shutdownTimeoutMs: number; unavailableRetrySeconds: number };
   payloads: { stagingInlineMax: number; stagingTtlSeconds: number; maxObjectBytes: number; waitTimeoutMs: number };
   maintenance: { tierCron: string; cleanupCron: string; backupCron: string; backupStore?: string; backupKeep: number };
   retention: { versionCount: number; versionDays: number };
@@ -193,7 +195,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     stores: s.STORES,
     storageRootDir: path.resolve(s.STORAGE_ROOT_DIR),
     tiering: { accessThreshold: s.ACCESS_THRESHOLD, hotTtlSeconds: s.HOT_STORAGE_TTL, hotMaxBytes: s.HOT_MAX_BYTES },
-    workers: { concurrency: s.WORKER_CONCURRENCY, attempts: s.JOB_ATTEMPTS, shutdownTimeoutMs: s.WORKER_SHUTDOWN_TIMEOUT_MS },
+    workers: {
+      concurrency: s.WORKER_CONCURRENCY,
+      attempts: s.JOB_ATTEMPTS,
+      shutdownTimeoutMs: s.WORKER_SHUTDOWN_TIMEOUT_MS,
+      unavailableRetrySeconds: s.UNAVAILABLE_RETRY_SECONDS,
+    },
     payloads: {
       stagingInlineMax: s.STAGING_INLINE_MAX,
       stagingTtlSeconds: s.STAGING_TTL,

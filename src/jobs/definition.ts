@@ -12,6 +12,7 @@ import type { RedisConnection } from '../redis.js';
 import { InvalidArgumentError, InvalidKeyError, NotFoundError } from '../providers/errors.js';
 import { validateKey } from '../providers/keys.js';
 import type { StorageProvider } from '../providers/types.js';
+import type { JobJournal } from './journal.js';
 import type { Staging } from './staging.js';
 
 /**
@@ -67,6 +68,8 @@ export interface JobContext {
   /** Saves progress in the job (visible in `GET /v1/jobs/:id` and on the board; read back as `job.progress`). */
   reportProgress?(progress: Record<string, unknown>): Promise<void>;
   maintenance?: MaintenanceDeps;
+  /** A record in the job's own hash that outlives a crash of the worker running it. */
+  journal?: JobJournal;
 }
 
 export interface JobOutcome<R> {

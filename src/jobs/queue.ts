@@ -39,7 +39,7 @@ export const BULLMQ_EVENTS_MAXLEN = 10_000;
 
 export interface JobPolicy {
   attempts: number;
-  /** First retry delay; doubles per attempt, with ±50 % jitter. Tests pass a few ms. Default 1000. */
+  /** First retry delay; doubles per attempt, less up to 50 % jitter. Tests pass a few ms. Default 1000. */
   backoffDelayMs?: number;
   retention?: RetentionSettings;
 }

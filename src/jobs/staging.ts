@@ -18,6 +18,7 @@ import { HashingStream, isReadable, sha256Hex } from '../providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError } from '../providers/errors.js';
 import { createProvider } from '../providers/index.js';
 import type { Body, StorageProvider } from '../providers/types.js';
+import type { JobJournal } from './journal.js';
 
 export const STAGING_PREFIX = 'staging/';
 const STAGED_KEY = /^staging\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -138,28 +139,31 @@ export function createStaging({ provider, inlineMax }: StagingOptions): Staging 
 }
 
 /**
- * Runs `apply` with the job's body and releases the staged blob after it succeeded. When the staged blob is
- * already gone, an earlier run of this job finished `apply` and released it: `alreadyApplied` recognises that
- * (e.g. the target has the body's etag) and its answer is the result; otherwise the body is lost for good.
+ * Runs `apply` with the job's body, notes the result in the job's journal, then releases the staged blob. When
+ * the staged blob is already gone, an earlier run of this job finished `apply` and released it: the journal has
+ * its result (a later write to the same key cannot hide it), else `alreadyApplied` recognises the work (e.g. the
+ * target has the body's etag); otherwise the body is lost for good.
  */
 export async function applyBody<R>(
   staging: Staging,
   ref: BodyRef,
   apply: (body: Body) => Promise<R>,
   alreadyApplied: () => Promise<R | undefined>,
+  journal?: JobJournal,
 ): Promise<R> {
   let body: Body;
   try {
     body = await staging.open(ref);
   } catch (error) {
     if (error instanceof NotFoundError) {
-      const done = await alreadyApplied();
+      const done = ((await journal?.recall()) as R | undefined) ?? (await alreadyApplied());
       if (done !== undefined) return done;
       throw new NotFoundError(`the staged body of this job is gone (${isStaged(ref) ? ref.stagedKey : 'inline'})`, { cause: error });
     }
     throw error;
   }
   const result = await apply(body);
+  if (isStaged(ref)) await journal?.remember(result);
   await staging.release(ref);
   return result;
 }

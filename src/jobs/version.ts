@@ -65,7 +65,7 @@ export const versionJob = defineJob({
     if (info !== undefined) {
       await ctx.staging.release(body);
     } else {
-      info = await applyBody(ctx.staging, body, (content) => provider.createVersion(key, content, { message, author, contentType, metadata, ifMatch }), made);
+      info = await applyBody(ctx.staging, body, (content) => provider.createVersion(key, content, { message, author, contentType, metadata, ifMatch }), made, ctx.journal);
     }
     return { result: info, event: { type: 'version.created', store, key, data: info } };
   },

@@ -49,6 +49,7 @@ export const writeJob = defineJob({
         }
       },
       written,
+      ctx.journal,
     );
     return { result: info, event: { type: 'object.written', store, key, data: info } };
   },

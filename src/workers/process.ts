@@ -85,6 +85,8 @@ export async function startWorkerProcess({
     staging,
     log,
     concurrency: config.workers.concurrency,
+    maxStalledCount: config.workers.attempts,
+    unavailableRetryMs: config.workers.unavailableRetrySeconds * 1000,
     maintenance,
     ...workerOptions,
     families: { ...workerOptions?.families, maintenance: { ...MAINTENANCE_FAMILY, ...workerOptions?.families?.maintenance } },

@@ -21,13 +21,16 @@ import { asJobFailure, failureCode } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
 import type { Staging } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
-import { InvalidArgumentError } from '../providers/errors.js';
+import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';
 const FAILED_MARKER = 'kyozoFailedEvent';
+/** The result a job recorded once its work was done, before it released what a retry could not get back. */
+const APPLIED_MARKER = 'kyozoApplied';
+const MAX_PARKED_DELAY_MS = 60_000;
 
 export interface WorkersOptions {
   /** A worker-role connection (`maxRetriesPerRequest: null`); BullMQ duplicates it per worker. */
@@ -43,8 +46,17 @@ export interface WorkersOptions {
   lockDurationMs?: number;
   /** How often this worker looks for jobs whose worker died. */
   stalledIntervalMs?: number;
-  /** How often one job may be recovered from a dead worker before it fails. */
+  /**
+   * How often one job may be recovered from a dead worker before it fails. Default 5 (as `JOB_ATTEMPTS`): a job
+   * in hand during two crashes in a row is still done, not failed.
+   */
   maxStalledCount?: number;
+  /**
+   * How long (ms since it was enqueued) a job whose backend is unavailable keeps being retried after its attempts
+   * ran out (`UNAVAILABLE_RETRY_SECONDS`). An outage longer than the attempts' backoff, plus the breaker's
+   * half-open delay, must not turn an accepted write into a failed one. Default one hour.
+   */
+  unavailableRetryMs?: number;
   /** Which families to work on; all by default. */
   queues?: readonly QueueName[];
   /** Per-family overrides of concurrency and lock settings (the maintenance family: fewer, longer jobs). */
@@ -77,8 +89,21 @@ function isFinalFailure(job: Job, error: Error): boolean {
   return error.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
 }
 
+/** The attempt that is running now is the job's last one. */
+function lastAttempt(job: Job): boolean {
+  return job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+}
+
+/** Parked retries keep the job's exponential backoff, capped at a minute, with the same downward jitter. */
+function parkedRetryDelay(job: Job): number {
+  const base = (job.opts.backoff as { delay?: number } | undefined)?.delay ?? 1000;
+  const delay = Math.min(MAX_PARKED_DELAY_MS, base * 2 ** Math.max(0, job.attemptsStarted - 1));
+  return Math.round(delay * (1 - 0.5 * Math.random()));
+}
+
 export function createWorkers(options: WorkersOptions): Workers {
   const { stores, bus, staging, log } = options;
+  const unavailableRetryMs = options.unavailableRetryMs ?? 3_600_000;
 
   const start = (queue: QueueName): Worker => {
     const family = { ...options, ...options.families?.[queue] };
@@ -102,11 +127,25 @@ export function createWorkers(options: WorkersOptions): Workers {
             signal,
             reportProgress: (progress) => job.updateProgress(progress),
             maintenance: options.maintenance,
+            journal: {
+              remember: async (value) => {
+                await options.connection.hset(worker.toKey(jobId), APPLIED_MARKER, JSON.stringify(value));
+              },
+              recall: async () => {
+                const saved = await options.connection.hget(worker.toKey(jobId), APPLIED_MARKER);
+                return saved === null ? undefined : (JSON.parse(saved) as unknown);
+              },
+            },
           };
           const { result, event } = await definition.handle(payload, ctx);
           await bus.emit({ ...event, jobId }, { once: { key: worker.toKey(jobId), field: EVENT_MARKER } });
           return result;
         } catch (error) {
+          if (isStorageError(error) && error.code === 'PROVIDER_UNAVAILABLE' && lastAttempt(job) && Date.now() - job.timestamp < unavailableRetryMs) {
+            // Attempts spent, backend still down: park the job and try again later instead of failing it.
+            await job.moveToDelayed(Date.now() + parkedRetryDelay(job), token);
+            throw new DelayedError(`backend unavailable, retrying: ${error.message}`);
+          }
           if (error instanceof JobInterruptedError) {
             // Back to the queue at once, without using up an attempt: another worker resumes from the saved progress.
             await job.moveToDelayed(Date.now(), token);
@@ -121,7 +160,7 @@ export function createWorkers(options: WorkersOptions): Workers {
         concurrency: family.concurrency,
         lockDuration: family.lockDurationMs ?? 30_000,
         stalledInterval: family.stalledIntervalMs ?? 30_000,
-        maxStalledCount: options.maxStalledCount ?? 1,
+        maxStalledCount: options.maxStalledCount ?? 5,
       },
     );
 
