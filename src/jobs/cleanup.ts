@@ -27,6 +27,8 @@ export interface StoreRetention {
   versionsDeleted: number;
   /** Why the store's versions were left alone. */
   skipped?: string;
+  /** Leftovers of interrupted writes removed (disk stores' `.tmp-*` files older than `STAGING_TTL`). */
+  leftoversRemoved?: number;
 }
 
 export interface CleanupResult {
@@ -106,7 +108,10 @@ export const cleanupJob = defineJob({
     const names = payload.store === undefined ? [...ctx.stores.keys()] : [payload.store];
     const result: CleanupResult = { stores: {}, versionsDeleted: 0, skipped: 0, stagingRemoved: 0, jobsRemoved: 0, eventsTrimmed: 0 };
     for (const name of names) {
-      const retention = await applyRetention(ctx, storeOf(ctx, name), deps.settings);
+      const provider = storeOf(ctx, name);
+      const retention: StoreRetention = await applyRetention(ctx, provider, deps.settings);
+      const leftovers = await provider.removeLeftovers?.(deps.settings.stagingTtlSeconds * 1000);
+      if (leftovers !== undefined) retention.leftoversRemoved = leftovers;
       result.stores[name] = retention;
       result.versionsDeleted += retention.versionsDeleted;
       if (retention.skipped !== undefined) result.skipped++;

@@ -14,7 +14,7 @@
  * directories are created only below a checked ancestor, and records are opened with O_NOFOLLOW.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, realpath, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, realpath, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { linkFileAtomic, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
@@ -307,6 +307,31 @@ export class DiskProvider implements StorageProvider {
         if (!isMissing(error)) throw error;
       });
       await this.pruneEmpty(dir, tree.versions);
+    });
+  }
+
+  async removeLeftovers(olderThanMs: number): Promise<number> {
+    return guarded(async () => {
+      const tree = await this.ready();
+      const cutoff = Date.now() - olderThanMs;
+      let removed = 0;
+      const sweep = async (dir: string): Promise<void> => {
+        const entries = await readdir(dir, { withFileTypes: true }).catch((error: unknown) => {
+          if (isMissing(error)) return [];
+          throw error;
+        });
+        for (const entry of entries) {
+          const child = path.join(dir, entry.name);
+          if (entry.isDirectory()) await sweep(child);
+          else if (entry.isFile() && entry.name.startsWith(TEMP_PREFIX) && (await lstat(child)).mtimeMs < cutoff) {
+            await unlink(child).catch(() => undefined); // a writer may have renamed it meanwhile
+            removed++;
+          }
+        }
+      };
+      await sweep(tree.objects);
+      await sweep(tree.versions);
+      return removed;
     });
   }
 

@@ -128,6 +128,11 @@ export interface StorageProvider {
    * newest. Providers that cannot rewrite their history (git) leave it out.
    */
   deleteVersion?(key: string, versionId: string): Promise<void>;
+  /**
+   * Removes what interrupted writes left behind (a disk store's `.tmp-*` files) older than `olderThanMs`; never
+   * visible to readers, only disk space. Returns how many were removed. Called by the cleanup job.
+   */
+  removeLeftovers?(olderThanMs: number): Promise<number>;
   /** Only providers whose `capabilities.presign` is `native`. */
   presign?(key: string, opts: { method: 'GET' | 'PUT'; expiresIn: number }): Promise<string>;
   stats(): Promise<ProviderStats>;

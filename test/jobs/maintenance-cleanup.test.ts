@@ -2,7 +2,7 @@
  * `cleanup` and `tier` handlers, and `deleteVersion` on the providers that have it: version retention by count and
  * age (never the newest), staging orphans, old jobs, the events cap; tiering driven through a store that plans.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Queue, Worker } from 'bullmq';
@@ -156,6 +156,19 @@ describe('cleanup', () => {
     expect(result.stagingRemoved).toBe(1);
     await expect(f.stagingProvider.stat(orphan)).rejects.toBeInstanceOf(NotFoundError);
     expect((await f.stagingProvider.stat(fresh)).size).toBeGreaterThan(0);
+  });
+
+  it('sweeps leftovers of interrupted writes from disk stores', async () => {
+    const root = await f.tempDir('leftovers-disk');
+    const disk = new DiskProvider({ root, fsync: false });
+    await disk.write('a/b', 'x');
+    const leftover = path.join(root, 'objects', 'a', '.tmp-crashed');
+    await writeFile(leftover, 'half a write');
+    const dayAgo = new Date(Date.now() - 24 * 3600 * 1000);
+    await utimes(leftover, dayAgo, dayAgo);
+    const { result } = await cleanupJob.handle({}, f.context(new Map([['files', disk]]), { settings: { stagingTtlSeconds: 3600 } }));
+    expect(result.stores.files?.leftoversRemoved).toBe(1);
+    await expect(stat(leftover)).rejects.toThrow();
   });
 
   it('removes jobs past their retention and trims the events stream to EVENTS_MAXLEN', async () => {

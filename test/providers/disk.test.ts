@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -196,6 +196,26 @@ describe('disk provider', () => {
       await provider.write('shared', 'replaced');
       expect(await readText(provider, 'shared', version.versionId)).toBe('same bytes');
     });
+  });
+
+  it('removeLeftovers removes temp files older than the threshold and nothing else', async () => {
+    await provider.write('docs/kept', 'content');
+    await provider.createVersion('docs/versioned', 'v1', { message: 'one' });
+    const dir = path.join(root, 'objects', 'docs');
+    const stale = path.join(dir, '.tmp-stale');
+    const staleVersion = path.join(root, 'versions', '.tmp-stale-version');
+    const fresh = path.join(dir, '.tmp-fresh');
+    for (const file of [stale, staleVersion, fresh]) await writeFile(file, 'half a write');
+    const hourAgo = new Date(Date.now() - 3600_000);
+    await utimes(stale, hourAgo, hourAgo);
+    await utimes(staleVersion, hourAgo, hourAgo);
+
+    expect(await provider.removeLeftovers(60_000)).toBe(2);
+    await expect(stat(stale)).rejects.toThrow();
+    await expect(stat(staleVersion)).rejects.toThrow();
+    expect((await stat(fresh)).isFile()).toBe(true);
+    expect(await (await readFile(path.join(dir, 'kept~'))).subarray(0, 7).toString()).toBe('content');
+    expect((await provider.listVersions('docs/versioned')).items).toHaveLength(1);
   });
 
   it('streams a 200 MiB write and read with process RSS growing by less than 100 MiB', async () => {
