@@ -3,6 +3,8 @@
  * `X-Meta-<name>` header per metadata entry. Header values are bytes (Latin-1), so a value outside printable ASCII
  * travels as `utf-8''<percent-encoded>` (the RFC 8187 form) and is decoded on the way in.
  */
+import type { IncomingMessage } from 'node:http';
+import type { Context } from 'hono';
 import type { ObjectInfo } from '../providers/types.js';
 import { ApiError } from './errors.js';
 
@@ -40,14 +42,24 @@ export function objectHeaders(info: ObjectInfo): Record<string, string> {
 }
 
 /** Metadata from a request's `X-Meta-*` headers. */
-export function metadataFromHeaders(headers: Headers): Record<string, string> {
+export function metadataFromHeaders(headers: Iterable<[string, string]>): Record<string, string> {
   const metadata: Record<string, string> = {};
-  headers.forEach((value, name) => {
+  for (const [name, value] of headers) {
     if (name.startsWith(META_PREFIX) && name.length > META_PREFIX.length) {
       metadata[name.slice(META_PREFIX.length)] = decodeHeaderValue(name, value);
     }
-  });
+  }
   return metadata;
+}
+
+/**
+ * A request's headers as (lower-case name, value) pairs. Under Node they come from the already parsed
+ * `IncomingMessage` (walking `c.req.raw.headers` would first build a whole web Headers object per request).
+ */
+export function requestHeaderEntries(c: Context): Iterable<[string, string]> {
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  if (incoming === undefined) return c.req.raw.headers.entries();
+  return Object.entries(incoming.headers).map(([name, value]): [string, string] => [name, Array.isArray(value) ? value.join(', ') : (value ?? '')]);
 }
 
 /** `If-None-Match` holds this etag (or `*`). */

@@ -40,15 +40,33 @@ function idleLimited(body: Readable, idleMs: number): { body: Readable; expired(
   return { body: guarded, expired: () => expired };
 }
 
+/** `read`, or 408 when it takes longer than `ms` (for small bodies, whose whole transfer is one idle period). */
+async function withinTime<T>(read: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ApiError('REQUEST_TIMEOUT', `the request body did not arrive within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([read, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config' | 'bodyIdleTimeoutMs'>): Promise<BodyRef> {
   const maxBytes = deps.config.payloads.maxObjectBytes;
   const declared = c.req.header('content-length');
   if (declared !== undefined && Number(declared) > maxBytes) {
     throw new PayloadTooLargeError(`body of ${declared} bytes is larger than MAX_OBJECT_BYTES=${maxBytes}`);
   }
+  const idleMs = deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS;
+  if (declared !== undefined && Number(declared) <= deps.staging.inlineMax) {
+    // A small body of known length is read at once, before anything touches `c.req.raw.body`: under
+    // @hono/node-server that getter builds a web Request and stream, which cost more than the whole write.
+    return deps.staging.stageBody(new Uint8Array(await withinTime(c.req.arrayBuffer(), idleMs)), { maxBytes });
+  }
   const raw = c.req.raw.body;
   if (raw === null) return deps.staging.stageBody(new Uint8Array(0), { maxBytes });
-  const idleMs = deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS;
   const limited = idleLimited(Readable.fromWeb(raw as import('node:stream/web').ReadableStream<Uint8Array>), idleMs);
   try {
     return await deps.staging.stageBody(limited.body, { maxBytes });

@@ -11,7 +11,7 @@ import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
-import { etagMatches, metadataFromHeaders, objectHeaders, parseRange } from '../http-object.js';
+import { etagMatches, metadataFromHeaders, objectHeaders, parseRange, requestHeaderEntries } from '../http-object.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
 import { requireStore } from '../stores.js';
 import { respondWithJob, stageRequestBody } from '../submit.js';
@@ -43,7 +43,7 @@ export function parseAuthor(header: string | undefined): Author | undefined {
  */
 export function requestWriteOptions(c: Context): { contentType?: string; metadata: Record<string, string> } {
   const contentType = c.req.header('content-type');
-  const metadata = metadataFromHeaders(c.req.raw.headers);
+  const metadata = metadataFromHeaders(requestHeaderEntries(c));
   describeWrite({ contentType, metadata });
   return { contentType, metadata };
 }
