@@ -16,14 +16,14 @@ interface SseEvent {
   data?: string;
 }
 
-/** Reads SSE messages from a response until `until` says stop (or 10 s pass); then cancels the stream. */
+/** Reads SSE messages from a response until `until` says stop (or 30 s pass); then cancels the stream. */
 async function collect(response: Response, until: (events: SseEvent[]) => boolean): Promise<{ events: SseEvent[]; comments: string[] }> {
   const reader = response.body!.getReader();
   const decoder = new TextDecoder();
   const events: SseEvent[] = [];
   const comments: string[] = [];
   let buffer = '';
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + 30_000; // generous: on a loaded 2-core machine a ?wait=true write can take seconds
   while (!until(events) && Date.now() < deadline) {
     const { value, done } = await Promise.race([
       reader.read(),
