@@ -15,6 +15,10 @@ export interface BenchRow {
   baseline?: string;
   baselineP50Ms?: number;
   baselineOpsPerSec?: number;
+  /** A measured amount that is neither a latency nor a rate (memory), in `unit`, beside the baseline's. */
+  value?: number;
+  baselineValue?: number;
+  unit?: string;
   /** ours / baseline for latency, baseline-normalised throughput for rates. */
   ratio?: number;
   target?: string;
@@ -107,15 +111,20 @@ function cell(value: number | undefined, digits = 3): string {
 }
 
 export function formatTable(result: BenchResult): string {
-  const header = ['case', 'p50 ms', 'p99 ms', 'ops/s', 'baseline', 'base p50 ms', 'base ops/s', 'ratio', 'target', 'ok'];
+  // The value columns appear only in suites that measure amounts (memory).
+  const amounts = result.rows.some((row) => row.value !== undefined);
+  const amount = (value: number | undefined, unit: string | undefined) => (value === undefined || Number.isNaN(value) ? '' : `${cell(value, value >= 100 ? 0 : 1)} ${unit ?? ''}`.trim());
+  const header = ['case', 'p50 ms', 'p99 ms', 'ops/s', ...(amounts ? ['value'] : []), 'baseline', 'base p50 ms', 'base ops/s', ...(amounts ? ['base value'] : []), 'ratio', 'target', 'ok'];
   const lines = result.rows.map((row) => [
     row.name,
     cell(row.p50Ms),
     cell(row.p99Ms),
     cell(row.opsPerSec, 0),
+    ...(amounts ? [amount(row.value, row.unit)] : []),
     row.baseline ?? '',
     cell(row.baselineP50Ms),
     cell(row.baselineOpsPerSec, 0),
+    ...(amounts ? [amount(row.baselineValue, row.unit)] : []),
     cell(row.ratio, 2),
     row.target ?? '',
     row.pass === undefined ? '' : row.pass ? 'yes' : 'NO',

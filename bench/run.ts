@@ -7,7 +7,10 @@ import { formatTable, writeResult, type BenchResult } from './report.js';
 const suites: Record<string, () => Promise<BenchResult[]>> = {
   providers: async () => (await import('./providers.js')).runProvidersBench(),
   pipeline: async () => [await (await import('./pipeline.js')).runPipelineBench()],
+  hybrid: async () => [await (await import('./hybrid.js')).runHybridBench()],
   api: async () => [await (await import('./api.js')).runApiBench()],
+  growth: async () => (await import('./growth.js')).runGrowthBench(),
+  scale: async () => [await (await import('./scale.js')).runScaleBench()],
 };
 
 const requested = process.argv.slice(2).filter((arg) => arg !== '--');
