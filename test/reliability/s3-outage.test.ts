@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
-import { startS3, type S3TestEndpoint } from '../support/s3.js';
+import { s3ServiceEnv, startS3, type S3TestEndpoint } from '../support/s3.js';
 import {
   freePort,
   queueProbe,
@@ -52,13 +52,7 @@ beforeAll(async () => {
     STORAGE_ROOT_DIR: root,
     DISK_FSYNC: 'false',
     PORT: String(port),
-    S3_BUCKET: bucket,
-    S3_ENDPOINT: s3.endpoint,
-    S3_FORCE_PATH_STYLE: 'true',
-    S3_CHECKSUM: s3.checksum,
-    AWS_REGION: s3.region,
-    AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+    ...s3ServiceEnv(s3, bucket),
   };
   web = serviceProcess('web', env);
   worker = serviceProcess('worker-fast', env);

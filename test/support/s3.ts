@@ -242,6 +242,19 @@ export async function s3ContractFixture(): Promise<{ provider: S3Provider; dispo
   return { provider, dispose: () => endpoint.removeBucket(bucket) };
 }
 
+/** The environment a service process needs for s3 stores on `endpoint` (bucket `bucket` unless a store names its own). */
+export function s3ServiceEnv(endpoint: S3TestEndpoint, bucket: string): Record<string, string> {
+  return {
+    S3_BUCKET: bucket,
+    S3_ENDPOINT: endpoint.endpoint,
+    S3_FORCE_PATH_STYLE: 'true',
+    S3_CHECKSUM: endpoint.checksum,
+    AWS_REGION: endpoint.region,
+    AWS_ACCESS_KEY_ID: endpoint.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: endpoint.credentials.secretAccessKey,
+  };
+}
+
 /** Provider options for a bucket of `endpoint`. */
 export function s3ProviderOptions(endpoint: S3TestEndpoint, bucket: string, overrides: Partial<S3ProviderOptions> = {}): S3ProviderOptions {
   return {
