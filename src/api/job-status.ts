@@ -68,7 +68,10 @@ export class JobWaiter {
     let entry = this.events.get(queue);
     if (entry === undefined) {
       const connection = this.options.connection();
-      entry = { events: new QueueEvents(queue, { connection, prefix: this.options.prefix }), connection };
+      const events = new QueueEvents(queue, { connection, prefix: this.options.prefix });
+      // Every waiting request holds one listener until its job finishes: many at once are normal, not a leak.
+      events.setMaxListeners(0);
+      entry = { events, connection };
       this.events.set(queue, entry);
     }
     await entry.events.waitUntilReady();
