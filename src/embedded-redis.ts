@@ -27,7 +27,8 @@ export function redisAnswers(host: string, port: number, timeoutMs = 1000): Prom
   });
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port on loopback that nothing listens on right now. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);

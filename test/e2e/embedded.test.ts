@@ -6,10 +6,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/embedded-redis.js';
 import { deleteKeys, connectRedis, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 
 const sha256 = (content: string) => createHash('sha256').update(content).digest('hex');
@@ -21,14 +21,6 @@ let dataDir: string;
 const prefix = uniquePrefix('e2e');
 let output = '';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function rawStatus(pathAsWritten: string): Promise<number> {
   return new Promise((resolve, reject) => {
