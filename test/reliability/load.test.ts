@@ -7,10 +7,9 @@
  * which a process keeps. What must not happen is growth from round to round.
  */
 import { spawn } from 'node:child_process';
-import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
+import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import {
   freePort,
   queueProbe,
@@ -23,6 +22,7 @@ import {
   tempDir,
   type QueueProbe,
   type ServiceProcess,
+  tearDown,
 } from './fixtures/processes.js';
 
 const CONNECTIONS = 50;
@@ -57,12 +57,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.all([web?.kill(), worker?.kill()]);
-  await probe?.close();
-  const redis = await connectRedis();
-  await deleteKeys(redis, prefix);
-  redis.disconnect();
-  if (root) await rm(root, { recursive: true, force: true });
+  await tearDown({ processes: [web, worker], probe, prefix, root });
 });
 
 interface Run {

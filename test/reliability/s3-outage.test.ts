@@ -8,9 +8,8 @@
  * (s3 and hybrid) completes once S3 is back.
  */
 import { createHash } from 'node:crypto';
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
+import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import { s3ServiceEnv, startS3, type S3TestEndpoint } from '../support/s3.js';
 import {
   freePort,
@@ -23,6 +22,7 @@ import {
   waitUntil,
   type QueueProbe,
   type ServiceProcess,
+  tearDown,
 } from './fixtures/processes.js';
 
 const OUTAGE_MS = scaled(8_000, 20_000);
@@ -61,13 +61,8 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.all([web?.kill(), worker?.kill()]);
-  await probe?.close();
-  const redis = await connectRedis();
-  await deleteKeys(redis, prefix);
-  redis.disconnect();
+  await tearDown({ processes: [web, worker], probe, prefix, root });
   await s3?.close();
-  if (root) await rm(root, { recursive: true, force: true });
 });
 
 /** `state` of the `media` store's breaker in a /metrics text, or undefined when it is not reported. */

@@ -6,11 +6,10 @@
  * write never happened. Now a job whose attempts run out while its backend is unavailable is parked and retried
  * (backoff capped at a minute) for up to UNAVAILABLE_RETRY_SECONDS, and completes once S3 is back.
  */
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
+import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import { s3ServiceEnv, startS3, type S3TestEndpoint } from '../support/s3.js';
-import { freePort, queueProbe, serviceProcess, sleep, tempDir, waitUntil, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
+import { freePort, queueProbe, serviceProcess, sleep, tempDir, waitUntil, tearDown, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
 
 /** Longer than the longest default retry span (22.5 s), so the outcome does not depend on jitter. */
 const OUTAGE_MS = 25_000;
@@ -45,13 +44,8 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.all([web?.kill(), worker?.kill()]);
-  await probe?.close();
-  const redis = await connectRedis();
-  await deleteKeys(redis, prefix);
-  redis.disconnect();
+  await tearDown({ processes: [web, worker], probe, prefix, root });
   await s3?.close();
-  if (root) await rm(root, { recursive: true, force: true });
 });
 
 describe('default job retries against an S3 outage', () => {

@@ -6,10 +6,9 @@
  * reported failed, and a client retrying it would overwrite the newer content. Now the job notes its result in
  * its own hash (the job's journal) before it releases the body, and a retry answers from that note.
  */
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
-import { freePort, queueProbe, serviceProcess, tempDir, waitUntil, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
+import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
+import { freePort, queueProbe, serviceProcess, tempDir, waitUntil, tearDown, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
 
 const prefix = uniquePrefix('rel-staged-retry');
 let web: ServiceProcess;
@@ -30,12 +29,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.all([web?.kill(), ...workers.map((worker) => worker.kill())]);
-  await probe?.close();
-  const redis = await connectRedis();
-  await deleteKeys(redis, prefix);
-  redis.disconnect();
-  if (root) await rm(root, { recursive: true, force: true });
+  await tearDown({ processes: [web, ...workers], probe, prefix, root });
 });
 
 describe('a write job retried after its worker died between release and completion', () => {

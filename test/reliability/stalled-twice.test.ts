@@ -5,10 +5,9 @@
  * its client got a 202. The worker now allows `JOB_ATTEMPTS` stalls: a job that kills every worker still ends,
  * two unrelated crashes cannot lose it.
  */
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
-import { freePort, queueProbe, serviceProcess, tempDir, waitUntil, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
+import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
+import { freePort, queueProbe, serviceProcess, tempDir, waitUntil, tearDown, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
 
 const prefix = uniquePrefix('rel-stalled');
 let web: ServiceProcess;
@@ -30,12 +29,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.all([web?.kill(), worker?.kill()]);
-  await probe?.close();
-  const redis = await connectRedis();
-  await deleteKeys(redis, prefix);
-  redis.disconnect();
-  if (root) await rm(root, { recursive: true, force: true });
+  await tearDown({ processes: [web, worker], probe, prefix, root });
 });
 
 describe('a job in hand during two worker crashes', () => {

@@ -5,10 +5,10 @@
  * one of the contents written to it.
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { readdir, rm } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
+import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import {
   freePort,
   queueProbe,
@@ -20,6 +20,7 @@ import {
   waitUntil,
   type QueueProbe,
   type ServiceProcess,
+  tearDown,
 } from './fixtures/processes.js';
 
 const MIB = 1024 * 1024;
@@ -41,20 +42,14 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${port}`;
   const env = { REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix, STORES: 'files:disk', STORAGE_ROOT_DIR: root, PORT: String(port), WORKER_CONCURRENCY: '4' };
   web = serviceProcess('web', env);
-  // With the production maxStalledCount (1) a job caught by two of these crashes fails for good (the defect
-  // stalled-twice.test.ts pins down); here every kill may catch the same job, so it may stall at each of them.
-  worker = serviceProcess('worker-fast', { ...env, KYOZO_TEST_MAX_STALLED_COUNT: String(KILLS + 1) }); // every kill may hit one job
+  // Every kill may catch the same job, so it may stall at each of them: more than the production JOB_ATTEMPTS.
+  worker = serviceProcess('worker-fast', { ...env, KYOZO_TEST_MAX_STALLED_COUNT: String(KILLS + 1) });
   await Promise.all([web.start(), worker.start()]);
   probe = queueProbe(TEST_REDIS_URL, prefix);
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.all([web?.kill(), worker?.kill()]);
-  await probe?.close();
-  const redis = await connectRedis();
-  await deleteKeys(redis, prefix);
-  redis.disconnect();
-  if (root) await rm(root, { recursive: true, force: true });
+  await tearDown({ processes: [web, worker], probe, prefix, root });
 });
 
 const sha256 = (content: Buffer) => createHash('sha256').update(content).digest('hex');
