@@ -29,12 +29,23 @@ export interface JobStatus {
 
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : undefined);
 
-export async function describeJob(job: Job): Promise<JobStatus> {
+/** The status of job `jobId`, or undefined when there is no such job (never was, or removed after finishing). */
+export async function readJobStatus(queues: JobQueues, jobId: string): Promise<JobStatus | undefined> {
+  let job = await queues.getJob(jobId);
+  if (job === undefined) return undefined;
+  const state = await job.getState();
+  // The job may have finished between reading its hash and its state: read the hash again so a finished job
+  // never shows without its result.
+  if ((state === 'completed' || state === 'failed') && !job.finishedOn) job = (await queues.getJob(jobId)) ?? job;
+  return describeJob(job, state);
+}
+
+function describeJob(job: Job, state: string): JobStatus {
   const data = (job.data ?? {}) as { store?: string; key?: string };
   return {
     id: job.id!,
     name: job.name,
-    state: await job.getState(),
+    state,
     attemptsMade: job.attemptsMade,
     attempts: job.opts.attempts ?? 1,
     progress: job.progress,
@@ -88,8 +99,7 @@ export class JobWaiter {
     } catch {
       // Failed or timed out: the job's state below tells which.
     }
-    const finished = (await this.queues.getJob(jobId)) ?? job;
-    return describeJob(finished);
+    return (await readJobStatus(this.queues, jobId)) ?? describeJob(job, await job.getState());
   }
 
   async close(): Promise<void> {

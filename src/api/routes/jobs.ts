@@ -2,15 +2,15 @@
 import { Hono } from 'hono';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
-import { describeJob } from '../job-status.js';
+import { readJobStatus } from '../job-status.js';
 
 export function jobRoutes(deps: AppDeps): Hono {
   const app = new Hono();
   app.get('/:id', async (c) => {
     const id = c.req.param('id');
-    const job = /^[A-Za-z0-9_-]{1,128}$/.test(id) ? await deps.queues.getJob(id) : undefined;
-    if (job === undefined) throw new ApiError('NOT_FOUND', `no job ${id.slice(0, 128)} (finished jobs are kept for a day)`);
-    return c.json(await describeJob(job));
+    const status = /^[A-Za-z0-9_-]{1,128}$/.test(id) ? await readJobStatus(deps.queues, id) : undefined;
+    if (status === undefined) throw new ApiError('NOT_FOUND', `no job ${id.slice(0, 128)} (finished jobs are kept for a day)`);
+    return c.json(status);
   });
   return app;
 }
