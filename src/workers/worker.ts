@@ -15,7 +15,7 @@
  */
 import { DelayedError, Worker, type Job } from 'bullmq';
 import type { EventBus } from '../events/bus.js';
-import type { JobContext, MaintenanceDeps, QueueName } from '../jobs/definition.js';
+import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
 import { JobInterruptedError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
 import { asJobFailure, failureCode } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
@@ -24,12 +24,11 @@ import type { Logger } from '../log.js';
 import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
+import { WorkerJobContext, type JobContextDeps } from './job-context.js';
 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';
 const FAILED_MARKER = 'kyozoFailedEvent';
-/** The result a job recorded once its work was done, before it released what a retry could not get back. */
-const APPLIED_MARKER = 'kyozoApplied';
 const MAX_PARKED_DELAY_MS = 60_000;
 
 export interface WorkersOptions {
@@ -102,67 +101,54 @@ function parkedRetryDelay(job: Job): number {
 }
 
 export function createWorkers(options: WorkersOptions): Workers {
-  const { stores, bus, staging, log } = options;
+  const { bus, log } = options;
+  const contextDeps: JobContextDeps = {
+    stores: options.stores,
+    staging: options.staging,
+    bus,
+    log,
+    connection: options.connection,
+    maintenance: options.maintenance,
+  };
   const unavailableRetryMs = options.unavailableRetryMs ?? 3_600_000;
 
   const start = (queue: QueueName): Worker => {
     const family = { ...options, ...options.families?.[queue] };
-    const worker: Worker = new Worker(
-      queue,
-      // Three parameters: BullMQ passes an AbortSignal only to processors that take one.
-      async (job: Job, token?: string, signal?: AbortSignal) => {
-        try {
-          const definition = jobDefinition(job.name);
-          if (definition === undefined) throw new InvalidArgumentError(`no job type named "${job.name}"`);
-          const payload = parsePayload(definition, job.data);
-          const jobId = job.id!;
-          const ctx: JobContext = {
-            stores,
-            staging,
-            bus,
-            get log() {
-              return log.child({ jobId, job: job.name });
-            },
-            job: { id: jobId, name: job.name, timestamp: job.timestamp, attemptsStarted: job.attemptsStarted, progress: job.progress },
-            signal,
-            reportProgress: (progress) => job.updateProgress(progress),
-            maintenance: options.maintenance,
-            journal: {
-              remember: async (value) => {
-                await options.connection.hset(worker.toKey(jobId), APPLIED_MARKER, JSON.stringify(value));
-              },
-              recall: async () => {
-                const saved = await options.connection.hget(worker.toKey(jobId), APPLIED_MARKER);
-                return saved === null ? undefined : (JSON.parse(saved) as unknown);
-              },
-            },
-          };
-          const { result, event } = await definition.handle(payload, ctx);
-          await bus.emit({ ...event, jobId }, { once: { key: worker.toKey(jobId), field: EVENT_MARKER } });
-          return result;
-        } catch (error) {
-          if (isStorageError(error) && error.code === 'PROVIDER_UNAVAILABLE' && lastAttempt(job) && Date.now() - job.timestamp < unavailableRetryMs) {
-            // Attempts spent, backend still down: park the job and try again later instead of failing it.
-            await job.moveToDelayed(Date.now() + parkedRetryDelay(job), token);
-            throw new DelayedError(`backend unavailable, retrying: ${error.message}`);
-          }
-          if (error instanceof JobInterruptedError) {
-            // Back to the queue at once, without using up an attempt: another worker resumes from the saved progress.
-            await job.moveToDelayed(Date.now(), token);
-            throw new DelayedError(error.message);
-          }
-          throw asJobFailure(error);
+    const run = async (job: Job, token?: string, signal?: AbortSignal) => {
+      try {
+        const definition = jobDefinition(job.name);
+        if (definition === undefined) throw new InvalidArgumentError(`no job type named "${job.name}"`);
+        const payload = parsePayload(definition, job.data);
+        const jobId = job.id!;
+        const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, signal);
+        const { result, event } = await definition.handle(payload, ctx);
+        await bus.emit({ ...event, jobId }, { once: { key: worker.toKey(jobId), field: EVENT_MARKER } });
+        return result;
+      } catch (error) {
+        if (isStorageError(error) && error.code === 'PROVIDER_UNAVAILABLE' && lastAttempt(job) && Date.now() - job.timestamp < unavailableRetryMs) {
+          // Attempts spent, backend still down: park the job and try again later instead of failing it.
+          await job.moveToDelayed(Date.now() + parkedRetryDelay(job), token);
+          throw new DelayedError(`backend unavailable, retrying: ${error.message}`);
         }
-      },
-      {
-        connection: options.connection,
-        prefix: options.prefix,
-        concurrency: family.concurrency,
-        lockDuration: family.lockDurationMs ?? 30_000,
-        stalledInterval: family.stalledIntervalMs ?? 30_000,
-        maxStalledCount: options.maxStalledCount ?? 5,
-      },
-    );
+        if (error instanceof JobInterruptedError) {
+          // Back to the queue at once, without using up an attempt: another worker resumes from the saved progress.
+          await job.moveToDelayed(Date.now(), token);
+          throw new DelayedError(error.message);
+        }
+        throw asJobFailure(error);
+      }
+    };
+    // BullMQ makes an AbortController per job only for a processor that takes a third parameter: only the
+    // maintenance family's long jobs watch one; the object jobs are short and finish on shutdown.
+    const processor = queue === 'maintenance' ? run : (job: Job, token?: string) => run(job, token);
+    const worker: Worker = new Worker(queue, processor, {
+      connection: options.connection,
+      prefix: options.prefix,
+      concurrency: family.concurrency,
+      lockDuration: family.lockDurationMs ?? 30_000,
+      stalledInterval: family.stalledIntervalMs ?? 30_000,
+      maxStalledCount: options.maxStalledCount ?? 5,
+    });
 
     worker.on('failed', (job, error) => {
       if (job === undefined) return;

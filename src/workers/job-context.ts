@@ -1,0 +1,89 @@
+/**
+ * The context a job's handler runs in, made once per job by the worker. A class rather than an object literal of
+ * closures: the object jobs run thousands of times a second, and what few of them use (logger, journal) is made on
+ * first use.
+ */
+import type { Job } from 'bullmq';
+import type { EventBus } from '../events/bus.js';
+import type { JobContext, JobRef, MaintenanceDeps } from '../jobs/definition.js';
+import type { JobJournal } from '../jobs/journal.js';
+import type { Staging } from '../jobs/staging.js';
+import type { Logger } from '../log.js';
+import type { StorageProvider } from '../providers/types.js';
+import type { RedisConnection } from '../redis.js';
+
+/** The field of the job's BullMQ hash that holds the result a job recorded before releasing its staged body. */
+const APPLIED_MARKER = 'kyozoApplied';
+
+export interface JobContextDeps {
+  stores: ReadonlyMap<string, StorageProvider>;
+  staging: Staging;
+  bus: EventBus;
+  log: Logger;
+  connection: RedisConnection;
+  maintenance?: MaintenanceDeps;
+}
+
+/** A journal in the job's own hash: it lives and goes with the job. */
+class JobHashJournal implements JobJournal {
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly hashKey: string,
+  ) {}
+
+  async remember(result: unknown): Promise<void> {
+    await this.connection.hset(this.hashKey, APPLIED_MARKER, JSON.stringify(result));
+  }
+
+  async recall(): Promise<unknown> {
+    const saved = await this.connection.hget(this.hashKey, APPLIED_MARKER);
+    return saved === null ? undefined : (JSON.parse(saved) as unknown);
+  }
+}
+
+export class WorkerJobContext implements JobContext {
+  readonly job: JobRef;
+  private logger?: Logger;
+  private jobJournal?: JobJournal;
+
+  constructor(
+    private readonly bullJob: Job,
+    /** The job's hash key (`worker.toKey(id)`). */
+    private readonly hashKey: string,
+    private readonly deps: JobContextDeps,
+    readonly signal: AbortSignal | undefined,
+  ) {
+    const { id, name, timestamp, attemptsStarted, progress } = bullJob;
+    this.job = { id: id!, name, timestamp, attemptsStarted, progress };
+  }
+
+  get stores(): ReadonlyMap<string, StorageProvider> {
+    return this.deps.stores;
+  }
+
+  get staging(): Staging {
+    return this.deps.staging;
+  }
+
+  get bus(): EventBus {
+    return this.deps.bus;
+  }
+
+  get maintenance(): MaintenanceDeps | undefined {
+    return this.deps.maintenance;
+  }
+
+  get log(): Logger {
+    this.logger ??= this.deps.log.child({ jobId: this.job.id, job: this.job.name });
+    return this.logger;
+  }
+
+  get journal(): JobJournal {
+    this.jobJournal ??= new JobHashJournal(this.deps.connection, this.hashKey);
+    return this.jobJournal;
+  }
+
+  async reportProgress(progress: Record<string, unknown>): Promise<void> {
+    await this.bullJob.updateProgress(progress);
+  }
+}
