@@ -11,11 +11,18 @@ const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
 // A lone surrogate has no UTF-8 encoding: Buffer.from would silently turn it into U+FFFD, a different key.
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
+// Any character the checks below look at: most keys have none, and one scan clears them.
+const SUSPECT = /[\u0000-\u001f\u007f-\u009f\\\ud800-\udfff]/;
+// A UTF-16 code unit is at most 3 bytes of UTF-8: a string this short cannot be over the limit.
+const SURELY_SHORT = Math.floor(MAX_KEY_BYTES / 3);
+
 function checkCharacters(value: string, what: string): void {
-  if (value.includes('\\')) throw new InvalidKeyError(`${what} must not contain a backslash`);
-  if (CONTROL_CHARACTER.test(value)) throw new InvalidKeyError(`${what} must not contain control characters`);
-  if (LONE_SURROGATE.test(value)) throw new InvalidKeyError(`${what} is not valid Unicode`);
-  if (Buffer.byteLength(value, 'utf8') > MAX_KEY_BYTES) {
+  if (SUSPECT.test(value)) {
+    if (value.includes('\\')) throw new InvalidKeyError(`${what} must not contain a backslash`);
+    if (CONTROL_CHARACTER.test(value)) throw new InvalidKeyError(`${what} must not contain control characters`);
+    if (LONE_SURROGATE.test(value)) throw new InvalidKeyError(`${what} is not valid Unicode`);
+  }
+  if (value.length > SURELY_SHORT && Buffer.byteLength(value, 'utf8') > MAX_KEY_BYTES) {
     throw new InvalidKeyError(`${what} is longer than ${MAX_KEY_BYTES} bytes`);
   }
 }
@@ -48,7 +55,25 @@ export function validatePrefix(prefix: string | undefined): string {
   return prefix;
 }
 
-/** UTF-8 byte order, the order S3 lists keys in (differs from UTF-16 order for astral characters). */
+/**
+ * A UTF-16 code unit's place in code point order: units order as their code points do, except that surrogates
+ * (halves of astral characters, U+10000 and up) must sort above U+E000..U+FFFF.
+ */
+function codePointRank(unit: number): number {
+  if (unit < 0xd800) return unit;
+  return unit < 0xe000 ? unit + 0x2000 : unit - 0x800;
+}
+
+/**
+ * UTF-8 byte order, the order S3 lists keys in (differs from UTF-16 order for astral characters). UTF-8 byte
+ * order is code point order, so this compares code units without encoding either string.
+ */
 export function compareKeys(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
+  }
+  return a.length - b.length;
 }
