@@ -2,13 +2,14 @@
  * Bodies in and out of providers: turning any `Body` into a stream, hashing content on its way through (the
  * etag is its sha256 on every provider), and byte ranges.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, hash, type Hash } from 'node:crypto';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { PayloadTooLargeError, RangeNotSatisfiableError } from './errors.js';
 import type { Body, ByteRange } from './types.js';
 
+/** One-shot `crypto.hash`: about half the cost of a `createHash` object for the small bodies most writes carry. */
 export function sha256Hex(content: Uint8Array | string): string {
-  return createHash('sha256').update(content).digest('hex');
+  return hash('sha256', content, 'hex');
 }
 
 export function isReadable(body: Body): body is Readable {
