@@ -2,8 +2,7 @@
  * `createApp(deps)`: the whole HTTP API as a Hono app, built only from what it is given (no globals), so tests
  * call `app.request()` against their own stores, queues and Redis. `services.ts` builds the deps for a process.
  */
-import { Hono } from 'hono';
-import { requestId } from 'hono/request-id';
+import { Hono, type ErrorHandler, type NotFoundHandler } from 'hono';
 import type { Queue } from 'bullmq';
 import type { Config } from '../config.js';
 import type { EventBus } from '../events/bus.js';
@@ -25,6 +24,7 @@ import { objectRoutes } from './routes/objects.js';
 import { signedRoutes } from './routes/signed.js';
 import { storeRoutes } from './routes/stores.js';
 import { systemRoutes } from './routes/system.js';
+import { requestId } from './request-id.js';
 import type { UrlSigner } from './signing.js';
 
 export interface AppDeps {
@@ -61,19 +61,12 @@ export function createApp(deps: AppDeps): Hono {
     );
   });
 
-  app.onError((error, c) => {
-    const apiError = toApiError(error);
-    if (apiError.status >= 500) {
-      deps.log.error({ requestId: c.get('requestId'), err: apiError.cause ?? error }, 'request failed');
-    }
-    return respondWithError(c, apiError);
-  });
-  app.notFound((c) => respondWithError(c, new ApiError('NOT_FOUND', `no route ${c.req.method} ${c.req.path.slice(0, 256)}`)));
+  app.onError(answerError(deps));
+  app.notFound(answerNotFound);
 
   // Signed URLs carry their own credential; everything else under /v1 needs a bearer token.
-  app.use('/v1/*', async (c, next) => (c.req.path.startsWith('/v1/signed/') ? next() : requireBearer(tokens)(c, next)));
-  app.use(`${BOARD_PATH}/*`, requireBasic(tokens));
-  app.use(BOARD_PATH, requireBasic(tokens));
+  const bearer = requireBearer(tokens);
+  app.use('/v1/*', async (c, next) => (c.req.path.startsWith('/v1/signed/') ? next() : bearer(c, next)));
   // URL parsing resolves dot segments away (`a/%2e%2e/b` would reach the route as `b`), reads `\` as `/` and cuts
   // at `#`: routes would then see other segments than the key is read from. Refuse such paths instead.
   app.use('/v1/*', async (c, next) => {
@@ -91,6 +84,34 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/v1/maintenance', maintenanceRoutes(deps));
   app.route('/v1/events', eventRoutes(deps));
   app.route('/v1/signed', signedRoutes(deps));
-  app.route(BOARD_PATH, boardRoutes([...deps.queues.all(), ...(deps.extraQueues ?? [])]));
+  const board = boardApp(deps, tokens);
+  app.all(BOARD_PATH, (c) => board.fetch(c.req.raw, c.env));
+  app.all(`${BOARD_PATH}/*`, (c) => board.fetch(c.req.raw, c.env));
   return app;
 }
+
+/**
+ * Bull Board as an app of its own behind basic auth: its forty-odd routes in the API's router would turn Hono's
+ * fast RegExpRouter (which cannot take some of their patterns) into the slower TrieRouter for every request.
+ */
+function boardApp(deps: AppDeps, tokens: TokenSet): Hono {
+  const board = new Hono();
+  board.use('*', requireBasic(tokens));
+  board.route(BOARD_PATH, boardRoutes([...deps.queues.all(), ...(deps.extraQueues ?? [])]));
+  board.onError(answerError(deps));
+  board.notFound(answerNotFound);
+  return board;
+}
+
+function answerError(deps: AppDeps): ErrorHandler {
+  return (error, c) => {
+    const apiError = toApiError(error);
+    if (apiError.status >= 500) {
+      deps.log.error({ requestId: c.get('requestId'), err: apiError.cause ?? error }, 'request failed');
+    }
+    return respondWithError(c, apiError);
+  };
+}
+
+const answerNotFound: NotFoundHandler = (c) =>
+  respondWithError(c, new ApiError('NOT_FOUND', `no route ${c.req.method} ${c.req.path.slice(0, 256)}`));

@@ -3,9 +3,10 @@
  * because a browser can send basic credentials but not a bearer header. Tokens are compared as sha256 digests
  * with `timingSafeEqual`: constant time whatever the length of the guess, so timing tells nothing about a token.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
 import { ApiError, respondWithError } from './errors.js';
+import { requestHeader } from './node-request.js';
 
 export class TokenSet {
   private readonly digests: Buffer[];
@@ -28,7 +29,7 @@ export class TokenSet {
 }
 
 function digest(token: string): Buffer {
-  return createHash('sha256').update(token, 'utf8').digest();
+  return hash('sha256', token, 'buffer');
 }
 
 function bearerToken(header: string | undefined): string | undefined {
@@ -47,7 +48,7 @@ function basicPassword(header: string | undefined): string | undefined {
 /** Without tokens the API is open (and `main` binds to loopback only); with them every request needs one. */
 export function requireBearer(tokens: TokenSet): MiddlewareHandler {
   return async (c, next) => {
-    if (tokens.enabled && !tokens.accepts(bearerToken(c.req.header('authorization')))) {
+    if (tokens.enabled && !tokens.accepts(bearerToken(requestHeader(c, 'authorization')))) {
       c.header('WWW-Authenticate', 'Bearer realm="kyozo"');
       return respondWithError(c, new ApiError('UNAUTHORIZED', 'a valid bearer token is required (Authorization: Bearer <token>)'));
     }
@@ -57,7 +58,7 @@ export function requireBearer(tokens: TokenSet): MiddlewareHandler {
 
 export function requireBasic(tokens: TokenSet): MiddlewareHandler {
   return async (c, next) => {
-    const authorization = c.req.header('authorization');
+    const authorization = requestHeader(c, 'authorization');
     const credential = basicPassword(authorization) ?? bearerToken(authorization);
     if (tokens.enabled && !tokens.accepts(credential)) {
       c.header('WWW-Authenticate', 'Basic realm="kyozo board", charset="UTF-8"');

@@ -3,8 +3,6 @@
  * `X-Meta-<name>` header per metadata entry. Header values are bytes (Latin-1), so a value outside printable ASCII
  * travels as `utf-8''<percent-encoded>` (the RFC 8187 form) and is decoded on the way in.
  */
-import type { IncomingMessage } from 'node:http';
-import type { Context } from 'hono';
 import type { ObjectInfo } from '../providers/types.js';
 import { ApiError } from './errors.js';
 
@@ -50,16 +48,6 @@ export function metadataFromHeaders(headers: Iterable<[string, string]>): Record
     }
   }
   return metadata;
-}
-
-/**
- * A request's headers as (lower-case name, value) pairs. Under Node they come from the already parsed
- * `IncomingMessage` (walking `c.req.raw.headers` would first build a whole web Headers object per request).
- */
-export function requestHeaderEntries(c: Context): Iterable<[string, string]> {
-  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
-  if (incoming === undefined) return c.req.raw.headers.entries();
-  return Object.entries(incoming.headers).map(([name, value]): [string, string] => [name, Array.isArray(value) ? value.join(', ') : (value ?? '')]);
 }
 
 /** `If-None-Match` holds this etag (or `*`). */

@@ -5,10 +5,10 @@
  * encoded (`a%2Fversions`). Segments are percent-decoded only after the split, then the key is validated, so
  * `a/%2e%2e/b` is the key `a/../b` and is rejected.
  */
-import type { IncomingMessage } from 'node:http';
 import type { Context } from 'hono';
 import { InvalidKeyError } from '../providers/errors.js';
 import { validateKey } from '../providers/keys.js';
+import { incomingOf } from './node-request.js';
 
 export type ObjectTarget =
   | { kind: 'object'; key: string }
@@ -59,14 +59,14 @@ export function encodeKeyPath(key: string): string {
  * `%2e%2e` segments, so `a/%2e%2e/b` would silently become `b`; under Node the raw request line is still at hand.
  */
 export function rawPathname(c: Context): string {
-  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
-  const raw = incoming?.url ?? new URL(c.req.url).pathname;
+  const raw = incomingOf(c)?.url ?? new URL(c.req.url).pathname;
   const query = raw.indexOf('?');
   return query < 0 ? raw : raw.slice(0, query);
 }
 
 /** A raw path with a `.` or `..` segment, also percent-encoded (`%2e%2e`), which URL parsing would resolve away. */
 export function hasDotSegment(rawPath: string): boolean {
+  if (!rawPath.includes('.') && !/%2e/i.test(rawPath)) return false;
   return rawPath.split('/').some((segment) => {
     const plain = segment.replace(/%2e/gi, '.');
     return plain === '.' || plain === '..';

@@ -15,6 +15,7 @@ import { PayloadTooLargeError } from '../providers/errors.js';
 import type { AppDeps } from './app.js';
 import { ApiError } from './errors.js';
 import { jobFailure } from './job-status.js';
+import { requestHeader } from './node-request.js';
 
 const MAX_IDEMPOTENCY_KEY = 256;
 
@@ -55,7 +56,7 @@ async function withinTime<T>(read: Promise<T>, ms: number): Promise<T> {
 
 export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config' | 'bodyIdleTimeoutMs'>): Promise<BodyRef> {
   const maxBytes = deps.config.payloads.maxObjectBytes;
-  const declared = c.req.header('content-length');
+  const declared = requestHeader(c, 'content-length');
   if (declared !== undefined && Number(declared) > maxBytes) {
     throw new PayloadTooLargeError(`body of ${declared} bytes is larger than MAX_OBJECT_BYTES=${maxBytes}`);
   }
@@ -78,7 +79,7 @@ export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging'
 }
 
 function idempotencyKey(c: Context): string | undefined {
-  const key = c.req.header('idempotency-key');
+  const key = requestHeader(c, 'idempotency-key');
   if (key === undefined) return undefined;
   if (key === '' || key.length > MAX_IDEMPOTENCY_KEY) {
     throw new ApiError('BAD_REQUEST', `Idempotency-Key must be 1..${MAX_IDEMPOTENCY_KEY} characters`);
@@ -117,11 +118,19 @@ export async function respondWithJob<N extends JobName>(
     if (!kept || !isStaged(kept) || kept.stagedKey !== staged.stagedKey) await deps.staging.release(staged).catch(() => undefined);
   }
   const statusUrl = `/v1/jobs/${jobId}`;
-  if (c.req.query('wait') !== 'true') return c.json({ jobId, statusUrl }, 202, { Location: statusUrl });
+  if (c.req.query('wait') !== 'true') return accepted({ jobId, statusUrl }, statusUrl);
   const status = await deps.waiter.wait(jobId, deps.config.payloads.waitTimeoutMs);
   if (status.state === 'completed') {
     return c.json(waitAnswer === 'status' ? { jobId, state: status.state, result: status.result ?? null } : (status.result ?? null), 200);
   }
   if (status.state === 'failed') throw jobFailure(status);
-  return c.json({ jobId, statusUrl, state: status.state }, 202, { Location: statusUrl });
+  return accepted({ jobId, statusUrl, state: status.state }, statusUrl);
+}
+
+/**
+ * 202 with the job's status URL, built with plain headers: @hono/node-server writes such a Response straight to
+ * the socket, where `c.json(..., headers)` with two headers would build a web Headers object first.
+ */
+function accepted(body: Record<string, unknown>, statusUrl: string): Response {
+  return new Response(JSON.stringify(body), { status: 202, headers: { 'Content-Type': 'application/json', Location: statusUrl } });
 }

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routeTable } from '../../src/api/openapi.js';
-import { startTestService, type TestService } from '../support/service.js';
+import { listen } from '../../src/api/server.js';
+import { quietLog, startTestService, type TestService } from '../support/service.js';
 
 const TOKEN = 'test-token-with-enough-entropy';
 let service: TestService;
@@ -96,5 +97,38 @@ describe('Bull Board', () => {
     const queues = await service.app.request('/admin/queues/api/queues', { headers: basic(TOKEN) });
     expect(queues.status).toBe(200);
     expect(JSON.stringify(await queues.json())).toContain('"name":"objects"');
+  });
+});
+
+describe('request ids', () => {
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+  it("answers every request with X-Request-Id: the client's when plausible, else a new one (in process and over HTTP)", async () => {
+    const server = await listen(service.app, { host: '127.0.0.1', port: 0, apiTokens: [TOKEN] }, quietLog);
+    try {
+      const clients: [string, (path: string, init?: RequestInit) => Promise<Response>][] = [
+        ['app.request', async (path, init) => service.app.request(path, init)],
+        ['node http', (path, init) => fetch(`${server.url}${path}`, init)],
+      ];
+      for (const [via, request] of clients) {
+        const fresh = await request('/health');
+        expect(fresh.headers.get('x-request-id'), via).toMatch(UUID);
+        expect((await request('/health')).headers.get('x-request-id'), via).not.toBe(fresh.headers.get('x-request-id'));
+        const replaced = await request('/health', { headers: { 'X-Request-Id': 'not an id: spaces' } });
+        expect(replaced.headers.get('x-request-id'), via).toMatch(UUID);
+
+        const put = await request('/v1/stores/mem/objects/request-id/a', { method: 'PUT', body: 'x', headers: { ...auth, 'X-Request-Id': 'put-1' } });
+        expect(put.status, via).toBe(202);
+        expect(put.headers.get('x-request-id'), via).toBe('put-1');
+        expect(put.headers.get('location'), via).toBe(((await put.json()) as { statusUrl: string }).statusUrl);
+        expect(put.headers.get('content-type'), via).toContain('application/json');
+
+        const missing = await request('/v1/stores/nowhere/objects/a', { headers: { ...auth, 'X-Request-Id': 'error-1' } });
+        expect(missing.status, via).toBe(404);
+        expect(missing.headers.get('x-request-id'), via).toBe('error-1');
+      }
+    } finally {
+      await server.close();
+    }
   });
 });

@@ -11,7 +11,8 @@ import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
-import { etagMatches, metadataFromHeaders, objectHeaders, parseRange, requestHeaderEntries } from '../http-object.js';
+import { etagMatches, metadataFromHeaders, objectHeaders, parseRange } from '../http-object.js';
+import { requestHeader, requestHeaderEntries } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
 import { requireStore } from '../stores.js';
 import { respondWithJob, stageRequestBody } from '../submit.js';
@@ -42,7 +43,7 @@ export function parseAuthor(header: string | undefined): Author | undefined {
  * bad one is a 400 now, not a 202 for a job that can only fail.
  */
 export function requestWriteOptions(c: Context): { contentType?: string; metadata: Record<string, string> } {
-  const contentType = c.req.header('content-type');
+  const contentType = requestHeader(c, 'content-type');
   const metadata = metadataFromHeaders(requestHeaderEntries(c));
   describeWrite({ contentType, metadata });
   return { contentType, metadata };
@@ -130,7 +131,7 @@ export function objectRoutes(deps: AppDeps): Hono {
       body,
       contentType,
       metadata,
-      ifMatch: c.req.header('if-match')?.replace(/^"|"$/g, ''),
+      ifMatch: requestHeader(c, 'if-match')?.replace(/^"|"$/g, ''),
     });
   });
 

@@ -1,0 +1,49 @@
+/**
+ * The request as Node parsed it. Under @hono/node-server, `c.req.header()` and `c.header()` each build a web
+ * `Headers` object (and the latter a new Response) per request, which on the enqueue path costs about as much as
+ * the route itself; the `IncomingMessage` and `ServerResponse` underneath already hold the same data as plain
+ * objects. Outside Node (tests calling `app.request()`), these fall back to Hono's own accessors.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Context } from 'hono';
+
+interface NodeBindings {
+  incoming?: IncomingMessage;
+  outgoing?: ServerResponse;
+}
+
+function bindings(c: Context): NodeBindings | undefined {
+  return c.env as NodeBindings | undefined;
+}
+
+export function incomingOf(c: Context): IncomingMessage | undefined {
+  return bindings(c)?.incoming;
+}
+
+/** A request header by its lower-case name; repeated headers joined with ', ' as in `Headers.get`. */
+export function requestHeader(c: Context, name: string): string | undefined {
+  const incoming = incomingOf(c);
+  if (incoming === undefined) return c.req.header(name);
+  const value = incoming.headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+/** A request's headers as (lower-case name, value) pairs. */
+export function requestHeaderEntries(c: Context): Iterable<[string, string]> {
+  const incoming = incomingOf(c);
+  if (incoming === undefined) return c.req.raw.headers.entries();
+  return Object.entries(incoming.headers).map(([name, value]): [string, string] => [name, Array.isArray(value) ? value.join(', ') : (value ?? '')]);
+}
+
+/**
+ * Sets a response header before the response exists. Node merges it into whatever the handler answers; without
+ * Node, it is set on Hono's response after `next()` by `finish`.
+ */
+export function presetResponseHeader(c: Context, name: string, value: string): { finish(): void } {
+  const outgoing = bindings(c)?.outgoing;
+  if (outgoing !== undefined) {
+    outgoing.setHeader(name, value);
+    return { finish: () => undefined };
+  }
+  return { finish: () => c.header(name, value) };
+}

@@ -1,0 +1,26 @@
+/**
+ * Request ids: the client's `X-Request-Id` when it is a plausible id, else a new UUID; kept in `c.get('requestId')`
+ * for logs and error answers, and sent back in the `X-Request-Id` response header.
+ */
+import { randomUUID } from 'node:crypto';
+import type { MiddlewareHandler } from 'hono';
+import { presetResponseHeader, requestHeader } from './node-request.js';
+
+const CLIENT_ID = /^[\w\-=]{1,255}$/;
+
+export function requestId(): MiddlewareHandler {
+  return async (c, next) => {
+    const offered = requestHeader(c, 'x-request-id');
+    const id = offered !== undefined && CLIENT_ID.test(offered) ? offered : randomUUID();
+    c.set('requestId', id);
+    const header = presetResponseHeader(c, 'X-Request-Id', id);
+    await next();
+    header.finish();
+  };
+}
+
+declare module 'hono' {
+  interface ContextVariableMap {
+    requestId: string;
+  }
+}
