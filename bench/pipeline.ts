@@ -165,7 +165,8 @@ const TARGETS: Record<StoreKind, { ratio: number; baseline: string }> = {
 /** Jobs per measured run, and paired rounds per case: the machine is shared, so pairs run back to back. */
 function plan(kind: StoreKind, concurrency: number): { jobs: number; rounds: number } {
   if (kind === 'ram') return { jobs: concurrency === 1 ? 1_500 : 4_000, rounds: 5 };
-  return { jobs: concurrency === 1 ? 300 : 1_200, rounds: 3 };
+  // fsync latency swings from run to run on a shared disk: five pairs, so one slow spell does not decide the median.
+  return { jobs: concurrency === 1 ? 300 : 1_200, rounds: 5 };
 }
 
 function median<T>(items: T[], by: (item: T) => number): T {
