@@ -160,6 +160,8 @@ export function createResiliencePolicy(options: ResilienceOptions): ResiliencePo
       const { policy, timeoutMs: ms } = policyFor(opts);
       counters.calls++;
       try {
+        // cockatiel derives each attempt's signal from the one passed here, by default one signal shared by every
+        // call: more than ten calls in flight would then look like a listener leak to Node. Each call gets its own.
         return (await policy.execute(async ({ signal }) => {
           try {
             return await fn(signal);
@@ -168,7 +170,7 @@ export function createResiliencePolicy(options: ResilienceOptions): ResiliencePo
             if (signal.aborted && ms !== false) throw new ProviderUnavailableError(`${name}: no answer within ${ms} ms`, { cause: error });
             throw classify(error);
           }
-        })) as T;
+        }, new AbortController().signal)) as T;
       } catch (error) {
         counters.failures++;
         if (isBrokenCircuitError(error)) {
