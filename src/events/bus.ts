@@ -16,6 +16,7 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { whenReady, type RedisConnection } from '../redis.js';
+import { nowIso } from '../clock.js';
 
 export const EVENT_TYPES = [
   'object.written',
@@ -223,7 +224,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
     emit<T>(input: EventInput<T>, opts: EmitOptions = {}): Promise<EventEnvelope<T> | undefined> {
       const { type, store, key, jobId, data } = input;
       // Absent fields are left out, as JSON leaves them out: the envelope returned equals the one listeners get.
-      const body = { type, at: input.at ?? new Date().toISOString() } as Omit<EventEnvelope, 'id'>;
+      const body = { type, at: input.at ?? nowIso() } as Omit<EventEnvelope, 'id'>;
       if (store !== undefined) body.store = store;
       if (key !== undefined) body.key = key;
       if (jobId !== undefined) body.jobId = jobId;

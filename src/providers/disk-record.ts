@@ -9,6 +9,7 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { pipeline, Readable } from 'node:stream';
+import { nowIso } from '../clock.js';
 import { writeFileAtomic, type AtomicWriteOptions } from './atomic-file.js';
 import { HashingStream, isReadable, resolveRange, sha256Hex, toReadable } from './body.js';
 import { ProviderUnavailableError } from './errors.js';
@@ -32,7 +33,7 @@ export interface RecordTrailer extends Omit<ObjectInfo, 'key'> {
 export type RecordDescription = Omit<RecordTrailer, 'v' | 'size' | 'etag' | 'updatedAt'>;
 
 function encodeTrailer(description: RecordDescription, size: number, etag: string): { trailer: RecordTrailer; bytes: Buffer } {
-  const trailer: RecordTrailer = { v: 1, size, etag, ...description, updatedAt: new Date().toISOString() };
+  const trailer: RecordTrailer = { v: 1, size, etag, ...description, updatedAt: nowIso() };
   const json = Buffer.from(JSON.stringify(trailer), 'utf8');
   const footer = Buffer.alloc(FOOTER_BYTES);
   footer.writeUInt32BE(json.length, 0);

@@ -59,6 +59,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { nowIso } from '../clock.js';
 import { ConfigError, storeEnvPrefix, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
 import { HashingStream, isReadable, readAhead, resolveRange, sha256Hex } from './body.js';
@@ -377,7 +378,7 @@ export class S3Provider implements StorageProvider {
     const expected = await this.precondition(key, opts?.ifMatch);
     let updatedAt = '';
     const stored = await this.put(`write "${key}"`, fullKey, body, contentType, expected, (etag) => {
-      updatedAt = new Date().toISOString();
+      updatedAt = nowIso();
       return { ...encoded, [META.sha256]: etag, [META.updated]: updatedAt };
     });
     const info: ObjectInfo = { key, size: stored.size, etag: stored.etag, contentType, metadata, updatedAt };
@@ -511,7 +512,7 @@ export class S3Provider implements StorageProvider {
     const what = `create a version of "${key}"`;
     let createdAt = '';
     const stamp = (extra: Record<string, string>) => (etag: string) => {
-      createdAt = new Date().toISOString();
+      createdAt = nowIso();
       return { ...encoded, ...extra, [META.sha256]: etag, [META.updated]: createdAt };
     };
 
@@ -552,7 +553,7 @@ export class S3Provider implements StorageProvider {
     const contentType = source.ContentType ?? DEFAULT_CONTENT_TYPE;
     const size = source.ContentLength ?? 0;
     const kept = storedUserMetadata(source.Metadata);
-    const createdAt = new Date().toISOString();
+    const createdAt = nowIso();
     const base = { ...kept, [META.sha256]: etag, [META.updated]: createdAt };
 
     if (this.mode === 'native') {
