@@ -5,12 +5,14 @@
  * `exportSnapshot` / `importSnapshot` carry the whole store across restarts.
  */
 import { Readable } from 'node:stream';
+import { nowIso } from '../clock.js';
 import { readAll, resolveRange, sha256Hex } from './body.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { NotFoundError, PayloadTooLargeError, PreconditionFailedError, StorageFullError } from './errors.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
 import { readSnapshot, writeSnapshot, type SnapshotEntry } from './ram-snapshot.js';
+import { lowerBoundKey, SortedKeys } from './sorted-keys.js';
 import type {
   Body,
   Capabilities,
@@ -40,6 +42,11 @@ interface StoredVersion {
   content: Buffer;
 }
 
+/** Where `versionId` is in a key's versions (oldest first), or where it would be inserted. */
+function versionIndex(list: StoredVersion[], versionId: string): number {
+  return lowerBoundKey(list.length, (i) => list[i]!.info.versionId, versionId);
+}
+
 export interface RamProviderOptions {
   maxBytes: number;
 }
@@ -55,10 +62,13 @@ export class RamProvider implements StorageProvider {
   };
 
   private readonly objects = new Map<string, StoredObject>();
-  /** Oldest first; `listVersions` walks it backwards. */
+  /**
+   * In versionId order, which is oldest first: `listVersions` walks it backwards from where it starts, and a version
+   * is found by binary search.
+   */
   private readonly versions = new Map<string, StoredVersion[]>();
   /** Current keys in `compareKeys` order, so a list page costs a binary search, not a sort of the whole store. */
-  private readonly sortedKeys: string[] = [];
+  private readonly sortedKeys = new SortedKeys();
   private usedBytes = 0;
   private hits = 0;
   private misses = 0;
@@ -94,8 +104,7 @@ export class RamProvider implements StorageProvider {
     if (current) {
       this.objects.delete(key);
       this.usedBytes -= current.content.length;
-      const index = this.indexOfKey(key);
-      if (index.found) this.sortedKeys.splice(index.at, 1);
+      this.sortedKeys.delete(key);
     }
     if (opts?.allVersions) {
       for (const version of this.versions.get(key) ?? []) this.usedBytes -= version.content.length;
@@ -107,18 +116,15 @@ export class RamProvider implements StorageProvider {
     const prefix = validatePrefix(opts?.prefix);
     const limit = pageLimit(opts?.limit);
     const after = decodeCursor(opts?.cursor);
-    let at = Math.max(this.indexOfKey(prefix).at, after === undefined ? 0 : this.indexAfter(after));
+    const keys = after !== undefined && compareKeys(after, prefix) >= 0 ? this.sortedKeys.from(after, true) : this.sortedKeys.from(prefix);
     const items: ObjectInfo[] = [];
-    for (; at < this.sortedKeys.length && items.length < limit; at++) {
-      const key = this.sortedKeys[at]!;
-      if (!key.startsWith(prefix)) {
-        if (compareKeys(key, prefix) > 0) break;
-        continue;
-      }
+    // Keys from `prefix` on that do not start with it sort after every key that does.
+    for (const key of keys) {
+      if (!key.startsWith(prefix)) break;
+      if (items.length === limit) return { items, cursor: encodeCursor(items[items.length - 1]!.key) };
       items.push(this.objects.get(key)!.info);
     }
-    const more = at < this.sortedKeys.length && this.sortedKeys[at]!.startsWith(prefix);
-    return more ? { items, cursor: encodeCursor(items[items.length - 1]!.key) } : { items };
+    return { items };
   }
 
   async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
@@ -134,12 +140,12 @@ export class RamProvider implements StorageProvider {
     validateKey(key);
     const limit = pageLimit(opts?.limit);
     const after = decodeCursor(opts?.cursor);
-    const newestFirst = [...(this.versions.get(key) ?? [])].reverse();
-    const start = after === undefined ? 0 : newestFirst.findIndex((version) => version.info.versionId < after);
-    const page = start < 0 ? [] : newestFirst.slice(start, start + limit);
-    const items = page.map((version) => version.info);
-    const more = start >= 0 && start + limit < newestFirst.length;
-    return more ? { items, cursor: encodeCursor(items[items.length - 1]!.versionId) } : { items };
+    const list = this.versions.get(key) ?? [];
+    // Newest first: down from the last version, or from the one just older than the cursor.
+    const start = (after === undefined ? list.length : versionIndex(list, after)) - 1;
+    const items: VersionInfo[] = [];
+    for (let at = start; at >= 0 && items.length < limit; at--) items.push(list[at]!.info);
+    return start - limit >= 0 ? { items, cursor: encodeCursor(items[items.length - 1]!.versionId) } : { items };
   }
 
   async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
@@ -158,8 +164,8 @@ export class RamProvider implements StorageProvider {
   async deleteVersion(key: string, versionId: string): Promise<void> {
     validateKey(key);
     const list = this.versions.get(key);
-    const at = list?.findIndex((version) => version.info.versionId === versionId) ?? -1;
-    if (list === undefined || at < 0) return;
+    const at = list === undefined ? -1 : versionIndex(list, versionId);
+    if (list === undefined || list[at]?.info.versionId !== versionId) return;
     const [removed] = list.splice(at, 1);
     this.usedBytes -= removed!.content.length;
     if (list.length === 0) this.versions.delete(key);
@@ -222,7 +228,7 @@ export class RamProvider implements StorageProvider {
     this.versions.clear();
     for (const [key, object] of objects) this.objects.set(key, object);
     for (const [key, list] of versions) this.versions.set(key, list);
-    this.sortedKeys.splice(0, this.sortedKeys.length, ...[...objects.keys()].sort(compareKeys));
+    this.sortedKeys.reset([...objects.keys()].sort(compareKeys));
     this.usedBytes = used;
   }
 
@@ -260,12 +266,12 @@ export class RamProvider implements StorageProvider {
     metadata: Record<string, string>,
     versionId?: string,
     etag = sha256Hex(content),
-    updatedAt = new Date().toISOString(),
+    updatedAt = nowIso(),
   ): ObjectInfo {
     const info: ObjectInfo = { key, size: content.length, etag, contentType, metadata, updatedAt, ...(versionId ? { versionId } : {}) };
     const previous = this.objects.get(key);
     if (previous) this.usedBytes -= previous.content.length;
-    else this.sortedKeys.splice(this.indexOfKey(key).at, 0, key);
+    else this.sortedKeys.add(key);
     this.objects.set(key, { info, content });
     this.usedBytes += content.length;
     return info;
@@ -280,7 +286,7 @@ export class RamProvider implements StorageProvider {
     author: VersionOptions['author'],
   ): VersionInfo {
     const etag = sha256Hex(content);
-    const createdAt = new Date().toISOString();
+    const createdAt = nowIso();
     const info: VersionInfo = {
       versionId: newVersionId(),
       key,
@@ -291,7 +297,8 @@ export class RamProvider implements StorageProvider {
       ...(author ? { author } : {}),
     };
     const list = this.versions.get(key) ?? [];
-    list.push({ info, contentType, metadata, content });
+    // At its place by id, not pushed: ids minted after importing another process's snapshot may sort before its.
+    list.splice(versionIndex(list, info.versionId), 0, { info, contentType, metadata, content });
     this.versions.set(key, list);
     this.usedBytes += content.length;
     this.setCurrent(key, content, contentType, metadata, info.versionId, etag, createdAt);
@@ -326,31 +333,13 @@ export class RamProvider implements StorageProvider {
 
   private findVersion(key: string, versionId: string): StoredVersion {
     validateKey(key);
-    const version = this.versions.get(key)?.find((candidate) => candidate.info.versionId === versionId);
-    if (!version) {
+    const list = this.versions.get(key) ?? [];
+    const version = list[versionIndex(list, versionId)];
+    if (version?.info.versionId !== versionId) {
       this.misses++;
       throw new NotFoundError(`no version "${versionId}" of "${key}"`);
     }
     this.hits++;
     return version;
-  }
-
-  /** Binary search in `sortedKeys`: where `key` is, or where it would be inserted. */
-  private indexOfKey(key: string): { found: boolean; at: number } {
-    let low = 0;
-    let high = this.sortedKeys.length;
-    while (low < high) {
-      const middle = (low + high) >>> 1;
-      const order = compareKeys(this.sortedKeys[middle]!, key);
-      if (order === 0) return { found: true, at: middle };
-      if (order < 0) low = middle + 1;
-      else high = middle;
-    }
-    return { found: false, at: low };
-  }
-
-  private indexAfter(key: string): number {
-    const index = this.indexOfKey(key);
-    return index.found ? index.at + 1 : index.at;
   }
 }

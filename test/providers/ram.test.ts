@@ -2,7 +2,8 @@ import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { InvalidArgumentError, PayloadTooLargeError, StorageFullError } from '../../src/providers/errors.js';
+import { sha256Hex } from '../../src/providers/body.js';
+import { InvalidArgumentError, NotFoundError, PayloadTooLargeError, StorageFullError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
 
 describe('ram provider', () => {
@@ -48,6 +49,30 @@ describe('ram provider', () => {
     const chunks: Buffer[] = [];
     for await (const chunk of body) chunks.push(chunk as Buffer);
     expect(Buffer.concat(chunks).toString()).toBe('original');
+  });
+
+  it('finds, pages and deletes versions by id among thousands of one key', async () => {
+    const ram = new RamProvider({ maxBytes: 1_000_000 });
+    const ids: string[] = [];
+    for (let i = 0; i < 2000; i++) ids.push((await ram.createVersion('doc', `rev ${i}`, { message: `rev ${i}` })).versionId);
+    const listed: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await ram.listVersions('doc', { limit: 300, cursor });
+      listed.push(...page.items.map((version) => version.versionId));
+      cursor = page.cursor;
+    } while (cursor);
+    expect(listed).toEqual([...ids].reverse());
+    expect(await ram.stat('doc', { versionId: ids[1234]! })).toMatchObject({ etag: sha256Hex('rev 1234'), versionId: ids[1234] });
+
+    await ram.deleteVersion('doc', ids[1234]!);
+    await ram.deleteVersion('doc', ids[1234]!);
+    await expect(ram.stat('doc', { versionId: ids[1234]! })).rejects.toBeInstanceOf(NotFoundError);
+    const newest = await ram.listVersions('doc', { limit: 2000 - 1236 });
+    expect(newest.items.at(-1)?.versionId).toBe(ids[1236]);
+    const across = await ram.listVersions('doc', { limit: 2, cursor: newest.cursor });
+    expect(across.items.map((version) => version.versionId)).toEqual([ids[1235], ids[1233]]);
+    expect((await ram.stats()).versions).toBe(1999);
   });
 
   it('counts hits and misses', async () => {
