@@ -19,6 +19,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { linkFileAtomic, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { DirectoryCache, type DirectoryReader } from './disk-directory-cache.js';
 import { decodeEntry, keyPath, prefixDirectory } from './disk-layout.js';
 import { readRecord, readTrailer, writeRecord, type RecordTrailer } from './disk-record.js';
 import {
@@ -31,8 +32,9 @@ import {
   StorageFullError,
   type StorageError,
 } from './errors.js';
-import { validateKey, validatePrefix } from './keys.js';
+import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
+import { lowerBoundKey } from './sorted-keys.js';
 import type {
   Body,
   Capabilities,
@@ -66,12 +68,14 @@ interface WalkEntry {
   kind: 'object' | 'segment';
   /** The key (object) or key prefix ending in `/` (segment) this entry stands for. */
   name: string;
-  bytes: Buffer;
-  path: string;
+  /** Relative to the directory listed (a path, not a name, for an entry of a continuation directory). */
+  file: string;
 }
 
 /** Trailer reads in flight at once for a list page or stats: enough to keep libuv's 4 threads busy. */
 const READ_WIDTH = 16;
+/** Entries each cache of directory listings holds at most (object entries: some 130 bytes each). */
+const MAX_CACHED_ENTRIES = 250_000;
 
 function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
@@ -155,6 +159,46 @@ function versionInfo(key: string, trailer: RecordTrailer): VersionInfo {
   return info;
 }
 
+/**
+ * The entries of one directory in key order. A continuation directory (a long segment's first piece) is
+ * flattened into its parent's entries: its keys interleave with its siblings', so it cannot be ordered as one.
+ */
+async function directoryEntries(dir: string, keyPrefix: string, read: DirectoryReader): Promise<WalkEntry[]> {
+  const sortable: { entry: WalkEntry; bytes: Buffer }[] = [];
+  const collect = async (subdir: string, namePrefix: string): Promise<void> => {
+    for (const dirent of await read.entries(path.join(dir, subdir))) {
+      // Symlinks are neither: never followed, never listed.
+      if (!dirent.isFile() && !dirent.isDirectory()) continue;
+      const decoded = decodeEntry(dirent.name, dirent.isDirectory());
+      if (!decoded) continue;
+      const name = namePrefix + decoded.part;
+      const file = path.join(subdir, dirent.name);
+      if (decoded.kind === 'continuation') {
+        await collect(file, name).catch((error: unknown) => {
+          if (!isMissing(error)) throw error;
+        });
+      } else sortable.push({ entry: { kind: decoded.kind, name, file }, bytes: Buffer.from(name, 'utf8') });
+    }
+  };
+  await collect('', keyPrefix);
+  return sortable.sort((a, b) => Buffer.compare(a.bytes, b.bytes)).map(({ entry }) => entry);
+}
+
+/**
+ * Where a walk of sorted `entries` starts for keys from `from` on: the first entry not before `from`, or the
+ * segment before it whose subtree holds `from`.
+ */
+function walkStart(entries: readonly WalkEntry[], from: string): number {
+  let at = lowerBoundKey(entries.length, (i) => entries[i]!.name, from);
+  while (at > 0 && entries[at - 1]!.kind === 'segment' && from.startsWith(entries[at - 1]!.name)) at--;
+  return at;
+}
+
+/** The version ids in a key's versions directory, oldest (smallest) first. */
+async function versionIds(dir: string, read: DirectoryReader): Promise<string[]> {
+  return (await read.names(dir)).filter(isVersionId).sort();
+}
+
 export class DiskProvider implements StorageProvider {
   readonly kind = 'disk' as const;
   readonly capabilities: Capabilities = {
@@ -168,6 +212,8 @@ export class DiskProvider implements StorageProvider {
   private readonly root: string;
   private readonly fsync: boolean;
   private tree?: Promise<Tree>;
+  private readonly objectListings = new DirectoryCache<WalkEntry>(MAX_CACHED_ENTRIES);
+  private readonly versionListings = new DirectoryCache<string>(MAX_CACHED_ENTRIES);
 
   constructor(options: DiskProviderOptions) {
     this.root = path.resolve(options.root);
@@ -230,7 +276,7 @@ export class DiskProvider implements StorageProvider {
       const start = prefixDirectory(prefix);
       const startDir = path.join(tree.objects, start.dir);
       if (!(await this.isReal(startDir))) return { items: [] };
-      const walk = this.walk(startDir, start.keyPrefix, prefix, after === undefined ? undefined : Buffer.from(after, 'utf8'));
+      const walk = this.walk(startDir, start.keyPrefix, prefix, after);
       const found: { key: string; path: string }[] = [];
       let more = false;
       for await (const entry of walk) {
@@ -263,18 +309,17 @@ export class DiskProvider implements StorageProvider {
     return guarded(async () => {
       const dir = path.join((await this.ready()).versions, keyPath(key));
       if (!(await this.isReal(dir))) return { items: [] };
-      const names = await readdir(dir).catch((error: unknown) => {
+      const ids = await this.versionListings.get(dir, (read) => versionIds(dir, read)).catch((error: unknown) => {
         if (isMissing(error)) return [];
         throw error;
       });
-      const ids = names
-        .filter((name) => isVersionId(name) && (after === undefined || name < after))
-        .sort()
-        .reverse();
-      const page = ids.slice(0, limit);
+      // Newest first: down from the newest, or from the one just older than the cursor.
+      const start = (after === undefined ? ids.length : lowerBoundKey(ids.length, (i) => ids[i]!, after)) - 1;
+      const page: string[] = [];
+      for (let at = start; at >= 0 && page.length < limit; at--) page.push(ids[at]!);
       const trailers = await mapLimited(page, READ_WIDTH, (id) => trailerIfPresent(path.join(dir, id)));
       const items = trailers.flatMap((trailer) => (trailer ? [versionInfo(key, trailer)] : []));
-      return ids.length > limit ? { items, cursor: encodeCursor(page[page.length - 1]!) } : { items };
+      return start - limit >= 0 ? { items, cursor: encodeCursor(page[page.length - 1]!) } : { items };
     });
   }
 
@@ -467,48 +512,34 @@ export class DiskProvider implements StorageProvider {
   }
 
   /**
-   * The entries of one directory in key order. A continuation directory (a long segment's first piece) is
-   * flattened into its parent's entries: its keys interleave with its siblings', so it cannot be ordered as one.
+   * Keys below `dir` starting with `prefix` and after `after`, in compareKeys order: depth-first, each directory's
+   * entries in key order, from the first that can hold such a key. Once segments are whole, no entry's name is a
+   * proper prefix of a sibling directory's keys except an object's own, so a subtree's keys all sort between its
+   * neighbours'.
    */
-  private async entries(dir: string, keyPrefix: string): Promise<WalkEntry[]> {
-    let dirents;
+  private async *walk(dir: string, keyPrefix: string, prefix: string, after: string | undefined): AsyncGenerator<{ key: string; path: string }> {
+    let entries: readonly WalkEntry[];
     try {
-      dirents = await readdir(dir, { withFileTypes: true });
+      entries = await this.objectListings.get(dir, (read) => directoryEntries(dir, keyPrefix, read));
     } catch (error) {
-      if (isMissing(error)) return [];
+      if (isMissing(error)) return;
       throw error;
     }
-    const entries: WalkEntry[] = [];
-    for (const dirent of dirents) {
-      // Symlinks are neither: never followed, never listed.
-      if (!dirent.isFile() && !dirent.isDirectory()) continue;
-      const decoded = decodeEntry(dirent.name, dirent.isDirectory());
-      if (!decoded) continue;
-      const name = keyPrefix + decoded.part;
-      const file = path.join(dir, dirent.name);
-      if (decoded.kind === 'continuation') entries.push(...(await this.entries(file, name)));
-      else entries.push({ kind: decoded.kind, name, bytes: Buffer.from(name, 'utf8'), path: file });
-    }
-    return entries.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
-  }
-
-  /**
-   * Keys below `dir` starting with `prefix` and after `after`, in compareKeys order: depth-first, each directory's
-   * entries in key order. Once segments are whole, no entry's name is a proper prefix of a sibling directory's
-   * keys except an object's own, so a subtree's keys all sort between its neighbours'.
-   */
-  private async *walk(dir: string, keyPrefix: string, prefix: string, after: Buffer | undefined): AsyncGenerator<{ key: string; path: string }> {
-    for (const entry of await this.entries(dir, keyPrefix)) {
+    const from = after !== undefined && compareKeys(after, prefix) >= 0 ? after : prefix;
+    for (let at = walkStart(entries, from); at < entries.length; at++) {
+      const entry = entries[at]!;
+      // Keys starting with `prefix` are contiguous: an entry past them ends the walk of this directory.
+      if (!entry.name.startsWith(prefix) && compareKeys(entry.name, prefix) > 0) return;
       if (entry.kind === 'object') {
-        if (entry.name.startsWith(prefix) && (after === undefined || Buffer.compare(entry.bytes, after) > 0)) {
-          yield { key: entry.name, path: entry.path };
+        if (entry.name.startsWith(prefix) && (after === undefined || compareKeys(entry.name, after) > 0)) {
+          yield { key: entry.name, path: path.join(dir, entry.file) };
         }
         continue;
       }
       if (!entry.name.startsWith(prefix) && !prefix.startsWith(entry.name)) continue;
       // A subtree wholly before the cursor is skipped without being read.
-      if (after !== undefined && Buffer.compare(entry.bytes, after) < 0 && !after.subarray(0, entry.bytes.length).equals(entry.bytes)) continue;
-      yield* this.walk(entry.path, entry.name, prefix, after);
+      if (after !== undefined && compareKeys(entry.name, after) < 0 && !after.startsWith(entry.name)) continue;
+      yield* this.walk(path.join(dir, entry.file), entry.name, prefix, after);
     }
   }
 
