@@ -45,12 +45,19 @@ export interface CommitEntry {
 interface KeyState {
   /** Oldest first. */
   versions: VersionRecord[];
+  /** `versions` by commit, built at the first lookup in a history longer than `SCAN_LIMIT`, then kept in step. */
+  byCommit?: Map<string, VersionRecord>;
   live: boolean;
 }
 
 const FORMAT = { kyozoIndex: 1 } as const;
 /** Commits described concurrently while replaying history. */
 const REPLAY_WINDOW = 16;
+/**
+ * Histories up to this long are scanned to find a version (~1 µs per version measured at 10,000 of them: a few
+ * tens of µs here); longer ones get a map, so that short histories, most keys, never pay for one.
+ */
+export const SCAN_LIMIT = 32;
 
 export function authorOf(identity: Identity): Author {
   return identity.email === '' ? { name: identity.name } : { name: identity.name, email: identity.email };
@@ -169,9 +176,15 @@ export class KeyIndex {
   }
 
   findVersion(key: string, commit: string): VersionRecord | undefined {
-    const versions = this.versions(key);
-    for (let i = versions.length - 1; i >= 0; i--) if (versions[i]!.commit === commit) return versions[i];
-    return undefined;
+    const state = this.keys.get(key);
+    if (!state) return undefined;
+    const { versions } = state;
+    if (versions.length <= SCAN_LIMIT) {
+      for (let i = versions.length - 1; i >= 0; i--) if (versions[i]!.commit === commit) return versions[i];
+      return undefined;
+    }
+    state.byCommit ??= new Map(versions.map((version) => [version.commit, version]));
+    return state.byCommit.get(commit);
   }
 
   /** Live keys starting with `prefix`, after `after` (exclusive), at most `limit`, and whether more follow. */
@@ -225,7 +238,9 @@ export class KeyIndex {
       if (change.op === 'version') {
         if (state.live) this.liveBytes -= state.versions.at(-1)?.size ?? 0;
         else this.setLive(change.key, state, true);
-        state.versions.push({ ...change.record, key: change.key, commit: entry.commit, message: entry.message, author: entry.author });
+        const version: VersionRecord = { ...change.record, key: change.key, commit: entry.commit, message: entry.message, author: entry.author };
+        state.versions.push(version);
+        state.byCommit?.set(version.commit, version);
         this.versionCount++;
         this.liveBytes += change.record.size;
       } else if (change.op === 'delete') {
@@ -236,6 +251,7 @@ export class KeyIndex {
       } else {
         this.versionCount -= state.versions.length;
         state.versions = [];
+        state.byCommit = undefined;
         if (state.live) this.setLive(change.key, state, false);
       }
     }

@@ -14,7 +14,7 @@ import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, NotFoundError, PreconditionFailedError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { unifiedDiff } from '../../src/providers/git-diff.js';
-import { KeyIndex } from '../../src/providers/git-index.js';
+import { KeyIndex, SCAN_LIMIT } from '../../src/providers/git-index.js';
 import { contentPath, keyOfPath, recordPath, treePathOf } from '../../src/providers/git-layout.js';
 import { repoLock } from '../../src/providers/git-lock.js';
 import { GitProvider, type GitDiff } from '../../src/providers/git.js';
@@ -524,6 +524,37 @@ describe('per-key index', () => {
     const { keys, answer } = await populated(gitdir);
     await truncate(KeyIndex.indexFile(gitdir, 'main'), 10);
     expect(await snapshotOf(await openProvider(gitdir), keys)).toEqual(answer);
+  });
+
+  it('finds the oldest, a middle and the newest of many versions by id, also after reopening and forgetting', async () => {
+    const gitdir = await tempRepo();
+    // Past SCAN_LIMIT versions the index looks a version up by id instead of scanning the history.
+    const many = SCAN_LIMIT + 8;
+    const writeVersions = async (provider: GitProvider, count: number, tag: string) => {
+      const ids: string[] = [];
+      for (let i = 0; i < count; i++) ids.push((await provider.createVersion('long', `${tag} ${i}`, { message: `${tag} ${i}` })).versionId!);
+      return ids;
+    };
+    const expectVersions = async (provider: GitProvider, ids: string[], tag: string) => {
+      for (const i of [0, Math.floor(ids.length / 2), ids.length - 1]) expect(await readText(provider, 'long', ids[i])).toBe(`${tag} ${i}`);
+    };
+    const provider = await openProvider(gitdir);
+    const other = await provider.write('other', 'another key');
+    const first = await writeVersions(provider, many, 'first');
+    await expectVersions(provider, first, 'first');
+    const [added] = await writeVersions(provider, 1, 'added');
+    expect(await readText(provider, 'long', added)).toBe('added 0');
+    await expect(provider.read('long', { versionId: other.versionId })).rejects.toBeInstanceOf(NotFoundError);
+    await provider.close();
+
+    const reopened = await openProvider(gitdir);
+    await expectVersions(reopened, first, 'first');
+    await reopened.delete('long', { allVersions: true });
+    const second = await writeVersions(reopened, many, 'second');
+    await expectVersions(reopened, second, 'second');
+    for (const forgotten of [first[0], first.at(-1), added]) {
+      await expect(reopened.read('long', { versionId: forgotten })).rejects.toBeInstanceOf(NotFoundError);
+    }
   });
 
   it('follows the branch when its history is rewritten', async () => {
