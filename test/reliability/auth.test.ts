@@ -24,6 +24,10 @@ vi.mock('node:crypto', async (importOriginal) => {
       observed.hashes.push(algorithm);
       return actual.createHash(algorithm, options as never);
     },
+    hash: (algorithm: string, data: string | NodeJS.ArrayBufferView, encoding?: 'hex' | 'base64' | 'buffer') => {
+      observed.hashes.push(algorithm);
+      return actual.hash(algorithm, data as never, encoding as never);
+    },
   };
 });
 
