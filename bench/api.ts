@@ -47,8 +47,14 @@ function listenBare(app: Hono): Promise<{ url: string; server: ServerType }> {
   });
 }
 
-async function run(target: Target, seconds = SECONDS): Promise<LoadResult> {
+interface Measured extends LoadResult {
+  /** CPU this process (the server under load) spent per answered request: steadier than throughput here. */
+  cpuMicrosPerRequest: number;
+}
+
+async function run(target: Target, seconds = SECONDS): Promise<Measured> {
   try {
+    const cpuBefore = process.cpuUsage();
     const result = await load({
       url: target.url,
       method: 'PUT',
@@ -57,8 +63,9 @@ async function run(target: Target, seconds = SECONDS): Promise<LoadResult> {
       connections: CONNECTIONS,
       seconds,
     });
+    const cpu = process.cpuUsage(cpuBefore);
     if (result.notOk > 0 || result.errors > 0) throw new Error(`${target.url}: ${result.notOk} non-2xx answers, ${result.errors} errors`);
-    return result;
+    return { ...result, cpuMicrosPerRequest: (cpu.user + cpu.system) / Math.max(1, result.ok) };
   } finally {
     await target.reset();
   }
@@ -98,7 +105,7 @@ export async function runApiBench(): Promise<BenchResult> {
   };
   const bareTarget: Target = { url: `${bare.url}/bare/object-1`, headers: {}, reset: async () => void (await deleteKeys(bareRedis, barePrefix)) };
 
-  const pairs: { ours: LoadResult; bare: LoadResult; ratio: number }[] = [];
+  const pairs: { ours: Measured; bare: Measured; ratio: number }[] = [];
   try {
     await run(bareTarget, 2);
     await run(oursTarget, 2);
@@ -141,6 +148,9 @@ export async function runApiBench(): Promise<BenchResult> {
       `median-ratio pair of ${ROUNDS} alternating ${SECONDS} s runs per side (ratios: ${pairs.map((pair) => pair.ratio.toFixed(2)).join(', ')}); autocannon in its own process, ${CONNECTIONS} connections; ops/s = 2xx answers per second`,
       'ours: bearer auth, request id, metrics, key validation, inline staging (sha256 + base64), zod payload check, pino info line per request (to /dev/null); bare: read body, queue.add, 202',
       'no worker runs; both sides enqueue into the same Redis; latency in ms as autocannon reports it (p50/p99)',
+      `server CPU per request (this process, user + system), per pair: ${pairs
+        .map((pair) => `ours ${pair.ours.cpuMicrosPerRequest.toFixed(0)} µs / bare ${pair.bare.cpuMicrosPerRequest.toFixed(0)} µs`)
+        .join('; ')}`,
     ],
   };
 }
