@@ -8,18 +8,15 @@
  * Idempotency-Key, as a well-behaved client would: only 202s count as accepted.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  freePort,
-  queueProbe,
   reportFigures,
   scaled,
-  serviceProcess,
   sleep,
+  startDeployment,
   startRedisServer,
-  tempDir,
   waitUntil,
+  type Deployment,
   type QueueProbe,
   type RedisServer,
   type ServiceProcess,
@@ -37,40 +34,27 @@ const TOKEN = 'reliability-accepted-writes-token';
 const PREFIX = '{rel-accepted}';
 
 let redis: RedisServer;
-let web: ServiceProcess;
+let deployment: Deployment | undefined;
 let worker: ServiceProcess;
 let probe: QueueProbe;
-let root: string;
 let base: string;
 
 beforeAll(async () => {
   redis = await startRedisServer('accepted');
-  root = await tempDir('accepted-root');
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  const env = {
-    REDIS_URL: redis.url,
-    QUEUE_PREFIX: PREFIX,
-    STORES: 'files:disk',
-    STORAGE_ROOT_DIR: root,
-    STAGING_INLINE_MAX: String(64 * 1024),
-    API_TOKENS: TOKEN,
-    PORT: String(port),
-    WORKER_CONCURRENCY: '8',
-  };
-  web = serviceProcess('web', env);
-  // maxStalledCount 5: with the production 1, a job caught by two of these crashes fails for good (the defect
-  // stalled-twice.test.ts pins down); these tests check the rest of the promise.
-  worker = serviceProcess('worker-fast', env);
-  await Promise.all([web.start(), worker.start()]);
-  probe = queueProbe(redis.url, PREFIX);
+  deployment = await startDeployment({
+    label: 'accepted-root',
+    redisUrl: redis.url,
+    prefix: PREFIX,
+    env: { STORES: 'files:disk', STAGING_INLINE_MAX: String(64 * 1024), API_TOKENS: TOKEN, WORKER_CONCURRENCY: '8' },
+    // worker-fast's maxStalledCount 5: with the production 1, a job caught by two of these crashes fails for good
+    // (the defect stalled-twice.test.ts pins down); these tests check the rest of the promise.
+  });
+  ({ worker, probe, base } = deployment);
 }, 120_000);
 
 afterAll(async () => {
-  await probe?.close();
-  await Promise.all([web?.kill(), worker?.kill()]);
+  await deployment?.close();
   await redis?.close();
-  if (root) await rm(root, { recursive: true, force: true });
 });
 
 interface Accepted {

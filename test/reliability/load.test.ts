@@ -11,18 +11,15 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import {
-  freePort,
-  queueProbe,
   REPO_ROOT,
   reportFigures,
   rssBytes,
   scaled,
-  serviceProcess,
   sleep,
-  tempDir,
+  startDeployment,
+  type Deployment,
   type QueueProbe,
   type ServiceProcess,
-  tearDown,
 } from './fixtures/processes.js';
 
 const CONNECTIONS = 50;
@@ -38,26 +35,26 @@ const MIB = 1024 * 1024;
 const RSS_TOLERANCE = { ratio: 1.25, plusBytes: 64 * MIB };
 const prefix = uniquePrefix('rel-load');
 
+let deployment: Deployment | undefined;
 let web: ServiceProcess;
 let worker: ServiceProcess;
 let probe: QueueProbe;
-let root: string;
 let base: string;
 
 beforeAll(async () => {
-  root = await tempDir('load-root');
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  // No fsync: on this 2-core machine the worker would otherwise need minutes to drain each round's writes.
-  const env = { REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix, STORES: 'files:disk', STORAGE_ROOT_DIR: root, DISK_FSYNC: 'false', PORT: String(port) };
-  web = serviceProcess('web', env);
-  worker = serviceProcess('worker', env);
-  await Promise.all([web.start(), worker.start()]);
-  probe = queueProbe(TEST_REDIS_URL, prefix);
+  deployment = await startDeployment({
+    label: 'load-root',
+    redisUrl: TEST_REDIS_URL,
+    prefix,
+    // No fsync: on this 2-core machine the worker would otherwise need minutes to drain each round's writes.
+    env: { STORES: 'files:disk', DISK_FSYNC: 'false' },
+    worker: 'worker',
+  });
+  ({ web, worker, probe, base } = deployment);
 }, 120_000);
 
 afterAll(async () => {
-  await tearDown({ processes: [web, worker], probe, prefix, root });
+  await deployment?.close();
 });
 
 interface Run {

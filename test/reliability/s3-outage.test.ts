@@ -12,17 +12,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import { s3ServiceEnv, startS3, type S3TestEndpoint } from '../support/s3.js';
 import {
-  freePort,
-  queueProbe,
   reportFigures,
   scaled,
-  serviceProcess,
   sleep,
-  tempDir,
+  startDeployment,
   waitUntil,
+  type Deployment,
   type QueueProbe,
   type ServiceProcess,
-  tearDown,
 } from './fixtures/processes.js';
 
 const OUTAGE_MS = scaled(8_000, 20_000);
@@ -30,10 +27,10 @@ const prefix = uniquePrefix('rel-outage');
 const sha256 = (content: string) => createHash('sha256').update(content).digest('hex');
 
 let s3: S3TestEndpoint;
+let deployment: Deployment | undefined;
 let web: ServiceProcess;
 let worker: ServiceProcess;
 let probe: QueueProbe;
-let root: string;
 let base: string;
 
 beforeAll(async () => {
@@ -41,27 +38,17 @@ beforeAll(async () => {
   if (!s3.canStop) return;
   const bucket = await s3.createBucket();
   const hybridBucket = await s3.createBucket();
-  root = await tempDir('outage-root');
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  const env = {
-    REDIS_URL: TEST_REDIS_URL,
-    QUEUE_PREFIX: prefix,
-    STORES: 'media:s3,hy:hybrid,files:disk',
-    HY_S3_BUCKET: hybridBucket,
-    STORAGE_ROOT_DIR: root,
-    DISK_FSYNC: 'false',
-    PORT: String(port),
-    ...s3ServiceEnv(s3, bucket),
-  };
-  web = serviceProcess('web', env);
-  worker = serviceProcess('worker-fast', env);
-  await Promise.all([web.start(), worker.start()]);
-  probe = queueProbe(TEST_REDIS_URL, prefix);
+  deployment = await startDeployment({
+    label: 'outage-root',
+    redisUrl: TEST_REDIS_URL,
+    prefix,
+    env: { STORES: 'media:s3,hy:hybrid,files:disk', HY_S3_BUCKET: hybridBucket, DISK_FSYNC: 'false', ...s3ServiceEnv(s3, bucket) },
+  });
+  ({ web, worker, probe, base } = deployment);
 }, 120_000);
 
 afterAll(async () => {
-  await tearDown({ processes: [web, worker], probe, prefix, root });
+  await deployment?.close();
   await s3?.close();
 });
 

@@ -9,42 +9,33 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import { s3ServiceEnv, startS3, type S3TestEndpoint } from '../support/s3.js';
-import { freePort, queueProbe, serviceProcess, sleep, tempDir, waitUntil, tearDown, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
+import { sleep, startDeployment, waitUntil, type Deployment, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
 
 /** Longer than the longest default retry span (22.5 s), so the outcome does not depend on jitter. */
 const OUTAGE_MS = 25_000;
 const prefix = uniquePrefix('rel-budget');
 
 let s3: S3TestEndpoint;
-let web: ServiceProcess;
+let deployment: Deployment | undefined;
 let worker: ServiceProcess;
 let probe: QueueProbe;
-let root: string;
 let base: string;
 
 beforeAll(async () => {
   s3 = await startS3();
   if (!s3.canStop) return;
   const bucket = await s3.createBucket();
-  root = await tempDir('budget-root');
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  const env = {
-    REDIS_URL: TEST_REDIS_URL,
-    QUEUE_PREFIX: prefix,
-    STORES: 'media:s3',
-    STORAGE_ROOT_DIR: root,
-    PORT: String(port),
-    ...s3ServiceEnv(s3, bucket),
-  };
-  web = serviceProcess('web', env);
-  worker = serviceProcess('worker-fast', env);
-  await Promise.all([web.start(), worker.start()]);
-  probe = queueProbe(TEST_REDIS_URL, prefix);
+  deployment = await startDeployment({
+    label: 'budget-root',
+    redisUrl: TEST_REDIS_URL,
+    prefix,
+    env: { STORES: 'media:s3', ...s3ServiceEnv(s3, bucket) },
+  });
+  ({ worker, probe, base } = deployment);
 }, 120_000);
 
 afterAll(async () => {
-  await tearDown({ processes: [web, worker], probe, prefix, root });
+  await deployment?.close();
   await s3?.close();
 });
 

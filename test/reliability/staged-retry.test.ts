@@ -8,28 +8,27 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
-import { freePort, queueProbe, serviceProcess, tempDir, waitUntil, tearDown, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
+import { serviceProcess, startWeb, waitUntil, type QueueProbe, type ServiceProcess, type WebDeployment } from './fixtures/processes.js';
 
 const prefix = uniquePrefix('rel-staged-retry');
-let web: ServiceProcess;
-let root: string;
+let deployment: WebDeployment | undefined;
 let base: string;
 let probe: QueueProbe;
 let env: Record<string, string>;
 const workers: ServiceProcess[] = [];
 
 beforeAll(async () => {
-  root = await tempDir('staged-retry-root');
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  env = { REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix, STORES: 'files:disk', STORAGE_ROOT_DIR: root, PORT: String(port), DISK_FSYNC: 'false', STAGING_INLINE_MAX: '1024' };
-  web = serviceProcess('web', env);
-  await web.start();
-  probe = queueProbe(TEST_REDIS_URL, prefix);
+  deployment = await startWeb({
+    label: 'staged-retry-root',
+    redisUrl: TEST_REDIS_URL,
+    prefix,
+    env: { STORES: 'files:disk', DISK_FSYNC: 'false', STAGING_INLINE_MAX: '1024' },
+  });
+  ({ base, probe, env } = deployment);
 }, 120_000);
 
 afterAll(async () => {
-  await tearDown({ processes: [web, ...workers], probe, prefix, root });
+  await deployment?.close(workers);
 });
 
 describe('a write job retried after its worker died between release and completion', () => {

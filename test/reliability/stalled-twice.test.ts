@@ -7,29 +7,28 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
-import { freePort, queueProbe, serviceProcess, tempDir, waitUntil, tearDown, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
+import { startDeployment, waitUntil, type Deployment, type QueueProbe, type ServiceProcess } from './fixtures/processes.js';
 
 const prefix = uniquePrefix('rel-stalled');
-let web: ServiceProcess;
+let deployment: Deployment | undefined;
 let worker: ServiceProcess;
 let probe: QueueProbe;
-let root: string;
 let base: string;
 
 beforeAll(async () => {
-  root = await tempDir('stalled-root');
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  const env = { REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix, STORES: 'files:disk', STORAGE_ROOT_DIR: root, PORT: String(port), DISK_FSYNC: 'false' };
-  web = serviceProcess('web', env);
-  // Every write takes 4 s, so the job is surely in hand at each kill; the production maxStalledCount applies.
-  worker = serviceProcess('worker-fast', { ...env, KYOZO_TEST_WRITE_DELAY_MS: '4000' });
-  await Promise.all([web.start(), worker.start()]);
-  probe = queueProbe(TEST_REDIS_URL, prefix);
+  deployment = await startDeployment({
+    label: 'stalled-root',
+    redisUrl: TEST_REDIS_URL,
+    prefix,
+    env: { STORES: 'files:disk', DISK_FSYNC: 'false' },
+    // Every write takes 4 s, so the job is surely in hand at each kill; the production maxStalledCount applies.
+    workerEnv: { KYOZO_TEST_WRITE_DELAY_MS: '4000' },
+  });
+  ({ worker, probe, base } = deployment);
 }, 120_000);
 
 afterAll(async () => {
-  await tearDown({ processes: [web, worker], probe, prefix, root });
+  await deployment?.close();
 });
 
 describe('a job in hand during two worker crashes', () => {

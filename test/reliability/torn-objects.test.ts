@@ -10,17 +10,14 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import {
-  freePort,
-  queueProbe,
   reportFigures,
   scaled,
-  serviceProcess,
   sleep,
-  tempDir,
+  startDeployment,
   waitUntil,
+  type Deployment,
   type QueueProbe,
   type ServiceProcess,
-  tearDown,
 } from './fixtures/processes.js';
 
 const MIB = 1024 * 1024;
@@ -30,26 +27,26 @@ const WRITES = scaled(24, 100);
 const KILLS = scaled(4, 12);
 const prefix = uniquePrefix('rel-torn');
 
-let web: ServiceProcess;
+let deployment: Deployment | undefined;
 let worker: ServiceProcess;
 let probe: QueueProbe;
 let root: string;
 let base: string;
 
 beforeAll(async () => {
-  root = await tempDir('torn-root');
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  const env = { REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix, STORES: 'files:disk', STORAGE_ROOT_DIR: root, PORT: String(port), WORKER_CONCURRENCY: '4' };
-  web = serviceProcess('web', env);
-  // Every kill may catch the same job, so it may stall at each of them: more than the production JOB_ATTEMPTS.
-  worker = serviceProcess('worker-fast', { ...env, KYOZO_TEST_MAX_STALLED_COUNT: String(KILLS + 1) });
-  await Promise.all([web.start(), worker.start()]);
-  probe = queueProbe(TEST_REDIS_URL, prefix);
+  deployment = await startDeployment({
+    label: 'torn-root',
+    redisUrl: TEST_REDIS_URL,
+    prefix,
+    env: { STORES: 'files:disk', WORKER_CONCURRENCY: '4' },
+    // Every kill may catch the same job, so it may stall at each of them: more than the production JOB_ATTEMPTS.
+    workerEnv: { KYOZO_TEST_MAX_STALLED_COUNT: String(KILLS + 1) },
+  });
+  ({ worker, probe, root, base } = deployment);
 }, 120_000);
 
 afterAll(async () => {
-  await tearDown({ processes: [web, worker], probe, prefix, root });
+  await deployment?.close();
 });
 
 const sha256 = (content: Buffer) => createHash('sha256').update(content).digest('hex');
