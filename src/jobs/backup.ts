@@ -20,7 +20,7 @@ import { z } from 'zod';
 import { PreconditionFailedError, InvalidArgumentError, NotFoundError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
 import { newVersionId } from '../providers/version-id.js';
-import { COPY_WIDTH, ContentMismatch, Failures, allVersions, copyObject, forEachLimited, pages, statIfPresent, verifyStored, type Failure } from './copy.js';
+import { COPY_WIDTH, ContentMismatch, Failures, allVersions, copyObject, forEachLimited, pages, statIfPresent, verifyStored, type VerificationReport } from './copy.js';
 import { JobInterruptedError, defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 import {
   blobKey,
@@ -46,7 +46,7 @@ export const backupPayload = z
   })
   .strict();
 
-export interface BackupResult {
+export interface BackupResult extends VerificationReport {
   store: string;
   target: string;
   manifest: string;
@@ -56,11 +56,8 @@ export interface BackupResult {
   copied: number;
   skipped: number;
   bytes: number;
-  verified: boolean;
   /** Blobs read back and hashed. */
   checked: number;
-  failureCount: number;
-  failures: Failure[];
   manifestsRemoved: number;
   blobsRemoved: number;
 }
@@ -276,10 +273,8 @@ async function runBackup(ctx: JobContext, run: Run): Promise<BackupResult> {
     copied: counts.copied,
     skipped: counts.skipped,
     bytes: counts.bytes,
-    verified: failures.count === 0,
     checked: toVerify.size,
-    failureCount: failures.count,
-    failures: failures.items,
+    ...failures.report(),
     ...pruned,
   };
 }

@@ -33,6 +33,14 @@ export interface Failure {
 /** Failures kept in a result (the count is always exact). */
 export const MAX_REPORTED_FAILURES = 100;
 
+/** What a copying job's result says of its checks. */
+export interface VerificationReport {
+  verified: boolean;
+  failureCount: number;
+  /** The first MAX_REPORTED_FAILURES of them. */
+  failures: Failure[];
+}
+
 export class Failures {
   count = 0;
   readonly items: Failure[] = [];
@@ -40,6 +48,10 @@ export class Failures {
   add(failure: Failure): void {
     this.count++;
     if (this.items.length < MAX_REPORTED_FAILURES) this.items.push(failure);
+  }
+
+  report(): VerificationReport {
+    return { verified: this.count === 0, failureCount: this.count, failures: this.items };
   }
 }
 

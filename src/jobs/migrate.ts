@@ -12,12 +12,12 @@
 import { z } from 'zod';
 import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
-import { COPY_WIDTH, ContentMismatch, Failures, allVersions, copyObject, forEachLimited, missingVersions, pages, sameObject, statIfPresent, versionMessage, type Failure } from './copy.js';
+import { COPY_WIDTH, ContentMismatch, Failures, allVersions, copyObject, forEachLimited, missingVersions, pages, sameObject, statIfPresent, versionMessage, type VerificationReport } from './copy.js';
 import { defineJob, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 
 export const migratePayload = z.object({ from: storeNameSchema, to: storeNameSchema, versions: z.boolean().optional() }).strict();
 
-export interface MigrateResult {
+export interface MigrateResult extends VerificationReport {
   from: string;
   to: string;
   objects: number;
@@ -25,9 +25,6 @@ export interface MigrateResult {
   skipped: number;
   versions: number;
   bytes: number;
-  verified: boolean;
-  failureCount: number;
-  failures: Failure[];
 }
 
 /**
@@ -129,9 +126,7 @@ export const migrateJob = defineJob({
       skipped: state.skipped,
       versions: state.versions,
       bytes: state.bytes,
-      verified: failures.count === 0,
-      failureCount: failures.count,
-      failures: failures.items,
+      ...failures.report(),
     };
     return { result, event: { type: 'migration.completed', store: payload.to, data: result } };
   },

@@ -12,7 +12,7 @@
  */
 import { z } from 'zod';
 import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
-import { COPY_WIDTH, ContentMismatch, Failures, PAGE_SIZE, allVersions, forEachLimited, missingVersions, sameObject, statIfPresent, verifiedBody, versionMessage, type Failure } from './copy.js';
+import { COPY_WIDTH, ContentMismatch, Failures, PAGE_SIZE, allVersions, forEachLimited, missingVersions, sameObject, statIfPresent, verifiedBody, versionMessage, type VerificationReport } from './copy.js';
 import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted } from './definition.js';
 import { blobKey, parseManifestKey, readManifest, type ManifestObject, type ManifestVersion } from './manifest.js';
 
@@ -27,7 +27,7 @@ export const restoreBackupPayload = z
   })
   .strict();
 
-export interface RestoreBackupResult {
+export interface RestoreBackupResult extends VerificationReport {
   manifest: string;
   store: string;
   from: string;
@@ -36,9 +36,6 @@ export interface RestoreBackupResult {
   skipped: number;
   versions: number;
   bytes: number;
-  verified: boolean;
-  failureCount: number;
-  failures: Failure[];
 }
 
 const savedRun = z.object({ done: z.number().int().nonnegative(), restored: z.number(), skipped: z.number(), versions: z.number(), bytes: z.number() }).passthrough();
@@ -114,9 +111,7 @@ export const restoreBackupJob = defineJob({
       skipped: counts.skipped,
       versions: counts.versions,
       bytes: counts.bytes,
-      verified: failures.count === 0,
-      failureCount: failures.count,
-      failures: failures.items,
+      ...failures.report(),
     };
     return { result, event: { type: 'backup.restored', store: payload.store, data: result } };
   },
