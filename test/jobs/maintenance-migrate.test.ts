@@ -12,6 +12,7 @@ import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { TEST_REDIS_URL } from '../support/redis.js';
 import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
+import { beforeEachWrite, slowWrites } from '../support/write-hook.js';
 import { runScript, type Child } from './fixtures/child.js';
 import { etags, fill, maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
 import { startPipeline, waitFor, type Pipeline } from './fixtures/pipeline.js';
@@ -21,20 +22,8 @@ const content = (i: number) => `migrated object number ${i}`;
 /** Counts the writes a store takes, each `delayMs` slower. */
 function countingWrites(provider: StorageProvider, delayMs = 0): { provider: StorageProvider; writes: () => number } {
   let writes = 0;
-  const wrapped = new Proxy(provider, {
-    get(target, property) {
-      const value = Reflect.get(target, property, target) as unknown;
-      if (typeof value !== 'function') return value;
-      const method = (value as (...args: unknown[]) => unknown).bind(target);
-      if (property !== 'write') return method;
-      return async (...args: unknown[]) => {
-        writes++;
-        if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
-        return method(...args);
-      };
-    },
-  });
-  return { provider: wrapped, writes: () => writes };
+  const counted = beforeEachWrite(slowWrites(provider, delayMs), () => void writes++);
+  return { provider: counted, writes: () => writes };
 }
 
 let f: MaintenanceFixture;
