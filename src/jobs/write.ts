@@ -6,8 +6,9 @@
  * already replaced the object. In both, the target holding this job's etag means the write happened.
  */
 import { z } from 'zod';
-import { NotFoundError, PreconditionFailedError } from '../providers/errors.js';
+import { PreconditionFailedError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
+import { statIfPresent } from './copy.js';
 import { defineJob, isRetry, keySchema, storeNameSchema, storeOf, writeOptionsShape } from './definition.js';
 import { applyBody, bodyRefSchema } from './staging.js';
 
@@ -17,13 +18,8 @@ export const writePayload = z
 export type WritePayload = z.output<typeof writePayload>;
 
 async function currentWith(provider: StorageProvider, key: string, etag: string): Promise<ObjectInfo | undefined> {
-  try {
-    const info = await provider.stat(key);
-    return info.etag === etag ? info : undefined;
-  } catch (error) {
-    if (error instanceof NotFoundError) return undefined;
-    throw error;
-  }
+  const info = await statIfPresent(provider, key);
+  return info?.etag === etag ? info : undefined;
 }
 
 export const writeJob = defineJob({
