@@ -22,6 +22,7 @@ import { sha256Hex } from './body.js';
 import { contentPath, decodeRecord, forgottenKeys, isRecordPath, keyOfPath, RECORD_ROOT, recordPath, type KeyRecord } from './git-layout.js';
 import { fromByteString, isTreeMode, toByteString, type CommitObject, type Identity, type ObjectStore } from './git-objects.js';
 import { compareKeys } from './keys.js';
+import { SortedKeys } from './sorted-keys.js';
 import { DEFAULT_CONTENT_TYPE, type Author } from './types.js';
 
 export interface VersionRecord extends KeyRecord {
@@ -73,7 +74,7 @@ export class KeyIndex {
   private readonly commits = new Set<string>();
   private readonly keys = new Map<string, KeyState>();
   /** Live keys in `compareKeys` order. */
-  private readonly live: string[] = [];
+  private readonly live = new SortedKeys();
   private liveBytes = 0;
   private versionCount = 0;
   private needsSnapshot = false;
@@ -109,7 +110,7 @@ export class KeyIndex {
     this.reset();
     for (const commit of seed.commits) this.commits.add(commit);
     for (const [key, state] of seed.keys) this.keys.set(key, { versions: [...state.versions], live: state.live });
-    this.live.push(...seed.live);
+    this.live.reset([...seed.live.from('')]);
     this.liveBytes = seed.liveBytes;
     this.versionCount = seed.versionCount;
     this.head = seed.head;
@@ -189,31 +190,19 @@ export class KeyIndex {
 
   /** Live keys starting with `prefix`, after `after` (exclusive), at most `limit`, and whether more follow. */
   liveKeys(prefix: string, after: string | undefined, limit: number): { keys: string[]; more: boolean } {
-    const start = after !== undefined && compareKeys(after, prefix) >= 0 ? this.lowerBound(after, true) : this.lowerBound(prefix, false);
+    const from = after !== undefined && compareKeys(after, prefix) >= 0 ? this.live.from(after, true) : this.live.from(prefix);
     const keys: string[] = [];
-    let i = start;
-    for (; i < this.live.length && keys.length < limit; i++) {
-      const key = this.live[i]!;
-      if (!key.startsWith(prefix)) return { keys, more: false };
+    // Keys from `prefix` on that do not start with it sort after every key that does.
+    for (const key of from) {
+      if (!key.startsWith(prefix)) break;
+      if (keys.length === limit) return { keys, more: true };
       keys.push(key);
     }
-    return { keys, more: i < this.live.length && this.live[i]!.startsWith(prefix) };
+    return { keys, more: false };
   }
 
   summary(): { objects: number; bytes: number; versions: number; commits: number } {
-    return { objects: this.live.length, bytes: this.liveBytes, versions: this.versionCount, commits: this.commits.size };
-  }
-
-  private lowerBound(key: string, strictlyAfter: boolean): number {
-    let low = 0;
-    let high = this.live.length;
-    while (low < high) {
-      const mid = (low + high) >>> 1;
-      const order = compareKeys(this.live[mid]!, key);
-      if (order < 0 || (strictlyAfter && order === 0)) low = mid + 1;
-      else high = mid;
-    }
-    return low;
+    return { objects: this.live.size, bytes: this.liveBytes, versions: this.versionCount, commits: this.commits.size };
   }
 
   // ---- state ----
@@ -222,7 +211,7 @@ export class KeyIndex {
     this.head = undefined;
     this.commits.clear();
     this.keys.clear();
-    this.live.length = 0;
+    this.live.reset([]);
     this.liveBytes = 0;
     this.versionCount = 0;
   }
@@ -261,9 +250,8 @@ export class KeyIndex {
 
   private setLive(key: string, state: KeyState, live: boolean): void {
     state.live = live;
-    const at = this.lowerBound(key, false);
-    if (live) this.live.splice(at, 0, key);
-    else if (this.live[at] === key) this.live.splice(at, 1);
+    if (live) this.live.add(key);
+    else this.live.delete(key);
   }
 
   // ---- history ----
@@ -384,17 +372,18 @@ export class KeyIndex {
 
   private loadSnapshot(value: Snapshot): void {
     this.reset();
+    const liveKeys: string[] = [];
     for (const commit of value.commits) this.commits.add(commit);
     for (const [key, live, rows] of value.keys) {
       const versions = rows.map((row) => rowToRecord(key, row));
       this.keys.set(key, { versions, live });
       this.versionCount += versions.length;
       if (live) {
-        this.live.push(key);
+        liveKeys.push(key);
         this.liveBytes += versions.at(-1)?.size ?? 0;
       }
     }
-    this.live.sort(compareKeys);
+    this.live.reset(liveKeys.sort(compareKeys));
     this.head = value.snapshot ?? undefined;
   }
 }

@@ -33,11 +33,17 @@ function lowerBound(keys: readonly string[], key: string, strictlyAfter = false)
 export class SortedKeys {
   /** Never holds an empty block. */
   private blocks: string[][] = [];
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
 
   /** Adds `key`; false when it was already there. */
   add(key: string): boolean {
     if (this.blocks.length === 0) {
       this.blocks.push([key]);
+      this.count++;
       return true;
     }
     const b = Math.min(this.blockFor(key), this.blocks.length - 1);
@@ -46,6 +52,7 @@ export class SortedKeys {
     if (block[at] === key) return false;
     block.splice(at, 0, key);
     if (block.length > BLOCK_MAX) this.blocks.splice(b + 1, 0, block.splice(BLOCK_MAX / 2));
+    this.count++;
     return true;
   }
 
@@ -57,6 +64,7 @@ export class SortedKeys {
     const at = lowerBound(block, key);
     if (block[at] !== key) return false;
     block.splice(at, 1);
+    this.count--;
     if (block.length === 0) this.blocks.splice(b, 1);
     else if (block.length < BLOCK_MIN && !this.merge(b - 1)) this.merge(b);
     return true;
@@ -75,6 +83,7 @@ export class SortedKeys {
   /** Replaces the whole set with `keys`, which must be sorted and distinct. */
   reset(keys: readonly string[]): void {
     this.blocks = [];
+    this.count = keys.length;
     for (let at = 0; at < keys.length; at += BLOCK_MAX / 2) this.blocks.push(keys.slice(at, at + BLOCK_MAX / 2));
   }
 

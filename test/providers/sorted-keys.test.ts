@@ -27,7 +27,10 @@ describe('SortedKeys', () => {
     const random = seeded(7);
     const keys = new SortedKeys();
     const reference = new Set<string>();
-    const check = () => expect([...keys.from('')]).toEqual([...reference].sort(compareKeys));
+    const check = () => {
+      expect([...keys.from('')]).toEqual([...reference].sort(compareKeys));
+      expect(keys.size).toBe(reference.size);
+    };
     // Adds, with some deletes and re-adds: about 4,000 keys, over a dozen blocks.
     for (let round = 1; round <= 10_000; round++) {
       const key = randomKey(random);
@@ -69,6 +72,7 @@ describe('SortedKeys', () => {
     expect(keys.add('k00001')).toBe(true);
     expect(keys.add('k00002')).toBe(false);
     expect([...keys.from('')]).toEqual([...sorted, 'k00001'].sort(compareKeys));
+    expect(keys.size).toBe(sorted.length + 1);
   });
 
   it('orders astral characters after U+E000..U+FFFF, as UTF-8 bytes do', () => {
