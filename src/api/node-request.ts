@@ -35,15 +35,7 @@ export function requestHeaderEntries(c: Context): Iterable<[string, string]> {
   return Object.entries(incoming.headers).map(([name, value]): [string, string] => [name, Array.isArray(value) ? value.join(', ') : (value ?? '')]);
 }
 
-/**
- * Sets a response header before the response exists. Node merges it into whatever the handler answers; without
- * Node, it is set on Hono's response after `next()` by `finish`.
- */
-export function presetResponseHeader(c: Context, name: string, value: string): { finish(): void } {
-  const outgoing = bindings(c)?.outgoing;
-  if (outgoing !== undefined) {
-    outgoing.setHeader(name, value);
-    return { finish: () => undefined };
-  }
-  return { finish: () => c.header(name, value) };
+/** Node's response: a header set on it before the handler answers is merged into whatever it answers. */
+export function outgoingOf(c: Context): ServerResponse | undefined {
+  return bindings(c)?.outgoing;
 }

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
-import { presetResponseHeader, requestHeader } from './node-request.js';
+import { outgoingOf, requestHeader } from './node-request.js';
 
 const CLIENT_ID = /^[\w\-=]{1,255}$/;
 
@@ -13,9 +13,10 @@ export function requestId(): MiddlewareHandler {
     const offered = requestHeader(c, 'x-request-id');
     const id = offered !== undefined && CLIENT_ID.test(offered) ? offered : randomUUID();
     c.set('requestId', id);
-    const header = presetResponseHeader(c, 'X-Request-Id', id);
+    const outgoing = outgoingOf(c);
+    outgoing?.setHeader('X-Request-Id', id);
     await next();
-    header.finish();
+    if (outgoing === undefined) c.header('X-Request-Id', id);
   };
 }
 
