@@ -11,11 +11,11 @@ import type { Staging } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
-import { requireBasic, requireBearer, TokenSet } from './auth.js';
+import { requireBasic, TokenSet } from './auth.js';
 import { BOARD_PATH, boardRoutes } from './board.js';
 import { ApiError, respondWithError, toApiError } from './errors.js';
+import { gate } from './gate.js';
 import type { JobWaiter } from './job-status.js';
-import { ambiguousCharacter, hasDotSegment, rawPathname } from './object-path.js';
 import type { ApiMetrics } from './metrics.js';
 import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
@@ -24,7 +24,6 @@ import { objectRoutes } from './routes/objects.js';
 import { signedRoutes } from './routes/signed.js';
 import { storeRoutes } from './routes/stores.js';
 import { systemRoutes } from './routes/system.js';
-import { requestId } from './request-id.js';
 import type { UrlSigner } from './signing.js';
 
 export interface AppDeps {
@@ -49,33 +48,9 @@ export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
   const tokens = new TokenSet(deps.config.apiTokens);
 
-  app.use('*', requestId());
-  app.use('*', async (c, next) => {
-    const started = performance.now();
-    await next();
-    const seconds = (performance.now() - started) / 1000;
-    deps.metrics.observeRequest(c.req.method, c.req.routePath, c.res.status, seconds);
-    deps.log.info(
-      { requestId: c.get('requestId'), method: c.req.method, path: c.req.path.slice(0, 256), status: c.res.status, ms: Math.round(seconds * 1000) },
-      'request',
-    );
-  });
-
+  app.use('*', gate(deps, tokens));
   app.onError(answerError(deps));
   app.notFound(answerNotFound);
-
-  // Signed URLs carry their own credential; everything else under /v1 needs a bearer token.
-  const bearer = requireBearer(tokens);
-  app.use('/v1/*', async (c, next) => (c.req.path.startsWith('/v1/signed/') ? next() : bearer(c, next)));
-  // URL parsing resolves dot segments away (`a/%2e%2e/b` would reach the route as `b`), reads `\` as `/` and cuts
-  // at `#`: routes would then see other segments than the key is read from. Refuse such paths instead.
-  app.use('/v1/*', async (c, next) => {
-    const raw = rawPathname(c);
-    if (hasDotSegment(raw)) throw new ApiError('INVALID_KEY', "the path has a '.' or '..' segment (also percent-encoded)");
-    const ambiguous = ambiguousCharacter(raw);
-    if (ambiguous !== undefined) throw new ApiError('INVALID_KEY', `the path has a literal '${ambiguous}'; send it percent-encoded`);
-    await next();
-  });
 
   app.route('/', systemRoutes(deps));
   app.route('/v1/stores', storeRoutes(deps));

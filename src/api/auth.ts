@@ -4,7 +4,7 @@
  * with `timingSafeEqual`: constant time whatever the length of the guess, so timing tells nothing about a token.
  */
 import { hash, timingSafeEqual } from 'node:crypto';
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { ApiError, respondWithError } from './errors.js';
 import { requestHeader } from './node-request.js';
 
@@ -45,15 +45,14 @@ function basicPassword(header: string | undefined): string | undefined {
   return colon < 0 ? undefined : decoded.slice(colon + 1);
 }
 
-/** Without tokens the API is open (and `main` binds to loopback only); with them every request needs one. */
-export function requireBearer(tokens: TokenSet): MiddlewareHandler {
-  return async (c, next) => {
-    if (tokens.enabled && !tokens.accepts(bearerToken(requestHeader(c, 'authorization')))) {
-      c.header('WWW-Authenticate', 'Bearer realm="kyozo"');
-      return respondWithError(c, new ApiError('UNAUTHORIZED', 'a valid bearer token is required (Authorization: Bearer <token>)'));
-    }
-    await next();
-  };
+/**
+ * The 401 for a request without a valid bearer token, or `undefined` when it may pass. Without tokens the API is
+ * open (and `main` binds to loopback only).
+ */
+export function bearerRefusal(c: Context, tokens: TokenSet): Response | undefined {
+  if (!tokens.enabled || tokens.accepts(bearerToken(requestHeader(c, 'authorization')))) return undefined;
+  c.header('WWW-Authenticate', 'Bearer realm="kyozo"');
+  return respondWithError(c, new ApiError('UNAUTHORIZED', 'a valid bearer token is required (Authorization: Bearer <token>)'));
 }
 
 export function requireBasic(tokens: TokenSet): MiddlewareHandler {

@@ -8,6 +8,7 @@
 import type { Context } from 'hono';
 import { InvalidKeyError } from '../providers/errors.js';
 import { validateKey } from '../providers/keys.js';
+import { ApiError } from './errors.js';
 import { incomingOf } from './node-request.js';
 
 export type ObjectTarget =
@@ -18,6 +19,7 @@ export type ObjectTarget =
   | { kind: 'url'; key: string };
 
 function decodeSegment(raw: string): string {
+  if (!raw.includes('%')) return raw;
   try {
     return decodeURIComponent(raw);
   } catch (cause) {
@@ -82,7 +84,22 @@ export function ambiguousCharacter(rawPath: string): string | undefined {
   return /[\\#]/.exec(rawPath)?.[0];
 }
 
+/**
+ * Why a raw path would be read differently by routing and by key parsing, or `undefined`. URL parsing resolves dot
+ * segments away (`a/%2e%2e/b` would reach the route as `b`), reads `\\` as `/` and cuts at `#`.
+ */
+export function pathAmbiguity(rawPath: string): ApiError | undefined {
+  if (hasDotSegment(rawPath)) return new ApiError('INVALID_KEY', "the path has a '.' or '..' segment (also percent-encoded)");
+  const ambiguous = ambiguousCharacter(rawPath);
+  return ambiguous === undefined ? undefined : new ApiError('INVALID_KEY', `the path has a literal '${ambiguous}'; send it percent-encoded`);
+}
+
 /** The raw path's segments from `index` on (`/v1/stores/<store>/objects/<key path>`: the key path is from 5). */
 export function rawSegmentsFrom(rawPath: string, index: number): string {
-  return rawPath.split('/').slice(index).join('/');
+  let at = 0;
+  for (let segment = 0; segment < index; segment++) {
+    at = rawPath.indexOf('/', at) + 1;
+    if (at === 0) return '';
+  }
+  return rawPath.slice(at);
 }
