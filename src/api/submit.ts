@@ -15,7 +15,7 @@ import { PayloadTooLargeError } from '../providers/errors.js';
 import type { AppDeps } from './app.js';
 import { ApiError } from './errors.js';
 import { jobFailure } from './job-status.js';
-import { requestHeader } from './node-request.js';
+import { arrivedBody, requestHeader } from './node-request.js';
 
 const MAX_IDEMPOTENCY_KEY = 256;
 
@@ -64,6 +64,10 @@ export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging'
   if (declared !== undefined && Number(declared) <= deps.staging.inlineMax) {
     // A small body of known length is read at once, before anything touches `c.req.raw.body`: under
     // @hono/node-server that getter builds a web Request and stream, which cost more than the whole write.
+    // The route runs as soon as the headers are parsed; a body in the same packet is parsed right after, so one
+    // turn of the microtask queue is usually all it takes for it to have arrived.
+    const arrived = arrivedBody(c, Number(declared)) ?? (await null, arrivedBody(c, Number(declared)));
+    if (arrived !== undefined) return deps.staging.stageBody(arrived, { maxBytes });
     return deps.staging.stageBody(new Uint8Array(await withinTime(c.req.arrayBuffer(), idleMs)), { maxBytes });
   }
   const raw = c.req.raw.body;
