@@ -22,6 +22,8 @@ const CIRCUIT_STATES = ['closed', 'open', 'half-open', 'isolated'] as const;
 export class ApiMetrics {
   readonly registry = new Registry();
   private readonly http: Histogram<'method' | 'route' | 'status'>;
+  /** Label sets resolved once: a route pattern has few methods and statuses, and hashing labels per request costs. */
+  private readonly httpSeries = new Map<string, { observe(seconds: number): void }>();
   private readonly providerOps: Histogram<'store' | 'op' | 'outcome'>;
   private readonly providerErrors: Counter<'store' | 'op' | 'code'>;
   private queues: () => readonly QueueCounts[] = () => [];
@@ -92,7 +94,13 @@ export class ApiMetrics {
   }
 
   observeRequest(method: string, route: string, status: number, seconds: number): void {
-    this.http.observe({ method, route, status: String(status) }, seconds);
+    const series = `${method} ${status} ${route}`;
+    let child = this.httpSeries.get(series);
+    if (child === undefined) {
+      child = this.http.labels({ method, route, status: String(status) });
+      this.httpSeries.set(series, child);
+    }
+    child.observe(seconds);
   }
 
   observeProvider(store: string, observation: Observation): void {
