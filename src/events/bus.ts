@@ -49,6 +49,11 @@ export type EventInput<T = unknown> = Omit<EventEnvelope<T>, 'id' | 'at'> & { at
 export interface EmitOptions {
   /** Emit at most once for this hash field; the hash must exist for the marker to be kept. */
   once?: { key: string; field: string };
+  /**
+   * Called once the event's script is written to the bus's connection, before its reply: Redis runs a connection's
+   * commands in order, so a command sent on the same connection after this runs after the event.
+   */
+  onWritten?: () => void;
 }
 
 export type EventListener = (event: EventEnvelope) => void;
@@ -56,6 +61,8 @@ export type Unsubscribe = () => Promise<void>;
 
 export interface EventBus {
   readonly streamKey: string;
+  /** The connection events are appended on (see `onWritten`). */
+  readonly connection: RedisConnection;
   /** Appends and publishes; returns the envelope, or `undefined` when `once` says it was emitted before. */
   emit<T>(event: EventInput<T>, opts?: EmitOptions): Promise<EventEnvelope<T> | undefined>;
   /** Live events of `types` ('*' for all). Resolves once the subscription is active. */
@@ -107,10 +114,13 @@ const MAX_BATCH = 128;
 
 type EmitCommand = (numKeys: number, ...args: string[]) => Promise<string[]>;
 
+/**
+ * The script goes as EVAL, not EVALSHA: after a Redis restart EVALSHA answers NOSCRIPT and ioredis sends the script
+ * again a round trip later, behind whatever was sent meanwhile (a job's completion, see `onWritten`). Redis keeps
+ * EVAL scripts compiled by digest, so sending the text costs only its bytes.
+ */
 function emitCommand(redis: RedisConnection): EmitCommand {
-  const commander = redis as unknown as Record<string, unknown> & Redis;
-  if (typeof commander.kyozoEmitEvents !== 'function') commander.defineCommand('kyozoEmitEvents', { lua: EMIT_SCRIPT });
-  return (commander.kyozoEmitEvents as EmitCommand).bind(commander);
+  return (numKeys, ...args) => redis.eval(EMIT_SCRIPT, numKeys, ...args) as Promise<string[]>;
 }
 
 interface Pending {
@@ -118,6 +128,7 @@ interface Pending {
   body: Omit<EventEnvelope, 'id'>;
   json: string;
   once?: EmitOptions['once'];
+  onWritten?: () => void;
   resolve(envelope: EventEnvelope | undefined): void;
   reject(error: unknown): void;
 }
@@ -178,7 +189,9 @@ export function createEventBus(options: EventBusOptions): EventBus {
       args.push(item.type, item.json, String(marker), item.once?.field ?? '');
     }
     try {
-      const ids = await emitScript(keys.length, ...keys, ...args);
+      const reply = emitScript(keys.length, ...keys, ...args);
+      for (const item of batch) item.onWritten?.();
+      const ids = await reply;
       batch.forEach((item, i) => {
         const id = ids[i];
         item.resolve(id ? ({ id, ...item.body } as EventEnvelope) : undefined);
@@ -220,6 +233,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
 
   return {
     streamKey,
+    connection: redis,
 
     emit<T>(input: EventInput<T>, opts: EmitOptions = {}): Promise<EventEnvelope<T> | undefined> {
       const { type, store, key, jobId, data } = input;
@@ -231,7 +245,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
       body.data = data;
       const json = JSON.stringify(body);
       return new Promise((resolve, reject) => {
-        queued.push({ type, body, json, once: opts.once, resolve: resolve as Pending['resolve'], reject });
+        queued.push({ type, body, json, once: opts.once, onWritten: opts.onWritten, resolve: resolve as Pending['resolve'], reject });
         scheduleFlush();
       });
     },

@@ -5,16 +5,17 @@
  * Events, exactly once per job: the handler returns its event; the worker emits it after the handler succeeded
  * and before BullMQ marks the job completed, with the job's own hash as the once-marker (see `events/bus.ts`).
  * A worker that dies after the provider call but before the emit leaves the job to be retried (handlers are
- * idempotent) and the retry emits; one that dies after the emit leaves a marker, so the retry does not. A job
- * whose attempts run out, or that fails with an unrecoverable error, emits `job.failed` from the `failed` listener,
- * also once per job.
+ * idempotent) and the retry emits; one that dies after the emit leaves a marker, so the retry does not. The job
+ * does not wait for the event's reply: the bus shares the connection BullMQ completes jobs on, and once the event
+ * is written there, the completion BullMQ sends next runs after it on Redis (`emitAhead`). A job whose attempts run
+ * out, or that fails with an unrecoverable error, emits `job.failed` from the `failed` listener, also once per job.
  *
  * Long jobs (the maintenance family) save progress in the job as they go and watch an AbortSignal that `close`
  * aborts: one that stops for a shutdown throws `JobInterruptedError`, and the job goes straight back to the queue
  * without using up an attempt, for the next worker to resume from its saved progress.
  */
 import { DelayedError, Worker, type Job } from 'bullmq';
-import type { EventBus } from '../events/bus.js';
+import type { EmitOptions, EventBus, EventInput } from '../events/bus.js';
 import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
 import { JobInterruptedError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
 import { asJobFailure, failureCode } from '../jobs/failures.js';
@@ -30,6 +31,8 @@ import { WorkerJobContext, type JobContextDeps } from './job-context.js';
 const EVENT_MARKER = 'kyozoEvent';
 const FAILED_MARKER = 'kyozoFailedEvent';
 const MAX_PARKED_DELAY_MS = 60_000;
+/** Delays before sending again an event whose script failed on Redis after it was written. */
+const REEMIT_DELAYS_MS = [1_000, 5_000, 30_000];
 
 export interface WorkersOptions {
   /** A worker-role connection (`maxRetriesPerRequest: null`); BullMQ duplicates it per worker. */
@@ -100,8 +103,47 @@ function parkedRetryDelay(job: Job): number {
   return Math.round(delay * (1 - 0.5 * Math.random()));
 }
 
+/**
+ * Emits a job's event ahead of its completion and returns once the event is written to the connection, a round trip
+ * before its reply. Redis runs the connection's commands in order, so the completion BullMQ sends next can never
+ * run without the event before it; a crash in between leaves a job that runs again, and its marker keeps the rerun
+ * from emitting twice. Should the script itself fail on Redis after it was written (the job may complete anyway),
+ * the event is sent again a few times, which the same marker makes harmless.
+ */
+async function emitAhead(bus: EventBus, event: EventInput, once: NonNullable<EmitOptions['once']>, log: Logger): Promise<void> {
+  let written = false;
+  let markWritten!: () => void;
+  const onWritten = new Promise<void>((resolve) => (markWritten = resolve));
+  const emitted = bus.emit(event, {
+    once,
+    onWritten: () => {
+      written = true;
+      markWritten();
+    },
+  });
+  // Failing before it was written, the emit fails the job (which runs again); after, the job is past waiting for it.
+  emitted.catch((error: unknown) => written && reemit(bus, event, once, log, error, 0));
+  await Promise.race([onWritten, emitted]);
+}
+
+function reemit(bus: EventBus, event: EventInput, once: NonNullable<EmitOptions['once']>, log: Logger, error: unknown, attempt: number): void {
+  const delay = REEMIT_DELAYS_MS[attempt];
+  if (delay === undefined) {
+    log.error({ err: error, jobId: event.jobId, type: event.type }, 'event not emitted: gave up sending it again');
+    return;
+  }
+  log.warn({ err: error, jobId: event.jobId, type: event.type, retryInMs: delay }, 'event not emitted; sending it again');
+  setTimeout(() => {
+    bus.emit(event, { once }).catch((next: unknown) => reemit(bus, event, once, log, next, attempt + 1));
+  }, delay).unref();
+}
+
 export function createWorkers(options: WorkersOptions): Workers {
   const { bus, log } = options;
+  if (bus.connection !== options.connection) {
+    // emitAhead's ordering holds only on one connection.
+    throw new Error('createWorkers: the event bus must be created on the workers\' connection');
+  }
   const contextDeps: JobContextDeps = {
     stores: options.stores,
     staging: options.staging,
@@ -122,7 +164,7 @@ export function createWorkers(options: WorkersOptions): Workers {
         const jobId = job.id!;
         const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, signal);
         const { result, event } = await definition.handle(payload, ctx);
-        await bus.emit({ ...event, jobId }, { once: { key: worker.toKey(jobId), field: EVENT_MARKER } });
+        await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER }, log);
         return result;
       } catch (error) {
         if (isStorageError(error) && error.code === 'PROVIDER_UNAVAILABLE' && lastAttempt(job) && Date.now() - job.timestamp < unavailableRetryMs) {
