@@ -462,9 +462,15 @@ export class DiskProvider implements StorageProvider {
     if (existing !== dir) await mkdir(dir, { recursive: true });
   }
 
+  /**
+   * Where a write of `key` lands, its directory made and checked to be real. The file itself is not checked: a write
+   * renames a new file over it, which replaces a symlink there instead of following it (and checking would cost a
+   * failed lookup for every new key).
+   */
   private async writableObjectPath(key: string): Promise<string> {
     const target = path.join((await this.ready()).objects, keyPath(key));
-    if (!(await this.isReal(target))) await this.ensureDirectory(path.dirname(target));
+    const dir = path.dirname(target);
+    if (!(await this.isReal(dir))) await this.ensureDirectory(dir);
     return target;
   }
 
@@ -478,7 +484,7 @@ export class DiskProvider implements StorageProvider {
   }
 
   private async checkIfMatch(target: string, key: string, ifMatch: string): Promise<void> {
-    const current = await trailerIfPresent(target);
+    const current = (await this.isReal(target)) ? await trailerIfPresent(target) : undefined;
     if (current?.etag !== ifMatch) {
       throw new PreconditionFailedError(current ? `"${key}" has etag ${current.etag}, not ${ifMatch}` : `no object "${key}" to match`);
     }

@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -106,13 +106,18 @@ describe('disk provider', () => {
       expect(await readText(elsewhere, 'secret')).toBe('outside the store');
     });
 
-    it('refuses reads and writes of an object file that is a symlink pointing outside', async () => {
-      await symlink(path.join(outside, 'objects', 'secret~'), path.join(root, 'objects', 'link~'));
+    it('refuses reads of an object file that is a symlink pointing outside; a write replaces the link, never follows it', async () => {
+      const link = path.join(root, 'objects', 'link~');
+      await symlink(path.join(outside, 'objects', 'secret~'), link);
       await expect(provider.read('link')).rejects.toBeInstanceOf(InvalidKeyError);
       await expect(provider.stat('link')).rejects.toBeInstanceOf(InvalidKeyError);
-      await expect(provider.write('link', 'overwrite')).rejects.toBeInstanceOf(InvalidKeyError);
-      expect(await readText(elsewhere, 'secret')).toBe('outside the store');
       expect((await provider.list()).items.map((item) => item.key)).toEqual(['inside']);
+      await expect(provider.write('link', 'overwrite', { ifMatch: 'a'.repeat(64) })).rejects.toBeInstanceOf(InvalidKeyError);
+
+      await provider.write('link', 'overwrite');
+      expect(await readText(elsewhere, 'secret')).toBe('outside the store');
+      expect((await lstat(link)).isSymbolicLink()).toBe(false);
+      expect(await readText(provider, 'link')).toBe('overwrite');
     });
   });
 
