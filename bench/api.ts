@@ -30,7 +30,7 @@ const TOKEN = 'bench-api-token';
 const BODY = 'k'.repeat(1024);
 const CONNECTIONS = 10;
 const SECONDS = 4;
-const ROUNDS = 5;
+const ROUNDS = 7;
 /**
  * Load before measuring, per side: the route's code takes V8 some ten seconds of full load to optimise (the first
  * seconds cost twice the CPU per request of the later ones), and a server is measured as it runs, warm.

@@ -165,8 +165,9 @@ const TARGETS: Record<StoreKind, { ratio: number; baseline: string }> = {
 /** Jobs per measured run, and paired rounds per case: the machine is shared, so pairs run back to back. */
 function plan(kind: StoreKind, concurrency: number): { jobs: number; rounds: number } {
   if (kind === 'ram') return { jobs: concurrency === 1 ? 1_500 : 4_000, rounds: 5 };
-  // fsync latency swings from run to run on a shared disk: five pairs, so one slow spell does not decide the median.
-  return { jobs: concurrency === 1 ? 300 : 1_200, rounds: 5 };
+  // fsync latency swings from run to run on a shared disk (one run of 1,200 jobs lasts about a second): seven pairs,
+  // so a slow or fast spell of either side does not decide the median.
+  return { jobs: concurrency === 1 ? 300 : 1_200, rounds: 7 };
 }
 
 function median<T>(items: T[], by: (item: T) => number): T {
@@ -175,6 +176,7 @@ function median<T>(items: T[], by: (item: T) => number): T {
 
 export async function runPipelineBench(): Promise<BenchResult> {
   const rows: BenchRow[] = [];
+  const pairRatios: string[] = [];
   for (const kind of ['ram', 'disk'] as const) {
     for (const concurrency of [1, 10, 50]) {
       const { jobs, rounds } = plan(kind, concurrency);
@@ -190,6 +192,7 @@ export async function runPipelineBench(): Promise<BenchResult> {
         pairs.push({ raw: rawAfter, ours, ratio: ours.opsPerSec / rawAfter.opsPerSec });
       }
       const { raw, ours, ratio } = median(pairs, (pair) => pair.ratio);
+      pairRatios.push(`${kind} c=${concurrency}: ${pairs.map((pair) => pair.ratio.toFixed(2)).join(', ')}`);
       const target = TARGETS[kind];
       const gated = kind === 'disk' || concurrency === 50;
       rows.push({
@@ -208,9 +211,10 @@ export async function runPipelineBench(): Promise<BenchResult> {
   const notes = [
     `each row: the median-ratio pair of ${plan('ram', 50).rounds} (ram) / ${plan('disk', 50).rounds} (disk) back-to-back runs of ours and raw; ` +
       `jobs per run ram ${plan('ram', 1).jobs}/${plan('ram', 10).jobs}, disk ${plan('disk', 1).jobs}/${plan('disk', 10).jobs} (c=1 / c>1); ${PRODUCER_WINDOW} enqueues in flight; keys cycle over ${KEY_SPACE}`,
-    'ours: enqueue() (zod check) -> worker (zod check) -> provider behind the metrics layer -> event appended + published (batched script) -> counted when a bus subscriber receives it; raw: queue.add -> no-op / fs write -> worker "completed"',
+    'ours: enqueue() (zod check) -> worker (zod check) -> provider behind the metrics layer -> event appended + published (batched script, sent ahead of the completion) -> counted when a bus subscriber receives it; raw: queue.add -> no-op / fs write -> worker "completed"',
     'latency: enqueue -> event received (ours) / enqueue -> completed (raw), with the producer window full, so it is mostly queueing',
     'disk: fsync on (DISK_FSYNC default) on both sides; raw writes with the same atomic temp+fsync+rename+dir-fsync routine the disk provider uses',
+    `ratio of every pair, in run order: ${pairRatios.join('; ')}`,
   ];
   return { suite: 'pipeline', machine: machineName(), rows, notes };
 }
