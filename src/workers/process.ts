@@ -49,7 +49,8 @@ export async function startWorkerProcess({
   workerOptions,
   schedules = true,
 }: WorkerProcessOptions): Promise<WorkerProcess> {
-  // BullMQ duplicates this connection for each worker; the bus, the webhook queue and the stores use it as it is.
+  // BullMQ completes jobs on this connection (a duplicate serves its blocking fetch); the bus must share it, so that
+  // a job's event runs on Redis before its completion (worker.ts, emitAhead). The webhook queue and stores use it too.
   const connection = createRedis(config, 'worker', { connectionName: 'kyozo:worker' });
   connection.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
 

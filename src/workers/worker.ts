@@ -35,7 +35,10 @@ const MAX_PARKED_DELAY_MS = 60_000;
 const REEMIT_DELAYS_MS = [1_000, 5_000, 30_000];
 
 export interface WorkersOptions {
-  /** A worker-role connection (`maxRetriesPerRequest: null`); BullMQ duplicates it per worker. */
+  /**
+   * A worker-role connection (`maxRetriesPerRequest: null`). BullMQ completes jobs on it (it duplicates it only for
+   * its blocking fetch), and the bus must be built on it too: see `emitAhead`.
+   */
   connection: RedisConnection;
   prefix: string;
   stores: ReadonlyMap<string, StorageProvider>;
