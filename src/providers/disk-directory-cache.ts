@@ -39,11 +39,13 @@ const NS_PER_MS = 1_000_000n;
 
 /**
  * How long after a directory's mtime a read of it is sure to see every change stamped with that mtime. Whole-second
- * mtimes come from a filesystem that keeps no fraction (FAT: 2 s ticks); any other has kernel ticks (≤ 10 ms), and
- * 250 ms leaves room for a late tick.
+ * mtimes come from a filesystem that keeps no fraction (FAT: 2 s ticks); any other is stamped from the kernel's
+ * coarse clock, whose tick is 1-10 ms (HZ 1000-100) and lags the clock `Date.now()` reads by at most one tick:
+ * 50 ms is five of the longest ticks. (It was 250 ms: a key written to and listed in turn, as a history view does,
+ * then read its whole directory on every call for a quarter of a second after each write.)
  */
 function settleNs(mtimeNs: bigint): bigint {
-  return (mtimeNs % 1_000_000_000n === 0n ? 2_000n : 250n) * NS_PER_MS;
+  return (mtimeNs % 1_000_000_000n === 0n ? 2_000n : 50n) * NS_PER_MS;
 }
 
 export class DirectoryCache<T> {
