@@ -15,25 +15,18 @@ import { keyPath } from '../../src/providers/disk-layout.js';
 import { PreconditionFailedError, InvalidArgumentError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
+import { interceptMethod } from '../support/intercept.js';
 import { etags, fill, maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
 
 const content = (i: number) => `object ${i} `.repeat(1 + (i % 7));
 
 /** A store whose reads of one key serve other bytes than it holds (a failing disk, a bad cache). */
 function corruptingReads(provider: StorageProvider, key: string): StorageProvider {
-  return new Proxy(provider, {
-    get(target, property) {
-      const value = Reflect.get(target, property, target) as unknown;
-      if (typeof value !== 'function') return value;
-      const method = (value as (...args: unknown[]) => unknown).bind(target);
-      if (property !== 'read') return method;
-      return async (readKey: string, opts?: unknown) => {
-        const result = (await method(readKey, opts)) as { info: unknown; body: Readable };
-        if (readKey !== key) return result;
-        result.body.destroy();
-        return { info: result.info, body: Readable.from([Buffer.from('bit rot')]) };
-      };
-    },
+  return interceptMethod(provider, 'read', (read) => async (readKey, opts) => {
+    const result = await read(readKey, opts);
+    if (readKey !== key) return result;
+    result.body.destroy();
+    return { info: result.info, body: Readable.from([Buffer.from('bit rot')]) };
   });
 }
 

@@ -12,7 +12,7 @@ import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { TEST_REDIS_URL } from '../support/redis.js';
 import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
-import { beforeEachWrite, slowWrites } from '../support/write-hook.js';
+import { beforeEachWrite, interceptMethod, slowWrites } from '../support/intercept.js';
 import { runScript, type Child } from './fixtures/child.js';
 import { etags, fill, maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
 import { startPipeline, waitFor, type Pipeline } from './fixtures/pipeline.js';
@@ -83,13 +83,7 @@ describe('migrate', () => {
     await from.write('good', 'fine');
     await from.write('bad', 'will be mangled');
     const ram = new RamProvider({ maxBytes: 1024 * 1024 });
-    const mangling = new Proxy(ram, {
-      get(target, property) {
-        const value = Reflect.get(target, property, target) as (...args: unknown[]) => unknown;
-        if (property !== 'write') return typeof value === 'function' ? value.bind(target) : value;
-        return (key: string, body: unknown, opts: unknown) => target.write(key, key === 'bad' ? 'mangled' : (body as string), opts as undefined);
-      },
-    });
+    const mangling = interceptMethod(ram, 'write', (write) => (key, body, opts) => write(key, key === 'bad' ? 'mangled' : body, opts));
     const { result } = await migrateJob.handle({ from: 'from', to: 'to' }, f.context(new Map<string, StorageProvider>([['from', from], ['to', mangling]])));
     expect(result).toMatchObject({ copied: 1, verified: false, failureCount: 1, failures: [expect.objectContaining({ key: 'bad', etag: sha256Hex('will be mangled') })] });
   });

@@ -1,0 +1,37 @@
+/**
+ * Providers with one method replaced, for tests that slow, count, fail or corrupt a store's operations: every other
+ * method and property is the provider's own.
+ */
+import type { StorageProvider } from '../../src/providers/types.js';
+
+type Method = (...args: never[]) => unknown;
+
+/** `provider` with `name` replaced by what `replace` makes of the original (bound to the provider). */
+export function interceptMethod<P extends StorageProvider, K extends keyof StorageProvider & keyof P>(
+  provider: P,
+  name: K,
+  replace: (original: P[K] & Method) => P[K],
+): P {
+  return new Proxy(provider, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target) as unknown;
+      if (typeof value !== 'function') return value;
+      const method = (value as Method).bind(target);
+      return property === name ? replace(method as P[K] & Method) : method;
+    },
+  });
+}
+
+/** Providers whose writes tests slow down or count: `before` runs ahead of every `write`. */
+export function beforeEachWrite(provider: StorageProvider, before: () => void | Promise<void>): StorageProvider {
+  return interceptMethod(provider, 'write', (write) => async (...args) => {
+    await before();
+    return write(...args);
+  });
+}
+
+/** Every write `delayMs` slower (none when 0): a job is then surely in hand when a test kills its worker. */
+export function slowWrites(provider: StorageProvider, delayMs: number): StorageProvider {
+  if (delayMs === 0) return provider;
+  return beforeEachWrite(provider, () => new Promise((resolve) => setTimeout(resolve, delayMs)));
+}
