@@ -8,6 +8,7 @@ import { InvalidKeyError, NotFoundError, PreconditionFailedError, StorageError }
 import { compareKeys } from '../../src/providers/keys.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { fixtures } from './providers.js';
+import { allPages } from '../support/paging.js';
 
 const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
 
@@ -224,15 +225,9 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       await provider.write('other/0', 'outside the prefix');
       await provider.write('many', 'a sibling that is not under many/');
 
-      const seen: string[] = [];
-      const pageSizes: number[] = [];
-      let cursor: string | undefined;
-      do {
-        const page = await provider.list({ prefix: 'many/', cursor, limit: 1000 });
-        pageSizes.push(page.items.length);
-        seen.push(...page.items.map((item) => item.key));
-        cursor = page.cursor;
-      } while (cursor);
+      const pages = await allPages((cursor) => provider.list({ prefix: 'many/', cursor, limit: 1000 }));
+      const pageSizes = pages.map((page) => page.length);
+      const seen = pages.flat().map((item) => item.key);
 
       expect(pageSizes).toEqual([1000, 1000, 500]);
       expect(new Set(seen).size).toBe(seen.length);

@@ -13,6 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiskProvider } from '../../src/providers/disk.js';
 import { compareKeys } from '../../src/providers/keys.js';
 import type { ListOptions } from '../../src/providers/types.js';
+import { allPages } from '../support/paging.js';
 
 const run = promisify(execFile);
 
@@ -99,13 +100,7 @@ describe('disk listings held between calls', () => {
     const all = ['a', 'a/b', 'a/b/c', 'a/b/c/d', 'a/b/e', 'a/bc', 'a/bc/x', 'a-z', 'a/c', 'b/x/y', 'é/1', 'z'];
     for (const key of all) await worker.write(key, key);
     for (const prefix of ['', 'a', 'a/', 'a/b', 'a/b/', 'b/x/', 'é']) {
-      const paged: string[] = [];
-      let cursor: string | undefined;
-      do {
-        const page = await web.list({ prefix, limit: 1, cursor });
-        paged.push(...page.items.map((item) => item.key));
-        cursor = page.cursor;
-      } while (cursor);
+      const paged = (await allPages((cursor) => web.list({ prefix, limit: 1, cursor }))).flat().map((item) => item.key);
       expect(paged, `prefix "${prefix}"`).toEqual(all.filter((key) => key.startsWith(prefix)).sort(compareKeys));
     }
   });

@@ -12,6 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiskProvider } from '../../src/providers/disk.js';
 import { InvalidKeyError } from '../../src/providers/errors.js';
 import { compareKeys } from '../../src/providers/keys.js';
+import { allPages } from '../support/paging.js';
 
 const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
 
@@ -171,13 +172,7 @@ describe('disk provider', () => {
       for (const key of keys) await provider.write(key, 'x');
       const expected = [...keys].sort(compareKeys);
       expect((await provider.list()).items.map((item) => item.key)).toEqual(expected);
-      const paged: string[] = [];
-      let cursor: string | undefined;
-      do {
-        const page = await provider.list({ limit: 1, cursor });
-        paged.push(...page.items.map((item) => item.key));
-        cursor = page.cursor;
-      } while (cursor);
+      const paged = (await allPages((cursor) => provider.list({ limit: 1, cursor }))).flat().map((item) => item.key);
       expect(paged).toEqual(expected);
       expect((await provider.list({ prefix: `${p}/` })).items.map((item) => item.key)).toEqual([`${p}/y`]);
     });

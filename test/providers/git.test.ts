@@ -21,6 +21,7 @@ import { GitProvider, type GitDiff } from '../../src/providers/git.js';
 import { validateKey } from '../../src/providers/keys.js';
 import { closeRedis } from '../../src/redis.js';
 import { connectRedis, deleteKeys, uniquePrefix, TEST_REDIS_URL } from '../support/redis.js';
+import { allPages } from '../support/paging.js';
 
 const run = promisify(execFile);
 const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
@@ -57,14 +58,7 @@ async function readText(provider: GitProvider, key: string, versionId?: string):
 }
 
 async function allVersionIds(provider: GitProvider, key: string, branch?: string): Promise<string[]> {
-  const ids: string[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await provider.listVersions(key, { cursor, limit: 3, branch });
-    ids.push(...page.items.map((item) => item.versionId));
-    cursor = page.cursor;
-  } while (cursor);
-  return ids;
+  return (await allPages((cursor) => provider.listVersions(key, { cursor, limit: 3, branch }))).flat().map((item) => item.versionId);
 }
 
 const temps: string[] = [];

@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError, StorageFullError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
+import { allPages } from '../support/paging.js';
 
 describe('ram provider', () => {
   let dir: string;
@@ -55,13 +56,7 @@ describe('ram provider', () => {
     const ram = new RamProvider({ maxBytes: 1_000_000 });
     const ids: string[] = [];
     for (let i = 0; i < 2000; i++) ids.push((await ram.createVersion('doc', `rev ${i}`, { message: `rev ${i}` })).versionId);
-    const listed: string[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await ram.listVersions('doc', { limit: 300, cursor });
-      listed.push(...page.items.map((version) => version.versionId));
-      cursor = page.cursor;
-    } while (cursor);
+    const listed = (await allPages((cursor) => ram.listVersions('doc', { limit: 300, cursor }))).flat().map((version) => version.versionId);
     expect(listed).toEqual([...ids].reverse());
     expect(await ram.stat('doc', { versionId: ids[1234]! })).toMatchObject({ etag: sha256Hex('rev 1234'), versionId: ids[1234] });
 

@@ -23,6 +23,7 @@ import { createS3Provider, type S3Provider, type S3ProviderOptions } from '../..
 import { toStorageError } from '../../src/providers/s3-errors.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { s3ProviderOptions, startS3, type S3TestEndpoint } from '../support/s3.js';
+import { allPages } from '../support/paging.js';
 
 const MIB = 1024 * 1024;
 const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
@@ -190,13 +191,7 @@ describe('s3 provider: layout', () => {
     expect((raw.Contents ?? []).filter((object) => object.Key?.startsWith('.kyozo/versions/'))).toHaveLength(2);
 
     expect((await s3.list()).items.map((item) => item.key)).toEqual(['-first', 'doc', 'zzz']);
-    const paged = [];
-    let cursor: string | undefined;
-    do {
-      const page = await s3.list({ limit: 1, cursor });
-      paged.push(...page.items.map((item) => item.key));
-      cursor = page.cursor;
-    } while (cursor);
+    const paged = (await allPages((cursor) => s3.list({ limit: 1, cursor }))).flat().map((item) => item.key);
     expect(paged).toEqual(['-first', 'doc', 'zzz']);
     expect(await s3.stats()).toMatchObject({ objects: 3, versions: 2 });
     await expect(s3.write('.kyozo/versions/forged', 'x')).rejects.toBeInstanceOf(InvalidKeyError);
@@ -387,13 +382,7 @@ describe('s3 provider: native bucket versioning', () => {
     for (let i = 0; i < 5; i++) ids.push((await s3.createVersion('p', `rev ${i}`, { message: `rev ${i}` })).versionId);
     await s3.write('p/child', 'not a version of p');
     await s3.write('pp', 'not a version of p either');
-    const seen: string[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await s3.listVersions('p', { limit: 2, cursor });
-      seen.push(...page.items.map((version) => version.versionId));
-      cursor = page.cursor;
-    } while (cursor);
+    const seen = (await allPages((cursor) => s3.listVersions('p', { limit: 2, cursor }))).flat().map((version) => version.versionId);
     expect(seen).toEqual([...ids].reverse());
   });
 
