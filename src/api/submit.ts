@@ -56,17 +56,18 @@ async function withinTime<T>(read: Promise<T>, ms: number): Promise<T> {
 
 export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config' | 'bodyIdleTimeoutMs'>): Promise<BodyRef> {
   const maxBytes = deps.config.payloads.maxObjectBytes;
-  const declared = requestHeader(c, 'content-length');
-  if (declared !== undefined && Number(declared) > maxBytes) {
+  const header = requestHeader(c, 'content-length');
+  const declared = header === undefined ? undefined : Number(header);
+  if (declared !== undefined && declared > maxBytes) {
     throw new PayloadTooLargeError(`body of ${declared} bytes is larger than MAX_OBJECT_BYTES=${maxBytes}`);
   }
   const idleMs = deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS;
-  if (declared !== undefined && Number(declared) <= deps.staging.inlineMax) {
+  if (declared !== undefined && declared <= deps.staging.inlineMax) {
     // A small body of known length is read at once, before anything touches `c.req.raw.body`: under
     // @hono/node-server that getter builds a web Request and stream, which cost more than the whole write.
     // The route runs as soon as the headers are parsed; a body in the same packet is parsed right after, so one
     // turn of the microtask queue is usually all it takes for it to have arrived.
-    const arrived = arrivedBody(c, Number(declared)) ?? (await null, arrivedBody(c, Number(declared)));
+    const arrived = arrivedBody(c, declared) ?? (await null, arrivedBody(c, declared));
     if (arrived !== undefined) return deps.staging.stageBody(arrived, { maxBytes });
     return deps.staging.stageBody(new Uint8Array(await withinTime(c.req.arrayBuffer(), idleMs)), { maxBytes });
   }

@@ -9,6 +9,7 @@ import { streamSSE } from 'hono/streaming';
 import { EVENT_TYPES, type EventEnvelope, type EventType } from '../../events/bus.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
+import { requestHeader } from '../node-request.js';
 
 const HEARTBEAT_MS = 15_000;
 const REPLAY_PAGE = 500;
@@ -32,7 +33,7 @@ export function eventRoutes(deps: AppDeps): Hono {
   const app = new Hono();
   app.get('/', async (c) => {
     const types = parseTypes(c.req.query('types'));
-    const since = c.req.header('last-event-id') ?? c.req.query('since');
+    const since = requestHeader(c, 'last-event-id') ?? c.req.query('since');
     if (since !== undefined && !/^\d+-\d+$/.test(since)) throw new ApiError('BAD_REQUEST', 'Last-Event-ID must be an event id such as 1700000000000-0');
 
     const pending: EventEnvelope[] = [];

@@ -9,6 +9,7 @@ import type { JobName, PayloadOf } from '../../jobs/index.js';
 import { PayloadTooLargeError } from '../../providers/errors.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
+import { requestHeader } from '../node-request.js';
 import { requireStore } from '../stores.js';
 import { respondWithJob } from '../submit.js';
 
@@ -26,7 +27,7 @@ const TASKS = {
 export const MAINTENANCE_TASKS = Object.keys(TASKS) as (keyof typeof TASKS)[];
 
 async function readBody(c: Context): Promise<string> {
-  const declared = c.req.header('content-length');
+  const declared = requestHeader(c, 'content-length');
   if (declared !== undefined && Number(declared) > MAX_BODY_BYTES) {
     throw new PayloadTooLargeError(`a maintenance request body is at most ${MAX_BODY_BYTES} bytes`);
   }

@@ -62,8 +62,8 @@ function target(c: Context): ObjectTarget {
 export async function objectGet(c: Context, provider: StorageProvider, key: string, versionId?: string): Promise<Response> {
   const info = await provider.stat(key, { versionId });
   const headers = objectHeaders(info);
-  if (etagMatches(c.req.header('if-none-match'), info.etag)) return c.body(null, 304, headers);
-  const range = provider.capabilities.rangeReads ? parseRange(c.req.header('range'), info.size) : undefined;
+  if (etagMatches(requestHeader(c, 'if-none-match'), info.etag)) return c.body(null, 304, headers);
+  const range = provider.capabilities.rangeReads ? parseRange(requestHeader(c, 'range'), info.size) : undefined;
   if (c.req.method === 'HEAD') return c.body(null, 200, { ...headers, 'Content-Length': String(info.size) });
   const { info: served, body } = await provider.read(key, { versionId, range });
   // The object may have been replaced between stat and read: describe what is actually sent.
@@ -148,8 +148,8 @@ export function objectRoutes(deps: AppDeps): Hono {
     const store = c.req.param('store');
     requireStore(deps, store);
     const at = target(c);
-    const message = c.req.header('x-version-message');
-    const author = parseAuthor(c.req.header('x-author'));
+    const message = requestHeader(c, 'x-version-message');
+    const author = parseAuthor(requestHeader(c, 'x-author'));
     if (at.kind === 'versions') {
       const { contentType, metadata } = requestWriteOptions(c);
       const body = await stageRequestBody(c, deps);
