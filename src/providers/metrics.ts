@@ -77,16 +77,24 @@ export function withMetrics<P extends StorageProvider>(provider: P, observe?: (o
     return { ...own, ops };
   };
 
+  // Each method is wrapped once, not at every access; a method replaced on the provider gets a new wrapper.
+  const wrappers = new Map<PropertyKey, { method: Function; wrapper: unknown }>();
+  const wrap = (target: P, property: PropertyKey, method: Function): unknown => {
+    const known = wrappers.get(property);
+    if (known?.method === method) return known.wrapper;
+    const wrapper = (MEASURED as readonly PropertyKey[]).includes(property)
+      ? measured(property as MeasuredOp, method as (...args: unknown[]) => Promise<unknown>)
+      : method.bind(target);
+    wrappers.set(property, { method, wrapper });
+    return wrapper;
+  };
+
   // A Proxy keeps provider-specific extras (git's diff and branches, ram's snapshots) reachable through the layer.
   return new Proxy(provider, {
     get(target, property, receiver) {
       if (property === 'stats') return stats;
       const value: unknown = Reflect.get(target, property, receiver);
-      if (typeof value !== 'function') return value;
-      if ((MEASURED as readonly PropertyKey[]).includes(property)) {
-        return measured(property as MeasuredOp, value as (...args: unknown[]) => Promise<unknown>);
-      }
-      return value.bind(target);
+      return typeof value === 'function' ? wrap(target, property, value) : value;
     },
   });
 }
