@@ -24,13 +24,15 @@ async function collect(response: Response, until: (events: SseEvent[]) => boolea
   const comments: string[] = [];
   let buffer = '';
   const deadline = Date.now() + 30_000; // generous: on a loaded 2-core machine a ?wait=true write can take seconds
+  // One read in flight at a time: a read left behind when the 200 ms tick wins would take the next chunk with it.
+  let reading: ReturnType<typeof reader.read> | undefined;
   while (!until(events) && Date.now() < deadline) {
-    const { value, done } = await Promise.race([
-      reader.read(),
-      new Promise<{ value: undefined; done: false }>((resolve) => setTimeout(() => resolve({ value: undefined, done: false }), 200)),
-    ]);
-    if (done) break;
-    if (value) buffer += decoder.decode(value, { stream: true });
+    reading ??= reader.read();
+    const result = await Promise.race([reading, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 200))]);
+    if (result === undefined) continue;
+    reading = undefined;
+    if (result.done) break;
+    buffer += decoder.decode(result.value, { stream: true });
     let end: number;
     while ((end = buffer.indexOf('\n\n')) >= 0) {
       const block = buffer.slice(0, end);
