@@ -16,13 +16,19 @@ interface SseEvent {
   data?: string;
 }
 
+type StreamReader = ReadableStreamDefaultReader<Uint8Array>;
+
 /** Reads SSE messages from a response until `until` says stop (or 30 s pass); then cancels the stream. */
-async function collect(response: Response, until: (events: SseEvent[]) => boolean): Promise<{ events: SseEvent[]; comments: string[] }> {
-  const reader = response.body!.getReader();
+function collect(response: Response, until: (events: SseEvent[]) => boolean): Promise<{ events: SseEvent[]; comments: string[] }> {
+  return collectFrom(response.body!.getReader(), until);
+}
+
+/** `collect` on a reader, after `text` already read from it. */
+async function collectFrom(reader: StreamReader, until: (events: SseEvent[]) => boolean, text = ''): Promise<{ events: SseEvent[]; comments: string[] }> {
   const decoder = new TextDecoder();
   const events: SseEvent[] = [];
   const comments: string[] = [];
-  let buffer = '';
+  let buffer = text;
   const deadline = Date.now() + 30_000; // generous: on a loaded 2-core machine a ?wait=true write can take seconds
   // One read in flight at a time: a read left behind when the 200 ms tick wins would take the next chunk with it.
   let reading: ReturnType<typeof reader.read> | undefined;
@@ -84,6 +90,31 @@ describe('GET /v1/events (SSE)', () => {
     await write('resume/d', 'd');
     const { events } = await collecting;
     expect(events.map((event) => (JSON.parse(event.data!) as { key: string }).key)).toEqual(['resume/b', 'resume/c', 'resume/d']);
+  });
+
+  it('resumed under live traffic by a client that reads late: every event once, in order', async () => {
+    const emit = async (key: string) => (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key, data: {} }))!;
+    const keys = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `slow/${prefix}-${i}`);
+    const from = (await emit('slow/start')).id;
+    for (const key of keys('history', 10)) await emit(key);
+
+    // Nobody reads yet. Events emitted during the replay are both in the history it reads on and held back as
+    // live events: each must go out once.
+    const response = await service.app.request('/v1/events?types=object.written', { headers: { 'Last-Event-ID': from } });
+    for (const key of keys('held', 6)) await emit(key);
+    const reader = response.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    while ((text.match(/^event: /gm) ?? []).length < 10) text += decoder.decode((await reader.read()).value, { stream: true });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    for (const key of keys('late', 2)) await emit(key);
+
+    const { events } = await collectFrom(reader, (events) => events.length >= 18, text);
+    expect(events.map((event) => (JSON.parse(event.data!) as { key: string }).key)).toEqual([
+      ...keys('history', 10),
+      ...keys('held', 6),
+      ...keys('late', 2),
+    ]);
   });
 
   it('a client that goes away leaves no listener behind', async () => {

@@ -48,9 +48,10 @@ export function eventRoutes(deps: AppDeps): Hono {
         lastSent = event.id;
         await stream.writeSSE({ id: event.id, event: event.type, data: JSON.stringify(event) });
       };
+      // Writes wait for the client to read: live events and heartbeats queue up behind one another, in order.
       let chain = Promise.resolve();
-      const enqueue = (event: EventEnvelope) => {
-        chain = chain.then(() => send(event)).catch(() => undefined);
+      const later = (write: () => Promise<unknown>) => {
+        chain = chain.then(write).then(() => undefined, () => undefined);
       };
       const finished = new Promise<void>((resolve) => {
         stream.onAbort(() => {
@@ -58,9 +59,7 @@ export function eventRoutes(deps: AppDeps): Hono {
           resolve();
         });
       });
-      const heartbeat = setInterval(() => {
-        chain = chain.then(() => stream.write(': heartbeat\n\n')).then(() => undefined).catch(() => undefined);
-      }, HEARTBEAT_MS);
+      const heartbeat = setInterval(() => later(() => stream.write(': heartbeat\n\n')), HEARTBEAT_MS);
       try {
         if (since !== undefined) {
           for (let page = await deps.bus.readSince(since, types, REPLAY_PAGE); page.length > 0 && !closed; ) {
@@ -68,9 +67,12 @@ export function eventRoutes(deps: AppDeps): Hono {
             page = page.length < REPLAY_PAGE ? [] : await deps.bus.readSince(lastSent, types, REPLAY_PAGE);
           }
         }
-        for (const event of pending.splice(0)) await send(event);
-        deliver = enqueue;
-        await stream.write(': connected\n\n');
+        // The live events held back during the replay, then every new one, queued with no await in between: an
+        // event arriving while the held-back ones are still being written must not land in `pending` after it
+        // was drained.
+        for (const event of pending.splice(0)) later(() => send(event));
+        deliver = (event) => later(() => send(event));
+        later(() => stream.write(': connected\n\n'));
         await finished;
       } finally {
         clearInterval(heartbeat);
