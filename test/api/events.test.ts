@@ -92,20 +92,26 @@ describe('GET /v1/events (SSE)', () => {
     expect(events.map((event) => (JSON.parse(event.data!) as { key: string }).key)).toEqual(['resume/b', 'resume/c', 'resume/d']);
   });
 
-  it('resumed under live traffic by a client that reads late: every event once, in order', async () => {
+  it('resumed by a client that reads slowly under live traffic: every event once, in order', async () => {
     const emit = async (key: string) => (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key, data: {} }))!;
     const keys = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `slow/${prefix}-${i}`);
     const from = (await emit('slow/start')).id;
     for (const key of keys('history', 10)) await emit(key);
 
-    // Nobody reads yet. Events emitted during the replay are both in the history it reads on and held back as
-    // live events: each must go out once.
+    // The stream holds only a few unread chunks, so each write past them waits for the client to read.
     const response = await service.app.request('/v1/events?types=object.written', { headers: { 'Last-Event-ID': from } });
-    for (const key of keys('held', 6)) await emit(key);
     const reader = response.body!.getReader();
     const decoder = new TextDecoder();
     let text = '';
-    while ((text.match(/^event: /gm) ?? []).length < 10) text += decoder.decode((await reader.read()).value, { stream: true });
+    const readEvents = async (count: number) => {
+      while ((text.match(/^event: /gm) ?? []).length < count) text += decoder.decode((await reader.read()).value, { stream: true });
+    };
+    // The replay has begun: these come while it waits for the client, and are held back as live events.
+    await readEvents(1);
+    for (const key of keys('held', 6)) await emit(key);
+    // Reading the rest of the replay lets the held-back events go out, until the stream is full again; two more
+    // come while the server waits on the client in the middle of them.
+    await readEvents(10);
     await new Promise((resolve) => setTimeout(resolve, 100));
     for (const key of keys('late', 2)) await emit(key);
 
