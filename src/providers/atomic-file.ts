@@ -18,7 +18,7 @@ export interface AtomicWriteOptions {
   fsync: boolean;
   /**
    * Called when the target's directory is missing (never made, or removed by a concurrent cleanup of empty
-   * directories); the open is retried once after it. Default: make it with `mkdir -p`. The disk provider passes
+   * directories); the open is retried after it, a few times. Default: make it with `mkdir -p`. The disk provider passes
    * its own, which refuses to create directories through a symlink.
    */
   onMissingDirectory?: () => Promise<void>;
@@ -36,15 +36,27 @@ function errorCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
 }
 
-/** Retries `create` once after `onMissingDirectory` when the directory it creates in does not exist. */
-async function inDirectory<T>(target: string, create: () => Promise<T>, options: AtomicWriteOptions): Promise<T> {
-  try {
-    return await create();
-  } catch (error) {
-    if (errorCode(error) !== 'ENOENT') throw error;
-    await (options.onMissingDirectory ?? (() => mkdir(path.dirname(target), { recursive: true })))();
-    return create();
+/**
+ * How often a step that failed with ENOENT is tried again: a concurrent cleanup of empty directories (a delete in
+ * another process) can remove a directory again right after it was made.
+ */
+const MISSING_RETRIES = 5;
+
+/** Runs `step`, again up to `MISSING_RETRIES` times while it fails with ENOENT, with `repair` before each retry. */
+export async function retryWhileMissing<T>(step: () => Promise<T>, repair?: () => Promise<void>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await step();
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT' || attempt === MISSING_RETRIES) throw error;
+    }
+    await repair?.();
   }
+}
+
+/** Runs `create` in the target's directory, making the directory (`onMissingDirectory`) when it is missing. */
+function inDirectory<T>(target: string, create: () => Promise<T>, options: AtomicWriteOptions): Promise<T> {
+  return retryWhileMissing(create, options.onMissingDirectory ?? (() => mkdir(path.dirname(target), { recursive: true }).then(() => undefined)));
 }
 
 /** Writes every byte: a write to a regular file may, rarely, be short. */

@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readdir, realpath, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { linkFileAtomic, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
+import { linkFileAtomic, retryWhileMissing, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { DirectoryCache, type DirectoryReader } from './disk-directory-cache.js';
 import { decodeEntry, keyPath, prefixDirectory } from './disk-layout.js';
@@ -34,6 +34,7 @@ import {
 } from './errors.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
+import { withProcessMutex } from './process-mutex.js';
 import { lowerBoundKey } from './sorted-keys.js';
 import type {
   Body,
@@ -83,6 +84,12 @@ function errnoCode(error: unknown): string | undefined {
 
 function isMissing(error: unknown): boolean {
   return errnoCode(error) === 'ENOENT' || errnoCode(error) === 'ENOTDIR';
+}
+
+/** A `catch` handler: a missing file or directory is `undefined`, any other error goes on. */
+function ignoreMissing(error: unknown): undefined {
+  if (isMissing(error)) return undefined;
+  throw error;
 }
 
 /** The contract's error for a filesystem failure; `missing` says what ENOENT means to this operation. */
@@ -223,7 +230,7 @@ export class DiskProvider implements StorageProvider {
   async write(key: string, body: Body, opts?: WriteOptions): Promise<ObjectInfo> {
     validateKey(key);
     const described = describeWrite(opts);
-    return guarded(async () => {
+    return this.mutation(key, async () => {
       const target = await this.writableObjectPath(key);
       if (opts?.ifMatch !== undefined) await this.checkIfMatch(target, key, opts.ifMatch);
       return objectInfo(key, await writeRecord(target, body, described, this.atomic(target)));
@@ -248,7 +255,7 @@ export class DiskProvider implements StorageProvider {
 
   async delete(key: string, opts?: { allVersions?: boolean }): Promise<void> {
     validateKey(key);
-    await guarded(async () => {
+    await this.mutation(key, async () => {
       const tree = await this.ready();
       const object = path.join(tree.objects, keyPath(key));
       if (await this.isReal(object)) {
@@ -295,7 +302,7 @@ export class DiskProvider implements StorageProvider {
   async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
     validateKey(key);
     const described = describeWrite(opts);
-    return guarded(async () => {
+    return this.mutation(key, async () => {
       const target = await this.writableObjectPath(key);
       if (opts.ifMatch !== undefined) await this.checkIfMatch(target, key, opts.ifMatch);
       return this.recordVersion(key, target, body, { ...described, message: opts.message, author: opts.author });
@@ -325,7 +332,7 @@ export class DiskProvider implements StorageProvider {
 
   async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
     validateKey(key);
-    return guarded(async () => {
+    return this.mutation(key, async () => {
       const source = await guarded(() => this.readablePath(key, versionId), this.notFound(key, versionId));
       const target = await this.writableObjectPath(key);
       const { trailer, body } = await guarded(() => readRecord(source), this.notFound(key, versionId));
@@ -343,7 +350,7 @@ export class DiskProvider implements StorageProvider {
   async deleteVersion(key: string, versionId: string): Promise<void> {
     validateKey(key);
     if (!isVersionId(versionId)) return;
-    await guarded(async () => {
+    await this.mutation(key, async () => {
       const tree = await this.ready();
       const dir = path.join(tree.versions, keyPath(key));
       const record = path.join(dir, versionId);
@@ -368,9 +375,10 @@ export class DiskProvider implements StorageProvider {
         for (const entry of entries) {
           const child = path.join(dir, entry.name);
           if (entry.isDirectory()) await sweep(child);
-          else if (entry.isFile() && entry.name.startsWith(TEMP_PREFIX) && (await lstat(child)).mtimeMs < cutoff) {
-            await unlink(child).catch(() => undefined); // a writer may have renamed it meanwhile
-            removed++;
+          else if (entry.isFile() && entry.name.startsWith(TEMP_PREFIX)) {
+            // A writer may rename its temp file away at any moment: one gone is skipped, not an error.
+            const modified = await lstat(child).then((stats) => stats.mtimeMs, ignoreMissing);
+            if (modified !== undefined && modified < cutoff && (await unlink(child).then(() => true, ignoreMissing))) removed++;
           }
         }
       };
@@ -434,6 +442,15 @@ export class DiskProvider implements StorageProvider {
     return { fsync: this.fsync, onMissingDirectory: () => this.ensureDirectory(path.dirname(target)) };
   }
 
+  /**
+   * A mutation of `key`, its errors mapped to the contract's. Mutations of one key run one at a time in this
+   * process, so an `ifMatch` check and the rename after it act as one step; processes sharing a root are not
+   * serialized (see the README).
+   */
+  private mutation<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    return guarded(() => withProcessMutex(`disk:${this.root}:${key}`, fn));
+  }
+
   private notFound(key: string, versionId: string | undefined): string {
     return versionId === undefined ? `no object "${key}"` : `no version "${versionId}" of "${key}"`;
   }
@@ -457,9 +474,12 @@ export class DiskProvider implements StorageProvider {
   /** Creates `dir` below its deepest existing ancestor once that ancestor is checked to be a real directory. */
   private async ensureDirectory(dir: string): Promise<void> {
     const { root } = await this.ready();
-    let existing = dir;
-    while (existing !== root && !(await this.isReal(existing))) existing = path.dirname(existing);
-    if (existing !== dir) await mkdir(dir, { recursive: true });
+    // A concurrent delete may prune an ancestor between the check and the mkdir: check and make it again.
+    await retryWhileMissing(async () => {
+      let existing = dir;
+      while (existing !== root && !(await this.isReal(existing))) existing = path.dirname(existing);
+      if (existing !== dir) await mkdir(dir, { recursive: true });
+    });
   }
 
   /**
@@ -552,10 +572,11 @@ export class DiskProvider implements StorageProvider {
   /** Version records below `dir`: a directory whose name ends in `~` holds one key's versions. */
   private async countVersions(dir: string): Promise<number> {
     let count = 0;
-    for (const dirent of await readdir(dir, { withFileTypes: true })) {
+    // A directory a concurrent delete removed holds no versions.
+    for (const dirent of (await readdir(dir, { withFileTypes: true }).catch(ignoreMissing)) ?? []) {
       if (!dirent.isDirectory()) continue;
       const child = path.join(dir, dirent.name);
-      if (dirent.name.endsWith('~')) count += (await readdir(child)).filter(isVersionId).length;
+      if (dirent.name.endsWith('~')) count += ((await readdir(child).catch(ignoreMissing)) ?? []).filter(isVersionId).length;
       else count += await this.countVersions(child);
     }
     return count;

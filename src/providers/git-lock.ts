@@ -12,6 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import { ProviderUnavailableError } from './errors.js';
+import { withProcessMutex } from './process-mutex.js';
 
 export interface Lease {
   /** Throws when the lease was lost while held (never for the in-process mutex alone). */
@@ -20,26 +21,6 @@ export interface Lease {
 
 export interface RepoLock {
   run<T>(fn: (lease: Lease) => Promise<T>): Promise<T>;
-}
-
-const tails = new Map<string, Promise<void>>();
-
-/** Runs `fn` after every earlier holder of `name` in this process has finished. */
-export async function withProcessMutex<T>(name: string, fn: () => Promise<T>): Promise<T> {
-  const previous = tails.get(name) ?? Promise.resolve();
-  let release!: () => void;
-  const mine = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  const tail = previous.then(() => mine);
-  tails.set(name, tail);
-  await previous;
-  try {
-    return await fn();
-  } finally {
-    release();
-    if (tails.get(name) === tail) tails.delete(name);
-  }
 }
 
 const RENEW = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end`;

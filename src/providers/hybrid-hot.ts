@@ -14,7 +14,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
-import { withProcessMutex } from './git-lock.js';
+import { withProcessMutex } from './process-mutex.js';
 import type { ObjectInfo, StorageProvider } from './types.js';
 
 export type DemotionReason = 'idle' | 'lru' | 'invalidated' | 'plan' | 'reset' | 'lost';

@@ -45,7 +45,7 @@ import { ConfigError, loadConfig, storeConfig, storeEnvPrefix, type Config, type
 import type { Logger } from '../log.js';
 import { isReadable, readAhead, readAll } from './body.js';
 import { NotFoundError, NotSupportedError, ProviderUnavailableError, StorageError } from './errors.js';
-import { withProcessMutex } from './git-lock.js';
+import { withProcessMutex } from './process-mutex.js';
 import { AccessLog, type PlanLimits } from './hybrid-access.js';
 import { HotTier } from './hybrid-hot.js';
 import { createRedisHotChannel, type HotChannel, type HotMessage, type TieringPlan } from './hybrid-invalidation.js';

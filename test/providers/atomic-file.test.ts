@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -56,6 +56,19 @@ describe('atomic files', () => {
     await expect(writeFileAtomic(path.join(dir, 'c', 'file'), 'x', { fsync: true, onMissingDirectory: refuse })).rejects.toThrow('not here');
     expect(made).toEqual(['asked']);
     expect(await readdir(dir)).toEqual(['a']);
+  });
+
+  it('makes the directory again while a concurrent cleanup keeps removing it', async () => {
+    const sub = path.join(dir, 'pruned');
+    let made = 0;
+    // Another process's delete prunes the empty directory right after each of the first three mkdirs.
+    const onMissingDirectory = async () => {
+      await mkdir(sub, { recursive: true });
+      if (++made <= 3) await rmdir(sub);
+    };
+    await writeFileAtomic(path.join(sub, 'file'), 'content', { fsync: false, onMissingDirectory });
+    expect(made).toBe(4);
+    expect(await readFile(path.join(sub, 'file'), 'utf8')).toBe('content');
   });
 
   it('linkFileAtomic gives the target the source content; replacing the target later leaves the source as it was', async () => {

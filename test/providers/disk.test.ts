@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiskProvider } from '../../src/providers/disk.js';
-import { InvalidKeyError } from '../../src/providers/errors.js';
+import { InvalidKeyError, PreconditionFailedError } from '../../src/providers/errors.js';
 import { compareKeys } from '../../src/providers/keys.js';
 import { allPages } from '../support/paging.js';
 
@@ -216,6 +216,58 @@ describe('disk provider', () => {
     expect((await stat(fresh)).isFile()).toBe(true);
     expect(await (await readFile(path.join(dir, 'kept~'))).subarray(0, 7).toString()).toBe('content');
     expect((await provider.listVersions('docs/versioned')).items).toHaveLength(1);
+  });
+
+  describe('concurrent mutations of one key', () => {
+    it('let exactly one of several writes with the same ifMatch through', async () => {
+      const first = await provider.write('cas/object', 'v0');
+      const attempts = await Promise.allSettled(
+        Array.from({ length: 8 }, (_, i) => provider.write('cas/object', `from ${i}`, { ifMatch: first.etag })),
+      );
+      const won = attempts.flatMap((attempt, i) => (attempt.status === 'fulfilled' ? [i] : []));
+      expect(won).toHaveLength(1);
+      for (const attempt of attempts) {
+        if (attempt.status === 'rejected') expect(attempt.reason).toBeInstanceOf(PreconditionFailedError);
+      }
+      expect(await readText(provider, 'cas/object')).toBe(`from ${won[0]}`);
+    });
+
+    it('let exactly one of several versions with the same ifMatch through', async () => {
+      const first = await provider.write('cas/versioned', 'v0');
+      const attempts = await Promise.allSettled(
+        Array.from({ length: 8 }, (_, i) => provider.createVersion('cas/versioned', `version ${i}`, { message: `${i}`, ifMatch: first.etag })),
+      );
+      expect(attempts.filter((attempt) => attempt.status === 'fulfilled')).toHaveLength(1);
+      expect((await provider.listVersions('cas/versioned')).items).toHaveLength(1);
+    });
+  });
+
+  it('removeLeftovers and stats run while writes, versions and deletes go on', async () => {
+    const cleaner = new DiskProvider({ root, fsync: true });
+    const until = Date.now() + 1_500;
+    let round = 0;
+    const work = async () => {
+      while (Date.now() < until) {
+        const i = round++;
+        await provider.write(`busy/k${i % 20}`, 'x');
+        if (i % 3 === 0) await provider.createVersion(`history/a${i % 7}`, 'y', { message: 'm' });
+        if (i % 5 === 0) await provider.delete(`history/a${(i + 3) % 7}`, { allVersions: true });
+      }
+    };
+    const failures: string[] = [];
+    let sweeps = 0;
+    const sweep = async () => {
+      while (Date.now() < until) {
+        // An hour's threshold: no writer's temp file is old enough to go, but every one is looked at.
+        for (const outcome of await Promise.allSettled([cleaner.removeLeftovers(3_600_000), cleaner.stats()])) {
+          if (outcome.status === 'rejected') failures.push(String(outcome.reason));
+        }
+        sweeps++;
+      }
+    };
+    await Promise.all([work(), work(), sweep()]);
+    expect(sweeps).toBeGreaterThan(5);
+    expect(failures).toEqual([]);
   });
 
   it('streams a 200 MiB write and read with process RSS growing by less than 100 MiB', async () => {
