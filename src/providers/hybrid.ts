@@ -6,10 +6,12 @@
  * - hot (ram by default) holds, in each process, copies of the objects read most there.
  *
  * Mutations (write, createVersion, restoreVersion, delete) go to cold, then backup, both durable before they
- * return; a cold failure fails the mutation (the job queue retries it: backup alone is not "written"), and a backup
- * failure after cold succeeded fails it as `ProviderUnavailableError` so that the retry brings backup in line. Then
- * the key's hot copy is dropped here and the invalidation is published to every other process (`HotChannel`,
- * Redis pub/sub); the mutation returns only after Redis took the message. Mutations of one key in one process run
+ * return; a cold failure fails the mutation (the job queue retries it: backup alone is not "written"). Then the
+ * key's hot copy is dropped here and the invalidation is published to every other process (`HotChannel`, Redis
+ * pub/sub); the mutation returns only after Redis took the message. The backup copy and the invalidation are tried
+ * again here a few times (`followUp`): a retry of the job would find cold already changed, count its work as done
+ * and never redo them. Failing still, the mutation fails as `ProviderUnavailableError`, and backup (or another
+ * process's hot copy) lags cold for that key until its next mutation. Mutations of one key in one process run
  * one at a time, so cold and backup see them in the same order. Bodies up to `bufferLimit` (8 MiB) are held in
  * memory and sent to both; a longer stream goes to cold and is then read back from cold into backup (never
  * buffered whole). A version's backup copy carries another id than its cold original: `hybrid-versions.ts` maps
@@ -108,6 +110,24 @@ export interface HybridProviderOptions {
 
 const MIB = 1024 * 1024;
 const PROMOTE_WIDTH = 4;
+/**
+ * Delays before the backup copy or the invalidation of a mutation is tried again after cold took it: a retry of the
+ * job cannot redo them, as it finds cold already changed and its work done.
+ */
+const FOLLOW_UP_RETRY_DELAYS_MS = [50, 250, 1_000];
+
+/** Runs `step`, and again after each of FOLLOW_UP_RETRY_DELAYS_MS while it fails. */
+async function followUp(step: () => Promise<void>): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await step();
+    } catch (error) {
+      const delay = FOLLOW_UP_RETRY_DELAYS_MS[attempt];
+      if (delay === undefined) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
 
 function withoutIfMatch<T extends WriteOptions>(opts: T | undefined): Omit<T, 'ifMatch'> | undefined {
   if (opts === undefined) return undefined;
@@ -573,7 +593,7 @@ export class HybridProvider implements StorageProvider {
         throw error;
       }
       try {
-        await toBackup(result);
+        await followUp(() => toBackup(result));
       } catch (error) {
         await this.invalidate(key).catch(() => undefined);
         if (isUnavailable(error)) throw error;
@@ -581,7 +601,7 @@ export class HybridProvider implements StorageProvider {
           cause: error,
         });
       }
-      await this.invalidate(key);
+      await followUp(() => this.invalidate(key));
       return result;
     });
   }
