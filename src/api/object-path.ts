@@ -61,9 +61,22 @@ export function encodeKeyPath(key: string): string {
  * `%2e%2e` segments, so `a/%2e%2e/b` would silently become `b`; under Node the raw request line is still at hand.
  */
 export function rawPathname(c: Context): string {
-  const raw = incomingOf(c)?.url ?? new URL(c.req.url).pathname;
+  const incoming = incomingOf(c)?.url;
+  const raw = incoming === undefined ? new URL(c.req.url).pathname : originForm(incoming);
   const query = raw.indexOf('?');
   return query < 0 ? raw : raw.slice(0, query);
+}
+
+/**
+ * The path of a request target. HTTP/1.1 servers take the absolute form too (`PUT http://host/v1/...`, as sent to a
+ * proxy), which routing reads as its path: keys are taken by position, so it must be read the same way here.
+ */
+function originForm(target: string): string {
+  if (target.startsWith('/')) return target;
+  const scheme = target.indexOf('://');
+  if (scheme < 0) return target;
+  const path = target.indexOf('/', scheme + 3);
+  return path < 0 ? '/' : target.slice(path);
 }
 
 /** A raw path with a `.` or `..` segment, also percent-encoded (`%2e%2e`), which URL parsing would resolve away. */

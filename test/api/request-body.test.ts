@@ -1,8 +1,8 @@
 /**
- * Small request bodies over a real socket: the API takes a body that has already arrived whole straight from Node's
- * buffer (`arrivedBody`), and reads one that is still on its way the usual way. Whichever path a request takes, the
- * stored object holds exactly the bytes sent: sent with the headers in one packet, after the headers, and in two
- * parts with a pause between them.
+ * Requests over a real socket. Small bodies: the API takes a body that has already arrived whole straight from
+ * Node's buffer (`arrivedBody`), and reads one that is still on its way the usual way. Whichever path a request
+ * takes, the stored object holds exactly the bytes sent: sent with the headers in one packet, after the headers,
+ * and in two parts with a pause between them. Request targets: the absolute form addresses the same key.
  */
 import { createHash } from 'node:crypto';
 import net from 'node:net';
@@ -77,5 +77,19 @@ describe('a small PUT body is stored exactly as sent', () => {
     const chunks: Buffer[] = [];
     for await (const chunk of stored.body) chunks.push(chunk as Buffer);
     expect(Buffer.concat(chunks).equals(body)).toBe(true);
+  });
+});
+
+describe('request targets', () => {
+  it('the absolute form (as sent to a proxy) addresses the same key as the origin form', async () => {
+    const body = Buffer.from('absolute');
+    const head = Buffer.from(
+      `PUT http://test/v1/stores/main/objects/target/c/d?wait=true HTTP/1.1\r\nHost: test\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
+      'latin1',
+    );
+    const answer = await send([Buffer.concat([head, body])], 0);
+    expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ key: 'target/c/d' });
+    expect((await service.deps.stores.get('main')!.stat('target/c/d')).size).toBe(body.length);
   });
 });
