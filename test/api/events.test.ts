@@ -123,6 +123,29 @@ describe('GET /v1/events (SSE)', () => {
     ]);
   });
 
+  it('disconnects a client that stops reading once 1,000 events wait for it, and keeps no listener', async () => {
+    const before = service.deps.bus.listenerCount();
+    const response = await service.app.request('/v1/events?types=object.written');
+    const reader = response.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value); // ': connected': live delivery is on
+    await Promise.all(
+      Array.from({ length: 1_100 }, (_, i) => service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `flood/${i}`, data: {} })),
+    );
+    // The stream ends after what was already written to it.
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) text += decoder.decode(chunk.value, { stream: true });
+    const received = (text.match(/^event: /gm) ?? []).length;
+    expect(received).toBeLessThan(1_100);
+    for (let i = 0; i < 50 && service.deps.bus.listenerCount() !== before; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(service.deps.bus.listenerCount()).toBe(before);
+  });
+
+  it('refuses a Last-Event-ID beyond what a stream id can hold with 400, before the stream starts', async () => {
+    const response = await service.app.request('/v1/events', { headers: { 'Last-Event-ID': '99999999999999999999999-0' } });
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe('BAD_REQUEST');
+  });
+
   it('a client that goes away leaves no listener behind', async () => {
     const before = service.deps.bus.listenerCount();
     const response = await service.app.request('/v1/events');

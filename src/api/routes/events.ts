@@ -13,6 +13,18 @@ import { requestHeader } from '../node-request.js';
 
 const HEARTBEAT_MS = 15_000;
 const REPLAY_PAGE = 500;
+/**
+ * Live events waiting for a client that does not read: past this many it is disconnected (an EventSource comes back
+ * with its Last-Event-ID and is replayed what it missed), instead of the server holding every event for it.
+ */
+const MAX_WAITING_EVENTS = 1_000;
+/** Redis stream ids are two unsigned 64-bit numbers. */
+const MAX_ID_PART = 2n ** 64n - 1n;
+
+function isStreamId(id: string): boolean {
+  const parts = /^(\d+)-(\d+)$/.exec(id);
+  return parts !== null && BigInt(parts[1]!) <= MAX_ID_PART && BigInt(parts[2]!) <= MAX_ID_PART;
+}
 
 /** Stream ids are `<ms>-<seq>`: compare numerically, both parts. */
 export function streamIdAfter(a: string, b: string): boolean {
@@ -34,7 +46,7 @@ export function eventRoutes(deps: AppDeps): Hono {
   app.get('/', async (c) => {
     const types = parseTypes(c.req.query('types'));
     const since = requestHeader(c, 'last-event-id') ?? c.req.query('since');
-    if (since !== undefined && !/^\d+-\d+$/.test(since)) throw new ApiError('BAD_REQUEST', 'Last-Event-ID must be an event id such as 1700000000000-0');
+    if (since !== undefined && !isStreamId(since)) throw new ApiError('BAD_REQUEST', 'Last-Event-ID must be an event id such as 1700000000000-0');
 
     const pending: EventEnvelope[] = [];
     let deliver: ((event: EventEnvelope) => void) | undefined;
@@ -50,8 +62,11 @@ export function eventRoutes(deps: AppDeps): Hono {
       };
       // Writes wait for the client to read: live events and heartbeats queue up behind one another, in order.
       let chain = Promise.resolve();
+      let waiting = 0;
+      const done = () => void waiting--;
       const later = (write: () => Promise<unknown>) => {
-        chain = chain.then(write).then(() => undefined, () => undefined);
+        waiting++;
+        chain = chain.then(write).then(done, done);
       };
       const finished = new Promise<void>((resolve) => {
         stream.onAbort(() => {
@@ -71,7 +86,12 @@ export function eventRoutes(deps: AppDeps): Hono {
         // event arriving while the held-back ones are still being written must not land in `pending` after it
         // was drained.
         for (const event of pending.splice(0)) later(() => send(event));
-        deliver = (event) => later(() => send(event));
+        deliver = (event) => {
+          if (closed) return;
+          if (waiting < MAX_WAITING_EVENTS) return later(() => send(event));
+          deps.log.warn({ waiting, lastSent }, 'events: a client reads too slowly; disconnected, it can resume from Last-Event-ID');
+          stream.abort();
+        };
         later(() => stream.write(': connected\n\n'));
         await finished;
       } finally {
