@@ -9,8 +9,10 @@
  * disk and git stores that must stay on one machine (DESIGN §10) can later get a family of their own.
  *
  * Job ids are ours, `<queue>-<suffix>`, so `getJob(id)` knows where to look. With an idempotency key the suffix is
- * a hash of job name + key (BullMQ ids cannot contain ':'; hashing also bounds their length): adding an id that
- * exists is a no-op in BullMQ, so a repeated request makes no second job while the first is kept (see `keep`).
+ * a hash of the key and the request it came with — job name and payload, a body by its etag (BullMQ ids cannot
+ * contain ':'; hashing also bounds their length): adding an id that exists is a no-op in BullMQ, so a repeated
+ * request makes no second job while the first is kept. A key reused for another request (another object, other
+ * content) makes a job of its own instead of answering with the first one's result and dropping the second.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions } from 'bullmq';
@@ -53,10 +55,19 @@ export function defaultJobOptions({ attempts, backoffDelayMs = 1000, retention =
   };
 }
 
-export function jobIdFor(queue: QueueName, name: string, idempotencyKey?: string): string {
+export function jobIdFor(queue: QueueName, name: string, payload: unknown, idempotencyKey?: string): string {
   if (idempotencyKey === undefined) return `${queue}-${randomUUID()}`;
-  const digest = createHash('sha256').update(`${name}\n${idempotencyKey}`).digest('hex').slice(0, 40);
+  const digest = createHash('sha256').update(`${idempotencyKey}\n${requestFingerprint(name, payload)}`).digest('hex').slice(0, 40);
   return `${queue}-k${digest}`;
+}
+
+/**
+ * What makes two requests the same for an idempotency key: the job and its payload, a body by its content's etag
+ * (the same content sent again is staged under another name).
+ */
+function requestFingerprint(name: string, payload: unknown): string {
+  const { body, ...rest } = payload as { body?: { etag?: string } };
+  return JSON.stringify([name, rest, body?.etag ?? null]);
 }
 
 export function queueOfJobId(jobId: string): QueueName | undefined {
@@ -65,7 +76,7 @@ export function queueOfJobId(jobId: string): QueueName | undefined {
 }
 
 export interface EnqueueOptions {
-  /** Same key (for the same job name) = same job: a repeated request creates nothing new. */
+  /** Same key with the same request (job, payload, content) = same job: a repeated request creates nothing new. */
   idempotencyKey?: string;
 }
 
@@ -111,7 +122,7 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
     async enqueue(name, payload, opts = {}) {
       const definition = jobDefinition(name) as JobDefinition;
       const data = parsePayload(definition, payload);
-      const jobId = jobIdFor(definition.queue, name, opts.idempotencyKey);
+      const jobId = jobIdFor(definition.queue, name, data, opts.idempotencyKey);
       // BullMQ would wait for a connection that is still (re)connecting; the API wants a 503 now instead.
       if (options.connection.status !== 'ready') throw new ProviderUnavailableError(`cannot enqueue ${name}: Redis is ${options.connection.status}`);
       try {

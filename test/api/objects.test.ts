@@ -72,6 +72,19 @@ describe('writes are jobs', () => {
     expect(second.jobId).toBe(first.jobId);
   });
 
+  it('an Idempotency-Key reused for another object or other content makes a job of its own, and loses neither', async () => {
+    const headers = { 'Idempotency-Key': `reused-${Date.now()}` };
+    const answers = [];
+    for (const [key, body] of [['idem/a', 'one'], ['idem/b', 'two'], ['idem/a', 'three']]) {
+      const response = await request(`${object('mem', key!)}?wait=true`, { method: 'PUT', body, headers });
+      expect(response.status).toBe(200);
+      answers.push((await response.json()) as { key: string; etag: string });
+    }
+    expect(answers.map((answer) => answer.key)).toEqual(['idem/a', 'idem/b', 'idem/a']);
+    expect((await service.deps.stores.get('mem')!.stat('idem/b')).etag).toBe(answers[1]!.etag);
+    expect((await service.deps.stores.get('mem')!.stat('idem/a')).etag).toBe(answers[2]!.etag);
+  });
+
   it('If-Match writes only over the expected etag (412 otherwise)', async () => {
     const first = await put('mem', 'cas/doc', 'one');
     await put('mem', 'cas/doc', 'two', { 'If-Match': `"${first.etag}"` });
