@@ -42,6 +42,8 @@ export interface AppDeps {
   log: Logger;
   /** A request body that sends nothing for this long is answered 408 (default `BODY_IDLE_TIMEOUT_MS`, 30 s). */
   bodyIdleTimeoutMs?: number;
+  /** Live events that may wait for an SSE client that does not read before it is disconnected (default 1,000). */
+  sseMaxWaitingEvents?: number;
 }
 
 export function createApp(deps: AppDeps): Hono {

@@ -74,6 +74,7 @@ export interface JobContext {
 
 export interface JobOutcome<R> {
   result: R;
+  /** Its `data` is `result`: a rerun of a job whose event was emitted answers with it (see `workers/worker.ts`). */
   event: Omit<EventInput<R>, 'jobId'>;
 }
 

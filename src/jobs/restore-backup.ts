@@ -38,7 +38,17 @@ export interface RestoreBackupResult extends VerificationReport {
   bytes: number;
 }
 
-const savedRun = z.object({ done: z.number().int().nonnegative(), restored: z.number(), skipped: z.number(), versions: z.number(), bytes: z.number() }).passthrough();
+const savedRun = z
+  .object({
+    done: z.number().int().nonnegative(),
+    restored: z.number(),
+    skipped: z.number(),
+    versions: z.number(),
+    bytes: z.number(),
+    // A resumed run reports the earlier runs' failures too: its own alone could call a partial restore verified.
+    failureCount: z.number().default(0),
+  })
+  .passthrough();
 
 export const restoreBackupJob = defineJob({
   name: 'restore-backup',
@@ -53,8 +63,9 @@ export const restoreBackupJob = defineJob({
     const manifest = await readManifest(backup, payload.manifest);
 
     const resumed = savedRun.safeParse(ctx.job.progress);
-    const counts = resumed.success ? resumed.data : { done: 0, restored: 0, skipped: 0, versions: 0, bytes: 0 };
+    const counts = resumed.success ? resumed.data : { done: 0, restored: 0, skipped: 0, versions: 0, bytes: 0, failureCount: 0 };
     const failures = new Failures();
+    failures.count = counts.failureCount;
     const versionsByKey = new Map<string, ManifestVersion[]>();
     for (const version of manifest.versions ?? []) versionsByKey.set(version.key, [...(versionsByKey.get(version.key) ?? []), version]);
     const blob = (etag: string) => blobKey(manifest.store, etag);
@@ -99,6 +110,7 @@ export const restoreBackupJob = defineJob({
         }
       });
       counts.done = Math.min(start + PAGE_SIZE, manifest.objects.length);
+      counts.failureCount = failures.count;
       await ctx.reportProgress?.({ phase: 'restore', total: manifest.objects.length, ...counts });
     }
 

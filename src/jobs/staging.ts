@@ -139,10 +139,11 @@ export function createStaging({ provider, inlineMax }: StagingOptions): Staging 
 }
 
 /**
- * Runs `apply` with the job's body, notes the result in the job's journal, then releases the staged blob. When
- * the staged blob is already gone, an earlier run of this job finished `apply` and released it: the journal has
- * its result (a later write to the same key cannot hide it), else `alreadyApplied` recognises the work (e.g. the
- * target has the body's etag); otherwise the body is lost for good.
+ * Runs `apply` with the job's body, notes the result in the job's journal, then releases the staged blob. A result
+ * in the journal means an earlier run of this job finished `apply` (it may have died before the release): that
+ * result is the answer, and the work is not done again over what other jobs wrote since. When the staged blob is
+ * gone with no journal entry, `alreadyApplied` recognises the work (e.g. the target has the body's etag);
+ * otherwise the body is lost for good.
  */
 export async function applyBody<R>(
   staging: Staging,
@@ -151,12 +152,19 @@ export async function applyBody<R>(
   alreadyApplied: () => Promise<R | undefined>,
   journal?: JobJournal,
 ): Promise<R> {
+  if (isStaged(ref) && journal !== undefined) {
+    const earlier = (await journal.recall()) as R | undefined;
+    if (earlier !== undefined) {
+      await staging.release(ref);
+      return earlier;
+    }
+  }
   let body: Body;
   try {
     body = await staging.open(ref);
   } catch (error) {
     if (error instanceof NotFoundError) {
-      const done = ((await journal?.recall()) as R | undefined) ?? (await alreadyApplied());
+      const done = await alreadyApplied();
       if (done !== undefined) return done;
       throw new NotFoundError(`the staged body of this job is gone (${isStaged(ref) ? ref.stagedKey : 'inline'})`, { cause: error });
     }

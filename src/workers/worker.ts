@@ -15,7 +15,7 @@
  * without using up an attempt, for the next worker to resume from its saved progress.
  */
 import { DelayedError, Worker, type Job } from 'bullmq';
-import type { EmitOptions, EventBus, EventInput } from '../events/bus.js';
+import { envelopeFromEntry, type EmitOptions, type EventBus, type EventInput } from '../events/bus.js';
 import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
 import { JobInterruptedError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
 import { asJobFailure, failureCode } from '../jobs/failures.js';
@@ -31,6 +31,21 @@ import { WorkerJobContext, type JobContextDeps } from './job-context.js';
 const EVENT_MARKER = 'kyozoEvent';
 const FAILED_MARKER = 'kyozoFailedEvent';
 const MAX_PARKED_DELAY_MS = 60_000;
+/**
+ * What an earlier run of this job returned, when it got as far as its event: the event's data is the job's result.
+ * A run that is not the job's first (a retry, or a rerun of a job whose worker died or lost its lock) checks this
+ * before doing the work again: between its event and its completion another job may have changed the same key, and
+ * doing the work again would undo that (a write) or repeat it (a second version). Undefined when no earlier run
+ * emitted, or its event is no longer in the capped stream.
+ */
+async function earlierResult(bus: EventBus, hashKey: string): Promise<{ result: unknown } | undefined> {
+  const eventId = await bus.connection.hget(hashKey, EVENT_MARKER);
+  if (!eventId) return undefined;
+  const [entry] = (await bus.connection.xrange(bus.streamKey, eventId, eventId)) as [string, string[]][];
+  const event = entry === undefined ? undefined : envelopeFromEntry(entry[0], entry[1]);
+  return event === undefined ? undefined : { result: event.data };
+}
+
 /** Delays before sending again an event whose script failed on Redis after it was written. */
 const REEMIT_DELAYS_MS = [1_000, 5_000, 30_000];
 
@@ -165,6 +180,10 @@ export function createWorkers(options: WorkersOptions): Workers {
         if (definition === undefined) throw new InvalidArgumentError(`no job type named "${job.name}"`);
         const payload = parsePayload(definition, job.data);
         const jobId = job.id!;
+        if (job.attemptsStarted > 1) {
+          const earlier = await earlierResult(bus, worker.toKey(jobId));
+          if (earlier !== undefined) return earlier.result;
+        }
         const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, signal);
         const { result, event } = await definition.handle(payload, ctx);
         await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER }, log);

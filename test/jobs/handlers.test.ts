@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EventBus } from '../../src/events/bus.js';
 import type { JobContext } from '../../src/jobs/definition.js';
+import type { JobJournal } from '../../src/jobs/journal.js';
 import { restoreJob } from '../../src/jobs/restore.js';
 import { createStaging, type Staging } from '../../src/jobs/staging.js';
 import { versionJob } from '../../src/jobs/version.js';
@@ -108,5 +109,20 @@ describe('job handlers', () => {
     await writeJob.handle({ store: 'main', key: 'doc', body }, ctx(1));
     expect((await stagingProvider.list({ prefix: 'staging/' })).items).toHaveLength(0);
     expect((await store.stat('doc')).etag).toBe(body.etag);
+  });
+
+  it('a staged write that died after noting its result, before releasing its body, is not done again over a newer write', async () => {
+    let noted: unknown;
+    const journal: JobJournal = { remember: async (result) => void (noted = result), recall: async () => noted };
+    const body = await staging.stageBody('content longer than sixteen bytes');
+    // The first run's worker dies when it comes to release the body.
+    const dying: Staging = { ...staging, release: () => Promise.reject(new Error('worker killed')) };
+    await expect(writeJob.handle({ store: 'main', key: 'doc', body }, { ...ctx(1), staging: dying, journal })).rejects.toThrow('worker killed');
+    await store.write('doc', 'a newer write');
+
+    const again = await writeJob.handle({ store: 'main', key: 'doc', body }, { ...ctx(2), journal });
+    expect(again.result).toEqual(noted);
+    expect((await store.stat('doc')).etag).toBe(sha256Hex('a newer write'));
+    expect((await stagingProvider.list({ prefix: 'staging/' })).items).toHaveLength(0);
   });
 });

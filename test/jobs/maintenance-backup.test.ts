@@ -142,6 +142,32 @@ describe('backup and restore-backup', () => {
     expect([...(await etags(target)).keys()]).toEqual(['a']);
   });
 
+  it('a restore resumed after a shutdown still reports a damaged blob met before it', async () => {
+    const source = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+    await fill(source, 300, 'doc/', content);
+    const own = new Map<string, StorageProvider>([['source', source], ['vault', vault]]);
+    const { manifest } = await backup({ store: 'source' }, own);
+    const damaged = (await readManifest(vault, manifest)).objects[0]!;
+    await vault.write(blobKey('source', damaged.etag), 'bit rot');
+
+    const into = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+    const withTarget = new Map<string, StorageProvider>([...own, ['into', into]]);
+    // The first run stops for a shutdown right after its first page, which held the damaged blob.
+    const abort = new AbortController();
+    const firstRun = f.context(withTarget, { name: 'restore-backup', signal: abort.signal, settings: { backupStore: 'vault' } });
+    const report = firstRun.reportProgress!;
+    firstRun.reportProgress = async (progress) => {
+      await report(progress);
+      abort.abort();
+    };
+    await expect(restoreBackupJob.handle({ manifest, store: 'into' }, firstRun)).rejects.toMatchObject({ name: 'JobInterruptedError' });
+
+    const resumedRun = f.context(withTarget, { name: 'restore-backup', progress: firstRun.progressLog.at(-1), settings: { backupStore: 'vault' } });
+    const { result } = await restoreBackupJob.handle({ manifest, store: 'into' }, resumedRun);
+    expect(result).toMatchObject({ objects: 300, restored: 299, verified: false, failureCount: 1 });
+    await expect(into.stat(damaged.key)).rejects.toThrow();
+  });
+
   it('keeps the newest BACKUP_KEEP manifests and removes blobs that no kept manifest needs', async () => {
     const small = new RamProvider({ maxBytes: 1024 * 1024 });
     const own = new Map<string, StorageProvider>([['rotating', small], ['vault', vault]]);

@@ -14,8 +14,9 @@ import { requestHeader } from '../node-request.js';
 const HEARTBEAT_MS = 15_000;
 const REPLAY_PAGE = 500;
 /**
- * Live events waiting for a client that does not read: past this many it is disconnected (an EventSource comes back
- * with its Last-Event-ID and is replayed what it missed), instead of the server holding every event for it.
+ * Live events waiting for a client that does not read: past this many (`sseMaxWaitingEvents`) it is disconnected
+ * (an EventSource comes back with its Last-Event-ID and is replayed what it missed), instead of the server holding
+ * every event for it.
  */
 const MAX_WAITING_EVENTS = 1_000;
 /** Redis stream ids are two unsigned 64-bit numbers. */
@@ -88,7 +89,7 @@ export function eventRoutes(deps: AppDeps): Hono {
         for (const event of pending.splice(0)) later(() => send(event));
         deliver = (event) => {
           if (closed) return;
-          if (waiting < MAX_WAITING_EVENTS) return later(() => send(event));
+          if (waiting < (deps.sseMaxWaitingEvents ?? MAX_WAITING_EVENTS)) return later(() => send(event));
           deps.log.warn({ waiting, lastSent }, 'events: a client reads too slowly; disconnected, it can resume from Last-Event-ID');
           stream.abort();
         };
