@@ -82,7 +82,7 @@ const serviceSchema = z.object({
   WORKER_SHUTDOWN_TIMEOUT_MS: int(0).default(30_000),
   UNAVAILABLE_RETRY_SECONDS: int(0).default(3600),
   STAGING_INLINE_MAX: int(0).default(256 * KIB),
-  STAGING_TTL: int(1).default(3600),
+  STAGING_TTL: int(1).default(7200),
   MAX_OBJECT_BYTES: int(0).default(5 * GIB),
   WAIT_TIMEOUT_MS: int(1).default(30_000),
   TIER_CRON: z.string().default('*/5 * * * *'),
@@ -175,11 +175,20 @@ function parseClusterNodes(nodes: string[] | undefined): Config['redis']['cluste
   });
 }
 
+/** The longest wait between two retries of a job parked while its backend is down (src/workers/worker.ts). */
+export const PARKED_RETRY_MAX_SECONDS = 60;
+
 export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env): Config {
   const s = parse(serviceSchema, definedOnly(env, Object.keys(serviceSchema.shape)));
   for (const store of s.STORES) storeConfig({ env, storageRootDir: s.STORAGE_ROOT_DIR }, store); // fail at start, not at first use
   if (s.BACKUP_STORE !== undefined && !s.STORES.some((store) => store.name === s.BACKUP_STORE)) {
     throw new ConfigError(`BACKUP_STORE="${s.BACKUP_STORE}": no such store in STORES`);
+  }
+  // A job parked while its backend is down still needs its staged body: cleanup must not take it first.
+  if (s.STAGING_TTL <= s.UNAVAILABLE_RETRY_SECONDS + PARKED_RETRY_MAX_SECONDS) {
+    throw new ConfigError(
+      `STAGING_TTL="${s.STAGING_TTL}": must be longer than UNAVAILABLE_RETRY_SECONDS (${s.UNAVAILABLE_RETRY_SECONDS}) + ${PARKED_RETRY_MAX_SECONDS} s, or cleanup can remove the body of a job still being retried`,
+    );
   }
   return {
     redis: {

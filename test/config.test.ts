@@ -20,6 +20,7 @@ describe('config', () => {
     [{ STORES: 'Docs' }, /not name:kind/],
     [{ BACKUP_STORE: 'nowhere' }, /^BACKUP_STORE="nowhere": no such store/],
     [{ STORES: 'docs:disk', DOCS_DISK_FSYNC: 'perhaps' }, /^DOCS_DISK_FSYNC="perhaps"/],
+    [{ STAGING_TTL: '3600' }, /^STAGING_TTL="3600": must be longer than UNAVAILABLE_RETRY_SECONDS \(3600\) \+ 60 s/],
   ])('a bad value is one line naming the variable: %o', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);

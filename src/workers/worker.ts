@@ -15,6 +15,7 @@
  * without using up an attempt, for the next worker to resume from its saved progress.
  */
 import { DelayedError, Worker, type Job } from 'bullmq';
+import { PARKED_RETRY_MAX_SECONDS } from '../config.js';
 import { envelopeFromEntry, type EmitOptions, type EventBus, type EventInput } from '../events/bus.js';
 import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
 import { JobInterruptedError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
@@ -30,7 +31,7 @@ import { WorkerJobContext, type JobContextDeps } from './job-context.js';
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';
 const FAILED_MARKER = 'kyozoFailedEvent';
-const MAX_PARKED_DELAY_MS = 60_000;
+const MAX_PARKED_DELAY_MS = PARKED_RETRY_MAX_SECONDS * 1000;
 /**
  * What an earlier run of this job returned, when it got as far as its event: the event's data is the job's result.
  * A run that is not the job's first (a retry, or a rerun of a job whose worker died or lost its lock) checks this
