@@ -69,13 +69,15 @@ const RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return red
 
 /**
  * Runs `work` holding the store's backup lock. The job that holds it may take it again (a resumed run), and keeps
- * it when it is interrupted, so that no other backup slips in before it resumes.
+ * it when it is interrupted, so that no other backup slips in before it resumes. `work` is told whether the lock
+ * was still this job's from an earlier run: only then did no other backup run in between.
  */
-async function withStoreLock<T>(ctx: JobContext, store: string, work: () => Promise<T>): Promise<T> {
+async function withStoreLock<T>(ctx: JobContext, store: string, work: (heldBefore: boolean) => Promise<T>): Promise<T> {
   const { redis, prefix } = maintenanceOf(ctx);
   const key = `${prefix}:backup-lock:${store}`;
   const holder = ctx.job.id;
-  if ((await redis.set(key, holder, 'PX', LOCK_MS, 'NX')) !== 'OK') {
+  const heldBefore = (await redis.set(key, holder, 'PX', LOCK_MS, 'NX')) !== 'OK';
+  if (heldBefore) {
     const current = await redis.get(key);
     if (current !== holder) throw new PreconditionFailedError(`a backup of "${store}" is already running (job ${current})`);
   }
@@ -85,7 +87,7 @@ async function withStoreLock<T>(ctx: JobContext, store: string, work: () => Prom
   renewal.unref();
   let keep = false;
   try {
-    return await work();
+    return await work(heldBefore);
   } catch (error) {
     keep = error instanceof JobInterruptedError;
     throw error;
@@ -119,15 +121,21 @@ export const backupJob = defineJob({
     const source = storeOf(ctx, store);
     const target = storeOf(ctx, targetName);
     const run = { store, targetName, source, target, versions: payload.versions ?? false, verifyAll: payload.verify === 'all' };
-    const result = await withStoreLock(ctx, store, () => runBackup(ctx, run));
+    const result = await withStoreLock(ctx, store, (heldBefore) => runBackup(ctx, run, heldBefore));
     return { result, event: { type: 'backup.completed', store, data: result } };
   },
 });
 
-async function runBackup(ctx: JobContext, run: Run): Promise<BackupResult> {
-  const resumed = savedRun.safeParse(ctx.job.progress);
-  const manifestId = resumed.success ? resumed.data.manifestId : newVersionId();
-  const at = resumed.success ? resumed.data.at : new Date().toISOString();
+/**
+ * One backup run. A run resumed with the lock it kept goes on under its manifest id; a retry after a failure or a
+ * crash (the lock was released or lapsed, so another backup may have run since) starts a manifest of its own: under
+ * the old id, older than the other run's, it would be pruned first and shadowed by the other as the newest.
+ */
+async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promise<BackupResult> {
+  const saved = savedRun.safeParse(ctx.job.progress);
+  const resumed = saved.success && heldBefore ? saved.data : undefined;
+  const manifestId = resumed?.manifestId ?? newVersionId();
+  const at = resumed?.at ?? new Date().toISOString();
   const counts = { objects: 0, versions: 0, copied: 0, skipped: 0, bytes: 0 };
   const report = async (phase: string, extra: Record<string, unknown> = {}) => {
     await ctx.reportProgress?.({ phase, manifestId, at, ...counts, ...extra });

@@ -168,6 +168,29 @@ describe('backup and restore-backup', () => {
     await expect(into.stat(damaged.key)).rejects.toThrow();
   });
 
+  it('a backup retried after a failure, with another backup run in between, keeps its own manifest as the newest', async () => {
+    const source = new RamProvider({ maxBytes: 1024 * 1024 });
+    await fill(source, 20, 'doc/', content);
+    const own = new Map<string, StorageProvider>([['flaky', source], ['vault', vault]]);
+    const settings = { backupKeep: 1 };
+    // The first run fails on a transient read error; its lock is released, its progress kept for the retry.
+    let failures = 1;
+    const flaky = interceptMethod(source, 'read', (read) => async (...args) => {
+      if (failures-- > 0) throw new Error('connection reset');
+      return read(...args);
+    });
+    const firstRun = f.context(new Map<string, StorageProvider>([['flaky', flaky], ['vault', vault]]), { name: 'backup', jobId: 'maintenance-retried', settings: { backupStore: 'vault', ...settings } });
+    await expect(backupJob.handle({ store: 'flaky' }, firstRun)).rejects.toThrow('connection reset');
+    // The scheduled backup runs meanwhile; then the data changes and the first job is retried.
+    await backup({ store: 'flaky' }, own, settings);
+    await source.write('doc/new', 'after the scheduled run');
+    const retryRun = f.context(own, { name: 'backup', jobId: 'maintenance-retried', progress: firstRun.progressLog[0], settings: { backupStore: 'vault', ...settings } });
+    const retried = (await backupJob.handle({ store: 'flaky' }, retryRun)).result;
+
+    expect(await listManifests(vault, 'flaky')).toEqual([retried.manifest]);
+    expect((await readManifest(vault, retried.manifest)).objects.map((object) => object.key)).toContain('doc/new');
+  });
+
   it('keeps the newest BACKUP_KEEP manifests and removes blobs that no kept manifest needs', async () => {
     const small = new RamProvider({ maxBytes: 1024 * 1024 });
     const own = new Map<string, StorageProvider>([['rotating', small], ['vault', vault]]);
