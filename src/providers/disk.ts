@@ -137,13 +137,8 @@ async function mapLimited<T, R>(items: T[], width: number, task: (item: T) => Pr
 }
 
 /** A record's trailer, or undefined when it disappeared (a concurrent delete) since its name was read. */
-async function trailerIfPresent(file: string): Promise<RecordTrailer | undefined> {
-  try {
-    return await readTrailer(file);
-  } catch (error) {
-    if (isMissing(error)) return undefined;
-    throw error;
-  }
+function trailerIfPresent(file: string): Promise<RecordTrailer | undefined> {
+  return readTrailer(file).catch(ignoreMissing);
 }
 
 function objectInfo(key: string, trailer: RecordTrailer): ObjectInfo {
@@ -316,10 +311,7 @@ export class DiskProvider implements StorageProvider {
     return guarded(async () => {
       const dir = path.join((await this.ready()).versions, keyPath(key));
       if (!(await this.isReal(dir))) return { items: [] };
-      const ids = await this.versionListings.get(dir, (read) => versionIds(dir, read)).catch((error: unknown) => {
-        if (isMissing(error)) return [];
-        throw error;
-      });
+      const ids = (await this.versionListings.get(dir, (read) => versionIds(dir, read)).catch(ignoreMissing)) ?? [];
       // Newest first: down from the newest, or from the one just older than the cursor.
       const start = (after === undefined ? ids.length : lowerBoundKey(ids.length, (i) => ids[i]!, after)) - 1;
       const page: string[] = [];
@@ -368,10 +360,7 @@ export class DiskProvider implements StorageProvider {
       const cutoff = Date.now() - olderThanMs;
       let removed = 0;
       const sweep = async (dir: string): Promise<void> => {
-        const entries = await readdir(dir, { withFileTypes: true }).catch((error: unknown) => {
-          if (isMissing(error)) return [];
-          throw error;
-        });
+        const entries = (await readdir(dir, { withFileTypes: true }).catch(ignoreMissing)) ?? [];
         for (const entry of entries) {
           const child = path.join(dir, entry.name);
           if (entry.isDirectory()) await sweep(child);
