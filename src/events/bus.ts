@@ -67,6 +67,8 @@ export interface EventBus {
   emit<T>(event: EventInput<T>, opts?: EmitOptions): Promise<EventEnvelope<T> | undefined>;
   /** Live events of `types` ('*' for all). Resolves once the subscription is active. */
   subscribe(types: readonly EventType[] | '*', listener: EventListener): Promise<Unsubscribe>;
+  /** The event with this id, or `undefined` when the capped stream no longer holds it. */
+  read(id: string): Promise<EventEnvelope | undefined>;
   /** History after `id` (exclusive; from the start when undefined), oldest first, at most `count` events. */
   readSince(id: string | undefined, types?: readonly EventType[] | '*', count?: number): Promise<EventEnvelope[]>;
   /** Live listeners now subscribed (an SSE client that left must not leave one behind). */
@@ -261,6 +263,11 @@ export function createEventBus(options: EventBusOptions): EventBus {
       return async () => {
         listeners.delete(listener);
       };
+    },
+
+    async read(id) {
+      const [entry] = (await redis.xrange(streamKey, id, id)) as [string, string[]][];
+      return entry === undefined ? undefined : envelopeFromEntry(entry[0], entry[1]);
     },
 
     async readSince(id, types = '*', count = 100) {

@@ -16,7 +16,7 @@
  */
 import { DelayedError, Worker, type Job } from 'bullmq';
 import { PARKED_RETRY_MAX_SECONDS } from '../config.js';
-import { envelopeFromEntry, type EmitOptions, type EventBus, type EventInput } from '../events/bus.js';
+import type { EmitOptions, EventBus, EventInput } from '../events/bus.js';
 import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
 import { JobInterruptedError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
 import { asJobFailure, failureCode } from '../jobs/failures.js';
@@ -41,9 +41,7 @@ const MAX_PARKED_DELAY_MS = PARKED_RETRY_MAX_SECONDS * 1000;
  */
 async function earlierResult(bus: EventBus, hashKey: string): Promise<{ result: unknown } | undefined> {
   const eventId = await bus.connection.hget(hashKey, EVENT_MARKER);
-  if (!eventId) return undefined;
-  const [entry] = (await bus.connection.xrange(bus.streamKey, eventId, eventId)) as [string, string[]][];
-  const event = entry === undefined ? undefined : envelopeFromEntry(entry[0], entry[1]);
+  const event = eventId ? await bus.read(eventId) : undefined;
   return event === undefined ? undefined : { result: event.data };
 }
 
