@@ -50,6 +50,21 @@ export function metadataFromHeaders(headers: Iterable<[string, string]>): Record
   return metadata;
 }
 
+/**
+ * `If-Match` as a write's `ifMatch`: `*`, one etag or a list of them, without their quotes. A weak tag (`W/"…"`)
+ * is kept as sent and so never matches: If-Match compares strongly (RFC 9110 §13.1.1).
+ */
+export function parseIfMatch(header: string | undefined): string | string[] | undefined {
+  if (header === undefined) return undefined;
+  const tags = header
+    .split(',')
+    .map((tag) => tag.trim())
+    .filter((tag) => tag !== '')
+    .map((tag) => (tag.length >= 2 && tag.startsWith('"') && tag.endsWith('"') ? tag.slice(1, -1) : tag));
+  if (tags.length === 0) throw new ApiError('BAD_REQUEST', 'If-Match names no etag');
+  return tags.length === 1 ? tags[0] : tags;
+}
+
 /** `If-None-Match` holds this etag (or `*`). */
 export function etagMatches(header: string | undefined, etag: string): boolean {
   if (header === undefined) return false;

@@ -28,7 +28,7 @@ export const routeTable: RouteSpec[] = [
   { method: 'HEAD', path: OBJECT, summary: 'An object’s headers', auth: 'bearer', ok: [200, 304] },
   { method: 'PUT', path: OBJECT, summary: 'Write an object (job; Content-Type, X-Meta-*, If-Match, Idempotency-Key, ?wait=true)', auth: 'bearer', ok: [200, 202] },
   { method: 'DELETE', path: OBJECT, summary: 'Delete an object (job; ?allVersions=true)', auth: 'bearer', ok: [200, 202] },
-  { method: 'POST', path: `${OBJECT}/versions`, summary: 'Create a version (job; X-Version-Message, X-Author)', auth: 'bearer', ok: [200, 202] },
+  { method: 'POST', path: `${OBJECT}/versions`, summary: 'Create a version (job; X-Version-Message, X-Author, If-Match)', auth: 'bearer', ok: [200, 202] },
   { method: 'GET', path: `${OBJECT}/versions`, summary: 'List versions, newest first', auth: 'bearer', ok: [200] },
   { method: 'POST', path: `${OBJECT}/versions/{versionId}/restore`, summary: 'Restore a version (job)', auth: 'bearer', ok: [200, 202] },
   { method: 'GET', path: `${OBJECT}/diff`, summary: 'Unified diff between versions (?from, ?to; stores with diff)', auth: 'bearer', ok: [200] },

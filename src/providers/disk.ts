@@ -27,11 +27,11 @@ import {
   isStorageError,
   NotFoundError,
   PermissionDeniedError,
-  PreconditionFailedError,
-  ProviderUnavailableError,
+    ProviderUnavailableError,
   StorageFullError,
   type StorageError,
 } from './errors.js';
+import { requireIfMatch, type IfMatch } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
 import { withProcessMutex } from './process-mutex.js';
@@ -492,11 +492,9 @@ export class DiskProvider implements StorageProvider {
     return file;
   }
 
-  private async checkIfMatch(target: string, key: string, ifMatch: string): Promise<void> {
+  private async checkIfMatch(target: string, key: string, ifMatch: IfMatch): Promise<void> {
     const current = (await this.isReal(target)) ? await trailerIfPresent(target) : undefined;
-    if (current?.etag !== ifMatch) {
-      throw new PreconditionFailedError(current ? `"${key}" has etag ${current.etag}, not ${ifMatch}` : `no object "${key}" to match`);
-    }
+    requireIfMatch(key, ifMatch, current?.etag);
   }
 
   /** Writes a version record, then makes it the current object (a hard link: the content is written once). */

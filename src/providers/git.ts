@@ -43,6 +43,7 @@ import {
   StorageError,
   StorageFullError,
 } from './errors.js';
+import { requireIfMatch, type IfMatch } from './if-match.js';
 import { isBinary, unifiedDiff } from './git-diff.js';
 import { describeCommit, KeyIndex, type CommitEntry, type KeyChange, type VersionRecord } from './git-index.js';
 import { contentPath, encodeRecord, FORGET_TRAILER, recordPath, validateBranchName, type KeyRecord } from './git-layout.js';
@@ -137,7 +138,7 @@ interface PutMutation {
   blob: { oid: string; size: number; etag: string };
   contentType: string;
   metadata: Record<string, string>;
-  ifMatch?: string;
+  ifMatch?: IfMatch;
   message: string;
   author: Author;
 }
@@ -491,9 +492,7 @@ export class GitProvider implements StorageProvider {
       { path: recordPath(key).map(toByteString), oid: record },
     ];
     if (mutation.kind === 'put') {
-      if (mutation.ifMatch !== undefined && view.current?.etag !== mutation.ifMatch) {
-        throw new PreconditionFailedError(`"${key}" does not have etag ${mutation.ifMatch}`);
-      }
+      requireIfMatch(key, mutation.ifMatch, view.current?.etag);
       const record: KeyRecord = {
         etag: mutation.blob.etag,
         size: mutation.blob.size,

@@ -8,7 +8,8 @@ import { Readable } from 'node:stream';
 import { nowIso } from '../clock.js';
 import { readAll, resolveRange, sha256Hex } from './body.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
-import { NotFoundError, PayloadTooLargeError, PreconditionFailedError, StorageFullError } from './errors.js';
+import { NotFoundError, PayloadTooLargeError, StorageFullError } from './errors.js';
+import { requireIfMatch, type IfMatch } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
 import { readSnapshot, writeSnapshot, type SnapshotEntry } from './ram-snapshot.js';
@@ -251,12 +252,8 @@ export class RamProvider implements StorageProvider {
     }
   }
 
-  private checkPrecondition(key: string, ifMatch: string | undefined): void {
-    if (ifMatch === undefined) return;
-    const current = this.objects.get(key);
-    if (current?.info.etag !== ifMatch) {
-      throw new PreconditionFailedError(current ? `etag of "${key}" is not ${ifMatch}` : `"${key}" does not exist`);
-    }
+  private checkPrecondition(key: string, ifMatch: IfMatch | undefined): void {
+    requireIfMatch(key, ifMatch, this.objects.get(key)?.info.etag);
   }
 
   private setCurrent(

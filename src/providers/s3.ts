@@ -69,9 +69,9 @@ import {
   InvalidKeyError,
   NotFoundError,
   NotSupportedError,
-  PreconditionFailedError,
-  StorageError,
+    StorageError,
 } from './errors.js';
+import { requireIfMatch, type IfMatch } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
@@ -768,19 +768,15 @@ export class S3Provider implements StorageProvider {
   }
 
   /** ifMatch: our etag of the current object must equal it. Returns S3's ETag of what we saw, for If-Match. */
-  private async precondition(key: string, ifMatch: string | undefined): Promise<string | undefined> {
+  private async precondition(key: string, ifMatch: IfMatch | undefined): Promise<string | undefined> {
     if (ifMatch === undefined) return undefined;
     const fullKey = this.prefix + key;
-    let current: ObjectHead;
-    try {
-      current = await this.head(key, { Key: fullKey });
-    } catch (error) {
-      if (error instanceof NotFoundError) throw new PreconditionFailedError(`"${key}" does not exist, so it cannot match ${ifMatch}`, { cause: error });
+    const current = await this.head(key, { Key: fullKey }).catch((error: unknown) => {
+      if (error instanceof NotFoundError) return undefined;
       throw error;
-    }
-    const etag = await this.etagOf(key, fullKey, current);
-    if (etag !== ifMatch) throw new PreconditionFailedError(`"${key}" has etag ${etag}, not ${ifMatch}`);
-    return current.ETag;
+    });
+    requireIfMatch(key, ifMatch, current && (await this.etagOf(key, fullKey, current)));
+    return current!.ETag;
   }
 
   /**

@@ -17,8 +17,11 @@ export interface Author {
 export interface WriteOptions {
   contentType?: string;
   metadata?: Record<string, string>;
-  /** Write only when the current object's etag equals this; a missing object never matches. */
-  ifMatch?: string;
+  /**
+   * Write only when the current object's etag is this one (or one of these); `'*'` matches any existing object.
+   * A missing object never matches (`if-match.ts`).
+   */
+  ifMatch?: string | readonly string[];
 }
 
 export interface ObjectInfo {

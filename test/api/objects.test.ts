@@ -94,6 +94,21 @@ describe('writes are jobs', () => {
     expect(await (await request(object('mem', 'cas/doc'))).text()).toBe('two');
   });
 
+  it('If-Match: * needs an existing object; a list matches any of its etags; a weak tag never matches', async () => {
+    const guarded = (key: string, body: string, ifMatch: string) =>
+      request(`${object('mem', key)}?wait=true`, { method: 'PUT', body, headers: { 'If-Match': ifMatch } });
+    expect((await guarded('cas/any', 'first', '*')).status).toBe(412);
+    const first = await put('mem', 'cas/any', 'one');
+    expect((await guarded('cas/any', 'two', '*')).status).toBe(200);
+    const second = await service.deps.stores.get('mem')!.stat('cas/any');
+    expect((await guarded('cas/any', 'three', `"${first.etag}", "${'0'.repeat(64)}"`)).status).toBe(412);
+    expect((await guarded('cas/any', 'three', `"${first.etag}", "${second.etag}"`)).status).toBe(200);
+    expect((await guarded('cas/any', 'four', `W/"${sha256('three')}"`)).status).toBe(412);
+    expect(await (await request(object('mem', 'cas/any'))).text()).toBe('three');
+    const versioned = await request(`${object('mem', 'cas/any')}/versions?wait=true`, { method: 'POST', body: 'v', headers: { 'If-Match': `"${second.etag}"` } });
+    expect(versioned.status).toBe(412);
+  });
+
   it('DELETE removes the object (404 after)', async () => {
     await put('files', 'gone/soon', 'bye');
     const response = await request(`${object('files', 'gone/soon')}?wait=true`, { method: 'DELETE' });

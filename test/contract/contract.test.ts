@@ -329,7 +329,17 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
 
     it('ifMatch on a missing object fails and creates nothing', async () => {
       await expectError(provider.write('p/absent', 'x', { ifMatch: sha256('x') }), PreconditionFailedError);
+      await expectError(provider.write('p/absent', 'x', { ifMatch: '*' }), PreconditionFailedError);
       await expectError(provider.stat('p/absent'), NotFoundError);
+    });
+
+    it("ifMatch '*' matches any existing object; a list matches any of its etags", async () => {
+      await provider.write('p/any', 'one');
+      expect((await provider.write('p/any', 'two', { ifMatch: '*' })).etag).toBe(sha256('two'));
+      await expectError(provider.write('p/any', 'x', { ifMatch: [sha256('one'), sha256('x')] }), PreconditionFailedError);
+      expect((await provider.write('p/any', 'three', { ifMatch: [sha256('one'), sha256('two')] })).etag).toBe(sha256('three'));
+      await expectError(provider.createVersion('p/any', 'v', { message: 'm', ifMatch: [sha256('two')] }), PreconditionFailedError);
+      expect(await readText(provider, 'p/any')).toBe('three');
     });
   });
 

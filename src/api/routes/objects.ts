@@ -11,7 +11,7 @@ import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
-import { etagMatches, metadataFromHeaders, objectHeaders, parseRange } from '../http-object.js';
+import { etagMatches, metadataFromHeaders, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
 import { requestHeader, requestHeaderEntries } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
 import { requireStore } from '../stores.js';
@@ -131,7 +131,7 @@ export function objectRoutes(deps: AppDeps): Hono {
       body,
       contentType,
       metadata,
-      ifMatch: requestHeader(c, 'if-match')?.replace(/^"|"$/g, ''),
+      ifMatch: parseIfMatch(requestHeader(c, 'if-match')),
     });
   });
 
@@ -161,6 +161,7 @@ export function objectRoutes(deps: AppDeps): Hono {
         ...(author ? { author } : {}),
         contentType,
         metadata,
+        ifMatch: parseIfMatch(requestHeader(c, 'if-match')),
       });
     }
     if (at.kind === 'restore') {
