@@ -20,7 +20,8 @@ import { z } from 'zod';
 import { PreconditionFailedError, InvalidArgumentError, NotFoundError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
 import { newVersionId } from '../providers/version-id.js';
-import { COPY_WIDTH, ContentMismatch, Failures, allVersions, copyObject, forEachLimited, pages, statIfPresent, verifyStored, type VerificationReport } from './copy.js';
+import { COPY_WIDTH, ContentMismatch, Failures, allVersions, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
+import { statIfPresent } from '../providers/object-info.js';
 import { JobInterruptedError, defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 import {
   blobKey,

@@ -55,15 +55,6 @@ export class Failures {
   }
 }
 
-export async function statIfPresent(provider: StorageProvider, key: string, versionId?: string): Promise<ObjectInfo | undefined> {
-  try {
-    return await provider.stat(key, versionId === undefined ? undefined : { versionId });
-  } catch (error) {
-    if (error instanceof NotFoundError) return undefined;
-    throw error;
-  }
-}
-
 /** Runs `task` over `items`, at most `width` at once, in order of start. */
 export async function forEachLimited<T>(items: readonly T[], width: number, task: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -166,13 +157,6 @@ export async function copyObject(
   }
   if (written.etag !== source.etag) throw new ContentMismatch(at.key, source.etag, written.etag);
   return { source, written };
-}
-
-/** Same content, content type and metadata: nothing to copy. */
-export function sameObject(a: Pick<ObjectInfo, 'etag' | 'contentType' | 'metadata'>, b: Pick<ObjectInfo, 'etag' | 'contentType' | 'metadata'>): boolean {
-  if (a.etag !== b.etag || a.contentType !== b.contentType) return false;
-  const keys = Object.keys(a.metadata);
-  return keys.length === Object.keys(b.metadata).length && keys.every((name) => a.metadata[name] === b.metadata[name]);
 }
 
 /** A copied version's message: its own, or one naming where it came from (createVersion needs one). */

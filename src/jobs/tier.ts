@@ -1,18 +1,21 @@
 /**
  * `tier` (`TIER_CRON`, every 5 minutes): for every hybrid store (or the one named), computes the promotion and
  * demotion plan from the read counts all processes share in Redis, applies it to this process's hot tier and
- * publishes it, so every other process holding the store follows it on receipt; event `tier.completed` with the
- * counts and bytes moved here. Idempotent: applying a plan twice promotes nothing twice.
+ * publishes it, so every other process holding the store follows it on receipt. Then it runs the store's backup
+ * repair pass (`repairBackups`): keys whose backup tier may lag cold after a failed or interrupted mutation get
+ * cold's state copied. Event `tier.completed` with the counts and bytes moved here and the keys repaired.
+ * Idempotent: applying a plan twice promotes nothing twice; a repaired key leaves the ledger.
  */
 import { z } from 'zod';
 import { InvalidArgumentError } from '../providers/errors.js';
-import { isHybridProvider, type TieringOutcome } from '../providers/hybrid.js';
+import { isHybridProvider, type BackupRepairOutcome, type TieringOutcome } from '../providers/hybrid.js';
 import { defineJob, storeNameSchema, storeOf, throwIfInterrupted } from './definition.js';
 
 export const tierPayload = z.object({ store: storeNameSchema.optional() }).strict();
 
 export interface StoreTiering extends TieringOutcome {
   planned: { promote: number; demote: number };
+  backup: BackupRepairOutcome;
 }
 
 export interface TierResult {
@@ -21,6 +24,8 @@ export interface TierResult {
   promotedBytes: number;
   demoted: number;
   demotedBytes: number;
+  /** Keys whose backup copy was repaired from cold. */
+  repaired: number;
 }
 
 export const tierJob = defineJob({
@@ -29,7 +34,7 @@ export const tierJob = defineJob({
   schema: tierPayload,
   async handle(payload, ctx) {
     const names = payload.store === undefined ? [...ctx.stores.keys()] : [payload.store];
-    const result: TierResult = { stores: {}, promoted: 0, promotedBytes: 0, demoted: 0, demotedBytes: 0 };
+    const result: TierResult = { stores: {}, promoted: 0, promotedBytes: 0, demoted: 0, demotedBytes: 0, repaired: 0 };
     for (const name of names) {
       const provider = storeOf(ctx, name);
       if (!isHybridProvider(provider)) {
@@ -40,7 +45,10 @@ export const tierJob = defineJob({
       const plan = await provider.planTiering();
       const outcome = await provider.applyTiering(plan);
       await provider.publishTiering(plan);
-      result.stores[name] = { ...outcome, planned: { promote: plan.promote.length, demote: plan.demote.length } };
+      throwIfInterrupted(ctx);
+      const backup = await provider.repairBackups();
+      result.stores[name] = { ...outcome, planned: { promote: plan.promote.length, demote: plan.demote.length }, backup };
+      result.repaired += backup.repaired;
       result.promoted += outcome.promoted;
       result.promotedBytes += outcome.promotedBytes;
       result.demoted += outcome.demoted;

@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import { PreconditionFailedError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
-import { statIfPresent } from './copy.js';
+import { statIfPresent } from '../providers/object-info.js';
 import { defineJob, isRetry, keySchema, storeNameSchema, storeOf, writeOptionsShape } from './definition.js';
 import { applyBody, bodyRefSchema } from './staging.js';
 

@@ -51,8 +51,10 @@ import { withProcessMutex } from './process-mutex.js';
 import { AccessLog, type PlanLimits } from './hybrid-access.js';
 import { HotTier } from './hybrid-hot.js';
 import { createRedisHotChannel, type HotChannel, type HotMessage, type TieringPlan } from './hybrid-invalidation.js';
+import { PendingBackups, type PendingEntry } from './hybrid-pending.js';
 import { VersionMap } from './hybrid-versions.js';
 import { validateKey } from './keys.js';
+import { sameObject, statIfPresent } from './object-info.js';
 import type {
   Body,
   Capabilities,
@@ -85,6 +87,13 @@ export interface TieringOutcome {
   skipped: number;
 }
 
+export interface BackupRepairOutcome {
+  /** Keys whose backup copy (and hot copies elsewhere) were brought back in line with cold. */
+  repaired: number;
+  /** Keys still in the ledger: mutations running, or repairs that could not be done or confirmed now. */
+  pending: number;
+}
+
 export interface HybridProviderOptions {
   /** The store's name, for messages, logs and the Redis namespace. */
   name: string;
@@ -115,6 +124,11 @@ const PROMOTE_WIDTH = 4;
  * job cannot redo them, as it finds cold already changed and its work done.
  */
 const FOLLOW_UP_RETRY_DELAYS_MS = [50, 250, 1_000];
+/**
+ * A mutation still running after this long is taken for one whose process died: the repair pass copies its key
+ * from cold. (Were it alive after all, the repair only checks, as always, that backup ends up equal to cold.)
+ */
+const ABANDONED_MUTATION_MS = 10 * 60_000;
 
 /** Runs `step`, and again after each of FOLLOW_UP_RETRY_DELAYS_MS while it fails. */
 async function followUp(step: () => Promise<void>): Promise<void> {
@@ -135,6 +149,11 @@ function withoutIfMatch<T extends WriteOptions>(opts: T | undefined): Omit<T, 'i
   return rest;
 }
 
+/** The same current object as far as a reader can tell (or both absent). */
+function sameIfPresent(a: ObjectInfo | undefined, b: ObjectInfo | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : sameObject(a, b);
+}
+
 function isUnavailable(error: unknown): error is ProviderUnavailableError {
   return error instanceof ProviderUnavailableError;
 }
@@ -151,9 +170,11 @@ export class HybridProvider implements StorageProvider {
   readonly backup: StorageProvider;
   private readonly access: AccessLog;
   private readonly versions: VersionMap;
+  private readonly pending: PendingBackups;
   private readonly channel: HotChannel;
   private readonly bufferLimit: number;
   private readonly log?: Logger;
+  private readonly now: () => number;
   private readonly id = randomUUID();
   private readonly served = { hot: 0, cold: 0, backup: 0 };
   private unsubscribe?: () => Promise<void>;
@@ -166,6 +187,7 @@ export class HybridProvider implements StorageProvider {
     this.backup = options.backup;
     this.log = options.log;
     this.bufferLimit = options.bufferLimit ?? 8 * MIB;
+    this.now = options.now ?? Date.now;
     const namespace = `${options.keyPrefix}:hybrid:${options.name}`;
     const ttlMs = options.hotTtlSeconds * 1000;
     this.hot = new HotTier({
@@ -185,6 +207,7 @@ export class HybridProvider implements StorageProvider {
       now: options.now,
     });
     this.versions = new VersionMap(options.redis, namespace);
+    this.pending = new PendingBackups(options.redis, namespace);
     this.channel = options.channel ?? createRedisHotChannel({ redis: options.redis, channel: `${namespace}:hot`, log: options.log });
     if (this.cold.deleteVersion !== undefined) this.deleteVersion = (key, versionId) => this.removeVersion(key, versionId);
   }
@@ -425,6 +448,58 @@ export class HybridProvider implements StorageProvider {
     await this.channel.publish({ type: 'plan', plan });
   }
 
+  // ---- repair ----
+
+  /**
+   * The repair pass (the `tier` job runs it): every key whose backup or hot copies may lag cold — a follow-up step
+   * that failed for good, mutations that overlapped, a process that died mid-mutation (after
+   * `abandonedAfterMs`) — gets cold's current state copied to backup and its hot copies dropped everywhere. A key
+   * leaves the ledger only once backup is seen equal to cold and no mutation of it began meanwhile.
+   */
+  async repairBackups({ abandonedAfterMs = ABANDONED_MUTATION_MS }: { abandonedAfterMs?: number } = {}): Promise<BackupRepairOutcome> {
+    const entries = await this.pending.entries();
+    const now = this.now();
+    let repaired = 0;
+    for (const entry of entries) {
+      const due = entry.running <= 0 ? entry.needsRepair : now - entry.since >= abandonedAfterMs;
+      if (!due) continue;
+      try {
+        if (await this.exclusively(entry.key, () => this.repair(entry))) repaired++;
+      } catch (error) {
+        this.log?.warn({ err: error, key: entry.key }, 'backup not repaired now: the next pass tries again');
+      }
+    }
+    return { repaired, pending: entries.length - repaired };
+  }
+
+  private async repair(entry: PendingEntry): Promise<boolean> {
+    const { key } = entry;
+    const cold = await statIfPresent(this.cold, key);
+    if (!sameIfPresent(cold, await statIfPresent(this.backup, key))) {
+      if (cold === undefined) await this.backup.delete(key, { allVersions: !(await this.hasVersions(this.cold, key)) });
+      else {
+        const { info, body } = await this.cold.read(key);
+        const mirrored = { contentType: info.contentType, metadata: info.metadata };
+        if (info.versionId === undefined) await this.backup.write(key, body, mirrored);
+        else {
+          const copy = await this.backup.createVersion(key, body, { ...mirrored, message: 'repair: copied from cold' });
+          await this.linkVersions(key, info.versionId, copy.versionId);
+        }
+      }
+    }
+    await this.invalidate(key);
+    // A mutation that ran beside this repair (another process) may have landed after it: settle only what is seen.
+    if (!sameIfPresent(await statIfPresent(this.cold, key), await statIfPresent(this.backup, key))) return false;
+    const settled = await this.pending.settle(entry);
+    if (settled) this.log?.info({ key }, 'backup repaired from cold');
+    return settled;
+  }
+
+  private async hasVersions(provider: StorageProvider, key: string): Promise<boolean> {
+    if (!provider.capabilities.versioning) return false;
+    return (await provider.listVersions(key, { limit: 1 })).items.length > 0;
+  }
+
   // ---- stats, health, close ----
 
   async stats(): Promise<ProviderStats> {
@@ -578,32 +653,51 @@ export class HybridProvider implements StorageProvider {
   }
 
   /**
-   * One mutation of `key`: cold, then backup, then the invalidation everywhere. A cold refusal (not found,
-   * precondition...) changed nothing; an unavailable cold may have taken the request, and a failed backup follows
-   * a changed cold: both invalidate too.
+   * One mutation of `key`: cold, then backup, then the invalidation everywhere, noted in the pending ledger from
+   * before cold to after the invalidation (`hybrid-pending.ts`). A cold refusal (not found, precondition...)
+   * changed nothing; an unavailable cold may have taken the request, and a failed backup follows a changed cold:
+   * both invalidate too, and leave the key to the repair pass.
    */
   private async mutate<T>(key: string, toCold: () => Promise<T>, toBackup: (result: T) => Promise<void>): Promise<T> {
     validateKey(key);
-    return withProcessMutex(`hybrid:${this.id}:${key}`, async () => {
-      let result: T;
+    return this.exclusively(key, async () => {
+      await this.pending.begin(key, this.now()).catch((error: unknown) => {
+        throw new ProviderUnavailableError(`hybrid store "${this.name}": cannot note the mutation of "${key}" in Redis`, { cause: error });
+      });
+      let inLine = false;
       try {
-        result = await toCold();
-      } catch (error) {
-        if (isUnavailable(error)) await this.invalidate(key).catch(() => undefined);
-        throw error;
-      }
-      try {
-        await followUp(() => toBackup(result));
-      } catch (error) {
-        await this.invalidate(key).catch(() => undefined);
-        if (isUnavailable(error)) throw error;
-        throw new ProviderUnavailableError(`hybrid store "${this.name}": "${key}" is in cold, but the backup tier failed: ${message(error)}`, {
-          cause: error,
+        let result: T;
+        try {
+          result = await toCold();
+        } catch (error) {
+          // A refusal (not found, precondition failed...) changed nothing; an unavailable cold may have taken it.
+          inLine = error instanceof StorageError && !isUnavailable(error);
+          if (isUnavailable(error)) await this.invalidate(key).catch(() => undefined);
+          throw error;
+        }
+        try {
+          await followUp(() => toBackup(result));
+        } catch (error) {
+          await this.invalidate(key).catch(() => undefined);
+          if (isUnavailable(error)) throw error;
+          throw new ProviderUnavailableError(`hybrid store "${this.name}": "${key}" is in cold, but the backup tier failed: ${message(error)}`, {
+            cause: error,
+          });
+        }
+        await followUp(() => this.invalidate(key));
+        inLine = true;
+        return result;
+      } finally {
+        await this.pending.end(key, inLine).catch((error: unknown) => {
+          this.log?.warn({ err: error, key }, 'mutation not noted as ended: the repair pass will check this key');
         });
       }
-      await followUp(() => this.invalidate(key));
-      return result;
     });
+  }
+
+  /** Mutations and repairs of one key in this process, one at a time: cold and backup see them in one order. */
+  private exclusively<T>(key: string, run: () => Promise<T>): Promise<T> {
+    return withProcessMutex(`hybrid:${this.id}:${key}`, run);
   }
 
   private async invalidate(key: string): Promise<void> {

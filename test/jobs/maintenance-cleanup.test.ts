@@ -212,17 +212,25 @@ describe('tier', () => {
       publishTiering: async (given: typeof plan) => {
         published.push(given);
       },
+      repairBackups: async () => ({ repaired: 1, pending: 2 }),
     } as unknown as StorageProvider;
     return { store, plan, applied, published };
   }
 
-  it('applies and publishes the plan of every hybrid store, with counts and bytes', async () => {
+  it('applies and publishes the plan of every hybrid store and repairs its backups, with counts and bytes', async () => {
     const media = planningStore();
     const ctx = f.context(new Map<string, StorageProvider>([['media', media.store], ['plain', new RamProvider({ maxBytes: 1024 })]]));
     const { result, event } = await tierJob.handle({}, ctx);
     expect(media.applied).toEqual([media.plan]);
     expect(media.published).toEqual([media.plan]);
-    expect(result).toMatchObject({ promoted: 2, promotedBytes: 300, demoted: 1, demotedBytes: 100, stores: { media: { planned: { promote: 2, demote: 1 } } } });
+    expect(result).toMatchObject({
+      promoted: 2,
+      promotedBytes: 300,
+      demoted: 1,
+      demotedBytes: 100,
+      repaired: 1,
+      stores: { media: { planned: { promote: 2, demote: 1 }, backup: { repaired: 1, pending: 2 } } },
+    });
     expect(Object.keys(result.stores)).toEqual(['media']);
     expect(event).toMatchObject({ type: 'tier.completed', data: result });
   });

@@ -54,6 +54,7 @@ beforeAll(async () => {
 });
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((store) => store.close()));
+  await deleteKeys(redis, prefix); // the pending ledger is per store name, shared by this file's tests
 });
 afterAll(async () => {
   await deleteKeys(redis, prefix);
@@ -124,3 +125,98 @@ describe('hybrid follow-up steps after cold took a mutation', () => {
     expect(await text(reader, 'page')).toEqual({ text: 'new', tier: 'cold' });
   });
 });
+
+/** `provider` whose writes wait for `gate` (each one, until it is opened). */
+function gatedWrites(provider: StorageProvider, gate: Promise<void>): StorageProvider {
+  return interceptMethod(provider, 'write', (write) => async (...args) => {
+    await gate;
+    return write(...args);
+  });
+}
+
+async function until(condition: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200 && !(await condition()); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  expect(await condition()).toBe(true);
+}
+
+describe('the backup repair pass', () => {
+  it('leaves nothing to repair after mutations that went through', async () => {
+    const store = await hybrid({ cold: new RamProvider({ maxBytes: 1024 * 1024 }), backup: new RamProvider({ maxBytes: 1024 * 1024 }), bus: new Bus() });
+    await store.write('a', 'one');
+    await store.createVersion('a', 'two', { message: 'two' });
+    await store.delete('a');
+    await expect(store.write('b', 'x', { ifMatch: '0'.repeat(64) })).rejects.toThrow(); // refused by cold: nothing changed
+    expect(await store.repairBackups()).toEqual({ repaired: 0, pending: 0 });
+  });
+
+  it('copies cold into a backup whose copy failed for good, once, and then forgets the key', async () => {
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const failures = { left: 0 };
+    const store = await hybrid({ cold: new RamProvider({ maxBytes: 1024 * 1024 }), backup: flakyWrites(backup, failures), bus: new Bus() });
+    await store.write('doc', 'v1', { contentType: 'text/plain', metadata: { lang: 'en' } });
+    failures.left = 100;
+    await expect(store.write('doc', 'v2', { contentType: 'text/markdown', metadata: { lang: 'de' } })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect((await text(backup, 'doc')).text).toBe('v1');
+
+    expect(await store.repairBackups()).toEqual({ repaired: 0, pending: 1 }); // the backup still fails
+    failures.left = 0;
+    expect(await store.repairBackups()).toEqual({ repaired: 1, pending: 0 });
+    expect((await text(backup, 'doc')).text).toBe('v2');
+    expect(await backup.stat('doc')).toMatchObject({ contentType: 'text/markdown', metadata: { lang: 'de' } });
+    expect(await store.repairBackups()).toEqual({ repaired: 0, pending: 0 });
+  });
+
+  it('removes from backup an object whose delete reached only cold', async () => {
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const failures = { left: 0 };
+    const store = await hybrid({
+      cold: new RamProvider({ maxBytes: 1024 * 1024 }),
+      backup: interceptMethod(backup, 'delete', (remove) => async (...args) => {
+        if (failures.left-- > 0) throw new Error('EIO');
+        return remove(...args);
+      }),
+      bus: new Bus(),
+    });
+    await store.write('gone', 'x');
+    failures.left = 100;
+    await expect(store.delete('gone')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    failures.left = 0;
+    expect(await store.repairBackups()).toEqual({ repaired: 1, pending: 0 });
+    await expect(backup.stat('gone')).rejects.toThrow(/not found|no object|does not exist/i);
+  });
+
+  it('takes a mutation whose process died (it never ends) as abandoned after the grace period, not before', async () => {
+    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const bus = new Bus();
+    const dying = await hybrid({ cold, backup: gatedWrites(backup, new Promise(() => {})), bus });
+    void dying.write('doc', 'cold only'); // cold takes it, the backup copy never happens
+    await until(async () => (await cold.stat('doc').then(() => true, () => false)));
+
+    const survivor = await hybrid({ cold, backup, bus });
+    expect(await survivor.repairBackups()).toEqual({ repaired: 0, pending: 1 });
+    expect(await survivor.repairBackups({ abandonedAfterMs: 0 })).toEqual({ repaired: 1, pending: 0 });
+    expect((await text(backup, 'doc')).text).toBe('cold only');
+  });
+
+  it('brings backup to cold\'s latest when two processes landed their backup copies in the opposite order', async () => {
+    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const bus = new Bus();
+    let open!: () => void;
+    const slow = await hybrid({ cold, backup: gatedWrites(backup, new Promise<void>((resolve) => (open = resolve))), bus });
+    const fast = await hybrid({ cold, backup, bus });
+
+    const first = slow.write('doc', 'first');
+    await until(async () => (await cold.stat('doc').then(() => true, () => false)));
+    await fast.write('doc', 'second');
+    open();
+    await first;
+    expect((await text(backup, 'doc')).text).toBe('first'); // backup now lags cold: the race this pass repairs
+    expect((await text(cold, 'doc')).text).toBe('second');
+
+    expect(await fast.repairBackups()).toEqual({ repaired: 1, pending: 0 });
+    expect((await text(backup, 'doc')).text).toBe('second');
+  });
+});
+

@@ -1,0 +1,104 @@
+/**
+ * Which keys of a hybrid store may have a backup tier (or other processes' hot copies) behind cold: a ledger in
+ * Redis, shared by every process, that the `tier` job's repair pass works through (`HybridProvider.repairBackups`).
+ *
+ * A mutation `begin`s before it touches cold and `end`s after its backup copy and invalidation, saying whether
+ * they went through. A key leaves the ledger when its last mutation ended well and no two of its mutations
+ * overlapped. It stays when a follow-up step failed for good, when mutations overlapped (two processes can land
+ * their backup copies in the opposite order of their cold writes), and when a process died in between (its
+ * mutation never ends): the repair pass then copies cold's state to backup and removes the entry only if no
+ * mutation of the key began in the meantime.
+ *
+ * One Redis hash, `<prefix>:hybrid:<store>:pending`, four fields per key: `c:<key>` mutations begun and not ended,
+ * `g:<key>` mutations begun since the key entered the ledger, `t:<key>` when it entered (ms), `x:<key>` present
+ * when the key needs a repair whatever the count says.
+ */
+import type { Cluster, Redis } from 'ioredis';
+
+const BEGIN = `
+local h, k = KEYS[1], ARGV[1]
+local running = redis.call('HINCRBY', h, 'c:' .. k, 1)
+redis.call('HINCRBY', h, 'g:' .. k, 1)
+redis.call('HSETNX', h, 't:' .. k, ARGV[2])
+if running > 1 then redis.call('HSET', h, 'x:' .. k, 1) end
+return running`;
+
+const END = `
+local h, k = KEYS[1], ARGV[1]
+local running = redis.call('HINCRBY', h, 'c:' .. k, -1)
+if ARGV[2] ~= '1' then redis.call('HSET', h, 'x:' .. k, 1) end
+if running <= 0 then
+  if redis.call('HEXISTS', h, 'x:' .. k) == 0 then
+    redis.call('HDEL', h, 'c:' .. k, 'g:' .. k, 't:' .. k)
+  else
+    redis.call('HSET', h, 'c:' .. k, 0)
+  end
+end
+return running`;
+
+/** Removes a repaired key's entry unless a mutation began since the repair read it (generation ARGV[2]). */
+const SETTLE = `
+local h, k = KEYS[1], ARGV[1]
+if redis.call('HGET', h, 'g:' .. k) ~= ARGV[2] then return 0 end
+redis.call('HDEL', h, 'c:' .. k, 'g:' .. k, 't:' .. k, 'x:' .. k)
+return 1`;
+
+export interface PendingEntry {
+  key: string;
+  /** Mutations begun and not ended (a process that died mid-mutation leaves its one here for good). */
+  running: number;
+  /** Changes whenever a mutation of the key begins: `settle` compares it. */
+  generation: string;
+  since: number;
+  /** A follow-up failed or mutations overlapped: due for repair as soon as none runs. */
+  needsRepair: boolean;
+}
+
+export class PendingBackups {
+  private readonly hashKey: string;
+
+  constructor(
+    private readonly redis: Redis | Cluster,
+    /** `<prefix>:hybrid:<store>`. */
+    namespace: string,
+  ) {
+    this.hashKey = `${namespace}:pending`;
+  }
+
+  async begin(key: string, now: number): Promise<void> {
+    await this.redis.eval(BEGIN, 1, this.hashKey, key, String(now));
+  }
+
+  async end(key: string, followedUp: boolean): Promise<void> {
+    await this.redis.eval(END, 1, this.hashKey, key, followedUp ? '1' : '0');
+  }
+
+  /** Every key in the ledger. */
+  async entries(): Promise<PendingEntry[]> {
+    const fields = new Map<string, string>();
+    let cursor = '0';
+    do {
+      const [next, flat] = await this.redis.hscan(this.hashKey, cursor, 'COUNT', 1000);
+      for (let i = 0; i < flat.length; i += 2) fields.set(flat[i]!, flat[i + 1]!);
+      cursor = next;
+    } while (cursor !== '0');
+    const entries: PendingEntry[] = [];
+    for (const [field, since] of fields) {
+      if (!field.startsWith('t:')) continue;
+      const key = field.slice(2);
+      entries.push({
+        key,
+        running: Number(fields.get(`c:${key}`) ?? 0),
+        generation: fields.get(`g:${key}`) ?? '',
+        since: Number(since),
+        needsRepair: fields.has(`x:${key}`),
+      });
+    }
+    return entries;
+  }
+
+  /** Whether the entry was removed (false: a mutation began after `entry` was read, and it stays). */
+  async settle(entry: PendingEntry): Promise<boolean> {
+    return (await this.redis.eval(SETTLE, 1, this.hashKey, entry.key, entry.generation)) === 1;
+  }
+}

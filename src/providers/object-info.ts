@@ -1,0 +1,20 @@
+/** Small questions about objects that jobs and the hybrid provider ask of any provider. */
+import { NotFoundError } from './errors.js';
+import type { ObjectInfo, StorageProvider } from './types.js';
+
+/** The object's (or version's) info, or undefined when there is none. */
+export async function statIfPresent(provider: StorageProvider, key: string, versionId?: string): Promise<ObjectInfo | undefined> {
+  try {
+    return await provider.stat(key, versionId === undefined ? undefined : { versionId });
+  } catch (error) {
+    if (error instanceof NotFoundError) return undefined;
+    throw error;
+  }
+}
+
+/** Same content, content type and metadata: nothing to copy. */
+export function sameObject(a: Pick<ObjectInfo, 'etag' | 'contentType' | 'metadata'>, b: Pick<ObjectInfo, 'etag' | 'contentType' | 'metadata'>): boolean {
+  if (a.etag !== b.etag || a.contentType !== b.contentType) return false;
+  const keys = Object.keys(a.metadata);
+  return keys.length === Object.keys(b.metadata).length && keys.every((name) => a.metadata[name] === b.metadata[name]);
+}
