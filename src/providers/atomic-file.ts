@@ -12,6 +12,11 @@ import { Readable } from 'node:stream';
 import type { Body } from './types.js';
 
 export const TEMP_PREFIX = '.tmp-';
+/**
+ * Exactly the names `tempPathFor` (and the disk health probe) make. A user's key may start with `.tmp-` too, but its
+ * file always ends in the layout's object mark (`disk-layout.ts`), so a sweep by this pattern never takes it.
+ */
+const TEMP_NAME = /^\.tmp-(?:health-)?[0-9a-f]+$/;
 
 export interface AtomicWriteOptions {
   /** Sync the file before the rename and its directory after it (`DISK_FSYNC`). Off, a crash may lose the write. */
@@ -25,7 +30,7 @@ export interface AtomicWriteOptions {
 }
 
 export function isTempName(name: string): boolean {
-  return name.startsWith(TEMP_PREFIX);
+  return TEMP_NAME.test(name);
 }
 
 function tempPathFor(target: string): string {

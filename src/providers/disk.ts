@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readdir, realpath, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { linkFileAtomic, retryWhileMissing, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
+import { isTempName, linkFileAtomic, retryWhileMissing, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { DirectoryCache, type DirectoryReader } from './disk-directory-cache.js';
 import { decodeEntry, keyPath, prefixDirectory } from './disk-layout.js';
@@ -364,7 +364,7 @@ export class DiskProvider implements StorageProvider {
         for (const entry of entries) {
           const child = path.join(dir, entry.name);
           if (entry.isDirectory()) await sweep(child);
-          else if (entry.isFile() && entry.name.startsWith(TEMP_PREFIX)) {
+          else if (entry.isFile() && isTempName(entry.name)) {
             // A writer may rename its temp file away at any moment: one gone is skipped, not an error.
             const modified = await lstat(child).then((stats) => stats.mtimeMs, ignoreMissing);
             if (modified !== undefined && modified < cutoff && (await unlink(child).then(() => true, ignoreMissing))) removed++;

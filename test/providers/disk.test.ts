@@ -201,16 +201,21 @@ describe('disk provider', () => {
   it('removeLeftovers removes temp files older than the threshold and nothing else', async () => {
     await provider.write('docs/kept', 'content');
     await provider.createVersion('docs/versioned', 'v1', { message: 'one' });
+    // Objects whose keys look like temp files: the sweep must tell them apart from real ones.
+    const lookalikes = ['.tmp-notes', 'docs/.tmp-0123456789abcdef', 'docs/.tmp-health-abcdef'];
+    for (const key of lookalikes) await provider.write(key, `user data ${key}`);
     const dir = path.join(root, 'objects', 'docs');
-    const stale = path.join(dir, '.tmp-stale');
-    const staleVersion = path.join(root, 'versions', '.tmp-stale-version');
-    const fresh = path.join(dir, '.tmp-fresh');
+    const stale = path.join(dir, '.tmp-0a1b2c3d4e5f6a7b');
+    const staleVersion = path.join(root, 'versions', '.tmp-ffeeddccbbaa9988');
+    const fresh = path.join(dir, '.tmp-1122334455667788');
     for (const file of [stale, staleVersion, fresh]) await writeFile(file, 'half a write');
     const hourAgo = new Date(Date.now() - 3600_000);
-    await utimes(stale, hourAgo, hourAgo);
-    await utimes(staleVersion, hourAgo, hourAgo);
+    for (const file of [stale, staleVersion, path.join(root, 'objects', '.tmp-notes~'), path.join(dir, '.tmp-0123456789abcdef~'), path.join(dir, '.tmp-health-abcdef~')]) {
+      await utimes(file, hourAgo, hourAgo);
+    }
 
     expect(await provider.removeLeftovers(60_000)).toBe(2);
+    for (const key of lookalikes) expect(await readText(provider, key)).toBe(`user data ${key}`);
     await expect(stat(stale)).rejects.toThrow();
     await expect(stat(staleVersion)).rejects.toThrow();
     expect((await stat(fresh)).isFile()).toBe(true);
