@@ -197,16 +197,22 @@ export class RamProvider implements StorageProvider {
 
   async close(): Promise<void> {}
 
-  /** Writes every object, its metadata and its versions to `path` (atomically: a crash keeps the old snapshot). */
+  /**
+   * Writes every object, its metadata and its versions to `path` (atomically: a crash keeps the old snapshot), as
+   * they are when it is called: mutations while the file is written do not tear it.
+   */
   async exportSnapshot(path: string): Promise<void> {
-    const entries = (function* (objects: Map<string, StoredObject>, versions: Map<string, StoredVersion[]>) {
-      for (const { info, content } of objects.values()) yield { type: 'object', info, content } satisfies SnapshotEntry;
-      for (const list of versions.values()) {
+    // References are enough to freeze the state: stored entries and their contents are replaced, never changed.
+    const objects = [...this.objects.values()];
+    const versions = [...this.versions.values()].map((list) => [...list]);
+    const entries = (function* () {
+      for (const { info, content } of objects) yield { type: 'object', info, content } satisfies SnapshotEntry;
+      for (const list of versions) {
         for (const { info, contentType, metadata, content } of list) {
           yield { type: 'version', info, contentType, metadata, content } satisfies SnapshotEntry;
         }
       }
-    })(this.objects, this.versions);
+    })();
     await writeSnapshot(path, entries);
   }
 
@@ -216,6 +222,8 @@ export class RamProvider implements StorageProvider {
     const versions = new Map<string, StoredVersion[]>();
     let used = 0;
     for await (const entry of readSnapshot(path)) {
+      // An object listed twice (a snapshot written by an older version of this code) counts once.
+      if (entry.type === 'object') used -= objects.get(entry.info.key)?.content.length ?? 0;
       used += entry.content.length;
       if (used > this.maxBytes) throw new StorageFullError(`snapshot ${path} needs more than RAM_MAX_BYTES=${this.maxBytes}`);
       if (entry.type === 'object') objects.set(entry.info.key, { info: entry.info, content: entry.content });

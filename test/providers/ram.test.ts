@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -77,6 +77,55 @@ describe('ram provider', () => {
     await ram.stat('k');
     await expect(ram.read('missing')).rejects.toThrow();
     expect((await ram.stats()).detail).toMatchObject({ hits: 2, misses: 1 });
+  });
+
+  it('exportSnapshot writes the state it was called in, whatever changes while the file is written', async () => {
+    const source = new RamProvider({ maxBytes: 64 * 1024 * 1024 });
+    const body = 'x'.repeat(1000);
+    for (let i = 0; i < 100; i++) await source.write(`k${String(i).padStart(3, '0')}`, body);
+    for (let i = 0; i < 100; i++) await source.createVersion('v', `version ${i}`, { message: `m${i}` });
+    const versionsAtExport = (await source.listVersions('v', { limit: 1000 })).items.map((version) => version.versionId);
+    const statsAtExport = await source.stats();
+    const file = path.join(dir, 'snap.ndjson');
+    /** Object and version lines already in the snapshot's temp file. */
+    const progress = async () => {
+      const temp = (await readdir(dir)).find((name) => name.startsWith('.tmp-'));
+      const text = temp === undefined ? '' : await readFile(path.join(dir, temp), 'utf8').catch(() => '');
+      return { objects: text.split('"type":"object"').length - 1, versions: text.split('"type":"version"').length - 1 };
+    };
+    let exporting = true;
+    const done = source.exportSnapshot(file).finally(() => (exporting = false));
+    let rewritten = false;
+    let deleted = 0;
+    while (exporting) {
+      await new Promise((resolve) => setImmediate(resolve));
+      const written = await progress();
+      if (!rewritten && written.objects >= 10) {
+        // An exported key deleted and written again moves to the end of the live map.
+        await source.delete('k000');
+        await source.write('k000', body);
+        rewritten = true;
+      }
+      if (written.versions >= 30 && deleted < 5) {
+        // Retention removes exported versions: the live list shifts under an export walking it.
+        await source.deleteVersion('v', versionsAtExport.at(-1 - deleted)!);
+        deleted++;
+      }
+    }
+    await done;
+    expect(rewritten && deleted === 5).toBe(true);
+
+    const target = new RamProvider({ maxBytes: 64 * 1024 * 1024 });
+    await target.importSnapshot(file);
+    const imported = (await target.listVersions('v', { limit: 1000 })).items;
+    expect(imported.map((version) => version.versionId)).toEqual(versionsAtExport);
+    const { objects, bytes, versions, detail } = await target.stats();
+    expect({ objects, bytes, versions, usedBytes: detail!.usedBytes }).toEqual({
+      objects: statsAtExport.objects,
+      bytes: statsAtExport.bytes,
+      versions: statsAtExport.versions,
+      usedBytes: statsAtExport.detail!.usedBytes,
+    });
   });
 
   it('exportSnapshot / importSnapshot round-trip every object, its metadata and its versions', async () => {
