@@ -170,7 +170,13 @@ export async function applyBody<R>(
     }
     throw error;
   }
-  const result = await apply(body);
+  let result: R;
+  try {
+    result = await apply(body);
+  } finally {
+    // A provider that failed before reading (a precondition, bad metadata) leaves the staged file open otherwise.
+    if (isReadable(body)) body.destroy();
+  }
   if (isStaged(ref)) await journal?.remember(result);
   await staging.release(ref);
   return result;

@@ -3,10 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createStaging, type Staging } from '../../src/jobs/staging.js';
+import { applyBody, createStaging, type Staging } from '../../src/jobs/staging.js';
 import { readAll, sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
-import { InvalidArgumentError, PayloadTooLargeError } from '../../src/providers/errors.js';
+import { InvalidArgumentError, PayloadTooLargeError, PreconditionFailedError } from '../../src/providers/errors.js';
 
 const INLINE_MAX = 1024;
 
@@ -60,5 +60,21 @@ describe('staging', () => {
 
   it('rejects an inline body whose size disagrees with the job', async () => {
     await expect(staging.open({ inline: 'aGVsbG8=', size: 4, etag: sha256Hex('hello') })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
+  it('closes a staged body that the apply step failed without reading', async () => {
+    const ref = await staging.stageBody(chunked(Buffer.alloc(INLINE_MAX * 2, 4)));
+    let given: Readable | undefined;
+    const refused = applyBody(
+      staging,
+      ref,
+      async (body) => {
+        given = body as Readable;
+        throw new PreconditionFailedError('etag does not match');
+      },
+      async () => undefined,
+    );
+    await expect(refused).rejects.toBeInstanceOf(PreconditionFailedError);
+    expect(given?.destroyed).toBe(true);
   });
 });
