@@ -27,7 +27,7 @@ import {
   isStorageError,
   NotFoundError,
   PermissionDeniedError,
-    ProviderUnavailableError,
+  ProviderUnavailableError,
   StorageFullError,
   type StorageError,
 } from './errors.js';

@@ -69,7 +69,8 @@ import {
   InvalidKeyError,
   NotFoundError,
   NotSupportedError,
-    StorageError,
+  ProviderUnavailableError,
+  StorageError,
 } from './errors.js';
 import { requireIfMatch, type IfMatch } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
@@ -101,6 +102,7 @@ const STAGING = `${RESERVED}tmp/`;
 /** Sorts after every key the provider writes under `.kyozo/` (all `[0-9a-z/-]`): one StartAfter skips them all. */
 const RESERVED_END = `${RESERVED}~`;
 const MAX_PRESIGN_SECONDS = 7 * 24 * 3600; // SigV4 limit
+const BUCKET_CHECK_MS = 10_000;
 
 /** Our own entries in `x-amz-meta-*`; user metadata names with this prefix are refused. */
 const META = {
@@ -296,6 +298,8 @@ export class S3Provider implements StorageProvider {
   private readonly log?: Logger;
   private mode: S3VersioningMode = 'explicit';
   private modeReason = 'not detected yet';
+  /** When HeadBucket last found the bucket (ms): a HEAD's 404 is an object's, not the bucket's, for a while. */
+  private bucketSeenAt = Number.NEGATIVE_INFINITY;
   private readonly stopWatchingCircuit: () => void;
 
   constructor(options: S3ProviderOptions) {
@@ -756,7 +760,30 @@ export class S3Provider implements StorageProvider {
   private head(key: string, target: { Key: string; VersionId?: string }, versionId?: string): Promise<ObjectHead> {
     return this.call(`stat "${key}"`, (signal) =>
       this.client.send(new HeadObjectCommand({ Bucket: this.bucket, ...target }), { abortSignal: signal }),
-    ).catch((error: unknown) => this.versionLookupError(error, key, versionId));
+    )
+      .catch((error: unknown) => this.versionLookupError(error, key, versionId))
+      .catch(async (error: unknown) => {
+        if (error instanceof NotFoundError) await this.confirmBucket(error);
+        throw error;
+      });
+  }
+
+  /**
+   * A HEAD answer has no body, so S3 cannot say `NoSuchBucket` there: a missing bucket (a typo in S3_BUCKET, a
+   * deleted bucket) looks like a missing object. Asked of the bucket itself, at most every BUCKET_CHECK_MS while it
+   * is found; a missing bucket makes the call unavailable, as every other call says, instead of "not found".
+   */
+  private async confirmBucket(notFound: NotFoundError): Promise<void> {
+    if (performance.now() - this.bucketSeenAt < BUCKET_CHECK_MS) return;
+    try {
+      await this.call('check bucket', (signal) => this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal }));
+      this.bucketSeenAt = performance.now();
+    } catch (error) {
+      if (error instanceof NotFoundError) {
+        throw new ProviderUnavailableError(`${notFound.message} (the store's bucket "${this.bucket}" does not exist)`, { cause: error });
+      }
+      // The bucket could not be asked: the object's answer stands.
+    }
   }
 
   /** S3 answers a malformed version id with 400 and a delete marker's id with 405: to the contract, not found. */

@@ -240,6 +240,17 @@ describe('s3 provider: errors and health', () => {
     expect((await s3.health()).status).toBe('down');
   });
 
+  it('a missing bucket makes stat and conditional writes unavailable, as reads and writes are, not "not found"', async () => {
+    const s3 = await provider({ bucket: `kyozo-missing-${Date.now()}`, resilience: { retries: 0 } });
+    await expect(s3.stat('doc')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await expect(s3.stat('doc')).rejects.toThrow(/bucket .* does not exist/);
+    await expect(s3.write('doc', 'x', { ifMatch: 'a'.repeat(64) })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    // With the bucket there, a missing object is still just that.
+    const present = await provider();
+    await expect(present.stat('doc')).rejects.toBeInstanceOf(NotFoundError);
+    await expect(present.write('doc', 'x', { ifMatch: 'a'.repeat(64) })).rejects.toBeInstanceOf(PreconditionFailedError);
+  });
+
   it('reports its versioning mode in health and stats', async () => {
     const s3 = await provider();
     const mode = endpoint.versioning ? 'native' : 'explicit';
