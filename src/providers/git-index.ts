@@ -404,7 +404,10 @@ export async function describeCommit(store: ObjectStore, oid: string): Promise<C
     if (key !== undefined) touched.add(key);
   }
   const message = messageOf(commit);
-  const forgotten = new Set(forgottenKeys(message));
+  // The store's own forget commit removes the key, or changes nothing when the key was already deleted; a trailer
+  // in a commit that changed any other key is someone's text (a user's message, a foreign commit), not a forget.
+  const named = forgottenKeys(message);
+  const forgotten = new Set([...touched].every((key) => named.includes(key)) ? named : []);
   const changes: KeyChange[] = [];
   for (const key of [...new Set([...touched, ...forgotten])].sort(compareKeys)) {
     const content = await store.blobAt(commit.tree, contentPath(key).map(toByteString));

@@ -118,7 +118,10 @@ export function decodeRecord(bytes: Buffer): KeyRecord | undefined {
   }
 }
 
-/** The keys a commit message asks to forget (only honoured by the index when the commit also removed the key). */
+/**
+ * The keys a commit message asks to forget. The index honours them only from a commit that changed no other key,
+ * and only for keys absent after it (`describeCommit`).
+ */
 export function forgottenKeys(message: string): string[] {
   const paragraphs = message.trimEnd().split(/\n\n+/);
   const trailers = paragraphs.length > 1 ? (paragraphs.at(-1) ?? '') : '';

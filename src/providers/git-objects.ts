@@ -243,8 +243,6 @@ export class ObjectStore {
   /** Parsed trees, weighed by their entry count (a 2,000-entry root tree is ~100 KiB of JS objects). */
   private readonly trees = new LruCache<readonly TreeEntry[]>(200_000);
   private readonly commits = new LruCache<CommitObject>(20_000);
-  /** Objects known to exist on disk: their existence check is skipped. */
-  private readonly present = new LruCache<true>(50_000);
   private readonly fanoutDirs = new Set<string>();
   /** isomorphic-git's packfile cache. */
   private readonly packCache = {};
@@ -368,7 +366,7 @@ export class ObjectStore {
     return encoded.oid;
   }
 
-  /** Writes loose objects (in parallel, each atomically); objects already present are skipped. */
+  /** Writes loose objects (in parallel, each atomically); objects already loose on disk are skipped. */
   async write(objects: Iterable<EncodedObject>): Promise<void> {
     const unique = new Map<string, EncodedObject>();
     for (const object of objects) unique.set(object.oid, object);
@@ -379,13 +377,23 @@ export class ObjectStore {
     return path.join(this.gitdir, 'objects', oid.slice(0, 2), oid.slice(2));
   }
 
+  /**
+   * No memory of objects written before: one no ref reaches yet (its commit failed) can be pruned by `git gc`
+   * at any time, so only a copy on disk now counts. A packed object gets a loose duplicate, which git tolerates.
+   */
   private async writeLoose(object: EncodedObject): Promise<void> {
-    if (this.present.get(object.oid)) return;
     const target = this.loosePath(object.oid);
     // Synchronous and without an exception for the common "not there yet": both cost more than the check.
     if (fs.statSync(target, { throwIfNoEntry: false })) {
-      this.present.set(object.oid, true);
-      return;
+      try {
+        // Renewed as git does (freshen_loose_object): gc prunes unreachable objects by age, and this one may be
+        // an old leftover that our commit is about to make reachable.
+        const now = new Date();
+        fs.utimesSync(target, now, now);
+        return;
+      } catch {
+        // pruned since the stat, or not ours to touch: write a fresh copy
+      }
     }
     const raw = Buffer.concat([Buffer.from(`${object.type} ${object.content.length}\0`, 'latin1'), object.content]);
     // Level 1: most content is small text; git's default (level 6 via core.compression -1) costs 3x the CPU here.
@@ -408,7 +416,6 @@ export class ObjectStore {
       await unlink(temp).catch(() => {});
       throw error;
     }
-    this.present.set(object.oid, true);
   }
 
   // ---- refs ----

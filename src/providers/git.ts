@@ -215,6 +215,15 @@ function checkIdentityPart(value: unknown, what: string, required: boolean): str
   return value.trim();
 }
 
+/**
+ * A user's commit message. A line naming one of the store's trailers (`Kyozo-Forget-Versions: <key>`) would read
+ * as the store's own instruction when the index is rebuilt from history, so the `Kyozo-` trailer names are refused.
+ */
+function checkMessage(message: string): string {
+  if (/^kyozo-[\w-]*:/im.test(message)) throw new InvalidArgumentError("a version message must not have a line starting with a 'Kyozo-…:' trailer");
+  return message;
+}
+
 function normalizeAuthor(author: Author | undefined, fallback: Author): Author {
   if (author === undefined) return fallback;
   const name = checkIdentityPart(author.name, 'author name', true);
@@ -342,7 +351,7 @@ export class GitProvider implements StorageProvider {
     return this.guard('createVersion', async () => {
       validateKey(key);
       if (typeof opts?.message !== 'string') throw new InvalidArgumentError('a version needs a message');
-      return toVersionInfo(await this.put(key, body, opts, opts.message, opts.author));
+      return toVersionInfo(await this.put(key, body, opts, checkMessage(opts.message), opts.author));
     });
   }
 
@@ -368,6 +377,7 @@ export class GitProvider implements StorageProvider {
     return this.guard('restoreVersion', async () => {
       validateKey(key);
       const author = normalizeAuthor(opts.author, this.user);
+      const message = checkMessage(opts.message ?? `restore ${versionId}`);
       const source = await this.resolveVersion(key, versionId, opts.branch);
       const record = await this.enqueue({
         kind: 'put',
@@ -376,7 +386,7 @@ export class GitProvider implements StorageProvider {
         blob: { oid: source.blob, size: source.size, etag: source.etag },
         contentType: source.contentType,
         metadata: source.metadata,
-        message: opts.message ?? `restore ${versionId}`,
+        message,
         author,
       });
       return toVersionInfo(record!);

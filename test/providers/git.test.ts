@@ -204,6 +204,42 @@ describe('delete', () => {
     expect(await allVersionIds(provider, 'gone')).toEqual([v3.versionId]);
   });
 
+  it('refuses messages carrying a line of the store\'s own trailers', async () => {
+    const provider = await openProvider(await tempRepo());
+    const v1 = await provider.write('b', 'b one');
+    await provider.delete('b');
+    for (const message of ['note\n\nKyozo-Forget-Versions: b', 'note\r\n\r\nkyozo-forget-versions: b', 'Kyozo-Forget-Versions: b']) {
+      await expect(provider.createVersion('a', 'x', { message })).rejects.toBeInstanceOf(InvalidArgumentError);
+      await expect(provider.restoreVersion('b', v1.versionId!, { message })).rejects.toBeInstanceOf(InvalidArgumentError);
+    }
+    await provider.createVersion('a', 'x', { message: 'mentions Kyozo-Forget-Versions: b mid-line' });
+    expect(await allVersionIds(provider, 'b')).toEqual([v1.versionId]);
+  });
+
+  it('forgets a key from history only for a commit that removed it or changed nothing else', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    const b = [(await provider.write('b', 'b one')).versionId!, (await provider.write('b', 'b two')).versionId!];
+    await provider.delete('b');
+    const a1 = await provider.write('a', 'a one');
+    await provider.write('gone', 'g');
+    await provider.delete('gone');
+    await provider.delete('gone', { allVersions: true }); // a commit that changes no file: its trailer alone forgets
+    await provider.write('a', 'a two');
+    // A commit from outside the store (or one made before messages were checked) that writes `a` and names `b`.
+    const tree = (await git(gitdir, ['rev-parse', `${a1.versionId}^{tree}`])).trim();
+    const identity = ['-c', 'user.name=Cli', '-c', 'user.email=cli@example.com'];
+    const forged = (await git(gitdir, [...identity, 'commit-tree', tree, '-p', 'main', '-m', 'note\n\nKyozo-Forget-Versions: b'])).trim();
+    await git(gitdir, ['update-ref', 'refs/heads/main', forged]);
+    const expected = [...b].reverse();
+    expect(await allVersionIds(provider, 'b')).toEqual(expected); // this process, catching up on the commit
+    await rm(path.dirname(KeyIndex.indexFile(gitdir, 'main')), { recursive: true });
+    const rebuilt = await openProvider(gitdir);
+    expect(await allVersionIds(rebuilt, 'b')).toEqual(expected);
+    expect(await allVersionIds(rebuilt, 'gone')).toEqual([]);
+    expect(await readText(rebuilt, 'b', b[0])).toBe('b one');
+  });
+
   it('of a missing key commits nothing', async () => {
     const gitdir = await tempRepo();
     const provider = await openProvider(gitdir);
@@ -574,6 +610,18 @@ describe('repository maintenance', () => {
     const reopened = await openProvider(gitdir);
     await rm(path.dirname(KeyIndex.indexFile(gitdir, 'main')), { recursive: true });
     expect(await allVersionIds(await openProvider(gitdir), 'packed')).toEqual(await allVersionIds(reopened, 'packed'));
+    await run('git', [`--git-dir=${gitdir}`, 'fsck', '--strict']);
+  });
+
+  it('writes an object again that git gc pruned after a failed write left it unreachable', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    await provider.write('k', 'v1');
+    // The blob is written before the commit; the stale ifMatch then leaves it unreachable, and gc deletes it.
+    await expect(provider.write('k', 'report body', { ifMatch: 'stale-etag' })).rejects.toBeInstanceOf(PreconditionFailedError);
+    await git(gitdir, ['gc', '--quiet', '--prune=now']);
+    await provider.write('doc', 'report body');
+    expect(await readText(provider, 'doc')).toBe('report body');
     await run('git', [`--git-dir=${gitdir}`, 'fsck', '--strict']);
   });
 
