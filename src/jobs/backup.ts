@@ -9,7 +9,8 @@
  *   blob the manifest needs (a scrub). A blob that fails is reported (`verified: false`, with its keys) and
  *   removed, so the next run copies it again.
  * - Never a backup of backups: a store is not backed up into itself, the schedule skips `BACKUP_STORE`, and keys
- *   of the backup layout (`isBackupKey`) are left out when a store that holds backups is backed up elsewhere.
+ *   of the backup layout (`isBackupKey`) are left out, and counted, when `BACKUP_STORE` is backed up elsewhere.
+ *   Any other store is backed up whole: there such keys are a user's data, not backups.
  * - Retention: the newest `BACKUP_KEEP` manifests are kept; older ones are deleted, then blobs no kept manifest
  *   needs. One backup per store at a time (a Redis lock held by the job id), so that pruning never removes a blob
  *   that a concurrent run counts on; a second one fails with PRECONDITION_FAILED.
@@ -61,6 +62,8 @@ export interface BackupResult extends VerificationReport {
   checked: number;
   manifestsRemoved: number;
   blobsRemoved: number;
+  /** Keys of the backup layout left out: only in a backup of the backup store. */
+  backupKeysLeftOut: number;
 }
 
 /** A crashed worker's lock lapses after this; a running backup renews it every third of it. */
@@ -107,6 +110,8 @@ interface Run {
   target: StorageProvider;
   versions: boolean;
   verifyAll: boolean;
+  /** The source is the backup store: its backup layout is left out. */
+  skipBackupKeys: boolean;
 }
 
 export const backupJob = defineJob({
@@ -121,7 +126,15 @@ export const backupJob = defineJob({
     if (targetName === store) throw new InvalidArgumentError(`store "${store}" cannot be backed up into itself`);
     const source = storeOf(ctx, store);
     const target = storeOf(ctx, targetName);
-    const run = { store, targetName, source, target, versions: payload.versions ?? false, verifyAll: payload.verify === 'all' };
+    const run = {
+      store,
+      targetName,
+      source,
+      target,
+      versions: payload.versions ?? false,
+      verifyAll: payload.verify === 'all',
+      skipBackupKeys: store === settings.backupStore,
+    };
     const result = await withStoreLock(ctx, store, (heldBefore) => runBackup(ctx, run, heldBefore));
     return { result, event: { type: 'backup.completed', store, data: result } };
   },
@@ -137,7 +150,7 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   const resumed = saved.success && heldBefore ? saved.data : undefined;
   const manifestId = resumed?.manifestId ?? newVersionId();
   const at = resumed?.at ?? new Date().toISOString();
-  const counts = { objects: 0, versions: 0, copied: 0, skipped: 0, bytes: 0 };
+  const counts = { objects: 0, versions: 0, copied: 0, skipped: 0, bytes: 0, backupKeysLeftOut: 0 };
   const report = async (phase: string, extra: Record<string, unknown> = {}) => {
     await ctx.reportProgress?.({ phase, manifestId, at, ...counts, ...extra });
   };
@@ -230,7 +243,8 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   const versions: ManifestVersion[] = [];
   for await (const page of pages(run.source)) {
     throwIfInterrupted(ctx);
-    const items = page.items.filter((item) => !isBackupKey(item.key));
+    const items = run.skipBackupKeys ? page.items.filter((item) => !isBackupKey(item.key)) : page.items;
+    counts.backupKeysLeftOut += page.items.length - items.length;
     const pageObjects: (ManifestObject | undefined)[] = new Array(items.length);
     const pageVersions: ManifestVersion[][] = items.map(() => []);
     await forEachLimited(
@@ -285,6 +299,7 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
     checked: toVerify.size,
     ...failures.report(),
     ...pruned,
+    backupKeysLeftOut: counts.backupKeysLeftOut,
   };
 }
 

@@ -166,14 +166,17 @@ export function versionMessage(version: { versionId: string; message?: string })
 
 /**
  * Which of `source`'s versions (oldest first) still have to be recorded in a target whose versions of the key are
- * `target` (oldest first): those after the run a copy interrupted earlier left, or none when the target has
- * versions of its own (they are not overwritten with another history).
+ * `target` (oldest first): those after the ones an earlier copy recorded; none when the target holds them all,
+ * followed by versions of its own (a git store records each write); undefined when the target has a history of
+ * its own (it is not overwritten with another one).
  */
 export function missingVersions<V extends { versionId: string; etag: string; message?: string }>(
   source: readonly V[],
   target: readonly Pick<VersionInfo, 'etag' | 'message'>[],
 ): V[] | undefined {
-  if (target.length > source.length) return undefined;
-  const continues = target.every((version, i) => version.etag === source[i]!.etag && version.message === versionMessage(source[i]!));
-  return continues ? source.slice(target.length) : undefined;
+  const shared = Math.min(source.length, target.length);
+  for (let i = 0; i < shared; i++) {
+    if (target[i]!.etag !== source[i]!.etag || target[i]!.message !== versionMessage(source[i]!)) return undefined;
+  }
+  return source.slice(shared);
 }

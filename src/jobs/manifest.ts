@@ -7,8 +7,9 @@
  *   backups/<store>/manifests/<id>.json     one per run: every key with etag, size, content type and metadata
  *
  * Manifest ids are version ids (`newVersionId`): sortable by time, so the newest manifest is the greatest key.
- * A backup store may hold other data too; keys of this layout are recognised by `isBackupKey`, and a backup of
- * a store leaves them out, so backing up the backup store elsewhere never copies backups of backups.
+ * A backup store may hold other data too; keys of this layout are recognised by `isBackupKey` (exactly: a manifest
+ * id must be a version id), and a backup of the backup store leaves them out, so backing it up elsewhere never
+ * copies backups of backups.
  */
 import { z } from 'zod';
 import { readAll } from '../providers/body.js';
@@ -26,7 +27,7 @@ export const manifestPrefix = (store: string) => `${BACKUP_ROOT}${store}/manifes
 export const manifestKey = (store: string, id: string) => `${manifestPrefix(store)}${id}.json`;
 
 export function isBackupKey(key: string): boolean {
-  return BLOB_KEY.test(key) || MANIFEST_KEY.test(key);
+  return BLOB_KEY.test(key) || parseManifestKey(key) !== undefined;
 }
 
 /** The backed-up store and manifest id a manifest key names, or undefined for anything else. */

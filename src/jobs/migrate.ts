@@ -6,8 +6,10 @@
  * after every page of the source listing the job saves the cursor that continues it, with its counts, as its
  * progress (`GET /v1/jobs/:id`, the board); a run picked up after a crash or a shutdown continues at that page, and
  * objects the target already holds with the same content, type and metadata are skipped, not copied again.
- * Objects deleted from the source while the migration runs are left out; objects written meanwhile may or may not
- * be included, as with any copy of a live store: run it again for a final pass (it only copies what changed).
+ * Objects deleted from the source while the migration runs are left out (and versions removed meanwhile, the rest
+ * of the key is copied); objects written meanwhile may or may not be included, as with any copy of a live store:
+ * run it again for a final pass (it only copies what changed). Versions go only into a key that has none yet, or
+ * whose history continues the source's; a key with a history of its own is reported as a failure.
  */
 import { z } from 'zod';
 import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
@@ -46,23 +48,37 @@ const checkpoint = z
   .passthrough();
 type Checkpoint = z.output<typeof checkpoint>;
 
-/** Records the versions of `key` the target lacks, oldest first; returns how many. */
-async function copyVersions(ctx: JobContext, from: StorageProvider, to: StorageProvider, key: string): Promise<number> {
+/**
+ * Records the versions of `key` the target lacks, oldest first; returns how many. A target with a history of its
+ * own gets none of them, reported as a failure.
+ */
+async function copyVersions(ctx: JobContext, from: StorageProvider, to: StorageProvider, key: string, failures: Failures): Promise<number> {
   const source = (await allVersions(from, key)).reverse();
   if (source.length === 0) return 0;
-  const missing = missingVersions(source, (await allVersions(to, key)).reverse()) ?? [];
+  const missing = missingVersions(source, (await allVersions(to, key)).reverse());
+  if (missing === undefined) {
+    failures.add({ key, reason: 'versions not copied: the target has a version history of its own' });
+    return 0;
+  }
+  let recorded = 0;
   for (const version of missing) {
     throwIfInterrupted(ctx);
-    const { info, body } = await from.read(key, { versionId: version.versionId });
-    const recorded = await to.createVersion(key, body, {
+    const read = await from.read(key, { versionId: version.versionId }).catch((error: unknown) => {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    });
+    if (read === undefined) continue; // removed by retention since it was listed
+    const { info, body } = read;
+    const created = await to.createVersion(key, body, {
       message: versionMessage(version),
       author: version.author,
       contentType: info.contentType,
       metadata: info.metadata,
     });
-    if (recorded.etag !== version.etag) throw new ContentMismatch(key, version.etag, recorded.etag);
+    if (created.etag !== version.etag) throw new ContentMismatch(key, version.etag, created.etag);
+    recorded++;
   }
-  return missing.length;
+  return recorded;
 }
 
 export const migrateJob = defineJob({
@@ -84,8 +100,10 @@ export const migrateJob = defineJob({
     failures.count = state.failureCount;
 
     const migrateObject = async (item: ObjectInfo): Promise<void> => {
-      if (payload.versions) state.versions += await copyVersions(ctx, from, to, item.key);
-      const current = lookFirst ? await statIfPresent(to, item.key) : undefined;
+      const versions = payload.versions ? await copyVersions(ctx, from, to, item.key, failures) : 0;
+      state.versions += versions;
+      // Where recording a version also sets the current object (git), the newest one may already be it.
+      const current = lookFirst || versions > 0 ? await statIfPresent(to, item.key) : undefined;
       if (current !== undefined && sameObject(current, item)) {
         state.skipped++;
         return;

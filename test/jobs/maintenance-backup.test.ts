@@ -15,6 +15,7 @@ import { keyPath } from '../../src/providers/disk-layout.js';
 import { PreconditionFailedError, InvalidArgumentError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
+import { newVersionId } from '../../src/providers/version-id.js';
 import { interceptMethod } from '../support/intercept.js';
 import { etags, fill, maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
 
@@ -226,12 +227,24 @@ describe('backup and restore-backup', () => {
     expect((await target.stat('doc')).etag).toBe(sha256Hex('current, unversioned'));
   });
 
-  it('a backup of a store that holds backups leaves the backup layout out', async () => {
+  it('a backup of the backup store leaves out exactly its backup layout, and counts what it left out', async () => {
     await vault.write('notes/readme', 'kept with the vault');
+    await vault.write('backups/db/manifests/latest.json', '{}'); // "latest" is no manifest id: a user's key
+    const layout = (await etags(vault)).size - 2;
     const elsewhere = new RamProvider({ maxBytes: 64 * 1024 * 1024 });
     const result = await backup({ store: 'vault', target: 'elsewhere' }, new Map<string, StorageProvider>([...stores, ['elsewhere', elsewhere]]));
     const manifest = await readManifest(elsewhere, result.manifest);
-    expect(manifest.objects.map((entry) => entry.key)).toEqual(['notes/readme']);
+    expect(manifest.objects.map((entry) => entry.key)).toEqual(['backups/db/manifests/latest.json', 'notes/readme']);
+    expect(result.backupKeysLeftOut).toBe(layout);
+  });
+
+  it('a store that is not the backup store keeps keys that look like the backup layout', async () => {
+    const plain = new RamProvider({ maxBytes: 1024 * 1024 });
+    const lookalikes = ['backups/db/manifests/latest.json', 'backups/x/blobs/' + 'ab'.repeat(32), `backups/x/manifests/${newVersionId()}.json`];
+    for (const key of lookalikes) await plain.write(key, `user data at ${key}`);
+    const result = await backup({ store: 'plain' }, new Map<string, StorageProvider>([['plain', plain], ['vault', vault]]));
+    expect(result).toMatchObject({ objects: 3, backupKeysLeftOut: 0, verified: true });
+    expect((await readManifest(vault, result.manifest)).objects.map((entry) => entry.key)).toEqual([...lookalikes].sort());
   });
 
   it('refuses a backup into the store itself, and a second backup of a store while one runs', async () => {

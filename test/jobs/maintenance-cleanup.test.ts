@@ -166,7 +166,7 @@ describe('cleanup', () => {
     const root = await f.tempDir('leftovers-disk');
     const disk = new DiskProvider({ root, fsync: false });
     await disk.write('a/b', 'x');
-    const leftover = path.join(root, 'objects', 'a', '.tmp-crashed');
+    const leftover = path.join(root, 'objects', 'a', '.tmp-0123456789abcdef');
     await writeFile(leftover, 'half a write');
     const dayAgo = new Date(Date.now() - 24 * 3600 * 1000);
     await utimes(leftover, dayAgo, dayAgo);

@@ -7,6 +7,8 @@ import { JobInterruptedError } from '../../src/jobs/definition.js';
 import { migrateJob, type MigrateResult } from '../../src/jobs/migrate.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
+import { NotFoundError } from '../../src/providers/errors.js';
+import { GitProvider } from '../../src/providers/git.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
@@ -76,6 +78,55 @@ describe('migrate', () => {
       ['save two', sha256Hex('two')],
       ['save one', sha256Hex('one')],
     ]);
+  });
+
+  it('a version removed from the source while it is copied is left out, the rest of the key is copied', async () => {
+    const from = new RamProvider({ maxBytes: 1024 * 1024 });
+    for (const text of ['one', 'two', 'three']) await from.createVersion('doc', text, { message: `save ${text}` });
+    await from.write('doc', 'current', { contentType: 'text/markdown' });
+    const oldest = (await from.listVersions('doc')).items.at(-1)!.versionId;
+    // Retention (the hourly cleanup) removes the oldest version after migrate listed it.
+    const racing = interceptMethod(from, 'read', (read) => async (key, opts) => {
+      if (opts?.versionId === oldest) throw new NotFoundError(`version ${oldest} of "${key}"`);
+      return read(key, opts);
+    });
+    const to = new RamProvider({ maxBytes: 1024 * 1024 });
+    const { result } = await migrateJob.handle({ from: 'from', to: 'to', versions: true }, f.context(new Map<string, StorageProvider>([['from', racing], ['to', to]])));
+    expect(result).toMatchObject({ objects: 1, copied: 1, versions: 2, verified: true });
+    expect((await to.listVersions('doc')).items.map((version) => version.message)).toEqual(['save three', 'save two']);
+    expect(await to.stat('doc')).toMatchObject({ etag: sha256Hex('current'), contentType: 'text/markdown' });
+  });
+
+  it('into a git store (every write a version) records the source history alone, and a final pass continues it', async () => {
+    const from = new RamProvider({ maxBytes: 1024 * 1024 });
+    const repoPath = await f.tempDir('migrate-git');
+    const git = await GitProvider.open({ repoPath });
+    const stores = new Map<string, StorageProvider>([['from', from], ['git', git]]);
+    const messages = async (provider: StorageProvider) => (await provider.listVersions('doc')).items.map((version) => version.message).reverse();
+    try {
+      await from.createVersion('doc', 'v1', { message: 'first' });
+      await from.createVersion('doc', 'v2', { message: 'second' });
+      const first = (await migrateJob.handle({ from: 'from', to: 'git', versions: true }, f.context(stores))).result;
+      expect(first).toMatchObject({ versions: 2, copied: 0, skipped: 1, verified: true });
+      expect(await messages(git)).toEqual(['first', 'second']);
+
+      await from.createVersion('doc', 'v3', { message: 'third' });
+      const final = (await migrateJob.handle({ from: 'from', to: 'git', versions: true }, f.context(stores))).result;
+      expect(final).toMatchObject({ versions: 1, copied: 0, skipped: 1, verified: true });
+      expect(await messages(git)).toEqual(['first', 'second', 'third']);
+    } finally {
+      await git.close();
+    }
+  });
+
+  it('reports a key whose versions cannot be copied because the target has a history of its own', async () => {
+    const from = new RamProvider({ maxBytes: 1024 * 1024 });
+    await from.createVersion('doc', 'ours', { message: 'ours' });
+    const to = new RamProvider({ maxBytes: 1024 * 1024 });
+    await to.createVersion('doc', 'theirs', { message: 'theirs' });
+    const { result } = await migrateJob.handle({ from: 'from', to: 'to', versions: true }, f.context(new Map<string, StorageProvider>([['from', from], ['to', to]])));
+    expect(result).toMatchObject({ versions: 0, copied: 1, verified: false, failureCount: 1, failures: [expect.objectContaining({ key: 'doc' })] });
+    expect((await to.listVersions('doc')).items.map((version) => version.message)).toEqual(['theirs']);
   });
 
   it('reports an object the target stored with other content than it was given', async () => {
