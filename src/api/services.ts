@@ -4,8 +4,10 @@
  * `api/main.ts` serves them alone; `src/main.ts` shares stores and staging with an in-process worker.
  */
 import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
 import type { Config } from '../config.js';
 import { createEventBus } from '../events/bus.js';
+import { webhookQueueName } from '../events/webhooks.js';
 import { createQueues } from '../jobs/queue.js';
 import { createStaging, createStagingProvider } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
@@ -58,13 +60,16 @@ export async function startWebServices(options: {
       return state === undefined ? [] : [{ store, state }];
     }),
   );
+  // Shown on the board beside the job queues; the worker process delivers from them.
+  const webhookQueues = [...new Set(config.events.webhookUrls)].map((url) => new Queue(webhookQueueName(url), { connection: redis, prefix: config.queuePrefix }));
   const waiter = new JobWaiter(queues, { connection: () => createRedis(config, 'worker', { connectionName: 'kyozo:web:wait' }), prefix: config.queuePrefix });
   const signer = new UrlSigner(await signingSecret(config, redis));
 
   return {
-    deps: { config, stores, queues, staging, bus, redis, waiter, signer, metrics, log },
+    deps: { config, stores, queues, extraQueues: webhookQueues, staging, bus, redis, waiter, signer, metrics, log },
     async close() {
       await waiter.close();
+      await Promise.allSettled(webhookQueues.map((queue) => queue.close()));
       await bus.close();
       await queues.close();
       if (ownStores) {

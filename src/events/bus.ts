@@ -12,6 +12,10 @@
  * job's own BullMQ hash, so a job retried after a crash between its emit and its completion does not emit twice,
  * and the marker disappears with the job (no extra keys to expire). The marker hash and the stream must live in
  * one Cluster slot: a hash-tagged prefix such as `{kyozo}` (the default) does that.
+ *
+ * Pub/sub forgets what it published while the subscriber connection was away, so after a reconnect the bus reads
+ * the stream from the last event it delivered and hands listeners the missed events first, then the live ones;
+ * an event at or before the last one delivered is dropped, so none comes twice.
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
@@ -113,6 +117,9 @@ return ids
 
 /** Events emitted in the same turn of the event loop share one script call, up to this many. */
 const MAX_BATCH = 128;
+/** Events read per page when a reconnected subscriber catches up. */
+const CATCH_UP_PAGE = 500;
+const CATCH_UP_RETRY_MS = 1_000;
 
 type EmitCommand = (numKeys: number, ...args: string[]) => Promise<string[]>;
 
@@ -135,6 +142,13 @@ interface Pending {
   reject(error: unknown): void;
 }
 
+/** Stream ids are `<ms>-<seq>`: compare numerically, both parts. */
+export function streamIdAfter(a: string, b: string): boolean {
+  const [aMs = 0, aSeq = 0] = a.split('-').map(Number);
+  const [bMs = 0, bSeq = 0] = b.split('-').map(Number);
+  return aMs > bMs || (aMs === bMs && aSeq > bSeq);
+}
+
 function matches(types: readonly EventType[] | '*', type: string): boolean {
   return types === '*' || (types as readonly string[]).includes(type);
 }
@@ -155,16 +169,20 @@ export function createEventBus(options: EventBusOptions): EventBus {
   const listeners = new Map<EventListener, readonly EventType[] | '*'>();
   let subscriber: RedisConnection | undefined;
   let subscribed: Promise<void> | undefined;
+  /**
+   * The newest event delivered to listeners; before the first, the stream's last entry when the subscription
+   * began. A reconnected subscriber catches up from here.
+   */
+  let lastId: string | undefined;
+  /** Live events received from a reconnect until the catch-up has read the stream: delivered after it. */
+  let held: EventEnvelope[] | undefined;
+  let catchingUp = false;
+  let readAgain = false;
 
-  function deliver(message: string): void {
-    let events: EventEnvelope[];
-    try {
-      events = JSON.parse(message) as EventEnvelope[];
-    } catch (error) {
-      log?.warn({ err: error }, 'events: unreadable live message');
-      return;
-    }
+  function deliver(events: EventEnvelope[]): void {
     for (const event of events) {
+      if (lastId !== undefined && !streamIdAfter(event.id, lastId)) continue;
+      lastId = event.id;
       for (const [listener, types] of listeners) {
         if (!matches(types, event.type)) continue;
         try {
@@ -173,6 +191,58 @@ export function createEventBus(options: EventBusOptions): EventBus {
           log?.error({ err: error, type: event.type }, 'events: listener threw');
         }
       }
+    }
+  }
+
+  function onMessage(message: string): void {
+    let events: EventEnvelope[];
+    try {
+      events = JSON.parse(message) as EventEnvelope[];
+    } catch (error) {
+      log?.warn({ err: error }, 'events: unreadable live message');
+      return;
+    }
+    if (held !== undefined) held.push(...events);
+    else deliver(events);
+  }
+
+  function reconnected(connection: RedisConnection): void {
+    held ??= [];
+    readAgain = true;
+    if (!catchingUp) void catchUp(connection);
+  }
+
+  /** Delivers what the stream holds after `lastId`, then the live events held meanwhile. */
+  async function catchUp(connection: RedisConnection): Promise<void> {
+    catchingUp = true;
+    try {
+      while (readAgain && subscriber === connection) {
+        readAgain = false;
+        try {
+          // ioredis subscribes again by itself but reports `ready` before the server confirmed it: once this second
+          // (harmless) SUBSCRIBE is answered, whatever is published next comes live, so the stream read after it
+          // leaves no gap.
+          await connection.subscribe(channel);
+          await whenReady(redis);
+          let page: EventEnvelope[];
+          do {
+            page = await readSince(lastId, '*', CATCH_UP_PAGE);
+            deliver(page);
+          } while (page.length === CATCH_UP_PAGE && subscriber === connection);
+        } catch (error) {
+          log?.warn({ err: error }, 'events: catching up after a reconnect failed');
+          // Down again: the next `ready` starts over, from the same `lastId`.
+          if (connection.status !== 'ready') return;
+          readAgain = true;
+          await new Promise((resolve) => setTimeout(resolve, CATCH_UP_RETRY_MS));
+        }
+      }
+      if (subscriber !== connection) return;
+      const live = held ?? [];
+      held = undefined;
+      deliver(live);
+    } finally {
+      catchingUp = false;
     }
   }
 
@@ -214,20 +284,45 @@ export function createEventBus(options: EventBusOptions): EventBus {
     });
   }
 
+  async function readSince(id: string | undefined, types: readonly EventType[] | '*' = '*', count = 100): Promise<EventEnvelope[]> {
+    const events: EventEnvelope[] = [];
+    let start = id === undefined || id === '' ? '-' : `(${id}`;
+    // Filtering happens here, so a page of the stream may hold fewer matches than asked for: read on until
+    // `count` match or the stream ends.
+    for (;;) {
+      const entries = (await redis.xrange(streamKey, start, '+', 'COUNT', Math.max(count, 100))) as [string, string[]][];
+      for (const [entryId, fields] of entries) {
+        const event = envelopeFromEntry(entryId, fields);
+        if (event !== undefined && matches(types, event.type)) events.push(event);
+        if (events.length >= count) return events;
+      }
+      if (entries.length === 0) return events;
+      start = `(${entries[entries.length - 1]![0]}`;
+    }
+  }
+
   async function ensureSubscribed(): Promise<void> {
     if (subscribed === undefined) {
       const connection: RedisConnection = (redis as Redis).duplicate();
       subscriber = connection;
       connection.on('error', (error: Error) => log?.warn({ err: error }, 'events: subscriber connection error'));
       connection.on('message', (from: string, message: string) => {
-        if (from === channel) deliver(message);
+        if (from === channel) onMessage(message);
       });
       // A producer connection has no offline queue: SUBSCRIBE before `ready` would fail.
       subscribed = whenReady(connection).then(async () => {
+        // Read before subscribing: every later event then comes live or, after a reconnect, from the stream.
+        const [last] = (await redis.xrevrange(streamKey, '+', '-', 'COUNT', 1)) as [string, string[]][];
+        lastId = last?.[0] ?? '0-0';
         await connection.subscribe(channel);
+        connection.on('ready', () => reconnected(connection));
       });
       subscribed.catch(() => {
+        if (subscriber !== connection) return;
+        subscriber = undefined;
         subscribed = undefined;
+        // Else it would go on reconnecting, subscribed to nothing.
+        connection.disconnect();
       });
     }
     await subscribed;
@@ -270,22 +365,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
       return entry === undefined ? undefined : envelopeFromEntry(entry[0], entry[1]);
     },
 
-    async readSince(id, types = '*', count = 100) {
-      const events: EventEnvelope[] = [];
-      let start = id === undefined || id === '' ? '-' : `(${id}`;
-      // Filtering happens here, so a page of the stream may hold fewer matches than asked for: read on until
-      // `count` match or the stream ends.
-      for (;;) {
-        const entries = (await redis.xrange(streamKey, start, '+', 'COUNT', Math.max(count, 100))) as [string, string[]][];
-        for (const [entryId, fields] of entries) {
-          const event = envelopeFromEntry(entryId, fields);
-          if (event !== undefined && matches(types, event.type)) events.push(event);
-          if (events.length >= count) return events;
-        }
-        if (entries.length === 0) return events;
-        start = `(${entries[entries.length - 1]![0]}`;
-      }
-    },
+    readSince,
 
     listenerCount() {
       return listeners.size;
@@ -296,6 +376,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
       const connection = subscriber;
       subscriber = undefined;
       subscribed = undefined;
+      held = undefined;
       if (connection !== undefined) {
         try {
           await connection.quit();

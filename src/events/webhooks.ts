@@ -3,11 +3,14 @@
  * `X-Kyozo-Signature: sha256=<hex HMAC-SHA256 of the body with WEBHOOK_SECRET>`.
  *
  * Two stages. A dispatcher reads the events stream through a Redis consumer group (`webhooks`) and turns each
- * event into one BullMQ job per URL on the `webhooks` queue; a worker delivers those with retries and exponential
- * backoff. The consumer group (rather than pub/sub) means no event is missed while no worker process runs, and
- * several worker processes share the stream instead of each delivering everything. An entry is acknowledged only
+ * event into one BullMQ job per URL, on that URL's own queue (`webhooks-<url hash>`); a worker per queue delivers
+ * them with retries and exponential backoff. A queue per URL keeps a receiver that hangs or fails from taking the
+ * slots of the others. The consumer group (rather than pub/sub) means no event is missed while no worker process
+ * runs, and several worker processes share the stream instead of each delivering everything. An entry is acknowledged only
  * after its jobs were added; if a dispatcher dies in between, another claims the entry after `claimIdleMs` and adds
  * them again, which is harmless: the job id is `<event id>.<url hash>`, and BullMQ ignores a second add of an id.
+ *
+ * A redirect is a failed delivery, not followed: fetch would follow a 301/302/303 with a body-less GET.
  *
  * Delivery failures are logged, not emitted as `job.failed`: that event would itself be delivered to the same
  * failing receiver, and so on.
@@ -56,6 +59,7 @@ export interface WebhooksOptions {
   /** Delivery attempts per event and URL (default 10: exponential backoff from 1 s spans about 8 minutes). */
   attempts?: number;
   backoffDelayMs?: number;
+  /** Deliveries in flight per URL. */
   concurrency?: number;
   /** Per-request timeout. */
   timeoutMs?: number;
@@ -68,8 +72,9 @@ export interface WebhooksOptions {
 export interface Webhooks {
   /** Resolves once the consumer group exists: events emitted from then on will be delivered. */
   ready: Promise<void>;
-  queue: Queue;
-  /** Stops reading events, lets active deliveries finish, closes the queue and worker. */
+  /** The delivery queue of each URL. */
+  queues: ReadonlyMap<string, Queue<Delivery>>;
+  /** Stops reading events, lets active deliveries finish, closes the queues and workers. */
   close(): Promise<void>;
 }
 
@@ -77,6 +82,11 @@ type StreamEntry = [id: string, fields: string[]];
 
 function urlTag(url: string): string {
   return createHash('sha256').update(url).digest('hex').slice(0, 12);
+}
+
+/** The delivery queue of one URL (the board shows it; the worker process delivers from it). */
+export function webhookQueueName(url: string): string {
+  return `${WEBHOOK_QUEUE}-${urlTag(url)}`;
 }
 
 export function startWebhooks(options: WebhooksOptions): Webhooks {
@@ -87,54 +97,65 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
   const reader: Redis = (connection as Redis).duplicate();
   reader.on('error', (error: Error) => log.warn({ err: error }, 'webhooks: stream reader connection error'));
 
-  const queue = new Queue<Delivery>(WEBHOOK_QUEUE, {
-    connection,
-    prefix,
-    defaultJobOptions: {
-      attempts: options.attempts ?? 10,
-      backoff: { type: 'exponential', delay: options.backoffDelayMs ?? 1_000, jitter: 0.5 },
-      removeOnComplete: { age: 24 * 3600, count: 10_000 },
-      removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
-    },
-  });
+  async function deliver(job: Job<Delivery>): Promise<{ status: number }> {
+    const { url, body, type, eventId } = job.data;
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'user-agent': 'kyozo-webhooks',
+      'x-kyozo-event': type,
+      'x-kyozo-event-id': eventId,
+      'x-kyozo-delivery': job.id ?? '',
+    };
+    if (secret !== undefined) headers[SIGNATURE_HEADER.toLowerCase()] = signBody(body, secret);
+    const response = await fetch(url, { method: 'POST', headers, body, redirect: 'manual', signal: AbortSignal.timeout(options.timeoutMs ?? 10_000) });
+    await response.body?.cancel();
+    const location = response.headers.get('location');
+    if (!response.ok) throw new Error(`${url} answered ${response.status}${location === null ? '' : ` (Location: ${location})`}`);
+    return { status: response.status };
+  }
 
-  const worker = new Worker<Delivery>(
-    WEBHOOK_QUEUE,
-    async (job: Job<Delivery>) => {
-      const { url, body, type, eventId } = job.data;
-      const headers: Record<string, string> = {
-        'content-type': 'application/json',
-        'user-agent': 'kyozo-webhooks',
-        'x-kyozo-event': type,
-        'x-kyozo-event-id': eventId,
-        'x-kyozo-delivery': job.id ?? '',
-      };
-      if (secret !== undefined) headers[SIGNATURE_HEADER.toLowerCase()] = signBody(body, secret);
-      const response = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(options.timeoutMs ?? 10_000) });
-      await response.body?.cancel();
-      if (!response.ok) throw new Error(`${url} answered ${response.status}`);
-      return { status: response.status };
-    },
-    { connection, prefix, concurrency: options.concurrency ?? 10 },
-  );
-  worker.on('failed', (job, error) => {
-    const final = job !== undefined && job.attemptsMade >= (job.opts.attempts ?? 1);
-    log[final ? 'error' : 'warn']({ url: job?.data.url, eventId: job?.data.eventId, attemptsMade: job?.attemptsMade, err: error }, final ? 'webhook delivery gave up' : 'webhook delivery failed, will retry');
-  });
-  worker.on('error', (error) => log.error({ err: error }, 'webhooks: worker error'));
+  const queues = new Map<string, Queue<Delivery>>();
+  const workers: Worker<Delivery>[] = [];
+  for (const url of new Set(urls)) {
+    const name = webhookQueueName(url);
+    queues.set(
+      url,
+      new Queue<Delivery>(name, {
+        connection,
+        prefix,
+        defaultJobOptions: {
+          attempts: options.attempts ?? 10,
+          backoff: { type: 'exponential', delay: options.backoffDelayMs ?? 1_000, jitter: 0.5 },
+          removeOnComplete: { age: 24 * 3600, count: 10_000 },
+          removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+        },
+      }),
+    );
+    const worker = new Worker<Delivery>(name, deliver, { connection, prefix, concurrency: options.concurrency ?? 10 });
+    worker.on('failed', (job, error) => {
+      const final = job !== undefined && job.attemptsMade >= (job.opts.attempts ?? 1);
+      log[final ? 'error' : 'warn']({ url, eventId: job?.data.eventId, attemptsMade: job?.attemptsMade, err: error }, final ? 'webhook delivery gave up' : 'webhook delivery failed, will retry');
+    });
+    worker.on('error', (error) => log.error({ err: error, url }, 'webhooks: worker error'));
+    workers.push(worker);
+  }
 
   async function dispatch(entries: StreamEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    const deliveries = [];
-    for (const [id, fields] of entries) {
-      const event = envelopeFromEntry(id, fields);
-      if (event === undefined) continue;
-      const body = JSON.stringify(event);
-      for (const url of urls) {
-        deliveries.push({ name: 'deliver', data: { url, type: event.type, eventId: id, body }, opts: { jobId: `${id}.${urlTag(url)}` } });
-      }
+    const events = entries.flatMap(([id, fields]) => envelopeFromEntry(id, fields) ?? []);
+    if (events.length > 0) {
+      await Promise.all(
+        [...queues].map(([url, queue]) =>
+          queue.addBulk(
+            events.map((event) => ({
+              name: 'deliver',
+              data: { url, type: event.type, eventId: event.id, body: JSON.stringify(event) },
+              opts: { jobId: `${event.id}.${urlTag(url)}` },
+            })),
+          ),
+        ),
+      );
     }
-    if (deliveries.length > 0) await queue.addBulk(deliveries);
     await reader.xack(streamKey, GROUP, ...entries.map(([id]) => id));
   }
 
@@ -171,14 +192,14 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
 
   return {
     ready,
-    queue,
+    queues,
     async close() {
       running = false;
       reader.disconnect();
       await loop.catch(() => undefined);
       // Active deliveries finish (each is bounded by `timeoutMs`); the rest wait in the queue for the next worker.
-      await worker.close();
-      await queue.close();
+      await Promise.all(workers.map((worker) => worker.close()));
+      await Promise.all([...queues.values()].map((queue) => queue.close()));
       // A consumer with nothing pending can go; one with pending entries stays so that they get claimed.
       const pending = (await (connection as Redis).xpending(streamKey, GROUP, '-', '+', 1, consumer).catch(() => [1])) as unknown[];
       if (pending.length === 0) await (connection as Redis).xgroup('DELCONSUMER', streamKey, GROUP, consumer).catch(() => undefined);

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routeTable } from '../../src/api/openapi.js';
 import { listen } from '../../src/api/server.js';
+import { webhookQueueName } from '../../src/events/webhooks.js';
 import { quietLog, startTestService, type TestService } from '../support/service.js';
 
 const TOKEN = 'test-token-with-enough-entropy';
@@ -97,6 +98,18 @@ describe('Bull Board', () => {
     const queues = await service.app.request('/admin/queues/api/queues', { headers: basic(TOKEN) });
     expect(queues.status).toBe(200);
     expect(JSON.stringify(await queues.json())).toContain('"name":"objects"');
+  });
+
+  it('lists the delivery queue of every webhook URL', async () => {
+    const urls = ['http://127.0.0.1:9/first', 'http://127.0.0.1:9/second'];
+    const withWebhooks = await startTestService('api-board-webhooks', { API_TOKENS: TOKEN, WEBHOOK_URLS: urls.join(',') }, { worker: false });
+    try {
+      const queues = (await (await withWebhooks.app.request('/admin/queues/api/queues', { headers: basic(TOKEN) })).json()) as { queues: { name: string }[] };
+      const names = queues.queues.map((queue) => queue.name);
+      for (const url of urls) expect(names).toContain(webhookQueueName(url));
+    } finally {
+      await withWebhooks.close();
+    }
   });
 });
 

@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { createEventBus, type EventBus, type EventEnvelope } from '../../src/events/bus.js';
-import { redisFixture, type RedisFixture } from '../support/redis.js';
+import { closeRedis, createRedis, whenReady } from '../../src/redis.js';
+import { redisFixture, testRedisConfig, type RedisFixture } from '../support/redis.js';
 import { quietLog, waitFor } from './fixtures/pipeline.js';
 
 describe('events bus', () => {
@@ -66,5 +68,37 @@ describe('events bus', () => {
     const emitted = await bus.emit({ type: 'object.deleted', key: 'after', data: {} });
     await waitFor(() => witness.find((event) => event.id === emitted!.id));
     expect(received).toHaveLength(0);
+  });
+
+  it('after its subscriber connection reconnects, delivers the events published meanwhile: in order, once', async () => {
+    // A connection name of its own, so that the test drops this bus's subscriber and no other.
+    const name = `kyozo-test-bus-${randomBytes(4).toString('hex')}`;
+    const connection = createRedis(testRedisConfig, 'producer', { connectionName: name });
+    await whenReady(connection);
+    const own = createEventBus({ redis: connection, prefix: redis.prefix, maxLen: 1000, log: quietLog });
+    const emit = async (key: string) => (await own.emit({ type: 'object.written', key, data: {} }))!;
+    await emit('before');
+    const received: EventEnvelope[] = [];
+    await own.subscribe(['object.written'], (event) => received.push(event));
+    const dropSubscriber = async () => {
+      const clients = (await redis.worker.call('CLIENT', 'LIST', 'TYPE', 'pubsub')) as string;
+      const line = clients.split('\n').find((client) => client.includes(` name=${name} `));
+      await redis.worker.call('CLIENT', 'KILL', 'ID', /id=(\d+)/.exec(line!)![1]!);
+    };
+    const arrived = (event: EventEnvelope) => waitFor(() => received.some((r) => r.id === event.id), { timeoutMs: 10_000, what: event.key });
+    try {
+      // Dropped before it delivered anything: the catch-up must not bring the event from before the subscription.
+      await dropSubscriber();
+      await arrived(await emit('gap-1'));
+      await arrived(await emit('live'));
+      await dropSubscriber();
+      await emit('gap-2');
+      await arrived(await emit('gap-3'));
+      await arrived(await emit('after'));
+      expect(received.map((event) => event.key)).toEqual(['gap-1', 'live', 'gap-2', 'gap-3', 'after']);
+    } finally {
+      await own.close();
+      await closeRedis(connection);
+    }
   });
 });

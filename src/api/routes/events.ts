@@ -6,7 +6,7 @@
  */
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { EVENT_TYPES, type EventEnvelope, type EventType } from '../../events/bus.js';
+import { EVENT_TYPES, streamIdAfter, type EventEnvelope, type EventType } from '../../events/bus.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
 import { requestHeader } from '../node-request.js';
@@ -25,13 +25,6 @@ const MAX_ID_PART = 2n ** 64n - 1n;
 function isStreamId(id: string): boolean {
   const parts = /^(\d+)-(\d+)$/.exec(id);
   return parts !== null && BigInt(parts[1]!) <= MAX_ID_PART && BigInt(parts[2]!) <= MAX_ID_PART;
-}
-
-/** Stream ids are `<ms>-<seq>`: compare numerically, both parts. */
-export function streamIdAfter(a: string, b: string): boolean {
-  const [aMs = 0, aSeq = 0] = a.split('-').map(Number);
-  const [bMs = 0, bSeq = 0] = b.split('-').map(Number);
-  return aMs > bMs || (aMs === bMs && aSeq > bSeq);
 }
 
 function parseTypes(raw: string | undefined): readonly EventType[] | '*' {
