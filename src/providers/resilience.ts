@@ -159,6 +159,13 @@ export function createResiliencePolicy(options: ResilienceOptions): ResiliencePo
     async execute<T>(fn: (signal: AbortSignal) => Promise<T>, opts?: CallOptions): Promise<T> {
       const { policy, timeoutMs: ms } = policyFor(opts);
       counters.calls++;
+      if (breaker.state === CircuitState.HalfOpen) {
+        // One call probes the backend; cockatiel would make every other wait for it, unbounded by any timeout (the
+        // probe may be a long upload): they fail fast instead, as while the circuit is open.
+        counters.failures++;
+        counters.shortCircuited++;
+        throw new ProviderUnavailableError(`${name}: circuit half-open, a trial call is under way; failing fast`);
+      }
       try {
         // cockatiel derives each attempt's signal from the one passed here, by default one signal shared by every
         // call: more than ten calls in flight would then look like a listener leak to Node. Each call gets its own.

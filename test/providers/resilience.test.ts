@@ -110,6 +110,24 @@ describe('resilience policy', () => {
     unsubscribe();
   });
 
+  it('while a long probe is out (half-open), other calls fail fast instead of waiting for it', async () => {
+    const p = policy({ retries: 0, breakAfter: 2, halfOpenAfterMs: 20, timeoutMs: 200 });
+    for (let i = 0; i < 2; i++) await p.execute(async () => Promise.reject(unavailable())).catch(() => undefined);
+    await sleep(40);
+    let finishProbe!: () => void;
+    const probe = p.execute(() => new Promise<string>((resolve) => (finishProbe = () => resolve('uploaded'))), { timeoutMs: false });
+    expect(p.state).toBe('half-open');
+    const started = performance.now();
+    let called = false;
+    await expect(p.execute(async () => ((called = true), 'stat'))).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(performance.now() - started).toBeLessThan(100);
+    expect(called).toBe(false);
+    finishProbe();
+    expect(await probe).toBe('uploaded');
+    expect(p.state).toBe('closed');
+    expect(await p.execute(async () => 'stat')).toBe('stat');
+  });
+
   it('abandons an attempt that outlives the timeout, aborting its signal, as ProviderUnavailableError', async () => {
     const p = policy({ timeoutMs: 20, retries: 0 });
     let aborted = false;
