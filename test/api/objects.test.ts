@@ -146,6 +146,20 @@ describe('reads', () => {
     expect(outside.headers.get('content-range')).toBe('bytes */10');
   });
 
+  it('If-Range: the range of the same object, or the whole object once it changed (a resumed download never mixes two)', async () => {
+    const first = await put('files', 'range/resumed', 'AAAAAAAAAA');
+    const resume = (validator: string) => request(object('files', 'range/resumed'), { headers: { Range: 'bytes=5-', 'If-Range': validator } });
+    const same = await resume(`"${first.etag}"`);
+    expect(same.status).toBe(206);
+    expect(await same.text()).toBe('AAAAA');
+    await put('files', 'range/resumed', 'BBBBBBBBBB');
+    for (const validator of [`"${first.etag}"`, `W/"${sha256('BBBBBBBBBB')}"`, new Date().toUTCString()]) {
+      const changed = await resume(validator);
+      expect(changed.status).toBe(200);
+      expect(await changed.text()).toBe('BBBBBBBBBB');
+    }
+  });
+
   it('lists with prefix and cursor', async () => {
     for (const name of ['a', 'b', 'c']) await put('mem', `list/${name}`, name);
     const first = (await (await request('/v1/stores/mem/objects?prefix=list/&limit=2')).json()) as { items: { key: string }[]; cursor?: string };
@@ -229,8 +243,12 @@ describe('signed URLs', () => {
     const { url } = (await (await request(`${object('mem', 'upload/here')}/url?method=PUT`)).json()) as { url: string };
     const path = new URL(url).pathname + new URL(url).search;
     expect((await request(path)).status).toBe(401);
-    const response = await request(`${path}&wait=true`, { method: 'PUT', body: 'uploaded' });
+    const response = await request(`${path}&wait=true`, { method: 'PUT', body: 'uploaded', headers: { 'X-Meta-Owner': 'ada' } });
     expect(response.status).toBe(200);
-    expect(await (await request(object('mem', 'upload/here'))).text()).toBe('uploaded');
+    const read = await request(object('mem', 'upload/here'));
+    expect(await read.text()).toBe('uploaded');
+    expect(read.headers.get('x-meta-owner')).toBe('ada');
+    const stale = await request(`${path}&wait=true`, { method: 'PUT', body: 'again', headers: { 'If-Match': `"${sha256('other')}"` } });
+    expect(stale.status).toBe(412);
   });
 });

@@ -11,7 +11,7 @@ import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
-import { etagMatches, metadataFromHeaders, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
+import { etagMatches, ifRangeHolds, metadataFromHeaders, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
 import { requestHeader, requestHeaderEntries } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
 import { requireStore } from '../stores.js';
@@ -63,7 +63,8 @@ export async function objectGet(c: Context, provider: StorageProvider, key: stri
   const info = await provider.stat(key, { versionId });
   const headers = objectHeaders(info);
   if (etagMatches(requestHeader(c, 'if-none-match'), info.etag)) return c.body(null, 304, headers);
-  const range = provider.capabilities.rangeReads ? parseRange(requestHeader(c, 'range'), info.size) : undefined;
+  const range =
+    provider.capabilities.rangeReads && ifRangeHolds(requestHeader(c, 'if-range'), info.etag) ? parseRange(requestHeader(c, 'range'), info.size) : undefined;
   if (c.req.method === 'HEAD') return c.body(null, 200, { ...headers, 'Content-Length': String(info.size) });
   const { info: served, body } = await provider.read(key, { versionId, range });
   // The object may have been replaced between stat and read: describe what is actually sent.
