@@ -80,8 +80,10 @@ export class JobWaiter {
     if (entry === undefined) {
       const connection = this.options.connection();
       const events = new QueueEvents(queue, { connection, prefix: this.options.prefix });
-      // Every waiting request holds one listener until its job finishes: many at once are normal, not a leak.
+      // Every waiting request holds one listener here, and one on the queue (BullMQ's `waitUntilFinished` listens
+      // for its closing) until its job finishes: many at once are normal, not a leak.
       events.setMaxListeners(0);
+      this.queues.queue(queue).setMaxListeners(0);
       entry = { events, connection };
       this.events.set(queue, entry);
     }

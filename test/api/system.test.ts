@@ -145,3 +145,25 @@ describe('request ids', () => {
     }
   });
 });
+
+describe('?wait=true', () => {
+  it('many requests waiting at once are no listener leak warning', async () => {
+    const waiting = await startTestService('api-many-waits', { API_TOKENS: TOKEN, WAIT_TIMEOUT_MS: '300' }, { worker: false });
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on('warning', onWarning);
+    try {
+      const statuses = await Promise.all(
+        Array.from({ length: 15 }, (_, i) =>
+          waiting.app.request(`/v1/stores/mem/objects/waits/${i}?wait=true`, { method: 'PUT', body: 'x', headers: { Authorization: `Bearer ${TOKEN}` } }),
+        ),
+      );
+      expect(statuses.map((response) => response.status)).toEqual(Array.from({ length: 15 }, () => 202)); // no worker: each times out
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.filter((warning) => warning.includes('MaxListeners'))).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+      await waiting.close();
+    }
+  });
+});
