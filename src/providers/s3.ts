@@ -104,6 +104,15 @@ const RESERVED_END = `${RESERVED}~`;
 const MAX_PRESIGN_SECONDS = 7 * 24 * 3600; // SigV4 limit
 const BUCKET_CHECK_MS = 10_000;
 
+/**
+ * A write carrying If-Match is not sent again by the policy: a first attempt that landed but answered late would
+ * make the second fail with 412 against its own write. The caller gets "unavailable" (outcome unknown) instead; a
+ * write job then retries and recognises its own content (`jobs/write.ts`).
+ */
+function conditional(ifMatch: string | undefined): CallOptions {
+  return ifMatch === undefined ? {} : { retry: false };
+}
+
 /** Our own entries in `x-amz-meta-*`; user metadata names with this prefix are refused. */
 const META = {
   sha256: 'kyozo-sha256',
@@ -835,19 +844,22 @@ export class S3Provider implements StorageProvider {
     const etag = sha256Hex(bytes);
     const metadata = describe(etag);
     if (bytes.length <= this.threshold) {
-      const out = await this.call(what, (signal) =>
-        this.client.send(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: target,
-            Body: bytes,
-            ContentLength: bytes.length,
-            ContentType: contentType,
-            Metadata: metadata,
-            IfMatch: ifMatch,
-          }),
-          { abortSignal: signal },
-        ),
+      const out = await this.call(
+        what,
+        (signal) =>
+          this.client.send(
+            new PutObjectCommand({
+              Bucket: this.bucket,
+              Key: target,
+              Body: bytes,
+              ContentLength: bytes.length,
+              ContentType: contentType,
+              Metadata: metadata,
+              IfMatch: ifMatch,
+            }),
+            { abortSignal: signal },
+          ),
+        conditional(ifMatch),
       );
       return { size: bytes.length, etag, s3VersionId: out.VersionId };
     }
@@ -927,7 +939,7 @@ export class S3Provider implements StorageProvider {
     size = 0,
   ): Promise<{ VersionId?: string }> {
     // A server-side copy takes time in proportion to the object: large ones get no per-attempt timeout.
-    const opts: CallOptions | undefined = size > this.threshold ? { timeoutMs: false } : undefined;
+    const opts: CallOptions = { ...conditional(ifMatch), ...(size > this.threshold ? { timeoutMs: false } : {}) };
     return this.call(
       what,
       (signal) =>

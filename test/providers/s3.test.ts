@@ -4,6 +4,8 @@
  * `.kyozo/` prefix, and native bucket versioning where the endpoint has it. The contract suite covers the rest.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { isBrokenCircuitError } from 'cockatiel';
@@ -249,6 +251,46 @@ describe('s3 provider: errors and health', () => {
     const present = await provider();
     await expect(present.stat('doc')).rejects.toBeInstanceOf(NotFoundError);
     await expect(present.write('doc', 'x', { ifMatch: 'a'.repeat(64) })).rejects.toBeInstanceOf(PreconditionFailedError);
+  });
+
+  it('does not send a conditional write again after a late answer: unavailable, not a 412 against its own write', async () => {
+    // An endpoint that applies the first PUT but answers it after the client's timeout (s3rver cannot be made slow).
+    let current = { etag: '"e1"', sha256: 'a'.repeat(64) };
+    const puts: string[] = [];
+    const server = http.createServer((request, response) => {
+      request.resume();
+      request.on('end', () => {
+        if (request.method === 'HEAD') {
+          response.writeHead(200, { ETag: current.etag, 'Content-Length': '3', 'x-amz-meta-kyozo-sha256': current.sha256, 'Last-Modified': new Date().toUTCString() });
+          return response.end();
+        }
+        puts.push(String(request.headers['if-match']));
+        if (request.headers['if-match'] !== current.etag) {
+          response.writeHead(412, { 'Content-Type': 'application/xml' });
+          return response.end('<Error><Code>PreconditionFailed</Code><Message>no</Message></Error>');
+        }
+        current = { etag: `"e${puts.length + 1}"`, sha256: String(request.headers['x-amz-meta-kyozo-sha256']) };
+        setTimeout(() => response.writeHead(200, { ETag: current.etag }).end(), 300);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const s3 = await createS3Provider({
+      bucket: 'slow',
+      endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      forcePathStyle: true,
+      versioning: 'explicit',
+      credentials: { accessKeyId: 'x', secretAccessKey: 'y' },
+      checksum: 'WHEN_REQUIRED',
+      resilience: { timeoutMs: 100, initialDelayMs: 5, maxDelayMs: 10 },
+    });
+    try {
+      await expect(s3.write('k', 'new content', { ifMatch: 'a'.repeat(64) })).rejects.toBeInstanceOf(ProviderUnavailableError);
+      expect(puts).toEqual(['"e1"']);
+    } finally {
+      await s3.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('reports its versioning mode in health and stats', async () => {
