@@ -21,8 +21,8 @@ import { z } from 'zod';
 import { PreconditionFailedError, InvalidArgumentError, NotFoundError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
 import { newVersionId } from '../providers/version-id.js';
-import { COPY_WIDTH, ContentMismatch, Failures, allVersions, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
-import { statIfPresent } from '../providers/object-info.js';
+import { COPY_WIDTH, ContentMismatch, Failures, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
+import { allVersions, statIfPresent } from '../providers/object-info.js';
 import { JobInterruptedError, defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 import {
   blobKey,

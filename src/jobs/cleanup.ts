@@ -16,7 +16,8 @@
  */
 import { z } from 'zod';
 import type { StorageProvider } from '../providers/types.js';
-import { allVersions, pages } from './copy.js';
+import { pages } from './copy.js';
+import { allVersions } from '../providers/object-info.js';
 import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext, type MaintenanceDeps } from './definition.js';
 import { STAGING_PREFIX } from './staging.js';
 

@@ -78,18 +78,6 @@ export async function* pages(
   } while (cursor !== undefined);
 }
 
-/** Every version of `key`, newest first. */
-export async function allVersions(provider: StorageProvider, key: string): Promise<VersionInfo[]> {
-  const versions: VersionInfo[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await provider.listVersions(key, { cursor, limit: 1000 });
-    versions.push(...page.items);
-    cursor = page.cursor;
-  } while (cursor !== undefined);
-  return versions;
-}
-
 /** The sha256 of what `provider` serves for `key` now, hashed here. */
 export async function hashStored(provider: StorageProvider, key: string, versionId?: string): Promise<{ etag: string; size: number }> {
   const { body } = await provider.read(key, versionId === undefined ? undefined : { versionId });

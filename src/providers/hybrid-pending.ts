@@ -7,18 +7,20 @@
  * overlapped. It stays when a follow-up step failed for good, when mutations overlapped (two processes can land
  * their backup copies in the opposite order of their cold writes), and when a process died in between (its
  * mutation never ends): the repair pass then copies cold's state to backup and removes the entry only if no
- * mutation of the key began in the meantime.
+ * mutation of the key began in the meantime. A mutation that runs longer than the repair's patience may see its
+ * entry settled under it: it then finds its count below zero when it ends, and puts the key back for repair (it
+ * may have overlapped others, unseen).
  *
  * One Redis hash, `<prefix>:hybrid:<store>:pending`, four fields per key: `c:<key>` mutations begun and not ended,
- * `g:<key>` mutations begun since the key entered the ledger, `t:<key>` when it entered (ms), `x:<key>` present
- * when the key needs a repair whatever the count says.
+ * `g:<key>` the number of the last mutation begun (from the store-wide sequence `#`, so it never repeats), `t:<key>`
+ * when the key entered the ledger (ms), `x:<key>` present when the key needs a repair whatever the count says.
  */
 import type { Cluster, Redis } from 'ioredis';
 
 const BEGIN = `
 local h, k = KEYS[1], ARGV[1]
 local running = redis.call('HINCRBY', h, 'c:' .. k, 1)
-redis.call('HINCRBY', h, 'g:' .. k, 1)
+redis.call('HSET', h, 'g:' .. k, redis.call('HINCRBY', h, '#', 1))
 redis.call('HSETNX', h, 't:' .. k, ARGV[2])
 if running > 1 then redis.call('HSET', h, 'x:' .. k, 1) end
 return running`;
@@ -26,7 +28,11 @@ return running`;
 const END = `
 local h, k = KEYS[1], ARGV[1]
 local running = redis.call('HINCRBY', h, 'c:' .. k, -1)
-if ARGV[2] ~= '1' then redis.call('HSET', h, 'x:' .. k, 1) end
+if ARGV[2] ~= '1' or running < 0 then
+  redis.call('HSET', h, 'x:' .. k, 1)
+  redis.call('HSETNX', h, 't:' .. k, ARGV[3])
+  if running < 0 then redis.call('HSET', h, 'g:' .. k, redis.call('HINCRBY', h, '#', 1)) end
+end
 if running <= 0 then
   if redis.call('HEXISTS', h, 'x:' .. k) == 0 then
     redis.call('HDEL', h, 'c:' .. k, 'g:' .. k, 't:' .. k)
@@ -39,7 +45,7 @@ return running`;
 /** Removes a repaired key's entry unless a mutation began since the repair read it (generation ARGV[2]). */
 const SETTLE = `
 local h, k = KEYS[1], ARGV[1]
-if redis.call('HGET', h, 'g:' .. k) ~= ARGV[2] then return 0 end
+if (redis.call('HGET', h, 'g:' .. k) or '') ~= ARGV[2] then return 0 end
 redis.call('HDEL', h, 'c:' .. k, 'g:' .. k, 't:' .. k, 'x:' .. k)
 return 1`;
 
@@ -47,7 +53,7 @@ export interface PendingEntry {
   key: string;
   /** Mutations begun and not ended (a process that died mid-mutation leaves its one here for good). */
   running: number;
-  /** Changes whenever a mutation of the key begins: `settle` compares it. */
+  /** Changes whenever a mutation of the key begins, never to an earlier value: `settle` compares it. */
   generation: string;
   since: number;
   /** A follow-up failed or mutations overlapped: due for repair as soon as none runs. */
@@ -69,8 +75,8 @@ export class PendingBackups {
     await this.redis.eval(BEGIN, 1, this.hashKey, key, String(now));
   }
 
-  async end(key: string, followedUp: boolean): Promise<void> {
-    await this.redis.eval(END, 1, this.hashKey, key, followedUp ? '1' : '0');
+  async end(key: string, followedUp: boolean, now: number): Promise<void> {
+    await this.redis.eval(END, 1, this.hashKey, key, followedUp ? '1' : '0', String(now));
   }
 
   /** Every key in the ledger. */

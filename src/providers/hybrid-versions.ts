@@ -26,6 +26,13 @@ export class VersionMap {
     return (await this.redis.hget(this.hashKey(key), `c:${coldId}`)) ?? undefined;
   }
 
+  /** The backup ids of cold versions of `key`, in order (`undefined` where unknown). One round trip. */
+  async backupIdsOf(key: string, coldIds: readonly string[]): Promise<(string | undefined)[]> {
+    if (coldIds.length === 0) return [];
+    const values = await this.redis.hmget(this.hashKey(key), ...coldIds.map((id) => `c:${id}`));
+    return values.map((value) => value ?? undefined);
+  }
+
   /** The cold ids of backup versions, in order (`undefined` where unknown). One round trip. */
   async coldIdsOf(entries: readonly { key: string; backupId: string }[]): Promise<(string | undefined)[]> {
     if (entries.length === 0) return [];

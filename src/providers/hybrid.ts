@@ -54,7 +54,7 @@ import { createRedisHotChannel, type HotChannel, type HotMessage, type TieringPl
 import { PendingBackups, type PendingEntry } from './hybrid-pending.js';
 import { VersionMap } from './hybrid-versions.js';
 import { validateKey } from './keys.js';
-import { sameObject, statIfPresent } from './object-info.js';
+import { allVersions, sameObject, statIfPresent } from './object-info.js';
 import type {
   Body,
   Capabilities,
@@ -453,8 +453,9 @@ export class HybridProvider implements StorageProvider {
   /**
    * The repair pass (the `tier` job runs it): every key whose backup or hot copies may lag cold — a follow-up step
    * that failed for good, mutations that overlapped, a process that died mid-mutation (after
-   * `abandonedAfterMs`) — gets cold's current state copied to backup and its hot copies dropped everywhere. A key
-   * leaves the ledger only once backup is seen equal to cold and no mutation of it began meanwhile.
+   * `abandonedAfterMs`) — gets the versions backup lacks and cold's current state copied to backup, and its hot
+   * copies dropped everywhere. A key leaves the ledger only once backup is seen equal to cold and no mutation of it
+   * began meanwhile; `repaired` counts those keys (checked, and copied where they lagged).
    */
   async repairBackups({ abandonedAfterMs = ABANDONED_MUTATION_MS }: { abandonedAfterMs?: number } = {}): Promise<BackupRepairOutcome> {
     const entries = await this.pending.entries();
@@ -474,13 +475,19 @@ export class HybridProvider implements StorageProvider {
 
   private async repair(entry: PendingEntry): Promise<boolean> {
     const { key } = entry;
+    const coldVersions = await allVersions(this.cold, key);
+    const linked = await this.copyMissingVersions(key, coldVersions);
     const cold = await statIfPresent(this.cold, key);
     if (!sameIfPresent(cold, await statIfPresent(this.backup, key))) {
-      if (cold === undefined) await this.backup.delete(key, { allVersions: !(await this.hasVersions(this.cold, key)) });
-      else {
+      if (cold === undefined) {
+        const everything = coldVersions.length === 0;
+        await this.backup.delete(key, { allVersions: everything });
+        if (everything) await this.versions.forget(key);
+      } else {
         const { info, body } = await this.cold.read(key);
         const mirrored = { contentType: info.contentType, metadata: info.metadata };
-        if (info.versionId === undefined) await this.backup.write(key, body, mirrored);
+        // A current object that is one of the versions just linked is content only: no version of its own in backup.
+        if (info.versionId === undefined || linked.has(info.versionId)) await this.backup.write(key, body, mirrored);
         else {
           const copy = await this.backup.createVersion(key, body, { ...mirrored, message: 'repair: copied from cold' });
           await this.linkVersions(key, info.versionId, copy.versionId);
@@ -491,13 +498,34 @@ export class HybridProvider implements StorageProvider {
     // A mutation that ran beside this repair (another process) may have landed after it: settle only what is seen.
     if (!sameIfPresent(await statIfPresent(this.cold, key), await statIfPresent(this.backup, key))) return false;
     const settled = await this.pending.settle(entry);
-    if (settled) this.log?.info({ key }, 'backup repaired from cold');
+    if (settled) this.log?.info({ key }, 'backup checked against cold and in line');
     return settled;
   }
 
-  private async hasVersions(provider: StorageProvider, key: string): Promise<boolean> {
-    if (!provider.capabilities.versioning) return false;
-    return (await provider.listVersions(key, { limit: 1 })).items.length > 0;
+  /**
+   * Copies, oldest first, the versions of cold that backup has no copy of (their backup step failed). Returns the
+   * cold ids that backup now holds a copy of.
+   */
+  private async copyMissingVersions(key: string, coldVersions: readonly VersionInfo[]): Promise<Set<string>> {
+    const backupIds = await this.versions.backupIdsOf(
+      key,
+      coldVersions.map((version) => version.versionId),
+    );
+    const linked = new Set(coldVersions.filter((_, i) => backupIds[i] !== undefined).map((version) => version.versionId));
+    for (let i = coldVersions.length - 1; i >= 0; i--) {
+      if (backupIds[i] !== undefined) continue;
+      const version = coldVersions[i]!;
+      const { info, body } = await this.cold.read(key, { versionId: version.versionId });
+      const copy = await this.backup.createVersion(key, body, {
+        message: version.message ?? `copy of version ${version.versionId}`,
+        ...(version.author ? { author: version.author } : {}),
+        contentType: info.contentType,
+        metadata: info.metadata,
+      });
+      await this.linkVersions(key, version.versionId, copy.versionId);
+      linked.add(version.versionId);
+    }
+    return linked;
   }
 
   // ---- stats, health, close ----
@@ -688,7 +716,7 @@ export class HybridProvider implements StorageProvider {
         inLine = true;
         return result;
       } finally {
-        await this.pending.end(key, inLine).catch((error: unknown) => {
+        await this.pending.end(key, inLine, this.now()).catch((error: unknown) => {
           this.log?.warn({ err: error, key }, 'mutation not noted as ended: the repair pass will check this key');
         });
       }

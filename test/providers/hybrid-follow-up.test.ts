@@ -61,7 +61,7 @@ afterAll(async () => {
   await closeRedis(redis);
 });
 
-async function hybrid(parts: { cold: StorageProvider; backup: StorageProvider; bus: Bus }): Promise<HybridProvider> {
+async function hybrid(parts: { cold: StorageProvider; backup: StorageProvider; bus: Bus; now?: () => number }): Promise<HybridProvider> {
   const store = await createHybridProvider({
     name: 'follow-up',
     hot: new RamProvider({ maxBytes: 1024 * 1024 }),
@@ -73,6 +73,7 @@ async function hybrid(parts: { cold: StorageProvider; backup: StorageProvider; b
     hotTtlSeconds: 3600,
     hotMaxBytes: 1024 * 1024,
     channel: parts.bus.channel(),
+    now: parts.now,
   });
   opened.push(store);
   return store;
@@ -132,6 +133,13 @@ function gatedWrites(provider: StorageProvider, gate: Promise<void>): StoragePro
     await gate;
     return write(...args);
   });
+}
+
+async function readVersion(provider: StorageProvider, key: string, versionId: string): Promise<string> {
+  const { body } = await provider.read(key, { versionId });
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 async function until(condition: () => Promise<boolean>): Promise<void> {
@@ -217,6 +225,69 @@ describe('the backup repair pass', () => {
 
     expect(await fast.repairBackups()).toEqual({ repaired: 1, pending: 0 });
     expect((await text(backup, 'doc')).text).toBe('second');
+  });
+
+  it('a mutation whose entry a repair took for abandoned while it ran puts its key back when it ends', async () => {
+    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const bus = new Bus();
+    let releaseCold!: () => void;
+    const coldHeld = new Promise<void>((resolve) => (releaseCold = resolve));
+    const failures = { left: 0 };
+    const slow = await hybrid({ cold: gatedWrites(cold, coldHeld), backup: flakyWrites(backup, failures), bus });
+    const repairer = await hybrid({ cold, backup, bus, now: () => Date.now() + 11 * 60_000 }); // its clock: 11 min on
+    const mutation = slow.write('doc', 'new').catch((error: unknown) => error);
+    await until(async () => (await redis.hlen(`${prefix}:hybrid:follow-up:pending`)) > 0); // the mutation has begun
+    expect(await repairer.repairBackups()).toEqual({ repaired: 1, pending: 0 }); // cold and backup agree: nothing yet
+    failures.left = 100;
+    releaseCold();
+    expect(await mutation).toBeInstanceOf(ProviderUnavailableError); // its backup copy failed for good
+    expect(await backup.stat('doc').then(() => 'present', () => 'absent')).toBe('absent');
+    failures.left = 0;
+    expect(await repairer.repairBackups()).toEqual({ repaired: 1, pending: 0 });
+    expect((await text(backup, 'doc')).text).toBe('new');
+  });
+
+  it('copies the versions whose backup copy failed, and drops the version map with a delete of all versions', async () => {
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const failures = { left: 0 };
+    const store = await hybrid({
+      cold: new RamProvider({ maxBytes: 1024 * 1024 }),
+      backup: interceptMethod(backup, 'createVersion', (createVersion) => async (...args) => {
+        if (failures.left-- > 0) throw new Error('EIO');
+        return createVersion(...args);
+      }),
+      bus: new Bus(),
+    });
+    await store.createVersion('doc', 'one', { message: 'one' });
+    failures.left = 100;
+    await expect(store.createVersion('doc', 'two', { message: 'two' })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    failures.left = 0;
+    await store.createVersion('doc', 'three', { message: 'three' }); // current objects agree again, version two is missing
+    expect((await backup.listVersions('doc')).items.map((version) => version.message)).toEqual(['three', 'one']);
+
+    expect(await store.repairBackups()).toEqual({ repaired: 1, pending: 0 });
+    expect((await backup.listVersions('doc')).items.map((version) => version.message)).toEqual(['two', 'three', 'one']);
+    const two = (await store.listVersions('doc')).items.find((version) => version.message === 'two')!;
+    const twoInBackup = await redis.hget(`${prefix}:hybrid:follow-up:versions:doc`, `c:${two.versionId}`);
+    expect((await text(backup, 'doc')).text).toBe('three');
+    expect(await readVersion(backup, 'doc', twoInBackup!)).toBe('two');
+
+    failures.left = 0;
+    const deleteFailures = { left: 100 };
+    const deleting = await hybrid({
+      cold: (store as unknown as { cold: StorageProvider }).cold,
+      backup: interceptMethod(backup, 'delete', (remove) => async (...args) => {
+        if (deleteFailures.left-- > 0) throw new Error('EIO');
+        return remove(...args);
+      }),
+      bus: new Bus(),
+    });
+    await expect(deleting.delete('doc', { allVersions: true })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    deleteFailures.left = 0;
+    expect(await deleting.repairBackups()).toEqual({ repaired: 1, pending: 0 });
+    expect((await backup.listVersions('doc')).items).toEqual([]);
+    expect(await redis.exists(`${prefix}:hybrid:follow-up:versions:doc`)).toBe(0);
   });
 });
 
