@@ -19,15 +19,24 @@ export interface SignalOptions {
   log: Logger;
   signals?: readonly NodeJS.Signals[];
   exit?: (code: number) => void;
+  /**
+   * Exit 1 when the shutdown has not finished this long after the signal: a backend that stops answering (Redis
+   * gone mid-shutdown) must not keep the process up for ever. Default 60 s; the entry points pass
+   * `WORKER_SHUTDOWN_TIMEOUT_MS` plus `SHUTDOWN_GRACE_MS`.
+   */
+  deadlineMs?: number;
 }
 
+/** What a shutdown may take beyond waiting for active jobs: closing connections and stores. */
+export const SHUTDOWN_GRACE_MS = 10_000;
+
 /**
- * Graceful shutdown: the first SIGTERM/SIGINT runs `shutdown` and exits 0 when it is done (1 if it threw); a
- * second signal exits 1 at once, for an operator who does not want to wait.
+ * Graceful shutdown: the first SIGTERM/SIGINT runs `shutdown` and exits 0 when it is done (1 if it threw or passed
+ * `deadlineMs`); a second signal exits 1 at once, for an operator who does not want to wait.
  */
 export function shutdownOnSignals(
   shutdown: () => Promise<void>,
-  { log, signals = ['SIGTERM', 'SIGINT'], exit = (code) => process.exit(code) }: SignalOptions,
+  { log, signals = ['SIGTERM', 'SIGINT'], exit = (code) => process.exit(code), deadlineMs = 60_000 }: SignalOptions,
 ): void {
   let shuttingDown = false;
   for (const signal of signals) {
@@ -39,6 +48,10 @@ export function shutdownOnSignals(
       }
       shuttingDown = true;
       log.info({ signal }, 'shutting down');
+      setTimeout(() => {
+        log.error({ deadlineMs }, 'shutdown did not finish in time: exiting now');
+        exit(1);
+      }, deadlineMs).unref();
       shutdown().then(
         () => {
           log.info('shutdown complete');

@@ -9,7 +9,7 @@ import { listen } from './api/server.js';
 import { startWebServices } from './api/services.js';
 import { redisAnswers, startPrivateRedis, type PrivateRedis } from './embedded-redis.js';
 import { createStagingProvider } from './jobs/staging.js';
-import { loadConfigOrExit, shutdownOnSignals } from './lifecycle.js';
+import { loadConfigOrExit, SHUTDOWN_GRACE_MS, shutdownOnSignals } from './lifecycle.js';
 import { createLogger } from './log.js';
 import { createStores } from './providers/index.js';
 import { closeRedis, createRedis } from './redis.js';
@@ -41,7 +41,7 @@ try {
       await closeRedis(storeRedis);
       await privateRedis?.stop();
     },
-    { log },
+    { log, deadlineMs: config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS },
   );
 } catch (error) {
   console.error(`kyozo: cannot start: ${error instanceof Error ? error.message : String(error)}`);

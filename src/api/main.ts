@@ -1,5 +1,5 @@
 /** The web process (`npm run start:web`, Procfile `web:`): the HTTP API alone; workers run elsewhere. */
-import { loadConfigOrExit, shutdownOnSignals } from '../lifecycle.js';
+import { loadConfigOrExit, SHUTDOWN_GRACE_MS, shutdownOnSignals } from '../lifecycle.js';
 import { createLogger } from '../log.js';
 import { createApp } from './app.js';
 import { listen } from './server.js';
@@ -17,7 +17,7 @@ try {
       await server.close();
       await services.close();
     },
-    { log },
+    { log, deadlineMs: config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS },
   );
 } catch (error) {
   console.error(`kyozo web: cannot start: ${error instanceof Error ? error.message : String(error)}`);

@@ -4,7 +4,7 @@
  * active ones finish within `WORKER_SHUTDOWN_TIMEOUT_MS` (after that their locks lapse and another worker picks
  * them up), connections closed, exit 0.
  */
-import { loadConfigOrExit, shutdownOnSignals } from '../lifecycle.js';
+import { loadConfigOrExit, SHUTDOWN_GRACE_MS, shutdownOnSignals } from '../lifecycle.js';
 import { createLogger } from '../log.js';
 import { startWorkerProcess } from './process.js';
 
@@ -13,7 +13,7 @@ const log = createLogger(config.logLevel).child({ component: 'worker' });
 
 try {
   const worker = await startWorkerProcess({ config, log });
-  shutdownOnSignals(() => worker.shutdown(), { log });
+  shutdownOnSignals(() => worker.shutdown(), { log, deadlineMs: config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS });
   log.info(
     { stores: config.stores.map((store) => `${store.name}:${store.kind}`), concurrency: config.workers.concurrency, webhooks: config.events.webhookUrls.length },
     'worker ready',

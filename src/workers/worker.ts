@@ -47,6 +47,8 @@ async function earlierResult(bus: EventBus, hashKey: string): Promise<{ result: 
 
 /** Delays before sending again an event whose script failed on Redis after it was written. */
 const REEMIT_DELAYS_MS = [1_000, 5_000, 30_000];
+/** How long a shutdown past its timeout waits for the workers' connections to close. */
+const DISCONNECT_WAIT_MS = 1_000;
 
 export interface WorkersOptions {
   /**
@@ -252,7 +254,12 @@ export function createWorkers(options: WorkersOptions): Workers {
       clearTimeout(timer);
       if (timedOut) {
         closed.catch(() => undefined);
-        await Promise.allSettled(workers.map((worker) => worker.disconnect()));
+        // BullMQ's disconnect waits for the connection to end, which one still reconnecting to a Redis that is down
+        // never does: bounded, the process exits anyway.
+        await Promise.race([
+          Promise.allSettled(workers.map((worker) => worker.disconnect())),
+          new Promise((resolve) => setTimeout(resolve, DISCONNECT_WAIT_MS).unref()),
+        ]);
       }
       return { timedOut };
     },

@@ -5,6 +5,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
 import type { ObjectInfo } from '../../src/providers/types.js';
+import { createQueues } from '../../src/jobs/queue.js';
+import { closeRedis, createRedis, whenReady } from '../../src/redis.js';
+import { redisServerUnavailableReason, startRedisServer } from '../cluster/redis-server.js';
 import { TEST_REDIS_URL } from '../support/redis.js';
 import { runScript, type Child } from './fixtures/child.js';
 import { inlineBody, startPipeline, waitFor, type Pipeline } from './fixtures/pipeline.js';
@@ -107,4 +110,30 @@ describe('worker processes', () => {
     expect(await (await p.queues.getJob(slow.jobId))?.getState()).toBe('active');
     await expect(disk.stat('shutdown/slow')).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
+
+  it.skipIf(redisServerUnavailableReason() !== undefined)('exits within its timeout when Redis goes away during an active job', async () => {
+    const redis = await startRedisServer();
+    const producer = createRedis({ redis: { url: redis.url, explicit: true } }, 'producer');
+    const queues = createQueues({ connection: producer, prefix: p.prefix, attempts: 3 });
+    try {
+      await whenReady(producer);
+      const child = await startChild({ REDIS_URL: redis.url, WORKER_CONCURRENCY: '1', KYOZO_TEST_WRITE_DELAY_MS: '30000', WORKER_SHUTDOWN_TIMEOUT_MS: '300' });
+      const slow = await queues.enqueue('write', { store: 'main', key: 'shutdown/redis-gone', body: inlineBody('never') });
+      await child.waitForReport('active', slow.jobId);
+      await queues.close();
+      await closeRedis(producer);
+      await redis.stop();
+
+      const started = Date.now();
+      child.process.kill('SIGTERM');
+      const exit = await Promise.race([child.exited, new Promise((resolve) => setTimeout(() => resolve('still running after 20 s'), 20_000))]);
+      expect(exit).toEqual({ code: 0, signal: null }); // shut down, not cut off by the deadline
+      expect(Date.now() - started).toBeLessThan(300 + 10_000 + 2_000); // WORKER_SHUTDOWN_TIMEOUT_MS + SHUTDOWN_GRACE_MS
+    } finally {
+      await queues.close();
+      await closeRedis(producer);
+      await redis.stop();
+    }
+  });
 });
+
