@@ -6,6 +6,7 @@
  * `DOCS_GIT_REPO_PATH` beats `GIT_REPO_PATH` for the store `docs` (see `storeConfig`).
  */
 import path from 'node:path';
+import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
 
 export class ConfigError extends Error {
@@ -34,6 +35,21 @@ const list = z.string().transform((value) =>
 );
 const kind = z.enum(PROVIDER_KINDS, { message: `expected one of ${PROVIDER_KINDS.join(', ')}` });
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+/**
+ * A schedule as BullMQ reads it (cron-parser): five fields, six with seconds first, or an alias such as `@hourly`.
+ * Checked here so that a typo stops every process at start with the variable's name, instead of stopping only the
+ * worker with cron-parser's words, or (a field missing) running on another schedule than meant.
+ */
+const cron = z.string().superRefine((pattern, ctx) => {
+  const fields = pattern.trim().split(/\s+/).length;
+  try {
+    if (!pattern.trim().startsWith('@') && fields !== 5 && fields !== 6) throw new Error(`${fields} fields, expected 5 (or 6, seconds first)`);
+    CronExpressionParser.parse(pattern);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: `not a cron pattern: ${(error as Error).message}` });
+  }
+});
 
 const STORE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
@@ -85,9 +101,9 @@ const serviceSchema = z.object({
   STAGING_TTL: int(1).default(7200),
   MAX_OBJECT_BYTES: int(0).default(5 * GIB),
   WAIT_TIMEOUT_MS: int(1).default(30_000),
-  TIER_CRON: z.string().default('*/5 * * * *'),
-  CLEANUP_CRON: z.string().default('0 * * * *'),
-  BACKUP_CRON: z.string().default('0 3 * * *'),
+  TIER_CRON: cron.default('*/5 * * * *'),
+  CLEANUP_CRON: cron.default('0 * * * *'),
+  BACKUP_CRON: cron.default('0 3 * * *'),
   BACKUP_STORE: z.string().optional(),
   BACKUP_KEEP: int(1).default(7),
   VERSION_RETENTION_COUNT: int(1).default(100),

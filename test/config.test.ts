@@ -21,6 +21,9 @@ describe('config', () => {
     [{ BACKUP_STORE: 'nowhere' }, /^BACKUP_STORE="nowhere": no such store/],
     [{ STORES: 'docs:disk', DOCS_DISK_FSYNC: 'perhaps' }, /^DOCS_DISK_FSYNC="perhaps"/],
     [{ STAGING_TTL: '3600' }, /^STAGING_TTL="3600": must be longer than UNAVAILABLE_RETRY_SECONDS \(3600\) \+ 60 s/],
+    [{ CLEANUP_CRON: 'every hour' }, /^CLEANUP_CRON="every hour": not a cron pattern/],
+    [{ CLEANUP_CRON: '0 * * *' }, /^CLEANUP_CRON="0 \* \* \*": not a cron pattern: 4 fields/],
+    [{ BACKUP_CRON: '0 25 * * *' }, /^BACKUP_CRON="0 25 \* \* \*": not a cron pattern/],
   ])('a bad value is one line naming the variable: %o', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
@@ -35,6 +38,11 @@ describe('config', () => {
     const config = loadConfig({ STORES: 'docs:git,media:git', GIT_BRANCH: 'trunk', DOCS_GIT_BRANCH: 'docs-main' });
     expect(storeConfig(config, { name: 'docs', kind: 'git' }).GIT_BRANCH).toBe('docs-main');
     expect(storeConfig(config, { name: 'media', kind: 'git' }).GIT_BRANCH).toBe('trunk');
+  });
+
+  it('takes cron patterns of five or six fields and aliases; an empty one turns its schedule off', () => {
+    const config = loadConfig({ TIER_CRON: '*/30 * * * * *', CLEANUP_CRON: '@hourly', BACKUP_CRON: '' });
+    expect(config.maintenance).toMatchObject({ tierCron: '*/30 * * * * *', cleanupCron: '@hourly', backupCron: '' });
   });
 
   it('empty values count as unset', () => {
