@@ -6,7 +6,12 @@
  * off any upload slower than MAX_OBJECT_BYTES / 300 s (5 GiB needs 17 MB/s) with a 408. It is off here; a body
  * that stops arriving is ended by the idle timeout in `submit.ts` instead, and slow headers by Node's
  * `headersTimeout` (60 s).
+ *
+ * Closing drains: no new connection is taken and idle keep-alive ones are closed, event streams (SSE) are ended at
+ * once (their clients resume with Last-Event-ID), and requests in progress — an upload, a `?wait=true` — get their
+ * answers, for up to `drainMs`; whatever is still open then is cut.
  */
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
@@ -26,7 +31,14 @@ export interface HttpServer {
   url: string;
   /** The Node server underneath (its timeouts, connections). */
   node: import('node:http').Server;
-  close(): Promise<void>;
+  /** Stops taking requests and waits up to `drainMs` (default 30 s) for those in progress. */
+  close(drainMs?: number): Promise<void>;
+}
+
+const DRAIN_MS = 30_000;
+
+function isEventStream(response: ServerResponse): boolean {
+  return String(response.getHeader('content-type') ?? '').startsWith('text/event-stream');
 }
 
 export async function listen(app: Hono, config: Pick<Config, 'host' | 'port' | 'apiTokens'>, log: Logger): Promise<HttpServer> {
@@ -37,14 +49,28 @@ export async function listen(app: Hono, config: Pick<Config, 'host' | 'port' | '
     server.once('error', reject);
   });
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const node = server as Server;
+  const inProgress = new Set<ServerResponse>();
+  node.on('request', (_request: IncomingMessage, response: ServerResponse) => {
+    inProgress.add(response);
+    response.once('close', () => inProgress.delete(response));
+  });
   return {
     url: `http://${host}:${address.port}`,
-    node: server as import('node:http').Server,
-    close: () =>
+    node,
+    close: (drainMs = DRAIN_MS) =>
       new Promise<void>((resolve) => {
-        // SSE clients never hang up by themselves: close idle and then all connections.
-        (server as import('node:http').Server).closeAllConnections?.();
-        server!.close(() => resolve());
+        const cut = setTimeout(() => node.closeAllConnections(), drainMs);
+        node.close(() => {
+          clearTimeout(cut);
+          resolve();
+        });
+        node.closeIdleConnections();
+        for (const response of inProgress) {
+          // Event streams never end by themselves; a keep-alive connection that becomes idle is closed then.
+          if (isEventStream(response)) response.destroy();
+          else response.once('close', () => setImmediate(() => node.closeIdleConnections()));
+        }
       }),
   };
 }

@@ -167,3 +167,38 @@ describe('?wait=true', () => {
     }
   });
 });
+
+describe('closing the HTTP server', () => {
+  it('answers the requests in progress, ends event streams at once, and takes no new request', async () => {
+    const draining = await startTestService('api-drain', { API_TOKENS: TOKEN, WAIT_TIMEOUT_MS: '700' }, { worker: false });
+    const server = await listen(draining.app, { host: '127.0.0.1', port: 0, apiTokens: [TOKEN] }, quietLog);
+    try {
+      const auth = { Authorization: `Bearer ${TOKEN}` };
+      const events = await fetch(`${server.url}/v1/events`, { headers: auth });
+      const eventsEnded = (async () => {
+        const reader = events.body!.getReader();
+        try {
+          while (!(await reader.read()).done);
+        } catch {
+          // cut: what an ended stream looks like to fetch
+        }
+      })();
+      const waiting = fetch(`${server.url}/v1/stores/mem/objects/drain/doc?wait=true`, { method: 'PUT', body: 'x', headers: auth });
+      await new Promise((resolve) => setTimeout(resolve, 200)); // the PUT is now waiting for its job (no worker runs)
+
+      const closeStarted = Date.now();
+      const closing = server.close(10_000);
+      await eventsEnded;
+      const answer = await waiting;
+      expect(answer.status).toBe(202); // its wait ran out: the job is queued, the client has its id
+      expect(((await answer.json()) as { jobId: string }).jobId).toMatch(/^objects-/);
+      await closing;
+      expect(Date.now() - closeStarted).toBeLessThan(5_000); // not held by the event stream or an idle connection
+      await expect(fetch(`${server.url}/health`)).rejects.toThrow();
+    } finally {
+      await server.close(0);
+      await draining.close();
+    }
+  });
+});
+
