@@ -26,7 +26,14 @@ const GIB = 1024 * MIB;
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false' })
   .transform((value) => value === 'true' || value === '1' || value === 'yes');
-const int = (min = 0) => z.coerce.number({ message: 'expected a number' }).int('expected a whole number').min(min);
+/** Digits only: `Number(" ")` is 0, which would make `PORT=" "` a random port. */
+const int = (min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, 'expected a whole number')
+    .transform(Number)
+    .pipe(z.number().min(min).max(max));
 const list = z.string().transform((value) =>
   value
     .split(',')
@@ -70,6 +77,11 @@ const storesSetting = list.transform((entries, ctx) => {
       ctx.addIssue({ code: 'custom', message: `store "${name}" is named twice` });
       return z.NEVER;
     }
+    const sharing = stores.find((store) => storeEnvPrefix(store.name) === storeEnvPrefix(name));
+    if (sharing !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `stores "${sharing.name}" and "${name}" would share the settings prefix ${storeEnvPrefix(name)}` });
+      return z.NEVER;
+    }
     stores.push({ name, kind: parsedKind.data });
   }
   if (stores.length === 0) {
@@ -81,11 +93,12 @@ const storesSetting = list.transform((entries, ctx) => {
 
 /** Settings of the whole service. Keys are the environment variables' names. */
 const serviceSchema = z.object({
-  REDIS_URL: z.string().url().optional(),
+  // `localhost:6379` parses as a URL of the scheme "localhost:": only redis:// and rediss:// are Redis.
+  REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, 'expected redis://host:port or rediss://host:port').optional(),
   REDIS_CLUSTER_NODES: list.optional(),
   QUEUE_PREFIX: z.string().min(1).default('{kyozo}'),
   HOST: z.string().min(1).default('127.0.0.1'),
-  PORT: int(0).max(65535).default(3000),
+  PORT: int(0, 65535).default(3000),
   API_TOKENS: list.default([]),
   URL_SIGNING_SECRET: z.string().min(16, 'at least 16 characters').optional(),
   STORES: storesSetting.default([{ name: 'default', kind: 'disk' }]),
@@ -199,6 +212,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   for (const store of s.STORES) storeConfig({ env, storageRootDir: s.STORAGE_ROOT_DIR }, store); // fail at start, not at first use
   if (s.BACKUP_STORE !== undefined && !s.STORES.some((store) => store.name === s.BACKUP_STORE)) {
     throw new ConfigError(`BACKUP_STORE="${s.BACKUP_STORE}": no such store in STORES`);
+  }
+  // Cluster: BullMQ's scripts and ours touch several keys at once, which must hash to one slot.
+  if (s.REDIS_CLUSTER_NODES !== undefined && s.REDIS_CLUSTER_NODES.length > 0 && !/\{[^}]+\}/.test(s.QUEUE_PREFIX)) {
+    throw new ConfigError(`QUEUE_PREFIX="${s.QUEUE_PREFIX}": with REDIS_CLUSTER_NODES it needs a hash tag, e.g. {kyozo}`);
   }
   // A job parked while its backend is down still needs its staged body: cleanup must not take it first.
   if (s.STAGING_TTL <= s.UNAVAILABLE_RETRY_SECONDS + PARKED_RETRY_MAX_SECONDS) {
