@@ -9,6 +9,7 @@ import type { Config } from '../config.js';
 import { createEventBus } from '../events/bus.js';
 import { webhookQueueName } from '../events/webhooks.js';
 import { createQueues } from '../jobs/queue.js';
+import { StagedOwners } from '../jobs/staged-owners.js';
 import { createStaging, createStagingProvider } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import { closeStores, createStores } from '../providers/index.js';
@@ -50,7 +51,11 @@ export async function startWebServices(options: {
   const stores =
     options.stores ?? (await createStores(config, { redis, log, observe: (store, observation) => metrics.observeProvider(store, observation) }));
   const stagingProvider = options.stagingProvider ?? (await createStagingProvider(config));
-  const staging = createStaging({ provider: stagingProvider, inlineMax: config.payloads.stagingInlineMax });
+  const staging = createStaging({
+    provider: stagingProvider,
+    inlineMax: config.payloads.stagingInlineMax,
+    owners: new StagedOwners(redis, config.queuePrefix),
+  });
   const queues = createQueues({ connection: redis, prefix: config.queuePrefix, attempts: config.workers.attempts });
   const bus = createEventBus({ redis, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
   metrics.watchQueues(() => queues.all().map((queue) => ({ name: queue.name, counts: () => queue.getJobCounts() })));

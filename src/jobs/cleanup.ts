@@ -6,7 +6,9 @@
  *   object was made from, are always kept. Needs the provider's `deleteVersion`: a store without it (git, whose
  *   history cannot be rewritten) is counted in `skipped`. Versions of keys that no longer have a current object
  *   are not reachable through a listing and stay until `delete` with `allVersions`.
- * - Staging blobs older than `STAGING_TTL`: bodies of jobs that never ran to completion.
+ * - Staging blobs older than `STAGING_TTL` whose job is gone or completed (`staged-owners.ts`): bodies of jobs that
+ *   never got added or ran to completion without releasing them. A body whose job is still to run (waiting in a
+ *   long backlog, delayed, active, or failed and retryable from the board) is kept, and counted in `stagingKept`.
  * - BullMQ jobs past their retention (completed after a day, failed after a week): completed jobs are trimmed
  *   when another job completes, so a queue that went quiet keeps them until this runs.
  * - Events past `EVENTS_MAXLEN`: `XADD` trims approximately (whole stream nodes); this trims exactly.
@@ -19,6 +21,8 @@ import type { StorageProvider } from '../providers/types.js';
 import { pages } from './copy.js';
 import { allVersions } from '../providers/object-info.js';
 import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext, type MaintenanceDeps } from './definition.js';
+import { queueOfJobId } from './queue.js';
+import { StagedOwners } from './staged-owners.js';
 import { STAGING_PREFIX } from './staging.js';
 
 export const cleanupPayload = z.object({ store: storeNameSchema.optional() }).strict();
@@ -38,6 +42,8 @@ export interface CleanupResult {
   /** Stores whose versions could not be cleaned (no `deleteVersion`). */
   skipped: number;
   stagingRemoved: number;
+  /** Staging blobs past `STAGING_TTL` kept because their job is still to run. */
+  stagingKept: number;
   jobsRemoved: number;
   eventsTrimmed: number;
 }
@@ -71,18 +77,32 @@ async function applyRetention(ctx: JobContext, provider: StorageProvider, settin
   return retention;
 }
 
-async function removeStaleStaging(ctx: JobContext, staging: StorageProvider, ttlSeconds: number): Promise<number> {
-  const cutoff = Date.now() - ttlSeconds * 1000;
-  let removed = 0;
-  for await (const page of pages(staging, { prefix: STAGING_PREFIX, limit: 1000 })) {
+/** Whether the job that owns a staged body may still read it. */
+async function ownerStillNeedsIt(deps: MaintenanceDeps, jobId: string): Promise<boolean> {
+  const queue = deps.queues.find((candidate) => candidate.name === queueOfJobId(jobId));
+  const state = queue === undefined ? 'unknown' : await queue.getJobState(jobId);
+  return state !== 'unknown' && state !== 'completed';
+}
+
+async function removeStaleStaging(ctx: JobContext, deps: MaintenanceDeps): Promise<{ removed: number; kept: number }> {
+  const cutoff = Date.now() - deps.settings.stagingTtlSeconds * 1000;
+  const owners = new StagedOwners(deps.redis, deps.prefix);
+  const counts = { removed: 0, kept: 0 };
+  for await (const page of pages(deps.stagingProvider, { prefix: STAGING_PREFIX, limit: 1000 })) {
     throwIfInterrupted(ctx);
     for (const blob of page.items) {
       if (Date.parse(blob.updatedAt) >= cutoff) continue;
-      await staging.delete(blob.key);
-      removed++;
+      const owner = await owners.ownerOf(blob.key);
+      if (owner !== undefined && (await ownerStillNeedsIt(deps, owner))) {
+        counts.kept++;
+        continue;
+      }
+      await deps.stagingProvider.delete(blob.key);
+      await owners.forget(blob.key);
+      counts.removed++;
     }
   }
-  return removed;
+  return counts;
 }
 
 async function removeOldJobs(deps: MaintenanceDeps): Promise<number> {
@@ -107,7 +127,7 @@ export const cleanupJob = defineJob({
   async handle(payload, ctx) {
     const deps = maintenanceOf(ctx);
     const names = payload.store === undefined ? [...ctx.stores.keys()] : [payload.store];
-    const result: CleanupResult = { stores: {}, versionsDeleted: 0, skipped: 0, stagingRemoved: 0, jobsRemoved: 0, eventsTrimmed: 0 };
+    const result: CleanupResult = { stores: {}, versionsDeleted: 0, skipped: 0, stagingRemoved: 0, stagingKept: 0, jobsRemoved: 0, eventsTrimmed: 0 };
     for (const name of names) {
       const provider = storeOf(ctx, name);
       const retention: StoreRetention = await applyRetention(ctx, provider, deps.settings);
@@ -119,7 +139,9 @@ export const cleanupJob = defineJob({
     }
     if (payload.store === undefined) {
       await ctx.reportProgress?.({ phase: 'staging', versionsDeleted: result.versionsDeleted });
-      result.stagingRemoved = await removeStaleStaging(ctx, deps.stagingProvider, deps.settings.stagingTtlSeconds);
+      const staging = await removeStaleStaging(ctx, deps);
+      result.stagingRemoved = staging.removed;
+      result.stagingKept = staging.kept;
       await ctx.reportProgress?.({ phase: 'jobs', versionsDeleted: result.versionsDeleted });
       result.jobsRemoved = await removeOldJobs(deps);
       result.eventsTrimmed = Number(await deps.redis.xtrim(ctx.bus.streamKey, 'MAXLEN', deps.settings.eventsMaxLen));

@@ -20,6 +20,8 @@ import { ProviderUnavailableError, isStorageError } from '../providers/errors.js
 import type { RedisConnection } from '../redis.js';
 import { QUEUE_NAMES, parsePayload, type JobDefinition, type QueueName } from './definition.js';
 import { jobDefinition, type JobName, type PayloadOf } from './index.js';
+import { StagedOwners } from './staged-owners.js';
+import { isStaged, type BodyRef } from './staging.js';
 
 export interface RetentionSettings {
   /** Seconds and count of completed jobs kept (the idempotency window, and what `GET /v1/jobs/:id` can show). */
@@ -104,6 +106,7 @@ export interface JobQueuesOptions extends JobPolicy {
 
 export function createQueues(options: JobQueuesOptions): JobQueues {
   const queues = new Map<QueueName, Queue>();
+  const owners = new StagedOwners(options.connection, options.prefix);
   const queueFor = (name: QueueName): Queue => {
     let queue = queues.get(name);
     if (queue === undefined) {
@@ -125,7 +128,10 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
       const jobId = jobIdFor(definition.queue, name, data, opts.idempotencyKey);
       // BullMQ would wait for a connection that is still (re)connecting; the API wants a 503 now instead.
       if (options.connection.status !== 'ready') throw new ProviderUnavailableError(`cannot enqueue ${name}: Redis is ${options.connection.status}`);
+      const body = (data as { body?: BodyRef }).body;
       try {
+        // Before the job exists: from then on, cleanup knows the body is not an orphan.
+        if (body !== undefined && isStaged(body)) await owners.note(body.stagedKey, jobId);
         await queueFor(definition.queue).add(name, data, { jobId });
       } catch (error) {
         if (isStorageError(error)) throw error;

@@ -19,6 +19,7 @@ import { InvalidArgumentError, NotFoundError, PayloadTooLargeError } from '../pr
 import { createProvider } from '../providers/index.js';
 import type { Body, StorageProvider } from '../providers/types.js';
 import type { JobJournal } from './journal.js';
+import type { StagedOwners } from './staged-owners.js';
 
 export const STAGING_PREFIX = 'staging/';
 const STAGED_KEY = /^staging\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -49,6 +50,8 @@ export interface Staging {
 export interface StagingOptions {
   provider: StorageProvider;
   inlineMax: number;
+  /** Which job owns each staged body (cleanup spares those still to run); a released body has none. */
+  owners?: StagedOwners;
 }
 
 function inlineRef(content: Buffer): BodyRef {
@@ -72,7 +75,7 @@ async function readUpTo(iterator: AsyncIterator<Buffer | string>, limit: number)
   return { chunks, bytes, ended: false };
 }
 
-export function createStaging({ provider, inlineMax }: StagingOptions): Staging {
+export function createStaging({ provider, inlineMax, owners }: StagingOptions): Staging {
   async function stageStream(
     head: Buffer[],
     iterator: AsyncIterator<Buffer | string>,
@@ -133,7 +136,9 @@ export function createStaging({ provider, inlineMax }: StagingOptions): Staging 
     },
 
     async release(ref) {
-      if (isStaged(ref)) await provider.delete(ref.stagedKey);
+      if (!isStaged(ref)) return;
+      await provider.delete(ref.stagedKey);
+      await owners?.forget(ref.stagedKey);
     },
   };
 }

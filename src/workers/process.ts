@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import { createEventBus, type EventBus } from '../events/bus.js';
 import { startWebhooks } from '../events/webhooks.js';
 import { DEFAULT_RETENTION, createQueues } from '../jobs/queue.js';
+import { StagedOwners } from '../jobs/staged-owners.js';
 import { createStaging, createStagingProvider } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import { closeStores, createStores } from '../providers/index.js';
@@ -56,7 +57,11 @@ export async function startWorkerProcess({
 
   const stores = givenStores ?? (await createStores(config, { redis: connection, log }));
   const stagingProvider = givenStaging ?? (await createStagingProvider(config));
-  const staging = createStaging({ provider: stagingProvider, inlineMax: config.payloads.stagingInlineMax });
+  const staging = createStaging({
+    provider: stagingProvider,
+    inlineMax: config.payloads.stagingInlineMax,
+    owners: new StagedOwners(connection, config.queuePrefix),
+  });
   const bus = createEventBus({ redis: connection, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
   // Schedules and cleanup's trimming of old jobs need the queues themselves.
   const queues = createQueues({ connection, prefix: config.queuePrefix, attempts: config.workers.attempts });

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { Queue, Worker } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { cleanupJob } from '../../src/jobs/cleanup.js';
+import { createQueues } from '../../src/jobs/queue.js';
 import { tierJob } from '../../src/jobs/tier.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
@@ -160,6 +161,31 @@ describe('cleanup', () => {
     expect(result.stagingRemoved).toBe(1);
     await expect(f.stagingProvider.stat(orphan)).rejects.toBeInstanceOf(NotFoundError);
     expect((await f.stagingProvider.stat(fresh)).size).toBeGreaterThan(0);
+  });
+
+  it('keeps a staged body past STAGING_TTL while its job is still to run, and removes it once the job is gone', async () => {
+    const queues = createQueues({ connection: f.redis.producer, prefix: f.redis.prefix, attempts: 1 });
+    try {
+      const content = 'the body of a job at the back of a long queue';
+      const stagedKey = 'staging/00000000-0000-4000-8000-000000000003';
+      vi.useFakeTimers({ toFake: ['Date'] });
+      vi.setSystemTime(Date.now() - 3 * 3600 * 1000);
+      await f.stagingProvider.write(stagedKey, content);
+      vi.useRealTimers();
+      const { jobId } = await queues.enqueue('write', { store: 'mem', key: 'late', body: { stagedKey, size: content.length, etag: sha256Hex(content) } });
+      const context = () => f.context(new Map(), { settings: { stagingTtlSeconds: 3600 }, queues: queues.all() });
+
+      const waiting = (await cleanupJob.handle({}, context())).result;
+      expect(waiting).toMatchObject({ stagingRemoved: 0, stagingKept: 1 });
+      expect((await f.stagingProvider.stat(stagedKey)).size).toBe(content.length);
+
+      await (await queues.getJob(jobId))!.remove();
+      const gone = (await cleanupJob.handle({}, context())).result;
+      expect(gone).toMatchObject({ stagingRemoved: 1, stagingKept: 0 });
+      await expect(f.stagingProvider.stat(stagedKey)).rejects.toBeInstanceOf(NotFoundError);
+    } finally {
+      await queues.close();
+    }
   });
 
   it('sweeps leftovers of interrupted writes from disk stores', async () => {

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Job } from 'bullmq';
+import { StagedOwners } from '../../src/jobs/staged-owners.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { InvalidArgumentError, InvalidKeyError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
@@ -115,6 +116,8 @@ describe('job pipeline', () => {
     expect((await p.stagingProvider.stat(body.stagedKey)).size).toBe(content.length);
 
     const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'big/blob.bin', body });
+    const owners = new StagedOwners(p.redis.producer, p.prefix);
+    expect(await owners.ownerOf(body.stagedKey)).toBe(jobId); // cleanup spares the body while the job is to run
     const hashKey = `${p.prefix}:objects:${jobId}`;
     const bytes = Number(await p.redis.producer.call('MEMORY', 'USAGE', hashKey));
     expect(bytes).toBeGreaterThan(0);
@@ -123,6 +126,7 @@ describe('job pipeline', () => {
     await p.waitForEvent('object.written', jobId);
     expect((await ram.stat('big/blob.bin')).etag).toBe(sha256Hex(content));
     await expect(p.stagingProvider.stat(body.stagedKey)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(await owners.ownerOf(body.stagedKey)).toBeUndefined();
   });
 
   it('runs delete, version and restore jobs with their events', async () => {
