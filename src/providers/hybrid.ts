@@ -716,7 +716,9 @@ export class HybridProvider implements StorageProvider {
         inLine = true;
         return result;
       } finally {
-        await this.pending.end(key, inLine, this.now()).catch((error: unknown) => {
+        // Not waited for: Redis runs it before anything this process sends later, and should it never run (a crash,
+        // Redis gone), the entry stays and the repair pass checks the key — only a needless check.
+        this.pending.end(key, inLine, this.now()).catch((error: unknown) => {
           this.log?.warn({ err: error, key }, 'mutation not noted as ended: the repair pass will check this key');
         });
       }
