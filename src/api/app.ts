@@ -13,7 +13,7 @@ import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
 import { requireBasic, TokenSet } from './auth.js';
 import { BOARD_PATH, boardRoutes } from './board.js';
-import { ApiError, respondWithError, toApiError } from './errors.js';
+import { ApiError, redisUnavailable, respondWithError, toApiError } from './errors.js';
 import { gate } from './gate.js';
 import type { JobWaiter } from './job-status.js';
 import type { ApiMetrics } from './metrics.js';
@@ -74,6 +74,11 @@ export function createApp(deps: AppDeps): Hono {
 function boardApp(deps: AppDeps, tokens: TokenSet): Hono {
   const board = new Hono();
   board.use('*', requireBasic(tokens));
+  // The board's own API answers a Redis failure with a 500 of its own shape: Redis down is the usual 503 instead.
+  board.use(`${BOARD_PATH}/api/*`, async (c, next) => {
+    if (deps.redis.status !== 'ready') throw redisUnavailable(new Error(`Redis is ${deps.redis.status}`));
+    await next();
+  });
   board.route(BOARD_PATH, boardRoutes([...deps.queues.all(), ...(deps.extraQueues ?? [])]));
   board.onError(answerError(deps));
   board.notFound(answerNotFound);

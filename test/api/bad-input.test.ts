@@ -84,6 +84,30 @@ describe('bad input gets a clear error and the server stays up', () => {
       await broken.close();
     }
   });
+
+  it('Redis down: the event stream and the board answer 503 in the usual shape, not a silent stream or a 500', async () => {
+    // Subscribed before Redis went away, as a web process that served event streams already is.
+    const broken = await startTestService('api-redis-down-events', {}, { worker: false });
+    const unsubscribe = await broken.deps.bus.subscribe('*', () => undefined);
+    const ended = new Promise((resolve) => broken.deps.redis.once('end', resolve));
+    broken.deps.redis.disconnect();
+    await ended;
+    try {
+      for (const [path, headers] of [
+        ['/v1/events', {}],
+        ['/v1/events', { 'Last-Event-ID': '1-0' }],
+        ['/admin/queues/api/queues?page=1&jobsPerPage=10', {}],
+      ] as const) {
+        const response = await broken.app.request(path, { headers });
+        expect(response.status, path).toBe(503);
+        expect(response.headers.get('retry-after'), path).not.toBeNull();
+        expect(((await response.json()) as { error: { code: string } }).error.code, path).toMatch(/UNAVAILABLE/);
+      }
+    } finally {
+      await unsubscribe();
+      await broken.close();
+    }
+  });
 });
 
 /** A service whose Redis connection is cut after start, as when Redis goes away under a running API. */

@@ -8,7 +8,7 @@ import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { EVENT_TYPES, streamIdAfter, type EventEnvelope, type EventType } from '../../events/bus.js';
 import type { AppDeps } from '../app.js';
-import { ApiError } from '../errors.js';
+import { ApiError, redisUnavailable } from '../errors.js';
 import { requestHeader } from '../node-request.js';
 
 const HEARTBEAT_MS = 15_000;
@@ -42,10 +42,16 @@ export function eventRoutes(deps: AppDeps): Hono {
     const since = requestHeader(c, 'last-event-id') ?? c.req.query('since');
     if (since !== undefined && !isStreamId(since)) throw new ApiError('BAD_REQUEST', 'Last-Event-ID must be an event id such as 1700000000000-0');
 
+    // A stream opened while Redis is down would only stay silent: 503, and the client comes back.
+    if (deps.redis.status !== 'ready') throw redisUnavailable(new Error(`Redis is ${deps.redis.status}`));
+
     const pending: EventEnvelope[] = [];
     let deliver: ((event: EventEnvelope) => void) | undefined;
     const unsubscribe = await deps.bus.subscribe(types, (event) => (deliver ? deliver(event) : pending.push(event)));
 
+    // Once streaming, a failure (Redis lost during a replay) can only end the stream: the client resumes from
+    // Last-Event-ID.
+    const ended = async (error: Error) => void deps.log.warn({ err: error }, 'events: stream ended by an error');
     return streamSSE(c, async (stream) => {
       let lastSent = since;
       let closed = false;
@@ -92,7 +98,7 @@ export function eventRoutes(deps: AppDeps): Hono {
         clearInterval(heartbeat);
         await unsubscribe();
       }
-    });
+    }, ended);
   });
   return app;
 }
