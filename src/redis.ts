@@ -101,3 +101,12 @@ export async function closeRedis(connection: RedisConnection): Promise<void> {
   }
   connection.disconnect();
 }
+
+/**
+ * BullMQ prints (console.error, with its stack) every 'error' event of a queue or reader that nobody listens to. The
+ * errors of a shared connection are logged once, by the connection's owner: its queues and readers just take them.
+ */
+export function takeConnectionErrors<T extends { on(event: 'error', listener: (error: Error) => void): unknown }>(emitter: T): T {
+  emitter.on('error', () => undefined);
+  return emitter;
+}

@@ -8,7 +8,7 @@ import type { QueueName } from '../jobs/definition.js';
 import { failureCode } from '../jobs/failures.js';
 import { queueOfJobId, type JobQueues } from '../jobs/queue.js';
 import { errorTable } from '../providers/errors.js';
-import type { RedisConnection } from '../redis.js';
+import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { ApiError } from './errors.js';
 
 export interface JobStatus {
@@ -79,7 +79,7 @@ export class JobWaiter {
     let entry = this.events.get(queue);
     if (entry === undefined) {
       const connection = this.options.connection();
-      const events = new QueueEvents(queue, { connection, prefix: this.options.prefix });
+      const events = takeConnectionErrors(new QueueEvents(queue, { connection, prefix: this.options.prefix }));
       // Every waiting request holds one listener here, and one on the queue (BullMQ's `waitUntilFinished` listens
       // for its closing) until its job finishes: many at once are normal, not a leak.
       events.setMaxListeners(0);

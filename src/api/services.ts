@@ -14,7 +14,7 @@ import { createStaging, createStagingProvider } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import { closeStores, createStores } from '../providers/index.js';
 import type { StorageProvider } from '../providers/types.js';
-import { closeRedis, createRedis, whenReady, type RedisConnection } from '../redis.js';
+import { closeRedis, createRedis, takeConnectionErrors, whenReady, type RedisConnection } from '../redis.js';
 import type { AppDeps } from './app.js';
 import { JobWaiter } from './job-status.js';
 import { ApiMetrics } from './metrics.js';
@@ -66,8 +66,15 @@ export async function startWebServices(options: {
     }),
   );
   // Shown on the board beside the job queues; the worker process delivers from them.
-  const webhookQueues = [...new Set(config.events.webhookUrls)].map((url) => new Queue(webhookQueueName(url), { connection: redis, prefix: config.queuePrefix }));
-  const waiter = new JobWaiter(queues, { connection: () => createRedis(config, 'worker', { connectionName: 'kyozo:web:wait' }), prefix: config.queuePrefix });
+  const webhookQueues = [...new Set(config.events.webhookUrls)].map((url) =>
+    takeConnectionErrors(new Queue(webhookQueueName(url), { connection: redis, prefix: config.queuePrefix })),
+  );
+  const waiterConnection = () => {
+    const connection = createRedis(config, 'worker', { connectionName: 'kyozo:web:wait' });
+    connection.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error (job waiter)'));
+    return connection;
+  };
+  const waiter = new JobWaiter(queues, { connection: waiterConnection, prefix: config.queuePrefix });
   const signer = new UrlSigner(await signingSecret(config, redis));
 
   return {

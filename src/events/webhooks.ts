@@ -20,7 +20,7 @@ import { hostname } from 'node:os';
 import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
-import type { RedisConnection } from '../redis.js';
+import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { envelopeFromEntry } from './bus.js';
 
 export const WEBHOOK_QUEUE = 'webhooks';
@@ -118,19 +118,17 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
   const workers: Worker<Delivery>[] = [];
   for (const url of new Set(urls)) {
     const name = webhookQueueName(url);
-    queues.set(
-      url,
-      new Queue<Delivery>(name, {
-        connection,
-        prefix,
-        defaultJobOptions: {
-          attempts: options.attempts ?? 10,
-          backoff: { type: 'exponential', delay: options.backoffDelayMs ?? 1_000, jitter: 0.5 },
-          removeOnComplete: { age: 24 * 3600, count: 10_000 },
-          removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
-        },
-      }),
-    );
+    const queue = new Queue<Delivery>(name, {
+      connection,
+      prefix,
+      defaultJobOptions: {
+        attempts: options.attempts ?? 10,
+        backoff: { type: 'exponential', delay: options.backoffDelayMs ?? 1_000, jitter: 0.5 },
+        removeOnComplete: { age: 24 * 3600, count: 10_000 },
+        removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+      },
+    });
+    queues.set(url, takeConnectionErrors(queue));
     const worker = new Worker<Delivery>(name, deliver, { connection, prefix, concurrency: options.concurrency ?? 10 });
     worker.on('failed', (job, error) => {
       const final = job !== undefined && job.attemptsMade >= (job.opts.attempts ?? 1);

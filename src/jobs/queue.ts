@@ -17,7 +17,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import { ProviderUnavailableError, isStorageError } from '../providers/errors.js';
-import type { RedisConnection } from '../redis.js';
+import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { QUEUE_NAMES, parsePayload, type JobDefinition, type QueueName } from './definition.js';
 import { jobDefinition, type JobName, type PayloadOf } from './index.js';
 import { StagedOwners } from './staged-owners.js';
@@ -110,12 +110,14 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
   const queueFor = (name: QueueName): Queue => {
     let queue = queues.get(name);
     if (queue === undefined) {
-      queue = new Queue(name, {
-        connection: options.connection,
-        prefix: options.prefix,
-        defaultJobOptions: defaultJobOptions(options),
-        streams: { events: { maxLen: BULLMQ_EVENTS_MAXLEN } },
-      });
+      queue = takeConnectionErrors(
+        new Queue(name, {
+          connection: options.connection,
+          prefix: options.prefix,
+          defaultJobOptions: defaultJobOptions(options),
+          streams: { events: { maxLen: BULLMQ_EVENTS_MAXLEN } },
+        }),
+      );
       queues.set(name, queue);
     }
     return queue;
