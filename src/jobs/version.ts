@@ -3,10 +3,13 @@
  * event `version.created` with the VersionInfo.
  *
  * Idempotent: versions carry no job id (and user metadata is the user's), so a version made by an earlier run
- * of this job is recognised by content: the newest version has this job's etag, message and author and was
- * created after the job was enqueued. The check runs only on a retry (and when the staged body is gone), so a
- * first run never merges two deliberate identical versions. The slack absorbs providers that keep whole seconds
- * (git) and clock skew between producer and worker.
+ * of this job is recognised by content: a version with this job's etag, message and author created after the job
+ * was enqueued. Every such version counts, not only the newest: a job picked up again after its worker died runs
+ * tens of seconds later (the lock duration), when other jobs may have added versions to the key. The check runs
+ * only on a retry (and when the staged body is gone), so a first run never merges two deliberate identical
+ * versions; on a retry, another job's identical version (same content, message and author, made meanwhile) is
+ * taken for this one's. The slack absorbs providers that keep whole seconds (git) and clock skew between producer
+ * and worker.
  */
 import { z } from 'zod';
 import { NotFoundError } from '../providers/errors.js';
@@ -33,24 +36,36 @@ function sameAuthor(a: Author | undefined, b: Author | undefined): boolean {
   return a.name === b.name && (b.email === undefined || a.email === b.email);
 }
 
-/** The newest version of `key` if this job made it (see the comment at the top). */
+/** Versions looked at, newest first, before a retry gives up recognising its own (a key written very often). */
+const MAX_VERSIONS_SCANNED = 5_000;
+const SCAN_PAGE = 200;
+
+/** The version of `key` this job made, if an earlier run of it did (see the comment at the top). */
 export async function versionMadeBy(
   job: JobRef,
   provider: StorageProvider,
   key: string,
   expected: { etag: string; message: string; author?: Author },
 ): Promise<VersionInfo | undefined> {
-  let newest: VersionInfo | undefined;
-  try {
-    newest = (await provider.listVersions(key, { limit: 1 })).items[0];
-  } catch (error) {
-    if (error instanceof NotFoundError) return undefined;
-    throw error;
+  const since = job.timestamp - SAME_JOB_SLACK_MS;
+  let cursor: string | undefined;
+  for (let scanned = 0; scanned < MAX_VERSIONS_SCANNED; ) {
+    let page;
+    try {
+      page = await provider.listVersions(key, { cursor, limit: SCAN_PAGE });
+    } catch (error) {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    }
+    for (const version of page.items) {
+      if (Date.parse(version.createdAt) < since) return undefined; // newest first: the rest is older still
+      if (version.etag === expected.etag && version.message === expected.message && sameAuthor(version.author, expected.author)) return version;
+    }
+    scanned += page.items.length;
+    if (page.cursor === undefined || page.items.length === 0) return undefined;
+    cursor = page.cursor;
   }
-  if (newest === undefined) return undefined;
-  const recent = Date.parse(newest.createdAt) >= job.timestamp - SAME_JOB_SLACK_MS;
-  const same = newest.etag === expected.etag && newest.message === expected.message && sameAuthor(newest.author, expected.author);
-  return recent && same ? newest : undefined;
+  return undefined;
 }
 
 export const versionJob = defineJob({

@@ -12,6 +12,7 @@ import { restoreJob } from '../../src/jobs/restore.js';
 import { createStaging, type Staging } from '../../src/jobs/staging.js';
 import { versionJob } from '../../src/jobs/version.js';
 import { writeJob } from '../../src/jobs/write.js';
+import { allVersions } from '../../src/providers/object-info.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
 import { RamProvider } from '../../src/providers/ram.js';
@@ -49,6 +50,16 @@ describe('job handlers', () => {
     const again = await versionJob.handle(payload, ctx(2));
     expect(again.result).toEqual(first.result);
     expect((await store.listVersions('doc')).items).toHaveLength(1);
+  });
+
+  it('a version job picked up again after other jobs versioned the key meanwhile still finds its own (no second)', async () => {
+    const payload = { store: 'main', key: 'doc', body: inlineBody('mine'), message: 'mine', author: { name: 'Ada' } };
+    const first = await versionJob.handle(payload, ctx(1));
+    for (let i = 0; i < 250; i++) await store.createVersion('doc', `other ${i}`, { message: `other ${i}` }); // more than a page
+    const again = await versionJob.handle(payload, ctx(2));
+    expect(again.result.versionId).toBe(first.result.versionId);
+    const versions = await allVersions(store, 'doc');
+    expect(versions.filter((version) => version.message === 'mine')).toHaveLength(1);
   });
 
   it('two first runs with the same content and message are two deliberate versions', async () => {
