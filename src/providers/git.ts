@@ -488,7 +488,12 @@ export class GitProvider implements StorageProvider {
         const moved = await index.advance(entries, () => this.store.updateRef(index.ref, head, base));
         if (!moved) continue;
       }
-      for (const mutation of chain) settle(mutation, outcomes.get(mutation) ?? {});
+      // One per turn of the event loop, in commit order: from here to its job's event each takes only microtasks,
+      // but not as many for every kind of job, so settled all at once a later commit's event could leave first.
+      for (const [i, mutation] of chain.entries()) {
+        if (i > 0) await new Promise((resolve) => setImmediate(resolve));
+        settle(mutation, outcomes.get(mutation) ?? {});
+      }
       return;
     }
     throw new ProviderUnavailableError(`branch "${branch}" kept moving under the commit (another writer outside this store's lock?)`);
