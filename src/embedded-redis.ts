@@ -7,7 +7,7 @@
  * left running by a process that was killed outright is found again (`kyozo-redis.json`) and used, never doubled.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from './log.js';
@@ -94,8 +94,14 @@ async function leftRunning(dir: string, log: Logger): Promise<PrivateRedis | und
     stop: async () => {
       process.off('exit', killOnExit);
       await terminate(known.pid);
+      await forgetServer(dir);
     },
   };
+}
+
+/** A stopped server's file goes: a later start must not take an unrelated process reusing its pid for it. */
+async function forgetServer(dir: string): Promise<void> {
+  await unlink(path.join(dir, SERVER_FILE)).catch(() => undefined);
 }
 
 /** The last lines redis-server logged, for an error message. */
@@ -143,11 +149,13 @@ export async function startPrivateRedis(rootDir: string, log: Logger): Promise<P
     url,
     stop: async () => {
       process.off('exit', killOnExit);
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      await new Promise<void>((resolve) => {
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      });
+      if (child.exitCode === null && child.signalCode === null) {
+        await new Promise<void>((resolve) => {
+          child.once('exit', () => resolve());
+          child.kill('SIGTERM');
+        });
+      }
+      await forgetServer(dir);
     },
   };
 }

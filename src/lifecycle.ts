@@ -21,8 +21,8 @@ export interface SignalOptions {
   exit?: (code: number) => void;
   /**
    * Exit 1 when the shutdown has not finished this long after the signal: a backend that stops answering (Redis
-   * gone mid-shutdown) must not keep the process up for ever. Default 60 s; the entry points pass
-   * `WORKER_SHUTDOWN_TIMEOUT_MS` plus `SHUTDOWN_GRACE_MS`.
+   * gone mid-shutdown) must not keep the process up for ever. Default 60 s; the entry points pass what their own
+   * waits add up to (the web drain, `WORKER_SHUTDOWN_TIMEOUT_MS`) plus `SHUTDOWN_GRACE_MS`.
    */
   deadlineMs?: number;
 }
@@ -48,16 +48,18 @@ export function shutdownOnSignals(
       }
       shuttingDown = true;
       log.info({ signal }, 'shutting down');
-      setTimeout(() => {
+      const deadline = setTimeout(() => {
         log.error({ deadlineMs }, 'shutdown did not finish in time: exiting now');
         exit(1);
       }, deadlineMs).unref();
       shutdown().then(
         () => {
+          clearTimeout(deadline);
           log.info('shutdown complete');
           exit(0);
         },
         (error: unknown) => {
+          clearTimeout(deadline);
           log.error({ err: error }, 'shutdown failed');
           exit(1);
         },

@@ -5,7 +5,7 @@
  */
 import { createApp } from './api/app.js';
 import { ApiMetrics } from './api/metrics.js';
-import { listen } from './api/server.js';
+import { DRAIN_MS, listen } from './api/server.js';
 import { startWebServices } from './api/services.js';
 import { redisAnswers, startPrivateRedis, type PrivateRedis } from './embedded-redis.js';
 import { createStagingProvider } from './jobs/staging.js';
@@ -41,7 +41,7 @@ try {
       await closeRedis(storeRedis);
       await privateRedis?.stop();
     },
-    { log, deadlineMs: config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS },
+    { log, deadlineMs: DRAIN_MS + config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS },
   );
 } catch (error) {
   console.error(`kyozo: cannot start: ${error instanceof Error ? error.message : String(error)}`);

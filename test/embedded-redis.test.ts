@@ -41,6 +41,7 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
     expect(await processGroup(pid)).not.toBe(await processGroup(process.pid));
     await redis.stop();
     expect(await redisAnswers('127.0.0.1', portOf(redis.url))).toBe(false);
+    await expect(serverFile(dir)).rejects.toThrow(); // a later start cannot take a reused pid for it
   });
 
   it('uses a server an earlier run left running on the same directory rather than starting a second one', async () => {

@@ -2,7 +2,7 @@
 import { loadConfigOrExit, SHUTDOWN_GRACE_MS, shutdownOnSignals } from '../lifecycle.js';
 import { createLogger } from '../log.js';
 import { createApp } from './app.js';
-import { listen } from './server.js';
+import { DRAIN_MS, listen } from './server.js';
 import { startWebServices } from './services.js';
 
 const config = loadConfigOrExit('kyozo web');
@@ -17,7 +17,7 @@ try {
       await server.close();
       await services.close();
     },
-    { log, deadlineMs: config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS },
+    { log, deadlineMs: DRAIN_MS + SHUTDOWN_GRACE_MS },
   );
 } catch (error) {
   console.error(`kyozo web: cannot start: ${error instanceof Error ? error.message : String(error)}`);

@@ -35,7 +35,8 @@ export interface HttpServer {
   close(drainMs?: number): Promise<void>;
 }
 
-const DRAIN_MS = 30_000;
+/** How long closing waits for the requests in progress. */
+export const DRAIN_MS = 30_000;
 
 function isEventStream(response: ServerResponse): boolean {
   return String(response.getHeader('content-type') ?? '').startsWith('text/event-stream');
