@@ -422,20 +422,29 @@ export class GitProvider implements StorageProvider {
       const branch = this.queue[0]!.branch;
       const chain: Queued[] = [];
       while (chain.length < MAX_CHAIN && this.queue[0]?.branch === branch) chain.push(this.queue.shift()!);
+      let outcomes: Map<Queued, Outcome>;
       try {
-        await this.lock.run((lease) => this.commitChain(branch, chain, lease));
+        outcomes = await this.lock.run((lease) => this.commitChain(branch, chain, lease));
       } catch (error) {
         for (const mutation of chain) settle(mutation, { error });
+        continue;
+      }
+      // One per turn of the event loop, in commit order, after the lock is released and before the next chain:
+      // from here to its job's event each takes only microtasks, but not as many for every kind of job, so settled
+      // all at once a later commit's event could leave first.
+      for (const [i, mutation] of chain.entries()) {
+        if (i > 0) await new Promise((resolve) => setImmediate(resolve));
+        settle(mutation, outcomes.get(mutation) ?? {});
       }
     }
     this.draining = undefined;
   }
 
   /**
-   * Commits `chain` on `branch`, one commit per mutation, in order. A mutation whose precondition fails is
-   * rejected alone; the others go on.
+   * Commits `chain` on `branch`, one commit per mutation, in order, and says what became of each: a mutation
+   * whose precondition fails gets its error alone; the others go on.
    */
-  private async commitChain(branch: string, chain: Queued[], lease: Lease): Promise<void> {
+  private async commitChain(branch: string, chain: Queued[], lease: Lease): Promise<Map<Queued, Outcome>> {
     const index = await this.indexFor(branch);
     for (let attempt = 0; attempt < MAX_REF_RACES; attempt++) {
       await index.sync();
@@ -446,7 +455,7 @@ export class GitProvider implements StorageProvider {
       const staging: Staging = new Map();
       const entries: CommitEntry[] = [];
       const views = new Map<string, KeyView>();
-      const outcomes = new Map<Queued, { record?: VersionRecord; error?: unknown }>();
+      const outcomes = new Map<Queued, Outcome>();
       for (const mutation of chain) {
         const view = views.get(mutation.key) ?? { current: index.current(mutation.key), versions: index.versions(mutation.key).length };
         const now = Date.now();
@@ -488,13 +497,7 @@ export class GitProvider implements StorageProvider {
         const moved = await index.advance(entries, () => this.store.updateRef(index.ref, head, base));
         if (!moved) continue;
       }
-      // One per turn of the event loop, in commit order: from here to its job's event each takes only microtasks,
-      // but not as many for every kind of job, so settled all at once a later commit's event could leave first.
-      for (const [i, mutation] of chain.entries()) {
-        if (i > 0) await new Promise((resolve) => setImmediate(resolve));
-        settle(mutation, outcomes.get(mutation) ?? {});
-      }
-      return;
+      return outcomes;
     }
     throw new ProviderUnavailableError(`branch "${branch}" kept moving under the commit (another writer outside this store's lock?)`);
   }
@@ -767,7 +770,10 @@ export class GitProvider implements StorageProvider {
   }
 }
 
-function settle(mutation: Queued, outcome: { record?: VersionRecord; error?: unknown }): void {
+/** What committing a chain did for one of its mutations. */
+type Outcome = { record?: VersionRecord; error?: unknown };
+
+function settle(mutation: Queued, outcome: Outcome): void {
   if (mutation.settled) return;
   mutation.settled = true;
   if (outcome.error !== undefined) mutation.reject(outcome.error);
