@@ -1,5 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Hono } from 'hono';
+import { objectGet } from '../../src/api/routes/objects.js';
+import { RamProvider } from '../../src/providers/ram.js';
+import { interceptMethod } from '../support/intercept.js';
 import { startTestService, type TestService } from '../support/service.js';
 
 const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
@@ -157,6 +161,22 @@ describe('reads', () => {
       const changed = await resume(validator);
       expect(changed.status).toBe(200);
       expect(await changed.text()).toBe('BBBBBBBBBB');
+    }
+  });
+
+  it('a range of an object replaced between its stat and its read is not cut from the new one: that is sent whole', async () => {
+    const ram = new RamProvider({ maxBytes: 1024 * 1024 });
+    await ram.write('doc', 'AAAAAAAAAA');
+    const stale = await ram.stat('doc');
+    await ram.write('doc', 'BBBBBBBBBBBBBBBBBBBB');
+    const racing = interceptMethod(ram, 'stat', () => async () => stale); // the stat saw the object before it changed
+    const app = new Hono();
+    app.get('/doc', (c) => objectGet(c, racing, 'doc'));
+    for (const headers of [{ Range: 'bytes=5-' }, { Range: 'bytes=5-', 'If-Range': `"${stale.etag}"` }] as Record<string, string>[]) {
+      const response = await app.request('/doc', { headers });
+      expect(response.status).toBe(200);
+      expect(response.headers.get('etag')).toBe(`"${sha256('BBBBBBBBBBBBBBBBBBBB')}"`);
+      expect(await response.text()).toBe('BBBBBBBBBBBBBBBBBBBB');
     }
   });
 

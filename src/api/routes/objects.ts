@@ -63,10 +63,16 @@ export async function objectGet(c: Context, provider: StorageProvider, key: stri
   const info = await provider.stat(key, { versionId });
   const headers = objectHeaders(info);
   if (etagMatches(requestHeader(c, 'if-none-match'), info.etag)) return c.body(null, 304, headers);
-  const range =
+  let range =
     provider.capabilities.rangeReads && ifRangeHolds(requestHeader(c, 'if-range'), info.etag) ? parseRange(requestHeader(c, 'range'), info.size) : undefined;
   if (c.req.method === 'HEAD') return c.body(null, 200, { ...headers, 'Content-Length': String(info.size) });
-  const { info: served, body } = await provider.read(key, { versionId, range });
+  let { info: served, body } = await provider.read(key, { versionId, range });
+  if (range !== undefined && served.etag !== info.etag) {
+    // Replaced between stat and read: the range was cut (and If-Range checked) for the old object; send the new whole.
+    body.destroy();
+    ({ info: served, body } = await provider.read(key, { versionId }));
+    range = undefined;
+  }
   // The object may have been replaced between stat and read: describe what is actually sent.
   const sentHeaders = served.etag === info.etag ? headers : objectHeaders(served);
   const tier = (served as { tier?: string }).tier;
