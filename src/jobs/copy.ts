@@ -13,6 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { HashingStream, readAll, sha256Hex } from '../providers/body.js';
 import { NotFoundError } from '../providers/errors.js';
+import { versionMessage } from '../providers/object-info.js';
 import type { Body, ObjectInfo, StorageProvider, VersionInfo, WriteOptions } from '../providers/types.js';
 
 /** Items copied in parallel within a page: enough to hide S3 round trips, few enough for a shared 2-core worker. */
@@ -145,11 +146,6 @@ export async function copyObject(
   }
   if (written.etag !== source.etag) throw new ContentMismatch(at.key, source.etag, written.etag);
   return { source, written };
-}
-
-/** A copied version's message: its own, or one naming where it came from (createVersion needs one). */
-export function versionMessage(version: { versionId: string; message?: string }): string {
-  return version.message ?? `copy of version ${version.versionId}`;
 }
 
 /**

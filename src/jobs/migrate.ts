@@ -14,8 +14,8 @@
 import { z } from 'zod';
 import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
-import { COPY_WIDTH, ContentMismatch, Failures, copyObject, forEachLimited, missingVersions, pages, versionMessage, type VerificationReport } from './copy.js';
-import { allVersions, sameObject, statIfPresent } from '../providers/object-info.js';
+import { COPY_WIDTH, ContentMismatch, Failures, copyObject, forEachLimited, missingVersions, pages, type VerificationReport } from './copy.js';
+import { allVersions, sameObject, statIfPresent, versionMessage } from '../providers/object-info.js';
 import { defineJob, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 
 export const migratePayload = z.object({ from: storeNameSchema, to: storeNameSchema, versions: z.boolean().optional() }).strict();

@@ -12,8 +12,8 @@
  */
 import { z } from 'zod';
 import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
-import { COPY_WIDTH, ContentMismatch, Failures, PAGE_SIZE, forEachLimited, missingVersions, verifiedBody, versionMessage, type VerificationReport } from './copy.js';
-import { allVersions, sameObject, statIfPresent } from '../providers/object-info.js';
+import { COPY_WIDTH, ContentMismatch, Failures, PAGE_SIZE, forEachLimited, missingVersions, verifiedBody, type VerificationReport } from './copy.js';
+import { allVersions, sameObject, statIfPresent, versionMessage } from '../providers/object-info.js';
 import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted } from './definition.js';
 import { blobKey, parseManifestKey, readManifest, type ManifestObject, type ManifestVersion } from './manifest.js';
 

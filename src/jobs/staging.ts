@@ -137,8 +137,10 @@ export function createStaging({ provider, inlineMax, owners }: StagingOptions): 
 
     async release(ref) {
       if (!isStaged(ref)) return;
-      await provider.delete(ref.stagedKey);
+      // The note first: a body left without one is an orphan cleanup removes; a note left without its body would
+      // stay for good.
       await owners?.forget(ref.stagedKey);
+      await provider.delete(ref.stagedKey);
     },
   };
 }

@@ -54,7 +54,7 @@ import { createRedisHotChannel, type HotChannel, type HotMessage, type TieringPl
 import { PendingBackups, type PendingEntry } from './hybrid-pending.js';
 import { VersionMap } from './hybrid-versions.js';
 import { validateKey } from './keys.js';
-import { allVersions, sameObject, statIfPresent } from './object-info.js';
+import { allVersions, sameObject, statIfPresent, versionMessage } from './object-info.js';
 import type {
   Body,
   Capabilities,
@@ -503,8 +503,9 @@ export class HybridProvider implements StorageProvider {
   }
 
   /**
-   * Copies, oldest first, the versions of cold that backup has no copy of (their backup step failed). Returns the
-   * cold ids that backup now holds a copy of.
+   * Copies, oldest first, the versions of cold that backup has no copy of (their backup step failed). A backup
+   * version that no map entry names but has the same content and message (its link was lost) is linked instead of
+   * copied twice. Returns the cold ids that backup now holds a copy of.
    */
   private async copyMissingVersions(key: string, coldVersions: readonly VersionInfo[]): Promise<Set<string>> {
     const backupIds = await this.versions.backupIdsOf(
@@ -512,12 +513,20 @@ export class HybridProvider implements StorageProvider {
       coldVersions.map((version) => version.versionId),
     );
     const linked = new Set(coldVersions.filter((_, i) => backupIds[i] !== undefined).map((version) => version.versionId));
+    if (linked.size === coldVersions.length) return linked;
+    const unlinked = await this.unlinkedBackupVersions(key);
     for (let i = coldVersions.length - 1; i >= 0; i--) {
       if (backupIds[i] !== undefined) continue;
       const version = coldVersions[i]!;
+      const twin = unlinked.get(`${version.etag}\n${versionMessage(version)}`)?.pop();
+      if (twin !== undefined) {
+        await this.linkVersions(key, version.versionId, twin);
+        linked.add(version.versionId);
+        continue;
+      }
       const { info, body } = await this.cold.read(key, { versionId: version.versionId });
       const copy = await this.backup.createVersion(key, body, {
-        message: version.message ?? `copy of version ${version.versionId}`,
+        message: versionMessage(version),
         ...(version.author ? { author: version.author } : {}),
         contentType: info.contentType,
         metadata: info.metadata,
@@ -526,6 +535,19 @@ export class HybridProvider implements StorageProvider {
       linked.add(version.versionId);
     }
     return linked;
+  }
+
+  /** Backup's versions of `key` that no map entry names, by content and message, oldest last. */
+  private async unlinkedBackupVersions(key: string): Promise<Map<string, string[]>> {
+    const versions = await allVersions(this.backup, key);
+    const coldIds = await this.versions.coldIdsOf(versions.map((version) => ({ key, backupId: version.versionId })));
+    const byContent = new Map<string, string[]>();
+    versions.forEach((version, i) => {
+      if (coldIds[i] !== undefined) return;
+      const id = `${version.etag}\n${version.message ?? ''}`;
+      byContent.set(id, [...(byContent.get(id) ?? []), version.versionId]);
+    });
+    return byContent;
   }
 
   // ---- stats, health, close ----

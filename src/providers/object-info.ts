@@ -30,3 +30,8 @@ export async function allVersions(provider: StorageProvider, key: string): Promi
   } while (cursor !== undefined);
   return versions;
 }
+
+/** A copied version's message: its own, or one naming where it came from (createVersion needs one). */
+export function versionMessage(version: { versionId: string; message?: string }): string {
+  return version.message ?? `copy of version ${version.versionId}`;
+}

@@ -289,5 +289,28 @@ describe('the backup repair pass', () => {
     expect((await backup.listVersions('doc')).items).toEqual([]);
     expect(await redis.exists(`${prefix}:hybrid:follow-up:versions:doc`)).toBe(0);
   });
+
+  it('links a backup version whose map entry was lost instead of copying it a second time', async () => {
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const failures = { left: 0 };
+    const store = await hybrid({
+      cold: new RamProvider({ maxBytes: 1024 * 1024 }),
+      backup: interceptMethod(backup, 'createVersion', (createVersion) => async (...args) => {
+        if (failures.left-- > 0) throw new Error('EIO');
+        return createVersion(...args);
+      }),
+      bus: new Bus(),
+    });
+    const one = await store.createVersion('doc', 'one', { message: 'one' });
+    const mapKey = `${prefix}:hybrid:follow-up:versions:doc`;
+    await redis.del(mapKey); // the link of version one is lost
+    failures.left = 100;
+    await expect(store.createVersion('doc', 'two', { message: 'two' })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    failures.left = 0;
+
+    expect(await store.repairBackups()).toEqual({ repaired: 1, pending: 0 });
+    expect((await backup.listVersions('doc')).items.map((version) => version.message)).toEqual(['two', 'one']);
+    expect(await redis.hget(mapKey, `c:${one.versionId}`)).not.toBeNull();
+  });
 });
 
