@@ -13,7 +13,7 @@ import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
 import { requireBasic, TokenSet } from './auth.js';
 import { BOARD_PATH, boardRoutes } from './board.js';
-import { ApiError, redisUnavailable, respondWithError, toApiError } from './errors.js';
+import { ApiError, requireRedisReady, respondWithError, toApiError } from './errors.js';
 import { gate } from './gate.js';
 import type { JobWaiter } from './job-status.js';
 import type { ApiMetrics } from './metrics.js';
@@ -76,7 +76,7 @@ function boardApp(deps: AppDeps, tokens: TokenSet): Hono {
   board.use('*', requireBasic(tokens));
   // The board's own API answers a Redis failure with a 500 of its own shape: Redis down is the usual 503 instead.
   board.use(`${BOARD_PATH}/api/*`, async (c, next) => {
-    if (deps.redis.status !== 'ready') throw redisUnavailable(new Error(`Redis is ${deps.redis.status}`));
+    requireRedisReady(deps.redis);
     await next();
   });
   board.route(BOARD_PATH, boardRoutes([...deps.queues.all(), ...(deps.extraQueues ?? [])]));

@@ -41,6 +41,11 @@ export function redisUnavailable(cause: unknown): ApiError {
   return error;
 }
 
+/** Throws the 503 of `redisUnavailable` unless `redis` is connected now. */
+export function requireRedisReady(redis: { status: string }): void {
+  if (redis.status !== 'ready') throw redisUnavailable(new Error(`Redis is ${redis.status}`));
+}
+
 const REDIS_DOWN = /ECONNREFUSED|Connection is closed|Stream isn't writeable|MaxRetriesPerRequest|ETIMEDOUT|Reached the max retries/;
 
 export function isRedisDown(error: unknown): boolean {

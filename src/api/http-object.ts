@@ -75,11 +75,6 @@ export function etagMatches(header: string | undefined, etag: string): boolean {
 }
 
 /**
- * One `bytes=` range of an object of `size` bytes as an inclusive pair, or `undefined` for no Range header.
- * Several ranges, or a range that cannot be satisfied, are refused with 416 (the client learns the size from
- * `Content-Range: bytes *\/size`) rather than silently answered in full.
- */
-/**
  * Whether a Range may be honoured under `If-Range` (RFC 9110 §13.1.5): with no If-Range, or one naming the current
  * etag (strongly). A weak tag, another etag or a date means "the whole object": a client resuming a download of
  * something that changed gets it all, never a mix of two versions.
@@ -88,6 +83,11 @@ export function ifRangeHolds(header: string | undefined, etag: string): boolean 
   return header === undefined || header.trim() === quoteEtag(etag);
 }
 
+/**
+ * One `bytes=` range of an object of `size` bytes as an inclusive pair, or `undefined` for no Range header.
+ * Several ranges, or a range that cannot be satisfied, are refused with 416 (the client learns the size from
+ * `Content-Range: bytes *\/size`) rather than silently answered in full.
+ */
 export function parseRange(header: string | undefined, size: number): [number, number] | undefined {
   if (header === undefined) return undefined;
   const unsatisfiable = (why: string) => new ApiError('RANGE_NOT_SATISFIABLE', why, { 'Content-Range': `bytes */${size}` });

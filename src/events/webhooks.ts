@@ -23,7 +23,7 @@ import type { Logger } from '../log.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { envelopeFromEntry } from './bus.js';
 
-export const WEBHOOK_QUEUE = 'webhooks';
+const WEBHOOK_QUEUE = 'webhooks';
 export const SIGNATURE_HEADER = 'X-Kyozo-Signature';
 const GROUP = 'webhooks';
 

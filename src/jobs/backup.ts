@@ -8,9 +8,10 @@
  *   (left by an interrupted run), is read back from the backup store and hashed. `verify: 'all'` re-reads every
  *   blob the manifest needs (a scrub). A blob that fails is reported (`verified: false`, with its keys) and
  *   removed, so the next run copies it again.
- * - Never a backup of backups: a store is not backed up into itself, the schedule skips `BACKUP_STORE`, and keys
- *   of the backup layout (`isBackupKey`) are left out, and counted, when `BACKUP_STORE` is backed up elsewhere.
- *   Any other store is backed up whole: there such keys are a user's data, not backups.
+ * - No backup of the backup store's backups: a store is not backed up into itself, the schedule skips
+ *   `BACKUP_STORE`, and keys of the backup layout (`isBackupKey`) are left out, and counted, when `BACKUP_STORE` is
+ *   backed up elsewhere. Any other store is backed up whole — one used as an explicit `target` too, backups and
+ *   all: in a store that is not `BACKUP_STORE` such keys may be a user's data.
  * - Retention: the newest `BACKUP_KEEP` manifests are kept; older ones are deleted, then blobs no kept manifest
  *   needs. One backup per store at a time (a Redis lock held by the job id), so that pruning never removes a blob
  *   that a concurrent run counts on; a second one fails with PRECONDITION_FAILED.

@@ -103,7 +103,7 @@ export const keySchema = z.string().superRefine((key, ctx) => {
 export const storeNameSchema = z.string().min(1).max(63);
 export const authorSchema = z.object({ name: z.string().min(1).max(256), email: z.string().max(256).optional() }).strict();
 /** An `If-Match` list longer than this is refused (400): matching is linear in it. */
-export const MAX_IF_MATCH_TAGS = 32;
+const MAX_IF_MATCH_TAGS = 32;
 const ifMatchTag = z.string().min(1).max(128);
 export const writeOptionsShape = {
   contentType: z.string().max(256).optional(),

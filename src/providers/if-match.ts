@@ -9,9 +9,9 @@ import type { WriteOptions } from './types.js';
 export type IfMatch = NonNullable<WriteOptions['ifMatch']>;
 
 /** Matches any existing object. */
-export const ANY_ETAG = '*';
+const ANY_ETAG = '*';
 
-export function ifMatchHolds(ifMatch: IfMatch, currentEtag: string | undefined): boolean {
+function ifMatchHolds(ifMatch: IfMatch, currentEtag: string | undefined): boolean {
   if (currentEtag === undefined) return false;
   const wanted = typeof ifMatch === 'string' ? [ifMatch] : ifMatch;
   return wanted.some((etag) => etag === ANY_ETAG || etag === currentEtag);

@@ -8,7 +8,7 @@ import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { EVENT_TYPES, streamIdAfter, type EventEnvelope, type EventType } from '../../events/bus.js';
 import type { AppDeps } from '../app.js';
-import { ApiError, redisUnavailable } from '../errors.js';
+import { ApiError, requireRedisReady } from '../errors.js';
 import { requestHeader } from '../node-request.js';
 
 const HEARTBEAT_MS = 15_000;
@@ -43,7 +43,7 @@ export function eventRoutes(deps: AppDeps): Hono {
     if (since !== undefined && !isStreamId(since)) throw new ApiError('BAD_REQUEST', 'Last-Event-ID must be an event id such as 1700000000000-0');
 
     // A stream opened while Redis is down would only stay silent: 503, and the client comes back.
-    if (deps.redis.status !== 'ready') throw redisUnavailable(new Error(`Redis is ${deps.redis.status}`));
+    requireRedisReady(deps.redis);
 
     const pending: EventEnvelope[] = [];
     let deliver: ((event: EventEnvelope) => void) | undefined;
