@@ -137,9 +137,9 @@ export function createStaging({ provider, inlineMax, owners }: StagingOptions): 
 
     async release(ref) {
       if (!isStaged(ref)) return;
-      // The note first: a body left without one is an orphan cleanup removes; a note left without its body would
-      // stay for good.
-      await owners?.forget(ref.stagedKey);
+      // The note first: a body left without one is an orphan cleanup removes, a note left without its body would
+      // stay. Redis being down does not keep the body, though (its note, if any, is one small field).
+      await owners?.forget(ref.stagedKey).catch(() => undefined);
       await provider.delete(ref.stagedKey);
     },
   };
