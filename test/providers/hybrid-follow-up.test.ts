@@ -79,11 +79,14 @@ async function hybrid(parts: { cold: StorageProvider; backup: StorageProvider; b
   return store;
 }
 
-/** `provider` whose writes fail with an I/O error while `failures.left` is above zero. */
-function flakyWrites(provider: StorageProvider, failures: { left: number }): StorageProvider {
-  return interceptMethod(provider, 'write', (write) => async (...args) => {
-    if (failures.left-- > 0) throw new Error('EIO');
-    return write(...args);
+/** `provider` whose `method` fails with an I/O error while `failures.left` is above zero. */
+function failing(provider: StorageProvider, method: 'write' | 'createVersion' | 'delete', failures: { left: number }): StorageProvider {
+  return interceptMethod(provider, method, (original) => {
+    const call = original as (...args: unknown[]) => Promise<unknown>;
+    return (async (...args: unknown[]) => {
+      if (failures.left-- > 0) throw new Error('EIO');
+      return call(...args);
+    }) as typeof original;
   });
 }
 
@@ -91,7 +94,7 @@ describe('hybrid follow-up steps after cold took a mutation', () => {
   it('a backup write that fails twice is tried again: the write succeeds and backup holds it', async () => {
     const backup = new RamProvider({ maxBytes: 1024 * 1024 });
     const failures = { left: 0 };
-    const store = await hybrid({ cold: new RamProvider({ maxBytes: 1024 * 1024 }), backup: flakyWrites(backup, failures), bus: new Bus() });
+    const store = await hybrid({ cold: new RamProvider({ maxBytes: 1024 * 1024 }), backup: failing(backup, 'write', failures), bus: new Bus() });
     const first = await store.write('doc', 'v1');
     failures.left = 2;
     const second = await store.write('doc', 'v2', { ifMatch: first.etag });
@@ -104,7 +107,7 @@ describe('hybrid follow-up steps after cold took a mutation', () => {
     const failures = { left: 0 };
     const store = await hybrid({
       cold: new RamProvider({ maxBytes: 1024 * 1024 }),
-      backup: flakyWrites(new RamProvider({ maxBytes: 1024 * 1024 }), failures),
+      backup: failing(new RamProvider({ maxBytes: 1024 * 1024 }), 'write', failures),
       bus: new Bus(),
     });
     failures.left = 100;
@@ -160,7 +163,7 @@ describe('the backup repair pass', () => {
   it('copies cold into a backup whose copy failed for good, once, and then forgets the key', async () => {
     const backup = new RamProvider({ maxBytes: 1024 * 1024 });
     const failures = { left: 0 };
-    const store = await hybrid({ cold: new RamProvider({ maxBytes: 1024 * 1024 }), backup: flakyWrites(backup, failures), bus: new Bus() });
+    const store = await hybrid({ cold: new RamProvider({ maxBytes: 1024 * 1024 }), backup: failing(backup, 'write', failures), bus: new Bus() });
     await store.write('doc', 'v1', { contentType: 'text/plain', metadata: { lang: 'en' } });
     failures.left = 100;
     await expect(store.write('doc', 'v2', { contentType: 'text/markdown', metadata: { lang: 'de' } })).rejects.toBeInstanceOf(ProviderUnavailableError);
@@ -179,10 +182,7 @@ describe('the backup repair pass', () => {
     const failures = { left: 0 };
     const store = await hybrid({
       cold: new RamProvider({ maxBytes: 1024 * 1024 }),
-      backup: interceptMethod(backup, 'delete', (remove) => async (...args) => {
-        if (failures.left-- > 0) throw new Error('EIO');
-        return remove(...args);
-      }),
+      backup: failing(backup, 'delete', failures),
       bus: new Bus(),
     });
     await store.write('gone', 'x');
@@ -234,7 +234,7 @@ describe('the backup repair pass', () => {
     let releaseCold!: () => void;
     const coldHeld = new Promise<void>((resolve) => (releaseCold = resolve));
     const failures = { left: 0 };
-    const slow = await hybrid({ cold: gatedWrites(cold, coldHeld), backup: flakyWrites(backup, failures), bus });
+    const slow = await hybrid({ cold: gatedWrites(cold, coldHeld), backup: failing(backup, 'write', failures), bus });
     const repairer = await hybrid({ cold, backup, bus, now: () => Date.now() + 11 * 60_000 }); // its clock: 11 min on
     const mutation = slow.write('doc', 'new').catch((error: unknown) => error);
     await until(async () => (await redis.hlen(`${prefix}:hybrid:follow-up:pending`)) > 0); // the mutation has begun
@@ -253,10 +253,7 @@ describe('the backup repair pass', () => {
     const failures = { left: 0 };
     const store = await hybrid({
       cold: new RamProvider({ maxBytes: 1024 * 1024 }),
-      backup: interceptMethod(backup, 'createVersion', (createVersion) => async (...args) => {
-        if (failures.left-- > 0) throw new Error('EIO');
-        return createVersion(...args);
-      }),
+      backup: failing(backup, 'createVersion', failures),
       bus: new Bus(),
     });
     await store.createVersion('doc', 'one', { message: 'one' });
@@ -277,10 +274,7 @@ describe('the backup repair pass', () => {
     const deleteFailures = { left: 100 };
     const deleting = await hybrid({
       cold: (store as unknown as { cold: StorageProvider }).cold,
-      backup: interceptMethod(backup, 'delete', (remove) => async (...args) => {
-        if (deleteFailures.left-- > 0) throw new Error('EIO');
-        return remove(...args);
-      }),
+      backup: failing(backup, 'delete', deleteFailures),
       bus: new Bus(),
     });
     await expect(deleting.delete('doc', { allVersions: true })).rejects.toBeInstanceOf(ProviderUnavailableError);
@@ -295,10 +289,7 @@ describe('the backup repair pass', () => {
     const failures = { left: 0 };
     const store = await hybrid({
       cold: new RamProvider({ maxBytes: 1024 * 1024 }),
-      backup: interceptMethod(backup, 'createVersion', (createVersion) => async (...args) => {
-        if (failures.left-- > 0) throw new Error('EIO');
-        return createVersion(...args);
-      }),
+      backup: failing(backup, 'createVersion', failures),
       bus: new Bus(),
     });
     const one = await store.createVersion('doc', 'one', { message: 'one' });
