@@ -97,8 +97,9 @@ async function removeStaleStaging(ctx: JobContext, deps: MaintenanceDeps): Promi
         counts.kept++;
         continue;
       }
-      await deps.stagingProvider.delete(blob.key);
+      // As `Staging.release` does: the note first, so that a failure in between leaves an orphan body, swept next time.
       await owners.forget(blob.key);
+      await deps.stagingProvider.delete(blob.key);
       counts.removed++;
     }
   }
