@@ -10,6 +10,11 @@
  * Closing drains: no new connection is taken and idle keep-alive ones are closed, event streams (SSE) are ended at
  * once (their clients resume with Last-Event-ID), and requests in progress — an upload, a `?wait=true` — get their
  * answers, for up to `drainMs`; whatever is still open then is cut.
+ *
+ * Only event streams are tracked, not every request: a set and a close listener per request kept each request's
+ * objects alive into V8's old generation, which tripled the garbage collector's time per request (the enqueue path
+ * spent ~25 µs of its ~200 µs there, against ~7 µs untracked). Connections whose requests finish during the drain
+ * are closed by a sweep of idle connections instead.
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -37,6 +42,13 @@ export interface HttpServer {
 
 /** How long closing waits for the requests in progress. */
 export const DRAIN_MS = 30_000;
+/** While draining, how often connections whose last request has finished are closed. */
+const IDLE_SWEEP_MS = 50;
+
+/** Requests that may become event streams: the events route's path, in origin or absolute form. */
+function mayStream(request: IncomingMessage): boolean {
+  return request.method === 'GET' && request.url !== undefined && request.url.includes('/v1/events');
+}
 
 function isEventStream(response: ServerResponse): boolean {
   return String(response.getHeader('content-type') ?? '').startsWith('text/event-stream');
@@ -51,10 +63,11 @@ export async function listen(app: Hono, config: Pick<Config, 'host' | 'port' | '
   });
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const node = server as Server;
-  const inProgress = new Set<ServerResponse>();
-  node.on('request', (_request: IncomingMessage, response: ServerResponse) => {
-    inProgress.add(response);
-    response.once('close', () => inProgress.delete(response));
+  const streams = new Set<ServerResponse>();
+  node.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    if (!mayStream(request)) return;
+    streams.add(response);
+    response.once('close', () => streams.delete(response));
   });
   return {
     url: `http://${host}:${address.port}`,
@@ -62,16 +75,16 @@ export async function listen(app: Hono, config: Pick<Config, 'host' | 'port' | '
     close: (drainMs = DRAIN_MS) =>
       new Promise<void>((resolve) => {
         const cut = setTimeout(() => node.closeAllConnections(), drainMs);
+        // A keep-alive connection whose request is still in progress becomes idle when it is answered.
+        const sweep = setInterval(() => node.closeIdleConnections(), IDLE_SWEEP_MS);
         node.close(() => {
           clearTimeout(cut);
+          clearInterval(sweep);
           resolve();
         });
         node.closeIdleConnections();
-        for (const response of inProgress) {
-          // Event streams never end by themselves; a keep-alive connection that becomes idle is closed then.
-          if (isEventStream(response)) response.destroy();
-          else response.once('close', () => setImmediate(() => node.closeIdleConnections()));
-        }
+        // Event streams never end by themselves.
+        for (const response of streams) if (isEventStream(response)) response.destroy();
       }),
   };
 }
