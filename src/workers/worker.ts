@@ -8,7 +8,10 @@
  * idempotent) and the retry emits; one that dies after the emit leaves a marker, so the retry does not. The job
  * does not wait for the event's reply: the bus shares the connection BullMQ completes jobs on, and once the event
  * is written there, the completion BullMQ sends next runs after it on Redis (`emitAhead`). A job whose attempts run
- * out, or that fails with an unrecoverable error, emits `job.failed` from the `failed` listener, also once per job.
+ * out, or that fails with an unrecoverable error, emits `job.failed` the same way, ahead of BullMQ marking it
+ * failed: a worker that dies in between leaves a job that runs again, not a failure nobody hears of. Its marker is
+ * per failed run (by attempts made), so a failed job retried from the board that fails again says so again. A
+ * failure BullMQ decides by itself (a job stalled too often) is emitted from the `failed` listener.
  *
  * Long jobs (the maintenance family) save progress in the job as they go and watch an AbortSignal that `close`
  * aborts: one that stops for a shutdown throws `JobInterruptedError`, and the job goes straight back to the queue
@@ -30,7 +33,8 @@ import { WorkerJobContext, type JobContextDeps } from './job-context.js';
 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';
-const FAILED_MARKER = 'kyozoFailedEvent';
+/** `job.failed` of the run that failed with this many attempts made before it. */
+const failedMarker = (attemptsMade: number) => `kyozoFailedEvent:${attemptsMade}`;
 const MAX_PARKED_DELAY_MS = PARKED_RETRY_MAX_SECONDS * 1000;
 /**
  * What an earlier run of this job returned, when it got as far as its event: the event's data is the job's result.
@@ -106,13 +110,19 @@ function describeJob(job: Job): { store?: string; key?: string } {
   };
 }
 
-function isFinalFailure(job: Job, error: Error): boolean {
-  return error.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
-}
-
 /** The attempt that is running now is the job's last one. */
 function lastAttempt(job: Job): boolean {
   return job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+}
+
+/** BullMQ fails the job for good when the running attempt throws `failure`. */
+function failsForGood(job: Job, failure: Error): boolean {
+  return failure.name === 'UnrecoverableError' || lastAttempt(job);
+}
+
+function failedEvent(job: Job, queue: QueueName, failure: Error, attemptsMade: number): EventInput {
+  const data = { name: job.name, queue, reason: failure.message, code: failureCode(failure.message), attemptsMade };
+  return { type: 'job.failed', ...describeJob(job), jobId: job.id!, data };
 }
 
 /** Parked retries keep the job's exponential backoff, capped at a minute, with the same downward jitter. */
@@ -172,6 +182,8 @@ export function createWorkers(options: WorkersOptions): Workers {
     maintenance: options.maintenance,
   };
   const unavailableRetryMs = options.unavailableRetryMs ?? 3_600_000;
+  /** Jobs whose `job.failed` their run emitted: the `failed` listener leaves them alone. */
+  const failedAhead = new WeakSet<Job>();
 
   const start = (queue: QueueName): Worker => {
     const family = { ...options, ...options.families?.[queue] };
@@ -200,7 +212,16 @@ export function createWorkers(options: WorkersOptions): Workers {
           await job.moveToDelayed(Date.now(), token);
           throw new DelayedError(error.message);
         }
-        throw asJobFailure(error);
+        const failure = asJobFailure(error);
+        if (failsForGood(job, failure)) {
+          const once = { key: worker.toKey(job.id!), field: failedMarker(job.attemptsMade) };
+          // Not sent (Redis refused it), the failure still stands: it is what the job's status reports.
+          await emitAhead(bus, failedEvent(job, queue, failure, job.attemptsMade + 1), once, log).catch((emitError: unknown) =>
+            log.error({ err: emitError, jobId: job.id }, 'could not emit job.failed'),
+          );
+          failedAhead.add(job);
+        }
+        throw failure;
       }
     };
     // BullMQ makes an AbortController per job only for a processor that takes a third parameter: only the
@@ -217,17 +238,17 @@ export function createWorkers(options: WorkersOptions): Workers {
 
     worker.on('failed', (job, error) => {
       if (job === undefined) return;
-      const final = isFinalFailure(job, error);
+      // BullMQ has counted the attempt by now.
+      const final = error.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
       log[final ? 'error' : 'warn'](
         { queue, jobId: job.id, job: job.name, attemptsMade: job.attemptsMade, err: error },
         final ? 'job failed' : 'job failed, will retry',
       );
-      if (!final) return;
-      const jobId = job.id!;
-      const data = { name: job.name, queue, reason: error.message, code: failureCode(error.message), attemptsMade: job.attemptsMade };
+      if (!final || failedAhead.delete(job)) return;
+      const once = { key: worker.toKey(job.id!), field: failedMarker(job.attemptsMade - 1) };
       bus
-        .emit({ type: 'job.failed', ...describeJob(job), jobId, data }, { once: { key: worker.toKey(jobId), field: FAILED_MARKER } })
-        .catch((emitError: unknown) => log.error({ err: emitError, jobId }, 'could not emit job.failed'));
+        .emit(failedEvent(job, queue, error, job.attemptsMade), { once })
+        .catch((emitError: unknown) => log.error({ err: emitError, jobId: job.id }, 'could not emit job.failed'));
     });
     worker.on('error', (error) => log.error({ err: error, queue }, 'worker error'));
     worker.on('stalled', (jobId) => log.warn({ queue, jobId }, 'job stalled: its worker stopped; another run picks it up'));

@@ -8,7 +8,7 @@ import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { createQueues } from '../../src/jobs/queue.js';
 import { closeRedis, createRedis } from '../../src/redis.js';
-import { inlineBody, failingFirst, startPipeline, type Pipeline } from './fixtures/pipeline.js';
+import { failingFirst, inlineBody, startPipeline, waitFor, type Pipeline } from './fixtures/pipeline.js';
 
 describe('job pipeline', () => {
   let p: Pipeline;
@@ -92,6 +92,20 @@ describe('job pipeline', () => {
     const event = await p.waitForEvent('job.failed', jobId);
     expect(event.data).toMatchObject({ code: 'PRECONDITION_FAILED', attemptsMade: 1 });
     expect((await ram.stat('guarded')).etag).toBe(sha256Hex('v1'));
+  });
+
+  it('emits job.failed again when a failed job retried from the board fails again', async () => {
+    await ram.write('retried', 'v1');
+    const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'retried', body: inlineBody('v2'), ifMatch: sha256Hex('other') });
+    await p.waitForEvent('job.failed', jobId);
+    await p.waitForJobState(jobId, 'failed');
+
+    await (await p.queues.getJob(jobId))!.retry('failed'); // what Bull Board's "Retry" does
+    await waitFor(async () => (await p.eventsOf(jobId, 'job.failed')).length === 2, { what: 'a second job.failed' });
+    await p.waitForJobState(jobId, 'failed');
+    const [first, second] = await p.eventsOf(jobId, 'job.failed');
+    expect(first!.data).toMatchObject({ attemptsMade: 1 });
+    expect(second!.data).toMatchObject({ code: 'PRECONDITION_FAILED', attemptsMade: 2 });
   });
 
   it('makes one job and one version for an idempotency key enqueued twice', async () => {

@@ -84,6 +84,22 @@ describe('worker processes', () => {
     expect(written).toHaveLength(200);
   });
 
+  it('emits job.failed once when the worker dies as the job fails for good', async () => {
+    const recovery = { KYOZO_TEST_LOCK_MS: '1000', KYOZO_TEST_STALLED_INTERVAL_MS: '300' };
+    const dying = await startChild({ KYOZO_TEST_DIE_ON_EVENT: 'job.failed', ...recovery });
+    await disk.write('failing/doc', 'current');
+    const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'failing/doc', body: inlineBody('new'), ifMatch: sha256Hex('stale') });
+    expect(await dying.exited).toMatchObject({ signal: 'SIGKILL' });
+
+    // The job was not yet failed when its worker died: another worker runs it again, and it fails and says so.
+    await startChild(recovery);
+    await waitFor(async () => (await p.eventsOf(jobId, 'job.failed')).length > 0, { timeoutMs: 15_000, what: 'job.failed' });
+    expect(await (await p.queues.getJob(jobId))?.getState()).toBe('failed');
+    const failed = await p.eventsOf(jobId, 'job.failed');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.data).toMatchObject({ code: 'PRECONDITION_FAILED' });
+  });
+
   it('lets the active job finish on SIGTERM, takes no new one, and exits 0', async () => {
     const child = await startChild({ WORKER_CONCURRENCY: '1', KYOZO_TEST_WRITE_DELAY_MS: '1500', WORKER_SHUTDOWN_TIMEOUT_MS: '20000' });
     const active = await p.queues.enqueue('write', { store: 'main', key: 'shutdown/active', body: inlineBody('finish me') });
