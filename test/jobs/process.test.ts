@@ -93,8 +93,7 @@ describe('worker processes', () => {
 
     // The job was not yet failed when its worker died: another worker runs it again, and it fails and says so.
     await startChild(recovery);
-    await waitFor(async () => (await p.eventsOf(jobId, 'job.failed')).length > 0, { timeoutMs: 15_000, what: 'job.failed' });
-    expect(await (await p.queues.getJob(jobId))?.getState()).toBe('failed');
+    await waitFor(async () => (await (await p.queues.getJob(jobId))?.getState()) === 'failed', { timeoutMs: 15_000, what: 'the job failed' });
     const failed = await p.eventsOf(jobId, 'job.failed');
     expect(failed).toHaveLength(1);
     expect(failed[0]!.data).toMatchObject({ code: 'PRECONDITION_FAILED' });
