@@ -66,6 +66,20 @@ describe('POST /v1/maintenance', () => {
     expect((await service.deps.stores.get('mem')!.stat('doc/7')).etag).toBe(sha256Hex('content 7'));
   });
 
+  it('a job made by a schedule is found by the id its events carry', async () => {
+    const queue = service.deps.queues.queue('maintenance');
+    await queue.upsertJobScheduler('test-yearly-cleanup', { pattern: '0 0 1 1 *' }, { name: 'cleanup', data: {} });
+    try {
+      const [scheduled] = await queue.getJobs(['delayed']);
+      expect(scheduled?.id).toMatch(/^repeat:test-yearly-cleanup:/);
+      const response = await service.app.request(`/v1/jobs/${encodeURIComponent(scheduled!.id!)}`, { headers: auth });
+      expect(response.status).toBe(200);
+      expect(await response.json()).toMatchObject({ id: scheduled!.id, name: 'cleanup', state: 'delayed' });
+    } finally {
+      await queue.removeJobScheduler('test-yearly-cleanup');
+    }
+  });
+
   it('migrate, cleanup and tier run as jobs of their own', async () => {
     const migrate = await post('migrate', { from: 'files', to: 'mem' }, '?wait=true');
     expect(migrate.status).toBe(200);
