@@ -31,9 +31,10 @@ export const versionPayload = z
   .strict();
 export type VersionPayload = z.output<typeof versionPayload>;
 
-function sameAuthor(a: Author | undefined, b: Author | undefined): boolean {
-  if (a === undefined || b === undefined) return a === b || b === undefined;
-  return a.name === b.name && (b.email === undefined || a.email === b.email);
+/** `recorded` is the author a provider records for `expected` (its default author when there is none). */
+function sameAuthor(recorded: Author | undefined, expected: Author | undefined): boolean {
+  if (recorded === undefined || expected === undefined) return recorded === expected;
+  return recorded.name === expected.name && (recorded.email ?? '') === (expected.email ?? '');
 }
 
 /** Versions looked at, newest first, before a retry gives up recognising its own (a key written very often). */
@@ -48,6 +49,7 @@ export async function versionMadeBy(
   expected: { etag: string; message: string; author?: Author },
 ): Promise<VersionInfo | undefined> {
   const since = job.timestamp - SAME_JOB_SLACK_MS;
+  const author = expected.author ?? provider.capabilities.defaultAuthor;
   let cursor: string | undefined;
   for (let scanned = 0; scanned < MAX_VERSIONS_SCANNED; ) {
     let page;
@@ -59,7 +61,7 @@ export async function versionMadeBy(
     }
     for (const version of page.items) {
       if (Date.parse(version.createdAt) < since) return undefined; // newest first: the rest is older still
-      if (version.etag === expected.etag && version.message === expected.message && sameAuthor(version.author, expected.author)) return version;
+      if (version.etag === expected.etag && version.message === expected.message && sameAuthor(version.author, author)) return version;
     }
     scanned += page.items.length;
     if (page.cursor === undefined || page.items.length === 0) return undefined;

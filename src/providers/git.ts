@@ -237,13 +237,7 @@ function identity(author: Author, now: number): Identity {
 
 export class GitProvider implements StorageProvider {
   readonly kind = 'git' as const;
-  readonly capabilities: Capabilities = {
-    versioning: 'every-write',
-    presign: 'signed-url',
-    diff: true,
-    branches: true,
-    rangeReads: true,
-  };
+  readonly capabilities: Capabilities;
 
   private readonly indexes = new Map<string, Promise<KeyIndex>>();
   private readonly queue: Queued[] = [];
@@ -261,6 +255,7 @@ export class GitProvider implements StorageProvider {
     private readonly log?: Logger,
   ) {
     this.user = normalizeAuthor(options.user, { name: 'Kyozo', email: 'kyozo@localhost' });
+    this.capabilities = { versioning: 'every-write', presign: 'signed-url', diff: true, branches: true, rangeReads: true, defaultAuthor: this.user };
     this.maxObjectBytes = options.maxObjectBytes ?? Number.POSITIVE_INFINITY;
   }
 

@@ -54,6 +54,8 @@ export interface Capabilities {
   diff: boolean;
   branches: boolean;
   rangeReads: boolean;
+  /** The author a version made without one carries (git's committer); absent when such a version has none. */
+  defaultAuthor?: Author;
 }
 
 /** Inclusive byte range, as in HTTP: [0, 0] is the first byte. */

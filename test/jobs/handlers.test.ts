@@ -15,6 +15,7 @@ import { writeJob } from '../../src/jobs/write.js';
 import { allVersions } from '../../src/providers/object-info.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
+import { GitProvider } from '../../src/providers/git.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import { inlineBody, quietLog } from './fixtures/pipeline.js';
 
@@ -60,6 +61,35 @@ describe('job handlers', () => {
     expect(again.result.versionId).toBe(first.result.versionId);
     const versions = await allVersions(store, 'doc');
     expect(versions.filter((version) => version.message === 'mine')).toHaveLength(1);
+  });
+
+  it('a retried version job with no author does not take another author\'s identical version for its own', async () => {
+    const bobs = await store.createVersion('doc', 'draft', { message: 'save', author: { name: 'Bob', email: 'bob@example.com' } });
+    const retried = await versionJob.handle({ store: 'main', key: 'doc', body: inlineBody('draft'), message: 'save' }, ctx(2));
+    expect(retried.result.versionId).not.toBe(bobs.versionId);
+    expect(retried.result.author).toBeUndefined();
+    expect((await store.listVersions('doc')).items).toHaveLength(2);
+  });
+
+  it('a retried version job with an author without email does not take a version by another email', async () => {
+    const other = await store.createVersion('doc', 'draft', { message: 'save', author: { name: 'Ada', email: 'other@example.com' } });
+    const retried = await versionJob.handle({ store: 'main', key: 'doc', body: inlineBody('draft'), message: 'save', author: { name: 'Ada' } }, ctx(2));
+    expect(retried.result.versionId).not.toBe(other.versionId);
+  });
+
+  it('a version job with no author run again on git finds its version, which carries the store\'s author', async () => {
+    const git = await GitProvider.open({ repoPath: path.join(dir, 'repo') });
+    try {
+      const gitCtx = (attemptsStarted: number): JobContext => ({ ...ctx(attemptsStarted), stores: new Map([['main', git]]) });
+      const payload = { store: 'main', key: 'doc', body: inlineBody('content'), message: 'save' };
+      const first = await versionJob.handle(payload, gitCtx(1));
+      expect(first.result.author).toEqual(git.capabilities.defaultAuthor);
+      const again = await versionJob.handle(payload, gitCtx(2));
+      expect(again.result.versionId).toBe(first.result.versionId);
+      expect((await git.listVersions('doc')).items).toHaveLength(1);
+    } finally {
+      await git.close();
+    }
   });
 
   it('two first runs with the same content and message are two deliberate versions', async () => {
