@@ -70,6 +70,8 @@ describe('job pipeline', () => {
     await expect(p.queues.enqueue('write', { store: 'main', key: 'ok', body: { inline: 'eA==', size: 1, etag: 'nope' } })).rejects.toBeInstanceOf(
       InvalidArgumentError,
     );
+    const sizeLies = { ...inlineBody('hello'), size: 6 };
+    await expect(p.queues.enqueue('write', { store: 'main', key: 'ok', body: sizeLies })).rejects.toThrow(/size does not match/);
     expect(await p.queues.queue('objects').count()).toBe(before);
   });
 
@@ -84,6 +86,15 @@ describe('job pipeline', () => {
     expect(failed?.failedReason).toMatch(/^INVALID_KEY: /);
     expect(event.data).toMatchObject({ name: 'write', code: 'INVALID_KEY', attemptsMade: 1 });
     expect(await p.eventsOf(job.id!)).toHaveLength(1);
+  });
+
+  it('fails a job whose inline body does not match its etag at once, writing nothing', async () => {
+    // Another producer's job: the etag is what a retry would recognise its work by.
+    const body = { ...inlineBody('hello'), etag: sha256Hex('something else') };
+    const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'etag-lies', body });
+    const event = await p.waitForEvent('job.failed', jobId);
+    expect(event.data).toMatchObject({ code: 'INVALID_ARGUMENT', attemptsMade: 1 });
+    await expect(ram.stat('etag-lies')).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
 
   it('fails a write whose ifMatch does not match at once, with PRECONDITION_FAILED', async () => {
