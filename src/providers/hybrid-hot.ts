@@ -7,7 +7,9 @@
  *   copy is the first one, and copies idle past the TTL are a prefix of the map: a sweep stops at the first live
  *   one. A copy idle past the TTL is also refused on lookup, so demotion does not wait for the sweep.
  * - Budget: copies up to `maxEntryBytes` (default `maxBytes / 8`, so one large object cannot empty the tier) are
- *   admitted; the least recently read ones make room. The hot provider's own budget must be at least `maxBytes`.
+ *   admitted; the least recently read ones make room. Bytes of admissions in flight are reserved and count against
+ *   `maxBytes` too; an admission that does not fit even with every copy evicted is refused. The hot provider's own
+ *   budget must be at least `maxBytes`.
  * - Staleness: a copy is admitted only if no invalidation of its key arrived since the cold read it came from
  *   began (`mark()` before the read, `admit(..., mark)` after). Admissions of one key run one at a time, and the
  *   check is repeated once the content is in the hot provider, so a copy described as X always holds X.
@@ -54,7 +56,10 @@ export class HotTier {
     demotions: { idle: 0, lru: 0, invalidated: 0, plan: 0, reset: 0, lost: 0 } satisfies Record<DemotionReason, number>,
   };
   private readonly entries = new Map<string, HotEntry>();
+  /** Bytes of the copies in `entries`. */
   private usedBytes = 0;
+  /** Bytes of admissions in flight: not in `entries` yet, so no eviction can free them. */
+  private reservedBytes = 0;
   /** Bumped by every invalidation; `invalidatedAt` remembers each key's last one, `floor` summarizes the forgotten. */
   private sequence = 0;
   private floor = 0;
@@ -78,8 +83,9 @@ export class HotTier {
     return this.entries.size;
   }
 
+  /** Bytes held, admissions in flight included. */
   get bytes(): number {
-    return this.usedBytes;
+    return this.usedBytes + this.reservedBytes;
   }
 
   has(key: string): boolean {
@@ -101,8 +107,8 @@ export class HotTier {
   }
 
   /** Like `lookup`, for a stat: neither a read nor a hit. */
-  peek(key: string): ObjectInfo | undefined {
-    return this.live(key)?.info;
+  peek(key: string): HotObjectInfo | undefined {
+    return this.live(key)?.served;
   }
 
   /** Taken before a cold read whose content may be admitted. */
@@ -121,24 +127,27 @@ export class HotTier {
       const previous = this.entries.get(key);
       if (previous !== undefined && previous.info.etag === info.etag) return true;
       if (previous !== undefined) await this.remove(key, 'invalidated');
+      // Admissions in flight hold the rest: evicting every copy would not make room.
+      if (this.reservedBytes + content.length > this.maxBytes) return false;
       const victims: Promise<void>[] = [];
-      while (this.usedBytes + content.length > this.maxBytes && this.entries.size > 0) {
+      while (this.bytes + content.length > this.maxBytes && this.entries.size > 0) {
         victims.push(this.remove(this.entries.keys().next().value!, 'lru'));
       }
-      this.usedBytes += content.length; // reserved before anything is awaited: admissions of other keys run meanwhile
-      await Promise.all(victims);
+      this.reservedBytes += content.length; // before anything is awaited: admissions of other keys run meanwhile
       try {
+        await Promise.all(victims);
         await this.provider.write(key, content, { contentType: info.contentType, metadata: info.metadata });
       } catch (error) {
-        this.usedBytes -= content.length;
         this.log?.debug({ err: error, key }, 'hot tier refused a copy');
         return false;
+      } finally {
+        this.reservedBytes -= content.length;
       }
       if (this.stale(key, mark)) {
-        this.usedBytes -= content.length;
         await this.provider.delete(key).catch(() => undefined);
         return false;
       }
+      this.usedBytes += content.length;
       this.entries.set(key, { info, served: { ...info, tier: 'hot' }, lastRead: this.now() });
       this.counters.promotions++;
       return true;

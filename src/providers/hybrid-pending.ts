@@ -13,7 +13,8 @@
  *
  * One Redis hash, `<prefix>:hybrid:<store>:pending`, four fields per key: `c:<key>` mutations begun and not ended,
  * `g:<key>` the number of the last mutation begun (from the store-wide sequence `#`, so it never repeats), `t:<key>`
- * when the key entered the ledger (ms), `x:<key>` present when the key needs a repair whatever the count says.
+ * (ms) when the running mutations began (the count last rose from zero; with none running, when the key entered the
+ * ledger), `x:<key>` present when the key needs a repair whatever the count says.
  */
 import type { Cluster, Redis } from 'ioredis';
 
@@ -21,7 +22,8 @@ const BEGIN = `
 local h, k = KEYS[1], ARGV[1]
 local running = redis.call('HINCRBY', h, 'c:' .. k, 1)
 redis.call('HSET', h, 'g:' .. k, redis.call('HINCRBY', h, '#', 1))
-redis.call('HSETNX', h, 't:' .. k, ARGV[2])
+-- A key pending for long must not make the mutation beginning now look abandoned.
+if running == 1 then redis.call('HSET', h, 't:' .. k, ARGV[2]) else redis.call('HSETNX', h, 't:' .. k, ARGV[2]) end
 if running > 1 then redis.call('HSET', h, 'x:' .. k, 1) end
 return running`;
 
@@ -42,11 +44,15 @@ if running <= 0 then
 end
 return running`;
 
-/** Removes a repaired key's entry unless a mutation began since the repair read it (generation ARGV[2]). */
+/**
+ * Removes a repaired key's entry, and KEYS[2] when given, unless a mutation began since the repair read it
+ * (generation ARGV[2]).
+ */
 const SETTLE = `
 local h, k = KEYS[1], ARGV[1]
 if (redis.call('HGET', h, 'g:' .. k) or '') ~= ARGV[2] then return 0 end
 redis.call('HDEL', h, 'c:' .. k, 'g:' .. k, 't:' .. k, 'x:' .. k)
+if KEYS[2] then redis.call('DEL', KEYS[2]) end
 return 1`;
 
 export interface PendingEntry {
@@ -55,6 +61,7 @@ export interface PendingEntry {
   running: number;
   /** Changes whenever a mutation of the key begins, never to an earlier value: `settle` compares it. */
   generation: string;
+  /** When the mutations running now began (with none running, when the key entered the ledger). */
   since: number;
   /** A follow-up failed or mutations overlapped: due for repair as soon as none runs. */
   needsRepair: boolean;
@@ -103,8 +110,22 @@ export class PendingBackups {
     return entries;
   }
 
-  /** Whether the entry was removed (false: a mutation began after `entry` was read, and it stays). */
-  async settle(entry: PendingEntry): Promise<boolean> {
-    return (await this.redis.eval(SETTLE, 1, this.hashKey, entry.key, entry.generation)) === 1;
+  /** Whether `key` is in the ledger: its backup copy may lag cold. */
+  async has(key: string): Promise<boolean> {
+    return (await this.redis.hexists(this.hashKey, `t:${key}`)) === 1;
+  }
+
+  /** Whether a mutation of the key began after `entry` was read (or the entry is gone). */
+  async begunSince(entry: PendingEntry): Promise<boolean> {
+    return ((await this.redis.hget(this.hashKey, `g:${entry.key}`)) ?? '') !== entry.generation;
+  }
+
+  /**
+   * Whether the entry was removed (false: a mutation began after `entry` was read, and it stays). `alsoDrop`, a Redis
+   * key in the same hash slot, goes in the same step, only if the entry does.
+   */
+  async settle(entry: PendingEntry, alsoDrop?: string): Promise<boolean> {
+    const keys = alsoDrop === undefined ? [this.hashKey] : [this.hashKey, alsoDrop];
+    return (await this.redis.eval(SETTLE, keys.length, ...keys, entry.key, entry.generation)) === 1;
   }
 }

@@ -53,7 +53,8 @@ export class VersionMap {
     await this.redis.del(this.hashKey(key));
   }
 
-  private hashKey(key: string): string {
+  /** The Redis key of `key`'s map (the repair pass drops it in one step with the key's pending entry). */
+  hashKey(key: string): string {
     return `${this.namespace}:versions:${key}`;
   }
 }

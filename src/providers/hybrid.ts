@@ -11,14 +11,16 @@
  * pub/sub); the mutation returns only after Redis took the message. The backup copy and the invalidation are tried
  * again here a few times (`followUp`): a retry of the job would find cold already changed, count its work as done
  * and never redo them. Failing still, the mutation fails as `ProviderUnavailableError`, and backup (or another
- * process's hot copy) lags cold for that key until its next mutation. Mutations of one key in one process run
+ * process's hot copy) lags cold for that key until its next mutation or the `tier` job's repair pass
+ * (`repairBackups`), whichever comes first. Mutations of one key in one process run
  * one at a time, so cold and backup see them in the same order. Bodies up to `bufferLimit` (8 MiB) are held in
  * memory and sent to both; a longer stream goes to cold and is then read back from cold into backup (never
  * buffered whole). A version's backup copy carries another id than its cold original: `hybrid-versions.ts` maps
  * them, so versions stay addressable by their cold ids while cold is down.
  *
  * Reads: a hot copy, else cold, else (cold unavailable or its circuit open: `ProviderUnavailableError`) backup.
- * The read result's info says which tier served it (`tier`, sent as `X-Kyozo-Tier`). Every read is counted
+ * The info of a read or a stat says which tier served it (`tier`, sent as `X-Kyozo-Tier`). Backup's "not found" of a
+ * key in the pending ledger keeps cold's error: cold may hold what backup lacks. Every read is counted
  * (`hybrid-access.ts`: in this process at once, in Redis in batches, never awaited). The full read of a current
  * object that makes `accessThreshold` reads of it in this process within `hotTtlSeconds` (and every later one
  * until it is hot) reads the body into memory and admits it to the hot tier, so the next read here is a hot hit;
@@ -46,7 +48,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { ConfigError, loadConfig, storeConfig, storeEnvPrefix, type Config, type StoreKind, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
 import { isReadable, readAhead, readAll } from './body.js';
-import { NotFoundError, NotSupportedError, ProviderUnavailableError, StorageError } from './errors.js';
+import { NotFoundError, NotSupportedError, PreconditionFailedError, ProviderUnavailableError, StorageError } from './errors.js';
 import { withProcessMutex } from './process-mutex.js';
 import { AccessLog, type PlanLimits } from './hybrid-access.js';
 import { HotTier } from './hybrid-hot.js';
@@ -227,6 +229,7 @@ export class HybridProvider implements StorageProvider {
       diff: false,
       branches: false,
       rangeReads: true,
+      defaultAuthor: cold.defaultAuthor,
     };
   }
 
@@ -252,7 +255,7 @@ export class HybridProvider implements StorageProvider {
       () => this.cold.read(key, opts),
       async (coldError) => {
         const backupId = await this.backupVersionId(key, opts?.versionId, coldError);
-        const served = await this.backup.read(key, { ...opts, versionId: backupId });
+        const served = await this.fromBackup(key, coldError, () => this.backup.read(key, { ...opts, versionId: backupId }));
         return { info: await this.asColdObject(served.info, opts?.versionId), body: served.body };
       },
     );
@@ -272,19 +275,19 @@ export class HybridProvider implements StorageProvider {
     return { info: { ...info, tier }, body: Readable.from([content]) };
   }
 
-  async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {
+  async stat(key: string, opts?: { versionId?: string }): Promise<TieredObjectInfo> {
     if (opts?.versionId === undefined && this.channel.live) {
       const info = this.hot.peek(key);
       if (info !== undefined) return info;
     }
-    const { value } = await this.degrading(
+    const { tier, value } = await this.degrading(
       () => this.cold.stat(key, opts),
       async (coldError) => {
         const backupId = await this.backupVersionId(key, opts?.versionId, coldError);
-        return this.asColdObject(await this.backup.stat(key, { versionId: backupId }), opts?.versionId);
+        return this.asColdObject(await this.fromBackup(key, coldError, () => this.backup.stat(key, { versionId: backupId })), opts?.versionId);
       },
     );
-    return value;
+    return { ...value, tier };
   }
 
   async list(opts?: ListOptions): Promise<Page<ObjectInfo>> {
@@ -473,33 +476,64 @@ export class HybridProvider implements StorageProvider {
     return { repaired, pending: entries.length - repaired };
   }
 
+  /**
+   * Whether the key was seen in line and left the ledger. Mutations in other processes may run meanwhile (the lock
+   * here is per process): backup's current object is replaced or deleted only from the state this pass saw, and a
+   * key a mutation may have overtaken is left pending for the next pass rather than overwritten.
+   */
   private async repair(entry: PendingEntry): Promise<boolean> {
     const { key } = entry;
     const coldVersions = await allVersions(this.cold, key);
     const linked = await this.copyMissingVersions(key, coldVersions);
     const cold = await statIfPresent(this.cold, key);
-    if (!sameIfPresent(cold, await statIfPresent(this.backup, key))) {
-      if (cold === undefined) {
-        const everything = coldVersions.length === 0;
-        await this.backup.delete(key, { allVersions: everything });
-        if (everything) await this.versions.forget(key);
-      } else {
-        const { info, body } = await this.cold.read(key);
-        const mirrored = { contentType: info.contentType, metadata: info.metadata };
-        // A current object that is one of the versions just linked is content only: no version of its own in backup.
-        if (info.versionId === undefined || linked.has(info.versionId)) await this.backup.write(key, body, mirrored);
-        else {
-          const copy = await this.backup.createVersion(key, body, { ...mirrored, message: 'repair: copied from cold' });
-          await this.linkVersions(key, info.versionId, copy.versionId);
-        }
-      }
+    const backup = await statIfPresent(this.backup, key);
+    // Cold has nothing of the key: its version map goes with the entry, and only if no mutation began (it may link).
+    const forgetVersions = cold === undefined && coldVersions.length === 0;
+    if (!sameIfPresent(cold, backup)) {
+      const done = cold === undefined ? await this.removeFromBackup(entry, forgetVersions) : await this.copyToBackup(entry, backup, linked);
+      if (!done) return false;
     }
     await this.invalidate(key);
     // A mutation that ran beside this repair (another process) may have landed after it: settle only what is seen.
     if (!sameIfPresent(await statIfPresent(this.cold, key), await statIfPresent(this.backup, key))) return false;
-    const settled = await this.pending.settle(entry);
+    const settled = await this.pending.settle(entry, forgetVersions ? this.versions.hashKey(key) : undefined);
     if (settled) this.log?.info({ key }, 'backup checked against cold and in line');
     return settled;
+  }
+
+  /** Deletes backup's copy of a key cold has not, unless a mutation (maybe creating it anew) began since `entry`. */
+  private async removeFromBackup(entry: PendingEntry, everything: boolean): Promise<boolean> {
+    if (await this.pending.begunSince(entry)) return false;
+    await this.backup.delete(entry.key, { allVersions: everything });
+    return true;
+  }
+
+  /**
+   * Copies cold's current object over `seen`, backup's state before cold was read: conditional on its etag, so a
+   * newer copy landed since by another process's mutation stays. Over nothing (no etag to match), only while no
+   * mutation began since `entry`. False: not copied.
+   */
+  private async copyToBackup(entry: PendingEntry, seen: ObjectInfo | undefined, linked: ReadonlySet<string>): Promise<boolean> {
+    const { key } = entry;
+    const { info, body } = await this.cold.read(key);
+    if (seen === undefined && (await this.pending.begunSince(entry))) {
+      body.destroy();
+      return false;
+    }
+    const mirrored = { contentType: info.contentType, metadata: info.metadata, ...(seen === undefined ? {} : { ifMatch: seen.etag }) };
+    try {
+      // A current object that is one of the versions just linked is content only: no version of its own in backup.
+      if (info.versionId === undefined || linked.has(info.versionId)) await this.backup.write(key, body, mirrored);
+      else {
+        const copy = await this.backup.createVersion(key, body, { ...mirrored, message: 'repair: copied from cold' });
+        await this.linkVersions(key, info.versionId, copy.versionId);
+      }
+      return true;
+    } catch (error) {
+      body.destroy(); // a refused write may not have read it
+      if (error instanceof PreconditionFailedError) return false;
+      throw error;
+    }
   }
 
   /**
@@ -646,6 +680,19 @@ export class HybridProvider implements StorageProvider {
           { cause: backupError },
         );
       }
+    }
+  }
+
+  /**
+   * Backup's answer for `key` while cold is unavailable. Backup's "not found" is no answer for a key in the pending
+   * ledger (cold may hold it, backup lagging) nor when the ledger cannot be asked: those keep cold's error.
+   */
+  private async fromBackup<T>(key: string, coldError: ProviderUnavailableError, ask: () => Promise<T>): Promise<T> {
+    try {
+      return await ask();
+    } catch (error) {
+      if (error instanceof NotFoundError && (await this.pending.has(key).catch(() => true))) throw coldError;
+      throw error;
     }
   }
 

@@ -1,10 +1,11 @@
 /**
  * A hybrid mutation's follow-up steps — the backup copy and the invalidation of other processes' hot copies — are
- * tried again by the provider itself: a retry of the job would find cold already changed and never redo them.
+ * tried again by the provider itself: a retry of the job would find cold already changed and never redo them. What
+ * they leave behind, the repair pass brings in line, and reads during a cold outage answer accordingly.
  * RAM tiers and an in-memory invalidation bus, so that each step can be made to fail a given number of times.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ProviderUnavailableError } from '../../src/providers/errors.js';
+import { NotFoundError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { createHybridProvider, type HybridProvider } from '../../src/providers/hybrid.js';
 import type { HotChannel, HotMessage } from '../../src/providers/hybrid-invalidation.js';
 import { RamProvider } from '../../src/providers/ram.js';
@@ -145,6 +146,45 @@ async function readVersion(provider: StorageProvider, key: string, versionId: st
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** Holds the first call made after `arm()` once it is done, until `release()`; `reached` resolves then. */
+class Pause {
+  readonly reached: Promise<void>;
+  readonly release: () => void;
+  private armed = false;
+  private arrive!: () => void;
+  private readonly released: Promise<void>;
+
+  constructor() {
+    let release!: () => void;
+    this.released = new Promise<void>((resolve) => (release = resolve));
+    this.release = release;
+    this.reached = new Promise<void>((resolve) => (this.arrive = resolve));
+  }
+
+  arm(): void {
+    this.armed = true;
+  }
+
+  async pass(): Promise<void> {
+    if (!this.armed) return;
+    this.armed = false;
+    this.arrive();
+    await this.released;
+  }
+}
+
+/** `provider` whose `method` answers, once `pause` is armed, only when it is released. */
+function pausedAfter(provider: StorageProvider, method: 'read' | 'stat', pause: Pause): StorageProvider {
+  return interceptMethod(provider, method, (original) => {
+    const call = original as (...args: unknown[]) => Promise<unknown>;
+    return (async (...args: unknown[]) => {
+      const answer = await call(...args);
+      await pause.pass();
+      return answer;
+    }) as typeof original;
+  });
+}
+
 async function until(condition: () => Promise<boolean>): Promise<void> {
   for (let i = 0; i < 200 && !(await condition()); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   expect(await condition()).toBe(true);
@@ -248,6 +288,78 @@ describe('the backup repair pass', () => {
     expect((await text(backup, 'doc')).text).toBe('new');
   });
 
+  it('leaves pending, not overwritten, a backup copy that another process landed after the repair read cold', async () => {
+    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const bus = new Bus();
+    const failures = { left: 0 };
+    const pause = new Pause();
+    const repairer = await hybrid({ cold: pausedAfter(cold, 'read', pause), backup: failing(backup, 'write', failures), bus });
+    const writer = await hybrid({ cold, backup, bus });
+    await writer.write('doc', 'v1');
+    failures.left = 100;
+    await expect(repairer.write('doc', 'v2')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    failures.left = 0;
+
+    pause.arm();
+    const repairing = repairer.repairBackups();
+    await pause.reached; // the repair has read v2 from cold
+    await writer.write('doc', 'v3');
+    pause.release();
+    expect(await repairing).toEqual({ repaired: 0, pending: 1 });
+    expect((await text(backup, 'doc')).text).toBe('v3');
+    expect(await repairer.repairBackups()).toEqual({ repaired: 1, pending: 0 });
+    expect((await text(backup, 'doc')).text).toBe('v3');
+  });
+
+  it('leaves in backup, with its version map, a key that another process created after the repair saw cold without it', async () => {
+    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const bus = new Bus();
+    const failures = { left: 0 };
+    const pause = new Pause();
+    const repairer = await hybrid({ cold, backup: pausedAfter(failing(backup, 'delete', failures), 'stat', pause), bus });
+    const creator = await hybrid({ cold, backup, bus });
+    await creator.write('gone', 'old');
+    failures.left = 100;
+    await expect(repairer.delete('gone')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    failures.left = 0;
+
+    pause.arm();
+    const repairing = repairer.repairBackups();
+    await pause.reached; // the repair has seen no "gone" in cold and "old" in backup
+    const version = await creator.createVersion('gone', 'new', { message: 'recreated' });
+    pause.release();
+    expect(await repairing).toEqual({ repaired: 0, pending: 1 });
+    expect((await text(backup, 'gone')).text).toBe('new');
+    const inBackup = await redis.hget(`${prefix}:hybrid:follow-up:versions:gone`, `c:${version.versionId}`);
+    expect(await readVersion(backup, 'gone', inBackup!)).toBe('new');
+    expect(await repairer.repairBackups()).toEqual({ repaired: 1, pending: 0 });
+  });
+
+  it('does not take a mutation for abandoned because its key was pending long before it began', async () => {
+    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const bus = new Bus();
+    let clock = Date.now();
+    const now = () => clock;
+    const failures = { left: 100 };
+    const failed = await hybrid({ cold, backup: failing(backup, 'write', failures), bus, now });
+    await expect(failed.write('doc', 'old')).rejects.toBeInstanceOf(ProviderUnavailableError); // pending from now on
+    clock += 11 * 60_000;
+
+    let releaseCold!: () => void;
+    const slow = await hybrid({ cold: gatedWrites(cold, new Promise<void>((resolve) => (releaseCold = resolve))), backup, bus, now });
+    const mutation = slow.write('doc', 'new');
+    await until(async () => (await redis.hget(`${prefix}:hybrid:follow-up:pending`, 'c:doc')) === '1'); // it has begun
+    const repairer = await hybrid({ cold, backup, bus, now });
+    expect(await repairer.repairBackups()).toEqual({ repaired: 0, pending: 1 }); // running for no time at all
+    releaseCold();
+    await mutation;
+    expect(await repairer.repairBackups()).toEqual({ repaired: 1, pending: 0 });
+    expect((await text(backup, 'doc')).text).toBe('new');
+  });
+
   it('copies the versions whose backup copy failed, and drops the version map with a delete of all versions', async () => {
     const backup = new RamProvider({ maxBytes: 1024 * 1024 });
     const failures = { left: 0 };
@@ -305,3 +417,42 @@ describe('the backup repair pass', () => {
   });
 });
 
+/** A cold tier that is down: every call fails as unavailable. */
+function down(provider: StorageProvider): StorageProvider {
+  return new Proxy(provider, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target) as unknown;
+      if (typeof value !== 'function' || property === 'close') return value;
+      return async () => {
+        throw new ProviderUnavailableError('cold is down');
+      };
+    },
+  });
+}
+
+describe('during a cold outage', () => {
+  it('a stat answered by backup says so, as a read does', async () => {
+    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const bus = new Bus();
+    const store = await hybrid({ cold, backup, bus });
+    await store.write('doc', 'content');
+    expect(await store.stat('doc')).toMatchObject({ tier: 'cold' });
+    const degraded = await hybrid({ cold: down(cold), backup, bus });
+    expect(await degraded.stat('doc')).toMatchObject({ tier: 'backup' });
+  });
+
+  it('a key that backup lacks while the repair ledger holds it is unavailable, not missing', async () => {
+    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
+    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
+    const bus = new Bus();
+    const failures = { left: 100 };
+    const store = await hybrid({ cold, backup: failing(backup, 'write', failures), bus });
+    await expect(store.write('new', 'only in cold')).rejects.toBeInstanceOf(ProviderUnavailableError);
+
+    const degraded = await hybrid({ cold: down(cold), backup, bus });
+    await expect(degraded.read('new')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await expect(degraded.stat('new')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await expect(degraded.read('never-written')).rejects.toBeInstanceOf(NotFoundError);
+  });
+});
