@@ -8,7 +8,7 @@
  * hold up storage work. One queue per job type would multiply blocking connections per worker process for no gain;
  * disk and git stores that must stay on one machine (DESIGN §10) can later get a family of their own.
  *
- * Job ids are ours, `<queue>-<suffix>`, so `getJob(id)` knows where to look. With an idempotency key the suffix is
+ * Job ids are ours, `<queue>-<suffix>`, so `getJob(id)` knows where to look (scheduled runs have BullMQ's ids). With an idempotency key the suffix is
  * a hash of the key and the request it came with — job name and payload, a body by its etag (BullMQ ids cannot
  * contain ':'; hashing also bounds their length): adding an id that exists is a no-op in BullMQ, so a repeated
  * request makes no second job while the first is kept. A key reused for another request (another object, other
@@ -72,7 +72,11 @@ function requestFingerprint(name: string, payload: unknown): string {
   return JSON.stringify([name, rest, body?.etag ?? null]);
 }
 
+/** BullMQ names the jobs a job scheduler makes `repeat:<scheduler>:<time>`; only maintenance jobs are scheduled. */
+const SCHEDULED_JOB_PREFIX = 'repeat:';
+
 export function queueOfJobId(jobId: string): QueueName | undefined {
+  if (jobId.startsWith(SCHEDULED_JOB_PREFIX)) return 'maintenance';
   const name = jobId.slice(0, jobId.indexOf('-'));
   return (QUEUE_NAMES as readonly string[]).includes(name) ? (name as QueueName) : undefined;
 }
