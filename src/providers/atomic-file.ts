@@ -96,20 +96,35 @@ export async function fsyncDirectory(dir: string): Promise<void> {
   }
 }
 
-/** Renames `temp` over `target` (and syncs the directory), or removes `temp` if anything before that failed. */
-async function publish(temp: string, target: string, prepare: () => Promise<void>, options: AtomicWriteOptions): Promise<void> {
+/** Runs `step` on the temp file `temp`, removing the temp file if the step fails. */
+async function onTemp<T>(temp: string, step: () => Promise<T>): Promise<T> {
   try {
-    await prepare();
-    await rename(temp, target);
+    return await step();
   } catch (error) {
     await unlink(temp).catch(() => {});
     throw error;
   }
+}
+
+/** Renames `temp` over `target`, then syncs the directory so that the rename itself survives a power cut. */
+async function renameOver(temp: string, target: string, options: AtomicWriteOptions): Promise<void> {
+  await onTemp(temp, () => rename(temp, target));
   if (options.fsync) await fsyncDirectory(path.dirname(target));
 }
 
-/** Replaces `target` with `body` atomically. */
-export async function writeFileAtomic(target: string, body: AtomicContent, options: AtomicWriteOptions): Promise<void> {
+/** A temp file in its target's directory holding the whole new content, already durable with `fsync`. */
+export interface StagedFile {
+  /** Renames the temp file over the target (once). */
+  publish(): Promise<void>;
+  /** Removes the temp file, unless it was published: for a write refused or failed after staging. */
+  discard(): Promise<void>;
+}
+
+/**
+ * The slow half of an atomic write, apart so that it can run outside any lock: `body` written to a temp file next
+ * to `target` and synced. The caller then publishes it (a rename) or discards it.
+ */
+export async function stageFile(target: string, body: AtomicContent, options: AtomicWriteOptions): Promise<StagedFile> {
   const temp = tempPathFor(target);
   let file: FileHandle;
   try {
@@ -118,20 +133,32 @@ export async function writeFileAtomic(target: string, body: AtomicContent, optio
     if (body instanceof Readable) body.destroy();
     throw error;
   }
-  await publish(
-    temp,
-    target,
-    async () => {
-      try {
-        await writeBody(file, body);
-        // fdatasync also flushes the size, which is all the metadata a reader of the content needs.
-        if (options.fsync) await file.datasync();
-      } finally {
-        await file.close();
-      }
+  await onTemp(temp, async () => {
+    try {
+      await writeBody(file, body);
+      // fdatasync also flushes the size, which is all the metadata a reader of the content needs.
+      if (options.fsync) await file.datasync();
+    } finally {
+      await file.close();
+    }
+  });
+  let settled = false;
+  return {
+    publish: async () => {
+      settled = true;
+      await renameOver(temp, target, options);
     },
-    options,
-  );
+    discard: async () => {
+      if (settled) return;
+      settled = true;
+      await unlink(temp).catch(() => {});
+    },
+  };
+}
+
+/** Replaces `target` with `body` atomically. */
+export async function writeFileAtomic(target: string, body: AtomicContent, options: AtomicWriteOptions): Promise<void> {
+  await (await stageFile(target, body, options)).publish();
 }
 
 /**
@@ -150,18 +177,14 @@ export async function linkFileAtomic(source: string, target: string, options: At
       await copyFile(source, temp);
     }
   }, options);
-  await publish(
-    temp,
-    target,
-    async () => {
-      if (linked || !options.fsync) return;
-      const copy = await open(temp, 'r+');
-      try {
-        await copy.datasync();
-      } finally {
-        await copy.close();
-      }
-    },
-    options,
-  );
+  await onTemp(temp, async () => {
+    if (linked || !options.fsync) return;
+    const copy = await open(temp, 'r+');
+    try {
+      await copy.datasync();
+    } finally {
+      await copy.close();
+    }
+  });
+  await renameOver(temp, target, options);
 }

@@ -10,7 +10,7 @@ import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { pipeline, Readable } from 'node:stream';
 import { nowIso } from '../clock.js';
-import { writeFileAtomic, type AtomicWriteOptions } from './atomic-file.js';
+import { stageFile, type AtomicWriteOptions, type StagedFile } from './atomic-file.js';
 import { HashingStream, isReadable, resolveRange, sha256Hex, toReadable } from './body.js';
 import { ProviderUnavailableError } from './errors.js';
 import type { Author, Body, ByteRange, ObjectInfo } from './types.js';
@@ -41,41 +41,63 @@ function encodeTrailer(description: RecordDescription, size: number, etag: strin
   return { trailer, bytes: Buffer.concat([json, footer]) };
 }
 
-/** Writes content + trailer to `target` atomically; a stream body is hashed on its way to the file, never buffered. */
-export async function writeRecord(
+/** A record written to a temp file next to its target, for the caller to publish or discard (atomic-file.ts). */
+export interface StagedRecord {
+  trailer: RecordTrailer;
+  file: StagedFile;
+}
+
+/**
+ * The body given to `stageRecord` failed while it was read (the sender went away): `cause` is the body's own error,
+ * which is the caller's to see as it is, not a failure of the store.
+ */
+export class BodyError extends Error {
+  constructor(cause: unknown) {
+    super('the body failed while it was read', { cause });
+  }
+}
+
+/** Stages content + trailer for `target`; a stream body is hashed on its way to the file, never buffered. */
+export async function stageRecord(
   target: string,
   body: Body,
   description: RecordDescription,
   options: AtomicWriteOptions,
-): Promise<RecordTrailer> {
+): Promise<StagedRecord> {
   if (!isReadable(body)) {
     const content = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
     const { trailer, bytes } = encodeTrailer(description, content.length, sha256Hex(content));
     // One write call for small bodies: the trailer rides along with the content.
-    await writeFileAtomic(target, Buffer.concat([content, bytes]), options);
-    return trailer;
+    return { trailer, file: await stageFile(target, Buffer.concat([content, bytes]), options) };
   }
   const hashing = new HashingStream();
-  // Errors of either stream destroy both; the loop below then throws the error.
+  // Errors of either stream destroy both; the loop below then throws the error as the body's.
   pipeline(toReadable(body), hashing, () => {});
   let written: RecordTrailer | undefined;
   const record = (async function* () {
-    for await (const chunk of hashing) yield chunk as Buffer;
+    try {
+      for await (const chunk of hashing) yield chunk as Buffer;
+    } catch (error) {
+      throw new BodyError(error);
+    }
     const { trailer, bytes } = encodeTrailer(description, hashing.size, hashing.etag);
     written = trailer;
     yield bytes;
   })();
   try {
-    await writeFileAtomic(target, record, options);
+    const file = await stageFile(target, record, options);
+    return { trailer: written!, file };
   } catch (error) {
     hashing.destroy();
     throw error;
   }
-  return written!;
 }
 
-function corrupt(path: string, why: string): ProviderUnavailableError {
-  return new ProviderUnavailableError(`${path} is not a readable kyozo record: ${why}`);
+/** A record file that is there but cannot be read as one (cut short by a crash without fsync, or overwritten). */
+export class DamagedRecordError extends ProviderUnavailableError {}
+
+function corrupt(path: string, why: string): DamagedRecordError {
+  return new DamagedRecordError(`${path} is not a readable kyozo record: ${why}`);
 }
 
 async function readAt(file: FileHandle, position: number, length: number): Promise<Buffer> {
@@ -103,7 +125,7 @@ async function loadTrailer(file: FileHandle, path: string, readBytes: number): P
   try {
     trailer = JSON.parse(tail.subarray(tail.length - recordTail, tail.length - FOOTER_BYTES).toString('utf8')) as RecordTrailer;
   } catch (error) {
-    throw new ProviderUnavailableError(`${path} has a damaged trailer`, { cause: error });
+    throw new DamagedRecordError(`${path} has a damaged trailer`, { cause: error });
   }
   if (trailer.v !== 1 || trailer.size !== fileSize - recordTail || typeof trailer.etag !== 'string') {
     throw corrupt(path, 'trailer does not describe the file');

@@ -14,14 +14,24 @@
  * directories are created only below a checked ancestor, and records are opened with O_NOFOLLOW.
  */
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, readdir, realpath, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, lstat, mkdir, opendir, readdir, realpath, rmdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { isTempName, linkFileAtomic, retryWhileMissing, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { DirectoryCache, type DirectoryReader } from './disk-directory-cache.js';
 import { decodeEntry, keyPath, prefixDirectory } from './disk-layout.js';
-import { readRecord, readTrailer, writeRecord, type RecordTrailer } from './disk-record.js';
+import {
+  BodyError,
+  DamagedRecordError,
+  readRecord,
+  readTrailer,
+  stageRecord,
+  type RecordDescription,
+  type RecordTrailer,
+  type StagedRecord,
+} from './disk-record.js';
 import {
   InvalidKeyError,
   isStorageError,
@@ -64,6 +74,9 @@ interface Tree {
   objects: string;
   versions: string;
 }
+
+/** A directory a write may have made, and the top (objects/ or versions/) that pruning it stops at. */
+type MadeDirectory = [dir: string, top: string];
 
 interface WalkEntry {
   kind: 'object' | 'segment';
@@ -118,6 +131,8 @@ async function guarded<T>(operation: () => Promise<T>, missing?: string): Promis
   try {
     return await operation();
   } catch (error) {
+    // The caller's body failed, not the store: its error goes back as it is (as on every provider).
+    if (error instanceof BodyError) throw error.cause;
     throw toStorageError(error, missing);
   }
 }
@@ -139,6 +154,54 @@ async function mapLimited<T, R>(items: T[], width: number, task: (item: T) => Pr
 /** A record's trailer, or undefined when it disappeared (a concurrent delete) since its name was read. */
 function trailerIfPresent(file: string): Promise<RecordTrailer | undefined> {
   return readTrailer(file).catch(ignoreMissing);
+}
+
+/**
+ * For listings: a record's trailer, or undefined when it disappeared or is damaged. One damaged record (a crash
+ * without fsync can leave one cut short) must not fail every page and count of the store; `damaged` gets its path.
+ */
+function trailerIfReadable(file: string, damaged?: string[]): Promise<RecordTrailer | undefined> {
+  return readTrailer(file).catch((error: unknown) => {
+    if (!(error instanceof DamagedRecordError)) return ignoreMissing(error);
+    damaged?.push(file);
+    return undefined;
+  });
+}
+
+/** Whether the current object at `target` was made from a version newer than `versionId`. */
+async function currentIsNewer(target: string, versionId: string): Promise<boolean> {
+  // Missing, damaged or a symlink: not newer, and replaced by the link.
+  const current = await readTrailer(target).catch(() => undefined);
+  return current?.versionId !== undefined && current.versionId > versionId;
+}
+
+/** Creates and removes a file in `dir`: whether a write there can succeed now, as nothing short of one tells. */
+/**
+ * Whether files can be made where writes go. objects/ and versions/ are checked for permission (a read-only mount, an
+ * owner changed by a restore run as root) without making anything in them: a file made there would change their
+ * mtime and make the directory cache read a large listing again after every health check. The probe file goes in
+ * the root instead, on the same filesystem: it catches a full disk or a quota.
+ */
+async function probeWritable(tree: Tree): Promise<void> {
+  await access(tree.objects, constants.W_OK);
+  await access(tree.versions, constants.W_OK);
+  const probe = path.join(tree.root, `${TEMP_PREFIX}health-${randomBytes(6).toString('hex')}`);
+  try {
+    await writeFile(probe, 'ok', { flag: 'wx' });
+  } finally {
+    // On a full disk the probe is made but cannot be filled: removed here, not left for the sweep.
+    await unlink(probe).catch(() => {});
+  }
+}
+
+/** Whether `dir` can be listed: opening it and reading its first entries, not the whole of a large one. */
+async function probeRead(dir: string): Promise<void> {
+  const handle = await opendir(dir);
+  try {
+    await handle.read();
+  } finally {
+    await handle.close();
+  }
 }
 
 function objectInfo(key: string, trailer: RecordTrailer): ObjectInfo {
@@ -225,10 +288,18 @@ export class DiskProvider implements StorageProvider {
   async write(key: string, body: Body, opts?: WriteOptions): Promise<ObjectInfo> {
     validateKey(key);
     const described = describeWrite(opts);
-    return this.mutation(key, async () => {
-      const target = await this.writableObjectPath(key);
-      if (opts?.ifMatch !== undefined) await this.checkIfMatch(target, key, opts.ifMatch);
-      return objectInfo(key, await writeRecord(target, body, described, this.atomic(target)));
+    return guarded(async () => {
+      const tree = await this.ready();
+      const target = path.join(tree.objects, keyPath(key));
+      // Before the body too: a refused write neither reads it nor makes a directory.
+      await this.checkIfMatch(target, key, opts?.ifMatch);
+      const record = await this.stage(target, tree.objects, body, described);
+      await this.commit(key, record, async () => {
+        // Again where it counts: the object may have changed while the body arrived.
+        await this.checkIfMatch(target, key, opts?.ifMatch);
+        await record.file.publish();
+      });
+      return objectInfo(key, record.trailer);
     });
   }
 
@@ -262,8 +333,11 @@ export class DiskProvider implements StorageProvider {
       if (opts?.allVersions) {
         const versions = path.join(tree.versions, keyPath(key));
         if (await this.isReal(versions)) {
-          await rm(versions, { recursive: true, force: true });
-          await this.pruneEmpty(path.dirname(versions), tree.versions);
+          // Version records only: a version being staged there now (a temp file) is recorded after this delete.
+          for (const id of (await readdir(versions).catch(ignoreMissing)) ?? []) {
+            if (isVersionId(id)) await unlink(path.join(versions, id)).catch(ignoreMissing);
+          }
+          await this.pruneEmpty(versions, tree.versions);
         }
       }
     });
@@ -288,7 +362,7 @@ export class DiskProvider implements StorageProvider {
         }
         found.push(entry);
       }
-      const trailers = await mapLimited(found, READ_WIDTH, (entry) => trailerIfPresent(entry.path));
+      const trailers = await mapLimited(found, READ_WIDTH, (entry) => trailerIfReadable(entry.path));
       const items = found.flatMap((entry, i) => (trailers[i] ? [objectInfo(entry.key, trailers[i])] : []));
       return more ? { items, cursor: encodeCursor(found[found.length - 1]!.key) } : { items };
     });
@@ -297,10 +371,10 @@ export class DiskProvider implements StorageProvider {
   async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
     validateKey(key);
     const described = describeWrite(opts);
-    return this.mutation(key, async () => {
-      const target = await this.writableObjectPath(key);
-      if (opts.ifMatch !== undefined) await this.checkIfMatch(target, key, opts.ifMatch);
-      return this.recordVersion(key, target, body, { ...described, message: opts.message, author: opts.author });
+    return guarded(async () => {
+      const target = path.join((await this.ready()).objects, keyPath(key));
+      await this.checkIfMatch(target, key, opts.ifMatch);
+      return this.recordVersion(key, body, { ...described, message: opts.message, author: opts.author }, opts.ifMatch);
     });
   }
 
@@ -316,7 +390,7 @@ export class DiskProvider implements StorageProvider {
       const start = (after === undefined ? ids.length : lowerBoundKey(ids.length, (i) => ids[i]!, after)) - 1;
       const page: string[] = [];
       for (let at = start; at >= 0 && page.length < limit; at--) page.push(ids[at]!);
-      const trailers = await mapLimited(page, READ_WIDTH, (id) => trailerIfPresent(path.join(dir, id)));
+      const trailers = await mapLimited(page, READ_WIDTH, (id) => trailerIfReadable(path.join(dir, id)));
       const items = trailers.flatMap((trailer) => (trailer ? [versionInfo(key, trailer)] : []));
       return start - limit >= 0 ? { items, cursor: encodeCursor(page[page.length - 1]!) } : { items };
     });
@@ -324,16 +398,21 @@ export class DiskProvider implements StorageProvider {
 
   async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
     validateKey(key);
-    return this.mutation(key, async () => {
-      const source = await guarded(() => this.readablePath(key, versionId), this.notFound(key, versionId));
-      const target = await this.writableObjectPath(key);
-      const { trailer, body } = await guarded(() => readRecord(source), this.notFound(key, versionId));
+    return guarded(async () => {
+      const { trailer, body } = await guarded(
+        async () => readRecord(await this.readablePath(key, versionId)),
+        this.notFound(key, versionId),
+      );
       // Streamed through the hash again: the restored content is verified, not trusted.
-      return this.recordVersion(key, target, body, {
+      const restored = this.recordVersion(key, body, {
         contentType: trailer.contentType,
         metadata: trailer.metadata,
         message: opts?.message ?? `restore ${versionId}`,
         author: opts?.author,
+      });
+      // This body is the store's own record: a failure reading it is the store's, mapped as any other.
+      return restored.catch((error: unknown) => {
+        throw error instanceof BodyError ? toStorageError(error.cause) : error;
       });
     });
   }
@@ -371,8 +450,8 @@ export class DiskProvider implements StorageProvider {
           }
         }
       };
-      await sweep(tree.objects);
-      await sweep(tree.versions);
+      // The root too: health probes of earlier versions of this code were made there.
+      await sweep(tree.root);
       return removed;
     });
   }
@@ -382,29 +461,42 @@ export class DiskProvider implements StorageProvider {
       const tree = await this.ready();
       const files: string[] = [];
       for await (const entry of this.walk(tree.objects, '', '', undefined)) files.push(entry.path);
-      const trailers = await mapLimited(files, READ_WIDTH, trailerIfPresent);
+      const damaged: string[] = [];
+      const trailers = await mapLimited(files, READ_WIDTH, (file) => trailerIfReadable(file, damaged));
       const present = trailers.filter((trailer) => trailer !== undefined);
       return {
         kind: this.kind,
         objects: present.length,
         bytes: present.reduce((sum, trailer) => sum + trailer.size, 0),
         versions: await this.countVersions(tree.versions),
-        detail: { root: this.root, fsync: this.fsync },
+        // Objects whose record cannot be read (left out of objects and bytes); reads of them fail.
+        detail: { root: this.root, fsync: this.fsync, damagedObjects: damaged.length },
       };
     });
   }
 
+  /** `degraded` when reads still work but writes do not (a full disk, a read-only mount). */
   async health(): Promise<HealthReport> {
     const started = performance.now();
+    const report = (status: HealthReport['status'], detail: string): HealthReport => ({
+      status,
+      detail,
+      latencyMs: performance.now() - started,
+    });
+    let tree: Tree;
     try {
-      const tree = await this.ready();
-      const probe = path.join(tree.root, `${TEMP_PREFIX}health-${randomBytes(6).toString('hex')}`);
-      await writeFile(probe, 'ok');
-      await unlink(probe);
-      return { status: 'ok', detail: `${this.root} is writable`, latencyMs: performance.now() - started };
+      tree = await this.ready();
+      await probeRead(tree.objects);
+      await probeRead(tree.versions);
     } catch (error) {
-      return { status: 'down', detail: `${this.root}: ${(error as Error).message}`, latencyMs: performance.now() - started };
+      return report('down', `${this.root}: ${(error as Error).message}`);
     }
+    try {
+      await probeWritable(tree);
+    } catch (error) {
+      return report('degraded', `${this.root} is readable, but writes fail: ${(error as Error).message}`);
+    }
+    return report('ok', `${this.root} is readable and writable`);
   }
 
   async close(): Promise<void> {
@@ -432,12 +524,53 @@ export class DiskProvider implements StorageProvider {
   }
 
   /**
-   * A mutation of `key`, its errors mapped to the contract's. Mutations of one key run one at a time in this
-   * process, so an `ifMatch` check and the rename after it act as one step; processes sharing a root are not
-   * serialized (see the README).
+   * `fn` under `key`'s lock. Mutations of one key run one at a time in this process, so an `ifMatch` check and the
+   * rename after it act as one step; processes sharing a root are not serialized (see the README).
    */
+  private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    return withProcessMutex(`disk:${this.root}:${key}`, fn);
+  }
+
+  /** A mutation of `key` under its lock, its errors mapped to the contract's. */
   private mutation<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    return guarded(() => withProcessMutex(`disk:${this.root}:${key}`, fn));
+    return guarded(() => this.locked(key, fn));
+  }
+
+  /**
+   * Writes `body` as a record for `target` (below `top`, objects/ or versions/), to a temp file in its directory,
+   * made if missing. Outside the key's lock: a slow body holds up no other mutation of the key. A failure prunes the
+   * directories it made.
+   */
+  private async stage(target: string, top: string, body: Body, description: RecordDescription): Promise<StagedRecord> {
+    try {
+      await this.writableDirectory(target);
+      return await stageRecord(target, body, description, this.atomic(target));
+    } catch (error) {
+      await this.pruneAfterFailure([path.dirname(target), top]);
+      throw error;
+    }
+  }
+
+  /**
+   * Runs `step` (the ifMatch check and the rename or link that make `record` visible) under `key`'s lock. A failure
+   * discards the record and prunes the directories it left empty (see `pruneAfterFailure`).
+   */
+  private async commit(key: string, record: StagedRecord, step: () => Promise<void>, ...dirs: MadeDirectory[]): Promise<void> {
+    try {
+      await this.locked(key, step);
+    } catch (error) {
+      await record.file.discard();
+      await this.pruneAfterFailure(...dirs);
+      throw error;
+    }
+  }
+
+  /** After a failed write: removes the directories it left empty. */
+  private async pruneAfterFailure(...dirs: MadeDirectory[]): Promise<void> {
+    for (const [dir, top] of dirs) {
+      // Only a real directory: rmdir would follow a symlink on the way (why a write may fail) out of the store.
+      if (await this.isReal(dir).catch(() => false)) await this.pruneEmpty(dir, top);
+    }
   }
 
   private notFound(key: string, versionId: string | undefined): string {
@@ -472,15 +605,13 @@ export class DiskProvider implements StorageProvider {
   }
 
   /**
-   * Where a write of `key` lands, its directory made and checked to be real. The file itself is not checked: a write
+   * Makes the directory of `file` (where a write lands) and checks it is real. The file itself is not checked: a write
    * renames a new file over it, which replaces a symlink there instead of following it (and checking would cost a
    * failed lookup for every new key).
    */
-  private async writableObjectPath(key: string): Promise<string> {
-    const target = path.join((await this.ready()).objects, keyPath(key));
-    const dir = path.dirname(target);
+  private async writableDirectory(file: string): Promise<void> {
+    const dir = path.dirname(file);
     if (!(await this.isReal(dir))) await this.ensureDirectory(dir);
-    return target;
   }
 
   private async readablePath(key: string, versionId: string | undefined): Promise<string> {
@@ -492,7 +623,9 @@ export class DiskProvider implements StorageProvider {
     return file;
   }
 
-  private async checkIfMatch(target: string, key: string, ifMatch: IfMatch): Promise<void> {
+  /** Without creating anything: a missing directory on the way is a missing object, which no `ifMatch` matches. */
+  private async checkIfMatch(target: string, key: string, ifMatch: IfMatch | undefined): Promise<void> {
+    if (ifMatch === undefined) return;
     const current = (await this.isReal(target)) ? await trailerIfPresent(target) : undefined;
     requireIfMatch(key, ifMatch, current?.etag);
   }
@@ -500,17 +633,30 @@ export class DiskProvider implements StorageProvider {
   /** Writes a version record, then makes it the current object (a hard link: the content is written once). */
   private async recordVersion(
     key: string,
-    target: string,
     body: Body,
     description: { contentType: string; metadata: Record<string, string>; message: string; author?: VersionOptions['author'] },
+    ifMatch?: IfMatch,
   ): Promise<VersionInfo> {
-    const dir = path.join((await this.ready()).versions, keyPath(key));
-    if (!(await this.isReal(dir))) await this.ensureDirectory(dir);
+    const tree = await this.ready();
+    const target = path.join(tree.objects, keyPath(key));
     const versionId = newVersionId();
-    const record = path.join(dir, versionId);
-    const trailer = await writeRecord(record, body, { ...description, versionId }, this.atomic(record));
-    await linkFileAtomic(record, target, this.atomic(target));
-    return versionInfo(key, trailer);
+    const file = path.join(tree.versions, keyPath(key), versionId);
+    const record = await this.stage(file, tree.versions, body, { ...description, versionId });
+    await this.commit(
+      key,
+      record,
+      async () => {
+        await this.checkIfMatch(target, key, ifMatch);
+        await this.writableDirectory(target);
+        await record.file.publish();
+        // Versions staged at once can get here out of id order: one older than the current object's stays a
+        // version but is not made current, as if it had come first.
+        if (!(await currentIsNewer(target, versionId))) await linkFileAtomic(file, target, this.atomic(target));
+      },
+      [path.dirname(file), tree.versions],
+      [path.dirname(target), tree.objects],
+    );
+    return versionInfo(key, record.trailer);
   }
 
   /** Removes empty directories from `dir` up to (not including) `top`; a directory in use stops it. */

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { linkFileAtomic, writeFileAtomic } from '../../src/providers/atomic-file.js';
+import { linkFileAtomic, stageFile, writeFileAtomic } from '../../src/providers/atomic-file.js';
 
 describe('atomic files', () => {
   let dir: string;
@@ -27,6 +27,19 @@ describe('atomic files', () => {
     );
     await expect(writeFileAtomic(target, failing, { fsync: true })).rejects.toThrow('client went away');
     expect(await readFile(target, 'utf8')).toBe('old');
+    expect(await readdir(dir)).toEqual(['file']);
+  });
+
+  it('a staged file leaves the target as it was until published; discarded, it leaves nothing', async () => {
+    const target = path.join(dir, 'file');
+    await writeFile(target, 'old');
+    const published = await stageFile(target, 'new', { fsync: true });
+    expect(await readFile(target, 'utf8')).toBe('old');
+    await published.publish();
+    expect(await readFile(target, 'utf8')).toBe('new');
+    const discarded = await stageFile(target, 'newer', { fsync: true });
+    await discarded.discard();
+    expect(await readFile(target, 'utf8')).toBe('new');
     expect(await readdir(dir)).toEqual(['file']);
   });
 

@@ -4,13 +4,13 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiskProvider } from '../../src/providers/disk.js';
-import { InvalidKeyError, PreconditionFailedError } from '../../src/providers/errors.js';
+import { InvalidKeyError, PreconditionFailedError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { compareKeys } from '../../src/providers/keys.js';
 import { allPages } from '../support/paging.js';
 
@@ -34,6 +34,40 @@ async function exists(file: string): Promise<boolean> {
 async function filesBelow(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
   return entries.filter((entry) => entry.isFile()).map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)));
+}
+
+/** Every entry (file or directory) below `dir`, relative to it. */
+async function entriesBelow(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).map(String).sort();
+}
+
+/** A body that sends a few bytes, then fails with `error`. */
+function failingBody(error: Error): Readable {
+  return Readable.from(
+    (async function* () {
+      yield Buffer.from('part of a body');
+      throw error;
+    })(),
+  );
+}
+
+/** `promise`, or a rejection once `ms` have passed without it settling. */
+function within<T>(ms: number, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still waiting after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** Waits until `dir` holds a temp file: a write into it has begun staging its body. */
+async function staging(dir: string): Promise<void> {
+  for (let tries = 0; tries < 400; tries++) {
+    const names = await readdir(dir).catch(() => []);
+    if (names.some((name) => name.startsWith('.tmp-'))) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`no write began staging in ${dir}`);
 }
 
 describe('disk provider', () => {
@@ -105,6 +139,14 @@ describe('disk provider', () => {
 
       expect(await filesBelow(outside)).toEqual(before);
       expect(await readText(elsewhere, 'secret')).toBe('outside the store');
+    });
+
+    it('a version refused for a symlinked object directory removes nothing outside and leaves no directory', async () => {
+      await symlink(path.join(outside, 'objects'), path.join(root, 'objects', 'evil'));
+      await mkdir(path.join(outside, 'objects', 'empty'));
+      await expect(provider.createVersion('evil/empty/v', 'x', { message: 'm' })).rejects.toBeInstanceOf(InvalidKeyError);
+      expect((await stat(path.join(outside, 'objects', 'empty'))).isDirectory()).toBe(true);
+      expect(await entriesBelow(path.join(root, 'versions'))).toEqual([]);
     });
 
     it('refuses reads of an object file that is a symlink pointing outside; a write replaces the link, never follows it', async () => {
@@ -221,6 +263,122 @@ describe('disk provider', () => {
     expect((await stat(fresh)).isFile()).toBe(true);
     expect(await (await readFile(path.join(dir, 'kept~'))).subarray(0, 7).toString()).toBe('content');
     expect((await provider.listVersions('docs/versioned')).items).toHaveLength(1);
+  });
+
+  describe('a damaged record', () => {
+    beforeEach(async () => {
+      for (const key of ['a', 'b', 'c']) await provider.write(key, key);
+      // What a crash with DISK_FSYNC=false can leave: the rename survived, the data did not.
+      await truncate(path.join(root, 'objects', 'b~'), 0);
+    });
+
+    it('is left out of list pages instead of failing them', async () => {
+      expect((await provider.list()).items.map((item) => item.key)).toEqual(['a', 'c']);
+      const paged = (await allPages((cursor) => provider.list({ limit: 1, cursor }))).flat().map((item) => item.key);
+      expect(paged).toEqual(['a', 'c']);
+    });
+
+    it('is left out of stats, and counted in their detail', async () => {
+      const stats = await provider.stats();
+      expect(stats).toMatchObject({ objects: 2, bytes: 2 });
+      expect(stats.detail).toMatchObject({ damagedObjects: 1 });
+    });
+
+    it('is left out of a page of versions instead of failing it', async () => {
+      const older = await provider.createVersion('h', 'one', { message: '1' });
+      const newer = await provider.createVersion('h', 'two', { message: '2' });
+      await truncate(path.join(root, 'versions', 'h~', older.versionId), 3);
+      expect((await provider.listVersions('h')).items.map((version) => version.versionId)).toEqual([newer.versionId]);
+    });
+
+    it('still fails read and stat of its key', async () => {
+      await expect(provider.read('b')).rejects.toBeInstanceOf(ProviderUnavailableError);
+      await expect(provider.stat('b')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    });
+  });
+
+  describe('a body that fails', () => {
+    it('rejects with its own error, unmapped, even one carrying an errno', async () => {
+      for (const code of ['ECONNRESET', 'EACCES']) {
+        const error = Object.assign(new Error('the sender went away'), { code });
+        await expect(provider.write('k', failingBody(error))).rejects.toBe(error);
+        await expect(provider.createVersion('k', failingBody(error), { message: 'm' })).rejects.toBe(error);
+      }
+    });
+
+    it('leaves no directory or temp file behind', async () => {
+      const error = new Error('the sender went away');
+      await expect(provider.write('new/deep/key', failingBody(error))).rejects.toBe(error);
+      await expect(provider.createVersion('other/deep/key', failingBody(error), { message: 'm' })).rejects.toBe(error);
+      expect(await entriesBelow(root)).toEqual(['objects', 'versions']);
+    });
+  });
+
+  it('a write or version refused by ifMatch makes no directories', async () => {
+    await expect(provider.write('new/deep/er/key', 'x', { ifMatch: '*' })).rejects.toBeInstanceOf(PreconditionFailedError);
+    await expect(provider.createVersion('v/deep/key', 'x', { message: 'm', ifMatch: 'a'.repeat(64) })).rejects.toBeInstanceOf(
+      PreconditionFailedError,
+    );
+    expect(await entriesBelow(root)).toEqual(['objects', 'versions']);
+  });
+
+  describe('a body still arriving', () => {
+    let slow: PassThrough;
+
+    beforeEach(() => {
+      slow = new PassThrough();
+      slow.write('first bytes, ');
+    });
+
+    afterEach(() => {
+      slow.destroy();
+    });
+
+    it('holds up no delete or write of its key; it lands after them', async () => {
+      await provider.write('k', 'old');
+      const upload = provider.write('k', slow);
+      await staging(path.join(root, 'objects'));
+      await within(1_000, provider.delete('k'));
+      await within(1_000, provider.write('k', 'meanwhile'));
+      expect(await readText(provider, 'k')).toBe('meanwhile');
+      slow.end('the rest');
+      await upload;
+      expect(await readText(provider, 'k')).toBe('first bytes, the rest');
+    });
+
+    it('is checked against ifMatch again when it lands', async () => {
+      const first = await provider.write('k', 'old');
+      const upload = provider.write('k', slow, { ifMatch: first.etag });
+      await staging(path.join(root, 'objects'));
+      await within(1_000, provider.write('k', 'meanwhile'));
+      slow.end('the rest');
+      await expect(upload).rejects.toBeInstanceOf(PreconditionFailedError);
+      expect(await readText(provider, 'k')).toBe('meanwhile');
+      expect(await entriesBelow(path.join(root, 'objects'))).toEqual(['k~']);
+    });
+
+    it('as a version, survives a delete of every version of its key made meanwhile', async () => {
+      await provider.createVersion('h', 'one', { message: '1' });
+      const upload = provider.createVersion('h', slow, { message: '2' });
+      await staging(path.join(root, 'versions', 'h~'));
+      await within(1_000, provider.delete('h', { allVersions: true }));
+      slow.end('the rest');
+      const version = await upload;
+      expect((await provider.listVersions('h')).items.map((item) => item.versionId)).toEqual([version.versionId]);
+      expect(await readText(provider, 'h')).toBe('first bytes, the rest');
+    });
+
+    it('as a version older than one made meanwhile, stays a version and does not become current', async () => {
+      const upload = provider.createVersion('h', slow, { message: 'older' });
+      await staging(path.join(root, 'versions', 'h~'));
+      const newer = await within(1_000, provider.createVersion('h', 'newer', { message: 'newer' }));
+      slow.end('the rest');
+      const older = await upload;
+      expect(older.versionId < newer.versionId).toBe(true);
+      expect((await provider.listVersions('h')).items.map((item) => item.versionId)).toEqual([newer.versionId, older.versionId]);
+      expect(await readText(provider, 'h')).toBe('newer');
+      expect(await readText(provider, 'h', older.versionId)).toBe('first bytes, the rest');
+    });
   });
 
   describe('concurrent mutations of one key', () => {
