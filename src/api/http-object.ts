@@ -1,14 +1,23 @@
 /**
  * How an object's description travels in HTTP headers, both ways: ETag, Last-Modified, X-Kyozo-Version and one
  * `X-Meta-<name>` header per metadata entry. Header values are bytes (Latin-1), so a value outside printable ASCII
- * travels as `utf-8''<percent-encoded>` (the RFC 8187 form) and is decoded on the way in.
+ * travels as `utf-8''<percent-encoded>` (the RFC 8187 form) and is decoded on the way in. Also how a read's
+ * conditional and Range headers are judged against the object.
  */
+import { PreconditionFailedError } from '../providers/errors.js';
+import { requireIfMatch } from '../providers/if-match.js';
 import type { ObjectInfo } from '../providers/types.js';
 import { ApiError } from './errors.js';
 
 const META_PREFIX = 'x-meta-';
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 const EXTENDED = "utf-8''";
+/**
+ * With Last-Modified alone a cache may reuse a response unasked for a heuristic while (RFC 9111 §4.2.2), and a
+ * shared cache may store a signed GET, which has no Authorization (§3.5). Objects change under the same URL and
+ * signed URLs expire: only the client keeps a copy, and revalidates it before each use.
+ */
+const CACHE_CONTROL = 'private, no-cache';
 
 export function quoteEtag(etag: string): string {
   return `"${etag}"`;
@@ -33,8 +42,12 @@ export function objectHeaders(info: ObjectInfo): Record<string, string> {
     'Content-Type': info.contentType,
     'Last-Modified': new Date(info.updatedAt).toUTCString(),
     'Accept-Ranges': 'bytes',
+    'Cache-Control': CACHE_CONTROL,
   };
   if (info.versionId !== undefined) headers['X-Kyozo-Version'] = info.versionId;
+  // Which tier of a hybrid store answered (`hot`, `cold`, or `backup` while cold is down).
+  const tier = (info as { tier?: string }).tier;
+  if (tier !== undefined) headers['X-Kyozo-Tier'] = tier;
   for (const [name, value] of Object.entries(info.metadata)) headers[`X-Meta-${name}`] = encodeHeaderValue(value);
   return headers;
 }
@@ -66,12 +79,36 @@ export function parseIfMatch(header: string | undefined): string | string[] | un
 }
 
 /** `If-None-Match` holds this etag (or `*`). */
-export function etagMatches(header: string | undefined, etag: string): boolean {
+function etagMatches(header: string | undefined, etag: string): boolean {
   if (header === undefined) return false;
   return header.split(',').some((candidate) => {
     const trimmed = candidate.trim().replace(/^W\//, '');
     return trimmed === '*' || trimmed === quoteEtag(etag);
   });
+}
+
+/**
+ * Whether the object changed after an HTTP-date, compared in whole seconds as Last-Modified states it; `undefined`
+ * for no date or one that is not a date, which RFC 9110 §13.1.3-4 says to ignore.
+ */
+function modifiedSince(httpDate: string | undefined, info: ObjectInfo): boolean | undefined {
+  const since = httpDate === undefined ? NaN : Date.parse(httpDate);
+  if (Number.isNaN(since)) return undefined;
+  return Math.floor(Date.parse(info.updatedAt) / 1000) > Math.floor(since / 1000);
+}
+
+/**
+ * The preconditions of a GET or HEAD of the object `key`, in RFC 9110 §13.2.2's order. A false If-Match (strong,
+ * as on writes) or, without If-Match, a false If-Unmodified-Since throws 412. Then `true` means "answer 304":
+ * If-None-Match names the etag (weakly), or, without If-None-Match, If-Modified-Since finds it unchanged.
+ */
+export function notModified(header: (name: string) => string | undefined, key: string, info: ObjectInfo): boolean {
+  const ifMatch = header('if-match');
+  if (ifMatch !== undefined) requireIfMatch(key, parseIfMatch(ifMatch), info.etag);
+  else if (modifiedSince(header('if-unmodified-since'), info) === true) throw new PreconditionFailedError(`"${key}" was modified after If-Unmodified-Since`);
+  const ifNoneMatch = header('if-none-match');
+  if (ifNoneMatch !== undefined) return etagMatches(ifNoneMatch, info.etag);
+  return modifiedSince(header('if-modified-since'), info) === false;
 }
 
 /**
@@ -83,24 +120,42 @@ export function ifRangeHolds(header: string | undefined, etag: string): boolean 
   return header === undefined || header.trim() === quoteEtag(etag);
 }
 
-/**
- * One `bytes=` range of an object of `size` bytes as an inclusive pair, or `undefined` for no Range header.
- * Several ranges, or a range that cannot be satisfied, are refused with 416 (the client learns the size from
- * `Content-Range: bytes *\/size`) rather than silently answered in full.
- */
-export function parseRange(header: string | undefined, size: number): [number, number] | undefined {
-  if (header === undefined) return undefined;
-  const unsatisfiable = (why: string) => new ApiError('RANGE_NOT_SATISFIABLE', why, { 'Content-Range': `bytes */${size}` });
-  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!match || (match[1] === '' && match[2] === '')) throw unsatisfiable(`Range "${header.slice(0, 100)}" is not one bytes=start-end range`);
+function rangeNotSatisfiable(why: string, size: number): ApiError {
+  return new ApiError('RANGE_NOT_SATISFIABLE', why, { 'Content-Range': `bytes */${size}` });
+}
+
+/** One `first-last`, `first-` or `-suffix` as an inclusive pair within `size` bytes; `undefined` when outside. */
+function satisfiableRange(spec: string, size: number): [number, number] | undefined {
+  const match = /^(\d*)-(\d*)$/.exec(spec);
+  if (!match || (match[1] === '' && match[2] === '')) throw rangeNotSatisfiable(`"${spec.slice(0, 100)}" is not a bytes range`, size);
   const [, first, last] = match;
   if (first === '') {
     const suffix = Number(last);
-    if (suffix === 0 || size === 0) throw unsatisfiable('empty suffix range');
-    return [Math.max(0, size - suffix), size - 1];
+    return suffix === 0 || size === 0 ? undefined : [Math.max(0, size - suffix), size - 1];
   }
   const start = Number(first);
-  const end = last === '' ? size - 1 : Math.min(Number(last), size - 1);
-  if (start >= size || end < start) throw unsatisfiable(`range ${start}-${last} is outside an object of ${size} bytes`);
-  return [start, end];
+  if (last !== '' && Number(last) < start) throw rangeNotSatisfiable(`range ${first}-${last} ends before it starts`, size);
+  return start < size ? [start, last === '' ? size - 1 : Math.min(Number(last), size - 1)] : undefined;
+}
+
+/**
+ * The `bytes` Range of an object of `size` bytes to send as an inclusive pair, or `undefined` to send it whole: no
+ * Range, a unit other than bytes (ignored, RFC 9110 §14.2; unit names are case-insensitive, §14.1), or several ranges
+ * of which one is satisfiable (a server may ignore Range, §14.2, and the whole object is simpler for both sides than
+ * a multipart/byteranges answer). A malformed range, or none satisfiable, is 416 with `Content-Range: bytes *\/size`
+ * so that the client learns the size.
+ */
+export function parseRange(header: string | undefined, size: number): [number, number] | undefined {
+  if (header === undefined) return undefined;
+  const equals = header.indexOf('=');
+  if (equals < 0 || header.slice(0, equals).toLowerCase() !== 'bytes') return undefined;
+  const specs = header
+    .slice(equals + 1)
+    .split(',')
+    .map((spec) => spec.trim())
+    .filter((spec) => spec !== '');
+  if (specs.length === 0) throw rangeNotSatisfiable('Range names no bytes range', size);
+  const satisfiable = specs.map((spec) => satisfiableRange(spec, size)).filter((range) => range !== undefined);
+  if (satisfiable.length === 0) throw rangeNotSatisfiable(`Range "${header.slice(0, 100)}" is outside an object of ${size} bytes`, size);
+  return specs.length === 1 ? satisfiable[0] : undefined;
 }

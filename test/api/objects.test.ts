@@ -180,6 +180,89 @@ describe('reads', () => {
     }
   });
 
+  it('If-Match on a read compares strongly ("*", lists): a false one is 412 for GET and HEAD', async () => {
+    const info = await put('files', 'cond/match', 'matched');
+    const status = async (ifMatch: string, method = 'GET') => (await request(object('files', 'cond/match'), { method, headers: { 'If-Match': ifMatch } })).status;
+    for (const ifMatch of [`"${info.etag}"`, '*', `"other", "${info.etag}"`]) expect(await status(ifMatch), ifMatch).toBe(200);
+    for (const ifMatch of ['"other"', `W/"${info.etag}"`]) expect(await status(ifMatch), ifMatch).toBe(412);
+    expect(await status('"other"', 'HEAD')).toBe(412);
+  });
+
+  it('If-Unmodified-Since is 412 once the object changed after it; ignored under If-Match or when not a date', async () => {
+    await put('files', 'cond/unmodified', 'x');
+    const status = async (headers: Record<string, string>) => (await request(object('files', 'cond/unmodified'), { headers })).status;
+    const past = 'Mon, 01 Jan 1990 00:00:00 GMT';
+    expect(await status({ 'If-Unmodified-Since': past })).toBe(412);
+    expect(await status({ 'If-Unmodified-Since': new Date(Date.now() + 60_000).toUTCString() })).toBe(200);
+    expect(await status({ 'If-Unmodified-Since': 'not a date' })).toBe(200);
+    expect(await status({ 'If-Unmodified-Since': past, 'If-Match': '*' })).toBe(200);
+  });
+
+  it('If-Modified-Since answers 304 with the validators while unchanged (to the second); ignored under If-None-Match or when not a date', async () => {
+    const info = await put('files', 'cond/modified', 'x');
+    const lastModified = (await request(object('files', 'cond/modified'), { method: 'HEAD' })).headers.get('last-modified')!;
+    const read = (headers: Record<string, string>, method = 'GET') => request(object('files', 'cond/modified'), { method, headers });
+    const unchanged = await read({ 'If-Modified-Since': lastModified });
+    expect(unchanged.status).toBe(304);
+    expect(unchanged.headers.get('etag')).toBe(`"${info.etag}"`);
+    expect(unchanged.headers.get('last-modified')).toBe(lastModified);
+    expect((await read({ 'If-Modified-Since': lastModified }, 'HEAD')).status).toBe(304);
+    expect((await read({ 'If-Modified-Since': 'Mon, 01 Jan 1990 00:00:00 GMT' })).status).toBe(200);
+    expect((await read({ 'If-Modified-Since': 'yesterday-ish' })).status).toBe(200);
+    expect((await read({ 'If-Modified-Since': lastModified, 'If-None-Match': '"other"' })).status).toBe(200);
+  });
+
+  it('If-Match is judged before If-None-Match: a false one is 412 even when If-None-Match would be 304', async () => {
+    const info = await put('files', 'cond/order', 'x');
+    const response = await request(object('files', 'cond/order'), { headers: { 'If-Match': '"other"', 'If-None-Match': `"${info.etag}"` } });
+    expect(response.status).toBe(412);
+  });
+
+  it('HEAD ignores Range, even a malformed or unsatisfiable one', async () => {
+    await put('files', 'range/head', '0123456789');
+    for (const range of ['bytes=5-2', 'bytes=20-30', 'bytes=2-5']) {
+      const response = await request(object('files', 'range/head'), { method: 'HEAD', headers: { Range: range } });
+      expect(response.status, range).toBe(200);
+      expect(response.headers.get('content-length'), range).toBe('10');
+    }
+  });
+
+  it('the range unit is case-insensitive, and a unit other than bytes is ignored (the whole object)', async () => {
+    await put('files', 'range/units', '0123456789');
+    const mixedCase = await request(object('files', 'range/units'), { headers: { Range: 'Bytes=0-1' } });
+    expect(mixedCase.status).toBe(206);
+    expect(await mixedCase.text()).toBe('01');
+    const items = await request(object('files', 'range/units'), { headers: { Range: 'items=0-1' } });
+    expect(items.status).toBe(200);
+    expect(await items.text()).toBe('0123456789');
+  });
+
+  it('several ranges get the whole object when one is satisfiable, and 416 when none is', async () => {
+    await put('files', 'range/several', '0123456789');
+    for (const range of ['bytes=0-1,5-6', 'bytes=0-1, 20-30']) {
+      const whole = await request(object('files', 'range/several'), { headers: { Range: range } });
+      expect(whole.status, range).toBe(200);
+      expect(await whole.text()).toBe('0123456789');
+    }
+    const none = await request(object('files', 'range/several'), { headers: { Range: 'bytes=20-30,40-' } });
+    expect(none.status).toBe(416);
+    expect(none.headers.get('content-range')).toBe('bytes */10');
+  });
+
+  it('object reads tell caches to revalidate every use, privately (200, 206, 304, HEAD, signed GET)', async () => {
+    const info = await put('files', 'cache/control', '0123456789');
+    const { url } = (await (await request(`${object('files', 'cache/control')}/url`)).json()) as { url: string };
+    const responses = [
+      await request(object('files', 'cache/control')),
+      await request(object('files', 'cache/control'), { headers: { Range: 'bytes=0-1' } }),
+      await request(object('files', 'cache/control'), { headers: { 'If-None-Match': `"${info.etag}"` } }),
+      await request(object('files', 'cache/control'), { method: 'HEAD' }),
+      await request(new URL(url).pathname + new URL(url).search),
+    ];
+    expect(responses.map((response) => response.status)).toEqual([200, 206, 304, 200, 200]);
+    for (const response of responses) expect(response.headers.get('cache-control')).toBe('private, no-cache');
+  });
+
   it('lists with prefix and cursor', async () => {
     for (const name of ['a', 'b', 'c']) await put('mem', `list/${name}`, name);
     const first = (await (await request('/v1/stores/mem/objects?prefix=list/&limit=2')).json()) as { items: { key: string }[]; cursor?: string };

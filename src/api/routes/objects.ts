@@ -11,7 +11,7 @@ import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
-import { etagMatches, ifRangeHolds, metadataFromHeaders, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
+import { ifRangeHolds, metadataFromHeaders, notModified, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
 import { requestHeader, requestHeaderEntries } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
 import { requireStore } from '../stores.js';
@@ -62,10 +62,11 @@ function target(c: Context): ObjectTarget {
 export async function objectGet(c: Context, provider: StorageProvider, key: string, versionId?: string): Promise<Response> {
   const info = await provider.stat(key, { versionId });
   const headers = objectHeaders(info);
-  if (etagMatches(requestHeader(c, 'if-none-match'), info.etag)) return c.body(null, 304, headers);
+  if (notModified((name) => requestHeader(c, name), key, info)) return c.body(null, 304, headers);
+  // Range is defined for GET only (RFC 9110 §14.2): HEAD answers as a GET without it would.
+  if (c.req.method === 'HEAD') return c.body(null, 200, { ...headers, 'Content-Length': String(info.size) });
   let range =
     provider.capabilities.rangeReads && ifRangeHolds(requestHeader(c, 'if-range'), info.etag) ? parseRange(requestHeader(c, 'range'), info.size) : undefined;
-  if (c.req.method === 'HEAD') return c.body(null, 200, { ...headers, 'Content-Length': String(info.size) });
   let { info: served, body } = await provider.read(key, { versionId, range });
   if (range !== undefined && served.etag !== info.etag) {
     // Replaced between stat and read: the range was cut (and If-Range checked) for the old object; send the new whole.
@@ -73,10 +74,9 @@ export async function objectGet(c: Context, provider: StorageProvider, key: stri
     ({ info: served, body } = await provider.read(key, { versionId }));
     range = undefined;
   }
-  // The object may have been replaced between stat and read: describe what is actually sent.
-  const sentHeaders = served.etag === info.etag ? headers : objectHeaders(served);
-  const tier = (served as { tier?: string }).tier;
-  if (tier !== undefined) sentHeaders['X-Kyozo-Tier'] = tier;
+  // The object may have been replaced between stat and read, and another tier may have answered: describe what is
+  // actually sent.
+  const sentHeaders = objectHeaders(served);
   const stream = Readable.toWeb(body) as ReadableStream<Uint8Array>;
   if (range === undefined) return c.body(stream, 200, { ...sentHeaders, 'Content-Length': String(served.size) });
   return c.body(stream, 206, {

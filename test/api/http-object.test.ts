@@ -1,0 +1,13 @@
+/** How an object's description becomes response headers. */
+import { describe, expect, it } from 'vitest';
+import { objectHeaders } from '../../src/api/http-object.js';
+import type { ObjectInfo } from '../../src/providers/types.js';
+
+const info: ObjectInfo = { key: 'k', size: 1, etag: 'e'.repeat(64), contentType: 'text/plain', metadata: {}, updatedAt: '2026-11-30T08:00:00.000Z' };
+
+describe('objectHeaders', () => {
+  it('names the hybrid tier that answered, on every answer built from it (HEAD and 304 come from a stat)', () => {
+    expect(objectHeaders({ ...info, tier: 'backup' } as ObjectInfo)['X-Kyozo-Tier']).toBe('backup');
+    expect(objectHeaders(info)).not.toHaveProperty('X-Kyozo-Tier');
+  });
+});
