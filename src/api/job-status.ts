@@ -67,8 +67,13 @@ export function jobFailure(status: JobStatus): ApiError {
   return new ApiError('SERVICE_UNAVAILABLE', message, { 'Retry-After': '5' });
 }
 
+interface Listening {
+  events: QueueEvents;
+  connection: RedisConnection;
+}
+
 export class JobWaiter {
-  private readonly events = new Map<QueueName, { events: QueueEvents; connection: RedisConnection }>();
+  private readonly events = new Map<QueueName, Promise<Listening>>();
 
   constructor(
     private readonly queues: JobQueues,
@@ -78,17 +83,36 @@ export class JobWaiter {
   private async eventsFor(queue: QueueName): Promise<QueueEvents> {
     let entry = this.events.get(queue);
     if (entry === undefined) {
-      const connection = this.options.connection();
-      const events = takeConnectionErrors(new QueueEvents(queue, { connection, prefix: this.options.prefix }));
-      // Every waiting request holds one listener here, and one on the queue (BullMQ's `waitUntilFinished` listens
-      // for its closing) until its job finishes: many at once are normal, not a leak.
-      events.setMaxListeners(0);
-      this.queues.queue(queue).setMaxListeners(0);
-      entry = { events, connection };
+      entry = this.listen(queue);
       this.events.set(queue, entry);
+      entry.catch(() => this.events.delete(queue));
     }
-    await entry.events.waitUntilReady();
-    return entry.events;
+    const { events } = await entry;
+    await events.waitUntilReady();
+    return events;
+  }
+
+  /**
+   * QueueEvents reading the queue's events from its newest entry now. By default it reads only what is added after
+   * its first read reaches Redis, some round trips after it is made: a job finishing in between was never heard of,
+   * and the first request to wait sat out its whole timeout.
+   */
+  private async listen(queue: QueueName): Promise<Listening> {
+    const bullQueue = this.queues.queue(queue);
+    const connection = this.options.connection();
+    let newest: [id: string, fields: string[]] | undefined;
+    try {
+      [newest] = (await connection.xrevrange(bullQueue.keys.events!, '+', '-', 'COUNT', 1)) as [string, string[]][];
+    } catch (error) {
+      connection.disconnect();
+      throw error;
+    }
+    const events = takeConnectionErrors(new QueueEvents(queue, { connection, prefix: this.options.prefix, lastEventId: newest?.[0] ?? '0-0' }));
+    // Every waiting request holds one listener here, and one on the queue (BullMQ's `waitUntilFinished` listens
+    // for its closing) until its job finishes: many at once are normal, not a leak.
+    events.setMaxListeners(0);
+    bullQueue.setMaxListeners(0);
+    return { events, connection };
   }
 
   /** The job's status once it finished, or its current status when `timeoutMs` passed first. */
@@ -108,7 +132,8 @@ export class JobWaiter {
     const all = [...this.events.values()];
     this.events.clear();
     await Promise.allSettled(
-      all.map(async ({ events, connection }) => {
+      all.map(async (entry) => {
+        const { events, connection } = await entry;
         await events.close();
         connection.disconnect();
       }),
