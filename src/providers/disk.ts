@@ -168,13 +168,6 @@ function trailerIfReadable(file: string, damaged?: string[]): Promise<RecordTrai
   });
 }
 
-/** Whether the current object at `target` was made from a version newer than `versionId`. */
-async function currentIsNewer(target: string, versionId: string): Promise<boolean> {
-  // Missing, damaged or a symlink: not newer, and replaced by the link.
-  const current = await readTrailer(target).catch(() => undefined);
-  return current?.versionId !== undefined && current.versionId > versionId;
-}
-
 /** Creates and removes a file in `dir`: whether a write there can succeed now, as nothing short of one tells. */
 /**
  * Whether files can be made where writes go. objects/ and versions/ are checked for permission (a read-only mount, an
@@ -279,6 +272,12 @@ export class DiskProvider implements StorageProvider {
   private tree?: Promise<Tree>;
   private readonly objectListings = new DirectoryCache<WalkEntry>(MAX_CACHED_ENTRIES);
   private readonly versionListings = new DirectoryCache<string>(MAX_CACHED_ENTRIES);
+  /**
+   * Per key, the versions being made in this process and the newest id one of them made current. Ids are taken
+   * before the body is staged, so versions made at once can commit out of id order: one older than a version made
+   * current meanwhile stays a version and does not become current, as if it had come first.
+   */
+  private readonly versionsInFlight = new Map<string, { count: number; newest?: string }>();
 
   constructor(options: DiskProviderOptions) {
     this.root = path.resolve(options.root);
@@ -641,22 +640,29 @@ export class DiskProvider implements StorageProvider {
     const target = path.join(tree.objects, keyPath(key));
     const versionId = newVersionId();
     const file = path.join(tree.versions, keyPath(key), versionId);
-    const record = await this.stage(file, tree.versions, body, { ...description, versionId });
-    await this.commit(
-      key,
-      record,
-      async () => {
-        await this.checkIfMatch(target, key, ifMatch);
-        await this.writableDirectory(target);
-        await record.file.publish();
-        // Versions staged at once can get here out of id order: one older than the current object's stays a
-        // version but is not made current, as if it had come first.
-        if (!(await currentIsNewer(target, versionId))) await linkFileAtomic(file, target, this.atomic(target));
-      },
-      [path.dirname(file), tree.versions],
-      [path.dirname(target), tree.objects],
-    );
-    return versionInfo(key, record.trailer);
+    const inFlight = this.versionsInFlight.get(key) ?? { count: 0 };
+    this.versionsInFlight.set(key, inFlight);
+    inFlight.count++;
+    try {
+      const record = await this.stage(file, tree.versions, body, { ...description, versionId });
+      await this.commit(
+        key,
+        record,
+        async () => {
+          await this.checkIfMatch(target, key, ifMatch);
+          await this.writableDirectory(target);
+          await record.file.publish();
+          if (inFlight.newest !== undefined && inFlight.newest > versionId) return;
+          await linkFileAtomic(file, target, this.atomic(target));
+          inFlight.newest = versionId;
+        },
+        [path.dirname(file), tree.versions],
+        [path.dirname(target), tree.objects],
+      );
+      return versionInfo(key, record.trailer);
+    } finally {
+      if (--inFlight.count === 0) this.versionsInFlight.delete(key);
+    }
   }
 
   /** Removes empty directories from `dir` up to (not including) `top`; a directory in use stops it. */
