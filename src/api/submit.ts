@@ -10,6 +10,7 @@
 import { Readable, Transform } from 'node:stream';
 import type { Context } from 'hono';
 import type { JobName, PayloadOf } from '../jobs/index.js';
+import { EnqueueUncertainError } from '../jobs/queue.js';
 import { isStaged, type BodyRef } from '../jobs/staging.js';
 import { PayloadTooLargeError } from '../providers/errors.js';
 import type { AppDeps } from './app.js';
@@ -113,7 +114,10 @@ export async function respondWithJob<N extends JobName>(
   try {
     ({ jobId } = await deps.queues.enqueue(name, payload, { idempotencyKey: key }));
   } catch (error) {
-    if (staged !== undefined && isStaged(staged)) await deps.staging.release(staged).catch(() => undefined);
+    // A job that may exist keeps its body (cleanup removes it after STAGING_TTL if no job came of it): released
+    // here, it would fail for want of it, and a retry with the same Idempotency-Key would find that job.
+    const mayExist = error instanceof EnqueueUncertainError;
+    if (staged !== undefined && isStaged(staged) && !mayExist) await deps.staging.release(staged).catch(() => undefined);
     throw error;
   }
   if (key !== undefined && staged !== undefined && isStaged(staged)) {

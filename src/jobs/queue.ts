@@ -81,6 +81,12 @@ export function queueOfJobId(jobId: string): QueueName | undefined {
   return (QUEUE_NAMES as readonly string[]).includes(name) ? (name as QueueName) : undefined;
 }
 
+/**
+ * Enqueueing failed after its commands were sent: Redis may have added the job and lost only the answer (a
+ * connection cut mid-reply). Its staged body must stay for it; if no job came of it, cleanup removes the body.
+ */
+export class EnqueueUncertainError extends ProviderUnavailableError {}
+
 export interface EnqueueOptions {
   /** Same key with the same request (job, payload, content) = same job: a repeated request creates nothing new. */
   idempotencyKey?: string;
@@ -141,7 +147,7 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
         await queueFor(definition.queue).add(name, data, { jobId });
       } catch (error) {
         if (isStorageError(error)) throw error;
-        throw new ProviderUnavailableError(`cannot enqueue ${name}: ${(error as Error).message}`, { cause: error });
+        throw new EnqueueUncertainError(`cannot enqueue ${name}: ${(error as Error).message}`, { cause: error });
       }
       return { jobId, queue: definition.queue, name };
     },

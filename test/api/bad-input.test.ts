@@ -1,5 +1,8 @@
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EnqueueUncertainError } from '../../src/jobs/queue.js';
+import { sha256Hex } from '../../src/providers/body.js';
+import { waitFor } from '../jobs/fixtures/pipeline.js';
 import { startTestService, type TestService } from '../support/service.js';
 
 let service: TestService;
@@ -76,6 +79,29 @@ describe('bad input gets a clear error and the server stays up', () => {
       expect(response.status, range).toBe(200);
       expect(await response.text(), range).toBe('abc');
     }
+  });
+
+  it('an enqueue whose answer was lost (the job may exist) gets 503 and keeps the staged body for that job', async () => {
+    const queues = service.deps.queues;
+    const enqueue = queues.enqueue.bind(queues);
+    // Redis added the job; the connection was cut before its answer came back.
+    queues.enqueue = async (name, payload, opts) => {
+      await enqueue(name, payload, opts);
+      throw new EnqueueUncertainError('cannot enqueue write: Connection is closed.');
+    };
+    await queues.queue('objects').pause(); // the job runs after the answer, as it would behind a backlog
+    try {
+      const content = 'y'.repeat(5000);
+      const response = await service.app.request('/v1/stores/files/objects/answer/lost', { method: 'PUT', body: content, headers: { 'Idempotency-Key': 'lost-1' } });
+      expect(response.status).toBe(503);
+    } finally {
+      queues.enqueue = enqueue;
+      await queues.queue('objects').resume();
+    }
+    // The job ran with its body, or runs with it still: either way the object arrives.
+    await waitFor(async () => (await service.deps.stores.get('files')!.stat('answer/lost').catch(() => undefined))?.etag === sha256Hex('y'.repeat(5000)), {
+      what: 'the job of the lost answer wrote its object',
+    });
   });
 
   it('Redis down: a mutation gets 503 with Retry-After and the staged body is released', async () => {
