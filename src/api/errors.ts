@@ -8,11 +8,20 @@ import { ZodError } from 'zod';
 import { errorTable, isStorageError, type ErrorCode } from '../providers/errors.js';
 
 /** Errors of the HTTP layer itself, beside the contract's codes. */
-export type ApiErrorCode = ErrorCode | 'UNAUTHORIZED' | 'BAD_REQUEST' | 'NOT_ACCEPTABLE' | 'REQUEST_TIMEOUT' | 'SERVICE_UNAVAILABLE' | 'INTERNAL';
+export type ApiErrorCode =
+  | ErrorCode
+  | 'UNAUTHORIZED'
+  | 'BAD_REQUEST'
+  | 'METHOD_NOT_ALLOWED'
+  | 'NOT_ACCEPTABLE'
+  | 'REQUEST_TIMEOUT'
+  | 'SERVICE_UNAVAILABLE'
+  | 'INTERNAL';
 
 const apiStatus: Record<Exclude<ApiErrorCode, ErrorCode>, number> = {
   UNAUTHORIZED: 401,
   BAD_REQUEST: 400,
+  METHOD_NOT_ALLOWED: 405,
   NOT_ACCEPTABLE: 406,
   REQUEST_TIMEOUT: 408,
   SERVICE_UNAVAILABLE: 503,

@@ -40,6 +40,10 @@ const cases: { name: string; path: string; init?: RequestInit; status: number; c
   { name: 'forged cursor', path: '/v1/stores/files/objects?cursor=%%%', status: 400, code: 'INVALID_ARGUMENT' },
   { name: 'bad prefix', path: '/v1/stores/files/objects?prefix=a//', status: 400, code: 'INVALID_KEY' },
   { name: 'url with a bad method', path: '/v1/stores/files/objects/a/url?method=DELETE', status: 400, code: 'BAD_REQUEST' },
+  { name: 'GET of a restore', path: '/v1/stores/files/objects/a/versions/v1/restore', status: 405, code: 'METHOD_NOT_ALLOWED' },
+  { name: 'PUT of versions', path: '/v1/stores/files/objects/a/versions', init: { method: 'PUT', body: 'x' }, status: 405, code: 'METHOD_NOT_ALLOWED' },
+  { name: 'DELETE of a url', path: '/v1/stores/files/objects/a/url', init: { method: 'DELETE' }, status: 405, code: 'METHOD_NOT_ALLOWED' },
+  { name: 'POST of an object', path: '/v1/stores/files/objects/m/a', init: { method: 'POST', body: 'x' }, status: 405, code: 'METHOD_NOT_ALLOWED' },
   { name: 'bad X-Author', path: '/v1/stores/files/objects/a/versions', init: { method: 'POST', body: 'x', headers: { 'X-Author': '<no-name@x>' } }, status: 400, code: 'BAD_REQUEST' },
   { name: 'bad metadata name', path: '/v1/stores/files/objects/m?wait=true', init: { method: 'PUT', body: 'x', headers: { 'X-Meta-bad.name': 'v' } }, status: 400, code: 'INVALID_ARGUMENT' },
   { name: 'unknown event type', path: '/v1/events?types=object.exploded', status: 400, code: 'BAD_REQUEST' },
@@ -47,6 +51,14 @@ const cases: { name: string; path: string; init?: RequestInit; status: number; c
 ];
 
 describe('bad input gets a clear error and the server stays up', () => {
+  it('a method a resource does not answer is 405 with the methods it does in Allow (RFC 9110 §15.5.6)', async () => {
+    const allowed = async (path: string, method: string) => (await service.app.request(path, { method, body: method === 'GET' ? undefined : 'x' })).headers.get('allow');
+    expect(await allowed('/v1/stores/files/objects/a/versions/v1/restore', 'GET')).toBe('POST');
+    expect(await allowed('/v1/stores/files/objects/a/versions', 'PUT')).toBe('GET, HEAD, POST');
+    expect(await allowed('/v1/stores/files/objects/a/diff', 'POST')).toBe('GET, HEAD');
+    expect(await allowed('/v1/stores/files/objects/a', 'POST')).toBe('GET, HEAD, PUT, DELETE');
+  });
+
   it.each(cases)('$name -> $status $code', async ({ path, init, status, code }) => {
     const response = await service.app.request(path, init);
     const body = (await response.json()) as { error: { code: string; message: string } };

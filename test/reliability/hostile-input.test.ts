@@ -207,7 +207,8 @@ function violation({ method, meaning: m, status, path: requestPath }: Tried): st
     'HEAD diff': [501],
     'POST restore': [202, 400],
   };
-  const allowed = expected[`${method} ${m.kind}`] ?? [400, 404];
+  // Any other method of a valid resource is one it does not answer: 405 (or 400/404 for what the key itself decides).
+  const allowed = expected[`${method} ${m.kind}`] ?? [400, 404, 405];
   return allowed.includes(status) ? undefined : `${where}: expected ${allowed.join(' or ')} for key ${JSON.stringify(m.key).slice(0, 120)}`;
 }
 

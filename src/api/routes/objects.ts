@@ -86,6 +86,20 @@ export async function objectGet(c: Context, provider: StorageProvider, key: stri
   });
 }
 
+/** The methods each part of an object answers (the `Allow` of a 405). */
+const ALLOWED: Record<ObjectTarget['kind'], string> = {
+  object: 'GET, HEAD, PUT, DELETE',
+  versions: 'GET, HEAD, POST',
+  restore: 'POST',
+  diff: 'GET, HEAD',
+  url: 'GET, HEAD',
+};
+
+function methodNotAllowed(method: string, at: ObjectTarget): ApiError {
+  const what = at.kind === 'object' ? 'an object' : `.../${at.kind === 'restore' ? 'versions/:id/restore' : at.kind}`;
+  return new ApiError('METHOD_NOT_ALLOWED', `${method} is not a method of ${what}`, { Allow: ALLOWED[at.kind] });
+}
+
 export function objectRoutes(deps: AppDeps): Hono {
   const app = new Hono();
   app.get('/:store/objects', async (c) => {
@@ -121,7 +135,7 @@ export function objectRoutes(deps: AppDeps): Hono {
         return c.json({ url: new URL(path, c.req.url).toString(), expiresAt: expiresAt.toISOString() });
       }
       case 'restore':
-        throw new ApiError('BAD_REQUEST', 'restore is POST');
+        throw methodNotAllowed(c.req.method, at);
     }
   });
 
@@ -129,7 +143,7 @@ export function objectRoutes(deps: AppDeps): Hono {
     const store = c.req.param('store');
     requireStore(deps, store);
     const at = target(c);
-    if (at.kind !== 'object') throw new ApiError('BAD_REQUEST', `PUT addresses an object, not its ${at.kind}`);
+    if (at.kind !== 'object') throw methodNotAllowed(c.req.method, at);
     const { contentType, metadata } = requestWriteOptions(c);
     const body = await stageRequestBody(c, deps);
     return respondWithJob(c, deps, 'write', {
@@ -146,7 +160,7 @@ export function objectRoutes(deps: AppDeps): Hono {
     const store = c.req.param('store');
     requireStore(deps, store);
     const at = target(c);
-    if (at.kind !== 'object') throw new ApiError('BAD_REQUEST', `DELETE addresses an object, not its ${at.kind}`);
+    if (at.kind !== 'object') throw methodNotAllowed(c.req.method, at);
     const allVersions = c.req.query('allVersions') === 'true';
     return respondWithJob(c, deps, 'delete', { store, key: at.key, ...(allVersions ? { allVersions } : {}) });
   });
@@ -180,7 +194,7 @@ export function objectRoutes(deps: AppDeps): Hono {
         ...(author ? { author } : {}),
       });
     }
-    throw new ApiError('BAD_REQUEST', 'POST addresses .../versions or .../versions/:id/restore');
+    throw methodNotAllowed(c.req.method, at);
   });
 
   return app;
