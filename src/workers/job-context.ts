@@ -24,6 +24,12 @@ export interface JobContextDeps {
   maintenance?: MaintenanceDeps;
 }
 
+/**
+ * Sets a field of a hash that exists: a run that outlived its job (completed by another run and removed) must not
+ * make the hash again, as a stray key with no expiry.
+ */
+const HSET_IF_EXISTS = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0`;
+
 /** A journal in the job's own hash: it lives and goes with the job. */
 class JobHashJournal implements JobJournal {
   constructor(
@@ -32,7 +38,7 @@ class JobHashJournal implements JobJournal {
   ) {}
 
   async remember(result: unknown): Promise<void> {
-    await this.connection.hset(this.hashKey, APPLIED_MARKER, JSON.stringify(result));
+    await this.connection.eval(HSET_IF_EXISTS, 1, this.hashKey, APPLIED_MARKER, JSON.stringify(result));
   }
 
   async recall(): Promise<unknown> {
