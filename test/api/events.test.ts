@@ -139,6 +139,16 @@ describe('GET /v1/events (SSE)', () => {
     expect(service.deps.bus.listenerCount()).toBe(before);
   });
 
+  it('answers HEAD with the stream\'s headers and keeps no listener for it', async () => {
+    const before = service.deps.bus.listenerCount();
+    for (let i = 0; i < 3; i++) {
+      const response = await service.app.request('/v1/events', { method: 'HEAD' });
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    }
+    expect(service.deps.bus.listenerCount()).toBe(before);
+  });
+
   it('refuses a Last-Event-ID beyond what a stream id can hold with 400, before the stream starts', async () => {
     const response = await service.app.request('/v1/events', { headers: { 'Last-Event-ID': '99999999999999999999999-0' } });
     expect(response.status).toBe(400);

@@ -44,6 +44,8 @@ export function eventRoutes(deps: AppDeps): Hono {
 
     // A stream opened while Redis is down would only stay silent: 503, and the client comes back.
     requireRedisReady(deps.redis);
+    // Hono runs this route for HEAD too and drops the body: a subscription made for it would never end.
+    if (c.req.method === 'HEAD') return c.body(null, 200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
 
     const pending: EventEnvelope[] = [];
     let deliver: ((event: EventEnvelope) => void) | undefined;
