@@ -115,6 +115,14 @@ interface Run {
   skipBackupKeys: boolean;
 }
 
+/** The store a backup of `payload.store` goes into; refuses none, or the store itself (the API checks it too). */
+export function backupTarget(payload: { store: string; target?: string }, backupStore: string | undefined): string {
+  const target = payload.target ?? backupStore;
+  if (target === undefined) throw new InvalidArgumentError('backup needs a target store: set BACKUP_STORE or give "target"');
+  if (target === payload.store) throw new InvalidArgumentError(`store "${payload.store}" cannot be backed up into itself`);
+  return target;
+}
+
 export const backupJob = defineJob({
   name: 'backup',
   queue: 'maintenance',
@@ -122,9 +130,7 @@ export const backupJob = defineJob({
   async handle(payload, ctx) {
     const { settings } = maintenanceOf(ctx);
     const store = payload.store;
-    const targetName = payload.target ?? settings.backupStore;
-    if (targetName === undefined) throw new InvalidArgumentError('backup needs a target store: set BACKUP_STORE or give "target"');
-    if (targetName === store) throw new InvalidArgumentError(`store "${store}" cannot be backed up into itself`);
+    const targetName = backupTarget(payload, settings.backupStore);
     const source = storeOf(ctx, store);
     const target = storeOf(ctx, targetName);
     const run = {

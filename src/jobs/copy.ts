@@ -56,14 +56,26 @@ export class Failures {
   }
 }
 
-/** Runs `task` over `items`, at most `width` at once, in order of start. */
+/**
+ * Runs `task` over `items`, at most `width` at once, in order of start. After a failure it starts no more and waits
+ * for those running before it rethrows the first error: a job interrupted for a shutdown goes back to the queue at
+ * once, and a task still writing then would land what the next run records too.
+ */
 export async function forEachLimited<T>(items: readonly T[], width: number, task: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(
+  let failed = false;
+  const lanes = await Promise.allSettled(
     Array.from({ length: Math.min(width, items.length) }, async () => {
-      while (next < items.length) await task(items[next++]!);
+      try {
+        while (next < items.length && !failed) await task(items[next++]!);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
     }),
   );
+  const failure = lanes.find((lane) => lane.status === 'rejected');
+  if (failure !== undefined) throw failure.reason;
 }
 
 /** Pages of a listing; `at` is the cursor that produced the page, so a job can resume at that page. */
@@ -150,17 +162,24 @@ export async function copyObject(
 
 /**
  * Which of `source`'s versions (oldest first) still have to be recorded in a target whose versions of the key are
- * `target` (oldest first): those after the ones an earlier copy recorded; none when the target holds them all,
- * followed by versions of its own (a git store records each write); undefined when the target has a history of
- * its own (it is not overwritten with another one).
+ * `target` (oldest first): those after the newest target version the source holds too. The histories are matched
+ * where they overlap, not from their first versions, since retention trims the oldest of either; target versions
+ * after the last shared one are its own (a git store records each write) and stay. Undefined when they share none:
+ * the target has a history of its own (it is not overwritten with another one).
  */
 export function missingVersions<V extends { versionId: string; etag: string; message?: string }>(
   source: readonly V[],
   target: readonly Pick<VersionInfo, 'etag' | 'message'>[],
 ): V[] | undefined {
-  const shared = Math.min(source.length, target.length);
-  for (let i = 0; i < shared; i++) {
-    if (target[i]!.etag !== source[i]!.etag || target[i]!.message !== versionMessage(source[i]!)) return undefined;
+  if (target.length === 0) return [...source];
+  for (let i = target.length - 1; i >= 0; i--) {
+    const { etag, message } = target[i]!;
+    // The newest match: a history holding one content with one message twice is not copied again from the first.
+    const shared = source.findLastIndex((version) => version.etag === etag && versionMessage(version) === message);
+    if (shared >= 0) return source.slice(shared + 1);
   }
-  return source.slice(shared);
+  return undefined;
 }
+
+/** The failure of a key whose versions were not copied because the target has a history of its own. */
+export const historyOfItsOwn = (key: string): Failure => ({ key, reason: 'versions not copied: the target has a version history of its own' });

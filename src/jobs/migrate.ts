@@ -9,12 +9,13 @@
  * Objects deleted from the source while the migration runs are left out (and versions removed meanwhile, the rest
  * of the key is copied); objects written meanwhile may or may not be included, as with any copy of a live store:
  * run it again for a final pass (it only copies what changed). Versions go only into a key that has none yet, or
- * whose history continues the source's; a key with a history of its own is reported as a failure.
+ * whose history shares versions with the source's (retention may have trimmed the oldest of either): the ones after
+ * the newest shared version are added; a key with a history of its own is reported as a failure.
  */
 import { z } from 'zod';
 import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
-import { COPY_WIDTH, ContentMismatch, Failures, copyObject, forEachLimited, missingVersions, pages, type VerificationReport } from './copy.js';
+import { COPY_WIDTH, ContentMismatch, Failures, copyObject, forEachLimited, historyOfItsOwn, missingVersions, pages, type VerificationReport } from './copy.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from '../providers/object-info.js';
 import { defineJob, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 
@@ -57,7 +58,7 @@ async function copyVersions(ctx: JobContext, from: StorageProvider, to: StorageP
   if (source.length === 0) return 0;
   const missing = missingVersions(source, (await allVersions(to, key)).reverse());
   if (missing === undefined) {
-    failures.add({ key, reason: 'versions not copied: the target has a version history of its own' });
+    failures.add(historyOfItsOwn(key));
     return 0;
   }
   let recorded = 0;
@@ -81,12 +82,17 @@ async function copyVersions(ctx: JobContext, from: StorageProvider, to: StorageP
   return recorded;
 }
 
+/** Refuses a migration the job could never run (the API checks it before enqueueing). */
+export function checkMigration(payload: { from: string; to: string }): void {
+  if (payload.from === payload.to) throw new InvalidArgumentError(`store "${payload.from}" cannot be migrated into itself`);
+}
+
 export const migrateJob = defineJob({
   name: 'migrate',
   queue: 'maintenance',
   schema: migratePayload,
   async handle(payload, ctx) {
-    if (payload.from === payload.to) throw new InvalidArgumentError(`store "${payload.from}" cannot be migrated into itself`);
+    checkMigration(payload);
     const from = storeOf(ctx, payload.from);
     const to = storeOf(ctx, payload.to);
     const resumed = checkpoint.safeParse(ctx.job.progress);

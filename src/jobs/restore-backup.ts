@@ -7,12 +7,13 @@
  * which also makes a retried or resumed run cheap (progress = how many manifest entries are done).
  *
  * Versions (from a backup made with `versions: true`) are recorded again, oldest first, with their messages and
- * authors (ids and times are the store's new ones) into a key that has no versions yet, or continued where an
- * interrupted run left them; a key with a history of its own keeps it.
+ * authors (ids and times are the store's new ones) into a key that has no versions yet, or after the newest version
+ * its history shares with the manifest's (an interrupted run, an earlier restore); a key with a history of its own
+ * keeps it, reported as a failure.
  */
 import { z } from 'zod';
 import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
-import { COPY_WIDTH, ContentMismatch, Failures, PAGE_SIZE, forEachLimited, missingVersions, verifiedBody, type VerificationReport } from './copy.js';
+import { COPY_WIDTH, ContentMismatch, Failures, PAGE_SIZE, forEachLimited, historyOfItsOwn, missingVersions, verifiedBody, type VerificationReport } from './copy.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from '../providers/object-info.js';
 import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted } from './definition.js';
 import { blobKey, parseManifestKey, readManifest, type ManifestObject, type ManifestVersion } from './manifest.js';
@@ -51,14 +52,20 @@ const savedRun = z
   })
   .passthrough();
 
+/** The store holding the backup to restore; refuses none, or the store restored into (the API checks it too). */
+export function backupSource(payload: { store: string; from?: string }, backupStore: string | undefined): string {
+  const from = payload.from ?? backupStore;
+  if (from === undefined) throw new InvalidArgumentError('restore-backup needs the backup store: set BACKUP_STORE or give "from"');
+  if (from === payload.store) throw new InvalidArgumentError(`store "${payload.store}" cannot be restored from its own backups`);
+  return from;
+}
+
 export const restoreBackupJob = defineJob({
   name: 'restore-backup',
   queue: 'maintenance',
   schema: restoreBackupPayload,
   async handle(payload, ctx) {
-    const fromName = payload.from ?? maintenanceOf(ctx).settings.backupStore;
-    if (fromName === undefined) throw new InvalidArgumentError('restore-backup needs the backup store: set BACKUP_STORE or give "from"');
-    if (fromName === payload.store) throw new InvalidArgumentError(`store "${payload.store}" cannot be restored from its own backups`);
+    const fromName = backupSource(payload, maintenanceOf(ctx).settings.backupStore);
     const backup = storeOf(ctx, fromName);
     const target = storeOf(ctx, payload.store);
     const manifest = await readManifest(backup, payload.manifest);
@@ -72,8 +79,12 @@ export const restoreBackupJob = defineJob({
     const blob = (etag: string) => blobKey(manifest.store, etag);
 
     const restoreVersions = async (key: string, versions: readonly ManifestVersion[]): Promise<void> => {
-      const existing = (await allVersions(target, key)).reverse();
-      for (const version of missingVersions(versions, existing) ?? []) {
+      const missing = missingVersions(versions, (await allVersions(target, key)).reverse());
+      if (missing === undefined) {
+        failures.add(historyOfItsOwn(key));
+        return;
+      }
+      for (const version of missing) {
         throwIfInterrupted(ctx);
         const body = await verifiedBody(backup, blob(version.etag), version.etag, version.size);
         const { contentType, metadata, author } = version;

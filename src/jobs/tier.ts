@@ -8,7 +8,8 @@
  */
 import { z } from 'zod';
 import { InvalidArgumentError } from '../providers/errors.js';
-import { isHybridProvider, type BackupRepairOutcome, type TieringOutcome } from '../providers/hybrid.js';
+import { isHybridProvider, type BackupRepairOutcome, type HybridProvider, type TieringOutcome } from '../providers/hybrid.js';
+import type { StorageProvider } from '../providers/types.js';
 import { defineJob, storeNameSchema, storeOf, throwIfInterrupted } from './definition.js';
 
 export const tierPayload = z.object({ store: storeNameSchema.optional() }).strict();
@@ -28,6 +29,12 @@ export interface TierResult {
   repaired: number;
 }
 
+/** A store named for a tier pass must be hybrid: only hybrid stores have tiers. */
+export function requireTiered(name: string, provider: StorageProvider): HybridProvider {
+  if (!isHybridProvider(provider)) throw new InvalidArgumentError(`store "${name}" is a ${provider.kind} store: only hybrid stores have tiers`);
+  return provider;
+}
+
 export const tierJob = defineJob({
   name: 'tier',
   queue: 'maintenance',
@@ -36,11 +43,9 @@ export const tierJob = defineJob({
     const names = payload.store === undefined ? [...ctx.stores.keys()] : [payload.store];
     const result: TierResult = { stores: {}, promoted: 0, promotedBytes: 0, demoted: 0, demotedBytes: 0, repaired: 0 };
     for (const name of names) {
-      const provider = storeOf(ctx, name);
-      if (!isHybridProvider(provider)) {
-        if (payload.store !== undefined) throw new InvalidArgumentError(`store "${name}" is a ${provider.kind} store: only hybrid stores have tiers`);
-        continue;
-      }
+      const store = storeOf(ctx, name);
+      if (payload.store === undefined && !isHybridProvider(store)) continue;
+      const provider = requireTiered(name, store);
       throwIfInterrupted(ctx);
       const plan = await provider.planTiering();
       const outcome = await provider.applyTiering(plan);

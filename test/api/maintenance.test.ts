@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/providers/body.js';
+import { newVersionId } from '../../src/providers/version-id.js';
 import { startTestService, type TestService } from '../support/service.js';
 import { waitFor } from '../jobs/fixtures/pipeline.js';
 
@@ -94,10 +95,37 @@ describe('POST /v1/maintenance', () => {
     expect(((await tier.json()) as Finished).result).toMatchObject({ stores: {}, promoted: 0 });
   });
 
-  it('a job that cannot run answers with its error when waited for (tier of a store without tiers: 400)', async () => {
-    const response = await post('tier', { store: 'files' }, '?wait=true');
+  it('a job that cannot run answers with its error when waited for (a manifest that is not one: 400)', async () => {
+    const manifest = `backups/files/manifests/${newVersionId()}.json`;
+    await service.deps.stores.get('vault')!.write(manifest, 'not a manifest');
+    const response = await post('restore-backup', { manifest, store: 'mem' }, '?wait=true');
     expect(response.status).toBe(400);
     expect((await errorOf(response)).code).toBe('INVALID_ARGUMENT');
+  });
+
+  it('answers 400 to a body the job could never run, before a job is enqueued', async () => {
+    const manifest = `backups/files/manifests/${newVersionId()}.json`;
+    const jobs = () => service.deps.queues.queue('maintenance').getJobCountByTypes('waiting', 'active', 'delayed', 'completed', 'failed');
+    const before = await jobs();
+    for (const [task, body] of [
+      ['backup', { store: 'vault' }],
+      ['backup', { store: 'files', target: 'files' }],
+      ['migrate', { from: 'files', to: 'files' }],
+      ['restore-backup', { manifest, store: 'vault' }],
+      ['restore-backup', { manifest, store: 'files', from: 'files' }],
+      ['tier', { store: 'files' }],
+    ] as const) {
+      const response = await post(task, body);
+      expect(response.status, `${task} ${JSON.stringify(body)}`).toBe(400);
+      expect((await errorOf(response)).code).toBe('INVALID_ARGUMENT');
+    }
+    expect(await jobs()).toBe(before);
+  });
+
+  it('answers 404 to restore-backup of a manifest the backup store does not hold', async () => {
+    const response = await post('restore-backup', { manifest: `backups/files/manifests/${newVersionId()}.json`, store: 'mem' });
+    expect(response.status).toBe(404);
+    expect((await errorOf(response)).code).toBe('NOT_FOUND');
   });
 
   it('the same Idempotency-Key makes one job', async () => {

@@ -227,6 +227,35 @@ describe('backup and restore-backup', () => {
     expect((await target.stat('doc')).etag).toBe(sha256Hex('current, unversioned'));
   });
 
+  it('a restore continues a history it restored before, after retention trimmed the oldest versions of the source', async () => {
+    const trimmed = new RamProvider({ maxBytes: 1024 * 1024 });
+    const target = new RamProvider({ maxBytes: 1024 * 1024 });
+    const own = new Map<string, StorageProvider>([['trimmed', trimmed], ['vault', vault], ['target', target]]);
+    const restore = async (manifest: string) =>
+      (await restoreBackupJob.handle({ manifest, store: 'target' }, f.context(own, { settings: { backupStore: 'vault' } }))).result;
+    for (const text of ['v1', 'v2', 'v3']) await trimmed.createVersion('doc', text, { message: text });
+    await restore((await backup({ store: 'trimmed', versions: true }, own)).manifest);
+    await trimmed.createVersion('doc', 'v4', { message: 'v4' });
+    await trimmed.deleteVersion('doc', (await trimmed.listVersions('doc')).items.at(-1)!.versionId);
+
+    const again = await restore((await backup({ store: 'trimmed', versions: true }, own)).manifest);
+    expect(again).toMatchObject({ versions: 1, verified: true, failureCount: 0 });
+    expect((await target.listVersions('doc')).items.map((version) => version.message)).toEqual(['v4', 'v3', 'v2', 'v1']);
+  });
+
+  it('restore-backup reports a key whose versions are not restored because the store has a history of its own', async () => {
+    const diverged = new RamProvider({ maxBytes: 1024 * 1024 });
+    await diverged.createVersion('doc', 'ours', { message: 'ours' });
+    const target = new RamProvider({ maxBytes: 1024 * 1024 });
+    await target.createVersion('doc', 'theirs', { message: 'theirs' });
+    const own = new Map<string, StorageProvider>([['diverged', diverged], ['vault', vault], ['target', target]]);
+    const saved = await backup({ store: 'diverged', versions: true }, own);
+    const { result } = await restoreBackupJob.handle({ manifest: saved.manifest, store: 'target' }, f.context(own, { settings: { backupStore: 'vault' } }));
+    expect(result).toMatchObject({ versions: 0, restored: 1, verified: false, failureCount: 1, failures: [expect.objectContaining({ key: 'doc' })] });
+    expect((await target.listVersions('doc')).items.map((version) => version.message)).toEqual(['theirs']);
+    expect((await target.stat('doc')).etag).toBe(sha256Hex('ours'));
+  });
+
   it('a backup of the backup store leaves out exactly its backup layout, and counts what it left out', async () => {
     await vault.write('notes/readme', 'kept with the vault');
     await vault.write('backups/db/manifests/latest.json', '{}'); // "latest" is no manifest id: a user's key

@@ -80,6 +80,44 @@ describe('migrate', () => {
     ]);
   });
 
+  it('a run stopped by a shutdown waits for the versions it is writing, so the next run records each once', async () => {
+    const from = new RamProvider({ maxBytes: 4 * 1024 * 1024 });
+    for (let i = 0; i < 40; i++) await from.createVersion('a', `a${i}`, { message: `a${i}` });
+    for (const key of ['b', 'c', 'd']) await from.createVersion(key, `${key}1`, { message: `${key}1` });
+    // A large upload: b, c and d are still being written when the shutdown comes.
+    const ram = new RamProvider({ maxBytes: 4 * 1024 * 1024 });
+    const to = interceptMethod(ram, 'createVersion', (createVersion) => async (key, body, opts) => {
+      await new Promise((resolve) => setTimeout(resolve, key === 'a' ? 5 : 300));
+      return createVersion(key, body, opts);
+    });
+    const stores = new Map<string, StorageProvider>([['from', from], ['to', to]]);
+    const stop = new AbortController();
+    const first = f.context(stores, { signal: stop.signal, jobId: 'maintenance-stopped-versions' });
+    setTimeout(() => stop.abort(), 50);
+    await expect(migrateJob.handle({ from: 'from', to: 'to', versions: true }, first)).rejects.toBeInstanceOf(JobInterruptedError);
+
+    // The worker puts the job back at once: the next run starts as soon as the first one has returned.
+    const second = f.context(stores, { jobId: 'maintenance-stopped-versions', progress: first.progressLog.at(-1) });
+    const { result } = await migrateJob.handle({ from: 'from', to: 'to', versions: true }, second);
+    expect(result).toMatchObject({ objects: 4, verified: true });
+    for (const key of ['b', 'c', 'd']) expect((await ram.listVersions(key)).items.map((version) => version.message)).toEqual([`${key}1`]);
+    expect((await ram.listVersions('a')).items).toHaveLength(40);
+  });
+
+  it('a final pass after retention trimmed the oldest versions of the source copies the newer ones', async () => {
+    const from = new RamProvider({ maxBytes: 1024 * 1024 });
+    const to = new RamProvider({ maxBytes: 1024 * 1024 });
+    const stores = new Map<string, StorageProvider>([['from', from], ['to', to]]);
+    for (const text of ['v1', 'v2', 'v3']) await from.createVersion('doc', text, { message: text });
+    await migrateJob.handle({ from: 'from', to: 'to', versions: true }, f.context(stores));
+    await from.createVersion('doc', 'v4', { message: 'v4' });
+    await from.deleteVersion('doc', (await from.listVersions('doc')).items.at(-1)!.versionId);
+
+    const { result } = await migrateJob.handle({ from: 'from', to: 'to', versions: true }, f.context(stores));
+    expect(result).toMatchObject({ versions: 1, verified: true, failureCount: 0 });
+    expect((await to.listVersions('doc')).items.map((version) => version.message)).toEqual(['v4', 'v3', 'v2', 'v1']);
+  });
+
   it('a version removed from the source while it is copied is left out, the rest of the key is copied', async () => {
     const from = new RamProvider({ maxBytes: 1024 * 1024 });
     for (const text of ['one', 'two', 'three']) await from.createVersion('doc', text, { message: `save ${text}` });
@@ -114,6 +152,24 @@ describe('migrate', () => {
       const final = (await migrateJob.handle({ from: 'from', to: 'git', versions: true }, f.context(stores))).result;
       expect(final).toMatchObject({ versions: 1, copied: 0, skipped: 1, verified: true });
       expect(await messages(git)).toEqual(['first', 'second', 'third']);
+    } finally {
+      await git.close();
+    }
+  });
+
+  it('into a git store, a final pass continues the history after the version its write of the current object made', async () => {
+    const from = new RamProvider({ maxBytes: 1024 * 1024 });
+    const git = await GitProvider.open({ repoPath: await f.tempDir('migrate-git-current') });
+    const stores = new Map<string, StorageProvider>([['from', from], ['git', git]]);
+    try {
+      await from.createVersion('doc', 'v1', { message: 'first' });
+      await from.write('doc', 'current, unversioned');
+      expect((await migrateJob.handle({ from: 'from', to: 'git', versions: true }, f.context(stores))).result).toMatchObject({ versions: 1, copied: 1 });
+
+      await from.createVersion('doc', 'v2', { message: 'second' });
+      const final = (await migrateJob.handle({ from: 'from', to: 'git', versions: true }, f.context(stores))).result;
+      expect(final).toMatchObject({ versions: 1, verified: true, failureCount: 0 });
+      expect((await git.listVersions('doc')).items[0]).toMatchObject({ message: 'second', etag: sha256Hex('v2') });
     } finally {
       await git.close();
     }

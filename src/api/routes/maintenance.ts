@@ -2,10 +2,16 @@
  * `POST /v1/maintenance/{tier,cleanup,backup,restore-backup,migrate}`: JSON bodies (at most 64 KiB; an empty body
  * is `{}`), enqueued as jobs of the maintenance family. 202 `{ jobId, statusUrl }`; `?wait=true` waits up to
  * `WAIT_TIMEOUT_MS` and answers 200 `{ jobId, state, result }` (DESIGN §8). Stores named in the body must exist
- * (404); everything else about the body is checked by the job's own schema (400).
+ * (404); everything else about the body is checked by the job's own schema and checks (400), so that a body the
+ * job could never run is refused here rather than enqueued to fail.
  */
 import { Hono, type Context } from 'hono';
+import { backupJob, backupTarget } from '../../jobs/backup.js';
+import { parsePayload } from '../../jobs/definition.js';
 import type { JobName, PayloadOf } from '../../jobs/index.js';
+import { checkMigration, migrateJob } from '../../jobs/migrate.js';
+import { backupSource, restoreBackupJob } from '../../jobs/restore-backup.js';
+import { requireTiered, tierJob } from '../../jobs/tier.js';
 import { PayloadTooLargeError } from '../../providers/errors.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
@@ -24,7 +30,9 @@ const TASKS = {
   migrate: ['from', 'to'],
 } as const satisfies Partial<Record<JobName, readonly string[]>>;
 
-export const MAINTENANCE_TASKS = Object.keys(TASKS) as (keyof typeof TASKS)[];
+type Task = keyof typeof TASKS;
+
+export const MAINTENANCE_TASKS = Object.keys(TASKS) as Task[];
 
 async function readBody(c: Context): Promise<string> {
   const declared = requestHeader(c, 'content-length');
@@ -56,6 +64,29 @@ async function jsonObject(c: Context): Promise<Record<string, unknown>> {
   return body as Record<string, unknown>;
 }
 
+/** Refuses a body its job could never run, with the job's own checks; a manifest that does not exist is 404. */
+async function refuseUnrunnable(deps: AppDeps, task: Task, body: unknown): Promise<void> {
+  const { backupStore } = deps.config.maintenance;
+  switch (task) {
+    case 'backup':
+      backupTarget(parsePayload(backupJob, body), backupStore);
+      return;
+    case 'migrate':
+      checkMigration(parsePayload(migrateJob, body));
+      return;
+    case 'restore-backup': {
+      const payload = parsePayload(restoreBackupJob, body);
+      await requireStore(deps, backupSource(payload, backupStore)).stat(payload.manifest);
+      return;
+    }
+    case 'tier': {
+      const { store } = parsePayload(tierJob, body);
+      if (store !== undefined) requireTiered(store, requireStore(deps, store));
+      return;
+    }
+  }
+}
+
 export function maintenanceRoutes(deps: AppDeps): Hono {
   const app = new Hono();
   for (const task of MAINTENANCE_TASKS) {
@@ -65,12 +96,7 @@ export function maintenanceRoutes(deps: AppDeps): Hono {
         const name = body[field];
         if (typeof name === 'string') requireStore(deps, name);
       }
-      if (task === 'backup' && body.target === undefined && deps.config.maintenance.backupStore === undefined) {
-        throw new ApiError('BAD_REQUEST', 'target: no BACKUP_STORE is configured, so the body must name the target store');
-      }
-      if (task === 'restore-backup' && body.from === undefined && deps.config.maintenance.backupStore === undefined) {
-        throw new ApiError('BAD_REQUEST', 'from: no BACKUP_STORE is configured, so the body must name the store holding the backup');
-      }
+      await refuseUnrunnable(deps, task, body);
       return respondWithJob(c, deps, task, body as PayloadOf<typeof task>, { waitAnswer: 'status' });
     });
   }
