@@ -79,7 +79,8 @@ export class KeyIndex {
   private versionCount = 0;
   private needsSnapshot = false;
   private tail: Promise<unknown> = Promise.resolve();
-  private syncing: Promise<void> | undefined;
+  /** The catch-up that has not started yet. */
+  private queued: Promise<void> | undefined;
   private persistAfter = 0;
 
   private constructor(
@@ -129,14 +130,16 @@ export class KeyIndex {
   }
 
   /**
-   * Brings the index to the branch head. Callers arriving while a catch-up is under way share it: they are
-   * concurrent with whatever commit it might miss.
+   * Brings the index to the branch head as it is at the call or later. A catch-up under way may have read the
+   * head before a commit that finished before this call, so callers queue one more after it; callers arriving
+   * while that one waits share it.
    */
   sync(): Promise<void> {
-    this.syncing ??= this.exclusively(() => this.catchUp()).finally(() => {
-      this.syncing = undefined;
+    this.queued ??= this.exclusively(() => {
+      this.queued = undefined;
+      return this.catchUp();
     });
-    return this.syncing;
+    return this.queued;
   }
 
   /**

@@ -119,18 +119,40 @@ export function decodeRecord(bytes: Buffer): KeyRecord | undefined {
 }
 
 /**
+ * The trailer line that forgets `key`. The key is a JSON string: git tools that tidy a message (`commit --amend`,
+ * `interpret-trailers`) strip trailing whitespace, and a key may end in a space, an NBSP or a U+3000.
+ */
+export function forgetTrailer(key: string): string {
+  return `${FORGET_TRAILER}: ${JSON.stringify(key)}`;
+}
+
+/**
  * The keys a commit message asks to forget. The index honours them only from a commit that changed no other key,
- * and only for keys absent after it (`describeCommit`).
+ * and only for keys absent after it (`describeCommit`). Reads the JSON form and the plain `<key>` of repositories
+ * written before it (a plain key that is itself a JSON string, `"x"`, reads as the JSON form: `x`).
  */
 export function forgottenKeys(message: string): string[] {
-  const paragraphs = message.trimEnd().split(/\n\n+/);
+  // Only line breaks are trimmed: spaces at the end belong to the last plain key.
+  const paragraphs = message.replace(/[\r\n]+$/, '').split(/\n\n+/);
   const trailers = paragraphs.length > 1 ? (paragraphs.at(-1) ?? '') : '';
+  const prefix = `${FORGET_TRAILER}: `;
   const keys: string[] = [];
   for (const line of trailers.split('\n')) {
-    const prefix = `${FORGET_TRAILER}: `;
-    if (line.startsWith(prefix)) keys.push(line.slice(prefix.length));
+    if (line.startsWith(prefix)) keys.push(decodeTrailerKey(line.slice(prefix.length)));
   }
   return keys;
+}
+
+function decodeTrailerKey(value: string): string {
+  if (value.startsWith('"')) {
+    try {
+      const key: unknown = JSON.parse(value);
+      if (typeof key === 'string') return key;
+    } catch {
+      // a plain key that starts with a quote
+    }
+  }
+  return value;
 }
 
 /**

@@ -18,9 +18,9 @@
  * - The per-key index (`git-index.ts`) answers listVersions, stat, list and reads at a version from memory; it is
  *   rebuilt from history when missing or stale.
  * - `delete(key, { allVersions: true })` cannot rewrite history (other clones, signed commits): it commits the
- *   removal with a `Kyozo-Forget-Versions: <key>` trailer, and the index drops the key's versions, so
- *   listVersions is empty and old version ids read as not found. The commits stay in git (`git log` still shows
- *   them) until someone rewrites the history on purpose.
+ *   removal with a `Kyozo-Forget-Versions: "<key>"` trailer (the key as a JSON string), and the index drops the
+ *   key's versions, so listVersions is empty and old version ids read as not found. The commits stay in git
+ *   (`git log` still shows them) until someone rewrites the history on purpose.
  * - Content is buffered in memory on its way in and out (git objects carry their size up front); large bodies are
  *   hashed and compressed before the lock is taken.
  */
@@ -46,7 +46,7 @@ import {
 import { requireIfMatch, type IfMatch } from './if-match.js';
 import { isBinary, unifiedDiff } from './git-diff.js';
 import { describeCommit, KeyIndex, type CommitEntry, type KeyChange, type VersionRecord } from './git-index.js';
-import { contentPath, encodeRecord, FORGET_TRAILER, recordPath, validateBranchName, type KeyRecord } from './git-layout.js';
+import { contentPath, encodeRecord, forgetTrailer, recordPath, validateBranchName, type KeyRecord } from './git-layout.js';
 import { repoLock, type Lease, type RepoLock } from './git-lock.js';
 import {
   encodeCommit,
@@ -204,6 +204,15 @@ function asStorageError(error: unknown, what: string): StorageError {
   return new ProviderUnavailableError(`${what} failed: ${(error as Error | undefined)?.message ?? String(error)}`, { cause: error });
 }
 
+/** A lone surrogate has no UTF-8 encoding: the commit would hold U+FFFD, and the text read back would differ. */
+function checkUnicode(value: string, what: string): void {
+  if (Buffer.from(value, 'utf8').toString('utf8') !== value) throw new InvalidArgumentError(`${what} is not valid Unicode`);
+}
+
+/**
+ * The author as given is the author recorded: a version job that retries recognises its own version by it, so
+ * spaces around a name or email are refused rather than trimmed away.
+ */
 function checkIdentityPart(value: unknown, what: string, required: boolean): string {
   if (typeof value !== 'string') {
     if (!required && value === undefined) return '';
@@ -211,16 +220,21 @@ function checkIdentityPart(value: unknown, what: string, required: boolean): str
   }
   // '<', '>' and line breaks would end the name or email early in the commit's author line.
   if (/[<>\n\r\u0000]/.test(value)) throw new InvalidArgumentError(`${what} must not contain '<', '>' or line breaks`);
-  if (required && value.trim() === '') throw new InvalidArgumentError(`${what} must not be empty`);
-  return value.trim();
+  if (required && value === '') throw new InvalidArgumentError(`${what} must not be empty`);
+  if (value.trim() !== value) throw new InvalidArgumentError(`${what} must not start or end with whitespace`);
+  checkUnicode(value, what);
+  return value;
 }
 
 /**
  * A user's commit message. A line naming one of the store's trailers (`Kyozo-Forget-Versions: <key>`) would read
  * as the store's own instruction when the index is rebuilt from history, so the `Kyozo-` trailer names are refused.
+ * A NUL is refused too: `git fsck --strict` rejects a commit holding one.
  */
 function checkMessage(message: string): string {
   if (/^kyozo-[\w-]*:/im.test(message)) throw new InvalidArgumentError("a version message must not have a line starting with a 'Kyozo-…:' trailer");
+  if (message.includes('\u0000')) throw new InvalidArgumentError('a version message must not contain a NUL character');
+  checkUnicode(message, 'a version message');
   return message;
 }
 
@@ -533,7 +547,7 @@ export class GitProvider implements StorageProvider {
       return {
         edits: view.current ? edits(null, null) : [],
         staged: new Map(),
-        message: `delete ${key} (all versions)\n\n${FORGET_TRAILER}: ${key}`,
+        message: `delete ${key} (all versions)\n\n${forgetTrailer(key)}`,
         author: this.user,
         changes: view.current ? [{ op: 'delete', key }, { op: 'forget', key }] : [{ op: 'forget', key }],
         after: { current: undefined, versions: 0 },
@@ -633,23 +647,36 @@ export class GitProvider implements StorageProvider {
   // ---- git only ----
 
   /**
-   * A unified diff of `key` between two commits (version ids or branch names; `to` defaults to the head of the
-   * store's branch). A side where the key does not exist is `/dev/null`; binary content gets sizes and etags.
+   * A unified diff of `key` between two commits (version ids of the key, or branch names; `to` defaults to the
+   * head of the store's branch). A side where the key does not exist is `/dev/null`; binary content gets sizes
+   * and etags.
    */
   diff(key: string, from: string, to?: string): Promise<GitDiff> {
     return this.guard('diff', async () => {
       validateKey(key);
-      const fromCommit = await this.resolveCommit(from);
-      const toCommit = await this.resolveCommit(to ?? this.branch);
-      const [before, after] = await Promise.all([this.contentAt(fromCommit, key), this.contentAt(toCommit, key)]);
+      const [fromSide, toSide] = await Promise.all([this.diffSide(key, from), this.diffSide(key, to ?? this.branch)]);
+      const [before, after] = [fromSide.content, toSide.content];
       if (before === null && after === null) throw new NotFoundError(`"${key}" exists at neither ${from} nor ${to ?? this.branch}`);
-      const sides = { key, from: fromCommit, to: toCommit };
+      const sides = { key, from: fromSide.commit, to: toSide.commit };
       if ((before && isBinary(before)) || (after && isBinary(after))) {
         const describe = (bytes: Buffer | null) => bytes && { size: bytes.length, etag: sha256Hex(bytes) };
         return { ...sides, binary: true, before: describe(before), after: describe(after) };
       }
       return { ...sides, binary: false, ...unifiedDiff(before?.toString('utf8') ?? null, after?.toString('utf8') ?? null, key) };
     });
+  }
+
+  /**
+   * `key` at a version id, resolved as reads resolve it (a version that `delete` with `allVersions` forgot, or a
+   * commit that did not write the key, is not found), or at the head of a branch (null where it does not exist).
+   */
+  private async diffSide(key: string, revision: string): Promise<{ commit: string; content: Buffer | null }> {
+    if (isObjectId(revision)) {
+      const version = await this.resolveVersion(key, revision, undefined);
+      return { commit: version.commit, content: await this.store.readBlob(version.blob, version.size) };
+    }
+    const commit = await this.resolveCommit(revision);
+    return { commit, content: await this.contentAt(commit, key) };
   }
 
   /** Creates branch `name` at `from` (a branch name or commit id; default: the head of the store's branch). */

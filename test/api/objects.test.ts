@@ -310,6 +310,16 @@ describe('versions', () => {
     expect(await (await request(object('files', 'v/doc'))).text()).toBe('first');
   });
 
+  it('X-Author: spaces around the name or inside <...> are layout, not part of the author', async () => {
+    const response = await request(`${object('files', 'v/spaced')}/versions?wait=true`, {
+      method: 'POST',
+      body: 'x',
+      headers: { 'X-Version-Message': 'spaced', 'X-Author': '  Ada   < ada@example.com >  ' },
+    });
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as { author: unknown }).author).toEqual({ name: 'Ada', email: 'ada@example.com' });
+  });
+
   it('restoring a version that does not exist fails the job with 404', async () => {
     await put('files', 'v/none', 'x');
     const response = await request(`${object('files', 'v/none')}/versions/001m0000000000000000000000/restore?wait=true`, { method: 'POST' });

@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, NotFoundError, PreconditionFailedError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { unifiedDiff } from '../../src/providers/git-diff.js';
 import { KeyIndex, SCAN_LIMIT } from '../../src/providers/git-index.js';
-import { contentPath, keyOfPath, recordPath, treePathOf } from '../../src/providers/git-layout.js';
+import { contentPath, forgottenKeys, keyOfPath, recordPath, treePathOf } from '../../src/providers/git-layout.js';
 import { repoLock } from '../../src/providers/git-lock.js';
 import { GitProvider, type GitDiff } from '../../src/providers/git.js';
 import { validateKey } from '../../src/providers/keys.js';
@@ -199,7 +199,7 @@ describe('delete', () => {
     expect((await provider.listVersions('gone')).items).toEqual([]);
     await expect(provider.read('gone', { versionId: v1.versionId })).rejects.toBeInstanceOf(NotFoundError);
     expect(await cliVersions(gitdir, 'gone')).toHaveLength(2);
-    expect((await git(gitdir, ['log', '-1', '--format=%B', 'main'])).trim()).toBe('delete gone (all versions)\n\nKyozo-Forget-Versions: gone');
+    expect((await git(gitdir, ['log', '-1', '--format=%B', 'main'])).trim()).toBe('delete gone (all versions)\n\nKyozo-Forget-Versions: "gone"');
     const v3 = await provider.write('gone', 'three');
     expect(await allVersionIds(provider, 'gone')).toEqual([v3.versionId]);
   });
@@ -238,6 +238,36 @@ describe('delete', () => {
     expect(await allVersionIds(rebuilt, 'b')).toEqual(expected);
     expect(await allVersionIds(rebuilt, 'gone')).toEqual([]);
     expect(await readText(rebuilt, 'b', b[0])).toBe('b one');
+  });
+
+  it('with allVersions forgets a key ending in whitespace, not its trimmed twin, in every process and after a rebuild', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    const other = await openProvider(gitdir); // catches up from history, not from this process's index
+    const padded = ['note ', 'x\u00a0', 'y\u3000'];
+    for (const key of padded) {
+      const twin = key.slice(0, -1);
+      await provider.write(twin, 'one');
+      await provider.write(twin, 'two');
+      await provider.delete(twin); // its versions stay
+      await provider.write(key, 'padded');
+    }
+    await provider.delete('x\u00a0'); // so its forget commit changes no file: the trailer alone names the key
+    for (const key of padded) await provider.delete(key, { allVersions: true });
+    const answer = async (reader: GitProvider) =>
+      Promise.all(padded.flatMap((key) => [key, key.slice(0, -1)]).map(async (key) => [key, (await allVersionIds(reader, key)).length]));
+    const expected = padded.flatMap((key) => [[key, 0], [key.slice(0, -1), 2]]);
+    expect(await answer(provider)).toEqual(expected);
+    expect(await answer(other)).toEqual(expected);
+    await rm(path.dirname(KeyIndex.indexFile(gitdir, 'main')), { recursive: true });
+    expect(await answer(await openProvider(gitdir))).toEqual(expected);
+  });
+
+  it('reads the forget trailers of older repositories, whose keys are plain, byte for byte', () => {
+    expect(forgottenKeys('delete old  (all versions)\n\nKyozo-Forget-Versions: old ')).toEqual(['old ']);
+    expect(forgottenKeys('delete old\u3000 (all versions)\n\nKyozo-Forget-Versions: old\u3000\n')).toEqual(['old\u3000']);
+    expect(forgottenKeys('delete "q (all versions)\n\nKyozo-Forget-Versions: "q')).toEqual(['"q']);
+    expect(forgottenKeys('delete new  (all versions)\n\nKyozo-Forget-Versions: "new "')).toEqual(['new ']);
   });
 
   it('of a missing key commits nothing', async () => {
@@ -288,7 +318,8 @@ describe('diff', () => {
     const diff = await provider.diff('born.txt', before.versionId, created.versionId);
     expect(diff.binary).toBe(false);
     const afterDelete = (await git(gitdir, ['rev-parse', `${created.versionId}~1`])).trim();
-    const fromNothing = await provider.diff('born.txt', afterDelete, created.versionId);
+    await provider.createBranch('before-born', afterDelete);
+    const fromNothing = await provider.diff('born.txt', 'before-born', created.versionId);
     if (!fromNothing.binary) expect(fromNothing.patch.startsWith('--- /dev/null\n+++ b/born.txt\n@@ -0,0 +1,2 @@')).toBe(true);
     await applies(null, fromNothing, 'hello\nworld\n');
   });
@@ -307,6 +338,20 @@ describe('diff', () => {
     await expect(provider.diff('doc.txt', '0'.repeat(40))).rejects.toBeInstanceOf(NotFoundError);
     await expect(provider.diff('no-such-key', 'main', 'main')).rejects.toBeInstanceOf(NotFoundError);
     await expect(provider.diff('doc.txt', 'no-such-branch')).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('serves no version that delete with allVersions forgot, nor a commit that did not write the key', async () => {
+    const v1 = await provider.write('creds', 'password=hunter2\n');
+    const v2 = await provider.write('creds', 'password=rotated\n');
+    const unrelated = await provider.write('not-creds', 'x');
+    expect((await provider.diff('creds', v1.versionId!, v2.versionId!)).binary).toBe(false);
+    await expect(provider.diff('creds', unrelated.versionId!, v2.versionId!)).rejects.toBeInstanceOf(NotFoundError);
+    await provider.delete('creds', { allVersions: true });
+    await expect(provider.diff('creds', v1.versionId!, v2.versionId!)).rejects.toBeInstanceOf(NotFoundError);
+    await expect(provider.diff('creds', v1.versionId!)).rejects.toBeInstanceOf(NotFoundError);
+    await expect(provider.diff('creds', 'main', v2.versionId!)).rejects.toBeInstanceOf(NotFoundError);
+    const v3 = await provider.write('creds', 'password=new\n');
+    expect(await provider.diff('creds', v3.versionId!, 'main')).toMatchObject({ from: v3.versionId, patch: '' });
   });
 
   it('produces patches git apply accepts for arbitrary line edits', async () => {
@@ -384,6 +429,36 @@ describe('authors', () => {
     await expect(provider.createVersion('k', 'v', { message: 'm', author: { name: 'Eve', email: 'a\nb' } })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(provider.createVersion('k', 'v', { message: 'm', author: { name: '  ' } })).rejects.toBeInstanceOf(InvalidArgumentError);
   });
+
+  it('records the author as given and refuses whitespace around a name or an email instead of trimming it', async () => {
+    const provider = await openProvider(await tempRepo());
+    for (const author of [{ name: ' Ada' }, { name: 'Ada\u3000' }, { name: 'Ada', email: ' ada@example.com ' }, { name: 'Ada', email: 'ada@example.com\t' }]) {
+      await expect(provider.createVersion('k', 'v', { message: 'm', author })).rejects.toBeInstanceOf(InvalidArgumentError);
+    }
+    const author = { name: 'Ada  Lovelace', email: 'ada@example.com' };
+    const version = await provider.createVersion('k', 'v', { message: 'm', author });
+    expect(version.author).toEqual(author);
+    expect((await provider.listVersions('k')).items[0]?.author).toEqual(author);
+  });
+
+  it('refuses a NUL in a message and lone surrogates in messages and authors, so git fsck and a reopen agree', async () => {
+    const gitdir = await tempRepo();
+    const provider = await openProvider(gitdir);
+    const v1 = await provider.write('k', 'v');
+    const refused = [
+      { message: 'a\u0000b' },
+      { message: 'bad \ud800 surrogate' },
+      { message: 'bad \udc00' },
+      { message: 'm', author: { name: 'A\udc00da' } },
+      { message: 'm', author: { name: 'Ada', email: 'ada\ud83d@example.com' } },
+    ];
+    for (const options of refused) {
+      await expect(provider.createVersion('k', 'v', options)).rejects.toBeInstanceOf(InvalidArgumentError);
+      await expect(provider.restoreVersion('k', v1.versionId!, options)).rejects.toBeInstanceOf(InvalidArgumentError);
+    }
+    await provider.createVersion('k', 'w', { message: 'astral 🌍 is fine', author: { name: 'Ada 🌍' } });
+    expect(await git(gitdir, ['fsck', '--strict', '--no-dangling'])).toBe('');
+  });
 });
 
 describe('concurrency', () => {
@@ -407,6 +482,26 @@ describe('concurrency', () => {
     expect((await git(gitdir, ['rev-list', '--count', 'main'])).trim()).toBe('21');
     expect((await first.list({ prefix: 'both/' })).items).toHaveLength(20);
     expect((await second.list({ prefix: 'both/' })).items).toHaveLength(20);
+  });
+
+  it('a read issued after another provider\'s write resolved sees the write, even while a catch-up is under way', async () => {
+    const gitdir = await tempRepo();
+    const writer = await openProvider(gitdir);
+    const reader = await openProvider(gitdir);
+    // A slow shared volume: the reader's ref reads take 100 ms, so its catch-ups overlap the writer's commit.
+    const store = (reader as unknown as { store: { resolveRef(ref: string): Promise<string | undefined> } }).store;
+    const resolveRef = store.resolveRef.bind(store);
+    store.resolveRef = async (ref) => {
+      const head = await resolveRef(ref);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      return head;
+    };
+    await writer.write('other', 'x');
+    const earlier = reader.stat('other'); // starts a catch-up that reads the head before the next write
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const written = await writer.write('fresh', 'hello');
+    expect((await reader.stat('fresh')).etag).toBe(written.etag);
+    await earlier;
   });
 
   it('ifMatch is checked in commit order within a chain', async () => {
@@ -586,6 +681,30 @@ describe('per-key index', () => {
       await expect(reopened.read('long', { versionId: forgotten })).rejects.toBeInstanceOf(NotFoundError);
     }
   });
+
+  it('keeps the event loop turning while it catches up on a long history', async () => {
+    const gitdir = await tempRepo();
+    const writer = await openProvider(gitdir);
+    const reader = await openProvider(gitdir);
+    for (let batch = 0; batch < 10; batch++) {
+      await Promise.all(Array.from({ length: 100 }, (_, i) => writer.write(`bulk/${batch * 100 + i}`, `v${i}`)));
+    }
+    let longest = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      longest = Math.max(longest, now - last);
+      last = now;
+    }, 5);
+    const started = performance.now();
+    try {
+      await reader.stat('bulk/0'); // replays the writer's 1,000 commits
+    } finally {
+      clearInterval(timer);
+    }
+    const took = performance.now() - started;
+    expect(longest).toBeLessThan(took / 4);
+  }, 60_000);
 
   it('follows the branch when its history is rewritten', async () => {
     const gitdir = await tempRepo();

@@ -32,7 +32,8 @@ const diffQuery = z.object({ from: z.string().min(1), to: z.string().min(1).opti
 /** `Name <email>` or `Name`. */
 export function parseAuthor(header: string | undefined): Author | undefined {
   if (header === undefined || header.trim() === '') return undefined;
-  const match = /^\s*(.*?)\s*<([^<>]*)>\s*$/.exec(header);
+  // Spaces around the parts are the header's layout, not the author's: a retry matches its version by author.
+  const match = /^\s*(.*?)\s*<\s*([^<>]*?)\s*>\s*$/.exec(header);
   const author = match ? { name: match[1]!, email: match[2]! } : { name: header.trim() };
   if (author.name === '') throw new ApiError('BAD_REQUEST', 'X-Author must be "Name <email>" or "Name"');
   return author;
