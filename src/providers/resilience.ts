@@ -4,7 +4,8 @@
  *
  * Every failure is turned into a contract error by the provider's `classify` before the policy looks at it, so
  * "retryable" means exactly what `errorTable` says: only `ProviderUnavailableError` (and timeouts) is retried and
- * counts towards opening the circuit; a `NotFoundError` or a precondition failure is an answer, not an outage.
+ * counts towards opening the circuit; a `NotFoundError` or a precondition failure is an answer, not an outage, and
+ * resets the count of consecutive failures as a success does.
  * An open circuit fails fast with `ProviderUnavailableError` without touching the backend; after
  * `halfOpenAfterMs` one call is let through as a probe, and its success closes the circuit again.
  *
@@ -34,8 +35,11 @@ export type CircuitStateName = 'closed' | 'open' | 'half-open' | 'isolated';
 export interface ResilienceOptions {
   /** Names the backend in error messages, e.g. `s3 bucket "media"`. */
   name: string;
-  /** Turns any failure of the backend into a contract error (its `retryable` decides retries and the breaker). */
-  classify(error: unknown): StorageError;
+  /**
+   * Turns any failure of the backend into a contract error (its `retryable` decides retries and the breaker). A
+   * failure that is not the backend's may come back as it is: like an answer, it is neither retried nor counted.
+   */
+  classify(error: unknown): unknown;
   /** Per attempt. Default 10 s. */
   timeoutMs?: number;
   /** Retries after the first attempt. Default 3. */
@@ -93,6 +97,11 @@ function isTimeout(error: unknown): boolean {
 
 function isRetryable(error: unknown): boolean {
   return (error instanceof StorageError && error.retryable) || isTimeout(error);
+}
+
+/** A failure that is not retried (an answer such as NOT_FOUND), carried through the breaker as a success. */
+class Answered {
+  constructor(readonly error: unknown) {}
 }
 
 export function createResiliencePolicy(options: ResilienceOptions): ResiliencePolicy {
@@ -166,29 +175,38 @@ export function createResiliencePolicy(options: ResilienceOptions): ResiliencePo
         counters.shortCircuited++;
         throw new ProviderUnavailableError(`${name}: circuit half-open, a trial call is under way; failing fast`);
       }
-      try {
-        // cockatiel derives each attempt's signal from the one passed here, by default one signal shared by every
-        // call: more than ten calls in flight would then look like a listener leak to Node. Each call gets its own.
-        return (await policy.execute(async ({ signal }) => {
+      // cockatiel derives each attempt's signal from the one passed here, by default one signal shared by every
+      // call: more than ten calls in flight would then look like a listener leak to Node. Each call gets its own.
+      const result = await policy
+        .execute(async ({ signal }) => {
           try {
             return await fn(signal);
           } catch (error) {
             // The request failed because the timeout aborted it (an AbortError): say so.
             if (signal.aborted && ms !== false) throw new ProviderUnavailableError(`${name}: no answer within ${ms} ms`, { cause: error });
-            throw classify(error);
+            const classified = classify(error);
+            if (isRetryable(classified)) throw classified;
+            // Returned, not thrown: cockatiel records nothing for an error it does not handle, so answers such as
+            // 404 would never reset its count of consecutive failures. An answer is the backend working.
+            return new Answered(classified);
           }
-        }, new AbortController().signal)) as T;
-      } catch (error) {
+        }, new AbortController().signal)
+        .catch((error: unknown) => {
+          counters.failures++;
+          if (isBrokenCircuitError(error)) {
+            counters.shortCircuited++;
+            throw new ProviderUnavailableError(`${name}: circuit open after repeated failures, failing fast`, { cause: error });
+          }
+          if (isTimeout(error)) {
+            throw new ProviderUnavailableError(`${name}: no answer within ${ms} ms`, { cause: error });
+          }
+          throw error instanceof StorageError ? error : classify(error);
+        });
+      if (result instanceof Answered) {
         counters.failures++;
-        if (isBrokenCircuitError(error)) {
-          counters.shortCircuited++;
-          throw new ProviderUnavailableError(`${name}: circuit open after repeated failures, failing fast`, { cause: error });
-        }
-        if (isTimeout(error)) {
-          throw new ProviderUnavailableError(`${name}: no answer within ${ms} ms`, { cause: error });
-        }
-        throw error instanceof StorageError ? error : classify(error);
+        throw result.error;
       }
+      return result as T;
     },
   };
 }

@@ -2,7 +2,8 @@
  * S3 failures as contract errors, in one place. The SDK throws `S3ServiceException`s (a `name`/`Code` and
  * `$metadata.httpStatusCode`) for answers and plain Node errors (`code` ECONNREFUSED...) when there is no answer;
  * both keep the original as `cause`. Only "the backend cannot serve us now" becomes `ProviderUnavailableError`,
- * the one retryable error: throttling, 5xx, timeouts and network failures.
+ * the one retryable error: throttling, 5xx, timeouts and network failures. A failure that is not the endpoint's
+ * (a bug, a header Node refuses to send) is not retried and does not count towards opening the circuit.
  */
 import {
   InvalidArgumentError,
@@ -47,8 +48,11 @@ const NETWORK = new Set([
   'AbortError',
 ]);
 
-/** `what` names the operation for the message, e.g. `read "a/b"`. */
-export function toStorageError(error: unknown, what: string): StorageError {
+/**
+ * `what` names the operation for the message, e.g. `read "a/b"`. A failure that neither came from the endpoint nor
+ * met the network comes back unchanged: it is no storage error.
+ */
+export function toStorageError(error: unknown, what: string): unknown {
   if (error instanceof StorageError) return error;
   const e = (typeof error === 'object' && error !== null ? error : {}) as SdkErrorShape;
   const status = e.$metadata?.httpStatusCode;
@@ -68,7 +72,9 @@ export function toStorageError(error: unknown, what: string): StorageError {
   if (UNSUPPORTED.has(code) || status === 501 || status === 405) return new NotSupportedError(detail, options);
   if (ARGUMENT.has(code) || (status !== undefined && status >= 400 && status < 500)) return new InvalidArgumentError(detail, options);
   if (NETWORK.has(code)) return new ProviderUnavailableError(`${detail} (no answer from the endpoint)`, options);
-  // Anything else without an HTTP answer came from the transport (stream or parser failures mid-response):
-  // sending the request again is the useful reaction.
-  return new ProviderUnavailableError(detail, options);
+  // An answer the SDK could not read (a truncated or garbled response): sending the request again may help.
+  if (e.$metadata !== undefined) return new ProviderUnavailableError(detail, options);
+  // Node refuses to send a header with characters outside latin1, before any byte leaves.
+  if (code === 'ERR_INVALID_CHAR') return new InvalidArgumentError(detail, options);
+  return error;
 }

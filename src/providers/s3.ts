@@ -74,7 +74,7 @@ import {
 } from './errors.js';
 import { requireIfMatch, type IfMatch } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
-import { describeWrite } from './metadata.js';
+import { MAX_METADATA_BYTES, describeWrite } from './metadata.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
 import { toStorageError } from './s3-errors.js';
 import {
@@ -122,6 +122,8 @@ const META = {
   author: 'kyozo-author',
 } as const;
 const RESERVED_META = 'kyozo-';
+/** Stands in for a sha256 not known yet: our entries are measured before the body is hashed. */
+const SHA256_SHAPE = '0'.repeat(64);
 
 export type S3VersioningMode = 'native' | 'explicit';
 
@@ -146,6 +148,12 @@ export interface S3ProviderOptions {
   /** Overrides of the resilience policy (timeouts, retries, breaker), or a policy shared with other providers. */
   resilience?: Partial<Omit<ResilienceOptions, 'classify' | 'name'>> | ResiliencePolicy;
   healthTimeoutMs?: number;
+  /**
+   * A connection on which nothing moves for this long fails: a response body that stalls mid-stream errors instead
+   * of hanging (the policy's timeout ends when the headers arrive). Idle time, so a long transfer that flows is never
+   * cut. Default 30 s.
+   */
+  socketTimeoutMs?: number;
   /** HEADs in flight while listing. Default 16. */
   listConcurrency?: number;
   /** Keys a `stats()` call looks at, at most. Default 100,000. */
@@ -225,6 +233,28 @@ function encodeUserMetadata(metadata: Record<string, string>): Record<string, st
   return encoded;
 }
 
+/** What a write sends besides its body, refused up front where S3's headers cannot carry it. */
+function describeS3Write(opts: WriteOptions | undefined): { contentType: string; metadata: Record<string, string>; encoded: Record<string, string> } {
+  const { contentType, metadata } = describeWrite(opts);
+  // Content-Type travels as a header as it is: Node refuses characters past latin1 mid-request, S3 signs ASCII.
+  if (!/^[\x20-\x7e]*$/.test(contentType)) throw new InvalidArgumentError('contentType must be printable ASCII on s3 stores');
+  return { contentType, metadata, encoded: encodeUserMetadata(metadata) };
+}
+
+/**
+ * AWS S3 refuses more than 2 KB of `x-amz-meta-*` (UTF-8 bytes of names and values), our kyozo-* entries included:
+ * user metadata within the contract's limit can exceed it once ours are added and non-ASCII is percent-encoded.
+ */
+function requireMetadataFits(metadata: Record<string, string>): void {
+  let bytes = 0;
+  for (const [name, value] of Object.entries(metadata)) bytes += Buffer.byteLength(name) + Buffer.byteLength(value);
+  if (bytes > MAX_METADATA_BYTES) {
+    throw new InvalidArgumentError(
+      `metadata takes ${bytes} bytes as S3 headers (percent-encoded, with the store's own entries and any version message), over S3's limit of ${MAX_METADATA_BYTES}`,
+    );
+  }
+}
+
 function versionMetadata(message: string, author: Author | undefined): Record<string, string> {
   const entries: Record<string, string> = { [META.message]: encodeMetaValue(message) };
   if (author !== undefined) entries[META.author] = encodeMetaValue(JSON.stringify({ name: author.name, email: author.email }));
@@ -285,6 +315,13 @@ function nativeVersionId(id: string | undefined): string | undefined {
   return id === undefined || id === 'null' ? undefined : id;
 }
 
+/** Carries the caller's body error through the policy, which passes on what it cannot classify as it is. */
+class BodyFailure extends Error {
+  constructor(cause: unknown) {
+    super('the body stream failed', { cause });
+  }
+}
+
 interface Stored {
   size: number;
   etag: string;
@@ -331,7 +368,7 @@ export class S3Provider implements StorageProvider {
       maxAttempts: 1,
       requestChecksumCalculation: options.checksum,
       responseChecksumValidation: options.checksum,
-      requestHandler: { connectionTimeout: 3_000 },
+      requestHandler: { connectionTimeout: 3_000, socketTimeout: options.socketTimeoutMs ?? 30_000 },
     };
     this.client = new S3Client(config);
     // Presigned PUTs from a WHEN_SUPPORTED client carry the CRC32 of an empty body: any real upload would fail.
@@ -386,14 +423,15 @@ export class S3Provider implements StorageProvider {
 
   async write(key: string, body: Body, opts?: WriteOptions): Promise<ObjectInfo> {
     const fullKey = this.objectKey(key);
-    const { contentType, metadata } = describeWrite(opts);
-    const encoded = encodeUserMetadata(metadata);
-    const expected = await this.precondition(key, opts?.ifMatch);
+    const { contentType, metadata, encoded } = describeS3Write(opts);
     let updatedAt = '';
-    const stored = await this.put(`write "${key}"`, fullKey, body, contentType, expected, (etag) => {
+    const describe = (etag: string) => {
       updatedAt = nowIso();
       return { ...encoded, [META.sha256]: etag, [META.updated]: updatedAt };
-    });
+    };
+    requireMetadataFits(describe(SHA256_SHAPE));
+    const expected = await this.precondition(key, opts?.ifMatch);
+    const stored = await this.put(`write "${key}"`, fullKey, body, contentType, expected, describe);
     const info: ObjectInfo = { key, size: stored.size, etag: stored.etag, contentType, metadata, updatedAt };
     const versionId = this.mode === 'native' ? nativeVersionId(stored.s3VersionId) : undefined;
     return versionId === undefined ? info : { ...info, versionId };
@@ -518,34 +556,41 @@ export class S3Provider implements StorageProvider {
   async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
     const fullKey = this.objectKey(key);
     if (typeof opts?.message !== 'string') throw new InvalidArgumentError('a version needs a message');
-    const { contentType, metadata } = describeWrite(opts);
-    const encoded = encodeUserMetadata(metadata);
+    const { contentType, encoded } = describeS3Write(opts);
     const described = versionMetadata(opts.message, opts.author);
-    const expected = await this.precondition(key, opts.ifMatch);
+    const versionId = newVersionId(); // explicit mode's; a native version's id is S3's
+    const own = this.mode === 'native' ? described : { ...described, [META.version]: versionId };
     const what = `create a version of "${key}"`;
     let createdAt = '';
-    const stamp = (extra: Record<string, string>) => (etag: string) => {
+    const stamp = (etag: string) => {
       createdAt = nowIso();
-      return { ...encoded, ...extra, [META.sha256]: etag, [META.updated]: createdAt };
+      return { ...encoded, ...own, [META.sha256]: etag, [META.updated]: createdAt };
     };
+    // The current object of an explicit version carries a subset of these.
+    requireMetadataFits(stamp(SHA256_SHAPE));
+    const expected = await this.precondition(key, opts.ifMatch);
 
     if (this.mode === 'native') {
-      const stored = await this.put(what, fullKey, body, contentType, expected, stamp(described));
-      const versionId = nativeVersionId(stored.s3VersionId);
-      if (versionId === undefined) throw new NotSupportedError(`${what}: the bucket returned no version id (is versioning suspended?)`);
-      return this.versionInfo(key, versionId, stored.size, stored.etag, createdAt, opts.message, opts.author);
+      const stored = await this.put(what, fullKey, body, contentType, expected, stamp);
+      const nativeId = nativeVersionId(stored.s3VersionId);
+      if (nativeId === undefined) throw new NotSupportedError(`${what}: the bucket returned no version id (is versioning suspended?)`);
+      return this.versionInfo(key, nativeId, stored.size, stored.etag, createdAt, opts.message, opts.author);
     }
 
-    const versionId = newVersionId();
     const versionKey = this.versionKey(key, versionId);
-    const stored = await this.put(what, versionKey, body, contentType, undefined, stamp({ ...described, [META.version]: versionId }));
+    const stored = await this.put(what, versionKey, body, contentType, undefined, stamp);
     try {
       const current = { ...encoded, [META.sha256]: stored.etag, [META.updated]: createdAt, [META.version]: versionId };
       await this.copy(what, versionKey, fullKey, contentType, current, expected, stored.size);
     } catch (error) {
-      // The version never became current: leave no trace of it.
-      await this.deleteKey(what, versionKey).catch(() => undefined);
-      throw error;
+      if (!(error instanceof ProviderUnavailableError)) {
+        // Refused: the version never became current, leave no trace of it.
+        await this.deleteKey(what, versionKey).catch(() => undefined);
+        throw error;
+      }
+      // Outcome unknown: a copy that landed but answered late made the version current. Unless the current object
+      // says so, the version object stays (the copy may still land), at worst a version that was never current.
+      if (!(await this.isCurrentVersion(key, fullKey, versionId))) throw error;
     }
     return this.versionInfo(key, versionId, stored.size, stored.etag, createdAt, opts.message, opts.author);
   }
@@ -570,6 +615,8 @@ export class S3Provider implements StorageProvider {
     const base = { ...kept, [META.sha256]: etag, [META.updated]: createdAt };
 
     if (this.mode === 'native') {
+      const metadata = { ...base, ...versionMetadata(message, opts?.author) };
+      requireMetadataFits(metadata);
       const out = await this.call(what, (signal) =>
         this.client.send(
           new CopyObjectCommand({
@@ -578,7 +625,7 @@ export class S3Provider implements StorageProvider {
             CopySource: copySource(this.bucket, fullKey, versionId),
             MetadataDirective: 'REPLACE',
             ContentType: contentType,
-            Metadata: { ...base, ...versionMetadata(message, opts?.author) },
+            Metadata: metadata,
           }),
           { abortSignal: signal },
         ),
@@ -591,6 +638,7 @@ export class S3Provider implements StorageProvider {
     const newId = newVersionId();
     const newKey = this.versionKey(key, newId);
     const described = { ...base, ...versionMetadata(message, opts?.author), [META.version]: newId };
+    requireMetadataFits(described);
     await this.copy(what, this.versionKey(key, versionId), newKey, contentType, described, undefined, size);
     await this.copy(what, newKey, fullKey, contentType, { ...base, [META.version]: newId }, undefined, size);
     return this.versionInfo(key, newId, size, etag, createdAt, message, opts?.author);
@@ -803,6 +851,12 @@ export class S3Provider implements StorageProvider {
     throw error;
   }
 
+  /** Whether the current object of `key` is the explicit version `versionId`; `false` when that cannot be told. */
+  private async isCurrentVersion(key: string, fullKey: string, versionId: string): Promise<boolean> {
+    const current = await this.head(key, { Key: fullKey }).catch(() => undefined);
+    return current?.Metadata?.[META.version] === versionId;
+  }
+
   /** ifMatch: our etag of the current object must equal it. Returns S3's ETag of what we saw, for If-Match. */
   private async precondition(key: string, ifMatch: IfMatch | undefined): Promise<string | undefined> {
     if (ifMatch === undefined) return undefined;
@@ -921,12 +975,17 @@ export class S3Provider implements StorageProvider {
         signal.addEventListener('abort', abort, { once: true });
         try {
           return await upload.done();
+        } catch (error) {
+          // The caller's stream failed, not the endpoint (the upload may report its own abort instead).
+          throw isReadable(body) && body.errored ? new BodyFailure(body.errored) : error;
         } finally {
           signal.removeEventListener('abort', abort);
         }
       },
       { retry: false, timeoutMs: false },
-    );
+    ).catch((error: unknown) => {
+      throw error instanceof BodyFailure ? error.cause : error;
+    });
   }
 
   private copy(

@@ -53,6 +53,17 @@ describe('resilience policy', () => {
     expect(p.state).toBe('closed');
   });
 
+  it('an answer such as NotFound between failures resets the count of consecutive failures', async () => {
+    const p = policy({ retries: 0, breakAfter: 3, halfOpenAfterMs: 60_000 });
+    const failing = async () => Promise.reject(unavailable());
+    const notFound = async () => Promise.reject(new NotFoundError('no such key'));
+    for (let i = 0; i < 2; i++) await expect(p.execute(failing)).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await expect(p.execute(notFound)).rejects.toBeInstanceOf(NotFoundError);
+    for (let i = 0; i < 2; i++) await expect(p.execute(failing)).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(p.state).toBe('closed');
+    expect(p.counters.failures).toBe(5);
+  });
+
   it('gives up after the configured retries with ProviderUnavailableError', async () => {
     const p = policy({ retries: 2, breakAfter: 100 });
     let calls = 0;

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
-import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { isBrokenCircuitError } from 'cockatiel';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, storeConfig } from '../../src/config.js';
@@ -19,6 +19,7 @@ import {
   PreconditionFailedError,
   ProviderUnavailableError,
   RangeNotSatisfiableError,
+  StorageError,
 } from '../../src/providers/errors.js';
 import { createProvider } from '../../src/providers/index.js';
 import { createS3Provider, type S3Provider, type S3ProviderOptions } from '../../src/providers/s3.js';
@@ -180,6 +181,31 @@ describe('s3 provider: metadata', () => {
     const s3 = await provider();
     await expect(s3.write('m', 'x', { metadata: { 'kyozo-sha256': 'forged' } })).rejects.toBeInstanceOf(InvalidArgumentError);
   });
+
+  it("refuses, before any request, metadata over S3's 2 KB once percent-encoded and joined by the store's own entries", async () => {
+    const s3 = await provider();
+    const calls = s3.policy.counters.calls;
+    // Within the contract's 2 KiB as UTF-8 (1,201 bytes), three times that percent-encoded.
+    await expect(s3.write('m', 'x', { metadata: { n: 'é'.repeat(600) } })).rejects.toThrow(/limit of 2048/);
+    // Within the contract's 2 KiB, but not with kyozo-sha256 and kyozo-updated beside it.
+    await expect(s3.write('m', 'x', { metadata: { n: 'v'.repeat(2047) } })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(s3.createVersion('m', 'x', { message: 'm'.repeat(4000), ifMatch: 'a'.repeat(64) })).rejects.toThrow(/limit of 2048/);
+    expect(s3.policy.counters.calls).toBe(calls);
+    const fits = { n: 'é'.repeat(300) };
+    await s3.write('m', 'x', { metadata: fits });
+    expect((await s3.stat('m')).metadata).toEqual(fits);
+  });
+
+  it('refuses a content type outside printable ASCII before sending anything, leaving the circuit alone', async () => {
+    const s3 = await provider({ resilience: { breakAfter: 1 } });
+    const calls = s3.policy.counters.calls;
+    for (const contentType of ['text/plain; name="日本.txt"', 'text/plain; name="résumé.txt"']) {
+      await expect(s3.write('ct', 'x', { contentType })).rejects.toBeInstanceOf(InvalidArgumentError);
+      await expect(s3.createVersion('ct', 'x', { message: 'm', contentType })).rejects.toBeInstanceOf(InvalidArgumentError);
+    }
+    expect(s3.policy.counters.calls).toBe(calls);
+    expect(s3.policy.state).toBe('closed');
+  });
 });
 
 describe('s3 provider: layout', () => {
@@ -230,9 +256,39 @@ describe('s3 provider: errors and health', () => {
     expect(toStorageError(answer('SlowDown', 503), 'write')).toBeInstanceOf(ProviderUnavailableError);
     expect(toStorageError(answer('InternalError', 500), 'write')).toBeInstanceOf(ProviderUnavailableError);
     expect(toStorageError(Object.assign(new Error('connect'), { code: 'ECONNREFUSED' }), 'read')).toBeInstanceOf(ProviderUnavailableError);
-    const mapped = toStorageError(answer('AccessDenied', 403), 'read "x"');
+    const mapped = toStorageError(answer('AccessDenied', 403), 'read "x"') as StorageError;
     expect(mapped.cause).toBeInstanceOf(Error);
     expect(mapped.retryable).toBe(false);
+  });
+
+  it('calls unavailable only what the endpoint or the network did; other failures are not retried', () => {
+    const network = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    expect(toStorageError(network, 'read')).toBeInstanceOf(ProviderUnavailableError);
+    expect(toStorageError(Object.assign(new Error('late'), { name: 'TimeoutError' }), 'read')).toBeInstanceOf(ProviderUnavailableError);
+    const unreadable = Object.assign(new Error('Expected closing tag'), { $metadata: { httpStatusCode: 200 } });
+    expect(toStorageError(unreadable, 'list')).toBeInstanceOf(ProviderUnavailableError);
+    const header = Object.assign(new TypeError('Invalid character in header content ["x-amz-meta-a"]'), { code: 'ERR_INVALID_CHAR' });
+    expect(toStorageError(header, 'write')).toBeInstanceOf(InvalidArgumentError);
+    const bug = new TypeError("Cannot read properties of undefined (reading 'length')");
+    expect(toStorageError(bug, 'write')).toBe(bug);
+  });
+
+  it('a body stream that fails mid-upload fails the write with its own error, not retried nor counted against the endpoint', async () => {
+    const s3 = await provider({ multipartThreshold: MIB, resilience: { breakAfter: 1 } });
+    // What an HTTP request body says when its client goes away.
+    const aborted = Object.assign(new Error('aborted'), { code: 'ECONNRESET' });
+    let sent = 0;
+    const body = new Readable({
+      read() {
+        if (sent >= 12 * MIB) return void this.destroy(aborted);
+        sent += MIB;
+        this.push(Buffer.alloc(MIB, 7));
+      },
+    });
+    await expect(s3.write('big', body)).rejects.toBe(aborted);
+    expect(s3.policy.state).toBe('closed');
+    expect(s3.policy.counters.retries).toBe(0);
+    await expect(s3.stat('big')).rejects.toBeInstanceOf(NotFoundError);
   });
 
   it('wrong credentials are a permission error, not a missing object', async () => {
@@ -293,6 +349,27 @@ describe('s3 provider: errors and health', () => {
     }
   });
 
+  it('an explicit version whose copy onto the key answered late is kept and returned: the key names it', async () => {
+    const s3 = await provider({ versioning: 'explicit', resilience: { timeoutMs: 200, initialDelayMs: 5, maxDelayMs: 10 } });
+    const first = await s3.createVersion('doc', 'v1', { message: 'one' });
+    // The copy is applied by the endpoint, but its answer arrives after the policy's timeout.
+    const send = s3.client.send.bind(s3.client) as (command: unknown, options?: unknown) => Promise<unknown>;
+    let lateCopies = 1;
+    (s3.client as { send: unknown }).send = async (command: unknown, options?: unknown) => {
+      if (command instanceof CopyObjectCommand && lateCopies > 0) {
+        lateCopies--;
+        const out = await send(command);
+        await sleep(400);
+        return out;
+      }
+      return send(command, options);
+    };
+    const second = await s3.createVersion('doc', 'v2', { message: 'two', ifMatch: first.etag });
+    expect((await s3.stat('doc')).versionId).toBe(second.versionId);
+    expect((await readBytes(s3, 'doc', { versionId: second.versionId })).toString()).toBe('v2');
+    expect((await s3.listVersions('doc')).items.map((version) => version.message)).toEqual(['two', 'one']);
+  });
+
   it('reports its versioning mode in health and stats', async () => {
     const s3 = await provider();
     const mode = endpoint.versioning ? 'native' : 'explicit';
@@ -336,6 +413,63 @@ describe('s3 provider: errors and health', () => {
       else process.env.AWS_ACCESS_KEY_ID = saved.id;
       if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
       else process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
+    }
+  });
+});
+
+describe('s3 provider: stalled bodies', () => {
+  /** A proxy to the endpoint that hands GET bodies over as `shape` says: the first bytes then nothing, or slowly. */
+  async function proxied(shape: 'stall' | 'trickle') {
+    const upstream = new URL(endpoint.endpoint);
+    const server = http.createServer((request, response) => {
+      const forwarded = http.request(
+        { host: upstream.hostname, port: upstream.port, path: request.url, method: request.method, headers: request.headers },
+        async (answer) => {
+          response.writeHead(answer.statusCode!, answer.headers);
+          if (request.method !== 'GET' || answer.statusCode !== 200) return void answer.pipe(response);
+          const body = Buffer.concat(await answer.toArray());
+          if (shape === 'stall') return void response.write(body.subarray(0, 4));
+          for (let offset = 0; offset < body.length; offset += 10_000) {
+            response.write(body.subarray(offset, offset + 10_000));
+            await sleep(100);
+          }
+          response.end();
+        },
+      );
+      request.pipe(forwarded);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const bucket = await endpoint.createBucket();
+    const s3 = await provider({ bucket, endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, socketTimeoutMs: 300 });
+    const close = async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    };
+    return { s3, close };
+  }
+
+  it('a read whose body stalls mid-stream fails once the connection has been idle for socketTimeoutMs', async () => {
+    const { s3, close } = await proxied('stall');
+    try {
+      await s3.write('k', Buffer.alloc(100_000, 1));
+      const started = performance.now();
+      await expect(readBytes(s3, 'k')).rejects.toThrow(/timed out/);
+      expect(performance.now() - started).toBeLessThan(3_000);
+    } finally {
+      await close();
+    }
+  });
+
+  it('a read whose body keeps flowing is not cut, however long it takes in all', async () => {
+    const { s3, close } = await proxied('trickle');
+    try {
+      const content = randomBytes(100_000);
+      await s3.write('k', content);
+      const started = performance.now();
+      expect((await readBytes(s3, 'k')).equals(content)).toBe(true);
+      expect(performance.now() - started).toBeGreaterThan(600);
+    } finally {
+      await close();
     }
   });
 });
