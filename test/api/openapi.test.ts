@@ -13,6 +13,8 @@ let read = new Set<string>();
 beforeAll(async () => {
   // A git store has diff, whose route reads its query only once the store can diff; no worker: jobs only queue.
   service = await startTestService('api-openapi', { STORES: 'files:disk,mem:ram,repo:git' }, { worker: false });
+  // The restore-backup route answers 404 for a manifest its backup store does not hold, before it reads `wait`.
+  await service.deps.stores.get('mem')!.write(RESTORED_MANIFEST, '{}');
   const query = HonoRequest.prototype.query as (this: HonoRequest, key?: string) => unknown;
   // `c.req.query(name)` reads one parameter; `c.req.query()` is parsed by a schema, which reads its fields.
   vi.spyOn(HonoRequest.prototype, 'query').mockImplementation(function (this: HonoRequest, key?: string) {
@@ -29,9 +31,10 @@ afterAll(async () => {
   await service?.close();
 });
 
+const RESTORED_MANIFEST = 'backups/files/manifests/001m0000000000000000000000.json';
 const maintenanceBodies: Record<string, unknown> = {
   backup: { store: 'files', target: 'mem' },
-  'restore-backup': { manifest: 'backups/files/manifests/001m0000000000000000000000.json', store: 'files', from: 'mem' },
+  'restore-backup': { manifest: RESTORED_MANIFEST, store: 'files', from: 'mem' },
   migrate: { from: 'files', to: 'mem' },
 };
 
