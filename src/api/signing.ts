@@ -31,12 +31,12 @@ export class UrlSigner {
     return `/v1/signed/${encodeURIComponent(grant.store)}/${encodeKeyPath(grant.key)}?${query}`;
   }
 
-  /** Why a grant is refused, or undefined when it is valid now. */
-  refusal(grant: SignedGrant, signature: string | undefined, nowSeconds = Math.floor(Date.now() / 1000)): string | undefined {
+  /** Why a grant is refused, or undefined when it is valid now: up to, not including, its `expires` second. */
+  refusal(grant: SignedGrant, signature: string | undefined, nowMs = Date.now()): string | undefined {
     if (signature === undefined || !/^[0-9a-f]{64}$/.test(signature)) return 'missing or malformed signature';
     const expected = Buffer.from(this.signature(grant), 'hex');
     if (!timingSafeEqual(expected, Buffer.from(signature, 'hex'))) return 'signature does not match';
-    if (grant.expires < nowSeconds) return 'signed URL has expired';
+    if (grant.expires * 1000 <= nowMs) return 'signed URL has expired';
     return undefined;
   }
 }

@@ -352,6 +352,16 @@ describe('signed URLs', () => {
     expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/expired/);
   });
 
+  it('a signed URL works until, and not at, the expiresAt it was handed out with', async () => {
+    const { url, expiresAt } = (await (await request(`${object('files', 'share/me.txt')}/url?expires=60`)).json()) as { url: string; expiresAt: string };
+    const expires = Number(new URL(url).searchParams.get('expires'));
+    expect(Date.parse(expiresAt)).toBe(expires * 1000);
+    const grant = { method: 'GET' as const, store: 'files', key: 'share/me.txt', expires };
+    const signature = new URL(url).searchParams.get('signature')!;
+    expect(service.deps.signer.refusal(grant, signature, Date.parse(expiresAt) - 1)).toBeUndefined();
+    expect(service.deps.signer.refusal(grant, signature, Date.parse(expiresAt))).toMatch(/expired/);
+  });
+
   it('a signed PUT URL writes without a token, and is refused for GET', async () => {
     const { url } = (await (await request(`${object('mem', 'upload/here')}/url?method=PUT`)).json()) as { url: string };
     const path = new URL(url).pathname + new URL(url).search;

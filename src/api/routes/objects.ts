@@ -125,14 +125,15 @@ export function objectRoutes(deps: AppDeps): Hono {
       }
       case 'url': {
         const { method, expires } = urlQuery.parse(c.req.query());
-        const expiresAt = new Date(Date.now() + expires * 1000);
+        // Whole seconds, as both kinds of URL count them: the URL stops working exactly at expiresAt.
+        const expiresAt = new Date((Math.floor(Date.now() / 1000) + expires) * 1000);
         if (provider.capabilities.presign === 'native' && provider.presign) {
           return c.json({ url: await provider.presign(at.key, { method, expiresIn: expires }), expiresAt: expiresAt.toISOString() });
         }
         await provider.stat(at.key).catch((error: unknown) => {
           if (method === 'GET') throw error; // a GET URL for nothing would only ever answer 404
         });
-        const path = deps.signer.sign({ method, store: c.req.param('store'), key: at.key, expires: Math.floor(expiresAt.getTime() / 1000) });
+        const path = deps.signer.sign({ method, store: c.req.param('store'), key: at.key, expires: expiresAt.getTime() / 1000 });
         return c.json({ url: new URL(path, c.req.url).toString(), expiresAt: expiresAt.toISOString() });
       }
       case 'restore':
