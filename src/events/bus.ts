@@ -142,11 +142,19 @@ interface Pending {
   reject(error: unknown): void;
 }
 
+/** Two unsigned decimal numbers of any size (Redis ids go to 2^64 - 1, past a double's 2^53) compared exactly. */
+function compareDecimal(a: string, b: string): number {
+  const x = a.length > 1 && a.startsWith('0') ? a.replace(/^0+(?=\d)/, '') : a;
+  const y = b.length > 1 && b.startsWith('0') ? b.replace(/^0+(?=\d)/, '') : b;
+  return x.length - y.length || (x < y ? -1 : x > y ? 1 : 0);
+}
+
 /** Stream ids are `<ms>-<seq>`: compare numerically, both parts. */
 export function streamIdAfter(a: string, b: string): boolean {
-  const [aMs = 0, aSeq = 0] = a.split('-').map(Number);
-  const [bMs = 0, bSeq = 0] = b.split('-').map(Number);
-  return aMs > bMs || (aMs === bMs && aSeq > bSeq);
+  const aDash = a.indexOf('-');
+  const bDash = b.indexOf('-');
+  const ms = compareDecimal(a.slice(0, aDash), b.slice(0, bDash));
+  return ms > 0 || (ms === 0 && compareDecimal(a.slice(aDash + 1), b.slice(bDash + 1)) > 0);
 }
 
 function matches(types: readonly EventType[] | '*', type: string): boolean {

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/api/app.js';
+import { listen } from '../../src/api/server.js';
+import { quietLog, waitFor } from '../jobs/fixtures/pipeline.js';
 import { startTestService, type TestService } from '../support/service.js';
 
 let service: TestService;
@@ -137,6 +139,26 @@ describe('GET /v1/events (SSE)', () => {
     expect(events.length).toBeLessThan(60);
     for (let i = 0; i < 50 && service.deps.bus.listenerCount() !== before; i++) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(service.deps.bus.listenerCount()).toBe(before);
+  });
+
+  it('disconnects a resuming client that stops reading during its replay once too many live events wait, and keeps no listener', async () => {
+    const before = service.deps.bus.listenerCount();
+    // Over real HTTP: the replay blocks once the socket's buffers are full, as with a real client that stalls.
+    const server = await listen(createApp({ ...service.deps, sseMaxWaitingEvents: 20 }), { host: '127.0.0.1', port: 0, apiTokens: [] }, quietLog);
+    const client = new AbortController();
+    try {
+      const padding = 'x'.repeat(4000);
+      const first = (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'replayed/start', data: {} }))!;
+      await Promise.all(Array.from({ length: 2000 }, (_, i) => service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `replayed/${i}`, data: { padding } })));
+      await fetch(`${server.url}/v1/events?types=object.written`, { headers: { 'Last-Event-ID': first.id }, signal: client.signal }); // never read
+      await waitFor(() => service.deps.bus.listenerCount() > before, { what: 'the stream subscribed' });
+      await new Promise((resolve) => setTimeout(resolve, 300)); // the replay fills the socket and stalls
+      for (let i = 0; i < 60; i++) await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `live/${i}`, data: {} });
+      await waitFor(() => service.deps.bus.listenerCount() === before, { what: 'the stalled client disconnected' });
+    } finally {
+      client.abort();
+      await server.close(0);
+    }
   });
 
   it('answers HEAD with the stream\'s headers and keeps no listener for it', async () => {

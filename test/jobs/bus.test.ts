@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { createEventBus, type EventBus, type EventEnvelope } from '../../src/events/bus.js';
+import { createEventBus, streamIdAfter, type EventBus, type EventEnvelope } from '../../src/events/bus.js';
 import { closeRedis, createRedis, whenReady } from '../../src/redis.js';
 import { redisFixture, testRedisConfig, type RedisFixture } from '../support/redis.js';
 import { quietLog, waitFor } from './fixtures/pipeline.js';
@@ -100,5 +100,17 @@ describe('events bus', () => {
       await own.close();
       await closeRedis(connection);
     }
+  });
+});
+
+describe('streamIdAfter', () => {
+  it('compares both parts numerically and exactly, past 2^53', () => {
+    expect(streamIdAfter('10-0', '9-5')).toBe(true);
+    expect(streamIdAfter('5-10', '5-9')).toBe(true);
+    expect(streamIdAfter('5-9', '5-9')).toBe(false);
+    expect(streamIdAfter('5-9007199254740993', '5-9007199254740992')).toBe(true); // equal as doubles
+    expect(streamIdAfter('18446744073709551615-0', '18446744073709551614-18446744073709551615')).toBe(true);
+    expect(streamIdAfter('007-1', '7-0')).toBe(true); // a client's id with leading zeros
+    expect(streamIdAfter('7-0', '007-1')).toBe(false);
   });
 });

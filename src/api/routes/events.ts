@@ -47,9 +47,18 @@ export function eventRoutes(deps: AppDeps): Hono {
     // Hono runs this route for HEAD too and drops the body: a subscription made for it would never end.
     if (c.req.method === 'HEAD') return c.body(null, 200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
 
+    const maxWaiting = deps.sseMaxWaitingEvents ?? MAX_WAITING_EVENTS;
     const pending: EventEnvelope[] = [];
     let deliver: ((event: EventEnvelope) => void) | undefined;
-    const unsubscribe = await deps.bus.subscribe(types, (event) => (deliver ? deliver(event) : pending.push(event)));
+    /** Ends the stream of a client that reads too slowly (set once the stream exists). */
+    let disconnect: (() => void) | undefined;
+    const unsubscribe = await deps.bus.subscribe(types, (event) => {
+      if (deliver) return deliver(event);
+      // Held back while the history is replayed, within the same limit as once live.
+      if (pending.length < maxWaiting) pending.push(event);
+      else if (disconnect) disconnect();
+      else pending.push(event); // before the stream exists; it disconnects as soon as it starts
+    });
 
     // Once streaming, a failure (Redis lost during a replay) can only end the stream: the client resumes from
     // Last-Event-ID.
@@ -76,12 +85,19 @@ export function eventRoutes(deps: AppDeps): Hono {
           resolve();
         });
       });
+      disconnect = () => {
+        if (closed) return;
+        deps.log.warn({ waiting: waiting + pending.length, lastSent }, 'events: a client reads too slowly; disconnected, it can resume from Last-Event-ID');
+        stream.abort();
+      };
       const heartbeat = setInterval(() => later(() => stream.write(': heartbeat\n\n')), HEARTBEAT_MS);
+      if (pending.length > maxWaiting) disconnect();
       try {
         if (since !== undefined) {
           for (let page = await deps.bus.readSince(since, types, REPLAY_PAGE); page.length > 0 && !closed; ) {
-            for (const event of page) await send(event);
-            page = page.length < REPLAY_PAGE ? [] : await deps.bus.readSince(lastSent, types, REPLAY_PAGE);
+            // A write the client does not read never ends: the replay stops when the stream is ended instead.
+            for (const event of page) if (!closed) await Promise.race([send(event), finished]);
+            page = page.length < REPLAY_PAGE || closed ? [] : await deps.bus.readSince(lastSent, types, REPLAY_PAGE);
           }
         }
         // The live events held back during the replay, then every new one, queued with no await in between: an
@@ -90,9 +106,8 @@ export function eventRoutes(deps: AppDeps): Hono {
         for (const event of pending.splice(0)) later(() => send(event));
         deliver = (event) => {
           if (closed) return;
-          if (waiting < (deps.sseMaxWaitingEvents ?? MAX_WAITING_EVENTS)) return later(() => send(event));
-          deps.log.warn({ waiting, lastSent }, 'events: a client reads too slowly; disconnected, it can resume from Last-Event-ID');
-          stream.abort();
+          if (waiting < maxWaiting) return later(() => send(event));
+          disconnect?.();
         };
         later(() => stream.write(': connected\n\n'));
         await finished;
