@@ -23,11 +23,14 @@ export function quoteEtag(etag: string): string {
   return `"${etag}"`;
 }
 
+/** As it goes out: encoded when it is not printable ASCII, or has spaces at an end (HTTP would drop them). */
 function encodeHeaderValue(value: string): string {
-  return PRINTABLE_ASCII.test(value) && !value.toLowerCase().startsWith(EXTENDED) ? value : `${EXTENDED}${encodeURIComponent(value)}`;
+  const plain = PRINTABLE_ASCII.test(value) && value.trim() === value && !value.toLowerCase().startsWith(EXTENDED);
+  return plain ? value : `${EXTENDED}${encodeURIComponent(value)}`;
 }
 
-function decodeHeaderValue(name: string, value: string): string {
+/** A request header's value, decoded from the `utf-8''<percent-encoded>` form (RFC 8187) when it has it. */
+export function decodeHeaderValue(name: string, value: string): string {
   if (!value.toLowerCase().startsWith(EXTENDED)) return value;
   try {
     return decodeURIComponent(value.slice(EXTENDED.length));

@@ -42,19 +42,6 @@ function idleLimited(body: Readable, idleMs: number): { body: Readable; expired(
   return { body: guarded, expired: () => expired };
 }
 
-/** `read`, or 408 when it takes longer than `ms` (for small bodies, whose whole transfer is one idle period). */
-async function withinTime<T>(read: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new ApiError('REQUEST_TIMEOUT', `the request body did not arrive within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([read, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config' | 'bodyIdleTimeoutMs'>): Promise<BodyRef> {
   const maxBytes = deps.config.payloads.maxObjectBytes;
   const header = requestHeader(c, 'content-length');
@@ -70,7 +57,7 @@ export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging'
     // turn of the microtask queue is usually all it takes for it to have arrived.
     const arrived = arrivedBody(c, declared) ?? (await null, arrivedBody(c, declared));
     if (arrived !== undefined) return deps.staging.stageBody(arrived, { maxBytes });
-    return deps.staging.stageBody(new Uint8Array(await withinTime(c.req.arrayBuffer(), idleMs)), { maxBytes });
+    // Still arriving: streamed like a large body, so that only idleness counts, not how long it takes.
   }
   const raw = c.req.raw.body;
   if (raw === null) return deps.staging.stageBody(new Uint8Array(0), { maxBytes });
@@ -109,9 +96,10 @@ export async function respondWithJob<N extends JobName>(
   { waitAnswer = 'result' }: RespondOptions = {},
 ): Promise<Response> {
   const staged = (payload as { body?: BodyRef }).body;
-  const key = idempotencyKey(c);
+  let key: string | undefined;
   let jobId: string;
   try {
+    key = idempotencyKey(c);
     ({ jobId } = await deps.queues.enqueue(name, payload, { idempotencyKey: key }));
   } catch (error) {
     // A job that may exist keeps its body (cleanup removes it after STAGING_TTL if no job came of it): released

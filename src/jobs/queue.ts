@@ -69,7 +69,21 @@ export function jobIdFor(queue: QueueName, name: string, payload: unknown, idemp
  */
 function requestFingerprint(name: string, payload: unknown): string {
   const { body, ...rest } = payload as { body?: { etag?: string } };
-  return JSON.stringify([name, rest, body?.etag ?? null]);
+  return JSON.stringify([name, canonical(rest), body?.etag ?? null]);
+}
+
+/**
+ * The same request whatever order its parts came in: object keys sorted (metadata is built in header order), and
+ * lists of strings sorted (If-Match's etags).
+ */
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.every((item) => typeof item === 'string') ? [...value].sort() : value.map(canonical);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([key, item]) => [key, canonical(item)]),
+  );
 }
 
 /** BullMQ names the jobs a job scheduler makes `repeat:<scheduler>:<time>`; only maintenance jobs are scheduled. */

@@ -288,7 +288,51 @@ describe('reads', () => {
   });
 });
 
+describe('write headers', () => {
+  it('a condition a write cannot honour is refused (501), never ignored: PUT If-None-Match, DELETE If-Match', async () => {
+    await put('files', 'guarded/keep', 'original');
+    const createOnly = await request(`${object('files', 'guarded/keep')}?wait=true`, { method: 'PUT', body: 'clobbered', headers: { 'If-None-Match': '*' } });
+    expect(createOnly.status).toBe(501);
+    const conditionalDelete = await request(`${object('files', 'guarded/keep')}?wait=true`, { method: 'DELETE', headers: { 'If-Match': '"nope"' } });
+    expect(conditionalDelete.status).toBe(501);
+    expect(await (await request(object('files', 'guarded/keep'))).text()).toBe('original');
+  });
+
+  it('a malformed If-Match or Idempotency-Key is 400 before the body is staged, leaving no staged file', async () => {
+    const big = 'b'.repeat(4096); // over STAGING_INLINE_MAX: it would be staged
+    const cases: Record<string, string>[] = [{ 'If-Match': ',' }, { 'Idempotency-Key': 'k'.repeat(300) }];
+    for (const headers of cases) {
+      expect((await request(object('files', 'refused/early'), { method: 'PUT', body: big, headers })).status).toBe(400);
+      expect((await request(`${object('files', 'refused/early')}/versions`, { method: 'POST', body: big, headers })).status).toBe(400);
+    }
+    expect((await service.stagingProvider.list()).items).toEqual([]);
+  });
+
+  it('metadata with spaces at its ends comes back as it was stored', async () => {
+    await put('files', 'meta/padded', 'x', { 'X-Meta-Note': "utf-8''%20padded%20" });
+    const header = (await request(object('files', 'meta/padded'), { method: 'HEAD' })).headers.get('x-meta-note')!;
+    expect(decodeURIComponent(header.slice("utf-8''".length))).toBe(' padded ');
+  });
+});
+
 describe('versions', () => {
+  it('X-Author with brackets out of place is 400 at once; X-Version-Message and X-Author take the utf-8\'\' form; an empty message is the default', async () => {
+    for (const author of ['Ada <x', 'a>b', 'Ada <a@b> extra']) {
+      const refused = await request(`${object('files', 'v/authors')}/versions`, { method: 'POST', body: 'x', headers: { 'X-Author': author } });
+      expect(refused.status, author).toBe(400);
+    }
+    const encoded = await request(`${object('files', 'v/authors')}/versions?wait=true`, {
+      method: 'POST',
+      body: 'x',
+      headers: { 'X-Version-Message': `utf-8''${encodeURIComponent('Überarbeitung €')}`, 'X-Author': `utf-8''${encodeURIComponent('José <jose@example.com>')}` },
+    });
+    expect(encoded.status).toBe(200);
+    expect(await encoded.json()).toMatchObject({ message: 'Überarbeitung €', author: { name: 'José', email: 'jose@example.com' } });
+    const empty = await request(`${object('files', 'v/authors')}/versions?wait=true`, { method: 'POST', body: 'y', headers: { 'X-Version-Message': '' } });
+    expect(empty.status).toBe(200);
+    expect(await empty.json()).toMatchObject({ message: 'version of v/authors' });
+  });
+
   it('POST versions records message and author; list, read at a version, restore', async () => {
     const v1Response = await request(`${object('files', 'v/doc')}/versions?wait=true`, {
       method: 'POST',

@@ -6,7 +6,7 @@ import { sha256Hex } from '../../src/providers/body.js';
 import { InvalidArgumentError, InvalidKeyError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
-import { createQueues } from '../../src/jobs/queue.js';
+import { createQueues, jobIdFor } from '../../src/jobs/queue.js';
 import { closeRedis, createRedis } from '../../src/redis.js';
 import { failingFirst, inlineBody, startPipeline, waitFor, type Pipeline } from './fixtures/pipeline.js';
 
@@ -117,6 +117,14 @@ describe('job pipeline', () => {
     const [first, second] = await p.eventsOf(jobId, 'job.failed');
     expect(first!.data).toMatchObject({ attemptsMade: 1 });
     expect(second!.data).toMatchObject({ code: 'PRECONDITION_FAILED', attemptsMade: 2 });
+  });
+
+  it('an idempotency key names the same job whatever order the request\'s metadata and If-Match etags came in', () => {
+    const body = inlineBody('x');
+    const one = jobIdFor('objects', 'write', { store: 'main', key: 'k', body, metadata: { a: '1', b: '2' }, ifMatch: ['e1', 'e2'] }, 'same');
+    const other = jobIdFor('objects', 'write', { store: 'main', key: 'k', body, metadata: { b: '2', a: '1' }, ifMatch: ['e2', 'e1'] }, 'same');
+    expect(other).toBe(one);
+    expect(jobIdFor('objects', 'write', { store: 'main', key: 'k', body, metadata: { a: '1', b: '3' } }, 'same')).not.toBe(one);
   });
 
   it('makes one job and one version for an idempotency key enqueued twice', async () => {

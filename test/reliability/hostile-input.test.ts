@@ -353,16 +353,20 @@ describe('hostile bodies and headers over real HTTP', () => {
     await waitUntil(async () => (await stagedFiles()) === 0, { timeoutMs: 5_000, what: 'the partial staging file to go' });
   });
 
-  it('a slow but steady body is accepted however long it takes in all (only idleness counts)', async () => {
-    const upload = rawStream(base, objectPath('slow/steady?wait=true'), { headers: { 'Content-Length': String(12 * 2048) } });
+  // Staged (over STAGING_INLINE_MAX) and inline-sized bodies take different paths until they are read.
+  it.each([
+    ['staged', 2048],
+    ['inline-sized', 1024],
+  ])('a slow but steady %s body is accepted however long it takes in all (only idleness counts)', async (kind, piece) => {
+    const upload = rawStream(base, objectPath(`slow/steady-${kind}?wait=true`), { headers: { 'Content-Length': String(12 * piece) } });
     for (let i = 0; i < 12; i++) {
-      await upload.write(Buffer.alloc(2048, 4));
+      await upload.write(Buffer.alloc(piece, 4));
       await sleep(BODY_IDLE_MS / 5); // 12 pieces: more than twice the idle timeout in all
     }
     upload.end();
     const response = await upload.response;
     expect(response.status).toBe(200);
-    expect(json<{ size: number }>(response).size).toBe(12 * 2048);
+    expect(json<{ size: number }>(response).size).toBe(12 * piece);
     // Node's own limit on a whole request (300 s by default) would cut off a large upload on a slow link.
     expect(server.node.requestTimeout).toBe(0);
   });

@@ -11,7 +11,7 @@ import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
-import { ifRangeHolds, metadataFromHeaders, notModified, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
+import { decodeHeaderValue, ifRangeHolds, metadataFromHeaders, notModified, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
 import { requestHeader, requestHeaderEntries } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
 import { requireStore } from '../stores.js';
@@ -29,25 +29,41 @@ const urlQuery = z.object({
 });
 const diffQuery = z.object({ from: z.string().min(1), to: z.string().min(1).optional() });
 
-/** `Name <email>` or `Name`. */
+/** `Name <email>` or `Name`, either part in the `utf-8''` form when it is not ASCII. */
 export function parseAuthor(header: string | undefined): Author | undefined {
   if (header === undefined || header.trim() === '') return undefined;
+  const value = decodeHeaderValue('X-Author', header);
   // Spaces around the parts are the header's layout, not the author's: a retry matches its version by author.
-  const match = /^\s*(.*?)\s*<\s*([^<>]*?)\s*>\s*$/.exec(header);
-  const author = match ? { name: match[1]!, email: match[2]! } : { name: header.trim() };
-  if (author.name === '') throw new ApiError('BAD_REQUEST', 'X-Author must be "Name <email>" or "Name"');
+  const match = /^\s*(.*?)\s*<\s*([^<>]*?)\s*>\s*$/.exec(value);
+  const author = match ? { name: match[1]!, email: match[2]! } : { name: value.trim() };
+  // Brackets anywhere else would end up in a name (git refuses those), or mean the header was cut.
+  if (author.name === '' || /[<>]/.test(author.name)) throw new ApiError('BAD_REQUEST', 'X-Author must be "Name <email>" or "Name"');
   return author;
 }
 
+/** Conditions a mutation cannot honour: refused, never ignored (a create-only PUT would otherwise overwrite). */
+const UNSUPPORTED_CONDITIONS: Record<string, readonly string[]> = {
+  PUT: ['if-none-match', 'if-unmodified-since'],
+  POST: ['if-none-match', 'if-unmodified-since'],
+  DELETE: ['if-match', 'if-none-match', 'if-unmodified-since'],
+};
+
+function refuseUnsupportedConditions(c: Context): void {
+  for (const name of UNSUPPORTED_CONDITIONS[c.req.method] ?? []) {
+    if (requestHeader(c, name) !== undefined) throw new NotSupportedError(`${c.req.method} does not support ${name}; writes take If-Match`);
+  }
+}
+
 /**
- * Content-Type and `X-Meta-*` of a mutation, checked with the providers' own rules before the body is staged: a
- * bad one is a 400 now, not a 202 for a job that can only fail.
+ * Content-Type, `X-Meta-*` and If-Match of a mutation, checked with the providers' own rules before the body is
+ * staged: a bad one is a 400 now, not a 202 for a job that can only fail, and no staged body is left behind.
  */
-export function requestWriteOptions(c: Context): { contentType?: string; metadata: Record<string, string> } {
+export function requestWriteOptions(c: Context): { contentType?: string; metadata: Record<string, string>; ifMatch?: string | string[] } {
+  refuseUnsupportedConditions(c);
   const contentType = requestHeader(c, 'content-type');
   const metadata = metadataFromHeaders(requestHeaderEntries(c));
   describeWrite({ contentType, metadata });
-  return { contentType, metadata };
+  return { contentType, metadata, ifMatch: parseIfMatch(requestHeader(c, 'if-match')) };
 }
 
 /** Everything after `/v1/stores/<store>/objects/`, by position: a store may itself be named `objects`. */
@@ -146,16 +162,9 @@ export function objectRoutes(deps: AppDeps): Hono {
     requireStore(deps, store);
     const at = target(c);
     if (at.kind !== 'object') throw methodNotAllowed(c.req.method, at);
-    const { contentType, metadata } = requestWriteOptions(c);
+    const { contentType, metadata, ifMatch } = requestWriteOptions(c);
     const body = await stageRequestBody(c, deps);
-    return respondWithJob(c, deps, 'write', {
-      store,
-      key: at.key,
-      body,
-      contentType,
-      metadata,
-      ifMatch: parseIfMatch(requestHeader(c, 'if-match')),
-    });
+    return respondWithJob(c, deps, 'write', { store, key: at.key, body, contentType, metadata, ifMatch });
   });
 
   app.delete('/:store/objects/*', async (c) => {
@@ -163,6 +172,7 @@ export function objectRoutes(deps: AppDeps): Hono {
     requireStore(deps, store);
     const at = target(c);
     if (at.kind !== 'object') throw methodNotAllowed(c.req.method, at);
+    refuseUnsupportedConditions(c);
     const allVersions = c.req.query('allVersions') === 'true';
     return respondWithJob(c, deps, 'delete', { store, key: at.key, ...(allVersions ? { allVersions } : {}) });
   });
@@ -171,20 +181,21 @@ export function objectRoutes(deps: AppDeps): Hono {
     const store = c.req.param('store');
     requireStore(deps, store);
     const at = target(c);
-    const message = requestHeader(c, 'x-version-message');
+    const messageHeader = requestHeader(c, 'x-version-message');
+    const message = messageHeader === undefined ? undefined : decodeHeaderValue('X-Version-Message', messageHeader);
     const author = parseAuthor(requestHeader(c, 'x-author'));
     if (at.kind === 'versions') {
-      const { contentType, metadata } = requestWriteOptions(c);
+      const { contentType, metadata, ifMatch } = requestWriteOptions(c);
       const body = await stageRequestBody(c, deps);
       return respondWithJob(c, deps, 'version', {
         store,
         key: at.key,
         body,
-        message: message ?? `version of ${at.key}`,
+        message: message || `version of ${at.key}`,
         ...(author ? { author } : {}),
         contentType,
         metadata,
-        ifMatch: parseIfMatch(requestHeader(c, 'if-match')),
+        ifMatch,
       });
     }
     if (at.kind === 'restore') {

@@ -5,8 +5,6 @@
 import { Hono, type Context } from 'hono';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
-import { parseIfMatch } from '../http-object.js';
-import { requestHeader } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom } from '../object-path.js';
 import type { SignedMethod } from '../signing.js';
 import { requireStore } from '../stores.js';
@@ -38,9 +36,9 @@ export function signedRoutes(deps: AppDeps): Hono {
   app.put('/:store/*', async (c) => {
     const { store, key } = verified(c, deps, 'PUT');
     // The URL grants this write: its Content-Type, X-Meta-* and If-Match count as on an authenticated PUT.
-    const { contentType, metadata } = requestWriteOptions(c);
+    const { contentType, metadata, ifMatch } = requestWriteOptions(c);
     const body = await stageRequestBody(c, deps);
-    return respondWithJob(c, deps, 'write', { store, key, body, contentType, metadata, ifMatch: parseIfMatch(requestHeader(c, 'if-match')) });
+    return respondWithJob(c, deps, 'write', { store, key, body, contentType, metadata, ifMatch });
   });
   return app;
 }
