@@ -122,6 +122,10 @@ function toStorageError(error: unknown, missing?: string): StorageError {
     case 'EPERM':
     case 'EROFS':
       return new PermissionDeniedError(`the store's directory is not writable (${code})`, { cause: error });
+    case 'ENOTDIR':
+    case 'EISDIR':
+      // Something this store did not make stands in the key's path: no retry changes that.
+      return new PermissionDeniedError(`the key's path in the store is taken by a file or directory the store did not make (${code})`, { cause: error });
     default:
       return new ProviderUnavailableError(`disk store failed: ${(error as Error | undefined)?.message ?? String(error)}`, { cause: error });
   }

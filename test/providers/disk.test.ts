@@ -87,6 +87,13 @@ describe('disk provider', () => {
     await rm(outside, { recursive: true, force: true });
   });
 
+  it('a write whose path a stray file blocks fails for good (not retried as an outage)', async () => {
+    await provider.write('seed', 'x');
+    await writeFile(path.join(root, 'objects', 'x'), 'not the store\'s'); // no `~`: the store never makes this
+    const refused = await provider.write('x/y', 'v').catch((error: unknown) => error);
+    expect(refused).toMatchObject({ code: 'PERMISSION_DENIED', retryable: false });
+  });
+
   it('a write killed before its rename leaves the old content, its etag, and no temp file in list', async () => {
     const old = await provider.write('big', 'old content');
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'fixtures/disk-endless-writer.ts'), root, 'big'], {
