@@ -62,6 +62,11 @@ afterAll(async () => {
   await closeRedis(redis);
 });
 
+/** A cold and a backup tier in RAM, shared by the hybrid stores (processes) a test opens, and their pub/sub. */
+function ramTiers(): { cold: RamProvider; backup: RamProvider; bus: Bus } {
+  return { cold: new RamProvider({ maxBytes: 1024 * 1024 }), backup: new RamProvider({ maxBytes: 1024 * 1024 }), bus: new Bus() };
+}
+
 async function hybrid(parts: { cold: StorageProvider; backup: StorageProvider; bus: Bus; now?: () => number }): Promise<HybridProvider> {
   const store = await createHybridProvider({
     name: 'follow-up',
@@ -234,9 +239,7 @@ describe('the backup repair pass', () => {
   });
 
   it('takes a mutation whose process died (it never ends) as abandoned after the grace period, not before', async () => {
-    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
-    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
-    const bus = new Bus();
+    const { cold, backup, bus } = ramTiers();
     const dying = await hybrid({ cold, backup: gatedWrites(backup, new Promise(() => {})), bus });
     void dying.write('doc', 'cold only'); // cold takes it, the backup copy never happens
     await until(async () => (await cold.stat('doc').then(() => true, () => false)));
@@ -248,9 +251,7 @@ describe('the backup repair pass', () => {
   });
 
   it('brings backup to cold\'s latest when two processes landed their backup copies in the opposite order', async () => {
-    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
-    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
-    const bus = new Bus();
+    const { cold, backup, bus } = ramTiers();
     let open!: () => void;
     const slow = await hybrid({ cold, backup: gatedWrites(backup, new Promise<void>((resolve) => (open = resolve))), bus });
     const fast = await hybrid({ cold, backup, bus });
@@ -268,9 +269,7 @@ describe('the backup repair pass', () => {
   });
 
   it('a mutation whose entry a repair took for abandoned while it ran puts its key back when it ends', async () => {
-    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
-    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
-    const bus = new Bus();
+    const { cold, backup, bus } = ramTiers();
     let releaseCold!: () => void;
     const coldHeld = new Promise<void>((resolve) => (releaseCold = resolve));
     const failures = { left: 0 };
@@ -289,9 +288,7 @@ describe('the backup repair pass', () => {
   });
 
   it('leaves pending, not overwritten, a backup copy that another process landed after the repair read cold', async () => {
-    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
-    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
-    const bus = new Bus();
+    const { cold, backup, bus } = ramTiers();
     const failures = { left: 0 };
     const pause = new Pause();
     const repairer = await hybrid({ cold: pausedAfter(cold, 'read', pause), backup: failing(backup, 'write', failures), bus });
@@ -313,9 +310,7 @@ describe('the backup repair pass', () => {
   });
 
   it('leaves in backup, with its version map, a key that another process created after the repair saw cold without it', async () => {
-    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
-    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
-    const bus = new Bus();
+    const { cold, backup, bus } = ramTiers();
     const failures = { left: 0 };
     const pause = new Pause();
     const repairer = await hybrid({ cold, backup: pausedAfter(failing(backup, 'delete', failures), 'stat', pause), bus });
@@ -338,9 +333,7 @@ describe('the backup repair pass', () => {
   });
 
   it('does not take a mutation for abandoned because its key was pending long before it began', async () => {
-    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
-    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
-    const bus = new Bus();
+    const { cold, backup, bus } = ramTiers();
     let clock = Date.now();
     const now = () => clock;
     const failures = { left: 100 };
@@ -432,9 +425,7 @@ function down(provider: StorageProvider): StorageProvider {
 
 describe('during a cold outage', () => {
   it('a stat answered by backup says so, as a read does', async () => {
-    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
-    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
-    const bus = new Bus();
+    const { cold, backup, bus } = ramTiers();
     const store = await hybrid({ cold, backup, bus });
     await store.write('doc', 'content');
     expect(await store.stat('doc')).toMatchObject({ tier: 'cold' });
@@ -443,9 +434,7 @@ describe('during a cold outage', () => {
   });
 
   it('a key that backup lacks while the repair ledger holds it is unavailable, not missing', async () => {
-    const cold = new RamProvider({ maxBytes: 1024 * 1024 });
-    const backup = new RamProvider({ maxBytes: 1024 * 1024 });
-    const bus = new Bus();
+    const { cold, backup, bus } = ramTiers();
     const failures = { left: 100 };
     const store = await hybrid({ cold, backup: failing(backup, 'write', failures), bus });
     await expect(store.write('new', 'only in cold')).rejects.toBeInstanceOf(ProviderUnavailableError);
