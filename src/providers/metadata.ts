@@ -9,9 +9,15 @@ export const MAX_METADATA_BYTES = 2048;
 const NAME = /^[a-z0-9][a-z0-9_-]*$/;
 const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
 
+/** Names and values in UTF-8 bytes, as S3 counts its 2 KiB. */
+export function metadataBytes(metadata: Record<string, string>): number {
+  let bytes = 0;
+  for (const [name, value] of Object.entries(metadata)) bytes += Buffer.byteLength(name) + Buffer.byteLength(value);
+  return bytes;
+}
+
 export function normalizeMetadata(metadata: Record<string, string> | undefined): Record<string, string> {
   const normalized: Record<string, string> = {};
-  let bytes = 0;
   for (const [rawName, value] of Object.entries(metadata ?? {})) {
     const name = rawName.toLowerCase();
     if (!NAME.test(name)) throw new InvalidArgumentError(`metadata name "${rawName}" must be letters, digits, '-' or '_'`);
@@ -19,9 +25,8 @@ export function normalizeMetadata(metadata: Record<string, string> | undefined):
       throw new InvalidArgumentError(`metadata "${name}" must be a string without control characters`);
     }
     normalized[name] = value;
-    bytes += Buffer.byteLength(name) + Buffer.byteLength(value);
   }
-  if (bytes > MAX_METADATA_BYTES) throw new InvalidArgumentError(`metadata is larger than ${MAX_METADATA_BYTES} bytes`);
+  if (metadataBytes(normalized) > MAX_METADATA_BYTES) throw new InvalidArgumentError(`metadata is larger than ${MAX_METADATA_BYTES} bytes`);
   return normalized;
 }
 

@@ -74,7 +74,7 @@ import {
 } from './errors.js';
 import { requireIfMatch, type IfMatch } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
-import { MAX_METADATA_BYTES, describeWrite } from './metadata.js';
+import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
 import { toStorageError } from './s3-errors.js';
 import {
@@ -246,8 +246,7 @@ function describeS3Write(opts: WriteOptions | undefined): { contentType: string;
  * user metadata within the contract's limit can exceed it once ours are added and non-ASCII is percent-encoded.
  */
 function requireMetadataFits(metadata: Record<string, string>): void {
-  let bytes = 0;
-  for (const [name, value] of Object.entries(metadata)) bytes += Buffer.byteLength(name) + Buffer.byteLength(value);
+  const bytes = metadataBytes(metadata);
   if (bytes > MAX_METADATA_BYTES) {
     throw new InvalidArgumentError(
       `metadata takes ${bytes} bytes as S3 headers (percent-encoded, with the store's own entries and any version message), over S3's limit of ${MAX_METADATA_BYTES}`,
