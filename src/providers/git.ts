@@ -60,7 +60,7 @@ import {
   type Staging,
   type TreeEdit,
 } from './git-objects.js';
-import { validateKey, validatePrefix } from './keys.js';
+import { isWellFormed, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
 import type {
   Author,
@@ -206,7 +206,7 @@ function asStorageError(error: unknown, what: string): StorageError {
 
 /** A lone surrogate has no UTF-8 encoding: the commit would hold U+FFFD, and the text read back would differ. */
 function checkUnicode(value: string, what: string): void {
-  if (Buffer.from(value, 'utf8').toString('utf8') !== value) throw new InvalidArgumentError(`${what} is not valid Unicode`);
+  if (!isWellFormed(value)) throw new InvalidArgumentError(`${what} is not valid Unicode`);
 }
 
 /**

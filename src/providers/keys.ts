@@ -11,6 +11,11 @@ const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
 // A lone surrogate has no UTF-8 encoding: Buffer.from would silently turn it into U+FFFD, a different key.
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
+/** Text that UTF-8 can carry as it is: no lone surrogate. */
+export function isWellFormed(value: string): boolean {
+  return !LONE_SURROGATE.test(value);
+}
+
 // Any character the checks below look at: most keys have none, and one scan clears them.
 const SUSPECT = /[\u0000-\u001f\u007f-\u009f\\\ud800-\udfff]/;
 // A UTF-16 code unit is at most 3 bytes of UTF-8: a string this short cannot be over the limit.
@@ -20,7 +25,7 @@ function checkCharacters(value: string, what: string): void {
   if (SUSPECT.test(value)) {
     if (value.includes('\\')) throw new InvalidKeyError(`${what} must not contain a backslash`);
     if (CONTROL_CHARACTER.test(value)) throw new InvalidKeyError(`${what} must not contain control characters`);
-    if (LONE_SURROGATE.test(value)) throw new InvalidKeyError(`${what} is not valid Unicode`);
+    if (!isWellFormed(value)) throw new InvalidKeyError(`${what} is not valid Unicode`);
   }
   if (value.length > SURELY_SHORT && Buffer.byteLength(value, 'utf8') > MAX_KEY_BYTES) {
     throw new InvalidKeyError(`${what} is longer than ${MAX_KEY_BYTES} bytes`);
