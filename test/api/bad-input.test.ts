@@ -46,6 +46,8 @@ const cases: { name: string; path: string; init?: RequestInit; status: number; c
   { name: 'POST of an object', path: '/v1/stores/files/objects/m/a', init: { method: 'POST', body: 'x' }, status: 405, code: 'METHOD_NOT_ALLOWED' },
   { name: 'bad X-Author', path: '/v1/stores/files/objects/a/versions', init: { method: 'POST', body: 'x', headers: { 'X-Author': '<no-name@x>' } }, status: 400, code: 'BAD_REQUEST' },
   { name: 'bad metadata name', path: '/v1/stores/files/objects/m?wait=true', init: { method: 'PUT', body: 'x', headers: { 'X-Meta-bad.name': 'v' } }, status: 400, code: 'INVALID_ARGUMENT' },
+  { name: 'gzip content coding (PUT)', path: '/v1/stores/files/objects/coded?wait=true', init: { method: 'PUT', body: 'x', headers: { 'Content-Encoding': 'gzip' } }, status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' },
+  { name: 'content coding (new version)', path: '/v1/stores/files/objects/coded/versions', init: { method: 'POST', body: 'x', headers: { 'Content-Encoding': 'br' } }, status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' },
   { name: 'unknown event type', path: '/v1/events?types=object.exploded', status: 400, code: 'BAD_REQUEST' },
   { name: 'bad Last-Event-ID', path: '/v1/events', init: { headers: { 'Last-Event-ID': 'yesterday' } }, status: 400, code: 'BAD_REQUEST' },
 ];
@@ -67,6 +69,15 @@ describe('bad input gets a clear error and the server stays up', () => {
     expect(body.error.message.length).toBeGreaterThan(0);
     expect(body.error.message).not.toMatch(/\bat .*\.(ts|js):\d+/); // no stack trace
     expect((await service.app.request('/health')).status).toBe(200);
+  });
+
+  it('a body in a content coding is refused with Accept-Encoding: identity and nothing written; identity is taken', async () => {
+    const coded = await service.app.request('/v1/stores/files/objects/coding/gz?wait=true', { method: 'PUT', body: 'x', headers: { 'Content-Encoding': ' GZIP ' } });
+    expect(coded.status).toBe(415);
+    expect(coded.headers.get('accept-encoding')).toBe('identity');
+    await expect(service.deps.stores.get('files')!.stat('coding/gz')).rejects.toThrow();
+    const plain = await service.app.request('/v1/stores/files/objects/coding/plain?wait=true', { method: 'PUT', body: 'x', headers: { 'Content-Encoding': 'identity' } });
+    expect(plain.status).toBe(200);
   });
 
   it('a chunked body that grows past MAX_OBJECT_BYTES is refused with 413 and nothing is written or left staged', async () => {

@@ -55,11 +55,25 @@ function refuseUnsupportedConditions(c: Context): void {
 }
 
 /**
+ * A body in a content coding (`Content-Encoding: gzip`) would be stored as its coded bytes and read back without
+ * the coding named, which no client could decode: refused (RFC 9110 §15.5.16), so the client sends the bytes it
+ * wants stored, a compressed file as it is.
+ */
+function refuseContentCoding(c: Context): void {
+  const coding = requestHeader(c, 'content-encoding')?.trim().toLowerCase();
+  if (coding === undefined || coding === '' || coding === 'identity') return;
+  throw new ApiError('UNSUPPORTED_MEDIA_TYPE', `Content-Encoding ${coding.slice(0, 64)} is not supported: objects are stored as sent; send them without a content coding`, {
+    'Accept-Encoding': 'identity',
+  });
+}
+
+/**
  * Content-Type, `X-Meta-*` and If-Match of a mutation, checked with the providers' own rules before the body is
  * staged: a bad one is a 400 now, not a 202 for a job that can only fail, and no staged body is left behind.
  */
 export function requestWriteOptions(c: Context): { contentType?: string; metadata: Record<string, string>; ifMatch?: string | string[] } {
   refuseUnsupportedConditions(c);
+  refuseContentCoding(c);
   const contentType = requestHeader(c, 'content-type');
   const metadata = metadataFromHeaders(requestHeaderEntries(c));
   describeWrite({ contentType, metadata });
