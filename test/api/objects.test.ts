@@ -2,7 +2,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Hono } from 'hono';
 import { objectGet } from '../../src/api/routes/objects.js';
+import { ProviderUnavailableError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
+import type { StorageProvider } from '../../src/providers/types.js';
 import { interceptMethod } from '../support/intercept.js';
 import { startTestService, type TestService } from '../support/service.js';
 
@@ -364,10 +366,34 @@ describe('versions', () => {
     expect(((await response.json()) as { author: unknown }).author).toEqual({ name: 'Ada', email: 'ada@example.com' });
   });
 
-  it('restoring a version that does not exist fails the job with 404', async () => {
+  it('restoring a version that does not exist is 404 before any job is made', async () => {
     await put('files', 'v/none', 'x');
-    const response = await request(`${object('files', 'v/none')}/versions/001m0000000000000000000000/restore?wait=true`, { method: 'POST' });
-    expect(response.status).toBe(404);
+    const counts = () => service.deps.queues.queue('objects').getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed');
+    const before = await counts();
+    for (const path of ['/versions/001m0000000000000000000000/restore?wait=true', '/versions/001m0000000000000000000000/restore']) {
+      const response = await request(`${object('files', 'v/none')}${path}`, { method: 'POST' });
+      expect(response.status, path).toBe(404);
+      expect(((await response.json()) as { error: { code: string } }).error.code).toBe('NOT_FOUND');
+    }
+    expect(await counts()).toEqual(before);
+  });
+
+  it('a restore is accepted while the store cannot say whether the version exists: the job waits for the store', async () => {
+    const version = (await (await request(`${object('files', 'v/outage')}/versions?wait=true`, { method: 'POST', body: 'kept' })).json()) as { versionId: string };
+    await put('files', 'v/outage', 'replaced');
+    const stores = service.deps.stores as Map<string, StorageProvider>;
+    const files = stores.get('files')!;
+    stores.set('files', interceptMethod(files, 'stat', () => async () => Promise.reject(new ProviderUnavailableError('disk is away'))));
+    let response: Response;
+    try {
+      response = await request(`${object('files', 'v/outage')}/versions/${version.versionId}/restore`, { method: 'POST' });
+    } finally {
+      stores.set('files', files);
+    }
+    expect(response.status).toBe(202);
+    const { jobId } = (await response.json()) as { jobId: string };
+    await expect.poll(async () => ((await (await request(`/v1/jobs/${jobId}`)).json()) as { state: string }).state, { timeout: 10_000 }).toBe('completed');
+    expect((await files.stat('v/outage')).etag).toBe(sha256('kept'));
   });
 
   it('diff is 501 on a store without diff', async () => {

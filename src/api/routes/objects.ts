@@ -5,7 +5,7 @@
 import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
-import { NotSupportedError } from '../../providers/errors.js';
+import { NotSupportedError, ProviderUnavailableError } from '../../providers/errors.js';
 import { validatePrefix } from '../../providers/keys.js';
 import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
@@ -117,6 +117,16 @@ export async function objectGet(c: Context, provider: StorageProvider, key: stri
   });
 }
 
+/**
+ * A restore of a version the store does not have is 404 now, not a 202 for a job that can only fail. A store that
+ * cannot answer does not refuse the restore: the job waits for it, as writes do.
+ */
+async function requireVersion(provider: StorageProvider, key: string, versionId: string): Promise<void> {
+  await provider.stat(key, { versionId }).catch((error: unknown) => {
+    if (!(error instanceof ProviderUnavailableError)) throw error;
+  });
+}
+
 /** The methods each part of an object answers (the `Allow` of a 405). */
 const ALLOWED: Record<ObjectTarget['kind'], string> = {
   object: 'GET, HEAD, PUT, DELETE',
@@ -213,6 +223,7 @@ export function objectRoutes(deps: AppDeps): Hono {
       });
     }
     if (at.kind === 'restore') {
+      await requireVersion(requireStore(deps, store), at.key, at.versionId);
       return respondWithJob(c, deps, 'restore', {
         store,
         key: at.key,
