@@ -40,6 +40,24 @@ const list = z.string().transform((value) =>
     .map((item) => item.trim())
     .filter((item) => item !== ''),
 );
+/**
+ * Webhook receivers: http(s) URLs without credentials (fetch refuses a URL with `user:password@`, so every delivery
+ * would fail, and the password would sit in each failure). A comma inside a URL must be sent as `%2C`.
+ */
+const webhookUrls = list.superRefine((urls, ctx) => {
+  urls.forEach((entry, index) => {
+    const url = URL.canParse(entry) ? new URL(entry) : undefined;
+    const why =
+      url === undefined
+        ? 'is not a URL (a comma inside one must be written %2C)'
+        : url.protocol !== 'http:' && url.protocol !== 'https:'
+          ? `is ${url.protocol} (http: or https: only)`
+          : url.username !== '' || url.password !== ''
+            ? 'carries credentials (user:password@), which fetch refuses: put the secret in the path or sign with WEBHOOK_SECRET'
+            : undefined;
+    if (why !== undefined) ctx.addIssue({ code: 'custom', message: `entry ${index + 1} ${why}` });
+  });
+});
 const kind = z.enum(PROVIDER_KINDS, { message: `expected one of ${PROVIDER_KINDS.join(', ')}` });
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
@@ -122,7 +140,7 @@ const serviceSchema = z.object({
   VERSION_RETENTION_COUNT: int(1).default(100),
   VERSION_RETENTION_DAYS: int(0).default(0),
   EVENTS_MAXLEN: int(1).default(100_000),
-  WEBHOOK_URLS: list.default([]),
+  WEBHOOK_URLS: webhookUrls.default([]),
   WEBHOOK_SECRET: z.string().optional(),
   LOG_LEVEL: logLevel.default('info'),
 });
@@ -173,6 +191,15 @@ export interface Config {
   env: Readonly<Record<string, string | undefined>>;
 }
 
+/** Variables that are secrets: errors name them, not their values. */
+const SECRET_VARIABLE = /SECRET|TOKEN|PASSWORD/;
+
+/** A value as a config error shows it: a secret not at all, the `user:password@` of a URL masked. */
+function shownValue(name: string, value: string | undefined): string {
+  if (SECRET_VARIABLE.test(name)) return '(value not shown)';
+  return JSON.stringify((value ?? '').replace(/\/\/[^/@\s]*@/g, '//***@'));
+}
+
 function parse<S extends z.ZodType>(
   schema: S,
   values: Record<string, string | undefined>,
@@ -182,7 +209,7 @@ function parse<S extends z.ZodType>(
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   const name = String(issue?.path[0] ?? '');
-  throw new ConfigError(`${variableOf(name)}=${JSON.stringify(values[name] ?? '')}: ${issue?.message ?? 'invalid'}`);
+  throw new ConfigError(`${variableOf(name)}=${shownValue(name, values[name])}: ${issue?.message ?? 'invalid'}`);
 }
 
 /** Empty strings count as unset, as in most twelve-factor services (`FOO=` in an .env file). */

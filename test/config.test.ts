@@ -50,6 +50,23 @@ describe('config', () => {
     expect(config.maintenance).toMatchObject({ tierCron: '*/30 * * * * *', cleanupCron: '@hourly', backupCron: '' });
   });
 
+  it('refuses webhook URLs that could never be delivered to, without echoing a password', () => {
+    expect(loadConfig({ WEBHOOK_URLS: 'https://hooks.example/in, http://127.0.0.1:9000/x' }).events.webhookUrls).toEqual([
+      'https://hooks.example/in',
+      'http://127.0.0.1:9000/x',
+    ]);
+    expect(() => loadConfig({ WEBHOOK_URLS: 'https://hooks.example/in?events=a,b' })).toThrow(/WEBHOOK_URLS.*entry 2 is not a URL.*%2C/);
+    expect(() => loadConfig({ WEBHOOK_URLS: 'ftp://hooks.example/in' })).toThrow(/entry 1 is ftp:/);
+    let message = '';
+    try {
+      loadConfig({ WEBHOOK_URLS: 'https://user:s3cret@hooks.example/in' });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(/WEBHOOK_URLS="https:\/\/\*\*\*@hooks.example\/in": entry 1 carries credentials/);
+    expect(message).not.toContain('s3cret');
+  });
+
   it('empty values count as unset', () => {
     expect(loadConfig({ PORT: '', STORES: '' }).port).toBe(3000);
   });

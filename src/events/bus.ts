@@ -161,10 +161,19 @@ function matches(types: readonly EventType[] | '*', type: string): boolean {
   return types === '*' || (types as readonly string[]).includes(type);
 }
 
-/** The envelope stored in a stream entry (`XRANGE`/`XREADGROUP` reply), or undefined for a foreign entry. */
+/**
+ * The envelope stored in a stream entry (`XRANGE`/`XREADGROUP` reply), or undefined for an entry this service did
+ * not write (another field, or one that is not a JSON object): readers skip it rather than fail on it for good.
+ */
 export function envelopeFromEntry(id: string, fields: string[]): EventEnvelope | undefined {
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    if (fields[i] === 'e') return { id, ...(JSON.parse(fields[i + 1]!) as Omit<EventEnvelope, 'id'>) };
+    if (fields[i] !== 'e') continue;
+    try {
+      const body = JSON.parse(fields[i + 1]!) as unknown;
+      return typeof body === 'object' && body !== null && !Array.isArray(body) ? { id, ...(body as Omit<EventEnvelope, 'id'>) } : undefined;
+    } catch {
+      return undefined;
+    }
   }
   return undefined;
 }

@@ -2,7 +2,8 @@ import { createServer, type IncomingHttpHeaders, type Server, type ServerRespons
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEventBus, type EventEnvelope } from '../../src/events/bus.js';
-import { startWebhooks, verifySignature, type Webhooks } from '../../src/events/webhooks.js';
+import type { Redis } from 'ioredis';
+import { startWebhooks, verifySignature, webhookQueueName, type Webhooks, type WebhooksOptions } from '../../src/events/webhooks.js';
 import { deleteKeys, uniquePrefix } from '../support/redis.js';
 import { inlineBody, quietLog, startPipeline, waitFor, type Pipeline } from './fixtures/pipeline.js';
 
@@ -115,38 +116,109 @@ describe('webhooks', () => {
     expect(received.filter((r) => r.path === '/moved-target')).toHaveLength(0);
     const job = await webhooks.queues.get(`${base}/moved`)!.getJob(String(attempts[0]!.headers['x-kyozo-delivery']));
     expect(job?.failedReason).toMatch(/answered 301 \(Location: \/moved-target\)/);
+    // The receiver's path may hold its secret: failures name the URL by origin and hash.
+    expect(job?.failedReason).toBe(`${base} (${webhookQueueName(`${base}/moved`)}) answered 301 (Location: /moved-target)`);
   });
 
-  it('a receiver that hangs does not hold up the others', async () => {
-    // An instance of its own (its own stream): the file's instance has no hanging URL.
-    const prefix = uniquePrefix('webhooks-hol');
+  /** Webhooks on a stream of their own, as the worker processes `start` stands for; `dispose` ends them all. */
+  async function isolated(options: Partial<WebhooksOptions> = {}) {
+    const prefix = uniquePrefix('webhooks-iso');
     const bus = createEventBus({ redis: p.redis.worker, prefix, maxLen: 1000, log: quietLog });
-    const isolated = startWebhooks({
-      connection: p.redis.worker,
-      prefix,
-      streamKey: bus.streamKey,
-      urls: [`${base}/hangs`, `${base}/good`],
-      log: quietLog,
-      concurrency: 2,
-      timeoutMs: 5_000,
-      blockMs: 200,
-    });
+    const started: Webhooks[] = [];
+    const start = async (urls: string[]) => {
+      const webhooks = startWebhooks({ connection: p.redis.worker, prefix, streamKey: bus.streamKey, urls, log: quietLog, blockMs: 200, ...options });
+      started.push(webhooks);
+      await webhooks.ready;
+      return webhooks;
+    };
+    const emit = async (key: string) => (await bus.emit({ type: 'object.written', key, data: {} }))!;
+    const dispose = async () => {
+      await Promise.all(started.map((webhooks) => webhooks.close()));
+      await bus.close();
+      await deleteKeys(p.redis.worker, prefix);
+    };
+    return { bus, start, emit, dispose };
+  }
+
+  const deliveredTo = (path: string, event: EventEnvelope) => received.filter((r) => r.path === path && r.headers['x-kyozo-event-id'] === event.id);
+
+  it('a receiver that hangs does not hold up the others', async () => {
+    const { start, emit, dispose } = await isolated({ concurrency: 2, timeoutMs: 5_000 });
     try {
-      await isolated.ready;
+      await start([`${base}/hangs`, `${base}/good`]);
       const events: EventEnvelope[] = [];
-      for (let i = 0; i < 6; i++) events.push((await bus.emit({ type: 'object.written', key: `hol/${i}`, data: {} }))!);
+      for (let i = 0; i < 6; i++) events.push(await emit(`hol/${i}`));
       // The hung receiver holds its two slots for the whole timeout; /good gets every event long before it ends.
-      await waitFor(() => events.every((event) => received.some((r) => r.path === '/good' && r.headers['x-kyozo-event-id'] === event.id)), {
-        timeoutMs: 3_000,
-        what: 'every event delivered to /good',
-      });
+      await waitFor(() => events.every((event) => deliveredTo('/good', event).length > 0), { timeoutMs: 3_000, what: 'every event delivered to /good' });
       expect(hung.length).toBeGreaterThan(0);
     } finally {
       hang = false;
       for (const response of hung) response.writeHead(204).end();
-      await isolated.close();
-      await bus.close();
-      await deleteKeys(p.redis.worker, prefix);
+      await dispose();
+    }
+  });
+
+  it('every URL gets every event, once, while processes with different URL lists run side by side', async () => {
+    const { start, emit, dispose } = await isolated();
+    try {
+      // A rolling change of WEBHOOK_URLS: an old process with one URL beside a new one with two.
+      await start([`${base}/list-old`]);
+      await start([`${base}/list-old`, `${base}/list-new`]);
+      const events: EventEnvelope[] = [];
+      for (let i = 0; i < 20; i++) events.push(await emit(`lists/${i}`));
+      await waitFor(() => events.every((event) => deliveredTo('/list-old', event).length > 0 && deliveredTo('/list-new', event).length > 0), {
+        what: 'every event delivered to both URLs',
+      });
+      for (const event of events) expect(deliveredTo('/list-old', event)).toHaveLength(1);
+    } finally {
+      await dispose();
+    }
+  });
+
+  it('the consumer group is made again when the events stream is lost (Redis restarted empty)', async () => {
+    const { bus, start, emit, dispose } = await isolated();
+    try {
+      await start([`${base}/good`]);
+      const before = await emit('lost/before');
+      await waitFor(() => deliveredTo('/good', before).length > 0, { what: 'the event before the loss delivered' });
+      await p.redis.worker.del(bus.streamKey);
+      const after = await emit('lost/after');
+      await waitFor(() => deliveredTo('/good', after).length > 0, { timeoutMs: 5_000, what: 'the first event after the loss delivered' });
+    } finally {
+      await dispose();
+    }
+  });
+
+  it('a stream entry that is not an event is skipped and acknowledged; the events read with it are delivered', async () => {
+    const { bus, start, emit, dispose } = await isolated();
+    try {
+      await start([`${base}/good`]);
+      await p.redis.worker.xadd(bus.streamKey, '*', 'type', 'object.written', 'e', '{not json');
+      const event = await emit('poison/after');
+      await waitFor(() => deliveredTo('/good', event).length > 0, { what: 'the event after the foreign entry delivered' });
+      await waitFor(async () => ((await (p.redis.worker as Redis).xpending(bus.streamKey, webhookQueueName(`${base}/good`))) as [number])[0] === 0, {
+        what: 'nothing left pending in the group',
+      });
+    } finally {
+      await dispose();
+    }
+  });
+
+  it('a consumer left by a process that died is removed once it is idle and holds nothing', async () => {
+    const { bus, start, emit, dispose } = await isolated({ claimIdleMs: 100 });
+    try {
+      const url = `${base}/good`;
+      await start([url]);
+      const group = webhookQueueName(url);
+      const event = await emit('consumers/read'); // the live consumer exists once it has read something
+      await waitFor(() => deliveredTo('/good', event).length > 0, { what: 'the event delivered' });
+      await (p.redis.worker as Redis).xgroup('CREATECONSUMER', bus.streamKey, group, 'killed-process');
+      const consumers = async () => ((await (p.redis.worker as Redis).xinfo('CONSUMERS', bus.streamKey, group)) as string[][]).map((fields) => fields[1]);
+      expect(await consumers()).toContain('killed-process');
+      await waitFor(async () => !(await consumers()).includes('killed-process'), { timeoutMs: 5_000, what: 'the dead consumer removed' });
+      expect(await consumers()).toHaveLength(1); // the live one stays
+    } finally {
+      await dispose();
     }
   });
 });
