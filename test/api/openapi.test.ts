@@ -9,12 +9,15 @@ import { startTestService, type TestService } from '../support/service.js';
 
 let service: TestService;
 let read = new Set<string>();
+let versionId = '';
 
 beforeAll(async () => {
   // A git store has diff, whose route reads its query only once the store can diff; no worker: jobs only queue.
   service = await startTestService('api-openapi', { STORES: 'files:disk,mem:ram,repo:git' }, { worker: false });
   // The restore-backup route answers 404 for a manifest its backup store does not hold, before it reads `wait`.
   await service.deps.stores.get('mem')!.write(RESTORED_MANIFEST, '{}');
+  // A restore of a version the store does not have is 404 before it reads `wait`.
+  versionId = (await service.deps.stores.get('repo')!.createVersion('some/key', 'x', { message: 'a version to restore' })).versionId;
   const query = HonoRequest.prototype.query as (this: HonoRequest, key?: string) => unknown;
   // `c.req.query(name)` reads one parameter; `c.req.query()` is parsed by a schema, which reads its fields.
   vi.spyOn(HonoRequest.prototype, 'query').mockImplementation(function (this: HonoRequest, key?: string) {
@@ -40,7 +43,7 @@ const maintenanceBodies: Record<string, unknown> = {
 
 /** A request that gets as far as the route goes: signed where it must be, with a body where it takes one. */
 function requestFor(route: RouteSpec): [string, RequestInit] {
-  const path = route.path.replace('{store}', 'repo').replace('{key}', 'some/key').replace('{versionId}', 'v1').replace('{id}', 'objects-x');
+  const path = route.path.replace('{store}', 'repo').replace('{key}', 'some/key').replace('{versionId}', versionId).replace('{id}', 'objects-x');
   const init: RequestInit = { method: route.method };
   if (route.auth === 'signature') {
     const expires = Math.floor(Date.now() / 1000) + 60;
