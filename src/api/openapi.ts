@@ -25,7 +25,7 @@ const statusMeaning: Record<number, string> = {
   202: 'Accepted as a job: { jobId, statusUrl }, with Location',
   206: 'One bytes range, with Content-Range',
   304: 'Not modified: the validators, no body',
-  412: 'If-Match or If-Unmodified-Since does not hold',
+  412: 'A precondition (If-Match, If-None-Match, If-Unmodified-Since) does not hold',
   416: 'No satisfiable or well-formed bytes range; Content-Range: bytes */<size>',
 };
 
@@ -36,6 +36,7 @@ const WRITE_HEADERS = {
   ...JOB_HEADERS,
   'Content-Type': 'Stored with the object (X-Meta-<name> headers are its metadata)',
   'If-Match': 'Etags (strong comparison) or `*`: the job fails with 412 unless the current object has one',
+  'If-None-Match': '`*` only (create-only): the job fails with 412 if an object exists',
 };
 const VERSION_HEADERS = { 'X-Version-Message': 'The version message', 'X-Author': '`Name <email>` or `Name`' };
 const CONDITIONAL_HEADERS = {

@@ -109,6 +109,7 @@ export const writeOptionsShape = {
   contentType: z.string().max(256).optional(),
   metadata: z.record(z.string(), z.string()).optional(),
   ifMatch: z.union([ifMatchTag, z.array(ifMatchTag).min(1).max(MAX_IF_MATCH_TAGS)]).optional(),
+  ifNoneMatch: z.literal('*').optional(),
 };
 
 /**

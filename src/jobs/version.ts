@@ -75,14 +75,14 @@ export const versionJob = defineJob({
   queue: 'objects',
   schema: versionPayload,
   async handle(payload, ctx) {
-    const { store, key, body, message, author, contentType, metadata, ifMatch } = payload;
+    const { store, key, body, message, author, contentType, metadata, ifMatch, ifNoneMatch } = payload;
     const provider = storeOf(ctx, store);
     const made = () => versionMadeBy(ctx.job, provider, key, { etag: body.etag, message, author });
     let info = isRetry(ctx) ? await made() : undefined;
     if (info !== undefined) {
       await ctx.staging.release(body);
     } else {
-      info = await applyBody(ctx.staging, body, (content) => provider.createVersion(key, content, { message, author, contentType, metadata, ifMatch }), made, ctx.journal);
+      info = await applyBody(ctx.staging, body, (content) => provider.createVersion(key, content, { message, author, contentType, metadata, ifMatch, ifNoneMatch }), made, ctx.journal);
     }
     return { result: info, event: { type: 'version.created', store, key, data: info } };
   },

@@ -2,8 +2,9 @@
  * `write`: replaces an object's content and metadata; event `object.written` with the new ObjectInfo.
  *
  * Idempotent: writing the same body twice leaves the same object. Two retry cases need a look at the target:
- * the staged body is gone (an earlier run wrote it and released it), and `ifMatch` fails because an earlier run
- * already replaced the object. In both, the target holding this job's etag means the write happened.
+ * the staged body is gone (an earlier run wrote it and released it), and `ifMatch` or `ifNoneMatch` fails because
+ * an earlier run already replaced (or created) the object. In both, the target holding this job's etag means the
+ * write happened.
  */
 import { z } from 'zod';
 import { PreconditionFailedError } from '../providers/errors.js';
@@ -27,7 +28,7 @@ export const writeJob = defineJob({
   queue: 'objects',
   schema: writePayload,
   async handle(payload, ctx) {
-    const { store, key, body, contentType, metadata, ifMatch } = payload;
+    const { store, key, body, contentType, metadata, ifMatch, ifNoneMatch } = payload;
     const provider = storeOf(ctx, store);
     const written = () => currentWith(provider, key, body.etag);
     const info = await applyBody(
@@ -35,7 +36,7 @@ export const writeJob = defineJob({
       body,
       async (content) => {
         try {
-          return await provider.write(key, content, { contentType, metadata, ifMatch });
+          return await provider.write(key, content, { contentType, metadata, ifMatch, ifNoneMatch });
         } catch (error) {
           if (error instanceof PreconditionFailedError && isRetry(ctx)) {
             const done = await written();

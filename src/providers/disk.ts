@@ -41,7 +41,7 @@ import {
   StorageFullError,
   type StorageError,
 } from './errors.js';
-import { requireIfMatch, type IfMatch } from './if-match.js';
+import { hasPreconditions, requirePreconditions, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
 import { withProcessMutex } from './process-mutex.js';
@@ -295,11 +295,11 @@ export class DiskProvider implements StorageProvider {
       const tree = await this.ready();
       const target = path.join(tree.objects, keyPath(key));
       // Before the body too: a refused write neither reads it nor makes a directory.
-      await this.checkIfMatch(target, key, opts?.ifMatch);
+      await this.checkPreconditions(target, key, opts);
       const record = await this.stage(target, tree.objects, body, described);
       await this.commit(key, record, async () => {
-        // Again where it counts: the object may have changed while the body arrived.
-        await this.checkIfMatch(target, key, opts?.ifMatch);
+        // Again where it counts: the object may have changed (or been created) while the body arrived.
+        await this.checkPreconditions(target, key, opts);
         await record.file.publish();
       });
       return objectInfo(key, record.trailer);
@@ -376,8 +376,8 @@ export class DiskProvider implements StorageProvider {
     const described = describeWrite(opts);
     return guarded(async () => {
       const target = path.join((await this.ready()).objects, keyPath(key));
-      await this.checkIfMatch(target, key, opts.ifMatch);
-      return this.recordVersion(key, body, { ...described, message: opts.message, author: opts.author }, opts.ifMatch);
+      await this.checkPreconditions(target, key, opts);
+      return this.recordVersion(key, body, { ...described, message: opts.message, author: opts.author }, opts);
     });
   }
 
@@ -527,8 +527,8 @@ export class DiskProvider implements StorageProvider {
   }
 
   /**
-   * `fn` under `key`'s lock. Mutations of one key run one at a time in this process, so an `ifMatch` check and the
-   * rename after it act as one step; processes sharing a root are not serialized (see the README).
+   * `fn` under `key`'s lock. Mutations of one key run one at a time in this process, so an `ifMatch` or `ifNoneMatch`
+   * check and the rename after it act as one step; processes sharing a root are not serialized (see the README).
    */
   private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
     return withProcessMutex(`disk:${this.root}:${key}`, fn);
@@ -555,8 +555,8 @@ export class DiskProvider implements StorageProvider {
   }
 
   /**
-   * Runs `step` (the ifMatch check and the rename or link that make `record` visible) under `key`'s lock. A failure
-   * discards the record and prunes the directories it left empty (see `pruneAfterFailure`).
+   * Runs `step` (the precondition check and the rename or link that make `record` visible) under `key`'s lock. A
+   * failure discards the record and prunes the directories it left empty (see `pruneAfterFailure`).
    */
   private async commit(key: string, record: StagedRecord, step: () => Promise<void>, ...dirs: MadeDirectory[]): Promise<void> {
     try {
@@ -626,11 +626,14 @@ export class DiskProvider implements StorageProvider {
     return file;
   }
 
-  /** Without creating anything: a missing directory on the way is a missing object, which no `ifMatch` matches. */
-  private async checkIfMatch(target: string, key: string, ifMatch: IfMatch | undefined): Promise<void> {
-    if (ifMatch === undefined) return;
+  /**
+   * `ifMatch` and `ifNoneMatch`, without creating anything: a missing directory on the way is a missing object, which
+   * no `ifMatch` matches and every `ifNoneMatch` does.
+   */
+  private async checkPreconditions(target: string, key: string, opts: Preconditions | undefined): Promise<void> {
+    if (!hasPreconditions(opts)) return;
     const current = (await this.isReal(target)) ? await trailerIfPresent(target) : undefined;
-    requireIfMatch(key, ifMatch, current?.etag);
+    requirePreconditions(key, opts, current?.etag);
   }
 
   /** Writes a version record, then makes it the current object (a hard link: the content is written once). */
@@ -638,7 +641,7 @@ export class DiskProvider implements StorageProvider {
     key: string,
     body: Body,
     description: { contentType: string; metadata: Record<string, string>; message: string; author?: VersionOptions['author'] },
-    ifMatch?: IfMatch,
+    preconditions?: Preconditions,
   ): Promise<VersionInfo> {
     const tree = await this.ready();
     const target = path.join(tree.objects, keyPath(key));
@@ -653,7 +656,7 @@ export class DiskProvider implements StorageProvider {
         key,
         record,
         async () => {
-          await this.checkIfMatch(target, key, ifMatch);
+          await this.checkPreconditions(target, key, preconditions);
           await this.writableDirectory(target);
           await record.file.publish();
           if (inFlight.newest !== undefined && inFlight.newest > versionId) return;

@@ -43,7 +43,7 @@ import {
   StorageError,
   StorageFullError,
 } from './errors.js';
-import { requireIfMatch, type IfMatch } from './if-match.js';
+import { requirePreconditions, type IfMatch, type IfNoneMatch } from './if-match.js';
 import { isBinary, unifiedDiff } from './git-diff.js';
 import { describeCommit, KeyIndex, type CommitEntry, type KeyChange, type VersionRecord } from './git-index.js';
 import { contentPath, encodeRecord, forgetTrailer, recordPath, validateBranchName, type KeyRecord } from './git-layout.js';
@@ -139,6 +139,7 @@ interface PutMutation {
   contentType: string;
   metadata: Record<string, string>;
   ifMatch?: IfMatch;
+  ifNoneMatch?: IfNoneMatch;
   message: string;
   author: Author;
 }
@@ -376,6 +377,7 @@ export class GitProvider implements StorageProvider {
       blob,
       ...described,
       ifMatch: opts.ifMatch,
+      ifNoneMatch: opts.ifNoneMatch,
       message,
       author: committedAs,
     });
@@ -519,7 +521,7 @@ export class GitProvider implements StorageProvider {
       { path: recordPath(key).map(toByteString), oid: record },
     ];
     if (mutation.kind === 'put') {
-      requireIfMatch(key, mutation.ifMatch, view.current?.etag);
+      requirePreconditions(key, mutation, view.current?.etag);
       const record: KeyRecord = {
         etag: mutation.blob.etag,
         size: mutation.blob.size,

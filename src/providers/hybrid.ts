@@ -13,7 +13,9 @@
  * and never redo them. Failing still, the mutation fails as `ProviderUnavailableError`, and backup (or another
  * process's hot copy) lags cold for that key until its next mutation or the `tier` job's repair pass
  * (`repairBackups`), whichever comes first. Mutations of one key in one process run
- * one at a time, so cold and backup see them in the same order. Bodies up to `bufferLimit` (8 MiB) are held in
+ * one at a time, so cold and backup see them in the same order. Preconditions (`ifMatch`, `ifNoneMatch`) are cold's,
+ * checked inside that turn: in one process they hold whatever cold is; across processes, as far as cold's own
+ * conditional writes do (see s3.ts). Backup follows cold without them. Bodies up to `bufferLimit` (8 MiB) are held in
  * memory and sent to both; a longer stream goes to cold and is then read back from cold into backup (never
  * buffered whole). A version's backup copy carries another id than its cold original: `hybrid-versions.ts` maps
  * them, so versions stay addressable by their cold ids while cold is down.
@@ -145,9 +147,13 @@ async function followUp(step: () => Promise<void>): Promise<void> {
   }
 }
 
-function withoutIfMatch<T extends WriteOptions>(opts: T | undefined): Omit<T, 'ifMatch'> | undefined {
+/**
+ * A mutation's options for backup, without its preconditions (`ifMatch`, `ifNoneMatch`): cold checked them, under
+ * this process's lock of the key, and backup follows what cold did, even where backup lags.
+ */
+function withoutPreconditions<T extends WriteOptions>(opts: T | undefined): Omit<T, 'ifMatch' | 'ifNoneMatch'> | undefined {
   if (opts === undefined) return undefined;
-  const { ifMatch: _ignored, ...rest } = opts;
+  const { ifMatch: _ifMatch, ifNoneMatch: _ifNoneMatch, ...rest } = opts;
   return rest;
 }
 
@@ -343,7 +349,7 @@ export class HybridProvider implements StorageProvider {
       () => this.cold.createVersion(key, staged, opts),
       async (version) => {
         const content = isReadable(staged) ? await this.coldBody(key, version.versionId) : staged;
-        const copy = await this.backup.createVersion(key, content, withoutIfMatch(opts)!);
+        const copy = await this.backup.createVersion(key, content, withoutPreconditions(opts)!);
         await this.linkVersions(key, version.versionId, copy.versionId);
       },
     );
@@ -510,8 +516,8 @@ export class HybridProvider implements StorageProvider {
 
   /**
    * Copies cold's current object over `seen`, backup's state before cold was read: conditional on its etag, so a
-   * newer copy landed since by another process's mutation stays. Over nothing (no etag to match), only while no
-   * mutation began since `entry`. False: not copied.
+   * newer copy landed since by another process's mutation stays. Over nothing, create-only (`ifNoneMatch`), and only
+   * while no mutation began since `entry`. False: not copied.
    */
   private async copyToBackup(entry: PendingEntry, seen: ObjectInfo | undefined, linked: ReadonlySet<string>): Promise<boolean> {
     const { key } = entry;
@@ -520,7 +526,8 @@ export class HybridProvider implements StorageProvider {
       body.destroy();
       return false;
     }
-    const mirrored = { contentType: info.contentType, metadata: info.metadata, ...(seen === undefined ? {} : { ifMatch: seen.etag }) };
+    const condition = seen === undefined ? { ifNoneMatch: '*' as const } : { ifMatch: seen.etag };
+    const mirrored = { contentType: info.contentType, metadata: info.metadata, ...condition };
     try {
       // A current object that is one of the versions just linked is content only: no version of its own in backup.
       if (info.versionId === undefined || linked.has(info.versionId)) await this.backup.write(key, body, mirrored);

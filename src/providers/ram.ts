@@ -9,12 +9,13 @@ import { nowIso } from '../clock.js';
 import { readAll, resolveRange, sha256Hex } from './body.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { NotFoundError, PayloadTooLargeError, StorageFullError } from './errors.js';
-import { requireIfMatch, type IfMatch } from './if-match.js';
+import { requirePreconditions, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
 import { readSnapshot, writeSnapshot, type SnapshotEntry } from './ram-snapshot.js';
 import { lowerBoundKey, SortedKeys } from './sorted-keys.js';
 import type {
+  Author,
   Body,
   Capabilities,
   HealthReport,
@@ -41,6 +42,16 @@ interface StoredVersion {
   contentType: string;
   metadata: Record<string, string>;
   content: Buffer;
+}
+
+/**
+ * Stored infos are handed out as they are, not copied: frozen (their metadata and author too) when stored, a caller
+ * cannot change the store through one. Every object frozen here is the store's own, never a caller's.
+ */
+function frozen<T extends { metadata?: Record<string, string>; author?: Author }>(info: T): T {
+  if (info.metadata) Object.freeze(info.metadata);
+  if (info.author) Object.freeze(info.author);
+  return Object.freeze(info);
 }
 
 /** Where `versionId` is in a key's versions (oldest first), or where it would be inserted. */
@@ -83,7 +94,7 @@ export class RamProvider implements StorageProvider {
     validateKey(key);
     const described = describeWrite(opts);
     const content = await this.readBody(body);
-    this.checkPrecondition(key, opts?.ifMatch);
+    this.checkPrecondition(key, opts);
     this.reserve(content.length - (this.objects.get(key)?.content.length ?? 0));
     return this.setCurrent(key, content, described.contentType, described.metadata);
   }
@@ -132,7 +143,7 @@ export class RamProvider implements StorageProvider {
     validateKey(key);
     const described = describeWrite(opts);
     const content = await this.readBody(body);
-    this.checkPrecondition(key, opts.ifMatch);
+    this.checkPrecondition(key, opts);
     this.reserve(content.length * 2 - (this.objects.get(key)?.content.length ?? 0));
     return this.recordVersion(key, content, described.contentType, described.metadata, opts.message, opts.author);
   }
@@ -226,10 +237,10 @@ export class RamProvider implements StorageProvider {
       if (entry.type === 'object') used -= objects.get(entry.info.key)?.content.length ?? 0;
       used += entry.content.length;
       if (used > this.maxBytes) throw new StorageFullError(`snapshot ${path} needs more than RAM_MAX_BYTES=${this.maxBytes}`);
-      if (entry.type === 'object') objects.set(entry.info.key, { info: entry.info, content: entry.content });
+      if (entry.type === 'object') objects.set(entry.info.key, { info: frozen(entry.info), content: entry.content });
       else {
         const { info, contentType, metadata, content } = entry;
-        versions.set(info.key, [...(versions.get(info.key) ?? []), { info, contentType, metadata, content }]);
+        versions.set(info.key, [...(versions.get(info.key) ?? []), { info: frozen(info), contentType, metadata: Object.freeze(metadata), content }]);
       }
     }
     for (const list of versions.values()) list.sort((a, b) => (a.info.versionId < b.info.versionId ? -1 : 1));
@@ -260,8 +271,8 @@ export class RamProvider implements StorageProvider {
     }
   }
 
-  private checkPrecondition(key: string, ifMatch: IfMatch | undefined): void {
-    requireIfMatch(key, ifMatch, this.objects.get(key)?.info.etag);
+  private checkPrecondition(key: string, opts: Preconditions | undefined): void {
+    requirePreconditions(key, opts, this.objects.get(key)?.info.etag);
   }
 
   private setCurrent(
@@ -273,7 +284,7 @@ export class RamProvider implements StorageProvider {
     etag = sha256Hex(content),
     updatedAt = nowIso(),
   ): ObjectInfo {
-    const info: ObjectInfo = { key, size: content.length, etag, contentType, metadata, updatedAt, ...(versionId ? { versionId } : {}) };
+    const info = frozen<ObjectInfo>({ key, size: content.length, etag, contentType, metadata, updatedAt, ...(versionId ? { versionId } : {}) });
     const previous = this.objects.get(key);
     if (previous) this.usedBytes -= previous.content.length;
     else this.sortedKeys.add(key);
@@ -292,15 +303,16 @@ export class RamProvider implements StorageProvider {
   ): VersionInfo {
     const etag = sha256Hex(content);
     const createdAt = nowIso();
-    const info: VersionInfo = {
+    // The author is the caller's object: the version keeps a copy.
+    const info = frozen<VersionInfo>({
       versionId: newVersionId(),
       key,
       size: content.length,
       etag,
       createdAt,
       message,
-      ...(author ? { author } : {}),
-    };
+      ...(author ? { author: { ...author } } : {}),
+    });
     const list = this.versions.get(key) ?? [];
     // At its place by id, not pushed: ids minted after importing another process's snapshot may sort before its.
     list.splice(versionIndex(list, info.versionId), 0, { info, contentType, metadata, content });

@@ -30,6 +30,13 @@
  * - ifMatch compares our etag from a HeadObject, then sends the write with `If-Match: <S3 ETag seen>`. AWS S3
  *   and MinIO then refuse the write if the object changed in between (412); servers that ignore conditional
  *   writes (s3rver) leave a window of one round trip in which a concurrent writer can be overwritten.
+ * - ifNoneMatch ('*', create-only) is checked by the same HeadObject (an existing object fails at once), and the
+ *   write that makes the object current carries S3's own `If-None-Match: *`: PutObject, the lib-storage Upload
+ *   (its PutObject or CompleteMultipartUpload) and the CopyObject of a staged upload or of an explicit version.
+ *   Its atomicity against concurrent writers relies on S3's conditional writes (412, or 409
+ *   ConditionalRequestConflict for a race S3 itself detects: both are PreconditionFailedError, `s3-errors.ts`). On
+ *   servers that ignore them (s3rver) the HeadObject is only a best-effort check: two concurrent create-only writes
+ *   may both land, the later overwriting the earlier.
  * - `S3_CHECKSUM` sets the SDK's requestChecksumCalculation/responseChecksumValidation (default: the SDK's,
  *   WHEN_SUPPORTED). The provider only ever sends buffers (PutObject, UploadPart), never a streamed PutObject,
  *   which some servers (s3rver) would store with its aws-chunked framing; WHEN_REQUIRED is for servers that refuse
@@ -72,7 +79,7 @@ import {
   ProviderUnavailableError,
   StorageError,
 } from './errors.js';
-import { requireIfMatch, type IfMatch } from './if-match.js';
+import { hasPreconditions, requirePreconditions, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
@@ -104,13 +111,19 @@ const RESERVED_END = `${RESERVED}~`;
 const MAX_PRESIGN_SECONDS = 7 * 24 * 3600; // SigV4 limit
 const BUCKET_CHECK_MS = 10_000;
 
+/** The conditional headers of the request that makes a write current: S3's ETag seen (If-Match), create-only. */
+interface S3Conditions {
+  IfMatch?: string;
+  IfNoneMatch?: '*';
+}
+
 /**
- * A write carrying If-Match is not sent again by the policy: a first attempt that landed but answered late would
- * make the second fail with 412 against its own write. The caller gets "unavailable" (outcome unknown) instead; a
- * write job then retries and recognises its own content (`jobs/write.ts`).
+ * A write carrying If-Match or If-None-Match is not sent again by the policy: a first attempt that landed but
+ * answered late would make the second fail with 412 against its own write. The caller gets "unavailable" (outcome
+ * unknown) instead; a write job then retries and recognises its own content (`jobs/write.ts`).
  */
-function conditional(ifMatch: string | undefined): CallOptions {
-  return ifMatch === undefined ? {} : { retry: false };
+function conditional(conditions: S3Conditions | undefined): CallOptions {
+  return conditions?.IfMatch === undefined && conditions?.IfNoneMatch === undefined ? {} : { retry: false };
 }
 
 /** Our own entries in `x-amz-meta-*`; user metadata names with this prefix are refused. */
@@ -429,8 +442,8 @@ export class S3Provider implements StorageProvider {
       return { ...encoded, [META.sha256]: etag, [META.updated]: updatedAt };
     };
     requireMetadataFits(describe(SHA256_SHAPE));
-    const expected = await this.precondition(key, opts?.ifMatch);
-    const stored = await this.put(`write "${key}"`, fullKey, body, contentType, expected, describe);
+    const conditions = await this.precondition(key, opts);
+    const stored = await this.put(`write "${key}"`, fullKey, body, contentType, conditions, describe);
     const info: ObjectInfo = { key, size: stored.size, etag: stored.etag, contentType, metadata, updatedAt };
     const versionId = this.mode === 'native' ? nativeVersionId(stored.s3VersionId) : undefined;
     return versionId === undefined ? info : { ...info, versionId };
@@ -567,10 +580,10 @@ export class S3Provider implements StorageProvider {
     };
     // The current object of an explicit version carries a subset of these.
     requireMetadataFits(stamp(SHA256_SHAPE));
-    const expected = await this.precondition(key, opts.ifMatch);
+    const conditions = await this.precondition(key, opts);
 
     if (this.mode === 'native') {
-      const stored = await this.put(what, fullKey, body, contentType, expected, stamp);
+      const stored = await this.put(what, fullKey, body, contentType, conditions, stamp);
       const nativeId = nativeVersionId(stored.s3VersionId);
       if (nativeId === undefined) throw new NotSupportedError(`${what}: the bucket returned no version id (is versioning suspended?)`);
       return this.versionInfo(key, nativeId, stored.size, stored.etag, createdAt, opts.message, opts.author);
@@ -580,7 +593,7 @@ export class S3Provider implements StorageProvider {
     const stored = await this.put(what, versionKey, body, contentType, undefined, stamp);
     try {
       const current = { ...encoded, [META.sha256]: stored.etag, [META.updated]: createdAt, [META.version]: versionId };
-      await this.copy(what, versionKey, fullKey, contentType, current, expected, stored.size);
+      await this.copy(what, versionKey, fullKey, contentType, current, conditions, stored.size);
     } catch (error) {
       if (!(error instanceof ProviderUnavailableError)) {
         // Refused: the version never became current, leave no trace of it.
@@ -856,16 +869,26 @@ export class S3Provider implements StorageProvider {
     return current?.Metadata?.[META.version] === versionId;
   }
 
-  /** ifMatch: our etag of the current object must equal it. Returns S3's ETag of what we saw, for If-Match. */
-  private async precondition(key: string, ifMatch: IfMatch | undefined): Promise<string | undefined> {
-    if (ifMatch === undefined) return undefined;
+  /**
+   * ifMatch (our etag of the current object must match) and ifNoneMatch (no current object), checked on a HEAD.
+   * Returns the conditions for S3 to check again where the write lands: If-Match with S3's ETag of what we saw,
+   * If-None-Match: *.
+   */
+  private async precondition(key: string, opts: Preconditions | undefined): Promise<S3Conditions | undefined> {
+    if (!hasPreconditions(opts)) return undefined;
     const fullKey = this.prefix + key;
     const current = await this.head(key, { Key: fullKey }).catch((error: unknown) => {
       if (error instanceof NotFoundError) return undefined;
       throw error;
     });
-    requireIfMatch(key, ifMatch, current && (await this.etagOf(key, fullKey, current)));
-    return current!.ETag;
+    // An existing object fails ifNoneMatch whatever its etag: one we did not write is hashed only for ifMatch.
+    let etag: string | undefined;
+    if (current !== undefined) etag = opts?.ifMatch === undefined ? (current.Metadata?.[META.sha256] ?? '') : await this.etagOf(key, fullKey, current);
+    requirePreconditions(key, opts, etag);
+    return {
+      ...(opts?.ifMatch === undefined ? {} : { IfMatch: current!.ETag }),
+      ...(opts?.ifNoneMatch === undefined ? {} : { IfNoneMatch: '*' }),
+    };
   }
 
   /**
@@ -877,7 +900,7 @@ export class S3Provider implements StorageProvider {
     target: string,
     body: Body,
     contentType: string,
-    ifMatch: string | undefined,
+    conditions: S3Conditions | undefined,
     describe: (etag: string) => Record<string, string>,
   ): Promise<Stored> {
     let bytes: Buffer;
@@ -885,7 +908,7 @@ export class S3Provider implements StorageProvider {
       const { head, rest } = await readAhead(body, this.threshold);
       if (rest !== undefined) {
         try {
-          return await this.putStaged(what, target, rest, contentType, ifMatch, describe);
+          return await this.putStaged(what, target, rest, contentType, conditions, describe);
         } finally {
           body.destroy(); // read to its end on success; on failure nobody else will stop it
         }
@@ -908,15 +931,15 @@ export class S3Provider implements StorageProvider {
               ContentLength: bytes.length,
               ContentType: contentType,
               Metadata: metadata,
-              IfMatch: ifMatch,
+              ...conditions,
             }),
             { abortSignal: signal },
           ),
-        conditional(ifMatch),
+        conditional(conditions),
       );
       return { size: bytes.length, etag, s3VersionId: out.VersionId };
     }
-    const out = await this.upload(what, target, bytes, contentType, metadata, ifMatch);
+    const out = await this.upload(what, target, bytes, contentType, metadata, conditions);
     return { size: bytes.length, etag, s3VersionId: out.VersionId };
   }
 
@@ -925,7 +948,7 @@ export class S3Provider implements StorageProvider {
     target: string,
     body: Readable,
     contentType: string,
-    ifMatch: string | undefined,
+    conditions: S3Conditions | undefined,
     describe: (etag: string) => Record<string, string>,
   ): Promise<Stored> {
     const staged = `${this.prefix}${STAGING}${newVersionId()}`;
@@ -939,7 +962,7 @@ export class S3Provider implements StorageProvider {
       await hashed;
       stagedVersion = uploaded.VersionId;
       const etag = hashing.etag;
-      const out = await this.copy(what, staged, target, contentType, describe(etag), ifMatch, hashing.size);
+      const out = await this.copy(what, staged, target, contentType, describe(etag), conditions, hashing.size);
       return { size: hashing.size, etag, s3VersionId: out.VersionId };
     } finally {
       body.destroy();
@@ -958,7 +981,7 @@ export class S3Provider implements StorageProvider {
     body: Buffer | Readable,
     contentType: string,
     metadata: Record<string, string>,
-    ifMatch: string | undefined,
+    conditions: S3Conditions | undefined,
   ): Promise<{ VersionId?: string }> {
     // A one-shot stream cannot be sent twice, and its duration grows with its size: breaker only.
     return this.call(
@@ -966,7 +989,8 @@ export class S3Provider implements StorageProvider {
       async (signal) => {
         const upload = new Upload({
           client: this.client,
-          params: { Bucket: this.bucket, Key: target, Body: body, ContentType: contentType, Metadata: metadata, IfMatch: ifMatch },
+          // Conditions reach the request that makes the object current: its PutObject or CompleteMultipartUpload.
+          params: { Bucket: this.bucket, Key: target, Body: body, ContentType: contentType, Metadata: metadata, ...conditions },
           partSize: this.partSize,
           queueSize: this.queueSize,
         });
@@ -993,11 +1017,11 @@ export class S3Provider implements StorageProvider {
     to: string,
     contentType: string,
     metadata: Record<string, string>,
-    ifMatch?: string,
+    conditions?: S3Conditions,
     size = 0,
   ): Promise<{ VersionId?: string }> {
     // A server-side copy takes time in proportion to the object: large ones get no per-attempt timeout.
-    const opts: CallOptions = { ...conditional(ifMatch), ...(size > this.threshold ? { timeoutMs: false } : {}) };
+    const opts: CallOptions = { ...conditional(conditions), ...(size > this.threshold ? { timeoutMs: false } : {}) };
     return this.call(
       what,
       (signal) =>
@@ -1009,7 +1033,7 @@ export class S3Provider implements StorageProvider {
             MetadataDirective: 'REPLACE',
             ContentType: contentType,
             Metadata: metadata,
-            IfMatch: ifMatch,
+            ...conditions,
           }),
           { abortSignal: signal },
         ),

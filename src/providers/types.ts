@@ -22,6 +22,11 @@ export interface WriteOptions {
    * A missing object never matches (`if-match.ts`).
    */
   ifMatch?: string | readonly string[];
+  /**
+   * `'*'`: write only when no object exists under the key (If-None-Match: * on a PUT, S3's conditional write); a
+   * deleted object is a missing one. With `ifMatch` too, both must hold (`if-match.ts`).
+   */
+  ifNoneMatch?: '*';
 }
 
 export interface ObjectInfo {

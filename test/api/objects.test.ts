@@ -291,12 +291,45 @@ describe('reads', () => {
 });
 
 describe('write headers', () => {
-  it('a condition a write cannot honour is refused (501), never ignored: PUT If-None-Match, DELETE If-Match', async () => {
+  it('PUT If-None-Match: * creates only: 412 over an existing object, which stays; created again after a delete', async () => {
+    const createOnly = (body: string) => request(`${object('files', 'create/only')}?wait=true`, { method: 'PUT', body, headers: { 'If-None-Match': '*' } });
+    expect((await createOnly('first')).status).toBe(200);
+    const refused = await createOnly('second');
+    expect(refused.status).toBe(412);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('PRECONDITION_FAILED');
+    expect(await (await request(object('files', 'create/only'))).text()).toBe('first');
+    expect((await request(`${object('files', 'create/only')}?wait=true`, { method: 'DELETE' })).status).toBe(200);
+    expect((await createOnly('third')).status).toBe(200);
+    expect(await (await request(object('files', 'create/only'))).text()).toBe('third');
+    // A new version of a key that exists, create-only, is refused the same way.
+    const version = await request(`${object('files', 'create/only')}/versions?wait=true`, { method: 'POST', body: 'v', headers: { 'If-None-Match': ' * ' } });
+    expect(version.status).toBe(412);
+  });
+
+  it('concurrent create-only PUTs of one new key: exactly one is written', async () => {
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => request(`${object('files', 'create/race')}?wait=true`, { method: 'PUT', body: `writer ${i}`, headers: { 'If-None-Match': '*' } })),
+    );
+    const statuses = answers.map((answer) => answer.status).sort();
+    expect(statuses).toEqual([200, 412, 412, 412, 412, 412]);
+    const winner = answers.findIndex((answer) => answer.status === 200);
+    expect(await (await request(object('files', 'create/race'))).text()).toBe(`writer ${winner}`);
+  });
+
+  it('a condition a mutation cannot honour is refused (501), never ignored', async () => {
     await put('files', 'guarded/keep', 'original');
-    const createOnly = await request(`${object('files', 'guarded/keep')}?wait=true`, { method: 'PUT', body: 'clobbered', headers: { 'If-None-Match': '*' } });
-    expect(createOnly.status).toBe(501);
-    const conditionalDelete = await request(`${object('files', 'guarded/keep')}?wait=true`, { method: 'DELETE', headers: { 'If-Match': '"nope"' } });
-    expect(conditionalDelete.status).toBe(501);
+    const refused: [string, RequestInit][] = [
+      [`${object('files', 'guarded/keep')}?wait=true`, { method: 'PUT', body: 'clobbered', headers: { 'If-None-Match': '"an-etag"' } }],
+      [`${object('files', 'guarded/keep')}?wait=true`, { method: 'PUT', body: 'clobbered', headers: { 'If-Unmodified-Since': new Date().toUTCString() } }],
+      [`${object('files', 'guarded/keep')}?wait=true`, { method: 'DELETE', headers: { 'If-Match': '"nope"' } }],
+      [`${object('files', 'guarded/keep')}?wait=true`, { method: 'DELETE', headers: { 'If-None-Match': '*' } }],
+      [`${object('files', 'guarded/keep')}/versions/001m0000000000000000000000/restore?wait=true`, { method: 'POST', headers: { 'If-Match': '"nope"' } }],
+    ];
+    for (const [path, init] of refused) {
+      const response = await request(path, init);
+      expect(response.status, `${init.method} ${JSON.stringify(init.headers)}`).toBe(501);
+      expect(((await response.json()) as { error: { code: string } }).error.code).toBe('NOT_SUPPORTED');
+    }
     expect(await (await request(object('files', 'guarded/keep'))).text()).toBe('original');
   });
 

@@ -341,6 +341,84 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       await expectError(provider.createVersion('p/any', 'v', { message: 'm', ifMatch: [sha256('two')] }), PreconditionFailedError);
       expect(await readText(provider, 'p/any')).toBe('three');
     });
+
+    it("ifNoneMatch '*' creates a missing object, refuses an existing one unchanged, and creates again after a delete", async () => {
+      const created = await provider.write('p/create', 'one', { ifNoneMatch: '*', contentType: 'text/plain', metadata: { n: '1' } });
+      expect(created.etag).toBe(sha256('one'));
+      const before = await provider.stat('p/create');
+      const versionsBefore = (await provider.listVersions('p/create')).items;
+      await expectError(provider.write('p/create', 'two', { ifNoneMatch: '*', metadata: { n: '2' } }), PreconditionFailedError);
+      await expectError(provider.write('p/create', generatedStream(300 * 1024).stream, { ifNoneMatch: '*' }), PreconditionFailedError);
+      expect(await readText(provider, 'p/create')).toBe('one');
+      const after = await provider.stat('p/create');
+      expect(after).toMatchObject({ etag: before.etag, size: 3, contentType: 'text/plain', metadata: { n: '1' }, updatedAt: before.updatedAt });
+      expect(after.versionId).toBe(before.versionId);
+      expect((await provider.listVersions('p/create')).items).toEqual(versionsBefore);
+
+      await provider.delete('p/create');
+      // Streamed past s3's multipart threshold: the create-only condition travels with the staged upload's copy too.
+      const { stream, etag } = generatedStream(20 * 1024 * 1024);
+      expect((await provider.write('p/create', stream, { ifNoneMatch: '*' })).etag).toBe(etag);
+      expect((await provider.stat('p/create')).etag).toBe(etag);
+      await expectError(provider.write('p/create', 'three', { ifNoneMatch: '*' }), PreconditionFailedError);
+      expect((await provider.stat('p/create')).etag).toBe(etag);
+    });
+
+    it('ifNoneMatch together with ifMatch: both must hold', async () => {
+      // Missing: ifNoneMatch holds, ifMatch does not.
+      await expectError(provider.write('p/both', 'x', { ifNoneMatch: '*', ifMatch: '*' }), PreconditionFailedError);
+      await expectError(provider.createVersion('p/both', 'x', { message: 'm', ifNoneMatch: '*', ifMatch: sha256('x') }), PreconditionFailedError);
+      await expectError(provider.stat('p/both'), NotFoundError);
+      expect((await provider.listVersions('p/both')).items).toEqual([]);
+      // Existing: ifMatch holds, ifNoneMatch does not.
+      const first = await provider.write('p/both', 'one');
+      await expectError(provider.write('p/both', 'two', { ifNoneMatch: '*', ifMatch: first.etag }), PreconditionFailedError);
+      await expectError(provider.createVersion('p/both', 'two', { message: 'm', ifNoneMatch: '*', ifMatch: '*' }), PreconditionFailedError);
+      expect(await readText(provider, 'p/both')).toBe('one');
+      expect((await provider.stat('p/both')).etag).toBe(first.etag);
+    });
+
+    it("createVersion with ifNoneMatch '*' records a version only while the object is missing", async () => {
+      const v1 = await provider.createVersion('p/vcreate', 'one', { message: 'first', ifNoneMatch: '*' });
+      expect(v1).toMatchObject({ etag: sha256('one'), message: 'first' });
+      await expectError(provider.createVersion('p/vcreate', 'two', { message: 'second', ifNoneMatch: '*' }), PreconditionFailedError);
+      expect(await readText(provider, 'p/vcreate')).toBe('one');
+      expect((await provider.stat('p/vcreate')).versionId).toBe(v1.versionId);
+      expect((await provider.listVersions('p/vcreate')).items.map((version) => version.versionId)).toEqual([v1.versionId]);
+
+      // A deleted object is a missing one, though its versions stay.
+      await provider.delete('p/vcreate');
+      const v2 = await provider.createVersion('p/vcreate', 'three', { message: 'third', ifNoneMatch: '*' });
+      expect(await readText(provider, 'p/vcreate')).toBe('three');
+      expect((await provider.listVersions('p/vcreate')).items.map((version) => version.versionId)).toEqual([v2.versionId, v1.versionId]);
+    });
+
+    it('concurrent create-only writes and versions of one new key: exactly one succeeds', async (context) => {
+      const gap = await fixture.createOnlyGap?.();
+      if (gap !== undefined) {
+        console.warn(`skipped "${context.task.name}" on ${fixture.name}: ${gap}`);
+        context.skip(gap);
+      }
+      const bodies = Array.from({ length: 8 }, (_, i) => `creator ${i} `.repeat(2000 + i));
+      const outcomes = await Promise.allSettled(
+        bodies.map((body, i) =>
+          i % 2 === 0
+            ? provider.write('p/race', body, { ifNoneMatch: '*' })
+            : provider.createVersion('p/race', body, { message: `creator ${i}`, ifNoneMatch: '*' }),
+        ),
+      );
+      const winners = outcomes.flatMap((outcome, i) => (outcome.status === 'fulfilled' ? [i] : []));
+      expect(winners).toHaveLength(1);
+      for (const outcome of outcomes) {
+        if (outcome.status === 'rejected') expect(outcome.reason).toBeInstanceOf(PreconditionFailedError);
+      }
+      const winner = bodies[winners[0]!]!;
+      expect(await readText(provider, 'p/race')).toBe(winner);
+      expect(await provider.stat('p/race')).toMatchObject({ etag: sha256(winner), size: Buffer.byteLength(winner) });
+      // The losers left no version behind: only a winning createVersion, or any winner where every write is one.
+      const versioned = winners[0]! % 2 === 1 || provider.capabilities.versioning === 'every-write';
+      expect((await provider.listVersions('p/race')).items).toHaveLength(versioned ? 1 : 0);
+    });
   });
 
   describe('keys', () => {

@@ -52,6 +52,47 @@ describe('ram provider', () => {
     expect(Buffer.concat(chunks).toString()).toBe('original');
   });
 
+  it('hands out results through which a caller cannot change the store', async () => {
+    const ram = new RamProvider({ maxBytes: 1000 });
+    /** A frozen result refuses the change (a TypeError in strict code): either way the store must not see it. */
+    const tamper = (change: () => void) => {
+      try {
+        change();
+      } catch (error) {
+        if (!(error instanceof TypeError)) throw error;
+      }
+    };
+    const author = { name: 'Ada', email: 'ada@example.com' };
+    const version = await ram.createVersion('v', 'versioned', { message: 'one', author, metadata: { owner: 'ada' } });
+    const written = await ram.write('k', 'content', { contentType: 'text/plain', metadata: { owner: 'ada' } });
+    const expected = { ...written, metadata: { ...written.metadata } };
+    const expectedVersion = { ...version, author: { ...version.author! } };
+
+    author.name = 'Eve';
+    tamper(() => (written.metadata.owner = 'eve'));
+    tamper(() => (written.size = 0));
+    const stat = await ram.stat('k');
+    tamper(() => (stat.metadata.extra = 'x'));
+    tamper(() => (stat.etag = 'forged'));
+    const { info, body } = await ram.read('k');
+    body.destroy();
+    tamper(() => (info.metadata.owner = 'mallory'));
+    const [listed] = (await ram.list({ prefix: 'k' })).items;
+    tamper(() => (listed!.contentType = 'text/html'));
+    tamper(() => (version.author!.name = 'Eve'));
+    tamper(() => (version.size = 0));
+    const [entry] = (await ram.listVersions('v')).items;
+    tamper(() => (entry!.message = 'rewritten'));
+    const atVersion = await ram.stat('v', { versionId: version.versionId });
+    tamper(() => (atVersion.metadata.owner = 'eve'));
+
+    expect(await ram.stat('k')).toEqual(expected);
+    expect((await ram.list({ prefix: 'k' })).items).toEqual([expected]);
+    expect((await ram.listVersions('v')).items).toEqual([expectedVersion]);
+    expect((await ram.stat('v', { versionId: version.versionId })).metadata).toEqual({ owner: 'ada' });
+    expect((await ram.stat('v')).metadata).toEqual({ owner: 'ada' });
+  });
+
   it('finds, pages and deletes versions by id among thousands of one key', async () => {
     const ram = new RamProvider({ maxBytes: 1_000_000 });
     const ids: string[] = [];

@@ -41,17 +41,24 @@ export function parseAuthor(header: string | undefined): Author | undefined {
   return author;
 }
 
-/** Conditions a mutation cannot honour: refused, never ignored (a create-only PUT would otherwise overwrite). */
-const UNSUPPORTED_CONDITIONS: Record<string, readonly string[]> = {
-  PUT: ['if-none-match', 'if-unmodified-since'],
-  POST: ['if-none-match', 'if-unmodified-since'],
-  DELETE: ['if-match', 'if-none-match', 'if-unmodified-since'],
-};
+/**
+ * Conditions a mutation cannot honour: refused, never ignored (a conditional delete would otherwise delete
+ * whatever is there). Writes take If-Match and `If-None-Match: *` (`writeConditions`); deletes and restores none.
+ */
+const WRITE_UNSUPPORTED = ['if-unmodified-since'];
+const UNCONDITIONAL_UNSUPPORTED = ['if-match', 'if-none-match', 'if-unmodified-since'];
 
-function refuseUnsupportedConditions(c: Context): void {
-  for (const name of UNSUPPORTED_CONDITIONS[c.req.method] ?? []) {
-    if (requestHeader(c, name) !== undefined) throw new NotSupportedError(`${c.req.method} does not support ${name}; writes take If-Match`);
+function refuseUnsupportedConditions(c: Context, names: readonly string[]): void {
+  for (const name of names) {
+    if (requestHeader(c, name) !== undefined) throw new NotSupportedError(`this ${c.req.method} does not support ${name}; writes take If-Match and If-None-Match: *`);
   }
+}
+
+/** If-Match as `ifMatch`; `If-None-Match: *` as `ifNoneMatch` (create-only). An etag list there has no meaning for a write. */
+function writeConditions(c: Context): { ifMatch?: string | string[]; ifNoneMatch?: '*' } {
+  const ifNoneMatch = requestHeader(c, 'if-none-match')?.trim();
+  if (ifNoneMatch !== undefined && ifNoneMatch !== '*') throw new NotSupportedError('a write takes If-None-Match: * (create-only) only');
+  return { ifMatch: parseIfMatch(requestHeader(c, 'if-match')), ...(ifNoneMatch === '*' ? { ifNoneMatch } : {}) };
 }
 
 /**
@@ -68,16 +75,17 @@ function refuseContentCoding(c: Context): void {
 }
 
 /**
- * Content-Type, `X-Meta-*` and If-Match of a mutation, checked with the providers' own rules before the body is
- * staged: a bad one is a 400 now, not a 202 for a job that can only fail, and no staged body is left behind.
+ * Content-Type, `X-Meta-*`, If-Match and If-None-Match of a mutation, checked with the providers' own rules before
+ * the body is staged: a bad one is a 400 now, not a 202 for a job that can only fail, and no staged body is left
+ * behind.
  */
-export function requestWriteOptions(c: Context): { contentType?: string; metadata: Record<string, string>; ifMatch?: string | string[] } {
-  refuseUnsupportedConditions(c);
+export function requestWriteOptions(c: Context): { contentType?: string; metadata: Record<string, string>; ifMatch?: string | string[]; ifNoneMatch?: '*' } {
+  refuseUnsupportedConditions(c, WRITE_UNSUPPORTED);
   refuseContentCoding(c);
   const contentType = requestHeader(c, 'content-type');
   const metadata = metadataFromHeaders(requestHeaderEntries(c));
   describeWrite({ contentType, metadata });
-  return { contentType, metadata, ifMatch: parseIfMatch(requestHeader(c, 'if-match')) };
+  return { contentType, metadata, ...writeConditions(c) };
 }
 
 /** Everything after `/v1/stores/<store>/objects/`, by position: a store may itself be named `objects`. */
@@ -186,9 +194,9 @@ export function objectRoutes(deps: AppDeps): Hono {
     requireStore(deps, store);
     const at = target(c);
     if (at.kind !== 'object') throw methodNotAllowed(c.req.method, at);
-    const { contentType, metadata, ifMatch } = requestWriteOptions(c);
+    const options = requestWriteOptions(c);
     const body = await stageRequestBody(c, deps);
-    return respondWithJob(c, deps, 'write', { store, key: at.key, body, contentType, metadata, ifMatch });
+    return respondWithJob(c, deps, 'write', { store, key: at.key, body, ...options });
   });
 
   app.delete('/:store/objects/*', async (c) => {
@@ -196,7 +204,7 @@ export function objectRoutes(deps: AppDeps): Hono {
     requireStore(deps, store);
     const at = target(c);
     if (at.kind !== 'object') throw methodNotAllowed(c.req.method, at);
-    refuseUnsupportedConditions(c);
+    refuseUnsupportedConditions(c, UNCONDITIONAL_UNSUPPORTED);
     const allVersions = c.req.query('allVersions') === 'true';
     return respondWithJob(c, deps, 'delete', { store, key: at.key, ...(allVersions ? { allVersions } : {}) });
   });
@@ -209,7 +217,7 @@ export function objectRoutes(deps: AppDeps): Hono {
     const message = messageHeader === undefined ? undefined : decodeHeaderValue('X-Version-Message', messageHeader);
     const author = parseAuthor(requestHeader(c, 'x-author'));
     if (at.kind === 'versions') {
-      const { contentType, metadata, ifMatch } = requestWriteOptions(c);
+      const options = requestWriteOptions(c);
       const body = await stageRequestBody(c, deps);
       return respondWithJob(c, deps, 'version', {
         store,
@@ -217,12 +225,11 @@ export function objectRoutes(deps: AppDeps): Hono {
         body,
         message: message || `version of ${at.key}`,
         ...(author ? { author } : {}),
-        contentType,
-        metadata,
-        ifMatch,
+        ...options,
       });
     }
     if (at.kind === 'restore') {
+      refuseUnsupportedConditions(c, UNCONDITIONAL_UNSUPPORTED);
       await requireVersion(requireStore(deps, store), at.key, at.versionId);
       return respondWithJob(c, deps, 'restore', {
         store,

@@ -35,10 +35,10 @@ export function signedRoutes(deps: AppDeps): Hono {
   });
   app.put('/:store/*', async (c) => {
     const { store, key } = verified(c, deps, 'PUT');
-    // The URL grants this write: its Content-Type, X-Meta-* and If-Match count as on an authenticated PUT.
-    const { contentType, metadata, ifMatch } = requestWriteOptions(c);
+    // The URL grants this write: its Content-Type, X-Meta-* and conditions count as on an authenticated PUT.
+    const options = requestWriteOptions(c);
     const body = await stageRequestBody(c, deps);
-    return respondWithJob(c, deps, 'write', { store, key, body, contentType, metadata, ifMatch });
+    return respondWithJob(c, deps, 'write', { store, key, body, ...options });
   });
   return app;
 }
