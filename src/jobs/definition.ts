@@ -70,6 +70,11 @@ export interface JobContext {
   maintenance?: MaintenanceDeps;
   /** A record in the job's own hash that outlives a crash of the worker running it. */
   journal?: JobJournal;
+  /**
+   * Throws unless this run still holds its job: the object jobs pass it to the store as their mutation's fence
+   * (`Fenced`), so a run that lost its job to another (it stalled past its lock) cannot overwrite what came after.
+   */
+  fence?: () => Promise<void>;
 }
 
 export interface JobOutcome<R> {

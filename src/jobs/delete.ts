@@ -18,7 +18,7 @@ export const deleteJob = defineJob({
   queue: 'objects',
   schema: deletePayload,
   async handle({ store, key, allVersions = false }, ctx) {
-    await storeOf(ctx, store).delete(key, { allVersions });
+    await storeOf(ctx, store).delete(key, { allVersions, fence: ctx.fence });
     const result: DeleteResult = { key, deleted: true, allVersions };
     return { result, event: { type: 'object.deleted', store, key, data: result } };
   },

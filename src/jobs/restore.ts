@@ -34,7 +34,7 @@ export const restoreJob = defineJob({
       const { etag } = await provider.stat(key, { versionId });
       info = await versionMadeBy(ctx.job, provider, key, { etag, message, author });
     }
-    info ??= await provider.restoreVersion(key, versionId, { message, author });
+    info ??= await provider.restoreVersion(key, versionId, { message, author, fence: ctx.fence });
     const result: RestoreResult = { ...info, restoredFrom: versionId };
     return { result, event: { type: 'version.restored', store, key, data: result } };
   },

@@ -41,6 +41,7 @@ import {
   StorageFullError,
   type StorageError,
 } from './errors.js';
+import { isFenceError, passFence } from './fence.js';
 import { hasPreconditions, requirePreconditions, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
@@ -49,6 +50,8 @@ import { lowerBoundKey } from './sorted-keys.js';
 import type {
   Body,
   Capabilities,
+  DeleteOptions,
+  Fenced,
   HealthReport,
   ListOptions,
   ObjectInfo,
@@ -137,6 +140,7 @@ async function guarded<T>(operation: () => Promise<T>, missing?: string): Promis
   } catch (error) {
     // The caller's body failed, not the store: its error goes back as it is (as on every provider).
     if (error instanceof BodyError) throw error.cause;
+    if (isFenceError(error)) throw error;
     throw toStorageError(error, missing);
   }
 }
@@ -300,6 +304,7 @@ export class DiskProvider implements StorageProvider {
       await this.commit(key, record, async () => {
         // Again where it counts: the object may have changed (or been created) while the body arrived.
         await this.checkPreconditions(target, key, opts);
+        await passFence(opts);
         await record.file.publish();
       });
       return objectInfo(key, record.trailer);
@@ -322,9 +327,10 @@ export class DiskProvider implements StorageProvider {
     }, this.notFound(key, opts?.versionId));
   }
 
-  async delete(key: string, opts?: { allVersions?: boolean }): Promise<void> {
+  async delete(key: string, opts?: DeleteOptions): Promise<void> {
     validateKey(key);
     await this.mutation(key, async () => {
+      await passFence(opts);
       const tree = await this.ready();
       const object = path.join(tree.objects, keyPath(key));
       if (await this.isReal(object)) {
@@ -407,12 +413,13 @@ export class DiskProvider implements StorageProvider {
         this.notFound(key, versionId),
       );
       // Streamed through the hash again: the restored content is verified, not trusted.
-      const restored = this.recordVersion(key, body, {
+      const description = {
         contentType: trailer.contentType,
         metadata: trailer.metadata,
         message: opts?.message ?? `restore ${versionId}`,
         author: opts?.author,
-      });
+      };
+      const restored = this.recordVersion(key, body, description, opts);
       // This body is the store's own record: a failure reading it is the store's, mapped as any other.
       return restored.catch((error: unknown) => {
         throw error instanceof BodyError ? toStorageError(error.cause) : error;
@@ -641,7 +648,7 @@ export class DiskProvider implements StorageProvider {
     key: string,
     body: Body,
     description: { contentType: string; metadata: Record<string, string>; message: string; author?: VersionOptions['author'] },
-    preconditions?: Preconditions,
+    guards?: Preconditions & Fenced,
   ): Promise<VersionInfo> {
     const tree = await this.ready();
     const target = path.join(tree.objects, keyPath(key));
@@ -656,7 +663,8 @@ export class DiskProvider implements StorageProvider {
         key,
         record,
         async () => {
-          await this.checkPreconditions(target, key, preconditions);
+          await this.checkPreconditions(target, key, guards);
+          await passFence(guards);
           await this.writableDirectory(target);
           await record.file.publish();
           if (inFlight.newest !== undefined && inFlight.newest > versionId) return;

@@ -43,6 +43,7 @@ import {
   StorageError,
   StorageFullError,
 } from './errors.js';
+import { isFenceError, passFence } from './fence.js';
 import { requirePreconditions, type IfMatch, type IfNoneMatch } from './if-match.js';
 import { isBinary, unifiedDiff } from './git-diff.js';
 import { describeCommit, KeyIndex, type CommitEntry, type KeyChange, type VersionRecord } from './git-index.js';
@@ -66,6 +67,8 @@ import type {
   Author,
   Body,
   Capabilities,
+  DeleteOptions,
+  Fenced,
   HealthReport,
   ListOptions,
   ObjectInfo,
@@ -109,9 +112,7 @@ export type GitVersionOptions = VersionOptions & GitBranchOption;
 export type GitReadOptions = ReadOptions & GitBranchOption;
 export type GitListOptions = ListOptions & GitBranchOption;
 export type GitRestoreOptions = RestoreOptions & GitBranchOption;
-export interface GitDeleteOptions extends GitBranchOption {
-  allVersions?: boolean;
-}
+export type GitDeleteOptions = DeleteOptions & GitBranchOption;
 
 export interface BranchInfo {
   name: string;
@@ -152,6 +153,8 @@ interface DeleteMutation {
 
 type Queued = (PutMutation | DeleteMutation) & {
   branch: string;
+  /** Passed in the chain right before the mutation's commit is planned (`Fenced`). */
+  fence?: Fenced['fence'];
   settled: boolean;
   resolve(record: VersionRecord | undefined): void;
   reject(error: unknown): void;
@@ -347,6 +350,7 @@ export class GitProvider implements StorageProvider {
     try {
       return await fn();
     } catch (error) {
+      if (isFenceError(error)) throw error;
       throw asStorageError(error, what);
     }
   }
@@ -380,6 +384,7 @@ export class GitProvider implements StorageProvider {
       ifNoneMatch: opts.ifNoneMatch,
       message,
       author: committedAs,
+      fence: opts.fence,
     });
     return record!;
   }
@@ -399,6 +404,7 @@ export class GitProvider implements StorageProvider {
         metadata: source.metadata,
         message,
         author,
+        fence: opts.fence,
       });
       return toVersionInfo(record!);
     });
@@ -407,7 +413,7 @@ export class GitProvider implements StorageProvider {
   delete(key: string, opts: GitDeleteOptions = {}): Promise<void> {
     return this.guard('delete', async () => {
       validateKey(key);
-      await this.enqueue({ kind: 'delete', branch: opts.branch ?? this.branch, key, allVersions: opts.allVersions === true });
+      await this.enqueue({ kind: 'delete', branch: opts.branch ?? this.branch, key, allVersions: opts.allVersions === true, fence: opts.fence });
     });
   }
 
@@ -419,9 +425,9 @@ export class GitProvider implements StorageProvider {
     return { oid: blob.oid, size: content.length, etag: sha256Hex(content) };
   }
 
-  private enqueue(mutation: PutMutation & { branch: string }): Promise<VersionRecord | undefined>;
-  private enqueue(mutation: DeleteMutation & { branch: string }): Promise<VersionRecord | undefined>;
-  private enqueue(mutation: (PutMutation | DeleteMutation) & { branch: string }): Promise<VersionRecord | undefined> {
+  private enqueue(mutation: PutMutation & Pick<Queued, 'branch' | 'fence'>): Promise<VersionRecord | undefined>;
+  private enqueue(mutation: DeleteMutation & Pick<Queued, 'branch' | 'fence'>): Promise<VersionRecord | undefined>;
+  private enqueue(mutation: (PutMutation | DeleteMutation) & Pick<Queued, 'branch' | 'fence'>): Promise<VersionRecord | undefined> {
     return new Promise((resolve, reject) => {
       this.queue.push({ ...mutation, settled: false, resolve, reject });
       this.draining ??= this.drain();
@@ -472,6 +478,7 @@ export class GitProvider implements StorageProvider {
         const now = Date.now();
         let plan: Plan | undefined;
         try {
+          await passFence(mutation);
           plan = this.plan(mutation, view, now);
         } catch (error) {
           outcomes.set(mutation, { error });

@@ -51,6 +51,8 @@ import { ConfigError, loadConfig, storeConfig, storeEnvPrefix, type Config, type
 import type { Logger } from '../log.js';
 import { isReadable, readAhead, readAll } from './body.js';
 import { NotFoundError, NotSupportedError, PreconditionFailedError, ProviderUnavailableError, StorageError } from './errors.js';
+import { isFenceError } from './fence.js';
+import type { Preconditions } from './if-match.js';
 import { withProcessMutex } from './process-mutex.js';
 import { AccessLog, type PlanLimits } from './hybrid-access.js';
 import { HotTier } from './hybrid-hot.js';
@@ -62,6 +64,8 @@ import { allVersions, sameObject, statIfPresent, versionMessage } from './object
 import type {
   Body,
   Capabilities,
+  DeleteOptions,
+  Fenced,
   HealthReport,
   ListOptions,
   ObjectInfo,
@@ -148,12 +152,12 @@ async function followUp(step: () => Promise<void>): Promise<void> {
 }
 
 /**
- * A mutation's options for backup, without its preconditions (`ifMatch`, `ifNoneMatch`): cold checked them, under
- * this process's lock of the key, and backup follows what cold did, even where backup lags.
+ * A mutation's options for backup, without its preconditions (`ifMatch`, `ifNoneMatch`) and fence: cold checked and
+ * passed them, under this process's lock of the key, and backup follows what cold did, even where backup lags.
  */
-function withoutPreconditions<T extends WriteOptions>(opts: T | undefined): Omit<T, 'ifMatch' | 'ifNoneMatch'> | undefined {
+function forBackup<T extends Fenced & Preconditions>(opts: T | undefined): Omit<T, 'ifMatch' | 'ifNoneMatch' | 'fence'> | undefined {
   if (opts === undefined) return undefined;
-  const { ifMatch: _ifMatch, ifNoneMatch: _ifNoneMatch, ...rest } = opts;
+  const { ifMatch: _ifMatch, ifNoneMatch: _ifNoneMatch, fence: _fence, ...rest } = opts;
   return rest;
 }
 
@@ -349,7 +353,7 @@ export class HybridProvider implements StorageProvider {
       () => this.cold.createVersion(key, staged, opts),
       async (version) => {
         const content = isReadable(staged) ? await this.coldBody(key, version.versionId) : staged;
-        const copy = await this.backup.createVersion(key, content, withoutPreconditions(opts)!);
+        const copy = await this.backup.createVersion(key, content, forBackup(opts)!);
         await this.linkVersions(key, version.versionId, copy.versionId);
       },
     );
@@ -359,7 +363,7 @@ export class HybridProvider implements StorageProvider {
     const described = { message: opts?.message ?? `restore ${versionId}`, ...(opts?.author ? { author: opts.author } : {}) };
     return this.mutate(
       key,
-      () => this.cold.restoreVersion(key, versionId, described),
+      () => this.cold.restoreVersion(key, versionId, { ...described, fence: opts?.fence }),
       async (version) => {
         const backupId = await this.versions.backupIdOf(key, versionId).catch(() => undefined);
         let copy =
@@ -379,12 +383,12 @@ export class HybridProvider implements StorageProvider {
     );
   }
 
-  async delete(key: string, opts?: { allVersions?: boolean }): Promise<void> {
+  async delete(key: string, opts?: DeleteOptions): Promise<void> {
     await this.mutate(
       key,
       () => this.cold.delete(key, opts),
       async () => {
-        await this.backup.delete(key, opts);
+        await this.backup.delete(key, forBackup(opts));
         this.access.forget(key);
         if (opts?.allVersions) await this.versions.forget(key).catch((error: unknown) => this.log?.warn({ err: error, key }, 'version map not dropped'));
       },
@@ -774,8 +778,8 @@ export class HybridProvider implements StorageProvider {
         try {
           result = await toCold();
         } catch (error) {
-          // A refusal (not found, precondition failed...) changed nothing; an unavailable cold may have taken it.
-          inLine = error instanceof StorageError && !isUnavailable(error);
+          // A refusal (not found, precondition failed, the fence...) changed nothing; an unavailable cold may have taken it.
+          inLine = (error instanceof StorageError && !isUnavailable(error)) || isFenceError(error);
           if (isUnavailable(error)) await this.invalidate(key).catch(() => undefined);
           throw error;
         }

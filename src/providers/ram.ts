@@ -9,6 +9,7 @@ import { nowIso } from '../clock.js';
 import { readAll, resolveRange, sha256Hex } from './body.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { NotFoundError, PayloadTooLargeError, StorageFullError } from './errors.js';
+import { passFence } from './fence.js';
 import { requirePreconditions, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
@@ -18,6 +19,7 @@ import type {
   Author,
   Body,
   Capabilities,
+  DeleteOptions,
   HealthReport,
   ListOptions,
   ObjectInfo,
@@ -94,6 +96,7 @@ export class RamProvider implements StorageProvider {
     validateKey(key);
     const described = describeWrite(opts);
     const content = await this.readBody(body);
+    await passFence(opts);
     this.checkPrecondition(key, opts);
     this.reserve(content.length - (this.objects.get(key)?.content.length ?? 0));
     return this.setCurrent(key, content, described.contentType, described.metadata);
@@ -110,8 +113,9 @@ export class RamProvider implements StorageProvider {
     return this.find(key, opts?.versionId).info;
   }
 
-  async delete(key: string, opts?: { allVersions?: boolean }): Promise<void> {
+  async delete(key: string, opts?: DeleteOptions): Promise<void> {
     validateKey(key);
+    await passFence(opts);
     const current = this.objects.get(key);
     if (current) {
       this.objects.delete(key);
@@ -143,6 +147,7 @@ export class RamProvider implements StorageProvider {
     validateKey(key);
     const described = describeWrite(opts);
     const content = await this.readBody(body);
+    await passFence(opts);
     this.checkPrecondition(key, opts);
     this.reserve(content.length * 2 - (this.objects.get(key)?.content.length ?? 0));
     return this.recordVersion(key, content, described.contentType, described.metadata, opts.message, opts.author);
@@ -161,6 +166,7 @@ export class RamProvider implements StorageProvider {
   }
 
   async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
+    await passFence(opts);
     const version = this.findVersion(key, versionId);
     this.reserve(version.content.length * 2 - (this.objects.get(key)?.content.length ?? 0));
     return this.recordVersion(

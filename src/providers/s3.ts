@@ -79,6 +79,7 @@ import {
   ProviderUnavailableError,
   StorageError,
 } from './errors.js';
+import { passFence } from './fence.js';
 import { hasPreconditions, requirePreconditions, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js';
@@ -89,6 +90,8 @@ import {
   type Author,
   type Body,
   type Capabilities,
+  type DeleteOptions,
+  type Fenced,
   type HealthReport,
   type ObjectInfo,
   type Page,
@@ -443,7 +446,7 @@ export class S3Provider implements StorageProvider {
     };
     requireMetadataFits(describe(SHA256_SHAPE));
     const conditions = await this.precondition(key, opts);
-    const stored = await this.put(`write "${key}"`, fullKey, body, contentType, conditions, describe);
+    const stored = await this.put(`write "${key}"`, fullKey, body, contentType, conditions, describe, opts);
     const info: ObjectInfo = { key, size: stored.size, etag: stored.etag, contentType, metadata, updatedAt };
     const versionId = this.mode === 'native' ? nativeVersionId(stored.s3VersionId) : undefined;
     return versionId === undefined ? info : { ...info, versionId };
@@ -482,8 +485,9 @@ export class S3Provider implements StorageProvider {
     return this.describeObject(key, fullKey, out, opts?.versionId);
   }
 
-  async delete(key: string, opts?: { allVersions?: boolean }): Promise<void> {
+  async delete(key: string, opts?: DeleteOptions): Promise<void> {
     const fullKey = this.objectKey(key);
+    await passFence(opts);
     if (this.mode === 'native') {
       if (opts?.allVersions) {
         await this.deleteNativeVersions(key, fullKey);
@@ -583,15 +587,16 @@ export class S3Provider implements StorageProvider {
     const conditions = await this.precondition(key, opts);
 
     if (this.mode === 'native') {
-      const stored = await this.put(what, fullKey, body, contentType, conditions, stamp);
+      const stored = await this.put(what, fullKey, body, contentType, conditions, stamp, opts);
       const nativeId = nativeVersionId(stored.s3VersionId);
       if (nativeId === undefined) throw new NotSupportedError(`${what}: the bucket returned no version id (is versioning suspended?)`);
       return this.versionInfo(key, nativeId, stored.size, stored.etag, createdAt, opts.message, opts.author);
     }
 
     const versionKey = this.versionKey(key, versionId);
-    const stored = await this.put(what, versionKey, body, contentType, undefined, stamp);
+    const stored = await this.put(what, versionKey, body, contentType, undefined, stamp, undefined);
     try {
+      await passFence(opts);
       const current = { ...encoded, [META.sha256]: stored.etag, [META.updated]: createdAt, [META.version]: versionId };
       await this.copy(what, versionKey, fullKey, contentType, current, conditions, stored.size);
     } catch (error) {
@@ -625,6 +630,7 @@ export class S3Provider implements StorageProvider {
     const kept = storedUserMetadata(source.Metadata);
     const createdAt = nowIso();
     const base = { ...kept, [META.sha256]: etag, [META.updated]: createdAt };
+    await passFence(opts);
 
     if (this.mode === 'native') {
       const metadata = { ...base, ...versionMetadata(message, opts?.author) };
@@ -902,13 +908,14 @@ export class S3Provider implements StorageProvider {
     contentType: string,
     conditions: S3Conditions | undefined,
     describe: (etag: string) => Record<string, string>,
+    fenced: Fenced | undefined,
   ): Promise<Stored> {
     let bytes: Buffer;
     if (isReadable(body)) {
       const { head, rest } = await readAhead(body, this.threshold);
       if (rest !== undefined) {
         try {
-          return await this.putStaged(what, target, rest, contentType, conditions, describe);
+          return await this.putStaged(what, target, rest, contentType, conditions, describe, fenced);
         } finally {
           body.destroy(); // read to its end on success; on failure nobody else will stop it
         }
@@ -919,6 +926,7 @@ export class S3Provider implements StorageProvider {
     }
     const etag = sha256Hex(bytes);
     const metadata = describe(etag);
+    await passFence(fenced);
     if (bytes.length <= this.threshold) {
       const out = await this.call(
         what,
@@ -950,6 +958,7 @@ export class S3Provider implements StorageProvider {
     contentType: string,
     conditions: S3Conditions | undefined,
     describe: (etag: string) => Record<string, string>,
+    fenced: Fenced | undefined,
   ): Promise<Stored> {
     const staged = `${this.prefix}${STAGING}${newVersionId()}`;
     const hashing = new HashingStream();
@@ -962,6 +971,7 @@ export class S3Provider implements StorageProvider {
       await hashed;
       stagedVersion = uploaded.VersionId;
       const etag = hashing.etag;
+      await passFence(fenced);
       const out = await this.copy(what, staged, target, contentType, describe(etag), conditions, hashing.size);
       return { size: hashing.size, etag, s3VersionId: out.VersionId };
     } finally {

@@ -14,7 +14,18 @@ export interface Author {
   email?: string;
 }
 
-export interface WriteOptions {
+/**
+ * A mutation's fence: awaited by the provider right before the step that makes the mutation visible (a rename, a
+ * ref update, the request that lands on S3), after its body was read and its preconditions passed. When it throws,
+ * the mutation is abandoned with nothing changed and its error passed on unchanged. A job passes a check that it
+ * still holds its lock: a run that lost it (another run of the same job may have finished and a newer mutation of
+ * the key landed since) must not overwrite what came after it.
+ */
+export interface Fenced {
+  fence?: () => Promise<void>;
+}
+
+export interface WriteOptions extends Fenced {
   contentType?: string;
   metadata?: Record<string, string>;
   /**
@@ -89,9 +100,14 @@ export interface VersionOptions extends WriteOptions {
   author?: Author;
 }
 
-export interface RestoreOptions {
+export interface RestoreOptions extends Fenced {
   message?: string;
   author?: Author;
+}
+
+export interface DeleteOptions extends Fenced {
+  /** Remove the recorded versions too. */
+  allVersions?: boolean;
 }
 
 export interface LatencySummary {
@@ -124,7 +140,7 @@ export interface StorageProvider {
   read(key: string, opts?: ReadOptions): Promise<{ info: ObjectInfo; body: Readable }>;
   stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo>;
   /** Idempotent: deleting a missing key succeeds. Versions stay unless `allVersions`. */
-  delete(key: string, opts?: { allVersions?: boolean }): Promise<void>;
+  delete(key: string, opts?: DeleteOptions): Promise<void>;
   /** Keys in UTF-8 byte order (as S3 lists them). */
   list(opts?: ListOptions): Promise<Page<ObjectInfo>>;
   createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo>;

@@ -24,6 +24,26 @@ export interface JobContextDeps {
   maintenance?: MaintenanceDeps;
 }
 
+/** The remaining ms of the job's lock when `ARGV[1]` (this run's token) holds it, else -1. */
+const LOCK_REMAINING = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PTTL', KEYS[1]) end return -1`;
+
+/** A commit waits on the fence only with at least this share of the lock duration left (5 s of 30). */
+const FENCE_MARGIN_SHARE = 1 / 6;
+
+/** The run no longer holds its job: another run may have taken it over, so this one must change nothing. */
+export class LockLostError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LockLostError';
+  }
+}
+
+/** This run's hold on its job: BullMQ's lock token, and how long a lock lasts unrenewed. */
+export interface JobLock {
+  token: string;
+  durationMs: number;
+}
+
 /**
  * Sets a field of a hash that exists: a run that outlived its job (completed by another run and removed) must not
  * make the hash again, as a stray key with no expiry.
@@ -58,10 +78,29 @@ export class WorkerJobContext implements JobContext {
     private readonly hashKey: string,
     private readonly deps: JobContextDeps,
     readonly signal: AbortSignal | undefined,
+    private readonly lock?: JobLock,
   ) {
     const { id, name, timestamp, attemptsStarted, progress } = bullJob;
     this.job = { id: id!, name, timestamp, attemptsStarted, progress };
   }
+
+  /**
+   * The job's lock is still this run's, with time left for the commit. BullMQ set it for the lock duration when the
+   * job was taken, no earlier than `processedOn` (this process's clock, read before the request went out), and only
+   * extends it: until then, less the margin, it cannot have lapsed and no Redis call is needed — the common case.
+   */
+  readonly fence = async (): Promise<void> => {
+    const lock = this.lock;
+    if (lock === undefined) return;
+    const margin = lock.durationMs * FENCE_MARGIN_SHARE;
+    if (Date.now() < (this.bullJob.processedOn ?? 0) + lock.durationMs - margin) return;
+    const remaining = Number(await this.deps.connection.eval(LOCK_REMAINING, 1, `${this.hashKey}:lock`, lock.token));
+    if (remaining < margin) {
+      throw new LockLostError(
+        remaining < 0 ? `job ${this.job.id} is no longer this run's (its lock lapsed)` : `job ${this.job.id}'s lock has ${remaining} ms left, too little to commit`,
+      );
+    }
+  };
 
   get stores(): ReadonlyMap<string, StorageProvider> {
     return this.deps.stores;

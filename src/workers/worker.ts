@@ -29,7 +29,7 @@ import type { Logger } from '../log.js';
 import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
-import { WorkerJobContext, type JobContextDeps } from './job-context.js';
+import { LockLostError, WorkerJobContext, type JobContextDeps } from './job-context.js';
 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';
@@ -48,6 +48,9 @@ async function earlierResult(bus: EventBus, hashKey: string): Promise<{ result: 
   const event = eventId ? await bus.read(eventId) : undefined;
   return event === undefined ? undefined : { result: event.data };
 }
+
+/** BullMQ's lock duration, unless a family sets its own. */
+const DEFAULT_LOCK_MS = 30_000;
 
 /** Delays before sending again an event whose script failed on Redis after it was written. */
 const REEMIT_DELAYS_MS = [1_000, 5_000, 30_000];
@@ -187,6 +190,7 @@ export function createWorkers(options: WorkersOptions): Workers {
 
   const start = (queue: QueueName): Worker => {
     const family = { ...options, ...options.families?.[queue] };
+    const lockDurationMs = family.lockDurationMs ?? DEFAULT_LOCK_MS;
     const run = async (job: Job, token?: string, signal?: AbortSignal) => {
       try {
         const definition = jobDefinition(job.name);
@@ -197,11 +201,17 @@ export function createWorkers(options: WorkersOptions): Workers {
           const earlier = await earlierResult(bus, worker.toKey(jobId));
           if (earlier !== undefined) return earlier.result;
         }
-        const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, signal);
+        const lock = token === undefined ? undefined : { token, durationMs: lockDurationMs };
+        const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, signal, lock);
         const { result, event } = await definition.handle(payload, ctx);
         await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER }, log);
         return result;
       } catch (error) {
+        if (error instanceof LockLostError) {
+          // Another run has the job now: this one neither fails it nor emits anything (BullMQ refuses its outcome).
+          log.warn({ queue, jobId: job.id, err: error }, 'job run abandoned before its commit: it lost its lock');
+          throw error;
+        }
         if (isStorageError(error) && error.code === 'PROVIDER_UNAVAILABLE' && lastAttempt(job) && Date.now() - job.timestamp < unavailableRetryMs) {
           // Attempts spent, backend still down: park the job and try again later instead of failing it.
           await job.moveToDelayed(Date.now() + parkedRetryDelay(job), token);
@@ -231,7 +241,7 @@ export function createWorkers(options: WorkersOptions): Workers {
       connection: options.connection,
       prefix: options.prefix,
       concurrency: family.concurrency,
-      lockDuration: family.lockDurationMs ?? 30_000,
+      lockDuration: lockDurationMs,
       stalledInterval: family.stalledIntervalMs ?? 30_000,
       maxStalledCount: options.maxStalledCount ?? 5,
     });

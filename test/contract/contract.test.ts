@@ -421,6 +421,48 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
     });
   });
 
+  describe('fences', () => {
+    /** A mutation's state as a caller can see it: current object (or none) and versions. */
+    async function snapshot(key: string) {
+      const current = await provider.stat(key).catch((error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)));
+      return { current, versions: (await provider.listVersions(key)).items };
+    }
+
+    it('a fence that refuses abandons the mutation: nothing changes, and its own error comes back', async () => {
+      const first = await provider.createVersion('f/refused', 'one', { message: 'first' });
+      await provider.write('f/refused', 'two');
+      const before = await snapshot('f/refused');
+      const refusal = new Error('this run lost its lock');
+      const fence = async () => Promise.reject(refusal);
+      const big = generatedStream(20 * 1024 * 1024); // past s3's multipart threshold: the staged upload's copy is refused
+      for (const mutation of [
+        () => provider.write('f/refused', 'three', { fence }),
+        () => provider.write('f/refused', big.stream, { fence }),
+        () => provider.createVersion('f/refused', 'four', { message: 'refused', fence }),
+        () => provider.restoreVersion('f/refused', first.versionId, { fence }),
+        () => provider.delete('f/refused', { fence }),
+        () => provider.delete('f/refused', { allVersions: true, fence }),
+      ]) {
+        await expect(mutation()).rejects.toBe(refusal);
+      }
+      expect(await snapshot('f/refused')).toEqual(before);
+      expect(await readText(provider, 'f/refused')).toBe('two');
+    });
+
+    it('the fence is passed once per mutation, while the mutation is not yet visible', async () => {
+      const first = await provider.createVersion('f/order', 'one', { message: 'first' });
+      const seen: (string | undefined)[] = [];
+      const fence = async () => void seen.push((await snapshot('f/order')).current?.etag);
+      await provider.write('f/order', 'two', { fence });
+      await provider.createVersion('f/order', 'three', { message: 'third', fence });
+      await provider.restoreVersion('f/order', first.versionId, { fence });
+      await provider.delete('f/order', { fence });
+      // Each fence saw what the store held before its own mutation.
+      expect(seen).toEqual([sha256('one'), sha256('two'), sha256('three'), sha256('one')]);
+      await expectError(provider.stat('f/order'), NotFoundError);
+    });
+  });
+
   describe('keys', () => {
     it.each(invalidKeys)('rejects a key with %s on every operation', async (_name, key) => {
       await expectError(provider.write(key, 'x'), InvalidKeyError);

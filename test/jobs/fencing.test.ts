@@ -1,0 +1,82 @@
+/**
+ * A run that loses its job's lock before its commit changes nothing. The scenario: a write's run stalls before the
+ * store call, its lock lapses, BullMQ hands the job to another run which completes it, a newer write of the key lands
+ * — then the stalled run wakes up. Without the fence it would overwrite the newer content with its older one.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RamProvider } from '../../src/providers/ram.js';
+import type { StorageProvider } from '../../src/providers/types.js';
+import { interceptMethod } from '../support/intercept.js';
+import { inlineBody, startPipeline, waitFor, type Pipeline } from './fixtures/pipeline.js';
+
+const LOCK_MS = 1_000;
+
+describe('fencing a run that lost its lock', () => {
+  let p: Pipeline;
+  const ram = new RamProvider({ maxBytes: 1024 * 1024 });
+  let stalled: (() => void) | undefined;
+  let stallNext = true;
+  /** Runs of `write` that reached the store, and those a fence refused. */
+  const reached: string[] = [];
+  const refused: unknown[] = [];
+
+  beforeAll(async () => {
+    // The first write to reach the store stalls: the whole process freezes past the lock's duration, so BullMQ
+    // cannot renew the lock and it lapses for real; then the run waits until the test lets it go.
+    const store: StorageProvider = interceptMethod(ram, 'write', (write) => async (key, body, opts) => {
+      reached.push(key);
+      if (stallNext) {
+        stallNext = false;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, LOCK_MS * 1.5);
+        await new Promise<void>((resolve) => (stalled = resolve));
+      }
+      return write(key, body, opts).catch((error: unknown) => {
+        refused.push(error);
+        throw error;
+      });
+    });
+    p = await startPipeline('fencing', { stores: new Map([['main', store]]) });
+    await p.startWorkers({ concurrency: 2, lockDurationMs: LOCK_MS, stalledIntervalMs: 300 });
+  });
+
+  afterAll(async () => {
+    stalled?.();
+    await p?.close();
+  });
+
+  it('the stalled run is refused at its commit, and the newer write stays', async () => {
+    const { jobId: first } = await p.queues.enqueue('write', { store: 'main', key: 'fenced', body: inlineBody('older') });
+    await waitFor(() => stalled !== undefined, { what: 'the first run stalled at the store' });
+    // Its lock lapsed while the process froze; BullMQ gives the job to another run, which completes it.
+    await p.waitForJobState(first, 'completed');
+    const { jobId: second } = await p.queues.enqueue('write', { store: 'main', key: 'fenced', body: inlineBody('newer') });
+    await p.waitForJobState(second, 'completed');
+    expect((await ram.stat('fenced')).etag).toBe(inlineBody('newer').etag);
+
+    // The stalled run wakes up: its fence finds the lock gone, and it writes nothing.
+    stalled!();
+    await waitFor(() => refused.length > 0, { what: 'the stalled run refused' });
+    expect((refused[0] as Error).name).toBe('LockLostError');
+    expect((await ram.stat('fenced')).etag).toBe(inlineBody('newer').etag);
+    expect(reached).toEqual(['fenced', 'fenced', 'fenced']);
+    // One event per job: the abandoned run emitted nothing.
+    expect((await p.eventsOf(first, 'object.written')).map((event) => (event.data as { etag: string }).etag)).toEqual([inlineBody('older').etag]);
+    expect(await p.eventsOf(second, 'object.written')).toHaveLength(1);
+  });
+
+  it('a run that holds its lock past the first lock duration commits after checking it in Redis', async () => {
+    let release!: () => void;
+    const slow: StorageProvider = interceptMethod(ram, 'write', (write) => async (key, body, opts) => {
+      // Longer than the lock lasts unrenewed, without freezing: BullMQ renews the lock, and the run still owns its job.
+      await new Promise<void>((resolve) => (release = resolve));
+      return write(key, body, opts);
+    });
+    p.stores.set('slow', slow);
+    const { jobId } = await p.queues.enqueue('write', { store: 'slow', key: 'slow', body: inlineBody('slow but still owned') });
+    await waitFor(() => release !== undefined, { what: 'the run waiting at the store' });
+    await new Promise((resolve) => setTimeout(resolve, LOCK_MS * 1.5));
+    release();
+    await p.waitForJobState(jobId, 'completed');
+    expect((await ram.stat('slow')).etag).toBe(inlineBody('slow but still owned').etag);
+  });
+});
