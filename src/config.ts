@@ -27,13 +27,19 @@ const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false' })
   .transform((value) => value === 'true' || value === '1' || value === 'yes');
 /** Digits only: `Number(" ")` is 0, which would make `PORT=" "` a random port. */
-const int = (min = 0, max = Number.MAX_SAFE_INTEGER) =>
+const int = (min = 0, max = Number.MAX_SAFE_INTEGER, tooBig?: string) =>
   z
     .string()
     .trim()
     .regex(/^\d+$/, 'expected a whole number')
     .transform(Number)
-    .pipe(z.number().min(min).max(max));
+    .pipe(z.number().min(min).max(max, tooBig));
+/** Node's timers take at most 2^31-1 ms (24.8 days) and fire after 1 ms for anything longer. */
+const MAX_TIMER_MS = 2_147_483_647;
+/** What the shutdown deadline adds to WORKER_SHUTDOWN_TIMEOUT_MS in `npm start`: DRAIN_MS + SHUTDOWN_GRACE_MS. */
+const SHUTDOWN_DEADLINE_EXTRA_MS = 40_000;
+/** A delay some timer waits for, within what it can take. */
+const timerMs = (min: number, max = MAX_TIMER_MS) => int(min, max, `at most ${max} ms (about 24 days): a timer cannot wait longer`);
 const list = z.string().transform((value) =>
   value
     .split(',')
@@ -126,12 +132,12 @@ const serviceSchema = z.object({
   HOT_MAX_BYTES: int(0).default(128 * MIB),
   WORKER_CONCURRENCY: int(1).default(8),
   JOB_ATTEMPTS: int(1).default(5),
-  WORKER_SHUTDOWN_TIMEOUT_MS: int(0).default(30_000),
+  WORKER_SHUTDOWN_TIMEOUT_MS: timerMs(0, MAX_TIMER_MS - SHUTDOWN_DEADLINE_EXTRA_MS).default(30_000),
   UNAVAILABLE_RETRY_SECONDS: int(0).default(3600),
   STAGING_INLINE_MAX: int(0).default(256 * KIB),
   STAGING_TTL: int(1).default(7200),
   MAX_OBJECT_BYTES: int(0).default(5 * GIB),
-  WAIT_TIMEOUT_MS: int(1).default(30_000),
+  WAIT_TIMEOUT_MS: timerMs(1).default(30_000),
   TIER_CRON: cron.default('*/5 * * * *'),
   CLEANUP_CRON: cron.default('0 * * * *'),
   BACKUP_CRON: cron.default('0 3 * * *'),
@@ -157,7 +163,11 @@ const storeSchema = z.object({
   S3_BUCKET: z.string().min(1).optional(),
   S3_PREFIX: z.string().default(''),
   AWS_REGION: z.string().min(1).default('us-east-1'),
-  S3_ENDPOINT: z.string().url().optional(),
+  // `minio:9000` parses as a URL of the scheme "minio:": the SDK would then fail at the first request, not here.
+  S3_ENDPOINT: z
+    .string()
+    .refine((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), 'expected http://host:port or https://host')
+    .optional(),
   S3_FORCE_PATH_STYLE: bool.default(false),
   S3_CHECKSUM: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).optional(),
   S3_MULTIPART_THRESHOLD: int(5 * MIB).default(16 * MIB),

@@ -5,8 +5,11 @@
  * with one that does not start, with what it logged (`<dir>/redis.log`): never a silent hang. The server runs in its
  * own process group (a Ctrl-C stops it only after the jobs, last) and is stopped however this process exits; one
  * left running by a process that was killed outright is found again (`kyozo-redis.json`) and used, never doubled.
+ * Several processes on one data directory share its server (a lock file makes their starts and stops take turns):
+ * each is listed as a user, and the last one to stop stops it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -46,62 +49,173 @@ export interface PrivateRedis {
   stop(): Promise<void>;
 }
 
-/** Where the private server says which process and port it is: a later start finds one left running. */
+/** Which server runs on a data directory (pid, port) and which processes use it: a later start finds it. */
 const SERVER_FILE = 'kyozo-redis.json';
+/** Held (with the holder's pid in it) while a process starts, joins or stops the server of the directory. */
+const LOCK_FILE = 'kyozo-redis.lock';
 const LOG_FILE = 'redis.log';
+/** How long a start waits for another process's turn: more than a slow redis-server start takes (~30 s of polls). */
+const LOCK_WAIT_MS = 60_000;
 
 const INSTALL_HINT =
   'Install one (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis), ' +
   'run one (docker run -p 6379:6379 redis:7), or point REDIS_URL at yours.';
 
-function isAlive(pid: number): boolean {
+interface ServerRecord {
+  pid: number;
+  port: number;
+  /** One pid per use (a file written before users were recorded has none). */
+  users?: number[];
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** False when there is no such process. */
+function signal(pid: number, name: NodeJS.Signals | 0): boolean {
   try {
-    process.kill(pid, 0);
+    process.kill(pid, name);
     return true;
   } catch {
     return false;
   }
 }
 
-/** Stops process `pid` with SIGTERM and waits until it is gone (Redis rewrites nothing on exit with `--save ""`). */
-async function terminate(pid: number): Promise<void> {
+/**
+ * A zombie counts as gone: it has exited, but a server whose starter exited first waits for an init that may never
+ * reap it (some containers' pid 1), and `kill(pid, 0)` still finds it. Linux's /proc tells; elsewhere init reaps.
+ */
+function isAlive(pid: number): boolean {
+  if (!signal(pid, 0)) return false;
   try {
-    process.kill(pid, 'SIGTERM');
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
   } catch {
-    return;
+    return true;
   }
-  while (isAlive(pid)) await new Promise((resolve) => setTimeout(resolve, 50));
 }
 
-/**
- * A server an earlier run left running on this data directory (its process was killed before it could stop it):
- * used again rather than started twice over the same AOF files.
- */
-async function leftRunning(dir: string, log: Logger): Promise<PrivateRedis | undefined> {
-  const known = await readFile(path.join(dir, SERVER_FILE), 'utf8').then(
-    (text) => JSON.parse(text) as { pid: number; port: number },
-    () => undefined,
-  );
-  if (known === undefined || !isAlive(known.pid) || !(await redisAnswers('127.0.0.1', known.port, 500))) return undefined;
-  const url = `redis://127.0.0.1:${known.port}`;
-  log.info({ url, dir, pid: known.pid }, 'using the private redis-server an earlier run left running');
-  const killOnExit = () => {
-    if (isAlive(known.pid)) process.kill(known.pid, 'SIGTERM');
-  };
-  process.once('exit', killOnExit);
-  return {
-    url,
-    stop: async () => {
-      process.off('exit', killOnExit);
-      await terminate(known.pid);
-      await forgetServer(dir);
-    },
-  };
+/** Stops process `pid` with SIGTERM and waits until it is gone (Redis rewrites nothing on exit with `--save ""`). */
+async function terminate(pid: number): Promise<void> {
+  if (!signal(pid, 'SIGTERM')) return;
+  while (isAlive(pid)) await sleep(50);
+}
+
+/** Takes the directory's lock, waiting while another live process holds it; a dead holder's lock is stale. */
+async function lock(dir: string): Promise<void> {
+  const file = path.join(dir, LOCK_FILE);
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    const taken = await writeFile(file, String(process.pid), { flag: 'wx' }).then(
+      () => true,
+      (error: NodeJS.ErrnoException) => {
+        if (error.code === 'EEXIST') return false;
+        throw error;
+      },
+    );
+    if (taken) return;
+    const holder = Number(await readFile(file, 'utf8').catch(() => '')); // 0 while its holder writes its pid
+    if (holder > 0 && !isAlive(holder)) {
+      await unlink(file).catch(() => undefined); // stale: its holder died holding it
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new RedisUnavailableError(`${file} has been held by process ${holder || 'unknown'} for over ${LOCK_WAIT_MS / 1000} s: stop it, or delete the file if no such process runs.`);
+    }
+    await sleep(50);
+  }
+}
+
+/** Runs `task` holding the directory's lock; an exit on the way (a second Ctrl-C) leaves no lock behind. */
+async function withLock<T>(dir: string, task: () => Promise<T>): Promise<T> {
+  await lock(dir);
+  const unlock = () => removeFile(path.join(dir, LOCK_FILE));
+  process.once('exit', unlock);
+  try {
+    return await task();
+  } finally {
+    process.off('exit', unlock);
+    unlock();
+  }
+}
+
+/** Synchronous, like the other file steps below, so that they also work in an 'exit' handler. */
+function readServer(dir: string): ServerRecord | undefined {
+  try {
+    return JSON.parse(readFileSync(path.join(dir, SERVER_FILE), 'utf8')) as ServerRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+function writeServer(dir: string, record: ServerRecord): void {
+  writeFileSync(path.join(dir, SERVER_FILE), JSON.stringify(record));
+}
+
+function removeFile(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch {
+    // already gone
+  }
 }
 
 /** A stopped server's file goes: a later start must not take an unrelated process reusing its pid for it. */
-async function forgetServer(dir: string): Promise<void> {
-  await unlink(path.join(dir, SERVER_FILE)).catch(() => undefined);
+function forgetServer(dir: string): void {
+  removeFile(path.join(dir, SERVER_FILE));
+}
+
+/**
+ * Takes one use of this process off the server's users. The pids still using it (dead ones dropped): while there
+ * are any it must keep running; with none its file goes and the caller stops it.
+ */
+function leave(dir: string): number[] {
+  const record = readServer(dir);
+  const users = record?.users ?? [];
+  const mine = users.indexOf(process.pid);
+  const using = users.filter((pid, index) => index !== mine && isAlive(pid));
+  if (using.length > 0) writeServer(dir, { ...record!, users: using });
+  else forgetServer(dir);
+  return using;
+}
+
+/**
+ * One use of a server by this process: stopping it (or however this process ends, short of a SIGKILL) stops the
+ * server only when no other live process uses it, so a second `npm start` never stops the Redis of the first.
+ */
+function use(dir: string, url: string, server: { pid: number; stop(): Promise<void> }, log: Logger): PrivateRedis {
+  const onExit = () => {
+    if (leave(dir).length === 0) signal(server.pid, 'SIGTERM');
+  };
+  process.once('exit', onExit);
+  return {
+    url,
+    stop: () =>
+      withLock(dir, async () => {
+        process.off('exit', onExit);
+        const using = leave(dir);
+        if (using.length > 0) log.info({ url, users: using }, 'left the private redis-server running for the other processes using it');
+        else await server.stop();
+      }),
+  };
+}
+
+/**
+ * A server already running on this data directory, started by a process that still runs (two `npm start` on one
+ * directory) or by one killed before it could stop it: used rather than started twice over the same AOF files.
+ */
+async function joinRunning(dir: string, log: Logger): Promise<PrivateRedis | undefined> {
+  const known = readServer(dir);
+  if (known === undefined || !isAlive(known.pid) || !(await redisAnswers('127.0.0.1', known.port, 500))) {
+    forgetServer(dir); // stale: no one's server to keep
+    return undefined;
+  }
+  const users = (known.users ?? []).filter(isAlive);
+  writeServer(dir, { pid: known.pid, port: known.port, users: [...users, process.pid] });
+  const url = `redis://127.0.0.1:${known.port}`;
+  const others = users.filter((pid) => pid !== process.pid);
+  if (others.length > 0) log.info({ url, dir, pid: known.pid, users: others }, 'using the private redis-server the running processes on this directory use');
+  else log.info({ url, dir, pid: known.pid }, 'using the private redis-server an earlier run left running');
+  return use(dir, url, { pid: known.pid, stop: () => terminate(known.pid) }, log);
 }
 
 /** The last lines redis-server logged, for an error message. */
@@ -110,15 +224,14 @@ async function logTail(dir: string): Promise<string> {
   return text.trim().split('\n').slice(-3).join(' | ');
 }
 
-export async function startPrivateRedis(rootDir: string, log: Logger): Promise<PrivateRedis> {
-  const dir = path.join(rootDir, 'redis');
-  await mkdir(dir, { recursive: true });
-  const adopted = await leftRunning(dir, log);
-  if (adopted !== undefined) return adopted;
+async function startServer(dir: string, log: Logger): Promise<PrivateRedis> {
   const port = await freePort();
   const args = ['--bind', '127.0.0.1', '--port', String(port), '--dir', dir, '--appendonly', 'yes', '--maxmemory-policy', 'noeviction', '--save', ''];
   // Its own process group: a Ctrl-C in the terminal reaches this process, which stops Redis last, after the jobs.
   const child: ChildProcess = spawn('redis-server', [...args, '--logfile', path.join(dir, LOG_FILE)], { stdio: 'ignore', detached: true });
+  // An exit before it answers (a signal during the start) takes it along: it is no one's yet.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
   const outcome = await new Promise<'started' | 'missing' | 'failed'>((resolve) => {
     child.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'ENOENT' ? 'missing' : 'failed'));
     const poll = async (tries: number): Promise<void> => {
@@ -129,6 +242,7 @@ export async function startPrivateRedis(rootDir: string, log: Logger): Promise<P
     };
     void poll(100);
   });
+  process.off('exit', killOnExit);
   if (outcome !== 'started') {
     child.kill('SIGKILL');
     if (outcome === 'missing') {
@@ -139,23 +253,22 @@ export async function startPrivateRedis(rootDir: string, log: Logger): Promise<P
         `${path.join(dir, LOG_FILE)}: ${(await logTail(dir)) || 'empty'}). Fix what it says, or point REDIS_URL at a Redis.`,
     );
   }
-  await writeFile(path.join(dir, SERVER_FILE), JSON.stringify({ pid: child.pid, port }));
-  // However this process ends short of a SIGKILL, the server goes with it (a synchronous kill works in 'exit').
-  const killOnExit = () => child.kill('SIGTERM');
-  process.once('exit', killOnExit);
+  writeServer(dir, { pid: child.pid!, port, users: [process.pid] });
   const url = `redis://127.0.0.1:${port}`;
   log.info({ url, dir }, 'started a private redis-server (REDIS_URL is unset and nothing answered on 127.0.0.1:6379)');
-  return {
-    url,
-    stop: async () => {
-      process.off('exit', killOnExit);
-      if (child.exitCode === null && child.signalCode === null) {
-        await new Promise<void>((resolve) => {
-          child.once('exit', () => resolve());
-          child.kill('SIGTERM');
-        });
-      }
-      await forgetServer(dir);
-    },
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    });
   };
+  return use(dir, url, { pid: child.pid!, stop }, log);
+}
+
+export async function startPrivateRedis(rootDir: string, log: Logger): Promise<PrivateRedis> {
+  const dir = path.join(rootDir, 'redis');
+  await mkdir(dir, { recursive: true });
+  // One start at a time per directory: two reading "no server" at once would start two on the same AOF files.
+  return withLock(dir, async () => (await joinRunning(dir, log)) ?? (await startServer(dir, log)));
 }

@@ -31,39 +31,42 @@ export interface SignalOptions {
 export const SHUTDOWN_GRACE_MS = 10_000;
 
 /**
- * Graceful shutdown: the first SIGTERM/SIGINT runs `shutdown` and exits 0 when it is done (1 if it threw or passed
- * `deadlineMs`); a second signal exits 1 at once, for an operator who does not want to wait.
+ * Graceful shutdown, installed before the start so that a signal during it stops what was started: the first
+ * SIGTERM, SIGINT or SIGHUP (a closed terminal) runs `shutdown` and exits 0 when it is done (1 if it threw or passed
+ * `deadlineMs`); a second signal exits 1 at once, for an operator who does not want to wait. The function returned
+ * runs the same shutdown for a start that failed, and exits with `exitCode`.
  */
 export function shutdownOnSignals(
   shutdown: () => Promise<void>,
-  { log, signals = ['SIGTERM', 'SIGINT'], exit = (code) => process.exit(code), deadlineMs = 60_000 }: SignalOptions,
-): void {
+  { log, signals = ['SIGTERM', 'SIGINT', 'SIGHUP'], exit = (code) => process.exit(code), deadlineMs = 60_000 }: SignalOptions,
+): (exitCode: number) => void {
   let shuttingDown = false;
-  for (const signal of signals) {
-    process.on(signal, () => {
-      if (shuttingDown) {
-        log.warn({ signal }, 'second signal during shutdown: exiting now');
+  const begin = (exitCode: number, signal?: NodeJS.Signals) => {
+    if (shuttingDown) {
+      if (signal === undefined) return;
+      log.warn({ signal }, 'second signal during shutdown: exiting now');
+      exit(1);
+      return;
+    }
+    shuttingDown = true;
+    log.info({ signal }, 'shutting down');
+    const deadline = setTimeout(() => {
+      log.error({ deadlineMs }, 'shutdown did not finish in time: exiting now');
+      exit(1);
+    }, deadlineMs).unref();
+    shutdown().then(
+      () => {
+        clearTimeout(deadline);
+        log.info('shutdown complete');
+        exit(exitCode);
+      },
+      (error: unknown) => {
+        clearTimeout(deadline);
+        log.error({ err: error }, 'shutdown failed');
         exit(1);
-        return;
-      }
-      shuttingDown = true;
-      log.info({ signal }, 'shutting down');
-      const deadline = setTimeout(() => {
-        log.error({ deadlineMs }, 'shutdown did not finish in time: exiting now');
-        exit(1);
-      }, deadlineMs).unref();
-      shutdown().then(
-        () => {
-          clearTimeout(deadline);
-          log.info('shutdown complete');
-          exit(0);
-        },
-        (error: unknown) => {
-          clearTimeout(deadline);
-          log.error({ err: error }, 'shutdown failed');
-          exit(1);
-        },
-      );
-    });
-  }
+      },
+    );
+  };
+  for (const signal of signals) process.on(signal, () => begin(0, signal));
+  return (exitCode) => begin(exitCode);
 }

@@ -5,46 +5,72 @@
  */
 import { createApp } from './api/app.js';
 import { ApiMetrics } from './api/metrics.js';
-import { DRAIN_MS, listen } from './api/server.js';
-import { startWebServices } from './api/services.js';
+import { DRAIN_MS, listen, type HttpServer } from './api/server.js';
+import { startWebServices, type WebServices } from './api/services.js';
 import { redisAnswers, startPrivateRedis, type PrivateRedis } from './embedded-redis.js';
 import { createStagingProvider } from './jobs/staging.js';
 import { loadConfigOrExit, SHUTDOWN_GRACE_MS, shutdownOnSignals } from './lifecycle.js';
 import { createLogger } from './log.js';
 import { createStores } from './providers/index.js';
-import { closeRedis, createRedis } from './redis.js';
-import { startWorkerProcess } from './workers/process.js';
+import { closeRedis, createRedis, type RedisConnection } from './redis.js';
+import { startWorkerProcess, type WorkerProcess } from './workers/process.js';
 
 const config = loadConfigOrExit('kyozo');
 const log = createLogger(config.logLevel);
 
-let privateRedis: PrivateRedis | undefined;
-try {
+/** What has been started so far: a signal or a failure during the start stops just these. */
+interface Running {
+  privateRedis?: PrivateRedis;
+  storeRedis?: RedisConnection;
+  web?: WebServices;
+  server?: HttpServer;
+  worker?: WorkerProcess;
+}
+
+/** Requests first (they may wait for jobs), then the jobs, then Redis: the private redis-server last of all. */
+async function stop(running: Running): Promise<void> {
+  await running.server?.close();
+  await running.web?.close();
+  await running.worker?.shutdown(); // closes the shared stores and staging
+  if (running.storeRedis !== undefined) await closeRedis(running.storeRedis);
+  await running.privateRedis?.stop();
+}
+
+/** Each step checks `aborted`: after a signal the start goes no further, and the shutdown stops what it started. */
+async function start(running: Running, aborted: AbortSignal): Promise<void> {
   if (!config.redis.explicit && config.redis.clusterNodes === undefined && !(await redisAnswers('127.0.0.1', 6379))) {
-    privateRedis = await startPrivateRedis(config.storageRootDir, log);
-    config.redis.url = privateRedis.url;
+    running.privateRedis = await startPrivateRedis(config.storageRootDir, log);
+    config.redis.url = running.privateRedis.url;
+    aborted.throwIfAborted();
   }
   const metrics = new ApiMetrics();
-  const storeRedis = createRedis(config, 'worker', { connectionName: 'kyozo:stores' });
+  const storeRedis = (running.storeRedis = createRedis(config, 'worker', { connectionName: 'kyozo:stores' }));
   storeRedis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
   const stores = await createStores(config, { redis: storeRedis, log, observe: (store, observation) => metrics.observeProvider(store, observation) });
   const stagingProvider = await createStagingProvider(config);
-  const worker = await startWorkerProcess({ config, log: log.child({ component: 'worker' }), stores, stagingProvider });
-  const web = await startWebServices({ config, log: log.child({ component: 'web' }), stores, stagingProvider, metrics });
-  const server = await listen(createApp(web.deps), config, log);
-  log.info({ url: server.url, board: `${server.url}/admin/queues`, stores: config.stores.map((s) => `${s.name}:${s.kind}`), data: config.storageRootDir }, 'kyozo ready');
-  shutdownOnSignals(
-    async () => {
-      await server.close();
-      await web.close();
-      await worker.shutdown(); // closes the shared stores and staging
-      await closeRedis(storeRedis);
-      await privateRedis?.stop();
-    },
-    { log, deadlineMs: DRAIN_MS + config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS },
-  );
-} catch (error) {
-  console.error(`kyozo: cannot start: ${error instanceof Error ? error.message : String(error)}`);
-  await privateRedis?.stop();
-  process.exit(1);
+  running.web = await startWebServices({ config, log: log.child({ component: 'web' }), stores, stagingProvider, metrics });
+  aborted.throwIfAborted();
+  // The port before the worker: a start that cannot listen (a second copy on the same port) takes no job.
+  running.server = await listen(createApp(running.web.deps), config, log);
+  aborted.throwIfAborted();
+  running.worker = await startWorkerProcess({ config, log: log.child({ component: 'worker' }), stores, stagingProvider });
+  const { url } = running.server;
+  log.info({ url, board: `${url}/admin/queues`, stores: config.stores.map((s) => `${s.name}:${s.kind}`), data: config.storageRootDir }, 'kyozo ready');
 }
+
+const running: Running = {};
+const abort = new AbortController();
+// Before the start: a signal while the private redis-server starts must stop it too.
+const stopAfterFailure = shutdownOnSignals(
+  async () => {
+    abort.abort();
+    await starting;
+    await stop(running);
+  },
+  { log, deadlineMs: DRAIN_MS + config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS },
+);
+const starting = start(running, abort.signal).catch((error: unknown) => {
+  if (abort.signal.aborted) return; // stopped by a signal, not a failure
+  console.error(`kyozo: cannot start: ${error instanceof Error ? error.message : String(error)}`);
+  stopAfterFailure(1);
+});

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { DRAIN_MS } from '../src/api/server.js';
 import { ConfigError, loadConfig, storeConfig } from '../src/config.js';
+import { SHUTDOWN_GRACE_MS } from '../src/lifecycle.js';
+
+/** The longest delay Node's timers take: above it they fire after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 describe('config', () => {
   it('defaults to one disk store named default under ./data', () => {
@@ -29,6 +34,11 @@ describe('config', () => {
     [{ CLEANUP_CRON: 'every hour' }, /^CLEANUP_CRON="every hour": not a cron pattern/],
     [{ CLEANUP_CRON: '0 * * *' }, /^CLEANUP_CRON="0 \* \* \*": not a cron pattern: 4 fields/],
     [{ BACKUP_CRON: '0 25 * * *' }, /^BACKUP_CRON="0 25 \* \* \*": not a cron pattern/],
+    [{ WAIT_TIMEOUT_MS: String(MAX_TIMER_MS + 1) }, /^WAIT_TIMEOUT_MS="2147483648": at most 2147483647 ms/],
+    [{ WORKER_SHUTDOWN_TIMEOUT_MS: '3000000000' }, /^WORKER_SHUTDOWN_TIMEOUT_MS="3000000000": at most \d+ ms/],
+    [{ STORES: 'docs:s3', S3_BUCKET: 'b', S3_ENDPOINT: 'minio:9000' }, /^S3_ENDPOINT="minio:9000": expected http:\/\/host:port or https:\/\/host/],
+    [{ STORES: 'docs:s3', S3_BUCKET: 'b', DOCS_S3_ENDPOINT: 'localhost:9000' }, /^DOCS_S3_ENDPOINT="localhost:9000": expected http:\/\//],
+    [{ STORES: 'docs:s3', S3_BUCKET: 'b', S3_ENDPOINT: 'ftp://minio:9000' }, /^S3_ENDPOINT="ftp:\/\/minio:9000": expected http:\/\//],
   ])('a bad value is one line naming the variable: %o', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
@@ -65,6 +75,21 @@ describe('config', () => {
     }
     expect(message).toMatch(/WEBHOOK_URLS="https:\/\/\*\*\*@hooks.example\/in": entry 1 carries credentials/);
     expect(message).not.toContain('s3cret');
+  });
+
+  it('takes timeouts up to what a timer can wait, the shutdown deadline included', () => {
+    expect(loadConfig({ WAIT_TIMEOUT_MS: String(MAX_TIMER_MS) }).payloads.waitTimeoutMs).toBe(MAX_TIMER_MS);
+    // npm start's shutdown deadline is DRAIN_MS + WORKER_SHUTDOWN_TIMEOUT_MS + SHUTDOWN_GRACE_MS, one timer.
+    const longest = MAX_TIMER_MS - DRAIN_MS - SHUTDOWN_GRACE_MS;
+    expect(loadConfig({ WORKER_SHUTDOWN_TIMEOUT_MS: String(longest) }).workers.shutdownTimeoutMs).toBe(longest);
+    expect(() => loadConfig({ WORKER_SHUTDOWN_TIMEOUT_MS: String(longest + 1) })).toThrow(ConfigError);
+  });
+
+  it('takes S3 endpoints with their scheme', () => {
+    for (const endpoint of ['http://minio:9000', 'https://s3.example.com']) {
+      const config = loadConfig({ STORES: 'docs:s3', S3_BUCKET: 'b', S3_ENDPOINT: endpoint });
+      expect(storeConfig(config, { name: 'docs', kind: 's3' }).S3_ENDPOINT).toBe(endpoint);
+    }
   });
 
   it('empty values count as unset', () => {

@@ -1,7 +1,9 @@
 /**
  * The private redis-server of `npm start` (used when REDIS_URL is unset and nothing answers on 6379), started here
- * directly on temp directories: how it starts, fails, stops, and is found again.
+ * directly on temp directories: how it starts, fails, stops, is found again, and is shared by several processes
+ * (`support/private-redis-user.ts` is the other process).
  */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,6 +17,8 @@ if (unavailable !== undefined) console.log(`private redis-server tests skipped: 
 
 const dirs: string[] = [];
 const started: PrivateRedis[] = [];
+const others: ChildProcess[] = [];
+const USER = path.resolve(import.meta.dirname, 'support/private-redis-user.ts');
 
 async function root(): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-private-redis-'));
@@ -26,9 +30,34 @@ const portOf = (url: string) => Number(new URL(url).port);
 const serverFile = async (dir: string) => JSON.parse(await readFile(path.join(dir, 'redis', 'kyozo-redis.json'), 'utf8')) as { pid: number; port: number };
 const processGroup = async (pid: number) => Number((await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[2]);
 
+const exited = (child: ChildProcess) =>
+  child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => child.once('exit', resolve));
+
+/** Another process that starts (or joins) the server of `dir` and uses it until SIGTERM. */
+async function otherProcessUsing(dir: string): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', USER, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  others.push(child);
+  const url = await new Promise<string>((resolve, reject) => {
+    let output = '';
+    child.stdout!.on('data', (chunk) => {
+      output += chunk;
+      if (output.includes('\n')) resolve(output.trim());
+    });
+    child.once('exit', (code) => reject(new Error(`the other process exited (${code}) before it used the server`)));
+  });
+  return { child, url };
+}
+
 afterEach(async () => {
+  for (const child of others.splice(0)) {
+    child.kill('SIGKILL');
+    await exited(child);
+  }
   for (const redis of started.splice(0)) await redis.stop();
-  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+  for (const dir of dirs.splice(0)) {
+    await serverFile(dir).then(({ pid }) => process.kill(pid, 'SIGKILL')).catch(() => undefined); // one a test left behind
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 describe.skipIf(unavailable !== undefined)('private redis-server', () => {
@@ -46,13 +75,65 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
 
   it('uses a server an earlier run left running on the same directory rather than starting a second one', async () => {
     const dir = await root();
-    const first = await startPrivateRedis(dir, quietLog);
-    started.push(first);
+    const killed = await otherProcessUsing(dir);
+    killed.child.kill('SIGKILL'); // no chance to stop it
+    await exited(killed.child);
     const again = await startPrivateRedis(dir, quietLog);
     started.push(again);
-    expect(again.url).toBe(first.url);
+    expect(again.url).toBe(killed.url);
     await again.stop();
-    expect(await redisAnswers('127.0.0.1', portOf(first.url))).toBe(false);
+    expect(await redisAnswers('127.0.0.1', portOf(killed.url))).toBe(false);
+  });
+
+  it("goes on running while another process uses it: a second npm start that stops never stops the first one's", async () => {
+    const dir = await root();
+    const first = await otherProcessUsing(dir);
+    const second = await startPrivateRedis(dir, quietLog);
+    started.push(second);
+    expect(second.url).toBe(first.url);
+    await second.stop();
+    expect(await redisAnswers('127.0.0.1', portOf(first.url))).toBe(true);
+    first.child.kill('SIGTERM');
+    await exited(first.child);
+    expect(await redisAnswers('127.0.0.1', portOf(first.url))).toBe(false); // the last one to stop stops it
+  });
+
+  it('goes on running for the process that joined it when the one that started it stops', async () => {
+    const dir = await root();
+    const first = await otherProcessUsing(dir);
+    const second = await startPrivateRedis(dir, quietLog);
+    started.push(second);
+    first.child.kill('SIGTERM');
+    await exited(first.child);
+    expect(await redisAnswers('127.0.0.1', portOf(second.url))).toBe(true);
+    await second.stop();
+    expect(await redisAnswers('127.0.0.1', portOf(second.url))).toBe(false);
+  });
+
+  it('starts one server when two starts on one directory run at once', async () => {
+    const dir = await root();
+    const [first, second] = await Promise.all([startPrivateRedis(dir, quietLog), startPrivateRedis(dir, quietLog)]);
+    started.push(first, second);
+    expect(second.url).toBe(first.url);
+    await first.stop();
+    expect(await redisAnswers('127.0.0.1', portOf(second.url))).toBe(true);
+    await second.stop();
+    expect(await redisAnswers('127.0.0.1', portOf(second.url))).toBe(false);
+  });
+
+  it('waits while a live process holds the directory lock, and takes a lock whose process is gone', async () => {
+    const dir = await root();
+    const lock = path.join(dir, 'redis', 'kyozo-redis.lock');
+    await mkdir(path.dirname(lock), { recursive: true });
+    await writeFile(lock, String(process.ppid)); // a live process, in the middle of its start
+    let settledAt = Number.POSITIVE_INFINITY;
+    const starting = startPrivateRedis(dir, quietLog).finally(() => (settledAt = Date.now()));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const releasedAt = Date.now();
+    await writeFile(lock, String(spawnSync('true').pid)); // its holder died with it
+    started.push(await starting);
+    expect(settledAt).toBeGreaterThanOrEqual(releasedAt);
+    await expect(readFile(lock)).rejects.toThrow(); // and this start let it go
   });
 
   it('says what redis-server logged when it cannot start on the data directory', async () => {

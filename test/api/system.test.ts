@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routeTable } from '../../src/api/openapi.js';
 import { listen } from '../../src/api/server.js';
 import { webhookQueueName } from '../../src/events/webhooks.js';
+import { redisCli, redisServerUnavailableReason, startRedisServer } from '../cluster/redis-server.js';
 import { quietLog, startTestService, type TestService } from '../support/service.js';
 
 const TOKEN = 'test-token-with-enough-entropy';
@@ -67,6 +68,22 @@ describe('system routes', () => {
     const body = (await response.json()) as { redis: { status: string }; stores: Record<string, { status: string }> };
     expect(body.redis.status).toBe('ok');
     expect(Object.keys(body.stores)).toEqual(['files', 'mem']);
+  });
+
+  it.skipIf(redisServerUnavailableReason() !== undefined)('/ready is 503 while Redis answers PING but refuses writes (maxmemory reached)', async () => {
+    const redis = await startRedisServer(['--maxmemory-policy', 'noeviction']); // its own: the shared one stays writable
+    const full = await startTestService('api-ready-oom', { API_TOKENS: TOKEN, REDIS_URL: redis.url }, { worker: false });
+    try {
+      await redisCli(redis.port, 'config', 'set', 'maxmemory', '1');
+      const refused = await full.app.request('/ready');
+      expect(refused.status).toBe(503);
+      expect(((await refused.json()) as { redis: { status: string; detail: string } }).redis).toMatchObject({ status: 'down', detail: expect.stringMatching(/OOM/) });
+      await redisCli(redis.port, 'config', 'set', 'maxmemory', '0');
+      expect((await full.app.request('/ready')).status).toBe(200);
+    } finally {
+      await full.close();
+      await redis.stop();
+    }
   });
 
   it('/metrics has request durations, provider operations and queue counts', async () => {

@@ -1,5 +1,5 @@
 /**
- * `/health` (the process answers), `/ready` (Redis and every store; 503 when Redis or a store is down),
+ * `/health` (the process answers), `/ready` (Redis takes writes, and every store; 503 when Redis or a store is down),
  * `/metrics` (prom-client) and `/openapi.json`.
  */
 import { Hono } from 'hono';
@@ -8,6 +8,8 @@ import type { AppDeps } from '../app.js';
 import { openApiDocument } from '../openapi.js';
 
 const READY_TIMEOUT_MS = 2_000;
+/** How long the key `/ready` writes lives: a probe, gone on its own. */
+const PROBE_TTL_MS = 10_000;
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -24,8 +26,10 @@ export function systemRoutes(deps: AppDeps): Hono {
 
   app.get('/ready', async (c) => {
     const started = performance.now();
-    const redis = await withTimeout(deps.redis.ping(), READY_TIMEOUT_MS, 'Redis')
-      .then(() => ({ status: 'ok' as const, detail: 'PONG', latencyMs: Math.round(performance.now() - started) }))
+    // A write, not a PING: a Redis at maxmemory (noeviction) or a replica answers PING but refuses every job.
+    const probe = deps.redis.set(`${deps.config.queuePrefix}:ready-probe`, '1', 'PX', PROBE_TTL_MS);
+    const redis = await withTimeout(probe, READY_TIMEOUT_MS, 'Redis')
+      .then(() => ({ status: 'ok' as const, detail: 'takes writes', latencyMs: Math.round(performance.now() - started) }))
       .catch((error: Error) => ({ status: 'down' as const, detail: error.message, latencyMs: Math.round(performance.now() - started) }));
     const stores = Object.fromEntries(
       await Promise.all(

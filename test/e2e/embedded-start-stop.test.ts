@@ -1,0 +1,164 @@
+/**
+ * `npm start`'s entry (src/main.ts) as a child process, stopped during its start and after it: a signal at any
+ * moment stops its private redis-server with it, and a start that fails takes no job. The private-redis cases
+ * preload `support/no-redis-on-6379.ts`, so the child sees no Redis on 6379 and the shared one is never touched.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
+import { freePort, redisAnswers } from '../../src/embedded-redis.js';
+import { redisServerUnavailableReason, until } from '../cluster/redis-server.js';
+import { deleteKeys, TEST_REDIS_URL } from '../support/redis.js';
+import { startTestService, type TestService } from '../support/service.js';
+
+const root = path.resolve(import.meta.dirname, '../..');
+const NO_REDIS_ON_6379 = pathToFileURL(path.join(root, 'test/support/no-redis-on-6379.ts')).href;
+
+interface Started {
+  child: ChildProcess;
+  output(): string;
+  waitFor(pattern: RegExp): Promise<void>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const children: ChildProcess[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+
+afterEach(async () => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function npmStart(env: Record<string, string>, preload: string[] = []): Started {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...preload.flatMap((file) => ['--import', file]), 'src/main.ts'], {
+    cwd: root,
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let output = '';
+  // Checked on every chunk, not polled: a test signals the moment a line appears, in the middle of the start.
+  const waiters = new Set<() => void>();
+  const onOutput = (chunk: Buffer) => {
+    output += chunk;
+    for (const check of waiters) check();
+  };
+  child.stdout!.on('data', onOutput);
+  child.stderr!.on('data', onOutput);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => {
+      resolve({ code, signal });
+      for (const check of waiters) check();
+    }),
+  );
+  const waitFor = (pattern: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (pattern.test(output)) resolve();
+        else if (child.exitCode !== null || child.signalCode !== null) reject(new Error(`exited before ${pattern}:\n${output}`));
+        else return;
+        waiters.delete(check);
+      };
+      waiters.add(check);
+      check();
+    });
+  return { child, output: () => output, exited, waitFor };
+}
+
+/** `npm start` on a fresh data directory with no Redis to find: it starts its private redis-server there. */
+async function withPrivateRedis(): Promise<{ started: Started; dir: string }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-start-stop-'));
+  const started = npmStart({ REDIS_URL: '', REDIS_CLUSTER_NODES: '', STORAGE_ROOT_DIR: dir, PORT: String(await freePort()) }, [NO_REDIS_ON_6379]);
+  cleanups.push(async () => {
+    const record = await readFile(path.join(dir, 'redis', 'kyozo-redis.json'), 'utf8').catch(() => undefined);
+    if (record !== undefined) process.kill((JSON.parse(record) as { pid: number }).pid, 'SIGKILL'); // a test that failed
+    await rm(dir, { recursive: true, force: true });
+  });
+  await started.waitFor(/started a private redis-server/);
+  return { started, dir };
+}
+
+const privatePort = (started: Started) => Number(/"url":"redis:\/\/127\.0\.0\.1:(\d+)"/.exec(started.output())![1]);
+
+describe.skipIf(redisServerUnavailableReason() !== undefined)('npm start with its private redis-server', () => {
+  it('a SIGTERM during the start stops the private redis-server and exits', async () => {
+    const { started } = await withPrivateRedis();
+    const port = privatePort(started);
+    started.child.kill('SIGTERM');
+    expect((await started.exited).signal).toBeNull(); // handled, not killed by it
+    await until(async () => !(await redisAnswers('127.0.0.1', port)), 'the private redis-server to stop', 15_000);
+  });
+
+  it('a SIGHUP (a closed terminal) stops it like a SIGTERM', async () => {
+    const { started, dir } = await withPrivateRedis();
+    await started.waitFor(/kyozo ready/);
+    started.child.kill('SIGHUP');
+    expect(await started.exited).toEqual({ code: 0, signal: null });
+    expect(await redisAnswers('127.0.0.1', privatePort(started))).toBe(false);
+    await expect(readFile(path.join(dir, 'redis', 'kyozo-redis.json'))).rejects.toThrow();
+  });
+});
+
+describe('npm start that cannot start', () => {
+  it('on a port already taken, exits 1 without taking a job or registering a schedule', async () => {
+    const producer: TestService = await startTestService('e2e-taken-port', {}, { worker: false });
+    cleanups.push(() => producer.close());
+    for (let i = 0; i < 5; i++) {
+      expect((await producer.app.request(`/v1/stores/files/objects/taken/${i}`, { method: 'PUT', body: 'x' })).status).toBe(202);
+    }
+    const taken = net.createServer();
+    const port = await freePort();
+    await new Promise<void>((resolve) => taken.listen(port, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => taken.close(resolve)));
+
+    const { config } = producer;
+    const started = npmStart({
+      REDIS_URL: config.redis.url,
+      QUEUE_PREFIX: config.queuePrefix,
+      STORAGE_ROOT_DIR: producer.root,
+      STORES: 'files:disk,mem:ram',
+      PORT: String(port),
+    });
+    expect(await started.exited).toEqual({ code: 1, signal: null });
+    expect(started.output()).toMatch(/cannot start: .*EADDRINUSE/);
+    const queues = producer.deps.queues;
+    expect(await queues.queue('objects').getJobCounts('wait', 'active', 'completed', 'failed')).toEqual({ wait: 5, active: 0, completed: 0, failed: 0 });
+    expect(await queues.queue('maintenance').getJobSchedulers()).toEqual([]);
+  });
+});
+
+describe('npm start itself', () => {
+  it('a SIGTERM to npm reaches the service, which shuts down gracefully', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-npm-start-'));
+    const prefix = `{npm-start-${process.pid}}`;
+    // Its own process group: whatever outlives npm is found and killed by the cleanup.
+    const npm = spawn('npm', ['start'], {
+      cwd: root,
+      env: { ...process.env, LOG_LEVEL: 'info', REDIS_URL: TEST_REDIS_URL, STORAGE_ROOT_DIR: dir, PORT: String(await freePort()), QUEUE_PREFIX: prefix },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    cleanups.push(async () => {
+      try {
+        process.kill(-npm.pid!, 'SIGKILL');
+      } catch {
+        // the group is gone
+      }
+      await rm(dir, { recursive: true, force: true });
+      const redis = new Redis(TEST_REDIS_URL);
+      await deleteKeys(redis, prefix);
+      redis.disconnect();
+    });
+    let output = '';
+    npm.stdout!.on('data', (chunk: Buffer) => (output += chunk));
+    npm.stderr!.on('data', (chunk: Buffer) => (output += chunk));
+    await until(async () => output.includes('kyozo ready'), 'npm start to be ready', 60_000);
+    npm.kill('SIGTERM'); // npm only, as a process manager stopping it would
+    await until(async () => output.includes('shutdown complete'), 'the service to shut down', 30_000);
+  });
+});
