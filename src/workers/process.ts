@@ -83,6 +83,15 @@ export async function startWorkerProcess({
     redis: connection,
     prefix: config.queuePrefix,
   };
+  const { webhookUrls, webhookSecret } = config.events;
+  if (webhookUrls.length > 0 && webhookSecret === undefined) log.warn('WEBHOOK_URLS is set without WEBHOOK_SECRET: deliveries are not signed');
+  const webhooks =
+    webhookUrls.length > 0
+      ? startWebhooks({ connection, prefix: config.queuePrefix, streamKey: bus.streamKey, urls: webhookUrls, secret: webhookSecret, log })
+      : undefined;
+  // A URL's consumer group starts at the newest event when it is made: made before any job runs, it misses none of
+  // this process's events on a first start.
+  await webhooks?.ready;
   const workers = createWorkers({
     connection,
     prefix: config.queuePrefix,
@@ -97,12 +106,6 @@ export async function startWorkerProcess({
     ...workerOptions,
     families: { ...workerOptions?.families, maintenance: { ...MAINTENANCE_FAMILY, ...workerOptions?.families?.maintenance } },
   });
-  const { webhookUrls, webhookSecret } = config.events;
-  if (webhookUrls.length > 0 && webhookSecret === undefined) log.warn('WEBHOOK_URLS is set without WEBHOOK_SECRET: deliveries are not signed');
-  const webhooks =
-    webhookUrls.length > 0
-      ? startWebhooks({ connection, prefix: config.queuePrefix, streamKey: bus.streamKey, urls: webhookUrls, secret: webhookSecret, log })
-      : undefined;
   await workers.waitUntilReady();
   if (schedules) {
     const registered = await registerSchedules(queues, config, log);
