@@ -82,7 +82,7 @@ export const versionJob = defineJob({
     if (info !== undefined) {
       await ctx.staging.release(body);
     } else {
-      info = await applyBody(ctx.staging, body, (content) => provider.createVersion(key, content, { message, author, contentType, metadata, ifMatch, ifNoneMatch, fence: ctx.fence }), made, ctx.journal);
+      info = await applyBody(ctx.staging, body, (content) => provider.createVersion(key, content, { message, author, contentType, metadata, ifMatch, ifNoneMatch, expectedEtag: body.etag, fence: ctx.fence }), made, ctx.journal);
     }
     return { result: info, event: { type: 'version.created', store, key, data: info } };
   },

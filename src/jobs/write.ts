@@ -36,7 +36,7 @@ export const writeJob = defineJob({
       body,
       async (content) => {
         try {
-          return await provider.write(key, content, { contentType, metadata, ifMatch, ifNoneMatch, fence: ctx.fence });
+          return await provider.write(key, content, { contentType, metadata, ifMatch, ifNoneMatch, expectedEtag: body.etag, fence: ctx.fence });
         } catch (error) {
           if (error instanceof PreconditionFailedError && isRetry(ctx)) {
             const done = await written();

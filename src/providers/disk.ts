@@ -19,6 +19,7 @@ import { access, lstat, mkdir, opendir, readdir, realpath, rmdir, unlink, writeF
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { isTempName, linkFileAtomic, retryWhileMissing, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
+import { requireExpectedEtag } from './body.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { DirectoryCache, type DirectoryReader } from './disk-directory-cache.js';
 import { decodeEntry, keyPath, prefixDirectory } from './disk-layout.js';
@@ -302,6 +303,7 @@ export class DiskProvider implements StorageProvider {
       await this.checkPreconditions(target, key, opts);
       const record = await this.stage(target, tree.objects, body, described);
       await this.commit(key, record, async () => {
+        requireExpectedEtag(key, opts?.expectedEtag, record.trailer.etag);
         // Again where it counts: the object may have changed (or been created) while the body arrived.
         await this.checkPreconditions(target, key, opts);
         await passFence(opts);
@@ -648,7 +650,7 @@ export class DiskProvider implements StorageProvider {
     key: string,
     body: Body,
     description: { contentType: string; metadata: Record<string, string>; message: string; author?: VersionOptions['author'] },
-    guards?: Preconditions & Fenced,
+    guards?: Preconditions & Fenced & Pick<WriteOptions, 'expectedEtag'>,
   ): Promise<VersionInfo> {
     const tree = await this.ready();
     const target = path.join(tree.objects, keyPath(key));
@@ -663,6 +665,7 @@ export class DiskProvider implements StorageProvider {
         key,
         record,
         async () => {
+          requireExpectedEtag(key, guards?.expectedEtag, record.trailer.etag);
           await this.checkPreconditions(target, key, guards);
           await passFence(guards);
           await this.writableDirectory(target);

@@ -31,7 +31,7 @@ import type { Readable } from 'node:stream';
 import type { Cluster, Redis } from 'ioredis';
 import type { StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
-import { readAll, resolveRange, sha256Hex, toReadable } from './body.js';
+import { readAll, requireExpectedEtag, resolveRange, sha256Hex, toReadable } from './body.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import {
   InvalidArgumentError,
@@ -374,6 +374,7 @@ export class GitProvider implements StorageProvider {
     const described = describeWrite(opts);
     const committedAs = normalizeAuthor(author, this.user);
     const blob = await this.storeBlob(body);
+    requireExpectedEtag(key, opts.expectedEtag, blob.etag);
     const record = await this.enqueue({
       kind: 'put',
       branch: opts.branch ?? this.branch,

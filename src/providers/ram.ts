@@ -6,7 +6,7 @@
  */
 import { Readable } from 'node:stream';
 import { nowIso } from '../clock.js';
-import { readAll, resolveRange, sha256Hex } from './body.js';
+import { readAll, requireExpectedEtag, resolveRange, sha256Hex } from './body.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { NotFoundError, PayloadTooLargeError, StorageFullError } from './errors.js';
 import { passFence } from './fence.js';
@@ -96,10 +96,12 @@ export class RamProvider implements StorageProvider {
     validateKey(key);
     const described = describeWrite(opts);
     const content = await this.readBody(body);
+    const etag = sha256Hex(content);
+    requireExpectedEtag(key, opts?.expectedEtag, etag);
     await passFence(opts);
     this.checkPrecondition(key, opts);
     this.reserve(content.length - (this.objects.get(key)?.content.length ?? 0));
-    return this.setCurrent(key, content, described.contentType, described.metadata);
+    return this.setCurrent(key, content, described.contentType, described.metadata, undefined, etag);
   }
 
   async read(key: string, opts?: ReadOptions): Promise<{ info: ObjectInfo; body: Readable }> {
@@ -147,10 +149,12 @@ export class RamProvider implements StorageProvider {
     validateKey(key);
     const described = describeWrite(opts);
     const content = await this.readBody(body);
+    const etag = sha256Hex(content);
+    requireExpectedEtag(key, opts.expectedEtag, etag);
     await passFence(opts);
     this.checkPrecondition(key, opts);
     this.reserve(content.length * 2 - (this.objects.get(key)?.content.length ?? 0));
-    return this.recordVersion(key, content, described.contentType, described.metadata, opts.message, opts.author);
+    return this.recordVersion(key, content, etag, described.contentType, described.metadata, opts.message, opts.author);
   }
 
   async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
@@ -172,6 +176,7 @@ export class RamProvider implements StorageProvider {
     return this.recordVersion(
       key,
       version.content,
+      version.info.etag,
       version.contentType,
       version.metadata,
       opts?.message ?? `restore ${versionId}`,
@@ -302,12 +307,12 @@ export class RamProvider implements StorageProvider {
   private recordVersion(
     key: string,
     content: Buffer,
+    etag: string,
     contentType: string,
     metadata: Record<string, string>,
     message: string,
     author: VersionOptions['author'],
   ): VersionInfo {
-    const etag = sha256Hex(content);
     const createdAt = nowIso();
     // The author is the caller's object: the version keeps a copy.
     const info = frozen<VersionInfo>({

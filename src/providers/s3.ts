@@ -69,7 +69,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { nowIso } from '../clock.js';
 import { ConfigError, storeEnvPrefix, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
-import { HashingStream, isReadable, readAhead, resolveRange, sha256Hex } from './body.js';
+import { HashingStream, isReadable, readAhead, requireExpectedEtag, resolveRange, sha256Hex } from './body.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import {
   InvalidArgumentError,
@@ -113,6 +113,9 @@ const STAGING = `${RESERVED}tmp/`;
 const RESERVED_END = `${RESERVED}~`;
 const MAX_PRESIGN_SECONDS = 7 * 24 * 3600; // SigV4 limit
 const BUCKET_CHECK_MS = 10_000;
+
+/** What `put` checks before the request that lands: the content's expected sha256, then the fence. */
+type CommitChecks = Fenced & Pick<WriteOptions, 'expectedEtag'>;
 
 /** The conditional headers of the request that makes a write current: S3's ETag seen (If-Match), create-only. */
 interface S3Conditions {
@@ -594,7 +597,8 @@ export class S3Provider implements StorageProvider {
     }
 
     const versionKey = this.versionKey(key, versionId);
-    const stored = await this.put(what, versionKey, body, contentType, undefined, stamp, undefined);
+    // The version object is not current yet: its content is checked here, the fence before the copy that makes it so.
+    const stored = await this.put(what, versionKey, body, contentType, undefined, stamp, { expectedEtag: opts.expectedEtag });
     try {
       await passFence(opts);
       const current = { ...encoded, [META.sha256]: stored.etag, [META.updated]: createdAt, [META.version]: versionId };
@@ -908,14 +912,14 @@ export class S3Provider implements StorageProvider {
     contentType: string,
     conditions: S3Conditions | undefined,
     describe: (etag: string) => Record<string, string>,
-    fenced: Fenced | undefined,
+    checks: CommitChecks | undefined,
   ): Promise<Stored> {
     let bytes: Buffer;
     if (isReadable(body)) {
       const { head, rest } = await readAhead(body, this.threshold);
       if (rest !== undefined) {
         try {
-          return await this.putStaged(what, target, rest, contentType, conditions, describe, fenced);
+          return await this.putStaged(what, target, rest, contentType, conditions, describe, checks);
         } finally {
           body.destroy(); // read to its end on success; on failure nobody else will stop it
         }
@@ -925,8 +929,9 @@ export class S3Provider implements StorageProvider {
       bytes = toBytes(body);
     }
     const etag = sha256Hex(bytes);
+    requireExpectedEtag(what, checks?.expectedEtag, etag);
     const metadata = describe(etag);
-    await passFence(fenced);
+    await passFence(checks);
     if (bytes.length <= this.threshold) {
       const out = await this.call(
         what,
@@ -958,7 +963,7 @@ export class S3Provider implements StorageProvider {
     contentType: string,
     conditions: S3Conditions | undefined,
     describe: (etag: string) => Record<string, string>,
-    fenced: Fenced | undefined,
+    checks: CommitChecks | undefined,
   ): Promise<Stored> {
     const staged = `${this.prefix}${STAGING}${newVersionId()}`;
     const hashing = new HashingStream();
@@ -971,7 +976,8 @@ export class S3Provider implements StorageProvider {
       await hashed;
       stagedVersion = uploaded.VersionId;
       const etag = hashing.etag;
-      await passFence(fenced);
+      requireExpectedEtag(what, checks?.expectedEtag, etag);
+      await passFence(checks);
       const out = await this.copy(what, staged, target, contentType, describe(etag), conditions, hashing.size);
       return { size: hashing.size, etag, s3VersionId: out.VersionId };
     } finally {

@@ -38,6 +38,12 @@ export interface WriteOptions extends Fenced {
    * deleted object is a missing one. With `ifMatch` too, both must hold (`if-match.ts`).
    */
   ifNoneMatch?: '*';
+  /**
+   * The content's sha256 (hex) as the caller computed it. The provider compares it with the sha256 it computes on the
+   * way in and refuses a content that differs (`INVALID_ARGUMENT`) before anything changes: a body damaged between
+   * the client and the store is never stored under the etag the client was given.
+   */
+  expectedEtag?: string;
 }
 
 export interface ObjectInfo {

@@ -4,7 +4,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { InvalidKeyError, NotFoundError, PreconditionFailedError, StorageError } from '../../src/providers/errors.js';
+import { InvalidArgumentError, InvalidKeyError, NotFoundError, PreconditionFailedError, StorageError } from '../../src/providers/errors.js';
 import { compareKeys } from '../../src/providers/keys.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { fixtures } from './providers.js';
@@ -418,6 +418,26 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       // The losers left no version behind: only a winning createVersion, or any winner where every write is one.
       const versioned = winners[0]! % 2 === 1 || provider.capabilities.versioning === 'every-write';
       expect((await provider.listVersions('p/race')).items).toHaveLength(versioned ? 1 : 0);
+    });
+  });
+
+  describe('expected etag', () => {
+    it('a content whose sha256 is not the expected one is refused with nothing changed; the expected one is written', async () => {
+      await provider.write('e/checked', 'kept');
+      const before = { info: await provider.stat('e/checked'), versions: (await provider.listVersions('e/checked')).items };
+      const big = generatedStream(20 * 1024 * 1024); // past s3's multipart threshold: the staged upload is checked too
+      for (const mutation of [
+        () => provider.write('e/checked', 'damaged', { expectedEtag: sha256('sent') }),
+        () => provider.write('e/checked', big.stream, { expectedEtag: sha256('sent') }),
+        () => provider.createVersion('e/checked', 'damaged', { message: 'm', expectedEtag: sha256('sent') }),
+      ]) {
+        await expectError(mutation(), InvalidArgumentError);
+      }
+      expect(await provider.stat('e/checked')).toEqual(before.info);
+      expect((await provider.listVersions('e/checked')).items).toEqual(before.versions);
+      expect((await provider.write('e/checked', 'sent', { expectedEtag: sha256('sent') })).etag).toBe(sha256('sent'));
+      expect((await provider.createVersion('e/checked', 'sent v', { message: 'm', expectedEtag: sha256('sent v') })).etag).toBe(sha256('sent v'));
+      expect(await readText(provider, 'e/checked')).toBe('sent v');
     });
   });
 

@@ -162,6 +162,19 @@ describe('job pipeline', () => {
     expect(await owners.ownerOf(body.stagedKey)).toBeUndefined();
   });
 
+  it('fails a write whose staged body was damaged in staging at once, writing nothing: the store checks the etag', async () => {
+    const content = Buffer.alloc(1024 * 1024, 5);
+    const body = await p.staging.stageBody(Readable.from([content]), { maxBytes: 2 * content.length });
+    if (!('stagedKey' in body)) throw new Error('a 1 MiB body must be staged');
+    // The same size, other bytes: a disk fault, or someone else's file under the same name.
+    await p.stagingProvider.write(body.stagedKey, Buffer.alloc(content.length, 6));
+    const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'staged/damaged', body });
+    const event = await p.waitForEvent('job.failed', jobId);
+    expect(event.data).toMatchObject({ code: 'INVALID_ARGUMENT', attemptsMade: 1 });
+    expect((event.data as { reason: string }).reason).toMatch(/not the expected/);
+    await expect(ram.stat('staged/damaged')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  });
+
   it('runs delete, version and restore jobs with their events', async () => {
     const v1 = await p.queues.enqueue('version', { store: 'main', key: 'life/cycle', body: inlineBody('one'), message: 'v1' });
     const created = await p.waitForEvent('version.created', v1.jobId);

