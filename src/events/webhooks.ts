@@ -92,6 +92,14 @@ export interface Webhooks {
 
 type StreamEntry = [id: string, fields: string[]];
 
+interface Dispatcher {
+  group: string;
+  reader: Redis;
+  /** The group exists. */
+  ready: Promise<void>;
+  loop: Promise<void>;
+}
+
 function urlTag(url: string): string {
   return createHash('sha256').update(url).digest('hex').slice(0, 12);
 }
@@ -130,8 +138,6 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
   const blockMs = options.blockMs ?? 2_000;
   const claimIdleMs = options.claimIdleMs ?? 60_000;
   const consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const reader: Redis = (connection as Redis).duplicate();
-  reader.on('error', (error: Error) => log.warn({ err: error }, 'webhooks: stream reader connection error'));
 
   async function deliver(job: Job<Delivery>): Promise<{ status: number }> {
     const { url, body, type, eventId } = job.data;
@@ -175,18 +181,34 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
   }
 
   /** Reads the stream through `url`'s own consumer group and adds a delivery job per event to its queue. */
-  function dispatcher(url: string, queue: Queue<Delivery>): { ready: Promise<void>; loop: Promise<void> } {
+  /**
+   * Reads the stream through `url`'s own consumer group, on a connection of its own (a blocking read holds up every
+   * command behind it), and adds a delivery job per event to its queue.
+   */
+  function dispatcher(url: string, queue: Queue<Delivery>): Dispatcher {
     const group = webhookQueueName(url);
-    const createGroup = (from: '$' | '0') =>
+    const reader: Redis = (connection as Redis).duplicate();
+    reader.on('error', (error: Error) => log.warn({ err: error, webhook: describeUrl(url) }, 'webhooks: stream reader connection error'));
+    /** The newest entry this dispatcher has seen: a group made again resumes after it. */
+    let lastSeen = '0';
+    const createGroup = (from: string) =>
       reader
         .xgroup('CREATE', streamKey, group, from, 'MKSTREAM')
         .then(() => undefined)
         .catch((error: Error) => {
           if (!/BUSYGROUP/.test(error.message)) throw error;
         });
+    /** Where the group stands once it exists (made now, or kept from earlier runs). */
+    const readPosition = async () => {
+      const groups = (await reader.xinfo('GROUPS', streamKey)) as (string | number)[][];
+      const fields = groups.find((info) => info[info.indexOf('name') + 1] === group);
+      const position = fields?.[fields.indexOf('last-delivered-id') + 1];
+      if (typeof position === 'string') lastSeen = position;
+    };
 
     async function dispatch(entries: StreamEntry[]): Promise<void> {
       if (entries.length === 0) return;
+      lastSeen = entries[entries.length - 1]![0];
       const events = entries.flatMap(([id, fields]) => envelopeFromEntry(id, fields) ?? []);
       if (events.length < entries.length) log.warn({ webhook: describeUrl(url), skipped: entries.length - events.length }, 'webhooks: skipped stream entries that are not events');
       if (events.length > 0) {
@@ -209,7 +231,7 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
     }
 
     // From the newest event: a URL added to the list gets the events from now on, not the whole history.
-    const ready = createGroup('$');
+    const ready = createGroup('$').then(readPosition);
     const loop = (async () => {
       await ready;
       let lastClaim = 0;
@@ -226,22 +248,27 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
         } catch (error) {
           if (!running) break;
           if (GROUP_GONE.test((error as Error).message)) {
-            // The stream was lost and made anew by a later event: everything in it came after the loss.
+            // Made again after the last entry seen: a stream lost and made anew by a later event holds only newer
+            // entries (their ids are times), and a group deleted by hand resumes where it was, not from the start.
             log.warn({ err: error, webhook: describeUrl(url) }, 'webhooks: the events stream lost its consumer group; making it again');
-            await createGroup('0').catch((createError: unknown) => log.warn({ err: createError }, 'webhooks: cannot make the consumer group again'));
-            continue;
+            const made = await createGroup(lastSeen).then(
+              () => true,
+              (createError: unknown) => (log.warn({ err: createError }, 'webhooks: cannot make the consumer group again'), false),
+            );
+            if (made) continue;
+          } else {
+            log.warn({ err: error, webhook: describeUrl(url) }, 'webhooks: reading the events stream failed; retrying');
           }
-          log.warn({ err: error, webhook: describeUrl(url) }, 'webhooks: reading the events stream failed; retrying');
           await new Promise((resolve) => setTimeout(resolve, 1_000));
         }
       }
     })();
     ready.catch((error: unknown) => log.error({ err: error, webhook: describeUrl(url) }, 'webhooks: cannot create the consumer group'));
-    return { ready, loop };
+    return { group, reader, ready, loop };
   }
 
   let running = true;
-  const dispatchers = [...queues].map(([url, queue]) => ({ group: webhookQueueName(url), ...dispatcher(url, queue) }));
+  const dispatchers = [...queues].map(([url, queue]) => dispatcher(url, queue));
   const ready = Promise.all(dispatchers.map((d) => d.ready)).then(() => undefined);
 
   return {
@@ -249,7 +276,7 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
     queues,
     async close() {
       running = false;
-      reader.disconnect();
+      for (const { reader } of dispatchers) reader.disconnect();
       await Promise.all(dispatchers.map((d) => d.loop.catch(() => undefined)));
       // Active deliveries finish (each is bounded by `timeoutMs`); the rest wait in the queue for the next worker.
       await Promise.all(workers.map((worker) => worker.close()));

@@ -8,7 +8,8 @@
  */
 import { z } from 'zod';
 import { PreconditionFailedError } from '../providers/errors.js';
-import type { ObjectInfo, StorageProvider } from '../providers/types.js';
+import { describeWrite } from '../providers/metadata.js';
+import type { ObjectInfo, StorageProvider, WriteOptions } from '../providers/types.js';
 import { statIfPresent } from '../providers/object-info.js';
 import { defineJob, isRetry, keySchema, storeNameSchema, storeOf, writeOptionsShape } from './definition.js';
 import { applyBody, bodyRefSchema } from './staging.js';
@@ -18,9 +19,21 @@ export const writePayload = z
   .strict();
 export type WritePayload = z.output<typeof writePayload>;
 
-async function currentWith(provider: StorageProvider, key: string, etag: string): Promise<ObjectInfo | undefined> {
+/**
+ * The current object when it is what this job writes: its content, type and metadata. Another job's write of the
+ * same bytes with other metadata is not taken for this one's (a create-only retry would claim a creation it lost);
+ * an identical object is, as nothing could tell the two apart.
+ */
+async function currentWith(provider: StorageProvider, key: string, etag: string, opts: WriteOptions): Promise<ObjectInfo | undefined> {
   const info = await statIfPresent(provider, key);
-  return info?.etag === etag ? info : undefined;
+  if (info?.etag !== etag) return undefined;
+  const { contentType, metadata } = describeWrite(opts);
+  return info.contentType === contentType && sameMetadata(info.metadata, metadata) ? info : undefined;
+}
+
+function sameMetadata(a: Record<string, string>, b: Record<string, string>): boolean {
+  const names = Object.keys(a);
+  return names.length === Object.keys(b).length && names.every((name) => a[name] === b[name]);
 }
 
 export const writeJob = defineJob({
@@ -30,7 +43,7 @@ export const writeJob = defineJob({
   async handle(payload, ctx) {
     const { store, key, body, contentType, metadata, ifMatch, ifNoneMatch } = payload;
     const provider = storeOf(ctx, store);
-    const written = () => currentWith(provider, key, body.etag);
+    const written = () => currentWith(provider, key, body.etag, { contentType, metadata });
     const info = await applyBody(
       ctx.staging,
       body,

@@ -22,7 +22,7 @@
  *   adopted on first sight: read once to hash it, then copied onto itself with the hash added.
  * - Writes. Metadata travels with the first byte, the sha256 is known only after the last. A body up to
  *   `S3_MULTIPART_THRESHOLD` is held in memory (a Uint8Array/string already is; a stream is read ahead at most that
- *   far), hashed, and sent as ONE PutObject: small writes cost one request. A longer stream goes through a
+ *   far), hashed, and sent as ONE PutObject: small writes cost one request. A longer body goes through a
  *   HashingStream into a lib-storage multipart upload (bounded part queue) at `.kyozo/tmp/<id>`, then one
  *   CopyObject puts it at its key with the hash in its metadata, then the staged copy is deleted. A crash between
  *   leaves only a staged object, never a half-written or unhashed one at the key; a lifecycle rule on
@@ -31,8 +31,8 @@
  *   and MinIO then refuse the write if the object changed in between (412); servers that ignore conditional
  *   writes (s3rver) leave a window of one round trip in which a concurrent writer can be overwritten.
  * - ifNoneMatch ('*', create-only) is checked by the same HeadObject (an existing object fails at once), and the
- *   write that makes the object current carries S3's own `If-None-Match: *`: PutObject, the lib-storage Upload
- *   (its PutObject or CompleteMultipartUpload) and the CopyObject of a staged upload or of an explicit version.
+ *   write that makes the object current carries S3's own `If-None-Match: *`: the PutObject of a body up to the
+ *   threshold, and the CopyObject of a staged upload (every larger body, buffer or stream) or of an explicit version.
  *   Its atomicity against concurrent writers relies on S3's conditional writes (412, or 409
  *   ConditionalRequestConflict for a race S3 itself detects: both are PreconditionFailedError, `s3-errors.ts`). On
  *   servers that ignore them (s3rver) the HeadObject is only a best-effort check: two concurrent create-only writes
@@ -928,31 +928,30 @@ export class S3Provider implements StorageProvider {
     } else {
       bytes = toBytes(body);
     }
+    // Over one PutObject, a buffer is staged and copied into place too: a multipart upload straight to the target
+    // would land whatever happened while its parts were sent, after the fence and the checks were passed.
+    if (bytes.length > this.threshold) return this.putStaged(what, target, Readable.from([bytes]), contentType, conditions, describe, checks);
     const etag = sha256Hex(bytes);
     requireExpectedEtag(what, checks?.expectedEtag, etag);
     const metadata = describe(etag);
     await passFence(checks);
-    if (bytes.length <= this.threshold) {
-      const out = await this.call(
-        what,
-        (signal) =>
-          this.client.send(
-            new PutObjectCommand({
-              Bucket: this.bucket,
-              Key: target,
-              Body: bytes,
-              ContentLength: bytes.length,
-              ContentType: contentType,
-              Metadata: metadata,
-              ...conditions,
-            }),
-            { abortSignal: signal },
-          ),
-        conditional(conditions),
-      );
-      return { size: bytes.length, etag, s3VersionId: out.VersionId };
-    }
-    const out = await this.upload(what, target, bytes, contentType, metadata, conditions);
+    const out = await this.call(
+      what,
+      (signal) =>
+        this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: target,
+            Body: bytes,
+            ContentLength: bytes.length,
+            ContentType: contentType,
+            Metadata: metadata,
+            ...conditions,
+          }),
+          { abortSignal: signal },
+        ),
+      conditional(conditions),
+    );
     return { size: bytes.length, etag, s3VersionId: out.VersionId };
   }
 

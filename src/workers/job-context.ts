@@ -24,8 +24,15 @@ export interface JobContextDeps {
   maintenance?: MaintenanceDeps;
 }
 
-/** The remaining ms of the job's lock when `ARGV[1]` (this run's token) holds it, else -1. */
-const LOCK_REMAINING = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PTTL', KEYS[1]) end return -1`;
+/**
+ * 1 when `ARGV[1]` (this run's token) holds the job's lock, else 0. A lock with less than `ARGV[2]` ms left is
+ * extended to `ARGV[3]` ms first, as BullMQ's own renewal would: the run still owns its job and may commit.
+ */
+const HOLD_LOCK = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+`;
 
 /** A commit waits on the fence only with at least this share of the lock duration left (5 s of 30). */
 const FENCE_MARGIN_SHARE = 1 / 6;
@@ -85,21 +92,18 @@ export class WorkerJobContext implements JobContext {
   }
 
   /**
-   * The job's lock is still this run's, with time left for the commit. BullMQ set it for the lock duration when the
-   * job was taken, no earlier than `processedOn` (this process's clock, read before the request went out), and only
-   * extends it: until then, less the margin, it cannot have lapsed and no Redis call is needed — the common case.
+   * The job's lock is still this run's, with time left for the commit (extended when it has less than the margin).
+   * BullMQ set it for the lock duration when the job was taken, no earlier than `processedOn` (this process's clock,
+   * read before the request went out), and only extends it: until then, less the margin, it cannot have lapsed and no
+   * Redis call is needed — the common case.
    */
   readonly fence = async (): Promise<void> => {
     const lock = this.lock;
     if (lock === undefined) return;
     const margin = lock.durationMs * FENCE_MARGIN_SHARE;
     if (Date.now() < (this.bullJob.processedOn ?? 0) + lock.durationMs - margin) return;
-    const remaining = Number(await this.deps.connection.eval(LOCK_REMAINING, 1, `${this.hashKey}:lock`, lock.token));
-    if (remaining < margin) {
-      throw new LockLostError(
-        remaining < 0 ? `job ${this.job.id} is no longer this run's (its lock lapsed)` : `job ${this.job.id}'s lock has ${remaining} ms left, too little to commit`,
-      );
-    }
+    const held = await this.deps.connection.eval(HOLD_LOCK, 1, `${this.hashKey}:lock`, lock.token, Math.ceil(margin), lock.durationMs);
+    if (Number(held) !== 1) throw new LockLostError(`job ${this.job.id} is no longer this run's: its lock lapsed, and another run may have it`);
   };
 
   get stores(): ReadonlyMap<string, StorageProvider> {

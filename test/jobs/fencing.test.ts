@@ -80,3 +80,31 @@ describe('fencing a run that lost its lock', () => {
     expect((await ram.stat('slow')).etag).toBe(inlineBody('slow but still owned').etag);
   });
 });
+
+describe('fencing a run that still holds its lock, with little of it left', () => {
+  const LONG_LOCK_MS = 4_000;
+  let p: Pipeline;
+  const ram = new RamProvider({ maxBytes: 1024 * 1024 });
+
+  beforeAll(async () => {
+    // The process freezes for most of the lock at the store call: BullMQ cannot renew it meanwhile, so the run
+    // reaches its commit still owning the job, but with less than the fence's margin (a sixth) left.
+    const store: StorageProvider = interceptMethod(ram, 'write', (write) => async (key, body, opts) => {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, LONG_LOCK_MS * 0.9);
+      return write(key, body, opts);
+    });
+    p = await startPipeline('fencing-low', { stores: new Map([['main', store]]) });
+    await p.startWorkers({ concurrency: 1, lockDurationMs: LONG_LOCK_MS, stalledIntervalMs: LONG_LOCK_MS });
+  });
+
+  afterAll(async () => {
+    await p?.close();
+  });
+
+  it('commits on its first attempt: the fence extends the lock instead of failing the run', async () => {
+    const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'low', body: inlineBody('still mine') });
+    await p.waitForJobState(jobId, 'completed');
+    expect((await p.queues.getJob(jobId))?.attemptsStarted).toBe(1);
+    expect((await ram.stat('low')).etag).toBe(inlineBody('still mine').etag);
+  });
+});

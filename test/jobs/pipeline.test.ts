@@ -8,6 +8,7 @@ import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { createQueues, jobIdFor } from '../../src/jobs/queue.js';
 import { closeRedis, createRedis } from '../../src/redis.js';
+import { interceptMethod } from '../support/intercept.js';
 import { failingFirst, inlineBody, startPipeline, waitFor, type Pipeline } from './fixtures/pipeline.js';
 
 describe('job pipeline', () => {
@@ -173,6 +174,33 @@ describe('job pipeline', () => {
     expect(event.data).toMatchObject({ code: 'INVALID_ARGUMENT', attemptsMade: 1 });
     expect((event.data as { reason: string }).reason).toMatch(/not the expected/);
     await expect(ram.stat('staged/damaged')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  });
+
+  it('a create-only write retried after another job created the key with the same bytes fails; it does not claim that creation', async () => {
+    const store = new RamProvider({ maxBytes: 1024 * 1024 });
+    let failedFirst = false;
+    let createdByB!: () => void;
+    const bCreated = new Promise<void>((resolve) => (createdByB = resolve));
+    p.stores.set(
+      'lease',
+      interceptMethod(store, 'write', (write) => async (key, content, opts) => {
+        if (opts?.metadata?.owner === 'b') return write(key, content, opts).finally(createdByB);
+        if (!failedFirst) {
+          failedFirst = true;
+          throw new ProviderUnavailableError('timed out, nothing written');
+        }
+        await bCreated; // a's retry comes after b's creation
+        return write(key, content, opts);
+      }),
+    );
+    const a = await p.queues.enqueue('write', { store: 'lease', key: 'claim', body: inlineBody('same bytes'), metadata: { owner: 'a' }, ifNoneMatch: '*' });
+    await waitFor(() => failedFirst, { what: "a's first attempt failed" });
+    const b = await p.queues.enqueue('write', { store: 'lease', key: 'claim', body: inlineBody('same bytes'), metadata: { owner: 'b' }, ifNoneMatch: '*' });
+    await p.waitForJobState(b.jobId, 'completed');
+    const failed = await p.waitForEvent('job.failed', a.jobId);
+    expect(failed.data).toMatchObject({ code: 'PRECONDITION_FAILED' });
+    expect(await p.eventsOf(a.jobId, 'object.written')).toEqual([]);
+    expect((await store.stat('claim')).metadata).toEqual({ owner: 'b' });
   });
 
   it('runs delete, version and restore jobs with their events', async () => {

@@ -189,6 +189,29 @@ describe('webhooks', () => {
     }
   });
 
+  it('a consumer group deleted by hand is made again where it was: no event is delivered twice', async () => {
+    const { bus, start, emit, dispose } = await isolated();
+    try {
+      const url = `${base}/good`;
+      const webhooks = await start([url]);
+      const before = await emit('destroyed/before');
+      await waitFor(() => deliveredTo('/good', before).length > 0, { what: 'the event before the deletion delivered' });
+      // Its delivery job gone too (aged out): nothing else would stop a second delivery.
+      const queue = webhooks.queues.get(url)!;
+      await waitFor(async () => ((await queue.getJobCounts('completed')).completed ?? 0) > 0, { what: 'the delivery job completed' });
+      await queue.clean(0, 1000, 'completed');
+      await p.redis.worker.xgroup('DESTROY', bus.streamKey, webhookQueueName(url));
+      const after = await emit('destroyed/after');
+      await waitFor(() => deliveredTo('/good', after).length > 0, { timeoutMs: 5_000, what: 'the event after the deletion delivered' });
+      await waitFor(async () => Object.values(await queue.getJobCounts('waiting', 'active', 'delayed')).every((count) => count === 0), {
+        what: 'the delivery queue idle',
+      });
+      expect(deliveredTo('/good', before)).toHaveLength(1);
+    } finally {
+      await dispose();
+    }
+  });
+
   it('a stream entry that is not an event is skipped and acknowledged; the events read with it are delivered', async () => {
     const { bus, start, emit, dispose } = await isolated();
     try {

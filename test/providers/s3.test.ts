@@ -86,12 +86,25 @@ describe('s3 provider: large bodies', () => {
     expect(staged.Contents ?? []).toEqual([]);
   });
 
-  it('sends a buffer larger than the multipart threshold as a multipart upload', async () => {
+  it('sends a buffer larger than the multipart threshold as a staged multipart upload, fenced before its copy', async () => {
     const s3 = await provider({ multipartThreshold: 5 * MIB, partSize: 5 * MIB });
+    const requests: string[] = [];
+    (s3 as unknown as { client: S3Client }).client.middlewareStack.add(
+      (next, context) => async (args) => {
+        requests.push(String(context.commandName));
+        return next(args);
+      },
+      { step: 'initialize', name: 'request-log' },
+    );
     const content = randomBytes(11 * MIB + 7);
-    const info = await s3.write('big/buffer.bin', content);
+    const fence = async () => void requests.push('fence');
+    const info = await s3.write('big/buffer.bin', content, { fence });
     expect(info.etag).toBe(sha256(content));
     expect((await readBytes(s3, 'big/buffer.bin')).equals(content)).toBe(true);
+    // The fence comes after every part is up and right before the request that makes the object current.
+    const landed = requests.filter((name) => name !== 'HeadObjectCommand' && name !== 'GetObjectCommand' && name !== 'DeleteObjectCommand');
+    expect(landed.slice(-2)).toEqual(['fence', 'CopyObjectCommand']);
+    expect(landed).toContain('CompleteMultipartUploadCommand');
   });
 
   it('range reads return the slice and describe the whole object', async () => {
