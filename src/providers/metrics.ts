@@ -4,6 +4,7 @@
  * outside registry (the API's prom-client histograms) without providers depending on it.
  */
 import { isStorageError } from './errors.js';
+import { isFenceError } from './fence.js';
 import type { LatencySummary, ProviderStats, StorageProvider } from './types.js';
 
 const MEASURED = [
@@ -59,7 +60,8 @@ export function withMetrics<P extends StorageProvider>(provider: P, observe?: (o
       try {
         return await fn.apply(provider, args);
       } catch (error) {
-        errorCode = isStorageError(error) ? error.code : 'UNKNOWN';
+        // A fence's refusal is its caller's decision, not a failure of the store.
+        if (!isFenceError(error)) errorCode = isStorageError(error) ? error.code : 'UNKNOWN';
         throw error;
       } finally {
         const ms = performance.now() - start;

@@ -25,6 +25,15 @@ describe('the metrics layer', () => {
     ]);
   });
 
+  it("does not count a fence's refusal as an error of the store", async () => {
+    const observed: Observation[] = [];
+    const provider = withMetrics(new RamProvider({ maxBytes: 1024 * 1024 }), (observation) => observed.push(observation));
+    const refusal = new Error('lost its lock');
+    await expect(provider.write('fenced', 'x', { fence: () => Promise.reject(refusal) })).rejects.toBe(refusal);
+    expect((await provider.stats()).ops?.write).toMatchObject({ count: 1, errors: 0 });
+    expect(observed.map(({ op, errorCode }) => [op, errorCode])).toEqual([['write', undefined]]);
+  });
+
   it('wraps a method once, and measures the new one when the provider replaces it', async () => {
     const inner = new RamProvider({ maxBytes: 1024 * 1024 });
     const provider = withMetrics(inner);
