@@ -110,7 +110,7 @@ export function webhookQueueName(url: string): string {
 }
 
 /** A URL as logs and job failures show it: its origin and hash, not a path or query that may hold a secret. */
-export function describeUrl(url: string): string {
+function describeUrl(url: string): string {
   return `${new URL(url).origin} (${webhookQueueName(url)})`;
 }
 

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { PreconditionFailedError } from '../providers/errors.js';
 import { describeWrite } from '../providers/metadata.js';
 import type { ObjectInfo, StorageProvider, WriteOptions } from '../providers/types.js';
-import { statIfPresent } from '../providers/object-info.js';
+import { sameObject, statIfPresent } from '../providers/object-info.js';
 import { defineJob, isRetry, keySchema, storeNameSchema, storeOf, writeOptionsShape } from './definition.js';
 import { applyBody, bodyRefSchema } from './staging.js';
 
@@ -26,14 +26,7 @@ export type WritePayload = z.output<typeof writePayload>;
  */
 async function currentWith(provider: StorageProvider, key: string, etag: string, opts: WriteOptions): Promise<ObjectInfo | undefined> {
   const info = await statIfPresent(provider, key);
-  if (info?.etag !== etag) return undefined;
-  const { contentType, metadata } = describeWrite(opts);
-  return info.contentType === contentType && sameMetadata(info.metadata, metadata) ? info : undefined;
-}
-
-function sameMetadata(a: Record<string, string>, b: Record<string, string>): boolean {
-  const names = Object.keys(a);
-  return names.length === Object.keys(b).length && names.every((name) => a[name] === b[name]);
+  return info !== undefined && sameObject(info, { etag, ...describeWrite(opts) }) ? info : undefined;
 }
 
 export const writeJob = defineJob({

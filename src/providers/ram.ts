@@ -98,10 +98,10 @@ export class RamProvider implements StorageProvider {
     const content = await this.readBody(body);
     const etag = sha256Hex(content);
     requireExpectedEtag(key, opts?.expectedEtag, etag);
-    await passFence(opts);
+    await passFence(opts); // before the check: the check and the commit are one synchronous step
     this.checkPrecondition(key, opts);
     this.reserve(content.length - (this.objects.get(key)?.content.length ?? 0));
-    return this.setCurrent(key, content, described.contentType, described.metadata, undefined, etag);
+    return this.setCurrent(key, content, etag, described.contentType, described.metadata);
   }
 
   async read(key: string, opts?: ReadOptions): Promise<{ info: ObjectInfo; body: Readable }> {
@@ -289,10 +289,10 @@ export class RamProvider implements StorageProvider {
   private setCurrent(
     key: string,
     content: Buffer,
+    etag: string,
     contentType: string,
     metadata: Record<string, string>,
     versionId?: string,
-    etag = sha256Hex(content),
     updatedAt = nowIso(),
   ): ObjectInfo {
     const info = frozen<ObjectInfo>({ key, size: content.length, etag, contentType, metadata, updatedAt, ...(versionId ? { versionId } : {}) });
@@ -329,7 +329,7 @@ export class RamProvider implements StorageProvider {
     list.splice(versionIndex(list, info.versionId), 0, { info, contentType, metadata, content });
     this.versions.set(key, list);
     this.usedBytes += content.length;
-    this.setCurrent(key, content, contentType, metadata, info.versionId, etag, createdAt);
+    this.setCurrent(key, content, etag, contentType, metadata, info.versionId, createdAt);
     return info;
   }
 

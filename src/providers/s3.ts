@@ -80,7 +80,7 @@ import {
   StorageError,
 } from './errors.js';
 import { passFence } from './fence.js';
-import { hasPreconditions, requirePreconditions, type Preconditions } from './if-match.js';
+import { hasPreconditions, requireIfMatch, requireIfNoneMatch, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
@@ -891,10 +891,9 @@ export class S3Provider implements StorageProvider {
       if (error instanceof NotFoundError) return undefined;
       throw error;
     });
-    // An existing object fails ifNoneMatch whatever its etag: one we did not write is hashed only for ifMatch.
-    let etag: string | undefined;
-    if (current !== undefined) etag = opts?.ifMatch === undefined ? (current.Metadata?.[META.sha256] ?? '') : await this.etagOf(key, fullKey, current);
-    requirePreconditions(key, opts, etag);
+    // An object we did not write is hashed only for ifMatch: ifNoneMatch needs to know only that there is one.
+    if (opts?.ifMatch !== undefined) requireIfMatch(key, opts.ifMatch, current && (await this.etagOf(key, fullKey, current)));
+    requireIfNoneMatch(key, opts?.ifNoneMatch, current !== undefined);
     return {
       ...(opts?.ifMatch === undefined ? {} : { IfMatch: current!.ETag }),
       ...(opts?.ifNoneMatch === undefined ? {} : { IfNoneMatch: '*' }),
@@ -971,7 +970,7 @@ export class S3Provider implements StorageProvider {
     const hashed = pipeline(body, hashing, content).catch(() => undefined); // the upload sees the same failure
     let stagedVersion: string | undefined;
     try {
-      const uploaded = await this.upload(what, staged, content, contentType, {}, undefined);
+      const uploaded = await this.upload(what, staged, content, contentType);
       await hashed;
       stagedVersion = uploaded.VersionId;
       const etag = hashing.etag;
@@ -990,22 +989,15 @@ export class S3Provider implements StorageProvider {
     }
   }
 
-  private async upload(
-    what: string,
-    target: string,
-    body: Buffer | Readable,
-    contentType: string,
-    metadata: Record<string, string>,
-    conditions: S3Conditions | undefined,
-  ): Promise<{ VersionId?: string }> {
+  /** A multipart upload of a stream to a staging key (`putStaged` copies it into place). */
+  private async upload(what: string, target: string, body: Readable, contentType: string): Promise<{ VersionId?: string }> {
     // A one-shot stream cannot be sent twice, and its duration grows with its size: breaker only.
     return this.call(
       what,
       async (signal) => {
         const upload = new Upload({
           client: this.client,
-          // Conditions reach the request that makes the object current: its PutObject or CompleteMultipartUpload.
-          params: { Bucket: this.bucket, Key: target, Body: body, ContentType: contentType, Metadata: metadata, ...conditions },
+          params: { Bucket: this.bucket, Key: target, Body: body, ContentType: contentType },
           partSize: this.partSize,
           queueSize: this.queueSize,
         });
@@ -1015,7 +1007,7 @@ export class S3Provider implements StorageProvider {
           return await upload.done();
         } catch (error) {
           // The caller's stream failed, not the endpoint (the upload may report its own abort instead).
-          throw isReadable(body) && body.errored ? new BodyFailure(body.errored) : error;
+          throw body.errored ? new BodyFailure(body.errored) : error;
         } finally {
           signal.removeEventListener('abort', abort);
         }

@@ -16,7 +16,8 @@ export interface Author {
 
 /**
  * A mutation's fence: awaited by the provider right before the step that makes the mutation visible (a rename, a
- * ref update, the request that lands on S3), after its body was read and its preconditions passed. When it throws,
+ * ref update, the request that lands on S3), after its body was read — and after its preconditions were checked,
+ * except where that check and the commit must stay one synchronous step (ram, a git chain). When it throws,
  * the mutation is abandoned with nothing changed and its error passed on unchanged. A job passes a check that it
  * still holds its lock: a run that lost it (another run of the same job may have finished and a newer mutation of
  * the key landed since) must not overwrite what came after it.

@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, InvalidKeyError, NotFoundError, PreconditionFailedError, StorageError } from '../../src/providers/errors.js';
 import { compareKeys } from '../../src/providers/keys.js';
+import { statIfPresent } from '../../src/providers/object-info.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { fixtures } from './providers.js';
 import { allPages } from '../support/paging.js';
@@ -444,8 +445,7 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
   describe('fences', () => {
     /** A mutation's state as a caller can see it: current object (or none) and versions. */
     async function snapshot(key: string) {
-      const current = await provider.stat(key).catch((error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)));
-      return { current, versions: (await provider.listVersions(key)).items };
+      return { current: await statIfPresent(provider, key), versions: (await provider.listVersions(key)).items };
     }
 
     it('a fence that refuses abandons the mutation: nothing changes, and its own error comes back', async () => {
