@@ -70,3 +70,35 @@ export function shutdownOnSignals(
   for (const signal of signals) process.on(signal, () => begin(0, signal));
   return (exitCode) => begin(exitCode);
 }
+
+export interface ServiceOptions {
+  /** How the process names itself in a start-up error. */
+  name: string;
+  log: Logger;
+  deadlineMs: number;
+  /** Starts the service; `aborted` says a signal came during the start, which should go no further. */
+  start(aborted: AbortSignal): Promise<void>;
+  /** Stops what `start` started, however far it got. */
+  stop(): Promise<void>;
+}
+
+/**
+ * An entry point's life: the signal handling goes in before the start, so a signal during it stops what was
+ * started; a start that fails prints why on stderr, stops what it started, and exits 1.
+ */
+export function runService({ name, log, deadlineMs, start, stop }: ServiceOptions): void {
+  const abort = new AbortController();
+  const stopAfterFailure = shutdownOnSignals(
+    async () => {
+      abort.abort();
+      await starting;
+      await stop();
+    },
+    { log, deadlineMs },
+  );
+  const starting = start(abort.signal).catch((error: unknown) => {
+    if (abort.signal.aborted) return; // stopped by a signal, not a failure
+    console.error(`${name}: cannot start: ${error instanceof Error ? error.message : String(error)}`);
+    stopAfterFailure(1);
+  });
+}

@@ -9,7 +9,7 @@ import { DRAIN_MS, listen, type HttpServer } from './api/server.js';
 import { startWebServices, type WebServices } from './api/services.js';
 import { redisAnswers, startPrivateRedis, type PrivateRedis } from './embedded-redis.js';
 import { createStagingProvider } from './jobs/staging.js';
-import { loadConfigOrExit, SHUTDOWN_GRACE_MS, shutdownOnSignals } from './lifecycle.js';
+import { loadConfigOrExit, runService, SHUTDOWN_GRACE_MS } from './lifecycle.js';
 import { createLogger } from './log.js';
 import { createStores } from './providers/index.js';
 import { closeRedis, createRedis, type RedisConnection } from './redis.js';
@@ -59,18 +59,10 @@ async function start(running: Running, aborted: AbortSignal): Promise<void> {
 }
 
 const running: Running = {};
-const abort = new AbortController();
-// Before the start: a signal while the private redis-server starts must stop it too.
-const stopAfterFailure = shutdownOnSignals(
-  async () => {
-    abort.abort();
-    await starting;
-    await stop(running);
-  },
-  { log, deadlineMs: DRAIN_MS + config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS },
-);
-const starting = start(running, abort.signal).catch((error: unknown) => {
-  if (abort.signal.aborted) return; // stopped by a signal, not a failure
-  console.error(`kyozo: cannot start: ${error instanceof Error ? error.message : String(error)}`);
-  stopAfterFailure(1);
+runService({
+  name: 'kyozo',
+  log,
+  deadlineMs: DRAIN_MS + config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS,
+  start: (aborted) => start(running, aborted),
+  stop: () => stop(running),
 });

@@ -4,7 +4,7 @@
  * start too): no new jobs, the active ones finish within `WORKER_SHUTDOWN_TIMEOUT_MS` (after that their locks lapse
  * and another worker picks them up), connections closed, exit 0.
  */
-import { loadConfigOrExit, SHUTDOWN_GRACE_MS, shutdownOnSignals } from '../lifecycle.js';
+import { loadConfigOrExit, runService, SHUTDOWN_GRACE_MS } from '../lifecycle.js';
 import { createLogger } from '../log.js';
 import { startWorkerProcess, type WorkerProcess } from './process.js';
 
@@ -12,24 +12,17 @@ const config = loadConfigOrExit('kyozo worker');
 const log = createLogger(config.logLevel).child({ component: 'worker' });
 
 let worker: WorkerProcess | undefined;
-// Before the start: a signal during it (a deploy) still closes the worker, which may hold jobs by then.
-const stopAfterFailure = shutdownOnSignals(
-  async () => {
-    await starting;
-    await worker?.shutdown();
-  },
-  { log, deadlineMs: config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS },
-);
-const starting = startWorkerProcess({ config, log }).then(
-  (started) => {
-    worker = started;
+runService({
+  name: 'kyozo worker',
+  log,
+  deadlineMs: config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS,
+  async start() {
+    worker = await startWorkerProcess({ config, log });
     log.info(
       { stores: config.stores.map((store) => `${store.name}:${store.kind}`), concurrency: config.workers.concurrency, webhooks: config.events.webhookUrls.length },
       'worker ready',
     );
   },
-  (error: unknown) => {
-    console.error(`kyozo worker: cannot start: ${error instanceof Error ? error.message : String(error)}`);
-    stopAfterFailure(1);
-  },
-);
+  // A signal during the start (a deploy) still closes the worker, which may hold jobs by then.
+  stop: async () => worker?.shutdown(),
+});
