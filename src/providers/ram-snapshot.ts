@@ -1,47 +1,97 @@
 /**
- * The ram store's snapshot file: one JSON line per object or version (content in base64), after a header line.
- * Line-oriented so a snapshot of a full 256 MiB store is written and read as a stream, never as one huge string.
+ * The ram store's snapshot file, line-oriented so a snapshot of a full store is written and read as a stream, never
+ * as one huge string: a header line; per object or version a JSON line describing it with the number of content
+ * lines that follow, then its content in base64, at most `CHUNK_BYTES` of it per line (a line of JSON holding a
+ * whole large object would pass V8's longest string); then an end line with the number of entries, so that a file
+ * cut short is refused rather than taken for a smaller store. Format 1 (content inside the entry's line, no end
+ * line) is still read.
  */
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { createInterface } from 'node:readline';
 import { writeFileAtomic } from './atomic-file.js';
 import { sha256Hex } from './body.js';
-import { InvalidArgumentError } from './errors.js';
+import { InvalidArgumentError, NotFoundError } from './errors.js';
 import type { ObjectInfo, VersionInfo } from './types.js';
 
 const FORMAT = 'kyozo-ram-snapshot';
-const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 2;
+/** Raw bytes per content line (48 MiB: 64 MiB of base64). */
+const CHUNK_BYTES = 48 * 1024 * 1024;
 
 export type SnapshotEntry =
   | { type: 'object'; info: ObjectInfo; content: Buffer }
   | { type: 'version'; info: VersionInfo; contentType: string; metadata: Record<string, string>; content: Buffer };
 
+type EntryLine = Omit<SnapshotEntry, 'content'> & { parts?: number; content?: string };
+
 export async function writeSnapshot(path: string, entries: Iterable<SnapshotEntry>): Promise<void> {
   const lines = (function* () {
     yield `${JSON.stringify({ format: FORMAT, v: FORMAT_VERSION })}\n`;
-    for (const entry of entries) yield `${JSON.stringify({ ...entry, content: entry.content.toString('base64') })}\n`;
+    let count = 0;
+    for (const { content, ...described } of entries) {
+      const parts = Math.ceil(content.length / CHUNK_BYTES);
+      yield `${JSON.stringify({ ...described, parts })}\n`;
+      for (let at = 0; at < content.length; at += CHUNK_BYTES) yield `${content.subarray(at, at + CHUNK_BYTES).toString('base64')}\n`;
+      count++;
+    }
+    yield `${JSON.stringify({ end: true, entries: count })}\n`;
   })();
   await writeFileAtomic(path, Readable.from(lines), { fsync: true });
 }
 
 export async function* readSnapshot(path: string): AsyncGenerator<SnapshotEntry> {
-  const lines = createInterface({ input: createReadStream(path), crlfDelay: Infinity });
+  const input = createReadStream(path);
+  const opened = new Promise<void>((resolve, reject) => input.once('open', () => resolve()).once('error', reject));
+  await opened.catch((error: NodeJS.ErrnoException) => {
+    throw error.code === 'ENOENT' ? new NotFoundError(`no ram snapshot at ${path}`, { cause: error }) : error;
+  });
+  const lines = createInterface({ input, crlfDelay: Infinity })[Symbol.asyncIterator]();
   let lineNumber = 0;
-  for await (const line of lines) {
+  const next = async (): Promise<string | undefined> => {
+    const step = await lines.next();
+    if (step.done) return undefined;
     lineNumber++;
-    if (lineNumber === 1) {
-      const header = JSON.parse(line) as { format?: string; v?: number };
-      if (header.format !== FORMAT || header.v !== FORMAT_VERSION) throw new InvalidArgumentError(`${path} is not a ram snapshot`);
-      continue;
+    return step.value;
+  };
+  const corrupt = (why: string) => new InvalidArgumentError(`snapshot ${path} is corrupt at line ${lineNumber}: ${why}`);
+  const parse = <T>(line: string): T => {
+    try {
+      return JSON.parse(line) as T;
+    } catch {
+      throw corrupt('not JSON');
     }
+  };
+
+  const first = await next();
+  if (first === undefined) throw new InvalidArgumentError(`${path} is empty, not a ram snapshot`);
+  const header = parse<{ format?: string; v?: number }>(first);
+  if (header.format !== FORMAT || (header.v !== 1 && header.v !== FORMAT_VERSION)) throw new InvalidArgumentError(`${path} is not a ram snapshot`);
+  let entries = 0;
+  for (let line = await next(); line !== undefined; line = await next()) {
     if (line === '') continue;
-    const raw = JSON.parse(line) as Omit<SnapshotEntry, 'content'> & { content: string };
-    const entry = { ...raw, content: Buffer.from(raw.content, 'base64') } as SnapshotEntry;
-    if (sha256Hex(entry.content) !== entry.info.etag) {
-      throw new InvalidArgumentError(`snapshot ${path} is corrupt at line ${lineNumber}: content does not match its etag`);
+    const raw = parse<EntryLine & { end?: boolean; entries?: number }>(line);
+    if (raw.end === true) {
+      if (raw.entries !== entries) throw corrupt(`the end line counts ${raw.entries} entries, the file holds ${entries}`);
+      return;
     }
+    let content: Buffer;
+    if (header.v === 1) content = Buffer.from(raw.content ?? '', 'base64');
+    else {
+      const chunks: Buffer[] = [];
+      for (let part = 0; part < (raw.parts ?? 0); part++) {
+        const chunk = await next();
+        if (chunk === undefined) throw corrupt('the file ends inside an entry');
+        chunks.push(Buffer.from(chunk, 'base64'));
+      }
+      content = Buffer.concat(chunks);
+    }
+    const { parts: _parts, content: _content, ...described } = raw;
+    const entry = { ...described, content } as SnapshotEntry;
+    if (sha256Hex(entry.content) !== entry.info.etag) throw corrupt('content does not match its etag');
+    entries++;
     yield entry;
   }
-  if (lineNumber === 0) throw new InvalidArgumentError(`${path} is empty, not a ram snapshot`);
+  // Format 1 has no end line; a format 2 file without one was cut short.
+  if (header.v !== 1) throw new InvalidArgumentError(`snapshot ${path} is cut short: it has no end line`);
 }

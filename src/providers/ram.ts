@@ -32,7 +32,7 @@ import type {
   VersionOptions,
   WriteOptions,
 } from './types.js';
-import { newVersionId } from './version-id.js';
+import { mintAfter, newVersionId } from './version-id.js';
 
 interface StoredObject {
   info: ObjectInfo;
@@ -54,6 +54,17 @@ function frozen<T extends { metadata?: Record<string, string>; author?: Author }
   if (info.metadata) Object.freeze(info.metadata);
   if (info.author) Object.freeze(info.author);
   return Object.freeze(info);
+}
+
+/**
+ * `content` in memory of its own. A small Buffer is often a slice of Node's shared 8 KiB pool: stored as it is, it
+ * would keep the whole pool chunk alive, and its `.buffer` would show whatever else lives there.
+ */
+function ownMemory(content: Buffer): Buffer {
+  if (content.byteOffset === 0 && content.byteLength === content.buffer.byteLength) return content;
+  const own = Buffer.allocUnsafeSlow(content.length);
+  content.copy(own);
+  return own;
 }
 
 /** Where `versionId` is in a key's versions (oldest first), or where it would be inserted. */
@@ -241,31 +252,34 @@ export class RamProvider implements StorageProvider {
   /** Replaces this store's content with the snapshot at `path`; checks every etag and the byte budget first. */
   async importSnapshot(path: string): Promise<void> {
     const objects = new Map<string, StoredObject>();
-    const versions = new Map<string, StoredVersion[]>();
+    const versions = new Map<string, Map<string, StoredVersion>>();
     let used = 0;
     for await (const entry of readSnapshot(path)) {
-      // An object listed twice (a snapshot written by an older version of this code) counts once.
-      if (entry.type === 'object') used -= objects.get(entry.info.key)?.content.length ?? 0;
-      used += entry.content.length;
+      // An object or version listed twice (a snapshot written by an older version of this code) counts once.
+      const twin = entry.type === 'object' ? objects.get(entry.info.key) : versions.get(entry.info.key)?.get(entry.info.versionId);
+      used += entry.content.length - (twin?.content.length ?? 0);
       if (used > this.maxBytes) throw new StorageFullError(`snapshot ${path} needs more than RAM_MAX_BYTES=${this.maxBytes}`);
-      if (entry.type === 'object') objects.set(entry.info.key, { info: frozen(entry.info), content: entry.content });
+      const content = ownMemory(entry.content);
+      if (entry.type === 'object') objects.set(entry.info.key, { info: frozen(entry.info), content });
       else {
-        const { info, contentType, metadata, content } = entry;
-        versions.set(info.key, [...(versions.get(info.key) ?? []), { info: frozen(info), contentType, metadata: Object.freeze(metadata), content }]);
+        const { info, contentType, metadata } = entry;
+        const list = versions.get(info.key) ?? new Map<string, StoredVersion>();
+        list.set(info.versionId, { info: frozen(info), contentType, metadata: Object.freeze(metadata), content });
+        versions.set(info.key, list);
+        mintAfter(info.versionId);
       }
     }
-    for (const list of versions.values()) list.sort((a, b) => (a.info.versionId < b.info.versionId ? -1 : 1));
     this.objects.clear();
     this.versions.clear();
     for (const [key, object] of objects) this.objects.set(key, object);
-    for (const [key, list] of versions) this.versions.set(key, list);
+    for (const [key, list] of versions) this.versions.set(key, [...list.values()].sort((a, b) => (a.info.versionId < b.info.versionId ? -1 : 1)));
     this.sortedKeys.reset([...objects.keys()].sort(compareKeys));
     this.usedBytes = used;
   }
 
   private async readBody(body: Body): Promise<Buffer> {
     try {
-      return await readAll(body, this.maxBytes);
+      return ownMemory(await readAll(body, this.maxBytes));
     } catch (error) {
       if (error instanceof PayloadTooLargeError) {
         throw new PayloadTooLargeError(`body is larger than this ram store's whole budget (RAM_MAX_BYTES=${this.maxBytes})`);

@@ -34,6 +34,26 @@ export function newVersionId(now = Date.now()): string {
   return base32(now, 11) + base32(sequence, 5) + tail;
 }
 
+function fromBase32(text: string): number {
+  let value = 0;
+  for (const character of text) value = value * 32 + ALPHABET.indexOf(character);
+  return value;
+}
+
+/**
+ * Ids minted here from now on sort after `versionId` (one read from a snapshot or another process, minted by a clock
+ * ahead of this one): a version made after it must not list as older.
+ */
+export function mintAfter(versionId: string): void {
+  if (!isVersionId(versionId)) return;
+  const millis = fromBase32(versionId.slice(0, 11));
+  const seen = fromBase32(versionId.slice(11, 16));
+  if (millis > lastMillis || (millis === lastMillis && seen > sequence)) {
+    lastMillis = millis;
+    sequence = seen;
+  }
+}
+
 export function isVersionId(value: string): boolean {
   return /^[0-9a-hjkmnp-tv-z]{26}$/.test(value);
 }

@@ -5,7 +5,15 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError, StorageFullError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
+import { ALPHABET } from '../../src/providers/version-id.js';
 import { allPages } from '../support/paging.js';
+
+/** A number in the version ids' base32 (their leading milliseconds). */
+function base32(value: number, width: number): string {
+  let out = '';
+  for (let i = 0; i < width; i++, value = Math.floor(value / 32)) out = ALPHABET[value % 32]! + out;
+  return out;
+}
 
 describe('ram provider', () => {
   let dir: string;
@@ -202,6 +210,77 @@ describe('ram provider', () => {
     await target.write('mine', 'stays');
     await expect(target.importSnapshot(file)).rejects.toBeInstanceOf(InvalidArgumentError);
     expect((await target.list()).items.map((item) => item.key)).toEqual(['mine']);
+  });
+
+  it('refuses a snapshot cut short, one that is not JSON, and a missing one, keeping its content', async () => {
+    const source = new RamProvider({ maxBytes: 10_000 });
+    for (let i = 0; i < 5; i++) await source.write(`k${i}`, `content ${i}`);
+    const file = path.join(dir, 'snap.ndjson');
+    await source.exportSnapshot(file);
+    const lines = (await readFile(file, 'utf8')).split('\n');
+    const target = new RamProvider({ maxBytes: 10_000 });
+    await target.write('mine', 'stays');
+    // Cut at a line boundary after three of the five objects: no end line.
+    await writeFile(path.join(dir, 'cut.ndjson'), `${lines.slice(0, 1 + 3 * 2).join('\n')}\n`);
+    await expect(target.importSnapshot(path.join(dir, 'cut.ndjson'))).rejects.toThrow(/cut short/);
+    await writeFile(path.join(dir, 'garbage.ndjson'), `${lines[0]}\n{not json\n`);
+    await expect(target.importSnapshot(path.join(dir, 'garbage.ndjson'))).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(target.importSnapshot(path.join(dir, 'missing.ndjson'))).rejects.toBeInstanceOf(NotFoundError);
+    expect((await target.list()).items.map((item) => item.key)).toEqual(['mine']);
+  });
+
+  it('writes an object larger than one content line across several, and reads it back', async () => {
+    const source = new RamProvider({ maxBytes: 64 * 1024 * 1024 });
+    const big = Buffer.alloc(49 * 1024 * 1024, 7); // over the 48 MiB of content per line
+    await source.write('big', big);
+    const file = path.join(dir, 'snap.ndjson');
+    await source.exportSnapshot(file);
+    const entry = (await readFile(file, 'utf8')).split('\n', 2)[1]!;
+    expect(JSON.parse(entry)).toMatchObject({ type: 'object', parts: 2 });
+    const target = new RamProvider({ maxBytes: 64 * 1024 * 1024 });
+    await target.importSnapshot(file);
+    expect(await target.stat('big')).toEqual(await source.stat('big'));
+  });
+
+  it('a version listed twice in a snapshot counts once', async () => {
+    const source = new RamProvider({ maxBytes: 10_000 });
+    const version = await source.createVersion('doc', 'x'.repeat(100), { message: 'm' });
+    await source.delete('doc');
+    const file = path.join(dir, 'snap.ndjson');
+    await source.exportSnapshot(file);
+    // header, the version's line and its content line, end line: repeat the version, count it in the end line.
+    const [header, entry, content] = (await readFile(file, 'utf8')).split('\n');
+    await writeFile(file, [header, entry, content, entry, content, JSON.stringify({ end: true, entries: 2 }), ''].join('\n'));
+    const target = new RamProvider({ maxBytes: 10_000 });
+    await target.importSnapshot(file);
+    expect((await target.listVersions('doc')).items.map((item) => item.versionId)).toEqual([version.versionId]);
+    expect((await target.stats()).detail?.usedBytes).toBe(100);
+    await target.deleteVersion('doc', version.versionId);
+    expect((await target.listVersions('doc')).items).toEqual([]);
+  });
+
+  it('a version made after importing one minted by a clock ahead of this one still lists as the newest', async () => {
+    const source = new RamProvider({ maxBytes: 10_000 });
+    const imported = await source.createVersion('doc', 'from the other host', { message: 'theirs' });
+    const file = path.join(dir, 'snap.ndjson');
+    await source.exportSnapshot(file);
+    // The same snapshot as a host whose clock runs an hour ahead would have written it.
+    const ahead = base32(Date.now() + 3_600_000, 11) + imported.versionId.slice(11);
+    await writeFile(file, (await readFile(file, 'utf8')).replaceAll(imported.versionId, ahead));
+    const target = new RamProvider({ maxBytes: 10_000 });
+    await target.importSnapshot(file);
+    const mine = await target.createVersion('doc', 'made here after', { message: 'mine' });
+    expect((await target.listVersions('doc')).items.map((item) => item.versionId)).toEqual([mine.versionId, ahead]);
+  });
+
+  it('stores small bodies in memory of their own, not in a shared pool chunk another key could be read through', async () => {
+    const ram = new RamProvider({ maxBytes: 10_000 });
+    await ram.write('secret', 'the-password');
+    await ram.write('public', 'hello');
+    const { body } = await ram.read('public');
+    const chunks: Buffer[] = [];
+    for await (const chunk of body) chunks.push(chunk as Buffer);
+    expect(Buffer.from(chunks[0]!.buffer).includes('the-password')).toBe(false);
   });
 
   it('refuses a snapshot larger than the budget', async () => {
