@@ -48,6 +48,7 @@ export interface Dispatcher {
 type StreamEntry = [id: string, fields: string[]];
 
 const WEBHOOK_QUEUE = 'webhooks';
+const WEBHOOK_QUEUE_NAME = new RegExp(`^${WEBHOOK_QUEUE}-[0-9a-f]{12}$`);
 
 /** A consumer idle for this many claim periods, with nothing pending, belonged to a process that is gone. */
 const CONSUMER_IDLE_FACTOR = 10;
@@ -59,6 +60,11 @@ export function urlTag(url: string): string {
 /** The delivery queue of one URL (the board shows it; the worker process delivers from it), and its consumer group. */
 export function webhookQueueName(url: string): string {
   return `${WEBHOOK_QUEUE}-${urlTag(url)}`;
+}
+
+/** A queue (and consumer group) of some webhook URL, listed now or not. */
+export function isWebhookQueueName(name: string): boolean {
+  return WEBHOOK_QUEUE_NAME.test(name);
 }
 
 /** A URL as logs and job failures show it: its origin and hash, not a path or query that may hold a secret. */

@@ -16,7 +16,9 @@
  * With `store`, only that store's versions are cleaned; without, every store and the service-wide parts. Every
  * step is idempotent: a run interrupted by a shutdown is simply run again.
  */
+import { Queue } from 'bullmq';
 import { z } from 'zod';
+import { isWebhookQueueName } from '../events/webhook-dispatcher.js';
 import type { StorageProvider } from '../providers/types.js';
 import { pages } from './copy.js';
 import { allVersions } from '../providers/object-info.js';
@@ -44,6 +46,8 @@ export interface CleanupResult {
   stagingRemoved: number;
   /** Staging blobs past `STAGING_TTL` kept because their job is still to run. */
   stagingKept: number;
+  /** Partial uploads a crashed process left in the staging store (`removeLeftovers`, disk staging). */
+  stagingLeftoversRemoved: number;
   jobsRemoved: number;
   eventsTrimmed: number;
 }
@@ -106,10 +110,28 @@ async function removeStaleStaging(ctx: JobContext, deps: MaintenanceDeps): Promi
   return counts;
 }
 
-async function removeOldJobs(deps: MaintenanceDeps): Promise<number> {
+/**
+ * The webhook delivery queues, found by their consumer groups on the events stream (a group is named as its URL's
+ * queue): also those of URLs no process lists any more, whose queues no one else would ever trim.
+ */
+async function webhookQueues(deps: MaintenanceDeps, streamKey: string): Promise<Queue[]> {
+  const groups = ((await deps.redis.xinfo('GROUPS', streamKey).catch(() => [])) as (string | number)[][]).map((fields) => String(fields[fields.indexOf('name') + 1]));
+  return groups.filter(isWebhookQueueName).map((name) => new Queue(name, { connection: deps.redis, prefix: deps.prefix }));
+}
+
+async function removeOldJobs(deps: MaintenanceDeps, streamKey: string): Promise<number> {
   const { completedJobAgeSeconds, failedJobAgeSeconds } = deps.settings;
+  const webhooks = await webhookQueues(deps, streamKey);
+  try {
+    return await removeOldJobsOf([...deps.queues, ...webhooks], completedJobAgeSeconds, failedJobAgeSeconds);
+  } finally {
+    await Promise.allSettled(webhooks.map((queue) => queue.close()));
+  }
+}
+
+async function removeOldJobsOf(queues: Queue[], completedJobAgeSeconds: number, failedJobAgeSeconds: number): Promise<number> {
   let removed = 0;
-  for (const queue of deps.queues) {
+  for (const queue of queues) {
     for (const [state, ageSeconds] of [['completed', completedJobAgeSeconds], ['failed', failedJobAgeSeconds]] as const) {
       for (;;) {
         const ids = await queue.clean(ageSeconds * 1000, CLEAN_BATCH, state);
@@ -128,7 +150,16 @@ export const cleanupJob = defineJob({
   async handle(payload, ctx) {
     const deps = maintenanceOf(ctx);
     const names = payload.store === undefined ? [...ctx.stores.keys()] : [payload.store];
-    const result: CleanupResult = { stores: {}, versionsDeleted: 0, skipped: 0, stagingRemoved: 0, stagingKept: 0, jobsRemoved: 0, eventsTrimmed: 0 };
+    const result: CleanupResult = {
+      stores: {},
+      versionsDeleted: 0,
+      skipped: 0,
+      stagingRemoved: 0,
+      stagingKept: 0,
+      stagingLeftoversRemoved: 0,
+      jobsRemoved: 0,
+      eventsTrimmed: 0,
+    };
     for (const name of names) {
       const provider = storeOf(ctx, name);
       const retention: StoreRetention = await applyRetention(ctx, provider, deps.settings);
@@ -143,8 +174,9 @@ export const cleanupJob = defineJob({
       const staging = await removeStaleStaging(ctx, deps);
       result.stagingRemoved = staging.removed;
       result.stagingKept = staging.kept;
+      result.stagingLeftoversRemoved = (await deps.stagingProvider.removeLeftovers?.(deps.settings.stagingTtlSeconds * 1000)) ?? 0;
       await ctx.reportProgress?.({ phase: 'jobs', versionsDeleted: result.versionsDeleted });
-      result.jobsRemoved = await removeOldJobs(deps);
+      result.jobsRemoved = await removeOldJobs(deps, ctx.bus.streamKey);
       result.eventsTrimmed = Number(await deps.redis.xtrim(ctx.bus.streamKey, 'MAXLEN', deps.settings.eventsMaxLen));
     }
     return { result, event: { type: 'cleanup.completed', ...(payload.store !== undefined ? { store: payload.store } : {}), data: result } };

@@ -2,11 +2,12 @@
  * `cleanup` and `tier` handlers, and `deleteVersion` on the providers that have it: version retention by count and
  * age (never the newest), staging orphans, old jobs, the events cap; tiering driven through a store that plans.
  */
-import { mkdtemp, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Queue, Worker } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { webhookQueueName } from '../../src/events/webhooks.js';
 import { cleanupJob } from '../../src/jobs/cleanup.js';
 import { createQueues } from '../../src/jobs/queue.js';
 import { tierJob } from '../../src/jobs/tier.js';
@@ -199,6 +200,35 @@ describe('cleanup', () => {
     const { result } = await cleanupJob.handle({}, f.context(new Map([['files', disk]]), { settings: { stagingTtlSeconds: 3600 } }));
     expect(result.stores.files?.leftoversRemoved).toBe(1);
     await expect(stat(leftover)).rejects.toThrow();
+  });
+
+  it('sweeps partial uploads a crashed process left in the staging store', async () => {
+    const leftover = path.join(f.stagingRoot, 'objects', 'staging', '.tmp-00112233445566aa');
+    await mkdir(path.dirname(leftover), { recursive: true });
+    await writeFile(leftover, 'the first half of an upload');
+    const dayAgo = new Date(Date.now() - 24 * 3600 * 1000);
+    await utimes(leftover, dayAgo, dayAgo);
+    const { result } = await cleanupJob.handle({}, f.context(new Map(), { settings: { stagingTtlSeconds: 3600 } }));
+    expect(result.stagingLeftoversRemoved).toBe(1);
+    await expect(stat(leftover)).rejects.toThrow();
+  });
+
+  it('trims the delivery queues of webhook URLs, also of URLs no process lists any more', async () => {
+    const name = webhookQueueName('http://dropped.example/hook');
+    // The URL's consumer group on the events stream is what remains of it once no process lists it.
+    await f.redis.producer.xgroup('CREATE', f.bus.streamKey, name, '$', 'MKSTREAM');
+    const queue = new Queue(name, { connection: f.redis.worker, prefix: f.redis.prefix });
+    const worker = new Worker(name, async () => ({ status: 204 }), { connection: f.redis.worker, prefix: f.redis.prefix });
+    try {
+      await queue.add('deliver', { eventId: '1-0' });
+      await waitFor(async () => (await queue.getCompletedCount()) === 1, { what: 'the delivery completed' });
+      const { result } = await cleanupJob.handle({}, f.context(new Map(), { queues: [], settings: { completedJobAgeSeconds: 0 } }));
+      expect(result.jobsRemoved).toBe(1);
+      expect(await queue.getCompletedCount()).toBe(0);
+    } finally {
+      await worker.close();
+      await queue.close();
+    }
   });
 
   it('removes jobs past their retention and trims the events stream to EVENTS_MAXLEN', async () => {
