@@ -87,6 +87,9 @@ export interface ServiceOptions {
  * started; a start that fails prints why on stderr, stops what it started, and exits 1.
  */
 export function runService({ name, log, deadlineMs, start, stop }: ServiceOptions): void {
+  // Logged, not a crash: a library's promise nobody awaited (BullMQ has some) would take every request, upload and
+  // job in progress down with the process.
+  process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
   const abort = new AbortController();
   const stopAfterFailure = shutdownOnSignals(
     async () => {

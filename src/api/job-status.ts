@@ -34,6 +34,8 @@ export async function readJobStatus(queues: JobQueues, jobId: string): Promise<J
   let job = await queues.getJob(jobId);
   if (job === undefined) return undefined;
   const state = await job.getState();
+  // A hash of that name that is in no state of the queue is not a job (a scheduler's, say).
+  if (state === 'unknown') return undefined;
   // The job may have finished between reading its hash and its state: read the hash again so a finished job
   // never shows without its result.
   if ((state === 'completed' || state === 'failed') && !job.finishedOn) job = (await queues.getJob(jobId)) ?? job;
@@ -67,6 +69,35 @@ export function jobFailure(status: JobStatus): ApiError {
   return new ApiError('SERVICE_UNAVAILABLE', message, { 'Retry-After': '5' });
 }
 
+/** Resolves (with nothing) once `signal` is aborted. */
+function aborted(signal: AbortSignal): Promise<undefined> {
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }));
+}
+
+/**
+ * Resolves when `job` completed or failed, or when `signal` is aborted; stops listening either way. It listens
+ * before it reads the job's state, so a job finishing in between is seen one way or the other.
+ */
+function finished(events: QueueEvents, job: Job, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const settle = (outcome: () => void) => {
+      events.off('completed', onEvent);
+      events.off('failed', onEvent);
+      signal.removeEventListener('abort', onAbort);
+      outcome();
+    };
+    const onEvent = ({ jobId }: { jobId: string }) => jobId === job.id && settle(resolve);
+    const onAbort = () => settle(resolve);
+    events.on('completed', onEvent);
+    events.on('failed', onEvent);
+    signal.addEventListener('abort', onAbort, { once: true });
+    job.getState().then(
+      (state) => (state === 'completed' || state === 'failed') && settle(resolve),
+      (error: unknown) => settle(() => reject(error)),
+    );
+  });
+}
+
 interface Listening {
   events: QueueEvents;
   connection: RedisConnection;
@@ -74,6 +105,10 @@ interface Listening {
 
 export class JobWaiter {
   private readonly events = new Map<QueueName, Promise<Listening>>();
+  /** Every connection opened for listening, set up or not: closing must end those still connecting too. */
+  private readonly connections = new Set<RedisConnection>();
+  /** Aborted by `close`: a setup still waiting for an unreachable Redis gives up. */
+  private readonly closing = new AbortController();
 
   constructor(
     private readonly queues: JobQueues,
@@ -100,37 +135,54 @@ export class JobWaiter {
   private async listen(queue: QueueName): Promise<Listening> {
     const bullQueue = this.queues.queue(queue);
     const connection = this.options.connection();
+    this.connections.add(connection);
     let newest: [id: string, fields: string[]] | undefined;
     try {
-      [newest] = (await connection.xrevrange(bullQueue.keys.events!, '+', '-', 'COUNT', 1)) as [string, string[]][];
+      // A command waiting for a connection that never comes up is not ended by disconnecting it: the race is.
+      const reply = await Promise.race([connection.xrevrange(bullQueue.keys.events!, '+', '-', 'COUNT', 1), aborted(this.closing.signal)]);
+      if (reply === undefined) throw new Error('the job waiter closed while it was setting up');
+      [newest] = reply as [string, string[]][];
     } catch (error) {
       connection.disconnect();
       throw error;
     }
     const events = takeConnectionErrors(new QueueEvents(queue, { connection, prefix: this.options.prefix, lastEventId: newest?.[0] ?? '0-0' }));
-    // Every waiting request holds one listener here, and one on the queue (BullMQ's `waitUntilFinished` listens
-    // for its closing) until its job finishes: many at once are normal, not a leak.
+    // Every waiting request holds two listeners here until its job finishes or its wait ends: many at once are
+    // normal, not a leak.
     events.setMaxListeners(0);
-    bullQueue.setMaxListeners(0);
     return { events, connection };
   }
 
-  /** The job's status once it finished, or its current status when `timeoutMs` passed first. */
+  /**
+   * The job's status once it finished, or its current status when `timeoutMs` passed first — the listener's setup
+   * included. Not BullMQ's `waitUntilFinished`: its check of the job's state runs inside a promise executor, where a
+   * Redis failure becomes an unhandled rejection that ends the process.
+   */
   async wait(jobId: string, timeoutMs: number): Promise<JobStatus> {
     const queue = queueOfJobId(jobId);
     const job = await this.queues.getJob(jobId);
     if (queue === undefined || job === undefined) throw new ApiError('NOT_FOUND', `no job ${jobId}`);
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), timeoutMs);
     try {
-      await job.waitUntilFinished(await this.eventsFor(queue), timeoutMs);
+      const events = await Promise.race([this.eventsFor(queue), aborted(deadline.signal)]);
+      if (events !== undefined) await finished(events, job, deadline.signal);
     } catch {
-      // Failed or timed out: the job's state below tells which.
+      // Redis in trouble: the job's state below tells what is known, or the read fails as a 503.
+    } finally {
+      clearTimeout(timer);
+      deadline.abort();
     }
     return (await readJobStatus(this.queues, jobId)) ?? describeJob(job, await job.getState());
   }
 
   async close(): Promise<void> {
+    this.closing.abort();
     const all = [...this.events.values()];
     this.events.clear();
+    // One still connecting (its Redis unreachable) would never finish setting up: ended now, its setup fails.
+    for (const connection of this.connections) if (connection.status !== 'ready') connection.disconnect();
+    this.connections.clear();
     await Promise.allSettled(
       all.map(async (entry) => {
         const { events, connection } = await entry;

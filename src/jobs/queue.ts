@@ -89,10 +89,14 @@ function canonical(value: unknown): unknown {
 /** BullMQ names the jobs a job scheduler makes `repeat:<scheduler>:<time>`; only maintenance jobs are scheduled. */
 const SCHEDULED_JOB_PREFIX = 'repeat:';
 
+/** Ids this service gives (`<queue>-<uuid or digest>`) and BullMQ's scheduled ones: nothing else names a job. */
+const JOB_ID = new RegExp(`^(?:(?:${QUEUE_NAMES.join('|')})-[A-Za-z0-9_-]{1,100}|${SCHEDULED_JOB_PREFIX}[A-Za-z0-9_-]{1,64}:\\d{1,16})$`);
+
+/** The queue of job `jobId`, or undefined when the id is none this service's queues hold (another key's name). */
 export function queueOfJobId(jobId: string): QueueName | undefined {
+  if (!JOB_ID.test(jobId)) return undefined;
   if (jobId.startsWith(SCHEDULED_JOB_PREFIX)) return 'maintenance';
-  const name = jobId.slice(0, jobId.indexOf('-'));
-  return (QUEUE_NAMES as readonly string[]).includes(name) ? (name as QueueName) : undefined;
+  return jobId.slice(0, jobId.indexOf('-')) as QueueName;
 }
 
 /**

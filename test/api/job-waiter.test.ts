@@ -1,7 +1,8 @@
 /** `?wait=true` underneath: JobWaiter hears of a job that finishes while its first wait is still setting up. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobWaiter } from '../../src/api/job-status.js';
-import { createRedis } from '../../src/redis.js';
+import { createQueues } from '../../src/jobs/queue.js';
+import { createRedis, whenReady } from '../../src/redis.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import { inlineBody, startPipeline, type Pipeline } from '../jobs/fixtures/pipeline.js';
 import { beforeEachWrite } from '../support/intercept.js';
@@ -23,6 +24,60 @@ describe('JobWaiter', () => {
 
   afterAll(async () => {
     await p?.close();
+  });
+
+  it('ends a wait at its timeout even when its listener cannot be set up (its Redis unreachable)', async () => {
+    const unreachable = { ...testRedisConfig, redis: { ...testRedisConfig.redis, url: 'redis://127.0.0.1:1' } };
+    const connect = () => createRedis(unreachable, 'worker').on('error', () => undefined);
+    const waiter = new JobWaiter(p.queues, { connection: connect, prefix: p.prefix });
+    const paused = p.queues.queue('objects');
+    await paused.pause(); // the job stays waiting: only the timeout can end the wait
+    try {
+      const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'waited/unreachable', body: inlineBody('x') });
+      const started = Date.now();
+      const status = await waiter.wait(jobId, 500);
+      expect(status.state).toBe('waiting');
+      expect(Date.now() - started).toBeLessThan(3_000);
+    } finally {
+      await paused.resume();
+      await waiter.close();
+    }
+  });
+
+  it('survives Redis failing under a wait: the wait ends, nothing is left unhandled', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    const producer = createRedis(testRedisConfig, 'producer');
+    await whenReady(producer);
+    const queues = createQueues({ connection: producer, prefix: p.prefix, attempts: 1 });
+    const waiter = new JobWaiter(queues, {
+      prefix: p.prefix,
+      connection: () => {
+        const connection = createRedis(testRedisConfig, 'worker');
+        const xrevrange = connection.xrevrange.bind(connection) as (...args: unknown[]) => Promise<unknown>;
+        // A blip at the worst moment: the producer's connection drops as the listener is set up.
+        (connection as unknown as { xrevrange: unknown }).xrevrange = async (...args: unknown[]) => {
+          const reply = await xrevrange(...args);
+          producer.disconnect(true);
+          return reply;
+        };
+        return connection;
+      },
+    });
+    try {
+      await p.queues.queue('objects').pause();
+      const { jobId } = await queues.enqueue('write', { store: 'main', key: 'waited/blip', body: inlineBody('x') });
+      await waiter.wait(jobId, 1_000).catch(() => undefined); // a 503 at worst
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await p.queues.queue('objects').resume();
+      await waiter.close();
+      await queues.close();
+      producer.disconnect();
+    }
   });
 
   it('answers the first wait of a new waiter when the job finishes, not when the wait times out', async () => {

@@ -76,6 +76,11 @@ describe('POST /v1/maintenance', () => {
       const response = await service.app.request(`/v1/jobs/${encodeURIComponent(scheduled!.id!)}`, { headers: auth });
       expect(response.status).toBe(200);
       expect(await response.json()).toMatchObject({ id: scheduled!.id, name: 'cleanup', state: 'delayed' });
+      // Names that reach other keys of the queue are no jobs: the scheduler's own hash, a job's lock.
+      for (const id of ['repeat:test-yearly-cleanup', `${scheduled!.id}:lock`, 'objects-x:lock', 'maintenance-a:b']) {
+        const other = await service.app.request(`/v1/jobs/${encodeURIComponent(id)}`, { headers: auth });
+        expect(other.status, id).toBe(404);
+      }
     } finally {
       await queue.removeJobScheduler('test-yearly-cleanup');
     }
