@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Observation } from '../providers/metrics.js';
+import { withTimeout } from './with-timeout.js';
 
 export interface QueueCounts {
   name: string;
@@ -15,6 +16,9 @@ export interface CircuitReading {
   store: string;
   state: string;
 }
+
+/** How long a scrape waits for one queue's counts. */
+const QUEUE_COUNT_TIMEOUT_MS = 1_000;
 
 /** The states a store's circuit breaker can be in (see providers/resilience.ts), one series each. */
 const CIRCUIT_STATES = ['closed', 'open', 'half-open', 'isolated'] as const;
@@ -59,13 +63,15 @@ export class ApiMetrics {
       labelNames: ['queue', 'state'],
       registers: [this.registry],
       async collect() {
+        // Every count read first, each within QUEUE_COUNT_TIMEOUT_MS, then the gauge replaced in one step: a scrape
+        // never waits on a Redis that does not answer, and two scrapes at once never clear each other's series.
+        const readings = await Promise.all(
+          queues().map(async (queue) => ({ name: queue.name, counts: await withTimeout(queue.counts(), QUEUE_COUNT_TIMEOUT_MS, queue.name).catch(() => undefined) })),
+        );
         this.reset();
-        for (const queue of queues()) {
-          try {
-            for (const [state, count] of Object.entries(await queue.counts())) this.set({ queue: queue.name, state }, count);
-          } catch {
-            // Redis down: the gauge stays empty for this scrape; /ready says why.
-          }
+        for (const { name, counts } of readings) {
+          // Redis down or slow: that queue's series stay out of this scrape; /ready says why.
+          for (const [state, count] of Object.entries(counts ?? {})) this.set({ queue: name, state }, count);
         }
       },
     });

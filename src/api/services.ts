@@ -58,7 +58,7 @@ export async function startWebServices(options: {
   });
   const queues = createQueues({ connection: redis, prefix: config.queuePrefix, attempts: config.workers.attempts });
   const bus = createEventBus({ redis, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
-  metrics.watchQueues(() => queues.all().map((queue) => ({ name: queue.name, counts: () => queue.getJobCounts() })));
+  metrics.watchQueues(() => [...queues.all(), ...webhookQueues].map((queue) => ({ name: queue.name, counts: () => queue.getJobCounts() })));
   metrics.watchCircuits(() =>
     [...stores].flatMap(([store, provider]) => {
       const state = (provider as { policy?: { state?: string } }).policy?.state;

@@ -476,5 +476,8 @@ describe('signed URLs', () => {
     expect(read.headers.get('x-meta-owner')).toBe('ada');
     const stale = await request(`${path}&wait=true`, { method: 'PUT', body: 'again', headers: { 'If-Match': `"${sha256('other')}"` } });
     expect(stale.status).toBe(412);
+    const other = await request(path, { method: 'DELETE' });
+    expect(other.status).toBe(405);
+    expect(other.headers.get('allow')).toBe('GET, HEAD, PUT');
   });
 });

@@ -124,6 +124,9 @@ describe('Bull Board', () => {
       const queues = (await (await withWebhooks.app.request('/admin/queues/api/queues', { headers: basic(TOKEN) })).json()) as { queues: { name: string }[] };
       const names = queues.queues.map((queue) => queue.name);
       for (const url of urls) expect(names).toContain(webhookQueueName(url));
+      // And counted in /metrics: a backlog of deliveries shows there.
+      const metrics = await (await withWebhooks.app.request('/metrics')).text();
+      for (const url of urls) expect(metrics).toContain(`kyozo_queue_jobs{queue="${webhookQueueName(url)}",state="waiting"}`);
     } finally {
       await withWebhooks.close();
     }

@@ -40,5 +40,8 @@ export function signedRoutes(deps: AppDeps): Hono {
     const body = await stageRequestBody(c, deps);
     return respondWithJob(c, deps, 'write', { store, key, body, ...options });
   });
+  app.all('/:store/*', (c) => {
+    throw new ApiError('METHOD_NOT_ALLOWED', `${c.req.method} is not a method of a signed URL`, { Allow: 'GET, HEAD, PUT' });
+  });
   return app;
 }

@@ -6,18 +6,11 @@ import { Hono } from 'hono';
 import type { HealthReport } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { openApiDocument } from '../openapi.js';
+import { withTimeout } from '../with-timeout.js';
 
 const READY_TIMEOUT_MS = 2_000;
 /** How long the key `/ready` writes lives: a probe, gone on its own. */
 const PROBE_TTL_MS = 10_000;
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 export function systemRoutes(deps: AppDeps): Hono {
   const app = new Hono();
