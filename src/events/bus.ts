@@ -75,6 +75,11 @@ export interface EventBus {
   read(id: string): Promise<EventEnvelope | undefined>;
   /** History after `id` (exclusive; from the start when undefined), oldest first, at most `count` events. */
   readSince(id: string | undefined, types?: readonly EventType[] | '*', count?: number): Promise<EventEnvelope[]>;
+  /**
+   * The stream's newest and oldest entry ids, and whether entries were ever removed from it (trimmed past `maxLen`):
+   * a reader resuming from before the oldest has then missed events. Ids undefined for a stream with no entries.
+   */
+  bounds(): Promise<{ last?: string; oldest?: string; trimmed: boolean }>;
   /** Live listeners now subscribed (an SSE client that left must not leave one behind). */
   listenerCount(): number;
   close(): Promise<void>;
@@ -383,6 +388,20 @@ export function createEventBus(options: EventBusOptions): EventBus {
     },
 
     readSince,
+
+    async bounds() {
+      const info = (await redis.xinfo('STREAM', streamKey).catch((error: Error) => {
+        if (/no such key/i.test(error.message)) return [];
+        throw error;
+      })) as unknown[];
+      const field = (name: string) => info[info.indexOf(name) + 1];
+      const last = field('last-generated-id');
+      const oldest = (field('first-entry') as [string, unknown] | null | undefined)?.[0];
+      // `entries-added` (Redis 7 and later) counts every entry ever appended; fewer held means some were trimmed.
+      const added = field('entries-added');
+      const trimmed = typeof added === 'number' ? added > Number(field('length')) : oldest !== undefined;
+      return { ...(typeof last === 'string' ? { last } : {}), ...(oldest !== undefined ? { oldest } : {}), trimmed };
+    },
 
     listenerCount() {
       return listeners.size;

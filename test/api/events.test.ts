@@ -161,6 +161,30 @@ describe('GET /v1/events (SSE)', () => {
     }
   });
 
+  it('tells a client resuming from an id the stream has trimmed away that it missed events, then replays what is left', async () => {
+    const first = (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'trimmed/0', data: {} }))!;
+    for (let i = 1; i <= 20; i++) await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `trimmed/${i}`, data: {} });
+    await service.deps.redis.xtrim(service.deps.bus.streamKey, 'MAXLEN', 5);
+    const response = await service.app.request('/v1/events', { headers: { 'Last-Event-ID': first.id } });
+    const { events } = await collect(response, (received) => received.some((event) => event.data?.includes('trimmed/20')));
+    expect(events[0]?.event).toBe('gap');
+    expect(JSON.parse(events[0]!.data!)).toMatchObject({ since: first.id });
+    const keys = events.slice(1).map((event) => (JSON.parse(event.data!) as { key: string }).key);
+    expect(keys).toEqual(['trimmed/16', 'trimmed/17', 'trimmed/18', 'trimmed/19', 'trimmed/20']);
+  });
+
+  it('resumes from the stream\'s end when Last-Event-ID is ahead of it (or the largest id there is): live events still come', async () => {
+    for (const since of [`${Date.now() + 3_600_000}-0`, '18446744073709551615-18446744073709551615']) {
+      const response = await service.app.request('/v1/events', { headers: { 'Last-Event-ID': since } });
+      const collected = collect(response, (received) => received.some((event) => event.data?.includes(`ahead/${since}`)));
+      await waitFor(() => service.deps.bus.listenerCount() > 0, { what: 'the stream subscribed' });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `ahead/${since}`, data: {} });
+      const { events } = await collected;
+      expect(events.map((event) => event.event), since).toEqual(['object.written']);
+    }
+  });
+
   it('answers HEAD with the stream\'s headers and keeps no listener for it', async () => {
     const before = service.deps.bus.listenerCount();
     for (let i = 0; i < 3; i++) {

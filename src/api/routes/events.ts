@@ -63,8 +63,14 @@ export function eventRoutes(deps: AppDeps): Hono {
     // Once streaming, a failure (Redis lost during a replay) can only end the stream: the client resumes from
     // Last-Event-ID.
     const ended = async (error: Error) => void deps.log.warn({ err: error }, 'events: stream ended by an error');
+    // Resumed from an id the stream is past, or that is ahead of it (not this stream's, or the largest there is).
+    const bounds = since === undefined ? { trimmed: false } : await deps.bus.bounds();
+    // Before the oldest entry of a stream that was trimmed: what came after the client's id may be gone.
+    const gap = since !== undefined && bounds.trimmed && (bounds.oldest === undefined || streamIdAfter(bounds.oldest, since));
+    const ahead = since !== undefined && (bounds.last === undefined || streamIdAfter(since, bounds.last));
+    const resumeFrom = ahead ? (bounds.last ?? '0-0') : since;
     return streamSSE(c, async (stream) => {
-      let lastSent = since;
+      let lastSent = resumeFrom;
       let closed = false;
       const send = async (event: EventEnvelope) => {
         if (closed || (lastSent !== undefined && !streamIdAfter(event.id, lastSent))) return;
@@ -93,8 +99,13 @@ export function eventRoutes(deps: AppDeps): Hono {
       const heartbeat = setInterval(() => later(() => stream.write(': heartbeat\n\n')), HEARTBEAT_MS);
       if (pending.length > maxWaiting) disconnect();
       try {
-        if (since !== undefined) {
-          for (let page = await deps.bus.readSince(since, types, REPLAY_PAGE); page.length > 0 && !closed; ) {
+        if (gap) {
+          // Events after the client's id were trimmed away (EVENTS_MAXLEN): it must know its view has a hole.
+          const data = { since, oldest: bounds.oldest ?? null, reason: 'events after Last-Event-ID may have been trimmed from the stream (EVENTS_MAXLEN)' };
+          await Promise.race([stream.writeSSE({ event: 'gap', data: JSON.stringify(data) }), finished]);
+        }
+        if (resumeFrom !== undefined) {
+          for (let page = await deps.bus.readSince(resumeFrom, types, REPLAY_PAGE); page.length > 0 && !closed; ) {
             // A write the client does not read never ends: the replay stops when the stream is ended instead.
             for (const event of page) if (!closed) await Promise.race([send(event), finished]);
             page = page.length < REPLAY_PAGE || closed ? [] : await deps.bus.readSince(lastSent, types, REPLAY_PAGE);
