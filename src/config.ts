@@ -131,6 +131,7 @@ const serviceSchema = z.object({
   HOT_STORAGE_TTL: int(1).default(3600),
   HOT_MAX_BYTES: int(0).default(128 * MIB),
   WORKER_CONCURRENCY: int(1).default(8),
+  WORKER_METRICS_PORT: int(0, 65535).optional(),
   JOB_ATTEMPTS: int(1).default(5),
   WORKER_SHUTDOWN_TIMEOUT_MS: timerMs(0, MAX_TIMER_MS - SHUTDOWN_DEADLINE_EXTRA_MS).default(30_000),
   UNAVAILABLE_RETRY_SECONDS: int(0).default(3600),
@@ -191,7 +192,7 @@ export interface Config {
   storageRootDir: string;
   tiering: { accessThreshold: number; hotTtlSeconds: number; hotMaxBytes: number };
   /** `unavailableRetrySeconds`: how long a job whose backend is down keeps retrying after its attempts ran out. */
-  workers: { concurrency: number; attempts: number; shutdownTimeoutMs: number; unavailableRetrySeconds: number };
+  workers: { concurrency: number; attempts: number; shutdownTimeoutMs: number; unavailableRetrySeconds: number; metricsPort?: number };
   payloads: { stagingInlineMax: number; stagingTtlSeconds: number; maxObjectBytes: number; waitTimeoutMs: number };
   maintenance: { tierCron: string; cleanupCron: string; backupCron: string; backupStore?: string; backupKeep: number };
   retention: { versionCount: number; versionDays: number };
@@ -279,6 +280,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
       attempts: s.JOB_ATTEMPTS,
       shutdownTimeoutMs: s.WORKER_SHUTDOWN_TIMEOUT_MS,
       unavailableRetrySeconds: s.UNAVAILABLE_RETRY_SECONDS,
+      ...(s.WORKER_METRICS_PORT === undefined ? {} : { metricsPort: s.WORKER_METRICS_PORT }),
     },
     payloads: {
       stagingInlineMax: s.STAGING_INLINE_MAX,

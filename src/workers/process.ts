@@ -3,6 +3,7 @@
  * family and, when `WEBHOOK_URLS` is set, webhook deliveries; at start it registers the maintenance schedules
  * (`schedules.ts`). `main.ts` adds signals around it; tests start it in a child process with their own stores.
  */
+import type { ApiMetrics } from '../api/metrics.js';
 import type { Config } from '../config.js';
 import { createEventBus, type EventBus } from '../events/bus.js';
 import { startWebhooks } from '../events/webhooks.js';
@@ -11,6 +12,7 @@ import { StagedOwners } from '../jobs/staged-owners.js';
 import { createStaging, createStagingProvider } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import { closeStores, createStores } from '../providers/index.js';
+import type { Observation } from '../providers/metrics.js';
 import type { StorageProvider } from '../providers/types.js';
 import { closeRedis, createRedis } from '../redis.js';
 import { registerSchedules } from './schedules.js';
@@ -33,6 +35,8 @@ export interface WorkerProcessOptions {
   workerOptions?: Pick<WorkersOptions, 'lockDurationMs' | 'stalledIntervalMs' | 'maxStalledCount' | 'families'>;
   /** Register the maintenance schedules at start (default true). */
   schedules?: boolean;
+  /** Observes this process's store operations and queue counts (the worker's own `/metrics`). */
+  metrics?: ApiMetrics;
 }
 
 export interface WorkerProcess {
@@ -49,13 +53,15 @@ export async function startWorkerProcess({
   stagingProvider: givenStaging,
   workerOptions,
   schedules = true,
+  metrics,
 }: WorkerProcessOptions): Promise<WorkerProcess> {
   // BullMQ completes jobs on this connection (a duplicate serves its blocking fetch); the bus must share it, so that
   // a job's event runs on Redis before its completion (worker.ts, emitAhead). The webhook queue and stores use it too.
   const connection = createRedis(config, 'worker', { connectionName: 'kyozo:worker' });
   connection.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
 
-  const stores = givenStores ?? (await createStores(config, { redis: connection, log }));
+  const observe = metrics && ((store: string, observation: Observation) => metrics.observeProvider(store, observation));
+  const stores = givenStores ?? (await createStores(config, { redis: connection, log, observe }));
   const stagingProvider = givenStaging ?? (await createStagingProvider(config));
   const staging = createStaging({
     provider: stagingProvider,
@@ -65,6 +71,7 @@ export async function startWorkerProcess({
   const bus = createEventBus({ redis: connection, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
   // Schedules and cleanup's trimming of old jobs need the queues themselves.
   const queues = createQueues({ connection, prefix: config.queuePrefix, attempts: config.workers.attempts });
+  metrics?.watchQueues(() => queues.all().map((queue) => ({ name: queue.name, counts: () => queue.getJobCounts() })));
   const { versionCount, versionDays } = config.retention;
   const { backupStore, backupKeep } = config.maintenance;
   const maintenance = {
