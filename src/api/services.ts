@@ -3,7 +3,6 @@
  * the stores, staging, queues, the events bus, the job waiter, the URL signer and the metrics registry.
  * `api/main.ts` serves them alone; `src/main.ts` shares stores and staging with an in-process worker.
  */
-import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import type { Config } from '../config.js';
 import { createEventBus } from '../events/bus.js';
@@ -18,19 +17,11 @@ import { closeRedis, createRedis, takeConnectionErrors, whenReady, type RedisCon
 import type { AppDeps } from './app.js';
 import { JobWaiter } from './job-status.js';
 import { ApiMetrics } from './metrics.js';
-import { UrlSigner } from './signing.js';
+import { sharedSigner } from './shared-signer.js';
 
 export interface WebServices {
   deps: AppDeps;
   close(): Promise<void>;
-}
-
-/** One random secret for every API process on this Redis, unless `URL_SIGNING_SECRET` names one. */
-async function signingSecret(config: Config, redis: RedisConnection): Promise<string> {
-  if (config.urlSigningSecret !== undefined) return config.urlSigningSecret;
-  const key = `${config.queuePrefix}:url-signing-secret`;
-  await redis.set(key, randomBytes(32).toString('hex'), 'NX');
-  return (await redis.get(key))!;
 }
 
 export async function startWebServices(options: {
@@ -75,11 +66,12 @@ export async function startWebServices(options: {
     return connection;
   };
   const waiter = new JobWaiter(queues, { connection: waiterConnection, prefix: config.queuePrefix });
-  const signer = new UrlSigner(await signingSecret(config, redis));
+  const signing = await sharedSigner(config, redis, log);
 
   return {
-    deps: { config, stores, queues, extraQueues: webhookQueues, staging, bus, redis, waiter, signer, metrics, log },
+    deps: { config, stores, queues, extraQueues: webhookQueues, staging, bus, redis, waiter, signer: signing.signer, metrics, log },
     async close() {
+      signing.close();
       await waiter.close();
       await Promise.allSettled(webhookQueues.map((queue) => queue.close()));
       await bus.close();

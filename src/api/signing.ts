@@ -17,10 +17,24 @@ export interface SignedGrant {
 }
 
 export class UrlSigner {
-  constructor(private readonly secret: string) {}
+  /** The secret before the last `rotate`: URLs signed with it are still taken. */
+  private previous: string | undefined;
 
-  private signature(grant: SignedGrant): string {
-    return createHmac('sha256', this.secret)
+  constructor(private secret: string) {}
+
+  /** Signs with `secret` from now on; what the current secret signed stays valid until the next rotation. */
+  rotate(secret: string): void {
+    if (secret === this.secret) return;
+    this.previous = this.secret;
+    this.secret = secret;
+  }
+
+  get current(): string {
+    return this.secret;
+  }
+
+  private signature(grant: SignedGrant, secret = this.secret): string {
+    return createHmac('sha256', secret)
       .update(`${grant.method}\n${grant.store}\n${grant.key}\n${grant.expires}`)
       .digest('hex');
   }
@@ -34,8 +48,9 @@ export class UrlSigner {
   /** Why a grant is refused, or undefined when it is valid now: up to, not including, its `expires` second. */
   refusal(grant: SignedGrant, signature: string | undefined, nowMs = Date.now()): string | undefined {
     if (signature === undefined || !/^[0-9a-f]{64}$/.test(signature)) return 'missing or malformed signature';
-    const expected = Buffer.from(this.signature(grant), 'hex');
-    if (!timingSafeEqual(expected, Buffer.from(signature, 'hex'))) return 'signature does not match';
+    const given = Buffer.from(signature, 'hex');
+    const matches = (secret: string) => timingSafeEqual(Buffer.from(this.signature(grant, secret), 'hex'), given);
+    if (!matches(this.secret) && (this.previous === undefined || !matches(this.previous))) return 'signature does not match';
     if (grant.expires * 1000 <= nowMs) return 'signed URL has expired';
     return undefined;
   }
