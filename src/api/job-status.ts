@@ -69,8 +69,9 @@ export function jobFailure(status: JobStatus): ApiError {
   return new ApiError('SERVICE_UNAVAILABLE', message, { 'Retry-After': '5' });
 }
 
-/** Resolves (with nothing) once `signal` is aborted. */
+/** Resolves (with nothing) once `signal` is aborted, at once if it already is. */
 function aborted(signal: AbortSignal): Promise<undefined> {
+  if (signal.aborted) return Promise.resolve(undefined);
   return new Promise((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }));
 }
 
@@ -116,6 +117,7 @@ export class JobWaiter {
   ) {}
 
   private async eventsFor(queue: QueueName): Promise<QueueEvents> {
+    if (this.closing.signal.aborted) throw new Error('the job waiter is closed');
     let entry = this.events.get(queue);
     if (entry === undefined) {
       entry = this.listen(queue);

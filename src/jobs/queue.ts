@@ -90,7 +90,7 @@ function canonical(value: unknown): unknown {
 const SCHEDULED_JOB_PREFIX = 'repeat:';
 
 /** Ids this service gives (`<queue>-<uuid or digest>`) and BullMQ's scheduled ones: nothing else names a job. */
-const JOB_ID = new RegExp(`^(?:(?:${QUEUE_NAMES.join('|')})-[A-Za-z0-9_-]{1,100}|${SCHEDULED_JOB_PREFIX}[A-Za-z0-9_-]{1,64}:\\d{1,16})$`);
+const JOB_ID = new RegExp(`^(?:(?:${QUEUE_NAMES.join('|')})-[A-Za-z0-9_-]{1,100}|${SCHEDULED_JOB_PREFIX}[A-Za-z0-9_-]{1,80}:\\d{1,16})$`);
 
 /** The queue of job `jobId`, or undefined when the id is none this service's queues hold (another key's name). */
 export function queueOfJobId(jobId: string): QueueName | undefined {

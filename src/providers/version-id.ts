@@ -20,10 +20,18 @@ function base32(value: number, width: number): string {
   return out;
 }
 
+/** The per-millisecond sequence's 5 characters of base32. */
+const MAX_SEQUENCE = 32 ** 5 - 1;
+
 export function newVersionId(now = Date.now()): string {
   if (now <= lastMillis) {
     now = lastMillis;
     sequence++;
+    if (sequence > MAX_SEQUENCE) {
+      // Out of sequence numbers in this millisecond: the next one, so ids keep sorting after those already made.
+      now = ++lastMillis;
+      sequence = 0;
+    }
   } else {
     lastMillis = now;
     sequence = 0;

@@ -2,6 +2,7 @@
  * `POST /v1/maintenance/...` through the whole service (real Redis, real worker): jobs, waiting, progress, and the
  * answers to bodies that are not JSON, too large, or name stores that do not exist.
  */
+import { queueOfJobId } from '../../src/jobs/queue.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/providers/body.js';
 import { newVersionId } from '../../src/providers/version-id.js';
@@ -76,6 +77,8 @@ describe('POST /v1/maintenance', () => {
       const response = await service.app.request(`/v1/jobs/${encodeURIComponent(scheduled!.id!)}`, { headers: auth });
       expect(response.status).toBe(200);
       expect(await response.json()).toMatchObject({ id: scheduled!.id, name: 'cleanup', state: 'delayed' });
+      // The scheduled backup of a store with a name of the longest kind (63 characters) is found too.
+      expect(queueOfJobId(`repeat:backup-${'s'.repeat(63)}:1700000000000`)).toBe('maintenance');
       // Names that reach other keys of the queue are no jobs: the scheduler's own hash, a job's lock.
       for (const id of ['repeat:test-yearly-cleanup', `${scheduled!.id}:lock`, 'objects-x:lock', 'maintenance-a:b']) {
         const other = await service.app.request(`/v1/jobs/${encodeURIComponent(id)}`, { headers: auth });

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError, StorageFullError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
-import { ALPHABET } from '../../src/providers/version-id.js';
+import { ALPHABET, mintAfter, newVersionId } from '../../src/providers/version-id.js';
 import { allPages } from '../support/paging.js';
 
 /** A number in the version ids' base32 (their leading milliseconds). */
@@ -271,6 +271,13 @@ describe('ram provider', () => {
     await target.importSnapshot(file);
     const mine = await target.createVersion('doc', 'made here after', { message: 'mine' });
     expect((await target.listVersions('doc')).items.map((item) => item.versionId)).toEqual([mine.versionId, ahead]);
+  });
+
+  it('ids minted after one whose sequence is at its last value still sort after it', async () => {
+    const imported = `${base32(Date.now() + 3_600_000, 11)}zzzzz${'0'.repeat(10)}`;
+    mintAfter(imported);
+    const next = newVersionId();
+    expect(next > imported, `${next} after ${imported}`).toBe(true);
   });
 
   it('stores small bodies in memory of their own, not in a shared pool chunk another key could be read through', async () => {
