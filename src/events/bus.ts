@@ -166,6 +166,28 @@ function matches(types: readonly EventType[] | '*', type: string): boolean {
   return types === '*' || (types as readonly string[]).includes(type);
 }
 
+/** An `XINFO` of a stream that does not exist (yet, or any more) as an empty reply. */
+function noStream(error: Error): [] {
+  if (/no such key/i.test(error.message)) return [];
+  throw error;
+}
+
+/** A consumer group of a stream, as `XINFO GROUPS` describes it. */
+export interface StreamGroup {
+  name: string;
+  /** The newest entry handed to one of its consumers. */
+  lastDeliveredId: string;
+}
+
+/** The consumer groups of `streamKey`; none for a stream that does not exist. */
+export async function streamGroups(redis: RedisConnection, streamKey: string): Promise<StreamGroup[]> {
+  const reply = (await redis.xinfo('GROUPS', streamKey).catch(noStream)) as unknown[][];
+  return reply.map((fields) => {
+    const field = (name: string) => String(fields[fields.indexOf(name) + 1]);
+    return { name: field('name'), lastDeliveredId: field('last-delivered-id') };
+  });
+}
+
 /**
  * The envelope stored in a stream entry (`XRANGE`/`XREADGROUP` reply), or undefined for an entry this service did
  * not write (another field, or one that is not a JSON object): readers skip it rather than fail on it for good.
@@ -390,10 +412,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
     readSince,
 
     async bounds() {
-      const info = (await redis.xinfo('STREAM', streamKey).catch((error: Error) => {
-        if (/no such key/i.test(error.message)) return [];
-        throw error;
-      })) as unknown[];
+      const info = (await redis.xinfo('STREAM', streamKey).catch(noStream)) as unknown[];
       const field = (name: string) => info[info.indexOf(name) + 1];
       const last = field('last-generated-id');
       const oldest = (field('first-entry') as [string, unknown] | null | undefined)?.[0];

@@ -9,7 +9,7 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { RedisConnection } from '../redis.js';
-import { envelopeFromEntry } from './bus.js';
+import { envelopeFromEntry, streamGroups } from './bus.js';
 
 /** The delivery job of one event for one URL, as `webhooks.ts` delivers it. */
 export interface Delivery {
@@ -111,10 +111,7 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
       });
   /** Where the group stands once it exists (made now, or kept from earlier runs). */
   const readPosition = async () => {
-    const groups = (await reader.xinfo('GROUPS', streamKey)) as (string | number)[][];
-    const fields = groups.find((info) => info[info.indexOf('name') + 1] === group);
-    const position = fields?.[fields.indexOf('last-delivered-id') + 1];
-    if (typeof position === 'string') lastSeen = position;
+    lastSeen = (await streamGroups(reader, streamKey)).find((candidate) => candidate.name === group)?.lastDeliveredId ?? lastSeen;
   };
 
   async function dispatch(entries: StreamEntry[]): Promise<void> {

@@ -18,6 +18,7 @@
  */
 import { Queue } from 'bullmq';
 import { z } from 'zod';
+import { streamGroups } from '../events/bus.js';
 import { isWebhookQueueName } from '../events/webhook-dispatcher.js';
 import type { StorageProvider } from '../providers/types.js';
 import { pages } from './copy.js';
@@ -115,8 +116,8 @@ async function removeStaleStaging(ctx: JobContext, deps: MaintenanceDeps): Promi
  * queue): also those of URLs no process lists any more, whose queues no one else would ever trim.
  */
 async function webhookQueues(deps: MaintenanceDeps, streamKey: string): Promise<Queue[]> {
-  const groups = ((await deps.redis.xinfo('GROUPS', streamKey).catch(() => [])) as (string | number)[][]).map((fields) => String(fields[fields.indexOf('name') + 1]));
-  return groups.filter(isWebhookQueueName).map((name) => new Queue(name, { connection: deps.redis, prefix: deps.prefix }));
+  const names = (await streamGroups(deps.redis, streamKey)).map((group) => group.name);
+  return names.filter(isWebhookQueueName).map((name) => new Queue(name, { connection: deps.redis, prefix: deps.prefix }));
 }
 
 async function removeOldJobs(deps: MaintenanceDeps, streamKey: string): Promise<number> {
