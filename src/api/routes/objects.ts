@@ -211,7 +211,7 @@ export function objectRoutes(deps: AppDeps): Hono {
 
   app.post('/:store/objects/*', async (c) => {
     const store = c.req.param('store');
-    requireStore(deps, store);
+    const provider = requireStore(deps, store);
     const at = target(c);
     const messageHeader = requestHeader(c, 'x-version-message');
     const message = messageHeader === undefined ? undefined : decodeHeaderValue('X-Version-Message', messageHeader);
@@ -230,7 +230,7 @@ export function objectRoutes(deps: AppDeps): Hono {
     }
     if (at.kind === 'restore') {
       refuseUnsupportedConditions(c, UNCONDITIONAL_UNSUPPORTED);
-      await requireVersion(requireStore(deps, store), at.key, at.versionId);
+      await requireVersion(provider, at.key, at.versionId);
       return respondWithJob(c, deps, 'restore', {
         store,
         key: at.key,
