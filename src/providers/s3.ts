@@ -42,6 +42,13 @@
  *   which some servers (s3rver) would store with its aws-chunked framing; WHEN_REQUIRED is for servers that refuse
  *   the checksum headers. Presigned URLs are always signed without a checksum (a signed CRC32 of an empty body
  *   would make every presigned upload fail).
+ * - Resends in native mode. A PutObject, a CopyObject onto a key or a DeleteObject (no VersionId) adds a version or
+ *   delete marker each time it lands, so the policy's resend after an attempt that landed but whose answer was lost
+ *   (timeout, cut connection, 500) would add a second one. Each attempt after the first therefore first looks for
+ *   the earlier one (`s3-landed.ts`: a version carrying this call's own `kyozo-*` entries; for a delete, the key's
+ *   newest entry no longer the version seen before it) and answers with it; it sends again only when none landed,
+ *   and fails unavailable (outcome unknown) when the bucket cannot be asked. Explicit mode overwrites plain keys:
+ *   a resend there is harmless and stays blind.
  * - `list` pages over ListObjectsV2 (continuation tokens inside a call, our cursor = the last key returned, used as
  *   `StartAfter`), skipping the reserved prefix in one jump, and HEADs every item (bounded concurrency) because
  *   listings carry no user metadata.
@@ -85,6 +92,7 @@ import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
 import { toStorageError } from './s3-errors.js';
+import { deleteLanded, findStampedVersion } from './s3-landed.js';
 import {
   DEFAULT_CONTENT_TYPE,
   type Author,
@@ -329,6 +337,18 @@ function copySource(bucket: string, key: string, versionId?: string): string {
   return versionId === undefined ? source : `${source}?versionId=${encodeURIComponent(versionId)}`;
 }
 
+/** The entries of a request's metadata that are ours (`kyozo-*`): what tells its version from any other. */
+function stampOf(metadata: Record<string, string>): Record<string, string> {
+  const stamp: Record<string, string> = {};
+  for (const [name, value] of Object.entries(metadata)) if (name.startsWith(RESERVED_META)) stamp[name] = value;
+  return stamp;
+}
+
+/** A look for an earlier attempt that got an answer other than "try again" (405 from a server without versioning). */
+class Untold {
+  constructor(readonly error: unknown) {}
+}
+
 function nativeVersionId(id: string | undefined): string | undefined {
   return id === undefined || id === 'null' ? undefined : id;
 }
@@ -497,11 +517,15 @@ export class S3Provider implements StorageProvider {
         return;
       }
       // A DeleteObject on a missing key would still add a delete marker: keep repeated deletes free of them.
-      const exists = await this.head(key, { Key: fullKey }).then(
-        () => true,
-        (error: unknown) => (error instanceof NotFoundError ? false : Promise.reject(error)),
+      const current = await this.head(key, { Key: fullKey }).catch((error: unknown) =>
+        error instanceof NotFoundError ? undefined : Promise.reject(error),
       );
-      if (exists) await this.deleteKey(`delete "${key}"`, fullKey);
+      if (current === undefined) return;
+      await this.addVersion(
+        `delete "${key}"`,
+        (signal) => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: fullKey }), { abortSignal: signal }),
+        async (signal) => ((await deleteLanded(this.client, this.bucket, fullKey, current.VersionId, signal)) ? {} : undefined),
+      );
       return;
     }
     await this.deleteKey(`delete "${key}"`, fullKey);
@@ -639,18 +663,21 @@ export class S3Provider implements StorageProvider {
     if (this.mode === 'native') {
       const metadata = { ...base, ...versionMetadata(message, opts?.author) };
       requireMetadataFits(metadata);
-      const out = await this.call(what, (signal) =>
-        this.client.send(
-          new CopyObjectCommand({
-            Bucket: this.bucket,
-            Key: fullKey,
-            CopySource: copySource(this.bucket, fullKey, versionId),
-            MetadataDirective: 'REPLACE',
-            ContentType: contentType,
-            Metadata: metadata,
-          }),
-          { abortSignal: signal },
-        ),
+      const out = await this.addVersion(
+        what,
+        (signal) =>
+          this.client.send(
+            new CopyObjectCommand({
+              Bucket: this.bucket,
+              Key: fullKey,
+              CopySource: copySource(this.bucket, fullKey, versionId),
+              MetadataDirective: 'REPLACE',
+              ContentType: contentType,
+              Metadata: metadata,
+            }),
+            { abortSignal: signal },
+          ),
+        (signal) => findStampedVersion(this.client, this.bucket, fullKey, stampOf(metadata), size, signal),
       );
       const newId = nativeVersionId(out.VersionId);
       if (newId === undefined) throw new NotSupportedError(`${what}: the bucket returned no version id (is versioning suspended?)`);
@@ -836,6 +863,45 @@ export class S3Provider implements StorageProvider {
     }, opts);
   }
 
+  /**
+   * A request that adds a version (or delete marker) in native mode: every attempt after the first asks whether an
+   * earlier one landed (`landed`, see `s3-landed.ts`) and answers with it, and sends again only when none did. A look
+   * that is answered with anything but "try again" leaves the outcome unknown: unavailable, and nothing is resent.
+   * Explicit mode writes plain keys, where a resend only writes the same again: sent through the policy as it is.
+   */
+  private async addVersion<T extends { VersionId?: string }>(
+    what: string,
+    send: (signal: AbortSignal) => Promise<T>,
+    landed: (signal: AbortSignal) => Promise<{ VersionId?: string } | undefined>,
+    opts?: CallOptions,
+  ): Promise<{ VersionId?: string }> {
+    if (this.mode !== 'native') return this.call(what, send, opts);
+    let sent = false;
+    const out = await this.call<{ VersionId?: string } | Untold>(
+      what,
+      async (signal) => {
+        if (sent) {
+          const found = await landed(signal).catch((error: unknown) => {
+            const failure = toStorageError(error, `${what}: look for an earlier attempt`);
+            if (failure instanceof StorageError && failure.retryable) throw failure;
+            return new Untold(failure);
+          });
+          if (found !== undefined) return found;
+        }
+        sent = true;
+        return send(signal);
+      },
+      opts,
+    );
+    if (out instanceof Untold) {
+      throw new ProviderUnavailableError(
+        `${what}: an attempt failed without a clear answer and whether it landed cannot be told (${out.error instanceof Error ? out.error.message : String(out.error)}); not sent again`,
+        { cause: out.error },
+      );
+    }
+    return out;
+  }
+
   private head(key: string, target: { Key: string; VersionId?: string }, versionId?: string): Promise<ObjectHead> {
     return this.call(`stat "${key}"`, (signal) =>
       this.client.send(new HeadObjectCommand({ Bucket: this.bucket, ...target }), { abortSignal: signal }),
@@ -934,7 +1000,7 @@ export class S3Provider implements StorageProvider {
     requireExpectedEtag(what, checks?.expectedEtag, etag);
     const metadata = describe(etag);
     await passFence(checks);
-    const out = await this.call(
+    const out = await this.addVersion(
       what,
       (signal) =>
         this.client.send(
@@ -949,6 +1015,7 @@ export class S3Provider implements StorageProvider {
           }),
           { abortSignal: signal },
         ),
+      (signal) => findStampedVersion(this.client, this.bucket, target, stampOf(metadata), bytes.length, signal),
       conditional(conditions),
     );
     return { size: bytes.length, etag, s3VersionId: out.VersionId };
@@ -1029,7 +1096,7 @@ export class S3Provider implements StorageProvider {
   ): Promise<{ VersionId?: string }> {
     // A server-side copy takes time in proportion to the object: large ones get no per-attempt timeout.
     const opts: CallOptions = { ...conditional(conditions), ...(size > this.threshold ? { timeoutMs: false } : {}) };
-    return this.call(
+    return this.addVersion(
       what,
       (signal) =>
         this.client.send(
@@ -1044,6 +1111,7 @@ export class S3Provider implements StorageProvider {
           }),
           { abortSignal: signal },
         ),
+      (signal) => findStampedVersion(this.client, this.bucket, to, stampOf(metadata), size, signal),
       opts,
     );
   }
@@ -1125,19 +1193,22 @@ export class S3Provider implements StorageProvider {
     const etag = hashing.etag;
     if (versionId === undefined) {
       const metadata = { ...storedUserMetadata(out.Metadata), [META.sha256]: etag, [META.updated]: (out.LastModified ?? new Date()).toISOString() };
-      await this.call(`adopt "${key}"`, (signal) =>
-        this.client.send(
-          new CopyObjectCommand({
-            Bucket: this.bucket,
-            Key: fullKey,
-            CopySource: copySource(this.bucket, fullKey),
-            CopySourceIfMatch: got.ETag,
-            MetadataDirective: 'REPLACE',
-            ContentType: out.ContentType ?? DEFAULT_CONTENT_TYPE,
-            Metadata: metadata,
-          }),
-          { abortSignal: signal },
-        ),
+      await this.addVersion(
+        `adopt "${key}"`,
+        (signal) =>
+          this.client.send(
+            new CopyObjectCommand({
+              Bucket: this.bucket,
+              Key: fullKey,
+              CopySource: copySource(this.bucket, fullKey),
+              CopySourceIfMatch: got.ETag,
+              MetadataDirective: 'REPLACE',
+              ContentType: out.ContentType ?? DEFAULT_CONTENT_TYPE,
+              Metadata: metadata,
+            }),
+            { abortSignal: signal },
+          ),
+        (signal) => findStampedVersion(this.client, this.bucket, fullKey, stampOf(metadata), hashing.size, signal),
       ).then(
         () => this.log?.info({ key }, 'adopted an object written without a content hash'),
         (error: unknown) => this.log?.warn({ err: error, key }, 'could not record the content hash of an adopted object; it will be hashed again'),

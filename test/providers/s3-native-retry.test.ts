@@ -1,0 +1,206 @@
+/**
+ * In a natively versioned bucket every PutObject, CopyObject onto a key and DeleteObject adds a version or a delete
+ * marker, so the s3 provider never sends one again blindly after an attempt whose answer was lost: it first looks
+ * for the version that attempt may have made (`src/providers/s3-landed.ts`). Against a real endpoint
+ * (test/support/s3.ts), with the client's `send` made to let one request through at once and hand its answer back
+ * only after the policy's timeout, as a server that applied it but answered late would.
+ *
+ * Where the endpoint has native versioning (MinIO, AWS) the whole promise is checked: one call, one version. On
+ * s3rver, which has none, native mode is forced on a plain bucket: the part that shows there is that no second
+ * request is sent after the lost answer, and that a bucket that cannot be asked for versions leaves the outcome
+ * unknown (unavailable) instead.
+ */
+import {
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  ListObjectVersionsCommand,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NotFoundError, ProviderUnavailableError } from '../../src/providers/errors.js';
+import { createS3Provider, type S3Provider, type S3ProviderOptions } from '../../src/providers/s3.js';
+import { s3ProviderOptions, startS3, type S3TestEndpoint } from '../support/s3.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Per attempt; the late answers come well after it, the backoff between attempts is short. */
+const resilience = { timeoutMs: 500, initialDelayMs: 5, maxDelayMs: 10 };
+const LATE_MS = 1_000;
+
+// Started at collection time so `it.skipIf` can see what the endpoint supports.
+const endpoint: S3TestEndpoint = await startS3();
+const bare: S3Client = endpoint.client();
+const providers: S3Provider[] = [];
+
+async function provider(overrides: Partial<S3ProviderOptions> = {}, bucketOptions?: { versioning?: boolean }): Promise<S3Provider> {
+  const bucket = await endpoint.createBucket(bucketOptions);
+  const created = await createS3Provider(s3ProviderOptions(endpoint, bucket, { resilience, ...overrides, bucket }));
+  providers.push(created);
+  return created;
+}
+
+type Command = PutObjectCommand | CopyObjectCommand | DeleteObjectCommand;
+type CommandClass = typeof PutObjectCommand | typeof CopyObjectCommand | typeof DeleteObjectCommand;
+
+/**
+ * Every request the provider sends from now on, by command name. The first `kind` request for `key` is sent at once
+ * (it lands) but its answer is lost: handed back only after LATE_MS, or with `cut` replaced by a reset connection
+ * (a copy of a staged upload has no per-attempt timeout to miss). With `neverArrives`, one such request before it
+ * fails as a reset connection without reaching the endpoint.
+ */
+function loseFirstAnswer(s3: S3Provider, kind: CommandClass, key: string, opts: { neverArrives?: boolean; cut?: boolean } = {}): string[] {
+  const sent: string[] = [];
+  const send = s3.client.send.bind(s3.client) as (command: unknown, options?: unknown) => Promise<unknown>;
+  const reset = () => Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+  let unsent = opts.neverArrives ? 1 : 0;
+  let late = 1;
+  (s3.client as { send: unknown }).send = async (command: unknown, options?: unknown) => {
+    const name = (command as object).constructor.name;
+    const ours = command instanceof kind && (command as Command).input.Key === key;
+    if (ours && unsent > 0) {
+      unsent--;
+      sent.push(`${name} (never arrived)`);
+      throw reset();
+    }
+    sent.push(name);
+    if (ours && late > 0) {
+      late--;
+      const out = await send(command);
+      if (opts.cut) throw reset();
+      await sleep(LATE_MS);
+      return out;
+    }
+    return send(command, options);
+  };
+  return sent;
+}
+
+const count = (sent: string[], name: string) => sent.filter((entry) => entry === name).length;
+
+async function deleteMarkers(s3: S3Provider, key: string): Promise<number> {
+  const out = await bare.send(new ListObjectVersionsCommand({ Bucket: s3.bucket, Prefix: key }));
+  return (out.DeleteMarkers ?? []).filter((marker) => marker.Key === key).length;
+}
+
+async function text(s3: S3Provider, key: string): Promise<string> {
+  const { body } = await s3.read(key);
+  return Buffer.concat(await body.toArray()).toString();
+}
+
+beforeAll(() => {
+  console.log(`s3 native-retry tests run against ${endpoint.kind} at ${endpoint.endpoint} (native versioning: ${endpoint.versioning ? 'yes' : 'no'})`);
+});
+
+afterAll(async () => {
+  for (const created of providers) await created.close();
+  bare.destroy();
+  await endpoint.close();
+});
+
+describe('s3 native versioning: a request whose answer was lost is found, not sent again', () => {
+  const reason = 'the endpoint has no native bucket versioning (s3rver); set S3_TEST_ENDPOINT to a MinIO or run Docker to cover it';
+  if (!endpoint.versioning) console.log(`s3 native-retry tests on a versioned bucket skipped: ${reason}`);
+
+  const native = () => provider({}, { versioning: true });
+
+  it.skipIf(!endpoint.versioning)('one createVersion whose PutObject answered late leaves one version, and returns it', async () => {
+    const s3 = await native();
+    expect(s3.versioning).toBe('native');
+    const sent = loseFirstAnswer(s3, PutObjectCommand, 'doc');
+    const made = await s3.createVersion('doc', 'release notes v1', { message: 'publish v1', author: { name: 'Ada' } });
+    expect(count(sent, 'PutObjectCommand')).toBe(1);
+    const { items } = await s3.listVersions('doc');
+    expect(items.map((version) => version.versionId)).toEqual([made.versionId]);
+    expect(items[0]).toMatchObject({ message: 'publish v1', author: { name: 'Ada' } });
+  });
+
+  it.skipIf(!endpoint.versioning)('one write whose PutObject answered late leaves one version, and returns its id', async () => {
+    const s3 = await native();
+    const sent = loseFirstAnswer(s3, PutObjectCommand, 'doc');
+    const written = await s3.write('doc', 'one', { metadata: { owner: 'ada' } });
+    expect(count(sent, 'PutObjectCommand')).toBe(1);
+    expect((await s3.listVersions('doc')).items.map((version) => version.versionId)).toEqual([written.versionId]);
+    expect((await s3.stat('doc')).versionId).toBe(written.versionId);
+  });
+
+  it.skipIf(!endpoint.versioning)('a request that never arrived is sent again, and the resend that answered late is then found', async () => {
+    const s3 = await native();
+    const sent = loseFirstAnswer(s3, PutObjectCommand, 'doc', { neverArrives: true });
+    const written = await s3.write('doc', 'one');
+    expect(sent.filter((entry) => entry.startsWith('PutObjectCommand'))).toEqual(['PutObjectCommand (never arrived)', 'PutObjectCommand']);
+    expect((await s3.listVersions('doc')).items.map((version) => version.versionId)).toEqual([written.versionId]);
+  });
+
+  it.skipIf(!endpoint.versioning)('one delete whose DeleteObject answered late leaves one delete marker', async () => {
+    const s3 = await native();
+    await s3.write('doc', 'one');
+    const sent = loseFirstAnswer(s3, DeleteObjectCommand, 'doc');
+    await s3.delete('doc');
+    expect(count(sent, 'DeleteObjectCommand')).toBe(1);
+    expect(await deleteMarkers(s3, 'doc')).toBe(1);
+    await expect(s3.stat('doc')).rejects.toBeInstanceOf(NotFoundError);
+    expect((await s3.listVersions('doc')).items).toHaveLength(1);
+  });
+
+  it.skipIf(!endpoint.versioning)('one restore whose CopyObject answered late adds one version, and returns it', async () => {
+    const s3 = await native();
+    const v1 = await s3.createVersion('doc', 'original', { message: 'one' });
+    await s3.write('doc', 'changed');
+    const sent = loseFirstAnswer(s3, CopyObjectCommand, 'doc');
+    const restored = await s3.restoreVersion('doc', v1.versionId);
+    expect(count(sent, 'CopyObjectCommand')).toBe(1);
+    const ids = (await s3.listVersions('doc')).items.map((version) => version.versionId);
+    expect(ids).toHaveLength(3);
+    expect(ids[0]).toBe(restored.versionId);
+    expect(await text(s3, 'doc')).toBe('original');
+  });
+
+  it.skipIf(!endpoint.versioning)('a staged write whose copy into place lost its connection after landing leaves one version', async () => {
+    const s3 = await provider({ multipartThreshold: 1024 }, { versioning: true });
+    const sent = loseFirstAnswer(s3, CopyObjectCommand, 'big', { cut: true });
+    const written = await s3.write('big', Buffer.alloc(4096, 7));
+    expect(count(sent, 'CopyObjectCommand')).toBe(1);
+    expect((await s3.listVersions('big')).items.map((version) => version.versionId)).toEqual([written.versionId]);
+  });
+});
+
+describe('s3 native mode without a versioned bucket to ask: a lost answer is never followed by a blind resend', () => {
+  const reason = 'the endpoint has native bucket versioning: the tests on a versioned bucket above cover this and more';
+  if (endpoint.versioning) console.log(`s3 native-retry tests with native mode forced skipped: ${reason}`);
+
+  // Native mode forced on a bucket that cannot list versions (s3rver answers ListObjectVersions with 405).
+  const forced = (overrides: Partial<S3ProviderOptions> = {}) => provider({ versioning: 'native', ...overrides });
+
+  it.skipIf(endpoint.versioning)('a write whose PutObject answered late is looked for, not sent again: outcome unknown', async () => {
+    const s3 = await forced();
+    const sent = loseFirstAnswer(s3, PutObjectCommand, 'doc');
+    await expect(s3.write('doc', 'one')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(sent).toEqual(['PutObjectCommand', 'ListObjectVersionsCommand']);
+    expect(await text(s3, 'doc')).toBe('one'); // it had landed
+  });
+
+  it.skipIf(endpoint.versioning)('a createVersion whose PutObject answered late is looked for, not sent again', async () => {
+    const s3 = await forced();
+    const sent = loseFirstAnswer(s3, PutObjectCommand, 'doc');
+    await expect(s3.createVersion('doc', 'one', { message: 'first' })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(sent).toEqual(['PutObjectCommand', 'ListObjectVersionsCommand']);
+  });
+
+  it.skipIf(endpoint.versioning)('a delete whose DeleteObject answered late is looked for, not sent again', async () => {
+    const s3 = await forced();
+    await s3.write('doc', 'one');
+    const sent = loseFirstAnswer(s3, DeleteObjectCommand, 'doc');
+    await expect(s3.delete('doc')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(sent).toEqual(['HeadObjectCommand', 'DeleteObjectCommand', 'ListObjectVersionsCommand']);
+    await expect(s3.stat('doc')).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it.skipIf(endpoint.versioning)('a staged write whose copy into place lost its connection after landing is looked for, not copied again', async () => {
+    const s3 = await forced({ multipartThreshold: 1024 });
+    const sent = loseFirstAnswer(s3, CopyObjectCommand, 'big', { cut: true });
+    await expect(s3.write('big', Buffer.alloc(4096, 7))).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(count(sent, 'CopyObjectCommand')).toBe(1);
+    expect(sent.slice(sent.indexOf('CopyObjectCommand'))).toEqual(['CopyObjectCommand', 'ListObjectVersionsCommand', 'DeleteObjectCommand']);
+    expect((await s3.stat('big')).size).toBe(4096);
+  });
+});
