@@ -20,7 +20,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { isTempName, linkFileAtomic, retryWhileMissing, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
 import { requireExpectedEtag } from './body.js';
-import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { decodeCursor, decodeVersionsCursor, encodeCursor, encodeVersionsCursor, pageLimit } from './cursor.js';
 import { DirectoryCache, type DirectoryReader } from './disk-directory-cache.js';
 import { decodeEntry, keyPath, prefixDirectory } from './disk-layout.js';
 import {
@@ -392,7 +392,7 @@ export class DiskProvider implements StorageProvider {
   async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
     validateKey(key);
     const limit = pageLimit(opts?.limit);
-    const after = decodeCursor(opts?.cursor);
+    const after = decodeVersionsCursor(key, opts?.cursor);
     return guarded(async () => {
       const dir = path.join((await this.ready()).versions, keyPath(key));
       if (!(await this.isReal(dir))) return { items: [] };
@@ -403,7 +403,7 @@ export class DiskProvider implements StorageProvider {
       for (let at = start; at >= 0 && page.length < limit; at--) page.push(ids[at]!);
       const trailers = await mapLimited(page, READ_WIDTH, (id) => trailerIfReadable(path.join(dir, id)));
       const items = trailers.flatMap((trailer) => (trailer ? [versionInfo(key, trailer)] : []));
-      return start - limit >= 0 ? { items, cursor: encodeCursor(page[page.length - 1]!) } : { items };
+      return start - limit >= 0 ? { items, cursor: encodeVersionsCursor(key, page[page.length - 1]!) } : { items };
     });
   }
 

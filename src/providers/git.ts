@@ -32,7 +32,7 @@ import type { Cluster, Redis } from 'ioredis';
 import type { StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
 import { readAll, requireExpectedEtag, resolveRange, sha256Hex, toReadable } from './body.js';
-import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { decodeCursor, decodeVersionsCursor, encodeCursor, encodeVersionsCursor, pageLimit } from './cursor.js';
 import {
   InvalidArgumentError,
   isStorageError,
@@ -639,18 +639,21 @@ export class GitProvider implements StorageProvider {
     return this.guard('listVersions', async () => {
       validateKey(key);
       const limit = pageLimit(opts.limit);
-      const after = decodeCursor(opts.cursor);
-      const versions = (await this.syncedIndex(opts.branch)).versions(key);
+      const after = decodeVersionsCursor(key, opts.cursor);
+      const index = await this.syncedIndex(opts.branch);
+      const versions = index.versions(key);
       let start = versions.length - 1;
       if (after !== undefined) {
         const at = versions.findLastIndex((version) => version.commit === after);
-        if (at < 0) return { items: [] };
+        // A commit of the branch that is no version any more was forgotten with every older one: nothing is left.
+        if (at < 0 && index.hasCommit(after)) return { items: [] };
+        if (at < 0) throw new InvalidArgumentError('cursor names a commit this branch does not have');
         start = at - 1;
       }
       const items: VersionInfo[] = [];
       for (let i = start; i >= 0 && items.length < limit; i--) items.push(toVersionInfo(versions[i]!));
       const more = start - items.length >= 0;
-      return more && items.length > 0 ? { items, cursor: encodeCursor(items.at(-1)!.versionId) } : { items };
+      return more && items.length > 0 ? { items, cursor: encodeVersionsCursor(key, items.at(-1)!.versionId) } : { items };
     });
   }
 

@@ -48,15 +48,13 @@ export function validateKey(key: unknown): string {
 
 /**
  * A list prefix is the start of a key: it may be empty or end with '/' or in the middle of a segment, but its
- * complete segments follow the key rules.
+ * complete segments follow the key rules. What follows the last '/' is the start of a segment, not one: `.` and
+ * `..` there begin keys such as `.env` and `..hidden`.
  */
 export function validatePrefix(prefix: string | undefined): string {
   if (prefix === undefined || prefix === '') return '';
   checkCharacters(prefix, 'prefix');
-  const segments = prefix.split('/');
-  const last = segments.pop() ?? '';
-  for (const segment of segments) checkSegment(segment, 'prefix');
-  if (last === '.' || last === '..') throw new InvalidKeyError("prefix must not have a '.' or '..' segment");
+  for (const segment of prefix.split('/').slice(0, -1)) checkSegment(segment, 'prefix');
   return prefix;
 }
 

@@ -7,7 +7,7 @@
 import { Readable } from 'node:stream';
 import { nowIso } from '../clock.js';
 import { readAll, requireExpectedEtag, resolveRange, sha256Hex } from './body.js';
-import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { decodeCursor, decodeVersionsCursor, encodeCursor, encodeVersionsCursor, pageLimit } from './cursor.js';
 import { NotFoundError, PayloadTooLargeError, StorageFullError } from './errors.js';
 import { passFence } from './fence.js';
 import { requirePreconditions, type Preconditions } from './if-match.js';
@@ -171,13 +171,13 @@ export class RamProvider implements StorageProvider {
   async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
     validateKey(key);
     const limit = pageLimit(opts?.limit);
-    const after = decodeCursor(opts?.cursor);
+    const after = decodeVersionsCursor(key, opts?.cursor);
     const list = this.versions.get(key) ?? [];
     // Newest first: down from the last version, or from the one just older than the cursor.
     const start = (after === undefined ? list.length : versionIndex(list, after)) - 1;
     const items: VersionInfo[] = [];
     for (let at = start; at >= 0 && items.length < limit; at--) items.push(list[at]!.info);
-    return start - limit >= 0 ? { items, cursor: encodeCursor(items[items.length - 1]!.versionId) } : { items };
+    return start - limit >= 0 ? { items, cursor: encodeVersionsCursor(key, items[items.length - 1]!.versionId) } : { items };
   }
 
   async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {

@@ -250,6 +250,37 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       expect((await provider.list({ prefix: 'logs' })).items).toHaveLength(4);
       expect((await provider.list({ prefix: 'nothing/' })).items).toEqual([]);
     });
+
+    it("a prefix may end in '.' or '..' (dotfiles list by prefix); whole '.' and '..' segments are refused", async () => {
+      for (const key of ['.env', '..hidden', 'cfg/.gitignore', 'cfg/..x', 'cfg/a']) await provider.write(key, 'x');
+      const keysUnder = async (prefix: string) => (await provider.list({ prefix })).items.map((item) => item.key);
+      expect(await keysUnder('.')).toEqual(['..hidden', '.env']);
+      expect(await keysUnder('..')).toEqual(['..hidden']);
+      expect(await keysUnder('cfg/.')).toEqual(['cfg/..x', 'cfg/.gitignore']);
+      expect(await keysUnder('cfg/..')).toEqual(['cfg/..x']);
+      for (const prefix of ['./', '../', 'cfg/../', 'cfg/./x']) await expectError(provider.list({ prefix }), InvalidKeyError);
+    });
+
+    it('refuses a cursor it did not issue with InvalidArgumentError, and pages keys of 1,024 bytes', async () => {
+      const longKeys = ['é', 'ü'].map((c) => c.repeat(512));
+      for (const key of [...longKeys, 'k/1', 'k/2', 'k/3']) await provider.write(key, 'x');
+      const { cursor } = await provider.list({ prefix: 'k/', limit: 1 });
+      const base64url = (text: string) => Buffer.from(text, 'utf8').toString('base64url');
+      const forged = [
+        'zzzz',
+        'AAAA',
+        '__8', // not UTF-8
+        '%%%',
+        base64url('k/1'), // the position alone, as cursors used to be
+        cursor!.slice(0, -1),
+        cursor!.slice(0, -1) + (cursor!.endsWith('A') ? 'B' : 'A'),
+        base64url(`k/${'a'.repeat(8192)}`),
+      ];
+      for (const bad of forged) await expectError(provider.list({ prefix: 'k/', cursor: bad }), InvalidArgumentError);
+      expect((await provider.list({ prefix: 'k/', cursor })).items.map((item) => item.key)).toEqual(['k/2', 'k/3']);
+      const longPages = await allPages((next) => provider.list({ cursor: next, limit: 1 }));
+      expect(longPages.flat().map((item) => item.key)).toEqual([...longKeys, 'k/1', 'k/2', 'k/3'].sort(compareKeys));
+    });
   });
 
   describe('versions', () => {
