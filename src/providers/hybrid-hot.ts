@@ -7,9 +7,10 @@
  *   copy is the first one, and copies idle past the TTL are a prefix of the map: a sweep stops at the first live
  *   one. A copy idle past the TTL is also refused on lookup, so demotion does not wait for the sweep.
  * - Budget: copies up to `maxEntryBytes` (default `maxBytes / 8`, so one large object cannot empty the tier) are
- *   admitted; the least recently read ones make room. Bytes of admissions in flight are reserved and count against
- *   `maxBytes` too; an admission that does not fit even with every copy evicted is refused. The hot provider's own
- *   budget must be at least `maxBytes`.
+ *   admitted; the least recently read ones make room, save those the admission is told to keep (a tiering pass
+ *   keeps the keys it chose). Bytes of admissions in flight are reserved and count against `maxBytes` too; an
+ *   admission that does not fit even with every other copy evicted is refused. The hot provider's own budget must
+ *   be at least `maxBytes`.
  * - Staleness: a copy is admitted only if no invalidation of its key arrived since the cold read it came from
  *   began (`mark()` before the read, `admit(..., mark)` after). Admissions of one key run one at a time, and the
  *   check is repeated once the content is in the hot provider, so a copy described as X always holds X.
@@ -117,25 +118,23 @@ export class HotTier {
   }
 
   /**
-   * Puts `content` (described by cold's `info`) into the hot tier, unless it is too large, the tier is off, or an
-   * invalidation of `key` arrived since `mark`. Never rejects: a copy that cannot be made is simply not made.
+   * Puts `content` (described by cold's `info`) into the hot tier, unless it is too large, the tier is off, an
+   * invalidation of `key` arrived since `mark`, or it fits only by evicting a copy of `keep`. Never rejects: a copy
+   * that cannot be made is simply not made.
    */
-  async admit(key: string, info: ObjectInfo, content: Buffer, mark: number): Promise<boolean> {
+  async admit(key: string, info: ObjectInfo, content: Buffer, mark: number, keep: ReadonlySet<string> = new Set()): Promise<boolean> {
     if (this.maxBytes === 0 || content.length > this.maxEntryBytes || this.stale(key, mark)) return false;
     return withProcessMutex(`hybrid-hot:${this.id}:${key}`, async () => {
       if (this.stale(key, mark)) return false;
       const previous = this.entries.get(key);
       if (previous !== undefined && previous.info.etag === info.etag) return true;
       if (previous !== undefined) await this.remove(key, 'invalidated');
-      // Admissions in flight hold the rest: evicting every copy would not make room.
-      if (this.reservedBytes + content.length > this.maxBytes) return false;
-      const victims: Promise<void>[] = [];
-      while (this.bytes + content.length > this.maxBytes && this.entries.size > 0) {
-        victims.push(this.remove(this.entries.keys().next().value!, 'lru'));
-      }
+      const victims = this.victimsFor(content.length, keep);
+      if (victims === undefined) return false;
+      const evicted = victims.map((victim) => this.remove(victim, 'lru'));
       this.reservedBytes += content.length; // before anything is awaited: admissions of other keys run meanwhile
       try {
-        await Promise.all(victims);
+        await Promise.all(evicted);
         await this.provider.write(key, content, { contentType: info.contentType, metadata: info.metadata });
       } catch (error) {
         this.log?.debug({ err: error, key }, 'hot tier refused a copy');
@@ -199,6 +198,22 @@ export class HotTier {
     if (this.now() - entry.lastRead <= this.ttlMs) return entry;
     void this.remove(key, 'idle');
     return undefined;
+  }
+
+  /**
+   * The least recently read copies, none of `keep`, whose eviction makes room for `bytes` more; undefined when even
+   * all of them would not (admissions in flight and the copies kept hold the rest).
+   */
+  private victimsFor(bytes: number, keep: ReadonlySet<string>): string[] | undefined {
+    const victims: string[] = [];
+    let excess = this.bytes + bytes - this.maxBytes;
+    for (const [key, entry] of this.entries) {
+      if (excess <= 0) break;
+      if (keep.has(key)) continue;
+      victims.push(key);
+      excess -= entry.info.size;
+    }
+    return excess <= 0 ? victims : undefined;
   }
 
   private stale(key: string, mark: number): boolean {

@@ -11,10 +11,16 @@
  * entry settled under it: it then finds its count below zero when it ends, and puts the key back for repair (it
  * may have overlapped others, unseen).
  *
- * One Redis hash, `<prefix>:hybrid:<store>:pending`, four fields per key: `c:<key>` mutations begun and not ended,
+ * Among those, the keys whose backup copy is known to be behind cold (cold took a mutation that backup did not
+ * follow, or mutations overlapped) are flagged until their repair: while cold is down, backup's answer about them
+ * may be an older content or an object cold deleted, so reads do not take it. A key whose mutation may or may not
+ * have reached cold (cold unavailable) is only checked: backup's copy is most likely still the current one.
+ *
+ * One Redis hash, `<prefix>:hybrid:<store>:pending`, five fields per key: `c:<key>` mutations begun and not ended,
  * `g:<key>` the number of the last mutation begun (from the store-wide sequence `#`, so it never repeats), `t:<key>`
  * (ms) when the running mutations began (the count last rose from zero; with none running, when the key entered the
- * ledger), `x:<key>` present when the key needs a repair whatever the count says.
+ * ledger), `x:<key>` present when the key needs a repair whatever the count says, `b:<key>` present when backup is
+ * behind cold for the key (never without `x:<key>`).
  */
 import type { Cluster, Redis } from 'ioredis';
 
@@ -24,17 +30,18 @@ local running = redis.call('HINCRBY', h, 'c:' .. k, 1)
 redis.call('HSET', h, 'g:' .. k, redis.call('HINCRBY', h, '#', 1))
 -- A key pending for long must not make the mutation beginning now look abandoned.
 if running == 1 then redis.call('HSET', h, 't:' .. k, ARGV[2]) else redis.call('HSETNX', h, 't:' .. k, ARGV[2]) end
-if running > 1 then redis.call('HSET', h, 'x:' .. k, 1) end
+if running > 1 then redis.call('HSET', h, 'x:' .. k, 1, 'b:' .. k, 1) end
 return running`;
 
 const END = `
-local h, k = KEYS[1], ARGV[1]
+local h, k, ended = KEYS[1], ARGV[1], ARGV[2]
 local running = redis.call('HINCRBY', h, 'c:' .. k, -1)
-if ARGV[2] ~= '1' or running < 0 then
+if ended ~= 'in-line' or running < 0 then
   redis.call('HSET', h, 'x:' .. k, 1)
   redis.call('HSETNX', h, 't:' .. k, ARGV[3])
   if running < 0 then redis.call('HSET', h, 'g:' .. k, redis.call('HINCRBY', h, '#', 1)) end
 end
+if ended == 'backup-behind' or running < 0 then redis.call('HSET', h, 'b:' .. k, 1) end
 if running <= 0 then
   if redis.call('HEXISTS', h, 'x:' .. k) == 0 then
     redis.call('HDEL', h, 'c:' .. k, 'g:' .. k, 't:' .. k)
@@ -51,7 +58,7 @@ return running`;
 const SETTLE = `
 local h, k = KEYS[1], ARGV[1]
 if (redis.call('HGET', h, 'g:' .. k) or '') ~= ARGV[2] then return 0 end
-redis.call('HDEL', h, 'c:' .. k, 'g:' .. k, 't:' .. k, 'x:' .. k)
+redis.call('HDEL', h, 'c:' .. k, 'g:' .. k, 't:' .. k, 'x:' .. k, 'b:' .. k)
 if KEYS[2] then redis.call('DEL', KEYS[2]) end
 return 1`;
 
@@ -65,7 +72,16 @@ export interface PendingEntry {
   since: number;
   /** A follow-up failed or mutations overlapped: due for repair as soon as none runs. */
   needsRepair: boolean;
+  /** Backup's copy is known to be behind cold: not to be served while cold is down. */
+  backupBehind: boolean;
 }
+
+/**
+ * How a mutation ended: `in-line` (backup and every hot copy follow cold, or cold refused it and nothing changed),
+ * `check` (cold may have taken it or not, or only the invalidation failed: a repair checks the key), `backup-behind`
+ * (cold took it and backup did not follow).
+ */
+export type MutationEnd = 'in-line' | 'check' | 'backup-behind';
 
 export class PendingBackups {
   private readonly hashKey: string;
@@ -82,8 +98,8 @@ export class PendingBackups {
     await this.redis.eval(BEGIN, 1, this.hashKey, key, String(now));
   }
 
-  async end(key: string, followedUp: boolean, now: number): Promise<void> {
-    await this.redis.eval(END, 1, this.hashKey, key, followedUp ? '1' : '0', String(now));
+  async end(key: string, ended: MutationEnd, now: number): Promise<void> {
+    await this.redis.eval(END, 1, this.hashKey, key, ended, String(now));
   }
 
   /** Every key in the ledger. */
@@ -105,14 +121,16 @@ export class PendingBackups {
         generation: fields.get(`g:${key}`) ?? '',
         since: Number(since),
         needsRepair: fields.has(`x:${key}`),
+        backupBehind: fields.has(`b:${key}`),
       });
     }
     return entries;
   }
 
-  /** Whether `key` is in the ledger: its backup copy may lag cold. */
-  async has(key: string): Promise<boolean> {
-    return (await this.redis.hexists(this.hashKey, `t:${key}`)) === 1;
+  /** Whether `key` is in the ledger (its backup copy may lag cold), and whether backup is known to be behind for it. */
+  async standing(key: string): Promise<{ pending: boolean; backupBehind: boolean }> {
+    const [since, behind] = await this.redis.hmget(this.hashKey, `t:${key}`, `b:${key}`);
+    return { pending: since !== null, backupBehind: behind !== null };
   }
 
   /** Whether a mutation of the key began after `entry` was read (or the entry is gone). */

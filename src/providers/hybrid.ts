@@ -21,16 +21,19 @@
  * them, so versions stay addressable by their cold ids while cold is down.
  *
  * Reads: a hot copy, else cold, else (cold unavailable or its circuit open: `ProviderUnavailableError`) backup.
- * The info of a read or a stat says which tier served it (`tier`, sent as `X-Kyozo-Tier`). Backup's "not found" of a
- * key in the pending ledger keeps cold's error: cold may hold what backup lacks. Every read is counted
- * (`hybrid-access.ts`: in this process at once, in Redis in batches, never awaited). The full read of a current
- * object that makes `accessThreshold` reads of it in this process within `hotTtlSeconds` (and every later one
- * until it is hot) reads the body into memory and admits it to the hot tier, so the next read here is a hot hit;
- * objects larger than `hotMaxBytes / 8` are never promoted. Copies go after `hotTtlSeconds` without a read, or
- * least recently read first when `hotMaxBytes` would be exceeded (`hybrid-hot.ts`).
+ * The info of a read or a stat says which tier served it (`tier`, sent as `X-Kyozo-Tier`). Backup's answer keeps
+ * cold's error where it may be wrong: about a key the pending ledger flags as behind in backup (cold took a write or
+ * delete that backup did not follow, or mutations overlapped: backup may hold older content, or what cold deleted),
+ * in a listing that covers such a key, and backup's "not found" of any key in the ledger (cold may hold what backup
+ * lacks). Every read is counted (`hybrid-access.ts`: in this process at once, in Redis in batches, never awaited).
+ * The full read of a current object that makes `accessThreshold` reads of it in this process within
+ * `hotTtlSeconds` (and every later one until it is hot) reads the body into memory and admits it to the hot tier, so
+ * the next read here is a hot hit; objects larger than `hotMaxBytes / 8` are never promoted. Copies go after
+ * `hotTtlSeconds` without a read, or least recently read first when `hotMaxBytes` would be exceeded (`hybrid-hot.ts`).
  *
  * Tiering across processes: the `tier` job calls `planTiering()` (from the counts of all processes in Redis),
- * `applyTiering(plan)` (its own hot tier) and `publishTiering(plan)` (every other process applies it on receipt);
+ * `applyTiering(plan)` (its own hot tier: the plan's promotions, most read first, as far as they fit `hotMaxBytes`)
+ * and `publishTiering(plan)` (every other process applies it on receipt);
  * `isHybridProvider(store)` finds such stores, also behind the metrics layer. Version retention: `deleteVersion`
  * (present when cold has one) removes the version from cold and its copy from backup.
  *
@@ -57,9 +60,9 @@ import { withProcessMutex } from './process-mutex.js';
 import { AccessLog, type PlanLimits } from './hybrid-access.js';
 import { HotTier } from './hybrid-hot.js';
 import { createRedisHotChannel, type HotChannel, type HotMessage, type TieringPlan } from './hybrid-invalidation.js';
-import { PendingBackups, type PendingEntry } from './hybrid-pending.js';
+import { PendingBackups, type MutationEnd, type PendingEntry } from './hybrid-pending.js';
 import { VersionMap } from './hybrid-versions.js';
-import { validateKey } from './keys.js';
+import { compareKeys, validateKey } from './keys.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from './object-info.js';
 import type {
   Body,
@@ -91,7 +94,7 @@ export interface TieringOutcome {
   promotedBytes: number;
   demoted: number;
   demotedBytes: number;
-  /** Plan entries not followed here: already hot, too large, gone from cold, cold unavailable. */
+  /** Plan entries not followed here: already hot, too large, past the hot budget, gone from cold, cold unavailable. */
   skipped: number;
 }
 
@@ -303,8 +306,9 @@ export class HybridProvider implements StorageProvider {
   async list(opts?: ListOptions): Promise<Page<ObjectInfo>> {
     const { value } = await this.degrading(
       () => this.cold.list(opts),
-      async () => {
+      async (coldError) => {
         const page = await this.backup.list(opts);
+        if (await this.coversKeyBehind(page, opts?.prefix)) throw coldError;
         return { ...page, items: await this.asColdIds(page.items, false) };
       },
     );
@@ -314,8 +318,8 @@ export class HybridProvider implements StorageProvider {
   async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
     const { value } = await this.degrading(
       () => this.cold.listVersions(key, opts),
-      async () => {
-        const page = await this.backup.listVersions(key, opts);
+      async (coldError) => {
+        const page = await this.fromBackup(key, coldError, () => this.backup.listVersions(key, opts));
         return { ...page, items: await this.asColdIds(page.items, true) };
       },
     );
@@ -429,7 +433,10 @@ export class HybridProvider implements StorageProvider {
     return this.access.plan(limits);
   }
 
-  /** Follows a plan in this process: drops the copies it demotes, copies from cold the objects it promotes. */
+  /**
+   * Follows a plan in this process: drops the copies it demotes, copies from cold the objects it promotes that fit
+   * the hot budget (`withinHotBudget`), and evicts none of those to make room for another.
+   */
   async applyTiering(plan: TieringPlan): Promise<TieringOutcome> {
     const outcome: TieringOutcome = { promoted: 0, promotedBytes: 0, demoted: 0, demotedBytes: 0, skipped: 0 };
     for (const key of plan.demote) {
@@ -437,23 +444,60 @@ export class HybridProvider implements StorageProvider {
       outcome.demotedBytes += await this.hot.demote(key, 'plan');
       outcome.demoted++;
     }
-    const queue = plan.promote.filter((key) => {
-      const hot = this.hot.has(key);
-      if (hot) outcome.skipped++;
-      return !hot;
-    });
+    const keep: ReadonlySet<string> = new Set((await this.withinHotBudget(plan.promote)).keys());
+    const queue = [...keep].filter((key) => !this.hot.has(key));
+    const copied = new Map<string, number>();
     const promoteNext = async () => {
       for (let key = queue.shift(); key !== undefined; key = queue.shift()) {
-        const bytes = await this.promote(key);
-        if (bytes === undefined) outcome.skipped++;
-        else {
-          outcome.promoted++;
-          outcome.promotedBytes += bytes;
-        }
+        const bytes = await this.promote(key, keep);
+        if (bytes !== undefined) copied.set(key, bytes);
       }
     };
     await Promise.all(Array.from({ length: Math.min(PROMOTE_WIDTH, queue.length) }, promoteNext));
+    // Only copies still hot count: an admission of a read here may have evicted one since.
+    for (const [key, bytes] of copied) {
+      if (!this.hot.has(key)) continue;
+      outcome.promoted++;
+      outcome.promotedBytes += bytes;
+    }
+    outcome.skipped = plan.promote.length - outcome.promoted;
     return outcome;
+  }
+
+  /**
+   * The plan's promotions that the hot budget holds, most read first, with their sizes: a hot copy's as held, other
+   * keys' as cold states them (keys cold cannot describe, or too large to promote, are left out). It stops at the
+   * first that does not fit; copies are at most `maxEntryBytes`, so little of the budget is left unused. Promoting
+   * past the budget would evict the most read keys for the least read ones, and flip the hot set at every pass.
+   */
+  private async withinHotBudget(keys: readonly string[]): Promise<Map<string, number>> {
+    const chosen = new Map<string, number>();
+    let total = 0;
+    for (let start = 0; start < keys.length; start += PROMOTE_WIDTH) {
+      const batch = keys.slice(start, start + PROMOTE_WIDTH);
+      const sizes = await Promise.all(batch.map((key) => this.hotSizeOf(key)));
+      for (const [i, key] of batch.entries()) {
+        const size = sizes[i];
+        if (size === undefined) continue;
+        if (total + size > this.hot.maxBytes) return chosen;
+        total += size;
+        chosen.set(key, size);
+      }
+    }
+    return chosen;
+  }
+
+  /** The bytes `key` takes in the hot tier: its hot copy's, else cold's object's; undefined if it cannot be promoted. */
+  private async hotSizeOf(key: string): Promise<number | undefined> {
+    const copy = this.hot.peek(key);
+    if (copy !== undefined) return copy.size;
+    try {
+      const { size } = await this.cold.stat(key);
+      return size <= this.hot.maxEntryBytes ? size : undefined;
+    } catch (error) {
+      if (!(error instanceof StorageError)) throw error;
+      return undefined;
+    }
   }
 
   /** Hands the plan to every other process holding this store (each applies it on receipt). */
@@ -695,16 +739,35 @@ export class HybridProvider implements StorageProvider {
   }
 
   /**
-   * Backup's answer for `key` while cold is unavailable. Backup's "not found" is no answer for a key in the pending
-   * ledger (cold may hold it, backup lagging) nor when the ledger cannot be asked: those keep cold's error.
+   * Backup's answer about `key` while cold is unavailable, unless it may be wrong: those keep cold's error. That is,
+   * about a key the pending ledger flags as behind in backup (asked first, so that no body is opened in vain),
+   * backup's "not found" of a key in the ledger at all (cold may hold it, backup lagging), and anything while the
+   * ledger cannot be asked.
    */
   private async fromBackup<T>(key: string, coldError: ProviderUnavailableError, ask: () => Promise<T>): Promise<T> {
+    const ledger = await this.pending.standing(key).catch(() => undefined);
+    if (ledger === undefined || ledger.backupBehind) throw coldError;
     try {
       return await ask();
     } catch (error) {
-      if (error instanceof NotFoundError && (await this.pending.has(key).catch(() => true))) throw coldError;
+      if (error instanceof NotFoundError && ledger.pending) throw coldError;
       throw error;
     }
+  }
+
+  /**
+   * Whether a page backup listed may be wrong about a key the ledger flags as behind in backup (listed with older
+   * content, listed though cold deleted it, or missing though cold holds it): one with the listing's prefix up to the
+   * page's last item, or anywhere on a last page. Keys before the page's first item count too, as only backup can
+   * read where its cursor starts. True while the ledger cannot be asked.
+   */
+  private async coversKeyBehind(page: Page<ObjectInfo>, prefix = ''): Promise<boolean> {
+    const entries = await this.pending.entries().catch(() => undefined);
+    if (entries === undefined) return true;
+    const end = page.cursor === undefined ? undefined : page.items.at(-1)?.key;
+    return entries.some(
+      (entry) => entry.backupBehind && entry.key.startsWith(prefix) && (end === undefined || compareKeys(entry.key, end) <= 0),
+    );
   }
 
   /** The backup's id for a cold version id; a version the backup cannot be trusted to hold keeps cold's error. */
@@ -764,7 +827,7 @@ export class HybridProvider implements StorageProvider {
    * One mutation of `key`: cold, then backup, then the invalidation everywhere, noted in the pending ledger from
    * before cold to after the invalidation (`hybrid-pending.ts`). A cold refusal (not found, precondition...)
    * changed nothing; an unavailable cold may have taken the request, and a failed backup follows a changed cold:
-   * both invalidate too, and leave the key to the repair pass.
+   * both invalidate too, and leave the key to the repair pass (the latter flagged as behind in backup).
    */
   private async mutate<T>(key: string, toCold: () => Promise<T>, toBackup: (result: T) => Promise<void>): Promise<T> {
     validateKey(key);
@@ -772,20 +835,21 @@ export class HybridProvider implements StorageProvider {
       await this.pending.begin(key, this.now()).catch((error: unknown) => {
         throw new ProviderUnavailableError(`hybrid store "${this.name}": cannot note the mutation of "${key}" in Redis`, { cause: error });
       });
-      let inLine = false;
+      let ended: MutationEnd = 'check';
       try {
         let result: T;
         try {
           result = await toCold();
         } catch (error) {
           // A refusal (not found, precondition failed, the fence...) changed nothing; an unavailable cold may have taken it.
-          inLine = (error instanceof StorageError && !isUnavailable(error)) || isFenceError(error);
+          if ((error instanceof StorageError && !isUnavailable(error)) || isFenceError(error)) ended = 'in-line';
           if (isUnavailable(error)) await this.invalidate(key).catch(() => undefined);
           throw error;
         }
         try {
           await followUp(() => toBackup(result));
         } catch (error) {
+          ended = 'backup-behind';
           await this.invalidate(key).catch(() => undefined);
           if (isUnavailable(error)) throw error;
           throw new ProviderUnavailableError(`hybrid store "${this.name}": "${key}" is in cold, but the backup tier failed: ${message(error)}`, {
@@ -793,12 +857,12 @@ export class HybridProvider implements StorageProvider {
           });
         }
         await followUp(() => this.invalidate(key));
-        inLine = true;
+        ended = 'in-line';
         return result;
       } finally {
         // Not waited for: Redis runs it before anything this process sends later, and should it never run (a crash,
         // Redis gone), the entry stays and the repair pass checks the key — only a needless check.
-        this.pending.end(key, inLine, this.now()).catch((error: unknown) => {
+        this.pending.end(key, ended, this.now()).catch((error: unknown) => {
           this.log?.warn({ err: error, key }, 'mutation not noted as ended: the repair pass will check this key');
         });
       }
@@ -819,8 +883,8 @@ export class HybridProvider implements StorageProvider {
     }
   }
 
-  /** Copies `key` from cold into the hot tier; its size, or undefined when it was not promoted. */
-  private async promote(key: string): Promise<number | undefined> {
+  /** Copies `key` from cold into the hot tier, evicting none of `keep`; its size, or undefined when not promoted. */
+  private async promote(key: string, keep: ReadonlySet<string>): Promise<number | undefined> {
     if (!this.channel.live) return undefined;
     const mark = this.hot.mark();
     try {
@@ -829,7 +893,7 @@ export class HybridProvider implements StorageProvider {
         body.destroy();
         return undefined;
       }
-      const admitted = await this.hot.admit(key, info, await readAll(body), mark);
+      const admitted = await this.hot.admit(key, info, await readAll(body), mark, keep);
       return admitted ? info.size : undefined;
     } catch (error) {
       if (!(error instanceof StorageError)) throw error;

@@ -1,0 +1,177 @@
+/**
+ * Hybrid's answers from the backup tier while cold is down, and tiering passes against the hot budget, on real
+ * services: s3 cold (a bucket of the shared test endpoint), disk backup, ram hot, the test Redis. Cold is taken down,
+ * and backup made to fail, by wrapping the tier: every call then fails as an outage (or an I/O error) would.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DiskProvider } from '../../src/providers/disk.js';
+import { ProviderUnavailableError } from '../../src/providers/errors.js';
+import { createHybridProvider, type HybridProvider, type TieringPlan } from '../../src/providers/hybrid.js';
+import { RamProvider } from '../../src/providers/ram.js';
+import { createS3Provider } from '../../src/providers/s3.js';
+import type { StorageProvider } from '../../src/providers/types.js';
+import { closeRedis, type RedisConnection } from '../../src/redis.js';
+import { connectRedis, deleteKeys, uniquePrefix } from '../support/redis.js';
+import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
+
+const endpoint = await sharedS3();
+const prefix = uniquePrefix('hybrid-review');
+let redis: RedisConnection;
+const cleanups: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  redis = await connectRedis('worker');
+});
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await deleteKeys(redis, prefix); // the pending ledger and the read counts are per store name
+});
+afterAll(async () => {
+  await closeRedis(redis);
+});
+
+/** `provider` whose calls of `methods` fail with what `fault` returns, while it returns an error. */
+function faulty(provider: StorageProvider, methods: readonly string[], fault: () => Error | undefined): StorageProvider {
+  return new Proxy(provider, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target) as unknown;
+      if (typeof value !== 'function') return value;
+      const method = (value as (...args: unknown[]) => unknown).bind(target);
+      if (!methods.includes(String(property))) return method;
+      return async (...args: unknown[]) => {
+        const error = fault();
+        if (error !== undefined) throw error;
+        return method(...args);
+      };
+    },
+  });
+}
+
+const EVERY_CALL = ['read', 'stat', 'list', 'listVersions', 'write', 'createVersion', 'restoreVersion', 'delete', 'deleteVersion', 'stats', 'health'];
+const MUTATIONS = ['write', 'createVersion', 'restoreVersion', 'delete'];
+
+interface Switches {
+  /** Every call to cold fails as unavailable. */
+  coldDown: boolean;
+  /** Every mutation of backup fails with an I/O error. */
+  backupBroken: boolean;
+}
+
+/** A hybrid store on s3 cold and disk backup of its own, whose tiers `switches` can take down. */
+async function hybrid(options: { hotMaxBytes?: number; maxHotObjectBytes?: number } = {}): Promise<{ store: HybridProvider; switches: Switches }> {
+  const bucket = await endpoint.createBucket();
+  const backupDir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-hybrid-review-'));
+  const switches: Switches = { coldDown: false, backupBroken: false };
+  const hotMaxBytes = options.hotMaxBytes ?? 1024 * 1024;
+  const store = await createHybridProvider({
+    name: 'review',
+    hot: new RamProvider({ maxBytes: Math.max(hotMaxBytes, 1024 * 1024) }),
+    cold: faulty(await createS3Provider(s3ProviderOptions(endpoint, bucket)), EVERY_CALL, () =>
+      switches.coldDown ? new ProviderUnavailableError('cold is down') : undefined,
+    ),
+    backup: faulty(new DiskProvider({ root: backupDir, fsync: false }), MUTATIONS, () => (switches.backupBroken ? new Error('EIO') : undefined)),
+    redis,
+    keyPrefix: prefix,
+    accessThreshold: 1000, // no read promotes: only tiering passes do
+    hotTtlSeconds: 3600,
+    hotMaxBytes,
+    maxHotObjectBytes: options.maxHotObjectBytes,
+  });
+  cleanups.push(async () => {
+    await store.close();
+    await rm(backupDir, { recursive: true, force: true });
+    await endpoint.removeBucket(bucket).catch(() => undefined);
+  });
+  return { store, switches };
+}
+
+async function readText(provider: StorageProvider, key: string): Promise<{ text: string; tier?: string }> {
+  const { info, body } = await provider.read(key);
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return { text: Buffer.concat(chunks).toString('utf8'), tier: (info as { tier?: string }).tier };
+}
+
+/** A mutation that cold takes and backup does not follow, whatever its retries: it fails as unavailable. */
+async function reachingColdOnly(switches: Switches, mutation: () => Promise<unknown>): Promise<void> {
+  switches.backupBroken = true;
+  await expect(mutation()).rejects.toBeInstanceOf(ProviderUnavailableError);
+  switches.backupBroken = false;
+}
+
+describe('reads from backup while cold is down', () => {
+  it('a key whose last write did not reach backup is unavailable, not served with its older content', async () => {
+    const { store, switches } = await hybrid();
+    await store.write('price', 'price: 100');
+    await store.write('menu', 'soup');
+    await reachingColdOnly(switches, () => store.write('price', 'price: 250'));
+
+    switches.coldDown = true;
+    await expect(store.read('price')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await expect(store.stat('price')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(await readText(store, 'menu')).toEqual({ text: 'soup', tier: 'backup' });
+  });
+
+  it('a key whose delete did not reach backup is unavailable, not brought back', async () => {
+    const { store, switches } = await hybrid();
+    await store.write('secret', 'api key: hunter2');
+    await reachingColdOnly(switches, () => store.delete('secret'));
+
+    switches.coldDown = true;
+    await expect(store.read('secret')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await expect(store.stat('secret')).rejects.toBeInstanceOf(ProviderUnavailableError);
+  });
+
+  it('a listing that covers such a key is unavailable; pages and prefixes that do not are served', async () => {
+    const { store, switches } = await hybrid();
+    await store.write('a/menu', 'soup');
+    await store.write('b/price', 'price: 100');
+    await reachingColdOnly(switches, () => store.write('b/price', 'price: 250'));
+
+    switches.coldDown = true;
+    expect((await store.list({ prefix: 'a/' })).items.map((item) => item.key)).toEqual(['a/menu']);
+    const first = await store.list({ limit: 1 });
+    expect(first.items.map((item) => item.key)).toEqual(['a/menu']);
+    await expect(store.list({ limit: 1, cursor: first.cursor })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await expect(store.list({ prefix: 'b/' })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await expect(store.list()).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await expect(store.listVersions('b/price')).rejects.toBeInstanceOf(ProviderUnavailableError);
+  });
+
+  it('a key whose write failed at cold (it may not have landed) is still served from backup', async () => {
+    const { store, switches } = await hybrid();
+    await store.write('doc', 'before the outage');
+    switches.coldDown = true;
+    await expect(store.write('doc', 'during the outage')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(await readText(store, 'doc')).toEqual({ text: 'before the outage', tier: 'backup' });
+  });
+});
+
+describe('a tiering pass against the hot budget', () => {
+  const keys = Array.from({ length: 20 }, (_, i) => `k${String(i).padStart(2, '0')}`); // most read first, as planned
+
+  it('promotes the most read keys that fit, counts only those, and the same plan again changes nothing', async () => {
+    const { store } = await hybrid({ hotMaxBytes: 1000, maxHotObjectBytes: 100 });
+    for (const key of keys) await store.write(key, Buffer.alloc(100, key));
+    const plan: TieringPlan = { promote: keys, demote: [] };
+    const fitting = keys.slice(0, 10);
+
+    expect(await store.applyTiering(plan)).toEqual({ promoted: 10, promotedBytes: 1000, demoted: 0, demotedBytes: 0, skipped: 10 });
+    expect(keys.filter((key) => store.hot.has(key))).toEqual(fitting);
+    expect(await store.applyTiering(plan)).toEqual({ promoted: 0, promotedBytes: 0, demoted: 0, demotedBytes: 0, skipped: 20 });
+    expect(keys.filter((key) => store.hot.has(key))).toEqual(fitting);
+  });
+
+  it('never evicts a key the plan keeps to make room for another it promotes', async () => {
+    const { store } = await hybrid({ hotMaxBytes: 300, maxHotObjectBytes: 100 });
+    for (const key of ['top', 'other-1', 'other-2', 'new']) await store.write(key, Buffer.alloc(100, key));
+    for (const key of ['top', 'other-1', 'other-2']) await store.applyTiering({ promote: [key], demote: [] });
+    // 'top' is now the least recently read copy, 'other-1' the next.
+
+    expect(await store.applyTiering({ promote: ['top', 'new'], demote: [] })).toMatchObject({ promoted: 1, skipped: 1 });
+    expect(['top', 'other-1', 'other-2', 'new'].filter((key) => store.hot.has(key))).toEqual(['top', 'other-2', 'new']);
+  });
+});
