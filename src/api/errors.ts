@@ -11,6 +11,7 @@ import { errorTable, isStorageError, type ErrorCode } from '../providers/errors.
 export type ApiErrorCode =
   | ErrorCode
   | 'UNAUTHORIZED'
+  | 'FORBIDDEN'
   | 'BAD_REQUEST'
   | 'METHOD_NOT_ALLOWED'
   | 'NOT_ACCEPTABLE'
@@ -21,6 +22,7 @@ export type ApiErrorCode =
 
 const apiStatus: Record<Exclude<ApiErrorCode, ErrorCode>, number> = {
   UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
   BAD_REQUEST: 400,
   METHOD_NOT_ALLOWED: 405,
   NOT_ACCEPTABLE: 406,

@@ -1,8 +1,8 @@
 /**
  * How an object's description travels in HTTP headers, both ways: ETag, Last-Modified, X-Kyozo-Version and one
  * `X-Meta-<name>` header per metadata entry. Header values are bytes (Latin-1), so a value outside printable ASCII
- * travels as `utf-8''<percent-encoded>` (the RFC 8187 form) and is decoded on the way in. Also how a read's
- * conditional and Range headers are judged against the object.
+ * goes out as `utf-8''<percent-encoded>` (the RFC 8187 form); on the way in that form is decoded, and so is text
+ * sent as raw UTF-8. Also how a read's conditional and Range headers are judged against the object.
  */
 import { PreconditionFailedError } from '../providers/errors.js';
 import { requireIfMatch } from '../providers/if-match.js';
@@ -11,6 +11,8 @@ import { ApiError } from './errors.js';
 
 const META_PREFIX = 'x-meta-';
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+const ASCII = /^[\x00-\x7f]*$/;
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 const EXTENDED = "utf-8''";
 /**
  * With Last-Modified alone a cache may reuse a response unasked for a heuristic while (RFC 9111 §4.2.2), and a
@@ -29,14 +31,32 @@ function encodeHeaderValue(value: string): string {
   return plain ? value : `${EXTENDED}${encodeURIComponent(value)}`;
 }
 
-/** A request header's value, decoded from the `utf-8''<percent-encoded>` form (RFC 8187) when it has it. */
+/**
+ * A request header's text: decoded from the `utf-8''<percent-encoded>` form (RFC 8187) when it has it, else read as
+ * UTF-8. Node hands header bytes over one character per byte (Latin-1), while curl, Python requests or fetch send
+ * text as raw UTF-8: read as Latin-1 it would be stored garbled (`Köln` as `KÃ¶ln`). Bytes that are not UTF-8 are
+ * refused rather than guessed at.
+ */
 export function decodeHeaderValue(name: string, value: string): string {
-  if (!value.toLowerCase().startsWith(EXTENDED)) return value;
+  if (value.toLowerCase().startsWith(EXTENDED)) return decodeExtended(name, value.slice(EXTENDED.length));
+  if (ASCII.test(value)) return value;
   try {
-    return decodeURIComponent(value.slice(EXTENDED.length));
+    return UTF8.decode(Buffer.from(value, 'latin1'));
   } catch {
-    throw new ApiError('BAD_REQUEST', `header ${name} is not valid utf-8'' percent-encoding`);
+    throw new ApiError('BAD_REQUEST', `header ${name} is not valid UTF-8; send text outside ASCII as utf-8''<percent-encoded>`);
   }
+}
+
+/** The part after `utf-8''`: percent-encoded UTF-8, in ASCII as RFC 8187 writes it (raw bytes there are neither). */
+function decodeExtended(name: string, encoded: string): string {
+  if (ASCII.test(encoded)) {
+    try {
+      return decodeURIComponent(encoded);
+    } catch {
+      // Not UTF-8 once decoded: refused below.
+    }
+  }
+  throw new ApiError('BAD_REQUEST', `header ${name} is not valid utf-8'' percent-encoding`);
 }
 
 export function objectHeaders(info: ObjectInfo): Record<string, string> {

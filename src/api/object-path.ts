@@ -12,6 +12,7 @@ import { ApiError } from './errors.js';
 import { incomingOf } from './node-request.js';
 
 export type ObjectTarget =
+  | { kind: 'list' }
   | { kind: 'object'; key: string }
   | { kind: 'versions'; key: string }
   | { kind: 'restore'; key: string; versionId: string }
@@ -31,8 +32,9 @@ function keyOf(rawSegments: string[]): string {
   return validateKey(rawSegments.map(decodeSegment).join('/'));
 }
 
-/** `rawPath` is everything after `/objects/`, exactly as it arrived (not decoded). */
+/** `rawPath` is everything after `/objects/`, exactly as it arrived (not decoded); none is the store's object list. */
 export function parseObjectPath(rawPath: string): ObjectTarget {
+  if (rawPath === '') return { kind: 'list' };
   const segments = rawPath.split('/');
   const last = segments[segments.length - 1];
   if (segments.length >= 2 && last === 'versions') return { kind: 'versions', key: keyOf(segments.slice(0, -1)) };

@@ -1,7 +1,8 @@
 /**
- * The mutation path every route shares: stream the request body into staging (413 before a byte is read when
- * Content-Length is already too large, and as soon as a chunked body passes `MAX_OBJECT_BYTES`), enqueue the job
- * with the request's `Idempotency-Key`, then answer 202 with the job, or with its result under `?wait=true`.
+ * The mutation path every route shares: read what the request asks of its job (`Idempotency-Key`, `?wait`) before
+ * its body, stream the body into staging (413 before a byte is read when Content-Length is already too large, and
+ * as soon as a chunked body passes `MAX_OBJECT_BYTES`), enqueue the job, then answer 202 with the job, or with its
+ * result under `?wait=true`.
  *
  * A body that stops arriving for `bodyIdleTimeoutMs` (default 30 s) is answered 408 and nothing is staged: a
  * client cannot hold a connection and a staging file open by trickling nothing. Only idleness counts, not the
@@ -12,9 +13,9 @@ import type { Context } from 'hono';
 import type { JobName, PayloadOf } from '../jobs/index.js';
 import { EnqueueUncertainError } from '../jobs/queue.js';
 import { isStaged, type BodyRef } from '../jobs/staging.js';
-import { PayloadTooLargeError } from '../providers/errors.js';
+import { PayloadTooLargeError, ProviderUnavailableError } from '../providers/errors.js';
 import type { AppDeps } from './app.js';
-import { ApiError } from './errors.js';
+import { ApiError, redisUnavailable } from './errors.js';
 import { jobFailure } from './job-status.js';
 import { arrivedBody, requestHeader } from './node-request.js';
 
@@ -80,6 +81,29 @@ function idempotencyKey(c: Context): string | undefined {
   return key;
 }
 
+/** A boolean query flag: `true`, `false` or absent (false). Anything else is refused, not taken as false. */
+export function queryFlag(c: Context, name: string): boolean {
+  const value = c.req.query(name);
+  if (value === undefined || value === 'false') return false;
+  if (value === 'true') return true;
+  throw new ApiError('BAD_REQUEST', `?${name} must be true or false, not "${value.slice(0, 64)}"`);
+}
+
+/** What a mutation asks of its job besides the payload. */
+export interface JobRequest {
+  idempotencyKey?: string;
+  /** `?wait=true`: answer with the job's outcome once it completed. */
+  wait: boolean;
+}
+
+/**
+ * Read before the body, so that a malformed one is 400 with nothing staged or enqueued, and under
+ * `Expect: 100-continue` the client never sends the body.
+ */
+export function jobRequest(c: Context): JobRequest {
+  return { idempotencyKey: idempotencyKey(c), wait: queryFlag(c, 'wait') };
+}
+
 export interface RespondOptions {
   /**
    * What `?wait=true` answers once the job completed: its result (object mutations: the ObjectInfo or VersionInfo),
@@ -91,22 +115,24 @@ export interface RespondOptions {
 export async function respondWithJob<N extends JobName>(
   c: Context,
   deps: AppDeps,
+  request: JobRequest,
   name: N,
   payload: PayloadOf<N>,
   { waitAnswer = 'result' }: RespondOptions = {},
 ): Promise<Response> {
   const staged = (payload as { body?: BodyRef }).body;
-  let key: string | undefined;
+  const key = request.idempotencyKey;
   let jobId: string;
   try {
-    key = idempotencyKey(c);
     ({ jobId } = await deps.queues.enqueue(name, payload, { idempotencyKey: key }));
   } catch (error) {
     // A job that may exist keeps its body (cleanup removes it after STAGING_TTL if no job came of it): released
     // here, it would fail for want of it, and a retry with the same Idempotency-Key would find that job.
     const mayExist = error instanceof EnqueueUncertainError;
     if (staged !== undefined && isStaged(staged) && !mayExist) await deps.staging.release(staged).catch(() => undefined);
-    throw error;
+    // The queue reports Redis down as PROVIDER_UNAVAILABLE; to a client it is the service's own queue that is down,
+    // answered as /v1/jobs and /v1/events answer it (PROVIDER_UNAVAILABLE is a store that is down).
+    throw error instanceof ProviderUnavailableError ? redisUnavailable(error) : error;
   }
   if (key !== undefined && staged !== undefined && isStaged(staged)) {
     // A repeated request finds the first job: the body staged for this one is nobody's.
@@ -115,7 +141,7 @@ export async function respondWithJob<N extends JobName>(
     if (!kept || !isStaged(kept) || kept.stagedKey !== staged.stagedKey) await deps.staging.release(staged).catch(() => undefined);
   }
   const statusUrl = `/v1/jobs/${jobId}`;
-  if (c.req.query('wait') !== 'true') return accepted({ jobId, statusUrl }, statusUrl);
+  if (!request.wait) return accepted({ jobId, statusUrl }, statusUrl);
   const status = await deps.waiter.wait(jobId, deps.config.payloads.waitTimeoutMs);
   if (status.state === 'completed') {
     return c.json(waitAnswer === 'status' ? { jobId, state: status.state, result: status.result ?? null } : (status.result ?? null), 200);

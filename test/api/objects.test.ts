@@ -438,7 +438,7 @@ describe('versions', () => {
 });
 
 describe('signed URLs', () => {
-  it('a signed GET URL reads without a token; a tampered or expired one is 401', async () => {
+  it('a signed GET URL reads without a token; a tampered or expired one is 403', async () => {
     await put('files', 'share/me.txt', 'shared');
     const { url, expiresAt } = (await (await request(`${object('files', 'share/me.txt')}/url?expires=60`)).json()) as { url: string; expiresAt: string };
     expect(Date.parse(expiresAt)).toBeGreaterThan(Date.now());
@@ -448,10 +448,10 @@ describe('signed URLs', () => {
     expect(await ok.text()).toBe('shared');
 
     const tampered = await request(path.replace('share/me.txt', 'share/other.txt'));
-    expect(tampered.status).toBe(401);
+    expect(tampered.status).toBe(403);
     const expired = service.deps.signer.sign({ method: 'GET', store: 'files', key: 'share/me.txt', expires: Math.floor(Date.now() / 1000) - 1 });
     const refused = await request(expired);
-    expect(refused.status).toBe(401);
+    expect(refused.status).toBe(403);
     expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/expired/);
   });
 
@@ -468,7 +468,7 @@ describe('signed URLs', () => {
   it('a signed PUT URL writes without a token, and is refused for GET', async () => {
     const { url } = (await (await request(`${object('mem', 'upload/here')}/url?method=PUT`)).json()) as { url: string };
     const path = new URL(url).pathname + new URL(url).search;
-    expect((await request(path)).status).toBe(401);
+    expect((await request(path)).status).toBe(403);
     const response = await request(`${path}&wait=true`, { method: 'PUT', body: 'uploaded', headers: { 'X-Meta-Owner': 'ada' } });
     expect(response.status).toBe(200);
     const read = await request(object('mem', 'upload/here'));

@@ -33,10 +33,10 @@ describe('auth', () => {
     }
   });
 
-  it('signed routes answer 401 without a valid signature', async () => {
+  it('signed routes answer 403 without a valid signature', async () => {
     for (const route of routeTable.filter((r) => r.auth === 'signature')) {
       const response = await service.app.request(concrete(route.path), { method: route.method });
-      expect(response.status).toBe(401);
+      expect(response.status).toBe(403);
     }
   });
 

@@ -139,7 +139,7 @@ describe('over real HTTP', () => {
 
   const pathOf = (url: URL) => `${url.pathname}${url.search}`;
 
-  it('a signed GET URL works without a token and refuses every tampering with 401', async () => {
+  it('a signed GET URL works without a token and refuses every tampering with 403', async () => {
     const url = await signedUrl('files', 'docs/report.txt', 'GET');
     const good = await rawRequest(base, pathOf(url));
     expect(good.status).toBe(200);
@@ -167,8 +167,8 @@ describe('over real HTTP', () => {
     ];
     for (const [what, path, method = 'GET'] of tampered) {
       const response = await rawRequest(base, path, { method, body: method === 'PUT' ? 'overwritten' : undefined });
-      expect(response.status, what).toBe(401);
-      expect(JSON.parse(response.body.toString()).error.code, what).toBe('UNAUTHORIZED');
+      expect(response.status, what).toBe(403);
+      expect(JSON.parse(response.body.toString()).error.code, what).toBe('FORBIDDEN');
     }
     expect(await (await fetch(`${base}/v1/stores/files/objects/docs/report.txt`, { headers: bearer })).text()).toBe('files:docs/report.txt');
   });
@@ -180,23 +180,23 @@ describe('over real HTTP', () => {
     expect(response.body.toString()).toBe('files:docs/report.txt');
   });
 
-  it('an expired signed URL is 401, even with a valid signature', async () => {
+  it('an expired signed URL is 403, even with a valid signature', async () => {
     const signer = new UrlSigner(SIGNING_SECRET);
     const now = Math.floor(Date.now() / 1000);
     const fresh = await rawRequest(base, signer.sign({ method: 'GET', store: 'files', key: 'docs/report.txt', expires: now + 60 }));
     expect(fresh.status).toBe(200); // the test's signer is the server's
     const expired = await rawRequest(base, signer.sign({ method: 'GET', store: 'files', key: 'docs/report.txt', expires: now - 1 }));
-    expect(expired.status).toBe(401);
+    expect(expired.status).toBe(403);
     expect(JSON.parse(expired.body.toString()).error.message).toMatch(/expired/);
 
     const short = await signedUrl('files', 'docs/report.txt', 'GET', 1);
-    await waitUntil(async () => (await rawRequest(base, pathOf(short))).status === 401, { timeoutMs: 5_000, intervalMs: 250, what: 'the 1 s URL to expire' });
+    await waitUntil(async () => (await rawRequest(base, pathOf(short))).status === 403, { timeoutMs: 5_000, intervalMs: 250, what: 'the 1 s URL to expire' });
   });
 
   it('a signed PUT URL writes without a token; a tampered one writes nothing', async () => {
     const url = await signedUrl('files', 'uploads/new.txt', 'PUT');
     const tampered = await rawRequest(base, `/v1/signed/files/uploads/elsewhere.txt${url.search}`, { method: 'PUT', body: 'sneaky' });
-    expect(tampered.status).toBe(401);
+    expect(tampered.status).toBe(403);
     const put = await rawRequest(base, pathOf(url), { method: 'PUT', body: 'uploaded' });
     expect(put.status).toBe(202);
     await waitUntil(async () => (await fetch(`${base}/v1/stores/files/objects/uploads/new.txt`, { headers: bearer })).status === 200, { what: 'the signed upload' });

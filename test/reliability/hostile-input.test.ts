@@ -64,7 +64,7 @@ afterAll(async () => {
 
 type Meaning =
   | { valid: false; why: string }
-  | { valid: true; store: string; key: string; kind: 'object' | 'versions' | 'url' | 'diff' | 'restore' };
+  | { valid: true; store: string; key: string; kind: 'object' | 'versions' | 'url' | 'diff' | 'restore' | 'list' };
 
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
@@ -96,6 +96,8 @@ function meaning(storeSegment: string, keyPath: string): Meaning {
   if (/[\\#]/.test(storeSegment + keyPath)) return { valid: false, why: "a literal '\\' or '#'" };
   const store = decode(storeSegment);
   if (store !== 'files') return { valid: false, why: `store segment ${JSON.stringify(storeSegment)}` };
+  // Nothing after `objects/` is the store's listing, not an empty key.
+  if (keyPath === '') return { valid: true, store, key: '', kind: 'list' };
   const raw = keyPath.split('/');
   const last = raw[raw.length - 1];
   let kind: Exclude<Meaning, { valid: false }>['kind'] = 'object';
@@ -206,6 +208,8 @@ function violation({ method, meaning: m, status, path: requestPath }: Tried): st
     'GET diff': [501],
     'HEAD diff': [501],
     'POST restore': [202, 400],
+    'GET list': [200],
+    'HEAD list': [200],
   };
   // Any other method of a valid resource is one it does not answer: 405 (or 400/404 for what the key itself decides).
   const allowed = expected[`${method} ${m.kind}`] ?? [400, 404, 405];

@@ -4,11 +4,12 @@
  * not already sent. A comment line every `HEARTBEAT_MS` keeps proxies from closing an idle connection; when the
  * client goes away its listener is removed (the bus keeps one Redis subscription per process, not per client).
  */
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { EVENT_TYPES, streamIdAfter, type EventEnvelope, type EventType } from '../../events/bus.js';
 import type { AppDeps } from '../app.js';
 import { ApiError, requireRedisReady } from '../errors.js';
+import { refuseOtherMethods } from '../method-not-allowed.js';
 import { requestHeader } from '../node-request.js';
 
 const HEARTBEAT_MS = 15_000;
@@ -35,12 +36,21 @@ function parseTypes(raw: string | undefined): readonly EventType[] | '*' {
   return types as EventType[];
 }
 
+/** The event id to resume after: `Last-Event-ID` (an EventSource reconnecting), else `?since=`. */
+function resumePoint(c: Context): string | undefined {
+  const header = requestHeader(c, 'last-event-id');
+  const since = header ?? c.req.query('since');
+  if (since !== undefined && !isStreamId(since)) {
+    throw new ApiError('BAD_REQUEST', `${header === undefined ? '?since' : 'Last-Event-ID'} must be an event id such as 1700000000000-0`);
+  }
+  return since;
+}
+
 export function eventRoutes(deps: AppDeps): Hono {
   const app = new Hono();
   app.get('/', async (c) => {
     const types = parseTypes(c.req.query('types'));
-    const since = requestHeader(c, 'last-event-id') ?? c.req.query('since');
-    if (since !== undefined && !isStreamId(since)) throw new ApiError('BAD_REQUEST', 'Last-Event-ID must be an event id such as 1700000000000-0');
+    const since = resumePoint(c);
 
     // A stream opened while Redis is down would only stay silent: 503, and the client comes back.
     requireRedisReady(deps.redis);
@@ -128,5 +138,5 @@ export function eventRoutes(deps: AppDeps): Hono {
       }
     }, ended);
   });
-  return app;
+  return refuseOtherMethods(app);
 }

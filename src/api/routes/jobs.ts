@@ -3,6 +3,7 @@ import { Hono } from 'hono';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
 import { readJobStatus } from '../job-status.js';
+import { refuseOtherMethods } from '../method-not-allowed.js';
 
 export function jobRoutes(deps: AppDeps): Hono {
   const app = new Hono();
@@ -12,5 +13,5 @@ export function jobRoutes(deps: AppDeps): Hono {
     if (status === undefined) throw new ApiError('NOT_FOUND', `no job ${id.slice(0, 128)} (finished jobs are kept for a day)`);
     return c.json(status);
   });
-  return app;
+  return refuseOtherMethods(app);
 }

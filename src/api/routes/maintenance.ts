@@ -15,9 +15,10 @@ import { requireTiered, tierJob } from '../../jobs/tier.js';
 import { PayloadTooLargeError } from '../../providers/errors.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
+import { refuseOtherMethods } from '../method-not-allowed.js';
 import { requestHeader } from '../node-request.js';
 import { requireStore } from '../stores.js';
-import { respondWithJob } from '../submit.js';
+import { jobRequest, respondWithJob } from '../submit.js';
 
 const MAX_BODY_BYTES = 64 * 1024;
 
@@ -91,14 +92,15 @@ export function maintenanceRoutes(deps: AppDeps): Hono {
   const app = new Hono();
   for (const task of MAINTENANCE_TASKS) {
     app.post(`/${task}`, async (c) => {
+      const request = jobRequest(c);
       const body = await jsonObject(c);
       for (const field of TASKS[task]) {
         const name = body[field];
         if (typeof name === 'string') requireStore(deps, name);
       }
       await refuseUnrunnable(deps, task, body);
-      return respondWithJob(c, deps, task, body as PayloadOf<typeof task>, { waitAnswer: 'status' });
+      return respondWithJob(c, deps, request, task, body as PayloadOf<typeof task>, { waitAnswer: 'status' });
     });
   }
-  return app;
+  return refuseOtherMethods(app);
 }

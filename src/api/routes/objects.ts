@@ -12,10 +12,11 @@ import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
 import { decodeHeaderValue, ifRangeHolds, metadataFromHeaders, notModified, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
+import { methodNotAllowed } from '../method-not-allowed.js';
 import { requestHeader, requestHeaderEntries } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
 import { requireStore } from '../stores.js';
-import { respondWithJob, stageRequestBody } from '../submit.js';
+import { jobRequest, queryFlag, respondWithJob, stageRequestBody } from '../submit.js';
 
 const listQuery = z.object({
   prefix: z.string().optional(),
@@ -29,13 +30,15 @@ const urlQuery = z.object({
 });
 const diffQuery = z.object({ from: z.string().min(1), to: z.string().min(1).optional() });
 
-/** `Name <email>` or `Name`, either part in the `utf-8''` form when it is not ASCII. */
+/** `Name <email>` or `Name`, in the `utf-8''` form or raw UTF-8 when it is not ASCII. */
 export function parseAuthor(header: string | undefined): Author | undefined {
-  if (header === undefined || header.trim() === '') return undefined;
-  const value = decodeHeaderValue('X-Author', header);
-  // Spaces around the parts are the header's layout, not the author's: a retry matches its version by author.
-  const match = /^\s*(.*?)\s*<\s*([^<>]*?)\s*>\s*$/.exec(value);
-  const author = match ? { name: match[1]!, email: match[2]! } : { name: value.trim() };
+  if (header === undefined) return undefined;
+  // Spaces around the parts are the header's layout, not the author's: a retry matches its version by author. Only
+  // HTTP's own (space, tab): `trim()` and `\s` would also take a no-break space that belongs to the name.
+  const value = decodeHeaderValue('X-Author', header).replace(/^[ \t]+|[ \t]+$/g, '');
+  if (value === '') return undefined;
+  const match = /^(.*?)[ \t]*<[ \t]*([^<>]*?)[ \t]*>$/.exec(value);
+  const author = match ? { name: match[1]!, email: match[2]! } : { name: value };
   // Brackets anywhere else would end up in a name (git refuses those), or mean the header was cut.
   if (author.name === '' || /[<>]/.test(author.name)) throw new ApiError('BAD_REQUEST', 'X-Author must be "Name <email>" or "Name"');
   return author;
@@ -135,32 +138,36 @@ async function requireVersion(provider: StorageProvider, key: string, versionId:
   });
 }
 
-/** The methods each part of an object answers (the `Allow` of a 405). */
-const ALLOWED: Record<ObjectTarget['kind'], string> = {
-  object: 'GET, HEAD, PUT, DELETE',
-  versions: 'GET, HEAD, POST',
-  restore: 'POST',
-  diff: 'GET, HEAD',
-  url: 'GET, HEAD',
+/** What each path under `objects` is, and the methods it answers (the `Allow` of a 405). */
+const RESOURCES: Record<ObjectTarget['kind'], { name: string; allow: string }> = {
+  list: { name: 'the object list', allow: 'GET, HEAD' },
+  object: { name: 'an object', allow: 'GET, HEAD, PUT, DELETE' },
+  versions: { name: '.../versions', allow: 'GET, HEAD, POST' },
+  restore: { name: '.../versions/:id/restore', allow: 'POST' },
+  diff: { name: '.../diff', allow: 'GET, HEAD' },
+  url: { name: '.../url', allow: 'GET, HEAD' },
 };
 
-function methodNotAllowed(method: string, at: ObjectTarget): ApiError {
-  const what = at.kind === 'object' ? 'an object' : `.../${at.kind === 'restore' ? 'versions/:id/restore' : at.kind}`;
-  return new ApiError('METHOD_NOT_ALLOWED', `${method} is not a method of ${what}`, { Allow: ALLOWED[at.kind] });
+function notAMethodOf(method: string, at: ObjectTarget): ApiError {
+  const { name, allow } = RESOURCES[at.kind];
+  return methodNotAllowed(method, name, allow);
+}
+
+async function listObjects(c: Context, provider: StorageProvider): Promise<Response> {
+  const query = listQuery.parse(c.req.query());
+  return c.json(await provider.list({ ...query, prefix: validatePrefix(query.prefix) }));
 }
 
 export function objectRoutes(deps: AppDeps): Hono {
   const app = new Hono();
-  app.get('/:store/objects', async (c) => {
-    const provider = requireStore(deps, c.req.param('store'));
-    const query = listQuery.parse(c.req.query());
-    return c.json(await provider.list({ ...query, prefix: validatePrefix(query.prefix) }));
-  });
+  app.get('/:store/objects', async (c) => listObjects(c, requireStore(deps, c.req.param('store'))));
 
   app.get('/:store/objects/*', async (c) => {
     const provider = requireStore(deps, c.req.param('store'));
     const at = target(c);
     switch (at.kind) {
+      case 'list': // `.../objects/`
+        return listObjects(c, provider);
       case 'object':
         return objectGet(c, provider, at.key, c.req.query('version') || undefined);
       case 'versions':
@@ -185,7 +192,7 @@ export function objectRoutes(deps: AppDeps): Hono {
         return c.json({ url: new URL(path, c.req.url).toString(), expiresAt: expiresAt.toISOString() });
       }
       case 'restore':
-        throw methodNotAllowed(c.req.method, at);
+        throw notAMethodOf(c.req.method, at);
     }
   });
 
@@ -193,20 +200,22 @@ export function objectRoutes(deps: AppDeps): Hono {
     const store = c.req.param('store');
     requireStore(deps, store);
     const at = target(c);
-    if (at.kind !== 'object') throw methodNotAllowed(c.req.method, at);
+    if (at.kind !== 'object') throw notAMethodOf(c.req.method, at);
     const options = requestWriteOptions(c);
+    const request = jobRequest(c);
     const body = await stageRequestBody(c, deps);
-    return respondWithJob(c, deps, 'write', { store, key: at.key, body, ...options });
+    return respondWithJob(c, deps, request, 'write', { store, key: at.key, body, ...options });
   });
 
   app.delete('/:store/objects/*', async (c) => {
     const store = c.req.param('store');
     requireStore(deps, store);
     const at = target(c);
-    if (at.kind !== 'object') throw methodNotAllowed(c.req.method, at);
+    if (at.kind !== 'object') throw notAMethodOf(c.req.method, at);
     refuseUnsupportedConditions(c, UNCONDITIONAL_UNSUPPORTED);
-    const allVersions = c.req.query('allVersions') === 'true';
-    return respondWithJob(c, deps, 'delete', { store, key: at.key, ...(allVersions ? { allVersions } : {}) });
+    const request = jobRequest(c);
+    const allVersions = queryFlag(c, 'allVersions');
+    return respondWithJob(c, deps, request, 'delete', { store, key: at.key, ...(allVersions ? { allVersions } : {}) });
   });
 
   app.post('/:store/objects/*', async (c) => {
@@ -218,8 +227,9 @@ export function objectRoutes(deps: AppDeps): Hono {
     const author = parseAuthor(requestHeader(c, 'x-author'));
     if (at.kind === 'versions') {
       const options = requestWriteOptions(c);
+      const request = jobRequest(c);
       const body = await stageRequestBody(c, deps);
-      return respondWithJob(c, deps, 'version', {
+      return respondWithJob(c, deps, request, 'version', {
         store,
         key: at.key,
         body,
@@ -230,8 +240,9 @@ export function objectRoutes(deps: AppDeps): Hono {
     }
     if (at.kind === 'restore') {
       refuseUnsupportedConditions(c, UNCONDITIONAL_UNSUPPORTED);
+      const request = jobRequest(c);
       await requireVersion(provider, at.key, at.versionId);
-      return respondWithJob(c, deps, 'restore', {
+      return respondWithJob(c, deps, request, 'restore', {
         store,
         key: at.key,
         versionId: at.versionId,
@@ -239,7 +250,13 @@ export function objectRoutes(deps: AppDeps): Hono {
         ...(author ? { author } : {}),
       });
     }
-    throw methodNotAllowed(c.req.method, at);
+    throw notAMethodOf(c.req.method, at);
+  });
+
+  // PATCH, OPTIONS...: registered last, so reached only by a method none of the routes above takes.
+  app.all('/:store/objects/*', (c) => {
+    requireStore(deps, c.req.param('store'));
+    throw notAMethodOf(c.req.method, target(c));
   });
 
   return app;

@@ -1,14 +1,17 @@
 /**
  * `/v1/signed/:store/<key>?method=&expires=&signature=`: the URLs `GET .../url` hands out for stores without
- * native presigning. The signature is the credential (no bearer token); a missing, tampered or expired one is 401.
+ * native presigning. The signature is the credential (no bearer token); a missing, tampered or expired one, or one
+ * for another method or key, is 403 as on S3: 401 would have to name an authentication scheme to retry with
+ * (`WWW-Authenticate`, RFC 9110 §15.5.2), and there is none, only a new URL.
  */
 import { Hono, type Context } from 'hono';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
+import { refuseOtherMethods } from '../method-not-allowed.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom } from '../object-path.js';
 import type { SignedMethod } from '../signing.js';
 import { requireStore } from '../stores.js';
-import { respondWithJob, stageRequestBody } from '../submit.js';
+import { jobRequest, respondWithJob, stageRequestBody } from '../submit.js';
 import { objectGet, requestWriteOptions } from './objects.js';
 
 function verified(c: Context, deps: AppDeps, method: SignedMethod): { store: string; key: string } {
@@ -22,7 +25,7 @@ function verified(c: Context, deps: AppDeps, method: SignedMethod): { store: str
     key === undefined || c.req.query('method') !== method || !Number.isInteger(expires)
       ? 'not a signed URL for this method'
       : deps.signer.refusal({ method, store, key, expires }, c.req.query('signature'));
-  if (refusal !== undefined) throw new ApiError('UNAUTHORIZED', refusal);
+  if (refusal !== undefined) throw new ApiError('FORBIDDEN', refusal);
   requireStore(deps, store);
   return { store, key: key! };
 }
@@ -37,11 +40,9 @@ export function signedRoutes(deps: AppDeps): Hono {
     const { store, key } = verified(c, deps, 'PUT');
     // The URL grants this write: its Content-Type, X-Meta-* and conditions count as on an authenticated PUT.
     const options = requestWriteOptions(c);
+    const request = jobRequest(c);
     const body = await stageRequestBody(c, deps);
-    return respondWithJob(c, deps, 'write', { store, key, body, ...options });
+    return respondWithJob(c, deps, request, 'write', { store, key, body, ...options });
   });
-  app.all('/:store/*', (c) => {
-    throw new ApiError('METHOD_NOT_ALLOWED', `${c.req.method} is not a method of a signed URL`, { Allow: 'GET, HEAD, PUT' });
-  });
-  return app;
+  return refuseOtherMethods(app);
 }

@@ -1,6 +1,7 @@
 /** `GET /v1/stores` (name, kind, capabilities) and `GET /v1/stores/:store/stats`. */
 import { Hono } from 'hono';
 import type { AppDeps } from '../app.js';
+import { refuseOtherMethods } from '../method-not-allowed.js';
 import { requireStore } from '../stores.js';
 
 export function storeRoutes(deps: AppDeps): Hono {
@@ -11,5 +12,5 @@ export function storeRoutes(deps: AppDeps): Hono {
     }),
   );
   app.get('/:store/stats', async (c) => c.json(await requireStore(deps, c.req.param('store')).stats()));
-  return app;
+  return refuseOtherMethods(app);
 }

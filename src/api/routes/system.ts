@@ -5,6 +5,7 @@
 import { Hono } from 'hono';
 import type { HealthReport } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
+import { refuseOtherMethods } from '../method-not-allowed.js';
 import { openApiDocument } from '../openapi.js';
 import { withTimeout } from '../with-timeout.js';
 
@@ -44,5 +45,5 @@ export function systemRoutes(deps: AppDeps): Hono {
 
   app.get('/openapi.json', (c) => c.json(openApiDocument()));
 
-  return app;
+  return refuseOtherMethods(app);
 }
