@@ -65,7 +65,8 @@ import type {
   VersionOptions,
   WriteOptions,
 } from './types.js';
-import { isVersionId, newVersionId } from './version-id.js';
+import { isVersionId } from './version-id.js';
+import { VersionsInFlight } from './versions-in-flight.js';
 
 export interface DiskProviderOptions {
   root: string;
@@ -281,12 +282,8 @@ export class DiskProvider implements StorageProvider {
   private tree?: Promise<Tree>;
   private readonly objectListings = new DirectoryCache<WalkEntry>(MAX_CACHED_ENTRIES);
   private readonly versionListings = new DirectoryCache<string>(MAX_CACHED_ENTRIES);
-  /**
-   * Per key, the versions being made in this process and the newest id one of them made current. Ids are taken
-   * before the body is staged, so versions made at once can commit out of id order: one older than a version made
-   * current meanwhile stays a version and does not become current, as if it had come first.
-   */
-  private readonly versionsInFlight = new Map<string, { count: number; newest?: string }>();
+  /** Versions made at once of one key become current in id order (`versions-in-flight.ts`). */
+  private readonly versionsInFlight = new VersionsInFlight();
 
   constructor(options: DiskProviderOptions) {
     this.root = path.resolve(options.root);
@@ -654,12 +651,8 @@ export class DiskProvider implements StorageProvider {
   ): Promise<VersionInfo> {
     const tree = await this.ready();
     const target = path.join(tree.objects, keyPath(key));
-    const versionId = newVersionId();
-    const file = path.join(tree.versions, keyPath(key), versionId);
-    const inFlight = this.versionsInFlight.get(key) ?? { count: 0 };
-    this.versionsInFlight.set(key, inFlight);
-    inFlight.count++;
-    try {
+    return this.versionsInFlight.track(key, async (versionId, makeCurrent) => {
+      const file = path.join(tree.versions, keyPath(key), versionId);
       const record = await this.stage(file, tree.versions, body, { ...description, versionId });
       await this.commit(
         key,
@@ -670,17 +663,13 @@ export class DiskProvider implements StorageProvider {
           await passFence(guards);
           await this.writableDirectory(target);
           await record.file.publish();
-          if (inFlight.newest !== undefined && inFlight.newest > versionId) return;
-          await linkFileAtomic(file, target, this.atomic(target));
-          inFlight.newest = versionId;
+          await makeCurrent(() => linkFileAtomic(file, target, this.atomic(target)));
         },
         [path.dirname(file), tree.versions],
         [path.dirname(target), tree.objects],
       );
       return versionInfo(key, record.trailer);
-    } finally {
-      if (--inFlight.count === 0) this.versionsInFlight.delete(key);
-    }
+    });
   }
 
   /** Removes empty directories from `dir` up to (not including) `top`; a directory in use stops it. */

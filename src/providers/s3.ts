@@ -14,7 +14,10 @@
  * - Versioning is detected once at start (GetBucketVersioning; an error or anything but `Enabled` = off).
  *   Native (`every-write`): version id = S3 VersionId, message and author in that version's metadata.
  *   Explicit: `createVersion` puts the version object first, then server-side copies it over the current key
- *   (one upload of the body), and the current object carries `kyozo-version`.
+ *   (one upload of the body), and the current object carries `kyozo-version`. Its id is minted before the upload,
+ *   so versions made at once finish out of order: the copies onto one key run one at a time and one older than a
+ *   version made current meanwhile is not copied (`versions-in-flight.ts`, as disk does), so the newest listed
+ *   version is the current object. Within one process, like disk: two processes sharing a bucket are not ordered.
  * - etag = sha256 of the content, in `x-amz-meta-kyozo-sha256` (S3's ETag is an MD5, or not even that for
  *   multipart). User metadata is `x-amz-meta-<name>`, values percent-encoded only where HTTP headers cannot carry
  *   them (non-ASCII, `%`, edge spaces), so ASCII metadata reads the same to any S3 client. Names starting with
@@ -77,7 +80,7 @@ import { nowIso } from '../clock.js';
 import { ConfigError, storeEnvPrefix, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
 import { HashingStream, isReadable, readAhead, requireExpectedEtag, resolveRange, sha256Hex } from './body.js';
-import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { decodeCursor, decodeVersionsCursor, encodeCursor, encodeVersionsCursor, pageLimit } from './cursor.js';
 import {
   InvalidArgumentError,
   InvalidKeyError,
@@ -90,6 +93,7 @@ import { passFence } from './fence.js';
 import { hasPreconditions, requireIfMatch, requireIfNoneMatch, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js';
+import { withProcessMutex } from './process-mutex.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
 import { toStorageError } from './s3-errors.js';
 import { deleteLanded, findStampedVersion } from './s3-landed.js';
@@ -112,6 +116,7 @@ import {
   type WriteOptions,
 } from './types.js';
 import { ALPHABET, isVersionId, newVersionId } from './version-id.js';
+import { VersionsInFlight, type MakeCurrent } from './versions-in-flight.js';
 
 const MIB = 1024 * 1024;
 const RESERVED = '.kyozo/';
@@ -384,6 +389,8 @@ export class S3Provider implements StorageProvider {
   private modeReason = 'not detected yet';
   /** When HeadBucket last found the bucket (ms): a HEAD's 404 is an object's, not the bucket's, for a while. */
   private bucketSeenAt = Number.NEGATIVE_INFINITY;
+  /** Explicit versions made at once of one key become current in id order (`versions-in-flight.ts`). */
+  private readonly versionsInFlight = new VersionsInFlight();
   private readonly stopWatchingCircuit: () => void;
 
   constructor(options: S3ProviderOptions) {
@@ -566,10 +573,9 @@ export class S3Provider implements StorageProvider {
       );
       const contents = out.Contents ?? [];
       for (const object of contents) {
-        const fullKey = object.Key;
-        if (fullKey === undefined || fullKey.startsWith(reserved)) continue;
-        const key = fullKey.slice(this.prefix.length);
-        if (!this.isUserKey(key)) continue;
+        const fullKey = object.Key ?? '';
+        const key = this.userKeyOf(fullKey);
+        if (key === undefined) continue;
         found.push({ key, fullKey });
         if (found.length > limit) break;
       }
@@ -599,10 +605,22 @@ export class S3Provider implements StorageProvider {
   async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
     const fullKey = this.objectKey(key);
     if (typeof opts?.message !== 'string') throw new InvalidArgumentError('a version needs a message');
+    // A native version's id is S3's, and S3 orders them as they land; explicit mode mints its own.
+    if (this.mode === 'native') return this.newVersion(key, fullKey, body, opts);
+    return this.versionsInFlight.track(key, (versionId, makeCurrent) => this.newVersion(key, fullKey, body, opts, { versionId, makeCurrent }));
+  }
+
+  /** The work of `createVersion`; `explicit` in explicit mode: the id minted for the version and its way to become current. */
+  private async newVersion(
+    key: string,
+    fullKey: string,
+    body: Body,
+    opts: VersionOptions,
+    explicit?: { versionId: string; makeCurrent: MakeCurrent },
+  ): Promise<VersionInfo> {
     const { contentType, encoded } = describeS3Write(opts);
     const described = versionMetadata(opts.message, opts.author);
-    const versionId = newVersionId(); // explicit mode's; a native version's id is S3's
-    const own = this.mode === 'native' ? described : { ...described, [META.version]: versionId };
+    const own = explicit === undefined ? described : { ...described, [META.version]: explicit.versionId };
     const what = `create a version of "${key}"`;
     let createdAt = '';
     const stamp = (etag: string) => {
@@ -613,20 +631,23 @@ export class S3Provider implements StorageProvider {
     requireMetadataFits(stamp(SHA256_SHAPE));
     const conditions = await this.precondition(key, opts);
 
-    if (this.mode === 'native') {
+    if (explicit === undefined) {
       const stored = await this.put(what, fullKey, body, contentType, conditions, stamp, opts);
       const nativeId = nativeVersionId(stored.s3VersionId);
       if (nativeId === undefined) throw new NotSupportedError(`${what}: the bucket returned no version id (is versioning suspended?)`);
       return this.versionInfo(key, nativeId, stored.size, stored.etag, createdAt, opts.message, opts.author);
     }
 
+    const { versionId, makeCurrent } = explicit;
     const versionKey = this.versionKey(key, versionId);
     // The version object is not current yet: its content is checked here, the fence before the copy that makes it so.
     const stored = await this.put(what, versionKey, body, contentType, undefined, stamp, { expectedEtag: opts.expectedEtag });
     try {
-      await passFence(opts);
       const current = { ...encoded, [META.sha256]: stored.etag, [META.updated]: createdAt, [META.version]: versionId };
-      await this.copy(what, versionKey, fullKey, contentType, current, conditions, stored.size);
+      await this.keyLocked(fullKey, async () => {
+        await passFence(opts);
+        await makeCurrent(() => this.copy(what, versionKey, fullKey, contentType, current, conditions, stored.size));
+      });
     } catch (error) {
       if (!(error instanceof ProviderUnavailableError)) {
         // Refused: the version never became current, leave no trace of it.
@@ -643,7 +664,7 @@ export class S3Provider implements StorageProvider {
   async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
     const fullKey = this.objectKey(key);
     const limit = pageLimit(opts?.limit);
-    const after = decodeCursor(opts?.cursor);
+    const after = decodeVersionsCursor(key, opts?.cursor);
     return this.mode === 'native' ? this.listNativeVersions(key, fullKey, limit, after) : this.listExplicitVersions(key, limit, after);
   }
 
@@ -684,13 +705,15 @@ export class S3Provider implements StorageProvider {
       return this.versionInfo(key, newId, size, etag, createdAt, message, opts?.author);
     }
 
-    const newId = newVersionId();
-    const newKey = this.versionKey(key, newId);
-    const described = { ...base, ...versionMetadata(message, opts?.author), [META.version]: newId };
-    requireMetadataFits(described);
-    await this.copy(what, this.versionKey(key, versionId), newKey, contentType, described, undefined, size);
-    await this.copy(what, newKey, fullKey, contentType, { ...base, [META.version]: newId }, undefined, size);
-    return this.versionInfo(key, newId, size, etag, createdAt, message, opts?.author);
+    return this.versionsInFlight.track(key, async (newId, makeCurrent) => {
+      const newKey = this.versionKey(key, newId);
+      const described = { ...base, ...versionMetadata(message, opts?.author), [META.version]: newId };
+      requireMetadataFits(described);
+      await this.copy(what, this.versionKey(key, versionId), newKey, contentType, described, undefined, size);
+      const current = { ...base, [META.version]: newId };
+      await this.keyLocked(fullKey, () => makeCurrent(() => this.copy(what, newKey, fullKey, contentType, current, undefined, size)));
+      return this.versionInfo(key, newId, size, etag, createdAt, message, opts?.author);
+    });
   }
 
   async deleteVersion(key: string, versionId: string): Promise<void> {
@@ -725,7 +748,6 @@ export class S3Provider implements StorageProvider {
   }
 
   async stats(): Promise<ProviderStats> {
-    const reserved = this.prefix + RESERVED;
     const versionsPrefix = this.prefix + VERSIONS;
     let objects = 0;
     let bytes = 0;
@@ -740,7 +762,7 @@ export class S3Provider implements StorageProvider {
         scanned++;
         const key = object.Key ?? '';
         if (key.startsWith(versionsPrefix)) versions++;
-        else if (!key.startsWith(reserved)) {
+        else if (this.userKeyOf(key) !== undefined) {
           objects++;
           bytes += object.Size ?? 0;
         }
@@ -763,7 +785,7 @@ export class S3Provider implements StorageProvider {
         );
         for (const version of out.Versions ?? []) {
           seen++;
-          if (!(version.Key ?? '').startsWith(reserved)) versions++;
+          if (this.userKeyOf(version.Key ?? '') !== undefined) versions++;
         }
         keyMarker = out.IsTruncated ? out.NextKeyMarker : undefined;
         versionIdMarker = out.IsTruncated ? out.NextVersionIdMarker : undefined;
@@ -823,12 +845,18 @@ export class S3Provider implements StorageProvider {
     return this.prefix + key;
   }
 
-  private isUserKey(key: string): boolean {
+  /**
+   * The store key an S3 key under the store's prefix stands for: undefined under `.kyozo/` and where another tool
+   * put an object under a name no store key can take (`a//b`, `tab\tname`, a console's `folder/` marker), which
+   * `list` never shows and `stats` does not count.
+   */
+  private userKeyOf(fullKey: string): string | undefined {
+    const key = fullKey.slice(this.prefix.length);
+    if (key.startsWith(RESERVED)) return undefined;
     try {
-      validateKey(key);
-      return true;
+      return validateKey(key);
     } catch {
-      return false; // put there by another tool in a form no store key can take (`a//b`)
+      return undefined;
     }
   }
 
@@ -861,6 +889,14 @@ export class S3Provider implements StorageProvider {
         throw toStorageError(error, what);
       }
     }, opts);
+  }
+
+  /**
+   * `fn` under this process's lock of `fullKey`: a `makeCurrent` check and the copy after it act as one step, and
+   * copies onto the key land one at a time. Like disk's key lock, it orders one process, not several sharing a bucket.
+   */
+  private keyLocked<T>(fullKey: string, fn: () => Promise<T>): Promise<T> {
+    return withProcessMutex(`s3:${this.bucket}:${fullKey}`, fn);
   }
 
   /**
@@ -1252,7 +1288,7 @@ export class S3Provider implements StorageProvider {
       ),
     );
     const items = infos.filter((info): info is VersionInfo => info !== undefined);
-    return ids.length > limit ? { items, cursor: encodeCursor(page.at(-1)!) } : { items };
+    return ids.length > limit ? { items, cursor: encodeVersionsCursor(key, page.at(-1)!) } : { items };
   }
 
   /** The key's versions (not delete markers), newest first, from ListObjectVersions. */
@@ -1298,7 +1334,7 @@ export class S3Provider implements StorageProvider {
       ),
     );
     const items = infos.filter((info): info is VersionInfo => info !== undefined);
-    return ids.length > limit ? { items, cursor: encodeCursor(page.at(-1)!) } : { items };
+    return ids.length > limit ? { items, cursor: encodeVersionsCursor(key, page.at(-1)!) } : { items };
   }
 
   private async deleteNativeVersions(key: string, fullKey: string): Promise<void> {
