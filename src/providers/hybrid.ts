@@ -18,7 +18,8 @@
  * conditional writes do (see s3.ts). Backup follows cold without them. Bodies up to `bufferLimit` (8 MiB) are held in
  * memory and sent to both; a longer stream goes to cold and is then read back from cold into backup (never
  * buffered whole). A version's backup copy carries another id than its cold original: `hybrid-versions.ts` maps
- * them, so versions stay addressable by their cold ids while cold is down.
+ * them, so versions stay addressable by their cold ids while cold is down, and version cursors always name a cold
+ * version: a client paging versions across an outage goes on where it was.
  *
  * Reads: a hot copy, else cold, else (cold unavailable or its circuit open: `ProviderUnavailableError`) backup.
  * The info of a read or a stat says which tier served it (`tier`, sent as `X-Kyozo-Tier`). Backup's answer keeps
@@ -53,6 +54,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { ConfigError, loadConfig, storeConfig, storeEnvPrefix, type Config, type StoreKind, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
 import { isReadable, readAhead, readAll } from './body.js';
+import { decodeVersionsCursor, encodeVersionsCursor } from './cursor.js';
 import { NotFoundError, NotSupportedError, PreconditionFailedError, ProviderUnavailableError, StorageError } from './errors.js';
 import { isFenceError } from './fence.js';
 import type { Preconditions } from './if-match.js';
@@ -77,14 +79,13 @@ import type {
   ReadOptions,
   RestoreOptions,
   StorageProvider,
+  Tier,
   VersionInfo,
   VersionOptions,
   WriteOptions,
 } from './types.js';
 
 export type { TieringPlan } from './hybrid-invalidation.js';
-
-export type Tier = 'hot' | 'cold' | 'backup';
 
 /** A read result's info on a hybrid store: which tier served it. */
 export type TieredObjectInfo = ObjectInfo & { tier: Tier };
@@ -309,7 +310,8 @@ export class HybridProvider implements StorageProvider {
       async (coldError) => {
         const page = await this.backup.list(opts);
         if (await this.coversKeyBehind(page, opts?.prefix)) throw coldError;
-        return { ...page, items: await this.asColdIds(page.items, false) };
+        const items = await this.asColdIds(page.items);
+        return { ...page, items: items.map((item): TieredObjectInfo => ({ ...item, tier: 'backup' })) };
       },
     );
     return value;
@@ -318,10 +320,7 @@ export class HybridProvider implements StorageProvider {
   async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
     const { value } = await this.degrading(
       () => this.cold.listVersions(key, opts),
-      async (coldError) => {
-        const page = await this.fromBackup(key, coldError, () => this.backup.listVersions(key, opts));
-        return { ...page, items: await this.asColdIds(page.items, true) };
-      },
+      (coldError) => this.fromBackup(key, coldError, () => this.backupVersions(key, opts, coldError)),
     );
     return value;
   }
@@ -770,6 +769,28 @@ export class HybridProvider implements StorageProvider {
     );
   }
 
+  /**
+   * A page of backup's versions of `key` in cold's id space, cursors included: the caller's cursor names a cold
+   * version (the one it continues after) and so does the one returned, so paging goes on across the start and the
+   * end of an outage. A position the version map cannot translate keeps cold's error: backup would start elsewhere.
+   * Versions without a cold id are left out; the page then ends at its last version that has one.
+   */
+  private async backupVersions(key: string, opts: { cursor?: string; limit?: number } | undefined, coldError: ProviderUnavailableError): Promise<Page<VersionInfo>> {
+    const after = await this.backupVersionId(key, decodeVersionsCursor(key, opts?.cursor), coldError);
+    const page = await this.backup.listVersions(key, { limit: opts?.limit, cursor: after === undefined ? undefined : encodeVersionsCursor(key, after) });
+    // Backup's cursor names the last version it read, which a page may omit (disk skips one it cannot read).
+    const end = decodeVersionsCursor(key, page.cursor);
+    const backupIds = [...page.items.map((version) => version.versionId), ...(end === undefined ? [] : [end])];
+    const coldIds = await this.versions.coldIdsOf(backupIds.map((backupId) => ({ key, backupId }))).catch(() => {
+      throw coldError; // without the map every version would be left out: an empty page that claims more
+    });
+    const items = page.items.flatMap((version, i) => (coldIds[i] === undefined ? [] : [{ ...version, versionId: coldIds[i] }]));
+    if (end === undefined) return { items };
+    const last = coldIds.at(-1) ?? items.at(-1)?.versionId;
+    if (last === undefined) throw coldError;
+    return { items, cursor: encodeVersionsCursor(key, last) };
+  }
+
   /** The backup's id for a cold version id; a version the backup cannot be trusted to hold keeps cold's error. */
   private async backupVersionId(key: string, versionId: string | undefined, coldError: ProviderUnavailableError): Promise<string | undefined> {
     if (versionId === undefined) return undefined;
@@ -780,30 +801,23 @@ export class HybridProvider implements StorageProvider {
 
   private async asColdObject(info: ObjectInfo, coldVersionId: string | undefined): Promise<ObjectInfo> {
     if (coldVersionId !== undefined) return { ...info, versionId: coldVersionId };
-    return (await this.asColdIds([info], false))[0]!;
+    return (await this.asColdIds([info]))[0]!;
   }
 
-  /** Backup items with cold's version ids; those without a known cold id lose it (`drop`: are left out). */
-  private async asColdIds<T extends { key: string; versionId?: string }>(items: T[], drop: boolean): Promise<T[]> {
+  /** Backup items with cold's version ids; those without a known cold id lose it. */
+  private async asColdIds<T extends { key: string; versionId?: string }>(items: T[]): Promise<T[]> {
     const versioned = items.filter((item) => item.versionId !== undefined);
     const coldIds = await this.versions
       .coldIdsOf(versioned.map((item) => ({ key: item.key, backupId: item.versionId! })))
       .catch(() => versioned.map(() => undefined));
     const byItem = new Map(versioned.map((item, i) => [item, coldIds[i]]));
-    const translated: T[] = [];
-    for (const item of items) {
-      if (item.versionId === undefined) {
-        translated.push(item);
-        continue;
-      }
+    return items.map((item) => {
+      if (item.versionId === undefined) return item;
       const coldId = byItem.get(item);
-      if (coldId !== undefined) translated.push({ ...item, versionId: coldId });
-      else if (!drop) {
-        const { versionId: _unknown, ...rest } = item;
-        translated.push(rest as T);
-      }
-    }
-    return translated;
+      if (coldId !== undefined) return { ...item, versionId: coldId };
+      const { versionId: _unknown, ...rest } = item;
+      return rest as T;
+    });
   }
 
   /** Small bodies in memory (sent to both tiers); a longer stream as a stream (backup reads it back from cold). */

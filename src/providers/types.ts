@@ -57,7 +57,14 @@ export interface ObjectInfo {
   /** ISO 8601. */
   updatedAt: string;
   versionId?: string;
+  /**
+   * Which tier of a tiered store (hybrid) served this: `backup` means its primary was down and the answer may lag.
+   * Absent on single-tier stores.
+   */
+  tier?: Tier;
 }
+
+export type Tier = 'hot' | 'cold' | 'backup';
 
 export interface VersionInfo {
   versionId: string;

@@ -8,11 +8,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DiskProvider } from '../../src/providers/disk.js';
+import { encodeVersionsCursor } from '../../src/providers/cursor.js';
 import { ProviderUnavailableError } from '../../src/providers/errors.js';
 import { createHybridProvider, type HybridProvider, type TieringPlan } from '../../src/providers/hybrid.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
+import { newVersionId } from '../../src/providers/version-id.js';
 import { closeRedis, type RedisConnection } from '../../src/redis.js';
 import { connectRedis, deleteKeys, uniquePrefix } from '../support/redis.js';
 import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
@@ -147,6 +149,53 @@ describe('reads from backup while cold is down', () => {
     switches.coldDown = true;
     await expect(store.write('doc', 'during the outage')).rejects.toBeInstanceOf(ProviderUnavailableError);
     expect(await readText(store, 'doc')).toEqual({ text: 'before the outage', tier: 'backup' });
+  });
+});
+
+describe('paging versions across a cold outage', () => {
+  /** Pages of `key`'s versions, `limit` at a time, from `cursor`; `between` runs before each page. The ids seen. */
+  async function pageVersions(store: HybridProvider, key: string, between: (page: number) => void): Promise<string[]> {
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page === 0 || cursor !== undefined; page++) {
+      between(page);
+      const { items, cursor: next } = await store.listVersions(key, { limit: 2, cursor });
+      seen.push(...items.map((version) => version.versionId));
+      cursor = next;
+    }
+    return seen;
+  }
+
+  it('lists every version once, in order and under its cold id, whichever tier answers each page', async () => {
+    const { store, switches } = await hybrid();
+    for (let i = 1; i <= 7; i++) await store.createVersion('doc', `rev ${i}`, { message: `rev ${i}` });
+    const coldIds = (await store.listVersions('doc')).items.map((version) => version.versionId);
+
+    // Page 0 from cold, pages 1 and 2 from backup, page 3 from cold again.
+    const seen = await pageVersions(store, 'doc', (page) => (switches.coldDown = page === 1 || page === 2));
+    expect(seen).toEqual(coldIds);
+  });
+
+  it('goes on past a version whose map entry was lost: backup leaves it out, cold lists it again', async () => {
+    const { store, switches } = await hybrid();
+    for (let i = 1; i <= 5; i++) await store.createVersion('doc', `rev ${i}`, { message: `rev ${i}` });
+    const coldIds = (await store.listVersions('doc')).items.map((version) => version.versionId);
+    const lost = coldIds[3]!; // the last of backup's page, from the second page on
+    const map = `${prefix}:hybrid:review:versions:doc`;
+    await redis.hdel(map, `c:${lost}`, `b:${(await redis.hget(map, `c:${lost}`))!}`);
+
+    switches.coldDown = true;
+    expect(await pageVersions(store, 'doc', () => undefined)).toEqual(coldIds.filter((id) => id !== lost));
+    expect(await pageVersions(store, 'doc', (page) => (switches.coldDown = page === 1))).toEqual(coldIds);
+  });
+
+  it('answers a cursor naming a version the map does not know as unavailable, not with a page from elsewhere', async () => {
+    const { store, switches } = await hybrid();
+    for (let i = 1; i <= 3; i++) await store.createVersion('doc', `rev ${i}`, { message: `rev ${i}` });
+
+    switches.coldDown = true;
+    const unknown = encodeVersionsCursor('doc', newVersionId());
+    await expect(store.listVersions('doc', { limit: 1, cursor: unknown })).rejects.toBeInstanceOf(ProviderUnavailableError);
   });
 });
 
