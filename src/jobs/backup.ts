@@ -17,9 +17,13 @@
  *   that a concurrent run counts on; a second one fails with PRECONDITION_FAILED.
  * - Resumable: the manifest id is saved in the job's progress at once; a run picked up after a crash reuses it and
  *   finds what the first run copied in the backup store.
+ * - Never of a fallback: a hybrid store whose cold tier is down lists and reads its backup tier, which may lag,
+ *   and such a manifest (incomplete, stale, yet counted toward `BACKUP_KEEP`) would push out complete ones. A
+ *   listing, read or stat the source answers from its backup tier (`tier` in the info) fails the run as
+ *   unavailable, before any manifest is written: the worker retries it later.
  */
 import { z } from 'zod';
-import { PreconditionFailedError, InvalidArgumentError, NotFoundError } from '../providers/errors.js';
+import { PreconditionFailedError, InvalidArgumentError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
 import { newVersionId } from '../providers/version-id.js';
 import { COPY_WIDTH, ContentMismatch, Failures, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
@@ -115,6 +119,14 @@ interface Run {
   skipBackupKeys: boolean;
 }
 
+/** `info` of what the source served, refused when its backup tier served it (its cold tier down: it may lag). */
+function fromPrimary<T extends ObjectInfo>(run: Run, info: T): T {
+  if (info.tier === 'backup') {
+    throw new ProviderUnavailableError(`store "${run.store}" served "${info.key}" from its backup tier, not backed up now`);
+  }
+  return info;
+}
+
 /** The store a backup of `payload.store` goes into; refuses none, or the store itself (the API checks it too). */
 export function backupTarget(payload: { store: string; target?: string }, backupStore: string | undefined): string {
   const target = payload.target ?? backupStore;
@@ -186,7 +198,7 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
       toVerify.set(etag, key); // left by an interrupted run: nobody has checked it yet
       return undefined;
     }
-    const blobOf = (info: ObjectInfo) => ({ key: blobKey(run.store, info.etag), options: { contentType: 'application/octet-stream' } });
+    const blobOf = (info: ObjectInfo) => ({ key: blobKey(run.store, fromPrimary(run, info).etag), options: { contentType: 'application/octet-stream' } });
     const { source, written } = await copyObject(run.source, key, run.target, blobOf, versionId);
     toVerify.set(source.etag, key);
     counts.copied++;
@@ -230,7 +242,7 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
         entries.push(recorded);
         continue;
       }
-      const info = read ?? (await run.source.stat(key, { versionId: version.versionId }));
+      const info = read ?? fromPrimary(run, await run.source.stat(key, { versionId: version.versionId }));
       entries.push({
         key,
         versionId: version.versionId,
@@ -250,7 +262,8 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   const versions: ManifestVersion[] = [];
   for await (const page of pages(run.source)) {
     throwIfInterrupted(ctx);
-    const items = run.skipBackupKeys ? page.items.filter((item) => !isBackupKey(item.key)) : page.items;
+    const listed = page.items.map((item) => fromPrimary(run, item));
+    const items = run.skipBackupKeys ? listed.filter((item) => !isBackupKey(item.key)) : listed;
     counts.backupKeysLeftOut += page.items.length - items.length;
     const pageObjects: (ManifestObject | undefined)[] = new Array(items.length);
     const pageVersions: ManifestVersion[][] = items.map(() => []);

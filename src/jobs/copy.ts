@@ -137,8 +137,8 @@ export async function verifiedBody(provider: StorageProvider, key: string, etag:
 
 /**
  * Copies `key` (or one of its versions) from `from` into `to`, where `place` says for what was read (the object
- * may have changed since it was listed). Returns what was read and what was written; `ContentMismatch` when the
- * target stored something else than what was read.
+ * may have changed since it was listed; it may also refuse it by throwing). Returns what was read and what was
+ * written; `ContentMismatch` when the target stored something else than what was read.
  */
 export async function copyObject(
   from: StorageProvider,
@@ -148,9 +148,10 @@ export async function copyObject(
   versionId?: string,
 ): Promise<{ source: ObjectInfo; written: ObjectInfo }> {
   const { info: source, body } = await from.read(key, versionId === undefined ? undefined : { versionId });
-  const at = place(source);
+  let at: ReturnType<typeof place>;
   let written: ObjectInfo;
   try {
+    at = place(source);
     written = await to.write(at.key, body, at.options);
   } catch (error) {
     body.destroy();
@@ -158,6 +159,11 @@ export async function copyObject(
   }
   if (written.etag !== source.etag) throw new ContentMismatch(at.key, source.etag, written.etag);
   return { source, written };
+}
+
+/** Whether `target` is a record of the `source` version: same content and message (ids and times are each store's). */
+export function sameVersion(source: { versionId: string; etag: string; message?: string }, target: Pick<VersionInfo, 'etag' | 'message'>): boolean {
+  return source.etag === target.etag && versionMessage(source) === target.message;
 }
 
 /**
@@ -173,9 +179,8 @@ export function missingVersions<V extends { versionId: string; etag: string; mes
 ): V[] | undefined {
   if (target.length === 0) return [...source];
   for (let i = target.length - 1; i >= 0; i--) {
-    const { etag, message } = target[i]!;
     // The newest match: a history holding one content with one message twice is not copied again from the first.
-    const shared = source.findLastIndex((version) => version.etag === etag && versionMessage(version) === message);
+    const shared = source.findLastIndex((version) => sameVersion(version, target[i]!));
     if (shared >= 0) return source.slice(shared + 1);
   }
   return undefined;

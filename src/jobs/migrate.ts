@@ -6,6 +6,13 @@
  * after every page of the source listing the job saves the cursor that continues it, with its counts, as its
  * progress (`GET /v1/jobs/:id`, the board); a run picked up after a crash or a shutdown continues at that page, and
  * objects the target already holds with the same content, type and metadata are skipped, not copied again.
+ *
+ * The target's own writes are never overwritten (the application may write there from the cutover on, while a
+ * backfill or a final pass runs): each object is looked up in the target once, and copied only when the target
+ * lacks the key or holds an older object (`updatedAt`) than the source's, the write conditioned on that state
+ * (`ifNoneMatch: '*'`, or `ifMatch` the etag seen). A target object as new as the source's or newer, or one that
+ * changes between the look and the write, is left as it is and counted in `conflictCount` (not a failure).
+ *
  * Objects deleted from the source while the migration runs are left out (and versions removed meanwhile, the rest
  * of the key is copied); objects written meanwhile may or may not be included, as with any copy of a live store:
  * run it again for a final pass (it only copies what changed). Versions go only into a key that has none yet, or
@@ -13,9 +20,21 @@
  * the newest shared version are added; a key with a history of its own is reported as a failure.
  */
 import { z } from 'zod';
-import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
-import type { ObjectInfo, StorageProvider } from '../providers/types.js';
-import { COPY_WIDTH, ContentMismatch, Failures, copyObject, forEachLimited, historyOfItsOwn, missingVersions, pages, type VerificationReport } from './copy.js';
+import { InvalidArgumentError, NotFoundError, PreconditionFailedError } from '../providers/errors.js';
+import type { ObjectInfo, StorageProvider, VersionInfo, WriteOptions } from '../providers/types.js';
+import {
+  COPY_WIDTH,
+  ContentMismatch,
+  Failures,
+  copyObject,
+  forEachLimited,
+  historyOfItsOwn,
+  missingVersions,
+  pages,
+  sameVersion,
+  type Failure,
+  type VerificationReport,
+} from './copy.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from '../providers/object-info.js';
 import { defineJob, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 
@@ -29,37 +48,76 @@ export interface MigrateResult extends VerificationReport {
   skipped: number;
   versions: number;
   bytes: number;
+  /** Objects left as the target holds them: newer there than in the source, or changed there while copied. */
+  conflictCount: number;
+  /** The first MAX_REPORTED_FAILURES of them. */
+  conflicts: Failure[];
 }
 
-/**
- * The progress a run saves after each page; `cursor` null = the listing is done. `targetWasEmpty`: the target held
- * nothing when the job began, so only the page a resumed run starts with can hold objects already copied.
- */
+/** The progress a run saves after each page; `cursor` null = the listing is done. */
 const checkpoint = z
   .object({
     cursor: z.string().nullable(),
-    targetWasEmpty: z.boolean().default(false),
     objects: z.number().int().nonnegative(),
     copied: z.number(),
     skipped: z.number(),
     versions: z.number(),
     bytes: z.number(),
     failureCount: z.number().default(0),
+    conflictCount: z.number().default(0),
   })
   .passthrough();
 type Checkpoint = z.output<typeof checkpoint>;
 
-/**
- * Records the versions of `key` the target lacks, oldest first; returns how many. A target with a history of its
- * own gets none of them, reported as a failure.
- */
-async function copyVersions(ctx: JobContext, from: StorageProvider, to: StorageProvider, key: string, failures: Failures): Promise<number> {
+/** The target's state a copy was decided on, as write conditions: absent, or holding the object with this etag. */
+type Expected = Pick<WriteOptions, 'ifMatch' | 'ifNoneMatch'>;
+
+const expecting = (current: ObjectInfo | undefined): Expected => (current === undefined ? { ifNoneMatch: '*' } : { ifMatch: current.etag });
+
+/** The versions of a key in the source and in the target, oldest first. */
+interface Histories {
+  source: VersionInfo[];
+  target: VersionInfo[];
+}
+
+async function histories(from: StorageProvider, to: StorageProvider, key: string): Promise<Histories> {
   const source = (await allVersions(from, key)).reverse();
-  if (source.length === 0) return 0;
-  const missing = missingVersions(source, (await allVersions(to, key)).reverse());
+  return { source, target: source.length === 0 ? [] : (await allVersions(to, key)).reverse() };
+}
+
+/**
+ * Whether the target's object of a key may be replaced by the source's: it is the same, or older (clocks are the
+ * stores' own, so a tie keeps the target's: a conflict is reported, a write is never lost), or it is the newest of
+ * the source's versions the target records (an earlier run stopped while copying them: the rest follow).
+ */
+function replaceable(current: ObjectInfo, source: ObjectInfo, history: Histories | undefined): boolean {
+  if (sameObject(current, source) || Date.parse(current.updatedAt) < Date.parse(source.updatedAt)) return true;
+  const newest = history?.target.at(-1);
+  return newest?.etag === current.etag && history!.source.some((version) => sameVersion(version, newest));
+}
+
+const newerInTarget = (key: string): Failure => ({ key, reason: "left as it is: the target's object is not older than the source's" });
+const changedInTarget = (key: string): Failure => ({ key, reason: "left as it is: the target's object changed while it was copied" });
+
+/**
+ * Records the versions of `key` the target lacks, oldest first, each conditioned on `expected` (a recorded version
+ * becomes the current object, which the next one then expects); returns how many, and what a write of the key must
+ * expect then. A target with a history of its own gets none of them, reported as a failure.
+ */
+async function copyVersions(
+  ctx: JobContext,
+  from: StorageProvider,
+  to: StorageProvider,
+  key: string,
+  history: Histories,
+  failures: Failures,
+  expected: Expected,
+): Promise<{ recorded: number; expected: Expected }> {
+  if (history.source.length === 0) return { recorded: 0, expected };
+  const missing = missingVersions(history.source, history.target);
   if (missing === undefined) {
     failures.add(historyOfItsOwn(key));
-    return 0;
+    return { recorded: 0, expected };
   }
   let recorded = 0;
   for (const version of missing) {
@@ -70,16 +128,17 @@ async function copyVersions(ctx: JobContext, from: StorageProvider, to: StorageP
     });
     if (read === undefined) continue; // removed by retention since it was listed
     const { info, body } = read;
-    const created = await to.createVersion(key, body, {
-      message: versionMessage(version),
-      author: version.author,
-      contentType: info.contentType,
-      metadata: info.metadata,
-    });
+    const created = await to
+      .createVersion(key, body, { message: versionMessage(version), author: version.author, contentType: info.contentType, metadata: info.metadata, ...expected })
+      .catch((error: unknown) => {
+        body.destroy();
+        throw error;
+      });
     if (created.etag !== version.etag) throw new ContentMismatch(key, version.etag, created.etag);
+    expected = { ifMatch: created.etag };
     recorded++;
   }
-  return recorded;
+  return { recorded, expected };
 }
 
 /** Refuses a migration the job could never run (the API checks it before enqueueing). */
@@ -98,25 +157,34 @@ export const migrateJob = defineJob({
     const resumed = checkpoint.safeParse(ctx.job.progress);
     const state: Checkpoint = resumed.success
       ? resumed.data
-      : { cursor: '', targetWasEmpty: (await to.list({ limit: 1 })).items.length === 0, objects: 0, copied: 0, skipped: 0, versions: 0, bytes: 0, failureCount: 0 };
-    // Per object, a look at the target saves copying what is already there; into a target that was empty it is
-    // needed only on the page where a resumed run picks up.
-    let lookFirst = !state.targetWasEmpty || resumed.success;
+      : { cursor: '', objects: 0, copied: 0, skipped: 0, versions: 0, bytes: 0, failureCount: 0, conflictCount: 0 };
     const failures = new Failures();
     failures.count = state.failureCount;
+    const conflicts = new Failures();
+    conflicts.count = state.conflictCount;
 
+    // One look at the target per object, even into one that was empty: the application may write there meanwhile.
     const migrateObject = async (item: ObjectInfo): Promise<void> => {
-      const versions = payload.versions ? await copyVersions(ctx, from, to, item.key, failures) : 0;
-      state.versions += versions;
-      // Where recording a version also sets the current object (git), the newest one may already be it.
-      const current = lookFirst || versions > 0 ? await statIfPresent(to, item.key) : undefined;
+      let current = await statIfPresent(to, item.key);
+      const history = payload.versions ? await histories(from, to, item.key) : undefined;
+      if (current !== undefined && !replaceable(current, item, history)) {
+        conflicts.add(newerInTarget(item.key));
+        return;
+      }
+      let expected = expecting(current);
+      if (history !== undefined) {
+        const copied = await copyVersions(ctx, from, to, item.key, history, failures, expected);
+        state.versions += copied.recorded;
+        // The newest recorded version is the current object now; its type and metadata are the target's to say.
+        if (copied.recorded > 0) [current, expected] = [await statIfPresent(to, item.key), copied.expected];
+      }
       if (current !== undefined && sameObject(current, item)) {
         state.skipped++;
         return;
       }
       const { written } = await copyObject(from, item.key, to, (source) => ({
         key: item.key,
-        options: { contentType: source.contentType, metadata: source.metadata },
+        options: { contentType: source.contentType, metadata: source.metadata, ...expected },
       }));
       state.copied++;
       state.bytes += written.size;
@@ -131,14 +199,15 @@ export const migrateJob = defineJob({
             await migrateObject(item);
           } catch (error) {
             if (error instanceof NotFoundError) return; // deleted since it was listed
+            if (error instanceof PreconditionFailedError) return conflicts.add(changedInTarget(item.key));
             if (!(error instanceof ContentMismatch)) throw error;
             failures.add({ key: item.key, etag: error.expected, reason: error.message });
           }
         });
         state.objects += page.items.length;
         state.cursor = page.next ?? null;
-        lookFirst = !state.targetWasEmpty;
         state.failureCount = failures.count;
+        state.conflictCount = conflicts.count;
         await ctx.reportProgress?.({ phase: 'copy', ...state });
       }
     }
@@ -151,6 +220,8 @@ export const migrateJob = defineJob({
       skipped: state.skipped,
       versions: state.versions,
       bytes: state.bytes,
+      conflictCount: conflicts.count,
+      conflicts: conflicts.items,
       ...failures.report(),
     };
     return { result, event: { type: 'migration.completed', store: payload.to, data: result } };

@@ -176,10 +176,11 @@ describe('migrate', () => {
   });
 
   it('reports a key whose versions cannot be copied because the target has a history of its own', async () => {
-    const from = new RamProvider({ maxBytes: 1024 * 1024 });
-    await from.createVersion('doc', 'ours', { message: 'ours' });
     const to = new RamProvider({ maxBytes: 1024 * 1024 });
     await to.createVersion('doc', 'theirs', { message: 'theirs' });
+    await new Promise((resolve) => setTimeout(resolve, 5)); // the source's object is newer: it may replace the target's
+    const from = new RamProvider({ maxBytes: 1024 * 1024 });
+    await from.createVersion('doc', 'ours', { message: 'ours' });
     const { result } = await migrateJob.handle({ from: 'from', to: 'to', versions: true }, f.context(new Map<string, StorageProvider>([['from', from], ['to', to]])));
     expect(result).toMatchObject({ versions: 0, copied: 1, verified: false, failureCount: 1, failures: [expect.objectContaining({ key: 'doc' })] });
     expect((await to.listVersions('doc')).items.map((version) => version.message)).toEqual(['theirs']);
