@@ -1,44 +1,304 @@
 /**
- * The route table: every route the API serves, with its method, OpenAPI path, what it does and how it is
- * authenticated. `/openapi.json` is generated from it, and the API tests check that every route Hono has is in
- * it (so a new route cannot go undocumented, nor escape the 401 tests that are generated from it).
+ * The route table: every route the API serves, with its method, OpenAPI path, how it is authenticated, the query
+ * parameters and request headers it reads, its body and every status it answers. `/openapi.json` is generated from
+ * it, and the API tests check that every route Hono has is in it (so a new route cannot go undocumented, nor escape
+ * the 401 tests that are generated from it), that each route reads exactly the query parameters listed here, and
+ * that each path refuses other methods with the `Allow` this table implies.
  */
-export type RouteAuth = 'bearer' | 'basic' | 'signature' | 'none';
+import { z } from 'zod';
+import { EVENT_TYPES, type EventEnvelope } from '../events/bus.js';
+import type { DeleteResult } from '../jobs/delete.js';
+import { jobs } from '../jobs/index.js';
+import type { RestoreResult } from '../jobs/restore.js';
+import { MAX_METADATA_BYTES } from '../providers/metadata.js';
+import type { Author, Capabilities, HealthReport, ObjectInfo, ProviderStats, VersionInfo } from '../providers/types.js';
+import { ApiError, type ApiErrorCode } from './errors.js';
+import type { JobStatus } from './job-status.js';
+import type { MAINTENANCE_TASKS } from './routes/maintenance.js';
 
-export interface RouteSpec {
-  method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'DELETE';
-  path: string;
-  summary: string;
-  auth: RouteAuth;
-  /** The query parameters the route reads, with their meaning (a test checks they are exactly the ones read). */
-  query?: Record<string, string>;
-  /** The request headers that change what the route does, with their meaning. */
-  headers?: Record<string, string>;
-  /** Status codes a client should expect besides errors, and the 412 and 416 a read's own headers ask for. */
-  ok: number[];
+export type RouteAuth = 'bearer' | 'basic' | 'signature' | 'none';
+type Method = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'DELETE';
+type JsonSchema = Record<string, unknown>;
+
+export interface Parameter {
+  description: string;
+  required?: boolean;
+  /** Default `{ type: 'string' }`. */
+  schema?: JsonSchema;
 }
 
-const OBJECT = '/v1/stores/{store}/objects/{key}';
+/** A status a route answers. A bare string is its meaning; an error (4xx, 5xx) then has the `Error` body. */
+export interface Answer {
+  description: string;
+  /** By media type; `{}` for any content. Errors get `Error` when they name none. */
+  content?: Record<string, { schema?: JsonSchema }>;
+  /** Response headers (in `components.headers`) besides those every answer of this status carries. */
+  headers?: string[];
+}
 
-const statusMeaning: Record<number, string> = {
-  200: 'OK',
-  202: 'Accepted as a job: { jobId, statusUrl }, with Location',
-  206: 'One bytes range, with Content-Range',
-  304: 'Not modified: the validators, no body',
-  412: 'A precondition (If-Match, If-None-Match, If-Unmodified-Since) does not hold',
-  416: 'No satisfiable or well-formed bytes range; Content-Range: bytes */<size>',
+export interface RouteSpec {
+  method: Method;
+  path: string;
+  summary: string;
+  description?: string;
+  auth: RouteAuth;
+  /** The query parameters the route reads (a test checks they are exactly the ones read). */
+  query?: Record<string, string | Parameter>;
+  /** The request headers that change what the route does. */
+  headers?: Record<string, string | Parameter>;
+  body?: { description: string; required: boolean; content: Record<string, { schema?: JsonSchema }> };
+  /** Every status the route answers, besides the 401 or 403 of its `auth` and a 500. */
+  responses: Record<number, string | Answer>;
+  /** The board is an app of its own: a method it does not take is 404 there, not 405. */
+  refusesOtherMethods?: false;
+}
+
+// ---- schemas ----
+
+const ref = (name: string): JsonSchema => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: JsonSchema): Record<string, { schema: JsonSchema }> => ({ 'application/json': { schema } });
+const STRING = { type: 'string' };
+const INTEGER = { type: 'integer', minimum: 0 };
+const DATE = { type: 'string', format: 'date-time' };
+const ETAG = { type: 'string', description: 'sha256 of the content, hex' };
+
+interface Optional {
+  optional: JsonSchema;
+}
+/** A property schema for each field of `T`, optional fields wrapped: tsc fails when `T` gains a field not written here. */
+type Fields<T> = { [K in keyof T]-?: {} extends Pick<T, K> ? Optional : JsonSchema };
+const optional = (schema: JsonSchema): Optional => ({ optional: schema });
+
+function objectSchema<T>(fields: Fields<T>, description?: string): JsonSchema {
+  const entries = Object.entries(fields) as [string, JsonSchema | Optional][];
+  return {
+    type: 'object',
+    ...(description === undefined ? {} : { description }),
+    properties: Object.fromEntries(entries.map(([name, field]) => [name, 'optional' in field ? field.optional : field])),
+    required: entries.filter(([, field]) => !('optional' in field)).map(([name]) => name),
+  };
+}
+
+const pageOf = (item: string): JsonSchema =>
+  objectSchema<{ items: unknown[]; cursor?: string }>({
+    items: { type: 'array', items: ref(item) },
+    cursor: optional({ type: 'string', description: 'Present when there is a next page: pass it as ?cursor=' }),
+  });
+
+/** What each error code means to a client; its status is the one `ApiError` answers it with. */
+const ERROR_CODES: Record<ApiErrorCode, string> = {
+  BAD_REQUEST: 'a malformed query parameter, header or JSON body',
+  INVALID_KEY: 'the key (or a path segment) is not a valid key',
+  INVALID_ARGUMENT: 'a well-formed request the store or the job cannot honour (metadata, cursor, a maintenance body)',
+  UNAUTHORIZED: 'no valid bearer token (or basic credentials on the board)',
+  FORBIDDEN: 'a signed URL whose signature is missing, tampered with or expired, or that was signed for another method or key',
+  PERMISSION_DENIED: 'the store’s backend refused (S3 credentials or policy, file permissions)',
+  NOT_FOUND: 'no such store, object, version, job, manifest or route',
+  METHOD_NOT_ALLOWED: 'a method the path does not answer; Allow lists those it does',
+  NOT_ACCEPTABLE: 'no representation the client accepts',
+  REQUEST_TIMEOUT: 'the request body sent nothing for 30 s',
+  PRECONDITION_FAILED: 'a condition (If-Match, If-None-Match: *, If-Unmodified-Since) does not hold',
+  PAYLOAD_TOO_LARGE: 'the body is larger than the limit',
+  UNSUPPORTED_MEDIA_TYPE: 'a body in a content coding (Content-Encoding)',
+  RANGE_NOT_SATISFIABLE: 'a malformed bytes range, or none inside the object',
+  NOT_SUPPORTED: 'something this store or route does not do (diff on a store without it, a condition a mutation cannot honour)',
+  STORAGE_FULL: 'the store is full (RAM_MAX_BYTES, a full disk)',
+  PROVIDER_UNAVAILABLE: 'a store cannot be reached now; Retry-After',
+  SERVICE_UNAVAILABLE: 'the job queue (Redis) cannot be reached, or a job failed in a way a retry may fix; Retry-After',
+  INTERNAL: 'a failure outside the contract; its message points at the X-Request-Id header',
 };
 
-const PAGE = { cursor: 'Where the previous page ended', limit: 'Items per page, 1..1000' };
-const WAIT = { wait: '`true`: 200 with the outcome once the job completed (still 202 if it takes longer than WAIT_TIMEOUT_MS)' };
-const JOB_HEADERS = { 'Idempotency-Key': 'A repeated request with the same key is the same job (1..256 characters)' };
+const errorCodeList = Object.entries(ERROR_CODES)
+  .map(([code, meaning]) => `\`${code}\` ${new ApiError(code as ApiErrorCode, '').status}: ${meaning}`)
+  .join('; ');
+
+const author = objectSchema<Author>({ name: STRING, email: optional(STRING) });
+const versionFields: Fields<VersionInfo> = {
+  versionId: STRING,
+  key: STRING,
+  size: INTEGER,
+  etag: ETAG,
+  createdAt: DATE,
+  message: optional(STRING),
+  author: optional(ref('Author')),
+};
+const healthReport = objectSchema<HealthReport>({ status: { enum: ['ok', 'degraded', 'down'] }, detail: STRING, latencyMs: { type: 'number' } });
+const diffSide = { oneOf: [objectSchema<{ size: number; etag: string }>({ size: INTEGER, etag: ETAG }), { type: 'null' }] };
+
+const schemas: Record<string, JsonSchema> = {
+  Error: {
+    type: 'object',
+    required: ['error'],
+    properties: {
+      error: {
+        type: 'object',
+        required: ['code', 'message'],
+        properties: { code: { enum: Object.keys(ERROR_CODES), description: errorCodeList }, message: STRING },
+      },
+    },
+  },
+  ObjectInfo: objectSchema<ObjectInfo>({
+    key: STRING,
+    size: INTEGER,
+    etag: ETAG,
+    contentType: STRING,
+    metadata: { type: 'object', additionalProperties: STRING, description: 'The X-Meta-* entries, names lower-cased' },
+    updatedAt: DATE,
+    versionId: optional(STRING),
+    tier: optional({ enum: ['hot', 'cold', 'backup'], description: 'Hybrid stores: the tier that served it (`backup`: its primary was down, the answer may lag)' }),
+  }),
+  Author: author,
+  VersionInfo: objectSchema<VersionInfo>(versionFields),
+  RestoreResult: objectSchema<RestoreResult>({ ...versionFields, restoredFrom: { type: 'string', description: 'The version restored' } }),
+  DeleteResult: objectSchema<DeleteResult>({ key: STRING, deleted: { const: true }, allVersions: { type: 'boolean' } }),
+  ObjectPage: pageOf('ObjectInfo'),
+  VersionPage: pageOf('VersionInfo'),
+  JobAccepted: objectSchema<{ jobId: string; statusUrl: string; state?: string }>({
+    jobId: STRING,
+    statusUrl: { type: 'string', description: '`/v1/jobs/<jobId>` (bearer token), also in Location' },
+    state: optional({ type: 'string', description: 'Under ?wait=true, when the job had not finished within WAIT_TIMEOUT_MS' }),
+  }),
+  JobStatus: objectSchema<JobStatus>({
+    id: STRING,
+    name: STRING,
+    state: { type: 'string', description: 'waiting, delayed, active, completed, failed...' },
+    attemptsMade: INTEGER,
+    attempts: INTEGER,
+    progress: {},
+    result: optional({}),
+    failedReason: optional(STRING),
+    store: optional(STRING),
+    key: optional(STRING),
+    createdAt: DATE,
+    processedAt: optional(DATE),
+    finishedAt: optional(DATE),
+  }),
+  MaintenanceOutcome: objectSchema<{ jobId: string; state: string; result: unknown }>({
+    jobId: STRING,
+    state: { const: 'completed' },
+    result: { description: 'The job’s report' },
+  }),
+  Diff: {
+    type: 'object',
+    required: ['key', 'from', 'to', 'binary'],
+    properties: {
+      key: STRING,
+      from: { type: 'string', description: 'The commit `from` resolved to' },
+      to: { type: 'string', description: 'The commit `to` resolved to' },
+      binary: { type: 'boolean' },
+    },
+    oneOf: [
+      {
+        properties: { binary: { const: false }, patch: { type: 'string', description: 'Unified diff' }, additions: INTEGER, deletions: INTEGER },
+        required: ['patch', 'additions', 'deletions'],
+      },
+      {
+        description: 'Binary content: sizes and etags of each side, null where the key does not exist',
+        properties: { binary: { const: true }, before: diffSide, after: diffSide },
+        required: ['before', 'after'],
+      },
+    ],
+  },
+  SignedUrl: objectSchema<{ url: string; expiresAt: string }>({ url: { type: 'string', format: 'uri' }, expiresAt: DATE }),
+  Capabilities: objectSchema<Capabilities>({
+    versioning: { enum: ['explicit', 'every-write'] },
+    presign: { enum: ['native', 'signed-url'] },
+    diff: { type: 'boolean' },
+    branches: { type: 'boolean' },
+    rangeReads: { type: 'boolean' },
+    defaultAuthor: optional(ref('Author')),
+  }),
+  StoreList: objectSchema<{ items: unknown[] }>({
+    items: {
+      type: 'array',
+      items: objectSchema<{ name: string; kind: string; capabilities: unknown }>({
+        name: STRING,
+        kind: { enum: ['disk', 'ram', 'git', 's3', 'hybrid'] },
+        capabilities: ref('Capabilities'),
+      }),
+    },
+  }),
+  StoreStats: objectSchema<ProviderStats>({
+    kind: STRING,
+    objects: INTEGER,
+    bytes: INTEGER,
+    versions: INTEGER,
+    ops: optional({ type: 'object', description: 'Per operation: count, errors, latency { count, p50Ms, p99Ms }' }),
+    detail: optional({ type: 'object' }),
+  }),
+  Health: objectSchema<{ status: 'ok'; uptimeSeconds: number }>({ status: { const: 'ok' }, uptimeSeconds: INTEGER }),
+  Readiness: objectSchema<{ status: string; redis: unknown; stores: unknown }>({
+    status: { enum: ['ok', 'down'] },
+    redis: healthReport,
+    stores: { type: 'object', additionalProperties: healthReport },
+  }),
+  EventEnvelope: objectSchema<EventEnvelope>(
+    {
+      id: { type: 'string', description: 'The event id (a Redis stream id), also the SSE `id:`' },
+      type: { enum: [...EVENT_TYPES] },
+      at: DATE,
+      store: optional(STRING),
+      key: optional(STRING),
+      jobId: optional(STRING),
+      data: { description: 'What the job produced (ObjectInfo, VersionInfo, a report...)' },
+    },
+    'The `data:` of each event of /v1/events, as JSON',
+  ),
+};
+
+const headerSchemas: Record<string, { description: string; schema: JsonSchema }> = {
+  Location: { description: 'The job’s status URL', schema: STRING },
+  'Retry-After': { description: 'Seconds to wait before trying again', schema: { type: 'integer' } },
+  'WWW-Authenticate': { description: 'The scheme to authenticate with', schema: STRING },
+  'Content-Range': { description: '`bytes <first>-<last>/<size>` (206), `bytes */<size>` (416)', schema: STRING },
+  'Accept-Encoding': { description: '`identity`: send the body without a content coding', schema: STRING },
+  ETag: { description: 'The content’s sha256, quoted (a strong validator)', schema: STRING },
+  'Last-Modified': { description: 'HTTP-date of the last write', schema: STRING },
+  'X-Kyozo-Version': { description: 'The version read (stores that record versions)', schema: STRING },
+  'X-Kyozo-Tier': { description: 'Hybrid stores: the tier that answered (`hot`, `cold`, or `backup` while cold is down)', schema: STRING },
+  'Cache-Control': { description: 'Objects: `private, no-cache` (revalidate before each use); the event stream: `no-cache`', schema: STRING },
+  'Accept-Ranges': { description: '`bytes`', schema: STRING },
+};
+
+/** The headers each status carries wherever it is answered. */
+const statusHeaders: Record<number, string[]> = {
+  202: ['Location'],
+  401: ['WWW-Authenticate'],
+  415: ['Accept-Encoding'],
+  416: ['Content-Range'],
+  503: ['Retry-After'],
+};
+
+// ---- what routes share ----
+
+const OBJECT = '/v1/stores/{store}/objects/{key}';
+const SIGNED = '/v1/signed/{store}/{key}';
+const ENCODED_TEXT = "raw UTF-8 or `utf-8''<percent-encoded>` (RFC 8187); bytes that are not UTF-8 are 400";
+
+const flag = (meaning: string): Parameter => ({
+  description: `${meaning}. \`true\` or \`false\` (default); any other value is 400`,
+  schema: { type: 'boolean', default: false },
+});
+const PAGE = {
+  cursor: 'From the previous page’s `cursor`',
+  limit: { description: 'Items per page (default 1000)', schema: { type: 'integer', minimum: 1, maximum: 1000 } },
+};
+const WAIT = { wait: flag('`true`: answer 200 with the job’s outcome once it completed (still 202 if it takes longer than WAIT_TIMEOUT_MS)') };
+const JOB_HEADERS = {
+  'Idempotency-Key': {
+    description: 'A request repeated with the same key (the same route and payload, a body by its content) is answered with the same job. 1..256 characters, checked before the body is read (400 otherwise)',
+    schema: { type: 'string', minLength: 1, maxLength: 256 },
+  },
+};
 const WRITE_HEADERS = {
   ...JOB_HEADERS,
-  'Content-Type': 'Stored with the object (X-Meta-<name> headers are its metadata)',
   'If-Match': 'Etags (strong comparison) or `*`: the job fails with 412 unless the current object has one',
-  'If-None-Match': '`*` only (create-only): the job fails with 412 if an object exists',
+  'If-None-Match': { description: '`*` only (create-only): the job fails with 412 if an object exists; any other value is 501', schema: { enum: ['*'] } },
 };
-const VERSION_HEADERS = { 'X-Version-Message': 'The version message', 'X-Author': '`Name <email>` or `Name`' };
+const VERSION_HEADERS = {
+  'X-Version-Message': `The version’s message, ${ENCODED_TEXT}`,
+  'X-Author': `\`Name <email>\` or \`Name\`, ${ENCODED_TEXT}; any other form is 400`,
+};
 const CONDITIONAL_HEADERS = {
   'If-Match': 'Etags (strong comparison) or `*`: 412 unless the object has one',
   'If-Unmodified-Since': 'Without If-Match: 412 if the object changed after this HTTP-date',
@@ -47,139 +307,483 @@ const CONDITIONAL_HEADERS = {
 };
 const READ_HEADERS = {
   ...CONDITIONAL_HEADERS,
-  Range: 'One `bytes` range: 206, or 416 if outside. Several ranges or another unit: the whole object (200)',
+  Range: 'One `bytes` range: 206, or 416 if malformed or outside. Several ranges or another unit: the whole object (200)',
   'If-Range': 'The current etag, for Range to apply; anything else gets the whole object',
 };
-const SIGNATURE = { method: 'The signed method', expires: 'When the URL expires, Unix seconds', signature: 'The URL’s signature' };
-const VERSION = { version: 'Read this version instead of the current object' };
+const SIGNATURE = {
+  method: { description: 'The method the URL was signed for (`GET` also serves HEAD)', required: true, schema: { enum: ['GET', 'PUT'] } },
+  expires: { description: 'When the URL expires, Unix seconds', required: true, schema: { type: 'integer' } },
+  signature: { description: 'The URL’s signature', required: true },
+};
 
-function maintenance(task: string, summary: string): RouteSpec {
-  return { method: 'POST', path: `/v1/maintenance/${task}`, summary, auth: 'bearer', query: WAIT, headers: JOB_HEADERS, ok: [200, 202] };
+const META_IN =
+  `Metadata: one \`X-Meta-<name>\` header per entry (OpenAPI cannot declare a family of headers). Names are letters, ` +
+  `digits, \`-\` and \`_\`, lower-cased; names and values ${MAX_METADATA_BYTES} bytes at most in all (400 otherwise). ` +
+  `A value is ${ENCODED_TEXT}.`;
+const META_OUT = "Its metadata comes as one `X-Meta-<name>` header per entry; a value outside printable ASCII, or with spaces at an end, as `utf-8''<percent-encoded>` (RFC 8187).";
+const CONTENT_BODY: NonNullable<RouteSpec['body']> = {
+  description:
+    'The content, stored as sent; its Content-Type (any media type) is stored as the object’s content type (default application/octet-stream). ' +
+    'At most MAX_OBJECT_BYTES; no body stores an empty object.',
+  required: false,
+  content: { '*/*': {} },
+};
+
+const OBJECT_HEADERS = ['ETag', 'Last-Modified', 'Cache-Control', 'Accept-Ranges', 'X-Kyozo-Version', 'X-Kyozo-Tier'];
+
+const STORE_ERRORS = {
+  403: 'PERMISSION_DENIED: the store’s backend refused',
+  503: 'PROVIDER_UNAVAILABLE: the store cannot be reached now',
+};
+function readAnswers(notFound: string): Record<number, string | Answer> {
+  return {
+    200: { description: `The content, with its Content-Type. ${META_OUT}`, content: { '*/*': {} }, headers: OBJECT_HEADERS },
+    304: { description: 'Not modified (If-None-Match, If-Modified-Since): the same headers, no body', headers: OBJECT_HEADERS },
+    400: 'INVALID_KEY: not a valid key',
+    404: notFound,
+    412: 'PRECONDITION_FAILED: If-Match or If-Unmodified-Since does not hold',
+    ...STORE_ERRORS,
+  };
+}
+const OBJECT_READ = readAnswers('NOT_FOUND: no such store, object or version');
+const SIGNED_READ = readAnswers('NOT_FOUND: no such store or object');
+const RANGE_ANSWERS = {
+  206: { description: 'The one bytes range asked for', content: { '*/*': {} }, headers: [...OBJECT_HEADERS, 'Content-Range'] },
+  416: 'RANGE_NOT_SATISFIABLE: a malformed range, or none inside the object',
+};
+
+/**
+ * What a mutation answers: 202 with its job, or under `?wait=true` its result once done, or the job's failure with
+ * its code's status. The queue down is 503 before anything is enqueued.
+ */
+function mutationAnswers(result: JsonSchema, failures: Record<number, string>): Record<number, string | Answer> {
+  return {
+    200: { description: 'Under ?wait=true: the job completed; its result', content: json(result) },
+    202: { description: 'Accepted as a job (and under ?wait=true when it takes longer than WAIT_TIMEOUT_MS)', content: json(ref('JobAccepted')) },
+    ...failures,
+    503: 'SERVICE_UNAVAILABLE: the job queue (Redis) cannot be reached, nothing was enqueued; or, under ?wait=true, the job failed in a way a retry may fix',
+  };
 }
 
-export const routeTable: RouteSpec[] = [
-  { method: 'GET', path: '/health', summary: 'The process answers', auth: 'none', ok: [200] },
-  { method: 'GET', path: '/ready', summary: 'Redis and every store are up (503 otherwise)', auth: 'none', ok: [200] },
-  { method: 'GET', path: '/metrics', summary: 'Prometheus metrics', auth: 'none', ok: [200] },
-  { method: 'GET', path: '/openapi.json', summary: 'This document', auth: 'none', ok: [200] },
-  { method: 'GET', path: '/v1/stores', summary: 'Stores with their kind and capabilities', auth: 'bearer', ok: [200] },
-  { method: 'GET', path: '/v1/stores/{store}/stats', summary: 'Objects, bytes, versions and operation counters of a store', auth: 'bearer', ok: [200] },
+const BAD_MUTATION = 'BAD_REQUEST, INVALID_KEY or INVALID_ARGUMENT: a bad key, ?wait, Idempotency-Key, header or metadata (nothing is read or enqueued)';
+const BODY_FAILURES = {
+  408: 'REQUEST_TIMEOUT: the body sent nothing for 30 s; nothing was stored',
+  413: 'PAYLOAD_TOO_LARGE: the body is over MAX_OBJECT_BYTES (at once when Content-Length says so)',
+  415: 'UNSUPPORTED_MEDIA_TYPE: a Content-Encoding other than identity',
+};
+const WAITED_STORE_FAILURES = {
+  403: 'PERMISSION_DENIED (under ?wait=true): the store’s backend refused',
+  507: 'STORAGE_FULL (under ?wait=true): the store is full',
+};
+const WRITE_FAILURES = {
+  400: BAD_MUTATION,
+  404: 'NOT_FOUND: no such store',
+  ...BODY_FAILURES,
+  412: 'PRECONDITION_FAILED (under ?wait=true): If-Match or If-None-Match: * did not hold',
+  501: 'NOT_SUPPORTED: If-Unmodified-Since, or If-None-Match other than `*`',
+  ...WAITED_STORE_FAILURES,
+};
+const REFUSED_CONDITIONS = 'NOT_SUPPORTED: If-Match, If-None-Match and If-Unmodified-Since are refused, never ignored';
+
+const MAINTENANCE_FIELDS: Record<string, string> = {
+  store: 'A store name (must exist: 404 otherwise)',
+  target: 'The store backed up into (default BACKUP_STORE)',
+  from: 'A store name (must exist: 404 otherwise); for restore-backup the store holding the backup (default BACKUP_STORE)',
+  to: 'The store migrated into',
+  versions: 'Copy version histories too',
+  verify: '`copied` (default): verify the blobs new in this run; `all`: every blob the manifest needs',
+  manifest: 'A manifest key as a backup’s result names it: `backups/<store>/manifests/<id>.json`',
+};
+
+type MaintenanceTask = (typeof MAINTENANCE_TASKS)[number];
+
+/** The job's own zod schema, as the JSON Schema of the request body (what the route checks it against). */
+function maintenanceBodySchema(task: MaintenanceTask): JsonSchema {
+  const schema = z.toJSONSchema(jobs[task].schema, { io: 'input' }) as JsonSchema;
+  delete schema.$schema; // OpenAPI 3.1's own dialect is the same JSON Schema 2020-12
+  const properties = (schema.properties ?? {}) as Record<string, JsonSchema>;
+  for (const [name, property] of Object.entries(properties)) {
+    const meaning = MAINTENANCE_FIELDS[name];
+    if (meaning !== undefined) properties[name] = { ...property, description: meaning };
+  }
+  return schema;
+}
+
+function maintenance(task: MaintenanceTask, summary: string, failures: Record<number, string> = {}): RouteSpec {
+  const schema = maintenanceBodySchema(task);
+  return {
+    method: 'POST',
+    path: `/v1/maintenance/${task}`,
+    summary,
+    auth: 'bearer',
+    query: WAIT,
+    headers: JOB_HEADERS,
+    body: {
+      description: 'JSON, at most 64 KiB (an empty body is `{}`), checked against the job’s schema and checks before it is enqueued',
+      required: Array.isArray(schema.required) && schema.required.length > 0,
+      content: json(schema),
+    },
+    responses: {
+      ...mutationAnswers(ref('MaintenanceOutcome'), {
+        400: 'BAD_REQUEST or INVALID_ARGUMENT: ?wait, Idempotency-Key, or a body that is not a JSON object or that the job could never run (nothing is enqueued)',
+        404: 'NOT_FOUND: a store the body names does not exist',
+        413: 'PAYLOAD_TOO_LARGE: the body is over 64 KiB',
+        ...WAITED_STORE_FAILURES,
+        ...failures,
+      }),
+    },
+  };
+}
+
+// ---- the routes ----
+
+const routes: RouteSpec[] = [
+  { method: 'GET', path: '/health', summary: 'The process answers', auth: 'none', responses: { 200: { description: 'Up', content: json(ref('Health')) } } },
   {
     method: 'GET',
-    path: '/v1/stores/{store}/objects',
-    summary: 'List objects',
-    auth: 'bearer',
-    query: { prefix: 'Only keys starting with this', ...PAGE },
-    ok: [200],
+    path: '/ready',
+    summary: 'Redis takes writes and every store is up',
+    auth: 'none',
+    responses: {
+      200: { description: 'Ready', content: json(ref('Readiness')) },
+      503: { description: 'Redis or a store is down: the same report', content: json(ref('Readiness')) },
+    },
   },
-  { method: 'GET', path: OBJECT, summary: 'Read an object', auth: 'bearer', query: VERSION, headers: READ_HEADERS, ok: [200, 206, 304, 412, 416] },
-  { method: 'HEAD', path: OBJECT, summary: 'An object’s headers', auth: 'bearer', query: VERSION, headers: CONDITIONAL_HEADERS, ok: [200, 304, 412] },
-  { method: 'PUT', path: OBJECT, summary: 'Write an object (job)', auth: 'bearer', query: WAIT, headers: WRITE_HEADERS, ok: [200, 202] },
+  { method: 'GET', path: '/metrics', summary: 'Prometheus metrics', auth: 'none', responses: { 200: { description: 'Prometheus text format', content: { 'text/plain': {} } } } },
+  { method: 'GET', path: '/openapi.json', summary: 'This document', auth: 'none', responses: { 200: { description: 'OpenAPI 3.1', content: json({ type: 'object' }) } } },
+  {
+    method: 'GET',
+    path: '/v1/stores',
+    summary: 'Stores with their kind and capabilities',
+    auth: 'bearer',
+    responses: { 200: { description: 'The stores', content: json(ref('StoreList')) } },
+  },
+  {
+    method: 'GET',
+    path: '/v1/stores/{store}/stats',
+    summary: 'Objects, bytes, versions and operation counters of a store',
+    auth: 'bearer',
+    responses: { 200: { description: 'The store’s figures', content: json(ref('StoreStats')) }, 404: 'NOT_FOUND: no such store', ...STORE_ERRORS },
+  },
+  ...['/v1/stores/{store}/objects', '/v1/stores/{store}/objects/'].map(
+    (path): RouteSpec => ({
+      method: 'GET',
+      path,
+      summary: 'List objects, in UTF-8 byte order of their keys',
+      auth: 'bearer',
+      query: { prefix: 'Only keys starting with this', ...PAGE },
+      responses: {
+        200: { description: 'A page of objects', content: json(ref('ObjectPage')) },
+        400: 'BAD_REQUEST, INVALID_KEY or INVALID_ARGUMENT: a bad limit, prefix or cursor',
+        404: 'NOT_FOUND: no such store',
+        ...STORE_ERRORS,
+      },
+    }),
+  ),
+  {
+    method: 'GET',
+    path: OBJECT,
+    summary: 'Read an object',
+    description: META_OUT,
+    auth: 'bearer',
+    query: { version: 'Read this version instead of the current object' },
+    headers: READ_HEADERS,
+    responses: { ...OBJECT_READ, ...RANGE_ANSWERS },
+  },
+  {
+    method: 'HEAD',
+    path: OBJECT,
+    summary: 'An object’s headers (Range is ignored)',
+    description: META_OUT,
+    auth: 'bearer',
+    query: { version: 'Read this version instead of the current object' },
+    headers: CONDITIONAL_HEADERS,
+    responses: OBJECT_READ,
+  },
+  {
+    method: 'PUT',
+    path: OBJECT,
+    summary: 'Write an object (job)',
+    description: META_IN,
+    auth: 'bearer',
+    query: WAIT,
+    headers: WRITE_HEADERS,
+    body: CONTENT_BODY,
+    responses: mutationAnswers(ref('ObjectInfo'), WRITE_FAILURES),
+  },
   {
     method: 'DELETE',
     path: OBJECT,
-    summary: 'Delete an object (job)',
+    summary: 'Delete an object (job); deleting a missing key succeeds',
     auth: 'bearer',
-    query: { allVersions: '`true`: its versions too', ...WAIT },
+    query: { allVersions: flag('`true`: its recorded versions too'), ...WAIT },
     headers: JOB_HEADERS,
-    ok: [200, 202],
+    responses: mutationAnswers(ref('DeleteResult'), {
+      400: BAD_MUTATION,
+      404: 'NOT_FOUND: no such store',
+      403: WAITED_STORE_FAILURES[403],
+      501: REFUSED_CONDITIONS,
+    }),
   },
   {
     method: 'POST',
     path: `${OBJECT}/versions`,
     summary: 'Create a version (job)',
+    description: META_IN,
     auth: 'bearer',
     query: WAIT,
     headers: { ...WRITE_HEADERS, ...VERSION_HEADERS },
-    ok: [200, 202],
+    body: CONTENT_BODY,
+    responses: mutationAnswers(ref('VersionInfo'), WRITE_FAILURES),
   },
-  { method: 'GET', path: `${OBJECT}/versions`, summary: 'List versions, newest first', auth: 'bearer', query: PAGE, ok: [200] },
+  {
+    method: 'GET',
+    path: `${OBJECT}/versions`,
+    summary: 'List versions, newest first',
+    auth: 'bearer',
+    query: PAGE,
+    responses: {
+      200: { description: 'A page of versions', content: json(ref('VersionPage')) },
+      400: 'BAD_REQUEST, INVALID_KEY or INVALID_ARGUMENT: a bad key, limit or cursor',
+      404: 'NOT_FOUND: no such store',
+      ...STORE_ERRORS,
+    },
+  },
   {
     method: 'POST',
     path: `${OBJECT}/versions/{versionId}/restore`,
-    summary: 'Restore a version (job)',
+    summary: 'Restore a version (job): its content becomes current, as a new version',
     auth: 'bearer',
     query: WAIT,
     headers: { ...JOB_HEADERS, ...VERSION_HEADERS },
-    ok: [200, 202],
+    responses: mutationAnswers(ref('RestoreResult'), {
+      400: BAD_MUTATION,
+      404: 'NOT_FOUND: no such store, or a version the store does not have (checked before enqueueing; a store that is down does not refuse)',
+      501: REFUSED_CONDITIONS,
+      ...WAITED_STORE_FAILURES,
+    }),
   },
   {
     method: 'GET',
     path: `${OBJECT}/diff`,
-    summary: 'Unified diff between versions (stores with diff)',
+    summary: 'Unified diff of an object between two versions (stores with diff: git)',
     auth: 'bearer',
-    query: { from: 'A version id', to: 'A version id (default: the current object)' },
-    ok: [200],
+    query: {
+      from: { description: 'A version id of the object, or a branch name (`main`)', required: true, schema: { type: 'string', minLength: 1 } },
+      to: { description: 'A version id or a branch name (default: the head of the store’s branch, the current object)', schema: { type: 'string', minLength: 1 } },
+    },
+    responses: {
+      200: { description: 'The diff; sizes and etags for binary content', content: json(ref('Diff')) },
+      400: 'BAD_REQUEST or INVALID_KEY: no `from`, or a bad key',
+      404: 'NOT_FOUND: no such store, version or branch, or the key exists at neither side',
+      501: 'NOT_SUPPORTED: the store has no diff',
+      ...STORE_ERRORS,
+    },
   },
   {
     method: 'GET',
     path: `${OBJECT}/url`,
-    summary: 'A presigned or signed URL',
+    summary: 'A presigned (S3) or signed URL for the object',
     auth: 'bearer',
-    query: { method: '`GET` (default) or `PUT`', expires: 'Seconds the URL is valid, 1..604800 (default 3600)' },
-    ok: [200],
+    query: {
+      method: { description: 'The method the URL is for', schema: { enum: ['GET', 'PUT'], default: 'GET' } },
+      expires: { description: 'Seconds the URL is valid', schema: { type: 'integer', minimum: 1, maximum: 604800, default: 3600 } },
+    },
+    responses: {
+      200: { description: 'The URL, valid until expiresAt', content: json(ref('SignedUrl')) },
+      400: 'BAD_REQUEST or INVALID_KEY: a bad method, expires or key',
+      404: 'NOT_FOUND: no such store, or a GET URL for an object that does not exist',
+      ...STORE_ERRORS,
+    },
   },
-  { method: 'GET', path: '/v1/signed/{store}/{key}', summary: 'Read through a signed URL', auth: 'signature', query: SIGNATURE, headers: READ_HEADERS, ok: [200, 206, 304, 412, 416] },
-  { method: 'HEAD', path: '/v1/signed/{store}/{key}', summary: 'Headers through a signed GET URL', auth: 'signature', query: SIGNATURE, headers: CONDITIONAL_HEADERS, ok: [200, 304, 412] },
+  {
+    method: 'GET',
+    path: SIGNED,
+    summary: 'Read through a signed URL',
+    description: META_OUT,
+    auth: 'signature',
+    query: SIGNATURE,
+    headers: READ_HEADERS,
+    responses: { ...SIGNED_READ, ...RANGE_ANSWERS },
+  },
+  {
+    method: 'HEAD',
+    path: SIGNED,
+    summary: 'Headers through a signed GET URL (Range is ignored)',
+    description: META_OUT,
+    auth: 'signature',
+    query: SIGNATURE,
+    headers: CONDITIONAL_HEADERS,
+    responses: SIGNED_READ,
+  },
   {
     method: 'PUT',
-    path: '/v1/signed/{store}/{key}',
-    summary: 'Write through a signed URL (job)',
+    path: SIGNED,
+    summary: 'Write through a signed PUT URL (job)',
+    description: `${META_IN} The URL grants this write alone: the job’s statusUrl needs a bearer token.`,
     auth: 'signature',
     query: { ...SIGNATURE, ...WAIT },
     headers: WRITE_HEADERS,
-    ok: [200, 202],
+    body: CONTENT_BODY,
+    responses: mutationAnswers(ref('ObjectInfo'), WRITE_FAILURES),
   },
-  maintenance('tier', 'Tier pass over hybrid stores (job; body { store? })'),
-  maintenance('cleanup', 'Version retention, staging orphans, old jobs and events (job; body { store? })'),
-  maintenance('backup', 'Incremental verified backup with a manifest (job; body { store, target?, versions?, verify? })'),
-  maintenance('restore-backup', 'Restore a store from a backup manifest, verified (job; body { manifest, store, from? })'),
-  maintenance('migrate', 'Copy every object of a store into another, verified and resumable (job; body { from, to, versions? })'),
-  { method: 'GET', path: '/v1/jobs/{id}', summary: 'A job’s state, attempts, progress, result or failure', auth: 'bearer', ok: [200] },
+  maintenance('tier', 'Tier pass over hybrid stores (job)', {
+    400: 'BAD_REQUEST or INVALID_ARGUMENT: ?wait, Idempotency-Key, a body that is not a JSON object, or a store that is not hybrid (nothing is enqueued)',
+  }),
+  maintenance('cleanup', 'Version retention, staging orphans, old jobs and events (job)'),
+  maintenance('backup', 'Incremental verified backup with a manifest (job)', {
+    412: 'PRECONDITION_FAILED (under ?wait=true): another backup of the store holds its lock',
+  }),
+  maintenance('restore-backup', 'Restore a store from a backup manifest, verified (job)', { 404: 'NOT_FOUND: a store the body names, or the manifest, does not exist' }),
+  maintenance('migrate', 'Copy every object of a store into another, verified and resumable (job)'),
+  {
+    method: 'GET',
+    path: '/v1/jobs/{id}',
+    summary: 'A job’s state, attempts, progress, result or failure',
+    auth: 'bearer',
+    responses: {
+      200: { description: 'The job', content: json(ref('JobStatus')) },
+      404: 'NOT_FOUND: no such job (finished jobs are kept for a day)',
+      503: 'SERVICE_UNAVAILABLE: the job queue (Redis) cannot be reached',
+    },
+  },
   {
     method: 'GET',
     path: '/v1/events',
     summary: 'Server-Sent Events',
+    description:
+      'Each event is `id: <event id>`, `event: <type>`, `data: <EventEnvelope as JSON>`; comment lines keep the connection alive. ' +
+      'An `event: gap` comes first when events after the resume point were trimmed away (EVENTS_MAXLEN).',
     auth: 'bearer',
-    query: { types: 'Comma-separated event types (default all)', since: 'Replay after this event id (as Last-Event-ID)' },
-    headers: { 'Last-Event-ID': 'Resume after this event id' },
-    ok: [200],
+    query: {
+      types: `Comma-separated event types (default all): ${EVENT_TYPES.join(', ')}; an unknown one is 400`,
+      since: { description: 'Replay after this event id (as Last-Event-ID, which wins); not an event id: 400', schema: { type: 'string', pattern: '^\\d+-\\d+$' } },
+    },
+    headers: { 'Last-Event-ID': { description: 'Resume after this event id (an EventSource reconnecting)', schema: { type: 'string', pattern: '^\\d+-\\d+$' } } },
+    responses: {
+      200: { description: 'The event stream', content: { 'text/event-stream': { schema: { type: 'string' } } }, headers: ['Cache-Control'] },
+      400: 'BAD_REQUEST: an unknown event type, or a ?since or Last-Event-ID that is not an event id',
+      503: 'SERVICE_UNAVAILABLE: the event stream (Redis) cannot be reached',
+    },
   },
-  { method: 'GET', path: '/admin/queues', summary: 'Bull Board (HTTP basic auth: any user, an API token as password)', auth: 'basic', ok: [200] },
+  {
+    method: 'GET',
+    path: '/admin/queues',
+    summary: 'Bull Board (HTTP basic auth: any user, an API token as password)',
+    auth: 'basic',
+    responses: { 200: { description: 'The board', content: { 'text/html': {} } } },
+    refusesOtherMethods: false,
+  },
 ];
 
-function statusDescription(route: RouteSpec, status: number): string | undefined {
-  return status === 200 && route.query?.wait !== undefined ? 'The job’s outcome, under ?wait=true' : statusMeaning[status];
+/** Hono answers HEAD with every GET route, dropping the body: documented beside each GET that has no HEAD of its own. */
+function withHeads(table: readonly RouteSpec[]): RouteSpec[] {
+  const explicit = new Set(table.filter((route) => route.method === 'HEAD').map((route) => route.path));
+  return table.flatMap((route) =>
+    route.method === 'GET' && !explicit.has(route.path) ? [route, { ...route, method: 'HEAD' as const, summary: `${route.summary} (headers only)` }] : [route],
+  );
 }
 
-function describedParameters(where: 'query' | 'header', described: Record<string, string> = {}): Record<string, unknown>[] {
-  return Object.entries(described).map(([name, description]) => ({ name, in: where, required: false, schema: { type: 'string' }, description }));
+export const routeTable: RouteSpec[] = withHeads(routes);
+
+// ---- the document ----
+
+const PARAMETER_MEANING: Record<string, string> = {
+  store: 'A store name',
+  key: 'Object key; its slashes stay slashes, other reserved characters percent-encoded. A key ending in `versions`, `diff`, `url` or `restore` has its last slash encoded (`notes%2Fversions`)',
+  versionId: 'A version id of the object',
+  id: 'A job id, as `jobId` and `statusUrl` name it',
+};
+
+function describedParameters(where: 'query' | 'header', described: Record<string, string | Parameter> = {}): Record<string, unknown>[] {
+  return Object.entries(described).map(([name, parameter]) => {
+    const { description, required = false, schema = STRING } = typeof parameter === 'string' ? { description: parameter } : parameter;
+    return { name, in: where, required, schema, description };
+  });
 }
 
-export function openApiDocument(routes: readonly RouteSpec[] = routeTable): Record<string, unknown> {
+const authAnswers: Record<RouteAuth, Record<number, string>> = {
+  bearer: { 401: 'UNAUTHORIZED: no valid bearer token (Authorization: Bearer <token>)' },
+  basic: { 401: 'UNAUTHORIZED: no valid basic credentials (any user, an API token as password)' },
+  signature: { 403: 'FORBIDDEN: the signature is missing, tampered with or expired, or the URL was signed for another method or key' },
+  none: {},
+};
+
+function response(status: number, answer: string | Answer, method: Method): Record<string, unknown> {
+  const { description, content, headers: own = [] } = typeof answer === 'string' ? { description: answer } : answer;
+  const body = content ?? (status >= 400 ? json(ref('Error')) : undefined);
+  const headers = [...new Set([...own, ...(statusHeaders[status] ?? [])])];
+  return {
+    description,
+    ...(headers.length > 0 ? { headers: Object.fromEntries(headers.map((name) => [name, { $ref: `#/components/headers/${name}` }])) } : {}),
+    // A HEAD answer never has a body, errors included.
+    ...(body && method !== 'HEAD' ? { content: body } : {}),
+  };
+}
+
+function responses(route: RouteSpec): Record<string, unknown> {
+  const answers: Record<number, string | Answer> = { ...route.responses };
+  for (const [status, meaning] of Object.entries(authAnswers[route.auth])) {
+    const own = answers[Number(status)];
+    // A signed route's 403 is also its store's PERMISSION_DENIED.
+    answers[Number(status)] = own === undefined ? meaning : `${meaning}; or ${typeof own === 'string' ? own : own.description}`;
+  }
+  const entries = Object.entries(answers).sort(([a], [b]) => Number(a) - Number(b));
+  return {
+    ...Object.fromEntries(entries.map(([status, answer]) => [status, response(Number(status), answer, route.method)])),
+    default: response(500, 'INTERNAL: a failure outside the contract', route.method),
+  };
+}
+
+/**
+ * `refusal`: what the path answers a method it has no route for. Said on each operation rather than on the path item,
+ * where Swagger UI does not show it and tools that read a path item as a map of methods would trip on it.
+ */
+function operation(route: RouteSpec, refusal: string | undefined): Record<string, unknown> {
+  const pathParameters = [...route.path.matchAll(/\{(\w+)\}/g)].map((match) => ({
+    name: match[1],
+    in: 'path',
+    required: true,
+    schema: STRING,
+    description: PARAMETER_MEANING[match[1]!],
+  }));
+  const description = [route.description, refusal].filter((part) => part !== undefined).join(' ');
+  return {
+    summary: route.summary,
+    ...(description === '' ? {} : { description }),
+    parameters: [...pathParameters, ...describedParameters('query', route.query), ...describedParameters('header', route.headers)],
+    ...(route.body === undefined ? {} : { requestBody: route.body }),
+    responses: responses(route),
+    security: route.auth === 'bearer' ? [{ bearer: [] }] : route.auth === 'basic' ? [{ basic: [] }] : [],
+  };
+}
+
+const METHOD_ORDER: Method[] = ['GET', 'HEAD', 'PUT', 'POST', 'DELETE'];
+
+export function openApiDocument(table: readonly RouteSpec[] = routeTable): Record<string, unknown> {
+  const byPath = new Map<string, RouteSpec[]>();
+  for (const route of table) byPath.set(route.path, [...(byPath.get(route.path) ?? []), route]);
   const paths: Record<string, Record<string, unknown>> = {};
-  for (const route of routes) {
-    const pathParameters = [...route.path.matchAll(/\{(\w+)\}/g)].map((match) => ({
-      name: match[1],
-      in: 'path',
-      required: true,
-      schema: { type: 'string' },
-      ...(match[1] === 'key' ? { description: 'Object key; its slashes stay slashes, other reserved characters percent-encoded' } : {}),
-    }));
-    const responses: Record<string, unknown> = Object.fromEntries(route.ok.map((status) => [String(status), { description: statusDescription(route, status) }]));
-    responses.default = { description: 'Error: { "error": { "code", "message" } }' };
-    if (route.auth !== 'none') responses['401'] = { description: 'Missing or invalid credentials' };
-    (paths[route.path] ??= {})[route.method.toLowerCase()] = {
-      summary: route.summary,
-      parameters: [...pathParameters, ...describedParameters('query', route.query), ...describedParameters('header', route.headers)],
-      responses,
-      security: route.auth === 'bearer' ? [{ bearer: [] }] : route.auth === 'basic' ? [{ basic: [] }] : [],
-    };
+  for (const [path, pathRoutes] of byPath) {
+    const allow = METHOD_ORDER.filter((method) => pathRoutes.some((route) => route.method === method)).join(', ');
+    const refuses = pathRoutes.every((route) => route.refusesOtherMethods !== false);
+    const refusal = refuses ? `Any other method on this path: 405 METHOD_NOT_ALLOWED, with Allow: ${allow}.` : undefined;
+    paths[path] = Object.fromEntries(pathRoutes.map((route) => [route.method.toLowerCase(), operation(route, refusal)]));
   }
   return {
     openapi: '3.1.0',
-    info: { title: 'Kyozo Storage', version: '1' },
-    components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' }, basic: { type: 'http', scheme: 'basic' } } },
+    info: {
+      title: 'Kyozo Storage',
+      version: '1',
+      description:
+        'Errors are JSON `{ "error": { "code", "message" } }` (the Error schema). Mutations are jobs: 202 `{ jobId, statusUrl }` with Location, ' +
+        'or under ?wait=true the job’s result. Every answer carries X-Request-Id (the client’s when it sends a plausible one).',
+    },
+    components: {
+      schemas,
+      headers: headerSchemas,
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' }, basic: { type: 'http', scheme: 'basic' } },
+    },
     paths,
   };
 }
