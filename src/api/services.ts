@@ -13,7 +13,7 @@ import { createStaging, createStagingProvider } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import { closeStores, createStores } from '../providers/index.js';
 import type { StorageProvider } from '../providers/types.js';
-import { closeRedis, createRedis, takeConnectionErrors, whenReady, type RedisConnection } from '../redis.js';
+import { closeRedis, createRedis, takeConnectionErrors, whenReady } from '../redis.js';
 import type { AppDeps } from './app.js';
 import { JobWaiter } from './job-status.js';
 import { ApiMetrics } from './metrics.js';

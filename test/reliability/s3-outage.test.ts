@@ -28,7 +28,6 @@ const sha256 = (content: string) => createHash('sha256').update(content).digest(
 
 let s3: S3TestEndpoint;
 let deployment: Deployment | undefined;
-let web: ServiceProcess;
 let worker: ServiceProcess;
 let probe: QueueProbe;
 let base: string;
@@ -44,7 +43,7 @@ beforeAll(async () => {
     prefix,
     env: { STORES: 'media:s3,hy:hybrid,files:disk', HY_S3_BUCKET: hybridBucket, DISK_FSYNC: 'false', ...s3ServiceEnv(s3, bucket) },
   });
-  ({ web, worker, probe, base } = deployment);
+  ({ worker, probe, base } = deployment);
 }, 120_000);
 
 afterAll(async () => {

@@ -1,0 +1,227 @@
+/**
+ * The components of `/openapi.json`: the JSON schemas of what the API answers (written against the TypeScript types,
+ * so tsc fails when a type gains a field not described here), the error codes with their statuses, and the response
+ * headers. The route table that refers to them is `openapi.ts`.
+ */
+import { EVENT_TYPES, type EventEnvelope } from '../events/bus.js';
+import type { DeleteResult } from '../jobs/delete.js';
+import type { RestoreResult } from '../jobs/restore.js';
+import type { Author, Capabilities, HealthReport, ObjectInfo, ProviderStats, VersionInfo } from '../providers/types.js';
+import { ApiError, type ApiErrorCode } from './errors.js';
+import type { JobStatus } from './job-status.js';
+
+export type JsonSchema = Record<string, unknown>;
+
+export const ref = (name: string): JsonSchema => ({ $ref: `#/components/schemas/${name}` });
+export const json = (schema: JsonSchema): Record<string, { schema: JsonSchema }> => ({ 'application/json': { schema } });
+export const STRING = { type: 'string' };
+const INTEGER = { type: 'integer', minimum: 0 };
+const DATE = { type: 'string', format: 'date-time' };
+const ETAG = { type: 'string', description: 'sha256 of the content, hex' };
+
+interface Optional {
+  optional: JsonSchema;
+}
+/** A property schema for each field of `T`, optional fields wrapped: tsc fails when `T` gains a field not written here. */
+type Fields<T> = { [K in keyof T]-?: {} extends Pick<T, K> ? Optional : JsonSchema };
+const optional = (schema: JsonSchema): Optional => ({ optional: schema });
+
+function objectSchema<T>(fields: Fields<T>, description?: string): JsonSchema {
+  const entries = Object.entries(fields) as [string, JsonSchema | Optional][];
+  return {
+    type: 'object',
+    ...(description === undefined ? {} : { description }),
+    properties: Object.fromEntries(entries.map(([name, field]) => [name, 'optional' in field ? field.optional : field])),
+    required: entries.filter(([, field]) => !('optional' in field)).map(([name]) => name),
+  };
+}
+
+const pageOf = (item: string): JsonSchema =>
+  objectSchema<{ items: unknown[]; cursor?: string }>({
+    items: { type: 'array', items: ref(item) },
+    cursor: optional({ type: 'string', description: 'Present when there is a next page: pass it as ?cursor=' }),
+  });
+
+/** What each error code means to a client; its status is the one `ApiError` answers it with. */
+const ERROR_CODES: Record<ApiErrorCode, string> = {
+  BAD_REQUEST: 'a malformed query parameter, header or JSON body',
+  INVALID_KEY: 'the key (or a path segment) is not a valid key',
+  INVALID_ARGUMENT: 'a well-formed request the store or the job cannot honour (metadata, cursor, a maintenance body)',
+  UNAUTHORIZED: 'no valid bearer token (or basic credentials on the board)',
+  FORBIDDEN: 'a signed URL whose signature is missing, tampered with or expired, or that was signed for another method or key',
+  PERMISSION_DENIED: 'the store’s backend refused (S3 credentials or policy, file permissions)',
+  NOT_FOUND: 'no such store, object, version, job, manifest or route',
+  METHOD_NOT_ALLOWED: 'a method the path does not answer; Allow lists those it does',
+  NOT_ACCEPTABLE: 'no representation the client accepts',
+  REQUEST_TIMEOUT: 'the request body sent nothing for 30 s',
+  PRECONDITION_FAILED: 'a condition (If-Match, If-None-Match: *, If-Unmodified-Since) does not hold',
+  PAYLOAD_TOO_LARGE: 'the body is larger than the limit',
+  UNSUPPORTED_MEDIA_TYPE: 'a body in a content coding (Content-Encoding)',
+  RANGE_NOT_SATISFIABLE: 'a malformed bytes range, or none inside the object',
+  NOT_SUPPORTED: 'something this store or route does not do (diff on a store without it, a condition a mutation cannot honour)',
+  STORAGE_FULL: 'the store is full (RAM_MAX_BYTES, a full disk)',
+  PROVIDER_UNAVAILABLE: 'a store cannot be reached now; Retry-After',
+  SERVICE_UNAVAILABLE: 'the job queue (Redis) cannot be reached, or a job failed in a way a retry may fix; Retry-After',
+  INTERNAL: 'a failure outside the contract; its message points at the X-Request-Id header',
+};
+
+const errorCodeList = Object.entries(ERROR_CODES)
+  .map(([code, meaning]) => `\`${code}\` ${new ApiError(code as ApiErrorCode, '').status}: ${meaning}`)
+  .join('; ');
+
+const author = objectSchema<Author>({ name: STRING, email: optional(STRING) });
+const versionFields: Fields<VersionInfo> = {
+  versionId: STRING,
+  key: STRING,
+  size: INTEGER,
+  etag: ETAG,
+  createdAt: DATE,
+  message: optional(STRING),
+  author: optional(ref('Author')),
+};
+const healthReport = objectSchema<HealthReport>({ status: { enum: ['ok', 'degraded', 'down'] }, detail: STRING, latencyMs: { type: 'number' } });
+const diffSide = { oneOf: [objectSchema<{ size: number; etag: string }>({ size: INTEGER, etag: ETAG }), { type: 'null' }] };
+
+export const schemas: Record<string, JsonSchema> = {
+  Error: {
+    type: 'object',
+    required: ['error'],
+    properties: {
+      error: {
+        type: 'object',
+        required: ['code', 'message'],
+        properties: { code: { enum: Object.keys(ERROR_CODES), description: errorCodeList }, message: STRING },
+      },
+    },
+  },
+  ObjectInfo: objectSchema<ObjectInfo>({
+    key: STRING,
+    size: INTEGER,
+    etag: ETAG,
+    contentType: STRING,
+    metadata: { type: 'object', additionalProperties: STRING, description: 'The X-Meta-* entries, names lower-cased' },
+    updatedAt: DATE,
+    versionId: optional(STRING),
+    tier: optional({ enum: ['hot', 'cold', 'backup'], description: 'Hybrid stores: the tier that served it (`backup`: its primary was down, the answer may lag)' }),
+  }),
+  Author: author,
+  VersionInfo: objectSchema<VersionInfo>(versionFields),
+  RestoreResult: objectSchema<RestoreResult>({ ...versionFields, restoredFrom: { type: 'string', description: 'The version restored' } }),
+  DeleteResult: objectSchema<DeleteResult>({ key: STRING, deleted: { const: true }, allVersions: { type: 'boolean' } }),
+  ObjectPage: pageOf('ObjectInfo'),
+  VersionPage: pageOf('VersionInfo'),
+  JobAccepted: objectSchema<{ jobId: string; statusUrl: string; state?: string }>({
+    jobId: STRING,
+    statusUrl: { type: 'string', description: '`/v1/jobs/<jobId>` (bearer token), also in Location' },
+    state: optional({ type: 'string', description: 'Under ?wait=true, when the job had not finished within WAIT_TIMEOUT_MS' }),
+  }),
+  JobStatus: objectSchema<JobStatus>({
+    id: STRING,
+    name: STRING,
+    state: { type: 'string', description: 'waiting, delayed, active, completed, failed...' },
+    attemptsMade: INTEGER,
+    attempts: INTEGER,
+    progress: {},
+    result: optional({}),
+    failedReason: optional(STRING),
+    store: optional(STRING),
+    key: optional(STRING),
+    createdAt: DATE,
+    processedAt: optional(DATE),
+    finishedAt: optional(DATE),
+  }),
+  MaintenanceOutcome: objectSchema<{ jobId: string; state: string; result: unknown }>({
+    jobId: STRING,
+    state: { const: 'completed' },
+    result: { description: 'The job’s report' },
+  }),
+  Diff: {
+    type: 'object',
+    required: ['key', 'from', 'to', 'binary'],
+    properties: {
+      key: STRING,
+      from: { type: 'string', description: 'The commit `from` resolved to' },
+      to: { type: 'string', description: 'The commit `to` resolved to' },
+      binary: { type: 'boolean' },
+    },
+    oneOf: [
+      {
+        properties: { binary: { const: false }, patch: { type: 'string', description: 'Unified diff' }, additions: INTEGER, deletions: INTEGER },
+        required: ['patch', 'additions', 'deletions'],
+      },
+      {
+        description: 'Binary content: sizes and etags of each side, null where the key does not exist',
+        properties: { binary: { const: true }, before: diffSide, after: diffSide },
+        required: ['before', 'after'],
+      },
+    ],
+  },
+  SignedUrl: objectSchema<{ url: string; expiresAt: string }>({ url: { type: 'string', format: 'uri' }, expiresAt: DATE }),
+  Capabilities: objectSchema<Capabilities>({
+    versioning: { enum: ['explicit', 'every-write'] },
+    presign: { enum: ['native', 'signed-url'] },
+    diff: { type: 'boolean' },
+    branches: { type: 'boolean' },
+    rangeReads: { type: 'boolean' },
+    defaultAuthor: optional(ref('Author')),
+  }),
+  StoreList: objectSchema<{ items: unknown[] }>({
+    items: {
+      type: 'array',
+      items: objectSchema<{ name: string; kind: string; capabilities: unknown }>({
+        name: STRING,
+        kind: { enum: ['disk', 'ram', 'git', 's3', 'hybrid'] },
+        capabilities: ref('Capabilities'),
+      }),
+    },
+  }),
+  StoreStats: objectSchema<ProviderStats>({
+    kind: STRING,
+    objects: INTEGER,
+    bytes: INTEGER,
+    versions: INTEGER,
+    ops: optional({ type: 'object', description: 'Per operation: count, errors, latency { count, p50Ms, p99Ms }' }),
+    detail: optional({ type: 'object' }),
+  }),
+  Health: objectSchema<{ status: 'ok'; uptimeSeconds: number }>({ status: { const: 'ok' }, uptimeSeconds: INTEGER }),
+  Readiness: objectSchema<{ status: string; redis: unknown; stores: unknown }>({
+    status: { enum: ['ok', 'down'] },
+    redis: healthReport,
+    stores: { type: 'object', additionalProperties: healthReport },
+  }),
+  EventEnvelope: objectSchema<EventEnvelope>(
+    {
+      id: { type: 'string', description: 'The event id (a Redis stream id), also the SSE `id:`' },
+      type: { enum: [...EVENT_TYPES] },
+      at: DATE,
+      store: optional(STRING),
+      key: optional(STRING),
+      jobId: optional(STRING),
+      data: { description: 'What the job produced (ObjectInfo, VersionInfo, a report...)' },
+    },
+    'The `data:` of each event of /v1/events, as JSON',
+  ),
+};
+
+export const headerSchemas: Record<string, { description: string; schema: JsonSchema }> = {
+  Location: { description: 'The job’s status URL', schema: STRING },
+  'Retry-After': { description: 'Seconds to wait before trying again', schema: { type: 'integer' } },
+  'WWW-Authenticate': { description: 'The scheme to authenticate with', schema: STRING },
+  'Content-Range': { description: '`bytes <first>-<last>/<size>` (206), `bytes */<size>` (416)', schema: STRING },
+  'Accept-Encoding': { description: '`identity`: send the body without a content coding', schema: STRING },
+  ETag: { description: 'The content’s sha256, quoted (a strong validator)', schema: STRING },
+  'Last-Modified': { description: 'HTTP-date of the last write', schema: STRING },
+  'X-Kyozo-Version': { description: 'The version read (stores that record versions)', schema: STRING },
+  'X-Kyozo-Tier': { description: 'Hybrid stores: the tier that answered (`hot`, `cold`, or `backup` while cold is down)', schema: STRING },
+  'Cache-Control': { description: 'Objects: `private, no-cache` (revalidate before each use); the event stream: `no-cache`', schema: STRING },
+  'Accept-Ranges': { description: '`bytes`', schema: STRING },
+};
+
+/** The headers each status carries wherever it is answered. */
+export const statusHeaders: Record<number, string[]> = {
+  202: ['Location'],
+  401: ['WWW-Authenticate'],
+  415: ['Accept-Encoding'],
+  416: ['Content-Range'],
+  503: ['Retry-After'],
+};
