@@ -31,9 +31,17 @@ export interface SignalOptions {
 export const SHUTDOWN_GRACE_MS = 10_000;
 
 /**
+ * One Ctrl-C reaches a process more than once: the terminal signals the whole process group, and npm (or any
+ * wrapper) passes the signal on to its child as well, a few milliseconds later. The same signal again within this
+ * window is that echo, not an operator pressing twice.
+ */
+export const SIGNAL_ECHO_MS = 500;
+
+/**
  * Graceful shutdown, installed before the start so that a signal during it stops what was started: the first
  * SIGTERM, SIGINT or SIGHUP (a closed terminal) runs `shutdown` and exits 0 when it is done (1 if it threw or passed
- * `deadlineMs`); a second signal exits 1 at once, for an operator who does not want to wait. The function returned
+ * `deadlineMs`); a second signal exits 1 at once, for an operator who does not want to wait — except the first one
+ * again within `SIGNAL_ECHO_MS`, which is the same signal delivered twice (`SIGNAL_ECHO_MS`). The function returned
  * runs the same shutdown for a start that failed, and exits with `exitCode`.
  */
 export function shutdownOnSignals(
@@ -41,14 +49,17 @@ export function shutdownOnSignals(
   { log, signals = ['SIGTERM', 'SIGINT', 'SIGHUP'], exit = (code) => process.exit(code), deadlineMs = 60_000 }: SignalOptions,
 ): (exitCode: number) => void {
   let shuttingDown = false;
+  let first: { signal?: NodeJS.Signals; at: number } | undefined;
   const begin = (exitCode: number, signal?: NodeJS.Signals) => {
     if (shuttingDown) {
       if (signal === undefined) return;
+      if (signal === first?.signal && performance.now() - first.at < SIGNAL_ECHO_MS) return;
       log.warn({ signal }, 'second signal during shutdown: exiting now');
       exit(1);
       return;
     }
     shuttingDown = true;
+    first = { signal, at: performance.now() };
     log.info({ signal }, 'shutting down');
     const deadline = setTimeout(() => {
       log.error({ deadlineMs }, 'shutdown did not finish in time: exiting now');

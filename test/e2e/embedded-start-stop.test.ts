@@ -161,4 +161,54 @@ describe('npm start itself', () => {
     npm.kill('SIGTERM'); // npm only, as a process manager stopping it would
     await until(async () => output.includes('shutdown complete'), 'the service to shut down', 30_000);
   });
+
+  it('one Ctrl-C (SIGINT to the whole process group) is one signal: an upload in flight is answered, then it exits 0', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-npm-ctrlc-'));
+    const prefix = `{npm-ctrlc-${process.pid}}`;
+    const port = await freePort();
+    const npm = spawn('npm', ['start'], {
+      cwd: root,
+      env: { ...process.env, LOG_LEVEL: 'info', REDIS_URL: TEST_REDIS_URL, STORAGE_ROOT_DIR: dir, PORT: String(port), QUEUE_PREFIX: prefix },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    cleanups.push(async () => {
+      try {
+        process.kill(-npm.pid!, 'SIGKILL');
+      } catch {
+        // the group is gone
+      }
+      await rm(dir, { recursive: true, force: true });
+      const redis = new Redis(TEST_REDIS_URL);
+      await deleteKeys(redis, prefix);
+      redis.disconnect();
+    });
+    let output = '';
+    npm.stdout!.on('data', (chunk: Buffer) => (output += chunk));
+    npm.stderr!.on('data', (chunk: Buffer) => (output += chunk));
+    const exited = new Promise<number | null>((resolve) => npm.once('exit', (code) => resolve(code)));
+    await until(async () => output.includes('kyozo ready'), 'npm start to be ready', 60_000);
+
+    // Half of a body sent, then Ctrl-C as a terminal sends it: SIGINT to npm and every process under it at once.
+    const half = Buffer.alloc(32 * 1024, 'a');
+    const socket = net.connect(port, '127.0.0.1');
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk));
+    // `Expect: 100-continue`: the 100 says the route is reading the body, so the signal lands mid-request.
+    socket.write(
+      `PUT /v1/stores/default/objects/ctrl-c HTTP/1.1\r\nHost: x\r\nContent-Length: ${half.length * 2}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`,
+    );
+    await until(async () => answer.includes('100 Continue'), 'the route to ask for the body', 10_000);
+    socket.write(half);
+    process.kill(-npm.pid!, 'SIGINT');
+    await until(async () => output.includes('shutting down'), 'the shutdown to begin', 10_000);
+    socket.write(half); // not end(): Node's server drops a request whose client half-closes
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+
+    expect(answer, output).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 202 /);
+    expect(await exited).toBe(0);
+    expect(output).not.toContain('second signal');
+    expect(output).toContain('shutdown complete');
+  });
 });
