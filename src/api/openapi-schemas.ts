@@ -60,6 +60,7 @@ const ERROR_CODES: Record<ApiErrorCode, string> = {
   RANGE_NOT_SATISFIABLE: 'a malformed bytes range, or none inside the object',
   NOT_SUPPORTED: 'something this store or route does not do (diff on a store without it, a condition a mutation cannot honour)',
   STORAGE_FULL: 'the store is full (RAM_MAX_BYTES, a full disk)',
+  DATA_CORRUPTED: 'the object (or version) is damaged where it is stored; retrying does not help, writing the key again replaces it',
   PROVIDER_UNAVAILABLE: 'a store cannot be reached now; Retry-After',
   SERVICE_UNAVAILABLE: 'the job queue (Redis) cannot be reached, or a job failed in a way a retry may fix; Retry-After',
   INTERNAL: 'a failure outside the contract; its message points at the X-Request-Id header',

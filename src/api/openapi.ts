@@ -510,7 +510,7 @@ function responses(route: RouteSpec): Record<string, unknown> {
   const entries = Object.entries(answers).sort(([a], [b]) => Number(a) - Number(b));
   return {
     ...Object.fromEntries(entries.map(([status, answer]) => [status, response(Number(status), answer, route.method)])),
-    default: response(500, 'INTERNAL: a failure outside the contract', route.method),
+    default: response(500, 'INTERNAL: a failure outside the contract; DATA_CORRUPTED: what the store holds is damaged (disk)', route.method),
   };
 }
 

@@ -5,7 +5,7 @@
  * - A copy compares the etag the target computed while storing with the etag of what was read: a body damaged on
  *   the way is caught at once.
  * - `verifyStored` reads an object back and hashes it here, trusting neither provider's recorded etag: that is
- *   what finds content damaged at rest (a disk provider serves its record without re-hashing it).
+ *   what finds content damaged at rest (a disk provider re-hashes only records of up to 64 KiB it reads whole).
  * - `verifiedBody` checks content *before* it is written anywhere (restoring from a backup must not put a damaged
  *   blob into a live store): small bodies are held in memory once, larger ones are read twice.
  */

@@ -116,6 +116,11 @@ async function renameOver(temp: string, target: string, options: AtomicWriteOpti
 export interface StagedFile {
   /** Renames the temp file over the target (once). */
   publish(): Promise<void>;
+  /**
+   * Makes `other` a second name of the staged content before it is published (`linkFileAtomic`). A crash before the
+   * publish leaves `other` in place and the temp file for the sweep: removing that name leaves `other`'s content.
+   */
+  linkTo(other: string, options: AtomicWriteOptions): Promise<void>;
   /** Removes the temp file, unless it was published: for a write refused or failed after staging. */
   discard(): Promise<void>;
 }
@@ -148,6 +153,7 @@ export async function stageFile(target: string, body: AtomicContent, options: At
       settled = true;
       await renameOver(temp, target, options);
     },
+    linkTo: (other, linkOptions) => linkFileAtomic(temp, other, linkOptions),
     discard: async () => {
       if (settled) return;
       settled = true;

@@ -17,8 +17,6 @@ import { readdir, stat } from 'node:fs/promises';
 export interface DirectoryReader {
   /** Names and their types. */
   entries(dir: string): Promise<Dirent[]>;
-  /** Names only (no type per entry: cheaper), for directories whose names say what they are. */
-  names(dir: string): Promise<string[]>;
 }
 
 /** Builds a sorted listing, reading its directory (and any it takes entries from) through `read`. */
@@ -85,7 +83,6 @@ export class DirectoryCache<T> {
     };
     const items = await build({
       entries: (at) => stamped(at, () => readdir(at, { withFileTypes: true })),
-      names: (at) => stamped(at, () => readdir(at)),
     });
     if (settled && stamps.length > 0 && items.length <= this.maxItems) this.keep(dir, { items, stamps });
     return items;

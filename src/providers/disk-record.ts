@@ -12,7 +12,7 @@ import { pipeline, Readable } from 'node:stream';
 import { nowIso } from '../clock.js';
 import { stageFile, type AtomicWriteOptions, type StagedFile } from './atomic-file.js';
 import { HashingStream, isReadable, resolveRange, sha256Hex, toReadable } from './body.js';
-import { ProviderUnavailableError } from './errors.js';
+import { DataCorruptedError } from './errors.js';
 import type { Author, Body, ByteRange, ObjectInfo } from './types.js';
 
 const MAGIC = Buffer.from('KYZ1', 'latin1');
@@ -93,11 +93,17 @@ export async function stageRecord(
   }
 }
 
-/** A record file that is there but cannot be read as one (cut short by a crash without fsync, or overwritten). */
-export class DamagedRecordError extends ProviderUnavailableError {}
-
-function corrupt(path: string, why: string): DamagedRecordError {
-  return new DamagedRecordError(`${path} is not a readable kyozo record: ${why}`);
+/**
+ * A record file that is there but cannot be read as one (cut short by a crash without fsync, or overwritten). The
+ * message names no path (clients see it): the disk provider says which key (`why` is for its message).
+ */
+export class DamagedRecordError extends DataCorruptedError {
+  constructor(
+    readonly why: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`a stored record is damaged: ${why}`, options);
+  }
 }
 
 async function readAt(file: FileHandle, position: number, length: number): Promise<Buffer> {
@@ -112,23 +118,23 @@ async function readAt(file: FileHandle, position: number, length: number): Promi
 }
 
 /** Reads the trailer from an open record; `content` is the whole content when the read covered the file. */
-async function loadTrailer(file: FileHandle, path: string, readBytes: number): Promise<{ trailer: RecordTrailer; content?: Buffer }> {
+async function loadTrailer(file: FileHandle, readBytes: number): Promise<{ trailer: RecordTrailer; content?: Buffer }> {
   const { size: fileSize } = await file.stat();
-  if (fileSize < FOOTER_BYTES) throw corrupt(path, 'too short');
+  if (fileSize < FOOTER_BYTES) throw new DamagedRecordError('it is too short');
   let tail = await readAt(file, fileSize - Math.min(fileSize, readBytes), Math.min(fileSize, readBytes));
   const footer = tail.subarray(tail.length - FOOTER_BYTES);
-  if (tail.length < FOOTER_BYTES || !footer.subarray(4).equals(MAGIC)) throw corrupt(path, 'no trailer');
+  if (tail.length < FOOTER_BYTES || !footer.subarray(4).equals(MAGIC)) throw new DamagedRecordError('it has no trailer');
   const recordTail = footer.readUInt32BE(0) + FOOTER_BYTES;
-  if (recordTail > fileSize) throw corrupt(path, 'trailer longer than the file');
+  if (recordTail > fileSize) throw new DamagedRecordError('its trailer is longer than the file');
   if (recordTail > tail.length) tail = await readAt(file, fileSize - recordTail, recordTail);
   let trailer: RecordTrailer;
   try {
     trailer = JSON.parse(tail.subarray(tail.length - recordTail, tail.length - FOOTER_BYTES).toString('utf8')) as RecordTrailer;
   } catch (error) {
-    throw new DamagedRecordError(`${path} has a damaged trailer`, { cause: error });
+    throw new DamagedRecordError('its trailer is not JSON', { cause: error });
   }
   if (trailer.v !== 1 || trailer.size !== fileSize - recordTail || typeof trailer.etag !== 'string') {
-    throw corrupt(path, 'trailer does not describe the file');
+    throw new DamagedRecordError('its trailer does not describe the file');
   }
   return { trailer, content: tail.length === fileSize ? tail.subarray(0, trailer.size) : undefined };
 }
@@ -139,7 +145,7 @@ const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW;
 export async function readTrailer(path: string): Promise<RecordTrailer> {
   const file = await open(path, OPEN_FLAGS);
   try {
-    return (await loadTrailer(file, path, TRAILER_READ_BYTES)).trailer;
+    return (await loadTrailer(file, TRAILER_READ_BYTES)).trailer;
   } finally {
     await file.close();
   }
@@ -153,7 +159,9 @@ export async function readRecord(path: string, range?: ByteRange): Promise<{ tra
   const file = await open(path, OPEN_FLAGS);
   let handedOver = false;
   try {
-    const { trailer, content } = await loadTrailer(file, path, WHOLE_READ_BYTES);
+    const { trailer, content } = await loadTrailer(file, WHOLE_READ_BYTES);
+    // Checked only where the content is in memory anyway: a streamed one is sent before its last byte is hashed.
+    if (content !== undefined && sha256Hex(content) !== trailer.etag) throw new DamagedRecordError('its content does not match its etag');
     const [start, end] = range ? resolveRange(range, trailer.size) : [0, trailer.size - 1];
     if (content !== undefined || trailer.size === 0) {
       const slice = content?.subarray(start, end + 1);

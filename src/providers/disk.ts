@@ -6,19 +6,21 @@
  *
  * Key paths are disk-layout.ts's (`a` -> `a~`, `a/b` -> `a/b~`). Every file is written once, atomically
  * (atomic-file.ts), and never modified, which is what lets `createVersion` make the current object a hard link
- * to the version record it just wrote instead of a second copy of the content: the object's trailer is the
- * version's own (it also carries message and author, which ObjectInfo leaves out).
+ * to the version record it writes instead of a second copy of the content: the object's trailer is the
+ * version's own (it also carries message and author, which ObjectInfo leaves out). A version becomes current
+ * before it is listed: a crash between the two leaves the new content current and the version unlisted, which the
+ * job's retry makes again; never a listed version that is not current, which the retry would take as done.
  *
  * Nothing leaves the root: keys are validated, and a path whose real path differs from the one built from the
  * key (a symlink somewhere below the root) is refused with InvalidKeyError, for reads and writes alike;
  * directories are created only below a checked ancestor, and records are opened with O_NOFOLLOW.
  */
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, type Dirent } from 'node:fs';
 import { access, lstat, mkdir, opendir, readdir, realpath, rmdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { isTempName, linkFileAtomic, retryWhileMissing, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
+import { fsyncDirectory, isTempName, retryWhileMissing, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
 import { requireExpectedEtag } from './body.js';
 import { decodeCursor, decodeVersionsCursor, encodeCursor, encodeVersionsCursor, pageLimit } from './cursor.js';
 import { DirectoryCache, type DirectoryReader } from './disk-directory-cache.js';
@@ -34,16 +36,18 @@ import {
   type StagedRecord,
 } from './disk-record.js';
 import {
+  DataCorruptedError,
   InvalidKeyError,
   isStorageError,
   NotFoundError,
   PermissionDeniedError,
+  PreconditionFailedError,
   ProviderUnavailableError,
   StorageFullError,
   type StorageError,
 } from './errors.js';
 import { isFenceError, passFence } from './fence.js';
-import { hasPreconditions, requirePreconditions, type Preconditions } from './if-match.js';
+import { hasPreconditions, requireIfNoneMatch, requirePreconditions, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
 import { withProcessMutex } from './process-mutex.js';
@@ -110,11 +114,22 @@ function ignoreMissing(error: unknown): undefined {
   throw error;
 }
 
-/** The contract's error for a filesystem failure; `missing` says what ENOENT means to this operation. */
-function toStorageError(error: unknown, missing?: string): StorageError {
+/** The record a read of `key` (at `versionId`) is after, as its errors name it: `object "k"` or `version "v" of "k"`. */
+function subjectOf(key: string, versionId: string | undefined): string {
+  return versionId === undefined ? `object "${key}"` : `version "${versionId}" of "${key}"`;
+}
+
+/**
+ * The contract's error for a filesystem failure. `subject` (`subjectOf`) names what the operation reads: ENOENT is
+ * then its absence, and a damaged record is named by its key, never by its path (clients see the message).
+ */
+function toStorageError(error: unknown, subject?: string): StorageError {
+  if (error instanceof DamagedRecordError && subject !== undefined) {
+    return new DataCorruptedError(`the stored ${subject} is damaged: ${error.why}`, { cause: error });
+  }
   if (isStorageError(error)) return error;
   const code = errnoCode(error);
-  if (missing !== undefined && (code === 'ENOENT' || code === 'ENOTDIR')) return new NotFoundError(missing, { cause: error });
+  if (subject !== undefined && (code === 'ENOENT' || code === 'ENOTDIR')) return new NotFoundError(`no ${subject}`, { cause: error });
   switch (code) {
     case 'ELOOP':
       return new InvalidKeyError('the key leads through a symlink, which this store does not follow', { cause: error });
@@ -136,14 +151,14 @@ function toStorageError(error: unknown, missing?: string): StorageError {
   }
 }
 
-async function guarded<T>(operation: () => Promise<T>, missing?: string): Promise<T> {
+async function guarded<T>(operation: () => Promise<T>, subject?: string): Promise<T> {
   try {
     return await operation();
   } catch (error) {
     // The caller's body failed, not the store: its error goes back as it is (as on every provider).
     if (error instanceof BodyError) throw error.cause;
     if (isFenceError(error)) throw error;
-    throw toStorageError(error, missing);
+    throw toStorageError(error, subject);
   }
 }
 
@@ -197,6 +212,20 @@ async function probeWritable(tree: Tree): Promise<void> {
   }
 }
 
+/**
+ * objects/ and versions/ must be the root's own directories, not symlinks: stats and health walk them from the top,
+ * where no key's path is checked, and would follow one out of the store. Either may be replaced while the store is
+ * in use, so those calls check again.
+ */
+async function requireOwnDirectories(tree: Tree): Promise<void> {
+  for (const dir of [tree.objects, tree.versions]) {
+    if ((await lstat(dir).catch(ignoreMissing))?.isDirectory() === false) {
+      const name = path.basename(dir);
+      throw new PermissionDeniedError(`the store's ${name}/ is not a directory of its own (a symlink?), which the store does not follow`);
+    }
+  }
+}
+
 /** Whether `dir` can be listed: opening it and reading its first entries, not the whole of a large one. */
 async function probeRead(dir: string): Promise<void> {
   const handle = await opendir(dir);
@@ -205,6 +234,17 @@ async function probeRead(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * The preconditions of a write over `key`'s damaged current record: it exists (a create-only write fails), but its
+ * etag cannot be read, so only `ifMatch: '*'` matches it. An unconditional write replaces it: that is the repair.
+ */
+function requireOfDamaged(key: string, opts: Preconditions | undefined): void {
+  if (opts?.ifMatch !== undefined && ![opts.ifMatch].flat().includes('*')) {
+    throw new PreconditionFailedError(`"${key}" is damaged where it is stored: no etag matches it, only *`);
+  }
+  requireIfNoneMatch(key, opts?.ifNoneMatch, true);
 }
 
 function objectInfo(key: string, trailer: RecordTrailer): ObjectInfo {
@@ -262,9 +302,14 @@ function walkStart(entries: readonly WalkEntry[], from: string): number {
   return at;
 }
 
+/** The version records among the entries of a key's versions directory: files only, as `list` takes (no symlink). */
+function versionRecords(entries: Dirent[]): string[] {
+  return entries.filter((entry) => entry.isFile() && isVersionId(entry.name)).map((entry) => entry.name);
+}
+
 /** The version ids in a key's versions directory, oldest (smallest) first. */
 async function versionIds(dir: string, read: DirectoryReader): Promise<string[]> {
-  return (await read.names(dir)).filter(isVersionId).sort();
+  return versionRecords(await read.entries(dir)).sort();
 }
 
 export class DiskProvider implements StorageProvider {
@@ -315,7 +360,7 @@ export class DiskProvider implements StorageProvider {
     return guarded(async () => {
       const { trailer, body } = await readRecord(await this.readablePath(key, opts?.versionId), opts?.range);
       return { info: objectInfo(key, trailer), body };
-    }, this.notFound(key, opts?.versionId));
+    }, subjectOf(key, opts?.versionId));
   }
 
   async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {
@@ -323,7 +368,7 @@ export class DiskProvider implements StorageProvider {
     return guarded(async () => {
       const trailer = await readTrailer(await this.readablePath(key, opts?.versionId));
       return objectInfo(key, trailer);
-    }, this.notFound(key, opts?.versionId));
+    }, subjectOf(key, opts?.versionId));
   }
 
   async delete(key: string, opts?: DeleteOptions): Promise<void> {
@@ -333,10 +378,8 @@ export class DiskProvider implements StorageProvider {
       const tree = await this.ready();
       const object = path.join(tree.objects, keyPath(key));
       if (await this.isReal(object)) {
-        await unlink(object).catch((error: unknown) => {
-          if (!isMissing(error)) throw error;
-        });
-        await this.pruneEmpty(path.dirname(object), tree.objects);
+        await unlink(object).catch(ignoreMissing);
+        await this.settleRemoval(path.dirname(object), tree.objects);
       }
       if (opts?.allVersions) {
         const versions = path.join(tree.versions, keyPath(key));
@@ -345,7 +388,7 @@ export class DiskProvider implements StorageProvider {
           for (const id of (await readdir(versions).catch(ignoreMissing)) ?? []) {
             if (isVersionId(id)) await unlink(path.join(versions, id)).catch(ignoreMissing);
           }
-          await this.pruneEmpty(versions, tree.versions);
+          await this.settleRemoval(versions, tree.versions);
         }
       }
     });
@@ -409,7 +452,7 @@ export class DiskProvider implements StorageProvider {
     return guarded(async () => {
       const { trailer, body } = await guarded(
         async () => readRecord(await this.readablePath(key, versionId)),
-        this.notFound(key, versionId),
+        subjectOf(key, versionId),
       );
       // Streamed through the hash again: the restored content is verified, not trusted.
       const description = {
@@ -426,19 +469,19 @@ export class DiskProvider implements StorageProvider {
     });
   }
 
-  /** Unlinks the version record; a current object made from it is a hard link of its own and keeps the content. */
+  /**
+   * Unlinks the version record; a current object made from it is a hard link of its own and keeps the content. Only
+   * its directory is checked: unlink removes the name itself, so a symlink planted there goes and its target stays.
+   */
   async deleteVersion(key: string, versionId: string): Promise<void> {
     validateKey(key);
     if (!isVersionId(versionId)) return;
     await this.mutation(key, async () => {
       const tree = await this.ready();
       const dir = path.join(tree.versions, keyPath(key));
-      const record = path.join(dir, versionId);
-      if (!(await this.isReal(record))) return;
-      await unlink(record).catch((error: unknown) => {
-        if (!isMissing(error)) throw error;
-      });
-      await this.pruneEmpty(dir, tree.versions);
+      if (!(await this.isReal(dir))) return;
+      const removed = await unlink(path.join(dir, versionId)).then(() => true, ignoreMissing);
+      if (removed) await this.settleRemoval(dir, tree.versions);
     });
   }
 
@@ -467,7 +510,7 @@ export class DiskProvider implements StorageProvider {
 
   async stats(): Promise<ProviderStats> {
     return guarded(async () => {
-      const tree = await this.ready();
+      const tree = await this.ownTree();
       const files: string[] = [];
       for await (const entry of this.walk(tree.objects, '', '', undefined)) files.push(entry.path);
       const damaged: string[] = [];
@@ -494,7 +537,7 @@ export class DiskProvider implements StorageProvider {
     });
     let tree: Tree;
     try {
-      tree = await this.ready();
+      tree = await this.ownTree();
       await probeRead(tree.objects);
       await probeRead(tree.versions);
     } catch (error) {
@@ -515,17 +558,37 @@ export class DiskProvider implements StorageProvider {
   /** Makes the tree on first use; the root's real path is what every path built later is checked against. */
   private ready(): Promise<Tree> {
     this.tree ??= (async () => {
-      await mkdir(this.root, { recursive: true });
+      await this.makeDirectory(this.root);
       const root = await realpath(this.root);
       const tree = { root, objects: path.join(root, 'objects'), versions: path.join(root, 'versions') };
-      await mkdir(tree.objects, { recursive: true });
-      await mkdir(tree.versions, { recursive: true });
+      for (const dir of [tree.objects, tree.versions]) {
+        // Looked at first: mkdir -p passes over a symlink to a directory, and fails on a dangling one as on no root.
+        if ((await lstat(dir).catch(ignoreMissing)) === undefined) await this.makeDirectory(dir);
+      }
+      await requireOwnDirectories(tree);
       return tree;
     })().catch((error: unknown) => {
       this.tree = undefined;
       throw error;
     });
     return this.tree;
+  }
+
+  /** The tree, its top directories checked again: for stats and health, which walk them from the top. */
+  private async ownTree(): Promise<Tree> {
+    const tree = await this.ready();
+    await requireOwnDirectories(tree);
+    return tree;
+  }
+
+  /**
+   * `mkdir -p dir`. With fsync, the parent of each directory made is synced too: the write into `dir` syncs only
+   * `dir`, which leaves the path to it to chance after a power cut.
+   */
+  private async makeDirectory(dir: string): Promise<void> {
+    const first = await mkdir(dir, { recursive: true });
+    if (first === undefined || !this.fsync) return;
+    for (let made = dir; made.length >= first.length; made = path.dirname(made)) await fsyncDirectory(path.dirname(made));
   }
 
   private atomic(target: string): AtomicWriteOptions {
@@ -582,10 +645,6 @@ export class DiskProvider implements StorageProvider {
     }
   }
 
-  private notFound(key: string, versionId: string | undefined): string {
-    return versionId === undefined ? `no object "${key}"` : `no version "${versionId}" of "${key}"`;
-  }
-
   /**
    * True when `file` exists and its real path is the one built from the key; false when it does not exist.
    * Anything else means a symlink (or `..` trick) below the root.
@@ -609,7 +668,7 @@ export class DiskProvider implements StorageProvider {
     await retryWhileMissing(async () => {
       let existing = dir;
       while (existing !== root && !(await this.isReal(existing))) existing = path.dirname(existing);
-      if (existing !== dir) await mkdir(dir, { recursive: true });
+      if (existing !== dir) await this.makeDirectory(dir);
     });
   }
 
@@ -625,10 +684,10 @@ export class DiskProvider implements StorageProvider {
 
   private async readablePath(key: string, versionId: string | undefined): Promise<string> {
     const tree = await this.ready();
-    if (versionId !== undefined && !isVersionId(versionId)) throw new NotFoundError(this.notFound(key, versionId));
+    if (versionId !== undefined && !isVersionId(versionId)) throw new NotFoundError(`no ${subjectOf(key, versionId)}`);
     const file =
       versionId === undefined ? path.join(tree.objects, keyPath(key)) : path.join(tree.versions, keyPath(key), versionId);
-    if (!(await this.isReal(file))) throw new NotFoundError(this.notFound(key, versionId));
+    if (!(await this.isReal(file))) throw new NotFoundError(`no ${subjectOf(key, versionId)}`);
     return file;
   }
 
@@ -638,11 +697,22 @@ export class DiskProvider implements StorageProvider {
    */
   private async checkPreconditions(target: string, key: string, opts: Preconditions | undefined): Promise<void> {
     if (!hasPreconditions(opts)) return;
-    const current = (await this.isReal(target)) ? await trailerIfPresent(target) : undefined;
+    let current: RecordTrailer | undefined;
+    try {
+      current = (await this.isReal(target)) ? await trailerIfPresent(target) : undefined;
+    } catch (error) {
+      if (!(error instanceof DamagedRecordError)) throw error;
+      requireOfDamaged(key, opts);
+      return;
+    }
     requirePreconditions(key, opts, current?.etag);
   }
 
-  /** Writes a version record, then makes it the current object (a hard link: the content is written once). */
+  /**
+   * Stages a version record, makes it the current object (a hard link: the content is written once), then lists it
+   * (the rename into versions/). In this order a failure or crash between the two never lists a version that is not
+   * current (see the top of this file); one whose turn was skipped (`versions-in-flight.ts`) is listed all the same.
+   */
   private async recordVersion(
     key: string,
     body: Body,
@@ -662,8 +732,8 @@ export class DiskProvider implements StorageProvider {
           await this.checkPreconditions(target, key, guards);
           await passFence(guards);
           await this.writableDirectory(target);
+          await makeCurrent(() => record.file.linkTo(target, this.atomic(target)));
           await record.file.publish();
-          await makeCurrent(() => linkFileAtomic(file, target, this.atomic(target)));
         },
         [path.dirname(file), tree.versions],
         [path.dirname(target), tree.objects],
@@ -672,15 +742,30 @@ export class DiskProvider implements StorageProvider {
     });
   }
 
-  /** Removes empty directories from `dir` up to (not including) `top`; a directory in use stops it. */
-  private async pruneEmpty(dir: string, top: string): Promise<void> {
-    for (let current = dir; current !== top && current.startsWith(top); current = path.dirname(current)) {
+  /**
+   * Removes empty directories from `dir` up to (not including) `top`; a directory in use stops it. Returns the
+   * deepest directory left, the last whose entries changed.
+   */
+  private async pruneEmpty(dir: string, top: string): Promise<string> {
+    let current = dir;
+    for (; current !== top && current.startsWith(top); current = path.dirname(current)) {
       try {
         await rmdir(current);
       } catch {
-        return;
+        return current;
       }
     }
+    return current;
+  }
+
+  /**
+   * After records in `dir` were unlinked: prunes the directories left empty and, with fsync, syncs the one whose
+   * entries changed last (`dir`, or the parent of the topmost one pruned), so that the delete survives a power cut.
+   */
+  private async settleRemoval(dir: string, top: string): Promise<void> {
+    const changed = await this.pruneEmpty(dir, top);
+    // Gone meanwhile: a concurrent delete pruned it, and syncs its parent itself.
+    if (this.fsync) await fsyncDirectory(changed).catch(ignoreMissing);
   }
 
   /**
@@ -722,8 +807,8 @@ export class DiskProvider implements StorageProvider {
     for (const dirent of (await readdir(dir, { withFileTypes: true }).catch(ignoreMissing)) ?? []) {
       if (!dirent.isDirectory()) continue;
       const child = path.join(dir, dirent.name);
-      if (dirent.name.endsWith('~')) count += ((await readdir(child).catch(ignoreMissing)) ?? []).filter(isVersionId).length;
-      else count += await this.countVersions(child);
+      if (!dirent.name.endsWith('~')) count += await this.countVersions(child);
+      else count += versionRecords((await readdir(child, { withFileTypes: true }).catch(ignoreMissing)) ?? []).length;
     }
     return count;
   }

@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'STORAGE_FULL'
   | 'PERMISSION_DENIED'
   | 'NOT_SUPPORTED'
+  | 'DATA_CORRUPTED'
   | 'PROVIDER_UNAVAILABLE';
 
 /** How each code surfaces: its HTTP status, and whether a job that met it may succeed when retried. */
@@ -28,6 +29,8 @@ export const errorTable: Record<ErrorCode, { status: number; retryable: boolean 
   STORAGE_FULL: { status: 507, retryable: false },
   PERMISSION_DENIED: { status: 403, retryable: false },
   NOT_SUPPORTED: { status: 501, retryable: false },
+  // Damaged at rest: it stays damaged until the object is written again, so a retry only delays the failure.
+  DATA_CORRUPTED: { status: 500, retryable: false },
   PROVIDER_UNAVAILABLE: { status: 503, retryable: true },
 };
 
@@ -102,6 +105,16 @@ export class PermissionDeniedError extends StorageError {
 export class NotSupportedError extends StorageError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('NOT_SUPPORTED', message, options);
+  }
+}
+
+/**
+ * Stored data that cannot be read back as it was written: a record cut short by a crash, content that no longer
+ * matches its etag.
+ */
+export class DataCorruptedError extends StorageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('DATA_CORRUPTED', message, options);
   }
 }
 

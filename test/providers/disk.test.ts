@@ -10,7 +10,7 @@ import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiskProvider } from '../../src/providers/disk.js';
-import { InvalidKeyError, PreconditionFailedError, ProviderUnavailableError } from '../../src/providers/errors.js';
+import { DataCorruptedError, InvalidKeyError, PreconditionFailedError } from '../../src/providers/errors.js';
 import { compareKeys } from '../../src/providers/keys.js';
 import { allPages } from '../support/paging.js';
 
@@ -299,8 +299,8 @@ describe('disk provider', () => {
     });
 
     it('still fails read and stat of its key', async () => {
-      await expect(provider.read('b')).rejects.toBeInstanceOf(ProviderUnavailableError);
-      await expect(provider.stat('b')).rejects.toBeInstanceOf(ProviderUnavailableError);
+      await expect(provider.read('b')).rejects.toBeInstanceOf(DataCorruptedError);
+      await expect(provider.stat('b')).rejects.toBeInstanceOf(DataCorruptedError);
     });
   });
 
