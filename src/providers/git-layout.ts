@@ -15,6 +15,7 @@
  * identical: the commits that touched a key are exactly `git log -- <content path> <record path>`.
  */
 import { InvalidArgumentError } from './errors.js';
+import { isObjectId } from './git-objects.js';
 import { validateKey } from './keys.js';
 
 export const RECORD_ROOT = ['.kyozo', 'meta'] as const;
@@ -157,7 +158,8 @@ function decodeTrailerKey(value: string): string {
 
 /**
  * Branch names as `git check-ref-format --branch` accepts them, minus the odd corners (`@`, leading `-`) a store
- * has no use for.
+ * has no use for, and minus names that read as a commit id: diff and createBranch take "a version id or a branch
+ * name", and such a branch could never be named there.
  */
 export function validateBranchName(name: unknown): string {
   const bad = (why: string) => new InvalidArgumentError(`branch name ${JSON.stringify(name)} ${why}`);
@@ -165,6 +167,7 @@ export function validateBranchName(name: unknown): string {
   if (Buffer.byteLength(name) > 200) throw bad('is longer than 200 bytes');
   if (/[\u0000-\u0020\u007f~^:?*[\\]/.test(name)) throw bad('must not contain spaces, control characters or ~ ^ : ? * [ \\');
   if (name.includes('..') || name.includes('@{') || name.includes('//')) throw bad("must not contain '..', '@{' or '//'");
+  if (isObjectId(name)) throw bad('must not be 40 hexadecimal digits (that reads as a commit id)');
   if (name.startsWith('-') || name.startsWith('/') || name.endsWith('/') || name.endsWith('.') || name === '@' || name === 'HEAD') {
     throw bad("must not start with '-' or '/', end with '/' or '.', or be '@' or 'HEAD'");
   }

@@ -15,7 +15,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
@@ -37,6 +37,8 @@ const ASYNC_DEFLATE_BYTES = 32 * 1024;
 const SMALL_OBJECT_BYTES = 64 * 1024;
 /** Longest stretch synchronous reads keep the event loop to themselves. */
 const HOLD_LOOP_MS = 10;
+/** A ref lock untouched this long was left by a crashed process (see `createRefLock`). */
+const STALE_LOCK_MS = 10_000;
 const inflateAsync = promisify(zlib.inflate);
 const deflateAsync = promisify(zlib.deflate);
 
@@ -482,22 +484,22 @@ export class ObjectStore {
     const target = path.join(this.gitdir, ref);
     const lock = `${target}.lock`;
     await mkdir(path.dirname(target), { recursive: true });
+    // Open until the end: while it is, no other file can have its inode, so comparing inodes proves the lock ours.
     const handle = await this.createRefLock(lock);
+    let moved = false;
     try {
-      if ((await this.resolveRef(ref)) !== expected) {
-        await handle.close();
-        await unlink(lock);
-        return false;
-      }
+      if ((await this.resolveRef(ref)) !== expected) return false;
       await handle.writeFile(`${next}\n`);
       if (this.fsync) await handle.datasync();
-      await handle.close();
+      // Left open: a remover that saw an older stale lock taking ours aside, and a third writer locking anew, both
+      // between this check and the rename (two system calls); no system call renames a file only if it is a given one.
+      if (!(await holdsLock(lock, handle))) throw new ProviderUnavailableError(`git ref lock ${lock} was taken away while held`);
       await rename(lock, target);
+      moved = true;
       return true;
-    } catch (error) {
+    } finally {
+      if (!moved) await releaseLock(lock, handle).catch(() => {});
       await handle.close().catch(() => {});
-      await unlink(lock).catch(() => {});
-      throw error;
     }
   }
 
@@ -513,12 +515,10 @@ export class ObjectStore {
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
       }
-      const age = await stat(lock).then(
-        (info) => Date.now() - info.mtimeMs,
-        () => 0,
-      );
-      if (age > 10_000) {
-        await unlink(lock).catch(() => {});
+      const held = await stat(lock).catch(() => undefined);
+      if (held && isStaleLock(held)) {
+        // Another writer may have removed this one and locked anew since the stat: only the stale file may go.
+        await removeLockIf(lock, (file) => sameFile(file, held) && isStaleLock(file));
         continue;
       }
       if (Date.now() > deadline) throw new ProviderUnavailableError(`git ref lock ${lock} is held by another process`);
@@ -545,6 +545,48 @@ export class ObjectStore {
     await walk(headsDir, '');
     for (const ref of (await this.packedRefs()).keys()) if (ref.startsWith('refs/heads/')) names.add(ref.slice('refs/heads/'.length));
     return [...names].sort();
+  }
+}
+
+function isStaleLock(file: fs.Stats): boolean {
+  return Date.now() - file.mtimeMs > STALE_LOCK_MS;
+}
+
+function sameFile(a: fs.Stats, b: fs.Stats): boolean {
+  return a.ino === b.ino && a.dev === b.dev;
+}
+
+/** Whether the file at `lock` is still the one `handle` created (a stale-lock remover may have taken it). */
+async function holdsLock(lock: string, handle: fs.promises.FileHandle): Promise<boolean> {
+  const [mine, there] = await Promise.all([handle.stat(), stat(lock).catch(() => undefined)]);
+  return there !== undefined && sameFile(there, mine);
+}
+
+/** Removes the lock `handle` created, and never a lock someone else holds now. */
+async function releaseLock(lock: string, handle: fs.promises.FileHandle): Promise<void> {
+  const mine = await handle.stat();
+  await removeLockIf(lock, (file) => sameFile(file, mine));
+}
+
+/**
+ * Removes the file at `lock` if `owned` accepts it. No call removes a path knowing which file it removed, so the
+ * file is first renamed to a name no one else uses and checked there. One that is not `owned` goes back with
+ * `link`, which fails rather than replace a lock made meanwhile; its holder then finds its lock gone (`holdsLock`,
+ * or its rename fails) and gives up instead of moving the ref.
+ */
+async function removeLockIf(lock: string, owned: (file: fs.Stats) => boolean): Promise<void> {
+  // Still ending in `.lock`: git and listBranches take it for no ref.
+  const aside = `${lock.slice(0, -'.lock'.length)}.${randomBytes(6).toString('hex')}.lock`;
+  try {
+    await rename(lock, aside);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  try {
+    if (!owned(await stat(aside))) await link(aside, lock).catch(() => {});
+  } finally {
+    await unlink(aside);
   }
 }
 

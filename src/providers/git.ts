@@ -1,6 +1,6 @@
 /**
  * The git provider: a store is a git repository (bare at `GIT_REPO_PATH`, or the `.git` of an existing clone,
- * whose work tree is never touched) and every mutation is a real commit on `GIT_BRANCH`:
+ * linked worktree or submodule, whose work tree is never touched) and every mutation is a real commit on `GIT_BRANCH`:
  * `write` ("write <key>"), `createVersion` (its message and author), `restoreVersion` ("restore <id>" by
  * default) and `delete` ("delete <key>", a commit removing the file). Versioning is `every-write`: a key's
  * versions are the commits that wrote it, newest first, and a version id is a commit id.
@@ -21,11 +21,11 @@
  *   removal with a `Kyozo-Forget-Versions: "<key>"` trailer (the key as a JSON string), and the index drops the
  *   key's versions, so listVersions is empty and old version ids read as not found. The commits stay in git
  *   (`git log` still shows them) until someone rewrites the history on purpose.
- * - Content is buffered in memory on its way in and out (git objects carry their size up front); large bodies are
- *   hashed and compressed before the lock is taken.
+ * - Content is buffered in memory on its way in and out (git objects carry their size up front), so a body is at
+ *   most `GIT_MAX_OBJECT_BYTES` (1 GiB); large bodies are hashed and compressed before the lock is taken.
  */
 import { createHash } from 'node:crypto';
-import { open, readdir, realpath, stat } from 'node:fs/promises';
+import { open, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Cluster, Redis } from 'ioredis';
@@ -37,6 +37,7 @@ import {
   InvalidArgumentError,
   isStorageError,
   NotFoundError,
+  PayloadTooLargeError,
   PermissionDeniedError,
   PreconditionFailedError,
   ProviderUnavailableError,
@@ -82,6 +83,12 @@ import type {
   WriteOptions,
 } from './types.js';
 
+/**
+ * Largest body a git store takes, and its default. Objects are held whole in memory on their way in and out, and
+ * Node reads at most 2 GiB - 1 from a file at once (a loose object is one file) and hashes at most that in one
+ * call; a write also holds the content about three times over (raw, with git's header, compressed).
+ */
+export const GIT_MAX_OBJECT_BYTES = 1024 ** 3;
 /** Mutations committed together at most (each its own commit); bounds the memory of one chain. */
 const MAX_CHAIN = 128;
 /** A ref moved by someone else (a git CLI commit) between our read and our swap: rebuild and retry this often. */
@@ -99,6 +106,7 @@ export interface GitProviderOptions {
   redisLock?: { redis: Redis | Cluster; keyPrefix?: string; leaseMs?: number; acquireTimeoutMs?: number };
   /** Sync objects and refs to disk before the branch moves (`DISK_FSYNC`). Default false. */
   fsync?: boolean;
+  /** Bodies over this are refused with `PayloadTooLargeError`; at most (and by default) `GIT_MAX_OBJECT_BYTES`. */
   maxObjectBytes?: number;
   log?: Logger;
 }
@@ -143,6 +151,8 @@ interface PutMutation {
   ifNoneMatch?: IfNoneMatch;
   message: string;
   author: Author;
+  /** A restore's source version: it must still be one when the restore commits (`requireSource`). */
+  source?: string;
 }
 
 interface DeleteMutation {
@@ -205,6 +215,11 @@ function asStorageError(error: unknown, what: string): StorageError {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new StorageFullError(`${what}: the disk is full`, { cause: error });
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new PermissionDeniedError(`${what}: ${code}`, { cause: error });
+  // Node's size limits (a file over 2 GiB read at once, a buffer or a hash input too long): an object too large to
+  // be held whole, written by git itself or before the store's limit; it stays too large, so no retry helps.
+  if (code === 'ERR_FS_FILE_TOO_LARGE' || error instanceof RangeError) {
+    return new PayloadTooLargeError(`${what}: the git object is too large to be held in memory`, { cause: error });
+  }
   return new ProviderUnavailableError(`${what} failed: ${(error as Error | undefined)?.message ?? String(error)}`, { cause: error });
 }
 
@@ -274,12 +289,13 @@ export class GitProvider implements StorageProvider {
   ) {
     this.user = normalizeAuthor(options.user, { name: 'Kyozo', email: 'kyozo@localhost' });
     this.capabilities = { versioning: 'every-write', presign: 'signed-url', diff: true, branches: true, rangeReads: true, defaultAuthor: this.user };
-    this.maxObjectBytes = options.maxObjectBytes ?? Number.POSITIVE_INFINITY;
+    this.maxObjectBytes = options.maxObjectBytes ?? GIT_MAX_OBJECT_BYTES;
   }
 
   /** Opens (or creates) the repository, makes sure the branch has a first commit, and loads the branch's index. */
   static async open(options: GitProviderOptions): Promise<GitProvider> {
     const branch = validateBranchName(options.branch ?? 'main');
+    if (!((options.maxObjectBytes ?? 0) <= GIT_MAX_OBJECT_BYTES)) throw new InvalidArgumentError(`maxObjectBytes must be at most ${GIT_MAX_OBJECT_BYTES}`);
     try {
       const gitdir = await locateGitdir(path.resolve(options.repoPath), branch);
       const real = await realpath(gitdir);
@@ -405,6 +421,7 @@ export class GitProvider implements StorageProvider {
         metadata: source.metadata,
         message,
         author,
+        source: versionId,
         fence: opts.fence,
       });
       return toVersionInfo(record!);
@@ -473,6 +490,7 @@ export class GitProvider implements StorageProvider {
       const staging: Staging = new Map();
       const entries: CommitEntry[] = [];
       const views = new Map<string, KeyView>();
+      const forgotten = new Set<string>();
       const outcomes = new Map<Queued, Outcome>();
       for (const mutation of chain) {
         const view = views.get(mutation.key) ?? { current: index.current(mutation.key), versions: index.versions(mutation.key).length };
@@ -480,6 +498,7 @@ export class GitProvider implements StorageProvider {
         let plan: Plan | undefined;
         try {
           await passFence(mutation);
+          await this.requireSource(mutation, index, forgotten);
           plan = this.plan(mutation, view, now);
         } catch (error) {
           outcomes.set(mutation, { error });
@@ -508,6 +527,7 @@ export class GitProvider implements StorageProvider {
               : undefined,
         });
         views.set(mutation.key, plan.after);
+        if (plan.changes.some((change) => change.op === 'forget')) forgotten.add(mutation.key);
         head = commit.oid;
       }
       if (entries.length > 0) {
@@ -519,6 +539,18 @@ export class GitProvider implements StorageProvider {
       return outcomes;
     }
     throw new ProviderUnavailableError(`branch "${branch}" kept moving under the commit (another writer outside this store's lock?)`);
+  }
+
+  /**
+   * A restore resolved its source before it queued; a `delete` with `allVersions` committed since (or earlier in
+   * this chain, `forgotten`) may have forgotten that version, whose content must then not come back.
+   */
+  private async requireSource(mutation: Queued, index: KeyIndex, forgotten: ReadonlySet<string>): Promise<void> {
+    if (mutation.kind !== 'put' || mutation.source === undefined) return;
+    const { key, source } = mutation;
+    const onBranch = index.hasCommit(source);
+    const still = onBranch ? !forgotten.has(key) && index.findVersion(key, source) : await this.versionElsewhere(key, source, index);
+    if (!still) throw new NotFoundError(`"${key}" has no version ${source} any more: it was forgotten before the restore committed`);
   }
 
   /** The commit one mutation makes on top of `view`, or undefined when there is nothing to commit. */
@@ -607,20 +639,44 @@ export class GitProvider implements StorageProvider {
       if (!current) throw new NotFoundError(`"${key}" does not exist`);
       return current;
     }
-    const found = index.findVersion(key, versionId);
-    if (found) return found;
-    const missing = new NotFoundError(`"${key}" has no version ${versionId}`);
-    if (!isObjectId(versionId) || index.hasCommit(versionId)) throw missing;
-    let entry: CommitEntry;
+    const found = index.findVersion(key, versionId) ?? (await this.versionElsewhere(key, versionId, index));
+    if (!found) throw new NotFoundError(`"${key}" has no version ${versionId}`);
+    return found;
+  }
+
+  /**
+   * A commit off `index`'s branch is served as the version another branch still has: a version is forgotten
+   * (`delete` with `allVersions`) on the branch whose history holds it, and what is forgotten there must not come
+   * back through a branch that never had it. A commit of `index`'s branch that is no version of the key there was
+   * forgotten on it (or did not write the key), and is not looked for elsewhere.
+   */
+  private async versionElsewhere(key: string, versionId: string, index: KeyIndex): Promise<VersionRecord | undefined> {
+    if (!isObjectId(versionId) || index.hasCommit(versionId) || !(await this.wroteKey(versionId, key))) return undefined;
+    for (const name of await this.store.listBranches()) {
+      if (name === index.branch) continue;
+      let other: KeyIndex;
+      try {
+        other = await this.syncedIndex(name);
+      } catch (error) {
+        // A branch deleted meanwhile, or one made with the git CLI under a name the store refuses to use.
+        if (error instanceof NotFoundError || error instanceof InvalidArgumentError) continue;
+        throw error;
+      }
+      const version = other.findVersion(key, versionId);
+      if (version) return version;
+    }
+    return undefined;
+  }
+
+  /** Checked before any other branch's index is loaded for it: most ids that miss are no version of the key anywhere. */
+  private async wroteKey(commit: string, key: string): Promise<boolean> {
     try {
-      entry = await describeCommit(this.store, versionId);
+      const entry = await describeCommit(this.store, commit);
+      return entry.changes.some((change) => change.key === key && change.op === 'version');
     } catch (error) {
-      if (error instanceof MissingObjectError) throw missing;
+      if (error instanceof MissingObjectError) return false;
       throw error;
     }
-    const change = entry.changes.find((candidate) => candidate.key === key);
-    if (change?.op !== 'version') throw missing;
-    return { ...change.record, key, commit: versionId, message: entry.message, author: entry.author };
   }
 
   list(opts: GitListOptions = {}): Promise<Page<ObjectInfo>> {
@@ -822,11 +878,32 @@ async function exists(file: string): Promise<boolean> {
   );
 }
 
-/** The git directory under `repoPath`: its `.git` when it is a clone, itself when bare, else a new bare one. */
+/**
+ * The git directory under `repoPath`: its `.git` when it is a clone, the directory a `.git` file names (a linked
+ * worktree, a submodule), itself when bare, else a new bare one. A linked worktree's own git directory holds only
+ * its HEAD and index: objects and refs are in the repository's, named by its `commondir` file.
+ */
 async function locateGitdir(repoPath: string, branch: string): Promise<string> {
-  if (await exists(path.join(repoPath, '.git', 'HEAD'))) return path.join(repoPath, '.git');
+  const dotGit = path.join(repoPath, '.git');
+  const found = await stat(dotGit).catch(() => undefined);
+  if (found?.isFile()) return commonDir(await followGitFile(dotGit));
+  if (await exists(path.join(dotGit, 'HEAD'))) return dotGit;
   if (!(await exists(path.join(repoPath, 'HEAD')))) await initRepository(repoPath, branch);
-  return repoPath;
+  return commonDir(repoPath);
+}
+
+/** The directory a `.git` file points at (`gitdir: <path>`, relative to the file's directory). */
+async function followGitFile(dotGit: string): Promise<string> {
+  const match = /^gitdir: *(.+?)\s*$/m.exec(await readFile(dotGit, 'utf8'));
+  if (!match) throw new InvalidArgumentError(`${dotGit} is a file without a "gitdir: <path>" line`);
+  const gitdir = path.resolve(path.dirname(dotGit), match[1]!);
+  if (!(await exists(path.join(gitdir, 'HEAD')))) throw new InvalidArgumentError(`${dotGit} points at ${gitdir}, which is no git directory`);
+  return gitdir;
+}
+
+async function commonDir(gitdir: string): Promise<string> {
+  const common = await readFile(path.join(gitdir, 'commondir'), 'utf8').catch(() => undefined);
+  return common === undefined ? gitdir : path.resolve(gitdir, common.trim());
 }
 
 /** Objects (loose, and packed as counted by the pack indexes) and bytes on disk of the whole git directory. */

@@ -6,12 +6,12 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, NotFoundError, PreconditionFailedError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { unifiedDiff } from '../../src/providers/git-diff.js';
 import { KeyIndex, SCAN_LIMIT } from '../../src/providers/git-index.js';
@@ -22,6 +22,9 @@ import { validateKey } from '../../src/providers/keys.js';
 import { closeRedis } from '../../src/redis.js';
 import { connectRedis, deleteKeys, uniquePrefix, TEST_REDIS_URL } from '../support/redis.js';
 import { allPages } from '../support/paging.js';
+import { gitFixture } from '../support/git.js';
+
+const { tempRepo, openProvider } = gitFixture('git-test');
 
 const run = promisify(execFile);
 const sha256 = (content: Uint8Array | string) => createHash('sha256').update(content).digest('hex');
@@ -61,28 +64,9 @@ async function allVersionIds(provider: GitProvider, key: string, branch?: string
   return (await allPages((cursor) => provider.listVersions(key, { cursor, limit: 3, branch }))).flat().map((item) => item.versionId);
 }
 
-const temps: string[] = [];
-const open: GitProvider[] = [];
 
-async function tempRepo(): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-git-test-'));
-  temps.push(dir);
-  return dir;
-}
 
-async function openProvider(repoPath: string, options: Partial<Parameters<typeof GitProvider.open>[0]> = {}): Promise<GitProvider> {
-  const provider = await GitProvider.open({ repoPath, ...options });
-  open.push(provider);
-  return provider;
-}
 
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((provider) => provider.close()));
-});
-
-afterAll(async () => {
-  await Promise.all(temps.map((dir) => rm(dir, { recursive: true, force: true })));
-});
 
 const awkwardKeys = ['a', 'a/b', 'a/b/c', '.hidden', 'dir/.git/config', 'x~1', 'git~1', '100%', ' spaced ', 'ünï/cødé 🌍', 'zero\u200Cwidth/.\u200Cgit'];
 

@@ -1,0 +1,307 @@
+/**
+ * The git provider's answers to a review of its ref lock, restores racing forgets, forgets on branches, large bodies,
+ * `.git` files and branch names (the reviewer's proofs are in .scratch/review-git/). Races are forced, not waited
+ * for: node:fs/promises calls are held at chosen steps by spies, made visible to the provider's named imports by
+ * `syncBuiltinESMExports`, until the other writer has reached its own step.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import { mkdir, readFile, readdir, truncate, unlink, utimes, writeFile } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { StorageError } from '../../src/providers/errors.js';
+import { treePathOf } from '../../src/providers/git-layout.js';
+import { ObjectStore } from '../../src/providers/git-objects.js';
+import { GIT_MAX_OBJECT_BYTES, GitProvider } from '../../src/providers/git.js';
+import { gitFixture } from '../support/git.js';
+
+const { tempRepo: tempDir, openProvider } = gitFixture('git-review');
+
+const run = promisify(execFile);
+
+
+
+async function git(args: string[], cwd?: string): Promise<string> {
+  const { stdout } = await run('git', args, { cwd, env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1', HOME: os.tmpdir() } });
+  return stdout;
+}
+
+async function readText(provider: GitProvider, key: string, opts: { versionId?: string; branch?: string } = {}): Promise<string> {
+  const { body } = await provider.read(key, opts);
+  return Buffer.concat(await body.toArray()).toString('utf8');
+}
+
+/** The error `promise` rejects with. */
+function failure(promise: Promise<unknown>): Promise<StorageError> {
+  return promise.then(
+    () => {
+      throw new Error('expected a failure');
+    },
+    (error: StorageError) => error,
+  );
+}
+
+type Intercepted = 'stat' | 'rename' | 'readFile';
+
+/** `fs.promises[name]` replaced by what `fake` makes of the real one, for the provider's imports too. */
+function intercept<K extends Intercepted>(name: K, fake: (real: (typeof fs.promises)[K]) => (typeof fs.promises)[K]): void {
+  const real = fs.promises[name];
+  vi.spyOn(fs.promises, name).mockImplementation(fake(real) as never);
+  syncBuiltinESMExports();
+}
+
+/** Resolves once `condition` holds, checking at every turn of the event loop (no timer, no deadline but the test's). */
+async function until(condition: () => boolean | Promise<boolean>): Promise<void> {
+  while (!(await condition())) await new Promise((resolve) => setImmediate(resolve));
+}
+
+afterEach(() => {
+  vi.restoreAllMocks();
+  syncBuiltinESMExports();
+});
+
+describe('the ref lock', () => {
+  /** A repository whose main is at `base`, commits `a` and `b` made on scratch branches from it, as two workers would. */
+  async function twoCommitsOnOneBase() {
+    const repo = await tempDir();
+    const provider = await GitProvider.open({ repoPath: repo });
+    await provider.write('before', 'acknowledged earlier');
+    const base = (await git(['--git-dir', repo, 'rev-parse', 'main'])).trim();
+    await provider.createBranch('scratch-a');
+    await provider.createBranch('scratch-b');
+    const a = (await provider.write('from-a', 'A', { branch: 'scratch-a' })).versionId!;
+    const b = (await provider.write('from-b', 'B', { branch: 'scratch-b' })).versionId!;
+    await provider.close();
+    const target = path.join(repo, 'refs', 'heads', 'main');
+    return { repo, base, a, b, target, lock: `${target}.lock` };
+  }
+
+  async function leaveStaleLock(lock: string): Promise<void> {
+    await writeFile(lock, ''); // a process killed while it held the lock
+    const old = new Date(Date.now() - 60_000);
+    await utimes(lock, old, old);
+  }
+
+  it('a writer that found a stale lock never removes the live lock that replaced it', async () => {
+    const { repo, base, a, b, target, lock } = await twoCommitsOnOneBase();
+    await leaveStaleLock(lock);
+    // The first writer to look at the stale lock is held right after its stat, until the other writer has removed
+    // it, taken the lock and reached its rename onto the ref; that rename waits until the held writer has acted on
+    // what it saw: taken the lock (its content is not the first writer's) or looked at the lock again (waiting).
+    let heldOne = false;
+    let renaming: Promise<void> | undefined;
+    let statsWhileRenaming = 0;
+    intercept('stat', (real) => (async (file: fs.PathLike, options?: fs.StatOptions) => {
+      const result = await real(file, options);
+      if (String(file) !== lock) return result;
+      if (renaming) statsWhileRenaming++;
+      if (!heldOne) {
+        heldOne = true;
+        await until(() => renaming !== undefined);
+      }
+      return result;
+    }) as typeof fs.promises.stat);
+    intercept('rename', (real) => async (from, to) => {
+      if (String(to) !== target) return real(from, to);
+      if (renaming) {
+        await renaming.catch(() => {});
+        return real(from, to);
+      }
+      const first = await readFile(lock, 'utf8');
+      renaming = until(async () => {
+        if (statsWhileRenaming > 0) return true;
+        const now = await readFile(lock, 'utf8').catch(() => '');
+        return now !== '' && now !== first;
+      }).then(() => real(from, to));
+      return renaming;
+    });
+    const [swapB, swapA] = await Promise.all(
+      [b, a].map((commit) => new ObjectStore(repo, false).updateRef('refs/heads/main', commit, base).catch((error: Error) => error)),
+    );
+    vi.restoreAllMocks();
+    syncBuiltinESMExports();
+
+    const won = [swapA === true ? a : undefined, swapB === true ? b : undefined].filter(Boolean);
+    expect(won).toHaveLength(1); // one writer acknowledged...
+    expect((await readFile(target, 'utf8')).trim()).toBe(won[0]); // ...and the ref holds its commit
+    for (const swap of [swapA, swapB]) if (swap !== true) expect(swap === false || (swap as StorageError).code === 'PROVIDER_UNAVAILABLE').toBe(true);
+    const names = (await readdir(path.dirname(target))).filter((name) => name.startsWith('main.'));
+    expect(names).toEqual([]); // no lock, and no lock put aside, left behind
+    const provider = await openProvider(repo);
+    expect((await provider.list()).items.map((item) => item.key)).toEqual(['before', won[0] === a ? 'from-a' : 'from-b']);
+  });
+
+  it('a writer whose lock was taken away neither renames into place nor removes the lock now at its path', async () => {
+    const { repo, base, a, target, lock } = await twoCommitsOnOneBase();
+    const foreign = `${'f'.repeat(40)}\n`;
+    // While the writer compares the ref, its lock is moved away and another process takes the lock anew.
+    let taken = false;
+    intercept('readFile', (real) => (async (file: fs.PathLike, options?: unknown) => {
+      if (String(file) === target && !taken) {
+        taken = true;
+        fs.renameSync(lock, path.join(repo, 'taken.lock'));
+        fs.writeFileSync(lock, foreign, { flag: 'wx' });
+      }
+      return real(file, options as never);
+    }) as typeof fs.promises.readFile);
+    const error = await failure(new ObjectStore(repo, false).updateRef('refs/heads/main', a, base));
+    vi.restoreAllMocks();
+    syncBuiltinESMExports();
+
+    expect(error.code).toBe('PROVIDER_UNAVAILABLE');
+    expect((await readFile(target, 'utf8')).trim()).toBe(base);
+    expect(await readFile(lock, 'utf8')).toBe(foreign);
+  });
+});
+
+describe('restoreVersion', () => {
+  it('refuses a version that a delete with allVersions forgot after the restore looked it up', async () => {
+    const provider = await openProvider(await tempDir());
+    const secret = await provider.createVersion('doc', 'SECRET v1', { message: 'v1' });
+    await provider.write('doc', 'v2');
+    // The restore looks its source up first; the forget is queued meanwhile and commits before it.
+    const restore = failure(provider.restoreVersion('doc', secret.versionId));
+    await provider.delete('doc', { allVersions: true });
+    expect((await restore).code).toBe('NOT_FOUND');
+    expect((await failure(provider.stat('doc'))).code).toBe('NOT_FOUND');
+    expect((await provider.listVersions('doc')).items).toEqual([]);
+  });
+
+  it('refuses a version that a delete with allVersions earlier in the same chain of commits forgot', async () => {
+    const provider = await openProvider(await tempDir());
+    const secret = await provider.createVersion('doc', 'SECRET v1', { message: 'v1' });
+    // A write held at its fence keeps the commit lock, so the forget and the restore queue up and commit together.
+    let release!: () => void;
+    const held = provider.write('other', 'x', { fence: () => new Promise<void>((resolve) => (release = resolve)) });
+    await until(() => release !== undefined);
+    const restore = failure(provider.restoreVersion('doc', secret.versionId));
+    const forget = provider.delete('doc', { allVersions: true });
+    await until(() => (provider as unknown as { queue: unknown[] }).queue.length === 2);
+    release();
+    await Promise.all([held, forget]);
+    expect((await restore).code).toBe('NOT_FOUND');
+    expect((await failure(provider.stat('doc'))).code).toBe('NOT_FOUND');
+    expect((await provider.listVersions('doc')).items).toEqual([]);
+  });
+});
+
+describe('a version forgotten on a branch', () => {
+  it('is not served, diffed or restored through another branch', async () => {
+    const provider = await openProvider(await tempDir());
+    await provider.createBranch('feature');
+    const secret = await provider.createVersion('secret.txt', 'password=hunter2\n', { message: 'oops', branch: 'feature' });
+    await provider.delete('secret.txt', { allVersions: true, branch: 'feature' });
+
+    expect((await failure(provider.read('secret.txt', { versionId: secret.versionId }))).code).toBe('NOT_FOUND');
+    expect((await failure(provider.stat('secret.txt', { versionId: secret.versionId }))).code).toBe('NOT_FOUND');
+    expect((await failure(provider.diff('secret.txt', secret.versionId, 'feature'))).code).toBe('NOT_FOUND');
+    expect((await failure(provider.restoreVersion('secret.txt', secret.versionId))).code).toBe('NOT_FOUND');
+    expect((await failure(provider.stat('secret.txt'))).code).toBe('NOT_FOUND');
+  });
+
+  it('is still served through a branch that has not forgotten it', async () => {
+    const provider = await openProvider(await tempDir());
+    const v1 = await provider.write('k', 'one');
+    await provider.createBranch('forgetful');
+    await provider.delete('k', { allVersions: true, branch: 'forgetful' });
+    expect(await readText(provider, 'k', { versionId: v1.versionId })).toBe('one');
+    expect((await failure(provider.read('k', { versionId: v1.versionId, branch: 'forgetful' }))).code).toBe('NOT_FOUND');
+    // a version only another branch has is still served by its id, as before
+    await provider.createBranch('side');
+    const onSide = await provider.write('k', 'two', { branch: 'side' });
+    expect(await readText(provider, 'k', { versionId: onSide.versionId })).toBe('two');
+    expect(await readText(provider, 'k', { versionId: onSide.versionId, branch: 'forgetful' })).toBe('two');
+  });
+});
+
+describe('object size', () => {
+  it('limits a body to 1 GiB by default, refused as PAYLOAD_TOO_LARGE once a stream passes it', async () => {
+    expect(GIT_MAX_OBJECT_BYTES).toBe(1024 ** 3);
+    const provider = await openProvider(await tempDir());
+    // One 16 MiB chunk given over and over: the test holds 16 MiB, whatever the stream's length.
+    const chunk = Buffer.alloc(16 * 1024 * 1024, 1);
+    async function* pastTheLimit() {
+      for (let sent = 0; sent <= GIT_MAX_OBJECT_BYTES; sent += chunk.length) yield chunk;
+      throw new Error('the stream was read past the limit');
+    }
+    const error = await failure(provider.write('big', Readable.from(pastTheLimit())));
+    expect(error.code).toBe('PAYLOAD_TOO_LARGE');
+    expect(error.retryable).toBe(false);
+  });
+
+  it('refuses bodies over a smaller configured limit, whole or streamed, and commits nothing', async () => {
+    const gitdir = await tempDir();
+    const provider = await openProvider(gitdir, { maxObjectBytes: 1000 });
+    await provider.write('fits', 'x'.repeat(1000));
+    expect((await failure(provider.write('k', 'x'.repeat(1001)))).code).toBe('PAYLOAD_TOO_LARGE');
+    const streamed = Readable.from([Buffer.alloc(600), Buffer.alloc(600)]);
+    expect((await failure(provider.createVersion('k', streamed, { message: 'too big' }))).code).toBe('PAYLOAD_TOO_LARGE');
+    expect((await provider.list()).items.map((item) => item.key)).toEqual(['fits']);
+    expect((await failure(GitProvider.open({ repoPath: gitdir, maxObjectBytes: GIT_MAX_OBJECT_BYTES + 1 }))).code).toBe('INVALID_ARGUMENT');
+  });
+
+  it('answers a stored object too large to read whole with PAYLOAD_TOO_LARGE, not a retryable outage', async () => {
+    const gitdir = await tempDir();
+    const provider = await openProvider(gitdir);
+    const written = await provider.write('big', 'small for now');
+    // The loose object becomes a sparse file of 2 GiB: as large as git lets a blob be, without the disk space.
+    const blob = (await git(['--git-dir', gitdir, 'rev-parse', `${written.versionId}:${treePathOf('big')}`])).trim();
+    const file = path.join(gitdir, 'objects', blob.slice(0, 2), blob.slice(2));
+    await unlink(file);
+    await writeFile(file, '');
+    await truncate(file, 2 ** 31);
+    for (const read of [provider.read('big'), provider.read('big', { range: [0, 9] })]) {
+      const error = await failure(read);
+      expect(error.code).toBe('PAYLOAD_TOO_LARGE');
+      expect(error.retryable).toBe(false);
+    }
+  });
+});
+
+describe('the repository a path names', () => {
+  it('follows the .git file of a linked worktree to its repository and leaves the work tree alone', async () => {
+    const dir = await tempDir();
+    const clone = path.join(dir, 'clone');
+    await git(['init', '-q', '-b', 'main', clone]);
+    await git(['-c', 'user.name=u', '-c', 'user.email=u@x', 'commit', '-q', '--allow-empty', '-m', 'init'], clone);
+    await git(['worktree', 'add', '-q', '-b', 'side', '../wt'], clone);
+    const worktree = path.join(dir, 'wt');
+    const provider = await openProvider(worktree);
+    await provider.write('k', 'v');
+    expect(await readdir(worktree)).toEqual(['.git']);
+    expect(await git(['status', '--short'], worktree)).toBe('');
+    expect(await git(['--git-dir', path.join(clone, '.git'), 'show', `main:${treePathOf('k')}`])).toBe('v');
+  });
+
+  it('follows a relative gitdir link (a submodule) and refuses a .git file that names no git directory', async () => {
+    const dir = await tempDir();
+    await git(['init', '-q', '--bare', '-b', 'main', path.join(dir, 'modules', 'sub')]);
+    const work = path.join(dir, 'sub');
+    await mkdir(work);
+    await writeFile(path.join(work, '.git'), 'gitdir: ../modules/sub\n');
+    const provider = await openProvider(work);
+    await provider.write('k', 'v');
+    expect(await git(['--git-dir', path.join(dir, 'modules', 'sub'), 'show', `main:${treePathOf('k')}`])).toBe('v');
+    expect(await readdir(work)).toEqual(['.git']);
+
+    const broken = path.join(dir, 'broken');
+    await mkdir(broken);
+    await writeFile(path.join(broken, '.git'), 'gitdir: ../nowhere\n');
+    expect((await failure(GitProvider.open({ repoPath: broken }))).code).toBe('INVALID_ARGUMENT');
+    expect(await readdir(broken)).toEqual(['.git']);
+  });
+});
+
+describe('branch names', () => {
+  it('refuses a name of 40 hexadecimal digits, which diff and createBranch would read as a commit id', async () => {
+    const provider = await openProvider(await tempDir());
+    const name = 'abcdef0123'.repeat(4);
+    expect((await failure(provider.createBranch(name))).code).toBe('INVALID_ARGUMENT');
+    expect((await failure(provider.write('k', 'v', { branch: name }))).code).toBe('INVALID_ARGUMENT');
+    await provider.createBranch('ABCDEF0123'.repeat(4)); // not a commit id: ids are lower case
+  });
+});
