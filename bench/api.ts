@@ -26,7 +26,7 @@ import { deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../test/support/redis.
 import { load, type LoadResult } from './load.js';
 import { machineName, type BenchResult, type BenchRow } from './report.js';
 
-const TOKEN = 'bench-api-token';
+const TOKEN = 'bench-api-token-0123';
 const BODY = 'k'.repeat(1024);
 const CONNECTIONS = 10;
 const SECONDS = 4;

@@ -5,6 +5,7 @@
  * Store settings can be overridden per store with the store's name in upper case as a prefix:
  * `DOCS_GIT_REPO_PATH` beats `GIT_REPO_PATH` for the store `docs` (see `storeConfig`).
  */
+import { constants as bufferConstants } from 'node:buffer';
 import path from 'node:path';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
@@ -22,6 +23,16 @@ export type StoreKind = (typeof PROVIDER_KINDS)[number];
 const KIB = 1024;
 const MIB = 1024 * KIB;
 const GIB = 1024 * MIB;
+/** Inline bodies are held in the web process's memory and in Redis job data (DESIGN §6): a few MiB at most. */
+const MAX_STAGING_INLINE = 16 * MIB;
+const DEFAULT_STAGING_INLINE = 256 * KIB;
+/**
+ * A body up to S3_MULTIPART_THRESHOLD is read into one Buffer and sent as one PutObject: S3 takes at most 5 GiB in
+ * one PutObject, and Node 20 holds at most 4 GiB in one Buffer (`buffer.constants.MAX_LENGTH`). The 5 MiB floor is
+ * not S3's (the threshold is no part size; parts are 8 MiB): below it small writes would cost a multipart upload,
+ * a copy and a delete instead of one request.
+ */
+const MAX_SINGLE_PUT = Math.min(5 * GIB, bufferConstants.MAX_LENGTH);
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false' })
@@ -46,6 +57,45 @@ const list = z.string().transform((value) =>
     .map((item) => item.trim())
     .filter((item) => item !== ''),
 );
+/** A name or path made of spaces only would bind to nothing, prefix keys with spaces, or make a directory named " ". */
+const nonBlank = z.string().regex(/\S/, 'must not be blank');
+/** An endpoint the SDK can use: `minio:9000` parses as a URL of the scheme "minio:", which would fail only at the first request. */
+const httpEndpoint = z
+  .string()
+  .refine((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), 'expected http://host:port or https://host');
+/**
+ * API tokens: `.env.example`'s placeholder (`change-me-...`) copied as it is must not become a working credential,
+ * and a short token is guessable. Entries are numbered, never shown: they are secrets.
+ */
+const MIN_TOKEN_LENGTH = 16;
+const apiTokens = list.superRefine((tokens, ctx) => {
+  tokens.forEach((token, index) => {
+    const why = /change-me/i.test(token)
+      ? 'is the placeholder from .env.example (contains "change-me"): set a long random token, e.g. from `openssl rand -hex 32`'
+      : token.length < MIN_TOKEN_LENGTH
+        ? `is shorter than ${MIN_TOKEN_LENGTH} characters`
+        : undefined;
+    if (why !== undefined) ctx.addIssue({ code: 'custom', message: `entry ${index + 1} ${why}` });
+  });
+});
+/** `host:port,...`; a port outside 1..65535 would fail only when ioredis first connects. */
+const clusterNodes = list.transform((nodes, ctx) => {
+  const parsed: { host: string; port: number }[] = [];
+  for (const [index, node] of nodes.entries()) {
+    const match = /^(.+):(\d+)$/.exec(node);
+    if (!match) {
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} "${node}" is not host:port` });
+      return z.NEVER;
+    }
+    const port = Number(match[2]);
+    if (port < 1 || port > 65535) {
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} "${node}" has port ${match[2]}: expected 1 to 65535` });
+      return z.NEVER;
+    }
+    parsed.push({ host: match[1]!, port });
+  }
+  return parsed;
+});
 /**
  * Webhook receivers: http(s) URLs without credentials (fetch refuses a URL with `user:password@`, so every delivery
  * would fail, and the password would sit in each failure). A comma inside a URL must be sent as `%2C`.
@@ -119,25 +169,27 @@ const storesSetting = list.transform((entries, ctx) => {
 const serviceSchema = z.object({
   // `localhost:6379` parses as a URL of the scheme "localhost:": only redis:// and rediss:// are Redis.
   REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, 'expected redis://host:port or rediss://host:port').optional(),
-  REDIS_CLUSTER_NODES: list.optional(),
-  QUEUE_PREFIX: z.string().min(1).default('{kyozo}'),
-  HOST: z.string().min(1).default('127.0.0.1'),
+  REDIS_CLUSTER_NODES: clusterNodes.optional(),
+  QUEUE_PREFIX: nonBlank.default('{kyozo}'),
+  HOST: nonBlank.default('127.0.0.1'),
   PORT: int(0, 65535).default(3000),
-  API_TOKENS: list.default([]),
+  API_TOKENS: apiTokens.default([]),
   URL_SIGNING_SECRET: z.string().min(16, 'at least 16 characters').optional(),
   STORES: storesSetting.default([{ name: 'default', kind: 'disk' }]),
-  STORAGE_ROOT_DIR: z.string().min(1).default('./data'),
+  STORAGE_ROOT_DIR: nonBlank.default('./data'),
   ACCESS_THRESHOLD: int(1).default(5),
   HOT_STORAGE_TTL: int(1).default(3600),
+  // 0 turns the hot tier off (`hybrid-hot.ts`): a hybrid store then serves from cold, backup behind it.
   HOT_MAX_BYTES: int(0).default(128 * MIB),
   WORKER_CONCURRENCY: int(1).default(8),
   WORKER_METRICS_PORT: int(0, 65535).optional(),
   JOB_ATTEMPTS: int(1).default(5),
   WORKER_SHUTDOWN_TIMEOUT_MS: timerMs(0, MAX_TIMER_MS - SHUTDOWN_DEADLINE_EXTRA_MS).default(30_000),
   UNAVAILABLE_RETRY_SECONDS: int(0).default(3600),
-  STAGING_INLINE_MAX: int(0).default(256 * KIB),
+  // Default min(256 KiB, MAX_OBJECT_BYTES): see loadConfig.
+  STAGING_INLINE_MAX: int(0, MAX_STAGING_INLINE, `at most ${MAX_STAGING_INLINE} (16 MiB): inline bodies are held in web memory and in Redis job data`).optional(),
   STAGING_TTL: int(1).default(7200),
-  MAX_OBJECT_BYTES: int(0).default(5 * GIB),
+  MAX_OBJECT_BYTES: int(1).default(5 * GIB),
   WAIT_TIMEOUT_MS: timerMs(1).default(30_000),
   TIER_CRON: cron.default('*/5 * * * *'),
   CLEANUP_CRON: cron.default('0 * * * *'),
@@ -155,7 +207,7 @@ const serviceSchema = z.object({
 /** Settings a store may override with its own prefix. */
 const storeSchema = z.object({
   DISK_FSYNC: bool.default(true),
-  RAM_MAX_BYTES: int(0).default(256 * MIB),
+  RAM_MAX_BYTES: int(1).default(256 * MIB),
   GIT_REPO_PATH: z.string().min(1).optional(),
   GIT_BRANCH: z.string().min(1).default('main'),
   GIT_USER_NAME: z.string().min(1).default('Kyozo'),
@@ -164,14 +216,13 @@ const storeSchema = z.object({
   S3_BUCKET: z.string().min(1).optional(),
   S3_PREFIX: z.string().default(''),
   AWS_REGION: z.string().min(1).default('us-east-1'),
-  // `minio:9000` parses as a URL of the scheme "minio:": the SDK would then fail at the first request, not here.
-  S3_ENDPOINT: z
-    .string()
-    .refine((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), 'expected http://host:port or https://host')
-    .optional(),
+  S3_ENDPOINT: httpEndpoint.optional(),
+  // Presigned URLs name this endpoint instead of S3_ENDPOINT (which may be reachable only inside the service's network).
+  S3_PUBLIC_ENDPOINT: httpEndpoint.optional(),
   S3_FORCE_PATH_STYLE: bool.default(false),
   S3_CHECKSUM: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).optional(),
-  S3_MULTIPART_THRESHOLD: int(5 * MIB).default(16 * MIB),
+  S3_MULTIPART_THRESHOLD: int(5 * MIB, MAX_SINGLE_PUT, `at most ${MAX_SINGLE_PUT} (S3 takes 5 GiB in one PutObject, Node ${bufferConstants.MAX_LENGTH} bytes in one Buffer): bodies up to it are held in memory and sent whole`).default(16 * MIB),
+  S3_VERSIONING: z.enum(['auto', 'native', 'explicit'], { message: 'expected auto, native or explicit' }).default('auto'),
   HYBRID_HOT: kind.default('ram'),
   HYBRID_COLD: kind.default('s3'),
   HYBRID_BACKUP: kind.default('disk'),
@@ -233,15 +284,6 @@ function definedOnly(env: Readonly<Record<string, string | undefined>>, names: r
   return values;
 }
 
-function parseClusterNodes(nodes: string[] | undefined): Config['redis']['clusterNodes'] {
-  if (nodes === undefined || nodes.length === 0) return undefined;
-  return nodes.map((node) => {
-    const match = /^(.+):(\d{1,5})$/.exec(node);
-    if (!match) throw new ConfigError(`REDIS_CLUSTER_NODES: "${node}" is not host:port`);
-    return { host: match[1]!, port: Number(match[2]) };
-  });
-}
-
 /** The longest wait between two retries of a job parked while its backend is down (src/workers/worker.ts). */
 export const PARKED_RETRY_MAX_SECONDS = 60;
 
@@ -255,6 +297,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   if (s.REDIS_CLUSTER_NODES !== undefined && s.REDIS_CLUSTER_NODES.length > 0 && !/\{[^}]+\}/.test(s.QUEUE_PREFIX)) {
     throw new ConfigError(`QUEUE_PREFIX="${s.QUEUE_PREFIX}": with REDIS_CLUSTER_NODES it needs a hash tag, e.g. {kyozo}`);
   }
+  if (s.STAGING_INLINE_MAX !== undefined && s.STAGING_INLINE_MAX > s.MAX_OBJECT_BYTES) {
+    throw new ConfigError(`STAGING_INLINE_MAX="${s.STAGING_INLINE_MAX}": must not exceed MAX_OBJECT_BYTES (${s.MAX_OBJECT_BYTES})`);
+  }
   // A job parked while its backend is down still needs its staged body: cleanup must not take it first.
   if (s.STAGING_TTL <= s.UNAVAILABLE_RETRY_SECONDS + PARKED_RETRY_MAX_SECONDS) {
     throw new ConfigError(
@@ -265,7 +310,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     redis: {
       url: s.REDIS_URL ?? 'redis://127.0.0.1:6379',
       explicit: s.REDIS_URL !== undefined,
-      clusterNodes: parseClusterNodes(s.REDIS_CLUSTER_NODES),
+      clusterNodes: s.REDIS_CLUSTER_NODES !== undefined && s.REDIS_CLUSTER_NODES.length > 0 ? s.REDIS_CLUSTER_NODES : undefined,
     },
     queuePrefix: s.QUEUE_PREFIX,
     host: s.HOST,
@@ -283,7 +328,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
       ...(s.WORKER_METRICS_PORT === undefined ? {} : { metricsPort: s.WORKER_METRICS_PORT }),
     },
     payloads: {
-      stagingInlineMax: s.STAGING_INLINE_MAX,
+      stagingInlineMax: s.STAGING_INLINE_MAX ?? Math.min(DEFAULT_STAGING_INLINE, s.MAX_OBJECT_BYTES),
       stagingTtlSeconds: s.STAGING_TTL,
       maxObjectBytes: s.MAX_OBJECT_BYTES,
       waitTimeoutMs: s.WAIT_TIMEOUT_MS,

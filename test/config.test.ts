@@ -39,6 +39,26 @@ describe('config', () => {
     [{ STORES: 'docs:s3', S3_BUCKET: 'b', S3_ENDPOINT: 'minio:9000' }, /^S3_ENDPOINT="minio:9000": expected http:\/\/host:port or https:\/\/host/],
     [{ STORES: 'docs:s3', S3_BUCKET: 'b', DOCS_S3_ENDPOINT: 'localhost:9000' }, /^DOCS_S3_ENDPOINT="localhost:9000": expected http:\/\//],
     [{ STORES: 'docs:s3', S3_BUCKET: 'b', S3_ENDPOINT: 'ftp://minio:9000' }, /^S3_ENDPOINT="ftp:\/\/minio:9000": expected http:\/\//],
+    [{ STORES: 'docs:s3', S3_BUCKET: 'b', S3_PUBLIC_ENDPOINT: 'localhost:9000' }, /^S3_PUBLIC_ENDPOINT="localhost:9000": expected http:\/\/host:port/],
+    [{ STORES: 'docs:s3', S3_BUCKET: 'b', DOCS_S3_PUBLIC_ENDPOINT: 'ftp://x' }, /^DOCS_S3_PUBLIC_ENDPOINT="ftp:\/\/x": expected http:\/\//],
+    [{ STORES: 'docs:s3', S3_BUCKET: 'b', DOCS_S3_VERSIONING: 'yes' }, /^DOCS_S3_VERSIONING="yes": expected auto, native or explicit/],
+    [{ STAGING_INLINE_MAX: String(10 * 1024 ** 3) }, /^STAGING_INLINE_MAX="10737418240": at most 16777216 \(16 MiB\)/],
+    [{ STAGING_INLINE_MAX: String(16 * 1024 ** 2 + 1) }, /^STAGING_INLINE_MAX="16777217": at most 16777216/],
+    [{ STAGING_INLINE_MAX: '2048', MAX_OBJECT_BYTES: '1024' }, /^STAGING_INLINE_MAX="2048": must not exceed MAX_OBJECT_BYTES \(1024\)/],
+    [{ STORES: 'docs:s3', S3_BUCKET: 'b', S3_MULTIPART_THRESHOLD: String(10 * 1024 ** 3) }, /^S3_MULTIPART_THRESHOLD="10737418240": at most \d+ \(S3 takes 5 GiB in one PutObject/],
+    [{ STORES: 'docs:s3', S3_BUCKET: 'b', S3_MULTIPART_THRESHOLD: String(5 * 1024 ** 3 + 1) }, /^S3_MULTIPART_THRESHOLD="5368709121": at most /],
+    [{ MAX_OBJECT_BYTES: '0' }, /^MAX_OBJECT_BYTES="0": /],
+    [{ RAM_MAX_BYTES: '0' }, /^RAM_MAX_BYTES="0": /],
+    [{ STORES: 'cache:ram', CACHE_RAM_MAX_BYTES: '0' }, /^CACHE_RAM_MAX_BYTES="0": /],
+    [{ REDIS_CLUSTER_NODES: 'a:99999', QUEUE_PREFIX: '{k}' }, /^REDIS_CLUSTER_NODES="a:99999": entry 1 "a:99999" has port 99999: expected 1 to 65535/],
+    [{ REDIS_CLUSTER_NODES: 'a:7000,b:0', QUEUE_PREFIX: '{k}' }, /^REDIS_CLUSTER_NODES="a:7000,b:0": entry 2 "b:0" has port 0/],
+    [{ REDIS_CLUSTER_NODES: 'a', QUEUE_PREFIX: '{k}' }, /^REDIS_CLUSTER_NODES="a": entry 1 "a" is not host:port/],
+    [{ HOST: ' ' }, /^HOST=" ": must not be blank/],
+    [{ QUEUE_PREFIX: ' ' }, /^QUEUE_PREFIX=" ": must not be blank/],
+    [{ STORAGE_ROOT_DIR: ' ' }, /^STORAGE_ROOT_DIR=" ": must not be blank/],
+    [{ API_TOKENS: 'change-me-to-a-long-random-token' }, /^API_TOKENS=\(value not shown\): entry 1 is the placeholder from \.env\.example/],
+    [{ API_TOKENS: 'a-real-token-0123456789,My-CHANGE-ME-token-please' }, /^API_TOKENS=\(value not shown\): entry 2 is the placeholder/],
+    [{ API_TOKENS: 'short-token' }, /^API_TOKENS=\(value not shown\): entry 1 is shorter than 16 characters/],
   ])('a bad value is one line naming the variable: %o', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
@@ -90,6 +110,51 @@ describe('config', () => {
       const config = loadConfig({ STORES: 'docs:s3', S3_BUCKET: 'b', S3_ENDPOINT: endpoint });
       expect(storeConfig(config, { name: 'docs', kind: 's3' }).S3_ENDPOINT).toBe(endpoint);
     }
+  });
+
+  it('presigned URLs of an s3 store can name a public endpoint, per store like every S3 setting', () => {
+    const config = loadConfig({
+      STORES: 'docs:s3,media:s3',
+      S3_BUCKET: 'b',
+      S3_ENDPOINT: 'http://minio:9000',
+      DOCS_S3_PUBLIC_ENDPOINT: 'http://localhost:9000',
+    });
+    expect(storeConfig(config, { name: 'docs', kind: 's3' })).toMatchObject({ S3_ENDPOINT: 'http://minio:9000', S3_PUBLIC_ENDPOINT: 'http://localhost:9000' });
+    expect(storeConfig(config, { name: 'media', kind: 's3' }).S3_PUBLIC_ENDPOINT).toBeUndefined();
+  });
+
+  it('S3_VERSIONING pins an s3 store\'s versioning mode, per store; auto by default', () => {
+    const config = loadConfig({ STORES: 'docs:s3,media:s3,logs:s3', S3_BUCKET: 'b', S3_VERSIONING: 'native', LOGS_S3_VERSIONING: 'explicit' });
+    expect(storeConfig(config, { name: 'docs', kind: 's3' }).S3_VERSIONING).toBe('native');
+    expect(storeConfig(config, { name: 'logs', kind: 's3' }).S3_VERSIONING).toBe('explicit');
+    expect(storeConfig(loadConfig({ STORES: 'docs:s3' }), { name: 'docs', kind: 's3' }).S3_VERSIONING).toBe('auto');
+  });
+
+  it('STAGING_INLINE_MAX defaults to 256 KiB, or MAX_OBJECT_BYTES when that is smaller; 16 MiB is taken', () => {
+    expect(loadConfig({ MAX_OBJECT_BYTES: '1024' }).payloads.stagingInlineMax).toBe(1024);
+    expect(loadConfig({ STAGING_INLINE_MAX: String(16 * 1024 ** 2) }).payloads.stagingInlineMax).toBe(16 * 1024 ** 2);
+    expect(loadConfig({ STAGING_INLINE_MAX: '0' }).payloads.stagingInlineMax).toBe(0);
+  });
+
+  it('takes S3_MULTIPART_THRESHOLD from 5 MiB up to what one Buffer and one PutObject hold', () => {
+    const threshold = (value: string) =>
+      storeConfig(loadConfig({ STORES: 'docs:s3', S3_MULTIPART_THRESHOLD: value }), { name: 'docs', kind: 's3' }).S3_MULTIPART_THRESHOLD;
+    expect(threshold(String(5 * 1024 ** 2))).toBe(5 * 1024 ** 2);
+    expect(threshold(String(4 * 1024 ** 3))).toBe(4 * 1024 ** 3);
+    expect(() => threshold(String(5 * 1024 ** 2 - 1))).toThrow(/^S3_MULTIPART_THRESHOLD="5242879": /);
+  });
+
+  it('takes Redis Cluster nodes as host:port with ports 1 to 65535', () => {
+    expect(loadConfig({ REDIS_CLUSTER_NODES: 'a:1, b:65535' }).redis.clusterNodes).toEqual([
+      { host: 'a', port: 1 },
+      { host: 'b', port: 65535 },
+    ]);
+    expect(loadConfig({}).redis.clusterNodes).toBeUndefined();
+  });
+
+  it('takes API tokens of 16 characters or more; HOT_MAX_BYTES=0 turns the hot tier off', () => {
+    expect(loadConfig({ API_TOKENS: '0123456789abcdef, another-long-token' }).apiTokens).toEqual(['0123456789abcdef', 'another-long-token']);
+    expect(loadConfig({ HOT_MAX_BYTES: '0' }).tiering.hotMaxBytes).toBe(0);
   });
 
   it('empty values count as unset', () => {

@@ -6,7 +6,7 @@
  * versions are the commits that wrote it, newest first, and a version id is a commit id.
  *
  * - Layout (keys -> tree paths, the per-key record beside them): `git-layout.ts`. Inspect a store with git:
- *   `git --git-dir=REPO log --format=%H --diff-filter=AM -- 'docs/a.md~' '.kyozo/meta/docs/a.md~'` lists exactly
+ *   `git --git-dir=REPO --literal-pathspecs log --format=%H --diff-filter=AM -- 'docs/a.md~' '.kyozo/meta/docs/a.md~'` lists exactly
  *   `listVersions('docs/a.md')`; `git --git-dir=REPO show <versionId>:docs/a.md~` prints that version.
  * - Commits are built from objects, never through a work tree: blob, then the trees along the changed paths
  *   (unchanged subtrees are reused by id), then the commit, then a compare-and-swap of the branch ref

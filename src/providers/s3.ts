@@ -11,7 +11,13 @@
  *   a plain prefix (no delimiter tricks: the versions of `a` and of `a/b` never share a prefix). `<rid>` is the
  *   version id with every character mirrored in its alphabet, so S3's ascending listing is newest first and
  *   `listVersions` pages with `StartAfter` like any other listing.
- * - Versioning is detected once at start (GetBucketVersioning; an error or anything but `Enabled` = off).
+ * - Versioning (`S3_VERSIONING`): `native` or `explicit` is taken as given, without asking the bucket. `auto` (the
+ *   default) asks GetBucketVersioning once (`Enabled` = native, anything else = explicit; an answer that refuses the
+ *   question, such as AccessDenied or NotImplemented, = explicit with a warning). When S3 cannot be reached at start
+ *   (or the bucket does not exist yet) no mode is guessed: a worker restarted during an outage would otherwise write
+ *   explicit version objects into a versioned bucket that the web process reads as native. The mode stays unknown,
+ *   every call that needs it asks the bucket again first and fails as unavailable while it cannot, and `health()`
+ *   asks too, so the mode is settled as soon as S3 answers once. Presigning needs no mode.
  *   Native (`every-write`): version id = S3 VersionId, message and author in that version's metadata.
  *   Explicit: `createVersion` puts the version object first, then server-side copies it over the current key
  *   (one upload of the body), and the current object carries `kyozo-version`. Its id is minted before the upload,
@@ -165,6 +171,11 @@ export interface S3ProviderOptions {
   prefix?: string;
   region?: string;
   endpoint?: string;
+  /**
+   * The endpoint presigned URLs name, when clients reach S3 by another address than the service does (compose:
+   * `http://minio:9000` inside, `http://localhost:9000` outside). Signing is local: nothing is sent there.
+   */
+  publicEndpoint?: string;
   forcePathStyle?: boolean;
   /** `WHEN_REQUIRED` for servers that store aws-chunked framing verbatim (s3rver); SDK default otherwise. */
   checksum?: 'WHEN_SUPPORTED' | 'WHEN_REQUIRED';
@@ -175,7 +186,7 @@ export interface S3ProviderOptions {
   queueSize?: number;
   /** Default: the SDK's chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, roles). */
   credentials?: S3ClientConfig['credentials'];
-  /** `auto` (default) asks the bucket once at start; the others force a mode (tests, buckets you cannot query). */
+  /** `auto` (default) asks the bucket (see the file comment); the others force a mode (S3_VERSIONING, tests, buckets you cannot query). */
   versioning?: 'auto' | S3VersioningMode;
   /** Overrides of the resilience policy (timeouts, retries, breaker), or a policy shared with other providers. */
   resilience?: Partial<Omit<ResilienceOptions, 'classify' | 'name'>> | ResiliencePolicy;
@@ -205,9 +216,11 @@ export function s3OptionsFromSettings(settings: StoreSettings, log?: Logger): S3
     prefix: settings.S3_PREFIX,
     region: settings.AWS_REGION,
     endpoint: settings.S3_ENDPOINT,
+    publicEndpoint: settings.S3_PUBLIC_ENDPOINT,
     forcePathStyle: settings.S3_FORCE_PATH_STYLE,
     checksum: settings.S3_CHECKSUM,
     multipartThreshold: settings.S3_MULTIPART_THRESHOLD,
+    versioning: settings.S3_VERSIONING,
     log,
   };
 }
@@ -385,8 +398,11 @@ export class S3Provider implements StorageProvider {
   private readonly statsScanLimit: number;
   private readonly healthTimeoutMs: number;
   private readonly log?: Logger;
-  private mode: S3VersioningMode = 'explicit';
+  /** Undefined until the bucket answered (`auto`): every call that needs it goes through `knownMode()` first. */
+  private mode?: S3VersioningMode;
   private modeReason = 'not detected yet';
+  /** The GetBucketVersioning under way, shared by the calls waiting for the mode. */
+  private detecting?: Promise<S3VersioningMode>;
   /** When HeadBucket last found the bucket (ms): a HEAD's 404 is an object's, not the bucket's, for a while. */
   private bucketSeenAt = Number.NEGATIVE_INFINITY;
   /** Explicit versions made at once of one key become current in id order (`versions-in-flight.ts`). */
@@ -417,7 +433,12 @@ export class S3Provider implements StorageProvider {
     };
     this.client = new S3Client(config);
     // Presigned PUTs from a WHEN_SUPPORTED client carry the CRC32 of an empty body: any real upload would fail.
-    this.presignClient = new S3Client({ ...config, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+    this.presignClient = new S3Client({
+      ...config,
+      endpoint: options.publicEndpoint ?? options.endpoint,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
     const name = `s3 bucket "${this.bucket}"`;
     this.policy =
       options.resilience && 'execute' in options.resilience
@@ -429,10 +450,12 @@ export class S3Provider implements StorageProvider {
     });
   }
 
-  get versioning(): S3VersioningMode {
-    return this.mode;
+  /** `unknown` while S3 has not answered the question yet (`auto` only). */
+  get versioning(): S3VersioningMode | 'unknown' {
+    return this.mode ?? 'unknown';
   }
 
+  /** While the mode is unknown, `explicit`: the lesser promise (versions only from createVersion). */
   get capabilities(): Capabilities {
     return {
       versioning: this.mode === 'native' ? 'every-write' : 'explicit',
@@ -443,25 +466,62 @@ export class S3Provider implements StorageProvider {
     };
   }
 
-  /** Called once by `createS3Provider`. */
+  /** Called once by `createS3Provider`. An S3 that does not answer leaves the mode unknown, not guessed (file comment). */
   async detectVersioning(requested: 'auto' | S3VersioningMode): Promise<void> {
     if (requested !== 'auto') {
       this.mode = requested;
-      this.modeReason = 'forced by configuration';
+      this.modeReason = 'set by configuration (S3_VERSIONING)';
+      this.log?.info({ versioning: this.mode, reason: this.modeReason }, 's3 versioning mode');
       return;
     }
+    await this.knownMode().catch((error: unknown) => {
+      if (!(error instanceof ProviderUnavailableError)) throw error;
+      this.log?.warn(
+        { err: error },
+        'could not ask the bucket its versioning: mode unknown until it answers, calls fail as unavailable meanwhile (S3_VERSIONING=native|explicit pins the mode)',
+      );
+    });
+  }
+
+  /** The versioning mode, asked of the bucket while it is not known yet; unavailable while S3 cannot answer. */
+  private async knownMode(): Promise<S3VersioningMode> {
+    if (this.mode !== undefined) return this.mode;
+    this.detecting ??= this.askVersioning().finally(() => {
+      this.detecting = undefined;
+    });
+    return this.detecting;
+  }
+
+  /** The mode, for code that runs after a `knownMode()`: unknown here is a missing await, not an outage. */
+  private get settledMode(): S3VersioningMode {
+    if (this.mode === undefined) throw new Error(`s3 bucket "${this.bucket}": versioning mode used before it was known (a call without knownMode())`);
+    return this.mode;
+  }
+
+  private async askVersioning(): Promise<S3VersioningMode> {
+    let mode: S3VersioningMode;
     try {
       const out = await this.call('read bucket versioning', (signal) =>
         this.client.send(new GetBucketVersioningCommand({ Bucket: this.bucket }), { abortSignal: signal }),
       );
-      this.mode = out.Status === 'Enabled' ? 'native' : 'explicit';
+      mode = out.Status === 'Enabled' ? 'native' : 'explicit';
       this.modeReason = `bucket versioning ${out.Status ?? 'never enabled'}`;
     } catch (error) {
-      this.mode = 'explicit';
-      this.modeReason = `bucket versioning unknown (${(error as Error).message})`;
-      this.log?.warn({ err: error }, 'could not read bucket versioning: using explicit version objects');
+      if (error instanceof StorageError && error.retryable) {
+        this.modeReason = error.message;
+        throw new ProviderUnavailableError(
+          `s3 bucket "${this.bucket}": versioning mode not known yet (${error.message}); S3_VERSIONING=native|explicit pins it`,
+          { cause: error },
+        );
+      }
+      // S3 answered but refused the question (AccessDenied, NotImplemented): it will answer the same next time.
+      mode = 'explicit';
+      this.modeReason = `bucket versioning unreadable (${(error as Error).message})`;
+      this.log?.warn({ err: error }, 'could not read bucket versioning: using explicit version objects (S3_VERSIONING=native|explicit sets the mode)');
     }
+    this.mode ??= mode;
     this.log?.info({ versioning: this.mode, reason: this.modeReason }, 's3 versioning mode');
+    return this.mode;
   }
 
   // ---- the contract ----
@@ -475,10 +535,11 @@ export class S3Provider implements StorageProvider {
       return { ...encoded, [META.sha256]: etag, [META.updated]: updatedAt };
     };
     requireMetadataFits(describe(SHA256_SHAPE));
+    await this.knownMode();
     const conditions = await this.precondition(key, opts);
     const stored = await this.put(`write "${key}"`, fullKey, body, contentType, conditions, describe, opts);
     const info: ObjectInfo = { key, size: stored.size, etag: stored.etag, contentType, metadata, updatedAt };
-    const versionId = this.mode === 'native' ? nativeVersionId(stored.s3VersionId) : undefined;
+    const versionId = this.settledMode === 'native' ? nativeVersionId(stored.s3VersionId) : undefined;
     return versionId === undefined ? info : { ...info, versionId };
   }
 
@@ -486,6 +547,7 @@ export class S3Provider implements StorageProvider {
     const fullKey = this.objectKey(key);
     // Shape only (negative, reversed): S3 itself clamps the end and refuses a start past the object (416).
     if (opts?.range) resolveRange(opts.range, Number.MAX_SAFE_INTEGER);
+    await this.knownMode();
     const target = this.target(key, fullKey, opts?.versionId);
     const get = () =>
       this.call(`read "${key}"`, (signal) =>
@@ -511,14 +573,16 @@ export class S3Provider implements StorageProvider {
 
   async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {
     const fullKey = this.objectKey(key);
+    await this.knownMode();
     const out = await this.head(key, this.target(key, fullKey, opts?.versionId), opts?.versionId);
     return this.describeObject(key, fullKey, out, opts?.versionId);
   }
 
   async delete(key: string, opts?: DeleteOptions): Promise<void> {
     const fullKey = this.objectKey(key);
+    const mode = await this.knownMode();
     await passFence(opts);
-    if (this.mode === 'native') {
+    if (mode === 'native') {
       if (opts?.allVersions) {
         await this.deleteNativeVersions(key, fullKey);
         return;
@@ -552,6 +616,7 @@ export class S3Provider implements StorageProvider {
     const limit = pageLimit(opts?.limit);
     const after = decodeCursor(opts?.cursor);
     if (prefix.startsWith(RESERVED)) return { items: [] };
+    await this.knownMode();
     const reserved = this.prefix + RESERVED;
     const reservedEnd = this.prefix + RESERVED_END;
     const found: { key: string; fullKey: string }[] = [];
@@ -606,7 +671,7 @@ export class S3Provider implements StorageProvider {
     const fullKey = this.objectKey(key);
     if (typeof opts?.message !== 'string') throw new InvalidArgumentError('a version needs a message');
     // A native version's id is S3's, and S3 orders them as they land; explicit mode mints its own.
-    if (this.mode === 'native') return this.newVersion(key, fullKey, body, opts);
+    if ((await this.knownMode()) === 'native') return this.newVersion(key, fullKey, body, opts);
     return this.versionsInFlight.track(key, (versionId, makeCurrent) => this.newVersion(key, fullKey, body, opts, { versionId, makeCurrent }));
   }
 
@@ -665,13 +730,14 @@ export class S3Provider implements StorageProvider {
     const fullKey = this.objectKey(key);
     const limit = pageLimit(opts?.limit);
     const after = decodeVersionsCursor(key, opts?.cursor);
-    return this.mode === 'native' ? this.listNativeVersions(key, fullKey, limit, after) : this.listExplicitVersions(key, limit, after);
+    return (await this.knownMode()) === 'native' ? this.listNativeVersions(key, fullKey, limit, after) : this.listExplicitVersions(key, limit, after);
   }
 
   async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
     const fullKey = this.objectKey(key);
     const message = opts?.message ?? `restore ${versionId}`;
     const what = `restore "${key}" to ${versionId}`;
+    await this.knownMode();
     const source = await this.head(key, this.target(key, fullKey, versionId), versionId);
     const etag = await this.etagOf(key, fullKey, source, versionId);
     const contentType = source.ContentType ?? DEFAULT_CONTENT_TYPE;
@@ -681,7 +747,7 @@ export class S3Provider implements StorageProvider {
     const base = { ...kept, [META.sha256]: etag, [META.updated]: createdAt };
     await passFence(opts);
 
-    if (this.mode === 'native') {
+    if (this.settledMode === 'native') {
       const metadata = { ...base, ...versionMetadata(message, opts?.author) };
       requireMetadataFits(metadata);
       const out = await this.addVersion(
@@ -719,7 +785,7 @@ export class S3Provider implements StorageProvider {
   async deleteVersion(key: string, versionId: string): Promise<void> {
     const fullKey = this.objectKey(key);
     const what = `delete version ${versionId} of "${key}"`;
-    if (this.mode === 'explicit') {
+    if ((await this.knownMode()) === 'explicit') {
       if (isVersionId(versionId)) await this.deleteKey(what, this.versionKey(key, versionId));
       return;
     }
@@ -748,6 +814,7 @@ export class S3Provider implements StorageProvider {
   }
 
   async stats(): Promise<ProviderStats> {
+    const mode = await this.knownMode();
     const versionsPrefix = this.prefix + VERSIONS;
     let objects = 0;
     let bytes = 0;
@@ -771,7 +838,7 @@ export class S3Provider implements StorageProvider {
     } while (token !== undefined && scanned < this.statsScanLimit);
     let truncated = token !== undefined;
 
-    if (this.mode === 'native') {
+    if (mode === 'native') {
       versions = 0;
       let keyMarker: string | undefined;
       let versionIdMarker: string | undefined;
@@ -801,7 +868,7 @@ export class S3Provider implements StorageProvider {
       detail: {
         bucket: this.bucket,
         prefix: this.prefix,
-        versioning: this.mode,
+        versioning: mode,
         versioningReason: this.modeReason,
         circuit: this.policy.state,
         resilience: this.policy.counters,
@@ -814,20 +881,22 @@ export class S3Provider implements StorageProvider {
 
   async health(): Promise<HealthReport> {
     const started = performance.now();
-    const versioning = `versioning ${this.mode} (${this.modeReason})`;
+    const versioning = () => `versioning ${this.versioning} (${this.modeReason})`;
     try {
       await this.call('health check', (signal) => this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal }), {
         retry: false,
         timeoutMs: this.healthTimeoutMs,
       });
+      // The bucket answers: settle a mode still unknown now, not at the next request (a failure is in the detail).
+      await this.knownMode().catch(() => undefined);
       return {
-        status: 'ok',
-        detail: `bucket "${this.bucket}" answers; ${versioning}; circuit ${this.policy.state}`,
+        status: this.mode === undefined ? 'degraded' : 'ok',
+        detail: `bucket "${this.bucket}" answers; ${versioning()}; circuit ${this.policy.state}`,
         latencyMs: performance.now() - started,
       };
     } catch (error) {
       const reason = error instanceof NotFoundError ? `bucket "${this.bucket}" does not exist` : (error as Error).message;
-      return { status: 'down', detail: `${reason}; ${versioning}; circuit ${this.policy.state}`, latencyMs: performance.now() - started };
+      return { status: 'down', detail: `${reason}; ${versioning()}; circuit ${this.policy.state}`, latencyMs: performance.now() - started };
     }
   }
 
@@ -871,7 +940,7 @@ export class S3Provider implements StorageProvider {
   /** Where a read of (key, versionId) goes. An id this store cannot have issued is simply not found. */
   private target(key: string, fullKey: string, versionId: string | undefined): { Key: string; VersionId?: string } {
     if (versionId === undefined) return { Key: fullKey };
-    if (this.mode === 'native') {
+    if (this.settledMode === 'native') {
       if (versionId === '' || versionId === 'null') throw new NotFoundError(`"${key}" has no version ${JSON.stringify(versionId)}`);
       return { Key: fullKey, VersionId: versionId };
     }
@@ -911,7 +980,7 @@ export class S3Provider implements StorageProvider {
     landed: (signal: AbortSignal) => Promise<{ VersionId?: string } | undefined>,
     opts?: CallOptions,
   ): Promise<{ VersionId?: string }> {
-    if (this.mode !== 'native') return this.call(what, send, opts);
+    if (this.settledMode !== 'native') return this.call(what, send, opts);
     let sent = false;
     const out = await this.call<{ VersionId?: string } | Untold>(
       what,
@@ -1206,7 +1275,7 @@ export class S3Provider implements StorageProvider {
       metadata: userMetadata(metadata),
       updatedAt: metadata[META.updated] ?? (out.LastModified ?? new Date(0)).toISOString(),
     };
-    const id = this.mode === 'native' ? nativeVersionId(out.VersionId) : metadata[META.version];
+    const id = this.settledMode === 'native' ? nativeVersionId(out.VersionId) : metadata[META.version];
     return id === undefined ? info : { ...info, versionId: id };
   }
 

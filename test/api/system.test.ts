@@ -16,7 +16,7 @@ function concrete(path: string): string {
 }
 
 beforeAll(async () => {
-  service = await startTestService('api-system', { API_TOKENS: `${TOKEN},second-token` });
+  service = await startTestService('api-system', { API_TOKENS: `${TOKEN},second-token-for-tests` });
 });
 afterAll(async () => {
   await service?.close();
@@ -42,7 +42,7 @@ describe('auth', () => {
 
   it('accepts every configured token', async () => {
     expect((await service.app.request('/v1/stores', { headers: auth })).status).toBe(200);
-    expect((await service.app.request('/v1/stores', { headers: { Authorization: 'Bearer second-token' } })).status).toBe(200);
+    expect((await service.app.request('/v1/stores', { headers: { Authorization: 'Bearer second-token-for-tests' } })).status).toBe(200);
   });
 
   it('every route Hono serves is in the route table (and so in /openapi.json and the 401 tests)', () => {

@@ -453,7 +453,7 @@ describe('s3 provider: stalled bodies', () => {
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const bucket = await endpoint.createBucket();
-    const s3 = await provider({ bucket, endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, socketTimeoutMs: 300 });
+    const s3 = await provider({ bucket, endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, socketTimeoutMs: 300, versioning: 'explicit' });
     const close = async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

@@ -158,7 +158,7 @@ async function emptyAndRemove(client: S3Client, bucket: string): Promise<void> {
 
 async function startMinio(): Promise<S3TestEndpoint> {
   const { GenericContainer, Wait } = await import('testcontainers');
-  const container = await new GenericContainer('minio/minio:latest')
+  const container = await new GenericContainer('quay.io/minio/minio:latest')
     .withCommand(['server', '/data'])
     .withEnvironment({ MINIO_ROOT_USER: MINIO_USER, MINIO_ROOT_PASSWORD: MINIO_PASSWORD })
     .withExposedPorts(9000)
