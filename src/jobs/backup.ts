@@ -26,7 +26,7 @@ import { z } from 'zod';
 import { PreconditionFailedError, InvalidArgumentError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
 import { newVersionId } from '../providers/version-id.js';
-import { COPY_WIDTH, ContentMismatch, Failures, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
+import { COPY_WIDTH, Failures, contentFailure, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
 import { allVersions, statIfPresent } from '../providers/object-info.js';
 import { JobInterruptedError, defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 import {
@@ -279,8 +279,9 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
           if (run.versions) pageVersions[i] = await backUpVersions(item.key);
         } catch (error) {
           if (error instanceof NotFoundError) return; // deleted since it was listed
-          if (!(error instanceof ContentMismatch)) throw error;
-          failures.add({ key: item.key, etag: error.expected, reason: error.message });
+          const failure = contentFailure(error, item);
+          if (failure === undefined) throw error;
+          failures.add(failure);
         }
       },
     );

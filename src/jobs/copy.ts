@@ -12,7 +12,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { HashingStream, readAll, sha256Hex } from '../providers/body.js';
-import { NotFoundError } from '../providers/errors.js';
+import { DataCorruptedError, NotFoundError } from '../providers/errors.js';
 import { versionMessage } from '../providers/object-info.js';
 import type { Body, ObjectInfo, StorageProvider, VersionInfo, WriteOptions } from '../providers/types.js';
 
@@ -106,23 +106,35 @@ export async function verifyStored(provider: StorageProvider, key: string, etag:
     return stored.etag === etag ? undefined : { key, etag, reason: `reads back with sha256 ${stored.etag}` };
   } catch (error) {
     if (error instanceof NotFoundError) return { key, etag, reason: 'missing' };
+    // A store that checks what it serves (disk, for small records) refuses damaged content itself.
+    if (error instanceof DataCorruptedError) return { key, etag, reason: 'damaged where it is stored' };
     throw error;
   }
 }
 
 export class ContentMismatch extends Error {
+  /** `actual` undefined: the store refused to serve the content as damaged (`DataCorruptedError`). */
   constructor(
     readonly key: string,
     readonly expected: string,
-    readonly actual: string,
+    readonly actual?: string,
   ) {
-    super(`"${key}" has sha256 ${actual}, expected ${expected}`);
+    super(actual === undefined ? `"${key}" is damaged where it is stored (expected sha256 ${expected})` : `"${key}" has sha256 ${actual}, expected ${expected}`);
     this.name = 'ContentMismatch';
   }
 }
 
 /** The content of `key`, checked against `etag` before the caller writes it anywhere (`ContentMismatch` if not). */
 export async function verifiedBody(provider: StorageProvider, key: string, etag: string, size: number): Promise<Body> {
+  try {
+    return await checkedBody(provider, key, etag, size);
+  } catch (error) {
+    if (error instanceof DataCorruptedError) throw new ContentMismatch(key, etag);
+    throw error;
+  }
+}
+
+async function checkedBody(provider: StorageProvider, key: string, etag: string, size: number): Promise<Body> {
   if (size <= VERIFY_IN_MEMORY_BYTES) {
     const { body } = await provider.read(key);
     const content = await readAll(body);
@@ -159,6 +171,16 @@ export async function copyObject(
   }
   if (written.etag !== source.etag) throw new ContentMismatch(at.key, source.etag, written.etag);
   return { source, written };
+}
+
+/**
+ * The failure to report for an item whose copy threw `error`, when it is about that item's content (what was stored
+ * differs from what was read, or the source refused its content as damaged); undefined for any other error.
+ */
+export function contentFailure(error: unknown, item: { key: string; etag: string }): Failure | undefined {
+  if (error instanceof ContentMismatch) return { key: item.key, etag: error.expected, reason: error.message };
+  if (error instanceof DataCorruptedError) return { key: item.key, etag: item.etag, reason: `not copied: ${error.message}` };
+  return undefined;
 }
 
 /** Whether `target` is a record of the `source` version: same content and message (ids and times are each store's). */

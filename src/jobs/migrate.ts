@@ -26,6 +26,7 @@ import {
   COPY_WIDTH,
   ContentMismatch,
   Failures,
+  contentFailure,
   copyObject,
   forEachLimited,
   historyOfItsOwn,
@@ -86,14 +87,25 @@ async function histories(from: StorageProvider, to: StorageProvider, key: string
 }
 
 /**
+ * Whether the target's history is what copying the source's produces, stopped part way: the versions the target
+ * holds that the source still has are the start of the source's history, in order (those before them are versions
+ * retention trimmed from the source after they were copied).
+ */
+function copiedSoFar({ source, target }: Histories): boolean {
+  const first = target.findIndex((version) => source.some((own) => sameVersion(own, version)));
+  return first >= 0 && target.slice(first).every((version, i) => source[i] !== undefined && sameVersion(source[i], version));
+}
+
+/**
  * Whether the target's object of a key may be replaced by the source's: it is the same, or older (clocks are the
- * stores' own, so a tie keeps the target's: a conflict is reported, a write is never lost), or it is the newest of
- * the source's versions the target records (an earlier run stopped while copying them: the rest follow).
+ * stores' own, so a tie keeps the target's: a conflict is reported, a write is never lost), or it is the newest
+ * version of a history the migration was still copying (an earlier run stopped: the rest follow). Matching its
+ * newest version alone would take an application's write that brings back earlier content (on every-write stores
+ * a version like any other) for the migration's own.
  */
 function replaceable(current: ObjectInfo, source: ObjectInfo, history: Histories | undefined): boolean {
   if (sameObject(current, source) || Date.parse(current.updatedAt) < Date.parse(source.updatedAt)) return true;
-  const newest = history?.target.at(-1);
-  return newest?.etag === current.etag && history!.source.some((version) => sameVersion(version, newest));
+  return history !== undefined && history.target.at(-1)?.etag === current.etag && copiedSoFar(history);
 }
 
 const newerInTarget = (key: string): Failure => ({ key, reason: "left as it is: the target's object is not older than the source's" });
@@ -200,8 +212,9 @@ export const migrateJob = defineJob({
           } catch (error) {
             if (error instanceof NotFoundError) return; // deleted since it was listed
             if (error instanceof PreconditionFailedError) return conflicts.add(changedInTarget(item.key));
-            if (!(error instanceof ContentMismatch)) throw error;
-            failures.add({ key: item.key, etag: error.expected, reason: error.message });
+            const failure = contentFailure(error, item);
+            if (failure === undefined) throw error;
+            failures.add(failure);
           }
         });
         state.objects += page.items.length;

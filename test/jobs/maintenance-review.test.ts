@@ -1,23 +1,28 @@
 /**
  * What the maintenance jobs must not do to a store someone else is using: a migration never overwrites what the
  * application wrote to the target (during the backfill or after the cutover), and a backup is never taken of a
- * hybrid store that serves from its backup tier. Real Redis (the backup lock, the hybrid's ledger), RAM stores, and
- * an in-memory invalidation bus for the hybrid stores.
+ * hybrid store that serves from its backup tier. Real Redis (the backup lock, the hybrid's ledger), RAM and git
+ * stores, and an in-memory invalidation bus for the hybrid stores.
  */
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { backupJob, type BackupResult } from '../../src/jobs/backup.js';
 import { listManifests } from '../../src/jobs/manifest.js';
 import { migrateJob } from '../../src/jobs/migrate.js';
 import { readAll, sha256Hex } from '../../src/providers/body.js';
 import { ProviderUnavailableError } from '../../src/providers/errors.js';
+import { DiskProvider } from '../../src/providers/disk.js';
 import { createHybridProvider, type HybridProvider } from '../../src/providers/hybrid.js';
 import type { HotChannel } from '../../src/providers/hybrid-invalidation.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
+import { gitFixture } from '../support/git.js';
 import { interceptMethod } from '../support/intercept.js';
 import { fill, maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
 
 const ram = () => new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+const git = gitFixture('maintenance-review');
 
 /** Waits long enough that what is written next is newer (`updatedAt` has millisecond resolution). */
 const later = () => new Promise((resolve) => setTimeout(resolve, 5));
@@ -112,6 +117,23 @@ describe('migrate leaves what the target holds newer as it is', () => {
     expect((await to.listVersions('doc')).items.map((version) => version.message)).toEqual(['v1']);
     expect(final).toMatchObject({ versions: 0, copied: 0, conflictCount: 1, verified: true });
   });
+
+  it('with versions into an every-write store, a final pass keeps an application write that brings back earlier content', async () => {
+    const from = await git.openProvider(await git.tempRepo());
+    const to = await git.openProvider(await git.tempRepo());
+    const stores = new Map<string, StorageProvider>([['from', from], ['to', to]]);
+    await from.write('cfg', 'X');
+    await later();
+    await from.write('cfg', 'Y');
+    expect(await migrate(stores, true)).toMatchObject({ versions: 2 });
+    await later();
+    // A plain write is a version on git, with the same message the source's own write of X had.
+    await to.write('cfg', 'X');
+
+    const final = await migrate(stores, true);
+    expect(await text(to, 'cfg')).toBe('X');
+    expect(final).toMatchObject({ versions: 0, copied: 0, conflictCount: 1 });
+  });
 });
 
 describe('backup of a hybrid store that serves from its backup tier', () => {
@@ -202,5 +224,24 @@ describe('backup of a hybrid store that serves from its backup tier', () => {
     const degraded = await hybrid('media-cold-goes-down', outage(failing, () => down), backupTier);
     await expect(backup(degraded, vault)).rejects.toBeInstanceOf(ProviderUnavailableError);
     expect(await listManifests(vault, 'media')).toEqual([complete.manifest]);
+  });
+});
+
+describe('content a store refuses as damaged', () => {
+  it('is a failure of its item: a backup stores the rest, and a verify of the damaged blob reports it', async () => {
+    const root = await git.tempRepo(); // a temporary directory, as good for a disk store
+    const disk = new DiskProvider({ root, fsync: false });
+    await disk.write('a', 'intact');
+    await disk.write('b', 'damaged at rest');
+    // One byte of b's content changed where it is stored: the disk store refuses to serve it (DATA_CORRUPTED).
+    const file = path.join(root, 'objects', 'b~');
+    const bytes = await readFile(file);
+    bytes[0] = bytes[0]! ^ 0xff;
+    await writeFile(file, bytes);
+    const vault = ram();
+    const stores = new Map<string, StorageProvider>([['files', disk], ['vault', vault]]);
+    const { result } = await backupJob.handle({ store: 'files' }, f.context(stores, { name: 'backup', settings: { backupStore: 'vault' } }));
+    expect(result).toMatchObject({ objects: 1, failureCount: 1, failures: [expect.objectContaining({ key: 'b', reason: expect.stringMatching(/damaged/) })] });
+    await disk.close();
   });
 });
