@@ -56,6 +56,11 @@ describe('config', () => {
     [{ HOST: ' ' }, /^HOST=" ": must not be blank/],
     [{ QUEUE_PREFIX: ' ' }, /^QUEUE_PREFIX=" ": must not be blank/],
     [{ STORAGE_ROOT_DIR: ' ' }, /^STORAGE_ROOT_DIR=" ": must not be blank/],
+    [{ STORES: 'g:git', GIT_REPO_PATH: ' ' }, /GIT_REPO_PATH=" ": must not be blank/],
+    [{ STORES: 'g:git', GIT_USER_NAME: ' ' }, /GIT_USER_NAME=" ": must not be blank/],
+    [{ STORES: 'g:git', G_GIT_USER_EMAIL: ' ' }, /G_GIT_USER_EMAIL=" ": must not be blank/],
+    [{ STORES: 'docs:s3', S3_BUCKET: ' ' }, /S3_BUCKET=" ": must not be blank/],
+    [{ STORES: 'docs:s3', S3_BUCKET: 'b', AWS_REGION: ' ' }, /AWS_REGION=" ": must not be blank/],
     [{ API_TOKENS: 'change-me-to-a-long-random-token' }, /^API_TOKENS=\(value not shown\): entry 1 is the placeholder from \.env\.example/],
     [{ API_TOKENS: 'a-real-token-0123456789,My-CHANGE-ME-token-please' }, /^API_TOKENS=\(value not shown\): entry 2 is the placeholder/],
     [{ API_TOKENS: 'short-token' }, /^API_TOKENS=\(value not shown\): entry 1 is shorter than 16 characters/],
@@ -152,8 +157,11 @@ describe('config', () => {
     expect(loadConfig({}).redis.clusterNodes).toBeUndefined();
   });
 
-  it('takes API tokens of 16 characters or more; HOT_MAX_BYTES=0 turns the hot tier off', () => {
+  it('takes API tokens of 16 characters or more', () => {
     expect(loadConfig({ API_TOKENS: '0123456789abcdef, another-long-token' }).apiTokens).toEqual(['0123456789abcdef', 'another-long-token']);
+  });
+
+  it('accepts HOT_MAX_BYTES=0 (the hot tier off: hybrid-hot.ts admits nothing into a budget of 0)', () => {
     expect(loadConfig({ HOT_MAX_BYTES: '0' }).tiering.hotMaxBytes).toBe(0);
   });
 

@@ -8,11 +8,11 @@ import { PreconditionFailedError } from '../providers/errors.js';
 import { requireIfMatch } from '../providers/if-match.js';
 import type { ObjectInfo } from '../providers/types.js';
 import { ApiError } from './errors.js';
+import { decodeUtf8Strict } from '../text.js';
 
 const META_PREFIX = 'x-meta-';
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 const ASCII = /^[\x00-\x7f]*$/;
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
 const EXTENDED = "utf-8''";
 /**
  * With Last-Modified alone a cache may reuse a response unasked for a heuristic while (RFC 9111 §4.2.2), and a
@@ -41,7 +41,7 @@ export function decodeHeaderValue(name: string, value: string): string {
   if (value.toLowerCase().startsWith(EXTENDED)) return decodeExtended(name, value.slice(EXTENDED.length));
   if (ASCII.test(value)) return value;
   try {
-    return UTF8.decode(Buffer.from(value, 'latin1'));
+    return decodeUtf8Strict(Buffer.from(value, 'latin1'));
   } catch {
     throw new ApiError('BAD_REQUEST', `header ${name} is not valid UTF-8; send text outside ASCII as utf-8''<percent-encoded>`);
   }

@@ -12,13 +12,13 @@ import { createHash } from 'node:crypto';
 import { InvalidArgumentError } from './errors.js';
 import { MAX_KEY_BYTES } from './keys.js';
 import { DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT } from './types.js';
+import { decodeUtf8Strict } from '../text.js';
 
 type Kind = 'l' | 'v';
 const LISTING: Record<Kind, string> = { l: 'an object listing', v: 'a version listing' };
 const CHECK_BYTES = 6;
 // A position is a key or a version id, neither longer than a key: bounds the work a forged cursor can cause.
 const MAX_CURSOR_LENGTH = Math.ceil(((1 + CHECK_BYTES + MAX_KEY_BYTES) * 4) / 3);
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /** An object-list cursor that continues after `key`. */
 export function encodeCursor(key: string): string {
@@ -63,7 +63,7 @@ function unseal(cursor: string | undefined, kind: Kind, key: string, notIssued: 
   const position = bytes.subarray(1 + CHECK_BYTES);
   if (issuer !== kind || !bytes.subarray(1, 1 + CHECK_BYTES).equals(check(kind, key, position))) throw new InvalidArgumentError(notIssued);
   try {
-    return UTF8.decode(position);
+    return decodeUtf8Strict(position);
   } catch (error) {
     throw new InvalidArgumentError(notIssued, { cause: error });
   }

@@ -464,7 +464,7 @@ export class DiskProvider implements StorageProvider {
       const restored = this.recordVersion(key, body, description, opts);
       // This body is the store's own record: a failure reading it is the store's, mapped as any other.
       return restored.catch((error: unknown) => {
-        throw error instanceof BodyError ? toStorageError(error.cause) : error;
+        throw error instanceof BodyError ? toStorageError(error.cause, subjectOf(key, versionId)) : error;
       });
     });
   }

@@ -6,6 +6,7 @@
  * Myers keeps O(D²) of trace; past `MAX_EDITS` differing lines the middle of the files is given as one deletion
  * plus one insertion: still a correct patch, just not a minimal one.
  */
+import { decodeUtf8Strict } from '../text.js';
 
 const MAX_EDITS = 2000;
 const CONTEXT = 3;
@@ -14,7 +15,7 @@ const NO_EOL = '\\ No newline at end of file';
 export function isBinary(bytes: Uint8Array): boolean {
   if (bytes.subarray(0, 8000).includes(0)) return true;
   try {
-    new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    decodeUtf8Strict(bytes);
     return false;
   } catch {
     return true;

@@ -209,15 +209,20 @@ export function toVersionInfo(record: VersionRecord): VersionInfo {
   };
 }
 
+/**
+ * Node's size limits (a file over 2 GiB read at once, a buffer, string or hash input too long): an object too large
+ * to be held whole, written by git itself or before the store's limit; it stays too large, so no retry helps. Only
+ * these codes: another RangeError is a defect, not a size.
+ */
+const TOO_LARGE_CODES = new Set(['ERR_FS_FILE_TOO_LARGE', 'ERR_BUFFER_TOO_LARGE', 'ERR_STRING_TOO_LONG', 'ERR_OUT_OF_RANGE']);
+
 /** Failures from the filesystem as the contract's errors (the original kept as `cause`). */
 function asStorageError(error: unknown, what: string): StorageError {
   if (isStorageError(error)) return error;
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new StorageFullError(`${what}: the disk is full`, { cause: error });
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new PermissionDeniedError(`${what}: ${code}`, { cause: error });
-  // Node's size limits (a file over 2 GiB read at once, a buffer or a hash input too long): an object too large to
-  // be held whole, written by git itself or before the store's limit; it stays too large, so no retry helps.
-  if (code === 'ERR_FS_FILE_TOO_LARGE' || error instanceof RangeError) {
+  if (code !== undefined && TOO_LARGE_CODES.has(code)) {
     return new PayloadTooLargeError(`${what}: the git object is too large to be held in memory`, { cause: error });
   }
   return new ProviderUnavailableError(`${what} failed: ${(error as Error | undefined)?.message ?? String(error)}`, { cause: error });
@@ -295,7 +300,8 @@ export class GitProvider implements StorageProvider {
   /** Opens (or creates) the repository, makes sure the branch has a first commit, and loads the branch's index. */
   static async open(options: GitProviderOptions): Promise<GitProvider> {
     const branch = validateBranchName(options.branch ?? 'main');
-    if (!((options.maxObjectBytes ?? 0) <= GIT_MAX_OBJECT_BYTES)) throw new InvalidArgumentError(`maxObjectBytes must be at most ${GIT_MAX_OBJECT_BYTES}`);
+    const maxObjectBytes = options.maxObjectBytes ?? GIT_MAX_OBJECT_BYTES;
+    if (!Number.isFinite(maxObjectBytes) || maxObjectBytes > GIT_MAX_OBJECT_BYTES) throw new InvalidArgumentError(`maxObjectBytes must be at most ${GIT_MAX_OBJECT_BYTES}`);
     try {
       const gitdir = await locateGitdir(path.resolve(options.repoPath), branch);
       const real = await realpath(gitdir);
