@@ -20,6 +20,12 @@
  * retried forever in front of the events read with it. Consumers of processes that died are removed once they hold
  * nothing and have been idle for ten claim periods.
  *
+ * A delivery goes only to a configured URL, and only through that URL's own queue: the worker of a queue posts to
+ * the URL the queue was made for, never to `job.data.url`, and refuses (unrecoverable, no request sent) a job whose
+ * `url` is another. A job added to the queue by other means (the board, which shows these queues read-only, or
+ * anyone with the Redis) would otherwise get its body signed with `WEBHOOK_SECRET` and sent to an address of its
+ * choosing, internal ones included.
+ *
  * A redirect is a failed delivery, not followed: fetch would follow a 301/302/303 with a body-less GET. URLs are
  * logged and reported by origin and hash only: a webhook URL often carries its receiver's secret in its path.
  *
@@ -28,7 +34,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { hostname } from 'node:os';
-import { Queue, Worker, type Job } from 'bullmq';
+import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
@@ -88,8 +94,11 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
   const claimIdleMs = options.claimIdleMs ?? 60_000;
   const consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
 
-  async function deliver(job: Job<Delivery>): Promise<{ status: number }> {
-    const { url, body, type, eventId } = job.data;
+  /** A delivery from `url`'s queue: to `url`, whatever the job says. */
+  async function deliver(url: string, job: Job<Delivery>): Promise<{ status: number }> {
+    const { body, type, eventId } = job.data;
+    // The job's own url is not echoed: it is none of the configured ones and may be anything.
+    if (job.data.url !== url) throw new UnrecoverableError(`refused: the job's url is not ${describeUrl(url)}, the URL of this queue`);
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       'user-agent': 'kyozo-webhooks',
@@ -120,9 +129,9 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
       },
     });
     queues.set(url, takeConnectionErrors(queue));
-    const worker = new Worker<Delivery>(name, deliver, { connection, prefix, concurrency: options.concurrency ?? 10 });
+    const worker = new Worker<Delivery>(name, (job) => deliver(url, job), { connection, prefix, concurrency: options.concurrency ?? 10 });
     worker.on('failed', (job, error) => {
-      const final = job !== undefined && job.attemptsMade >= (job.opts.attempts ?? 1);
+      const final = error instanceof UnrecoverableError || (job !== undefined && job.attemptsMade >= (job.opts.attempts ?? 1));
       log[final ? 'error' : 'warn']({ webhook: describeUrl(url), eventId: job?.data.eventId, attemptsMade: job?.attemptsMade, err: error }, final ? 'webhook delivery gave up' : 'webhook delivery failed, will retry');
     });
     worker.on('error', (error) => log.error({ err: error, webhook: describeUrl(url) }, 'webhooks: worker error'));

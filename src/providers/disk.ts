@@ -37,6 +37,7 @@ import {
 } from './disk-record.js';
 import {
   DataCorruptedError,
+  failureCode,
   InvalidKeyError,
   isStorageError,
   NotFoundError,
@@ -120,10 +121,11 @@ function subjectOf(key: string, versionId: string | undefined): string {
 }
 
 /**
- * The contract's error for a filesystem failure. `subject` (`subjectOf`) names what the operation reads: ENOENT is
- * then its absence, and a damaged record is named by its key, never by its path (clients see the message).
+ * The contract's error for a filesystem failure. `failed` names the operation and its key (`read "k"`); `subject`
+ * (`subjectOf`) names what the operation reads: ENOENT is then its absence. Keys and error codes only, never a path
+ * or a Node error's message, which holds one (clients see the message; the original stays as `cause`).
  */
-function toStorageError(error: unknown, subject?: string): StorageError {
+function toStorageError(error: unknown, failed: string, subject?: string): StorageError {
   if (error instanceof DamagedRecordError && subject !== undefined) {
     return new DataCorruptedError(`the stored ${subject} is damaged: ${error.why}`, { cause: error });
   }
@@ -147,18 +149,18 @@ function toStorageError(error: unknown, subject?: string): StorageError {
       // Something this store did not make stands in the key's path: no retry changes that.
       return new PermissionDeniedError(`the key's path in the store is taken by a file or directory the store did not make (${code})`, { cause: error });
     default:
-      return new ProviderUnavailableError(`disk store failed: ${(error as Error | undefined)?.message ?? String(error)}`, { cause: error });
+      return new ProviderUnavailableError(`disk store failed to ${failed}: ${failureCode(error)}`, { cause: error });
   }
 }
 
-async function guarded<T>(operation: () => Promise<T>, subject?: string): Promise<T> {
+async function guarded<T>(operation: () => Promise<T>, failed: string, subject?: string): Promise<T> {
   try {
     return await operation();
   } catch (error) {
     // The caller's body failed, not the store: its error goes back as it is (as on every provider).
     if (error instanceof BodyError) throw error.cause;
     if (isFenceError(error)) throw error;
-    throw toStorageError(error, subject);
+    throw toStorageError(error, failed, subject);
   }
 }
 
@@ -352,7 +354,7 @@ export class DiskProvider implements StorageProvider {
         await record.file.publish();
       });
       return objectInfo(key, record.trailer);
-    });
+    }, `write "${key}"`);
   }
 
   async read(key: string, opts?: ReadOptions): Promise<{ info: ObjectInfo; body: Readable }> {
@@ -360,7 +362,7 @@ export class DiskProvider implements StorageProvider {
     return guarded(async () => {
       const { trailer, body } = await readRecord(await this.readablePath(key, opts?.versionId), opts?.range);
       return { info: objectInfo(key, trailer), body };
-    }, subjectOf(key, opts?.versionId));
+    }, `read "${key}"`, subjectOf(key, opts?.versionId));
   }
 
   async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {
@@ -368,12 +370,12 @@ export class DiskProvider implements StorageProvider {
     return guarded(async () => {
       const trailer = await readTrailer(await this.readablePath(key, opts?.versionId));
       return objectInfo(key, trailer);
-    }, subjectOf(key, opts?.versionId));
+    }, `stat "${key}"`, subjectOf(key, opts?.versionId));
   }
 
   async delete(key: string, opts?: DeleteOptions): Promise<void> {
     validateKey(key);
-    await this.mutation(key, async () => {
+    await this.mutation(key, 'delete', async () => {
       await passFence(opts);
       const tree = await this.ready();
       const object = path.join(tree.objects, keyPath(key));
@@ -416,7 +418,7 @@ export class DiskProvider implements StorageProvider {
       const trailers = await mapLimited(found, READ_WIDTH, (entry) => trailerIfReadable(entry.path));
       const items = found.flatMap((entry, i) => (trailers[i] ? [objectInfo(entry.key, trailers[i])] : []));
       return more ? { items, cursor: encodeCursor(found[found.length - 1]!.key) } : { items };
-    });
+    }, 'list');
   }
 
   async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
@@ -426,7 +428,7 @@ export class DiskProvider implements StorageProvider {
       const target = path.join((await this.ready()).objects, keyPath(key));
       await this.checkPreconditions(target, key, opts);
       return this.recordVersion(key, body, { ...described, message: opts.message, author: opts.author }, opts);
-    });
+    }, `create a version of "${key}"`);
   }
 
   async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
@@ -444,14 +446,16 @@ export class DiskProvider implements StorageProvider {
       const trailers = await mapLimited(page, READ_WIDTH, (id) => trailerIfReadable(path.join(dir, id)));
       const items = trailers.flatMap((trailer) => (trailer ? [versionInfo(key, trailer)] : []));
       return start - limit >= 0 ? { items, cursor: encodeVersionsCursor(key, page[page.length - 1]!) } : { items };
-    });
+    }, `list the versions of "${key}"`);
   }
 
   async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
     validateKey(key);
+    const restoring = `restore version "${versionId}" of "${key}"`;
     return guarded(async () => {
       const { trailer, body } = await guarded(
         async () => readRecord(await this.readablePath(key, versionId)),
+        restoring,
         subjectOf(key, versionId),
       );
       // Streamed through the hash again: the restored content is verified, not trusted.
@@ -464,9 +468,9 @@ export class DiskProvider implements StorageProvider {
       const restored = this.recordVersion(key, body, description, opts);
       // This body is the store's own record: a failure reading it is the store's, mapped as any other.
       return restored.catch((error: unknown) => {
-        throw error instanceof BodyError ? toStorageError(error.cause, subjectOf(key, versionId)) : error;
+        throw error instanceof BodyError ? toStorageError(error.cause, restoring, subjectOf(key, versionId)) : error;
       });
-    });
+    }, restoring);
   }
 
   /**
@@ -476,7 +480,7 @@ export class DiskProvider implements StorageProvider {
   async deleteVersion(key: string, versionId: string): Promise<void> {
     validateKey(key);
     if (!isVersionId(versionId)) return;
-    await this.mutation(key, async () => {
+    await this.mutation(key, 'delete a version of', async () => {
       const tree = await this.ready();
       const dir = path.join(tree.versions, keyPath(key));
       if (!(await this.isReal(dir))) return;
@@ -505,7 +509,7 @@ export class DiskProvider implements StorageProvider {
       // The root too: health probes of earlier versions of this code were made there.
       await sweep(tree.root);
       return removed;
-    });
+    }, 'remove leftovers');
   }
 
   async stats(): Promise<ProviderStats> {
@@ -524,7 +528,7 @@ export class DiskProvider implements StorageProvider {
         // Objects whose record cannot be read (left out of objects and bytes); reads of them fail.
         detail: { root: this.root, fsync: this.fsync, damagedObjects: damaged.length },
       };
-    });
+    }, 'gather stats');
   }
 
   /** `degraded` when reads still work but writes do not (a full disk, a read-only mount). */
@@ -603,9 +607,9 @@ export class DiskProvider implements StorageProvider {
     return withProcessMutex(`disk:${this.root}:${key}`, fn);
   }
 
-  /** A mutation of `key` under its lock, its errors mapped to the contract's. */
-  private mutation<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    return guarded(() => this.locked(key, fn));
+  /** A mutation of `key` under its lock, its errors mapped to the contract's (`operation` names it in them). */
+  private mutation<T>(key: string, operation: string, fn: () => Promise<T>): Promise<T> {
+    return guarded(() => this.locked(key, fn), `${operation} "${key}"`);
   }
 
   /**

@@ -128,3 +128,13 @@ export class ProviderUnavailableError extends StorageError {
 export function isStorageError(error: unknown): error is StorageError {
   return error instanceof StorageError;
 }
+
+/**
+ * What a Node or library error is, as a client may be told: its code (`EMFILE`, `EIO`), else its class name. Never
+ * its message: a filesystem error's message holds absolute paths.
+ */
+export function failureCode(error: unknown): string {
+  const code = (error as { code?: unknown } | null | undefined)?.code;
+  if (typeof code === 'string' || typeof code === 'number') return String(code);
+  return error instanceof Error ? error.name : typeof error;
+}

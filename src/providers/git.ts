@@ -34,6 +34,7 @@ import type { Logger } from '../log.js';
 import { readAll, requireExpectedEtag, resolveRange, sha256Hex, toReadable } from './body.js';
 import { decodeCursor, decodeVersionsCursor, encodeCursor, encodeVersionsCursor, pageLimit } from './cursor.js';
 import {
+  failureCode,
   InvalidArgumentError,
   isStorageError,
   NotFoundError,
@@ -216,7 +217,10 @@ export function toVersionInfo(record: VersionRecord): VersionInfo {
  */
 const TOO_LARGE_CODES = new Set(['ERR_FS_FILE_TOO_LARGE', 'ERR_BUFFER_TOO_LARGE', 'ERR_STRING_TOO_LONG', 'ERR_OUT_OF_RANGE']);
 
-/** Failures from the filesystem as the contract's errors (the original kept as `cause`). */
+/**
+ * Failures from the filesystem as the contract's errors (the original kept as `cause`). `what` names the operation
+ * and its key (`read "k"`); the message adds the error's code, never its own message, which holds paths.
+ */
 function asStorageError(error: unknown, what: string): StorageError {
   if (isStorageError(error)) return error;
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
@@ -225,7 +229,7 @@ function asStorageError(error: unknown, what: string): StorageError {
   if (code !== undefined && TOO_LARGE_CODES.has(code)) {
     return new PayloadTooLargeError(`${what}: the git object is too large to be held in memory`, { cause: error });
   }
-  return new ProviderUnavailableError(`${what} failed: ${(error as Error | undefined)?.message ?? String(error)}`, { cause: error });
+  return new ProviderUnavailableError(`${what} failed: ${failureCode(error)}`, { cause: error });
 }
 
 /** A lone surrogate has no UTF-8 encoding: the commit would hold U+FFFD, and the text read back would differ. */
@@ -380,11 +384,11 @@ export class GitProvider implements StorageProvider {
   // ---- writes ----
 
   write(key: string, body: Body, opts: GitWriteOptions = {}): Promise<ObjectInfo> {
-    return this.guard('write', async () => toObjectInfo(await this.put(key, body, opts, `write ${key}`, undefined)));
+    return this.guard(`write "${key}"`, async () => toObjectInfo(await this.put(key, body, opts, `write ${key}`, undefined)));
   }
 
   createVersion(key: string, body: Body, opts: GitVersionOptions): Promise<VersionInfo> {
-    return this.guard('createVersion', async () => {
+    return this.guard(`createVersion "${key}"`, async () => {
       validateKey(key);
       if (typeof opts?.message !== 'string') throw new InvalidArgumentError('a version needs a message');
       return toVersionInfo(await this.put(key, body, opts, checkMessage(opts.message), opts.author));
@@ -413,7 +417,7 @@ export class GitProvider implements StorageProvider {
   }
 
   restoreVersion(key: string, versionId: string, opts: GitRestoreOptions = {}): Promise<VersionInfo> {
-    return this.guard('restoreVersion', async () => {
+    return this.guard(`restoreVersion "${key}"`, async () => {
       validateKey(key);
       const author = normalizeAuthor(opts.author, this.user);
       const message = checkMessage(opts.message ?? `restore ${versionId}`);
@@ -435,7 +439,7 @@ export class GitProvider implements StorageProvider {
   }
 
   delete(key: string, opts: GitDeleteOptions = {}): Promise<void> {
-    return this.guard('delete', async () => {
+    return this.guard(`delete "${key}"`, async () => {
       validateKey(key);
       await this.enqueue({ kind: 'delete', branch: opts.branch ?? this.branch, key, allVersions: opts.allVersions === true, fence: opts.fence });
     });
@@ -615,7 +619,7 @@ export class GitProvider implements StorageProvider {
   // ---- reads ----
 
   read(key: string, opts: GitReadOptions = {}): Promise<{ info: ObjectInfo; body: Readable }> {
-    return this.guard('read', async () => {
+    return this.guard(`read "${key}"`, async () => {
       validateKey(key);
       const record = await this.resolveVersion(key, opts.versionId, opts.branch);
       let content = await this.store.readBlob(record.blob, record.size);
@@ -628,7 +632,7 @@ export class GitProvider implements StorageProvider {
   }
 
   stat(key: string, opts: { versionId?: string; branch?: string } = {}): Promise<ObjectInfo> {
-    return this.guard('stat', async () => {
+    return this.guard(`stat "${key}"`, async () => {
       validateKey(key);
       return toObjectInfo(await this.resolveVersion(key, opts.versionId, opts.branch));
     });
@@ -698,7 +702,7 @@ export class GitProvider implements StorageProvider {
   }
 
   listVersions(key: string, opts: { cursor?: string; limit?: number; branch?: string } = {}): Promise<Page<VersionInfo>> {
-    return this.guard('listVersions', async () => {
+    return this.guard(`listVersions "${key}"`, async () => {
       validateKey(key);
       const limit = pageLimit(opts.limit);
       const after = decodeVersionsCursor(key, opts.cursor);
@@ -727,7 +731,7 @@ export class GitProvider implements StorageProvider {
    * and etags.
    */
   diff(key: string, from: string, to?: string): Promise<GitDiff> {
-    return this.guard('diff', async () => {
+    return this.guard(`diff "${key}"`, async () => {
       validateKey(key);
       const [fromSide, toSide] = await Promise.all([this.diffSide(key, from), this.diffSide(key, to ?? this.branch)]);
       const [before, after] = [fromSide.content, toSide.content];

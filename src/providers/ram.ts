@@ -1,7 +1,7 @@
 /**
  * In-process provider. Content lives in Buffers inside this process, within a byte budget (`RAM_MAX_BYTES`):
  * the current objects and every version count against it, so a write over budget fails with `StorageFullError`
- * and changes nothing. As a store it serves the embedded process; in split deployments it is hybrid's hot tier.
+ * and changes nothing. Each counts with all it holds, not only its content (`storedBytes`). As a store it serves the embedded process; in split deployments it is hybrid's hot tier.
  * `exportSnapshot` / `importSnapshot` carry the whole store across restarts.
  */
 import { Readable } from 'node:stream';
@@ -12,7 +12,7 @@ import { NotFoundError, PayloadTooLargeError, StorageFullError } from './errors.
 import { passFence } from './fence.js';
 import { requirePreconditions, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
-import { describeWrite } from './metadata.js';
+import { describeWrite, metadataBytes } from './metadata.js';
 import { readSnapshot, writeSnapshot, type SnapshotEntry } from './ram-snapshot.js';
 import { lowerBoundKey, SortedKeys } from './sorted-keys.js';
 import type {
@@ -67,6 +67,34 @@ function ownMemory(content: Buffer): Buffer {
   return own;
 }
 
+/**
+ * What one current object or version costs beyond the text it holds: its etag, version id, dates, and the Map, array
+ * and object slots that hold it, rounded up. Without it (and without counting keys, metadata, messages), empty
+ * versions with long keys and messages grew the heap by 100 MiB while the budget counted 0 bytes.
+ */
+export const ENTRY_OVERHEAD_BYTES = 256;
+
+/** What a current object (`message` unset) or a version costs against the budget, besides its content. */
+function describedBytes(entry: { key: string; contentType: string; metadata: Record<string, string>; message?: string; author?: Author }): number {
+  const text = (value: string | undefined) => (value === undefined ? 0 : Buffer.byteLength(value));
+  return (
+    ENTRY_OVERHEAD_BYTES +
+    text(entry.key) +
+    text(entry.contentType) +
+    metadataBytes(entry.metadata) +
+    text(entry.message) +
+    text(entry.author?.name) +
+    text(entry.author?.email)
+  );
+}
+
+/** What a stored object or version (or its snapshot entry) counts against the budget. */
+function storedBytes(entry: StoredObject | StoredVersion): number {
+  const { content } = entry;
+  if (!('contentType' in entry)) return describedBytes(entry.info) + content.length;
+  return describedBytes({ ...entry, key: entry.info.key, message: entry.info.message, author: entry.info.author }) + content.length;
+}
+
 /** Where `versionId` is in a key's versions (oldest first), or where it would be inserted. */
 function versionIndex(list: StoredVersion[], versionId: string): number {
   return lowerBoundKey(list.length, (i) => list[i]!.info.versionId, versionId);
@@ -111,7 +139,7 @@ export class RamProvider implements StorageProvider {
     requireExpectedEtag(key, opts?.expectedEtag, etag);
     await passFence(opts); // before the check: the check and the commit are one synchronous step
     this.checkPrecondition(key, opts);
-    this.reserve(content.length - (this.objects.get(key)?.content.length ?? 0));
+    this.reserve(describedBytes({ key, ...described }) + content.length - this.currentBytes(key));
     return this.setCurrent(key, content, etag, described.contentType, described.metadata);
   }
 
@@ -132,11 +160,11 @@ export class RamProvider implements StorageProvider {
     const current = this.objects.get(key);
     if (current) {
       this.objects.delete(key);
-      this.usedBytes -= current.content.length;
+      this.usedBytes -= storedBytes(current);
       this.sortedKeys.delete(key);
     }
     if (opts?.allVersions) {
-      for (const version of this.versions.get(key) ?? []) this.usedBytes -= version.content.length;
+      for (const version of this.versions.get(key) ?? []) this.usedBytes -= storedBytes(version);
       this.versions.delete(key);
     }
   }
@@ -164,7 +192,7 @@ export class RamProvider implements StorageProvider {
     requireExpectedEtag(key, opts.expectedEtag, etag);
     await passFence(opts);
     this.checkPrecondition(key, opts);
-    this.reserve(content.length * 2 - (this.objects.get(key)?.content.length ?? 0));
+    this.reserve(this.versionBytes(key, content, described.contentType, described.metadata, opts.message, opts.author));
     return this.recordVersion(key, content, etag, described.contentType, described.metadata, opts.message, opts.author);
   }
 
@@ -183,16 +211,9 @@ export class RamProvider implements StorageProvider {
   async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
     await passFence(opts);
     const version = this.findVersion(key, versionId);
-    this.reserve(version.content.length * 2 - (this.objects.get(key)?.content.length ?? 0));
-    return this.recordVersion(
-      key,
-      version.content,
-      version.info.etag,
-      version.contentType,
-      version.metadata,
-      opts?.message ?? `restore ${versionId}`,
-      opts?.author,
-    );
+    const message = opts?.message ?? `restore ${versionId}`;
+    this.reserve(this.versionBytes(key, version.content, version.contentType, version.metadata, message, opts?.author));
+    return this.recordVersion(key, version.content, version.info.etag, version.contentType, version.metadata, message, opts?.author);
   }
 
   async deleteVersion(key: string, versionId: string): Promise<void> {
@@ -201,7 +222,7 @@ export class RamProvider implements StorageProvider {
     const at = list === undefined ? -1 : versionIndex(list, versionId);
     if (list === undefined || list[at]?.info.versionId !== versionId) return;
     const [removed] = list.splice(at, 1);
-    this.usedBytes -= removed!.content.length;
+    this.usedBytes -= storedBytes(removed!);
     if (list.length === 0) this.versions.delete(key);
   }
 
@@ -257,7 +278,7 @@ export class RamProvider implements StorageProvider {
     for await (const entry of readSnapshot(path)) {
       // An object or version listed twice (a snapshot written by an older version of this code) counts once.
       const twin = entry.type === 'object' ? objects.get(entry.info.key) : versions.get(entry.info.key)?.get(entry.info.versionId);
-      used += entry.content.length - (twin?.content.length ?? 0);
+      used += storedBytes(entry) - (twin === undefined ? 0 : storedBytes(twin));
       if (used > this.maxBytes) throw new StorageFullError(`snapshot ${path} needs more than RAM_MAX_BYTES=${this.maxBytes}`);
       const content = ownMemory(entry.content);
       if (entry.type === 'object') objects.set(entry.info.key, { info: frozen(entry.info), content });
@@ -296,6 +317,18 @@ export class RamProvider implements StorageProvider {
     }
   }
 
+  /** What the current object of `key` counts, freed when a write replaces it. */
+  private currentBytes(key: string): number {
+    const current = this.objects.get(key);
+    return current === undefined ? 0 : storedBytes(current);
+  }
+
+  /** What a new version of `key` adds: the version, and its content again as the new current object. */
+  private versionBytes(key: string, content: Buffer, contentType: string, metadata: Record<string, string>, message: string, author: Author | undefined): number {
+    const current = describedBytes({ key, contentType, metadata }) + content.length;
+    return current + describedBytes({ key, contentType, metadata, message, author }) + content.length - this.currentBytes(key);
+  }
+
   private checkPrecondition(key: string, opts: Preconditions | undefined): void {
     requirePreconditions(key, opts, this.objects.get(key)?.info.etag);
   }
@@ -311,10 +344,11 @@ export class RamProvider implements StorageProvider {
   ): ObjectInfo {
     const info = frozen<ObjectInfo>({ key, size: content.length, etag, contentType, metadata, updatedAt, ...(versionId ? { versionId } : {}) });
     const previous = this.objects.get(key);
-    if (previous) this.usedBytes -= previous.content.length;
+    if (previous) this.usedBytes -= storedBytes(previous);
     else this.sortedKeys.add(key);
-    this.objects.set(key, { info, content });
-    this.usedBytes += content.length;
+    const stored = { info, content };
+    this.objects.set(key, stored);
+    this.usedBytes += storedBytes(stored);
     return info;
   }
 
@@ -340,9 +374,10 @@ export class RamProvider implements StorageProvider {
     });
     const list = this.versions.get(key) ?? [];
     // At its place by id, not pushed: ids minted after importing another process's snapshot may sort before its.
-    list.splice(versionIndex(list, info.versionId), 0, { info, contentType, metadata, content });
+    const stored = { info, contentType, metadata, content };
+    list.splice(versionIndex(list, info.versionId), 0, stored);
     this.versions.set(key, list);
-    this.usedBytes += content.length;
+    this.usedBytes += storedBytes(stored);
     this.setCurrent(key, content, etag, contentType, metadata, info.versionId, createdAt);
     return info;
   }

@@ -4,11 +4,17 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError, StorageFullError } from '../../src/providers/errors.js';
-import { RamProvider } from '../../src/providers/ram.js';
+import { ENTRY_OVERHEAD_BYTES, RamProvider } from '../../src/providers/ram.js';
+import { DEFAULT_CONTENT_TYPE } from '../../src/providers/types.js';
 import { ALPHABET, mintAfter, newVersionId } from '../../src/providers/version-id.js';
 import { allPages } from '../support/paging.js';
 
 /** A number in the version ids' base32 (their leading milliseconds). */
+/** What an entry of `key` (a version's, with `message`) counts against the budget besides its content. */
+function entryBytes(key: string, message = ''): number {
+  return ENTRY_OVERHEAD_BYTES + key.length + DEFAULT_CONTENT_TYPE.length + message.length;
+}
+
 function base32(value: number, width: number): string {
   let out = '';
   for (let i = 0; i < width; i++, value = Math.floor(value / 32)) out = ALPHABET[value % 32]! + out;
@@ -25,7 +31,7 @@ describe('ram provider', () => {
   });
 
   it('a write over the byte budget fails with StorageFullError and changes nothing', async () => {
-    const ram = new RamProvider({ maxBytes: 100 });
+    const ram = new RamProvider({ maxBytes: 100 + 2 * entryBytes('a') });
     await ram.write('a', 'x'.repeat(60));
     await expect(ram.write('b', 'y'.repeat(50))).rejects.toBeInstanceOf(StorageFullError);
     await expect(ram.stat('b')).rejects.toThrow();
@@ -41,8 +47,8 @@ describe('ram provider', () => {
   });
 
   it('versions count against the budget and deleting all versions frees it', async () => {
-    const ram = new RamProvider({ maxBytes: 100 });
-    await ram.createVersion('doc', 'x'.repeat(40), { message: 'one' }); // 40 current + 40 version
+    const ram = new RamProvider({ maxBytes: 100 + entryBytes('doc') + entryBytes('doc', 'one') });
+    await ram.createVersion('doc', 'x'.repeat(40), { message: 'one' }); // 40 current + 40 version, and their entries
     await expect(ram.createVersion('doc', 'y'.repeat(40), { message: 'two' })).rejects.toBeInstanceOf(StorageFullError);
     await ram.delete('doc', { allVersions: true });
     expect((await ram.stats()).detail).toMatchObject({ usedBytes: 0 });
@@ -254,7 +260,7 @@ describe('ram provider', () => {
     const target = new RamProvider({ maxBytes: 10_000 });
     await target.importSnapshot(file);
     expect((await target.listVersions('doc')).items.map((item) => item.versionId)).toEqual([version.versionId]);
-    expect((await target.stats()).detail?.usedBytes).toBe(100);
+    expect((await target.stats()).detail?.usedBytes).toBe(100 + entryBytes('doc', 'm'));
     await target.deleteVersion('doc', version.versionId);
     expect((await target.listVersions('doc')).items).toEqual([]);
   });
