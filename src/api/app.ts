@@ -25,6 +25,7 @@ import { signedRoutes } from './routes/signed.js';
 import { storeRoutes } from './routes/stores.js';
 import { systemRoutes } from './routes/system.js';
 import type { UrlSigner } from './signing.js';
+import { requireJsonBody } from './submit.js';
 
 export interface AppDeps {
   config: Config;
@@ -44,6 +45,8 @@ export interface AppDeps {
   bodyIdleTimeoutMs?: number;
   /** Live events that may wait for an SSE client that does not read before it is disconnected (default 1,000). */
   sseMaxWaitingEvents?: number;
+  /** `/v1/events` streams open at once in this process; one more is answered 503 (default 1,000). */
+  sseMaxStreams?: number;
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -54,7 +57,7 @@ export function createApp(deps: AppDeps): Hono {
   app.onError(answerError(deps));
   app.notFound(answerNotFound);
 
-  app.route('/', systemRoutes(deps));
+  app.route('/', systemRoutes(deps, tokens));
   app.route('/v1/stores', storeRoutes(deps));
   app.route('/v1/stores', objectRoutes(deps));
   app.route('/v1/jobs', jobRoutes(deps));
@@ -75,7 +78,9 @@ function boardApp(deps: AppDeps, tokens: TokenSet): Hono {
   const board = new Hono();
   board.use('*', requireBasic(tokens));
   // The board's own API answers a Redis failure with a 500 of its own shape: Redis down is the usual 503 instead.
+  // It also reads any body as JSON: a body must say it is JSON, which a cross-site form or no-preflight fetch cannot.
   board.use(`${BOARD_PATH}/api/*`, async (c, next) => {
+    if (c.req.method !== 'GET' && c.req.method !== 'HEAD') requireJsonBody(c);
     requireRedisReady(deps.redis);
     await next();
   });

@@ -45,12 +45,17 @@ function basicPassword(header: string | undefined): string | undefined {
   return colon < 0 ? undefined : decoded.slice(colon + 1);
 }
 
+/** Whether the request may see what a token grants: it carries a valid bearer token, or the API has none. */
+export function hasBearer(c: Context, tokens: TokenSet): boolean {
+  return !tokens.enabled || tokens.accepts(bearerToken(requestHeader(c, 'authorization')));
+}
+
 /**
  * The 401 for a request without a valid bearer token, or `undefined` when it may pass. Without tokens the API is
  * open (and `main` binds to loopback only).
  */
 export function bearerRefusal(c: Context, tokens: TokenSet): Response | undefined {
-  if (!tokens.enabled || tokens.accepts(bearerToken(requestHeader(c, 'authorization')))) return undefined;
+  if (hasBearer(c, tokens)) return undefined;
   c.header('WWW-Authenticate', 'Bearer realm="kyozo"');
   return respondWithError(c, new ApiError('UNAUTHORIZED', 'a valid bearer token is required (Authorization: Bearer <token>)'));
 }

@@ -66,6 +66,10 @@ export function objectHeaders(info: ObjectInfo): Record<string, string> {
     'Last-Modified': new Date(info.updatedAt).toUTCString(),
     'Accept-Ranges': 'bytes',
     'Cache-Control': CACHE_CONTROL,
+    // Served on the API's (and the board's) origin with the Content-Type its writer chose: text/html or SVG must
+    // not run as a page there (stored XSS). No sniffing, and a sandbox without scripts or the origin.
+    'X-Content-Type-Options': 'nosniff',
+    'Content-Security-Policy': 'sandbox',
   };
   if (info.versionId !== undefined) headers['X-Kyozo-Version'] = info.versionId;
   // Which tier of a hybrid store answered (`hot`, `cold`, or `backup` while cold is down).

@@ -80,7 +80,12 @@ const versionFields: Fields<VersionInfo> = {
   message: optional(STRING),
   author: optional(ref('Author')),
 };
-const healthReport = objectSchema<HealthReport>({ status: { enum: ['ok', 'degraded', 'down'] }, detail: STRING, latencyMs: { type: 'number' } });
+/** `detail` and `latencyMs` are left out of `/ready` without a bearer token. */
+const healthReport = objectSchema<Pick<HealthReport, 'status'> & Partial<HealthReport>>({
+  status: { enum: ['ok', 'degraded', 'down'] },
+  detail: optional(STRING),
+  latencyMs: optional({ type: 'number' }),
+});
 const diffSide = { oneOf: [objectSchema<{ size: number; etag: string }>({ size: INTEGER, etag: ETAG }), { type: 'null' }] };
 
 export const schemas: Record<string, JsonSchema> = {

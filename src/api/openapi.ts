@@ -198,7 +198,8 @@ function maintenance(task: MaintenanceTask, summary: string, failures: Record<nu
     query: WAIT,
     headers: JOB_HEADERS,
     body: {
-      description: 'JSON, at most 64 KiB (an empty body is `{}`), checked against the job’s schema and checks before it is enqueued',
+      description:
+        'JSON sent as `Content-Type: application/json`, at most 64 KiB (an empty body, without a Content-Type, is `{}`), checked against the job’s schema and checks before it is enqueued',
       required: Array.isArray(schema.required) && schema.required.length > 0,
       content: json(schema),
     },
@@ -206,7 +207,9 @@ function maintenance(task: MaintenanceTask, summary: string, failures: Record<nu
       ...mutationAnswers(ref('MaintenanceOutcome'), {
         400: 'BAD_REQUEST or INVALID_ARGUMENT: ?wait, Idempotency-Key, or a body that is not a JSON object or that the job could never run (nothing is enqueued)',
         404: 'NOT_FOUND: a store the body names does not exist',
+        408: 'REQUEST_TIMEOUT: the body sent nothing for 30 s; nothing was enqueued',
         413: 'PAYLOAD_TOO_LARGE: the body is over 64 KiB',
+        415: 'UNSUPPORTED_MEDIA_TYPE: a body not sent as application/json',
         ...WAITED_STORE_FAILURES,
         ...failures,
       }),
@@ -222,6 +225,7 @@ const routes: RouteSpec[] = [
     method: 'GET',
     path: '/ready',
     summary: 'Redis takes writes and every store is up',
+    description: 'Without a valid bearer token (when API_TOKENS is set), each part answers its `status` only; the details (paths, errors, latencies) need a token.',
     auth: 'none',
     responses: {
       200: { description: 'Ready', content: json(ref('Readiness')) },
@@ -442,7 +446,7 @@ const routes: RouteSpec[] = [
     responses: {
       200: { description: 'The event stream', content: { 'text/event-stream': { schema: { type: 'string' } } }, headers: ['Cache-Control'] },
       400: 'BAD_REQUEST: an unknown event type, or a ?since or Last-Event-ID that is not an event id',
-      503: 'SERVICE_UNAVAILABLE: the event stream (Redis) cannot be reached',
+      503: 'SERVICE_UNAVAILABLE: the event stream (Redis) cannot be reached, or this process already serves its most streams at once (1,000); Retry-After',
     },
   },
   {

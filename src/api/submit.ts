@@ -24,7 +24,7 @@ const MAX_IDEMPOTENCY_KEY = 256;
 export const BODY_IDLE_TIMEOUT_MS = 30_000;
 
 /** `body` passed through; `expired()` says whether it was cut off for sending nothing during `idleMs`. */
-function idleLimited(body: Readable, idleMs: number): { body: Readable; expired(): boolean } {
+export function idleLimited(body: Readable, idleMs: number): { body: Readable; expired(): boolean } {
   let expired = false;
   const timer = setTimeout(() => {
     expired = true;
@@ -70,6 +70,19 @@ export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging'
     if (limited.expired()) throw new ApiError('REQUEST_TIMEOUT', `the request body sent nothing for ${idleMs} ms`);
     throw error;
   }
+}
+
+/**
+ * 415 unless a body that comes is declared `application/json`. A form or a no-preflight `fetch` from another page can
+ * only send text/plain, urlencoded or multipart: a route that takes any body as JSON would take theirs too. A request
+ * with neither a body nor a Content-Type passes (an empty body).
+ */
+export function requireJsonBody(c: Context): void {
+  const type = requestHeader(c, 'content-type');
+  const length = requestHeader(c, 'content-length');
+  const hasBody = requestHeader(c, 'transfer-encoding') !== undefined || (length !== undefined && Number(length) !== 0);
+  if (type === undefined ? !hasBody : /^application\/json\s*(?:;|$)/i.test(type)) return;
+  throw new ApiError('UNSUPPORTED_MEDIA_TYPE', `a JSON request body is sent with Content-Type: application/json, not ${(type ?? 'none').slice(0, 128)}`);
 }
 
 function idempotencyKey(c: Context): string | undefined {

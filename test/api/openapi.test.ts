@@ -56,7 +56,9 @@ function requestFor(route: RouteSpec): [string, RequestInit] {
   const path = concrete(route.path);
   const init: RequestInit = { method: route.method };
   if (route.auth === 'signature') return [signed(route.method === 'PUT' ? 'PUT' : 'GET'), { ...init, body: route.method === 'PUT' ? 'x' : undefined }];
-  if (path.startsWith('/v1/maintenance/')) return [path, { ...init, body: JSON.stringify(maintenanceBodies[path.split('/').pop()!] ?? {}) }];
+  if (path.startsWith('/v1/maintenance/')) {
+    return [path, { ...init, body: JSON.stringify(maintenanceBodies[path.split('/').pop()!] ?? {}), headers: { 'Content-Type': 'application/json' } }];
+  }
   if (path.endsWith('/diff')) return [`${path}?from=v1`, init];
   return [path, route.method === 'PUT' || route.method === 'POST' ? { ...init, body: 'x' } : init];
 }

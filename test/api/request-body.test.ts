@@ -52,7 +52,7 @@ function send(parts: Buffer[], pauseMs: number): Promise<string> {
 
 function putRequest(key: string, body: Buffer): { head: Buffer; body: Buffer } {
   const head = Buffer.from(
-    `PUT /v1/stores/main/objects/${key}?wait=true HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n` +
+    `PUT /v1/stores/main/objects/${key}?wait=true HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n` +
       `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
     'latin1',
   );
@@ -84,7 +84,7 @@ describe('request targets', () => {
   it('the absolute form (as sent to a proxy) addresses the same key as the origin form', async () => {
     const body = Buffer.from('absolute');
     const head = Buffer.from(
-      `PUT http://test/v1/stores/main/objects/target/c/d?wait=true HTTP/1.1\r\nHost: test\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
+      `PUT http://127.0.0.1/v1/stores/main/objects/target/c/d?wait=true HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
       'latin1',
     );
     const answer = await send([Buffer.concat([head, body])], 0);

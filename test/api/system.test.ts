@@ -75,7 +75,7 @@ describe('system routes', () => {
     const full = await startTestService('api-ready-oom', { API_TOKENS: TOKEN, REDIS_URL: redis.url }, { worker: false });
     try {
       await redisCli(redis.port, 'config', 'set', 'maxmemory', '1');
-      const refused = await full.app.request('/ready');
+      const refused = await full.app.request('/ready', { headers: auth });
       expect(refused.status).toBe(503);
       expect(((await refused.json()) as { redis: { status: string; detail: string } }).redis).toMatchObject({ status: 'down', detail: expect.stringMatching(/OOM/) });
       await redisCli(redis.port, 'config', 'set', 'maxmemory', '0');

@@ -20,6 +20,11 @@ const REPLAY_PAGE = 500;
  * every event for it.
  */
 const MAX_WAITING_EVENTS = 1_000;
+/**
+ * Streams open at once in one process (`sseMaxStreams`): each holds a socket, a file descriptor and a listener for
+ * as long as its client likes, so without a cap clients use up the process's descriptors (then every request fails).
+ */
+const MAX_STREAMS = 1_000;
 /** Redis stream ids are two unsigned 64-bit numbers. */
 const MAX_ID_PART = 2n ** 64n - 1n;
 
@@ -48,6 +53,8 @@ function resumePoint(c: Context): string | undefined {
 
 export function eventRoutes(deps: AppDeps): Hono {
   const app = new Hono();
+  const maxStreams = deps.sseMaxStreams ?? MAX_STREAMS;
+  let open = 0;
   app.get('/', async (c) => {
     const types = parseTypes(c.req.query('types'));
     const since = resumePoint(c);
@@ -57,86 +64,111 @@ export function eventRoutes(deps: AppDeps): Hono {
     // Hono runs this route for HEAD too and drops the body: a subscription made for it would never end.
     if (c.req.method === 'HEAD') return c.body(null, 200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
 
-    const maxWaiting = deps.sseMaxWaitingEvents ?? MAX_WAITING_EVENTS;
-    const pending: EventEnvelope[] = [];
-    let deliver: ((event: EventEnvelope) => void) | undefined;
-    /** Ends the stream of a client that reads too slowly (set once the stream exists). */
-    let disconnect: (() => void) | undefined;
-    const unsubscribe = await deps.bus.subscribe(types, (event) => {
-      if (deliver) return deliver(event);
-      // Held back while the history is replayed, within the same limit as once live.
-      if (pending.length < maxWaiting) pending.push(event);
-      else if (disconnect) disconnect();
-      else pending.push(event); // before the stream exists; it disconnects as soon as it starts
-    });
-
-    // Once streaming, a failure (Redis lost during a replay) can only end the stream: the client resumes from
-    // Last-Event-ID.
-    const ended = async (error: Error) => void deps.log.warn({ err: error }, 'events: stream ended by an error');
-    // Resumed from an id the stream is past, or that is ahead of it (not this stream's, or the largest there is).
-    const bounds = since === undefined ? { trimmed: false } : await deps.bus.bounds();
-    // Before the oldest entry of a stream that was trimmed: what came after the client's id may be gone.
-    const gap = since !== undefined && bounds.trimmed && (bounds.oldest === undefined || streamIdAfter(bounds.oldest, since));
-    const ahead = since !== undefined && (bounds.last === undefined || streamIdAfter(since, bounds.last));
-    const resumeFrom = ahead ? (bounds.last ?? '0-0') : since;
-    return streamSSE(c, async (stream) => {
-      let lastSent = resumeFrom;
-      let closed = false;
-      const send = async (event: EventEnvelope) => {
-        if (closed || (lastSent !== undefined && !streamIdAfter(event.id, lastSent))) return;
-        lastSent = event.id;
-        await stream.writeSSE({ id: event.id, event: event.type, data: JSON.stringify(event) });
-      };
-      // Writes wait for the client to read: live events and heartbeats queue up behind one another, in order.
-      let chain = Promise.resolve();
-      let waiting = 0;
-      const done = () => void waiting--;
-      const later = (write: () => Promise<unknown>) => {
-        waiting++;
-        chain = chain.then(write).then(done, done);
-      };
-      const finished = new Promise<void>((resolve) => {
-        stream.onAbort(() => {
-          closed = true;
-          resolve();
-        });
-      });
-      disconnect = () => {
-        if (closed) return;
-        deps.log.warn({ waiting: waiting + pending.length, lastSent }, 'events: a client reads too slowly; disconnected, it can resume from Last-Event-ID');
-        stream.abort();
-      };
-      const heartbeat = setInterval(() => later(() => stream.write(': heartbeat\n\n')), HEARTBEAT_MS);
-      if (pending.length > maxWaiting) disconnect();
-      try {
-        if (gap) {
-          // Events after the client's id were trimmed away (EVENTS_MAXLEN): it must know its view has a hole.
-          const data = { since, oldest: bounds.oldest ?? null, reason: 'events after Last-Event-ID may have been trimmed from the stream (EVENTS_MAXLEN)' };
-          await Promise.race([stream.writeSSE({ event: 'gap', data: JSON.stringify(data) }), finished]);
-        }
-        if (resumeFrom !== undefined) {
-          for (let page = await deps.bus.readSince(resumeFrom, types, REPLAY_PAGE); page.length > 0 && !closed; ) {
-            // A write the client does not read never ends: the replay stops when the stream is ended instead.
-            for (const event of page) if (!closed) await Promise.race([send(event), finished]);
-            page = page.length < REPLAY_PAGE || closed ? [] : await deps.bus.readSince(lastSent, types, REPLAY_PAGE);
-          }
-        }
-        // The live events held back during the replay, then every new one, queued with no await in between: an
-        // event arriving while the held-back ones are still being written must not land in `pending` after it
-        // was drained.
-        for (const event of pending.splice(0)) later(() => send(event));
-        deliver = (event) => {
-          if (closed) return;
-          if (waiting < maxWaiting) return later(() => send(event));
-          disconnect?.();
-        };
-        later(() => stream.write(': connected\n\n'));
-        await finished;
-      } finally {
-        clearInterval(heartbeat);
-        await unsubscribe();
-      }
-    }, ended);
+    if (open >= maxStreams) {
+      throw new ApiError('SERVICE_UNAVAILABLE', `this process already serves ${maxStreams} event streams; try again shortly`, { 'Retry-After': '5' });
+    }
+    open++;
+    // Counted from here until the stream ends, or until a failure before it starts.
+    let counted = true;
+    const release = () => {
+      if (counted) open--;
+      counted = false;
+    };
+    try {
+      return await eventStream(c, deps, types, since, release);
+    } catch (error) {
+      release();
+      throw error;
+    }
   });
   return refuseOtherMethods(app);
+}
+
+/** One client's stream; `release` is called once it has ended. */
+async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[] | '*', since: string | undefined, release: () => void): Promise<Response> {
+  const maxWaiting = deps.sseMaxWaitingEvents ?? MAX_WAITING_EVENTS;
+  const pending: EventEnvelope[] = [];
+  let deliver: ((event: EventEnvelope) => void) | undefined;
+  /** Ends the stream of a client that reads too slowly (set once the stream exists). */
+  let disconnect: (() => void) | undefined;
+  const unsubscribe = await deps.bus.subscribe(types, (event) => {
+    if (deliver) return deliver(event);
+    // Held back while the history is replayed, within the same limit as once live.
+    if (pending.length < maxWaiting) pending.push(event);
+    else if (disconnect) disconnect();
+    else pending.push(event); // before the stream exists; it disconnects as soon as it starts
+  });
+
+  // Once streaming, a failure (Redis lost during a replay) can only end the stream: the client resumes from
+  // Last-Event-ID.
+  const ended = async (error: Error) => void deps.log.warn({ err: error }, 'events: stream ended by an error');
+  // Resumed from an id the stream is past, or that is ahead of it (not this stream's, or the largest there is).
+  // Read before the stream exists: should it fail (Redis lost), the subscription made above is dropped again.
+  const bounds = since === undefined ? { trimmed: false } : await deps.bus.bounds().catch(async (error: unknown) => {
+    await unsubscribe();
+    throw error;
+  });
+  // Before the oldest entry of a stream that was trimmed: what came after the client's id may be gone.
+  const gap = since !== undefined && bounds.trimmed && (bounds.oldest === undefined || streamIdAfter(bounds.oldest, since));
+  const ahead = since !== undefined && (bounds.last === undefined || streamIdAfter(since, bounds.last));
+  const resumeFrom = ahead ? (bounds.last ?? '0-0') : since;
+  return streamSSE(c, async (stream) => {
+    let lastSent = resumeFrom;
+    let closed = false;
+    const send = async (event: EventEnvelope) => {
+      if (closed || (lastSent !== undefined && !streamIdAfter(event.id, lastSent))) return;
+      lastSent = event.id;
+      await stream.writeSSE({ id: event.id, event: event.type, data: JSON.stringify(event) });
+    };
+    // Writes wait for the client to read: live events and heartbeats queue up behind one another, in order.
+    let chain = Promise.resolve();
+    let waiting = 0;
+    const done = () => void waiting--;
+    const later = (write: () => Promise<unknown>) => {
+      waiting++;
+      chain = chain.then(write).then(done, done);
+    };
+    const finished = new Promise<void>((resolve) => {
+      stream.onAbort(() => {
+        closed = true;
+        resolve();
+      });
+    });
+    disconnect = () => {
+      if (closed) return;
+      deps.log.warn({ waiting: waiting + pending.length, lastSent }, 'events: a client reads too slowly; disconnected, it can resume from Last-Event-ID');
+      stream.abort();
+    };
+    const heartbeat = setInterval(() => later(() => stream.write(': heartbeat\n\n')), HEARTBEAT_MS);
+    if (pending.length > maxWaiting) disconnect();
+    try {
+      if (gap) {
+        // Events after the client's id were trimmed away (EVENTS_MAXLEN): it must know its view has a hole.
+        const data = { since, oldest: bounds.oldest ?? null, reason: 'events after Last-Event-ID may have been trimmed from the stream (EVENTS_MAXLEN)' };
+        await Promise.race([stream.writeSSE({ event: 'gap', data: JSON.stringify(data) }), finished]);
+      }
+      if (resumeFrom !== undefined) {
+        for (let page = await deps.bus.readSince(resumeFrom, types, REPLAY_PAGE); page.length > 0 && !closed; ) {
+          // A write the client does not read never ends: the replay stops when the stream is ended instead.
+          for (const event of page) if (!closed) await Promise.race([send(event), finished]);
+          page = page.length < REPLAY_PAGE || closed ? [] : await deps.bus.readSince(lastSent, types, REPLAY_PAGE);
+        }
+      }
+      // The live events held back during the replay, then every new one, queued with no await in between: an
+      // event arriving while the held-back ones are still being written must not land in `pending` after it
+      // was drained.
+      for (const event of pending.splice(0)) later(() => send(event));
+      deliver = (event) => {
+        if (closed) return;
+        if (waiting < maxWaiting) return later(() => send(event));
+        disconnect?.();
+      };
+      later(() => stream.write(': connected\n\n'));
+      await finished;
+    } finally {
+      clearInterval(heartbeat);
+      release();
+      await unsubscribe();
+    }
+  }, ended);
 }

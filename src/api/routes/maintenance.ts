@@ -1,10 +1,11 @@
 /**
- * `POST /v1/maintenance/{tier,cleanup,backup,restore-backup,migrate}`: JSON bodies (at most 64 KiB; an empty body
- * is `{}`), enqueued as jobs of the maintenance family. 202 `{ jobId, statusUrl }`; `?wait=true` waits up to
+ * `POST /v1/maintenance/{tier,cleanup,backup,restore-backup,migrate}`: JSON bodies sent as `application/json` (415
+ * otherwise; at most 64 KiB; an empty body is `{}`), enqueued as jobs of the maintenance family. 202 `{ jobId, statusUrl }`; `?wait=true` waits up to
  * `WAIT_TIMEOUT_MS` and answers 200 `{ jobId, state, result }` (DESIGN §8). Stores named in the body must exist
  * (404); everything else about the body is checked by the job's own schema and checks (400), so that a body the
  * job could never run is refused here rather than enqueued to fail.
  */
+import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import { backupJob, backupTarget } from '../../jobs/backup.js';
 import { parsePayload } from '../../jobs/definition.js';
@@ -18,7 +19,7 @@ import { ApiError } from '../errors.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
 import { requestHeader } from '../node-request.js';
 import { requireStore } from '../stores.js';
-import { jobRequest, respondWithJob } from '../submit.js';
+import { BODY_IDLE_TIMEOUT_MS, idleLimited, jobRequest, requireJsonBody, respondWithJob } from '../submit.js';
 
 const MAX_BODY_BYTES = 64 * 1024;
 
@@ -35,25 +36,35 @@ type Task = keyof typeof TASKS;
 
 export const MAINTENANCE_TASKS = Object.keys(TASKS) as Task[];
 
-async function readBody(c: Context): Promise<string> {
+/** The body as text; one that sends nothing for `idleMs` is 408, as an object body is. */
+async function readBody(c: Context, idleMs: number): Promise<string> {
   const declared = requestHeader(c, 'content-length');
   if (declared !== undefined && Number(declared) > MAX_BODY_BYTES) {
     throw new PayloadTooLargeError(`a maintenance request body is at most ${MAX_BODY_BYTES} bytes`);
   }
   const raw = c.req.raw.body;
   if (raw === null) return '';
+  const limited = idleLimited(Readable.fromWeb(raw as import('node:stream/web').ReadableStream<Uint8Array>), idleMs);
   const chunks: Uint8Array[] = [];
   let bytes = 0;
-  for await (const chunk of raw as unknown as AsyncIterable<Uint8Array>) {
-    bytes += chunk.length;
-    if (bytes > MAX_BODY_BYTES) throw new PayloadTooLargeError(`a maintenance request body is at most ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk);
+  try {
+    for await (const chunk of limited.body as AsyncIterable<Uint8Array>) {
+      bytes += chunk.length;
+      if (bytes > MAX_BODY_BYTES) throw new PayloadTooLargeError(`a maintenance request body is at most ${MAX_BODY_BYTES} bytes`);
+      chunks.push(chunk);
+    }
+  } catch (error) {
+    if (limited.expired()) throw new ApiError('REQUEST_TIMEOUT', `the request body sent nothing for ${idleMs} ms`);
+    throw error;
+  } finally {
+    limited.body.destroy();
   }
   return Buffer.concat(chunks, bytes).toString('utf8');
 }
 
-async function jsonObject(c: Context): Promise<Record<string, unknown>> {
-  const text = await readBody(c);
+async function jsonObject(c: Context, idleMs: number): Promise<Record<string, unknown>> {
+  requireJsonBody(c);
+  const text = await readBody(c, idleMs);
   if (text.trim() === '') return {};
   let body: unknown;
   try {
@@ -93,7 +104,7 @@ export function maintenanceRoutes(deps: AppDeps): Hono {
   for (const task of MAINTENANCE_TASKS) {
     app.post(`/${task}`, async (c) => {
       const request = jobRequest(c);
-      const body = await jsonObject(c);
+      const body = await jsonObject(c, deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS);
       for (const field of TASKS[task]) {
         const name = body[field];
         if (typeof name === 'string') requireStore(deps, name);

@@ -34,7 +34,10 @@ export function signedRoutes(deps: AppDeps): Hono {
   const app = new Hono();
   app.get('/:store/*', async (c) => {
     const { store, key } = verified(c, deps, 'GET');
-    return objectGet(c, requireStore(deps, store), key);
+    // Whoever held the PUT URL chose the content and its type: a browser opening the URL saves it, never renders it.
+    const response = await objectGet(c, requireStore(deps, store), key);
+    response.headers.set('Content-Disposition', 'attachment');
+    return response;
   });
   app.put('/:store/*', async (c) => {
     const { store, key } = verified(c, deps, 'PUT');

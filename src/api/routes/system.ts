@@ -1,10 +1,12 @@
 /**
  * `/health` (the process answers), `/ready` (Redis takes writes, and every store; 503 when Redis or a store is down),
- * `/metrics` (prom-client) and `/openapi.json`.
+ * `/metrics` (prom-client) and `/openapi.json`. `/ready` answers its details (store paths, commits, Redis errors)
+ * only to a valid bearer token; a probe without one learns each part's status.
  */
 import { Hono } from 'hono';
 import type { HealthReport } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
+import { hasBearer, type TokenSet } from '../auth.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
 import { openApiDocument } from '../openapi.js';
 import { withTimeout } from '../with-timeout.js';
@@ -13,7 +15,7 @@ const READY_TIMEOUT_MS = 2_000;
 /** How long the key `/ready` writes lives: a probe, gone on its own. */
 const PROBE_TTL_MS = 10_000;
 
-export function systemRoutes(deps: AppDeps): Hono {
+export function systemRoutes(deps: AppDeps, tokens: TokenSet): Hono {
   const app = new Hono();
 
   app.get('/health', (c) => c.json({ status: 'ok', uptimeSeconds: Math.round(process.uptime()) }));
@@ -38,7 +40,14 @@ export function systemRoutes(deps: AppDeps): Hono {
       ),
     );
     const down = redis.status === 'down' || Object.values(stores).some((report) => report.status === 'down');
-    return c.json({ status: down ? 'down' : 'ok', redis, stores }, down ? 503 : 200, down ? { 'Retry-After': '5' } : {});
+    const detailed = hasBearer(c, tokens);
+    const shown = (report: { status: string }) => (detailed ? report : { status: report.status });
+    const body = {
+      status: down ? 'down' : 'ok',
+      redis: shown(redis),
+      stores: Object.fromEntries(Object.entries(stores).map(([name, report]) => [name, shown(report)])),
+    };
+    return c.json(body, down ? 503 : 200, down ? { 'Retry-After': '5' } : {});
   });
 
   app.get('/metrics', async (c) => c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType }));
