@@ -197,7 +197,7 @@ describe('npm start itself', () => {
     socket.on('data', (chunk: Buffer) => (answer += chunk));
     // `Expect: 100-continue`: the 100 says the route is reading the body, so the signal lands mid-request.
     socket.write(
-      `PUT /v1/stores/default/objects/ctrl-c HTTP/1.1\r\nHost: x\r\nContent-Length: ${half.length * 2}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`,
+      `PUT /v1/stores/default/objects/ctrl-c HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Length: ${half.length * 2}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`,
     );
     await until(async () => answer.includes('100 Continue'), 'the route to ask for the body', 10_000);
     socket.write(half);
