@@ -170,6 +170,7 @@ export const schemas: Record<string, JsonSchema> = {
     branches: { type: 'boolean' },
     rangeReads: { type: 'boolean' },
     defaultAuthor: optional(ref('Author')),
+    maxObjectBytes: optional({ type: 'integer', minimum: 1, description: 'The largest object this store takes, when below MAX_OBJECT_BYTES (git: 1 GiB)' }),
   }),
   StoreList: objectSchema<{ items: unknown[] }>({
     items: {

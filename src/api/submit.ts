@@ -14,6 +14,7 @@ import type { JobName, PayloadOf } from '../jobs/index.js';
 import { EnqueueUncertainError } from '../jobs/queue.js';
 import { isStaged, type BodyRef } from '../jobs/staging.js';
 import { PayloadTooLargeError, ProviderUnavailableError } from '../providers/errors.js';
+import type { StorageProvider } from '../providers/types.js';
 import type { AppDeps } from './app.js';
 import { ApiError, redisUnavailable } from './errors.js';
 import { jobFailure } from './job-status.js';
@@ -43,12 +44,22 @@ export function idleLimited(body: Readable, idleMs: number): { body: Readable; e
   return { body: guarded, expired: () => expired };
 }
 
-export async function stageRequestBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config' | 'bodyIdleTimeoutMs'>): Promise<BodyRef> {
-  const maxBytes = deps.config.payloads.maxObjectBytes;
+/**
+ * `store`: the store the body is for; one with a limit of its own below `MAX_OBJECT_BYTES` (git) refuses a larger
+ * body here, before it is read, rather than in the job after the whole upload was staged.
+ */
+export async function stageRequestBody(
+  c: Context,
+  deps: Pick<AppDeps, 'staging' | 'config' | 'bodyIdleTimeoutMs'>,
+  store: StorageProvider,
+): Promise<BodyRef> {
+  const storeMax = store.capabilities.maxObjectBytes ?? Number.POSITIVE_INFINITY;
+  const maxBytes = Math.min(deps.config.payloads.maxObjectBytes, storeMax);
   const header = requestHeader(c, 'content-length');
   const declared = header === undefined ? undefined : Number(header);
   if (declared !== undefined && declared > maxBytes) {
-    throw new PayloadTooLargeError(`body of ${declared} bytes is larger than MAX_OBJECT_BYTES=${maxBytes}`);
+    const limit = maxBytes === storeMax ? `what this store takes (${maxBytes} bytes)` : `MAX_OBJECT_BYTES=${maxBytes}`;
+    throw new PayloadTooLargeError(`body of ${declared} bytes is larger than ${limit}`);
   }
   const idleMs = deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS;
   if (declared !== undefined && declared <= deps.staging.inlineMax) {

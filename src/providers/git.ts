@@ -297,8 +297,16 @@ export class GitProvider implements StorageProvider {
     private readonly log?: Logger,
   ) {
     this.user = normalizeAuthor(options.user, { name: 'Kyozo', email: 'kyozo@localhost' });
-    this.capabilities = { versioning: 'every-write', presign: 'signed-url', diff: true, branches: true, rangeReads: true, defaultAuthor: this.user };
     this.maxObjectBytes = options.maxObjectBytes ?? GIT_MAX_OBJECT_BYTES;
+    this.capabilities = {
+      versioning: 'every-write',
+      presign: 'signed-url',
+      diff: true,
+      branches: true,
+      rangeReads: true,
+      defaultAuthor: this.user,
+      maxObjectBytes: this.maxObjectBytes,
+    };
   }
 
   /** Opens (or creates) the repository, makes sure the branch has a first commit, and loads the branch's index. */

@@ -244,6 +244,7 @@ export class HybridProvider implements StorageProvider {
       branches: false,
       rangeReads: true,
       defaultAuthor: cold.defaultAuthor,
+      maxObjectBytes: cold.maxObjectBytes,
     };
   }
 

@@ -86,6 +86,8 @@ export interface Capabilities {
   rangeReads: boolean;
   /** The author a version made without one carries (git's committer); absent when such a version has none. */
   defaultAuthor?: Author;
+  /** The largest object this store takes, when it has a limit of its own (git holds objects whole in memory). */
+  maxObjectBytes?: number;
 }
 
 /** Inclusive byte range, as in HTTP: [0, 0] is the first byte. */

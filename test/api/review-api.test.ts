@@ -17,7 +17,7 @@ let service: TestService;
 let server: HttpServer;
 
 beforeAll(async () => {
-  service = await startTestService('api-review', { API_TOKENS: TOKEN });
+  service = await startTestService('api-review', { API_TOKENS: TOKEN, STORES: 'files:disk,mem:ram,docs:git' });
   server = await listen(createApp(service.deps), { host: '127.0.0.1', port: 0, apiTokens: [TOKEN] }, quietLog);
 }, 60_000);
 afterAll(async () => {
@@ -63,6 +63,16 @@ function expectingContinue(method: string, path: string, headers: Record<string,
 
 describe('refused on its headers, before the body is asked for', () => {
   const longKey = 'k'.repeat(300);
+
+  it("a body larger than its store takes (git: 1 GiB) though under MAX_OBJECT_BYTES is 413 with no 100 Continue", async () => {
+    const twoGiB = { 'Content-Length': String(2 * 1024 ** 3) };
+    const git = await headOnly(expectingContinue('PUT', object('docs', 'too/large'), twoGiB));
+    expect(git.askedForBody).toBe(false);
+    expect(git.answer).toMatch(/^HTTP\/1\.1 413 /);
+    expect(git.answer).toMatch(/what this store takes \(1073741824 bytes\)/);
+    // The same size for a store without a limit of its own is asked for.
+    expect((await headOnly(expectingContinue('PUT', object('mem', 'not/too/large'), twoGiB), 500)).askedForBody).toBe(true);
+  });
 
   it.each([
     ['PUT of an object', 'PUT', object('mem', 'early/put'), { 'Idempotency-Key': longKey }, /Idempotency-Key/],

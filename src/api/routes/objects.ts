@@ -198,12 +198,12 @@ export function objectRoutes(deps: AppDeps): Hono {
 
   app.put('/:store/objects/*', async (c) => {
     const store = c.req.param('store');
-    requireStore(deps, store);
+    const provider = requireStore(deps, store);
     const at = target(c);
     if (at.kind !== 'object') throw notAMethodOf(c.req.method, at);
     const options = requestWriteOptions(c);
     const request = jobRequest(c);
-    const body = await stageRequestBody(c, deps);
+    const body = await stageRequestBody(c, deps, provider);
     return respondWithJob(c, deps, request, 'write', { store, key: at.key, body, ...options });
   });
 
@@ -228,7 +228,7 @@ export function objectRoutes(deps: AppDeps): Hono {
     if (at.kind === 'versions') {
       const options = requestWriteOptions(c);
       const request = jobRequest(c);
-      const body = await stageRequestBody(c, deps);
+      const body = await stageRequestBody(c, deps, provider);
       return respondWithJob(c, deps, request, 'version', {
         store,
         key: at.key,

@@ -5,6 +5,7 @@
  * (`WWW-Authenticate`, RFC 9110 §15.5.2), and there is none, only a new URL.
  */
 import { Hono, type Context } from 'hono';
+import type { StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
@@ -14,7 +15,7 @@ import { requireStore } from '../stores.js';
 import { jobRequest, respondWithJob, stageRequestBody } from '../submit.js';
 import { objectGet, requestWriteOptions } from './objects.js';
 
-function verified(c: Context, deps: AppDeps, method: SignedMethod): { store: string; key: string } {
+function verified(c: Context, deps: AppDeps, method: SignedMethod): { store: string; key: string; provider: StorageProvider } {
   const store = c.req.param('store')!;
   // `/v1/signed/<store>/<key path>`, by position: the store segment may be spelled percent-encoded.
   const rawKey = rawSegmentsFrom(rawPathname(c), 4);
@@ -26,8 +27,7 @@ function verified(c: Context, deps: AppDeps, method: SignedMethod): { store: str
       ? 'not a signed URL for this method'
       : deps.signer.refusal({ method, store, key, expires }, c.req.query('signature'));
   if (refusal !== undefined) throw new ApiError('FORBIDDEN', refusal);
-  requireStore(deps, store);
-  return { store, key: key! };
+  return { store, key: key!, provider: requireStore(deps, store) };
 }
 
 export function signedRoutes(deps: AppDeps): Hono {
@@ -40,11 +40,11 @@ export function signedRoutes(deps: AppDeps): Hono {
     return response;
   });
   app.put('/:store/*', async (c) => {
-    const { store, key } = verified(c, deps, 'PUT');
+    const { store, key, provider } = verified(c, deps, 'PUT');
     // The URL grants this write: its Content-Type, X-Meta-* and conditions count as on an authenticated PUT.
     const options = requestWriteOptions(c);
     const request = jobRequest(c);
-    const body = await stageRequestBody(c, deps);
+    const body = await stageRequestBody(c, deps, provider);
     return respondWithJob(c, deps, request, 'write', { store, key, body, ...options });
   });
   return refuseOtherMethods(app);
