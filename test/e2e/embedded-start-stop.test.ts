@@ -132,62 +132,48 @@ describe('npm start that cannot start', () => {
   });
 });
 
+/**
+ * `npm start` itself (npm, its shell, node) in a process group of its own, on a fresh data directory: whatever
+ * outlives npm is found and killed by the cleanup.
+ */
+async function npmStartGroup(name: string): Promise<{ npm: ChildProcess; port: number; output(): string; exited: Promise<number | null> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), `kyozo-${name}-`));
+  const prefix = `{${name}-${process.pid}}`;
+  const port = await freePort();
+  const npm = spawn('npm', ['start'], {
+    cwd: root,
+    env: { ...process.env, LOG_LEVEL: 'info', REDIS_URL: TEST_REDIS_URL, STORAGE_ROOT_DIR: dir, PORT: String(port), QUEUE_PREFIX: prefix },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  cleanups.push(async () => {
+    try {
+      process.kill(-npm.pid!, 'SIGKILL');
+    } catch {
+      // the group is gone
+    }
+    await rm(dir, { recursive: true, force: true });
+    const redis = new Redis(TEST_REDIS_URL);
+    await deleteKeys(redis, prefix);
+    redis.disconnect();
+  });
+  let output = '';
+  npm.stdout!.on('data', (chunk: Buffer) => (output += chunk));
+  npm.stderr!.on('data', (chunk: Buffer) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => npm.once('exit', (code) => resolve(code)));
+  await until(async () => output.includes('kyozo ready'), 'npm start to be ready', 60_000);
+  return { npm, port, output: () => output, exited };
+}
+
 describe('npm start itself', () => {
   it('a SIGTERM to npm reaches the service, which shuts down gracefully', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-npm-start-'));
-    const prefix = `{npm-start-${process.pid}}`;
-    // Its own process group: whatever outlives npm is found and killed by the cleanup.
-    const npm = spawn('npm', ['start'], {
-      cwd: root,
-      env: { ...process.env, LOG_LEVEL: 'info', REDIS_URL: TEST_REDIS_URL, STORAGE_ROOT_DIR: dir, PORT: String(await freePort()), QUEUE_PREFIX: prefix },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
-    cleanups.push(async () => {
-      try {
-        process.kill(-npm.pid!, 'SIGKILL');
-      } catch {
-        // the group is gone
-      }
-      await rm(dir, { recursive: true, force: true });
-      const redis = new Redis(TEST_REDIS_URL);
-      await deleteKeys(redis, prefix);
-      redis.disconnect();
-    });
-    let output = '';
-    npm.stdout!.on('data', (chunk: Buffer) => (output += chunk));
-    npm.stderr!.on('data', (chunk: Buffer) => (output += chunk));
-    await until(async () => output.includes('kyozo ready'), 'npm start to be ready', 60_000);
+    const { npm, output } = await npmStartGroup('npm-start');
     npm.kill('SIGTERM'); // npm only, as a process manager stopping it would
-    await until(async () => output.includes('shutdown complete'), 'the service to shut down', 30_000);
+    await until(async () => output().includes('shutdown complete'), 'the service to shut down', 30_000);
   });
 
   it('one Ctrl-C (SIGINT to the whole process group) is one signal: an upload in flight is answered, then it exits 0', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-npm-ctrlc-'));
-    const prefix = `{npm-ctrlc-${process.pid}}`;
-    const port = await freePort();
-    const npm = spawn('npm', ['start'], {
-      cwd: root,
-      env: { ...process.env, LOG_LEVEL: 'info', REDIS_URL: TEST_REDIS_URL, STORAGE_ROOT_DIR: dir, PORT: String(port), QUEUE_PREFIX: prefix },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
-    cleanups.push(async () => {
-      try {
-        process.kill(-npm.pid!, 'SIGKILL');
-      } catch {
-        // the group is gone
-      }
-      await rm(dir, { recursive: true, force: true });
-      const redis = new Redis(TEST_REDIS_URL);
-      await deleteKeys(redis, prefix);
-      redis.disconnect();
-    });
-    let output = '';
-    npm.stdout!.on('data', (chunk: Buffer) => (output += chunk));
-    npm.stderr!.on('data', (chunk: Buffer) => (output += chunk));
-    const exited = new Promise<number | null>((resolve) => npm.once('exit', (code) => resolve(code)));
-    await until(async () => output.includes('kyozo ready'), 'npm start to be ready', 60_000);
+    const { npm, port, output, exited } = await npmStartGroup('npm-ctrlc');
 
     // Half of a body sent, then Ctrl-C as a terminal sends it: SIGINT to npm and every process under it at once.
     const half = Buffer.alloc(32 * 1024, 'a');
@@ -202,13 +188,13 @@ describe('npm start itself', () => {
     await until(async () => answer.includes('100 Continue'), 'the route to ask for the body', 10_000);
     socket.write(half);
     process.kill(-npm.pid!, 'SIGINT');
-    await until(async () => output.includes('shutting down'), 'the shutdown to begin', 10_000);
+    await until(async () => output().includes('shutting down'), 'the shutdown to begin', 10_000);
     socket.write(half); // not end(): Node's server drops a request whose client half-closes
     await new Promise<void>((resolve) => socket.once('close', () => resolve()));
 
-    expect(answer, output).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 202 /);
+    expect(answer, output()).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 202 /);
     expect(await exited).toBe(0);
-    expect(output).not.toContain('second signal');
-    expect(output).toContain('shutdown complete');
+    expect(output()).not.toContain('second signal');
+    expect(output()).toContain('shutdown complete');
   });
 });
