@@ -1,8 +1,9 @@
 /**
  * Every request's way in and out of the API: its request id; what a browser may not do (below); for `/v1/*`, the
  * bearer token (signed URLs carry their own credential) and a raw path that routing and key parsing read alike; on
- * the way out, the duration metric and one pino line. One middleware rather than four: each Hono middleware level costs a dispatch closure and promises
- * per request, which on the enqueue path added up to more than any of these steps.
+ * the way out, the duration metric and one pino line. One middleware rather than four: each Hono middleware level
+ * costs a dispatch closure and promises per request, which on the enqueue path added up to more than any of these
+ * steps.
  */
 import type { Context, MiddlewareHandler } from 'hono';
 import type { AppDeps } from './app.js';
