@@ -51,8 +51,11 @@ export interface EventEnvelope<T = unknown> {
 export type EventInput<T = unknown> = Omit<EventEnvelope<T>, 'id' | 'at'> & { at?: string };
 
 export interface EmitOptions {
-  /** Emit at most once for this hash field; the hash must exist for the marker to be kept. */
-  once?: { key: string; field: string };
+  /**
+   * Emit at most once for this hash field; the hash must exist for the marker to be kept. `alsoSet` is one more
+   * field written into that hash with the marker, in the same script (a completed job's data without its body).
+   */
+  once?: { key: string; field: string; alsoSet?: { field: string; value: string } };
   /**
    * Called once the event's script is written to the bus's connection, before its reply: Redis runs a connection's
    * commands in order, so a command sent on the same connection after this runs after the event.
@@ -96,14 +99,14 @@ export interface EventBusOptions {
 
 /**
  * Appends a batch of events, publishes them as one JSON array, and honours once-markers. KEYS[1] is the stream,
- * KEYS[2..] the marker hashes. ARGV: maxlen, channel, then four values per event: type, envelope JSON without id
- * (it starts with '{'), index of its marker in KEYS ('0' = none), marker field. Returns one id per event, '' for
- * an event skipped because its marker was set.
+ * KEYS[2..] the marker hashes. ARGV: maxlen, channel, then six values per event: type, envelope JSON without id
+ * (it starts with '{'), index of its marker in KEYS ('0' = none), marker field, and a field and value set with the
+ * marker ('' = none). Returns one id per event, '' for an event skipped because its marker was set.
  */
 const EMIT_SCRIPT = `
 local published = {}
 local ids = {}
-for base = 3, #ARGV, 4 do
+for base = 3, #ARGV, 6 do
   local marker = tonumber(ARGV[base + 2])
   local previous = false
   if marker > 0 then previous = redis.call('HGET', KEYS[marker], ARGV[base + 3]) end
@@ -111,7 +114,10 @@ for base = 3, #ARGV, 4 do
     ids[#ids + 1] = ''
   else
     local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[base], 'e', ARGV[base + 1])
-    if marker > 0 and redis.call('EXISTS', KEYS[marker]) == 1 then redis.call('HSET', KEYS[marker], ARGV[base + 3], id) end
+    if marker > 0 and redis.call('EXISTS', KEYS[marker]) == 1 then
+      redis.call('HSET', KEYS[marker], ARGV[base + 3], id)
+      if ARGV[base + 4] ~= '' then redis.call('HSET', KEYS[marker], ARGV[base + 4], ARGV[base + 5]) end
+    end
     published[#published + 1] = '{"id":"' .. id .. '",' .. string.sub(ARGV[base + 1], 2)
     ids[#ids + 1] = id
   end
@@ -302,7 +308,8 @@ export function createEventBus(options: EventBusOptions): EventBus {
         keys.push(item.once.key);
         marker = keys.length;
       }
-      args.push(item.type, item.json, String(marker), item.once?.field ?? '');
+      const alsoSet = item.once?.alsoSet;
+      args.push(item.type, item.json, String(marker), item.once?.field ?? '', alsoSet?.field ?? '', alsoSet?.value ?? '');
     }
     try {
       const reply = emitScript(keys.length, ...keys, ...args);

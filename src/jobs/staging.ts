@@ -33,14 +33,44 @@ const inlineBodySchema = z
   .strict()
   .refine((ref) => Buffer.byteLength(ref.inline, 'base64') === ref.size, { message: 'inline body size does not match its content' });
 
+/**
+ * A body its job no longer carries: a completed job's inline body is dropped from the job's data (`withoutInlineBody`)
+ * so that the completed jobs Redis keeps for the retention window hold no content. A run that meets one (a completed
+ * job retried from the board) does what it does when a staged blob is gone: the work counts as done when the target
+ * holds the body's etag.
+ */
+const droppedBodySchema = z
+  // `never` for the other forms' keys: a malformed inline or staged body is then reported by its own form's check.
+  .object({ size, etag, inline: z.never().optional(), stagedKey: z.never().optional() })
+  .strict();
+
 export const bodyRefSchema = z.union([
   inlineBodySchema,
   z.object({ stagedKey: z.string().regex(STAGED_KEY, 'not a staging key'), size, etag }).strict(),
+  droppedBodySchema,
 ]);
 export type BodyRef = z.output<typeof bodyRefSchema>;
 
 export function isStaged(ref: BodyRef): ref is Extract<BodyRef, { stagedKey: string }> {
   return 'stagedKey' in ref;
+}
+
+function isInline(ref: BodyRef): ref is Extract<BodyRef, { inline: string }> {
+  return 'inline' in ref;
+}
+
+/** BullMQ keeps a job's data as JSON in this field of the job's hash. */
+export const JOB_DATA_FIELD = 'data';
+
+/**
+ * The job data to keep once the job completed: `data` with its inline body replaced by the body's size and etag, or
+ * undefined when it carries none. Completed jobs stay in Redis for the retention window (`removeOnComplete`): up to
+ * 10,000 of them at ~1.33 times their body each would hold gigabytes of content nobody reads again.
+ */
+export function withoutInlineBody(data: unknown): Record<string, unknown> | undefined {
+  const body = (data as { body?: { inline?: unknown; size?: unknown; etag?: unknown } } | null | undefined)?.body;
+  if (typeof body !== 'object' || body === null || body.inline === undefined) return undefined;
+  return { ...(data as Record<string, unknown>), body: { size: body.size, etag: body.etag } };
 }
 
 export interface Staging {
@@ -132,12 +162,13 @@ export function createStaging({ provider, inlineMax, owners }: StagingOptions): 
     },
 
     async open(ref) {
-      if (!isStaged(ref)) {
+      if (isInline(ref)) {
         const content = Buffer.from(ref.inline, 'base64');
         if (content.length !== ref.size) throw new InvalidArgumentError(`inline body has ${content.length} bytes, the job says ${ref.size}`);
         // Its etag is checked where it is stored: the jobs pass it as the write's `expectedEtag`.
         return content;
       }
+      if (!isStaged(ref)) throw new NotFoundError('the inline body was dropped from the job once it completed');
       const { body } = await provider.read(ref.stagedKey);
       return body;
     },
@@ -180,7 +211,7 @@ export async function applyBody<R>(
     if (error instanceof NotFoundError) {
       const done = await alreadyApplied();
       if (done !== undefined) return done;
-      throw new NotFoundError(`the staged body of this job is gone (${isStaged(ref) ? ref.stagedKey : 'inline'})`, { cause: error });
+      throw new NotFoundError(isStaged(ref) ? `the staged body of this job is gone (${ref.stagedKey})` : (error as Error).message, { cause: error });
     }
     throw error;
   }

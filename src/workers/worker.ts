@@ -24,7 +24,7 @@ import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
 import { JobInterruptedError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
 import { asJobFailure, failureCode } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
-import type { Staging } from '../jobs/staging.js';
+import { JOB_DATA_FIELD, withoutInlineBody, type Staging } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
@@ -204,7 +204,11 @@ export function createWorkers(options: WorkersOptions): Workers {
         const lock = token === undefined ? undefined : { token, durationMs: lockDurationMs };
         const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, signal, lock);
         const { result, event } = await definition.handle(payload, ctx);
-        await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER }, log);
+        // The content is written: the job kept for the retention window need not hold it (nor a rerun need it, which
+        // finds the marker and answers with this run's result).
+        const kept = withoutInlineBody(job.data);
+        const alsoSet = kept === undefined ? undefined : { field: JOB_DATA_FIELD, value: JSON.stringify(kept) };
+        await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER, alsoSet }, log);
         return result;
       } catch (error) {
         if (error instanceof LockLostError) {

@@ -9,7 +9,7 @@ import type { EventBus } from '../../src/events/bus.js';
 import type { JobContext } from '../../src/jobs/definition.js';
 import type { JobJournal } from '../../src/jobs/journal.js';
 import { restoreJob } from '../../src/jobs/restore.js';
-import { createStaging, type Staging } from '../../src/jobs/staging.js';
+import { createStaging, isStaged, type Staging } from '../../src/jobs/staging.js';
 import { versionJob } from '../../src/jobs/version.js';
 import { writeJob } from '../../src/jobs/write.js';
 import { allVersions } from '../../src/providers/object-info.js';
@@ -146,7 +146,7 @@ describe('job handlers', () => {
 
   it('a write releases its staged body after success', async () => {
     const body = await staging.stageBody('another staged body, long enough');
-    if (!('stagedKey' in body)) throw new Error('expected a staged body');
+    if (!isStaged(body)) throw new Error('expected a staged body');
     await writeJob.handle({ store: 'main', key: 'doc', body }, ctx(1));
     expect((await stagingProvider.list({ prefix: 'staging/' })).items).toHaveLength(0);
     expect((await store.stat('doc')).etag).toBe(body.etag);

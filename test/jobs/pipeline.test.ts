@@ -7,6 +7,7 @@ import { InvalidArgumentError, InvalidKeyError, ProviderUnavailableError } from 
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { createQueues, jobIdFor } from '../../src/jobs/queue.js';
+import { isStaged } from '../../src/jobs/staging.js';
 import { closeRedis, createRedis } from '../../src/redis.js';
 import { interceptMethod } from '../support/intercept.js';
 import { failingFirst, inlineBody, startPipeline, waitFor, type Pipeline } from './fixtures/pipeline.js';
@@ -146,7 +147,7 @@ describe('job pipeline', () => {
     const content = Buffer.alloc(5 * 1024 * 1024, 7);
     const body = await p.staging.stageBody(Readable.from([content.subarray(0, 3_000_000), content.subarray(3_000_000)]));
     expect(body).toMatchObject({ size: content.length, etag: sha256Hex(content) });
-    if (!('stagedKey' in body)) throw new Error('a 5 MiB body must be staged');
+    if (!isStaged(body)) throw new Error('a 5 MiB body must be staged');
     expect((await p.stagingProvider.stat(body.stagedKey)).size).toBe(content.length);
 
     const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'big/blob.bin', body });
@@ -166,7 +167,7 @@ describe('job pipeline', () => {
   it('fails a write whose staged body was damaged in staging at once, writing nothing: the store checks the etag', async () => {
     const content = Buffer.alloc(1024 * 1024, 5);
     const body = await p.staging.stageBody(Readable.from([content]), { maxBytes: 2 * content.length });
-    if (!('stagedKey' in body)) throw new Error('a 1 MiB body must be staged');
+    if (!isStaged(body)) throw new Error('a 1 MiB body must be staged');
     // The same size, other bytes: a disk fault, or someone else's file under the same name.
     await p.stagingProvider.write(body.stagedKey, Buffer.alloc(content.length, 6));
     const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'staged/damaged', body });
