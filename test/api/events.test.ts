@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/api/app.js';
 import { listen } from '../../src/api/server.js';
@@ -159,6 +160,37 @@ describe('GET /v1/events (SSE)', () => {
       client.abort();
       await server.close(0);
     }
+  });
+
+  it('closes the connection of a client that stopped reading, not only its stream: a stalled client holds no socket', async () => {
+    const server = await listen(createApp({ ...service.deps, sseMaxWaitingEvents: 20 }), { host: '127.0.0.1', port: 0, apiTokens: [] }, quietLog);
+    const port = Number(new URL(server.url).port);
+    const connections = () => new Promise<number>((resolve) => server.node.getConnections((_, count) => resolve(count)));
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => undefined); // reset by the server: what this test waits for
+    try {
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write(`GET /v1/events?types=object.written HTTP/1.1\r\nHost: localhost:${port}\r\nAccept: text/event-stream\r\n\r\n`);
+      await waitFor(async () => (await connections()) === 1 && service.deps.bus.listenerCount() > 0, { what: 'the stream subscribed' });
+      socket.pause(); // reads nothing more: the kernel's buffers fill, then the events wait in the server
+      const padding = 'x'.repeat(20_000);
+      for (let i = 0; i < 300; i++) await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `stalled/${i}`, data: { padding } });
+      await waitFor(async () => (await connections()) === 0, { what: 'the server closed the stalled connection' });
+    } finally {
+      socket.destroy();
+      await server.close(0);
+    }
+  });
+
+  it('resuming from an id ahead of the stream loses no event emitted while the stream is set up', async () => {
+    const bus = service.deps.bus;
+    let duringSetup: string | undefined;
+    // The event lands after the route subscribed and before Redis answered its look at the stream's bounds.
+    const slowBounds = { ...bus, bounds: async () => ((duringSetup = (await bus.emit({ type: 'object.written', store: 'mem', key: 'setup/during', data: {} }))!.id), bus.bounds()) };
+    const app = createApp({ ...service.deps, bus: slowBounds });
+    const response = await app.request('/v1/events?types=object.written', { headers: { 'Last-Event-ID': `${Date.now() + 3_600_000}-0` } });
+    const { events } = await collect(response, (received) => received.some((event) => event.id === duringSetup));
+    expect(events.map((event) => event.id)).toContain(duringSetup); // with whatever else was emitted since it subscribed
   });
 
   it('tells a client resuming from an id the stream has trimmed away that it missed events, then replays what is left', async () => {

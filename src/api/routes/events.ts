@@ -10,7 +10,7 @@ import { EVENT_TYPES, streamIdAfter, type EventEnvelope, type EventType } from '
 import type { AppDeps } from '../app.js';
 import { ApiError, requireRedisReady } from '../errors.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
-import { requestHeader } from '../node-request.js';
+import { outgoingOf, requestHeader } from '../node-request.js';
 
 const HEARTBEAT_MS = 15_000;
 const REPLAY_PAGE = 500;
@@ -111,7 +111,8 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
   // Before the oldest entry of a stream that was trimmed: what came after the client's id may be gone.
   const gap = since !== undefined && bounds.trimmed && (bounds.oldest === undefined || streamIdAfter(bounds.oldest, since));
   const ahead = since !== undefined && (bounds.last === undefined || streamIdAfter(since, bounds.last));
-  const resumeFrom = ahead ? (bounds.last ?? '0-0') : since;
+  // Ahead: nothing to replay, and every live event held since the subscription (made before `bounds`) is new to it.
+  const resumeFrom = ahead ? undefined : since;
   return streamSSE(c, async (stream) => {
     let lastSent = resumeFrom;
     let closed = false;
@@ -138,6 +139,9 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
       if (closed) return;
       deps.log.warn({ waiting: waiting + pending.length, lastSent }, 'events: a client reads too slowly; disconnected, it can resume from Last-Event-ID');
       stream.abort();
+      // Ending the response would wait for the client to read what is buffered, which it does not: the connection
+      // itself goes, or it would stay open with no stream counted for it.
+      outgoingOf(c)?.destroy();
     };
     const heartbeat = setInterval(() => later(() => stream.write(': heartbeat\n\n')), HEARTBEAT_MS);
     if (pending.length > maxWaiting) disconnect();
