@@ -52,10 +52,10 @@ export type EventInput<T = unknown> = Omit<EventEnvelope<T>, 'id' | 'at'> & { at
 
 export interface EmitOptions {
   /**
-   * Emit at most once for this hash field; the hash must exist for the marker to be kept. `alsoSet` is one more
-   * field written into that hash with the marker, in the same script (a completed job's data without its body).
+   * Emit at most once for this hash field; the hash must exist for the marker to be kept. `alsoSet`: more fields
+   * written into that hash with the marker, in the same script (a completed job's result, its data without its body).
    */
-  once?: { key: string; field: string; alsoSet?: { field: string; value: string } };
+  once?: { key: string; field: string; alsoSet?: Record<string, string> };
   /**
    * Called once the event's script is written to the bus's connection, before its reply: Redis runs a connection's
    * commands in order, so a command sent on the same connection after this runs after the event.
@@ -99,14 +99,14 @@ export interface EventBusOptions {
 
 /**
  * Appends a batch of events, publishes them as one JSON array, and honours once-markers. KEYS[1] is the stream,
- * KEYS[2..] the marker hashes. ARGV: maxlen, channel, then six values per event: type, envelope JSON without id
- * (it starts with '{'), index of its marker in KEYS ('0' = none), marker field, and a field and value set with the
- * marker ('' = none). Returns one id per event, '' for an event skipped because its marker was set.
+ * KEYS[2..] the marker hashes. ARGV: maxlen, channel, then five values per event: type, envelope JSON without id
+ * (it starts with '{'), index of its marker in KEYS ('0' = none), marker field, and a JSON array of more fields and
+ * values set with the marker ('' = none). Returns one id per event, '' for an event skipped because its marker was set.
  */
 const EMIT_SCRIPT = `
 local published = {}
 local ids = {}
-for base = 3, #ARGV, 6 do
+for base = 3, #ARGV, 5 do
   local marker = tonumber(ARGV[base + 2])
   local previous = false
   if marker > 0 then previous = redis.call('HGET', KEYS[marker], ARGV[base + 3]) end
@@ -116,7 +116,7 @@ for base = 3, #ARGV, 6 do
     local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[base], 'e', ARGV[base + 1])
     if marker > 0 and redis.call('EXISTS', KEYS[marker]) == 1 then
       redis.call('HSET', KEYS[marker], ARGV[base + 3], id)
-      if ARGV[base + 4] ~= '' then redis.call('HSET', KEYS[marker], ARGV[base + 4], ARGV[base + 5]) end
+      if ARGV[base + 4] ~= '' then redis.call('HSET', KEYS[marker], unpack(cjson.decode(ARGV[base + 4]))) end
     end
     published[#published + 1] = '{"id":"' .. id .. '",' .. string.sub(ARGV[base + 1], 2)
     ids[#ids + 1] = id
@@ -309,7 +309,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
         marker = keys.length;
       }
       const alsoSet = item.once?.alsoSet;
-      args.push(item.type, item.json, String(marker), item.once?.field ?? '', alsoSet?.field ?? '', alsoSet?.value ?? '');
+      args.push(item.type, item.json, String(marker), item.once?.field ?? '', alsoSet === undefined ? '' : JSON.stringify(Object.entries(alsoSet).flat()));
     }
     try {
       const reply = emitScript(keys.length, ...keys, ...args);

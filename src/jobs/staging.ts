@@ -197,7 +197,8 @@ export async function applyBody<R>(
   alreadyApplied: () => Promise<R | undefined>,
   journal?: JobJournal,
 ): Promise<R> {
-  if (isStaged(ref) && journal !== undefined) {
+  // A staged body is released, and an inline one dropped, only after the job's result was journaled.
+  if (!isInline(ref) && journal !== undefined) {
     const earlier = (await journal.recall()) as R | undefined;
     if (earlier !== undefined) {
       await staging.release(ref);

@@ -12,8 +12,11 @@ import type { Logger } from '../log.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
 
-/** The field of the job's BullMQ hash that holds the result a job recorded before releasing its staged body. */
-const APPLIED_MARKER = 'kyozoApplied';
+/**
+ * The field of the job's BullMQ hash that holds the result a job recorded before releasing its staged body, or with
+ * its event when its inline body was dropped (`workers/worker.ts`).
+ */
+export const APPLIED_MARKER = 'kyozoApplied';
 
 export interface JobContextDeps {
   stores: ReadonlyMap<string, StorageProvider>;

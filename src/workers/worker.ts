@@ -29,7 +29,7 @@ import type { Logger } from '../log.js';
 import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
-import { LockLostError, WorkerJobContext, type JobContextDeps } from './job-context.js';
+import { APPLIED_MARKER, LockLostError, WorkerJobContext, type JobContextDeps } from './job-context.js';
 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';
@@ -204,10 +204,10 @@ export function createWorkers(options: WorkersOptions): Workers {
         const lock = token === undefined ? undefined : { token, durationMs: lockDurationMs };
         const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, signal, lock);
         const { result, event } = await definition.handle(payload, ctx);
-        // The content is written: the job kept for the retention window need not hold it (nor a rerun need it, which
-        // finds the marker and answers with this run's result).
+        // The content is written: the job kept for the retention window need not hold it. A rerun (retried from the
+        // board, or after a crash before the completion) answers from the result journaled with the event instead.
         const kept = withoutInlineBody(job.data);
-        const alsoSet = kept === undefined ? undefined : { field: JOB_DATA_FIELD, value: JSON.stringify(kept) };
+        const alsoSet = kept === undefined ? undefined : { [JOB_DATA_FIELD]: JSON.stringify(kept), [APPLIED_MARKER]: JSON.stringify(result) };
         await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER, alsoSet }, log);
         return result;
       } catch (error) {

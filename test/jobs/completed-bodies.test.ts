@@ -75,20 +75,40 @@ describe('completed jobs and their bodies', () => {
     expect(await p.eventsOf(jobId, 'object.written')).toHaveLength(1);
   });
 
-  it('run again as a first attempt, a job whose body was dropped is done when the target holds its etag, and fails NOT_FOUND when not', async () => {
+  it('retried from the board after its event left the capped stream, a completed job answers from the result kept with it', async () => {
+    const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'trimmed', body: inlineBody('first') });
+    await p.waitForJobState(jobId, 'completed');
+    await p.redis.worker.xtrim(p.bus.streamKey, 'MAXLEN', 0);
+    await ram.write('trimmed', 'written since');
+
+    await (await p.queues.getJob(jobId))!.retry('completed');
+    await p.waitForJobState(jobId, 'completed');
+
+    expect(((await p.queues.getJob(jobId))!.returnvalue as { etag: string }).etag).toBe(sha256Hex('first'));
+    expect((await ram.stat('trimmed')).etag).toBe(sha256Hex('written since'));
+    expect(await p.eventsOf(jobId, 'job.failed')).toEqual([]);
+  });
+
+  it('run again as a first attempt, a job whose body was dropped answers from its journaled result; without one, from the target or NOT_FOUND', async () => {
+    const journaled = await p.queues.enqueue('write', { store: 'main', key: 'journaled', body: inlineBody('noted') });
     const held = await p.queues.enqueue('write', { store: 'main', key: 'held', body: inlineBody('kept') });
     const lost = await p.queues.enqueue('write', { store: 'main', key: 'lost', body: inlineBody('gone') });
-    await p.waitForJobState(held.jobId, 'completed');
-    await p.waitForJobState(lost.jobId, 'completed');
+    for (const { jobId } of [journaled, held, lost]) await p.waitForJobState(jobId, 'completed');
+    await ram.write('journaled', 'changed since');
     await ram.write('lost', 'someone else');
+    // Without the journal (as a job completed before it was kept with the event), only the target can tell.
+    for (const { jobId } of [held, lost]) await p.redis.worker.hdel(`${p.prefix}:objects:${jobId}`, 'kyozoApplied');
 
-    for (const { jobId } of [held, lost]) await (await p.queues.getJob(jobId))!.retry('completed', { resetAttemptsStarted: true, resetAttemptsMade: true });
+    const again = { resetAttemptsStarted: true, resetAttemptsMade: true };
+    for (const { jobId } of [journaled, held, lost]) await (await p.queues.getJob(jobId))!.retry('completed', again);
+    await p.waitForJobState(journaled.jobId, 'completed');
     await p.waitForJobState(held.jobId, 'completed');
     await p.waitForJobState(lost.jobId, 'failed');
 
+    expect(((await p.queues.getJob(journaled.jobId))!.returnvalue as { etag: string }).etag).toBe(sha256Hex('noted'));
+    expect((await ram.stat('journaled')).etag).toBe(sha256Hex('changed since'));
     expect(((await p.queues.getJob(held.jobId))!.returnvalue as { etag: string }).etag).toBe(sha256Hex('kept'));
-    const failed = await p.queues.getJob(lost.jobId);
-    expect(failed!.failedReason).toMatch(/NOT_FOUND.*dropped/);
+    expect((await p.queues.getJob(lost.jobId))!.failedReason).toMatch(/NOT_FOUND.*dropped/);
     expect((await ram.stat('lost')).etag).toBe(sha256Hex('someone else'));
   });
 });
