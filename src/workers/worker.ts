@@ -128,6 +128,14 @@ function failedEvent(job: Job, queue: QueueName, failure: Error, attemptsMade: n
   return { type: 'job.failed', ...describeJob(job), jobId: job.id!, data };
 }
 
+/**
+ * When the job was due to run: a schedule makes each job one period ahead, with a delay (`opts.delay` is the one it was
+ * added with; parking does not change it). The parked-retry window counts from here, not from when it was made.
+ */
+function dueAt(job: Job): number {
+  return job.timestamp + (job.opts.delay ?? 0);
+}
+
 /** Parked retries keep the job's exponential backoff, capped at a minute, with the same downward jitter. */
 function parkedRetryDelay(job: Job): number {
   const base = (job.opts.backoff as { delay?: number } | undefined)?.delay ?? 1000;
@@ -216,7 +224,7 @@ export function createWorkers(options: WorkersOptions): Workers {
           log.warn({ queue, jobId: job.id, err: error }, 'job run abandoned before its commit: it lost its lock');
           throw error;
         }
-        if (isStorageError(error) && error.code === 'PROVIDER_UNAVAILABLE' && lastAttempt(job) && Date.now() - job.timestamp < unavailableRetryMs) {
+        if (isStorageError(error) && error.code === 'PROVIDER_UNAVAILABLE' && lastAttempt(job) && Date.now() - dueAt(job) < unavailableRetryMs) {
           // Attempts spent, backend still down: park the job and try again later instead of failing it.
           await job.moveToDelayed(Date.now() + parkedRetryDelay(job), token);
           throw new DelayedError(`backend unavailable, retrying: ${error.message}`);
