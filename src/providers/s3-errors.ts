@@ -72,6 +72,8 @@ export function toStorageError(error: unknown, what: string): unknown {
   if (UNSUPPORTED.has(code) || status === 501 || status === 405) return new NotSupportedError(detail, options);
   if (ARGUMENT.has(code) || (status !== undefined && status >= 400 && status < 500)) return new InvalidArgumentError(detail, options);
   if (NETWORK.has(code)) return new ProviderUnavailableError(`${detail} (no answer from the endpoint)`, options);
+  // The SDK's credential source (instance metadata, a container agent, SSO) did not answer: nothing was sent yet.
+  if (code === 'CredentialsProviderError') return new ProviderUnavailableError(`${detail} (credentials could not be loaded yet)`, options);
   // An answer the SDK could not read (a truncated or garbled response): sending the request again may help.
   if (e.$metadata !== undefined) return new ProviderUnavailableError(detail, options);
   // Node refuses to send a header with characters outside latin1, before any byte leaves.

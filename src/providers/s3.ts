@@ -507,10 +507,12 @@ export class S3Provider implements StorageProvider {
       mode = out.Status === 'Enabled' ? 'native' : 'explicit';
       this.modeReason = `bucket versioning ${out.Status ?? 'never enabled'}`;
     } catch (error) {
-      if (error instanceof StorageError && error.retryable) {
-        this.modeReason = error.message;
+      // Only an answer from S3 decides the mode; anything else (down, throttled, no credentials yet) leaves it unknown.
+      if (!(error instanceof StorageError) || error.retryable) {
+        const reason = (error as Error).message;
+        this.modeReason = reason;
         throw new ProviderUnavailableError(
-          `s3 bucket "${this.bucket}": versioning mode not known yet (${error.message}); S3_VERSIONING=native|explicit pins it`,
+          `s3 bucket "${this.bucket}": versioning mode not known yet (${reason}); S3_VERSIONING=native|explicit pins it`,
           { cause: error },
         );
       }
@@ -707,23 +709,32 @@ export class S3Provider implements StorageProvider {
     const versionKey = this.versionKey(key, versionId);
     // The version object is not current yet: its content is checked here, the fence before the copy that makes it so.
     const stored = await this.put(what, versionKey, body, contentType, undefined, stamp, { expectedEtag: opts.expectedEtag });
+    const current = { ...encoded, [META.sha256]: stored.etag, [META.updated]: createdAt, [META.version]: versionId };
+    await this.makeExplicitCurrent(key, versionId, makeCurrent, opts, () => this.copy(what, versionKey, fullKey, contentType, current, conditions, stored.size));
+    return this.versionInfo(key, versionId, stored.size, stored.etag, createdAt, opts.message, opts.author);
+  }
+
+  /**
+   * Makes an explicit version (its object already stored) current with `copy`: under the key's lock, the fence right
+   * before the copy. Refused, the version never became current and leaves no trace; unavailable, it counts as made
+   * only when the current object names it (a copy that landed but answered late).
+   */
+  private async makeExplicitCurrent(key: string, versionId: string, makeCurrent: MakeCurrent, fenced: Fenced | undefined, copy: () => Promise<unknown>): Promise<void> {
+    const fullKey = this.objectKey(key);
     try {
-      const current = { ...encoded, [META.sha256]: stored.etag, [META.updated]: createdAt, [META.version]: versionId };
       await this.keyLocked(fullKey, async () => {
-        await passFence(opts);
-        await makeCurrent(() => this.copy(what, versionKey, fullKey, contentType, current, conditions, stored.size));
+        await passFence(fenced);
+        await makeCurrent(copy);
       });
     } catch (error) {
       if (!(error instanceof ProviderUnavailableError)) {
-        // Refused: the version never became current, leave no trace of it.
-        await this.deleteKey(what, versionKey).catch(() => undefined);
+        await this.deleteKey(`forget refused version ${versionId} of "${key}"`, this.versionKey(key, versionId)).catch(() => undefined);
         throw error;
       }
-      // Outcome unknown: a copy that landed but answered late made the version current. Unless the current object
-      // says so, the version object stays (the copy may still land), at worst a version that was never current.
+      // The version object stays unless the current object names it (the copy may still land): at worst a version
+      // that was never current.
       if (!(await this.isCurrentVersion(key, fullKey, versionId))) throw error;
     }
-    return this.versionInfo(key, versionId, stored.size, stored.etag, createdAt, opts.message, opts.author);
   }
 
   async listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>> {
@@ -745,11 +756,11 @@ export class S3Provider implements StorageProvider {
     const kept = storedUserMetadata(source.Metadata);
     const createdAt = nowIso();
     const base = { ...kept, [META.sha256]: etag, [META.updated]: createdAt };
-    await passFence(opts);
 
     if (this.settledMode === 'native') {
       const metadata = { ...base, ...versionMetadata(message, opts?.author) };
       requireMetadataFits(metadata);
+      await passFence(opts);
       const out = await this.addVersion(
         what,
         (signal) =>
@@ -777,7 +788,7 @@ export class S3Provider implements StorageProvider {
       requireMetadataFits(described);
       await this.copy(what, this.versionKey(key, versionId), newKey, contentType, described, undefined, size);
       const current = { ...base, [META.version]: newId };
-      await this.keyLocked(fullKey, () => makeCurrent(() => this.copy(what, newKey, fullKey, contentType, current, undefined, size)));
+      await this.makeExplicitCurrent(key, newId, makeCurrent, opts, () => this.copy(what, newKey, fullKey, contentType, current, undefined, size));
       return this.versionInfo(key, newId, size, etag, createdAt, message, opts?.author);
     });
   }
@@ -789,7 +800,7 @@ export class S3Provider implements StorageProvider {
       if (isVersionId(versionId)) await this.deleteKey(what, this.versionKey(key, versionId));
       return;
     }
-    if (versionId === '' || versionId === 'null') return;
+    if (versionId === '') return;
     await this.deleteKey(what, fullKey, versionId).catch((error: unknown) => {
       // A malformed or unknown id names no version: nothing to delete.
       if (error instanceof StorageError && ['NOT_FOUND', 'INVALID_ARGUMENT', 'NOT_SUPPORTED'].includes(error.code)) return;
@@ -941,7 +952,8 @@ export class S3Provider implements StorageProvider {
   private target(key: string, fullKey: string, versionId: string | undefined): { Key: string; VersionId?: string } {
     if (versionId === undefined) return { Key: fullKey };
     if (this.settledMode === 'native') {
-      if (versionId === '' || versionId === 'null') throw new NotFoundError(`"${key}" has no version ${JSON.stringify(versionId)}`);
+      // 'null' is S3's id of a version written before versioning was enabled (listed as such): a version like any other.
+      if (versionId === '') throw new NotFoundError(`"${key}" has no version ${JSON.stringify(versionId)}`);
       return { Key: fullKey, VersionId: versionId };
     }
     if (!isVersionId(versionId)) throw new NotFoundError(`"${key}" has no version ${JSON.stringify(versionId)}`);

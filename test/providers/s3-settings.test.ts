@@ -154,6 +154,23 @@ describe('S3_VERSIONING', () => {
     expect(await store.presign('k', { method: 'GET', expiresIn: 60 })).toContain('/unreachable/k?');
   });
 
+  it('auto: credentials that cannot be loaded at start leave the mode unknown, not explicit; S3 decides it once they load', async () => {
+    const bucket = await endpoint.createBucket();
+    let loads = false; // the credential source (instance metadata, a container agent) does not answer yet
+    const credentials = async () => {
+      if (!loads) throw Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError' });
+      return endpoint.credentials;
+    };
+    const store = await s3({ ...s3ProviderOptions(endpoint, bucket), credentials, resilience: QUICK });
+    expect(store.versioning).toBe('unknown');
+    await expect(store.stat('k')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    loads = true;
+    await sleep(QUICK.halfOpenAfterMs * 2); // the failures opened the circuit: its trial call comes after this
+    await store.write('k', 'v');
+    expect(store.versioning).toBe(endpoint.versioning ? 'native' : 'explicit');
+    expect((await store.health()).detail).not.toMatch(/credentials/i);
+  });
+
   it.skipIf(!endpoint.canStop)('auto: a store started during an outage asks again once S3 is back, and then writes', async () => {
     const bucket = await endpoint.createBucket();
     const mode = endpoint.versioning ? 'native' : 'explicit';

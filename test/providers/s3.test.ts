@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
-import { CopyObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutBucketVersioningCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { isBrokenCircuitError } from 'cockatiel';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, storeConfig } from '../../src/config.js';
@@ -25,7 +25,7 @@ import { createProvider } from '../../src/providers/index.js';
 import { createS3Provider, type S3Provider, type S3ProviderOptions } from '../../src/providers/s3.js';
 import { toStorageError } from '../../src/providers/s3-errors.js';
 import type { StorageProvider } from '../../src/providers/types.js';
-import { s3ProviderOptions, startS3, type S3TestEndpoint } from '../support/s3.js';
+import { s3ProviderOptions, startS3, startVersionedS3, type S3TestEndpoint } from '../support/s3.js';
 import { allPages } from '../support/paging.js';
 
 const MIB = 1024 * 1024;
@@ -50,12 +50,14 @@ function streamOf(buffer: Buffer): Readable {
 
 // Started at collection time so `it.skipIf` can see what the endpoint supports.
 const endpoint: S3TestEndpoint = await startS3();
+/** The native-versioning tests' endpoint: this one if it has native versioning, else moto when installed. */
+const versioned = await startVersionedS3(endpoint);
 const bare: S3Client = endpoint.client();
 const providers: S3Provider[] = [];
 
-async function provider(overrides: Partial<S3ProviderOptions> = {}, bucketOptions?: { versioning?: boolean }): Promise<S3Provider> {
-  const bucket = overrides.bucket ?? (await endpoint.createBucket(bucketOptions));
-  const created = await createS3Provider(s3ProviderOptions(endpoint, bucket, { ...overrides, bucket }));
+async function provider(overrides: Partial<S3ProviderOptions> = {}, bucketOptions?: { versioning?: boolean }, on = endpoint): Promise<S3Provider> {
+  const bucket = overrides.bucket ?? (await on.createBucket(bucketOptions));
+  const created = await createS3Provider(s3ProviderOptions(on, bucket, { ...overrides, bucket }));
   providers.push(created);
   return created;
 }
@@ -67,6 +69,7 @@ beforeAll(() => {
 afterAll(async () => {
   for (const created of providers) await created.close();
   bare.destroy();
+  if (versioned.endpoint !== endpoint) await versioned.endpoint?.close();
   await endpoint.close();
 });
 
@@ -105,6 +108,25 @@ describe('s3 provider: large bodies', () => {
     const landed = requests.filter((name) => name !== 'HeadObjectCommand' && name !== 'GetObjectCommand' && name !== 'DeleteObjectCommand');
     expect(landed.slice(-2)).toEqual(['fence', 'CopyObjectCommand']);
     expect(landed).toContain('CompleteMultipartUploadCommand');
+  });
+
+  it('an explicit restore checks its fence after copying the version and right before the copy that makes it current', async () => {
+    const s3 = await provider({ versioning: 'explicit' });
+    const v1 = await s3.createVersion('restored', 'old content', { message: 'one' });
+    await s3.write('restored', 'current');
+    const requests: string[] = [];
+    s3.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        requests.push(String(context.commandName));
+        return next(args);
+      },
+      { step: 'initialize', name: 'request-log' },
+    );
+    await s3.restoreVersion('restored', v1.versionId, { fence: async () => void requests.push('fence') });
+    // A run that lost its job during the first copy must not overwrite what the next run wrote meanwhile.
+    const copies = requests.filter((name) => name === 'CopyObjectCommand' || name === 'fence');
+    expect(copies).toEqual(['CopyObjectCommand', 'fence', 'CopyObjectCommand']);
+    expect((await readBytes(s3, 'restored')).toString()).toBe('old content');
   });
 
   it('range reads return the slice and describe the whole object', async () => {
@@ -541,12 +563,15 @@ describe('s3 provider: outage', () => {
 });
 
 describe('s3 provider: native bucket versioning', () => {
-  const reason = 'the endpoint has no native bucket versioning (s3rver); set S3_TEST_ENDPOINT to a MinIO or run Docker to cover it';
-  if (!endpoint.versioning) console.log(`s3 native-versioning tests skipped: ${reason}`);
+  if (versioned.endpoint === undefined) console.log(`s3 native-versioning tests skipped: ${versioned.reason}`);
+  else console.log(`s3 native-versioning tests run against ${versioned.endpoint.kind} at ${versioned.endpoint.endpoint}`);
+  const hasNative = versioned.endpoint !== undefined;
+  const versionedBare = versioned.endpoint?.client();
+  afterAll(() => versionedBare?.destroy());
 
-  const native = () => provider({}, { versioning: true });
+  const native = () => provider({}, { versioning: true }, versioned.endpoint);
 
-  it.skipIf(!endpoint.versioning)('every write is a version with the S3 VersionId; createVersion adds message and author', async () => {
+  it.skipIf(!hasNative)('every write is a version with the S3 VersionId; createVersion adds message and author', async () => {
     const s3 = await native();
     expect(s3.capabilities.versioning).toBe('every-write');
     const first = await s3.write('doc', 'one');
@@ -557,11 +582,11 @@ describe('s3 provider: native bucket versioning', () => {
     expect(items.map((version) => version.versionId)).toEqual([second.versionId, first.versionId]);
     expect(items[0]).toMatchObject({ message: 'second', author: { name: 'Ada', email: 'ada@example.com' }, etag: sha256('two') });
     expect(items[1]?.message).toBeUndefined();
-    const head = await bare.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: 'doc', VersionId: second.versionId }));
+    const head = await versionedBare!.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: 'doc', VersionId: second.versionId }));
     expect(head.Metadata?.['kyozo-message']).toBe('second');
   });
 
-  it.skipIf(!endpoint.versioning)('reads an old version, restores it as a new one, and keeps versions across a plain delete', async () => {
+  it.skipIf(!hasNative)('reads an old version, restores it as a new one, and keeps versions across a plain delete', async () => {
     const s3 = await native();
     const v1 = await s3.createVersion('r', 'original', { message: 'one' });
     await s3.write('r', 'changed');
@@ -576,7 +601,7 @@ describe('s3 provider: native bucket versioning', () => {
     expect((await s3.listVersions('r')).items).toEqual([]);
   });
 
-  it.skipIf(!endpoint.versioning)('pages versions newest first and never lists versions of a longer key', async () => {
+  it.skipIf(!hasNative)('pages versions newest first and never lists versions of a longer key', async () => {
     const s3 = await native();
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await s3.createVersion('p', `rev ${i}`, { message: `rev ${i}` })).versionId);
@@ -586,7 +611,23 @@ describe('s3 provider: native bucket versioning', () => {
     expect(seen).toEqual([...ids].reverse());
   });
 
-  it.skipIf(!endpoint.versioning)('an unknown version id is not found', async () => {
+  it.skipIf(!hasNative)("an object written before versioning was enabled is S3's version \"null\": listed, read, restored and deleted", async () => {
+    const on = versioned.endpoint!;
+    const bucket = await on.createBucket();
+    await versionedBare!.send(new PutObjectCommand({ Bucket: bucket, Key: 'report', Body: 'from before versioning' }));
+    await versionedBare!.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+    const s3 = await provider({ bucket }, undefined, on);
+    await s3.write('report', 'after');
+    expect((await s3.listVersions('report')).items.map((version) => version.versionId)).toContain('null');
+    expect((await readBytes(s3, 'report', { versionId: 'null' })).toString()).toBe('from before versioning');
+    expect((await s3.stat('report', { versionId: 'null' })).size).toBe('from before versioning'.length);
+    await s3.restoreVersion('report', 'null');
+    expect((await readBytes(s3, 'report')).toString()).toBe('from before versioning');
+    await s3.deleteVersion('report', 'null');
+    expect((await s3.listVersions('report')).items.map((version) => version.versionId)).not.toContain('null');
+  });
+
+  it.skipIf(!hasNative)('an unknown version id is not found', async () => {
     const s3 = await native();
     await s3.write('x', '1');
     await expect(s3.stat('x', { versionId: 'no-such-version' })).rejects.toBeInstanceOf(NotFoundError);

@@ -11,7 +11,8 @@
  * `stop()`/`start()` take the endpoint away and bring it back on the same address, for outage tests; an
  * external endpoint cannot be stopped (`canStop` false).
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawn as spawnProcess, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -31,7 +32,7 @@ import { dockerAnswers } from './docker.js';
 import { createS3Provider, type S3Provider, type S3ProviderOptions } from '../../src/providers/s3.js';
 
 export interface S3TestEndpoint {
-  kind: 'external' | 'minio' | 's3rver';
+  kind: 'external' | 'minio' | 's3rver' | 'moto';
   endpoint: string;
   region: string;
   credentials: { accessKeyId: string; secretAccessKey: string };
@@ -226,6 +227,67 @@ async function startS3rver(): Promise<S3TestEndpoint> {
   });
 }
 
+/**
+ * moto's S3 server (`moto_server` on PATH; Python's moto, installed on these machines) on a free port: it keeps
+ * everything in memory and has native bucket versioning, which s3rver lacks. Undefined when it is not installed.
+ */
+async function startMoto(): Promise<S3TestEndpoint | undefined> {
+  const port = await freePort();
+  const child = spawnProcess('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  const missing = new Promise<undefined>((resolve) => child.once('error', () => resolve(undefined)));
+  const url = `http://127.0.0.1:${port}`;
+  const answers = (async () => {
+    for (let i = 0; i < 300 && child.exitCode === null; i++) {
+      if (await fetch(url).then(() => true, () => false)) return true;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return undefined;
+  })();
+  if ((await Promise.race([missing, answers])) === undefined) {
+    child.kill('SIGKILL');
+    return undefined;
+  }
+  process.once('exit', () => child.kill('SIGKILL'));
+  return endpointFor('moto', url, 'us-east-1', { accessKeyId: 'moto', secretAccessKey: 'moto' }, 'WHEN_REQUIRED', {
+    canStop: false, // its data lives in the process: a restart would lose it
+    disposable: true,
+    stop: async () => {
+      throw new Error('the moto test server is not stopped by tests');
+    },
+    start: async () => undefined,
+    close: async () => {
+      if (child.exitCode !== null) return;
+      await new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      });
+    },
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * An endpoint with native bucket versioning, for the tests of that mode: `main` when it has it (MinIO, a real
+ * bucket), else moto when installed; `reason` says why there is none. Close it only when it is not `main`.
+ */
+export async function startVersionedS3(main: S3TestEndpoint): Promise<{ endpoint?: S3TestEndpoint; reason: string }> {
+  if (main.versioning) return { endpoint: main, reason: '' };
+  const moto = await startMoto();
+  if (moto?.versioning) return { endpoint: moto, reason: '' };
+  await moto?.close();
+  return { reason: `${main.kind} has no native bucket versioning and moto_server is not installed; set S3_TEST_ENDPOINT to a MinIO or run Docker to cover it` };
+}
+
 let shared: Promise<S3TestEndpoint> | undefined;
 
 /** One endpoint per test process, for suites that only need buckets (the contract suite). */
@@ -234,10 +296,18 @@ export function sharedS3(): Promise<S3TestEndpoint> {
   return shared;
 }
 
-/** A provider on a fresh bucket of the shared endpoint, for the contract suite's fixture list. */
-export async function s3ContractFixture(): Promise<{ provider: S3Provider; dispose(): Promise<void> }> {
-  const endpoint = await sharedS3();
-  const bucket = await endpoint.createBucket();
+let sharedVersioned: Promise<{ endpoint?: S3TestEndpoint; reason: string }> | undefined;
+
+/** One natively versioned endpoint per test process (see `startVersionedS3`), left running until the process exits. */
+export function sharedVersionedS3(): Promise<{ endpoint?: S3TestEndpoint; reason: string }> {
+  sharedVersioned ??= sharedS3().then(startVersionedS3);
+  return sharedVersioned;
+}
+
+/** A provider on a fresh bucket of `endpoint` (the shared one), natively versioned or not, for the contract suite. */
+export async function s3ContractFixture(endpoint?: S3TestEndpoint, versioning = false): Promise<{ provider: S3Provider; dispose(): Promise<void> }> {
+  endpoint ??= await sharedS3();
+  const bucket = await endpoint.createBucket({ versioning });
   const provider = await createS3Provider(s3ProviderOptions(endpoint, bucket));
   return { provider, dispose: () => endpoint.removeBucket(bucket) };
 }
