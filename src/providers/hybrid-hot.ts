@@ -7,7 +7,9 @@
  *   copy is the first one, and copies idle past the TTL are a prefix of the map: a sweep stops at the first live
  *   one. A copy idle past the TTL is also refused on lookup, so demotion does not wait for the sweep.
  * - Budget: copies up to `maxEntryBytes` (default `maxBytes / 8`, so one large object cannot empty the tier) are
- *   admitted; the least recently read ones make room, save those the admission is told to keep (a tiering pass
+ *   admitted, each charged what a ram store charges for it (content, key, content type, metadata and a fixed cost
+ *   per entry: `ramWriteBytes`), so that the tier and its ram store agree on what fits; the least recently read ones
+ *   make room, save those the admission is told to keep (a tiering pass
  *   keeps the keys it chose). Bytes of admissions in flight are reserved and count against `maxBytes` too; an
  *   admission that does not fit even with every other copy evicted is refused. The hot provider's own budget must
  *   be at least `maxBytes`.
@@ -17,7 +19,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
+import { describeWrite } from './metadata.js';
 import { withProcessMutex } from './process-mutex.js';
+import { ramWriteBytes } from './ram.js';
 import type { ObjectInfo, StorageProvider } from './types.js';
 
 export type DemotionReason = 'idle' | 'lru' | 'invalidated' | 'plan' | 'reset' | 'lost';
@@ -38,6 +42,8 @@ export interface HotTierOptions {
 
 interface HotEntry {
   info: ObjectInfo;
+  /** What the copy counts against `maxBytes`: what a ram store charges for it (content, key, type, metadata, entry). */
+  charged: number;
   /** What a read from here answers, made once: the hot read path allocates nothing it can avoid. */
   served: HotObjectInfo;
   lastRead: number;
@@ -57,7 +63,7 @@ export class HotTier {
     demotions: { idle: 0, lru: 0, invalidated: 0, plan: 0, reset: 0, lost: 0 } satisfies Record<DemotionReason, number>,
   };
   private readonly entries = new Map<string, HotEntry>();
-  /** Bytes of the copies in `entries`. */
+  /** What the copies in `entries` are charged. */
   private usedBytes = 0;
   /** Bytes of admissions in flight: not in `entries` yet, so no eviction can free them. */
   private reservedBytes = 0;
@@ -91,6 +97,11 @@ export class HotTier {
 
   has(key: string): boolean {
     return this.entries.has(key);
+  }
+
+  /** What a copy of `key` described by `info` counts against `maxBytes`: what a ram store charges for it. */
+  charge(key: string, info: Pick<ObjectInfo, 'size' | 'contentType' | 'metadata'>): number {
+    return this.entries.get(key)?.charged ?? ramWriteBytes(key, info.size, describeWrite(info));
   }
 
   /** Cold's description of the hot copy of `key`, counted as a hit and made most recently read; else a miss. */
@@ -129,25 +140,27 @@ export class HotTier {
       const previous = this.entries.get(key);
       if (previous !== undefined && previous.info.etag === info.etag) return true;
       if (previous !== undefined) await this.remove(key, 'invalidated');
-      const victims = this.victimsFor(content.length, keep);
+      const opts = { contentType: info.contentType, metadata: info.metadata };
+      const charged = this.charge(key, { ...info, size: content.length });
+      const victims = this.victimsFor(charged, keep);
       if (victims === undefined) return false;
       const evicted = victims.map((victim) => this.remove(victim, 'lru'));
-      this.reservedBytes += content.length; // before anything is awaited: admissions of other keys run meanwhile
+      this.reservedBytes += charged; // before anything is awaited: admissions of other keys run meanwhile
       try {
         await Promise.all(evicted);
-        await this.provider.write(key, content, { contentType: info.contentType, metadata: info.metadata });
+        await this.provider.write(key, content, opts);
       } catch (error) {
         this.log?.debug({ err: error, key }, 'hot tier refused a copy');
         return false;
       } finally {
-        this.reservedBytes -= content.length;
+        this.reservedBytes -= charged;
       }
       if (this.stale(key, mark)) {
         await this.provider.delete(key).catch(() => undefined);
         return false;
       }
-      this.usedBytes += content.length;
-      this.entries.set(key, { info, served: { ...info, tier: 'hot' }, lastRead: this.now() });
+      this.usedBytes += charged;
+      this.entries.set(key, { info, charged, served: { ...info, tier: 'hot' }, lastRead: this.now() });
       this.counters.promotions++;
       return true;
     });
@@ -211,7 +224,7 @@ export class HotTier {
       if (excess <= 0) break;
       if (keep.has(key)) continue;
       victims.push(key);
-      excess -= entry.info.size;
+      excess -= entry.charged;
     }
     return excess <= 0 ? victims : undefined;
   }
@@ -225,7 +238,7 @@ export class HotTier {
     const entry = this.entries.get(key);
     if (entry === undefined) return Promise.resolve();
     this.entries.delete(key);
-    this.usedBytes -= entry.info.size;
+    this.usedBytes -= entry.charged;
     this.counters.demotions[reason]++;
     return this.provider.delete(key).catch((error: unknown) => this.log?.warn({ err: error, key }, 'hot tier could not drop a copy'));
   }

@@ -487,13 +487,13 @@ export class HybridProvider implements StorageProvider {
     return chosen;
   }
 
-  /** The bytes `key` takes in the hot tier: its hot copy's, else cold's object's; undefined if it cannot be promoted. */
+  /** What `key` counts against the hot budget: its hot copy's charge, else cold's object's; undefined if it cannot be promoted. */
   private async hotSizeOf(key: string): Promise<number | undefined> {
     const copy = this.hot.peek(key);
-    if (copy !== undefined) return copy.size;
+    if (copy !== undefined) return this.hot.charge(key, copy);
     try {
-      const { size } = await this.cold.stat(key);
-      return size <= this.hot.maxEntryBytes ? size : undefined;
+      const info = await this.cold.stat(key);
+      return info.size <= this.hot.maxEntryBytes ? this.hot.charge(key, info) : undefined;
     } catch (error) {
       if (!(error instanceof StorageError)) throw error;
       return undefined;

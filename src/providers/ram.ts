@@ -88,6 +88,14 @@ function describedBytes(entry: { key: string; contentType: string; metadata: Rec
   );
 }
 
+/**
+ * What writing `bytes` of content to `key` (`described` by `describeWrite`) counts against a ram store's budget: the hybrid's hot tier
+ * charges its copies the same, so that its `HOT_MAX_BYTES` and its ram store's budget agree.
+ */
+export function ramWriteBytes(key: string, bytes: number, described: { contentType: string; metadata: Record<string, string> }): number {
+  return describedBytes({ key, ...described }) + bytes;
+}
+
 /** What a stored object or version (or its snapshot entry) counts against the budget. */
 function storedBytes(entry: StoredObject | StoredVersion): number {
   const { content } = entry;
@@ -139,7 +147,7 @@ export class RamProvider implements StorageProvider {
     requireExpectedEtag(key, opts?.expectedEtag, etag);
     await passFence(opts); // before the check: the check and the commit are one synchronous step
     this.checkPrecondition(key, opts);
-    this.reserve(describedBytes({ key, ...described }) + content.length - this.currentBytes(key));
+    this.reserve(ramWriteBytes(key, content.length, described) - this.currentBytes(key));
     return this.setCurrent(key, content, etag, described.contentType, described.metadata);
   }
 

@@ -11,7 +11,8 @@ import { DiskProvider } from '../../src/providers/disk.js';
 import { encodeVersionsCursor } from '../../src/providers/cursor.js';
 import { ProviderUnavailableError } from '../../src/providers/errors.js';
 import { createHybridProvider, type HybridProvider, type TieringPlan } from '../../src/providers/hybrid.js';
-import { RamProvider } from '../../src/providers/ram.js';
+import { describeWrite } from '../../src/providers/metadata.js';
+import { RamProvider, ramWriteBytes } from '../../src/providers/ram.js';
 import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { newVersionId } from '../../src/providers/version-id.js';
@@ -203,7 +204,8 @@ describe('a tiering pass against the hot budget', () => {
   const keys = Array.from({ length: 20 }, (_, i) => `k${String(i).padStart(2, '0')}`); // most read first, as planned
 
   it('promotes the most read keys that fit, counts only those, and the same plan again changes nothing', async () => {
-    const { store } = await hybrid({ hotMaxBytes: 1000, maxHotObjectBytes: 100 });
+    // Room for ten copies, each charged what its ram store charges (content, key, type, 256 per entry).
+    const { store } = await hybrid({ hotMaxBytes: 10 * ramWriteBytes('k00', 100, describeWrite({})), maxHotObjectBytes: 100 });
     for (const key of keys) await store.write(key, Buffer.alloc(100, key));
     const plan: TieringPlan = { promote: keys, demote: [] };
     const fitting = keys.slice(0, 10);
@@ -215,7 +217,9 @@ describe('a tiering pass against the hot budget', () => {
   });
 
   it('never evicts a key the plan keeps to make room for another it promotes', async () => {
-    const { store } = await hybrid({ hotMaxBytes: 300, maxHotObjectBytes: 100 });
+    const charge = (key: string) => ramWriteBytes(key, 100, describeWrite({}));
+    // Room for three copies: 'top' with 'new' and one of the others.
+    const { store } = await hybrid({ hotMaxBytes: charge('top') + charge('other-1') + charge('other-2'), maxHotObjectBytes: 100 });
     for (const key of ['top', 'other-1', 'other-2', 'new']) await store.write(key, Buffer.alloc(100, key));
     for (const key of ['top', 'other-1', 'other-2']) await store.applyTiering({ promote: [key], demote: [] });
     // 'top' is now the least recently read copy, 'other-1' the next.

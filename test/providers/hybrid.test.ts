@@ -16,7 +16,8 @@ import { createHybridProvider, isHybridProvider, tierSettings, type HybridProvid
 import { createRedisHotChannel, type HotMessage } from '../../src/providers/hybrid-invalidation.js';
 import { createProvider } from '../../src/providers/index.js';
 import { withMetrics } from '../../src/providers/metrics.js';
-import { RamProvider } from '../../src/providers/ram.js';
+import { describeWrite } from '../../src/providers/metadata.js';
+import { RamProvider, ramWriteBytes } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { closeRedis, createRedis } from '../../src/redis.js';
 import { connectRedis, deleteKeys, TEST_REDIS_URL, testRedisConfig, uniquePrefix } from '../support/redis.js';
@@ -125,14 +126,16 @@ describe('hot tier', () => {
   });
 
   it('evicts the least recently read copy when HOT_MAX_BYTES would be exceeded', async () => {
-    const provider = await hybrid({ accessThreshold: 1, hotMaxBytes: 4000, maxHotObjectBytes: 1000 });
+    // Each copy is charged what its ram store charges: 1,000 bytes of content, its key and type, 256 per entry.
+    const charge = ramWriteBytes('a', 1000, describeWrite({}));
+    const provider = await hybrid({ accessThreshold: 1, hotMaxBytes: 4 * charge, maxHotObjectBytes: 1000 });
     for (const key of ['a', 'b', 'c', 'd', 'e']) await provider.write(key, key.repeat(1000));
-    for (const key of ['a', 'b', 'c', 'd']) await readText(provider, key); // four copies: 4,000 bytes
+    for (const key of ['a', 'b', 'c', 'd']) await readText(provider, key); // four copies: the budget
     expect(await tiersOf(provider, 'a', 1)).toEqual(['hot']); // b is now the least recently read
     await readText(provider, 'e'); // needs room
     const detail = (await provider.stats()).detail as { hot: { demotions: { lru: number } }; tiers: { hot: { bytes: number; objects: number } } };
     expect(detail.hot.demotions.lru).toBe(1);
-    expect(detail.tiers.hot).toMatchObject({ bytes: 4000, objects: 4 });
+    expect(detail.tiers.hot).toMatchObject({ bytes: 4 * charge, objects: 4 });
     for (const key of ['a', 'c', 'd', 'e']) expect(await tiersOf(provider, key, 1)).toEqual(['hot']);
     expect(await tiersOf(provider, 'b', 1)).toEqual(['cold']);
   });
