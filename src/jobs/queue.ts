@@ -16,7 +16,8 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions } from 'bullmq';
-import { ProviderUnavailableError, isStorageError } from '../providers/errors.js';
+import { ProviderUnavailableError, errorTable, isStorageError } from '../providers/errors.js';
+import { failureCode } from './failures.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { QUEUE_NAMES, parsePayload, type JobDefinition, type QueueName } from './definition.js';
 import { jobDefinition, type JobName, type PayloadOf } from './index.js';
@@ -84,6 +85,24 @@ function canonical(value: unknown): unknown {
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
       .map(([key, item]) => [key, canonical(item)]),
   );
+}
+
+/**
+ * A request repeated with its Idempotency-Key finds the job the first one made (adding an id that exists is a no-op).
+ * When that job failed for a reason a retry can mend (its backend was unavailable past the parking window, or no
+ * code says otherwise) — which the API answered 503 with Retry-After — the repeat runs it again, its attempts counted
+ * afresh, instead of finding the same failure for the days failed jobs are kept. Its runs so far still count as runs
+ * (`attemptsStarted`), so it looks for work an earlier one may have done before doing it again.
+ */
+async function rerunIfFailedRetryably(queue: Queue, jobId: string): Promise<void> {
+  const job = await queue.getJob(jobId);
+  if (job === undefined || !(await job.isFailed())) return;
+  const code = failureCode(job.failedReason);
+  if (code !== undefined && !errorTable[code].retryable) return;
+  // A repeat sent at the same moment may have moved it already: then it is waiting again, as wanted.
+  await job.retry('failed', { resetAttemptsMade: true }).catch(async (error: unknown) => {
+    if (await job.isFailed()) throw error;
+  });
 }
 
 /** BullMQ names the jobs a job scheduler makes `repeat:<scheduler>:<time>`; only maintenance jobs are scheduled. */
@@ -162,7 +181,9 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
       try {
         // Before the job exists: from then on, cleanup knows the body is not an orphan.
         if (body !== undefined && isStaged(body)) await owners.note(body.stagedKey, jobId);
-        await queueFor(definition.queue).add(name, data, { jobId });
+        const queue = queueFor(definition.queue);
+        await queue.add(name, data, { jobId });
+        if (opts.idempotencyKey !== undefined) await rerunIfFailedRetryably(queue, jobId);
       } catch (error) {
         if (isStorageError(error)) throw error;
         throw new EnqueueUncertainError(`cannot enqueue ${name}: ${(error as Error).message}`, { cause: error });
