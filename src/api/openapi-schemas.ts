@@ -48,7 +48,8 @@ const ERROR_CODES: Record<ApiErrorCode, string> = {
   INVALID_KEY: 'the key (or a path segment) is not a valid key',
   INVALID_ARGUMENT: 'a well-formed request the store or the job cannot honour (metadata, cursor, a maintenance body)',
   UNAUTHORIZED: 'no valid bearer token (or basic credentials on the board)',
-  FORBIDDEN: 'a signed URL whose signature is missing, tampered with or expired, or that was signed for another method or key',
+  FORBIDDEN:
+    'a signed URL whose signature is missing, tampered with or expired, or that was signed for another method or key; a browser request from another site that would change something (Origin, Sec-Fetch-Site); or, without API_TOKENS, a Host that is not loopback',
   PERMISSION_DENIED: 'the store’s backend refused (S3 credentials or policy, file permissions)',
   NOT_FOUND: 'no such store, object, version, job, manifest or route',
   METHOD_NOT_ALLOWED: 'a method the path does not answer; Allow lists those it does',
@@ -228,7 +229,6 @@ export const headerSchemas: Record<string, { description: string; schema: JsonSc
 export const statusHeaders: Record<number, string[]> = {
   202: ['Location'],
   401: ['WWW-Authenticate'],
-  415: ['Accept-Encoding'],
   416: ['Content-Range'],
   503: ['Retry-After'],
 };

@@ -135,12 +135,12 @@ const RANGE_ANSWERS = {
  * What a mutation answers: 202 with its job, or under `?wait=true` its result once done, or the job's failure with
  * its code's status. The queue down is 503 before anything is enqueued.
  */
-function mutationAnswers(result: JsonSchema, failures: Record<number, string>): Record<number, string | Answer> {
+function mutationAnswers(result: JsonSchema, failures: Record<number, string | Answer>): Record<number, string | Answer> {
   return {
     200: { description: 'Under ?wait=true: the job completed; its result', content: json(result) },
     202: { description: 'Accepted as a job (and under ?wait=true when it takes longer than WAIT_TIMEOUT_MS)', content: json(ref('JobAccepted')) },
     ...failures,
-    503: 'SERVICE_UNAVAILABLE: the job queue (Redis) cannot be reached, nothing was enqueued; or, under ?wait=true, the job failed in a way a retry may fix',
+    503: 'SERVICE_UNAVAILABLE: the job queue (Redis) cannot be reached, nothing was enqueued; or, under ?wait=true, the job failed in a way a retry may fix (the same request again with its Idempotency-Key runs that job again)',
   };
 }
 
@@ -148,7 +148,7 @@ const BAD_MUTATION = 'BAD_REQUEST, INVALID_KEY or INVALID_ARGUMENT: a bad key, ?
 const BODY_FAILURES = {
   408: 'REQUEST_TIMEOUT: the body sent nothing for 30 s; nothing was stored',
   413: 'PAYLOAD_TOO_LARGE: the body is over MAX_OBJECT_BYTES (at once when Content-Length says so)',
-  415: 'UNSUPPORTED_MEDIA_TYPE: a Content-Encoding other than identity',
+  415: { description: 'UNSUPPORTED_MEDIA_TYPE: a Content-Encoding other than identity', headers: ['Accept-Encoding'] },
 };
 const WAITED_STORE_FAILURES = {
   403: 'PERMISSION_DENIED (under ?wait=true): the store’s backend refused',
@@ -485,11 +485,15 @@ function describedParameters(where: 'query' | 'header', described: Record<string
   });
 }
 
+/** What the request gate (`gate.ts`) refuses on every route, before its own checks. */
+const GATE_REFUSAL = 'FORBIDDEN: without API_TOKENS, a Host that is not loopback';
+const CROSS_SITE_REFUSAL = 'FORBIDDEN: a browser request from another site that would change something (Origin, Sec-Fetch-Site)';
+
 const authAnswers: Record<RouteAuth, Record<number, string>> = {
-  bearer: { 401: 'UNAUTHORIZED: no valid bearer token (Authorization: Bearer <token>)' },
-  basic: { 401: 'UNAUTHORIZED: no valid basic credentials (any user, an API token as password)' },
-  signature: { 403: 'FORBIDDEN: the signature is missing, tampered with or expired, or the URL was signed for another method or key' },
-  none: {},
+  bearer: { 401: 'UNAUTHORIZED: no valid bearer token (Authorization: Bearer <token>)', 403: `${CROSS_SITE_REFUSAL}; ${GATE_REFUSAL}` },
+  basic: { 401: 'UNAUTHORIZED: no valid basic credentials (any user, an API token as password)', 403: `${CROSS_SITE_REFUSAL}; ${GATE_REFUSAL}` },
+  signature: { 403: `FORBIDDEN: the signature is missing, tampered with or expired, or the URL was signed for another method or key; ${GATE_REFUSAL}` },
+  none: { 403: GATE_REFUSAL },
 };
 
 function response(status: number, answer: string | Answer, method: Method): Record<string, unknown> {

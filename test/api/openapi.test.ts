@@ -212,6 +212,25 @@ describe('/openapi.json', () => {
     }
   });
 
+  it.each(table)('%s %s documents the request gate\'s 403 and answers it to a Host that is not loopback (no API_TOKENS)', async (method, path, route) => {
+    const operation = (await openApi()).paths[path]![method.toLowerCase()] as Operation;
+    const [url, init] = requestFor(route);
+    const refused = await service.app.request(url, { ...init, headers: { ...(init.headers as Record<string, string>), Host: 'rebound.example' } });
+    expect(refused.status).toBe(403);
+    expect(operation.responses['403']?.description).toMatch(/FORBIDDEN: without API_TOKENS, a Host that is not loopback/);
+  });
+
+  it('Accept-Encoding is documented on the 415 of a content body (it names what the API decodes), not on a JSON body\'s', async () => {
+    const paths = (await openApi()).paths;
+    expect(Object.keys(paths['/v1/stores/{store}/objects/{key}']!.put!.responses['415']?.headers ?? {})).toContain('Accept-Encoding');
+    const maintenance = paths['/v1/maintenance/cleanup']!.post!.responses['415'];
+    expect(maintenance?.description).toMatch(/^UNSUPPORTED_MEDIA_TYPE/);
+    expect(Object.keys(maintenance?.headers ?? {})).not.toContain('Accept-Encoding');
+    const answer = await service.app.request('/v1/maintenance/cleanup', { method: 'POST', body: '{}', headers: { 'Content-Type': 'text/plain' } });
+    expect(answer.status).toBe(415);
+    expect(answer.headers.has('accept-encoding')).toBe(false);
+  });
+
   it('every mutation documents 202 with Location and its job, 200 under ?wait=true, and 503 with Retry-After', async () => {
     const mutations = operations(await openApi()).filter(({ method }) => ['put', 'post', 'delete'].includes(method));
     expect(mutations.length).toBeGreaterThanOrEqual(10);
