@@ -164,10 +164,11 @@ const TARGETS: Record<StoreKind, { ratio: number; baseline: string }> = {
 
 /** Jobs per measured run, and paired rounds per case: the machine is shared, so pairs run back to back. */
 function plan(kind: StoreKind, concurrency: number): { jobs: number; rounds: number } {
-  if (kind === 'ram') return { jobs: concurrency === 1 ? 1_500 : 4_000, rounds: 5 };
+  // Seven pairs: single pairs of a run of about a second swing by ±0.15 on this shared machine.
+  if (kind === 'ram') return { jobs: concurrency === 1 ? 1_500 : 4_000, rounds: 7 };
   // fsync latency swings from run to run on a shared disk (one run of 1,200 jobs lasts about a second): seven pairs,
-  // so a slow or fast spell of either side does not decide the median.
-  return { jobs: concurrency === 1 ? 300 : 1_200, rounds: 7 };
+  // so a slow or fast spell of either side does not decide the median; at c=1, 600 jobs make a run of about a second.
+  return { jobs: concurrency === 1 ? 600 : 1_200, rounds: 7 };
 }
 
 function median<T>(items: T[], by: (item: T) => number): T {
