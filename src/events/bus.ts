@@ -99,15 +99,18 @@ export interface EventBusOptions {
 
 /**
  * Appends a batch of events, publishes them as one JSON array, and honours once-markers. KEYS[1] is the stream,
- * KEYS[2..] the marker hashes. ARGV: maxlen, channel, then five values per event: type, envelope JSON without id
- * (it starts with '{'), index of its marker in KEYS ('0' = none), marker field, and a JSON array of more fields and
- * values set with the marker ('' = none). Returns one id per event, '' for an event skipped because its marker was set.
+ * KEYS[2..] the marker hashes. ARGV: maxlen, channel, then per event: type, envelope JSON without id (it starts
+ * with '{'), index of its marker in KEYS ('0' = none), marker field, a count n, and n field/value pairs set with the
+ * marker (in the same HSET). Returns one id per event, '' for an event skipped because its marker was set.
  */
 const EMIT_SCRIPT = `
 local published = {}
 local ids = {}
-for base = 3, #ARGV, 5 do
+local base = 3
+while base <= #ARGV do
   local marker = tonumber(ARGV[base + 2])
+  local first = base + 5
+  local last = first + 2 * tonumber(ARGV[base + 4]) - 1
   local previous = false
   if marker > 0 then previous = redis.call('HGET', KEYS[marker], ARGV[base + 3]) end
   if previous then
@@ -115,12 +118,12 @@ for base = 3, #ARGV, 5 do
   else
     local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[base], 'e', ARGV[base + 1])
     if marker > 0 and redis.call('EXISTS', KEYS[marker]) == 1 then
-      redis.call('HSET', KEYS[marker], ARGV[base + 3], id)
-      if ARGV[base + 4] ~= '' then redis.call('HSET', KEYS[marker], unpack(cjson.decode(ARGV[base + 4]))) end
+      redis.call('HSET', KEYS[marker], ARGV[base + 3], id, unpack(ARGV, first, last))
     end
     published[#published + 1] = '{"id":"' .. id .. '",' .. string.sub(ARGV[base + 1], 2)
     ids[#ids + 1] = id
   end
+  base = last + 1
 end
 if #published > 0 then redis.call('PUBLISH', ARGV[2], '[' .. table.concat(published, ',') .. ']') end
 return ids
@@ -308,8 +311,8 @@ export function createEventBus(options: EventBusOptions): EventBus {
         keys.push(item.once.key);
         marker = keys.length;
       }
-      const alsoSet = item.once?.alsoSet;
-      args.push(item.type, item.json, String(marker), item.once?.field ?? '', alsoSet === undefined ? '' : JSON.stringify(Object.entries(alsoSet).flat()));
+      const alsoSet = Object.entries(item.once?.alsoSet ?? {});
+      args.push(item.type, item.json, String(marker), item.once?.field ?? '', String(alsoSet.length), ...alsoSet.flat());
     }
     try {
       const reply = emitScript(keys.length, ...keys, ...args);

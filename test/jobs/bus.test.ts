@@ -53,6 +53,27 @@ describe('events bus', () => {
     expect(history.filter((event) => event.jobId === 'job-once')).toHaveLength(1);
   });
 
+  it('sets the marker\'s extra fields with it, as given, in a batch whose events carry none, one or several', async () => {
+    const key = (name: string) => `${redis.prefix}:objects:job-${name}`;
+    for (const name of ['none', 'empty', 'two']) await redis.worker.hset(key(name), 'data', '{"body":"x"}');
+    const received: EventEnvelope[] = [];
+    const unsubscribe = await bus.subscribe(['object.written'], (event) => received.push(event));
+    const odd = 'a value with "quotes", \\ and \u00e9\n';
+    const emitted = await Promise.all([
+      bus.emit({ type: 'object.written', key: 'none', data: {} }, { once: { key: key('none'), field: 'kyozoEvent' } }),
+      bus.emit({ type: 'object.written', key: 'empty', data: {} }, { once: { key: key('empty'), field: 'kyozoEvent', alsoSet: {} } }),
+      bus.emit({ type: 'object.written', key: 'plain', data: {} }),
+      bus.emit({ type: 'object.written', key: 'two', data: {} }, { once: { key: key('two'), field: 'kyozoEvent', alsoSet: { data: '{}', note: odd } } }),
+    ]);
+    expect(emitted.every((event) => event !== undefined)).toBe(true);
+    expect(await redis.worker.hgetall(key('none'))).toEqual({ data: '{"body":"x"}', kyozoEvent: emitted[0]!.id });
+    expect(await redis.worker.hgetall(key('empty'))).toEqual({ data: '{"body":"x"}', kyozoEvent: emitted[1]!.id });
+    expect(await redis.worker.hgetall(key('two'))).toEqual({ data: '{}', note: odd, kyozoEvent: emitted[3]!.id });
+    await waitFor(() => received.length >= 4);
+    expect(received.map((event) => event.key)).toEqual(['none', 'empty', 'plain', 'two']);
+    await unsubscribe();
+  });
+
   it('caps the stream near EVENTS_MAXLEN', async () => {
     for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 50 }, (_, j) => bus.emit({ type: 'object.deleted', key: `k${i}-${j}`, data: {} })));
     const length = await (redis.producer as Redis).xlen(bus.streamKey);
