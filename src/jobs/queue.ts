@@ -87,6 +87,9 @@ function canonical(value: unknown): unknown {
   );
 }
 
+/** A field of the job's BullMQ hash: when a repeated request last ran the failed job again (ms since epoch). */
+export const RERUN_AT_FIELD = 'kyozoRerunAt';
+
 /**
  * A request repeated with its Idempotency-Key finds the job the first one made (adding an id that exists is a no-op).
  * When that job failed for a reason a retry can mend (its backend was unavailable past the parking window, or no
@@ -94,11 +97,13 @@ function canonical(value: unknown): unknown {
  * afresh, instead of finding the same failure for the days failed jobs are kept. Its runs so far still count as runs
  * (`attemptsStarted`), so it looks for work an earlier one may have done before doing it again.
  */
-async function rerunIfFailedRetryably(queue: Queue, jobId: string): Promise<void> {
+async function rerunIfFailedRetryably(connection: RedisConnection, queue: Queue, jobId: string): Promise<void> {
   const job = await queue.getJob(jobId);
   if (job === undefined || !(await job.isFailed())) return;
   const code = failureCode(job.failedReason);
   if (code !== undefined && !errorTable[code].retryable) return;
+  // The worker's parked-retry window (UNAVAILABLE_RETRY_SECONDS) starts again from here, not from the first request.
+  await connection.hset(queue.toKey(jobId), RERUN_AT_FIELD, String(Date.now()));
   // A repeat sent at the same moment may have moved it already: then it is waiting again, as wanted.
   await job.retry('failed', { resetAttemptsMade: true }).catch(async (error: unknown) => {
     if (await job.isFailed()) throw error;
@@ -183,7 +188,7 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
         if (body !== undefined && isStaged(body)) await owners.note(body.stagedKey, jobId);
         const queue = queueFor(definition.queue);
         await queue.add(name, data, { jobId });
-        if (opts.idempotencyKey !== undefined) await rerunIfFailedRetryably(queue, jobId);
+        if (opts.idempotencyKey !== undefined) await rerunIfFailedRetryably(options.connection, queue, jobId);
       } catch (error) {
         if (isStorageError(error)) throw error;
         throw new EnqueueUncertainError(`cannot enqueue ${name}: ${(error as Error).message}`, { cause: error });

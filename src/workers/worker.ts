@@ -10,7 +10,7 @@
  * is written there, the completion BullMQ sends next runs after it on Redis (`emitAhead`). A job whose attempts run
  * out, or that fails with an unrecoverable error, emits `job.failed` the same way, ahead of BullMQ marking it
  * failed: a worker that dies in between leaves a job that runs again, not a failure nobody hears of. Its marker is
- * per failed run (by attempts made), so a failed job retried from the board that fails again says so again. A
+ * per failed run (by runs started), so a failed job retried from the board that fails again says so again. A
  * failure BullMQ decides by itself (a job stalled too often) is emitted from the `failed` listener.
  *
  * Long jobs (the maintenance family) save progress in the job as they go and watch an AbortSignal that `close`
@@ -24,6 +24,7 @@ import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
 import { JobInterruptedError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
 import { asJobFailure, failureCode } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
+import { RERUN_AT_FIELD } from '../jobs/queue.js';
 import { JOB_DATA_FIELD, withoutInlineBody, type Staging } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
@@ -33,8 +34,11 @@ import { APPLIED_MARKER, LockLostError, WorkerJobContext, type JobContextDeps } 
 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';
-/** `job.failed` of the run that failed with this many attempts made before it. */
-const failedMarker = (attemptsMade: number) => `kyozoFailedEvent:${attemptsMade}`;
+/**
+ * `job.failed` of the job's run number `run` (`attemptsStarted`, which no retry resets): a job run again after it
+ * failed — from the board, or by a repeated request (`jobs/queue.ts`), its attempts reset — says so again.
+ */
+const failedMarker = (run: number) => `kyozoFailedEvent:${run}`;
 const MAX_PARKED_DELAY_MS = PARKED_RETRY_MAX_SECONDS * 1000;
 /**
  * What an earlier run of this job returned, when it got as far as its event: the event's data is the job's result.
@@ -136,6 +140,12 @@ function dueAt(job: Job): number {
   return job.timestamp + (job.opts.delay ?? 0);
 }
 
+/** Where the parked-retry window starts: when the job was due, or when a repeated request ran it again, if later. */
+async function retryWindowStart(connection: RedisConnection, job: Job, hashKey: string): Promise<number> {
+  const rerunAt = Number(await connection.hget(hashKey, RERUN_AT_FIELD));
+  return Math.max(dueAt(job), Number.isFinite(rerunAt) ? rerunAt : 0);
+}
+
 /** Parked retries keep the job's exponential backoff, capped at a minute, with the same downward jitter. */
 function parkedRetryDelay(job: Job): number {
   const base = (job.opts.backoff as { delay?: number } | undefined)?.delay ?? 1000;
@@ -224,7 +234,12 @@ export function createWorkers(options: WorkersOptions): Workers {
           log.warn({ queue, jobId: job.id, err: error }, 'job run abandoned before its commit: it lost its lock');
           throw error;
         }
-        if (isStorageError(error) && error.code === 'PROVIDER_UNAVAILABLE' && lastAttempt(job) && Date.now() - dueAt(job) < unavailableRetryMs) {
+        if (
+          isStorageError(error) &&
+          error.code === 'PROVIDER_UNAVAILABLE' &&
+          lastAttempt(job) &&
+          Date.now() - (await retryWindowStart(options.connection, job, worker.toKey(job.id!))) < unavailableRetryMs
+        ) {
           // Attempts spent, backend still down: park the job and try again later instead of failing it.
           await job.moveToDelayed(Date.now() + parkedRetryDelay(job), token);
           throw new DelayedError(`backend unavailable, retrying: ${error.message}`);
@@ -236,7 +251,7 @@ export function createWorkers(options: WorkersOptions): Workers {
         }
         const failure = asJobFailure(error);
         if (failsForGood(job, failure)) {
-          const once = { key: worker.toKey(job.id!), field: failedMarker(job.attemptsMade) };
+          const once = { key: worker.toKey(job.id!), field: failedMarker(job.attemptsStarted) };
           // Not sent (Redis refused it), the failure still stands: it is what the job's status reports.
           await emitAhead(bus, failedEvent(job, queue, failure, job.attemptsMade + 1), once, log).catch((emitError: unknown) =>
             log.error({ err: emitError, jobId: job.id }, 'could not emit job.failed'),
@@ -267,7 +282,7 @@ export function createWorkers(options: WorkersOptions): Workers {
         final ? 'job failed' : 'job failed, will retry',
       );
       if (!final || failedAhead.delete(job)) return;
-      const once = { key: worker.toKey(job.id!), field: failedMarker(job.attemptsMade - 1) };
+      const once = { key: worker.toKey(job.id!), field: failedMarker(job.attemptsStarted) };
       bus
         .emit(failedEvent(job, queue, error, job.attemptsMade), { once })
         .catch((emitError: unknown) => log.error({ err: emitError, jobId: job.id }, 'could not emit job.failed'));
