@@ -72,8 +72,12 @@ export function toStorageError(error: unknown, what: string): unknown {
   if (UNSUPPORTED.has(code) || status === 501 || status === 405) return new NotSupportedError(detail, options);
   if (ARGUMENT.has(code) || (status !== undefined && status >= 400 && status < 500)) return new InvalidArgumentError(detail, options);
   if (NETWORK.has(code)) return new ProviderUnavailableError(`${detail} (no answer from the endpoint)`, options);
-  // The SDK's credential source (instance metadata, a container agent, SSO) did not answer: nothing was sent yet.
-  if (code === 'CredentialsProviderError') return new ProviderUnavailableError(`${detail} (credentials could not be loaded yet)`, options);
+  // No credentials: none configured, or their source (instance metadata, a container agent, SSO) did not answer; the
+  // SDK says the same for both. Nothing was sent. Unavailable rather than refused: the writes accepted meanwhile are
+  // parked and land once credentials load (a source that answers again, or the configuration fixed).
+  if (code === 'CredentialsProviderError') {
+    return new ProviderUnavailableError(`${detail} (no credentials: none are configured, or their source did not answer)`, options);
+  }
   // An answer the SDK could not read (a truncated or garbled response): sending the request again may help.
   if (e.$metadata !== undefined) return new ProviderUnavailableError(detail, options);
   // Node refuses to send a header with characters outside latin1, before any byte leaves.
