@@ -11,6 +11,7 @@ import { jobs } from '../jobs/index.js';
 import { MAX_METADATA_BYTES } from '../providers/metadata.js';
 import type { MAINTENANCE_TASKS } from './routes/maintenance.js';
 import { headerSchemas, json, ref, schemas, statusHeaders, STRING, type JsonSchema } from './openapi-schemas.js';
+import { MAX_SIGNED_URL_SECONDS } from './signing.js';
 
 export type RouteAuth = 'bearer' | 'basic' | 'signature' | 'none';
 type Method = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'DELETE';
@@ -370,7 +371,7 @@ const routes: RouteSpec[] = [
     auth: 'bearer',
     query: {
       method: { description: 'The method the URL is for', schema: { enum: ['GET', 'PUT'], default: 'GET' } },
-      expires: { description: 'Seconds the URL is valid', schema: { type: 'integer', minimum: 1, maximum: 604800, default: 3600 } },
+      expires: { description: 'Seconds the URL is valid', schema: { type: 'integer', minimum: 1, maximum: MAX_SIGNED_URL_SECONDS, default: 3600 } },
     },
     responses: {
       200: { description: 'The URL, valid until expiresAt', content: json(ref('SignedUrl')) },

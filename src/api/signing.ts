@@ -8,6 +8,9 @@ import { encodeKeyPath } from './object-path.js';
 
 export type SignedMethod = 'GET' | 'PUT';
 
+/** The longest a signed URL may be valid: 7 days, as S3's presigned URLs. */
+export const MAX_SIGNED_URL_SECONDS = 7 * 24 * 3600;
+
 export interface SignedGrant {
   method: SignedMethod;
   store: string;
@@ -17,15 +20,18 @@ export interface SignedGrant {
 }
 
 export class UrlSigner {
-  /** The secret before the last `rotate`: URLs signed with it are still taken. */
-  private previous: string | undefined;
+  /**
+   * The secret before the last `rotate` and when it was replaced: URLs it signed are still taken, but only those that
+   * expire within the longest lifetime of a URL after the rotation (any other was made after it, by someone else).
+   */
+  private previous: { secret: string; lastValidSecond: number } | undefined;
 
   constructor(private secret: string) {}
 
   /** Signs with `secret` from now on; what the current secret signed stays valid until the next rotation. */
-  rotate(secret: string): void {
+  rotate(secret: string, nowMs = Date.now()): void {
     if (secret === this.secret) return;
-    this.previous = this.secret;
+    this.previous = { secret: this.secret, lastValidSecond: Math.ceil(nowMs / 1000) + MAX_SIGNED_URL_SECONDS };
     this.secret = secret;
   }
 
@@ -50,7 +56,9 @@ export class UrlSigner {
     if (signature === undefined || !/^[0-9a-f]{64}$/.test(signature)) return 'missing or malformed signature';
     const given = Buffer.from(signature, 'hex');
     const matches = (secret: string) => timingSafeEqual(Buffer.from(this.signature(grant, secret), 'hex'), given);
-    if (!matches(this.secret) && (this.previous === undefined || !matches(this.previous))) return 'signature does not match';
+    const previous = this.previous;
+    const byPrevious = previous !== undefined && grant.expires <= previous.lastValidSecond && matches(previous.secret);
+    if (!matches(this.secret) && !byPrevious) return 'signature does not match';
     if (grant.expires * 1000 <= nowMs) return 'signed URL has expired';
     return undefined;
   }

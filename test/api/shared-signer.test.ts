@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sharedSigner, type SharedSigner } from '../../src/api/shared-signer.js';
-import type { SignedGrant } from '../../src/api/signing.js';
+import { UrlSigner, type SignedGrant } from '../../src/api/signing.js';
 import { quietLog } from '../jobs/fixtures/pipeline.js';
 import { redisFixture, type RedisFixture } from '../support/redis.js';
 
@@ -54,5 +54,27 @@ describe('the shared URL-signing secret', () => {
     await a.refresh();
     const later = await start();
     expect(later.signer.refusal(grant('kept'), signatureOf(signed))).toBeUndefined();
+  });
+});
+
+describe('URL signer rotation', () => {
+  const grant = (expires: number) => ({ method: 'GET' as const, store: 'files', key: 'doc.txt', expires });
+  const signatureOf = (signer: UrlSigner, expires: number) => new URL(signer.sign(grant(expires)), 'http://x').searchParams.get('signature')!;
+
+  it('takes what the previous secret signed before the rotation, not URLs that secret signs for later expiries', () => {
+    const now = Date.now();
+    const nowSeconds = Math.floor(now / 1000);
+    const old = new UrlSigner('previous-secret-0123456789');
+    const signedBefore = signatureOf(old, nowSeconds + 3600);
+    const signer = new UrlSigner('previous-secret-0123456789');
+    signer.rotate('current-secret-0123456789', now);
+
+    expect(signer.refusal(grant(nowSeconds + 3600), signedBefore, now)).toBeUndefined();
+    // At most 7 days from the rotation: the previous secret could not have signed a URL valid any longer than that.
+    const longest = nowSeconds + 7 * 24 * 3600;
+    expect(signer.refusal(grant(longest), signatureOf(old, longest), now)).toBeUndefined();
+    const later = nowSeconds + 30 * 24 * 3600; // made with a secret that was replaced: someone else's URL
+    expect(signer.refusal(grant(later), signatureOf(old, later), now)).toBe('signature does not match');
+    expect(signer.refusal(grant(later), signatureOf(signer, later), now)).toBeUndefined();
   });
 });

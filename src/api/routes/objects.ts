@@ -16,6 +16,7 @@ import { methodNotAllowed } from '../method-not-allowed.js';
 import { requestHeader, requestHeaderEntries } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
 import { requireStore } from '../stores.js';
+import { MAX_SIGNED_URL_SECONDS } from '../signing.js';
 import { jobRequest, queryFlag, respondWithJob, stageRequestBody } from '../submit.js';
 
 const listQuery = z.object({
@@ -26,7 +27,7 @@ const listQuery = z.object({
 const versionsQuery = listQuery.omit({ prefix: true });
 const urlQuery = z.object({
   method: z.enum(['GET', 'PUT']).default('GET'),
-  expires: z.coerce.number().int().min(1).max(7 * 24 * 3600).default(3600),
+  expires: z.coerce.number().int().min(1).max(MAX_SIGNED_URL_SECONDS).default(3600),
 });
 const diffQuery = z.object({ from: z.string().min(1), to: z.string().min(1).optional() });
 
