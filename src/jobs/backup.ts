@@ -230,19 +230,20 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
     const entries: ManifestVersion[] = [];
     for (const version of (await allVersions(run.source, key)).reverse()) {
       throwIfInterrupted(ctx);
-      let read: ObjectInfo | undefined;
+      let info: Pick<ObjectInfo, 'contentType' | 'metadata'>;
       try {
-        read = await ensureBlob(key, version.etag, version.versionId);
+        const read = await ensureBlob(key, version.etag, version.versionId);
+        const recorded = knownVersions.get(`${key}\n${version.versionId}`);
+        if (recorded !== undefined && recorded.etag === version.etag) {
+          entries.push(recorded);
+          continue;
+        }
+        info = read ?? fromPrimary(run, await run.source.stat(key, { versionId: version.versionId }));
       } catch (error) {
-        if (error instanceof NotFoundError) continue; // removed by retention since it was listed
+        // Removed by retention since it was listed: the key's other versions are still backed up.
+        if (error instanceof NotFoundError) continue;
         throw error;
       }
-      const recorded = knownVersions.get(`${key}\n${version.versionId}`);
-      if (recorded !== undefined && recorded.etag === version.etag) {
-        entries.push(recorded);
-        continue;
-      }
-      const info = read ?? fromPrimary(run, await run.source.stat(key, { versionId: version.versionId }));
       entries.push({
         key,
         versionId: version.versionId,

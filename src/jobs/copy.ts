@@ -194,6 +194,10 @@ export function sameVersion(source: { versionId: string; etag: string; message?:
  * where they overlap, not from their first versions, since retention trims the oldest of either; target versions
  * after the last shared one are its own (a git store records each write) and stay. Undefined when they share none:
  * the target has a history of its own (it is not overwritten with another one).
+ *
+ * Versions repeat (A, B, A: a revert with the same message), so that newest shared version is placed in the source
+ * where the most of the target's history before it lines up with the source's, the earliest such place on a tie: a
+ * target holding the first A of A, B, A still lacks B and A; one holding all three lacks nothing.
  */
 export function missingVersions<V extends { versionId: string; etag: string; message?: string }>(
   source: readonly V[],
@@ -201,8 +205,13 @@ export function missingVersions<V extends { versionId: string; etag: string; mes
 ): V[] | undefined {
   if (target.length === 0) return [...source];
   for (let i = target.length - 1; i >= 0; i--) {
-    // The newest match: a history holding one content with one message twice is not copied again from the first.
-    const shared = source.findLastIndex((version) => sameVersion(version, target[i]!));
+    let shared = -1;
+    let longest = 0;
+    for (let at = 0; at < source.length; at++) {
+      let run = 0;
+      while (run <= Math.min(at, i) && sameVersion(source[at - run]!, target[i - run]!)) run++;
+      if (run > longest) [shared, longest] = [at, run];
+    }
     if (shared >= 0) return source.slice(shared + 1);
   }
   return undefined;

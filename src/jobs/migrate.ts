@@ -100,12 +100,14 @@ function copiedSoFar({ source, target }: Histories): boolean {
  * Whether the target's object of a key may be replaced by the source's: it is the same, or older (clocks are the
  * stores' own, so a tie keeps the target's: a conflict is reported, a write is never lost), or it is the newest
  * version of a history the migration was still copying (an earlier run stopped: the rest follow). Matching its
- * newest version alone would take an application's write that brings back earlier content (on every-write stores
- * a version like any other) for the migration's own.
+ * newest version by content alone would take an application's write that brings back earlier content (on
+ * every-write stores a version like any other) for the migration's own.
  */
 function replaceable(current: ObjectInfo, source: ObjectInfo, history: Histories | undefined): boolean {
   if (sameObject(current, source) || Date.parse(current.updatedAt) < Date.parse(source.updatedAt)) return true;
-  return history !== undefined && history.target.at(-1)?.etag === current.etag && copiedSoFar(history);
+  const newest = history?.target.at(-1);
+  // The current object must be that version's record itself: an application's later write of the same content is not.
+  return newest !== undefined && current.versionId === newest.versionId && newest.etag === current.etag && copiedSoFar(history!);
 }
 
 const newerInTarget = (key: string): Failure => ({ key, reason: "left as it is: the target's object is not older than the source's" });

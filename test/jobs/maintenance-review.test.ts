@@ -9,6 +9,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { backupJob, type BackupResult } from '../../src/jobs/backup.js';
 import { listManifests } from '../../src/jobs/manifest.js';
+import { restoreBackupJob } from '../../src/jobs/restore-backup.js';
 import { migrateJob } from '../../src/jobs/migrate.js';
 import { readAll, sha256Hex } from '../../src/providers/body.js';
 import { ProviderUnavailableError } from '../../src/providers/errors.js';
@@ -41,9 +42,10 @@ afterAll(async () => {
   await f?.close();
 });
 
+const migrate = async (stores: Map<string, StorageProvider>, versions?: boolean) =>
+  (await migrateJob.handle({ from: 'from', to: 'to', ...(versions ? { versions } : {}) }, f.context(stores))).result;
+
 describe('migrate leaves what the target holds newer as it is', () => {
-  const migrate = async (stores: Map<string, StorageProvider>, versions?: boolean) =>
-    (await migrateJob.handle({ from: 'from', to: 'to', ...(versions ? { versions } : {}) }, f.context(stores))).result;
 
   it('into an empty target, an object the application writes there during the backfill is kept as a conflict', async () => {
     const from = ram();
@@ -133,6 +135,76 @@ describe('migrate leaves what the target holds newer as it is', () => {
     const final = await migrate(stores, true);
     expect(await text(to, 'cfg')).toBe('X');
     expect(final).toMatchObject({ versions: 0, copied: 0, conflictCount: 1 });
+  });
+});
+
+describe('versions that repeat, and versions that go while a backup reads them (session 9)', () => {
+  const history = async (provider: StorageProvider, key: string) =>
+    (await provider.listVersions(key)).items.reverse().map((version) => `${version.message}:${version.etag.slice(0, 8)}`);
+
+  it('a migrate final pass copies the new versions of a history that came back to the content and message it had', async () => {
+    const from = ram();
+    const to = new DiskProvider({ root: await f.tempDir('repeat-to'), fsync: false });
+    const stores = new Map<string, StorageProvider>([['from', from], ['to', to]]);
+    await from.createVersion('cfg', 'config A', { message: 'autosave' });
+    expect(await migrate(stores, true)).toMatchObject({ versions: 1 });
+    await from.createVersion('cfg', 'config B', { message: 'autosave' });
+    await from.createVersion('cfg', 'config A', { message: 'autosave' });
+
+    expect(await migrate(stores, true)).toMatchObject({ versions: 2, verified: true });
+    expect(await history(to, 'cfg')).toEqual(await history(from, 'cfg'));
+    expect(await migrate(stores, true)).toMatchObject({ versions: 0 }); // and nothing more once they are all there
+  });
+
+  it('a restore-backup resumed after a shutdown mid-history records the rest of a history that repeats itself', async () => {
+    const source = ram();
+    const vault = ram();
+    for (const content of ['config A', 'config B', 'config A']) await source.createVersion('cfg', content, { message: 'autosave' });
+    const settings = { backupStore: 'vault' };
+    const { result: backup } = await backupJob.handle({ store: 'src', versions: true }, f.context(new Map([['src', source], ['vault', vault]]), { settings }));
+    const target = ram();
+    const shutdown = new AbortController();
+    const stopsAfterOne = interceptMethod(target, 'createVersion', (createVersion) => async (...args) => {
+      const made = await createVersion(...args);
+      shutdown.abort();
+      return made;
+    });
+    const first = f.context(new Map<string, StorageProvider>([['vault', vault], ['target', stopsAfterOne]]), { signal: shutdown.signal, settings });
+    await expect(restoreBackupJob.handle({ manifest: backup.manifest, store: 'target' }, first)).rejects.toMatchObject({ name: 'JobInterruptedError' });
+    const resumed = f.context(new Map<string, StorageProvider>([['vault', vault], ['target', target]]), { progress: first.progressLog.at(-1), settings });
+
+    expect((await restoreBackupJob.handle({ manifest: backup.manifest, store: 'target' }, resumed)).result).toMatchObject({ versions: 2 });
+    expect(await history(target, 'cfg')).toEqual(await history(source, 'cfg'));
+  });
+
+  it('a backup keeps the other versions of a key when retention removes one of them while it runs', async () => {
+    const source = ram();
+    const vault = ram();
+    const settings = { backupStore: 'vault' };
+    await source.createVersion('doc', 'draft 1', { message: 'v1' });
+    await backupJob.handle({ store: 'src' }, f.context(new Map([['src', source], ['vault', vault]]), { settings })); // its blob is in the vault
+    for (let i = 2; i <= 6; i++) await source.createVersion('doc', `draft ${i}`, { message: `v${i}` });
+    const trimmedMeanwhile = interceptMethod(source, 'listVersions', (listVersions) => async (key, opts) => {
+      const page = await listVersions(key, opts);
+      await source.deleteVersion!(key, page.items.at(-1)!.versionId); // cleanup takes the oldest after it was listed
+      return page;
+    });
+    const { result } = await backupJob.handle({ store: 'src', versions: true }, f.context(new Map([['src', trimmedMeanwhile], ['vault', vault]]), { settings }));
+    expect(result).toMatchObject({ objects: 1, versions: 5, failureCount: 0 });
+  });
+
+  it('a migrate final pass keeps an application write of the last copied content as a conflict, not the migration\'s own', async () => {
+    const from = ram();
+    const to = new DiskProvider({ root: await f.tempDir('newer-to'), fsync: false });
+    const stores = new Map<string, StorageProvider>([['from', from], ['to', to]]);
+    await from.createVersion('page', 'release 1', { message: 'release 1' });
+    await from.write('page', 'work in progress', { contentType: 'text/plain' });
+    expect(await migrate(stores, true)).toMatchObject({ copied: 1, versions: 1 });
+    await later();
+    await to.write('page', 'release 1', { contentType: 'text/plain' }); // after the cutover: release 1 back
+
+    expect(await migrate(stores, true)).toMatchObject({ copied: 0, conflictCount: 1 });
+    expect(await text(to, 'page')).toBe('release 1');
   });
 });
 
