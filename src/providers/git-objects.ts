@@ -20,7 +20,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import * as isogit from 'isomorphic-git';
-import { ProviderUnavailableError } from './errors.js';
+import { DataCorruptedError, ProviderUnavailableError } from './errors.js';
 
 export type ObjectType = 'blob' | 'tree' | 'commit' | 'tag';
 
@@ -278,12 +278,19 @@ export class ObjectStore {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       return this.readPacked(oid);
     }
-    const raw = file.length > ASYNC_INFLATE_BYTES ? await inflateAsync(file) : zlib.inflateSync(file);
+    let raw: Buffer;
+    try {
+      raw = file.length > ASYNC_INFLATE_BYTES ? await inflateAsync(file) : zlib.inflateSync(file);
+    } catch (error) {
+      // Objects are renamed into place whole: one that does not inflate was damaged on disk (a torn write, a bad
+      // sector), and reading it again gives the same.
+      throw new DataCorruptedError(`git object ${oid} is damaged (it does not inflate)`, { cause: error });
+    }
     const space = raw.indexOf(0x20);
     const nul = raw.indexOf(0, space);
     const type = raw.toString('latin1', 0, space) as ObjectType;
     const size = Number(raw.toString('latin1', space + 1, nul));
-    if (space < 0 || nul < 0 || raw.length - nul - 1 !== size) throw new Error(`corrupt loose object ${oid}`);
+    if (space < 0 || nul < 0 || raw.length - nul - 1 !== size) throw new DataCorruptedError(`git object ${oid} is damaged (its header and size disagree)`);
     return { type, content: raw.subarray(nul + 1) };
   }
 

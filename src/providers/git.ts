@@ -867,6 +867,9 @@ export class GitProvider implements StorageProvider {
       if (!head) return report('down', `branch ${this.branch} does not resolve`);
       const object = await this.store.read(head);
       if (object.type !== 'commit') return report('down', `branch ${this.branch} points at a ${object.type}`);
+      // The root tree too: every write and every listing starts from it, and a damaged one fails them all.
+      const tree = /^tree ([0-9a-f]{40})\n/.exec(object.content.toString('latin1', 0, 46))?.[1];
+      if (tree === undefined || (await this.store.read(tree)).type !== 'tree') return report('down', `branch ${this.branch}'s commit has no readable tree`);
       return report('ok', `branch ${this.branch} at ${head}`);
     } catch (error) {
       return report('down', `repository unreadable: ${(error as Error).message}`);

@@ -305,3 +305,23 @@ describe('branch names', () => {
     await provider.createBranch('ABCDEF0123'.repeat(4)); // not a commit id: ids are lower case
   });
 });
+
+describe('a damaged repository (session 9)', () => {
+  it('is down in health, and writes fail DATA_CORRUPTED at once instead of being retried as unavailable', async () => {
+    const repoPath = await tempDir();
+    const before = await openProvider(repoPath);
+    await before.write('a', 'hello');
+    await before.close();
+    // Truncate the head commit's root tree, a loose object, as a torn write or a bad sector would leave it.
+    const tree = (await run('git', ['--git-dir', repoPath, 'rev-parse', 'main^{tree}'])).stdout.trim();
+    const file = path.join(repoPath, 'objects', tree.slice(0, 2), tree.slice(2));
+    await fs.promises.chmod(file, 0o644);
+    await writeFile(file, Buffer.from([0x78, 0x01]));
+
+    const provider = await openProvider(repoPath);
+    const health = await provider.health();
+    expect(health.status).toBe('down');
+    expect(health.detail).toContain(tree);
+    await expect(provider.write('b', 'x')).rejects.toMatchObject({ code: 'DATA_CORRUPTED', retryable: false } satisfies Partial<StorageError>);
+  });
+});
