@@ -195,26 +195,47 @@ export function sameVersion(source: { versionId: string; etag: string; message?:
  * after the last shared one are its own (a git store records each write) and stay. Undefined when they share none:
  * the target has a history of its own (it is not overwritten with another one).
  *
- * Versions repeat (A, B, A: a revert with the same message), so that newest shared version is placed in the source
- * where the most of the target's history before it lines up with the source's, the earliest such place on a tie: a
- * target holding the first A of A, B, A still lacks B and A; one holding all three lacks nothing.
+ * Versions repeat (A, B, A: a revert with the same message), so the newest shared version may match several places
+ * in the source. It is placed where the most of the target's history before it lines up, and among those at the
+ * newest place it can be a record of: not one created after the target's record was (a copy is made after what it
+ * copies). A target that holds the first A of A, B, A from before B and the second A were made thus lacks them; one
+ * that holds a complete copy, trimmed by retention to its newest versions, lacks nothing.
  */
-export function missingVersions<V extends { versionId: string; etag: string; message?: string }>(
+export function missingVersions<V extends { versionId: string; etag: string; message?: string; createdAt?: string }>(
   source: readonly V[],
-  target: readonly Pick<VersionInfo, 'etag' | 'message'>[],
+  target: readonly Pick<VersionInfo, 'etag' | 'message' | 'createdAt'>[],
 ): V[] | undefined {
   if (target.length === 0) return [...source];
   for (let i = target.length - 1; i >= 0; i--) {
-    let shared = -1;
-    let longest = 0;
-    for (let at = 0; at < source.length; at++) {
-      let run = 0;
-      while (run <= Math.min(at, i) && sameVersion(source[at - run]!, target[i - run]!)) run++;
-      if (run > longest) [shared, longest] = [at, run];
-    }
-    if (shared >= 0) return source.slice(shared + 1);
+    const recordedAt = Date.parse(target[i]!.createdAt);
+    const madeBefore = (version: V) => !(Date.parse(version.createdAt ?? '') > recordedAt);
+    // Clocks of two stores may disagree: when no place passes the time check, every place is considered.
+    const shared = bestAlignment(source, target, i, madeBefore) ?? bestAlignment(source, target, i, () => true);
+    if (shared !== undefined) return source.slice(shared + 1);
   }
   return undefined;
+}
+
+/**
+ * The newest place in `source` for `target[i]` where the longest run of the target's versions up to it lines up with
+ * the source's, among places `allowed` admits; undefined when there is none.
+ */
+function bestAlignment<V extends { versionId: string; etag: string; message?: string }>(
+  source: readonly V[],
+  target: readonly Pick<VersionInfo, 'etag' | 'message'>[],
+  i: number,
+  allowed: (version: V) => boolean,
+): number | undefined {
+  let best: number | undefined;
+  let longest = 0;
+  for (let at = source.length - 1; at >= 0; at--) {
+    if (!allowed(source[at]!)) continue;
+    let run = 0;
+    while (run <= Math.min(at, i) && sameVersion(source[at - run]!, target[i - run]!)) run++;
+    if (run > longest) [best, longest] = [at, run];
+    if (longest === i + 1) break; // the whole of the target's history up to i: no place does better
+  }
+  return best;
 }
 
 /** The failure of a key whose versions were not copied because the target has a history of its own. */
