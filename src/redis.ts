@@ -110,3 +110,14 @@ export function takeConnectionErrors<T extends { on(event: 'error', listener: (e
   emitter.on('error', () => undefined);
   return emitter;
 }
+
+const HSET_IF_EXISTS = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1`;
+
+/**
+ * Sets a field of a hash only if the hash exists: a job's hash written to after the job was removed (by retention,
+ * or by another run that completed it) must not come back as a stray key with no expiry, which BullMQ would take
+ * for a job. Resolves whether it was set.
+ */
+export async function hsetIfExists(connection: RedisConnection, key: string, field: string, value: string): Promise<boolean> {
+  return Number(await connection.eval(HSET_IF_EXISTS, 1, key, field, value)) === 1;
+}

@@ -2,7 +2,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { freePort } from '../src/embedded-redis.js';
 import { createQueues } from '../src/jobs/queue.js';
-import { closeRedis, createRedis } from '../src/redis.js';
+import { closeRedis, createRedis, hsetIfExists, whenReady } from '../src/redis.js';
+import { testRedisConfig, uniquePrefix } from './support/redis.js';
 
 afterEach(() => {
   vi.restoreAllMocks();
@@ -24,6 +25,25 @@ describe('a Redis that does not answer', () => {
     } finally {
       await queues.close();
       await closeRedis(connection);
+    }
+  });
+});
+
+describe('hsetIfExists', () => {
+  it('sets a field of a hash that exists, a new one or one it replaces, and never makes a hash that does not', async () => {
+    const redis = createRedis(testRedisConfig, 'producer');
+    await whenReady(redis);
+    const key = `${uniquePrefix('hset-if-exists')}:job`;
+    try {
+      expect(await hsetIfExists(redis, key, 'field', 'a')).toBe(false);
+      expect(await redis.exists(key)).toBe(0); // a removed job's hash does not come back as a stray key
+      await redis.hset(key, 'data', '{}');
+      expect(await hsetIfExists(redis, key, 'field', 'a')).toBe(true);
+      expect(await hsetIfExists(redis, key, 'field', 'b')).toBe(true); // replacing counts as set too
+      expect(await redis.hget(key, 'field')).toBe('b');
+    } finally {
+      await redis.del(key);
+      await closeRedis(redis);
     }
   });
 });

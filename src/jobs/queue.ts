@@ -18,7 +18,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import { ProviderUnavailableError, errorTable, isStorageError } from '../providers/errors.js';
 import { failureCode } from './failures.js';
-import { takeConnectionErrors, type RedisConnection } from '../redis.js';
+import { hsetIfExists, takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { QUEUE_NAMES, parsePayload, type JobDefinition, type QueueName } from './definition.js';
 import { jobDefinition, type JobName, type PayloadOf } from './index.js';
 import { StagedOwners } from './staged-owners.js';
@@ -102,8 +102,9 @@ async function rerunIfFailedRetryably(connection: RedisConnection, queue: Queue,
   if (job === undefined || !(await job.isFailed())) return;
   const code = failureCode(job.failedReason);
   if (code !== undefined && !errorTable[code].retryable) return;
-  // The worker's parked-retry window (UNAVAILABLE_RETRY_SECONDS) starts again from here, not from the first request.
-  await connection.hset(queue.toKey(jobId), RERUN_AT_FIELD, String(Date.now()));
+  // The worker's parked-retry window (UNAVAILABLE_RETRY_SECONDS) starts again from here, not from the first request,
+  // and the run's failure is told as its own (`workers/worker.ts`). Gone meanwhile (retention), the job is left gone.
+  if (!(await hsetIfExists(connection, queue.toKey(jobId), RERUN_AT_FIELD, String(Date.now())))) return;
   // A repeat sent at the same moment may have moved it already: then it is waiting again, as wanted.
   await job.retry('failed', { resetAttemptsMade: true }).catch(async (error: unknown) => {
     if (await job.isFailed()) throw error;

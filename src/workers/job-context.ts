@@ -10,7 +10,7 @@ import type { JobJournal } from '../jobs/journal.js';
 import type { Staging } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import type { StorageProvider } from '../providers/types.js';
-import type { RedisConnection } from '../redis.js';
+import { hsetIfExists, type RedisConnection } from '../redis.js';
 
 /**
  * The field of the job's BullMQ hash that holds the result a job recorded before releasing its staged body, or with
@@ -54,12 +54,6 @@ export interface JobLock {
   durationMs: number;
 }
 
-/**
- * Sets a field of a hash that exists: a run that outlived its job (completed by another run and removed) must not
- * make the hash again, as a stray key with no expiry.
- */
-const HSET_IF_EXISTS = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0`;
-
 /** A journal in the job's own hash: it lives and goes with the job. */
 class JobHashJournal implements JobJournal {
   constructor(
@@ -68,7 +62,7 @@ class JobHashJournal implements JobJournal {
   ) {}
 
   async remember(result: unknown): Promise<void> {
-    await this.connection.eval(HSET_IF_EXISTS, 1, this.hashKey, APPLIED_MARKER, JSON.stringify(result));
+    await hsetIfExists(this.connection, this.hashKey, APPLIED_MARKER, JSON.stringify(result));
   }
 
   async recall(): Promise<unknown> {

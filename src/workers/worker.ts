@@ -35,10 +35,15 @@ import { APPLIED_MARKER, LockLostError, WorkerJobContext, type JobContextDeps } 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';
 /**
- * `job.failed` of the job's run number `run` (`attemptsStarted`, which no retry resets): a job run again after it
- * failed — from the board, or by a repeated request (`jobs/queue.ts`), its attempts reset — says so again.
+ * `job.failed` of the run that failed with `attemptsMade` attempts made before it: the same after a crash between the
+ * event and BullMQ's failing the job (the rerun does not emit it again), another after a retry from the board. A job
+ * a repeated request ran again (`jobs/queue.ts`) has its attempts counted afresh: the time of that rerun tells its
+ * failures from the first ones.
  */
-const failedMarker = (run: number) => `kyozoFailedEvent:${run}`;
+async function failedMarker(connection: RedisConnection, hashKey: string, attemptsMade: number): Promise<string> {
+  const rerunAt = await connection.hget(hashKey, RERUN_AT_FIELD);
+  return `kyozoFailedEvent:${attemptsMade}${rerunAt === null ? '' : `@${rerunAt}`}`;
+}
 const MAX_PARKED_DELAY_MS = PARKED_RETRY_MAX_SECONDS * 1000;
 /**
  * What an earlier run of this job returned, when it got as far as its event: the event's data is the job's result.
@@ -251,7 +256,7 @@ export function createWorkers(options: WorkersOptions): Workers {
         }
         const failure = asJobFailure(error);
         if (failsForGood(job, failure)) {
-          const once = { key: worker.toKey(job.id!), field: failedMarker(job.attemptsStarted) };
+          const once = { key: worker.toKey(job.id!), field: await failedMarker(options.connection, worker.toKey(job.id!), job.attemptsMade) };
           // Not sent (Redis refused it), the failure still stands: it is what the job's status reports.
           await emitAhead(bus, failedEvent(job, queue, failure, job.attemptsMade + 1), once, log).catch((emitError: unknown) =>
             log.error({ err: emitError, jobId: job.id }, 'could not emit job.failed'),
@@ -282,9 +287,9 @@ export function createWorkers(options: WorkersOptions): Workers {
         final ? 'job failed' : 'job failed, will retry',
       );
       if (!final || failedAhead.delete(job)) return;
-      const once = { key: worker.toKey(job.id!), field: failedMarker(job.attemptsStarted) };
-      bus
-        .emit(failedEvent(job, queue, error, job.attemptsMade), { once })
+      const hashKey = worker.toKey(job.id!);
+      failedMarker(options.connection, hashKey, job.attemptsMade - 1)
+        .then((field) => bus.emit(failedEvent(job, queue, error, job.attemptsMade), { once: { key: hashKey, field } }))
         .catch((emitError: unknown) => log.error({ err: emitError, jobId: job.id }, 'could not emit job.failed'));
     });
     worker.on('error', (error) => log.error({ err: error, queue }, 'worker error'));

@@ -12,7 +12,6 @@
  * external endpoint cannot be stopped (`canStop` false).
  */
 import { fork, spawn as spawnProcess, type ChildProcess } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -28,6 +27,7 @@ import {
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
+import { freePort } from '../../src/embedded-redis.js';
 import { dockerAnswers } from './docker.js';
 import { createS3Provider, type S3Provider, type S3ProviderOptions } from '../../src/providers/s3.js';
 
@@ -262,17 +262,6 @@ async function startMoto(): Promise<S3TestEndpoint | undefined> {
         child.kill('SIGTERM');
       });
     },
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
   });
 }
 
