@@ -11,6 +11,12 @@ export type SignedMethod = 'GET' | 'PUT';
 /** The longest a signed URL may be valid: 7 days, as S3's presigned URLs. */
 export const MAX_SIGNED_URL_SECONDS = 7 * 24 * 3600;
 
+/**
+ * Processes take up a new shared secret up to a refresh (30 s) apart, and their clocks differ a little: a URL another
+ * process signed with the old secret just before it took up the new one is still taken here.
+ */
+const ROTATION_SLACK_SECONDS = 300;
+
 export interface SignedGrant {
   method: SignedMethod;
   store: string;
@@ -31,7 +37,8 @@ export class UrlSigner {
   /** Signs with `secret` from now on; what the current secret signed stays valid until the next rotation. */
   rotate(secret: string, nowMs = Date.now()): void {
     if (secret === this.secret) return;
-    this.previous = { secret: this.secret, lastValidSecond: Math.ceil(nowMs / 1000) + MAX_SIGNED_URL_SECONDS };
+    const lastValidSecond = Math.ceil(nowMs / 1000) + MAX_SIGNED_URL_SECONDS + ROTATION_SLACK_SECONDS;
+    this.previous = { secret: this.secret, lastValidSecond };
     this.secret = secret;
   }
 

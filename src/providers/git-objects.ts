@@ -283,7 +283,8 @@ export class ObjectStore {
       raw = file.length > ASYNC_INFLATE_BYTES ? await inflateAsync(file) : zlib.inflateSync(file);
     } catch (error) {
       // Objects are renamed into place whole: one that does not inflate was damaged on disk (a torn write, a bad
-      // sector), and reading it again gives the same.
+      // sector), and reading it again gives the same. One too large to inflate into memory is not damaged.
+      if (!String((error as { code?: unknown }).code ?? '').startsWith('Z_')) throw error;
       throw new DataCorruptedError(`git object ${oid} is damaged (it does not inflate)`, { cause: error });
     }
     const space = raw.indexOf(0x20);

@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
+import zlib from 'node:zlib';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { StorageError } from '../../src/providers/errors.js';
 import { treePathOf } from '../../src/providers/git-layout.js';
@@ -323,5 +324,19 @@ describe('a damaged repository (session 9)', () => {
     expect(health.status).toBe('down');
     expect(health.detail).toContain(tree);
     await expect(provider.write('b', 'x')).rejects.toMatchObject({ code: 'DATA_CORRUPTED', retryable: false } satisfies Partial<StorageError>);
+  });
+
+  it('an object too large to inflate into memory is PAYLOAD_TOO_LARGE, as before, not damaged', async () => {
+    const provider = await openProvider(await tempDir());
+    await provider.write('big', 'stands in for an object of over 4 GiB');
+    const tooLarge = Object.assign(new RangeError('Cannot create a Buffer larger than 4294967296 bytes'), { code: 'ERR_BUFFER_TOO_LARGE' });
+    const inflate = vi.spyOn(zlib, 'inflateSync').mockImplementation(() => {
+      throw tooLarge;
+    });
+    try {
+      await expect(provider.read('big')).rejects.toMatchObject({ code: 'PAYLOAD_TOO_LARGE' } satisfies Partial<StorageError>);
+    } finally {
+      inflate.mockRestore();
+    }
   });
 });
