@@ -9,6 +9,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { backupJob, type BackupResult } from '../../src/jobs/backup.js';
 import { listManifests } from '../../src/jobs/manifest.js';
+import { restoreBackupJob } from '../../src/jobs/restore-backup.js';
 import { migrateJob } from '../../src/jobs/migrate.js';
 import { readAll, sha256Hex } from '../../src/providers/body.js';
 import { ProviderUnavailableError } from '../../src/providers/errors.js';
@@ -166,6 +167,31 @@ describe('versions that repeat, and versions that go while a backup reads them (
 
     for (let pass = 0; pass < 3; pass++) expect(await migrate(stores, true)).toMatchObject({ versions: 0 });
     expect(await history(to, 'cfg')).toEqual(kept);
+  });
+
+  it('a restore-backup resumed after a shutdown mid-history records the rest of a history that repeats itself', async () => {
+    const source = ram();
+    const vault = ram();
+    for (const content of ['config A', 'config B', 'config A']) await source.createVersion('cfg', content, { message: 'autosave' });
+    const settings = { backupStore: 'vault' };
+    const { result: backup } = await backupJob.handle({ store: 'src', versions: true }, f.context(new Map([['src', source], ['vault', vault]]), { settings }));
+    const target = ram();
+    const shutdown = new AbortController();
+    const stopsAfterOne = interceptMethod(target, 'createVersion', (createVersion) => async (...args) => {
+      const made = await createVersion(...args);
+      shutdown.abort();
+      return made;
+    });
+    const first = f.context(new Map<string, StorageProvider>([['vault', vault], ['target', stopsAfterOne]]), { signal: shutdown.signal, settings });
+    await expect(restoreBackupJob.handle({ manifest: backup.manifest, store: 'target' }, first)).rejects.toMatchObject({ name: 'JobInterruptedError' });
+    const resumed = f.context(new Map<string, StorageProvider>([['vault', vault], ['target', target]]), {
+      progress: first.progressLog.at(-1),
+      timestamp: first.job.timestamp, // the same job, run again
+      settings,
+    });
+
+    expect((await restoreBackupJob.handle({ manifest: backup.manifest, store: 'target' }, resumed)).result).toMatchObject({ versions: 2 });
+    expect(await history(target, 'cfg')).toEqual(await history(source, 'cfg'));
   });
 
   it('a backup keeps the other versions of a key when retention removes one of them while it runs', async () => {
