@@ -352,7 +352,7 @@ export class DiskProvider implements StorageProvider {
         await this.checkPreconditions(target, key, opts);
         await passFence(opts);
         await record.file.publish();
-      });
+      }, [path.dirname(target), tree.objects]);
       return objectInfo(key, record.trailer);
     }, `write "${key}"`);
   }

@@ -95,6 +95,13 @@ describe('disk provider, after review', () => {
     await rm(root, { recursive: true, force: true });
   });
 
+  it('a write refused at its commit (expectedEtag, the fence) leaves none of the directories it made (session 9)', async () => {
+    await expect(provider.write('w/deep/key', 'hello', { expectedEtag: '0'.repeat(64) })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    const lost = new Error('lost lock');
+    await expect(provider.write('f/deep/key', 'hello', { fence: async () => Promise.reject(lost) })).rejects.toBe(lost);
+    expect(await readdir(path.join(root, 'objects'))).toEqual([]);
+  });
+
   describe('a version becomes current before it is listed', () => {
     const job: JobRef = { id: '1', name: 'version', timestamp: Date.now(), attemptsStarted: 2 };
 
