@@ -10,8 +10,8 @@
  * is written there, the completion BullMQ sends next runs after it on Redis (`emitAhead`). A job whose attempts run
  * out, or that fails with an unrecoverable error, emits `job.failed` the same way, ahead of BullMQ marking it
  * failed: a worker that dies in between leaves a job that runs again, not a failure nobody hears of. Its marker is
- * per failed run (by runs started), so a failed job retried from the board that fails again says so again. A
- * failure BullMQ decides by itself (a job stalled too often) is emitted from the `failed` listener.
+ * per failed run (by attempts made, and a rerun's time), so a failed job retried from the board that fails again
+ * says so again. A failure BullMQ decides by itself (a job stalled too often) is emitted from the `failed` listener.
  *
  * Long jobs (the maintenance family) save progress in the job as they go and watch an AbortSignal that `close`
  * aborts: one that stops for a shutdown throws `JobInterruptedError`, and the job goes straight back to the queue
@@ -41,7 +41,8 @@ const EVENT_MARKER = 'kyozoEvent';
  * failures from the first ones.
  */
 async function failedMarker(connection: RedisConnection, hashKey: string, attemptsMade: number): Promise<string> {
-  const rerunAt = await connection.hget(hashKey, RERUN_AT_FIELD);
+  // Redis failing here fails the event's emit next; the job's failure must not be lost to it.
+  const rerunAt = await connection.hget(hashKey, RERUN_AT_FIELD).catch(() => null);
   return `kyozoFailedEvent:${attemptsMade}${rerunAt === null ? '' : `@${rerunAt}`}`;
 }
 const MAX_PARKED_DELAY_MS = PARKED_RETRY_MAX_SECONDS * 1000;
@@ -147,7 +148,7 @@ function dueAt(job: Job): number {
 
 /** Where the parked-retry window starts: when the job was due, or when a repeated request ran it again, if later. */
 async function retryWindowStart(connection: RedisConnection, job: Job, hashKey: string): Promise<number> {
-  const rerunAt = Number(await connection.hget(hashKey, RERUN_AT_FIELD));
+  const rerunAt = Number(await connection.hget(hashKey, RERUN_AT_FIELD).catch(() => null));
   return Math.max(dueAt(job), Number.isFinite(rerunAt) ? rerunAt : 0);
 }
 
