@@ -98,8 +98,10 @@ export const RERUN_AT_FIELD = 'kyozoRerunAt';
  * (`attemptsStarted`), so it looks for work an earlier one may have done before doing it again.
  */
 async function rerunIfFailedRetryably(connection: RedisConnection, queue: Queue, jobId: string): Promise<void> {
+  // The state first: every keyed request asks, and fetching the job would bring its inline body (up to 256 KiB).
+  if ((await queue.getJobState(jobId)) !== 'failed') return;
   const job = await queue.getJob(jobId);
-  if (job === undefined || !(await job.isFailed())) return;
+  if (job === undefined) return;
   const code = failureCode(job.failedReason);
   if (code !== undefined && !errorTable[code].retryable) return;
   // The worker's parked-retry window (UNAVAILABLE_RETRY_SECONDS) starts again from here, not from the first request,
