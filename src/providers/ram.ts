@@ -1,7 +1,8 @@
 /**
  * In-process provider. Content lives in Buffers inside this process, within a byte budget (`RAM_MAX_BYTES`):
  * the current objects and every version count against it, so a write over budget fails with `StorageFullError`
- * and changes nothing. Each counts with all it holds, not only its content (`storedBytes`). As a store it serves the embedded process; in split deployments it is hybrid's hot tier.
+ * and changes nothing. Each counts with all it holds, not only its content (`storedBytes`). As a store it serves the
+ * embedded process; in split deployments it is hybrid's hot tier.
  * `exportSnapshot` / `importSnapshot` carry the whole store across restarts.
  */
 import { Readable } from 'node:stream';
@@ -89,8 +90,8 @@ function describedBytes(entry: { key: string; contentType: string; metadata: Rec
 }
 
 /**
- * What writing `bytes` of content to `key` (`described` by `describeWrite`) counts against a ram store's budget: the hybrid's hot tier
- * charges its copies the same, so that its `HOT_MAX_BYTES` and its ram store's budget agree.
+ * What writing `bytes` of content to `key` (`described` by `describeWrite`) counts against a ram store's budget: the
+ * hybrid's hot tier charges its copies the same, so that its `HOT_MAX_BYTES` and its ram store's budget agree.
  */
 export function ramWriteBytes(key: string, bytes: number, described: { contentType: string; metadata: Record<string, string> }): number {
   return describedBytes({ key, ...described }) + bytes;

@@ -1,7 +1,8 @@
 /**
  * `POST /v1/maintenance/{tier,cleanup,backup,restore-backup,migrate}`: JSON bodies sent as `application/json` (415
- * otherwise; at most 64 KiB; an empty body is `{}`), enqueued as jobs of the maintenance family. 202 `{ jobId, statusUrl }`; `?wait=true` waits up to
- * `WAIT_TIMEOUT_MS` and answers 200 `{ jobId, state, result }` (DESIGN §8). Stores named in the body must exist
+ * otherwise; at most 64 KiB; an empty body is `{}`), enqueued as jobs of the maintenance family. 202
+ * `{ jobId, statusUrl }`; `?wait=true` waits up to `WAIT_TIMEOUT_MS` and answers 200 `{ jobId, state, result }`
+ * (DESIGN §8). Stores named in the body must exist
  * (404); everything else about the body is checked by the job's own schema and checks (400), so that a body the
  * job could never run is refused here rather than enqueued to fail.
  */
