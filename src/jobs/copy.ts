@@ -204,8 +204,17 @@ export function sameVersion(source: { versionId: string; etag: string; message?:
 export function missingVersions<V extends { versionId: string; etag: string; message?: string; createdAt?: string }>(
   source: readonly V[],
   target: readonly Pick<VersionInfo, 'etag' | 'message' | 'createdAt'>[],
+  /**
+   * When the copying job began (ms): target versions all recorded since, matching the source's first ones, are that
+   * job's own from a run stopped part way — the start of the source's history, whatever repeats in it.
+   */
+  copyingSince?: number,
 ): V[] | undefined {
   if (target.length === 0) return [...source];
+  const ownSoFar =
+    copyingSince !== undefined &&
+    target.every((version, i) => Date.parse(version.createdAt) >= copyingSince && source[i] !== undefined && sameVersion(source[i], version));
+  if (ownSoFar) return source.slice(target.length);
   for (let i = target.length - 1; i >= 0; i--) {
     const recordedAt = Date.parse(target[i]!.createdAt);
     const madeBefore = (version: V) => !(Date.parse(version.createdAt ?? '') > recordedAt);

@@ -128,7 +128,7 @@ async function copyVersions(
   expected: Expected,
 ): Promise<{ recorded: number; expected: Expected }> {
   if (history.source.length === 0) return { recorded: 0, expected };
-  const missing = missingVersions(history.source, history.target);
+  const missing = missingVersions(history.source, history.target, ctx.job.timestamp);
   if (missing === undefined) {
     failures.add(historyOfItsOwn(key));
     return { recorded: 0, expected };

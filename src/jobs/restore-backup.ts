@@ -13,7 +13,7 @@
  */
 import { z } from 'zod';
 import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
-import { COPY_WIDTH, ContentMismatch, Failures, PAGE_SIZE, forEachLimited, historyOfItsOwn, missingVersions, sameVersion, verifiedBody, type VerificationReport } from './copy.js';
+import { COPY_WIDTH, ContentMismatch, Failures, PAGE_SIZE, forEachLimited, historyOfItsOwn, missingVersions, verifiedBody, type VerificationReport } from './copy.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from '../providers/object-info.js';
 import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted } from './definition.js';
 import { blobKey, parseManifestKey, readManifest, type ManifestObject, type ManifestVersion } from './manifest.js';
@@ -79,11 +79,7 @@ export const restoreBackupJob = defineJob({
     const blob = (etag: string) => blobKey(manifest.store, etag);
 
     const restoreVersions = async (key: string, versions: readonly ManifestVersion[]): Promise<void> => {
-      const held = (await allVersions(target, key)).reverse();
-      // Every version the key holds recorded by this job (a run stopped part way, resumed): they are the start of the
-      // manifest's history, whatever repeats in it.
-      const ownSoFar = held.length > 0 && held.every((version, i) => Date.parse(version.createdAt) >= ctx.job.timestamp && versions[i] !== undefined && sameVersion(versions[i], version));
-      const missing = ownSoFar ? versions.slice(held.length) : missingVersions(versions, held);
+      const missing = missingVersions(versions, (await allVersions(target, key)).reverse(), ctx.job.timestamp);
       if (missing === undefined) {
         failures.add(historyOfItsOwn(key));
         return;
