@@ -70,7 +70,7 @@ import type {
   VersionOptions,
   WriteOptions,
 } from './types.js';
-import { isVersionId } from './version-id.js';
+import { isVersionId, mintAfter } from './version-id.js';
 import { VersionsInFlight } from './versions-in-flight.js';
 
 export interface DiskProviderOptions {
@@ -725,8 +725,10 @@ export class DiskProvider implements StorageProvider {
   ): Promise<VersionInfo> {
     const tree = await this.ready();
     const target = path.join(tree.objects, keyPath(key));
+    const versionsDir = path.join(tree.versions, keyPath(key));
+    await this.mintAfterStored(versionsDir);
     return this.versionsInFlight.track(key, async (versionId, makeCurrent) => {
-      const file = path.join(tree.versions, keyPath(key), versionId);
+      const file = path.join(versionsDir, versionId);
       const record = await this.stage(file, tree.versions, body, { ...description, versionId });
       await this.commit(
         key,
@@ -744,6 +746,17 @@ export class DiskProvider implements StorageProvider {
       );
       return versionInfo(key, record.trailer);
     });
+  }
+
+  /**
+   * Version ids carry the clock of the process that minted them. A version left by a process whose clock ran ahead
+   * (an NTP step back since, a root copied from another host) would otherwise sort above the one made now, and the
+   * newest version would list as older than it is.
+   */
+  private async mintAfterStored(dir: string): Promise<void> {
+    const ids = await this.versionListings.get(dir, (read) => versionIds(dir, read)).catch(ignoreMissing);
+    const newest = ids?.at(-1);
+    if (newest !== undefined) mintAfter(newest);
   }
 
   /**

@@ -2,12 +2,13 @@
  * What only the disk provider promises, beyond the contract suite: crash safety, never leaving its root, the
  * on-disk layout, and streaming without buffering.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
+import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiskProvider } from '../../src/providers/disk.js';
 import { DataCorruptedError, InvalidKeyError, PreconditionFailedError } from '../../src/providers/errors.js';
@@ -118,6 +119,17 @@ describe('disk provider', () => {
     expect((await provider.stats()).objects).toBe(1);
     await provider.write('big', 'after the crash');
     expect(await readText(provider, 'big')).toBe('after the crash');
+  });
+
+  it('a version made after one from a clock an hour ahead still lists as the newest and is current', async () => {
+    await promisify(execFile)(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'fixtures/disk-writer.ts'), 'version', root, 'doc'], {
+      env: { ...process.env, CLOCK_AHEAD_MS: String(60 * 60_000) },
+    });
+    const ahead = (await provider.listVersions('doc')).items[0]!;
+    const made = await provider.createVersion('doc', 'made now', { message: 'after the clock was corrected' });
+    expect(made.versionId > ahead.versionId).toBe(true);
+    expect((await provider.listVersions('doc')).items.map((version) => version.versionId)).toEqual([made.versionId, ahead.versionId]);
+    expect(await readText(provider, 'doc')).toBe('made now');
   });
 
   describe('never leaves its root', () => {
