@@ -465,7 +465,7 @@ export class DiskProvider implements StorageProvider {
         message: opts?.message ?? `restore ${versionId}`,
         author: opts?.author,
       };
-      const restored = this.recordVersion(key, body, description, opts);
+      const restored = this.recordVersion(key, body, description, { ...opts, stored: { etag: trailer.etag, subject: subjectOf(key, versionId) } });
       // This body is the store's own record: a failure reading it is the store's, mapped as any other.
       return restored.catch((error: unknown) => {
         throw error instanceof BodyError ? toStorageError(error.cause, restoring, subjectOf(key, versionId)) : error;
@@ -716,12 +716,14 @@ export class DiskProvider implements StorageProvider {
    * Stages a version record, makes it the current object (a hard link: the content is written once), then lists it
    * (the rename into versions/). In this order a failure or crash between the two never lists a version that is not
    * current (see the top of this file); one whose turn was skipped (`versions-in-flight.ts`) is listed all the same.
+   * `stored`: the body is a record of this store (a restore), whose content must hash to the etag it was stored
+   * with; a record too large to be checked as it was read (see disk-record.ts) is checked here.
    */
   private async recordVersion(
     key: string,
     body: Body,
     description: { contentType: string; metadata: Record<string, string>; message: string; author?: VersionOptions['author'] },
-    guards?: Preconditions & Fenced & Pick<WriteOptions, 'expectedEtag'>,
+    guards?: Preconditions & Fenced & Pick<WriteOptions, 'expectedEtag'> & { stored?: { etag: string; subject: string } },
   ): Promise<VersionInfo> {
     const tree = await this.ready();
     const target = path.join(tree.objects, keyPath(key));
@@ -735,6 +737,9 @@ export class DiskProvider implements StorageProvider {
         record,
         async () => {
           requireExpectedEtag(key, guards?.expectedEtag, record.trailer.etag);
+          if (guards?.stored !== undefined && guards.stored.etag !== record.trailer.etag) {
+            throw new DataCorruptedError(`the stored ${guards.stored.subject} is damaged: its content does not match its etag`);
+          }
           await this.checkPreconditions(target, key, guards);
           await passFence(guards);
           await this.writableDirectory(target);

@@ -240,6 +240,22 @@ describe('disk provider, after review', () => {
       expect(await readText(provider, 'h')).toBe('later');
     });
 
+    it('as a version too large to be checked while read, still fails its restore and changes nothing', async () => {
+      const content = Buffer.alloc(100 * 1024, 'a');
+      const version = await provider.createVersion('big', content, { message: 'one' });
+      await provider.write('big', 'later');
+      const file = path.join(root, 'versions', 'big~', version.versionId);
+      const handle = await open(file, 'r+');
+      await handle.write(Buffer.from('b'), 0, 1, 500); // one byte of the content rots, the size stays
+      await handle.close();
+      const error = await failure(provider.restoreVersion('big', version.versionId));
+      expect(error).toMatchObject({ code: 'DATA_CORRUPTED', retryable: false });
+      expect(error.message).toContain(`version "${version.versionId}" of "big"`);
+      expect(await readText(provider, 'big')).toBe('later');
+      expect((await provider.listVersions('big')).items.map((item) => item.versionId)).toEqual([version.versionId]);
+      expect((await readdir(path.join(root, 'versions', 'big~'))).filter((name) => name.startsWith('.tmp-'))).toEqual([]);
+    });
+
     it('exists: a create-only write or version over it fails its precondition', async () => {
       const refused = { code: 'PRECONDITION_FAILED' };
       await expect(provider.write('cut', 'new', { ifNoneMatch: '*' })).rejects.toMatchObject(refused);
