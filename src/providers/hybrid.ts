@@ -55,7 +55,7 @@ import { ConfigError, loadConfig, storeConfig, storeEnvPrefix, type Config, type
 import type { Logger } from '../log.js';
 import { isReadable, readAhead, readAll } from './body.js';
 import { decodeVersionsCursor, encodeVersionsCursor } from './cursor.js';
-import { NotFoundError, NotSupportedError, PreconditionFailedError, ProviderUnavailableError, StorageError } from './errors.js';
+import { NotFoundError, NotSupportedError, PreconditionFailedError, ProviderUnavailableError, RangeNotSatisfiableError, StorageError } from './errors.js';
 import { isFenceError } from './fence.js';
 import type { Preconditions } from './if-match.js';
 import { withProcessMutex } from './process-mutex.js';
@@ -260,8 +260,11 @@ export class HybridProvider implements StorageProvider {
           this.served.hot++;
           return { info, body };
         } catch (error) {
-          if (!(error instanceof NotFoundError)) throw error;
-          await this.hot.demote(key, 'lost'); // the hot provider lost it: cold answers
+          // A range past the end is the client's, and cold would refuse it too. Anything else is the hot tier's own
+          // trouble (it lost the copy, or it is down: a disk or s3 hot tier can be): the copy goes and cold answers.
+          if (error instanceof RangeNotSatisfiableError) throw error;
+          if (!(error instanceof NotFoundError)) this.log?.warn({ err: error, key }, 'hot tier could not serve its copy: read from cold');
+          await this.hot.demote(key, 'lost');
         }
       }
     }
@@ -676,13 +679,15 @@ export class HybridProvider implements StorageProvider {
     const started = performance.now();
     const check = (provider: StorageProvider) =>
       provider.health().catch((error: unknown): HealthReport => ({ status: 'down', detail: message(error), latencyMs: 0 }));
-    const [cold, backup] = await Promise.all([check(this.cold), check(this.backup)]);
+    const [cold, backup, hotHealth] = await Promise.all([check(this.cold), check(this.backup), check(this.hot.provider)]);
     const coldUp = cold.status !== 'down';
     const backupUp = backup.status !== 'down';
-    const status: HealthReport['status'] =
-      !coldUp && !backupUp ? 'down' : cold.status === 'ok' && backup.status === 'ok' && this.channel.live ? 'ok' : 'degraded';
+    // A hot tier in trouble costs speed only: its reads go to cold.
+    const allOk = cold.status === 'ok' && backup.status === 'ok' && hotHealth.status === 'ok' && this.channel.live;
+    const status: HealthReport['status'] = !coldUp && !backupUp ? 'down' : allOk ? 'ok' : 'degraded';
     const consequence = !coldUp && backupUp ? ' (reads served from backup, writes fail)' : coldUp && !backupUp ? ' (writes fail)' : '';
-    const hot = `hot (${this.hot.provider.kind}): ${this.hot.objects} objects, ${this.hot.bytes} of ${this.hot.maxBytes} bytes${this.channel.live ? '' : ', off: invalidation channel down'}`;
+    const hotState = hotHealth.status === 'ok' ? '' : `, ${hotHealth.status}: ${hotHealth.detail} (reads served from cold)`;
+    const hot = `hot (${this.hot.provider.kind}): ${this.hot.objects} objects, ${this.hot.bytes} of ${this.hot.maxBytes} bytes${hotState}${this.channel.live ? '' : ', off: invalidation channel down'}`;
     return {
       status,
       detail: `cold (${this.cold.kind}): ${cold.status}, ${cold.detail}; backup (${this.backup.kind}): ${backup.status}, ${backup.detail}; ${hot}${consequence}`,

@@ -61,17 +61,21 @@ interface Switches {
   coldDown: boolean;
   /** Every mutation of backup fails with an I/O error. */
   backupBroken: boolean;
+  /** Every call to hot fails as unavailable (a disk or s3 hot tier can be down). */
+  hotDown: boolean;
 }
 
 /** A hybrid store on s3 cold and disk backup of its own, whose tiers `switches` can take down. */
 async function hybrid(options: { hotMaxBytes?: number; maxHotObjectBytes?: number } = {}): Promise<{ store: HybridProvider; switches: Switches }> {
   const bucket = await endpoint.createBucket();
   const backupDir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-hybrid-review-'));
-  const switches: Switches = { coldDown: false, backupBroken: false };
+  const switches: Switches = { coldDown: false, backupBroken: false, hotDown: false };
   const hotMaxBytes = options.hotMaxBytes ?? 1024 * 1024;
   const store = await createHybridProvider({
     name: 'review',
-    hot: new RamProvider({ maxBytes: Math.max(hotMaxBytes, 1024 * 1024) }),
+    hot: faulty(new RamProvider({ maxBytes: Math.max(hotMaxBytes, 1024 * 1024) }), EVERY_CALL, () =>
+      switches.hotDown ? new ProviderUnavailableError('hot is down') : undefined,
+    ),
     cold: faulty(await createS3Provider(s3ProviderOptions(endpoint, bucket)), EVERY_CALL, () =>
       switches.coldDown ? new ProviderUnavailableError('cold is down') : undefined,
     ),
@@ -226,5 +230,26 @@ describe('a tiering pass against the hot budget', () => {
 
     expect(await store.applyTiering({ promote: ['top', 'new'], demote: [] })).toMatchObject({ promoted: 1, skipped: 1 });
     expect(['top', 'other-1', 'other-2', 'new'].filter((key) => store.hot.has(key))).toEqual(['top', 'other-2', 'new']);
+  });
+});
+
+describe('a hot tier that fails', () => {
+  it('costs speed only: its copies are read from cold, health says degraded, and the key is promoted again later', async () => {
+    const { store, switches } = await hybrid();
+    await store.write('doc', 'the content');
+    await store.applyTiering({ promote: ['doc'], demote: [] });
+    expect(await readText(store, 'doc')).toEqual({ text: 'the content', tier: 'hot' });
+
+    switches.hotDown = true;
+    expect(await readText(store, 'doc')).toEqual({ text: 'the content', tier: 'cold' });
+    expect(await readText(store, 'doc')).toEqual({ text: 'the content', tier: 'cold' });
+    const health = await store.health();
+    expect(health.status).toBe('degraded');
+    expect(health.detail).toContain('reads served from cold');
+
+    switches.hotDown = false;
+    expect((await store.health()).status).toBe('ok');
+    await store.applyTiering({ promote: ['doc'], demote: [] });
+    expect(await readText(store, 'doc')).toEqual({ text: 'the content', tier: 'hot' });
   });
 });
