@@ -66,6 +66,7 @@ import { PendingBackups, type MutationEnd, type PendingEntry } from './hybrid-pe
 import { VersionMap } from './hybrid-versions.js';
 import { compareKeys, validateKey } from './keys.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from './object-info.js';
+import { normalizeS3Prefix } from './s3.js';
 import type {
   Body,
   Capabilities,
@@ -960,18 +961,37 @@ export function tierSettings(settings: StoreSettings, role: TierRole, kind: Stor
   return storeConfig({ env: inherited, storageRootDir: settings.rootDir }, { name, kind });
 }
 
-/** Where a tier keeps its data, for refusing two tiers on the same place; undefined for in-process tiers. */
-function tierLocation(settings: StoreSettings): string | undefined {
+/**
+ * Where a tier keeps its data, for refusing two tiers that would share it: a place (a bucket, a filesystem) and a
+ * path in it, as the provider will use them. Undefined for in-process tiers.
+ */
+interface TierLocation {
+  description: string;
+  place: string;
+  /** Ends with a separator, so that one location within another is a prefix of it. */
+  within: string;
+}
+
+function tierLocation(settings: StoreSettings): TierLocation | undefined {
   switch (settings.kind) {
-    case 's3':
-      return `s3 bucket "${settings.S3_BUCKET ?? ''}" prefix "${settings.S3_PREFIX}" at ${settings.S3_ENDPOINT ?? 'AWS'}`;
+    case 's3': {
+      const prefix = normalizeS3Prefix(settings.S3_PREFIX);
+      const place = `s3 bucket "${settings.S3_BUCKET ?? ''}" at ${settings.S3_ENDPOINT ?? 'AWS'}`;
+      return { description: `${place} prefix "${prefix}"`, place, within: prefix };
+    }
     case 'git':
-      return `git repository ${settings.GIT_REPO_PATH ?? path.join(settings.rootDir, 'git', settings.name)}`;
-    case 'disk':
-      return `directory ${path.join(settings.rootDir, settings.name)}`;
+    case 'disk': {
+      const dir = path.resolve(settings.kind === 'git' ? (settings.GIT_REPO_PATH ?? path.join(settings.rootDir, 'git', settings.name)) : path.join(settings.rootDir, settings.name));
+      return { description: `${settings.kind === 'git' ? 'git repository' : 'directory'} ${dir}`, place: 'the filesystem', within: `${dir}${path.sep}` };
+    }
     default:
       return undefined;
   }
+}
+
+/** Whether the tiers at `a` and `b` would read or write each other's data: the same place, one path within the other. */
+function overlaps(a: TierLocation, b: TierLocation): boolean {
+  return a.place === b.place && (a.within.startsWith(b.within) || b.within.startsWith(a.within));
 }
 
 export async function openHybridStore(settings: StoreSettings, deps: HybridStoreDeps, createTier: TierFactory): Promise<HybridProvider> {
@@ -989,10 +1009,11 @@ export async function openHybridStore(settings: StoreSettings, deps: HybridStore
     }
     if (role === 'hot' && tier.kind === 'ram') tier.RAM_MAX_BYTES = config.tiering.hotMaxBytes;
     const location = tierLocation(tier);
-    const clash = [...tiers].find(([, other]) => location !== undefined && tierLocation(other) === location);
-    if (clash) {
+    for (const [otherRole, other] of tiers) {
+      const otherLocation = tierLocation(other);
+      if (location === undefined || otherLocation === undefined || !overlaps(location, otherLocation)) continue;
       throw new ConfigError(
-        `store "${store}": the ${clash[0]} and ${role} tiers would share ${location}; give one its own (e.g. ${storeEnvPrefix(tier.name)}S3_BUCKET or ${storeEnvPrefix(tier.name)}GIT_REPO_PATH)`,
+        `store "${store}": the ${otherRole} tier (${otherLocation.description}) and the ${role} tier (${location.description}) would share data; give one its own place (e.g. ${storeEnvPrefix(tier.name)}S3_BUCKET, ${storeEnvPrefix(tier.name)}S3_PREFIX or ${storeEnvPrefix(tier.name)}GIT_REPO_PATH)`,
       );
     }
     tiers.set(role, tier);

@@ -371,6 +371,12 @@ function nativeVersionId(id: string | undefined): string | undefined {
   return id === undefined || id === 'null' ? undefined : id;
 }
 
+/** `S3_PREFIX` as the provider uses it: no leading slash, and a trailing one unless empty (`data` is `data/`). */
+export function normalizeS3Prefix(prefix: string | undefined): string {
+  const trimmed = (prefix ?? '').replace(/^\/+/, '');
+  return trimmed === '' || trimmed.endsWith('/') ? trimmed : `${trimmed}/`;
+}
+
 /** Carries the caller's body error through the policy, which passes on what it cannot classify as it is. */
 class BodyFailure extends Error {
   constructor(cause: unknown) {
@@ -411,8 +417,7 @@ export class S3Provider implements StorageProvider {
 
   constructor(options: S3ProviderOptions) {
     this.bucket = options.bucket;
-    const prefix = (options.prefix ?? '').replace(/^\/+/, '');
-    this.prefix = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
+    this.prefix = normalizeS3Prefix(options.prefix);
     this.threshold = options.multipartThreshold ?? 16 * MIB;
     this.partSize = Math.max(5 * MIB, options.partSize ?? 8 * MIB);
     this.queueSize = Math.max(1, options.queueSize ?? 4);

@@ -421,15 +421,29 @@ describe('from configuration', () => {
     expect(tierSettings(settings, 'backup', 's3', config)).toMatchObject({ name: 'media--backup', kind: 's3', S3_BUCKET: 'media-backup' });
   });
 
-  it('refuses cold and backup on the same bucket, and a hybrid tier', async () => {
+  it('refuses tiers that would share data (one bucket and prefix, a prefix or directory within another), and a hybrid tier', async () => {
     const { redis, root, cleanup } = await redisAndRoot();
     try {
       const build = (env: Record<string, string>) => {
         const config = loadConfig({ STORAGE_ROOT_DIR: root, S3_BUCKET: 'one', ...env });
         return createProvider(storeConfig(config, { name: 'media', kind: 'hybrid' }), { redis, config });
       };
-      await expect(build({ HYBRID_BACKUP: 's3' })).rejects.toThrow(/cold and backup tiers would share s3 bucket "one"/);
+      const sharing = /the cold tier \(s3 bucket "one" .*\) and the backup tier \(s3 bucket "one" .*\) would share data/;
+      await expect(build({ HYBRID_BACKUP: 's3' })).rejects.toThrow(sharing);
+      // The same prefix as the provider reads it, and one prefix within the other (the default '' holds them all).
+      await expect(build({ HYBRID_BACKUP: 's3', MEDIA__COLD_S3_PREFIX: 'data', MEDIA__BACKUP_S3_PREFIX: '/data/' })).rejects.toThrow(sharing);
+      await expect(build({ HYBRID_BACKUP: 's3', MEDIA__BACKUP_S3_PREFIX: 'backup/' })).rejects.toThrow(sharing);
+      await expect(build({ HYBRID_HOT: 's3', MEDIA__HOT_S3_PREFIX: 'hot/' })).rejects.toThrow(/the hot tier \(s3 bucket "one" .* prefix "hot\/"\) and the cold tier .* would share data/);
+      await expect(build({ HYBRID_COLD: 'disk', HYBRID_BACKUP: 'git', MEDIA__BACKUP_GIT_REPO_PATH: path.join(root, 'media--cold', 'repo') })).rejects.toThrow(
+        /the cold tier \(directory .*\) and the backup tier \(git repository .*\) would share data/,
+      );
       await expect(build({ HYBRID_COLD: 'hybrid' })).rejects.toBeInstanceOf(ConfigError);
+      // Side by side in one bucket is not sharing.
+      const apart = await build({ HYBRID_BACKUP: 's3', S3_ENDPOINT: 'http://127.0.0.1:9', MEDIA__COLD_S3_PREFIX: 'data', MEDIA__BACKUP_S3_PREFIX: 'data-backup' }).then(
+        async (store) => void (await store.close()),
+        (error: unknown) => error,
+      );
+      expect(apart).not.toBeInstanceOf(ConfigError);
     } finally {
       await cleanup();
     }
