@@ -11,7 +11,7 @@
  * `stop()`/`start()` take the endpoint away and bring it back on the same address, for outage tests; an
  * external endpoint cannot be stopped (`canStop` false).
  */
-import { fork, spawn as spawnProcess, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -233,8 +233,11 @@ async function startS3rver(): Promise<S3TestEndpoint> {
  */
 async function startMoto(): Promise<S3TestEndpoint | undefined> {
   const port = await freePort();
-  const child = spawnProcess('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
-  const missing = new Promise<undefined>((resolve) => child.once('error', () => resolve(undefined)));
+  const child = fork(path.join(import.meta.dirname, 'moto-process.mjs'), [], {
+    env: { ...process.env, MOTO_PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  const exited = new Promise<undefined>((resolve) => child.once('exit', () => resolve(undefined)));
   const url = `http://127.0.0.1:${port}`;
   const answers = (async () => {
     for (let i = 0; i < 300 && child.exitCode === null; i++) {
@@ -243,11 +246,10 @@ async function startMoto(): Promise<S3TestEndpoint | undefined> {
     }
     return undefined;
   })();
-  if ((await Promise.race([missing, answers])) === undefined) {
-    child.kill('SIGKILL');
+  if ((await Promise.race([exited, answers])) === undefined) {
+    child.kill('SIGTERM');
     return undefined;
   }
-  process.once('exit', () => child.kill('SIGKILL'));
   return endpointFor('moto', url, 'us-east-1', { accessKeyId: 'moto', secretAccessKey: 'moto' }, 'WHEN_REQUIRED', {
     canStop: false, // its data lives in the process: a restart would lose it
     disposable: true,
@@ -257,10 +259,8 @@ async function startMoto(): Promise<S3TestEndpoint | undefined> {
     start: async () => undefined,
     close: async () => {
       if (child.exitCode !== null) return;
-      await new Promise<void>((resolve) => {
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      });
+      child.kill('SIGTERM');
+      await exited;
     },
   });
 }
