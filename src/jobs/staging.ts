@@ -18,7 +18,7 @@ import { HashingStream, isReadable, sha256Hex } from '../providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError } from '../providers/errors.js';
 import { createProvider } from '../providers/index.js';
 import type { Body, StorageProvider } from '../providers/types.js';
-import type { JobJournal } from './journal.js';
+import type { JobContext } from './definition.js';
 import type { StagedOwners } from './staged-owners.js';
 
 export const STAGING_PREFIX = 'staging/';
@@ -188,29 +188,31 @@ export function createStaging({ provider, inlineMax, owners }: StagingOptions): 
  * in the journal means an earlier run of this job finished `apply` (it may have died before the release): that
  * result is the answer, and the work is not done again over what other jobs wrote since. When the staged blob is
  * gone with no journal entry, `alreadyApplied` recognises the work (e.g. the target has the body's etag);
- * otherwise the body is lost for good.
+ * otherwise the body is lost for good. `retrying`: an earlier run may have applied the body without journaling it
+ * (an inline one), and applying it again would not be harmless (a second version): `alreadyApplied` is asked first.
  */
 export async function applyBody<R>(
-  staging: Staging,
+  ctx: Pick<JobContext, 'staging' | 'journal' | 'log'>,
   ref: BodyRef,
   apply: (body: Body) => Promise<R>,
   alreadyApplied: () => Promise<R | undefined>,
-  journal?: JobJournal,
+  { retrying = false }: { retrying?: boolean } = {},
 ): Promise<R> {
   // A staged body is released, and an inline one dropped, only after the job's result was journaled.
-  if (!isInline(ref) && journal !== undefined) {
-    const earlier = (await journal.recall()) as R | undefined;
-    if (earlier !== undefined) {
-      await staging.release(ref);
-      return earlier;
-    }
+  if (!isInline(ref) && ctx.journal !== undefined) {
+    const earlier = (await ctx.journal.recall()) as R | undefined;
+    if (earlier !== undefined) return releasedAfter(ctx, ref, earlier);
+  }
+  if (retrying) {
+    const done = await alreadyApplied();
+    if (done !== undefined) return releasedAfter(ctx, ref, done);
   }
   let body: Body;
   try {
-    body = await staging.open(ref);
+    body = await ctx.staging.open(ref);
   } catch (error) {
     if (error instanceof NotFoundError) {
-      const done = await alreadyApplied();
+      const done = retrying ? undefined : await alreadyApplied();
       if (done !== undefined) return done;
       throw new NotFoundError(isStaged(ref) ? `the staged body of this job is gone (${ref.stagedKey})` : (error as Error).message, { cause: error });
     }
@@ -223,8 +225,18 @@ export async function applyBody<R>(
     // A provider that failed before reading (a precondition, bad metadata) leaves the staged file open otherwise.
     if (isReadable(body)) body.destroy();
   }
-  if (isStaged(ref)) await journal?.remember(result);
-  await staging.release(ref);
+  if (isStaged(ref)) await ctx.journal?.remember(result);
+  return releasedAfter(ctx, ref, result);
+}
+
+/**
+ * `result`, once the staged blob was released. The work is done by then: a blob the staging store could not delete
+ * fails nothing (its owner note is gone, so the cleanup job removes it after `STAGING_TTL`).
+ */
+async function releasedAfter<R>(ctx: Pick<JobContext, 'staging' | 'log'>, ref: BodyRef, result: R): Promise<R> {
+  await ctx.staging.release(ref).catch((error: unknown) => {
+    ctx.log.warn({ err: error, stagedKey: isStaged(ref) ? ref.stagedKey : undefined }, 'staged body not removed: the cleanup job will');
+  });
   return result;
 }
 

@@ -78,12 +78,13 @@ export const versionJob = defineJob({
     const { store, key, body, message, author, contentType, metadata, ifMatch, ifNoneMatch } = payload;
     const provider = storeOf(ctx, store);
     const made = () => versionMadeBy(ctx.job, provider, key, { etag: body.etag, message, author });
-    let info = isRetry(ctx) ? await made() : undefined;
-    if (info !== undefined) {
-      await ctx.staging.release(body);
-    } else {
-      info = await applyBody(ctx.staging, body, (content) => provider.createVersion(key, content, { message, author, contentType, metadata, ifMatch, ifNoneMatch, expectedEtag: body.etag, fence: ctx.fence }), made, ctx.journal);
-    }
+    const info = await applyBody(
+      ctx,
+      body,
+      (content) => provider.createVersion(key, content, { message, author, contentType, metadata, ifMatch, ifNoneMatch, expectedEtag: body.etag, fence: ctx.fence }),
+      made,
+      { retrying: isRetry(ctx) },
+    );
     return { result: info, event: { type: 'version.created', store, key, data: info } };
   },
 });

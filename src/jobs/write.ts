@@ -38,7 +38,7 @@ export const writeJob = defineJob({
     const provider = storeOf(ctx, store);
     const written = () => currentWith(provider, key, body.etag, { contentType, metadata });
     const info = await applyBody(
-      ctx.staging,
+      ctx,
       body,
       async (content) => {
         try {
@@ -52,7 +52,6 @@ export const writeJob = defineJob({
         }
       },
       written,
-      ctx.journal,
     );
     return { result: info, event: { type: 'object.written', store, key, data: info } };
   },

@@ -152,18 +152,53 @@ describe('job handlers', () => {
     expect((await store.stat('doc')).etag).toBe(body.etag);
   });
 
+  /** A journal whose first run's worker dies right after noting its result, before the body is released. */
+  function dyingJournal(): JobJournal & { noted: unknown } {
+    const journal = {
+      noted: undefined as unknown,
+      remember: async (result: unknown) => {
+        const first = journal.noted === undefined;
+        journal.noted = result;
+        if (first) throw new Error('worker killed');
+      },
+      recall: async () => journal.noted,
+    };
+    return journal;
+  }
+
   it('a staged write that died after noting its result, before releasing its body, is not done again over a newer write', async () => {
-    let noted: unknown;
-    const journal: JobJournal = { remember: async (result) => void (noted = result), recall: async () => noted };
+    const journal = dyingJournal();
     const body = await staging.stageBody('content longer than sixteen bytes');
-    // The first run's worker dies when it comes to release the body.
-    const dying: Staging = { ...staging, release: () => Promise.reject(new Error('worker killed')) };
-    await expect(writeJob.handle({ store: 'main', key: 'doc', body }, { ...ctx(1), staging: dying, journal })).rejects.toThrow('worker killed');
+    await expect(writeJob.handle({ store: 'main', key: 'doc', body }, { ...ctx(1), journal })).rejects.toThrow('worker killed');
     await store.write('doc', 'a newer write');
 
     const again = await writeJob.handle({ store: 'main', key: 'doc', body }, { ...ctx(2), journal });
-    expect(again.result).toEqual(noted);
+    expect(again.result).toEqual(journal.noted);
     expect((await store.stat('doc')).etag).toBe(sha256Hex('a newer write'));
     expect((await stagingProvider.list({ prefix: 'staging/' })).items).toHaveLength(0);
+  });
+
+  it('a staged version that died after noting its result answers with it, not with an identical version made since', async () => {
+    const journal = dyingJournal();
+    const content = 'content longer than sixteen bytes';
+    const body = await staging.stageBody(content);
+    const payload = { store: 'main', key: 'doc', body, message: 'nightly', author: { name: 'Ada' } };
+    await expect(versionJob.handle(payload, { ...ctx(1), journal })).rejects.toThrow('worker killed');
+    const another = await store.createVersion('doc', content, { message: 'nightly', author: { name: 'Ada' } });
+
+    const again = await versionJob.handle(payload, { ...ctx(2), journal });
+    expect(again.result).toEqual(journal.noted);
+    expect(again.result.versionId).not.toBe(another.versionId);
+    expect((await store.listVersions('doc')).items).toHaveLength(2);
+  });
+
+  it('a staged write or version whose body the staging store cannot remove still completes (cleanup removes it later)', async () => {
+    const stuck: Staging = { ...staging, release: () => Promise.reject(new Error('staging store unavailable')) };
+    const written = await staging.stageBody('a staged body for a write, long enough');
+    expect((await writeJob.handle({ store: 'main', key: 'doc', body: written }, { ...ctx(1), staging: stuck })).result.etag).toBe(written.etag);
+    const versioned = await staging.stageBody('a staged body for a version, long enough');
+    const version = await versionJob.handle({ store: 'main', key: 'doc', body: versioned, message: 'save' }, { ...ctx(1), staging: stuck });
+    expect(version.result.etag).toBe(versioned.etag);
+    expect((await store.stat('doc')).etag).toBe(versioned.etag);
   });
 });

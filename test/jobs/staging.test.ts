@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { applyBody, createStaging, type Staging } from '../../src/jobs/staging.js';
+import { quietLog } from './fixtures/pipeline.js';
 import { readAll, sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
 import { InvalidArgumentError, PayloadTooLargeError, PreconditionFailedError } from '../../src/providers/errors.js';
@@ -66,7 +67,7 @@ describe('staging', () => {
     const ref = await staging.stageBody(chunked(Buffer.alloc(INLINE_MAX * 2, 4)));
     let given: Readable | undefined;
     const refused = applyBody(
-      staging,
+      { staging, log: quietLog },
       ref,
       async (body) => {
         given = body as Readable;
