@@ -24,10 +24,18 @@ const MAX_IDEMPOTENCY_KEY = 256;
 
 export const BODY_IDLE_TIMEOUT_MS = 30_000;
 
-/** `body` passed through; `expired()` says whether it was cut off for sending nothing during `idleMs`. */
+/**
+ * `body` passed through; `expired()` says whether it was cut off for sending nothing during `idleMs`. Only the
+ * client's idleness counts: while what arrived waits in a buffer because staging is slow to take it (an s3 part
+ * uploading), the client is not idle, and the timer starts again.
+ */
 export function idleLimited(body: Readable, idleMs: number): { body: Readable; expired(): boolean } {
   let expired = false;
   const timer = setTimeout(() => {
+    if (body.readableLength > 0 || guarded.writableLength > 0 || guarded.readableLength > 0) {
+      timer.refresh();
+      return;
+    }
     expired = true;
     body.destroy();
     guarded.destroy(new ApiError('REQUEST_TIMEOUT', `the request body sent nothing for ${idleMs} ms`));
