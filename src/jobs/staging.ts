@@ -27,9 +27,12 @@ const STAGED_KEY = /^staging\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 const size = z.number().int().nonnegative();
 const etag = z.string().regex(/^[0-9a-f]{64}$/, 'etag must be a sha256 hex digest');
 
-/** An inline body's decoded length is known from its base64 text alone, so the check costs no decoding. */
+/**
+ * An inline body's decoded length is known from its base64 text alone, so the check costs no decoding, once the text
+ * is plain base64: Node's decoder skips other characters (a line break), which the length would count.
+ */
 const inlineBodySchema = z
-  .object({ inline: z.string(), size, etag })
+  .object({ inline: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'inline body must be base64 without line breaks or spaces'), size, etag })
   .strict()
   .refine((ref) => Buffer.byteLength(ref.inline, 'base64') === ref.size, { message: 'inline body size does not match its content' });
 
