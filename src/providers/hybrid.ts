@@ -414,8 +414,10 @@ export class HybridProvider implements StorageProvider {
     await this.cold.deleteVersion!(key, versionId);
     const backupId = await this.versions.backupIdOf(key, versionId).catch(() => undefined);
     if (backupId === undefined) return;
-    await this.backup.deleteVersion?.(key, backupId);
+    // The map entry first: backup serves no version the map does not name, so should the copy's removal fail, the
+    // version removed from cold is not listed or read from backup during a later outage (its bytes stay there).
     await this.versions.unlink(key, versionId, backupId).catch((error: unknown) => this.log?.warn({ err: error, key }, 'version map entry not dropped'));
+    await this.backup.deleteVersion?.(key, backupId);
   }
 
   async presign(key: string, opts: { method: 'GET' | 'PUT'; expiresIn: number }): Promise<string> {

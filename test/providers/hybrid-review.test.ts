@@ -54,7 +54,7 @@ function faulty(provider: StorageProvider, methods: readonly string[], fault: ()
 }
 
 const EVERY_CALL = ['read', 'stat', 'list', 'listVersions', 'write', 'createVersion', 'restoreVersion', 'delete', 'deleteVersion', 'stats', 'health'];
-const MUTATIONS = ['write', 'createVersion', 'restoreVersion', 'delete'];
+const MUTATIONS = ['write', 'createVersion', 'restoreVersion', 'delete', 'deleteVersion'];
 
 interface Switches {
   /** Every call to cold fails as unavailable. */
@@ -146,6 +146,20 @@ describe('reads from backup while cold is down', () => {
     await expect(store.list({ prefix: 'b/' })).rejects.toBeInstanceOf(ProviderUnavailableError);
     await expect(store.list()).rejects.toBeInstanceOf(ProviderUnavailableError);
     await expect(store.listVersions('b/price')).rejects.toBeInstanceOf(ProviderUnavailableError);
+  });
+
+  it('a version retention removed from cold is not listed or read from backup, even when removing its copy failed', async () => {
+    const { store, switches } = await hybrid();
+    const old = await store.createVersion('doc', 'old draft', { message: 'old' });
+    const kept = await store.createVersion('doc', 'new draft', { message: 'new' });
+    switches.backupBroken = true;
+    await expect(store.deleteVersion!('doc', old.versionId)).rejects.toThrow('EIO');
+    switches.backupBroken = false;
+
+    switches.coldDown = true;
+    expect((await store.listVersions('doc')).items.map((version) => version.versionId)).toEqual([kept.versionId]);
+    await expect(store.read('doc', { versionId: old.versionId })).rejects.toMatchObject({ code: 'PROVIDER_UNAVAILABLE' });
+    expect(await readText(store, 'doc')).toEqual({ text: 'new draft', tier: 'backup' });
   });
 
   it('a key whose write failed at cold (it may not have landed) is still served from backup', async () => {
