@@ -12,13 +12,10 @@ import { ApiError, respondWithError } from './errors.js';
 import { requestHeader } from './node-request.js';
 import { pathAmbiguity, rawPathname } from './object-path.js';
 import { assignRequestId, echoRequestId } from './request-id.js';
+import { requestHost, requestOrigin } from './request-origin.js';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const LOOPBACK_HOST = /^(?:localhost|127\.0\.0\.1|\[::1\])(?::\d{1,5})?$/i;
-
-function hostOf(c: Context): string {
-  return requestHeader(c, 'host') ?? new URL(c.req.url).host;
-}
 
 /**
  * Without API_TOKENS the API serves whoever reaches it, and `main` binds it to loopback only. A web page can still
@@ -27,7 +24,7 @@ function hostOf(c: Context): string {
  */
 function hostRefusal(c: Context, tokens: TokenSet): Response | undefined {
   if (tokens.enabled) return undefined;
-  const host = hostOf(c);
+  const host = requestHost(c);
   if (LOOPBACK_HOST.test(host)) return undefined;
   const message = `API_TOKENS is not set: only loopback Host names are served (localhost, 127.0.0.1, [::1]), not ${host.slice(0, 256)}`;
   return respondWithError(c, new ApiError('FORBIDDEN', message));
@@ -39,9 +36,8 @@ function hostRefusal(c: Context, tokens: TokenSet): Response | undefined {
  * preflight this API never grants).
  */
 function isOwnOrigin(c: Context, origin: string): boolean {
-  const scheme = requestHeader(c, 'x-forwarded-proto')?.split(',')[0]?.trim() || new URL(c.req.url).protocol.slice(0, -1);
   try {
-    const own = new URL(`${scheme}://${hostOf(c)}`);
+    const own = new URL(requestOrigin(c));
     const sent = new URL(origin);
     return sent.protocol === own.protocol && sent.host === own.host;
   } catch {

@@ -6,9 +6,11 @@
  */
 import { PreconditionFailedError } from '../providers/errors.js';
 import { requireIfMatch } from '../providers/if-match.js';
-import type { ObjectInfo } from '../providers/types.js';
+import { NOT_A_HEADER_CHARACTER } from '../providers/metadata.js';
+import { DEFAULT_CONTENT_TYPE, type ObjectInfo } from '../providers/types.js';
 import { ApiError } from './errors.js';
 import { decodeUtf8Strict } from '../text.js';
+import { parseHttpDate } from './http-date.js';
 
 const META_PREFIX = 'x-meta-';
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
@@ -62,7 +64,8 @@ function decodeExtended(name: string, encoded: string): string {
 export function objectHeaders(info: ObjectInfo): Record<string, string> {
   const headers: Record<string, string> = {
     ETag: quoteEtag(info.etag),
-    'Content-Type': info.contentType,
+    // Refused on writes since; one stored before (or by another program) is not sent as what a header cannot carry.
+    'Content-Type': NOT_A_HEADER_CHARACTER.test(info.contentType) ? DEFAULT_CONTENT_TYPE : info.contentType,
     'Last-Modified': new Date(info.updatedAt).toUTCString(),
     'Accept-Ranges': 'bytes',
     'Cache-Control': CACHE_CONTROL,
@@ -119,8 +122,8 @@ function etagMatches(header: string | undefined, etag: string): boolean {
  * for no date or one that is not a date, which RFC 9110 §13.1.3-4 says to ignore.
  */
 function modifiedSince(httpDate: string | undefined, info: ObjectInfo): boolean | undefined {
-  const since = httpDate === undefined ? NaN : Date.parse(httpDate);
-  if (Number.isNaN(since)) return undefined;
+  const since = httpDate === undefined ? undefined : parseHttpDate(httpDate.trim());
+  if (since === undefined) return undefined;
   return Math.floor(Date.parse(info.updatedAt) / 1000) > Math.floor(since / 1000);
 }
 
@@ -182,6 +185,8 @@ export function parseRange(header: string | undefined, size: number): [number, n
     .map((spec) => spec.trim())
     .filter((spec) => spec !== '');
   if (specs.length === 0) throw rangeNotSatisfiable('Range names no bytes range', size);
+  // An empty object has no byte to send, yet a suffix range of it is satisfiable (RFC 9110 §14.1.1): sent whole.
+  if (size === 0 && specs.some((spec) => /^-\d*[1-9]\d*$/.test(spec))) return undefined;
   const satisfiable = specs.map((spec) => satisfiableRange(spec, size)).filter((range) => range !== undefined);
   if (satisfiable.length === 0) throw rangeNotSatisfiable(`Range "${header.slice(0, 100)}" is outside an object of ${size} bytes`, size);
   return specs.length === 1 ? satisfiable[0] : undefined;

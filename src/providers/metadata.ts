@@ -30,10 +30,14 @@ export function normalizeMetadata(metadata: Record<string, string> | undefined):
   return normalized;
 }
 
+/** What an HTTP header value can carry: its bytes are Latin-1, so nothing above U+00FF. */
+export const NOT_A_HEADER_CHARACTER = /[^\u0000-\u00ff]/;
+
 export function normalizeContentType(contentType: string | undefined): string {
   if (contentType === undefined || contentType.trim() === '') return DEFAULT_CONTENT_TYPE;
-  if (CONTROL_CHARACTER.test(contentType) || contentType.length > 256) {
-    throw new InvalidArgumentError('contentType must be a short string without control characters');
+  if (CONTROL_CHARACTER.test(contentType) || NOT_A_HEADER_CHARACTER.test(contentType) || contentType.length > 256) {
+    // Served as a Content-Type header on every read: text a header cannot carry would make each read fail.
+    throw new InvalidArgumentError('contentType must be a short string a header can carry: no control characters, nothing above U+00FF');
   }
   return contentType.trim();
 }

@@ -6,6 +6,11 @@ import type { ObjectInfo } from '../../src/providers/types.js';
 const info: ObjectInfo = { key: 'k', size: 1, etag: 'e'.repeat(64), contentType: 'text/plain', metadata: {}, updatedAt: '2026-11-30T08:00:00.000Z' };
 
 describe('objectHeaders', () => {
+  it('sends a stored content type a header cannot carry (above U+00FF) as application/octet-stream, not a 500', () => {
+    expect(objectHeaders({ ...info, contentType: 'text/plain; title="Preis in €"' })['Content-Type']).toBe('application/octet-stream');
+    expect(objectHeaders({ ...info, contentType: 'text/plain; title="Straße"' })['Content-Type']).toBe('text/plain; title="Straße"');
+  });
+
   it('names the hybrid tier that answered, on every answer built from it (HEAD and 304 come from a stat)', () => {
     expect(objectHeaders({ ...info, tier: 'backup' } as ObjectInfo)['X-Kyozo-Tier']).toBe('backup');
     expect(objectHeaders(info)).not.toHaveProperty('X-Kyozo-Tier');

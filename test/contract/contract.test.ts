@@ -144,6 +144,13 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       expect((await provider.read('doc.json')).info.metadata).toEqual({ owner: 'ada', 'build-id': '42' });
     });
 
+    it('refuses a contentType a Content-Type header cannot carry (above U+00FF), storing nothing', async () => {
+      const contentType = 'text/plain; title="Preis in €"';
+      await expect(provider.write('ct', 'x', { contentType })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      await expect(provider.createVersion('ct', 'x', { message: 'm', contentType })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      await expect(provider.stat('ct')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    });
+
     it('defaults contentType to application/octet-stream and metadata to {}', async () => {
       await provider.write('plain', 'x');
       expect(await provider.stat('plain')).toMatchObject({ contentType: 'application/octet-stream', metadata: {} });

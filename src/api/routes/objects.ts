@@ -15,6 +15,7 @@ import { decodeHeaderValue, ifRangeHolds, metadataFromHeaders, notModified, obje
 import { methodNotAllowed } from '../method-not-allowed.js';
 import { requestHeader, requestHeaderEntries } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
+import { requestOrigin } from '../request-origin.js';
 import { requireStore } from '../stores.js';
 import { MAX_SIGNED_URL_SECONDS } from '../signing.js';
 import { jobRequest, queryFlag, respondWithJob, stageRequestBody } from '../submit.js';
@@ -103,22 +104,33 @@ function target(c: Context): ObjectTarget {
 
 /** GET and HEAD of an object (also behind signed URLs): conditional, ranged, streamed. */
 export async function objectGet(c: Context, provider: StorageProvider, key: string, versionId?: string): Promise<Response> {
+  const header = (name: string) => requestHeader(c, name);
   const info = await provider.stat(key, { versionId });
   const headers = objectHeaders(info);
-  if (notModified((name) => requestHeader(c, name), key, info)) return c.body(null, 304, headers);
+  if (notModified(header, key, info)) return c.body(null, 304, headers);
   // Range is defined for GET only (RFC 9110 §14.2): HEAD answers as a GET without it would.
   if (c.req.method === 'HEAD') return c.body(null, 200, { ...headers, 'Content-Length': String(info.size) });
-  let range =
-    provider.capabilities.rangeReads && ifRangeHolds(requestHeader(c, 'if-range'), info.etag) ? parseRange(requestHeader(c, 'range'), info.size) : undefined;
+  let range = provider.capabilities.rangeReads && ifRangeHolds(header('if-range'), info.etag) ? parseRange(header('range'), info.size) : undefined;
   let { info: served, body } = await provider.read(key, { versionId, range });
-  if (range !== undefined && served.etag !== info.etag) {
-    // Replaced between stat and read: the range was cut (and If-Range checked) for the old object; send the new whole.
+  if (served.etag !== info.etag) {
+    // Replaced between stat and read: the preconditions and the range were judged on the old object. The new one is
+    // judged again and sent whole (a server may ignore Range): what is answered is always what was judged.
     body.destroy();
     ({ info: served, body } = await provider.read(key, { versionId }));
     range = undefined;
+    let unchanged: boolean;
+    try {
+      unchanged = notModified(header, key, served);
+    } catch (error) {
+      body.destroy();
+      throw error;
+    }
+    if (unchanged) {
+      body.destroy();
+      return c.body(null, 304, objectHeaders(served));
+    }
   }
-  // The object may have been replaced between stat and read, and another tier may have answered: describe what is
-  // actually sent.
+  // Another tier may have answered than the one stat asked: describe what is actually sent.
   const sentHeaders = objectHeaders(served);
   const stream = Readable.toWeb(body) as ReadableStream<Uint8Array>;
   if (range === undefined) return c.body(stream, 200, { ...sentHeaders, 'Content-Length': String(served.size) });
@@ -190,7 +202,8 @@ export function objectRoutes(deps: AppDeps): Hono {
           if (method === 'GET') throw error; // a GET URL for nothing would only ever answer 404
         });
         const path = deps.signer.sign({ method, store: c.req.param('store'), key: at.key, expires: expiresAt.getTime() / 1000 });
-        return c.json({ url: new URL(path, c.req.url).toString(), expiresAt: expiresAt.toISOString() });
+        // On the origin the client used: behind a TLS-terminating proxy, an https URL (this one is a credential).
+        return c.json({ url: new URL(path, requestOrigin(c)).toString(), expiresAt: expiresAt.toISOString() });
       }
       case 'restore':
         throw notAMethodOf(c.req.method, at);
