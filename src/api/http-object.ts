@@ -6,7 +6,6 @@
  */
 import { PreconditionFailedError } from '../providers/errors.js';
 import { requireIfMatch } from '../providers/if-match.js';
-import { NOT_A_HEADER_CHARACTER } from '../providers/metadata.js';
 import { DEFAULT_CONTENT_TYPE, type ObjectInfo } from '../providers/types.js';
 import { ApiError } from './errors.js';
 import { decodeUtf8Strict } from '../text.js';
@@ -15,6 +14,8 @@ import { parseHttpDate } from './http-date.js';
 const META_PREFIX = 'x-meta-';
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 const ASCII = /^[\x00-\x7f]*$/;
+/** What a header value may hold: tab, printable ASCII and Latin-1's upper half. */
+const HEADER_TEXT = /^[\t\x20-\x7e\x80-\xff]*$/;
 const EXTENDED = "utf-8''";
 /**
  * With Last-Modified alone a cache may reuse a response unasked for a heuristic while (RFC 9111 §4.2.2), and a
@@ -64,8 +65,8 @@ function decodeExtended(name: string, encoded: string): string {
 export function objectHeaders(info: ObjectInfo): Record<string, string> {
   const headers: Record<string, string> = {
     ETag: quoteEtag(info.etag),
-    // Refused on writes since; one stored before (or by another program) is not sent as what a header cannot carry.
-    'Content-Type': NOT_A_HEADER_CHARACTER.test(info.contentType) ? DEFAULT_CONTENT_TYPE : info.contentType,
+    // Refused on writes; one stored before (or by another program) is not sent as what a header cannot carry.
+    'Content-Type': HEADER_TEXT.test(info.contentType) ? info.contentType : DEFAULT_CONTENT_TYPE,
     'Last-Modified': new Date(info.updatedAt).toUTCString(),
     'Accept-Ranges': 'bytes',
     'Cache-Control': CACHE_CONTROL,

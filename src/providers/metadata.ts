@@ -31,7 +31,7 @@ export function normalizeMetadata(metadata: Record<string, string> | undefined):
 }
 
 /** What an HTTP header value can carry: its bytes are Latin-1, so nothing above U+00FF. */
-export const NOT_A_HEADER_CHARACTER = /[^\u0000-\u00ff]/;
+const NOT_A_HEADER_CHARACTER = /[^\u0000-\u00ff]/;
 
 export function normalizeContentType(contentType: string | undefined): string {
   if (contentType === undefined || contentType.trim() === '') return DEFAULT_CONTENT_TYPE;

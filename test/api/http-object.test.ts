@@ -8,6 +8,7 @@ const info: ObjectInfo = { key: 'k', size: 1, etag: 'e'.repeat(64), contentType:
 describe('objectHeaders', () => {
   it('sends a stored content type a header cannot carry (above U+00FF) as application/octet-stream, not a 500', () => {
     expect(objectHeaders({ ...info, contentType: 'text/plain; title="Preis in €"' })['Content-Type']).toBe('application/octet-stream');
+    expect(objectHeaders({ ...info, contentType: 'text/plain\r\nSet-Cookie: a=b' })['Content-Type']).toBe('application/octet-stream');
     expect(objectHeaders({ ...info, contentType: 'text/plain; title="Straße"' })['Content-Type']).toBe('text/plain; title="Straße"');
   });
 
