@@ -116,3 +116,18 @@ export function runService({ name, log, deadlineMs, start, stop }: ServiceOption
     stopAfterFailure(1);
   });
 }
+
+/**
+ * `promise`, or a rejection with the signal's reason once `signal` is aborted: a start step that waits on a backend
+ * (Redis down at start) does not hold up a signal's shutdown.
+ */
+export function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
+}

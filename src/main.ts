@@ -53,7 +53,7 @@ async function start(running: Running, aborted: AbortSignal): Promise<void> {
   // The port before the worker: a start that cannot listen (a second copy on the same port) takes no job.
   running.server = await listen(createApp(running.web.deps), config, log);
   aborted.throwIfAborted();
-  running.worker = await startWorkerProcess({ config, log: log.child({ component: 'worker' }), stores, stagingProvider });
+  running.worker = await startWorkerProcess({ config, log: log.child({ component: 'worker' }), stores, stagingProvider, signal: aborted });
   const { url } = running.server;
   log.info({ url, board: `${url}/admin/queues`, stores: config.stores.map((s) => `${s.name}:${s.kind}`), data: config.storageRootDir }, 'kyozo ready');
 }

@@ -20,9 +20,9 @@ runService({
   name: 'kyozo worker',
   log,
   deadlineMs: config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS,
-  async start() {
+  async start(aborted) {
     const metrics = new ApiMetrics();
-    worker = await startWorkerProcess({ config, log, metrics });
+    worker = await startWorkerProcess({ config, log, metrics, signal: aborted });
     const { metricsPort } = config.workers;
     if (metricsPort !== undefined) metricsServer = await serveMetrics(metrics, metricsPort, config, log);
     log.info(

@@ -14,6 +14,7 @@ import type { Logger } from '../log.js';
 import { closeStores, createStores } from '../providers/index.js';
 import type { Observation } from '../providers/metrics.js';
 import type { StorageProvider } from '../providers/types.js';
+import { unlessAborted } from '../lifecycle.js';
 import { closeRedis, createRedis } from '../redis.js';
 import { registerSchedules } from './schedules.js';
 import { createWorkers, type FamilyOptions, type Workers, type WorkersOptions } from './worker.js';
@@ -37,6 +38,11 @@ export interface WorkerProcessOptions {
   schedules?: boolean;
   /** Observes this process's store operations and queue counts (the worker's own `/metrics`). */
   metrics?: ApiMetrics;
+  /**
+   * A signal during the start (Redis down, so waiting for it): the start stops waiting, closes what it built and
+   * rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 export interface WorkerProcess {
@@ -54,6 +60,7 @@ export async function startWorkerProcess({
   workerOptions,
   schedules = true,
   metrics,
+  signal,
 }: WorkerProcessOptions): Promise<WorkerProcess> {
   // BullMQ completes jobs on this connection (a duplicate serves its blocking fetch); the bus must share it, so that
   // a job's event runs on Redis before its completion (worker.ts, emitAhead). The webhook queue and stores use it too.
@@ -96,41 +103,45 @@ export async function startWorkerProcess({
     webhookUrls.length > 0
       ? startWebhooks({ connection, prefix: config.queuePrefix, streamKey: bus.streamKey, urls: webhookUrls, secret: webhookSecret, log })
       : undefined;
-  // A URL's consumer group starts at the newest event when it is made: made before any job runs, it misses none of
-  // this process's events on a first start.
-  await webhooks?.ready;
-  const workers = createWorkers({
-    connection,
-    prefix: config.queuePrefix,
-    stores,
-    bus,
-    staging,
-    log,
-    concurrency: config.workers.concurrency,
-    maxStalledCount: config.workers.attempts,
-    unavailableRetryMs: config.workers.unavailableRetrySeconds * 1000,
-    maintenance,
-    ...workerOptions,
-    families: { ...workerOptions?.families, maintenance: { ...MAINTENANCE_FAMILY, ...workerOptions?.families?.maintenance } },
-  });
-  await workers.waitUntilReady();
-  if (schedules) {
-    const registered = await registerSchedules(queues, config, log);
-    log.info({ schedules: registered.map((schedule) => `${schedule.id} ${schedule.cron}`) }, 'maintenance schedules registered');
-  }
-
-  return {
-    workers,
-    bus,
-    async shutdown() {
-      const timeoutMs = config.workers.shutdownTimeoutMs;
-      const [{ timedOut }] = await Promise.all([workers.close(timeoutMs), webhooks?.close()]);
-      if (timedOut) log.warn({ timeoutMs }, 'active jobs did not finish in time: another worker will pick them up');
-      await bus.close();
-      await queues.close();
-      await closeStores(stores);
-      await stagingProvider.close();
-      await closeRedis(connection);
-    },
+  let workers: Workers | undefined;
+  let taking = false;
+  const shutdown = async (timeoutMs = config.workers.shutdownTimeoutMs) => {
+    const [closed] = await Promise.all([workers?.close(timeoutMs), webhooks?.close()]);
+    if (closed?.timedOut) log.warn({ timeoutMs }, 'active jobs did not finish in time: another worker will pick them up');
+    await bus.close();
+    await queues.close();
+    await closeStores(stores);
+    await stagingProvider.close();
+    await closeRedis(connection);
   };
+  try {
+    // A URL's consumer group starts at the newest event when it is made: made before any job runs, it misses none of
+    // this process's events on a first start.
+    await unlessAborted(Promise.resolve(webhooks?.ready), signal);
+    workers = createWorkers({
+      connection,
+      prefix: config.queuePrefix,
+      stores,
+      bus,
+      staging,
+      log,
+      concurrency: config.workers.concurrency,
+      maxStalledCount: config.workers.attempts,
+      unavailableRetryMs: config.workers.unavailableRetrySeconds * 1000,
+      maintenance,
+      ...workerOptions,
+      families: { ...workerOptions?.families, maintenance: { ...MAINTENANCE_FAMILY, ...workerOptions?.families?.maintenance } },
+    });
+    await unlessAborted(workers.waitUntilReady(), signal);
+    taking = true;
+    if (schedules) {
+      const registered = await unlessAborted(registerSchedules(queues, config, log), signal);
+      log.info({ schedules: registered.map((schedule) => `${schedule.id} ${schedule.cron}`) }, 'maintenance schedules registered');
+    }
+  } catch (error) {
+    // Before the workers were ready nothing can have been taken: no job to wait for (Redis may be down meanwhile).
+    await shutdown(taking ? undefined : 0);
+    throw error;
+  }
+  return { workers, bus, shutdown: () => shutdown() };
 }

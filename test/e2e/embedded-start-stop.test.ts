@@ -34,8 +34,8 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-function npmStart(env: Record<string, string>, preload: string[] = []): Started {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...preload.flatMap((file) => ['--import', file]), 'src/main.ts'], {
+function npmStart(env: Record<string, string>, preload: string[] = [], entry = 'src/main.ts'): Started {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...preload.flatMap((file) => ['--import', file]), entry], {
     cwd: root,
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -129,6 +129,20 @@ describe('npm start that cannot start', () => {
     const queues = producer.deps.queues;
     expect(await queues.queue('objects').getJobCounts('wait', 'active', 'completed', 'failed')).toEqual({ wait: 5, active: 0, completed: 0, failed: 0 });
     expect(await queues.queue('maintenance').getJobSchedulers()).toEqual([]);
+  });
+});
+
+describe('the worker entry while Redis does not answer', () => {
+  it('exits 0 at once on SIGTERM: it has taken no job, and waiting for Redis does not hold up the signal', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-worker-no-redis-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const started = npmStart({ REDIS_URL: `redis://127.0.0.1:${await freePort()}`, STORES: 'main:ram', STORAGE_ROOT_DIR: dir }, [], 'src/workers/main.ts');
+    await started.waitFor(/ECONNREFUSED/);
+    const signalled = performance.now();
+    started.child.kill('SIGTERM');
+    expect(await started.exited).toEqual({ code: 0, signal: null });
+    expect(performance.now() - signalled).toBeLessThan(10_000); // the deadline would end it after 40 s, with 1
+    expect(started.output()).not.toMatch(/worker ready/);
   });
 });
 
