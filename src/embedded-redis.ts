@@ -14,6 +14,7 @@ import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from './log.js';
+import { withProcessMutex } from './providers/process-mutex.js';
 
 export class RedisUnavailableError extends Error {}
 
@@ -94,13 +95,27 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** Whether `pid` runs and is a redis-server (where /proc tells: not an unrelated process that reuses the pid). */
+function isRedisServer(pid: number): boolean {
+  if (!isAlive(pid)) return false;
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'redis-server';
+  } catch {
+    return true;
+  }
+}
+
 /** Stops process `pid` with SIGTERM and waits until it is gone (Redis rewrites nothing on exit with `--save ""`). */
 async function terminate(pid: number): Promise<void> {
   if (!signal(pid, 'SIGTERM')) return;
   while (isAlive(pid)) await sleep(50);
 }
 
-/** Takes the directory's lock, waiting while another live process holds it; a dead holder's lock is stale. */
+/**
+ * Takes the directory's lock, waiting while another live process holds it; a dead holder's lock is stale. So is one
+ * naming this process: within it `withLock` takes turns, so it holds none here, and its pid is a dead holder's
+ * reused (a container's pid 1 after a restart).
+ */
 async function lock(dir: string): Promise<void> {
   const file = path.join(dir, LOCK_FILE);
   const deadline = Date.now() + LOCK_WAIT_MS;
@@ -114,7 +129,7 @@ async function lock(dir: string): Promise<void> {
     );
     if (taken) return;
     const holder = Number(await readFile(file, 'utf8').catch(() => '')); // 0 while its holder writes its pid
-    if (holder > 0 && !isAlive(holder)) {
+    if (holder > 0 && (holder === process.pid || !isAlive(holder))) {
       await unlink(file).catch(() => undefined); // stale: its holder died holding it
       continue;
     }
@@ -125,17 +140,22 @@ async function lock(dir: string): Promise<void> {
   }
 }
 
-/** Runs `task` holding the directory's lock; an exit on the way (a second Ctrl-C) leaves no lock behind. */
-async function withLock<T>(dir: string, task: () => Promise<T>): Promise<T> {
-  await lock(dir);
-  const unlock = () => removeFile(path.join(dir, LOCK_FILE));
-  process.once('exit', unlock);
-  try {
-    return await task();
-  } finally {
-    process.off('exit', unlock);
-    unlock();
-  }
+/**
+ * Runs `task` holding the directory's lock, one at a time in this process too; an exit on the way (a second Ctrl-C)
+ * leaves no lock behind.
+ */
+function withLock<T>(dir: string, task: () => Promise<T>): Promise<T> {
+  return withProcessMutex(`private-redis:${dir}`, async () => {
+    await lock(dir);
+    const unlock = () => removeFile(path.join(dir, LOCK_FILE));
+    process.once('exit', unlock);
+    try {
+      return await task();
+    } finally {
+      process.off('exit', unlock);
+      unlock();
+    }
+  });
 }
 
 /** Synchronous, like the other file steps below, so that they also work in an 'exit' handler. */
@@ -205,9 +225,23 @@ function use(dir: string, url: string, server: { pid: number; stop(): Promise<vo
  */
 async function joinRunning(dir: string, log: Logger): Promise<PrivateRedis | undefined> {
   const known = readServer(dir);
-  if (known === undefined || !isAlive(known.pid) || !(await redisAnswers('127.0.0.1', known.port, 500))) {
+  if (known === undefined || !isRedisServer(known.pid)) {
     forgetServer(dir); // stale: no one's server to keep
     return undefined;
+  }
+  // Its process runs: a server that does not answer now is busy (a long script, loading its AOF), not gone.
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  while (!(await redisAnswers('127.0.0.1', known.port, 500))) {
+    if (!isRedisServer(known.pid)) {
+      forgetServer(dir);
+      return undefined;
+    }
+    if (Date.now() > deadline) {
+      throw new RedisUnavailableError(
+        `the private redis-server of ${dir} (pid ${known.pid}, port ${known.port}) runs but has not answered for ${LOCK_WAIT_MS / 1000} s: stop it, or point REDIS_URL at a Redis.`,
+      );
+    }
+    await sleep(200);
   }
   const users = (known.users ?? []).filter(isAlive);
   writeServer(dir, { pid: known.pid, port: known.port, users: [...users, process.pid] });

@@ -7,6 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { redisAnswers, startPrivateRedis, type PrivateRedis } from '../src/embedded-redis.js';
 import { redisServerUnavailableReason } from './cluster/redis-server.js';
@@ -134,6 +135,33 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
     started.push(await starting);
     expect(settledAt).toBeGreaterThanOrEqual(releasedAt);
     await expect(readFile(lock)).rejects.toThrow(); // and this start let it go
+  });
+
+  it('takes at once a lock naming this process, which holds none: its pid is a dead holder\'s reused (a container\'s pid 1)', async () => {
+    const dir = await root();
+    const lock = path.join(dir, 'redis', 'kyozo-redis.lock');
+    await mkdir(path.dirname(lock), { recursive: true });
+    await writeFile(lock, String(process.pid));
+    const begun = Date.now();
+    started.push(await startPrivateRedis(dir, quietLog));
+    expect(Date.now() - begun).toBeLessThan(10_000); // a live holder's lock is waited for up to 60 s
+  });
+
+  it('waits for the server of this directory while it is busy (a long script), rather than starting a second one', async () => {
+    const dir = await root();
+    const first = await startPrivateRedis(dir, quietLog);
+    started.push(first);
+    const busy = new Redis(first.url);
+    try {
+      // Redis runs one command at a time: for two seconds PING gets no answer.
+      const script = busy.eval("local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) - s < 2 do end return 1", 0);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const second = await otherProcessUsing(dir); // a second npm start on the directory
+      expect(await script).toBe(1);
+      expect(second.url).toBe(first.url);
+    } finally {
+      busy.disconnect();
+    }
   });
 
   it('says what redis-server logged when it cannot start on the data directory', async () => {
