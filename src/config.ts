@@ -57,6 +57,15 @@ const list = z.string().transform((value) =>
     .map((item) => item.trim())
     .filter((item) => item !== ''),
 );
+/**
+ * A URL ioredis can connect by: `localhost:6379` parses as a URL of the scheme "localhost:", and ioredis fails on
+ * a port out of range with only "Invalid URL". A path is the database number.
+ */
+const redisUrl = z.string().refine((value) => {
+  if (!/^rediss?:\/\/\S+$/.test(value) || !URL.canParse(value)) return false;
+  const url = new URL(value);
+  return url.hostname !== '' && url.port !== '0' && /^\/?\d*$/.test(url.pathname);
+}, 'expected redis://host:port or rediss://host:port (a port from 1 to 65535; a database number after it, if any: redis://host:6379/0)');
 /** A name or path made of spaces only would bind to nothing, prefix keys with spaces, or make a directory named " ". */
 const nonBlank = z.string().regex(/\S/, 'must not be blank');
 /** An endpoint the SDK can use: `minio:9000` parses as a URL of the scheme "minio:", which would fail only at the first request. */
@@ -167,8 +176,7 @@ const storesSetting = list.transform((entries, ctx) => {
 
 /** Settings of the whole service. Keys are the environment variables' names. */
 const serviceSchema = z.object({
-  // `localhost:6379` parses as a URL of the scheme "localhost:": only redis:// and rediss:// are Redis.
-  REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, 'expected redis://host:port or rediss://host:port').optional(),
+  REDIS_URL: redisUrl.optional(),
   REDIS_CLUSTER_NODES: clusterNodes.optional(),
   QUEUE_PREFIX: nonBlank.default('{kyozo}'),
   HOST: nonBlank.default('127.0.0.1'),

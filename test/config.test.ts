@@ -29,6 +29,10 @@ describe('config', () => {
     [{ PORT: ' ' }, /^PORT=" ": expected a whole number/],
     [{ PORT: '70000' }, /^PORT="70000": /],
     [{ REDIS_URL: 'localhost:6379' }, /^REDIS_URL="localhost:6379": expected redis:\/\/host:port/],
+    [{ REDIS_URL: 'redis://127.0.0.1:99999' }, /^REDIS_URL="redis:\/\/127.0.0.1:99999": expected redis:\/\/host:port .*a port from 1 to 65535/],
+    [{ REDIS_URL: 'redis://127.0.0.1:abc' }, /^REDIS_URL="redis:\/\/127.0.0.1:abc": expected redis:\/\/host:port/],
+    [{ REDIS_URL: 'redis://127.0.0.1:0' }, /^REDIS_URL="redis:\/\/127.0.0.1:0": expected redis:\/\/host:port/],
+    [{ REDIS_URL: 'redis://127.0.0.1:6379/abc' }, /^REDIS_URL="redis:\/\/127.0.0.1:6379\/abc": expected .*a database number/],
     [{ STORES: 'my-docs:disk,my_docs:disk' }, /stores "my-docs" and "my_docs" would share the settings prefix MY_DOCS_/],
     [{ REDIS_CLUSTER_NODES: '127.0.0.1:7000', QUEUE_PREFIX: 'kyozo' }, /^QUEUE_PREFIX="kyozo": with REDIS_CLUSTER_NODES it needs a hash tag/],
     [{ CLEANUP_CRON: 'every hour' }, /^CLEANUP_CRON="every hour": not a cron pattern/],
@@ -108,6 +112,12 @@ describe('config', () => {
     const longest = MAX_TIMER_MS - DRAIN_MS - SHUTDOWN_GRACE_MS;
     expect(loadConfig({ WORKER_SHUTDOWN_TIMEOUT_MS: String(longest) }).workers.shutdownTimeoutMs).toBe(longest);
     expect(() => loadConfig({ WORKER_SHUTDOWN_TIMEOUT_MS: String(longest + 1) })).toThrow(ConfigError);
+  });
+
+  it('takes Redis URLs with credentials, TLS, IPv6, no port or a database number', () => {
+    for (const url of ['redis://:secret@redis.internal:6380/2', 'rediss://cache.example.com', 'redis://user:pw@[::1]:6379/0', 'redis://localhost']) {
+      expect(loadConfig({ REDIS_URL: url }).redis.url, url).toBe(url);
+    }
   });
 
   it('takes S3 endpoints with their scheme', () => {
