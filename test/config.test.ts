@@ -114,6 +114,13 @@ describe('config', () => {
     expect(() => loadConfig({ WORKER_SHUTDOWN_TIMEOUT_MS: String(longest + 1) })).toThrow(ConfigError);
   });
 
+  it('drops spaces around names and paths, as around numbers', () => {
+    const config = loadConfig({ HOST: '0.0.0.0 ', STORAGE_ROOT_DIR: ' /srv/kyozo ', QUEUE_PREFIX: ' {kyozo} ' });
+    expect(config.host).toBe('0.0.0.0');
+    expect(config.storageRootDir).toBe('/srv/kyozo');
+    expect(config.queuePrefix).toBe('{kyozo}');
+  });
+
   it('takes Redis URLs with credentials, TLS, IPv6, no port or a database number', () => {
     for (const url of ['redis://:secret@redis.internal:6380/2', 'rediss://cache.example.com', 'redis://user:pw@[::1]:6379/0', 'redis://localhost']) {
       expect(loadConfig({ REDIS_URL: url }).redis.url, url).toBe(url);
