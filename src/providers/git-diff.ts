@@ -155,9 +155,10 @@ export function unifiedDiff(before: string | null, after: string | null, name: s
     }
     const oldStart = oldCount === 0 ? oldAt[start]! : oldAt[start]! + 1;
     const newStart = newCount === 0 ? newAt[start]! : newAt[start]! + 1;
-    body.push(`@@ -${oldStart},${oldCount} +${newStart},${newCount} @@`, ...lines);
+    body.push(`@@ -${oldStart},${oldCount} +${newStart},${newCount} @@`);
+    for (const line of lines) body.push(line); // not push(...lines): a hunk of 100,000s of lines overflows the stack
   }
   if (body.length === 0) return { patch: '', additions: 0, deletions: 0 };
   const header = [before === null ? '--- /dev/null' : `--- a/${name}`, after === null ? '+++ /dev/null' : `+++ b/${name}`];
-  return { patch: `${[...header, ...body].join('\n')}\n`, additions, deletions };
+  return { patch: `${header.join('\n')}\n${body.join('\n')}\n`, additions, deletions };
 }

@@ -20,7 +20,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import * as isogit from 'isomorphic-git';
-import { DataCorruptedError, ProviderUnavailableError } from './errors.js';
+import { DataCorruptedError, PermissionDeniedError, ProviderUnavailableError } from './errors.js';
 
 export type ObjectType = 'blob' | 'tree' | 'commit' | 'tag';
 
@@ -149,7 +149,8 @@ function formatIdentity(identity: Identity): string {
 }
 
 function parseIdentity(value: string): Identity {
-  const match = /^(.*?) ?<([^>]*)> (\d+) ([+-])(\d\d)(\d\d)$/.exec(value);
+  // `s`: a name may hold U+2028 or U+2029, which `.` does not match without it.
+  const match = /^(.*?) ?<([^>]*)> (\d+) ([+-])(\d\d)(\d\d)$/s.exec(value);
   if (!match) return { name: value, email: '', timestamp: 0, timezoneOffset: 0 };
   const offset = Number(match[5]) * 60 + Number(match[6]);
   return { name: match[1]!, email: match[2]!, timestamp: Number(match[3]), timezoneOffset: match[4] === '-' ? -offset : offset };
@@ -380,6 +381,13 @@ export class ObjectStore {
     }
     for (const [name, group] of byName) {
       const file = group.find((edit) => edit.path.length === 0);
+      // The store's files end with `~` and its directories never do (git-layout.ts): an entry of the other kind
+      // under the name is the repository's own (a clone's Makefile), which a key's write must not replace.
+      const foreign = entries.find((entry) => entry.name === name && isTree(entry) === (file !== undefined));
+      if (foreign !== undefined) {
+        const shown = Buffer.from(name, 'latin1').toString('utf8');
+        throw new PermissionDeniedError(`the key's path is taken by "${shown}", an entry of the repository the store did not make`);
+      }
       if (file) {
         removeEntry(entries, name);
         if (file.oid !== null) insertEntry(entries, { mode: FILE_MODE, name, oid: file.oid });

@@ -316,6 +316,7 @@ export class GitProvider implements StorageProvider {
     if (!Number.isFinite(maxObjectBytes) || maxObjectBytes > GIT_MAX_OBJECT_BYTES) throw new InvalidArgumentError(`maxObjectBytes must be at most ${GIT_MAX_OBJECT_BYTES}`);
     try {
       const gitdir = await locateGitdir(path.resolve(options.repoPath), branch);
+      await refuseIncompleteRepository(gitdir);
       const real = await realpath(gitdir);
       const store = new ObjectStore(gitdir, options.fsync ?? false);
       const redis = options.redisLock;
@@ -527,7 +528,14 @@ export class GitProvider implements StorageProvider {
           continue;
         }
         for (const object of plan.staged.values()) staging.set(object.oid, object);
-        tree = await this.store.editTree(tree, plan.edits, staging);
+        try {
+          tree = await this.store.editTree(tree, plan.edits, staging);
+        } catch (error) {
+          // A path taken by the repository's own file is this mutation's failure alone; the chain goes on.
+          if (!(error instanceof PermissionDeniedError)) throw error;
+          outcomes.set(mutation, { error });
+          continue;
+        }
         const commit = encodeCommit({
           tree,
           parents: [head],
@@ -911,6 +919,20 @@ async function locateGitdir(repoPath: string, branch: string): Promise<string> {
   if (await exists(path.join(dotGit, 'HEAD'))) return dotGit;
   if (!(await exists(path.join(repoPath, 'HEAD')))) await initRepository(repoPath, branch);
   return commonDir(repoPath);
+}
+
+/**
+ * A shallow clone names parent commits it does not have, and a clone with alternates (`--shared`, `--reference`)
+ * keeps objects in another repository, which this store's object reader does not look in: either would fail every
+ * history walk as an outage. Refused at open, saying what to do.
+ */
+async function refuseIncompleteRepository(gitdir: string): Promise<void> {
+  if (await exists(path.join(gitdir, 'shallow'))) {
+    throw new InvalidArgumentError(`${gitdir} is a shallow clone: make it whole first (git fetch --unshallow)`);
+  }
+  if (await exists(path.join(gitdir, 'objects', 'info', 'alternates'))) {
+    throw new InvalidArgumentError(`${gitdir} borrows objects from another repository (objects/info/alternates): make it whole first (git repack -a -d, then remove the file)`);
+  }
 }
 
 /** The directory a `.git` file points at (`gitdir: <path>`, relative to the file's directory). */

@@ -297,6 +297,59 @@ describe('the repository a path names', () => {
   });
 });
 
+describe('an existing clone (session 10)', () => {
+  const author = ['-c', 'user.name=u', '-c', 'user.email=u@x'];
+
+  it("never replaces the repository's own file with a key's directory: the write is PERMISSION_DENIED, others go on", async () => {
+    const clone = path.join(await tempDir(), 'clone');
+    await git(['init', '-q', '-b', 'main', clone]);
+    await writeFile(path.join(clone, 'Makefile'), 'all:\n');
+    await git(['add', 'Makefile'], clone);
+    await git([...author, 'commit', '-q', '-m', 'project'], clone);
+    const provider = await openProvider(clone);
+    const [blocked, beside] = await Promise.allSettled([provider.write('Makefile/notes', 'n'), provider.write('notes', 'n')]);
+    expect(blocked).toMatchObject({ status: 'rejected', reason: { code: 'PERMISSION_DENIED', retryable: false } });
+    expect(beside.status).toBe('fulfilled');
+    expect(await git(['show', 'main:Makefile'], clone)).toBe('all:\n');
+    await expect(provider.stat('Makefile/notes')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  });
+
+  it('refuses a shallow clone and a clone borrowing objects (alternates) at open, saying what to do', async () => {
+    const dir = await tempDir();
+    const origin = path.join(dir, 'origin');
+    await git(['init', '-q', '-b', 'main', origin]);
+    for (const message of ['one', 'two']) await git([...author, 'commit', '-q', '--allow-empty', '-m', message], origin);
+    await git(['clone', '-q', '--depth', '1', `file://${origin}`, path.join(dir, 'shallow')]);
+    await git(['clone', '-q', '--shared', origin, path.join(dir, 'shared')]);
+    const shallow = await failure(GitProvider.open({ repoPath: path.join(dir, 'shallow') }));
+    expect(shallow).toMatchObject({ code: 'INVALID_ARGUMENT', retryable: false });
+    expect(shallow.message).toMatch(/shallow clone: .*git fetch --unshallow/);
+    const shared = await failure(GitProvider.open({ repoPath: path.join(dir, 'shared') }));
+    expect(shared).toMatchObject({ code: 'INVALID_ARGUMENT', retryable: false });
+    expect(shared.message).toMatch(/alternates/);
+  });
+});
+
+describe('authors and diffs (session 10)', () => {
+  it('an author name with U+2028 reads back the same in another process, so a retried version finds its own', async () => {
+    const repo = await tempDir();
+    const writer = await openProvider(repo);
+    const other = await openProvider(repo); // opened first: it learns of the version from the commit
+    const author = { name: 'Ada\u2028Lovelace', email: 'ada@example.com' };
+    const made = await writer.createVersion('doc', 'v', { message: 'm', author });
+    expect((await other.listVersions('doc')).items[0]).toMatchObject({ versionId: made.versionId, author });
+  });
+
+  it('diffs a file whose every line changed, 100,000 lines in one hunk', async () => {
+    const provider = await openProvider(await tempDir());
+    const lines = (tag: string) => Array.from({ length: 100_000 }, (_, i) => `${tag},${i}`).join('\n') + '\n';
+    const first = await provider.createVersion('data.csv', lines('a'), { message: 'one' });
+    await provider.createVersion('data.csv', lines('b'), { message: 'two' });
+    const diff = await provider.diff('data.csv', first.versionId);
+    expect(diff).toMatchObject({ additions: 100_000, deletions: 100_000 });
+  });
+});
+
 describe('branch names', () => {
   it('refuses a name of 40 hexadecimal digits, which diff and createBranch would read as a commit id', async () => {
     const provider = await openProvider(await tempDir());
