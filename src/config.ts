@@ -67,10 +67,14 @@ const redisUrl = z.string().refine((value) => {
   return url.hostname !== '' && url.port !== '0' && /^\/?\d*$/.test(url.pathname);
 }, 'expected redis://host:port or rediss://host:port (a port from 1 to 65535; a database number after it, if any: redis://host:6379/0)');
 /**
- * A name or path made of spaces only would bind to nothing, prefix keys with spaces, or make a directory named " ";
- * spaces around one (`HOST="0.0.0.0 "`, from a .env file) are dropped, as they are around numbers.
+ * A name or path made of spaces only would bind to nothing, prefix keys with spaces, or make a directory named " ".
+ * Spaces around one (`HOST="0.0.0.0 "`, from a .env file) are refused, not dropped: a data directory or queue prefix
+ * that had them would silently become another one, its data and waiting jobs left behind.
  */
-const nonBlank = z.string().trim().min(1, 'must not be blank');
+const nonBlank = z
+  .string()
+  .regex(/\S/, 'must not be blank')
+  .refine((value) => value.trim() === value, 'must not start or end with spaces');
 /** An endpoint the SDK can use: `minio:9000` parses as a URL of the scheme "minio:", which would fail only at the first request. */
 const httpEndpoint = z
   .string()
