@@ -21,21 +21,23 @@ export function parseHttpDate(value: string, now = Date.now()): number | undefin
   let match = IMF_FIXDATE.exec(value);
   if (match) return utc(Number(match[3]), match[2]!, match[1]!, match.slice(4));
   match = RFC850_DATE.exec(value);
-  if (match) return utc(fullYear(Number(match[3]), now), match[2]!, match[1]!, match.slice(4));
+  if (match) return inThisCentury(Number(match[3]), now, (year) => utc(year, match![2]!, match![1]!, match!.slice(4)));
   match = ASCTIME_DATE.exec(value);
   if (match) return utc(Number(match[6]), match[1]!, match[2]!, match.slice(3, 6));
   return undefined;
 }
 
 /**
- * A two-digit year that would be more than 50 years in the future is the most recent past year with the same last
- * two digits (§5.6.7).
+ * The time of a date with a two-digit year, `at(year)` for a full one: in this century, unless that date appears
+ * more than 50 years in the future, then in the one before (§5.6.7).
  */
-function fullYear(twoDigits: number, now: number): number {
-  const thisYear = new Date(now).getUTCFullYear();
-  let year = Math.floor(thisYear / 100) * 100 + twoDigits;
-  if (year > thisYear + 50) year -= 100;
-  return year;
+function inThisCentury(twoDigits: number, now: number, at: (year: number) => number | undefined): number | undefined {
+  const year = Math.floor(new Date(now).getUTCFullYear() / 100) * 100 + twoDigits;
+  const time = at(year);
+  if (time === undefined) return undefined;
+  const fiftyYearsAhead = new Date(now);
+  fiftyYearsAhead.setUTCFullYear(fiftyYearsAhead.getUTCFullYear() + 50);
+  return time > fiftyYearsAhead.getTime() ? at(year - 100) : time;
 }
 
 function utc(year: number, month: string, day: string, [hours, minutes, seconds]: string[]): number | undefined {

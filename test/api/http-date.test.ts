@@ -11,9 +11,13 @@ describe('parseHttpDate', () => {
     expect(parseHttpDate('Sun Nov  6 08:49:37 1994')).toBe(INSTANT);
   });
 
-  it('takes a two-digit year more than 50 years ahead as the most recent past one', () => {
-    expect(new Date(parseHttpDate('Monday, 06-Nov-76 08:49:37 GMT', Date.UTC(2026, 0, 1))!).getUTCFullYear()).toBe(2076);
-    expect(new Date(parseHttpDate('Saturday, 06-Nov-77 08:49:37 GMT', Date.UTC(2026, 0, 1))!).getUTCFullYear()).toBe(1977);
+  it('takes a two-digit year whose date would be more than 50 years ahead as the most recent past one', () => {
+    const year = (value: string, now: number) => new Date(parseHttpDate(value, now)!).getUTCFullYear();
+    const newYear2026 = Date.UTC(2026, 0, 1);
+    expect(year('Wednesday, 06-Nov-75 08:49:37 GMT', newYear2026)).toBe(2075); // 49.9 years ahead
+    expect(year('Friday, 06-Nov-76 08:49:37 GMT', newYear2026)).toBe(1976); // 2076 would be 50.9 years ahead
+    expect(year('Tuesday, 31-Dec-76 23:59:59 GMT', Date.UTC(2026, 10, 30))).toBe(1976); // 50.1 years
+    expect(year('Thursday, 30-Nov-76 00:00:00 GMT', Date.UTC(2026, 10, 30, 12))).toBe(2076); // 49.99 years
   });
 
   it('refuses what is not an HTTP-date, though Date.parse takes it', () => {
