@@ -685,11 +685,11 @@ export class HybridProvider implements StorageProvider {
     const [cold, backup, hotHealth] = await Promise.all([check(this.cold), check(this.backup), check(this.hot.provider)]);
     const coldUp = cold.status !== 'down';
     const backupUp = backup.status !== 'down';
-    // A hot tier in trouble costs speed only: its reads go to cold.
-    const allOk = cold.status === 'ok' && backup.status === 'ok' && hotHealth.status === 'ok' && this.channel.live;
+    // A hot tier that is down costs speed only: its reads go to cold. A degraded one is a full cache, its usual state.
+    const allOk = cold.status === 'ok' && backup.status === 'ok' && hotHealth.status !== 'down' && this.channel.live;
     const status: HealthReport['status'] = !coldUp && !backupUp ? 'down' : allOk ? 'ok' : 'degraded';
     const consequence = !coldUp && backupUp ? ' (reads served from backup, writes fail)' : coldUp && !backupUp ? ' (writes fail)' : '';
-    const hotState = hotHealth.status === 'ok' ? '' : `, ${hotHealth.status}: ${hotHealth.detail} (reads served from cold)`;
+    const hotState = hotHealth.status === 'down' ? `, down: ${hotHealth.detail} (reads served from cold)` : '';
     const hot = `hot (${this.hot.provider.kind}): ${this.hot.objects} objects, ${this.hot.bytes} of ${this.hot.maxBytes} bytes${hotState}${this.channel.live ? '' : ', off: invalidation channel down'}`;
     return {
       status,

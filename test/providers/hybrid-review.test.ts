@@ -10,6 +10,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DiskProvider } from '../../src/providers/disk.js';
 import { encodeVersionsCursor } from '../../src/providers/cursor.js';
 import { ProviderUnavailableError } from '../../src/providers/errors.js';
+import { loadConfig, storeConfig } from '../../src/config.js';
+import { createProvider } from '../../src/providers/index.js';
 import { createHybridProvider, type HybridProvider, type TieringPlan } from '../../src/providers/hybrid.js';
 import { describeWrite } from '../../src/providers/metadata.js';
 import { RamProvider, ramWriteBytes } from '../../src/providers/ram.js';
@@ -17,7 +19,7 @@ import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { newVersionId } from '../../src/providers/version-id.js';
 import { closeRedis, type RedisConnection } from '../../src/redis.js';
-import { connectRedis, deleteKeys, uniquePrefix } from '../support/redis.js';
+import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
 
 const endpoint = await sharedS3();
@@ -248,6 +250,25 @@ describe('a tiering pass against the hot budget', () => {
 });
 
 describe('a hot tier that fails', () => {
+  it('is not a full one: a ram hot tier filled to HOT_MAX_BYTES, as a cache is, leaves health ok', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'kyozo-hybrid-hot-full-'));
+    const keys = Array.from({ length: 8 }, (_, i) => `thumb-${i}`);
+    const charged = ramWriteBytes(keys[0]!, 100, describeWrite({}));
+    const config = loadConfig({
+      ...{ REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix, STORAGE_ROOT_DIR: root, STORES: 'media:hybrid' },
+      ...{ HYBRID_COLD: 'disk', HYBRID_BACKUP: 'disk', DISK_FSYNC: 'false', HOT_MAX_BYTES: String(keys.length * charged) },
+    });
+    const store = (await createProvider(storeConfig(config, { name: 'media', kind: 'hybrid' }), { redis, config })) as HybridProvider;
+    cleanups.push(async () => {
+      await store.close();
+      await rm(root, { recursive: true, force: true });
+    });
+    for (const key of keys) await store.write(key, Buffer.alloc(100, 1));
+    expect(await store.applyTiering({ promote: keys, demote: [] })).toMatchObject({ promoted: keys.length });
+    expect(store.hot.bytes).toBe(store.hot.maxBytes);
+    expect((await store.health()).status).toBe('ok');
+  });
+
   it('costs speed only: its copies are read from cold, health says degraded, and the key is promoted again later', async () => {
     const { store, switches } = await hybrid();
     await store.write('doc', 'the content');
