@@ -10,7 +10,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, realpath, unlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from './log.js';
@@ -301,8 +301,9 @@ async function startServer(dir: string, log: Logger): Promise<PrivateRedis> {
 }
 
 export async function startPrivateRedis(rootDir: string, log: Logger): Promise<PrivateRedis> {
-  const dir = path.join(rootDir, 'redis');
-  await mkdir(dir, { recursive: true });
+  await mkdir(path.join(rootDir, 'redis'), { recursive: true });
+  // Its real path: two starts in this process that name it differently (a symlink) still take turns (`withLock`).
+  const dir = await realpath(path.join(rootDir, 'redis'));
   // One start at a time per directory: two reading "no server" at once would start two on the same AOF files.
   return withLock(dir, async () => (await joinRunning(dir, log)) ?? (await startServer(dir, log)));
 }

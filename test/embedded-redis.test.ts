@@ -4,7 +4,7 @@
  * (`support/private-redis-user.ts` is the other process).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -135,6 +135,19 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
     started.push(await starting);
     expect(settledAt).toBeGreaterThanOrEqual(releasedAt);
     await expect(readFile(lock)).rejects.toThrow(); // and this start let it go
+  });
+
+  it('starts one server when two starts in one process name the directory two ways (a symlink)', async () => {
+    const dir = await root();
+    const link = `${dir}-link`;
+    await symlink(dir, link);
+    try {
+      const [first, second] = await Promise.all([startPrivateRedis(dir, quietLog), startPrivateRedis(link, quietLog)]);
+      started.push(first, second);
+      expect(second.url).toBe(first.url);
+    } finally {
+      await rm(link, { force: true });
+    }
   });
 
   it('takes at once a lock naming this process, which holds none: its pid is a dead holder\'s reused (a container\'s pid 1)', async () => {
