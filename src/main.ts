@@ -11,7 +11,8 @@ import { redisAnswers, startPrivateRedis, type PrivateRedis } from './embedded-r
 import { createStagingProvider } from './jobs/staging.js';
 import { loadConfigOrExit, runService, SHUTDOWN_GRACE_MS } from './lifecycle.js';
 import { createLogger } from './log.js';
-import { createStores } from './providers/index.js';
+import { closeStores, createStores } from './providers/index.js';
+import type { StorageProvider } from './providers/types.js';
 import { closeRedis, createRedis, type RedisConnection } from './redis.js';
 import { startWorkerProcess, type WorkerProcess } from './workers/process.js';
 
@@ -22,6 +23,9 @@ const log = createLogger(config.logLevel);
 interface Running {
   privateRedis?: PrivateRedis;
   storeRedis?: RedisConnection;
+  /** Shared by web and worker; the worker's shutdown closes them once it has started. */
+  stores?: Map<string, StorageProvider>;
+  staging?: StorageProvider;
   web?: WebServices;
   server?: HttpServer;
   worker?: WorkerProcess;
@@ -31,7 +35,11 @@ interface Running {
 async function stop(running: Running): Promise<void> {
   await running.server?.close();
   await running.web?.close();
-  await running.worker?.shutdown(); // closes the shared stores and staging
+  if (running.worker !== undefined) await running.worker.shutdown(); // closes the shared stores and staging
+  else {
+    if (running.stores !== undefined) await closeStores(running.stores);
+    await running.staging?.close();
+  }
   if (running.storeRedis !== undefined) await closeRedis(running.storeRedis);
   await running.privateRedis?.stop();
 }
@@ -46,8 +54,8 @@ async function start(running: Running, aborted: AbortSignal): Promise<void> {
   const metrics = new ApiMetrics();
   const storeRedis = (running.storeRedis = createRedis(config, 'worker', { connectionName: 'kyozo:stores' }));
   storeRedis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
-  const stores = await createStores(config, { redis: storeRedis, log, observe: (store, observation) => metrics.observeProvider(store, observation) });
-  const stagingProvider = await createStagingProvider(config);
+  const stores = (running.stores = await createStores(config, { redis: storeRedis, log, observe: (store, observation) => metrics.observeProvider(store, observation) }));
+  const stagingProvider = (running.staging = await createStagingProvider(config));
   running.web = await startWebServices({ config, log: log.child({ component: 'web' }), stores, stagingProvider, metrics });
   aborted.throwIfAborted();
   // The port before the worker: a start that cannot listen (a second copy on the same port) takes no job.

@@ -35,6 +35,8 @@ export interface DispatcherOptions {
   log: Logger;
   /** False once the webhooks are closing. */
   isRunning(): boolean;
+  /** Settles when the webhooks begin to close: a dispatcher still making its group (Redis down) stops waiting. */
+  closing: Promise<void>;
 }
 
 export interface Dispatcher {
@@ -42,6 +44,8 @@ export interface Dispatcher {
   reader: Redis;
   /** The group exists. */
   ready: Promise<void>;
+  /** Whether `ready` has settled well: a group that was never made has no consumer to remove at close. */
+  made(): boolean;
   loop: Promise<void>;
 }
 
@@ -96,7 +100,7 @@ const GROUP_GONE = /NOGROUP|UNBLOCKED/;
  * command behind it), and adds a delivery job per event to its queue.
  */
 export function startDispatcher(options: DispatcherOptions): Dispatcher {
-  const { connection, streamKey, url, queue, consumer, claimIdleMs, blockMs, log, isRunning } = options;
+  const { connection, streamKey, url, queue, consumer, claimIdleMs, blockMs, log, isRunning, closing } = options;
   const group = webhookQueueName(url);
   const reader: Redis = (connection as Redis).duplicate();
   reader.on('error', (error: Error) => log.warn({ err: error, webhook: describeUrl(url) }, 'webhooks: stream reader connection error'));
@@ -139,9 +143,12 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
   }
 
   // From the newest event: a URL added to the list gets the events from now on, not the whole history.
-  const ready = createGroup('$').then(readPosition);
+  let made = false;
+  const ready = createGroup('$')
+    .then(readPosition)
+    .then(() => void (made = true));
   const loop = (async () => {
-    await ready;
+    await Promise.race([ready, closing]);
     let lastClaim = 0;
     while (isRunning()) {
       try {
@@ -172,5 +179,5 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
     }
   })();
   ready.catch((error: unknown) => log.error({ err: error, webhook: describeUrl(url) }, 'webhooks: cannot create the consumer group'));
-  return { group, reader, ready, loop };
+  return { group, reader, ready, made: () => made, loop };
 }

@@ -39,6 +39,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { describeUrl, startDispatcher, webhookQueueName, type Delivery } from './webhook-dispatcher.js';
+import { closeWorkers } from '../workers/close-workers.js';
 
 export { webhookQueueName, type Delivery };
 export const SIGNATURE_HEADER = 'X-Kyozo-Signature';
@@ -83,8 +84,8 @@ export interface Webhooks {
   ready: Promise<void>;
   /** The delivery queue of each URL. */
   queues: ReadonlyMap<string, Queue<Delivery>>;
-  /** Stops reading events, lets active deliveries finish, closes the queues and workers. */
-  close(): Promise<void>;
+  /** Stops reading events, lets active deliveries finish (within `timeoutMs`), closes the queues and workers. */
+  close(timeoutMs?: number): Promise<void>;
 }
 
 
@@ -139,23 +140,28 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
   }
 
   let running = true;
+  let beginClose!: () => void;
+  const closing = new Promise<void>((resolve) => (beginClose = resolve));
   const dispatchers = [...queues].map(([url, queue]) =>
-    startDispatcher({ connection, streamKey, url, queue, consumer, claimIdleMs, blockMs, log, isRunning: () => running }),
+    startDispatcher({ connection, streamKey, url, queue, consumer, claimIdleMs, blockMs, log, isRunning: () => running, closing }),
   );
   const ready = Promise.all(dispatchers.map((d) => d.ready)).then(() => undefined);
 
   return {
     ready,
     queues,
-    async close() {
+    async close(timeoutMs?: number) {
       running = false;
+      beginClose();
       for (const { reader } of dispatchers) reader.disconnect();
       await Promise.all(dispatchers.map((d) => d.loop.catch(() => undefined)));
-      // Active deliveries finish (each is bounded by `timeoutMs`); the rest wait in the queue for the next worker.
-      await Promise.all(workers.map((worker) => worker.close()));
+      // Active deliveries finish (each is bounded by the delivery timeout) within `timeoutMs`; the rest wait in the
+      // queue for the next worker.
+      await closeWorkers(workers, timeoutMs);
       await Promise.all([...queues.values()].map((queue) => queue.close()));
       // A consumer with nothing pending can go; one with pending entries stays so that they get claimed.
-      for (const { group } of dispatchers) {
+      for (const { group, made } of dispatchers) {
+        if (!made()) continue; // never made (Redis was down from the start): no consumer of ours in it
         const pending = (await (connection as Redis).xpending(streamKey, group, '-', '+', 1, consumer).catch(() => [1])) as unknown[];
         if (pending.length === 0) await (connection as Redis).xgroup('DELCONSUMER', streamKey, group, consumer).catch(() => undefined);
       }

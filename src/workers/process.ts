@@ -105,13 +105,14 @@ export async function startWorkerProcess({
       : undefined;
   let workers: Workers | undefined;
   let taking = false;
-  const shutdown = async (timeoutMs = config.workers.shutdownTimeoutMs) => {
-    const [closed] = await Promise.all([workers?.close(timeoutMs), webhooks?.close()]);
+  /** `given`: also the stores and staging the caller passed in, which the caller may still be serving with. */
+  const shutdown = async (timeoutMs = config.workers.shutdownTimeoutMs, given = true) => {
+    const [closed] = await Promise.all([workers?.close(timeoutMs), webhooks?.close(timeoutMs)]);
     if (closed?.timedOut) log.warn({ timeoutMs }, 'active jobs did not finish in time: another worker will pick them up');
     await bus.close();
     await queues.close();
-    await closeStores(stores);
-    await stagingProvider.close();
+    if (given || givenStores === undefined) await closeStores(stores);
+    if (given || givenStaging === undefined) await stagingProvider.close();
     await closeRedis(connection);
   };
   try {
@@ -140,7 +141,7 @@ export async function startWorkerProcess({
     }
   } catch (error) {
     // Before the workers were ready nothing can have been taken: no job to wait for (Redis may be down meanwhile).
-    await shutdown(taking ? undefined : 0);
+    await shutdown(taking ? undefined : 0, false);
     throw error;
   }
   return { workers, bus, shutdown: () => shutdown() };

@@ -31,6 +31,7 @@ import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
 import { APPLIED_MARKER, LockLostError, WorkerJobContext, type JobContextDeps } from './job-context.js';
+import { closeWorkers } from './close-workers.js';
 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';
@@ -64,8 +65,6 @@ const DEFAULT_LOCK_MS = 30_000;
 
 /** Delays before sending again an event whose script failed on Redis after it was written. */
 const REEMIT_DELAYS_MS = [1_000, 5_000, 30_000];
-/** How long a shutdown past its timeout waits for the workers' connections to close. */
-const DISCONNECT_WAIT_MS = 1_000;
 
 export interface WorkersOptions {
   /**
@@ -310,22 +309,7 @@ export function createWorkers(options: WorkersOptions): Workers {
     async close(timeoutMs = Number.POSITIVE_INFINITY) {
       // Long jobs watch their signal and stop between items; short ones ignore it and finish.
       for (const worker of workers) worker.cancelAllJobs('shutdown');
-      const closed = Promise.all(workers.map((worker) => worker.close())).then(() => false);
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = Number.isFinite(timeoutMs)
-        ? await Promise.race([closed, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs)))])
-        : await closed;
-      clearTimeout(timer);
-      if (timedOut) {
-        closed.catch(() => undefined);
-        // BullMQ's disconnect waits for the connection to end, which one still reconnecting to a Redis that is down
-        // never does: bounded, the process exits anyway.
-        await Promise.race([
-          Promise.allSettled(workers.map((worker) => worker.disconnect())),
-          new Promise((resolve) => setTimeout(resolve, DISCONNECT_WAIT_MS).unref()),
-        ]);
-      }
-      return { timedOut };
+      return closeWorkers(workers, timeoutMs);
     },
   };
 }

@@ -1,0 +1,59 @@
+/**
+ * A worker start that a signal stops while Redis does not answer (`startWorkerProcess` with `signal`): it stops
+ * waiting, closes what it made — webhook deliveries included — and leaves the stores it was given open, since
+ * `npm start`'s web half still serves requests with them while it drains.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { freePort } from '../../src/embedded-redis.js';
+import { DiskProvider } from '../../src/providers/disk.js';
+import { RamProvider } from '../../src/providers/ram.js';
+import type { StorageProvider } from '../../src/providers/types.js';
+import { startWorkerProcess } from '../../src/workers/process.js';
+import { interceptMethod } from '../support/intercept.js';
+import { quietLog } from '../support/service.js';
+
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+
+describe('a worker start stopped by a signal while Redis does not answer', () => {
+  it('rejects within seconds, webhooks and all, and leaves the stores it was given open', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-worker-start-'));
+    dirs.push(dir);
+    const config = loadConfig({
+      REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
+      STORES: 'main:ram',
+      STORAGE_ROOT_DIR: dir,
+      WEBHOOK_URLS: 'http://127.0.0.1:9/hook',
+      WEBHOOK_SECRET: 'a-webhook-secret-of-some-length',
+    });
+    const closed: string[] = [];
+    const counted = <P extends StorageProvider>(name: string, provider: P) =>
+      interceptMethod(provider, 'close', (close) => async () => {
+        closed.push(name);
+        await close();
+      });
+    const ram = new RamProvider({ maxBytes: 1024 * 1024 });
+    const staging = new DiskProvider({ root: path.join(dir, 'staging'), fsync: false });
+    const abort = new AbortController();
+    const starting = startWorkerProcess({
+      config,
+      log: quietLog,
+      stores: new Map([['main', counted('main', ram)]]),
+      stagingProvider: counted('staging', staging),
+      signal: abort.signal,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500)); // it is waiting for Redis by now
+    const signalled = performance.now();
+    abort.abort();
+    await expect(starting).rejects.toMatchObject({ name: 'AbortError' });
+    expect(performance.now() - signalled).toBeLessThan(5_000);
+    expect(closed).toEqual([]);
+    expect((await ram.write('still', 'served')).size).toBe(6);
+  });
+});
