@@ -242,7 +242,11 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
       } catch (error) {
         // Removed by retention since it was listed: the key's other versions are still backed up.
         if (error instanceof NotFoundError) continue;
-        throw error;
+        // A damaged version is its own failure, named as such; the key's other versions are still backed up.
+        const failure = contentFailure(error, version);
+        if (failure === undefined) throw error;
+        failures.add({ ...failure, versionId: version.versionId });
+        continue;
       }
       entries.push({
         key,

@@ -12,7 +12,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { HashingStream, readAll, sha256Hex } from '../providers/body.js';
-import { DataCorruptedError, NotFoundError } from '../providers/errors.js';
+import { DataCorruptedError, NotFoundError, UnexpectedContentError } from '../providers/errors.js';
 import { versionMessage } from '../providers/object-info.js';
 import type { Body, ObjectInfo, StorageProvider, VersionInfo, WriteOptions } from '../providers/types.js';
 
@@ -148,6 +148,24 @@ async function checkedBody(provider: StorageProvider, key: string, etag: string,
 }
 
 /**
+ * Stores content that must hash to `etag` through `store`, a write or createVersion given it as `expectedEtag`:
+ * the store refuses other content before anything changes, so a damaged read (bit rot a store does not re-hash, a
+ * second read of a large blob that differs from the first) never replaces a good object. `ContentMismatch` if so.
+ */
+export async function storeExpected<T extends { etag: string }>(key: string, etag: string, store: (expectedEtag: string) => Promise<T>): Promise<T> {
+  let stored: T;
+  try {
+    stored = await store(etag);
+  } catch (error) {
+    if (error instanceof UnexpectedContentError) throw new ContentMismatch(key, etag, error.actual);
+    throw error;
+  }
+  // Every provider checks `expectedEtag` (the contract); a store that did not is caught here, if only afterwards.
+  if (stored.etag !== etag) throw new ContentMismatch(key, etag, stored.etag);
+  return stored;
+}
+
+/**
  * Copies `key` (or one of its versions) from `from` into `to`, where `place` says for what was read (the object
  * may have changed since it was listed; it may also refuse it by throwing). Returns what was read and what was
  * written; `ContentMismatch` when the target stored something else than what was read.
@@ -160,16 +178,14 @@ export async function copyObject(
   versionId?: string,
 ): Promise<{ source: ObjectInfo; written: ObjectInfo }> {
   const { info: source, body } = await from.read(key, versionId === undefined ? undefined : { versionId });
-  let at: ReturnType<typeof place>;
   let written: ObjectInfo;
   try {
-    at = place(source);
-    written = await to.write(at.key, body, at.options);
+    const at = place(source);
+    written = await storeExpected(at.key, source.etag, (expectedEtag) => to.write(at.key, body, { ...at.options, expectedEtag }));
   } catch (error) {
     body.destroy();
     throw error;
   }
-  if (written.etag !== source.etag) throw new ContentMismatch(at.key, source.etag, written.etag);
   return { source, written };
 }
 

@@ -24,7 +24,6 @@ import { InvalidArgumentError, NotFoundError, PreconditionFailedError } from '..
 import type { ObjectInfo, StorageProvider, VersionInfo, WriteOptions } from '../providers/types.js';
 import {
   COPY_WIDTH,
-  ContentMismatch,
   Failures,
   contentFailure,
   copyObject,
@@ -33,6 +32,7 @@ import {
   missingVersions,
   pages,
   sameVersion,
+  storeExpected,
   type Failure,
   type VerificationReport,
 } from './copy.js';
@@ -142,13 +142,13 @@ async function copyVersions(
     });
     if (read === undefined) continue; // removed by retention since it was listed
     const { info, body } = read;
-    const created = await to
-      .createVersion(key, body, { message: versionMessage(version), author: version.author, contentType: info.contentType, metadata: info.metadata, ...expected })
-      .catch((error: unknown) => {
-        body.destroy();
-        throw error;
-      });
-    if (created.etag !== version.etag) throw new ContentMismatch(key, version.etag, created.etag);
+    const { contentType, metadata } = info;
+    const created = await storeExpected(key, version.etag, (expectedEtag) =>
+      to.createVersion(key, body, { message: versionMessage(version), author: version.author, contentType, metadata, ...expected, expectedEtag }),
+    ).catch((error: unknown) => {
+      body.destroy();
+      throw error;
+    });
     expected = { ifMatch: created.etag };
     recorded++;
   }

@@ -13,7 +13,18 @@
  */
 import { z } from 'zod';
 import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
-import { COPY_WIDTH, ContentMismatch, Failures, PAGE_SIZE, forEachLimited, historyOfItsOwn, missingVersions, verifiedBody, type VerificationReport } from './copy.js';
+import {
+  COPY_WIDTH,
+  ContentMismatch,
+  Failures,
+  PAGE_SIZE,
+  forEachLimited,
+  historyOfItsOwn,
+  missingVersions,
+  storeExpected,
+  verifiedBody,
+  type VerificationReport,
+} from './copy.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from '../providers/object-info.js';
 import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted } from './definition.js';
 import { blobKey, parseManifestKey, readManifest, type ManifestObject, type ManifestVersion } from './manifest.js';
@@ -88,8 +99,9 @@ export const restoreBackupJob = defineJob({
         throwIfInterrupted(ctx);
         const body = await verifiedBody(backup, blob(version.etag), version.etag, version.size);
         const { contentType, metadata, author } = version;
-        const recorded = await target.createVersion(key, body, { message: versionMessage(version), author, contentType, metadata });
-        if (recorded.etag !== version.etag) throw new ContentMismatch(key, version.etag, recorded.etag);
+        await storeExpected(key, version.etag, (expectedEtag) =>
+          target.createVersion(key, body, { message: versionMessage(version), author, contentType, metadata, expectedEtag }),
+        );
         counts.versions++;
       }
     };
@@ -103,8 +115,9 @@ export const restoreBackupJob = defineJob({
         return;
       }
       const body = await verifiedBody(backup, blob(entry.etag), entry.etag, entry.size);
-      const written = await target.write(entry.key, body, { contentType: entry.contentType, metadata: entry.metadata });
-      if (written.etag !== entry.etag) throw new ContentMismatch(entry.key, entry.etag, written.etag);
+      const written = await storeExpected(entry.key, entry.etag, (expectedEtag) =>
+        target.write(entry.key, body, { contentType: entry.contentType, metadata: entry.metadata, expectedEtag }),
+      );
       counts.restored++;
       counts.bytes += written.size;
     };

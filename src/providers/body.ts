@@ -4,7 +4,7 @@
  */
 import { createHash, hash, type Hash } from 'node:crypto';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { InvalidArgumentError, PayloadTooLargeError, RangeNotSatisfiableError } from './errors.js';
+import { PayloadTooLargeError, RangeNotSatisfiableError, UnexpectedContentError } from './errors.js';
 import type { Body, ByteRange } from './types.js';
 
 /** One-shot `crypto.hash`: about half the cost of a `createHash` object for the small bodies most writes carry. */
@@ -15,7 +15,7 @@ export function sha256Hex(content: Uint8Array | string): string {
 /** A write's `expectedEtag`, if any, against the sha256 `etag` of the content that arrived (`what`: key or operation). */
 export function requireExpectedEtag(what: string, expected: string | undefined, etag: string): void {
   if (expected !== undefined && expected !== etag) {
-    throw new InvalidArgumentError(`${what}: the content's sha256 is ${etag}, not the expected ${expected} (it changed on its way)`);
+    throw new UnexpectedContentError(`${what}: the content's sha256 is ${etag}, not the expected ${expected} (it changed on its way)`, expected, etag);
   }
 }
 

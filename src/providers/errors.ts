@@ -71,6 +71,17 @@ export class InvalidArgumentError extends StorageError {
   }
 }
 
+/** A write whose content does not hash to its `expectedEtag`: it changed on its way, and nothing was stored. */
+export class UnexpectedContentError extends InvalidArgumentError {
+  constructor(
+    message: string,
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(message);
+  }
+}
+
 export class PreconditionFailedError extends StorageError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('PRECONDITION_FAILED', message, options);

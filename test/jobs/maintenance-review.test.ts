@@ -6,6 +6,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { backupJob, type BackupResult } from '../../src/jobs/backup.js';
 import { listManifests } from '../../src/jobs/manifest.js';
@@ -333,5 +334,64 @@ describe('content a store refuses as damaged', () => {
     const { result } = await backupJob.handle({ store: 'files' }, f.context(stores, { name: 'backup', settings: { backupStore: 'vault' } }));
     expect(result).toMatchObject({ objects: 1, failureCount: 1, failures: [expect.objectContaining({ key: 'b', reason: expect.stringMatching(/damaged/) })] });
     await disk.close();
+  });
+
+  it('a damaged old version is a failure of that version: the key and its other versions are backed up (session 10)', async () => {
+    const root = await git.tempRepo();
+    const disk = new DiskProvider({ root, fsync: false });
+    const made = [];
+    for (let v = 1; v <= 3; v++) made.push(await disk.createVersion('doc', `version ${v}`, { message: `v${v}` }));
+    const file = path.join(root, 'versions', 'doc~', made[0]!.versionId);
+    const bytes = await readFile(file);
+    bytes[0] = bytes[0]! ^ 0xff;
+    await writeFile(file, bytes);
+    const vault = ram();
+    const stores = new Map<string, StorageProvider>([['files', disk], ['vault', vault]]);
+    const { result } = await backupJob.handle({ store: 'files', versions: true }, f.context(stores, { name: 'backup', settings: { backupStore: 'vault' } }));
+    expect(result).toMatchObject({ objects: 1, versions: 2, failureCount: 1 });
+    expect(result.failures[0]).toMatchObject({ key: 'doc', etag: made[0]!.etag, versionId: made[0]!.versionId, reason: expect.stringMatching(/damaged/) });
+    await disk.close();
+  });
+
+  it('migrate and restore-backup never put content that differs from what was checked over a good object (session 10)', async () => {
+    // migrate: a source record over 64 KiB rotted at rest (the disk store re-hashes only smaller ones as it reads).
+    const target = ram();
+    const intact = await target.write('doc', 'an older, intact copy');
+    await later();
+    const root = await git.tempRepo();
+    const source = new DiskProvider({ root, fsync: false });
+    const content = Buffer.alloc(200 * 1024, 'a');
+    await source.write('doc', content);
+    const file = path.join(root, 'objects', 'doc~');
+    const bytes = await readFile(file);
+    bytes[1000] = 0x5a;
+    await writeFile(file, bytes);
+    const migrated = await migrate(new Map<string, StorageProvider>([['from', source], ['to', target]]));
+    expect(migrated).toMatchObject({ verified: false, failureCount: 1 });
+    expect((await target.stat('doc')).etag).toBe(intact.etag);
+    await source.close();
+
+    // restore-backup: a blob over 8 MiB is hashed on one read and written from a second, which comes back damaged.
+    const files = ram();
+    const big = Buffer.alloc(9 * 1024 * 1024, 'b');
+    await files.write('big', big);
+    const vault = ram();
+    const stores = new Map<string, StorageProvider>([['files', files], ['vault', vault]]);
+    const { result: backup } = await backupJob.handle({ store: 'files' }, f.context(stores, { name: 'backup', settings: { backupStore: 'vault' } }));
+    let reads = 0;
+    const flaky = interceptMethod(vault, 'read', (read) => async (key, opts) => {
+      const served = await read(key, opts);
+      if (!key.endsWith(sha256Hex(big)) || ++reads !== 2) return served;
+      served.body.destroy();
+      const damaged = Buffer.from(big);
+      damaged[5_000_000] = 0;
+      return { info: served.info, body: Readable.from([damaged]) };
+    });
+    const live = ram();
+    const kept = await live.write('big', 'intact live content');
+    const restoring = new Map<string, StorageProvider>([['vault', flaky], ['live', live]]);
+    const { result } = await restoreBackupJob.handle({ manifest: backup.manifest, store: 'live' }, f.context(restoring, { name: 'restore-backup', settings: { backupStore: 'vault' } }));
+    expect(result).toMatchObject({ restored: 0, verified: false, failureCount: 1 });
+    expect((await live.stat('big')).etag).toBe(kept.etag);
   });
 });
