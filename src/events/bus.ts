@@ -197,6 +197,11 @@ export async function streamGroups(redis: RedisConnection, streamKey: string): P
   });
 }
 
+function isEnvelope(value: unknown): value is EventEnvelope {
+  const event = value as Partial<EventEnvelope> | null;
+  return typeof event === 'object' && event !== null && typeof event.id === 'string' && typeof event.type === 'string';
+}
+
 /**
  * The envelope stored in a stream entry (`XRANGE`/`XREADGROUP` reply), or undefined for an entry this service did
  * not write (another field, or one that is not a JSON object): readers skip it rather than fail on it for good.
@@ -248,13 +253,16 @@ export function createEventBus(options: EventBusOptions): EventBus {
   }
 
   function onMessage(message: string): void {
-    let events: EventEnvelope[];
+    let parsed: unknown;
     try {
-      events = JSON.parse(message) as EventEnvelope[];
+      parsed = JSON.parse(message);
     } catch (error) {
       log?.warn({ err: error }, 'events: unreadable live message');
       return;
     }
+    // Anything else on the channel (another program's PUBLISH) is left out: it must not throw out of the subscriber.
+    const events = Array.isArray(parsed) ? parsed.filter(isEnvelope) : [];
+    if (events.length === 0) return;
     if (held !== undefined) held.push(...events);
     else deliver(events);
   }

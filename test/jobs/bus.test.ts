@@ -31,6 +31,23 @@ describe('events bus', () => {
     await unsubscribe();
   });
 
+  it('leaves out what else is published on its channel (not event arrays) and goes on delivering', async () => {
+    const received: EventEnvelope[] = [];
+    const unsubscribe = await bus.subscribe(['object.written'], (event) => received.push(event));
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown) => uncaught.push(error);
+    process.on('uncaughtException', onUncaught);
+    try {
+      for (const message of ['5', 'null', '{"id":"1-0"}', '[{"nope":1}]', '[null]']) await redis.producer.publish(`${redis.prefix}:events:live`, message);
+      const emitted = await bus.emit({ type: 'object.written', store: 's', key: 'k', jobId: 'after-noise', data: {} });
+      expect(await waitFor(() => received.find((event) => event.jobId === 'after-noise'))).toEqual(emitted);
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      await unsubscribe();
+    }
+  });
+
   it('reads the history after an id, filtered by type', async () => {
     const first = await bus.emit({ type: 'version.created', key: 'a', data: 1 });
     await bus.emit({ type: 'object.deleted', key: 'b', data: 2 });
