@@ -3,6 +3,7 @@
  * answers to bodies that are not JSON, too large, or name stores that do not exist.
  */
 import { queueOfJobId } from '../../src/jobs/queue.js';
+import { isStaged } from '../../src/jobs/staging.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/providers/body.js';
 import { newVersionId } from '../../src/providers/version-id.js';
@@ -160,6 +161,19 @@ describe('POST /v1/maintenance', () => {
     const missing = await post('restore-backup', { store: 'mem' });
     expect(missing.status).toBe(400);
     expect((await errorOf(missing)).message).toMatch(/manifest/);
+  });
+
+  it('answers 400 to a stray "body" field of any task, and leaves the staged body it names alone (session 10)', async () => {
+    // A body staged for an upload whose job is yet to be added (the API stages before it enqueues).
+    const staged = await service.deps.staging.stageBody(Buffer.alloc(300 * 1024, 'x'));
+    if (!isStaged(staged)) throw new Error('expected a staged body');
+    for (const task of ['cleanup', 'tier', 'backup', 'migrate', 'restore-backup']) {
+      for (const body of [1, null, 'x', staged]) {
+        const response = await post(task, { body });
+        expect(response.status, `${task} ${JSON.stringify(body)}`).toBe(400);
+      }
+    }
+    expect((await service.stagingProvider.stat(staged.stagedKey)).size).toBe(300 * 1024);
   });
 
   it('answers 404 when a store named in the body does not exist', async () => {

@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import { backupJob, backupTarget } from '../../jobs/backup.js';
 import { parsePayload } from '../../jobs/definition.js';
-import type { JobName, PayloadOf } from '../../jobs/index.js';
+import { jobDefinition, type JobName, type PayloadOf } from '../../jobs/index.js';
 import { checkMigration, migrateJob } from '../../jobs/migrate.js';
 import { backupSource, restoreBackupJob } from '../../jobs/restore-backup.js';
 import { requireTiered, tierJob } from '../../jobs/tier.js';
@@ -110,6 +110,8 @@ export function maintenanceRoutes(deps: AppDeps): Hono {
         const name = body[field];
         if (typeof name === 'string') requireStore(deps, name);
       }
+      // Every task's body through its job's schema here, before anything else reads it (400 for a stray field).
+      parsePayload(jobDefinition(task)!, body);
       await refuseUnrunnable(deps, task, body);
       return respondWithJob(c, deps, request, task, body as PayloadOf<typeof task>, { waitAnswer: 'status' });
     });
