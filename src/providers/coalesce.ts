@@ -16,7 +16,8 @@ export function coalesced<T>(run: () => Promise<T>): () => Promise<T> {
     return running;
   };
   return () => {
-    if (current === undefined) return start();
+    // Between a run's end and the start of the one queued behind it, the queued one is joined: it has not started yet.
+    if (current === undefined && next === undefined) return start();
     next ??= current
       .catch(() => undefined)
       .then(() => {

@@ -43,6 +43,24 @@ describe('coalesced', () => {
     expect(await waiting).toBe(7);
   });
 
+  it('never has two runs in flight, even for callers that call again the moment their answer arrives', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const call = coalesced(async () => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 1 + Math.random() * 10));
+      inFlight--;
+    });
+    let polling = true;
+    const clients = Array.from({ length: 50 }, async () => {
+      while (polling) await call();
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    polling = false;
+    await Promise.all(clients);
+    expect(most).toBe(1);
+  });
+
   it('keeps nothing once the runs ended: the next call runs again', async () => {
     let state = 0;
     const { runs, run } = gatedRuns(() => state);
