@@ -16,9 +16,10 @@ export function coalesced<T>(run: () => Promise<T>): () => Promise<T> {
     return running;
   };
   return () => {
-    // Between a run's end and the start of the one queued behind it, the queued one is joined: it has not started yet.
-    if (current === undefined && next === undefined) return start();
-    next ??= current
+    // A queued run is joined, also between a run's end and its start: it has not started yet.
+    if (next !== undefined) return next;
+    if (current === undefined) return start();
+    next = current
       .catch(() => undefined)
       .then(() => {
         next = undefined;
