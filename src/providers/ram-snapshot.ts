@@ -40,7 +40,11 @@ export async function writeSnapshot(path: string, entries: Iterable<SnapshotEntr
   await writeFileAtomic(path, Readable.from(lines), { fsync: true });
 }
 
-export async function* readSnapshot(path: string): AsyncGenerator<SnapshotEntry> {
+/**
+ * The entries of the snapshot at `path`. `mayRepeat`: it is of format 1, whose writer could list an object or version
+ * twice (rewritten while it was written), the later copy the one that counts.
+ */
+export async function* readSnapshot(path: string): AsyncGenerator<SnapshotEntry & { mayRepeat: boolean }> {
   const input = createReadStream(path);
   const opened = new Promise<void>((resolve, reject) => input.once('open', () => resolve()).once('error', reject));
   await opened.catch((error: NodeJS.ErrnoException) => {
@@ -90,7 +94,7 @@ export async function* readSnapshot(path: string): AsyncGenerator<SnapshotEntry>
     const entry = { ...described, content } as SnapshotEntry;
     if (sha256Hex(entry.content) !== entry.info.etag) throw corrupt('content does not match its etag');
     entries++;
-    yield entry;
+    yield { ...entry, mayRepeat: header.v === 1 };
   }
   // Format 1 has no end line; a format 2 file without one was cut short.
   if (header.v !== 1) throw new InvalidArgumentError(`snapshot ${path} is cut short: it has no end line`);

@@ -265,6 +265,24 @@ describe('ram provider', () => {
     expect((await target.listVersions('doc')).items).toEqual([]);
   });
 
+  it('an object listed twice in a format-1 snapshot is held to the budget by its last copy, not by both', async () => {
+    const object = (key: string, content: Buffer) =>
+      JSON.stringify({
+        type: 'object',
+        info: { key, size: content.length, etag: sha256Hex(content), contentType: 'application/octet-stream', metadata: {}, updatedAt: new Date().toISOString() },
+        content: content.toString('base64'),
+      });
+    const [older, other, newer] = [Buffer.alloc(6000, 1), Buffer.alloc(3000, 2), Buffer.alloc(1000, 3)];
+    const file = path.join(dir, 'v1.ndjson');
+    // Written while `a` was rewritten: its old copy first, its new one at the end (the old export's order).
+    await writeFile(file, [JSON.stringify({ format: 'kyozo-ram-snapshot', v: 1 }), object('a', older), object('b', other), object('a', newer), ''].join('\n'));
+    const fits = 1000 + entryBytes('a') + 3000 + entryBytes('b');
+    const target = new RamProvider({ maxBytes: fits });
+    await target.importSnapshot(file);
+    expect((await target.stat('a')).size).toBe(1000);
+    expect((await target.stats()).detail?.usedBytes).toBe(fits);
+  });
+
   it('a version made after importing one minted by a clock ahead of this one still lists as the newest', async () => {
     const source = new RamProvider({ maxBytes: 10_000 });
     const imported = await source.createVersion('doc', 'from the other host', { message: 'theirs' });
