@@ -92,6 +92,7 @@ import {
   InvalidKeyError,
   NotFoundError,
   NotSupportedError,
+  PermissionDeniedError,
   ProviderUnavailableError,
   StorageError,
 } from './errors.js';
@@ -371,6 +372,17 @@ function nativeVersionId(id: string | undefined): string | undefined {
   return id === undefined || id === 'null' ? undefined : id;
 }
 
+/** S3 answers that refuse a question for good: no right to ask it, or no such API. */
+const REFUSALS = new Set(['AccessDenied', 'Forbidden', 'AllAccessDisabled', 'NotImplemented', 'MethodNotAllowed', 'XNotImplemented']);
+/** S3 answers that it does not know the keys signing the request. */
+const WRONG_KEYS = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch']);
+
+/** The S3 error code behind a mapped error (`AccessDenied`...). */
+function sdkCode(error: StorageError): string | undefined {
+  const cause = error.cause as { Code?: string; code?: string; name?: string } | undefined;
+  return cause?.Code ?? cause?.code ?? cause?.name;
+}
+
 /** `S3_PREFIX` as the provider uses it: no leading slash, and a trailing one unless empty (`data` is `data/`). */
 export function normalizeS3Prefix(prefix: string | undefined): string {
   const trimmed = (prefix ?? '').replace(/^\/+/, '');
@@ -480,10 +492,11 @@ export class S3Provider implements StorageProvider {
       return;
     }
     await this.knownMode().catch((error: unknown) => {
-      if (!(error instanceof ProviderUnavailableError)) throw error;
+      // Keys S3 does not know fail every call with that permission error until they are mended; the store still opens.
+      if (!(error instanceof ProviderUnavailableError || error instanceof PermissionDeniedError)) throw error;
       this.log?.warn(
         { err: error },
-        'could not ask the bucket its versioning: mode unknown until it answers, calls fail as unavailable meanwhile (S3_VERSIONING=native|explicit pins the mode)',
+        'could not ask the bucket its versioning: mode unknown until it answers, calls fail meanwhile (S3_VERSIONING=native|explicit pins the mode)',
       );
     });
   }
@@ -512,8 +525,11 @@ export class S3Provider implements StorageProvider {
       mode = out.Status === 'Enabled' ? 'native' : 'explicit';
       this.modeReason = `bucket versioning ${out.Status ?? 'never enabled'}`;
     } catch (error) {
-      // Only an answer from S3 decides the mode; anything else (down, throttled, no credentials yet) leaves it unknown.
-      if (!(error instanceof StorageError) || error.retryable) {
+      // Only S3 refusing the question decides the mode. Keys it does not know stay the permission error they are (the
+      // mode unknown); anything else (down, throttled, no credentials yet, a clock skewed or a token expired, which
+      // the SDK mends) leaves the mode unknown, to be asked again.
+      if (error instanceof StorageError && sdkCode(error) !== undefined && WRONG_KEYS.has(sdkCode(error)!)) throw error;
+      if (!(error instanceof StorageError) || error.retryable || !REFUSALS.has(sdkCode(error) ?? '')) {
         const reason = (error as Error).message;
         this.modeReason = reason;
         throw new ProviderUnavailableError(

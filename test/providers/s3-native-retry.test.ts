@@ -10,9 +10,12 @@
  * request is sent after the lost answer, and that a bucket that cannot be asked for versions leaves the outcome
  * unknown (unavailable) instead.
  */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import {
   CopyObjectCommand,
   DeleteObjectCommand,
+  ListObjectsV2Command,
   ListObjectVersionsCommand,
   PutObjectCommand,
   type S3Client,
@@ -206,5 +209,44 @@ describe('s3 native mode without a versioned bucket to ask: a lost answer is nev
     expect(count(sent, 'CopyObjectCommand')).toBe(1);
     expect(sent.slice(sent.indexOf('CopyObjectCommand'))).toEqual(['CopyObjectCommand', 'ListObjectVersionsCommand', 'DeleteObjectCommand']);
     expect((await s3.stat('big')).size).toBe(4096);
+  });
+});
+
+describe('s3 versioning mode asked while the answer is a passing 403 (session 10)', () => {
+  const hasNative = versioned.endpoint !== undefined;
+
+  it.skipIf(!hasNative)('a clock-skew 403 at start leaves the mode unknown and asked again: native, not explicit for good', async () => {
+    const on = versioned.endpoint!;
+    const target = new URL(on.endpoint);
+    let skewed = 1;
+    // In front of the endpoint: the first GetBucketVersioning is answered as S3 answers a request from a skewed clock.
+    const proxy = http.createServer((request, response) => {
+      if (skewed > 0 && request.method === 'GET' && request.url?.includes('versioning')) {
+        skewed--;
+        response.writeHead(403, { 'content-type': 'application/xml' });
+        response.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>RequestTimeTooSkewed</Code><Message>skewed</Message></Error>');
+        return;
+      }
+      const upstream = http.request({ host: target.hostname, port: target.port, method: request.method, path: request.url, headers: request.headers }, (answer) => {
+        response.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(response);
+      });
+      request.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    try {
+      const bucket = await on.createBucket({ versioning: true });
+      const via = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+      const s3 = await createS3Provider(s3ProviderOptions({ ...on, endpoint: via }, bucket, { resilience }));
+      providers.push(s3);
+      expect(s3.versioning).toBe('unknown');
+      const made = await s3.createVersion('doc', 'v1', { message: 'made after the skew' });
+      expect(s3.versioning).toBe('native');
+      const keys = (await versionedBare!.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents?.map((item) => item.Key);
+      expect(keys).toEqual(['doc']); // no explicit version objects under .kyozo/
+      expect((await s3.listVersions('doc')).items[0]).toMatchObject({ versionId: made.versionId, message: 'made after the skew' });
+    } finally {
+      proxy.close();
+    }
   });
 });
