@@ -372,6 +372,9 @@ function nativeVersionId(id: string | undefined): string | undefined {
   return id === undefined || id === 'null' ? undefined : id;
 }
 
+/** Hashes of foreign objects kept in memory (a key, an ETag and a hash: ~200 bytes each). */
+const MAX_FOREIGN_HASHES = 10_000;
+
 /** S3 answers that refuse a question for good: no right to ask it, or no such API. */
 const REFUSALS = new Set(['AccessDenied', 'Forbidden', 'AllAccessDisabled', 'NotImplemented', 'MethodNotAllowed', 'XNotImplemented']);
 /** S3 answers that it does not know the keys signing the request. */
@@ -425,6 +428,8 @@ export class S3Provider implements StorageProvider {
   private bucketSeenAt = Number.NEGATIVE_INFINITY;
   /** Explicit versions made at once of one key become current in id order (`versions-in-flight.ts`). */
   private readonly versionsInFlight = new VersionsInFlight();
+  /** Hashes of objects written without ours that were not adopted (see `etagOf`), by key, S3 version and ETag. */
+  private readonly foreignHashes = new Map<string, string>();
   private readonly stopWatchingCircuit: () => void;
 
   constructor(options: S3ProviderOptions) {
@@ -1096,7 +1101,7 @@ export class S3Provider implements StorageProvider {
       throw error;
     });
     // An object we did not write is hashed only for ifMatch: ifNoneMatch needs to know only that there is one.
-    if (opts?.ifMatch !== undefined) requireIfMatch(key, opts.ifMatch, current && (await this.etagOf(key, fullKey, current)));
+    if (opts?.ifMatch !== undefined) requireIfMatch(key, opts.ifMatch, current && (await this.etagOf(key, fullKey, current, undefined, false)));
     requireIfNoneMatch(key, opts?.ifNoneMatch, current !== undefined);
     return {
       ...(opts?.ifMatch === undefined ? {} : { IfMatch: current!.ETag }),
@@ -1313,12 +1318,18 @@ export class S3Provider implements StorageProvider {
   }
 
   /**
-   * Our etag of an object. One without it (a presigned PUT, another tool) is read once to hash it; the current
-   * object is then copied onto itself with the hash, if it is still the one we read (CopySourceIfMatch).
+   * Our etag of an object. One without it (a presigned PUT, another tool) is read once to hash it. In explicit mode
+   * the current object is then copied onto itself with the hash, if it is still the one we read
+   * (CopySourceIfMatch): adopted. Not in native mode, where the copy would be a version of its own, nor with `adopt`
+   * false (a condition's check, whose `If-Match` names the S3 ETag seen, which a copy would change): the hash is
+   * kept in memory instead, by the object's S3 ETag and version.
    */
-  private async etagOf(key: string, fullKey: string, out: ObjectHead, versionId?: string): Promise<string> {
+  private async etagOf(key: string, fullKey: string, out: ObjectHead, versionId?: string, adopt = true): Promise<string> {
     const known = out.Metadata?.[META.sha256];
     if (known !== undefined) return known;
+    const seen = `${fullKey}\n${out.VersionId ?? ''}\n${out.ETag ?? ''}`;
+    const hashed = out.ETag === undefined ? undefined : this.foreignHashes.get(seen);
+    if (hashed !== undefined) return hashed;
     const target = this.target(key, fullKey, versionId);
     const what = `hash "${key}"`;
     const got = await this.call(what, (signal) => this.client.send(new GetObjectCommand({ Bucket: this.bucket, ...target }), { abortSignal: signal }));
@@ -1329,30 +1340,37 @@ export class S3Provider implements StorageProvider {
       throw toStorageError(error, what);
     }
     const etag = hashing.etag;
-    if (versionId === undefined) {
-      const metadata = { ...storedUserMetadata(out.Metadata), [META.sha256]: etag, [META.updated]: (out.LastModified ?? new Date()).toISOString() };
-      await this.addVersion(
-        `adopt "${key}"`,
-        (signal) =>
-          this.client.send(
-            new CopyObjectCommand({
-              Bucket: this.bucket,
-              Key: fullKey,
-              CopySource: copySource(this.bucket, fullKey),
-              CopySourceIfMatch: got.ETag,
-              MetadataDirective: 'REPLACE',
-              ContentType: out.ContentType ?? DEFAULT_CONTENT_TYPE,
-              Metadata: metadata,
-            }),
-            { abortSignal: signal },
-          ),
-        (signal) => findStampedVersion(this.client, this.bucket, fullKey, stampOf(metadata), hashing.size, signal),
-      ).then(
-        () => this.log?.info({ key }, 'adopted an object written without a content hash'),
-        (error: unknown) => this.log?.warn({ err: error, key }, 'could not record the content hash of an adopted object; it will be hashed again'),
-      );
+    if (versionId !== undefined || !adopt || this.mode !== 'explicit') {
+      if (out.ETag !== undefined) this.rememberForeignHash(seen, etag);
+      return etag;
     }
+    const metadata = { ...storedUserMetadata(out.Metadata), [META.sha256]: etag, [META.updated]: (out.LastModified ?? new Date()).toISOString() };
+    await this.addVersion(
+      `adopt "${key}"`,
+      (signal) =>
+        this.client.send(
+          new CopyObjectCommand({
+            Bucket: this.bucket,
+            Key: fullKey,
+            CopySource: copySource(this.bucket, fullKey),
+            CopySourceIfMatch: got.ETag,
+            MetadataDirective: 'REPLACE',
+            ContentType: out.ContentType ?? DEFAULT_CONTENT_TYPE,
+            Metadata: metadata,
+          }),
+          { abortSignal: signal },
+        ),
+      (signal) => findStampedVersion(this.client, this.bucket, fullKey, stampOf(metadata), hashing.size, signal),
+    ).then(
+      () => this.log?.info({ key }, 'adopted an object written without a content hash'),
+      (error: unknown) => this.log?.warn({ err: error, key }, 'could not record the content hash of an adopted object; it will be hashed again'),
+    );
     return etag;
+  }
+
+  private rememberForeignHash(seen: string, etag: string): void {
+    if (this.foreignHashes.size >= MAX_FOREIGN_HASHES) this.foreignHashes.delete(this.foreignHashes.keys().next().value!);
+    this.foreignHashes.set(seen, etag);
   }
 
   private versionInfo(key: string, versionId: string, size: number, etag: string, createdAt: string, message?: string, author?: Author): VersionInfo {

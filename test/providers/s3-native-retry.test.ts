@@ -20,7 +20,9 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha256Hex } from '../../src/providers/body.js';
 import { NotFoundError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { createS3Provider, type S3Provider, type S3ProviderOptions } from '../../src/providers/s3.js';
 import { s3ProviderOptions, startS3, startVersionedS3, type S3TestEndpoint } from '../support/s3.js';
@@ -248,5 +250,34 @@ describe('s3 versioning mode asked while the answer is a passing 403 (session 10
     } finally {
       proxy.close();
     }
+  });
+});
+
+describe('objects written without our hash (another tool, a presigned PUT) (session 10)', () => {
+  const hasNative = versioned.endpoint !== undefined;
+  const MIB = 1024 * 1024;
+
+  it.skipIf(!hasNative)('a write with ifMatch over one uploaded in parts succeeds, in either versioning mode', async () => {
+    for (const versioning of [false, true]) {
+      const s3 = await provider({}, { versioning }, versioned.endpoint);
+      const content = Buffer.alloc(11 * MIB, versioning ? 1 : 2);
+      // As `aws s3 cp` sends a large file: a multipart upload, so S3's ETag is no MD5, and no kyozo-sha256.
+      await new Upload({ client: versionedBare!, params: { Bucket: s3.bucket, Key: 'by-cli', Body: content }, partSize: 5 * MIB }).done();
+      const written = await s3.write('by-cli', 'replacement', { ifMatch: sha256Hex(content) });
+      expect(written.etag, `versioning ${versioning}`).toBe(sha256Hex('replacement'));
+      await s3.write('by-cli', 'again', { ifMatch: '*' });
+      expect((await s3.stat('by-cli')).etag).toBe(sha256Hex('again'));
+    }
+  });
+
+  it.skipIf(!hasNative)('in a versioned bucket, reading one adds no version and its version id stays the same', async () => {
+    const s3 = await provider({}, { versioning: true }, versioned.endpoint);
+    const url = await s3.presign!('upload.txt', { method: 'PUT', expiresIn: 60 });
+    expect((await fetch(url, { method: 'PUT', body: 'uploaded once' })).status).toBe(200);
+    const first = await s3.stat('upload.txt');
+    const second = await s3.stat('upload.txt');
+    expect(first.etag).toBe(sha256Hex('uploaded once'));
+    expect(second.versionId).toBe(first.versionId);
+    expect((await s3.listVersions('upload.txt')).items.map((version) => version.versionId)).toEqual([first.versionId]);
   });
 });
