@@ -192,9 +192,10 @@ export const schemas: Record<string, JsonSchema> = {
     detail: optional({ type: 'object' }),
   }),
   Health: objectSchema<{ status: 'ok'; uptimeSeconds: number }>({ status: { const: 'ok' }, uptimeSeconds: INTEGER }),
-  Readiness: objectSchema<{ status: string; redis: unknown; stores: unknown }>({
+  Readiness: objectSchema<{ status: string; redis: unknown; staging: unknown; stores: unknown }>({
     status: { enum: ['ok', 'down'] },
     redis: healthReport,
+    staging: healthReport,
     stores: { type: 'object', additionalProperties: healthReport },
   }),
   EventEnvelope: objectSchema<EventEnvelope>(

@@ -230,7 +230,7 @@ const routes: RouteSpec[] = [
     auth: 'none',
     responses: {
       200: { description: 'Ready', content: json(ref('Readiness')) },
-      503: { description: 'Redis or a store is down: the same report', content: json(ref('Readiness')) },
+      503: { description: 'Redis, the staging store or a store is down: the same report', content: json(ref('Readiness')) },
     },
   },
   { method: 'GET', path: '/metrics', summary: 'Prometheus metrics', auth: 'none', responses: { 200: { description: 'Prometheus text format', content: { 'text/plain': {} } } } },

@@ -17,7 +17,7 @@ import { storeConfig, type Config } from '../config.js';
 import { HashingStream, isReadable, sha256Hex } from '../providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError } from '../providers/errors.js';
 import { createProvider } from '../providers/index.js';
-import type { Body, StorageProvider } from '../providers/types.js';
+import type { Body, HealthReport, StorageProvider } from '../providers/types.js';
 import type { JobContext } from './definition.js';
 import type { StagedOwners } from './staged-owners.js';
 
@@ -84,6 +84,8 @@ export interface Staging {
   open(ref: BodyRef): Promise<Body>;
   /** Deletes a staged blob (idempotent); inline bodies need nothing. */
   release(ref: BodyRef): Promise<void>;
+  /** The staging provider's health: every body over `inlineMax` passes through it. */
+  health(): Promise<HealthReport>;
 }
 
 export interface StagingOptions {
@@ -183,6 +185,8 @@ export function createStaging({ provider, inlineMax, owners }: StagingOptions): 
       await owners?.forget(ref.stagedKey).catch(() => undefined);
       await provider.delete(ref.stagedKey);
     },
+
+    health: () => provider.health(),
   };
 }
 

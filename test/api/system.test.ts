@@ -1,3 +1,5 @@
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routeTable } from '../../src/api/openapi.js';
 import { listen } from '../../src/api/server.js';
@@ -68,6 +70,22 @@ describe('system routes', () => {
     const body = (await response.json()) as { redis: { status: string }; stores: Record<string, { status: string }> };
     expect(body.redis.status).toBe('ok');
     expect(Object.keys(body.stores)).toEqual(['files', 'mem']);
+  });
+
+  it('/ready is 503 while the staging store is down: no upload over STAGING_INLINE_MAX could be taken (session 10)', async () => {
+    const broken = await startTestService('api-ready-staging', { API_TOKENS: TOKEN, STORES: 'mem:ram' }, { worker: false });
+    try {
+      expect((await broken.app.request('/ready')).status).toBe(200);
+      // The staging directory gone and a file in its place (an unmounted volume, a path taken).
+      const staging = path.join(broken.root, '.staging');
+      await rm(staging, { recursive: true, force: true });
+      await writeFile(staging, 'not a directory');
+      const answer = await broken.app.request('/ready', { headers: auth });
+      expect(answer.status).toBe(503);
+      expect(((await answer.json()) as { staging: { status: string } }).staging.status).toBe('down');
+    } finally {
+      await broken.close();
+    }
   });
 
   it.skipIf(redisServerUnavailableReason() !== undefined)('/ready is 503 while Redis answers PING but refuses writes (maxmemory reached)', async () => {

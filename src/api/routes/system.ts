@@ -1,5 +1,5 @@
 /**
- * `/health` (the process answers), `/ready` (Redis takes writes, and every store; 503 when Redis or a store is down),
+ * `/health` (the process answers), `/ready` (Redis takes writes, the staging store and every store; 503 when one is down),
  * `/metrics` (prom-client) and `/openapi.json`. `/ready` answers its details (store paths, commits, Redis errors)
  * only to a valid bearer token; a probe without one learns each part's status.
  */
@@ -27,24 +27,22 @@ export function systemRoutes(deps: AppDeps, tokens: TokenSet): Hono {
     const redis = await withTimeout(probe, READY_TIMEOUT_MS, 'Redis')
       .then(() => ({ status: 'ok' as const, detail: 'takes writes', latencyMs: Math.round(performance.now() - started) }))
       .catch((error: Error) => ({ status: 'down' as const, detail: error.message, latencyMs: Math.round(performance.now() - started) }));
-    const stores = Object.fromEntries(
-      await Promise.all(
-        [...deps.stores].map(async ([name, provider]): Promise<[string, HealthReport]> => [
-          name,
-          await withTimeout(provider.health(), READY_TIMEOUT_MS, `store ${name}`).catch((error: Error) => ({
-            status: 'down' as const,
-            detail: error.message,
-            latencyMs: READY_TIMEOUT_MS,
-          })),
-        ]),
+    const health = (report: Promise<HealthReport>, what: string): Promise<HealthReport> =>
+      withTimeout(report, READY_TIMEOUT_MS, what).catch((error: Error) => ({ status: 'down' as const, detail: error.message, latencyMs: READY_TIMEOUT_MS }));
+    const [stores, staging] = await Promise.all([
+      Promise.all([...deps.stores].map(async ([name, provider]): Promise<[string, HealthReport]> => [name, await health(provider.health(), `store ${name}`)])).then(
+        Object.fromEntries<HealthReport>,
       ),
-    );
-    const down = redis.status === 'down' || Object.values(stores).some((report) => report.status === 'down');
+      // Every body over STAGING_INLINE_MAX passes through it: down, no upload of that size is taken.
+      health(deps.staging.health(), 'the staging store'),
+    ]);
+    const down = redis.status === 'down' || staging.status === 'down' || Object.values(stores).some((report) => report.status === 'down');
     const detailed = hasBearer(c, tokens);
     const shown = (report: { status: string }) => (detailed ? report : { status: report.status });
     const body = {
       status: down ? 'down' : 'ok',
       redis: shown(redis),
+      staging: shown(staging),
       stores: Object.fromEntries(Object.entries(stores).map(([name, report]) => [name, shown(report)])),
     };
     return c.json(body, down ? 503 : 200, down ? { 'Retry-After': '5' } : {});
