@@ -135,6 +135,16 @@ describe('Bull Board', () => {
     expect(JSON.stringify(await queues.json())).toContain('"name":"objects"');
   });
 
+  it('answers 400, not 500, to a job id BullMQ refuses, in the shape its page reads (session 10)', async () => {
+    const headers = { ...basic(TOKEN), 'Content-Type': 'application/json' };
+    for (const jobId of ['a:b', '123']) {
+      const body = JSON.stringify({ name: 'cleanup', data: {}, options: { jobId } });
+      const response = await service.app.request('/admin/queues/api/queues/maintenance/add', { method: 'POST', headers, body });
+      expect(response.status, jobId).toBe(400);
+      expect(((await response.json()) as { message: string }).message).toMatch(/^Custom Id cannot/);
+    }
+  });
+
   it('lists the delivery queue of every webhook URL', async () => {
     const urls = ['http://127.0.0.1:9/first', 'http://127.0.0.1:9/second'];
     const withWebhooks = await startTestService('api-board-webhooks', { API_TOKENS: TOKEN, WEBHOOK_URLS: urls.join(',') }, { worker: false });
