@@ -647,6 +647,13 @@ export class HybridProvider implements StorageProvider {
 
   // ---- stats, health, close ----
 
+  /** What interrupted writes left in each tier that keeps such leftovers (a disk's temp files, s3's staged uploads). */
+  async removeLeftovers(olderThanMs: number): Promise<number> {
+    const tiers = [this.hot.provider, this.cold, this.backup];
+    const removed = await Promise.all(tiers.map((tier) => tier.removeLeftovers?.(olderThanMs) ?? 0));
+    return removed.reduce((sum, count) => sum + count, 0);
+  }
+
   async stats(): Promise<ProviderStats> {
     const [cold, backup] = await Promise.allSettled([this.cold.stats(), this.backup.stats()]);
     const source = cold.status === 'fulfilled' ? cold.value : backup.status === 'fulfilled' ? backup.value : undefined;

@@ -34,8 +34,8 @@
  *   far), hashed, and sent as ONE PutObject: small writes cost one request. A longer body goes through a
  *   HashingStream into a lib-storage multipart upload (bounded part queue) at `.kyozo/tmp/<id>`, then one
  *   CopyObject puts it at its key with the hash in its metadata, then the staged copy is deleted. A crash between
- *   leaves only a staged object, never a half-written or unhashed one at the key; a lifecycle rule on
- *   `.kyozo/tmp/` (expire after a day) removes such leftovers. CopyObject takes at most 5 GiB (= MAX_OBJECT_BYTES).
+ *   leaves only a staged object (or an incomplete upload), never a half-written or unhashed one at the key; the
+ *   cleanup job removes such leftovers after `STAGING_TTL` (`removeLeftovers`). CopyObject takes at most 5 GiB (= MAX_OBJECT_BYTES).
  * - ifMatch compares our etag from a HeadObject, then sends the write with `If-Match: <S3 ETag seen>`. AWS S3
  *   and MinIO then refuse the write if the object changed in between (412); servers that ignore conditional
  *   writes (s3rver) leave a window of one round trip in which a concurrent writer can be overwritten.
@@ -65,6 +65,7 @@
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
+  AbortMultipartUploadCommand,
   CopyObjectCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
@@ -72,6 +73,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectVersionsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -1195,7 +1197,7 @@ export class S3Provider implements StorageProvider {
         this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: staged, VersionId: nativeVersionId(stagedVersion) }), {
           abortSignal: signal,
         }),
-      ).catch((error: unknown) => this.log?.warn({ err: error, staged }, 'could not remove a staged upload; a lifecycle rule on .kyozo/tmp/ will'));
+      ).catch((error: unknown) => this.log?.warn({ err: error, staged }, 'could not remove a staged upload; the cleanup job will (removeLeftovers)'));
     }
   }
 
@@ -1257,6 +1259,68 @@ export class S3Provider implements StorageProvider {
       (signal) => findStampedVersion(this.client, this.bucket, to, stampOf(metadata), size, signal),
       opts,
     );
+  }
+
+  /**
+   * Staged uploads a killed process or an outage left under `.kyozo/tmp/` and started more than `olderThanMs` ago:
+   * multipart uploads never completed (aborted: S3 keeps, and bills, their parts until then) and staged objects never
+   * removed after their copy into place (every version of them, in a versioned bucket). The cleanup job calls it.
+   */
+  async removeLeftovers(olderThanMs: number): Promise<number> {
+    const cutoff = Date.now() - olderThanMs;
+    const prefix = `${this.prefix}${STAGING}`;
+    const what = 'remove staged leftovers';
+    let removed = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const out = await this.call(what, (signal) =>
+        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }), {
+          abortSignal: signal,
+        }),
+      ).catch((error: unknown) => {
+        // A server without the listing (s3rver): its incomplete uploads cannot be found; the staged objects still go.
+        if (error instanceof NotSupportedError) return { Uploads: [], IsTruncated: false, NextKeyMarker: undefined, NextUploadIdMarker: undefined };
+        throw error;
+      });
+      for (const upload of out.Uploads ?? []) {
+        if (upload.Key === undefined || upload.UploadId === undefined || (upload.Initiated?.getTime() ?? cutoff) >= cutoff) continue;
+        await this.call(what, (signal) =>
+          this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key, UploadId: upload.UploadId }), { abortSignal: signal }),
+        );
+        removed++;
+      }
+      [keyMarker, uploadIdMarker] = out.IsTruncated ? [out.NextKeyMarker, out.NextUploadIdMarker] : [undefined, undefined];
+    } while (keyMarker !== undefined);
+    const stale: ObjectIdentifier[] = [];
+    if ((await this.knownMode()) === 'native') {
+      let versionMarker: string | undefined;
+      keyMarker = undefined;
+      do {
+        const out = await this.call(what, (signal) =>
+          this.client.send(new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionMarker }), {
+            abortSignal: signal,
+          }),
+        );
+        for (const entry of [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])]) {
+          if (entry.Key !== undefined && (entry.LastModified?.getTime() ?? cutoff) < cutoff) stale.push({ Key: entry.Key, VersionId: entry.VersionId });
+        }
+        [keyMarker, versionMarker] = out.IsTruncated ? [out.NextKeyMarker, out.NextVersionIdMarker] : [undefined, undefined];
+      } while (keyMarker !== undefined);
+    } else {
+      let token: string | undefined;
+      do {
+        const out = await this.call(what, (signal) =>
+          this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal: signal }),
+        );
+        for (const entry of out.Contents ?? []) {
+          if (entry.Key !== undefined && (entry.LastModified?.getTime() ?? cutoff) < cutoff) stale.push({ Key: entry.Key });
+        }
+        token = out.IsTruncated ? out.NextContinuationToken : undefined;
+      } while (token !== undefined);
+    }
+    await this.deleteMany(what, stale);
+    return removed + stale.length;
   }
 
   private async deleteKey(what: string, fullKey: string, versionId?: string): Promise<void> {

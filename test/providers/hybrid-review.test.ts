@@ -3,7 +3,7 @@
  * services: s3 cold (a bucket of the shared test endpoint), disk backup, ram hot, the test Redis. Cold is taken down,
  * and backup made to fail, by wrapping the tier: every call then fails as an outage (or an I/O error) would.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -246,6 +246,27 @@ describe('a tiering pass against the hot budget', () => {
 
     expect(await store.applyTiering({ promote: ['top', 'new'], demote: [] })).toMatchObject({ promoted: 1, skipped: 1 });
     expect(['top', 'other-1', 'other-2', 'new'].filter((key) => store.hot.has(key))).toEqual(['top', 'other-2', 'new']);
+  });
+});
+
+describe('leftovers of interrupted writes (session 10)', () => {
+  it('are removed from every tier that keeps them, for the cleanup job', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'kyozo-hybrid-leftovers-'));
+    const config = loadConfig({ REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix, STORAGE_ROOT_DIR: root, STORES: 'media:hybrid', HYBRID_COLD: 'disk', DISK_FSYNC: 'false' });
+    const store = (await createProvider(storeConfig(config, { name: 'media', kind: 'hybrid' }), { redis, config })) as HybridProvider;
+    cleanups.push(async () => {
+      await store.close();
+      await rm(root, { recursive: true, force: true });
+    });
+    await store.write('doc', 'x');
+    const dayAgo = new Date(Date.now() - 24 * 3600 * 1000);
+    for (const tier of ['media--cold', 'media--backup']) {
+      const leftover = path.join(root, tier, 'objects', '.tmp-0123456789abcdef');
+      await writeFile(leftover, 'half a write');
+      await utimes(leftover, dayAgo, dayAgo);
+    }
+    expect(await store.removeLeftovers(3_600_000)).toBe(2);
+    expect(await readText(store, 'doc')).toMatchObject({ text: 'x' });
   });
 });
 
