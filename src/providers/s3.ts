@@ -76,6 +76,7 @@ import {
   ListMultipartUploadsCommand,
   ListObjectVersionsCommand,
   ListObjectsV2Command,
+  ListPartsCommand,
   PutObjectCommand,
   S3Client,
   type HeadObjectCommandOutput,
@@ -377,8 +378,8 @@ function nativeVersionId(id: string | undefined): string | undefined {
 /** Hashes of foreign objects kept in memory (a key, an ETag and a hash: ~200 bytes each). */
 const MAX_FOREIGN_HASHES = 10_000;
 
-/** S3 answers that refuse a question for good: no right to ask it, or no such API. */
-const REFUSALS = new Set(['AccessDenied', 'Forbidden', 'AllAccessDisabled', 'NotImplemented', 'MethodNotAllowed', 'XNotImplemented']);
+/** 403s that refuse a question for good: no right to ask it. */
+const REFUSALS = new Set(['AccessDenied', 'Forbidden', 'AllAccessDisabled']);
 /** S3 answers that it does not know the keys signing the request. */
 const WRONG_KEYS = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch']);
 
@@ -532,11 +533,14 @@ export class S3Provider implements StorageProvider {
       mode = out.Status === 'Enabled' ? 'native' : 'explicit';
       this.modeReason = `bucket versioning ${out.Status ?? 'never enabled'}`;
     } catch (error) {
-      // Only S3 refusing the question decides the mode. Keys it does not know stay the permission error they are (the
-      // mode unknown); anything else (down, throttled, no credentials yet, a clock skewed or a token expired, which
-      // the SDK mends) leaves the mode unknown, to be asked again.
-      if (error instanceof StorageError && sdkCode(error) !== undefined && WRONG_KEYS.has(sdkCode(error)!)) throw error;
-      if (!(error instanceof StorageError) || error.retryable || !REFUSALS.has(sdkCode(error) ?? '')) {
+      // Only S3 refusing the question decides the mode: an answer it will give again (not implemented, a bad request,
+      // access denied). Keys it does not know stay the permission error they are (the mode unknown); anything else
+      // (down, throttled, no credentials yet, another 403 — a clock skewed, a token expired, which the SDK mends)
+      // leaves the mode unknown, to be asked again.
+      const code = error instanceof StorageError ? sdkCode(error) : undefined;
+      if (error instanceof PermissionDeniedError && code !== undefined && WRONG_KEYS.has(code)) throw error;
+      const refused = error instanceof StorageError && !error.retryable && (!(error instanceof PermissionDeniedError) || REFUSALS.has(code ?? ''));
+      if (!refused) {
         const reason = (error as Error).message;
         this.modeReason = reason;
         throw new ProviderUnavailableError(
@@ -1270,32 +1274,18 @@ export class S3Provider implements StorageProvider {
     const cutoff = Date.now() - olderThanMs;
     const prefix = `${this.prefix}${STAGING}`;
     const what = 'remove staged leftovers';
-    let removed = 0;
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
-    do {
-      const out = await this.call(what, (signal) =>
-        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }), {
-          abortSignal: signal,
-        }),
-      ).catch((error: unknown) => {
-        // A server without the listing (s3rver): its incomplete uploads cannot be found; the staged objects still go.
-        if (error instanceof NotSupportedError) return { Uploads: [], IsTruncated: false, NextKeyMarker: undefined, NextUploadIdMarker: undefined };
-        throw error;
-      });
-      for (const upload of out.Uploads ?? []) {
-        if (upload.Key === undefined || upload.UploadId === undefined || (upload.Initiated?.getTime() ?? cutoff) >= cutoff) continue;
-        await this.call(what, (signal) =>
-          this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key, UploadId: upload.UploadId }), { abortSignal: signal }),
-        );
-        removed++;
-      }
-      [keyMarker, uploadIdMarker] = out.IsTruncated ? [out.NextKeyMarker, out.NextUploadIdMarker] : [undefined, undefined];
-    } while (keyMarker !== undefined);
+    const aborted = await this.abortStaleUploads(what, prefix, cutoff).catch((error: unknown) => {
+      // A server without the listing (s3rver) or keys without the right to it: the staged objects still go.
+      if (!(error instanceof NotSupportedError || error instanceof PermissionDeniedError)) throw error;
+      this.log?.warn({ err: error }, 'incomplete multipart uploads not looked for: the key cannot list them here');
+      return 0;
+    });
     const stale: ObjectIdentifier[] = [];
-    if ((await this.knownMode()) === 'native') {
+    const old = (modified: Date | undefined) => (modified?.getTime() ?? cutoff) < cutoff;
+    try {
+      // Every version, whatever the mode: a bucket in explicit mode may be versioned all the same.
+      let keyMarker: string | undefined;
       let versionMarker: string | undefined;
-      keyMarker = undefined;
       do {
         const out = await this.call(what, (signal) =>
           this.client.send(new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionMarker }), {
@@ -1303,24 +1293,51 @@ export class S3Provider implements StorageProvider {
           }),
         );
         for (const entry of [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])]) {
-          if (entry.Key !== undefined && (entry.LastModified?.getTime() ?? cutoff) < cutoff) stale.push({ Key: entry.Key, VersionId: entry.VersionId });
+          if (entry.Key !== undefined && old(entry.LastModified)) stale.push({ Key: entry.Key, VersionId: entry.VersionId });
         }
         [keyMarker, versionMarker] = out.IsTruncated ? [out.NextKeyMarker, out.NextVersionIdMarker] : [undefined, undefined];
       } while (keyMarker !== undefined);
-    } else {
+    } catch (error) {
+      if (!(error instanceof NotSupportedError)) throw error;
+      // A server without versions (s3rver): its objects.
       let token: string | undefined;
       do {
         const out = await this.call(what, (signal) =>
           this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal: signal }),
         );
-        for (const entry of out.Contents ?? []) {
-          if (entry.Key !== undefined && (entry.LastModified?.getTime() ?? cutoff) < cutoff) stale.push({ Key: entry.Key });
-        }
+        for (const entry of out.Contents ?? []) if (entry.Key !== undefined && old(entry.LastModified)) stale.push({ Key: entry.Key });
         token = out.IsTruncated ? out.NextContinuationToken : undefined;
       } while (token !== undefined);
     }
     await this.deleteMany(what, stale);
-    return removed + stale.length;
+    return aborted + stale.length;
+  }
+
+  /**
+   * Aborts the multipart uploads under `prefix` that nothing has added to since `cutoff`: begun before it, and no part
+   * uploaded after it (a long upload still running is left alone).
+   */
+  private async abortStaleUploads(what: string, prefix: string, cutoff: number): Promise<number> {
+    let aborted = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const out = await this.call(what, (signal) =>
+        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }), {
+          abortSignal: signal,
+        }),
+      );
+      for (const { Key, UploadId, Initiated } of out.Uploads ?? []) {
+        if (Key === undefined || UploadId === undefined || (Initiated?.getTime() ?? cutoff) >= cutoff) continue;
+        const parts = await this.call(what, (signal) => this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key, UploadId }), { abortSignal: signal }));
+        const lastPart = Math.max(0, ...(parts.Parts ?? []).map((part) => part.LastModified?.getTime() ?? 0));
+        if (parts.IsTruncated || lastPart >= cutoff) continue;
+        await this.call(what, (signal) => this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId }), { abortSignal: signal }));
+        aborted++;
+      }
+      [keyMarker, uploadIdMarker] = out.IsTruncated ? [out.NextKeyMarker, out.NextUploadIdMarker] : [undefined, undefined];
+    } while (keyMarker !== undefined);
+    return aborted;
   }
 
   private async deleteKey(what: string, fullKey: string, versionId?: string): Promise<void> {
@@ -1391,8 +1408,9 @@ export class S3Provider implements StorageProvider {
   private async etagOf(key: string, fullKey: string, out: ObjectHead, versionId?: string, adopt = true): Promise<string> {
     const known = out.Metadata?.[META.sha256];
     if (known !== undefined) return known;
+    const adopting = versionId === undefined && adopt && this.mode === 'explicit';
     const seen = `${fullKey}\n${out.VersionId ?? ''}\n${out.ETag ?? ''}`;
-    const hashed = out.ETag === undefined ? undefined : this.foreignHashes.get(seen);
+    const hashed = adopting || out.ETag === undefined ? undefined : this.foreignHashes.get(seen);
     if (hashed !== undefined) return hashed;
     const target = this.target(key, fullKey, versionId);
     const what = `hash "${key}"`;
@@ -1404,8 +1422,9 @@ export class S3Provider implements StorageProvider {
       throw toStorageError(error, what);
     }
     const etag = hashing.etag;
-    if (versionId !== undefined || !adopt || this.mode !== 'explicit') {
-      if (out.ETag !== undefined) this.rememberForeignHash(seen, etag);
+    if (!adopting) {
+      // Kept only when what was read is what was described: the object may have changed between the two.
+      if (out.ETag !== undefined && got.ETag === out.ETag) this.rememberForeignHash(seen, etag);
       return etag;
     }
     const metadata = { ...storedUserMetadata(out.Metadata), [META.sha256]: etag, [META.updated]: (out.LastModified ?? new Date()).toISOString() };

@@ -16,6 +16,8 @@ import {
   CopyObjectCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListObjectVersionsCommand,
@@ -270,6 +272,35 @@ describe('objects written without our hash (another tool, a presigned PUT) (sess
       await s3.write('by-cli', 'again', { ifMatch: '*' });
       expect((await s3.stat('by-cli')).etag).toBe(sha256Hex('again'));
     }
+  });
+
+  it.skipIf(!hasNative)('in explicit mode one checked by an ifMatch write is still adopted by the next read', async () => {
+    const s3 = await provider({}, { versioning: false }, versioned.endpoint);
+    await versionedBare!.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'doc', Body: 'by another tool' }));
+    await expect(s3.write('doc', 'new', { ifMatch: 'a'.repeat(64) })).rejects.toMatchObject({ code: 'PRECONDITION_FAILED' });
+    await s3.stat('doc');
+    const head = await versionedBare!.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: 'doc' }));
+    expect(head.Metadata?.['kyozo-sha256']).toBe(sha256Hex('by another tool'));
+  });
+
+  it.skipIf(!hasNative)('a hash is kept only for what was read: one that changed between its look and its read is not', async () => {
+    const s3 = await provider({}, { versioning: true }, versioned.endpoint);
+    const first = (await versionedBare!.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'doc', Body: 'content A' }))).VersionId;
+    // Another tool writes B between the provider's look at the object and its read of it.
+    const send = s3.client.send.bind(s3.client) as (command: unknown, options?: unknown) => Promise<unknown>;
+    let raced = false;
+    (s3.client as { send: unknown }).send = async (command: unknown, options?: unknown) => {
+      if (!raced && command instanceof GetObjectCommand && command.input.Key === 'doc') {
+        raced = true;
+        await versionedBare!.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'doc', Body: 'content B' }));
+      }
+      return send(command, options);
+    };
+    await s3.stat('doc');
+    (s3.client as { send: unknown }).send = send;
+    const listed = (await s3.listVersions('doc')).items.find((version) => version.versionId === first);
+    expect(listed?.etag).toBe(sha256Hex('content A'));
+    expect((await s3.stat('doc', { versionId: first })).etag).toBe(sha256Hex('content A'));
   });
 
   it.skipIf(!hasNative)('in a versioned bucket, reading one adds no version and its version id stays the same', async () => {
