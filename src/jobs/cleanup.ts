@@ -112,6 +112,20 @@ async function removeStaleStaging(ctx: JobContext, deps: MaintenanceDeps): Promi
 }
 
 /**
+ * What interrupted writes left in `provider`, older than the staging TTL; undefined where it keeps none. A sweep that
+ * fails (a store down, a key without the right to list uploads) is logged and left to the next cleanup: the rest of
+ * the cleanup still runs.
+ */
+async function sweepLeftovers(ctx: JobContext, provider: StorageProvider, name: string, ttlSeconds: number): Promise<number | undefined> {
+  try {
+    return await provider.removeLeftovers?.(ttlSeconds * 1000);
+  } catch (error) {
+    ctx.log.warn({ err: error, store: name }, 'leftovers of interrupted writes not removed: the next cleanup tries again');
+    return undefined;
+  }
+}
+
+/**
  * The webhook delivery queues, found by their consumer groups on the events stream (a group is named as its URL's
  * queue): also those of URLs no process lists any more, whose queues no one else would ever trim.
  */
@@ -164,7 +178,7 @@ export const cleanupJob = defineJob({
     for (const name of names) {
       const provider = storeOf(ctx, name);
       const retention: StoreRetention = await applyRetention(ctx, provider, deps.settings);
-      const leftovers = await provider.removeLeftovers?.(deps.settings.stagingTtlSeconds * 1000);
+      const leftovers = await sweepLeftovers(ctx, provider, name, deps.settings.stagingTtlSeconds);
       if (leftovers !== undefined) retention.leftoversRemoved = leftovers;
       result.stores[name] = retention;
       result.versionsDeleted += retention.versionsDeleted;
@@ -175,7 +189,7 @@ export const cleanupJob = defineJob({
       const staging = await removeStaleStaging(ctx, deps);
       result.stagingRemoved = staging.removed;
       result.stagingKept = staging.kept;
-      result.stagingLeftoversRemoved = (await deps.stagingProvider.removeLeftovers?.(deps.settings.stagingTtlSeconds * 1000)) ?? 0;
+      result.stagingLeftoversRemoved = (await sweepLeftovers(ctx, deps.stagingProvider, 'staging', deps.settings.stagingTtlSeconds)) ?? 0;
       await ctx.reportProgress?.({ phase: 'jobs', versionsDeleted: result.versionsDeleted });
       result.jobsRemoved = await removeOldJobs(deps, ctx.bus.streamKey);
       result.eventsTrimmed = Number(await deps.redis.xtrim(ctx.bus.streamKey, 'MAXLEN', deps.settings.eventsMaxLen));

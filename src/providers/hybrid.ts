@@ -650,8 +650,14 @@ export class HybridProvider implements StorageProvider {
   /** What interrupted writes left in each tier that keeps such leftovers (a disk's temp files, s3's staged uploads). */
   async removeLeftovers(olderThanMs: number): Promise<number> {
     const tiers = [this.hot.provider, this.cold, this.backup];
-    const removed = await Promise.all(tiers.map((tier) => tier.removeLeftovers?.(olderThanMs) ?? 0));
-    return removed.reduce((sum, count) => sum + count, 0);
+    const swept = await Promise.allSettled(tiers.map(async (tier) => (await tier.removeLeftovers?.(olderThanMs)) ?? 0));
+    let removed = 0;
+    for (const outcome of swept) {
+      // A tier that is down keeps its leftovers for the next cleanup; the others are swept now.
+      if (outcome.status === 'fulfilled') removed += outcome.value;
+      else this.log?.warn({ err: outcome.reason }, 'leftovers of a tier not removed: the next cleanup tries again');
+    }
+    return removed;
   }
 
   async stats(): Promise<ProviderStats> {

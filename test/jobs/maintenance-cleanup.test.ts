@@ -13,11 +13,12 @@ import { createQueues } from '../../src/jobs/queue.js';
 import { tierJob } from '../../src/jobs/tier.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
-import { InvalidArgumentError, NotFoundError } from '../../src/providers/errors.js';
+import { InvalidArgumentError, NotFoundError, PermissionDeniedError } from '../../src/providers/errors.js';
 import { GitProvider } from '../../src/providers/git.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
+import { interceptMethod } from '../support/intercept.js';
 import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
 import { maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
 import { waitFor } from './fixtures/pipeline.js';
@@ -200,6 +201,23 @@ describe('cleanup', () => {
     const { result } = await cleanupJob.handle({}, f.context(new Map([['files', disk]]), { settings: { stagingTtlSeconds: 3600 } }));
     expect(result.stores.files?.leftoversRemoved).toBe(1);
     await expect(stat(leftover)).rejects.toThrow();
+  });
+
+  it('goes on when a store cannot sweep its leftovers (down, or keys without the right to list uploads) (session 10)', async () => {
+    const root = await f.tempDir('leftovers-refused');
+    const disk = new DiskProvider({ root, fsync: false });
+    const refusing = interceptMethod(new DiskProvider({ root: await f.tempDir('leftovers-refusing'), fsync: false }), 'removeLeftovers', () => async () => {
+      throw new PermissionDeniedError('remove staged leftovers: AccessDenied (HTTP 403)');
+    });
+    const leftover = path.join(root, 'objects', '.tmp-0123456789abcdef');
+    await mkdir(path.dirname(leftover), { recursive: true });
+    await writeFile(leftover, 'half a write');
+    const dayAgo = new Date(Date.now() - 24 * 3600 * 1000);
+    await utimes(leftover, dayAgo, dayAgo);
+    const stores = new Map<string, StorageProvider>([['media', refusing], ['files', disk]]);
+    const { result } = await cleanupJob.handle({}, f.context(stores, { settings: { stagingTtlSeconds: 3600 } }));
+    expect(result.stores.media?.leftoversRemoved).toBeUndefined();
+    expect(result.stores.files?.leftoversRemoved).toBe(1);
   });
 
   it('sweeps partial uploads a crashed process left in the staging store', async () => {
