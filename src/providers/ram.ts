@@ -104,6 +104,21 @@ function storedBytes(entry: StoredObject | StoredVersion): number {
   return describedBytes({ ...entry, key: entry.info.key, message: entry.info.message, author: entry.info.author }) + content.length;
 }
 
+/**
+ * What a format-1 snapshot's last copies of its entries take (the store's own count); 0 for a current one, which lists
+ * each once and is held to the budget as it is read.
+ */
+async function legacySnapshotBytes(path: string): Promise<number> {
+  const bytes = new Map<string, number>();
+  for await (const entry of readSnapshot(path)) {
+    if (!entry.mayRepeat) return 0;
+    bytes.set(`${entry.type}\n${entry.info.key}\n${entry.type === 'version' ? entry.info.versionId : ''}`, storedBytes(entry));
+  }
+  let total = 0;
+  for (const count of bytes.values()) total += count;
+  return total;
+}
+
 /** Where `versionId` is in a key's versions (oldest first), or where it would be inserted. */
 function versionIndex(list: StoredVersion[], versionId: string): number {
   return lowerBoundKey(list.length, (i) => list[i]!.info.versionId, versionId);
@@ -285,9 +300,10 @@ export class RamProvider implements StorageProvider {
     const versions = new Map<string, Map<string, StoredVersion>>();
     let used = 0;
     const tooLarge = () => new StorageFullError(`snapshot ${path} needs more than RAM_MAX_BYTES=${this.maxBytes}`);
+    // An object or version listed twice (format 1) counts once, its last copy: such a file is measured in a first pass
+    // that keeps no content, so that it is held to the budget without reading it whole into memory first.
+    if ((await legacySnapshotBytes(path)) > this.maxBytes) throw tooLarge();
     for await (const entry of readSnapshot(path)) {
-      // An object or version listed twice (format 1) counts once, its last copy: until that copy comes both count,
-      // so such a file is held to the budget at the end; a current one as it is read, not to read far past it.
       const twin = entry.type === 'object' ? objects.get(entry.info.key) : versions.get(entry.info.key)?.get(entry.info.versionId);
       used += storedBytes(entry) - (twin === undefined ? 0 : storedBytes(twin));
       if (!entry.mayRepeat && used > this.maxBytes) throw tooLarge();
