@@ -64,14 +64,24 @@ export interface RedisHotChannelOptions {
   redis: Redis | Cluster;
   channel: string;
   log?: Logger;
+  /** How often the subscriber is asked to answer a PING (default 5 s; it has as long again to answer). */
+  heartbeatMs?: number;
 }
 
-export function createRedisHotChannel({ redis, channel, log }: RedisHotChannelOptions): HotChannel {
+/**
+ * A subscriber whose connection stops carrying bytes without closing (a network partition, a NAT or firewall idle
+ * drop, a frozen proxy) would never hear of it, and invalidations would be lost while hot copies are served: it is
+ * PINGed, and one that does not answer in time is taken for lost (hot copies dropped) and reconnected.
+ */
+const DEFAULT_HEARTBEAT_MS = 5_000;
+
+export function createRedisHotChannel({ redis, channel, log, heartbeatMs = DEFAULT_HEARTBEAT_MS }: RedisHotChannelOptions): HotChannel {
   const origin = randomUUID();
   const listeners = new Set<(message: HotMessage) => void>();
   let subscriber: Redis | Cluster | undefined;
   let subscribing: Promise<void> | undefined;
   let live = false;
+  let heartbeat: NodeJS.Timeout | undefined;
 
   const deliver = (message: HotMessage) => {
     for (const listener of listeners) {
@@ -121,6 +131,25 @@ export function createRedisHotChannel({ redis, channel, log }: RedisHotChannelOp
     await connection.subscribe(channel);
     subscriber = connection;
     live = true;
+    heartbeat = setInterval(() => {
+      if (!live || subscriber !== connection) return;
+      let answered = false;
+      const late = setTimeout(() => {
+        if (answered || !live || subscriber !== connection) return;
+        live = false;
+        log?.warn({ channel, heartbeatMs }, 'hot-tier subscriber did not answer a PING: hot copies dropped, reconnecting');
+        deliver({ type: 'reset' });
+        connection.disconnect(true); // `ready` then subscribes again, and turns hot copies back on
+      }, heartbeatMs).unref();
+      connection.ping().then(
+        () => {
+          answered = true;
+          clearTimeout(late);
+        },
+        () => undefined, // a closed connection: its `close` handler has it
+      );
+    }, heartbeatMs);
+    heartbeat.unref();
   }
 
   return {
@@ -141,6 +170,7 @@ export function createRedisHotChannel({ redis, channel, log }: RedisHotChannelOp
         subscriber = undefined;
         subscribing = undefined;
         live = false;
+        clearInterval(heartbeat);
         await connection.quit().catch(() => connection.disconnect());
       };
     },

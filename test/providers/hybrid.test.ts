@@ -5,6 +5,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -223,6 +224,44 @@ describe('across processes', () => {
     } finally {
       await reader.close();
       await closeRedis(named);
+    }
+  });
+
+  it('a subscriber connection that stops carrying bytes without closing is noticed by its PING, and reconnected (session 10)', async () => {
+    const writer = await openTestHybrid({ endpoint });
+    opened.push(writer);
+    await writer.provider.write('silent/doc', 'one');
+    // The reader reaches Redis through a proxy that can go silent: no bytes either way, sockets left open.
+    let silent = false;
+    const sockets = new Set<net.Socket>();
+    const redisPort = Number(new URL(TEST_REDIS_URL).port || 6379);
+    const proxy = net.createServer((client) => {
+      const upstream = net.connect(redisPort, new URL(TEST_REDIS_URL).hostname);
+      sockets.add(client).add(upstream);
+      client.on('data', (data) => void (silent || upstream.write(data)));
+      upstream.on('data', (data) => void (silent || client.write(data)));
+      const end = () => (client.destroy(), upstream.destroy());
+      client.on('error', end).on('close', end);
+      upstream.on('error', end).on('close', end);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const viaProxy = createRedis({ redis: { url: `redis://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`, explicit: true } }, 'worker');
+    viaProxy.on('error', () => undefined);
+    const channel = createRedisHotChannel({ redis: viaProxy, channel: `${writer.shared.prefix}:hybrid:hybrid-test:hot`, heartbeatMs: 200 });
+    const reader = await hybrid({ shared: writer.shared, accessThreshold: 1, channel });
+    try {
+      expect(await tiersOf(reader, 'silent/doc', 2)).toEqual(['cold', 'hot']);
+      silent = true;
+      await eventually(() => (channel.live ? undefined : true), 'the heartbeat to notice the silent connection');
+      expect(reader.hot.has('silent/doc')).toBe(false);
+      silent = false;
+      for (const socket of sockets) socket.destroy(); // what the silence left half-open goes; the reconnect gets new ones
+      await eventually(() => (channel.live ? true : undefined), 'the channel to be back');
+    } finally {
+      await reader.close();
+      viaProxy.disconnect();
+      for (const socket of sockets) socket.destroy();
+      proxy.close();
     }
   });
 
