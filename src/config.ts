@@ -38,6 +38,13 @@ const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false' })
   .transform((value) => value === 'true' || value === '1' || value === 'yes');
 /** Digits only: `Number(" ")` is 0, which would make `PORT=" "` a random port. */
+/** Redis Cluster's rule: the text between the first `{` and the first `}` after it, when not empty, is hashed alone. */
+function hasHashTag(prefix: string): boolean {
+  const open = prefix.indexOf('{');
+  const close = open < 0 ? -1 : prefix.indexOf('}', open + 1);
+  return close > open + 1;
+}
+
 const int = (min = 0, max = Number.MAX_SAFE_INTEGER, tooBig?: string) =>
   z
     .string()
@@ -198,7 +205,8 @@ const serviceSchema = z.object({
   HOT_MAX_BYTES: int(0).default(128 * MIB),
   WORKER_CONCURRENCY: int(1).default(8),
   WORKER_METRICS_PORT: int(0, 65535).optional(),
-  JOB_ATTEMPTS: int(1).default(5),
+  // The backoff doubles per attempt (from 1 s): the 16th retry would wait 9 hours, the 40th thousands of years.
+  JOB_ATTEMPTS: int(1, 15, 'at most 15 (the exponential backoff waits hours by then; outages are waited out by parking, UNAVAILABLE_RETRY_SECONDS)').default(5),
   WORKER_SHUTDOWN_TIMEOUT_MS: timerMs(0, MAX_TIMER_MS - SHUTDOWN_DEADLINE_EXTRA_MS).default(30_000),
   UNAVAILABLE_RETRY_SECONDS: int(0).default(3600),
   // Default min(256 KiB, MAX_OBJECT_BYTES): see loadConfig.
@@ -309,7 +317,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     throw new ConfigError(`BACKUP_STORE="${s.BACKUP_STORE}": no such store in STORES`);
   }
   // Cluster: BullMQ's scripts and ours touch several keys at once, which must hash to one slot.
-  if (s.REDIS_CLUSTER_NODES !== undefined && s.REDIS_CLUSTER_NODES.length > 0 && !/\{[^}]+\}/.test(s.QUEUE_PREFIX)) {
+  if (s.REDIS_CLUSTER_NODES !== undefined && s.REDIS_CLUSTER_NODES.length > 0 && !hasHashTag(s.QUEUE_PREFIX)) {
     throw new ConfigError(`QUEUE_PREFIX="${s.QUEUE_PREFIX}": with REDIS_CLUSTER_NODES it needs a hash tag, e.g. {kyozo}`);
   }
   if (s.STAGING_INLINE_MAX !== undefined && s.STAGING_INLINE_MAX > s.MAX_OBJECT_BYTES) {

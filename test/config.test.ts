@@ -37,6 +37,9 @@ describe('config', () => {
     [{ REDIS_URL: 'redis://127.0.0.1:6379/abc' }, /^REDIS_URL="redis:\/\/127.0.0.1:6379\/abc": expected .*a database number/],
     [{ STORES: 'my-docs:disk,my_docs:disk' }, /stores "my-docs" and "my_docs" would share the settings prefix MY_DOCS_/],
     [{ REDIS_CLUSTER_NODES: '127.0.0.1:7000', QUEUE_PREFIX: 'kyozo' }, /^QUEUE_PREFIX="kyozo": with REDIS_CLUSTER_NODES it needs a hash tag/],
+    // Redis hashes the whole key when its first {...} is empty: {kyozo} after it does not count.
+    [{ REDIS_CLUSTER_NODES: '127.0.0.1:7000', QUEUE_PREFIX: '{}{kyozo}' }, /^QUEUE_PREFIX="\{\}\{kyozo\}": with REDIS_CLUSTER_NODES it needs a hash tag/],
+    [{ JOB_ATTEMPTS: '40' }, /^JOB_ATTEMPTS="40": at most 15/],
     [{ CLEANUP_CRON: 'every hour' }, /^CLEANUP_CRON="every hour": not a cron pattern/],
     [{ CLEANUP_CRON: '0 * * *' }, /^CLEANUP_CRON="0 \* \* \*": not a cron pattern: 4 fields/],
     [{ BACKUP_CRON: '0 25 * * *' }, /^BACKUP_CRON="0 25 \* \* \*": not a cron pattern/],
