@@ -174,6 +174,14 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
         }),
       );
       queues.set(name, queue);
+      // BullMQ sets a queue up once, in its constructor, and every later add awaits that: one whose set-up failed
+      // (Redis away at that moment) would fail every enqueue for good. It is dropped; the next use builds it again.
+      const built = queue;
+      built.waitUntilReady().catch(() => {
+        if (queues.get(name) !== built) return;
+        queues.delete(name);
+        void built.close().catch(() => undefined);
+      });
     }
     return queue;
   };
