@@ -5,7 +5,9 @@
  *   (BullMQ refuses anything else for blocking connections) and an offline queue, so a Redis restart pauses the
  *   work instead of failing it.
  * - `producer`: the API's queues and reads. No offline queue and one retry, so a request made while Redis is down
- *   fails at once and the API can answer 503 instead of hanging.
+ *   fails at once and the API can answer 503 instead of hanging; and a command timeout, for a Redis that stops
+ *   answering without closing the connection (a partition, a frozen server), which the first two never notice.
+ *   Nothing blocks on a producer connection: blocking readers (the job waiter, workers) are `worker` connections.
  *
  * Reconnection backs off exponentially up to 20 s in both roles (BullMQ's own default curve).
  */
@@ -20,7 +22,12 @@ export interface RedisConnectionOptions {
   connectionName?: string;
   /** Connect on first use instead of at once. */
   lazyConnect?: boolean;
+  /** A producer's command timeout (default PRODUCER_COMMAND_TIMEOUT_MS). */
+  commandTimeoutMs?: number;
 }
+
+/** Long enough for the slowest command a producer sends (a board's clean of a large queue), short for a client. */
+export const PRODUCER_COMMAND_TIMEOUT_MS = 10_000;
 
 function retryStrategy(times: number): number {
   return Math.max(Math.min(Math.exp(times), 20_000), 1_000);
@@ -39,6 +46,7 @@ export function createRedis(
 ): RedisConnection {
   const common: RedisOptions = {
     ...roleOptions(role),
+    ...(role === 'producer' ? { commandTimeout: options.commandTimeoutMs ?? PRODUCER_COMMAND_TIMEOUT_MS } : {}),
     retryStrategy,
     connectionName: options.connectionName,
     lazyConnect: options.lazyConnect ?? false,

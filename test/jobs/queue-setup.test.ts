@@ -1,10 +1,11 @@
 /**
- * A queue whose set-up met a Redis that went away (BullMQ sets a queue up once, in its constructor, and every later
- * add awaits that): once Redis is back, enqueues succeed again, without a restart of the process.
+ * Enqueueing while Redis misbehaves, on a private redis-server: a queue whose set-up met a Redis that went away
+ * (BullMQ sets a queue up once, in its constructor, and every later add awaits that) works again once Redis is back,
+ * without a restart; and a Redis that stops answering without closing the connection is a timely failure.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createQueues } from '../../src/jobs/queue.js';
+import { createQueues, EnqueueUncertainError } from '../../src/jobs/queue.js';
 import { closeRedis, createRedis, whenReady, type RedisConnection } from '../../src/redis.js';
 import { redisCli, redisServerUnavailableReason, startRedisServer, until, type RedisServer } from '../cluster/redis-server.js';
 
@@ -49,5 +50,25 @@ describe.skipIf(unavailable !== undefined)('a queue set up while Redis went away
     }, 'an enqueue to succeed', 10_000).catch(() => undefined);
     expect(outcome).toMatch(/^objects-/);
     await queues.close();
+  });
+
+  it('fails an enqueue in time when Redis stops answering without closing the connection (session 10)', async () => {
+    const server = await startRedisServer();
+    servers.push(server);
+    const producer = createRedis({ redis: { url: server.url, explicit: true } }, 'producer', { connectionName: 'kyozo-queue-frozen', commandTimeoutMs: 500 });
+    producer.on('error', () => undefined);
+    connections.push(producer);
+    await whenReady(producer);
+    const queues = createQueues({ connection: producer, prefix: '{queue-frozen}', attempts: 3 });
+    await queues.enqueue('delete', { store: 'default', key: 'before' });
+    process.kill(server.process.pid!, 'SIGSTOP'); // the TCP connection stays open; nothing answers
+    try {
+      const began = performance.now();
+      await expect(queues.enqueue('delete', { store: 'default', key: 'frozen' })).rejects.toBeInstanceOf(EnqueueUncertainError);
+      expect(performance.now() - began).toBeLessThan(5_000);
+    } finally {
+      process.kill(server.process.pid!, 'SIGCONT');
+      await queues.close();
+    }
   });
 });
