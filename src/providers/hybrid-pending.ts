@@ -51,6 +51,11 @@ if running <= 0 then
 end
 return running`;
 
+/** Flags a key still in the ledger as behind (see `markBehind`). */
+const MARK_BEHIND = `
+local h, k = KEYS[1], ARGV[1]
+if redis.call('HEXISTS', h, 't:' .. k) == 1 then redis.call('HSET', h, 'x:' .. k, 1, 'b:' .. k, 1) end`;
+
 /**
  * Removes a repaired key's entry, and KEYS[2] when given, unless a mutation began since the repair read it
  * (generation ARGV[2]).
@@ -100,6 +105,15 @@ export class PendingBackups {
 
   async end(key: string, ended: MutationEnd, now: number): Promise<void> {
     await this.redis.eval(END, 1, this.hashKey, key, ended, String(now));
+  }
+
+  /**
+   * Flags `key` as behind before a repair writes to backup: on the way, backup may hold an older state than it had
+   * (a missing older version copied in moves its current object back until cold's is copied), and should the repair
+   * stop there (cold down), reads must not take backup's answer. A repair that settles the key clears it.
+   */
+  async markBehind(key: string): Promise<void> {
+    await this.redis.eval(MARK_BEHIND, 1, this.hashKey, key);
   }
 
   /** Every key in the ledger. */

@@ -544,6 +544,7 @@ export class HybridProvider implements StorageProvider {
   private async repair(entry: PendingEntry): Promise<boolean> {
     const { key } = entry;
     const coldVersions = await allVersions(this.cold, key);
+    await this.pending.markBehind(key);
     const linked = await this.copyMissingVersions(key, coldVersions);
     const cold = await statIfPresent(this.cold, key);
     const backup = await statIfPresent(this.backup, key);

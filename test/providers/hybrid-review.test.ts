@@ -13,12 +13,14 @@ import { ProviderUnavailableError } from '../../src/providers/errors.js';
 import { loadConfig, storeConfig } from '../../src/config.js';
 import { createProvider } from '../../src/providers/index.js';
 import { createHybridProvider, type HybridProvider, type TieringPlan } from '../../src/providers/hybrid.js';
+import { localHotChannel } from '../../src/providers/hybrid-invalidation.js';
 import { describeWrite } from '../../src/providers/metadata.js';
 import { RamProvider, ramWriteBytes } from '../../src/providers/ram.js';
 import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { newVersionId } from '../../src/providers/version-id.js';
 import { closeRedis, type RedisConnection } from '../../src/redis.js';
+import { interceptMethod } from '../support/intercept.js';
 import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
 
@@ -246,6 +248,46 @@ describe('a tiering pass against the hot budget', () => {
 
     expect(await store.applyTiering({ promote: ['top', 'new'], demote: [] })).toMatchObject({ promoted: 1, skipped: 1 });
     expect(['top', 'other-1', 'other-2', 'new'].filter((key) => store.hot.has(key))).toEqual(['top', 'other-2', 'new']);
+  });
+});
+
+describe('a repair pass cut short by a cold outage (session 10)', () => {
+  it('never leaves backup answering with an older state than the one acknowledged', async () => {
+    const state = { loseAnswer: false, coldDown: false, cutAfterBackupVersion: false };
+    const cold = new Proxy(new RamProvider({ maxBytes: 1024 * 1024 }), {
+      get(target, property) {
+        const value = Reflect.get(target, property, target) as unknown;
+        if (typeof value !== 'function') return value;
+        const method = (value as (...args: unknown[]) => Promise<unknown>).bind(target);
+        return async (...args: unknown[]) => {
+          if (state.coldDown && EVERY_CALL.includes(String(property))) throw new ProviderUnavailableError('cold is down');
+          const result = await method(...args);
+          if (property === 'createVersion' && state.loseAnswer) {
+            state.loseAnswer = false;
+            throw new ProviderUnavailableError('the version landed, its answer was lost');
+          }
+          return result;
+        };
+      },
+    }) as StorageProvider;
+    // Cold's outage begins right after the repair copied a missing older version into backup.
+    const backup = interceptMethod(new RamProvider({ maxBytes: 1024 * 1024 }), 'createVersion', (createVersion) => async (...args) => {
+      const made = await createVersion(...args);
+      if (state.cutAfterBackupVersion) [state.cutAfterBackupVersion, state.coldDown] = [false, true];
+      return made;
+    });
+    const store = await createHybridProvider({
+      ...{ name: 'repair-cut', hot: new RamProvider({ maxBytes: 1024 * 1024 }), cold, backup, redis, keyPrefix: prefix },
+      ...{ accessThreshold: 1000, hotTtlSeconds: 3600, hotMaxBytes: 1024 * 1024, channel: localHotChannel() },
+    });
+    cleanups.push(() => store.close());
+    state.loseAnswer = true;
+    await expect(store.createVersion('doc', 'v1-old', { message: 'v1' })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await store.createVersion('doc', 'v2-new', { message: 'v2' }); // acknowledged
+    state.cutAfterBackupVersion = true;
+    await store.repairBackups();
+    expect(state.coldDown).toBe(true); // the repair did copy the older version, then cold went down
+    await expect(readText(store, 'doc')).rejects.toBeInstanceOf(ProviderUnavailableError); // not v1-old from backup
   });
 });
 
