@@ -80,6 +80,8 @@ import {
   PutObjectCommand,
   S3Client,
   type HeadObjectCommandOutput,
+  type ListObjectVersionsCommandOutput,
+  type ListObjectsV2CommandOutput,
   type ObjectIdentifier,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
@@ -863,12 +865,13 @@ export class S3Provider implements StorageProvider {
     let bytes = 0;
     let versions = 0;
     let scanned = 0;
-    let token: string | undefined;
-    do {
-      const out = await this.call('stats', (signal) =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, ContinuationToken: token }), { abortSignal: signal }),
-      );
-      for (const object of out.Contents ?? []) {
+    let truncated = false;
+    for await (const page of this.objectPages('stats', this.prefix)) {
+      if (scanned >= this.statsScanLimit) {
+        truncated = true;
+        break;
+      }
+      for (const object of page) {
         scanned++;
         const key = object.Key ?? '';
         if (key.startsWith(versionsPrefix)) versions++;
@@ -877,30 +880,21 @@ export class S3Provider implements StorageProvider {
           bytes += object.Size ?? 0;
         }
       }
-      token = out.IsTruncated ? out.NextContinuationToken : undefined;
-    } while (token !== undefined && scanned < this.statsScanLimit);
-    let truncated = token !== undefined;
+    }
 
     if (mode === 'native') {
       versions = 0;
-      let keyMarker: string | undefined;
-      let versionIdMarker: string | undefined;
       let seen = 0;
-      do {
-        const out = await this.call('stats', (signal) =>
-          this.client.send(
-            new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: this.prefix, KeyMarker: keyMarker, VersionIdMarker: versionIdMarker }),
-            { abortSignal: signal },
-          ),
-        );
-        for (const version of out.Versions ?? []) {
+      for await (const page of this.versionPages('stats', this.prefix)) {
+        if (seen >= this.statsScanLimit) {
+          truncated = true;
+          break;
+        }
+        for (const version of page.Versions ?? []) {
           seen++;
           if (this.userKeyOf(version.Key ?? '') !== undefined) versions++;
         }
-        keyMarker = out.IsTruncated ? out.NextKeyMarker : undefined;
-        versionIdMarker = out.IsTruncated ? out.NextVersionIdMarker : undefined;
-      } while (keyMarker !== undefined && seen < this.statsScanLimit);
-      truncated ||= keyMarker !== undefined;
+      }
     }
 
     return {
@@ -1284,30 +1278,17 @@ export class S3Provider implements StorageProvider {
     const old = (modified: Date | undefined) => (modified?.getTime() ?? cutoff) < cutoff;
     try {
       // Every version, whatever the mode: a bucket in explicit mode may be versioned all the same.
-      let keyMarker: string | undefined;
-      let versionMarker: string | undefined;
-      do {
-        const out = await this.call(what, (signal) =>
-          this.client.send(new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionMarker }), {
-            abortSignal: signal,
-          }),
-        );
-        for (const entry of [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])]) {
+      for await (const page of this.versionPages(what, prefix)) {
+        for (const entry of [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])]) {
           if (entry.Key !== undefined && old(entry.LastModified)) stale.push({ Key: entry.Key, VersionId: entry.VersionId });
         }
-        [keyMarker, versionMarker] = out.IsTruncated ? [out.NextKeyMarker, out.NextVersionIdMarker] : [undefined, undefined];
-      } while (keyMarker !== undefined);
+      }
     } catch (error) {
       if (!(error instanceof NotSupportedError)) throw error;
       // A server without versions (s3rver): its objects.
-      let token: string | undefined;
-      do {
-        const out = await this.call(what, (signal) =>
-          this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal: signal }),
-        );
-        for (const entry of out.Contents ?? []) if (entry.Key !== undefined && old(entry.LastModified)) stale.push({ Key: entry.Key });
-        token = out.IsTruncated ? out.NextContinuationToken : undefined;
-      } while (token !== undefined);
+      for await (const page of this.objectPages(what, prefix)) {
+        for (const entry of page) if (entry.Key !== undefined && old(entry.LastModified)) stale.push({ Key: entry.Key });
+      }
     }
     await this.deleteMany(what, stale);
     return aborted + stale.length;
@@ -1355,6 +1336,33 @@ export class S3Provider implements StorageProvider {
       const failed = out.Errors?.[0];
       if (failed) throw toStorageError({ Code: failed.Code, message: failed.Message }, `${what} (${failed.Key})`);
     }
+  }
+
+  /** Every page of objects under `prefix`, in S3 order (ListObjectsV2); a caller that has seen enough stops. */
+  private async *objectPages(what: string, prefix: string): AsyncGenerator<NonNullable<ListObjectsV2CommandOutput['Contents']>> {
+    let token: string | undefined;
+    do {
+      const out = await this.call(what, (signal) =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal: signal }),
+      );
+      yield out.Contents ?? [];
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token !== undefined);
+  }
+
+  /** Every page of versions and delete markers under `prefix` (ListObjectVersions); a caller that has seen enough stops. */
+  private async *versionPages(what: string, prefix: string): AsyncGenerator<ListObjectVersionsCommandOutput> {
+    let keyMarker: string | undefined;
+    let versionIdMarker: string | undefined;
+    do {
+      const out = await this.call(what, (signal) =>
+        this.client.send(new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionIdMarker }), {
+          abortSignal: signal,
+        }),
+      );
+      yield out;
+      [keyMarker, versionIdMarker] = out.IsTruncated ? [out.NextKeyMarker, out.NextVersionIdMarker] : [undefined, undefined];
+    } while (keyMarker !== undefined);
   }
 
   /** Keys (with sizes) under `prefix` after `startAfter`, at most `max`, in S3 order. */
