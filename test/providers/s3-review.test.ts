@@ -86,4 +86,17 @@ describe('s3 stats', () => {
       versions: 1,
     });
   });
+
+  it('stops counting past statsScanLimit and says so; a store within it is counted whole', async () => {
+    const bucket = await endpoint.createBucket();
+    const s3 = await createS3Provider(s3ProviderOptions(endpoint, bucket, { versioning: 'explicit', statsScanLimit: 1000 }));
+    providers.push(s3);
+    const keys = Array.from({ length: 1000 }, (_, i) => `k${String(i).padStart(4, '0')}`);
+    for (let at = 0; at < keys.length; at += 50) {
+      await Promise.all(keys.slice(at, at + 50).map((key) => bare.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: 'x' }))));
+    }
+    expect(await s3.stats()).toMatchObject({ objects: 1000, detail: { truncated: false } });
+    await bare.send(new PutObjectCommand({ Bucket: bucket, Key: 'k1000', Body: 'x' }));
+    expect(await s3.stats()).toMatchObject({ objects: 1000, detail: { truncated: true } });
+  });
 });
