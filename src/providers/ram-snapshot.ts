@@ -41,10 +41,30 @@ export async function writeSnapshot(path: string, entries: Iterable<SnapshotEntr
 }
 
 /**
- * The entries of the snapshot at `path`. `mayRepeat`: it is of format 1, whose writer could list an object or version
- * twice (rewritten while it was written), the later copy the one that counts.
+ * Whether the snapshot at `path` is of format 1, whose writer could list an object or version twice (rewritten while
+ * it was written), the later copy the one that counts. Reads its header line only; anything wrong with the file is
+ * for `readSnapshot` to report.
  */
-export async function* readSnapshot(path: string): AsyncGenerator<SnapshotEntry & { mayRepeat: boolean }> {
+export async function snapshotMayRepeat(path: string): Promise<boolean> {
+  const input = createReadStream(path);
+  input.on('error', () => undefined);
+  try {
+    for await (const first of createInterface({ input, crlfDelay: Infinity })) {
+      try {
+        return (JSON.parse(first) as { v?: number }).v === 1;
+      } catch {
+        return false;
+      }
+    }
+    return false;
+  } catch {
+    return false;
+  } finally {
+    input.destroy();
+  }
+}
+
+export async function* readSnapshot(path: string): AsyncGenerator<SnapshotEntry> {
   const input = createReadStream(path);
   const opened = new Promise<void>((resolve, reject) => input.once('open', () => resolve()).once('error', reject));
   await opened.catch((error: NodeJS.ErrnoException) => {
@@ -94,7 +114,7 @@ export async function* readSnapshot(path: string): AsyncGenerator<SnapshotEntry 
     const entry = { ...described, content } as SnapshotEntry;
     if (sha256Hex(entry.content) !== entry.info.etag) throw corrupt('content does not match its etag');
     entries++;
-    yield { ...entry, mayRepeat: header.v === 1 };
+    yield entry;
   }
   // Format 1 has no end line; a format 2 file without one was cut short.
   if (header.v !== 1) throw new InvalidArgumentError(`snapshot ${path} is cut short: it has no end line`);

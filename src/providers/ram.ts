@@ -14,7 +14,7 @@ import { passFence } from './fence.js';
 import { requirePreconditions, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { describeWrite, metadataBytes } from './metadata.js';
-import { readSnapshot, writeSnapshot, type SnapshotEntry } from './ram-snapshot.js';
+import { readSnapshot, snapshotMayRepeat, writeSnapshot, type SnapshotEntry } from './ram-snapshot.js';
 import { lowerBoundKey, SortedKeys } from './sorted-keys.js';
 import type {
   Author,
@@ -104,14 +104,10 @@ function storedBytes(entry: StoredObject | StoredVersion): number {
   return describedBytes({ ...entry, key: entry.info.key, message: entry.info.message, author: entry.info.author }) + content.length;
 }
 
-/**
- * What a format-1 snapshot's last copies of its entries take (the store's own count); 0 for a current one, which lists
- * each once and is held to the budget as it is read.
- */
+/** What the last copies of a format-1 snapshot's entries take (the store's own count), keeping no content. */
 async function legacySnapshotBytes(path: string): Promise<number> {
   const bytes = new Map<string, number>();
   for await (const entry of readSnapshot(path)) {
-    if (!entry.mayRepeat) return 0;
     bytes.set(`${entry.type}\n${entry.info.key}\n${entry.type === 'version' ? entry.info.versionId : ''}`, storedBytes(entry));
   }
   let total = 0;
@@ -301,12 +297,14 @@ export class RamProvider implements StorageProvider {
     let used = 0;
     const tooLarge = () => new StorageFullError(`snapshot ${path} needs more than RAM_MAX_BYTES=${this.maxBytes}`);
     // An object or version listed twice (format 1) counts once, its last copy: such a file is measured in a first pass
-    // that keeps no content, so that it is held to the budget without reading it whole into memory first.
-    if ((await legacySnapshotBytes(path)) > this.maxBytes) throw tooLarge();
+    // that keeps no content, so that it is held to the budget without reading it whole into memory first; a current
+    // one is held to it as it is read.
+    const repeats = await snapshotMayRepeat(path);
+    if (repeats && (await legacySnapshotBytes(path)) > this.maxBytes) throw tooLarge();
     for await (const entry of readSnapshot(path)) {
       const twin = entry.type === 'object' ? objects.get(entry.info.key) : versions.get(entry.info.key)?.get(entry.info.versionId);
       used += storedBytes(entry) - (twin === undefined ? 0 : storedBytes(twin));
-      if (!entry.mayRepeat && used > this.maxBytes) throw tooLarge();
+      if (!repeats && used > this.maxBytes) throw tooLarge();
       const content = ownMemory(entry.content);
       if (entry.type === 'object') objects.set(entry.info.key, { info: frozen(entry.info), content });
       else {
@@ -316,7 +314,6 @@ export class RamProvider implements StorageProvider {
         versions.set(info.key, list);
       }
     }
-    if (used > this.maxBytes) throw tooLarge();
     // Ids minted here from now on sort after the imported ones (those of a host whose clock runs ahead too).
     for (const list of versions.values()) for (const versionId of list.keys()) mintAfter(versionId);
     this.objects.clear();
