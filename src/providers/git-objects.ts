@@ -381,10 +381,10 @@ export class ObjectStore {
     }
     for (const [name, group] of byName) {
       const file = group.find((edit) => edit.path.length === 0);
+      const current = entries[findEntry(entries, name)];
       // The store's files end with `~` and its directories never do (git-layout.ts): an entry of the other kind
       // under the name is the repository's own (a clone's Makefile), which a key's write must not replace.
-      const foreign = entries.find((entry) => entry.name === name && isTree(entry) === (file !== undefined));
-      if (foreign !== undefined) {
+      if (current !== undefined && isTree(current) === (file !== undefined)) {
         const shown = Buffer.from(name, 'latin1').toString('utf8');
         throw new PermissionDeniedError(`the key's path is taken by "${shown}", an entry of the repository the store did not make`);
       }
@@ -393,8 +393,7 @@ export class ObjectStore {
         if (file.oid !== null) insertEntry(entries, { mode: FILE_MODE, name, oid: file.oid });
         continue;
       }
-      const existing = entries.find((entry) => entry.name === name && isTree(entry));
-      const subtree = await this.editLevel(existing?.oid, group, staging);
+      const subtree = await this.editLevel(current?.oid, group, staging); // a tree, or none: checked above
       removeEntry(entries, name);
       if (subtree !== undefined) insertEntry(entries, { mode: TREE_MODE, name, oid: subtree });
     }
