@@ -9,11 +9,11 @@ import { DRAIN_MS, listen, type HttpServer } from './api/server.js';
 import { startWebServices, type WebServices } from './api/services.js';
 import { redisAnswers, startPrivateRedis, type PrivateRedis } from './embedded-redis.js';
 import { createStagingProvider } from './jobs/staging.js';
-import { loadConfigOrExit, runService, SHUTDOWN_GRACE_MS } from './lifecycle.js';
+import { loadConfigOrExit, runService, SHUTDOWN_GRACE_MS, unlessAborted } from './lifecycle.js';
 import { createLogger } from './log.js';
 import { closeStores, createStores } from './providers/index.js';
 import type { StorageProvider } from './providers/types.js';
-import { closeRedis, createRedis, type RedisConnection } from './redis.js';
+import { closeRedis, createRedis, whenReady, type RedisConnection } from './redis.js';
 import { startWorkerProcess, type WorkerProcess } from './workers/process.js';
 
 const config = loadConfigOrExit('kyozo');
@@ -52,8 +52,11 @@ async function start(running: Running, aborted: AbortSignal): Promise<void> {
     aborted.throwIfAborted();
   }
   const metrics = new ApiMetrics();
-  const storeRedis = (running.storeRedis = createRedis(config, 'worker', { connectionName: 'kyozo:stores' }));
+  // Fails fast, as the web process's: the stores answer HTTP reads here too, and a hybrid read that must ask Redis
+  // (cold down) is then 503 at once instead of waiting for Redis. A job's store call that fails so is retried.
+  const storeRedis = (running.storeRedis = createRedis(config, 'producer', { connectionName: 'kyozo:stores' }));
   storeRedis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
+  await unlessAborted(whenReady(storeRedis), aborted); // it queues nothing while connecting: the stores open on it
   const stores = (running.stores = await createStores(config, { redis: storeRedis, log, observe: (store, observation) => metrics.observeProvider(store, observation) }));
   const stagingProvider = (running.staging = await createStagingProvider(config));
   running.web = await startWebServices({ config, log: log.child({ component: 'web' }), stores, stagingProvider, metrics });
