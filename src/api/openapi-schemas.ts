@@ -193,7 +193,7 @@ export const schemas: Record<string, JsonSchema> = {
   }),
   Health: objectSchema<{ status: 'ok'; uptimeSeconds: number }>({ status: { const: 'ok' }, uptimeSeconds: INTEGER }),
   Readiness: objectSchema<{ status: string; redis: unknown; staging: unknown; stores: unknown }>({
-    status: { enum: ['ok', 'down'] },
+    status: { enum: ['ok', 'degraded', 'down'], description: '`degraded` (200): a part reads but cannot write, as a full disk' },
     redis: healthReport,
     staging: healthReport,
     stores: { type: 'object', additionalProperties: healthReport },

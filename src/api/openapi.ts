@@ -229,7 +229,7 @@ const routes: RouteSpec[] = [
     description: 'Without a valid bearer token (when API_TOKENS is set), each part answers its `status` only; the details (paths, errors, latencies) need a token.',
     auth: 'none',
     responses: {
-      200: { description: 'Ready', content: json(ref('Readiness')) },
+      200: { description: 'Ready (`status` `degraded` when a part reads but cannot write)', content: json(ref('Readiness')) },
       503: { description: 'Redis, the staging store or a store is down: the same report', content: json(ref('Readiness')) },
     },
   },

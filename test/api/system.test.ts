@@ -1,10 +1,13 @@
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../../src/api/app.js';
 import { routeTable } from '../../src/api/openapi.js';
 import { listen } from '../../src/api/server.js';
 import { webhookQueueName } from '../../src/events/webhooks.js';
 import { redisCli, redisServerUnavailableReason, startRedisServer } from '../cluster/redis-server.js';
+import type { HealthReport } from '../../src/providers/types.js';
+import { interceptMethod } from '../support/intercept.js';
 import { quietLog, startTestService, type TestService } from '../support/service.js';
 
 const TOKEN = 'test-token-with-enough-entropy';
@@ -86,6 +89,21 @@ describe('system routes', () => {
     } finally {
       await broken.close();
     }
+  });
+
+  it('/ready stays 200 with a part that reads but cannot write, and says so: status degraded (session 11)', async () => {
+    const degraded = async (): Promise<HealthReport> => ({ status: 'degraded', detail: 'readable, writes fail: ENOSPC', latencyMs: 1 });
+    const fullStaging = createApp({ ...service.deps, staging: { ...service.deps.staging, health: degraded } });
+    const staged = await fullStaging.request('/ready', { headers: auth });
+    expect(staged.status).toBe(200);
+    expect(await staged.json()).toMatchObject({ status: 'degraded', staging: { status: 'degraded', detail: expect.stringMatching(/ENOSPC/) }, redis: { status: 'ok' } });
+
+    const stores = new Map(service.deps.stores);
+    stores.set('files', interceptMethod(stores.get('files')!, 'health', () => degraded));
+    const fullStore = await createApp({ ...service.deps, stores }).request('/ready');
+    expect(fullStore.status).toBe(200);
+    expect(await fullStore.json()).toMatchObject({ status: 'degraded', staging: { status: 'ok' }, stores: { files: { status: 'degraded' }, mem: { status: 'ok' } } });
+    expect(await (await service.app.request('/ready')).json()).toMatchObject({ status: 'ok' });
   });
 
   it.skipIf(redisServerUnavailableReason() !== undefined)('/ready is 503 while Redis answers PING but refuses writes (maxmemory reached)', async () => {

@@ -1,5 +1,6 @@
 /**
- * `/health` (the process answers), `/ready` (Redis takes writes, the staging store and every store; 503 when one is down),
+ * `/health` (the process answers), `/ready` (Redis takes writes, the staging store and every store; 503 when one is down,
+ * `degraded` when one only reads),
  * `/metrics` (prom-client) and `/openapi.json`. `/ready` answers its details (store paths, commits, Redis errors)
  * only to a valid bearer token; a probe without one learns each part's status.
  */
@@ -36,11 +37,15 @@ export function systemRoutes(deps: AppDeps, tokens: TokenSet): Hono {
       // Every body over STAGING_INLINE_MAX passes through it: down, no upload of that size is taken.
       health(deps.staging.health(), 'the staging store'),
     ]);
-    const down = redis.status === 'down' || staging.status === 'down' || Object.values(stores).some((report) => report.status === 'down');
+    const parts = [redis, staging, ...Object.values(stores)];
+    const down = parts.some((report) => report.status === 'down');
+    // A part that still reads but cannot write (a full disk) leaves the process ready, as it serves reads and the
+    // writes that avoid it, and is named in the answer for monitoring to see: `degraded`, 200.
+    const degraded = parts.some((report) => report.status === 'degraded');
     const detailed = hasBearer(c, tokens);
     const shown = (report: { status: string }) => (detailed ? report : { status: report.status });
     const body = {
-      status: down ? 'down' : 'ok',
+      status: down ? 'down' : degraded ? 'degraded' : 'ok',
       redis: shown(redis),
       staging: shown(staging),
       stores: Object.fromEntries(Object.entries(stores).map(([name, report]) => [name, shown(report)])),
