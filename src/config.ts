@@ -121,9 +121,19 @@ const clusterNodes = list.transform((nodes, ctx) => {
 });
 /**
  * Webhook receivers: http(s) URLs without credentials (fetch refuses a URL with `user:password@`, so every delivery
- * would fail, and the password would sit in each failure). A comma inside a URL must be sent as `%2C`.
+ * would fail, and the password would sit in each failure). A comma inside a URL must be sent as `%2C`. Two spellings
+ * of one URL (`https://Host/x`, `https://host:443/x`) are refused: each would get every event, as its own receiver
+ * (a repeated entry, spelled the same, is one).
  */
 const webhookUrls = list.superRefine((urls, ctx) => {
+  const spellings = new Map<string, { entry: string; index: number }>();
+  urls.forEach((entry, index) => {
+    if (!URL.canParse(entry)) return;
+    const href = new URL(entry).href;
+    const first = spellings.get(href);
+    if (first === undefined) spellings.set(href, { entry, index });
+    else if (first.entry !== entry) ctx.addIssue({ code: 'custom', message: `entries ${first.index + 1} and ${index + 1} are one URL spelled two ways: keep one` });
+  });
   urls.forEach((entry, index) => {
     const url = URL.canParse(entry) ? new URL(entry) : undefined;
     const why =

@@ -111,6 +111,16 @@ describe('config', () => {
     expect(message).not.toContain('s3cret');
   });
 
+  it('refuses one webhook URL spelled two ways, which would get every event twice; a repeated entry is one (session 11)', () => {
+    expect(() => loadConfig({ WEBHOOK_URLS: 'https://Hooks.example/in,https://hooks.example:443/in' })).toThrow(/entries 1 and 2 are one URL spelled two ways/);
+    expect(() => loadConfig({ WEBHOOK_URLS: 'http://a.example/x,https://hooks.example,HTTPS://hooks.example/' })).toThrow(/entries 2 and 3/);
+    expect(loadConfig({ WEBHOOK_URLS: 'https://hooks.example/in,https://hooks.example/in' }).events.webhookUrls).toEqual([
+      'https://hooks.example/in',
+      'https://hooks.example/in',
+    ]);
+    expect(loadConfig({ WEBHOOK_URLS: 'https://hooks.example/in,https://hooks.example/IN' }).events.webhookUrls).toHaveLength(2);
+  });
+
   it('takes timeouts up to what a timer can wait, the shutdown deadline included', () => {
     expect(loadConfig({ WAIT_TIMEOUT_MS: String(MAX_TIMER_MS) }).payloads.waitTimeoutMs).toBe(MAX_TIMER_MS);
     // npm start's shutdown deadline is DRAIN_MS + WORKER_SHUTDOWN_TIMEOUT_MS + SHUTDOWN_GRACE_MS, one timer.
