@@ -23,7 +23,16 @@ import { isWebhookQueueName } from '../events/webhook-dispatcher.js';
 import type { StorageProvider } from '../providers/types.js';
 import { pages } from './copy.js';
 import { allVersions } from '../providers/object-info.js';
-import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext, type MaintenanceDeps } from './definition.js';
+import {
+  defineJob,
+  JobInterruptedError,
+  maintenanceOf,
+  storeNameSchema,
+  storeOf,
+  throwIfInterrupted,
+  type JobContext,
+  type MaintenanceDeps,
+} from './definition.js';
 import { queueOfJobId } from './queue.js';
 import { StagedOwners } from './staged-owners.js';
 import { STAGING_PREFIX } from './staging.js';
@@ -37,6 +46,8 @@ export interface StoreRetention {
   skipped?: string;
   /** Leftovers of interrupted writes removed (disk stores' `.tmp-*` files older than `STAGING_TTL`). */
   leftoversRemoved?: number;
+  /** Why retention stopped in this store (down): the counts are what it did until then. */
+  error?: string;
 }
 
 export interface CleanupResult {
@@ -44,6 +55,8 @@ export interface CleanupResult {
   versionsDeleted: number;
   /** Stores whose versions could not be cleaned (no `deleteVersion`). */
   skipped: number;
+  /** Stores whose retention failed (`stores.<name>.error`); the other stores and the service-wide parts went on. */
+  failed: number;
   stagingRemoved: number;
   /** Staging blobs past `STAGING_TTL` kept because their job is still to run. */
   stagingKept: number;
@@ -57,11 +70,18 @@ const DAY_MS = 24 * 3600 * 1000;
 /** `queue.clean` removes at most this many jobs per call; it is called until a call removes fewer. */
 const CLEAN_BATCH = 1000;
 
-async function applyRetention(ctx: JobContext, provider: StorageProvider, settings: MaintenanceDeps['settings']): Promise<StoreRetention> {
+async function applyRetention(
+  ctx: JobContext,
+  provider: StorageProvider,
+  settings: MaintenanceDeps['settings'],
+  retention: StoreRetention,
+): Promise<void> {
   const deleteVersion = provider.deleteVersion?.bind(provider);
-  if (deleteVersion === undefined) return { keys: 0, versionsDeleted: 0, skipped: `${provider.kind} stores cannot delete single versions` };
+  if (deleteVersion === undefined) {
+    retention.skipped = `${provider.kind} stores cannot delete single versions`;
+    return;
+  }
   const cutoff = settings.versionRetentionDays > 0 ? Date.now() - settings.versionRetentionDays * DAY_MS : undefined;
-  const retention = { keys: 0, versionsDeleted: 0 };
   for await (const page of pages(provider, { limit: 1000 })) {
     throwIfInterrupted(ctx);
     for (const object of page.items) {
@@ -77,7 +97,23 @@ async function applyRetention(ctx: JobContext, provider: StorageProvider, settin
       for (const version of expired) await deleteVersion(object.key, version.versionId);
       retention.versionsDeleted += expired.length;
     }
-    await ctx.reportProgress?.({ phase: 'versions', ...retention });
+    await ctx.reportProgress?.({ phase: 'versions', keys: retention.keys, versionsDeleted: retention.versionsDeleted });
+  }
+}
+
+/**
+ * `applyRetention` in one store of a cleanup of them all: a store that fails (down) is reported and logged, and the
+ * other stores and the service-wide parts go on — one store's outage would otherwise stop every hourly cleanup,
+ * staging and events included, for as long as it lasts. The next cleanup tries it again.
+ */
+async function applyRetentionOrReport(ctx: JobContext, name: string, provider: StorageProvider, settings: MaintenanceDeps['settings']): Promise<StoreRetention> {
+  const retention: StoreRetention = { keys: 0, versionsDeleted: 0 };
+  try {
+    await applyRetention(ctx, provider, settings, retention);
+  } catch (error) {
+    if (error instanceof JobInterruptedError) throw error;
+    ctx.log.warn({ err: error, store: name }, 'version retention failed in this store: the next cleanup tries again');
+    retention.error = (error as Error).message;
   }
   return retention;
 }
@@ -169,6 +205,7 @@ export const cleanupJob = defineJob({
       stores: {},
       versionsDeleted: 0,
       skipped: 0,
+      failed: 0,
       stagingRemoved: 0,
       stagingKept: 0,
       stagingLeftoversRemoved: 0,
@@ -177,12 +214,16 @@ export const cleanupJob = defineJob({
     };
     for (const name of names) {
       const provider = storeOf(ctx, name);
-      const retention: StoreRetention = await applyRetention(ctx, provider, deps.settings);
+      let retention: StoreRetention = { keys: 0, versionsDeleted: 0 };
+      // One store asked for: its failure is the job's (retried).
+      if (payload.store !== undefined) await applyRetention(ctx, provider, deps.settings, retention);
+      else retention = await applyRetentionOrReport(ctx, name, provider, deps.settings);
       const leftovers = await sweepLeftovers(ctx, provider, name, deps.settings.stagingTtlSeconds);
       if (leftovers !== undefined) retention.leftoversRemoved = leftovers;
       result.stores[name] = retention;
       result.versionsDeleted += retention.versionsDeleted;
       if (retention.skipped !== undefined) result.skipped++;
+      if (retention.error !== undefined) result.failed++;
     }
     if (payload.store === undefined) {
       await ctx.reportProgress?.({ phase: 'staging', versionsDeleted: result.versionsDeleted });

@@ -13,7 +13,7 @@ import { createQueues } from '../../src/jobs/queue.js';
 import { tierJob } from '../../src/jobs/tier.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
-import { InvalidArgumentError, NotFoundError, PermissionDeniedError } from '../../src/providers/errors.js';
+import { InvalidArgumentError, NotFoundError, PermissionDeniedError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { GitProvider } from '../../src/providers/git.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import { createS3Provider } from '../../src/providers/s3.js';
@@ -218,6 +218,30 @@ describe('cleanup', () => {
     const { result } = await cleanupJob.handle({}, f.context(stores, { settings: { stagingTtlSeconds: 3600 } }));
     expect(result.stores.media?.leftoversRemoved).toBeUndefined();
     expect(result.stores.files?.leftoversRemoved).toBe(1);
+  });
+
+  it('goes on past a store whose retention fails (down): the other stores, staging and the events trim are done (session 11)', async () => {
+    const ram = new RamProvider({ maxBytes: 1024 * 1024 });
+    await ram.createVersion('doc', 'one', { message: 'one' });
+    await ram.createVersion('doc', 'two', { message: 'two' });
+    const down = interceptMethod(new RamProvider({ maxBytes: 1024 * 1024 }), 'list', () => async () => {
+      throw new ProviderUnavailableError('list "media": endpoint down');
+    });
+    const orphan = 'staging/00000000-0000-4000-8000-000000000011';
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() - 2 * 3600 * 1000);
+    await f.stagingProvider.write(orphan, 'a body whose job never ran');
+    vi.useRealTimers();
+    const stores = new Map<string, StorageProvider>([['media', down], ['mem', ram]]);
+    const { result } = await cleanupJob.handle({}, f.context(stores, { settings: { stagingTtlSeconds: 3600, versionRetentionCount: 1 } }));
+    expect(result.failed).toBe(1);
+    expect(result.stores.media).toEqual({ keys: 0, versionsDeleted: 0, error: 'list "media": endpoint down' });
+    expect(result.stores.mem).toEqual({ keys: 1, versionsDeleted: 1 });
+    expect(result.stagingRemoved).toBeGreaterThanOrEqual(1);
+    await expect(f.stagingProvider.stat(orphan)).rejects.toBeInstanceOf(NotFoundError);
+
+    // Asked for that store alone, its failure is the job's, to be retried.
+    await expect(cleanupJob.handle({ store: 'media' }, f.context(stores))).rejects.toBeInstanceOf(ProviderUnavailableError);
   });
 
   it('sweeps partial uploads a crashed process left in the staging store', async () => {
