@@ -157,11 +157,19 @@ const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'si
  */
 const cron = z.string().superRefine((pattern, ctx) => {
   const fields = pattern.trim().split(/\s+/).length;
+  let parsed: ReturnType<typeof CronExpressionParser.parse>;
   try {
     if (!pattern.trim().startsWith('@') && fields !== 5 && fields !== 6) throw new Error(`${fields} fields, expected 5 (or 6, seconds first)`);
-    CronExpressionParser.parse(pattern);
+    parsed = CronExpressionParser.parse(pattern);
   } catch (error) {
     ctx.addIssue({ code: 'custom', message: `not a cron pattern: ${(error as Error).message}` });
+    return;
+  }
+  try {
+    parsed.next();
+  } catch {
+    // `0 0 31 2,4 *` parses, but BullMQ then registers nothing, silently.
+    ctx.addIssue({ code: 'custom', message: 'never fires (no date matches it)' });
   }
 });
 

@@ -43,6 +43,7 @@ describe('config', () => {
     [{ CLEANUP_CRON: 'every hour' }, /^CLEANUP_CRON="every hour": not a cron pattern/],
     [{ CLEANUP_CRON: '0 * * *' }, /^CLEANUP_CRON="0 \* \* \*": not a cron pattern: 4 fields/],
     [{ BACKUP_CRON: '0 25 * * *' }, /^BACKUP_CRON="0 25 \* \* \*": not a cron pattern/],
+    [{ CLEANUP_CRON: '0 0 31 2,4 *' }, /^CLEANUP_CRON="0 0 31 2,4 \*": never fires/],
     [{ WAIT_TIMEOUT_MS: String(MAX_TIMER_MS + 1) }, /^WAIT_TIMEOUT_MS="2147483648": at most 2147483647 ms/],
     [{ WORKER_SHUTDOWN_TIMEOUT_MS: '3000000000' }, /^WORKER_SHUTDOWN_TIMEOUT_MS="3000000000": at most \d+ ms/],
     [{ STORES: 'docs:s3', S3_BUCKET: 'b', S3_ENDPOINT: 'minio:9000' }, /^S3_ENDPOINT="minio:9000": expected http:\/\/host:port or https:\/\/host/],

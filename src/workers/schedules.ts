@@ -50,7 +50,9 @@ export async function registerSchedules(
   const schedules = plannedSchedules(config);
   const { attempts, backoff, removeOnComplete, removeOnFail } = defaultJobOptions({ attempts: config.workers.attempts });
   for (const schedule of schedules) {
-    await queue.upsertJobScheduler(schedule.id, { pattern: schedule.cron }, { name: schedule.name, data: schedule.data, opts: { attempts, backoff, removeOnComplete, removeOnFail } });
+    const next = await queue.upsertJobScheduler(schedule.id, { pattern: schedule.cron }, { name: schedule.name, data: schedule.data, opts: { attempts, backoff, removeOnComplete, removeOnFail } });
+    // BullMQ answers nothing, and leaves a scheduler of that id as it was, for a pattern with no next time.
+    if (next === undefined) throw new Error(`maintenance schedule ${schedule.id}: "${schedule.cron}" has no next time, so it was not registered`);
   }
   const wanted = new Set(schedules.map((schedule) => schedule.id));
   for (const scheduler of await queue.getJobSchedulers()) {

@@ -10,7 +10,7 @@ import { loadConfig } from '../../src/config.js';
 import { createQueues, type JobQueues } from '../../src/jobs/queue.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
-import { plannedSchedules } from '../../src/workers/schedules.js';
+import { plannedSchedules, registerSchedules } from '../../src/workers/schedules.js';
 import { startWorkerProcess, type WorkerProcess } from '../../src/workers/process.js';
 import { TEST_REDIS_URL, redisFixture, type RedisFixture } from '../support/redis.js';
 import { quietLog } from './fixtures/pipeline.js';
@@ -80,5 +80,15 @@ describe('maintenance schedules', () => {
     } finally {
       await worker.shutdown();
     }
+  });
+
+  it('refuses a pattern with no next time rather than keep the old scheduler in silence (session 11)', async () => {
+    const worker = await start({ CLEANUP_CRON: '0 * * * *', TIER_CRON: '' });
+    await worker.shutdown();
+    expect(await schedulers()).toEqual([{ id: 'cleanup', name: 'cleanup', pattern: '0 * * * *' }]);
+    // loadConfig refuses it; a config built otherwise must not get it past BullMQ, which answers nothing for it.
+    const config = configOf({ TIER_CRON: '' });
+    const never = { ...config, maintenance: { ...config.maintenance, cleanupCron: '0 0 31 2,4 *' } };
+    await expect(registerSchedules(queues, never, quietLog)).rejects.toThrow(/cleanup: "0 0 31 2,4 \*" has no next time/);
   });
 });
