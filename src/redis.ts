@@ -63,6 +63,11 @@ export function createRedis(
   return new Redis(config.redis.url, common);
 }
 
+/** A connection that did not become ready (`whenReady`): the API answers it 503, as any Redis outage. */
+export class RedisNotReadyError extends Error {
+  override readonly name = 'RedisNotReadyError';
+}
+
 /**
  * Resolves once the connection answers. Producer connections have no offline queue: a command sent before
  * `ready` fails, so whoever builds one waits here first.
@@ -76,7 +81,7 @@ export async function whenReady(connection: RedisConnection, timeoutMs = 10_000)
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       cleanup();
-      reject(new Error(`Redis did not answer within ${timeoutMs} ms`));
+      reject(new RedisNotReadyError(`Redis did not answer within ${timeoutMs} ms`));
     }, timeoutMs);
     const onReady = () => {
       cleanup();
@@ -84,7 +89,7 @@ export async function whenReady(connection: RedisConnection, timeoutMs = 10_000)
     };
     const onEnd = () => {
       cleanup();
-      reject(new Error('Redis connection closed before it was ready'));
+      reject(new RedisNotReadyError('Redis connection closed before it was ready'));
     };
     const cleanup = () => {
       clearTimeout(timer);

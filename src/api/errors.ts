@@ -6,6 +6,7 @@
 import type { Context } from 'hono';
 import { ZodError } from 'zod';
 import { errorTable, isStorageError, type ErrorCode } from '../providers/errors.js';
+import { RedisNotReadyError } from '../redis.js';
 
 /** Errors of the HTTP layer itself, beside the contract's codes. */
 export type ApiErrorCode =
@@ -62,7 +63,7 @@ export function requireRedisReady(redis: { status: string }): void {
 const REDIS_DOWN = /ECONNREFUSED|Connection is closed|Stream isn't writeable|MaxRetriesPerRequest|ETIMEDOUT|Reached the max retries/;
 
 export function isRedisDown(error: unknown): boolean {
-  return error instanceof Error && (error.name === 'MaxRetriesPerRequestError' || REDIS_DOWN.test(error.message));
+  return error instanceof Error && (error.name === 'MaxRetriesPerRequestError' || error instanceof RedisNotReadyError || REDIS_DOWN.test(error.message));
 }
 
 export function toApiError(error: unknown): ApiError {

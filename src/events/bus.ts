@@ -134,6 +134,11 @@ const MAX_BATCH = 128;
 /** Events read per page when a reconnected subscriber catches up. */
 const CATCH_UP_PAGE = 500;
 const CATCH_UP_RETRY_MS = 1_000;
+/**
+ * How long the first subscription waits for its own connection: an SSE request waits as long, then gets 503 and
+ * retries (a Redis at maxclients takes no new connection while the others still work).
+ */
+const SUBSCRIBER_READY_TIMEOUT_MS = 5_000;
 
 type EmitCommand = (numKeys: number, ...args: string[]) => Promise<string[]>;
 
@@ -372,7 +377,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
         if (from === channel) onMessage(message);
       });
       // A producer connection has no offline queue: SUBSCRIBE before `ready` would fail.
-      subscribed = whenReady(connection).then(async () => {
+      subscribed = whenReady(connection, SUBSCRIBER_READY_TIMEOUT_MS).then(async () => {
         // Read before subscribing: every later event then comes live or, after a reconnect, from the stream.
         const [last] = (await redis.xrevrange(streamKey, '+', '-', 'COUNT', 1)) as [string, string[]][];
         lastId = last?.[0] ?? '0-0';

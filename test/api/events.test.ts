@@ -245,3 +245,39 @@ describe('GET /v1/events (SSE)', () => {
     expect(service.deps.bus.listenerCount()).toBe(before);
   });
 });
+
+describe('GET /v1/events while Redis takes no new connection', () => {
+  it('answers 503 with Retry-After, not 500, when its subscriber connection cannot open (maxclients) (session 11)', async () => {
+    // A proxy in front of Redis that, once told, answers new connections as a Redis at maxclients does; the web
+    // process's own connection keeps working, so only the subscriber's fails.
+    let refuseNew = false;
+    const proxy = net.createServer((client) => {
+      if (refuseNew) return void client.end('-ERR max number of clients reached\r\n');
+      const upstream = net.connect(6379, '127.0.0.1');
+      client.pipe(upstream).pipe(client);
+      const end = () => (client.destroy(), upstream.destroy());
+      for (const socket of [client, upstream]) socket.on('error', end).on('close', end);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const full = await startTestService('api-events-maxclients', { REDIS_URL: `redis://127.0.0.1:${(proxy.address() as net.AddressInfo).port}` }, { worker: false });
+    try {
+      refuseNew = true;
+      expect(await full.deps.redis.ping()).toBe('PONG');
+      const started = Date.now();
+      const response = await full.app.request('/v1/events');
+      expect(response.status).toBe(503);
+      expect(response.headers.get('retry-after')).toBe('5');
+      expect(((await response.json()) as { error: { code: string } }).error.code).toBe('SERVICE_UNAVAILABLE');
+      expect(Date.now() - started).toBeLessThan(9_000);
+      expect(full.deps.bus.listenerCount()).toBe(0);
+      refuseNew = false;
+      const again = await full.app.request('/v1/events');
+      expect(again.status).toBe(200);
+      await again.body?.cancel();
+    } finally {
+      refuseNew = false;
+      await full.close();
+      proxy.close();
+    }
+  }, 30_000);
+});
