@@ -48,7 +48,6 @@
  * as its budget. Two tiers on the same bucket and prefix (or repository) are refused at start.
  */
 import { randomUUID } from 'node:crypto';
-import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { Cluster, Redis } from 'ioredis';
 import { ConfigError, loadConfig, storeConfig, storeEnvPrefix, type Config, type StoreKind, type StoreSettings } from '../config.js';
@@ -65,8 +64,8 @@ import { createRedisHotChannel, type HotChannel, type HotMessage, type TieringPl
 import { PendingBackups, type MutationEnd, type PendingEntry } from './hybrid-pending.js';
 import { VersionMap } from './hybrid-versions.js';
 import { compareKeys, validateKey } from './keys.js';
+import { overlaps, storeLocation } from './store-location.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from './object-info.js';
-import { normalizeS3Prefix } from './s3.js';
 import type {
   Body,
   Capabilities,
@@ -963,7 +962,12 @@ export interface HybridStoreDeps {
 /** Builds one tier: `createProvider` of index.ts, passed in so that this module does not import the factory table. */
 export type TierFactory = (settings: StoreSettings, deps: { redis?: Redis | Cluster; log?: Logger }) => Promise<StorageProvider>;
 
-type TierRole = 'hot' | 'cold' | 'backup';
+export type TierRole = 'hot' | 'cold' | 'backup';
+
+/** The provider kind of each of a hybrid store's tiers (`HYBRID_HOT`, `HYBRID_COLD`, `HYBRID_BACKUP`). */
+export function tierKinds(settings: StoreSettings): Record<TierRole, StoreKind> {
+  return { hot: settings.HYBRID_HOT, cold: settings.HYBRID_COLD, backup: settings.HYBRID_BACKUP };
+}
 
 /** `<store>--<role>`'s settings: its own prefix, else the hybrid store's, else the global ones. */
 export function tierSettings(settings: StoreSettings, role: TierRole, kind: StoreKind, config?: HybridStoreDeps['config']): StoreSettings {
@@ -977,44 +981,11 @@ export function tierSettings(settings: StoreSettings, role: TierRole, kind: Stor
   return storeConfig({ env: inherited, storageRootDir: settings.rootDir }, { name, kind });
 }
 
-/**
- * Where a tier keeps its data, for refusing two tiers that would share it: a place (a bucket, a filesystem) and a
- * path in it, as the provider will use them. Undefined for in-process tiers.
- */
-interface TierLocation {
-  description: string;
-  place: string;
-  /** Ends with a separator, so that one location within another is a prefix of it. */
-  within: string;
-}
-
-function tierLocation(settings: StoreSettings): TierLocation | undefined {
-  switch (settings.kind) {
-    case 's3': {
-      const prefix = normalizeS3Prefix(settings.S3_PREFIX);
-      const place = `s3 bucket "${settings.S3_BUCKET ?? ''}" at ${settings.S3_ENDPOINT ?? 'AWS'}`;
-      return { description: `${place} prefix "${prefix}"`, place, within: prefix };
-    }
-    case 'git':
-    case 'disk': {
-      const dir = path.resolve(settings.kind === 'git' ? (settings.GIT_REPO_PATH ?? path.join(settings.rootDir, 'git', settings.name)) : path.join(settings.rootDir, settings.name));
-      return { description: `${settings.kind === 'git' ? 'git repository' : 'directory'} ${dir}`, place: 'the filesystem', within: `${dir}${path.sep}` };
-    }
-    default:
-      return undefined;
-  }
-}
-
-/** Whether the tiers at `a` and `b` would read or write each other's data: the same place, one path within the other. */
-function overlaps(a: TierLocation, b: TierLocation): boolean {
-  return a.place === b.place && (a.within.startsWith(b.within) || b.within.startsWith(a.within));
-}
-
 export async function openHybridStore(settings: StoreSettings, deps: HybridStoreDeps, createTier: TierFactory): Promise<HybridProvider> {
   const store = settings.name;
   if (deps.redis === undefined) throw new ConfigError(`store "${store}": a hybrid store needs Redis (read counts and hot-tier invalidation)`);
   const config = deps.config ?? loadConfig({});
-  const kinds: Record<TierRole, StoreKind> = { hot: settings.HYBRID_HOT, cold: settings.HYBRID_COLD, backup: settings.HYBRID_BACKUP };
+  const kinds = tierKinds(settings);
   const roles = Object.keys(kinds) as TierRole[];
   const tiers = new Map<TierRole, StoreSettings>();
   for (const role of roles) {
@@ -1024,9 +995,9 @@ export async function openHybridStore(settings: StoreSettings, deps: HybridStore
       throw new ConfigError(`store "${store}": its ${role} tier is the store "${tier.name}", and STORES names another store so`);
     }
     if (role === 'hot' && tier.kind === 'ram') tier.RAM_MAX_BYTES = config.tiering.hotMaxBytes;
-    const location = tierLocation(tier);
+    const location = storeLocation(tier);
     for (const [otherRole, other] of tiers) {
-      const otherLocation = tierLocation(other);
+      const otherLocation = storeLocation(other);
       if (location === undefined || otherLocation === undefined || !overlaps(location, otherLocation)) continue;
       throw new ConfigError(
         `store "${store}": the ${otherRole} tier (${otherLocation.description}) and the ${role} tier (${location.description}) would share data; give one its own place (e.g. ${storeEnvPrefix(tier.name)}S3_BUCKET, ${storeEnvPrefix(tier.name)}S3_PREFIX or ${storeEnvPrefix(tier.name)}GIT_REPO_PATH)`,

@@ -5,14 +5,15 @@
  */
 import path from 'node:path';
 import type { Redis, Cluster } from 'ioredis';
-import { storeConfig, type Config, type StoreKind, type StoreSettings } from '../config.js';
+import { ConfigError, storeConfig, type Config, type StoreKind, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
 import { DiskProvider } from './disk.js';
 import { openGitStore } from './git.js';
-import { openHybridStore, type HybridStoreDeps } from './hybrid.js';
+import { openHybridStore, tierKinds, tierSettings, type HybridStoreDeps, type TierRole } from './hybrid.js';
 import { withMetrics, type Observation } from './metrics.js';
 import { RamProvider } from './ram.js';
 import { createS3ProviderFromSettings } from './s3.js';
+import { overlaps, storeLocation, type StoreLocation } from './store-location.js';
 import type { StorageProvider } from './types.js';
 
 export interface StoreDeps {
@@ -46,10 +47,35 @@ export async function createProvider(settings: StoreSettings, deps: StoreDeps = 
   return factory(settings, deps);
 }
 
+/** The settings of what keeps a store's data: the store itself, or a hybrid store's tiers. */
+function dataHolders(settings: StoreSettings, config: Config): StoreSettings[] {
+  if (settings.kind !== 'hybrid') return [settings];
+  return Object.entries(tierKinds(settings)).map(([role, kind]) => tierSettings(settings, role as TierRole, kind, config));
+}
+
+/** Refuses two stores that would share data (`store-location.ts`); a hybrid store checks its own tiers at open. */
+function refuseSharedLocations(config: Config): void {
+  const taken: { store: string; location: StoreLocation }[] = [];
+  for (const store of config.stores) {
+    for (const holder of dataHolders(storeConfig(config, store), config)) {
+      const location = storeLocation(holder);
+      if (location === undefined) continue;
+      const other = taken.find((entry) => entry.store !== store.name && overlaps(entry.location, location));
+      if (other !== undefined) {
+        throw new ConfigError(
+          `stores "${other.store}" (${other.location.description}) and "${store.name}" (${location.description}) would share data; give one its own place (its own bucket, S3_PREFIX, GIT_REPO_PATH or name)`,
+        );
+      }
+      taken.push({ store: store.name, location });
+    }
+  }
+}
+
 /**
  * Builds every store of `config.stores`, each wrapped in the metrics layer; on failure closes the ones already open.
  */
 export async function createStores(config: Config, deps: StoreDeps = {}): Promise<Map<string, StorageProvider>> {
+  refuseSharedLocations(config);
   const stores = new Map<string, StorageProvider>();
   try {
     for (const store of config.stores) {
