@@ -97,7 +97,10 @@ const apiTokens = list.superRefine((tokens, ctx) => {
       ? 'is the placeholder from .env.example (contains "change-me"): set a long random token, e.g. from `openssl rand -hex 32`'
       : token.length < MIN_TOKEN_LENGTH
         ? `is shorter than ${MIN_TOKEN_LENGTH} characters`
-        : undefined;
+        : // `Bearer <token>` ends at a space, and a header carries bytes: such a token could never be sent.
+          !/^[\x21-\x7e]+$/.test(token)
+          ? 'has a space or a character outside printable ASCII, which an Authorization: Bearer header cannot carry'
+          : undefined;
     if (why !== undefined) ctx.addIssue({ code: 'custom', message: `entry ${index + 1} ${why}` });
   });
 });
@@ -105,7 +108,8 @@ const apiTokens = list.superRefine((tokens, ctx) => {
 const clusterNodes = list.transform((nodes, ctx) => {
   const parsed: { host: string; port: number }[] = [];
   for (const [index, node] of nodes.entries()) {
-    const match = /^(.+):(\d+)$/.exec(node);
+    // An IPv6 address in brackets (`[::1]:7000`): ioredis takes the address without them.
+    const match = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(node) ?? /^([^[\]]+):(\d+)$/.exec(node);
     if (!match) {
       ctx.addIssue({ code: 'custom', message: `entry ${index + 1} "${node}" is not host:port` });
       return z.NEVER;
@@ -255,7 +259,8 @@ const storeSchema = z.object({
   GIT_USER_EMAIL: nonBlank.default('kyozo@localhost'),
   GIT_LOCK: z.enum(['local', 'redis']).default('local'),
   S3_BUCKET: nonBlank.optional(),
-  S3_PREFIX: z.string().default(''),
+  // Empty is no prefix; spaces around one would silently move the data, as for the names refused by `nonBlank`.
+  S3_PREFIX: z.string().refine((value) => value.trim() === value, 'must not start or end with spaces').default(''),
   AWS_REGION: nonBlank.default('us-east-1'),
   S3_ENDPOINT: httpEndpoint.optional(),
   // Presigned URLs name this endpoint instead of S3_ENDPOINT (which may be reachable only inside the service's network).
@@ -294,13 +299,16 @@ export interface Config {
   env: Readonly<Record<string, string | undefined>>;
 }
 
-/** Variables that are secrets: errors name them, not their values. */
-const SECRET_VARIABLE = /SECRET|TOKEN|PASSWORD/;
+/**
+ * Variables that are secrets: errors name them, not their values. Webhook URLs count: a receiver's secret is often
+ * in its path (errors name the entry by its number).
+ */
+const SECRET_VARIABLE = /SECRET|TOKEN|PASSWORD|WEBHOOK_URLS/;
 
-/** A value as a config error shows it: a secret not at all, the `user:password@` of a URL masked. */
+/** A value as a config error shows it: a secret not at all, the `user:password@` of a URL masked (to its last `@`). */
 function shownValue(name: string, value: string | undefined): string {
   if (SECRET_VARIABLE.test(name)) return '(value not shown)';
-  return JSON.stringify((value ?? '').replace(/\/\/[^/@\s]*@/g, '//***@'));
+  return JSON.stringify((value ?? '').replace(/\/\/[^\s]*@/g, '//***@'));
 }
 
 function parse<S extends z.ZodType>(
