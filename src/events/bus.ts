@@ -101,32 +101,45 @@ export interface EventBusOptions {
  * Appends a batch of events, publishes them as one JSON array, and honours once-markers. KEYS[1] is the stream,
  * KEYS[2..] the marker hashes. ARGV: maxlen, channel, then per event: type, envelope JSON without id (it starts
  * with '{'), index of its marker in KEYS ('0' = none), marker field, a count n, and n field/value pairs set with the
- * marker (in the same HSET). Returns one id per event, '' for an event skipped because its marker was set.
+ * marker (in the same HSET). Returns one answer per event: its id, '' when skipped because its marker was set, or
+ * '!' and the error. Each event stands alone (`pcall`): a Redis error on one (a marker key of another type) would
+ * otherwise end the script after the earlier events were appended but before they were published, their emits
+ * rejected and their markers set — never delivered live, nor emitted again.
  */
 const EMIT_SCRIPT = `
 local published = {}
-local ids = {}
+local answers = {}
 local base = 3
+local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
 while base <= #ARGV do
   local marker = tonumber(ARGV[base + 2])
   local first = base + 5
   local last = first + 2 * tonumber(ARGV[base + 4]) - 1
   local previous = false
-  if marker > 0 then previous = redis.call('HGET', KEYS[marker], ARGV[base + 3]) end
-  if previous then
-    ids[#ids + 1] = ''
+  if marker > 0 then previous = redis.pcall('HGET', KEYS[marker], ARGV[base + 3]) end
+  local answer
+  if failed(previous) then
+    answer = '!' .. previous.err
+  elseif previous then
+    answer = ''
   else
-    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[base], 'e', ARGV[base + 1])
-    if marker > 0 and redis.call('EXISTS', KEYS[marker]) == 1 then
-      redis.call('HSET', KEYS[marker], ARGV[base + 3], id, unpack(ARGV, first, last))
+    local id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[base], 'e', ARGV[base + 1])
+    if failed(id) then
+      answer = '!' .. id.err
+    else
+      answer = id
+      -- The HGET above found a hash (or nothing): this HSET cannot fail on the key's type.
+      if marker > 0 and redis.call('EXISTS', KEYS[marker]) == 1 then
+        redis.call('HSET', KEYS[marker], ARGV[base + 3], id, unpack(ARGV, first, last))
+      end
+      published[#published + 1] = '{"id":"' .. id .. '",' .. string.sub(ARGV[base + 1], 2)
     end
-    published[#published + 1] = '{"id":"' .. id .. '",' .. string.sub(ARGV[base + 1], 2)
-    ids[#ids + 1] = id
   end
+  answers[#answers + 1] = answer
   base = last + 1
 end
 if #published > 0 then redis.call('PUBLISH', ARGV[2], '[' .. table.concat(published, ',') .. ']') end
-return ids
+return answers
 `;
 
 /** Events emitted in the same turn of the event loop share one script call, up to this many. */
@@ -330,10 +343,11 @@ export function createEventBus(options: EventBusOptions): EventBus {
     try {
       const reply = emitScript(keys.length, ...keys, ...args);
       for (const item of batch) item.onWritten?.();
-      const ids = await reply;
+      const answers = await reply;
       batch.forEach((item, i) => {
-        const id = ids[i];
-        item.resolve(id ? ({ id, ...item.body } as EventEnvelope) : undefined);
+        const answer = answers[i] ?? '';
+        if (answer.startsWith('!')) item.reject(new Error(`events: ${answer.slice(1)}`));
+        else item.resolve(answer ? ({ id: answer, ...item.body } as EventEnvelope) : undefined);
       });
     } catch (error) {
       for (const item of batch) item.reject(error);

@@ -91,6 +91,28 @@ describe('events bus', () => {
     await unsubscribe();
   });
 
+  it('an event of a batch that Redis refuses fails alone: the others are appended, published and resolved (session 11)', async () => {
+    const received: EventEnvelope[] = [];
+    const unsubscribe = await bus.subscribe('*', (event) => received.push(event));
+    const notAHash = `${redis.prefix}:objects:not-a-hash`;
+    await redis.producer.set(notAHash, 'x');
+    // One turn of the event loop: one script call for the three.
+    const [before, refused, after] = await Promise.allSettled([
+      bus.emit({ type: 'object.written', jobId: 'batch-before', data: {} }),
+      bus.emit({ type: 'object.written', jobId: 'batch-refused', data: {} }, { once: { key: notAHash, field: 'kyozoEvent' } }),
+      bus.emit({ type: 'object.written', jobId: 'batch-after', data: {} }),
+    ]);
+    expect(before.status).toBe('fulfilled');
+    expect(after.status).toBe('fulfilled');
+    expect(refused.status).toBe('rejected');
+    expect(String((refused as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
+    await waitFor(() => received.some((event) => event.jobId === 'batch-after'));
+    expect(received.map((event) => event.jobId).filter((id) => id?.startsWith('batch-'))).toEqual(['batch-before', 'batch-after']);
+    const history = (await bus.readSince(undefined, '*', 10_000)).filter((event) => event.jobId?.startsWith('batch-'));
+    expect(history.map((event) => event.jobId)).toEqual(['batch-before', 'batch-after']);
+    await unsubscribe();
+  });
+
   it('caps the stream near EVENTS_MAXLEN', async () => {
     for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 50 }, (_, j) => bus.emit({ type: 'object.deleted', key: `k${i}-${j}`, data: {} })));
     const length = await (redis.producer as Redis).xlen(bus.streamKey);
