@@ -193,6 +193,18 @@ describe('GET /v1/events (SSE)', () => {
     expect(events.map((event) => event.id)).toContain(duringSetup); // with whatever else was emitted since it subscribed
   });
 
+  it('a replay that fails ends the stream without telling the client the internal error (session 11)', async () => {
+    const bus = service.deps.bus;
+    const since = (await bus.emit({ type: 'object.written', store: 'mem', key: 'replay/failing', data: {} }))!.id;
+    const failing = { ...bus, readSince: async () => Promise.reject(new Error('internal detail: ECONNRESET 10.0.0.3:6379')) };
+    const response = await createApp({ ...service.deps, bus: failing }).request('/v1/events', { headers: { 'Last-Event-ID': since } });
+    expect(response.status).toBe(200);
+    const text = await response.text(); // the stream ends by itself
+    expect(text).not.toContain('internal detail');
+    expect(text).not.toMatch(/^event: error$/m);
+    expect(service.deps.bus.listenerCount()).toBe(0);
+  });
+
   it('tells a client resuming from an id the stream has trimmed away that it missed events, then replays what is left', async () => {
     const first = (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'trimmed/0', data: {} }))!;
     for (let i = 1; i <= 20; i++) await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `trimmed/${i}`, data: {} });

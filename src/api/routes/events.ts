@@ -101,7 +101,6 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
 
   // Once streaming, a failure (Redis lost during a replay) can only end the stream: the client resumes from
   // Last-Event-ID.
-  const ended = async (error: Error) => void deps.log.warn({ err: error }, 'events: stream ended by an error');
   // Resumed from an id the stream is past, or that is ahead of it (not this stream's, or the largest there is).
   // Read before the stream exists: should it fail (Redis lost), the subscription made above is dropped again.
   const bounds = since === undefined ? { trimmed: false } : await deps.bus.bounds().catch(async (error: unknown) => {
@@ -169,10 +168,14 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
       };
       later(() => stream.write(': connected\n\n'));
       await finished;
+    } catch (error) {
+      // Logged here, not handed to Hono, which would send its message to the client as an `error` event: the stream
+      // just ends, and the client resumes from its Last-Event-ID.
+      deps.log.warn({ err: error }, 'events: stream ended by an error');
     } finally {
       clearInterval(heartbeat);
       release();
       await unsubscribe();
     }
-  }, ended);
+  });
 }
