@@ -54,6 +54,20 @@ export interface JobLock {
   durationMs: number;
 }
 
+/**
+ * Throws `LockLostError` unless `lock` still holds the job, with time left for a commit (extended when it has less
+ * than the margin). BullMQ set it for the lock duration when the job was taken, no earlier than `processedOn` (this
+ * process's clock, read before the request went out), and only extends it: until then, less the margin, it cannot
+ * have lapsed and no Redis call is needed — the common case.
+ */
+export async function holdLock(connection: RedisConnection, hashKey: string, job: Pick<Job, 'id' | 'processedOn'>, lock: JobLock | undefined): Promise<void> {
+  if (lock === undefined) return;
+  const margin = lock.durationMs * FENCE_MARGIN_SHARE;
+  if (Date.now() < (job.processedOn ?? 0) + lock.durationMs - margin) return;
+  const held = await connection.eval(HOLD_LOCK, 1, `${hashKey}:lock`, lock.token, Math.ceil(margin), lock.durationMs);
+  if (Number(held) !== 1) throw new LockLostError(`job ${job.id} is no longer this run's: its lock lapsed, and another run may have it`);
+}
+
 /** A journal in the job's own hash: it lives and goes with the job. */
 class JobHashJournal implements JobJournal {
   constructor(
@@ -88,20 +102,8 @@ export class WorkerJobContext implements JobContext {
     this.job = { id: id!, name, timestamp, attemptsStarted, progress };
   }
 
-  /**
-   * The job's lock is still this run's, with time left for the commit (extended when it has less than the margin).
-   * BullMQ set it for the lock duration when the job was taken, no earlier than `processedOn` (this process's clock,
-   * read before the request went out), and only extends it: until then, less the margin, it cannot have lapsed and no
-   * Redis call is needed — the common case.
-   */
-  readonly fence = async (): Promise<void> => {
-    const lock = this.lock;
-    if (lock === undefined) return;
-    const margin = lock.durationMs * FENCE_MARGIN_SHARE;
-    if (Date.now() < (this.bullJob.processedOn ?? 0) + lock.durationMs - margin) return;
-    const held = await this.deps.connection.eval(HOLD_LOCK, 1, `${this.hashKey}:lock`, lock.token, Math.ceil(margin), lock.durationMs);
-    if (Number(held) !== 1) throw new LockLostError(`job ${this.job.id} is no longer this run's: its lock lapsed, and another run may have it`);
-  };
+  /** The job's lock is still this run's (`holdLock`). */
+  readonly fence = (): Promise<void> => holdLock(this.deps.connection, this.hashKey, this.bullJob, this.lock);
 
   get stores(): ReadonlyMap<string, StorageProvider> {
     return this.deps.stores;

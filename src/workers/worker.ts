@@ -30,7 +30,7 @@ import type { Logger } from '../log.js';
 import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
-import { APPLIED_MARKER, LockLostError, WorkerJobContext, type JobContextDeps } from './job-context.js';
+import { APPLIED_MARKER, holdLock, LockLostError, WorkerJobContext, type JobContextDeps, type JobLock } from './job-context.js';
 import { closeWorkers } from './close-workers.js';
 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
@@ -214,7 +214,17 @@ export function createWorkers(options: WorkersOptions): Workers {
   const start = (queue: QueueName): Worker => {
     const family = { ...options, ...options.families?.[queue] };
     const lockDurationMs = family.lockDurationMs ?? DEFAULT_LOCK_MS;
+    /** The `LockLostError` of a run whose lock lapsed, else undefined (also when Redis cannot tell: its outcome is then refused anyway). */
+    const lockLost = async (job: Job, lock: JobLock | undefined): Promise<LockLostError | undefined> => {
+      try {
+        await holdLock(options.connection, worker.toKey(job.id!), job, lock);
+        return undefined;
+      } catch (error) {
+        return error instanceof LockLostError ? error : undefined;
+      }
+    };
     const run = async (job: Job, token?: string, signal?: AbortSignal) => {
+      const lock = token === undefined ? undefined : { token, durationMs: lockDurationMs };
       try {
         const definition = jobDefinition(job.name);
         if (definition === undefined) throw new InvalidArgumentError(`no job type named "${job.name}"`);
@@ -224,7 +234,6 @@ export function createWorkers(options: WorkersOptions): Workers {
           const earlier = await earlierResult(bus, worker.toKey(jobId));
           if (earlier !== undefined) return earlier.result;
         }
-        const lock = token === undefined ? undefined : { token, durationMs: lockDurationMs };
         const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, signal, lock);
         const { result, event } = await definition.handle(payload, ctx);
         // The content is written: the job kept for the retention window need not hold it. A rerun (retried from the
@@ -234,10 +243,13 @@ export function createWorkers(options: WorkersOptions): Workers {
         await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER, alsoSet }, log);
         return result;
       } catch (error) {
-        if (error instanceof LockLostError) {
+        // A run that failed after its lock lapsed (stalled, then an error before any commit) must not report its
+        // failure either: another run may have completed the job meanwhile.
+        const lost = error instanceof LockLostError ? error : await lockLost(job, lock);
+        if (lost !== undefined) {
           // Another run has the job now: this one neither fails it nor emits anything (BullMQ refuses its outcome).
-          log.warn({ queue, jobId: job.id, err: error }, 'job run abandoned before its commit: it lost its lock');
-          throw error;
+          log.warn({ queue, jobId: job.id, err: lost, failure: lost === error ? undefined : error }, 'job run abandoned: it lost its lock');
+          throw lost;
         }
         if (
           isStorageError(error) &&

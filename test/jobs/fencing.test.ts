@@ -3,7 +3,12 @@
  * store call, its lock lapses, BullMQ hands the job to another run which completes it, a newer write of the key lands
  * — then the stalled run wakes up. Without the fence it would overwrite the newer content with its older one.
  */
+import { mkdtemp } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DiskProvider } from '../../src/providers/disk.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { interceptMethod } from '../support/intercept.js';
@@ -106,5 +111,46 @@ describe('fencing a run that still holds its lock, with little of it left', () =
     await p.waitForJobState(jobId, 'completed');
     expect((await p.queues.getJob(jobId))?.attemptsStarted).toBe(1);
     expect((await ram.stat('low')).etag).toBe(inlineBody('still mine').etag);
+  });
+});
+
+describe('a run that lost its lock and then fails (session 11)', () => {
+  let p: Pipeline | undefined;
+  let stalled: (() => void) | undefined;
+
+  afterAll(async () => {
+    stalled?.();
+    await p?.close();
+  });
+
+  it('reports nothing: no job.failed for a job another run completed', async () => {
+    const ram = new RamProvider({ maxBytes: 1024 * 1024 });
+    const staged = new DiskProvider({ root: await mkdtemp(path.join(os.tmpdir(), 'kyozo-fencing-staging-')), fsync: false });
+    let stallNext = false;
+    // The staged body's first read freezes the process past the lock, then waits: the run stalls before any commit.
+    const staging: StorageProvider = interceptMethod(staged, 'read', (read) => async (key, opts) => {
+      if (stallNext) {
+        stallNext = false;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, LOCK_MS * 1.5);
+        await new Promise<void>((resolve) => (stalled = resolve));
+      }
+      return read(key, opts);
+    });
+    p = await startPipeline('fencing-failed', { stores: new Map([['main', ram as StorageProvider]]), stagingProvider: staging, inlineMax: 4 });
+    await p.startWorkers({ concurrency: 2, lockDurationMs: LOCK_MS, stalledIntervalMs: 300 });
+    const body = await p.staging.stageBody(Readable.from([Buffer.from('older content, staged')]));
+    stallNext = true;
+    const { jobId: first } = await p.queues.enqueue('write', { store: 'main', key: 'k', body });
+    await waitFor(() => stalled !== undefined, { what: 'the first run stalled reading its body' });
+    await p.waitForJobState(first, 'completed'); // another run took the job over, wrote it and released the body
+    const { jobId: second } = await p.queues.enqueue('write', { store: 'main', key: 'k', body: inlineBody('newer') });
+    await p.waitForJobState(second, 'completed');
+
+    // The stalled run wakes: its body is gone and the key holds other content, a NOT_FOUND it must not report.
+    stalled!();
+    await new Promise((resolve) => setTimeout(resolve, LOCK_MS * 1.5));
+    expect(await (await p.queues.getJob(first))?.getState()).toBe('completed');
+    expect((await p.eventsOf(first)).map((event) => event.type)).toEqual(['object.written']);
+    expect((await ram.stat('k')).etag).toBe(inlineBody('newer').etag);
   });
 });
