@@ -126,14 +126,16 @@ const clusterNodes = list.transform((nodes, ctx) => {
 /**
  * Webhook receivers: http(s) URLs without credentials (fetch refuses a URL with `user:password@`, so every delivery
  * would fail, and the password would sit in each failure). A comma inside a URL must be sent as `%2C`. Two spellings
- * of one URL (`https://Host/x`, `https://host:443/x`) are refused: each would get every event, as its own receiver
+ * of one URL (`https://Host/x`, `https://host:443/x`, `https://host/x#a`: a fragment is never sent) are refused: each would get every event, as its own receiver
  * (a repeated entry, spelled the same, is one).
  */
 const webhookUrls = list.superRefine((urls, ctx) => {
   const spellings = new Map<string, { entry: string; index: number }>();
   urls.forEach((entry, index) => {
     if (!URL.canParse(entry)) return;
-    const href = new URL(entry).href;
+    const url = new URL(entry);
+    url.hash = ''; // never sent
+    const href = url.href;
     const first = spellings.get(href);
     if (first === undefined) spellings.set(href, { entry, index });
     else if (first.entry !== entry) ctx.addIssue({ code: 'custom', message: `entries ${first.index + 1} and ${index + 1} are one URL spelled two ways: keep one` });
@@ -308,7 +310,7 @@ const SECRET_VARIABLE = /SECRET|TOKEN|PASSWORD|WEBHOOK_URLS/;
 /** A value as a config error shows it: a secret not at all, the `user:password@` of a URL masked (to its last `@`). */
 function shownValue(name: string, value: string | undefined): string {
   if (SECRET_VARIABLE.test(name)) return '(value not shown)';
-  return JSON.stringify((value ?? '').replace(/\/\/[^\s]*@/g, '//***@'));
+  return JSON.stringify((value ?? '').replace(/\/\/.*@/g, '//***@'));
 }
 
 function parse<S extends z.ZodType>(

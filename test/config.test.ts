@@ -51,6 +51,7 @@ describe('config', () => {
     [{ STORES: 'docs:s3', S3_BUCKET: 'b', DOCS_S3_PREFIX: '   ' }, /^DOCS_S3_PREFIX="   ": must not start or end with spaces/],
     [{ WEBHOOK_URLS: 'https://hooks.example/T0AAA/XyZsEcReT,hooks.example.com/x' }, /^WEBHOOK_URLS=\(value not shown\): entry 2 is not a URL/],
     [{ REDIS_URL: 'redis://default:Sup3r/Secret@redis.internal:0' }, /^REDIS_URL="redis:\/\/\*\*\*@redis.internal:0": expected/],
+    [{ REDIS_URL: 'redis://user:hunter2 secret@redis:0' }, /^REDIS_URL="redis:\/\/\*\*\*@redis:0": expected/],
     [{ WAIT_TIMEOUT_MS: String(MAX_TIMER_MS + 1) }, /^WAIT_TIMEOUT_MS="2147483648": at most 2147483647 ms/],
     [{ WORKER_SHUTDOWN_TIMEOUT_MS: '3000000000' }, /^WORKER_SHUTDOWN_TIMEOUT_MS="3000000000": at most \d+ ms/],
     [{ STORES: 'docs:s3', S3_BUCKET: 'b', S3_ENDPOINT: 'minio:9000' }, /^S3_ENDPOINT="minio:9000": expected http:\/\/host:port or https:\/\/host/],
@@ -122,6 +123,7 @@ describe('config', () => {
   it('refuses one webhook URL spelled two ways, which would get every event twice; a repeated entry is one (session 11)', () => {
     expect(() => loadConfig({ WEBHOOK_URLS: 'https://Hooks.example/in,https://hooks.example:443/in' })).toThrow(/entries 1 and 2 are one URL spelled two ways/);
     expect(() => loadConfig({ WEBHOOK_URLS: 'http://a.example/x,https://hooks.example,HTTPS://hooks.example/' })).toThrow(/entries 2 and 3/);
+    expect(() => loadConfig({ WEBHOOK_URLS: 'https://hooks.example/x,https://hooks.example/x#a' })).toThrow(/entries 1 and 2 are one URL/); // a fragment is never sent
     expect(loadConfig({ WEBHOOK_URLS: 'https://hooks.example/in,https://hooks.example/in' }).events.webhookUrls).toEqual([
       'https://hooks.example/in',
       'https://hooks.example/in',
