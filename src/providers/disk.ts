@@ -215,16 +215,20 @@ async function probeWritable(tree: Tree): Promise<void> {
 }
 
 /**
- * objects/ and versions/ must be the root's own directories, not symlinks: stats and health walk them from the top,
- * where no key's path is checked, and would follow one out of the store. Either may be replaced while the store is
- * in use, so those calls check again.
+ * The store's top directories as it made them: objects/ and versions/ the root's own directories, not symlinks
+ * (stats and health walk them from the top, where no key's path is checked, and would follow one out of the store),
+ * and all three there. Gone from under a running store (a volume unmounted, a directory removed), they are not an
+ * empty store: a miss would be answered NOT_FOUND, a listing empty, and the next write would make the tree again on
+ * the disk below the mount point. Checked by stats and health, and by every lookup that misses (`isReal`).
  */
 async function requireOwnDirectories(tree: Tree): Promise<void> {
-  for (const dir of [tree.objects, tree.versions]) {
-    if ((await lstat(dir).catch(ignoreMissing))?.isDirectory() === false) {
-      const name = path.basename(dir);
-      throw new PermissionDeniedError(`the store's ${name}/ is not a directory of its own (a symlink?), which the store does not follow`);
+  for (const dir of [tree.root, tree.objects, tree.versions]) {
+    const stats = await lstat(dir).catch(ignoreMissing);
+    const name = dir === tree.root ? 'directory' : `${path.basename(dir)}/`;
+    if (stats === undefined || (dir === tree.root && !stats.isDirectory())) {
+      throw new ProviderUnavailableError(`the store's ${name} is gone (a volume no longer mounted?): not taken for an empty store`);
     }
+    if (!stats.isDirectory()) throw new PermissionDeniedError(`the store's ${name} is not a directory of its own (a symlink?), which the store does not follow`);
   }
 }
 
@@ -650,16 +654,18 @@ export class DiskProvider implements StorageProvider {
   }
 
   /**
-   * True when `file` exists and its real path is the one built from the key; false when it does not exist.
-   * Anything else means a symlink (or `..` trick) below the root.
+   * True when `file` exists and its real path is the one built from the key; false when it does not exist (and the
+   * store's directories do). Anything else means a symlink (or `..` trick) below the root.
    */
   private async isReal(file: string): Promise<boolean> {
     let real: string;
     try {
       real = await realpath(file);
     } catch (error) {
-      if (isMissing(error)) return false;
-      throw error;
+      if (!isMissing(error)) throw error;
+      // Absent, unless the store's own directories are what is missing.
+      await requireOwnDirectories(await this.ready());
+      return false;
     }
     if (real !== file) throw new InvalidKeyError('the key leads through a symlink, which this store does not follow');
     return true;
@@ -801,8 +807,9 @@ export class DiskProvider implements StorageProvider {
     try {
       entries = await this.objectListings.get(dir, (read) => directoryEntries(dir, keyPrefix, read));
     } catch (error) {
-      if (isMissing(error)) return;
-      throw error;
+      if (!isMissing(error)) throw error;
+      await requireOwnDirectories(await this.ready()); // a directory a delete pruned, not the store's own gone
+      return;
     }
     const from = after !== undefined && compareKeys(after, prefix) >= 0 ? after : prefix;
     for (let at = walkStart(entries, from); at < entries.length; at++) {
