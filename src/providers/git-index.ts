@@ -20,7 +20,7 @@ import path from 'node:path';
 import type { Logger } from '../log.js';
 import { sha256Hex } from './body.js';
 import { contentPath, decodeRecord, forgottenKeys, isRecordPath, keyOfPath, RECORD_ROOT, recordPath, type KeyRecord } from './git-layout.js';
-import { fromByteString, isTreeMode, toByteString, type CommitObject, type Identity, type ObjectStore } from './git-objects.js';
+import { fromByteString, isTooLargeToHold, isTreeMode, toByteString, type CommitObject, type Identity, type ObjectStore } from './git-objects.js';
 import { compareKeys } from './keys.js';
 import { SortedKeys } from './sorted-keys.js';
 import { DEFAULT_CONTENT_TYPE, type Author } from './types.js';
@@ -403,6 +403,8 @@ export async function describeCommit(store: ObjectStore, oid: string): Promise<C
   const touched = new Set<string>();
   for (const bytes of changed) {
     const segments = bytes.map(fromByteString);
+    // A name that is not UTF-8 (committed by other means) is no key's: decoded, it would be another key's name.
+    if (segments.some((segment, i) => toByteString(segment) !== bytes[i])) continue;
     const key = isRecordPath(segments) ? keyOfPath(segments.slice(RECORD_ROOT.length)) : segments[0] === RECORD_ROOT[0] ? undefined : keyOfPath(segments);
     if (key !== undefined) touched.add(key);
   }
@@ -414,8 +416,10 @@ export async function describeCommit(store: ObjectStore, oid: string): Promise<C
   const changes: KeyChange[] = [];
   for (const key of [...new Set([...touched, ...forgotten])].sort(compareKeys)) {
     const content = await store.blobAt(commit.tree, contentPath(key).map(toByteString));
-    if (content !== undefined) {
-      if (touched.has(key)) changes.push({ op: 'version', key, record: await recordAt(store, commit, key, content) });
+    if (content !== undefined && !touched.has(key)) continue;
+    const record = content === undefined ? null : await recordAt(store, commit, key, content);
+    if (record !== null) {
+      changes.push({ op: 'version', key, record });
       continue;
     }
     if (touched.has(key)) changes.push({ op: 'delete', key });
@@ -424,11 +428,22 @@ export async function describeCommit(store: ObjectStore, oid: string): Promise<C
   return { commit: oid, parent, message, author: authorOf(commit.author), changes };
 }
 
-async function recordAt(store: ObjectStore, commit: CommitObject, key: string, content: string): Promise<KeyRecord> {
+/**
+ * The record of `key`'s content in `commit`: its own record file, or (a file committed by other means) one made by
+ * reading the content. `null` for such a file too large to read whole (a 2 GiB file committed with the git CLI): the
+ * key is then taken as absent at that commit, rather than the whole history failing to load over one file.
+ */
+async function recordAt(store: ObjectStore, commit: CommitObject, key: string, content: string): Promise<KeyRecord | null> {
   const recordBlob = await store.blobAt(commit.tree, recordPath(key).map(toByteString));
   const record = recordBlob === undefined ? undefined : decodeRecord(await store.readBlob(recordBlob, 0));
   if (record && record.blob === content) return record;
-  const bytes = await store.readBlob(content);
+  let bytes: Buffer;
+  try {
+    bytes = await store.readBlob(content);
+  } catch (error) {
+    if (isTooLargeToHold(error)) return null;
+    throw error;
+  }
   return {
     etag: sha256Hex(bytes),
     size: bytes.length,

@@ -78,12 +78,29 @@ export interface CommitObject {
   message: string;
 }
 
+/**
+ * Node's size limits (a file over 2 GiB read at once, a buffer, string or hash input too long): an object too large
+ * to be held whole, written by git itself or before the store's limit; it stays too large, so no retry helps. Only
+ * these codes: another RangeError is a defect, not a size.
+ */
+const TOO_LARGE_CODES = new Set(['ERR_FS_FILE_TOO_LARGE', 'ERR_BUFFER_TOO_LARGE', 'ERR_STRING_TOO_LONG', 'ERR_OUT_OF_RANGE']);
+
+export function isTooLargeToHold(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code !== undefined && TOO_LARGE_CODES.has(code);
+}
+
 export function isTreeMode(mode: string): boolean {
   return mode === TREE_MODE || mode === '040000';
 }
 
 export function isTree(entry: TreeEntry): boolean {
   return isTreeMode(entry.mode);
+}
+
+/** A file's entry (regular, executable, symlink): what a key's content can be. A submodule's (160000) names a commit. */
+function isFileMode(mode: string): boolean {
+  return mode.startsWith('100') || mode === '120000';
 }
 
 export function toByteString(name: string): string {
@@ -351,7 +368,9 @@ export class ObjectStore {
     let current = tree;
     for (let i = 0; i < segments.length; i++) {
       const last = i === segments.length - 1;
-      const entry = (await this.readTree(current, staging)).find((candidate) => candidate.name === segments[i] && isTree(candidate) !== last);
+      const entry = (await this.readTree(current, staging)).find(
+        (candidate) => candidate.name === segments[i] && (last ? isFileMode(candidate.mode) : isTree(candidate)),
+      );
       if (!entry) return undefined;
       current = entry.oid;
     }

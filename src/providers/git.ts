@@ -56,6 +56,7 @@ import {
   encodeObject,
   initRepository,
   isObjectId,
+  isTooLargeToHold,
   MissingObjectError,
   ObjectStore,
   toByteString,
@@ -211,13 +212,6 @@ export function toVersionInfo(record: VersionRecord): VersionInfo {
 }
 
 /**
- * Node's size limits (a file over 2 GiB read at once, a buffer, string or hash input too long): an object too large
- * to be held whole, written by git itself or before the store's limit; it stays too large, so no retry helps. Only
- * these codes: another RangeError is a defect, not a size.
- */
-const TOO_LARGE_CODES = new Set(['ERR_FS_FILE_TOO_LARGE', 'ERR_BUFFER_TOO_LARGE', 'ERR_STRING_TOO_LONG', 'ERR_OUT_OF_RANGE']);
-
-/**
  * Failures from the filesystem as the contract's errors (the original kept as `cause`). `what` names the operation
  * and its key (`read "k"`); the message adds the error's code, never its own message, which holds paths.
  */
@@ -226,7 +220,7 @@ function asStorageError(error: unknown, what: string): StorageError {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new StorageFullError(`${what}: the disk is full`, { cause: error });
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new PermissionDeniedError(`${what}: ${code}`, { cause: error });
-  if (code !== undefined && TOO_LARGE_CODES.has(code)) {
+  if (isTooLargeToHold(error)) {
     return new PayloadTooLargeError(`${what}: the git object is too large to be held in memory`, { cause: error });
   }
   return new ProviderUnavailableError(`${what} failed: ${failureCode(error)}`, { cause: error });

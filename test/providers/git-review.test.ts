@@ -4,7 +4,7 @@
  * for: node:fs/promises calls are held at chosen steps by spies, made visible to the provider's named imports by
  * `syncBuiltinESMExports`, until the other writer has reached its own step.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { mkdir, readFile, readdir, truncate, unlink, utimes, writeFile } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
@@ -391,5 +391,60 @@ describe('a damaged repository (session 9)', () => {
     } finally {
       inflate.mockRestore();
     }
+  });
+});
+
+describe('files committed by other means that are no key content (session 11)', () => {
+  /** `git --git-dir <gitdir> ...` with `input` on stdin. */
+  const gitIn = (gitdir: string, args: string[], input: string | Buffer = ''): string =>
+    execFileSync('git', ['--git-dir', gitdir, ...args], {
+      input,
+      encoding: 'utf8',
+      env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1', HOME: os.tmpdir(), GIT_AUTHOR_NAME: 'cli', GIT_AUTHOR_EMAIL: 'c@x', GIT_COMMITTER_NAME: 'cli', GIT_COMMITTER_EMAIL: 'c@x' },
+    });
+
+  /** Commits main's tree plus `entry` (`ls-tree -z` format, NUL-terminated) by hand, as a user of the git CLI would. */
+  function commitEntry(gitdir: string, entry: Buffer, message: string): void {
+    const head = gitIn(gitdir, ['rev-parse', 'main']).trim();
+    const tree = gitIn(gitdir, ['mktree', '-z'], Buffer.concat([Buffer.from(gitIn(gitdir, ['ls-tree', '-z', head])), entry])).trim();
+    gitIn(gitdir, ['update-ref', 'refs/heads/main', gitIn(gitdir, ['commit-tree', tree, '-p', head, '-m', message]).trim()]);
+  }
+
+  it('a submodule entry where a key\'s content would be is no key, and the rest of the store works', async () => {
+    const gitdir = await tempDir();
+    const provider = await openProvider(gitdir);
+    await provider.write('a', 'hello');
+    commitEntry(gitdir, Buffer.from(`160000 commit ${'1234567890'.repeat(4)}\t${treePathOf('sub')}\0`), 'add a submodule');
+    expect(await readText(provider, 'a')).toBe('hello');
+    expect((await provider.list()).items.map((item) => item.key)).toEqual(['a']);
+    await expect(provider.stat('sub')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect((await (await openProvider(gitdir)).list()).items.map((item) => item.key)).toEqual(['a']);
+  });
+
+  it('a file too large to read whole, committed without a record, is no key, and the rest of the store works', async () => {
+    const gitdir = await tempDir();
+    const provider = await openProvider(gitdir);
+    await provider.write('other', 'fine');
+    const blob = gitIn(gitdir, ['hash-object', '-w', '--stdin'], 'stands in for a 2 GiB file').trim();
+    commitEntry(gitdir, Buffer.from(`100644 blob ${blob}\t${treePathOf('big')}\0`), 'hand: add big');
+    // The loose object becomes a sparse file of 2 GiB, as above.
+    const file = path.join(gitdir, 'objects', blob.slice(0, 2), blob.slice(2));
+    await unlink(file);
+    await writeFile(file, '');
+    await truncate(file, 2 ** 31);
+    expect(await readText(provider, 'other')).toBe('fine');
+    expect((await provider.list()).items.map((item) => item.key)).toEqual(['other']);
+    expect((await provider.write('other', 'again')).etag).toBeDefined();
+    expect((await (await openProvider(gitdir)).list()).items.map((item) => item.key)).toEqual(['other']);
+  });
+
+  it('a file name that is not UTF-8 adds no version to the key its decoding would name (U+FFFD)', async () => {
+    const gitdir = await tempDir();
+    const provider = await openProvider(gitdir);
+    await provider.write('\uFFFD', 'mine');
+    const blob = gitIn(gitdir, ['hash-object', '-w', '--stdin'], 'foreign').trim();
+    commitEntry(gitdir, Buffer.concat([Buffer.from(`100644 blob ${blob}\t`), Buffer.from([0xff, 0x7e, 0])]), 'add a latin-1 file');
+    expect((await provider.listVersions('\uFFFD')).items.map((version) => version.message)).toEqual(['write \uFFFD']);
+    expect(await readText(provider, '\uFFFD')).toBe('mine');
   });
 });
