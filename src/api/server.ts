@@ -21,12 +21,14 @@
  * spent ~25 µs of its ~200 µs there, against ~7 µs untracked). Connections whose requests finish during the drain
  * are closed by a sweep of idle connections instead.
  */
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { serve, type ServerType } from '@hono/node-server';
+import { randomUUID } from 'node:crypto';
+import { getRequestListener, RequestError } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
+import { ApiError, errorBody, toApiError } from './errors.js';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -69,15 +71,36 @@ function continueOnFirstRead(request: IncomingMessage, response: ServerResponse)
   };
 }
 
+/**
+ * A request @hono/node-server refuses before the app sees it (a literal `\\` in the path, a Host that is no host)
+ * is answered as the API answers any bad request — the JSON error, a request id, a log line — not with a bare 400.
+ */
+function answerUnroutable(log: Logger): (error: unknown) => Response {
+  return (error) => {
+    const apiError =
+      error instanceof RequestError
+        ? /backslash/i.test(error.message)
+          ? new ApiError('INVALID_KEY', "the path has a literal '\\'; send it percent-encoded")
+          : new ApiError('BAD_REQUEST', `the request cannot be read: ${error.message}`)
+        : toApiError(error);
+    const requestId = randomUUID();
+    log.info({ requestId, status: apiError.status, reason: apiError.message }, 'request refused before routing');
+    return new Response(JSON.stringify(errorBody(apiError)), {
+      status: apiError.status,
+      headers: { 'Content-Type': 'application/json', 'X-Request-Id': requestId, ...apiError.headers },
+    });
+  };
+}
+
 export async function listen(app: Hono, config: Pick<Config, 'host' | 'port' | 'apiTokens'>, log: Logger): Promise<HttpServer> {
   const hostname = listenHost(config, log);
-  let server: ServerType | undefined;
+  // `serve` of @hono/node-server, with the error handler it does not pass on.
+  const node = createServer({ requestTimeout: 0 }, getRequestListener(app.fetch, { hostname, errorHandler: answerUnroutable(log) }));
   const address = await new Promise<AddressInfo>((resolve, reject) => {
-    server = serve({ fetch: app.fetch, port: config.port, hostname, serverOptions: { requestTimeout: 0 } }, resolve);
-    server.once('error', reject);
+    node.once('error', reject);
+    node.listen(config.port, hostname, () => resolve(node.address() as AddressInfo));
   });
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const node = server as Server;
   const streams = new Set<ServerResponse>();
   node.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => {
     continueOnFirstRead(request, response);

@@ -91,6 +91,23 @@ describe('refused on its headers, before the body is asked for', () => {
   });
 });
 
+describe('refused before routing, over real HTTP (session 11)', () => {
+  it("a literal backslash in the path and a Host that is no host get the API's JSON error and a request id", async () => {
+    for (const [head, code] of [
+      [`PUT /v1/stores/files/objects/a\\b HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 1\r\n\r\nx`, 'INVALID_KEY'],
+      [`GET /v1/stores/files/objects/a HTTP/1.1\r\nHost: a@localhost\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`, 'BAD_REQUEST'],
+    ] as const) {
+      const { answer } = await headOnly(head, 500);
+      const [status, ...lines] = answer.split('\r\n');
+      expect(status).toBe('HTTP/1.1 400 Bad Request');
+      expect(lines).toContainEqual(expect.stringMatching(/^X-Request-Id: [0-9a-f-]{36}$/i));
+      expect(lines).toContainEqual('Content-Type: application/json');
+      expect(answer).toContain(`{"error":{"code":"${code}"`);
+    }
+    expect((await fetch(`${server.url}/health`)).status).toBe(200);
+  });
+});
+
 describe('a method a resource does not answer is 405 with Allow; a path that names nothing is 404', () => {
   it('the object list, with or without its trailing slash, answers GET and HEAD and refuses the rest with 405', async () => {
     await request(`${object('mem', 'listed/a')}?wait=true`, { method: 'PUT', body: 'x' });
