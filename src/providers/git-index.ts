@@ -25,6 +25,9 @@ import { compareKeys } from './keys.js';
 import { SortedKeys } from './sorted-keys.js';
 import { DEFAULT_CONTENT_TYPE, type Author } from './types.js';
 
+/** Escaped branch names up to this length name their index file (with `.jsonl` within a file name's 255 bytes). */
+const MAX_ESCAPED_NAME = 240;
+
 export interface VersionRecord extends KeyRecord {
   key: string;
   commit: string;
@@ -90,8 +93,11 @@ export class KeyIndex {
     private readonly log?: Logger,
   ) {}
 
+  /** Named by the branch, or by its hash when the escaped name would pass a file name's 255 bytes (a long non-ASCII branch). */
   static indexFile(gitdir: string, branch: string): string {
-    return path.join(gitdir, 'kyozo', 'index', `${encodeURIComponent(branch)}.jsonl`);
+    const escaped = encodeURIComponent(branch);
+    const name = escaped.length <= MAX_ESCAPED_NAME ? escaped : `~${sha256Hex(branch)}`;
+    return path.join(gitdir, 'kyozo', 'index', `${name}.jsonl`);
   }
 
   /**

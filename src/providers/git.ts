@@ -773,6 +773,9 @@ export class GitProvider implements StorageProvider {
     return this.guard('createBranch', async () => {
       validateBranchName(name);
       const head = await this.resolveCommit(from ?? this.branch);
+      // Packed refs (any `git gc` packs them) have no files for the filesystem to clash on below.
+      const clash = (await this.store.listBranches()).find((other) => other.startsWith(`${name}/`) || name.startsWith(`${other}/`));
+      if (clash !== undefined) throw new PreconditionFailedError(`branch "${name}" conflicts with the existing branch "${clash}"`);
       const exists = new PreconditionFailedError(`branch "${name}" already exists`);
       try {
         if (!(await this.store.updateRef(`refs/heads/${name}`, head, undefined))) throw exists;

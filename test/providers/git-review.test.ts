@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { StorageError } from '../../src/providers/errors.js';
+import { KeyIndex } from '../../src/providers/git-index.js';
 import { treePathOf } from '../../src/providers/git-layout.js';
 import { ObjectStore } from '../../src/providers/git-objects.js';
 import { GIT_MAX_OBJECT_BYTES, GitProvider } from '../../src/providers/git.js';
@@ -436,6 +437,31 @@ describe('files committed by other means that are no key content (session 11)', 
     expect((await provider.list()).items.map((item) => item.key)).toEqual(['other']);
     expect((await provider.write('other', 'again')).etag).toBeDefined();
     expect((await (await openProvider(gitdir)).list()).items.map((item) => item.key)).toEqual(['other']);
+  });
+
+  it('refuses a branch that would clash with a packed one (a/b after git pack-refs, then a; and the reverse)', async () => {
+    const gitdir = await tempDir();
+    const provider = await openProvider(gitdir);
+    await provider.write('k', 'x');
+    await provider.createBranch('a/b');
+    await provider.createBranch('c');
+    gitIn(gitdir, ['pack-refs', '--all']);
+    await expect(provider.createBranch('a')).rejects.toMatchObject({ code: 'PRECONDITION_FAILED', message: expect.stringMatching(/conflicts with the existing branch "a\/b"/) });
+    await expect(provider.createBranch('c/d')).rejects.toMatchObject({ code: 'PRECONDITION_FAILED', message: expect.stringMatching(/"c"/) });
+    expect((await provider.listBranches()).map((branch) => branch.name).sort()).toEqual(['a/b', 'c', 'main']);
+    expect((await provider.createBranch('ab')).name).toBe('ab');
+  });
+
+  it("saves the index of a branch whose escaped name passes a file name's length (200 bytes of é)", async () => {
+    const gitdir = await tempDir();
+    const provider = await openProvider(gitdir);
+    const branch = 'é'.repeat(100);
+    await provider.write('k', 'x');
+    await provider.createBranch(branch);
+    await provider.write('k', 'on the branch', { branch });
+    const file = KeyIndex.indexFile(gitdir, branch);
+    expect(path.basename(file).length).toBeLessThan(255);
+    expect((await readFile(file, 'utf8')).length).toBeGreaterThan(0);
   });
 
   it('a file name that is not UTF-8 adds no version to the key its decoding would name (U+FFFD)', async () => {
