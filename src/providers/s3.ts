@@ -744,21 +744,30 @@ export class S3Provider implements StorageProvider {
     // The version object is not current yet: its content is checked here, the fence before the copy that makes it so.
     const stored = await this.put(what, versionKey, body, contentType, undefined, stamp, { expectedEtag: opts.expectedEtag });
     const current = { ...encoded, [META.sha256]: stored.etag, [META.updated]: createdAt, [META.version]: versionId };
-    await this.makeExplicitCurrent(key, versionId, makeCurrent, opts, () => this.copy(what, versionKey, fullKey, contentType, current, conditions, stored.size));
+    await this.makeExplicitCurrent(key, versionId, makeCurrent, opts, (checked) => this.copy(what, versionKey, fullKey, contentType, current, checked, stored.size));
     return this.versionInfo(key, versionId, stored.size, stored.etag, createdAt, opts.message, opts.author);
   }
 
   /**
-   * Makes an explicit version (its object already stored) current with `copy`: under the key's lock, the fence right
-   * before the copy. Refused, the version never became current and leaves no trace; unavailable, it counts as made
-   * only when the current object names it (a copy that landed but answered late).
+   * Makes an explicit version (its object already stored) current with `copy`: under the key's lock, its
+   * preconditions checked again and the fence right before the copy. The check under the lock is what holds: the copy
+   * is skipped when a version minted later already became current, and S3 checks only the copies it is sent (of
+   * eight concurrent create-only versions, two succeeded). Refused, the version never became current and leaves no
+   * trace; unavailable, it counts as made only when the current object names it (a copy that landed but answered late).
    */
-  private async makeExplicitCurrent(key: string, versionId: string, makeCurrent: MakeCurrent, fenced: Fenced | undefined, copy: () => Promise<unknown>): Promise<void> {
+  private async makeExplicitCurrent(
+    key: string,
+    versionId: string,
+    makeCurrent: MakeCurrent,
+    opts: (Fenced & Preconditions) | undefined,
+    copy: (conditions: S3Conditions | undefined) => Promise<unknown>,
+  ): Promise<void> {
     const fullKey = this.objectKey(key);
     try {
       await this.keyLocked(fullKey, async () => {
-        await passFence(fenced);
-        await makeCurrent(copy);
+        const conditions = await this.precondition(key, opts);
+        await passFence(opts);
+        await makeCurrent(() => copy(conditions));
       });
     } catch (error) {
       if (!(error instanceof ProviderUnavailableError)) {

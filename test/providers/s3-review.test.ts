@@ -69,6 +69,30 @@ describe('s3 explicit versions made at once', () => {
   });
 });
 
+describe('s3 explicit versions with preconditions, made at once (session 11)', () => {
+  it('of eight create-only versions of a new key, one succeeds; of eight If-Match on one etag, one does', async () => {
+    const s3 = await explicitProvider();
+    // Falling sizes: the later ones finish first, so a version minted earlier finds a later one already current.
+    const settled = async (attempts: Promise<VersionInfo>[]) => {
+      const results = await Promise.allSettled(attempts);
+      return {
+        made: results.filter((result) => result.status === 'fulfilled').length,
+        refused: results.filter((result) => result.status === 'rejected' && (result.reason as { code?: string }).code === 'PRECONDITION_FAILED').length,
+      };
+    };
+    const created = await settled(falling(8).map((body, i) => s3.createVersion('new', body, { message: `m${i}`, ifNoneMatch: '*' })));
+    expect(created).toEqual({ made: 1, refused: 7 });
+    expect((await s3.listVersions('new')).items).toHaveLength(1);
+    await expectNewestIsCurrent(s3, 'new');
+
+    const { etag } = await s3.stat('new');
+    const matched = await settled(falling(8).map((body, i) => s3.createVersion('new', Buffer.concat([body, Buffer.from([i])]), { message: `n${i}`, ifMatch: etag })));
+    expect(matched).toEqual({ made: 1, refused: 7 });
+    expect((await s3.listVersions('new')).items).toHaveLength(2);
+    await expectNewestIsCurrent(s3, 'new');
+  }, 60_000);
+});
+
 describe('s3 stats', () => {
   it('counts only the objects list shows, not keys another tool wrote that no store key can take', async () => {
     const s3 = await explicitProvider();
