@@ -7,7 +7,8 @@
  * counts towards opening the circuit; a `NotFoundError` or a precondition failure is an answer, not an outage, and
  * resets the count of consecutive failures as a success does.
  * An open circuit fails fast with `ProviderUnavailableError` without touching the backend; after
- * `halfOpenAfterMs` one call is let through as a probe, and its success closes the circuit again.
+ * `halfOpenAfterMs` one call is let through as a probe, and its success closes the circuit again (a call without a
+ * time limit sends the provider's short `probe` first, and is the probe only if it has none).
  *
  * Retries happen per backend request, where the request body is a replayable buffer. Calls whose body is a
  * one-shot stream (multipart uploads) pass `{ retry: false, timeoutMs: false }`: they still go through the breaker
@@ -52,6 +53,12 @@ export interface ResilienceOptions {
   breakAfter?: number;
   /** How long an open circuit fails fast before letting one probe through. Default 10 s. */
   halfOpenAfterMs?: number;
+  /**
+   * A short request to the backend (s3: HeadBucket), sent as the circuit's probe in place of a call without a time
+   * limit: a slow upload made the probe would keep the circuit half-open, every other call failing fast, for as long
+   * as its client takes to send it.
+   */
+  probe?: (signal: AbortSignal) => Promise<unknown>;
 }
 
 export interface CallOptions {
@@ -153,7 +160,7 @@ export function createResiliencePolicy(options: ResilienceOptions): ResiliencePo
     return { policy, timeoutMs: ms };
   }
 
-  return {
+  const resilience: ResiliencePolicy = {
     name,
     get state() {
       return STATE_NAMES[breaker.state];
@@ -167,6 +174,7 @@ export function createResiliencePolicy(options: ResilienceOptions): ResiliencePo
     },
     async execute<T>(fn: (signal: AbortSignal) => Promise<T>, opts?: CallOptions): Promise<T> {
       const { policy, timeoutMs: ms } = policyFor(opts);
+      if (ms === false && breaker.state !== CircuitState.Closed && options.probe !== undefined) await resilience.execute(options.probe);
       counters.calls++;
       if (breaker.state === CircuitState.HalfOpen) {
         // One call probes the backend; cockatiel would make every other wait for it, unbounded by any timeout (the
@@ -209,4 +217,5 @@ export function createResiliencePolicy(options: ResilienceOptions): ResiliencePo
       return result as T;
     },
   };
+  return resilience;
 }

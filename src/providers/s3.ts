@@ -470,7 +470,12 @@ export class S3Provider implements StorageProvider {
     this.policy =
       options.resilience && 'execute' in options.resilience
         ? options.resilience
-        : createResiliencePolicy({ ...options.resilience, name, classify: (error) => toStorageError(error, name) });
+        : createResiliencePolicy({
+            ...options.resilience,
+            name,
+            classify: (error) => toStorageError(error, name),
+            probe: (signal) => this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal }),
+          });
     this.stopWatchingCircuit = this.policy.onStateChange((state) => {
       if (state === 'open') this.log?.warn({ circuit: state }, 's3 circuit opened: failing fast until the endpoint answers again');
       else this.log?.info({ circuit: state }, `s3 circuit ${state}`);

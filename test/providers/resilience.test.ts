@@ -25,6 +25,30 @@ function policy(overrides: Partial<ResilienceOptions> = {}) {
 const unavailable = () => new ProviderUnavailableError('backend down');
 
 describe('resilience policy', () => {
+  it('sends its short probe before a call without a time limit on an open circuit: a slow upload holds nothing up (session 11)', async () => {
+    let probes = 0;
+    let backendUp = false;
+    const p = policy({ retries: 0, breakAfter: 2, probe: async () => (probes++, backendUp ? 'ok' : Promise.reject(unavailable())) });
+    for (let i = 0; i < 2; i++) await expect(p.execute(async () => Promise.reject(unavailable()))).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(p.state).toBe('open');
+    await sleep(150);
+    // Still down: the probe fails, the upload is not sent.
+    let sent = 0;
+    await expect(p.execute(async () => sent++, { retry: false, timeoutMs: false })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(sent).toBe(0);
+    backendUp = true;
+    await sleep(150);
+    let finishUpload!: () => void;
+    const upload = p.execute(() => new Promise<string>((resolve) => (finishUpload = () => resolve('uploaded'))), { retry: false, timeoutMs: false });
+    await sleep(20);
+    // The probe closed the circuit: other calls go through while the upload is still being sent.
+    expect(p.state).toBe('closed');
+    expect(await p.execute(async () => 'stat')).toBe('stat');
+    finishUpload();
+    expect(await upload).toBe('uploaded');
+    expect(probes).toBe(2);
+  });
+
   it('retries a retryable failure and returns the answer that follows', async () => {
     const p = policy({ breakAfter: 10 });
     let calls = 0;
