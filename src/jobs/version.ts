@@ -9,7 +9,7 @@
  * only on a retry (and when the staged body is gone), so a first run never merges two deliberate identical
  * versions; on a retry, another job's identical version (same content, message and author, made meanwhile) is
  * taken for this one's. The slack absorbs providers that keep whole seconds (git) and clock skew between producer
- * and worker; a version dated within it, before the job was enqueued, counts only while it is the key's newest.
+ * and worker.
  */
 import { z } from 'zod';
 import { NotFoundError } from '../providers/errors.js';
@@ -59,14 +59,9 @@ export async function versionMadeBy(
       if (error instanceof NotFoundError) return undefined;
       throw error;
     }
-    for (const [index, version] of page.items.entries()) {
-      const createdAt = Date.parse(version.createdAt);
-      if (createdAt < since) return undefined; // newest first: the rest is older still
-      if (version.etag !== expected.etag || version.message !== expected.message || !sameAuthor(version.author, author)) continue;
-      // Dated before the job was enqueued (the slack's share) and no longer the newest: another job's, made just
-      // before — a revert to it would otherwise be taken as done while other content stays current.
-      if (createdAt < job.timestamp && scanned + index > 0) continue;
-      return version;
+    for (const version of page.items) {
+      if (Date.parse(version.createdAt) < since) return undefined; // newest first: the rest is older still
+      if (version.etag === expected.etag && version.message === expected.message && sameAuthor(version.author, author)) return version;
     }
     scanned += page.items.length;
     if (page.cursor === undefined || page.items.length === 0) return undefined;
