@@ -221,15 +221,30 @@ async function probeWritable(tree: Tree): Promise<void> {
  * empty store: a miss would be answered NOT_FOUND, a listing empty, and the next write would make the tree again on
  * the disk below the mount point. Checked by stats and health, and by every lookup that misses (`isReal`).
  */
-async function requireOwnDirectories(tree: Tree): Promise<void> {
-  for (const dir of [tree.root, tree.objects, tree.versions]) {
-    const stats = await lstat(dir).catch(ignoreMissing);
-    const name = dir === tree.root ? 'directory' : `${path.basename(dir)}/`;
-    if (stats === undefined || (dir === tree.root && !stats.isDirectory())) {
-      throw new ProviderUnavailableError(`the store's ${name} is gone (a volume no longer mounted?): not taken for an empty store`);
-    }
-    if (!stats.isDirectory()) throw new PermissionDeniedError(`the store's ${name} is not a directory of its own (a symlink?), which the store does not follow`);
+/** One of the store's own directories (`requireOwnDirectories`): there, and a directory of its own. */
+async function requireOwnDirectory(tree: Tree, dir: string): Promise<void> {
+  const stats = await lstat(dir).catch(ignoreMissing);
+  const name = dir === tree.root ? 'directory' : `${path.basename(dir)}/`;
+  if (stats === undefined || (dir === tree.root && !stats.isDirectory())) {
+    throw new ProviderUnavailableError(`the store's ${name} is gone (a volume no longer mounted?): not taken for an empty store`);
   }
+  if (!stats.isDirectory()) throw new PermissionDeniedError(`the store's ${name} is not a directory of its own (a symlink?), which the store does not follow`);
+}
+
+/**
+ * The store's top directories as it made them: objects/ and versions/ the root's own directories, not symlinks
+ * (stats and health walk them from the top, where no key's path is checked, and would follow one out of the store),
+ * and all three there. Gone from under a running store (a volume unmounted, a directory removed), they are not an
+ * empty store: a miss would be answered NOT_FOUND, a listing empty, and the next write would make the tree again on
+ * the disk below the mount point. Checked by stats and health, and (`requireTopDirectory`) by every lookup that misses.
+ */
+async function requireOwnDirectories(tree: Tree): Promise<void> {
+  for (const dir of [tree.root, tree.objects, tree.versions]) await requireOwnDirectory(tree, dir);
+}
+
+/** The one top directory (objects/ or versions/) `file` is in or under: a root that is gone took both with it. */
+async function requireTopDirectory(tree: Tree, file: string): Promise<void> {
+  await requireOwnDirectory(tree, file === tree.versions || file.startsWith(`${tree.versions}${path.sep}`) ? tree.versions : tree.objects);
 }
 
 /** Whether `dir` can be listed: opening it and reading its first entries, not the whole of a large one. */
@@ -663,8 +678,9 @@ export class DiskProvider implements StorageProvider {
       real = await realpath(file);
     } catch (error) {
       if (!isMissing(error)) throw error;
-      // Absent, unless the store's own directories are what is missing.
-      await requireOwnDirectories(await this.ready());
+      // Absent, unless the store's own directory it would be under is what is missing (one lstat: a root that is gone
+      // took objects/ and versions/ with it).
+      await requireTopDirectory(await this.ready(), file);
       return false;
     }
     if (real !== file) throw new InvalidKeyError('the key leads through a symlink, which this store does not follow');
@@ -808,7 +824,7 @@ export class DiskProvider implements StorageProvider {
       entries = await this.objectListings.get(dir, (read) => directoryEntries(dir, keyPrefix, read));
     } catch (error) {
       if (!isMissing(error)) throw error;
-      await requireOwnDirectories(await this.ready()); // a directory a delete pruned, not the store's own gone
+      await requireTopDirectory(await this.ready(), dir); // a directory a delete pruned, not the store's own gone
       return;
     }
     const from = after !== undefined && compareKeys(after, prefix) >= 0 ? after : prefix;

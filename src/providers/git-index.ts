@@ -25,8 +25,11 @@ import { compareKeys } from './keys.js';
 import { SortedKeys } from './sorted-keys.js';
 import { DEFAULT_CONTENT_TYPE, type Author } from './types.js';
 
-/** Escaped branch names up to this length name their index file (with `.jsonl` within a file name's 255 bytes). */
-const MAX_ESCAPED_NAME = 240;
+/**
+ * Escaped branch names up to this length name their index file: with `.jsonl`, and the `.tmp-<pid>-<ms>` of the file
+ * it is written as first, within a file name's 255 bytes.
+ */
+const MAX_ESCAPED_NAME = 200;
 
 export interface VersionRecord extends KeyRecord {
   key: string;

@@ -402,8 +402,9 @@ export class ObjectStore {
       const file = group.find((edit) => edit.path.length === 0);
       const current = entries[findEntry(entries, name)];
       // The store's files end with `~` and its directories never do (git-layout.ts): an entry of the other kind
-      // under the name is the repository's own (a clone's Makefile), which a key's write must not replace.
-      if (current !== undefined && isTree(current) === (file !== undefined)) {
+      // under the name (a clone's Makefile), or one that is neither (a submodule), is the repository's own, which a
+      // key's write must not replace.
+      if (current !== undefined && (file !== undefined ? !isFileMode(current.mode) : !isTree(current))) {
         const shown = Buffer.from(name, 'latin1').toString('utf8');
         throw new PermissionDeniedError(`the key's path is taken by "${shown}", an entry of the repository the store did not make`);
       }

@@ -174,7 +174,12 @@ export function createResiliencePolicy(options: ResilienceOptions): ResiliencePo
     },
     async execute<T>(fn: (signal: AbortSignal) => Promise<T>, opts?: CallOptions): Promise<T> {
       const { policy, timeoutMs: ms } = policyFor(opts);
-      if (ms === false && breaker.state !== CircuitState.Closed && options.probe !== undefined) await resilience.execute(options.probe);
+      if (ms === false && breaker.state !== CircuitState.Closed && options.probe !== undefined) {
+        // Any answer (a 403 of a key that may not HeadBucket) is the backend up: only an outage stops the call.
+        await resilience.execute(options.probe).catch((error: unknown) => {
+          if (isRetryable(error)) throw error;
+        });
+      }
       counters.calls++;
       if (breaker.state === CircuitState.HalfOpen) {
         // One call probes the backend; cockatiel would make every other wait for it, unbounded by any timeout (the

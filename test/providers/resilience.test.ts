@@ -4,7 +4,7 @@
  */
 import { isBrokenCircuitError } from 'cockatiel';
 import { describe, expect, it } from 'vitest';
-import { NotFoundError, ProviderUnavailableError, StorageError } from '../../src/providers/errors.js';
+import { NotFoundError, PermissionDeniedError, ProviderUnavailableError, StorageError } from '../../src/providers/errors.js';
 import { createResiliencePolicy, type ResilienceOptions } from '../../src/providers/resilience.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -47,6 +47,16 @@ describe('resilience policy', () => {
     finishUpload();
     expect(await upload).toBe('uploaded');
     expect(probes).toBe(2);
+  });
+
+  it('takes any answer of the probe (a 403 of a key that may not HeadBucket) for the backend up, and sends the call', async () => {
+    let down = true;
+    const p = policy({ retries: 0, breakAfter: 2, probe: async () => Promise.reject(down ? unavailable() : new PermissionDeniedError('HeadBucket: 403')) });
+    for (let i = 0; i < 2; i++) await expect(p.execute(async () => Promise.reject(unavailable()))).rejects.toBeInstanceOf(ProviderUnavailableError);
+    down = false;
+    await sleep(150);
+    expect(await p.execute(async () => 'uploaded', { retry: false, timeoutMs: false })).toBe('uploaded');
+    expect(p.state).toBe('closed');
   });
 
   it('retries a retryable failure and returns the answer that follows', async () => {
