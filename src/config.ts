@@ -9,6 +9,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import path from 'node:path';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
+import { checkIdentityPart, validateBranchName } from './providers/git-layout.js';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -251,14 +252,25 @@ const serviceSchema = z.object({
   LOG_LEVEL: logLevel.default('info'),
 });
 
+/** A refinement by a provider's own check (it throws what is wrong): the store refuses at start what it would at open. */
+function checkedBy(check: (value: string) => unknown): (value: string, ctx: z.RefinementCtx) => void {
+  return (value, ctx) => {
+    try {
+      check(value);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    }
+  };
+}
+
 /** Settings a store may override with its own prefix. */
 const storeSchema = z.object({
   DISK_FSYNC: bool.default(true),
   RAM_MAX_BYTES: int(1).default(256 * MIB),
   GIT_REPO_PATH: nonBlank.optional(),
-  GIT_BRANCH: nonBlank.default('main'),
-  GIT_USER_NAME: nonBlank.default('Kyozo'),
-  GIT_USER_EMAIL: nonBlank.default('kyozo@localhost'),
+  GIT_BRANCH: nonBlank.default('main').superRefine(checkedBy(validateBranchName)),
+  GIT_USER_NAME: nonBlank.default('Kyozo').superRefine(checkedBy((name) => checkIdentityPart(name, 'the committer name', true))),
+  GIT_USER_EMAIL: nonBlank.default('kyozo@localhost').superRefine(checkedBy((email) => checkIdentityPart(email, 'the committer email', false))),
   GIT_LOCK: z.enum(['local', 'redis']).default('local'),
   S3_BUCKET: nonBlank.optional(),
   // Empty is no prefix; spaces around one would silently move the data, as for the names refused by `nonBlank`.

@@ -44,6 +44,9 @@ describe('config', () => {
     [{ CLEANUP_CRON: '0 * * *' }, /^CLEANUP_CRON="0 \* \* \*": not a cron pattern: 4 fields/],
     [{ BACKUP_CRON: '0 25 * * *' }, /^BACKUP_CRON="0 25 \* \* \*": not a cron pattern/],
     [{ CLEANUP_CRON: '0 0 31 2,4 *' }, /^CLEANUP_CRON="0 0 31 2,4 \*": never fires/],
+    // Session 11: git settings the store would refuse at open, refused at start naming the variable.
+    [{ STORES: 'docs:git', GIT_BRANCH: 'release 1' }, /^GIT_BRANCH="release 1": branch name "release 1" must not contain spaces/],
+    [{ STORES: 'docs:git', DOCS_GIT_USER_NAME: 'Kyozo <bot>' }, /^DOCS_GIT_USER_NAME="Kyozo <bot>": the committer name must not contain '<'/],
     // Session 11: a token a Bearer header cannot carry; spaces around S3_PREFIX; secrets in refused values.
     [{ API_TOKENS: 'correct horse battery staple' }, /^API_TOKENS=\(value not shown\): entry 1 has a space or a character outside printable ASCII/],
     [{ API_TOKENS: 'a-real-token-0123456789,mot-de-passe-sécurisé-2026' }, /^API_TOKENS=\(value not shown\): entry 2 has a space/],

@@ -15,8 +15,7 @@
  * identical: the commits that touched a key are exactly `git log -- <content path> <record path>`.
  */
 import { InvalidArgumentError } from './errors.js';
-import { isObjectId } from './git-objects.js';
-import { validateKey } from './keys.js';
+import { isWellFormed, validateKey } from './keys.js';
 
 export const RECORD_ROOT = ['.kyozo', 'meta'] as const;
 
@@ -175,4 +174,31 @@ export function validateBranchName(name: unknown): string {
     if (part.startsWith('.') || part.endsWith('.lock')) throw bad("must not have a part starting with '.' or ending with '.lock'");
   }
   return name;
+}
+
+/** A commit id as git writes it: 40 lowercase hexadecimal digits. */
+export function isObjectId(value: string): boolean {
+  return /^[0-9a-f]{40}$/.test(value);
+}
+
+/** A lone surrogate has no UTF-8 encoding: the commit would hold U+FFFD, and the text read back would differ. */
+export function checkUnicode(value: string, what: string): void {
+  if (!isWellFormed(value)) throw new InvalidArgumentError(`${what} is not valid Unicode`);
+}
+
+/**
+ * The author as given is the author recorded: a version job that retries recognises its own version by it, so
+ * spaces around a name or email are refused rather than trimmed away.
+ */
+export function checkIdentityPart(value: unknown, what: string, required: boolean): string {
+  if (typeof value !== 'string') {
+    if (!required && value === undefined) return '';
+    throw new InvalidArgumentError(`${what} must be a string`);
+  }
+  // '<', '>' and line breaks would end the name or email early in the commit's author line.
+  if (/[<>\n\r\u0000]/.test(value)) throw new InvalidArgumentError(`${what} must not contain '<', '>' or line breaks`);
+  if (required && value === '') throw new InvalidArgumentError(`${what} must not be empty`);
+  if (value.trim() !== value) throw new InvalidArgumentError(`${what} must not start or end with whitespace`);
+  checkUnicode(value, what);
+  return value;
 }

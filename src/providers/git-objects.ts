@@ -21,6 +21,7 @@ import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import * as isogit from 'isomorphic-git';
 import { DataCorruptedError, PermissionDeniedError, ProviderUnavailableError } from './errors.js';
+import { isObjectId } from './git-layout.js';
 
 export type ObjectType = 'blob' | 'tree' | 'commit' | 'tag';
 
@@ -205,9 +206,6 @@ export function parseCommit(content: Buffer): CommitObject {
   return commit;
 }
 
-export function isObjectId(value: string): boolean {
-  return /^[0-9a-f]{40}$/.test(value);
-}
 
 /** A least-recently-used map bounded by the summed weight of its values. */
 class LruCache<V> {

@@ -49,13 +49,22 @@ import { isFenceError, passFence } from './fence.js';
 import { requirePreconditions, type IfMatch, type IfNoneMatch } from './if-match.js';
 import { isBinary, unifiedDiff } from './git-diff.js';
 import { describeCommit, KeyIndex, type CommitEntry, type KeyChange, type VersionRecord } from './git-index.js';
-import { contentPath, encodeRecord, forgetTrailer, recordPath, validateBranchName, type KeyRecord } from './git-layout.js';
+import {
+  checkIdentityPart,
+  checkUnicode,
+  contentPath,
+  encodeRecord,
+  forgetTrailer,
+  isObjectId,
+  recordPath,
+  validateBranchName,
+  type KeyRecord,
+} from './git-layout.js';
 import { repoLock, type Lease, type RepoLock } from './git-lock.js';
 import {
   encodeCommit,
   encodeObject,
   initRepository,
-  isObjectId,
   isTooLargeToHold,
   MissingObjectError,
   ObjectStore,
@@ -64,7 +73,7 @@ import {
   type Staging,
   type TreeEdit,
 } from './git-objects.js';
-import { isWellFormed, validateKey, validatePrefix } from './keys.js';
+import { validateKey, validatePrefix } from './keys.js';
 import { describeWrite } from './metadata.js';
 import type {
   Author,
@@ -224,28 +233,6 @@ function asStorageError(error: unknown, what: string): StorageError {
     return new PayloadTooLargeError(`${what}: the git object is too large to be held in memory`, { cause: error });
   }
   return new ProviderUnavailableError(`${what} failed: ${failureCode(error)}`, { cause: error });
-}
-
-/** A lone surrogate has no UTF-8 encoding: the commit would hold U+FFFD, and the text read back would differ. */
-function checkUnicode(value: string, what: string): void {
-  if (!isWellFormed(value)) throw new InvalidArgumentError(`${what} is not valid Unicode`);
-}
-
-/**
- * The author as given is the author recorded: a version job that retries recognises its own version by it, so
- * spaces around a name or email are refused rather than trimmed away.
- */
-function checkIdentityPart(value: unknown, what: string, required: boolean): string {
-  if (typeof value !== 'string') {
-    if (!required && value === undefined) return '';
-    throw new InvalidArgumentError(`${what} must be a string`);
-  }
-  // '<', '>' and line breaks would end the name or email early in the commit's author line.
-  if (/[<>\n\r\u0000]/.test(value)) throw new InvalidArgumentError(`${what} must not contain '<', '>' or line breaks`);
-  if (required && value === '') throw new InvalidArgumentError(`${what} must not be empty`);
-  if (value.trim() !== value) throw new InvalidArgumentError(`${what} must not start or end with whitespace`);
-  checkUnicode(value, what);
-  return value;
 }
 
 /**
