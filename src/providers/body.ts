@@ -126,5 +126,10 @@ export async function readAhead(body: Readable, limit: number): Promise<{ head: 
       yield next.value;
     }
   }
-  return { head: Buffer.alloc(0), rest: Readable.from(continued(), { objectMode: false }) };
+  const rest = Readable.from(continued(), { objectMode: false });
+  // `rest` destroyed before its end (a write refused before reading it): the source goes with it.
+  rest.once('close', () => {
+    if (!body.readableEnded) body.destroy();
+  });
+  return { head: Buffer.alloc(0), rest };
 }

@@ -66,7 +66,11 @@ export function withMetrics<P extends StorageProvider>(provider: P, observe?: (o
       } finally {
         const ms = performance.now() - start;
         counters.get(op)!.record(ms, errorCode !== undefined);
-        observe?.({ op, seconds: ms / 1000, ...(errorCode ? { errorCode } : {}) });
+        try {
+          observe?.({ op, seconds: ms / 1000, ...(errorCode ? { errorCode } : {}) });
+        } catch {
+          // A metric lost; the operation's own outcome (a committed write, a NotFound) stands.
+        }
       }
     };
 

@@ -65,4 +65,13 @@ describe('the metrics layer', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it("an observer that throws loses its metric, not the operation's outcome (session 11)", async () => {
+    const ram = new RamProvider({ maxBytes: 1024 * 1024 });
+    const measured = withMetrics(ram, () => {
+      throw new Error('registry failure');
+    });
+    expect((await measured.write('k', 'v')).key).toBe('k');
+    await expect(measured.stat('missing')).rejects.toBeInstanceOf(NotFoundError);
+  });
 });

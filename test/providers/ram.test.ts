@@ -2,7 +2,8 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { sha256Hex } from '../../src/providers/body.js';
+import { Readable } from 'node:stream';
+import { readAhead, sha256Hex } from '../../src/providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError, StorageFullError } from '../../src/providers/errors.js';
 import { ENTRY_OVERHEAD_BYTES, RamProvider } from '../../src/providers/ram.js';
 import { DEFAULT_CONTENT_TYPE } from '../../src/providers/types.js';
@@ -302,6 +303,28 @@ describe('ram provider', () => {
     mintAfter(imported);
     const next = newVersionId();
     expect(next > imported, `${next} after ${imported}`).toBe(true);
+  });
+
+  it('an id dated far past any clock (a damaged or crafted snapshot) does not make the ids minted after it sort first (session 11)', async () => {
+    const before = newVersionId();
+    mintAfter(`zzzzzzzzzzz${'0'.repeat(15)}`); // its time is beyond what a number holds exactly: it would wrap to 0
+    const next = newVersionId();
+    expect(next > before, `${next} after ${before}`).toBe(true);
+  });
+
+  it('readAhead: a rest that is destroyed unread takes its source with it (session 11)', async () => {
+    const source = Readable.from((function* () {
+      for (let i = 0; i < 100; i++) yield Buffer.alloc(1024, i);
+    })(), { objectMode: false });
+    const { rest } = await readAhead(source, 4096);
+    rest!.destroy();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(source.destroyed).toBe(true);
+    const whole = Readable.from([Buffer.alloc(10_000)]);
+    const read = await readAhead(whole, 4096);
+    let bytes = 0;
+    for await (const chunk of read.rest!) bytes += (chunk as Buffer).length;
+    expect(bytes).toBe(10_000);
   });
 
   it('stores small bodies in memory of their own, not in a shared pool chunk another key could be read through', async () => {
