@@ -542,8 +542,10 @@ export class HybridProvider implements StorageProvider {
    */
   private async repair(entry: PendingEntry): Promise<boolean> {
     const { key } = entry;
-    const coldVersions = await allVersions(this.cold, key);
+    // Flagged before cold is asked: an abandoned mutation may have reached cold and not backup, and while cold is
+    // down (the call below then fails) backup's older copy must not be served.
     await this.pending.markBehind(key);
+    const coldVersions = await allVersions(this.cold, key);
     const linked = await this.copyMissingVersions(key, coldVersions);
     const cold = await statIfPresent(this.cold, key);
     const backup = await statIfPresent(this.backup, key);

@@ -40,8 +40,8 @@ afterAll(async () => {
   await closeRedis(redis);
 });
 
-/** `provider` whose calls of `methods` fail with what `fault` returns, while it returns an error. */
-function faulty(provider: StorageProvider, methods: readonly string[], fault: () => Error | undefined): StorageProvider {
+/** `provider` whose calls of `methods` fail with what `fault` returns, while it returns an error, or never end ('hang'). */
+function faulty(provider: StorageProvider, methods: readonly string[], fault: () => Error | 'hang' | undefined): StorageProvider {
   return new Proxy(provider, {
     get(target, property) {
       const value = Reflect.get(target, property, target) as unknown;
@@ -50,6 +50,7 @@ function faulty(provider: StorageProvider, methods: readonly string[], fault: ()
       if (!methods.includes(String(property))) return method;
       return async (...args: unknown[]) => {
         const error = fault();
+        if (error === 'hang') return new Promise(() => undefined);
         if (error !== undefined) throw error;
         return method(...args);
       };
@@ -67,36 +68,51 @@ interface Switches {
   backupBroken: boolean;
   /** Every call to hot fails as unavailable (a disk or s3 hot tier can be down). */
   hotDown: boolean;
+  /** Every mutation of backup never ends: the process making it stands for one that died there. */
+  backupHangs: boolean;
 }
 
 /** A hybrid store on s3 cold and disk backup of its own, whose tiers `switches` can take down. */
-async function hybrid(options: { hotMaxBytes?: number; maxHotObjectBytes?: number } = {}): Promise<{ store: HybridProvider; switches: Switches }> {
+async function hybrid(
+  options: { hotMaxBytes?: number; maxHotObjectBytes?: number } = {},
+): Promise<{ store: HybridProvider; switches: Switches; twin(): Promise<HybridProvider> }> {
   const bucket = await endpoint.createBucket();
   const backupDir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-hybrid-review-'));
-  const switches: Switches = { coldDown: false, backupBroken: false, hotDown: false };
+  const switches: Switches = { coldDown: false, backupBroken: false, hotDown: false, backupHangs: false };
   const hotMaxBytes = options.hotMaxBytes ?? 1024 * 1024;
-  const store = await createHybridProvider({
-    name: 'review',
-    hot: faulty(new RamProvider({ maxBytes: Math.max(hotMaxBytes, 1024 * 1024) }), EVERY_CALL, () =>
-      switches.hotDown ? new ProviderUnavailableError('hot is down') : undefined,
-    ),
-    cold: faulty(await createS3Provider(s3ProviderOptions(endpoint, bucket)), EVERY_CALL, () =>
-      switches.coldDown ? new ProviderUnavailableError('cold is down') : undefined,
-    ),
-    backup: faulty(new DiskProvider({ root: backupDir, fsync: false }), MUTATIONS, () => (switches.backupBroken ? new Error('EIO') : undefined)),
-    redis,
-    keyPrefix: prefix,
-    accessThreshold: 1000, // no read promotes: only tiering passes do
-    hotTtlSeconds: 3600,
-    hotMaxBytes,
-    maxHotObjectBytes: options.maxHotObjectBytes,
-  });
+  const cold = faulty(await createS3Provider(s3ProviderOptions(endpoint, bucket)), EVERY_CALL, () =>
+    switches.coldDown ? new ProviderUnavailableError('cold is down') : undefined,
+  );
+  const backup = faulty(new DiskProvider({ root: backupDir, fsync: false }), MUTATIONS, () =>
+    switches.backupHangs ? 'hang' : switches.backupBroken ? new Error('EIO') : undefined,
+  );
+  const opened: HybridProvider[] = [];
+  /** The store as one process has it: its own hot tier, the shared cold and backup tiers, ledger and channel. */
+  const open = async () => {
+    const store = await createHybridProvider({
+      name: 'review',
+      hot: faulty(new RamProvider({ maxBytes: Math.max(hotMaxBytes, 1024 * 1024) }), EVERY_CALL, () =>
+        switches.hotDown ? new ProviderUnavailableError('hot is down') : undefined,
+      ),
+      cold,
+      backup,
+      redis,
+      keyPrefix: prefix,
+      accessThreshold: 1000, // no read promotes: only tiering passes do
+      hotTtlSeconds: 3600,
+      hotMaxBytes,
+      maxHotObjectBytes: options.maxHotObjectBytes,
+    });
+    opened.push(store);
+    return store;
+  };
+  const store = await open();
   cleanups.push(async () => {
-    await store.close();
+    await Promise.allSettled(opened.map((each) => each.close()));
     await rm(backupDir, { recursive: true, force: true });
     await endpoint.removeBucket(bucket).catch(() => undefined);
   });
-  return { store, switches };
+  return { store, switches, twin: open };
 }
 
 async function readText(provider: StorageProvider, key: string): Promise<{ text: string; tier?: string }> {
@@ -164,6 +180,25 @@ describe('reads from backup while cold is down', () => {
     expect((await store.listVersions('doc')).items.map((version) => version.versionId)).toEqual([kept.versionId]);
     await expect(store.read('doc', { versionId: old.versionId })).rejects.toMatchObject({ code: 'PROVIDER_UNAVAILABLE' });
     expect(await readText(store, 'doc')).toEqual({ text: 'new draft', tier: 'backup' });
+  });
+
+  it('a key whose writer died between cold and backup is flagged by a repair pass even while cold is down (session 11)', async () => {
+    const { store: dying, switches, twin } = await hybrid();
+    const other = await twin(); // another process on the same store
+    await dying.write('doc', 'v1');
+    switches.backupHangs = true;
+    void dying.write('doc', 'v2').catch(() => undefined); // reaches cold, then its process "dies" at backup
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    switches.backupHangs = false;
+    expect((await readText(other, 'doc')).text).toBe('v2');
+    switches.coldDown = true;
+    expect(await other.repairBackups({ abandonedAfterMs: 0 })).toEqual({ repaired: 0, pending: 1 });
+    // Readers saw v2: backup's v1 is not served in its place while cold is down.
+    await expect(other.read('doc')).rejects.toBeInstanceOf(ProviderUnavailableError);
+    switches.coldDown = false;
+    expect(await other.repairBackups({ abandonedAfterMs: 0 })).toEqual({ repaired: 1, pending: 0 });
+    switches.coldDown = true;
+    expect((await readText(other, 'doc')).text).toBe('v2');
   });
 
   it('a key whose write failed at cold (it may not have landed) is still served from backup', async () => {
