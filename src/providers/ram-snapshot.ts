@@ -12,7 +12,10 @@ import { createInterface } from 'node:readline';
 import { writeFileAtomic } from './atomic-file.js';
 import { sha256Hex } from './body.js';
 import { InvalidArgumentError, NotFoundError } from './errors.js';
+import { validateKey } from './keys.js';
+import { describeWrite } from './metadata.js';
 import type { ObjectInfo, VersionInfo } from './types.js';
+import { isVersionId } from './version-id.js';
 
 const FORMAT = 'kyozo-ram-snapshot';
 const FORMAT_VERSION = 2;
@@ -64,6 +67,32 @@ export async function snapshotMayRepeat(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * An entry is taken only as the store would have made it: a key it takes, a version id it mints, its size and etag
+ * those of its content, a content type and metadata it stores. Anything else (a damaged or hand-made file) would
+ * be served as it is — a Content-Length that is not the body's, a key that can be listed but not read or deleted.
+ */
+function checkEntry(entry: SnapshotEntry, corrupt: (why: string) => Error): void {
+  // As parsed from JSON: any shape at all, until checked.
+  const { type, info, content } = entry as { type: unknown; info: Partial<ObjectInfo & VersionInfo>; content: Buffer };
+  try {
+    if (type !== 'object' && type !== 'version') throw new Error(`an entry of type ${JSON.stringify(type)}`);
+    validateKey(info.key as string);
+    if ((type === 'version' || info.versionId !== undefined) && !isVersionId(String(info.versionId))) {
+      throw new Error(`version id ${JSON.stringify(info.versionId)} is not one this store mints`);
+    }
+    if (info.size !== content.length) throw new Error(`its size says ${info.size} bytes, its content has ${content.length}`);
+    if (sha256Hex(content) !== info.etag) throw new Error('content does not match its etag');
+    const described = (type === 'object' ? info : entry) as { contentType?: unknown; metadata?: unknown };
+    if (typeof described.contentType !== 'string' || typeof described.metadata !== 'object' || described.metadata === null) {
+      throw new Error('its content type or metadata is missing');
+    }
+    describeWrite({ contentType: described.contentType, metadata: described.metadata as Record<string, string> });
+  } catch (error) {
+    throw corrupt(`an entry${typeof info?.key === 'string' ? ` of ${JSON.stringify(info.key.slice(0, 64))}` : ''}: ${(error as Error).message}`);
+  }
+}
+
 export async function* readSnapshot(path: string): AsyncGenerator<SnapshotEntry> {
   const input = createReadStream(path);
   const opened = new Promise<void>((resolve, reject) => input.once('open', () => resolve()).once('error', reject));
@@ -112,7 +141,7 @@ export async function* readSnapshot(path: string): AsyncGenerator<SnapshotEntry>
     }
     const { parts: _parts, content: _content, ...described } = raw;
     const entry = { ...described, content } as SnapshotEntry;
-    if (sha256Hex(entry.content) !== entry.info.etag) throw corrupt('content does not match its etag');
+    checkEntry(entry, corrupt);
     entries++;
     yield entry;
   }

@@ -108,7 +108,7 @@ function storedBytes(entry: StoredObject | StoredVersion): number {
 async function legacySnapshotBytes(path: string): Promise<number> {
   const bytes = new Map<string, number>();
   for await (const entry of readSnapshot(path)) {
-    bytes.set(`${entry.type}\n${entry.info.key}\n${entry.type === 'version' ? entry.info.versionId : ''}`, storedBytes(entry));
+    bytes.set(JSON.stringify([entry.type, entry.info.key, entry.type === 'version' ? entry.info.versionId : '']), storedBytes(entry));
   }
   let total = 0;
   for (const count of bytes.values()) total += count;
@@ -314,12 +314,14 @@ export class RamProvider implements StorageProvider {
         versions.set(info.key, list);
       }
     }
+    // The first pass measured the file as it was then; what was read is held to the budget too.
+    if (used > this.maxBytes) throw tooLarge();
     // Ids minted here from now on sort after the imported ones (those of a host whose clock runs ahead too).
     for (const list of versions.values()) for (const versionId of list.keys()) mintAfter(versionId);
     this.objects.clear();
     this.versions.clear();
     for (const [key, object] of objects) this.objects.set(key, object);
-    for (const [key, list] of versions) this.versions.set(key, [...list.values()].sort((a, b) => (a.info.versionId < b.info.versionId ? -1 : 1)));
+    for (const [key, list] of versions) this.versions.set(key, [...list.values()].sort((a, b) => compareKeys(a.info.versionId, b.info.versionId)));
     this.sortedKeys.reset([...objects.keys()].sort(compareKeys));
     this.usedBytes = used;
   }

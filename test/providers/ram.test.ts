@@ -206,6 +206,38 @@ describe('ram provider', () => {
     expect(await target.stats()).toMatchObject({ objects: 2, versions: 3 });
   });
 
+  it('refuses a snapshot entry the store could not have made, and keeps its content (session 11)', async () => {
+    const source = new RamProvider({ maxBytes: 10_000 });
+    await source.write('k', 'abc', { metadata: { owner: 'ada' } });
+    await source.createVersion('v', 'one', { message: 'm' });
+    const file = path.join(dir, 'snap.ndjson');
+    await source.exportSnapshot(file);
+    const lines = (await readFile(file, 'utf8')).split('\n');
+    /** The file with the entry of `key` changed by `edit`. */
+    const edited = async (key: string, edit: (entry: Record<string, any>) => void) => {
+      const changed = lines.map((line) => {
+        if (!line.startsWith('{') || !line.includes(`"key":"${key}"`)) return line;
+        const entry = JSON.parse(line) as Record<string, any>;
+        edit(entry);
+        return JSON.stringify(entry);
+      });
+      await writeFile(file, changed.join('\n'));
+    };
+    const target = new RamProvider({ maxBytes: 10_000 });
+    await target.write('mine', 'kept');
+    for (const [key, edit, why] of [
+      ['k', (entry: Record<string, any>) => (entry.info.size = 999_999), /size says 999999 bytes, its content has 3/],
+      ['k', (entry: Record<string, any>) => (entry.info.key = '../k'), /'\.' or '\.\.' segment/],
+      ['k', (entry: Record<string, any>) => (entry.info.metadata = null), /content type or metadata is missing/],
+      ['k', (entry: Record<string, any>) => delete entry.info, /an entry:/],
+      ['v', (entry: Record<string, any>) => (entry.info.versionId = ''), /version id "" is not one this store mints/],
+    ] as const) {
+      await edited(key, edit);
+      await expect(target.importSnapshot(file)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(why) });
+    }
+    expect((await target.list()).items.map((item) => item.key)).toEqual(['mine']);
+  });
+
   it('refuses a corrupt snapshot and keeps its content', async () => {
     const source = new RamProvider({ maxBytes: 1000 });
     await source.write('k', 'original');
