@@ -268,9 +268,9 @@ const storeSchema = z.object({
   DISK_FSYNC: bool.default(true),
   RAM_MAX_BYTES: int(1).default(256 * MIB),
   GIT_REPO_PATH: nonBlank.optional(),
-  GIT_BRANCH: nonBlank.default('main').superRefine(checkedBy(validateBranchName)),
-  GIT_USER_NAME: nonBlank.default('Kyozo').superRefine(checkedBy((name) => checkIdentityPart(name, 'the committer name', true))),
-  GIT_USER_EMAIL: nonBlank.default('kyozo@localhost').superRefine(checkedBy((email) => checkIdentityPart(email, 'the committer email', false))),
+  GIT_BRANCH: nonBlank.default('main'),
+  GIT_USER_NAME: nonBlank.default('Kyozo'),
+  GIT_USER_EMAIL: nonBlank.default('kyozo@localhost'),
   GIT_LOCK: z.enum(['local', 'redis']).default('local'),
   S3_BUCKET: nonBlank.optional(),
   // Empty is no prefix; spaces around one would silently move the data, as for the names refused by `nonBlank`.
@@ -286,6 +286,13 @@ const storeSchema = z.object({
   HYBRID_HOT: kind.default('ram'),
   HYBRID_COLD: kind.default('s3'),
   HYBRID_BACKUP: kind.default('disk'),
+});
+
+/** A git store's settings: its branch and committer checked as the store checks them when it opens. */
+const gitStoreSchema = storeSchema.extend({
+  GIT_BRANCH: storeSchema.shape.GIT_BRANCH.superRefine(checkedBy(validateBranchName)),
+  GIT_USER_NAME: storeSchema.shape.GIT_USER_NAME.superRefine(checkedBy((name) => checkIdentityPart(name, 'the committer name', true))),
+  GIT_USER_EMAIL: storeSchema.shape.GIT_USER_EMAIL.superRefine(checkedBy((email) => checkIdentityPart(email, 'the committer email', false))),
 });
 
 type ServiceSettings = z.output<typeof serviceSchema>;
@@ -424,6 +431,6 @@ export function storeConfig(
   const prefix = storeEnvPrefix(store.name);
   const own = definedOnly(config.env, names, prefix);
   const values = { ...definedOnly(config.env, names), ...own };
-  const settings = parse(storeSchema, values, (name) => (name in own ? `${prefix}${name}` : name));
+  const settings = parse(store.kind === 'git' ? gitStoreSchema : storeSchema, values, (name) => (name in own ? `${prefix}${name}` : name));
   return { ...settings, ...store, rootDir: path.resolve(config.storageRootDir) };
 }

@@ -187,6 +187,11 @@ describe('config', () => {
     expect(() => threshold(String(5 * 1024 ** 2 - 1))).toThrow(/^S3_MULTIPART_THRESHOLD="5242879": /);
   });
 
+  it('checks git settings only for git stores (a global GIT_BRANCH no git store uses stops nothing)', () => {
+    expect(loadConfig({ STORES: 'files:disk', GIT_BRANCH: 'release 1' }).stores).toHaveLength(1);
+    expect(() => loadConfig({ STORES: 'files:disk,docs:git', GIT_BRANCH: 'release 1' })).toThrow(/^GIT_BRANCH="release 1"/);
+  });
+
   it('takes Redis Cluster nodes as host:port with ports 1 to 65535', () => {
     expect(loadConfig({ REDIS_CLUSTER_NODES: 'a:1, b:65535' }).redis.clusterNodes).toEqual([
       { host: 'a', port: 1 },

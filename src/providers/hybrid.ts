@@ -542,10 +542,13 @@ export class HybridProvider implements StorageProvider {
    */
   private async repair(entry: PendingEntry): Promise<boolean> {
     const { key } = entry;
-    // Flagged before cold is asked: an abandoned mutation may have reached cold and not backup, and while cold is
-    // down (the call below then fails) backup's older copy must not be served.
-    await this.pending.markBehind(key);
+    // An abandoned mutation (still counted as running) may have reached cold and not backup: flagged before cold is
+    // asked, as that fails while cold is down and backup's older copy must not be served then. Other entries (a
+    // write cold refused: backup most likely still current) stay readable from backup until cold answers.
+    const abandoned = entry.running > 0;
+    if (abandoned) await this.pending.markBehind(key);
     const coldVersions = await allVersions(this.cold, key);
+    if (!abandoned) await this.pending.markBehind(key);
     const linked = await this.copyMissingVersions(key, coldVersions);
     const cold = await statIfPresent(this.cold, key);
     const backup = await statIfPresent(this.backup, key);

@@ -13,7 +13,6 @@ import { writeFileAtomic } from './atomic-file.js';
 import { sha256Hex } from './body.js';
 import { InvalidArgumentError, NotFoundError } from './errors.js';
 import { validateKey } from './keys.js';
-import { describeWrite } from './metadata.js';
 import type { ObjectInfo, VersionInfo } from './types.js';
 import { isVersionId } from './version-id.js';
 
@@ -69,7 +68,7 @@ export async function snapshotMayRepeat(path: string): Promise<boolean> {
 
 /**
  * An entry is taken only as the store would have made it: a key it takes, a version id it mints, its size and etag
- * those of its content, a content type and metadata it stores. Anything else (a damaged or hand-made file) would
+ * those of its content, a content type and metadata. Anything else (a damaged or hand-made file) would
  * be served as it is — a Content-Length that is not the body's, a key that can be listed but not read or deleted.
  */
 function checkEntry(entry: SnapshotEntry, corrupt: (why: string) => Error): void {
@@ -83,11 +82,11 @@ function checkEntry(entry: SnapshotEntry, corrupt: (why: string) => Error): void
     }
     if (info.size !== content.length) throw new Error(`its size says ${info.size} bytes, its content has ${content.length}`);
     if (sha256Hex(content) !== info.etag) throw new Error('content does not match its etag');
+    // Present and of their types; their text is taken as it is (earlier versions stored what later ones refuse).
     const described = (type === 'object' ? info : entry) as { contentType?: unknown; metadata?: unknown };
     if (typeof described.contentType !== 'string' || typeof described.metadata !== 'object' || described.metadata === null) {
       throw new Error('its content type or metadata is missing');
     }
-    describeWrite({ contentType: described.contentType, metadata: described.metadata as Record<string, string> });
   } catch (error) {
     throw corrupt(`an entry${typeof info?.key === 'string' ? ` of ${JSON.stringify(info.key.slice(0, 64))}` : ''}: ${(error as Error).message}`);
   }

@@ -49,20 +49,15 @@ function fromBase32(text: string): number {
 }
 
 /**
- * How far ahead of this process's clock an id's time is followed: a clock some minutes or hours ahead is another
- * process's; an id dated past this (a damaged or crafted file: `zzzzzzzzzzz…` is beyond what a number holds exactly)
- * would make every id minted here sort first.
- */
-const MAX_AHEAD_MS = 7 * 24 * 3600 * 1000;
-
-/**
  * Ids minted here from now on sort after `versionId` (one read from a snapshot or another process, minted by a clock
  * ahead of this one): a version made after it must not list as older.
  */
 export function mintAfter(versionId: string): void {
   if (!isVersionId(versionId)) return;
   const millis = fromBase32(versionId.slice(0, 11));
-  if (millis > Date.now() + MAX_AHEAD_MS) return;
+  // A time past what a number holds exactly (`zzzzzzzzzzz…`, from a damaged or crafted file) would wrap the ids
+  // minted after it to sort first: such an id is not followed.
+  if (!Number.isSafeInteger(millis + 1)) return;
   const seen = fromBase32(versionId.slice(11, 16));
   if (millis > lastMillis || (millis === lastMillis && seen > sequence)) {
     lastMillis = millis;
