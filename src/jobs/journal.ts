@@ -8,4 +8,9 @@ export interface JobJournal {
   remember(result: unknown): Promise<void>;
   /** The result an earlier run of this job noted, if any. */
   recall(): Promise<unknown>;
+  /**
+   * What the first run that asked noted under `name` (`first()` gives it then); every later run gets the same.
+   * Undefined when nothing can be noted (the job's hash is gone).
+   */
+  noteOnce(name: string, first: () => Promise<string>): Promise<string | undefined>;
 }

@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import type { VersionInfo } from '../providers/types.js';
 import { authorSchema, defineJob, isRetry, keySchema, storeNameSchema, storeOf } from './definition.js';
-import { versionMadeBy } from './version.js';
+import { versionBaseline, versionMadeBy } from './version.js';
 
 export const restorePayload = z
   .object({
@@ -29,10 +29,11 @@ export const restoreJob = defineJob({
   schema: restorePayload,
   async handle({ store, key, versionId, message = `restore ${versionId}`, author }, ctx) {
     const provider = storeOf(ctx, store);
+    const baseline = await versionBaseline(ctx, provider, key);
     let info: VersionInfo | undefined;
     if (isRetry(ctx)) {
       const { etag } = await provider.stat(key, { versionId });
-      info = await versionMadeBy(ctx.job, provider, key, { etag, message, author });
+      info = await versionMadeBy(ctx.job, provider, key, { etag, message, author }, baseline);
     }
     info ??= await provider.restoreVersion(key, versionId, { message, author, fence: ctx.fence });
     const result: RestoreResult = { ...info, restoredFrom: versionId };

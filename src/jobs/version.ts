@@ -3,8 +3,8 @@
  * event `version.created` with the VersionInfo.
  *
  * Idempotent: versions carry no job id (and user metadata is the user's), so a version made by an earlier run
- * of this job is recognised by content: a version with this job's etag, message and author created after the job
- * was enqueued. Every such version counts, not only the newest: a job picked up again after its worker died runs
+ * of this job is recognised by content: a version with this job's etag, message and author newer than the key's
+ * newest version when the job's first run began (`versionBaseline`), and created after the job was enqueued. Every such version counts, not only the newest: a job picked up again after its worker died runs
  * tens of seconds later (the lock duration), when other jobs may have added versions to the key. The check runs
  * only on a retry (and when the staged body is gone), so a first run never merges two deliberate identical
  * versions; on a retry, another job's identical version (same content, message and author, made meanwhile) is
@@ -14,7 +14,7 @@
 import { z } from 'zod';
 import { NotFoundError } from '../providers/errors.js';
 import type { Author, StorageProvider, VersionInfo } from '../providers/types.js';
-import { authorSchema, defineJob, isRetry, keySchema, storeNameSchema, storeOf, writeOptionsShape, type JobRef } from './definition.js';
+import { authorSchema, defineJob, isRetry, keySchema, storeNameSchema, storeOf, writeOptionsShape, type JobContext, type JobRef } from './definition.js';
 import { applyBody, bodyRefSchema } from './staging.js';
 
 export const SAME_JOB_SLACK_MS = 2_000;
@@ -41,12 +41,28 @@ function sameAuthor(recorded: Author | undefined, expected: Author | undefined):
 const MAX_VERSIONS_SCANNED = 5_000;
 const SCAN_PAGE = 200;
 
+/**
+ * The key's newest version as this job's first run found it before making one ('' for none), noted in the job's
+ * journal: a retry's search for its own version stops there, whatever the clocks say — an identical version made by
+ * another job just before this one was enqueued (within the slack) is not taken for this one's.
+ */
+export async function versionBaseline(ctx: Pick<JobContext, 'journal'>, provider: StorageProvider, key: string): Promise<string | undefined> {
+  return ctx.journal?.noteOnce('versionBaseline', async () => {
+    const newest = await provider.listVersions(key, { limit: 1 }).catch((error: unknown) => {
+      if (error instanceof NotFoundError) return { items: [] };
+      throw error;
+    });
+    return newest.items[0]?.versionId ?? '';
+  });
+}
+
 /** The version of `key` this job made, if an earlier run of it did (see the comment at the top). */
 export async function versionMadeBy(
   job: JobRef,
   provider: StorageProvider,
   key: string,
   expected: { etag: string; message: string; author?: Author },
+  baseline?: string,
 ): Promise<VersionInfo | undefined> {
   const since = job.timestamp - SAME_JOB_SLACK_MS;
   const author = expected.author ?? provider.capabilities.defaultAuthor;
@@ -60,7 +76,8 @@ export async function versionMadeBy(
       throw error;
     }
     for (const version of page.items) {
-      if (Date.parse(version.createdAt) < since) return undefined; // newest first: the rest is older still
+      // Newest first: the rest is older still, from before this job's first run (or before the job, with the slack).
+      if (version.versionId === baseline || Date.parse(version.createdAt) < since) return undefined;
       if (version.etag === expected.etag && version.message === expected.message && sameAuthor(version.author, author)) return version;
     }
     scanned += page.items.length;
@@ -77,7 +94,8 @@ export const versionJob = defineJob({
   async handle(payload, ctx) {
     const { store, key, body, message, author, contentType, metadata, ifMatch, ifNoneMatch } = payload;
     const provider = storeOf(ctx, store);
-    const made = () => versionMadeBy(ctx.job, provider, key, { etag: body.etag, message, author });
+    const baseline = await versionBaseline(ctx, provider, key);
+    const made = () => versionMadeBy(ctx.job, provider, key, { etag: body.etag, message, author }, baseline);
     const info = await applyBody(
       ctx,
       body,

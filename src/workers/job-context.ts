@@ -68,6 +68,15 @@ export async function holdLock(connection: RedisConnection, hashKey: string, job
   if (Number(held) !== 1) throw new LockLostError(`job ${job.id} is no longer this run's: its lock lapsed, and another run may have it`);
 }
 
+/** Fields of `JobJournal.noteOnce` in the job's hash. */
+const NOTE_PREFIX = 'kyozoNote:';
+
+/** Sets the field unless it is set (and only in a job hash that still exists); answers what it holds. */
+const NOTE_ONCE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) end
+return redis.call('HGET', KEYS[1], ARGV[1])
+`;
+
 /** A journal in the job's own hash: it lives and goes with the job. */
 class JobHashJournal implements JobJournal {
   constructor(
@@ -82,6 +91,14 @@ class JobHashJournal implements JobJournal {
   async recall(): Promise<unknown> {
     const saved = await this.connection.hget(this.hashKey, APPLIED_MARKER);
     return saved === null ? undefined : (JSON.parse(saved) as unknown);
+  }
+
+  async noteOnce(name: string, first: () => Promise<string>): Promise<string | undefined> {
+    const field = `${NOTE_PREFIX}${name}`;
+    const noted = await this.connection.hget(this.hashKey, field);
+    if (noted !== null) return noted;
+    const kept = await this.connection.eval(NOTE_ONCE, 1, this.hashKey, field, await first());
+    return kept === null ? undefined : String(kept);
   }
 }
 

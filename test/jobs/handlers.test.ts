@@ -15,8 +15,10 @@ import { writeJob } from '../../src/jobs/write.js';
 import { allVersions } from '../../src/providers/object-info.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
+import { ProviderUnavailableError } from '../../src/providers/errors.js';
 import { GitProvider } from '../../src/providers/git.js';
 import { RamProvider } from '../../src/providers/ram.js';
+import { interceptMethod } from '../support/intercept.js';
 import { inlineBody, quietLog } from './fixtures/pipeline.js';
 
 describe('job handlers', () => {
@@ -162,9 +164,52 @@ describe('job handlers', () => {
         if (first) throw new Error('worker killed');
       },
       recall: async () => journal.noted,
+      noteOnce: async () => undefined,
     };
     return journal;
   }
+
+  /** A journal that keeps what runs note, as the job's hash does. */
+  function memoryJournal(): JobJournal {
+    const notes = new Map<string, string>();
+    let result: unknown;
+    return {
+      remember: async (value) => void (result = value),
+      recall: async () => result,
+      noteOnce: async (name, first) => {
+        if (!notes.has(name)) notes.set(name, await first());
+        return notes.get(name);
+      },
+    };
+  }
+
+  it('a retried version job does not take an identical version made before its first run for its own (session 11)', async () => {
+    // A revert to A within the slack: A "release", then B "wip", then the job's A "release" whose first run failed.
+    await store.createVersion('doc', 'A', { message: 'release' });
+    await store.createVersion('doc', 'B', { message: 'wip' });
+    const journal = memoryJournal();
+    const payload = { store: 'main', key: 'doc', body: inlineBody('A'), message: 'release' };
+    const job = (attemptsStarted: number) => ({ ...ctx(attemptsStarted), job: { ...ctx(attemptsStarted).job, timestamp: Date.now() }, journal });
+    const failing = interceptMethod(store, 'createVersion', () => async () => Promise.reject(new ProviderUnavailableError('cold is down')));
+    await expect(versionJob.handle(payload, { ...job(1), stores: new Map([['main', failing]]) })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    const retried = await versionJob.handle(payload, job(2));
+    expect((await store.listVersions('doc')).items.map((version) => version.message)).toEqual(['release', 'wip', 'release']);
+    expect(retried.result.versionId).toBe((await store.listVersions('doc')).items[0]!.versionId);
+    expect((await store.stat('doc')).etag).toBe(inlineBody('A').etag);
+  });
+
+  it('a retried version job finds its own version however far the producer\'s clock is ahead, with others made after it', async () => {
+    await store.createVersion('doc', 'older', { message: 'older' });
+    const journal = memoryJournal();
+    const payload = { store: 'main', key: 'doc', body: inlineBody('mine'), message: 'mine' };
+    // Enqueued by a producer whose clock runs 1.5 s ahead: the version this job makes is dated before its timestamp.
+    const job = (attemptsStarted: number) => ({ ...ctx(attemptsStarted), job: { ...ctx(attemptsStarted).job, timestamp: Date.now() + 1_500 }, journal });
+    const first = await versionJob.handle(payload, job(1));
+    await store.createVersion('doc', 'another job', { message: 'other' });
+    const again = await versionJob.handle(payload, job(2));
+    expect(again.result.versionId).toBe(first.result.versionId);
+    expect((await store.listVersions('doc')).items.map((version) => version.message)).toEqual(['other', 'mine', 'older']);
+  });
 
   it('a staged write that died after noting its result, before releasing its body, is not done again over a newer write', async () => {
     const journal = dyingJournal();
