@@ -13,4 +13,6 @@ export interface JobJournal {
    * Undefined when nothing can be noted (the job's hash is gone).
    */
   noteOnce(name: string, first: () => Promise<string>): Promise<string | undefined>;
+  /** What a run noted under `name` (`noteOnce`), without noting anything. */
+  noted(name: string): Promise<string | undefined>;
 }

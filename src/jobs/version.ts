@@ -41,13 +41,18 @@ function sameAuthor(recorded: Author | undefined, expected: Author | undefined):
 const MAX_VERSIONS_SCANNED = 5_000;
 const SCAN_PAGE = 200;
 
+const BASELINE = 'versionBaseline';
+
 /**
  * The key's newest version as this job's first run found it before making one ('' for none), noted in the job's
  * journal: a retry's search for its own version stops there, whatever the clocks say — an identical version made by
  * another job just before this one was enqueued (within the slack) is not taken for this one's.
  */
-export async function versionBaseline(ctx: Pick<JobContext, 'journal'>, provider: StorageProvider, key: string): Promise<string | undefined> {
-  return ctx.journal?.noteOnce('versionBaseline', async () => {
+export async function versionBaseline(ctx: Pick<JobContext, 'journal' | 'job'>, provider: StorageProvider, key: string): Promise<string | undefined> {
+  // Noted by a first run only: a retry whose first run noted nothing (it died first, or ran an older release) may
+  // have made its version already, and would take it for the baseline.
+  if (isRetry(ctx)) return ctx.journal?.noted(BASELINE);
+  return ctx.journal?.noteOnce(BASELINE, async () => {
     const newest = await provider.listVersions(key, { limit: 1 }).catch((error: unknown) => {
       if (error instanceof NotFoundError) return { items: [] };
       throw error;

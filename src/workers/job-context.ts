@@ -94,11 +94,14 @@ class JobHashJournal implements JobJournal {
   }
 
   async noteOnce(name: string, first: () => Promise<string>): Promise<string | undefined> {
-    const field = `${NOTE_PREFIX}${name}`;
-    const noted = await this.connection.hget(this.hashKey, field);
-    if (noted !== null) return noted;
-    const kept = await this.connection.eval(NOTE_ONCE, 1, this.hashKey, field, await first());
+    const noted = await this.noted(name);
+    if (noted !== undefined) return noted;
+    const kept = await this.connection.eval(NOTE_ONCE, 1, this.hashKey, `${NOTE_PREFIX}${name}`, await first());
     return kept === null ? undefined : String(kept);
+  }
+
+  async noted(name: string): Promise<string | undefined> {
+    return (await this.connection.hget(this.hashKey, `${NOTE_PREFIX}${name}`)) ?? undefined;
   }
 }
 

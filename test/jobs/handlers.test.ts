@@ -155,16 +155,17 @@ describe('job handlers', () => {
   });
 
   /** A journal whose first run's worker dies right after noting its result, before the body is released. */
-  function dyingJournal(): JobJournal & { noted: unknown } {
+  function dyingJournal(): JobJournal & { kept: unknown } {
     const journal = {
-      noted: undefined as unknown,
+      kept: undefined as unknown,
       remember: async (result: unknown) => {
-        const first = journal.noted === undefined;
-        journal.noted = result;
+        const first = journal.kept === undefined;
+        journal.kept = result;
         if (first) throw new Error('worker killed');
       },
-      recall: async () => journal.noted,
+      recall: async () => journal.kept,
       noteOnce: async () => undefined,
+      noted: async () => undefined,
     };
     return journal;
   }
@@ -180,6 +181,7 @@ describe('job handlers', () => {
         if (!notes.has(name)) notes.set(name, await first());
         return notes.get(name);
       },
+      noted: async (name) => notes.get(name),
     };
   }
 
@@ -196,6 +198,15 @@ describe('job handlers', () => {
     expect((await store.listVersions('doc')).items.map((version) => version.message)).toEqual(['release', 'wip', 'release']);
     expect(retried.result.versionId).toBe((await store.listVersions('doc')).items[0]!.versionId);
     expect((await store.stat('doc')).etag).toBe(inlineBody('A').etag);
+  });
+
+  it('a retry whose first run noted nothing (it ran an older release) finds the version that run made (session 11)', async () => {
+    const journal = memoryJournal();
+    const payload = { store: 'main', key: 'doc', body: inlineBody('mine'), message: 'mine' };
+    const first = await versionJob.handle(payload, ctx(1)); // no journal: nothing noted
+    const again = await versionJob.handle(payload, { ...ctx(2), journal });
+    expect(again.result.versionId).toBe(first.result.versionId);
+    expect((await store.listVersions('doc')).items).toHaveLength(1);
   });
 
   it('a retried version job finds its own version however far the producer\'s clock is ahead, with others made after it', async () => {
@@ -218,7 +229,7 @@ describe('job handlers', () => {
     await store.write('doc', 'a newer write');
 
     const again = await writeJob.handle({ store: 'main', key: 'doc', body }, { ...ctx(2), journal });
-    expect(again.result).toEqual(journal.noted);
+    expect(again.result).toEqual(journal.kept);
     expect((await store.stat('doc')).etag).toBe(sha256Hex('a newer write'));
     expect((await stagingProvider.list({ prefix: 'staging/' })).items).toHaveLength(0);
   });
@@ -232,7 +243,7 @@ describe('job handlers', () => {
     const another = await store.createVersion('doc', content, { message: 'nightly', author: { name: 'Ada' } });
 
     const again = await versionJob.handle(payload, { ...ctx(2), journal });
-    expect(again.result).toEqual(journal.noted);
+    expect(again.result).toEqual(journal.kept);
     expect(again.result.versionId).not.toBe(another.versionId);
     expect((await store.listVersions('doc')).items).toHaveLength(2);
   });
