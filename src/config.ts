@@ -38,7 +38,6 @@ const MAX_SINGLE_PUT = Math.min(5 * GIB, bufferConstants.MAX_LENGTH);
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false' })
   .transform((value) => value === 'true' || value === '1' || value === 'yes');
-/** Digits only: `Number(" ")` is 0, which would make `PORT=" "` a random port. */
 /** Redis Cluster's rule: the text between the first `{` and the first `}` after it, when not empty, is hashed alone. */
 function hasHashTag(prefix: string): boolean {
   const open = prefix.indexOf('{');
@@ -46,6 +45,7 @@ function hasHashTag(prefix: string): boolean {
   return close > open + 1;
 }
 
+/** Digits only: `Number(" ")` is 0, which would make `PORT=" "` a random port. */
 const int = (min = 0, max = Number.MAX_SAFE_INTEGER, tooBig?: string) =>
   z
     .string()

@@ -4,12 +4,12 @@
  *
  * Idempotent: versions carry no job id (and user metadata is the user's), so a version made by an earlier run
  * of this job is recognised by content: a version with this job's etag, message and author newer than the key's
- * newest version when the job's first run began (`versionBaseline`), and created after the job was enqueued. Every such version counts, not only the newest: a job picked up again after its worker died runs
- * tens of seconds later (the lock duration), when other jobs may have added versions to the key. The check runs
- * only on a retry (and when the staged body is gone), so a first run never merges two deliberate identical
- * versions; on a retry, another job's identical version (same content, message and author, made meanwhile) is
- * taken for this one's. The slack absorbs providers that keep whole seconds (git) and clock skew between producer
- * and worker.
+ * newest version when the job's first run began (`versionBaseline`), and created after the job was enqueued. Every
+ * such version counts, not only the newest: a job picked up again after its worker died runs tens of seconds later
+ * (the lock duration), when other jobs may have added versions to the key. The check runs only on a retry (and when
+ * the staged body is gone), so a first run never merges two deliberate identical versions; on a retry, another job's
+ * identical version (same content, message and author, made meanwhile) is taken for this one's. The enqueue time's
+ * slack absorbs providers that keep whole seconds (git) and clock skew between producer and worker.
  */
 import { z } from 'zod';
 import { NotFoundError } from '../providers/errors.js';

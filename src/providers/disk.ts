@@ -214,13 +214,6 @@ async function probeWritable(tree: Tree): Promise<void> {
   }
 }
 
-/**
- * The store's top directories as it made them: objects/ and versions/ the root's own directories, not symlinks
- * (stats and health walk them from the top, where no key's path is checked, and would follow one out of the store),
- * and all three there. Gone from under a running store (a volume unmounted, a directory removed), they are not an
- * empty store: a miss would be answered NOT_FOUND, a listing empty, and the next write would make the tree again on
- * the disk below the mount point. Checked by stats and health, and by every lookup that misses (`isReal`).
- */
 /** One of the store's own directories (`requireOwnDirectories`): there, and a directory of its own. */
 async function requireOwnDirectory(tree: Tree, dir: string): Promise<void> {
   const stats = await lstat(dir).catch(ignoreMissing);

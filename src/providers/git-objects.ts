@@ -206,7 +206,6 @@ export function parseCommit(content: Buffer): CommitObject {
   return commit;
 }
 
-
 /** A least-recently-used map bounded by the summed weight of its values. */
 class LruCache<V> {
   private readonly map = new Map<string, { value: V; weight: number }>();

@@ -37,7 +37,7 @@ export function storeLocation(settings: StoreSettings): StoreLocation | undefine
     case 's3': {
       if (settings.S3_BUCKET === undefined) return undefined;
       const prefix = normalizeS3Prefix(settings.S3_PREFIX);
-      const place = `s3 bucket "${settings.S3_BUCKET ?? ''}" at ${settings.S3_ENDPOINT ?? 'AWS'}`;
+      const place = `s3 bucket "${settings.S3_BUCKET}" at ${settings.S3_ENDPOINT ?? 'AWS'}`;
       return { description: `${place} prefix "${prefix}"`, place, within: prefix };
     }
     case 'git':
