@@ -9,10 +9,10 @@ export interface JobJournal {
   /** The result an earlier run of this job noted, if any. */
   recall(): Promise<unknown>;
   /**
-   * What the first run that asked noted under `name` (`first()` gives it then); every later run gets the same.
-   * Undefined when nothing can be noted (the job's hash is gone).
+   * Notes `value` under `name` unless a run noted something there before; answers what is noted (undefined when
+   * nothing can be: the job's hash is gone).
    */
-  noteOnce(name: string, first: () => Promise<string>): Promise<string | undefined>;
+  noteOnce(name: string, value: string): Promise<string | undefined>;
   /** What a run noted under `name` (`noteOnce`), without noting anything. */
   noted(name: string): Promise<string | undefined>;
 }

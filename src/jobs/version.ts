@@ -52,13 +52,12 @@ export async function versionBaseline(ctx: Pick<JobContext, 'journal' | 'job'>, 
   // Noted by a first run only: a retry whose first run noted nothing (it died first, or ran an older release) may
   // have made its version already, and would take it for the baseline.
   if (isRetry(ctx)) return ctx.journal?.noted(BASELINE);
-  return ctx.journal?.noteOnce(BASELINE, async () => {
-    const newest = await provider.listVersions(key, { limit: 1 }).catch((error: unknown) => {
-      if (error instanceof NotFoundError) return { items: [] };
-      throw error;
-    });
-    return newest.items[0]?.versionId ?? '';
+  if (ctx.journal === undefined) return undefined;
+  const newest = await provider.listVersions(key, { limit: 1 }).catch((error: unknown) => {
+    if (error instanceof NotFoundError) return { items: [] };
+    throw error;
   });
+  return ctx.journal.noteOnce(BASELINE, newest.items[0]?.versionId ?? '');
 }
 
 /** The version of `key` this job made, if an earlier run of it did (see the comment at the top). */

@@ -93,10 +93,8 @@ class JobHashJournal implements JobJournal {
     return saved === null ? undefined : (JSON.parse(saved) as unknown);
   }
 
-  async noteOnce(name: string, first: () => Promise<string>): Promise<string | undefined> {
-    const noted = await this.noted(name);
-    if (noted !== undefined) return noted;
-    const kept = await this.connection.eval(NOTE_ONCE, 1, this.hashKey, `${NOTE_PREFIX}${name}`, await first());
+  async noteOnce(name: string, value: string): Promise<string | undefined> {
+    const kept = await this.connection.eval(NOTE_ONCE, 1, this.hashKey, `${NOTE_PREFIX}${name}`, value);
     return kept === null ? undefined : String(kept);
   }
 

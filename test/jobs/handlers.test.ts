@@ -177,8 +177,8 @@ describe('job handlers', () => {
     return {
       remember: async (value) => void (result = value),
       recall: async () => result,
-      noteOnce: async (name, first) => {
-        if (!notes.has(name)) notes.set(name, await first());
+      noteOnce: async (name, value) => {
+        if (!notes.has(name)) notes.set(name, value);
         return notes.get(name);
       },
       noted: async (name) => notes.get(name),
