@@ -104,7 +104,7 @@ async function rerunIfFailedRetryably(connection: RedisConnection, queue: Queue,
   if (job === undefined) return;
   const code = failureCode(job.failedReason);
   if (code !== undefined && !errorTable[code].retryable) return;
-  // The worker's parked-retry window (UNAVAILABLE_RETRY_SECONDS) starts again from here, not from the first request,
+  // The worker's parked-retry window (UNAVAILABLE_RETRY_SECONDS) starts again for this rerun, not from the first request's,
   // and the run's failure is told as its own (`workers/worker.ts`). Gone meanwhile (retention), the job is left gone.
   if (!(await hsetIfExists(connection, queue.toKey(jobId), RERUN_AT_FIELD, String(Date.now())))) return;
   // A repeat sent at the same moment may have moved it already: then it is waiting again, as wanted.

@@ -2,12 +2,14 @@
  * `restore`: makes a version's content current and records a new version (message `restore <id>` unless given);
  * event `version.restored` with the new VersionInfo and `restoredFrom`.
  *
- * Idempotent the way `version` is: on a retry, a newest version with the restored content and this job's message,
- * made after the job was enqueued, is this job's.
+ * Idempotent the way `version` is: on a retry, a version with the restored content and this job's message and author,
+ * newer than the key's newest when its first run began, is this job's. The restored content's etag is noted before
+ * the first run restores: the restore leaves the source version behind the newest, and retention may remove it
+ * before a retry.
  */
 import { z } from 'zod';
-import type { VersionInfo } from '../providers/types.js';
-import { authorSchema, defineJob, isRetry, keySchema, storeNameSchema, storeOf } from './definition.js';
+import type { StorageProvider, VersionInfo } from '../providers/types.js';
+import { authorSchema, defineJob, isRetry, keySchema, storeNameSchema, storeOf, type JobContext } from './definition.js';
 import { versionBaseline, versionMadeBy } from './version.js';
 
 export const restorePayload = z
@@ -23,18 +25,30 @@ export type RestorePayload = z.output<typeof restorePayload>;
 
 export type RestoreResult = VersionInfo & { restoredFrom: string };
 
+const SOURCE_ETAG = 'restoreSourceEtag';
+
+/**
+ * The etag of the version restored, noted in the job's journal before the first run restores it: a retry that finds
+ * the source gone (retention) still knows the content its own version holds. Versions never change, so any run may
+ * note it; a retry whose first run noted nothing asks the store, as before.
+ */
+async function sourceEtag(ctx: JobContext, provider: StorageProvider, key: string, versionId: string): Promise<string> {
+  const noted = isRetry(ctx) ? await ctx.journal?.noted(SOURCE_ETAG) : undefined;
+  if (noted !== undefined) return noted;
+  const { etag } = await provider.stat(key, { versionId });
+  await ctx.journal?.noteOnce(SOURCE_ETAG, etag);
+  return etag;
+}
+
 export const restoreJob = defineJob({
   name: 'restore',
   queue: 'objects',
   schema: restorePayload,
   async handle({ store, key, versionId, message = `restore ${versionId}`, author }, ctx) {
     const provider = storeOf(ctx, store);
-    const baseline = await versionBaseline(ctx, provider, key);
+    const [baseline, etag] = await Promise.all([versionBaseline(ctx, provider, key), sourceEtag(ctx, provider, key, versionId)]);
     let info: VersionInfo | undefined;
-    if (isRetry(ctx)) {
-      const { etag } = await provider.stat(key, { versionId });
-      info = await versionMadeBy(ctx.job, provider, key, { etag, message, author }, baseline);
-    }
+    if (isRetry(ctx)) info = await versionMadeBy(ctx.job, provider, key, { etag, message, author }, baseline);
     info ??= await provider.restoreVersion(key, versionId, { message, author, fence: ctx.fence });
     const result: RestoreResult = { ...info, restoredFrom: versionId };
     return { result, event: { type: 'version.restored', store, key, data: result } };

@@ -89,8 +89,8 @@ export interface WorkersOptions {
    */
   maxStalledCount?: number;
   /**
-   * How long (ms since it was enqueued) a job whose backend is unavailable keeps being retried after its attempts
-   * ran out (`UNAVAILABLE_RETRY_SECONDS`). An outage longer than the attempts' backoff, plus the breaker's
+   * How long (ms since its first unavailable failure) a job whose backend is unavailable keeps being retried after its
+   * attempts ran out (`UNAVAILABLE_RETRY_SECONDS`). An outage longer than the attempts' backoff, plus the breaker's
    * half-open delay, must not turn an accepted write into a failed one. Default one hour.
    */
   unavailableRetryMs?: number;
@@ -138,17 +138,26 @@ function failedEvent(job: Job, queue: QueueName, failure: Error, attemptsMade: n
 }
 
 /**
- * When the job was due to run: a schedule makes each job one period ahead, with a delay (`opts.delay` is the one it was
- * added with; parking does not change it). The parked-retry window counts from here, not from when it was made.
+ * When the job first met its backend unavailable (ms), in its hash; a repeated request's rerun of it notes its own,
+ * under its `RERUN_AT_FIELD` as `failedMarker` does. The parked-retry window counts from there, not from when the job
+ * was made: a backlog, or a schedule that makes each job a period ahead, can outlast the window before a first run.
  */
-function dueAt(job: Job): number {
-  return job.timestamp + (job.opts.delay ?? 0);
-}
+const UNAVAILABLE_SINCE_FIELD = 'kyozoUnavailableSince';
 
-/** Where the parked-retry window starts: when the job was due, or when a repeated request ran it again, if later. */
-async function retryWindowStart(connection: RedisConnection, job: Job, hashKey: string): Promise<number> {
-  const rerunAt = Number(await connection.hget(hashKey, RERUN_AT_FIELD).catch(() => null));
-  return Math.max(dueAt(job), Number.isFinite(rerunAt) ? rerunAt : 0);
+/** Notes `ARGV[3]` (now) as this run's `UNAVAILABLE_SINCE_FIELD` unless noted, in an existing job hash; answers it. */
+const NOTE_UNAVAILABLE_SINCE = `
+local rerunAt = redis.call('HGET', KEYS[1], ARGV[1])
+local field = rerunAt and (ARGV[2] .. '@' .. rerunAt) or ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSETNX', KEYS[1], field, ARGV[3]) end
+return redis.call('HGET', KEYS[1], field)
+`;
+
+/** Where the parked-retry window starts: the first unavailable failure's time, noted now if this is the first. */
+async function unavailableSince(connection: RedisConnection, hashKey: string): Promise<number> {
+  const now = Date.now();
+  // Redis refusing the note: the window starts now, rather than an accepted job failing for it.
+  const noted = await connection.eval(NOTE_UNAVAILABLE_SINCE, 1, hashKey, RERUN_AT_FIELD, UNAVAILABLE_SINCE_FIELD, now).catch(() => null);
+  return noted === null ? now : Number(noted);
 }
 
 /** Parked retries keep the job's exponential backoff, capped at a minute, with the same downward jitter. */
@@ -254,10 +263,11 @@ export function createWorkers(options: WorkersOptions): Workers {
         if (
           isStorageError(error) &&
           error.code === 'PROVIDER_UNAVAILABLE' &&
-          lastAttempt(job) &&
-          Date.now() - (await retryWindowStart(options.connection, job, worker.toKey(job.id!))) < unavailableRetryMs
+          Date.now() - (await unavailableSince(options.connection, worker.toKey(job.id!))) < unavailableRetryMs &&
+          lastAttempt(job)
         ) {
-          // Attempts spent, backend still down: park the job and try again later instead of failing it.
+          // Attempts spent, backend still down: park the job and try again later instead of failing it. The window's
+          // start is asked before `lastAttempt`: every unavailable failure notes it, in case it is the first.
           await job.moveToDelayed(Date.now() + parkedRetryDelay(job), token);
           throw new DelayedError(`backend unavailable, retrying: ${error.message}`);
         }

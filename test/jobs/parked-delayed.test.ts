@@ -1,7 +1,8 @@
 /**
  * A job whose backend stays unavailable past its attempts is parked and retried for `unavailableRetryMs` from when it
- * was due, not from when it was made: a schedule makes each run's job one period ahead (an hour for cleanup, a day
- * for backup), which used up the whole window before the job first ran.
+ * first met the outage, not from when it was made: a schedule makes each run's job one period ahead (an hour for
+ * cleanup, a day for backup), and a job can wait in a backlog, either of which used up the whole window before the
+ * job first ran.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProviderUnavailableError } from '../../src/providers/errors.js';
@@ -20,7 +21,7 @@ afterAll(async () => {
   await p?.close();
 });
 
-describe('parked retries of a job that was added with a delay', () => {
+describe('parked retries of a job that waited before its first run', () => {
   it('are parked for the window counted from when the job was due, then fail', async () => {
     const jobId = 'objects-added-ahead';
     const dueAt = Date.now() + 2_000;
@@ -31,5 +32,19 @@ describe('parked retries of a job that was added with a delay', () => {
     expect(job.attemptsStarted).toBeGreaterThan(1); // parked at least once, with one attempt allowed
     expect(job.finishedOn! - dueAt).toBeGreaterThanOrEqual(1_000); // retried well into the window after it was due
     expect(job.failedReason).toMatch(/backend is down/);
+  });
+
+  it('are parked for the window counted from the first run, however long the job waited in a backlog', async () => {
+    const objects = p.queues.queue('objects');
+    await objects.pause(); // no worker takes it: a backlog
+    const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'backlogged', body: inlineBody('x') });
+    await new Promise((resolve) => setTimeout(resolve, 2_000)); // longer than the window
+    const before = down.calls.length;
+    await objects.resume();
+    await p.waitForJobState(jobId, 'failed');
+
+    const runs = down.calls.slice(before);
+    expect(runs.length).toBeGreaterThan(1); // parked at least once, with one attempt allowed
+    expect((await p.queues.getJob(jobId))!.finishedOn! - runs[0]!).toBeGreaterThanOrEqual(1_000); // well into a window of its own
   });
 });
