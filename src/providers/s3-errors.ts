@@ -23,12 +23,14 @@ interface SdkErrorShape {
   Code?: string;
   message?: string;
   $metadata?: { httpStatusCode?: number };
+  $response?: { headers?: Record<string, string | undefined> };
 }
 
 const NOT_FOUND = new Set(['NoSuchKey', 'NotFound', 'NoSuchVersion']);
 const PRECONDITION = new Set(['PreconditionFailed', 'ConditionalRequestConflict']);
 const PERMISSION = new Set(['AccessDenied', 'Forbidden', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AllAccessDisabled', 'ExpiredToken', 'InvalidToken']);
-const THROTTLING = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'TooManyRequestsException', 'RequestLimitExceeded', 'RequestThrottled', 'ServiceUnavailable', 'InternalError', 'RequestTimeout', 'RequestTimeoutException']);
+/** "Try again" answers; OperationAborted is a 409 that says a conflicting operation on the resource is under way. */
+const THROTTLING = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'TooManyRequestsException', 'RequestLimitExceeded', 'RequestThrottled', 'ServiceUnavailable', 'InternalError', 'RequestTimeout', 'RequestTimeoutException', 'OperationAborted']);
 const UNSUPPORTED = new Set(['NotImplemented', 'MethodNotAllowed', 'XNotImplemented']);
 const ARGUMENT = new Set(['MetadataTooLarge', 'KeyTooLongError', 'InvalidArgument', 'InvalidRequest', 'InvalidObjectName', 'MalformedXML']);
 /** Failures before any answer arrived: the request may be sent again. */
@@ -61,6 +63,9 @@ export function toStorageError(error: unknown, what: string): unknown {
   const options = { cause: error };
 
   if (code === 'NoSuchBucket') return new ProviderUnavailableError(`${detail} (the store's bucket does not exist)`, options);
+  // The bucket is served by another endpoint (another region): every request gets the same answer until AWS_REGION or
+  // S3_ENDPOINT changes, so it is a configuration error, not an outage to retry. A HEAD's 301 has only the status.
+  if (code === 'PermanentRedirect' || status === 301) return new InvalidArgumentError(`${detail} (${wrongEndpoint(e)})`, options);
   if (NOT_FOUND.has(code) || status === 404) return new NotFoundError(detail, options);
   if (PRECONDITION.has(code) || status === 412) return new PreconditionFailedError(detail, options);
   if (PERMISSION.has(code) || status === 403 || status === 401) return new PermissionDeniedError(detail, options);
@@ -83,4 +88,11 @@ export function toStorageError(error: unknown, what: string): unknown {
   // Node refuses to send a header with characters outside latin1, before any byte leaves.
   if (code === 'ERR_INVALID_CHAR') return new InvalidArgumentError(detail, options);
   return error;
+}
+
+/** Where a 301 says the bucket is: S3 names its region in `x-amz-bucket-region`. */
+function wrongEndpoint(e: SdkErrorShape): string {
+  const region = e.$response?.headers?.['x-amz-bucket-region'];
+  const where = region === undefined ? 'is not served at this endpoint' : `is in region ${region}`;
+  return `the store's bucket ${where}: set AWS_REGION or S3_ENDPOINT to match`;
 }

@@ -335,9 +335,16 @@ function mirrorId(id: string): string {
 
 // ---- small helpers ----
 
-type ObjectHead = Pick<HeadObjectCommandOutput, 'Metadata' | 'ContentType' | 'ContentLength' | 'LastModified' | 'ETag' | 'VersionId'> & {
-  ContentRange?: string;
-};
+/** The headers S3 keeps with an object besides its type and `x-amz-meta-*`; ours never set them, other uploaders may. */
+type ContentHeaders = Pick<HeadObjectCommandOutput, 'CacheControl' | 'ContentDisposition' | 'ContentEncoding' | 'ContentLanguage' | 'Expires'>;
+
+type ObjectHead = Pick<HeadObjectCommandOutput, 'Metadata' | 'ContentType' | 'ContentLength' | 'LastModified' | 'ETag' | 'VersionId'> &
+  ContentHeaders & { ContentRange?: string };
+
+/** An object's content headers, for a copy with MetadataDirective REPLACE, which keeps only those it is sent. */
+function contentHeaders({ CacheControl, ContentDisposition, ContentEncoding, ContentLanguage, Expires }: ContentHeaders): ContentHeaders {
+  return { CacheControl, ContentDisposition, ContentEncoding, ContentLanguage, Expires };
+}
 
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);
@@ -819,6 +826,7 @@ export class S3Provider implements StorageProvider {
               CopySource: copySource(this.bucket, fullKey, versionId),
               MetadataDirective: 'REPLACE',
               ContentType: contentType,
+              ...contentHeaders(source),
               Metadata: metadata,
             }),
             { abortSignal: signal },
@@ -1461,6 +1469,8 @@ export class S3Provider implements StorageProvider {
             CopySourceIfMatch: got.ETag,
             MetadataDirective: 'REPLACE',
             ContentType: out.ContentType ?? DEFAULT_CONTENT_TYPE,
+            // Of the object read (CopySourceIfMatch): a client given a presigned URL, or another tool, may have set them.
+            ...contentHeaders(got),
             Metadata: metadata,
           }),
           { abortSignal: signal },
