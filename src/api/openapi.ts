@@ -440,7 +440,7 @@ const routes: RouteSpec[] = [
       'An `event: gap` comes first when events after the resume point were trimmed away (EVENTS_MAXLEN).',
     auth: 'bearer',
     query: {
-      types: `Comma-separated event types (default all): ${EVENT_TYPES.join(', ')}; an unknown one is 400`,
+      types: `Comma-separated event types (default all): ${EVENT_TYPES.join(', ')}; repeated, all its values count; an unknown one is 400`,
       since: { description: 'Replay after this event id (as Last-Event-ID, which wins); not an event id: 400', schema: { type: 'string', pattern: '^\\d+-\\d+$' } },
     },
     headers: { 'Last-Event-ID': { description: 'Resume after this event id (an EventSource reconnecting)', schema: { type: 'string', pattern: '^\\d+-\\d+$' } } },

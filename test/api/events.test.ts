@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createApp } from '../../src/api/app.js';
 import { listen } from '../../src/api/server.js';
 import { quietLog, waitFor } from '../jobs/fixtures/pipeline.js';
@@ -182,6 +182,64 @@ describe('GET /v1/events (SSE)', () => {
     }
   });
 
+  it('ends the stream of a client that takes nothing for a whole heartbeat period while writes wait for it: a stalled client frees its slot', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] }); // heartbeat periods pass when the test says
+    const app = createApp({ ...service.deps, sseMaxStreams: 1 });
+    const server = await listen(app, { host: '127.0.0.1', port: 0, apiTokens: [] }, quietLog);
+    const port = Number(new URL(server.url).port);
+    const before = service.deps.bus.listenerCount();
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => undefined); // reset by the server: what this test waits for
+    try {
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write(`GET /v1/events?types=object.written HTTP/1.1\r\nHost: localhost:${port}\r\nAccept: text/event-stream\r\n\r\n`);
+      await waitFor(() => service.deps.bus.listenerCount() > before, { what: 'the stream subscribed' });
+      socket.pause(); // reads nothing more
+      // Enough to fill the socket's buffers, far fewer than the 1,000 waiting events that disconnect a client; then
+      // no event comes, as on a quiet system.
+      const padding = 'x'.repeat(20_000);
+      for (let i = 0; i < 300; i++) await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `quiet/${i}`, data: { padding } });
+      expect((await app.request('/v1/events')).status).toBe(503); // its one slot is held
+      const freed = await waitFor(
+        async () => {
+          vi.advanceTimersToNextTimer();
+          const response = await app.request('/v1/events');
+          await response.body?.cancel();
+          return response.status !== 503 && response.status;
+        },
+        { what: 'the stalled stream ended and its slot was freed' },
+      );
+      expect(freed).toBe(200);
+    } finally {
+      vi.useRealTimers();
+      socket.destroy();
+      await server.close(0);
+    }
+  });
+
+  it('keeps the stream of a client that reads slowly but takes something every heartbeat period', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      const response = await service.app.request('/v1/events?types=object.written');
+      const reader = response.body!.getReader();
+      const decoder = new TextDecoder();
+      let text = decoder.decode((await reader.read()).value); // ': connected'
+      // More than it reads in the periods below: writes wait for it the whole time.
+      for (let i = 0; i < 20; i++) await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `steady/${i}`, data: {} });
+      for (let period = 0; period < 5; period++) {
+        vi.advanceTimersToNextTimer();
+        const chunk = await reader.read(); // one message a period
+        expect(chunk.done).toBe(false);
+        text += decoder.decode(chunk.value, { stream: true });
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const { events } = await collectFrom(reader, (events) => events.length >= 20, text);
+      expect(events.map((event) => (JSON.parse(event.data!) as { key: string }).key)).toEqual(Array.from({ length: 20 }, (_, i) => `steady/${i}`));
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('resuming from an id ahead of the stream loses no event emitted while the stream is set up', async () => {
     const bus = service.deps.bus;
     let duringSetup: string | undefined;
@@ -237,6 +295,25 @@ describe('GET /v1/events (SSE)', () => {
       expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
     }
     expect(service.deps.bus.listenerCount()).toBe(before);
+  });
+
+  it('takes ?types= repeated as the union of its values, as ?types=a,b', async () => {
+    const response = await service.app.request('/v1/events?types=object.written&types=object.deleted');
+    expect(response.status).toBe(200);
+    const collecting = collect(response, (events) => events.some((event) => event.event === 'object.written'));
+    for (const type of ['object.deleted', 'version.created', 'object.written'] as const) {
+      await service.deps.bus.emit({ type, store: 'mem', key: `repeated/${type}`, data: {} });
+    }
+    const { events } = await collecting;
+    expect(events.map((event) => event.event)).toEqual(['object.deleted', 'object.written']);
+  });
+
+  it('refuses ?types= repeated with an unknown type in any of its values with 400, naming it', async () => {
+    const response = await service.app.request('/v1/events?types=object.written&types=object.exploded');
+    expect(response.status).toBe(400);
+    const { error } = (await response.json()) as { error: { code: string; message: string } };
+    expect(error.code).toBe('BAD_REQUEST');
+    expect(error.message).toContain('object.exploded');
   });
 
   it('refuses a Last-Event-ID beyond what a stream id can hold with 400, before the stream starts', async () => {

@@ -32,6 +32,12 @@ beforeAll(async () => {
       get: (target, name) => (typeof name === 'string' && read.add(name), Reflect.get(target, name)),
     });
   } as never);
+  // `c.req.queries(name)` reads every value of a repeatable one (`?types=a&types=b`).
+  const queries = HonoRequest.prototype.queries as (this: HonoRequest, key: string) => unknown;
+  vi.spyOn(HonoRequest.prototype, 'queries').mockImplementation(function (this: HonoRequest, key: string) {
+    read.add(key);
+    return queries.call(this, key);
+  } as never);
 });
 afterAll(async () => {
   vi.restoreAllMocks();

@@ -1,8 +1,9 @@
 /**
  * `GET /v1/events`: Server-Sent Events. The live subscription starts before the history is replayed, so nothing
  * falls between the two: events after `Last-Event-ID` (or `?since=`) come from the stream, then the live ones
- * not already sent. A comment line every `HEARTBEAT_MS` keeps proxies from closing an idle connection; when the
- * client goes away its listener is removed (the bus keeps one Redis subscription per process, not per client).
+ * not already sent. A comment line every `HEARTBEAT_MS` keeps proxies from closing an idle connection, and finds a
+ * client that stopped reading; when the client goes away its listener is removed (the bus keeps one Redis
+ * subscription per process, not per client).
  */
 import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
@@ -33,7 +34,9 @@ function isStreamId(id: string): boolean {
   return parts !== null && BigInt(parts[1]!) <= MAX_ID_PART && BigInt(parts[2]!) <= MAX_ID_PART;
 }
 
-function parseTypes(raw: string | undefined): readonly EventType[] | '*' {
+/** `?types=a,b`; repeated (`?types=a&types=b`), its values count as if joined by commas: all of them, not the first. */
+function parseTypes(values: readonly string[] | undefined): readonly EventType[] | '*' {
+  const raw = values?.join(',');
   if (raw === undefined || raw === '' || raw === '*') return '*';
   const types = raw.split(',').map((type) => type.trim());
   const unknown = types.filter((type) => !(EVENT_TYPES as readonly string[]).includes(type));
@@ -56,7 +59,7 @@ export function eventRoutes(deps: AppDeps): Hono {
   const maxStreams = deps.sseMaxStreams ?? MAX_STREAMS;
   let open = 0;
   app.get('/', async (c) => {
-    const types = parseTypes(c.req.query('types'));
+    const types = parseTypes(c.req.queries('types'));
     const since = resumePoint(c);
 
     // A stream opened while Redis is down would only stay silent: 503, and the client comes back.
@@ -123,7 +126,11 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
     // Writes wait for the client to read: live events and heartbeats queue up behind one another, in order.
     let chain = Promise.resolve();
     let waiting = 0;
-    const done = () => void waiting--;
+    let written = 0;
+    const done = () => {
+      waiting--;
+      written++;
+    };
     const later = (write: () => Promise<unknown>) => {
       waiting++;
       chain = chain.then(write).then(done, done);
@@ -142,7 +149,15 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
       // itself goes, or it would stay open with no stream counted for it.
       outgoingOf(c)?.destroy();
     };
-    const heartbeat = setInterval(() => later(() => stream.write(': heartbeat\n\n')), HEARTBEAT_MS);
+    let writtenAtLastBeat: number | undefined;
+    const heartbeat = setInterval(() => {
+      // The heartbeat queued a period ago (or a write ahead of it) still waits and nothing was written since: the
+      // client takes nothing and its socket's buffers are full. The waiting-events limit needs more events to come:
+      // when none did, such a client held its stream, and one of `sseMaxStreams`, for good.
+      if (waiting > 0 && written === writtenAtLastBeat) return disconnect?.();
+      writtenAtLastBeat = written;
+      later(() => stream.write(': heartbeat\n\n'));
+    }, HEARTBEAT_MS);
     if (pending.length > maxWaiting) disconnect();
     try {
       if (gap) {
