@@ -20,7 +20,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import * as isogit from 'isomorphic-git';
-import { DataCorruptedError, PermissionDeniedError, ProviderUnavailableError } from './errors.js';
+import { fsyncDirectory } from './atomic-file.js';
+import { DataCorruptedError, InvalidArgumentError, PermissionDeniedError, ProviderUnavailableError } from './errors.js';
 import { isObjectId } from './git-layout.js';
 
 export type ObjectType = 'blob' | 'tree' | 'commit' | 'tag';
@@ -421,11 +422,18 @@ export class ObjectStore {
     return encoded.oid;
   }
 
-  /** Writes loose objects (in parallel, each atomically); objects already loose on disk are skipped. */
+  /**
+   * Writes loose objects (in parallel, each atomically); objects already loose on disk are skipped. With fsync, the
+   * directories holding them are then synced, once each: a rename survives a power cut only with its directory, and
+   * the ref that names these objects moves after this returns. One already there is synced too: it may be another
+   * writer's, renamed but not synced yet.
+   */
   async write(objects: Iterable<EncodedObject>): Promise<void> {
     const unique = new Map<string, EncodedObject>();
     for (const object of objects) unique.set(object.oid, object);
-    await Promise.all([...unique.values()].map((object) => this.writeLoose(object)));
+    const dirs = new Set<string>();
+    await Promise.all([...unique.values()].map((object) => this.writeLoose(object, dirs)));
+    if (this.fsync) await Promise.all([...dirs].map(fsyncDirectory));
   }
 
   private loosePath(oid: string): string {
@@ -436,8 +444,10 @@ export class ObjectStore {
    * No memory of objects written before: one no ref reaches yet (its commit failed) can be pruned by `git gc`
    * at any time, so only a copy on disk now counts. A packed object gets a loose duplicate, which git tolerates.
    */
-  private async writeLoose(object: EncodedObject): Promise<void> {
+  private async writeLoose(object: EncodedObject, dirs: Set<string>): Promise<void> {
     const target = this.loosePath(object.oid);
+    const dir = path.dirname(target);
+    dirs.add(dir);
     // Synchronous and without an exception for the common "not there yet": both cost more than the check.
     if (fs.statSync(target, { throwIfNoEntry: false })) {
       try {
@@ -453,15 +463,14 @@ export class ObjectStore {
     const raw = Buffer.concat([Buffer.from(`${object.type} ${object.content.length}\0`, 'latin1'), object.content]);
     // Level 1: most content is small text; git's default (level 6 via core.compression -1) costs 3x the CPU here.
     const compressed = raw.length > ASYNC_DEFLATE_BYTES ? await deflateAsync(raw, { level: 1 }) : zlib.deflateSync(raw, { level: 1 });
-    const dir = path.dirname(target);
     const temp = path.join(dir, `tmp_obj_${randomBytes(6).toString('hex')}`);
-    if (!this.fanoutDirs.has(dir)) await mkdir(dir, { recursive: true });
+    if (!this.fanoutDirs.has(dir)) await makeFanout(dir, dirs);
     try {
       await writeFileExclusive(temp, compressed, this.fsync, 0o444);
     } catch (error) {
       // `git gc` / `git prune` remove fan-out directories they emptied.
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      await mkdir(dir, { recursive: true });
+      await makeFanout(dir, dirs);
       await writeFileExclusive(temp, compressed, this.fsync, 0o444);
     }
     this.fanoutDirs.add(dir);
@@ -493,6 +502,16 @@ export class ObjectStore {
     return value;
   }
 
+  /**
+   * A symbolic ref (`ref: refs/heads/main`) is refused as a commit's target: renamed into place, the commit id would
+   * replace the link and leave the branch it named behind (`GIT_BRANCH` is checked at open; a write's `branch` here).
+   */
+  private async refuseSymbolicRef(ref: string): Promise<void> {
+    const value = await readFile(path.join(this.gitdir, ref), 'utf8').catch(() => '');
+    if (!value.startsWith('ref: ')) return;
+    throw new InvalidArgumentError(`git ref ${ref} is a symbolic ref to ${value.slice(5).trim()}: commit to the branch it names`);
+  }
+
   private async packedRefs(): Promise<Map<string, string>> {
     const refs = new Map<string, string>();
     let text: string;
@@ -520,6 +539,7 @@ export class ObjectStore {
     const handle = await this.createRefLock(lock);
     let moved = false;
     try {
+      await this.refuseSymbolicRef(ref);
       if ((await this.resolveRef(ref)) !== expected) return false;
       await handle.writeFile(`${next}\n`);
       if (this.fsync) await handle.datasync();
@@ -528,6 +548,8 @@ export class ObjectStore {
       if (!(await holdsLock(lock, handle))) throw new ProviderUnavailableError(`git ref lock ${lock} was taken away while held`);
       await rename(lock, target);
       moved = true;
+      // The commit is acknowledged once this returns: its rename must survive a power cut as the objects' did.
+      if (this.fsync) await fsyncDirectory(path.dirname(target));
       return true;
     } finally {
       if (!moved) await releaseLock(lock, handle).catch(() => {});
@@ -620,6 +642,11 @@ async function removeLockIf(lock: string, owned: (file: fs.Stats) => boolean): P
   } finally {
     await unlink(aside);
   }
+}
+
+/** Makes the fan-out directory `dir` when missing; `objects/` then gained an entry, and joins the `dirs` to sync. */
+async function makeFanout(dir: string, dirs: Set<string>): Promise<void> {
+  if ((await mkdir(dir, { recursive: true })) !== undefined) dirs.add(path.dirname(dir));
 }
 
 async function writeFileExclusive(file: string, bytes: Uint8Array, fsync: boolean, mode: number): Promise<void> {

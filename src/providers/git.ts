@@ -6,8 +6,9 @@
  * versions are the commits that wrote it, newest first, and a version id is a commit id.
  *
  * - Layout (keys -> tree paths, the per-key record beside them): `git-layout.ts`. Inspect a store with git:
- *   `git --git-dir=REPO --literal-pathspecs log --format=%H --diff-filter=AM -- 'docs/a.md~' '.kyozo/meta/docs/a.md~'` lists exactly
- *   `listVersions('docs/a.md')`; `git --git-dir=REPO show <versionId>:docs/a.md~` prints that version.
+ *   `git --git-dir=REPO --literal-pathspecs log --first-parent --format=%H --diff-filter=AM BRANCH -- 'docs/a.md~' '.kyozo/meta/docs/a.md~'`
+ *   lists exactly `listVersions('docs/a.md')` (first parents only, as the index walks: without it a merge's side
+ *   commits show instead of the merge); `git --git-dir=REPO show <versionId>:docs/a.md~` prints that version.
  * - Commits are built from objects, never through a work tree: blob, then the trees along the changed paths
  *   (unchanged subtrees are reused by id), then the commit, then a compare-and-swap of the branch ref
  *   (`git-objects.ts`). The cost of a commit follows the depth and width of the changed directories, not the
@@ -298,6 +299,7 @@ export class GitProvider implements StorageProvider {
     try {
       const gitdir = await locateGitdir(path.resolve(options.repoPath), branch);
       await refuseIncompleteRepository(gitdir);
+      await refuseSymbolicBranch(gitdir, branch);
       const real = await realpath(gitdir);
       const store = new ObjectStore(gitdir, options.fsync ?? false);
       const redis = options.redisLock;
@@ -917,6 +919,18 @@ async function refuseIncompleteRepository(gitdir: string): Promise<void> {
   if (await exists(path.join(gitdir, 'objects', 'info', 'alternates'))) {
     throw new InvalidArgumentError(`${gitdir} borrows objects from another repository (objects/info/alternates): make it whole first (git repack -a -d, then remove the file)`);
   }
+}
+
+/**
+ * A branch that is a symbolic ref (`git symbolic-ref refs/heads/current refs/heads/main`) would be replaced by a
+ * commit id at the first commit (refs are renamed into place), leaving the branch it named behind: refused at open,
+ * naming the branch to use instead.
+ */
+async function refuseSymbolicBranch(gitdir: string, branch: string): Promise<void> {
+  const ref = await readFile(path.join(gitdir, 'refs', 'heads', branch), 'utf8').catch(() => '');
+  if (!ref.startsWith('ref: ')) return;
+  const target = ref.slice('ref: '.length).trim();
+  throw new InvalidArgumentError(`GIT_BRANCH "${branch}" is a symbolic ref to ${target}, which the store's commits would replace: set GIT_BRANCH to the branch it names`);
 }
 
 /** The directory a `.git` file points at (`gitdir: <path>`, relative to the file's directory). */

@@ -17,7 +17,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { StorageError } from '../../src/providers/errors.js';
 import { KeyIndex } from '../../src/providers/git-index.js';
 import { treePathOf } from '../../src/providers/git-layout.js';
-import { ObjectStore } from '../../src/providers/git-objects.js';
+import { encodeObject, ObjectStore } from '../../src/providers/git-objects.js';
 import { GIT_MAX_OBJECT_BYTES, GitProvider } from '../../src/providers/git.js';
 import { gitFixture } from '../support/git.js';
 
@@ -47,13 +47,35 @@ function failure(promise: Promise<unknown>): Promise<StorageError> {
   );
 }
 
-type Intercepted = 'stat' | 'rename' | 'readFile';
+type Intercepted = 'stat' | 'rename' | 'readFile' | 'open';
 
 /** `fs.promises[name]` replaced by what `fake` makes of the real one, for the provider's imports too. */
 function intercept<K extends Intercepted>(name: K, fake: (real: (typeof fs.promises)[K]) => (typeof fs.promises)[K]): void {
   const real = fs.promises[name];
   vi.spyOn(fs.promises, name).mockImplementation(fake(real) as never);
   syncBuiltinESMExports();
+}
+
+/**
+ * Records, in order, each finished `FileHandle.sync` (the store syncs directories with it, files with `datasync`) and
+ * each rename's target. The calls themselves are the real ones.
+ */
+function recordSyncsAndRenames(): string[] {
+  const events: string[] = [];
+  intercept('open', (real) => (async (...args: Parameters<typeof fs.promises.open>) => {
+    const handle = await real(...args);
+    const sync = handle.sync.bind(handle);
+    handle.sync = async () => {
+      await sync();
+      events.push(`sync ${String(args[0])}`);
+    };
+    return handle;
+  }) as typeof fs.promises.open);
+  intercept('rename', (real) => async (from, to) => {
+    events.push(`rename ${String(to)}`);
+    return real(from, to);
+  });
+  return events;
 }
 
 /** Resolves once `condition` holds, checking at every turn of the event loop (no timer, no deadline but the test's). */
@@ -157,6 +179,45 @@ describe('the ref lock', () => {
     expect(error.code).toBe('PROVIDER_UNAVAILABLE');
     expect((await readFile(target, 'utf8')).trim()).toBe(base);
     expect(await readFile(lock, 'utf8')).toBe(foreign);
+  });
+});
+
+describe('durability with fsync (DISK_FSYNC)', () => {
+  const synced = (events: string[]) => events.filter((event) => event.startsWith('sync ')).map((event) => event.slice('sync '.length));
+
+  it('syncs the directory of every object a write adds before the branch ref is renamed onto it', async () => {
+    const repo = await tempDir();
+    const provider = await openProvider(repo, { fsync: true });
+    await provider.write('before', 'x');
+    const base = (await git(['--git-dir', repo, 'rev-parse', 'main'])).trim();
+    const events = recordSyncsAndRenames();
+    await provider.write('docs/a.md', 'hello');
+    vi.restoreAllMocks();
+    syncBuiltinESMExports();
+
+    const added = (await git(['--git-dir', repo, 'rev-list', '--objects', 'main', `^${base}`])).split('\n').filter(Boolean);
+    expect(added.length).toBeGreaterThanOrEqual(5); // content, record, commit, and trees along the paths
+    const moved = events.indexOf(`rename ${path.join(repo, 'refs', 'heads', 'main')}`);
+    expect(moved).toBeGreaterThan(0);
+    const before = new Set(synced(events.slice(0, moved)));
+    expect(added.map((line) => path.join(repo, 'objects', line.slice(0, 2))).filter((dir) => !before.has(dir))).toEqual([]);
+    // And the ref's own directory after it, before the write is acknowledged: else a power cut could undo the commit.
+    expect(synced(events.slice(moved))).toContain(path.join(repo, 'refs', 'heads'));
+  });
+
+  it('syncs each directory once per batch of objects, however many of them it holds', async () => {
+    const repo = await tempDir();
+    await git(['init', '-q', '--bare', repo]);
+    const objects = Array.from({ length: 300 }, (_, i) => encodeObject('blob', Buffer.from(`object ${i}`)));
+    const fanouts = new Set(objects.map((object) => path.join(repo, 'objects', object.oid.slice(0, 2))));
+    expect(fanouts.size).toBeLessThan(objects.length);
+    const events = recordSyncsAndRenames();
+    await new ObjectStore(repo, true).write(objects);
+    vi.restoreAllMocks();
+    syncBuiltinESMExports();
+
+    // `objects/` too: the fan-out directories were made by this batch.
+    expect(synced(events).sort()).toEqual([...fanouts, path.join(repo, 'objects')].sort());
   });
 });
 
@@ -352,6 +413,39 @@ describe('authors and diffs (session 10)', () => {
 });
 
 describe('branch names', () => {
+  it('refuses at open a GIT_BRANCH that is a symbolic ref, naming it, and leaves the ref as it was', async () => {
+    const repo = await tempDir();
+    await git(['init', '-q', '--bare', '-b', 'main', repo]);
+    const env = { GIT_AUTHOR_NAME: 'u', GIT_AUTHOR_EMAIL: 'u@x', GIT_COMMITTER_NAME: 'u', GIT_COMMITTER_EMAIL: 'u@x' };
+    const tree = execFileSync('git', ['--git-dir', repo, 'mktree'], { input: '', encoding: 'utf8' }).trim();
+    const head = execFileSync('git', ['--git-dir', repo, 'commit-tree', tree, '-m', 'init'], { encoding: 'utf8', env: { ...process.env, ...env } }).trim();
+    await git(['--git-dir', repo, 'update-ref', 'refs/heads/main', head]);
+    await git(['--git-dir', repo, 'symbolic-ref', 'refs/heads/current', 'refs/heads/main']);
+    await git(['--git-dir', repo, 'symbolic-ref', 'refs/heads/dangling', 'refs/heads/nowhere']); // open would make its first commit
+
+    for (const [branch, target] of [['current', 'refs/heads/main'], ['dangling', 'refs/heads/nowhere']] as const) {
+      const error = await failure(GitProvider.open({ repoPath: repo, branch }));
+      expect(error).toMatchObject({ code: 'INVALID_ARGUMENT', retryable: false });
+      expect(error.message).toContain(`GIT_BRANCH "${branch}" is a symbolic ref to ${target}`);
+      expect(await readFile(path.join(repo, 'refs', 'heads', branch), 'utf8')).toBe(`ref: ${target}\n`);
+    }
+    expect((await git(['--git-dir', repo, 'rev-parse', 'main'])).trim()).toBe(head);
+  });
+
+  it("refuses a write whose branch option names a symbolic ref, leaving the link and the branch it names as they were", async () => {
+    const repo = await tempDir();
+    const provider = await openProvider(repo);
+    await provider.createBranch('side');
+    await provider.write('k', 'on side', { branch: 'side' });
+    const sideHead = (await git(['--git-dir', repo, 'rev-parse', 'side'])).trim();
+    await git(['--git-dir', repo, 'symbolic-ref', 'refs/heads/alias', 'refs/heads/side']);
+    const error = await failure(provider.write('k', 'through the alias', { branch: 'alias' }));
+    expect(error).toMatchObject({ code: 'INVALID_ARGUMENT', retryable: false });
+    expect(error.message).toContain('symbolic ref to refs/heads/side');
+    expect(await readFile(path.join(repo, 'refs', 'heads', 'alias'), 'utf8')).toBe('ref: refs/heads/side\n');
+    expect((await git(['--git-dir', repo, 'rev-parse', 'side'])).trim()).toBe(sideHead);
+  });
+
   it('refuses a name of 40 hexadecimal digits, which diff and createBranch would read as a commit id', async () => {
     const provider = await openProvider(await tempDir());
     const name = 'abcdef0123'.repeat(4);
