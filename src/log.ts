@@ -22,7 +22,22 @@ export function logDestination(fd = 1): DestinationStream {
   return stream;
 }
 
+/**
+ * ioredis puts the failed command on its errors, arguments included (`command.args`): an AUTH password, the URL-signing
+ * secret, a value written. Logged as they are, a wrong password or a full Redis printed them; only the name is kept.
+ */
+function withoutCommandArgs(serialized: unknown, depth = 0): unknown {
+  if (typeof serialized !== 'object' || serialized === null || depth > 4) return serialized;
+  const fields = serialized as Record<string, unknown>;
+  const command = fields.command as { name?: unknown } | undefined;
+  if (typeof command === 'object' && command !== null) fields.command = { name: command.name };
+  for (const value of Object.values(fields)) withoutCommandArgs(value, depth + 1);
+  return serialized;
+}
+
+const serializeError = (error: Error): unknown => withoutCommandArgs(pino.stdSerializers.err(error));
+
 /** Lines go to stdout, or to `destination` (the API benchmark throws them away after they are built and written). */
 export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info', destination: DestinationStream = logDestination()): Logger {
-  return pino({ level, base: { service: 'kyozo' }, timestamp: isoTime }, destination);
+  return pino({ level, base: { service: 'kyozo' }, timestamp: isoTime, serializers: { err: serializeError } }, destination);
 }

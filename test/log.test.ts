@@ -2,7 +2,11 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
+import { createLogger } from '../src/log.js';
+import { TEST_REDIS_URL } from './support/redis.js';
 
 describe('logging to a stdout that refuses writes', () => {
   it('stops logging and lets the process go on (a closed terminal answers EIO; /dev/full answers ENOSPC)', async () => {
@@ -21,5 +25,33 @@ describe('logging to a stdout that refuses writes', () => {
     } finally {
       closeSync(full);
     }
+  });
+});
+
+describe('logged Redis errors', () => {
+  it("keep the failed command's name but not its arguments (a password, the URL-signing secret, a value)", async () => {
+    const secret = `secret-${randomUUID()}`;
+    const redis = new Redis(TEST_REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0 });
+    const lines: string[] = [];
+    try {
+      await redis.connect();
+      // A real reply error from the server: SET with both XX and NX is a syntax error; ioredis attaches the command.
+      const error = await redis.set(`log-test:${secret}`, secret, 'XX' as never, 'NX' as never).then(
+        () => undefined,
+        (caught: Error) => caught,
+      );
+      expect((error as { command?: { args?: unknown[] } } | undefined)?.command?.args).toContain(secret);
+      const log = createLogger('info', { write: (line: string) => void lines.push(line) });
+      log.error({ err: error }, 'direct');
+      log.error({ err: new AggregateError([error], 'several') }, 'aggregated');
+      log.error({ err: Object.assign(new Error('wrapped'), { reply: error }) }, 'nested');
+    } finally {
+      redis.disconnect();
+    }
+    expect(lines).toHaveLength(3);
+    for (const line of lines) expect(line).not.toContain(secret);
+    expect(JSON.parse(lines[0]!).err.command).toEqual({ name: 'set' });
+    expect(JSON.parse(lines[1]!).err.aggregateErrors[0].command).toEqual({ name: 'set' });
+    expect(JSON.parse(lines[2]!).err.reply.command).toEqual({ name: 'set' });
   });
 });
