@@ -13,8 +13,9 @@
  *   backed up elsewhere. Any other store is backed up whole — one used as an explicit `target` too, backups and
  *   all: in a store that is not `BACKUP_STORE` such keys may be a user's data.
  * - Retention: the newest `BACKUP_KEEP` manifests are kept; older ones are deleted, then blobs no kept manifest
- *   needs. One backup per store at a time (a Redis lock held by the job id), so that pruning never removes a blob
- *   that a concurrent run counts on; a second one fails with PRECONDITION_FAILED.
+ *   needs. One backup or restore of a store's backups at a time (`withStoreLock`), so that pruning never removes a
+ *   blob that a concurrent run counts on. A kept manifest that cannot be read (damaged at rest) vouches for nothing
+ *   and stops the pruning of blobs while it is kept; it is reported, and it never stops later backups.
  * - Resumable: the manifest id is saved in the job's progress at once; a run picked up after a crash reuses it and
  *   finds what the first run copied in the backup store.
  * - Never of a fallback: a hybrid store whose cold tier is down lists and reads its backup tier, which may lag,
@@ -23,7 +24,7 @@
  *   unavailable, before any manifest is written: the worker retries it later.
  */
 import { z } from 'zod';
-import { PreconditionFailedError, InvalidArgumentError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
+import { DataCorruptedError, PreconditionFailedError, InvalidArgumentError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
 import { newVersionId } from '../providers/version-id.js';
 import { COPY_WIDTH, Failures, contentFailure, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
@@ -76,19 +77,24 @@ const LOCK_MS = 10 * 60_000;
 const RENEW_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
 const RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
+/** A store's lock is taken by its backups and by restores of its backups (whose manifest and blobs retention prunes). */
+export type StoreLockUse = 'backup' | 'restore';
+/** Marks a restore's hold on the lock (job ids have no spaces): a backup that finds it waits instead of failing. */
+const RESTORE_HOLDER = 'restore ';
+
 /**
  * Runs `work` holding the store's backup lock. The job that holds it may take it again (a resumed run), and keeps
  * it when it is interrupted, so that no other backup slips in before it resumes. `work` is told whether the lock
  * was still this job's from an earlier run: only then did no other backup run in between.
  */
-async function withStoreLock<T>(ctx: JobContext, store: string, work: (heldBefore: boolean) => Promise<T>): Promise<T> {
+export async function withStoreLock<T>(ctx: JobContext, store: string, use: StoreLockUse, work: (heldBefore: boolean) => Promise<T>): Promise<T> {
   const { redis, prefix } = maintenanceOf(ctx);
   const key = `${prefix}:backup-lock:${store}`;
-  const holder = ctx.job.id;
+  const holder = use === 'restore' ? `${RESTORE_HOLDER}${ctx.job.id}` : ctx.job.id;
   const heldBefore = (await redis.set(key, holder, 'PX', LOCK_MS, 'NX')) !== 'OK';
   if (heldBefore) {
     const current = await redis.get(key);
-    if (current !== holder) throw new PreconditionFailedError(`a backup of "${store}" is already running (job ${current})`);
+    if (current !== holder) throw lockTaken(store, use, current);
   }
   const renew = () => redis.eval(RENEW_SCRIPT, 1, key, holder, LOCK_MS);
   await renew();
@@ -104,6 +110,16 @@ async function withStoreLock<T>(ctx: JobContext, store: string, work: (heldBefor
     clearInterval(renewal);
     if (!keep) await redis.eval(RELEASE_SCRIPT, 1, key, holder).catch((error: unknown) => ctx.log.warn({ err: error }, 'could not release the backup lock'));
   }
+}
+
+/**
+ * Why a job could not take the lock. A second backup fails (it would repeat the one running); a backup and a restore
+ * wait for each other: unavailable, which the worker retries with backoff and then parks, as in an outage.
+ */
+function lockTaken(store: string, use: StoreLockUse, current: string | null): Error {
+  const restoring = current?.startsWith(RESTORE_HOLDER) ?? false;
+  if (use === 'backup' && !restoring) return new PreconditionFailedError(`a backup of "${store}" is already running (job ${current})`);
+  return new ProviderUnavailableError(`a ${restoring ? 'restore' : 'backup'} of "${store}"'s backups holds its lock (${current}): retried later`);
 }
 
 const savedRun = z.object({ manifestId: z.string(), at: z.string() }).passthrough();
@@ -154,7 +170,7 @@ export const backupJob = defineJob({
       verifyAll: payload.verify === 'all',
       skipBackupKeys: store === settings.backupStore,
     };
-    const result = await withStoreLock(ctx, store, (heldBefore) => runBackup(ctx, run, heldBefore));
+    const result = await withStoreLock(ctx, store, 'backup', (heldBefore) => runBackup(ctx, run, heldBefore));
     return { result, event: { type: 'backup.completed', store, data: result } };
   },
 });
@@ -175,12 +191,14 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   };
   await report('copy');
 
-  // What the newest earlier manifest vouches for (its verified blobs), and its version entries to reuse.
+  const failures = new Failures();
+  // What the newest earlier manifest vouches for (its verified blobs), and its version entries to reuse. A damaged
+  // one vouches for nothing: every blob is looked for and read back, as in a first run.
   const known = new Set<string>();
   const knownVersions = new Map<string, ManifestVersion>();
   const previousKey = (await listManifests(run.target, run.store)).find((key) => !key.endsWith(`/${manifestId}.json`));
-  if (previousKey !== undefined) {
-    const previous = await readManifest(run.target, previousKey);
+  const previous = previousKey === undefined ? undefined : await readKeptManifest(run.target, previousKey, failures, 'read as none, every blob checked again');
+  if (previous !== undefined) {
     const unverified = new Set(previous.unverified);
     for (const etag of manifestEtags(previous)) if (!unverified.has(etag)) known.add(etag);
     for (const version of previous.versions ?? []) knownVersions.set(`${version.key}\n${version.versionId}`, version);
@@ -188,7 +206,6 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
 
   const toVerify = new Map<string, string>(); // etag -> a key it backs, for the report
   const placing = new Map<string, Promise<string | undefined>>(); // listed etag -> etag of the blob its copy placed
-  const failures = new Failures();
 
   /** Puts the content of `key` into a blob unless one with this etag is there; returns what it read, if it copied. */
   const placeBlob = async (key: string, etag: string, versionId: string | undefined): Promise<ObjectInfo | undefined> => {
@@ -263,6 +280,20 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
     return entries;
   };
 
+  /** The entry of a listed object, its blob in place; undefined when it is gone since it was listed or is damaged (reported). */
+  const backUpObject = async (item: ObjectInfo): Promise<ManifestObject | undefined> => {
+    try {
+      const { key, etag, size, contentType, metadata, updatedAt } = (await ensureBlob(item.key, item.etag)) ?? item;
+      return { key, etag, size, contentType, metadata, updatedAt };
+    } catch (error) {
+      if (error instanceof NotFoundError) return undefined;
+      const failure = contentFailure(error, item);
+      if (failure === undefined) throw error;
+      failures.add(failure);
+      return undefined;
+    }
+  };
+
   const objects: ManifestObject[] = [];
   const versions: ManifestVersion[] = [];
   for await (const page of pages(run.source)) {
@@ -277,17 +308,9 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
       COPY_WIDTH,
       async ({ item, i }) => {
         throwIfInterrupted(ctx);
-        try {
-          const info = (await ensureBlob(item.key, item.etag)) ?? item;
-          const { key, etag, size, contentType, metadata, updatedAt } = info;
-          pageObjects[i] = { key, etag, size, contentType, metadata, updatedAt };
-          if (run.versions) pageVersions[i] = await backUpVersions(item.key);
-        } catch (error) {
-          if (error instanceof NotFoundError) return; // deleted since it was listed
-          const failure = contentFailure(error, item);
-          if (failure === undefined) throw error;
-          failures.add(failure);
-        }
+        pageObjects[i] = await backUpObject(item);
+        // Whatever became of the current object: a damaged one must not cost the key its intact history.
+        if (run.versions) pageVersions[i] = await backUpVersions(item.key);
       },
     );
     for (const entry of pageObjects) if (entry !== undefined) objects.push(entry);
@@ -311,7 +334,7 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
 
   const manifestKey = await writeManifest(run.target, manifest);
   await report('prune');
-  const pruned = await prune(run.target, run.store, manifest, maintenanceOf(ctx).settings.backupKeep);
+  const pruned = await prune(run.target, run.store, manifest, maintenanceOf(ctx).settings.backupKeep, failures);
   return {
     store: run.store,
     target: run.targetName,
@@ -329,18 +352,44 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   };
 }
 
+/**
+ * A kept manifest, or undefined (reported, with `consequence`) when it cannot be read as one: damaged at rest, so
+ * that a store that checks what it serves refuses it, or no longer parsing. Its error must not fail the run: not
+ * retried, it would stop every later backup of the store while the manifest is kept.
+ */
+async function readKeptManifest(target: StorageProvider, key: string, failures: Failures, consequence: string): Promise<Manifest | undefined> {
+  try {
+    return await readManifest(target, key);
+  } catch (error) {
+    if (!(error instanceof DataCorruptedError || error instanceof InvalidArgumentError)) throw error;
+    failures.add({ key, reason: `backup manifest unreadable (${error.message}): ${consequence}` });
+    return undefined;
+  }
+}
+
 /** Deletes manifests past the newest `keep` (the new one among them), then blobs that no kept manifest needs. */
-async function prune(target: StorageProvider, store: string, current: Manifest, keep: number): Promise<{ manifestsRemoved: number; blobsRemoved: number }> {
+async function prune(
+  target: StorageProvider,
+  store: string,
+  current: Manifest,
+  keep: number,
+  failures: Failures,
+): Promise<{ manifestsRemoved: number; blobsRemoved: number }> {
   const manifests = await listManifests(target, store);
   const kept = manifests.slice(0, keep);
   const removed = manifests.slice(keep);
   if (removed.length === 0) return { manifestsRemoved: 0, blobsRemoved: 0 };
   const needed = manifestEtags(current);
+  let unreadable = false;
   for (const key of kept) {
     if (key.endsWith(`/${current.id}.json`)) continue;
-    for (const etag of manifestEtags(await readManifest(target, key))) needed.add(etag);
+    const manifest = await readKeptManifest(target, key, failures, 'no blob is pruned while it is kept');
+    if (manifest === undefined) unreadable = true;
+    else for (const etag of manifestEtags(manifest)) needed.add(etag);
   }
   for (const key of removed) await target.delete(key);
+  // What an unreadable manifest needs is unknown: every blob stays until retention has removed it too.
+  if (unreadable) return { manifestsRemoved: removed.length, blobsRemoved: 0 };
   let blobsRemoved = 0;
   const prefix = blobPrefix(store);
   for await (const page of pages(target, { prefix, limit: 1000 })) {

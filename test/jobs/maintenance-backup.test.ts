@@ -163,7 +163,8 @@ describe('backup and restore-backup', () => {
     };
     await expect(restoreBackupJob.handle({ manifest, store: 'into' }, firstRun)).rejects.toMatchObject({ name: 'JobInterruptedError' });
 
-    const resumedRun = f.context(withTarget, { name: 'restore-backup', progress: firstRun.progressLog.at(-1), settings: { backupStore: 'vault' } });
+    // The same job (it takes again the backup lock its interrupted run kept), resumed from its saved progress.
+    const resumedRun = f.context(withTarget, { name: 'restore-backup', jobId: firstRun.job.id, progress: firstRun.progressLog.at(-1), settings: { backupStore: 'vault' } });
     const { result } = await restoreBackupJob.handle({ manifest, store: 'into' }, resumedRun);
     expect(result).toMatchObject({ objects: 300, restored: 299, verified: false, failureCount: 1 });
     await expect(into.stat(damaged.key)).rejects.toThrow();

@@ -188,7 +188,9 @@ describe('versions that repeat, and versions that go while a backup reads them (
     await expect(restoreBackupJob.handle({ manifest: backup.manifest, store: 'target' }, first)).rejects.toMatchObject({ name: 'JobInterruptedError' });
     const resumed = f.context(new Map<string, StorageProvider>([['vault', vault], ['target', target]]), {
       progress: first.progressLog.at(-1),
-      timestamp: first.job.timestamp, // the same job, run again
+      // The same job, run again: it takes again the backup lock its interrupted run kept.
+      jobId: first.job.id,
+      timestamp: first.job.timestamp,
       settings,
     });
 

@@ -1,0 +1,177 @@
+/**
+ * `backup` and `restore-backup` where something in the backup store is damaged or busy: a bad version blob costs a
+ * restore that version alone, a restore and a backup of the same store wait for each other, a damaged manifest stops
+ * neither backups nor (for good) retention, and a damaged current object keeps its key's versions in the backup.
+ * Real stores (disk and ram) and real Redis (the per-store lock).
+ */
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backupJob, type BackupResult } from '../../src/jobs/backup.js';
+import { asJobFailure } from '../../src/jobs/failures.js';
+import { blobKey, listManifests, readManifest } from '../../src/jobs/manifest.js';
+import { restoreBackupJob } from '../../src/jobs/restore-backup.js';
+import { sha256Hex } from '../../src/providers/body.js';
+import { DiskProvider } from '../../src/providers/disk.js';
+import { keyPath } from '../../src/providers/disk-layout.js';
+import { ProviderUnavailableError } from '../../src/providers/errors.js';
+import { RamProvider } from '../../src/providers/ram.js';
+import type { StorageProvider } from '../../src/providers/types.js';
+import { interceptMethod } from '../support/intercept.js';
+import { etags, fill, maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
+
+/** Flips one byte of `key`'s record in a disk store: damage at rest that the store refuses to serve (DATA_CORRUPTED). */
+async function damageAtRest(root: string, key: string, at = 3): Promise<void> {
+  const record = await open(path.join(root, 'objects', keyPath(key)), 'r+');
+  await record.write(Buffer.from('X'), 0, 1, at);
+  await record.close();
+}
+
+describe('backup and restore-backup meeting damage and each other', () => {
+  let f: MaintenanceFixture;
+
+  beforeAll(async () => {
+    f = await maintenanceFixture('backup-review');
+  });
+
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  const backupOf = (stores: Map<string, StorageProvider>, settings = {}) => async (payload: Parameters<typeof backupJob.handle>[0]) =>
+    (await backupJob.handle(payload, f.context(stores, { name: 'backup', settings: { backupStore: 'vault', ...settings } }))).result;
+
+  for (const how of ['damaged', 'missing'] as const) {
+    it(`restore-backup skips a version whose blob is ${how}, reported with its id, and restores the key's other versions and object`, async () => {
+      const source = new RamProvider({ maxBytes: 1024 * 1024 });
+      await source.createVersion('doc', 'first draft', { message: 'v1' });
+      const bad = await source.createVersion('doc', 'second draft', { message: 'v2' });
+      await source.createVersion('doc', 'third draft', { message: 'v3' });
+      await source.write('doc', 'the current text', { contentType: 'text/plain' });
+      const vault = new DiskProvider({ root: await f.tempDir('vault'), fsync: false });
+      const saved = await backupOf(new Map<string, StorageProvider>([['src', source], ['vault', vault]]))({ store: 'src', versions: true });
+      expect(saved).toMatchObject({ objects: 1, versions: 3, verified: true });
+      const blob = blobKey('src', sha256Hex('second draft'));
+      if (how === 'damaged') await vault.write(blob, 'bit rot');
+      else await vault.delete(blob);
+
+      const target = new RamProvider({ maxBytes: 1024 * 1024 });
+      const ctx = f.context(new Map<string, StorageProvider>([['vault', vault], ['target', target]]), { settings: { backupStore: 'vault' } });
+      const { result } = await restoreBackupJob.handle({ manifest: saved.manifest, store: 'target' }, ctx);
+
+      expect(result).toMatchObject({ restored: 1, versions: 2, verified: false, failureCount: 1 });
+      expect(result.failures).toEqual([expect.objectContaining({ key: 'doc', etag: sha256Hex('second draft'), versionId: bad.versionId })]);
+      expect((await target.listVersions('doc')).items.map((version) => version.message)).toEqual(['v3', 'v1']);
+      expect((await target.stat('doc')).etag).toBe(sha256Hex('the current text'));
+    });
+  }
+
+  it('a backup that starts while a restore of its store runs is retried later, and the restore finds every blob it needs', async () => {
+    const source = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+    const vault = new DiskProvider({ root: await f.tempDir('vault'), fsync: false });
+    const backup = backupOf(new Map<string, StorageProvider>([['src', source], ['vault', vault]]), { backupKeep: 2 });
+    await fill(source, 400, 'doc/', (i) => `monday ${i}`);
+    const monday = await backup({ store: 'src' });
+    const mondayEtags = await etags(source);
+    await fill(source, 400, 'doc/', (i) => `tuesday ${i}`);
+    await backup({ store: 'src' }); // two manifests kept: the next backup prunes monday's
+    await fill(source, 400, 'doc/', (i) => `wednesday ${i}`);
+
+    // A user rolls back to monday; the scheduled backup starts once the restore is under way.
+    let scheduled: Promise<BackupResult | Error> | undefined;
+    const racing = interceptMethod(vault, 'read', (read) => async (key, opts) => {
+      scheduled ??= backup({ store: 'src' }).catch((error: Error) => error);
+      if (key.includes('/blobs/')) await scheduled;
+      return read(key, opts);
+    });
+    const target = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+    const ctx = f.context(new Map<string, StorageProvider>([['vault', racing], ['target', target]]), { settings: { backupStore: 'vault', backupKeep: 2 } });
+    const { result } = await restoreBackupJob.handle({ manifest: monday.manifest, store: 'target' }, ctx);
+
+    expect(result).toMatchObject({ restored: 400, verified: true, failureCount: 0 });
+    expect(await etags(target)).toEqual(mondayEtags);
+    const waited = await scheduled;
+    expect(waited).toBeInstanceOf(ProviderUnavailableError);
+    expect(asJobFailure(waited).name).not.toBe('UnrecoverableError');
+    // Its retry, after the restore, runs and prunes as usual.
+    expect(await backup({ store: 'src' })).toMatchObject({ verified: true, manifestsRemoved: 1 });
+  });
+
+  it('a restore that finds a backup of its store running is retried later, not failed for good', async () => {
+    const source = new RamProvider({ maxBytes: 1024 * 1024 });
+    await source.write('a', 'alpha');
+    const vault = new RamProvider({ maxBytes: 1024 * 1024 });
+    const target = new RamProvider({ maxBytes: 1024 * 1024 });
+    const stores = new Map<string, StorageProvider>([['busy', source], ['vault', vault], ['target', target]]);
+    const saved = await backupOf(stores)({ store: 'busy' });
+    const lock = `${f.redis.prefix}:backup-lock:busy`;
+    await f.redis.producer.set(lock, 'maintenance-running-backup', 'PX', 60_000);
+    const restore = () => restoreBackupJob.handle({ manifest: saved.manifest, store: 'target' }, f.context(stores, { jobId: 'maintenance-restore', settings: { backupStore: 'vault' } }));
+
+    const refused = await restore().catch((error: Error) => error);
+    expect(refused).toBeInstanceOf(ProviderUnavailableError);
+    expect(asJobFailure(refused).name).not.toBe('UnrecoverableError');
+    await f.redis.producer.del(lock);
+    expect((await restore()).result).toMatchObject({ restored: 1, verified: true });
+  });
+
+  it('a damaged newest manifest is read as none: the next backups run, check every blob again, and report it', async () => {
+    const source = new RamProvider({ maxBytes: 1024 * 1024 });
+    const vaultDir = await f.tempDir('vault');
+    const vault = new DiskProvider({ root: vaultDir, fsync: false });
+    const backup = backupOf(new Map<string, StorageProvider>([['src', source], ['vault', vault]]));
+    await fill(source, 20, 'doc/', (i) => `content ${i}`);
+    const first = await backup({ store: 'src' });
+    await damageAtRest(vaultDir, first.manifest, 10);
+    await source.write('doc/new', 'written after the damage');
+
+    const next = await backup({ store: 'src' });
+    expect(next).toMatchObject({ objects: 21, copied: 1, checked: 21, verified: false, failureCount: 1 });
+    expect(next.failures).toEqual([expect.objectContaining({ key: first.manifest, reason: expect.stringContaining('every blob checked again') })]);
+    expect(await backup({ store: 'src' })).toMatchObject({ checked: 0, verified: true });
+    expect(await backup({ store: 'src', verify: 'all' })).toMatchObject({ checked: 21, verified: true });
+  });
+
+  it('retention that cannot read a kept manifest removes no blob while that manifest is kept, and reports it', async () => {
+    const source = new RamProvider({ maxBytes: 1024 * 1024 });
+    const vault = new RamProvider({ maxBytes: 1024 * 1024 });
+    const backup = backupOf(new Map<string, StorageProvider>([['src', source], ['vault', vault]]), { backupKeep: 2 });
+    const blobs = async () => [...(await etags(vault, 'backups/src/blobs/')).values()].sort();
+    const run = async (text: string) => {
+      await source.write('k', text);
+      return backup({ store: 'src' });
+    };
+    await run('one');
+    const two = await run('two');
+    await vault.write(two.manifest, 'not a manifest any more');
+
+    const three = await run('three');
+    expect(three).toMatchObject({ manifestsRemoved: 1, blobsRemoved: 0, verified: false });
+    expect(three.failures.map((failure) => [failure.key, failure.reason.endsWith('no blob is pruned while it is kept')])).toContainEqual([two.manifest, true]);
+    expect(await blobs()).toEqual(['one', 'two', 'three'].map(sha256Hex).sort());
+
+    // Once retention removed the unreadable manifest too, blobs no kept manifest needs go.
+    const four = await run('four');
+    expect(four).toMatchObject({ manifestsRemoved: 1, blobsRemoved: 2, verified: true });
+    expect(await listManifests(vault, 'src')).toEqual([four.manifest, three.manifest]);
+    expect(await blobs()).toEqual(['three', 'four'].map(sha256Hex).sort());
+  });
+
+  it("a key whose current object is damaged keeps its intact versions in the backup; the object is the only failure", async () => {
+    const dir = await f.tempDir('src');
+    const source = new DiskProvider({ root: dir, fsync: false });
+    await source.createVersion('thesis', 'chapter one', { message: 'v1' });
+    await source.createVersion('thesis', 'chapters one and two', { message: 'v2' });
+    await source.write('thesis', 'chapters one, two and three');
+    await damageAtRest(dir, 'thesis');
+    const vault = new RamProvider({ maxBytes: 1024 * 1024 });
+
+    const result = await backupOf(new Map<string, StorageProvider>([['src', source], ['vault', vault]]))({ store: 'src', versions: true });
+    expect(result).toMatchObject({ objects: 0, versions: 2, verified: false, failureCount: 1 });
+    expect(result.failures).toEqual([expect.objectContaining({ key: 'thesis', etag: sha256Hex('chapters one, two and three') })]);
+    expect(result.failures[0]!.versionId).toBeUndefined();
+    const manifest = await readManifest(vault, result.manifest);
+    expect((manifest.versions ?? []).map((version) => version.message)).toEqual(['v1', 'v2']);
+    expect([...(await etags(vault, 'backups/src/blobs/')).values()].sort()).toEqual(['chapter one', 'chapters one and two'].map(sha256Hex).sort());
+  });
+});
