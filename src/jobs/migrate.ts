@@ -11,7 +11,9 @@
  * backfill or a final pass runs): each object is looked up in the target once, and copied only when the target
  * lacks the key or holds an older object (`updatedAt`) than the source's, the write conditioned on that state
  * (`ifNoneMatch: '*'`, or `ifMatch` the etag seen). A target object as new as the source's or newer, or one that
- * changes between the look and the write, is left as it is and counted in `conflictCount` (not a failure).
+ * changes between the look and the write, is left as it is and counted in `conflictCount` (not a failure). An
+ * object the source changed while it was copied is copied again (`copyCurrent`): the target stamps a copy when it
+ * lands, so a copy that missed a source write would look newer than that write to a final pass.
  *
  * Objects deleted from the source while the migration runs are left out (and versions removed meanwhile, the rest
  * of the key is copied); objects written meanwhile may or may not be included, as with any copy of a live store:
@@ -20,7 +22,7 @@
  * the newest shared version are added; a key with a history of its own is reported as a failure.
  */
 import { z } from 'zod';
-import { InvalidArgumentError, NotFoundError, PreconditionFailedError } from '../providers/errors.js';
+import { DataCorruptedError, InvalidArgumentError, NotFoundError, PreconditionFailedError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider, VersionInfo, WriteOptions } from '../providers/types.js';
 import {
   COPY_WIDTH,
@@ -110,8 +112,38 @@ function replaceable(current: ObjectInfo, source: ObjectInfo, history: Histories
   return newest !== undefined && current.versionId === newest.versionId && newest.etag === current.etag && copiedSoFar(history!);
 }
 
+/** Copies of one object while its source keeps changing under them, before the key is reported instead. */
+const COPY_ROUNDS = 4;
+
 const newerInTarget = (key: string): Failure => ({ key, reason: "left as it is: the target's object is not older than the source's" });
 const changedInTarget = (key: string): Failure => ({ key, reason: "left as it is: the target's object changed while it was copied" });
+const damagedInTarget = (key: string, error: Error): Failure => ({ key, reason: `not copied: the target's object is damaged (${error.message})` });
+const changingInSource = (key: string): Failure => ({
+  key,
+  reason: `the target holds an earlier state: the source's object changed during each of ${COPY_ROUNDS} copies`,
+});
+
+/**
+ * Copies the source's object of `key` into the target (the first write conditioned on `expected`), then again for
+ * as long as the source changed while it was copied, each write conditioned on the copy before (an application
+ * write into the target meanwhile stays, a conflict). A copy that missed a source write is stamped by the target
+ * after it: a final pass would take it for the application's own write there and keep it. Returns the bytes
+ * written, and whether the target ends up with the source's object as it was after the last copy.
+ */
+async function copyCurrent(from: StorageProvider, to: StorageProvider, key: string, expected: Expected): Promise<{ bytes: number; settled: boolean }> {
+  let bytes = 0;
+  for (let round = 0; round < COPY_ROUNDS; round++) {
+    const { source, written } = await copyObject(from, key, to, (read) => ({
+      key,
+      options: { contentType: read.contentType, metadata: read.metadata, ...expected },
+    }));
+    bytes += written.size;
+    const now = await statIfPresent(from, key);
+    if (now === undefined || sameObject(now, source)) return { bytes, settled: true };
+    expected = { ifMatch: written.etag };
+  }
+  return { bytes, settled: false };
+}
 
 /**
  * Records the versions of `key` the target lacks, oldest first, each conditioned on `expected` (a recorded version
@@ -179,7 +211,14 @@ export const migrateJob = defineJob({
 
     // One look at the target per object, even into one that was empty: the application may write there meanwhile.
     const migrateObject = async (item: ObjectInfo): Promise<void> => {
-      let current = await statIfPresent(to, item.key);
+      let current: ObjectInfo | undefined;
+      try {
+        current = await statIfPresent(to, item.key);
+      } catch (error) {
+        // A record the target refuses as damaged is the target's failure, not the source's (`contentFailure`).
+        if (!(error instanceof DataCorruptedError)) throw error;
+        return failures.add(damagedInTarget(item.key, error));
+      }
       const history = payload.versions ? await histories(from, to, item.key) : undefined;
       if (current !== undefined && !replaceable(current, item, history)) {
         conflicts.add(newerInTarget(item.key));
@@ -196,12 +235,10 @@ export const migrateJob = defineJob({
         state.skipped++;
         return;
       }
-      const { written } = await copyObject(from, item.key, to, (source) => ({
-        key: item.key,
-        options: { contentType: source.contentType, metadata: source.metadata, ...expected },
-      }));
+      const copied = await copyCurrent(from, to, item.key, expected);
       state.copied++;
-      state.bytes += written.size;
+      state.bytes += copied.bytes;
+      if (!copied.settled) failures.add(changingInSource(item.key));
     };
 
     if (state.cursor !== null) {
@@ -212,7 +249,9 @@ export const migrateJob = defineJob({
           try {
             await migrateObject(item);
           } catch (error) {
-            if (error instanceof NotFoundError) return; // deleted since it was listed
+            // Deleted since it was listed, when the source says so: a target's NOT_FOUND (a git store's branch
+            // removed) is the target's failure.
+            if (error instanceof NotFoundError && (await statIfPresent(from, item.key)) === undefined) return;
             if (error instanceof PreconditionFailedError) return conflicts.add(changedInTarget(item.key));
             const failure = contentFailure(error, item);
             if (failure === undefined) throw error;
