@@ -60,7 +60,8 @@ export function requireRedisReady(redis: { status: string }): void {
   if (redis.status !== 'ready') throw redisUnavailable(new Error(`Redis is ${redis.status}`));
 }
 
-const REDIS_DOWN = /ECONNREFUSED|Connection is closed|Stream isn't writeable|MaxRetriesPerRequest|ETIMEDOUT|Reached the max retries/;
+/** ioredis's ways of saying Redis is out of reach; `Command timed out` is a producer's commandTimeout (Redis frozen). */
+const REDIS_DOWN = /ECONNREFUSED|Connection is closed|Stream isn't writeable|MaxRetriesPerRequest|ETIMEDOUT|Reached the max retries|Command timed out/;
 
 export function isRedisDown(error: unknown): boolean {
   return error instanceof Error && (error.name === 'MaxRetriesPerRequestError' || error instanceof RedisNotReadyError || REDIS_DOWN.test(error.message));

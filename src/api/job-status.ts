@@ -5,7 +5,7 @@
  */
 import { QueueEvents, type Job } from 'bullmq';
 import type { QueueName } from '../jobs/definition.js';
-import { failureCode } from '../jobs/failures.js';
+import { failureCode, publicReason } from '../jobs/failures.js';
 import { queueOfJobId, type JobQueues } from '../jobs/queue.js';
 import { errorTable } from '../providers/errors.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
@@ -52,7 +52,8 @@ function describeJob(job: Job, state: string): JobStatus {
     attempts: job.opts.attempts ?? 1,
     progress: job.progress,
     ...(job.returnvalue !== null && job.returnvalue !== undefined ? { result: job.returnvalue } : {}),
-    ...(job.failedReason ? { failedReason: job.failedReason } : {}),
+    // BullMQ keeps an earlier attempt's reason on a job that went on to complete: shown while it may still fail.
+    ...(job.failedReason && state !== 'completed' ? { failedReason: publicReason(job.failedReason, job.id!) } : {}),
     ...(data.store !== undefined ? { store: data.store } : {}),
     ...(data.key !== undefined ? { key: data.key } : {}),
     createdAt: iso(job.timestamp)!,
@@ -98,6 +99,15 @@ function finished(events: QueueEvents, job: Job, signal: AbortSignal): Promise<v
     );
   });
 }
+
+const TIMED_OUT = Symbol('timed out');
+
+/**
+ * How long the job's status may take to read once a wait ended. The job was enqueued: a client whose wait ends
+ * without it (Redis stopped answering, or failing) gets 202 and the status URL rather than an error for a request
+ * that was accepted.
+ */
+const FINAL_READ_GRACE_MS = 1_000;
 
 interface Listening {
   events: QueueEvents;
@@ -157,25 +167,37 @@ export class JobWaiter {
 
   /**
    * The job's status once it finished, or its current status when `timeoutMs` passed first — the listener's setup
-   * included. Not BullMQ's `waitUntilFinished`: its check of the job's state runs inside a promise executor, where a
+   * included; undefined when that cannot be read (within a second more): the job is accepted, its state unknown. Not BullMQ's `waitUntilFinished`: its check of the job's state runs inside a promise executor, where a
    * Redis failure becomes an unhandled rejection that ends the process.
    */
-  async wait(jobId: string, timeoutMs: number): Promise<JobStatus> {
+  async wait(jobId: string, timeoutMs: number): Promise<JobStatus | undefined> {
     const queue = queueOfJobId(jobId);
-    const job = await this.queues.getJob(jobId);
-    if (queue === undefined || job === undefined) throw new ApiError('NOT_FOUND', `no job ${jobId}`);
+    if (queue === undefined) throw new ApiError('NOT_FOUND', `no job ${jobId}`);
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(), timeoutMs);
     try {
-      const events = await Promise.race([this.eventsFor(queue), aborted(deadline.signal)]);
-      if (events !== undefined) await finished(events, job, deadline.signal);
-    } catch {
-      // Redis in trouble: the job's state below tells what is known, or the read fails as a 503.
+      // Every Redis call is raced against the deadline: a Redis that stopped answering holds a call for the
+      // producer's command timeout (10 s), past what the client was promised.
+      const job = await Promise.race([this.queues.getJob(jobId), aborted(deadline.signal).then(() => TIMED_OUT)]);
+      if (job === undefined) throw new ApiError('NOT_FOUND', `no job ${jobId}`);
+      const events = job === TIMED_OUT ? undefined : await Promise.race([this.eventsFor(queue), aborted(deadline.signal)]);
+      if (events !== undefined) await finished(events, job as Job, deadline.signal);
+    } catch (error) {
+      if (error instanceof ApiError) throw error;
+      // Redis in trouble: the read below tells what is known.
     } finally {
       clearTimeout(timer);
       deadline.abort();
     }
-    return (await readJobStatus(this.queues, jobId)) ?? describeJob(job, await job.getState());
+    const last = new AbortController();
+    const grace = setTimeout(() => last.abort(), FINAL_READ_GRACE_MS);
+    try {
+      return await Promise.race([readJobStatus(this.queues, jobId), aborted(last.signal)]);
+    } catch {
+      return undefined;
+    } finally {
+      clearTimeout(grace);
+    }
   }
 
   async close(): Promise<void> {

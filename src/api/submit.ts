@@ -175,6 +175,7 @@ export async function respondWithJob<N extends JobName>(
   const statusUrl = `/v1/jobs/${jobId}`;
   if (!request.wait) return accepted({ jobId, statusUrl }, statusUrl);
   const status = await deps.waiter.wait(jobId, deps.config.payloads.waitTimeoutMs);
+  if (status === undefined) return accepted({ jobId, statusUrl, state: 'unknown' }, statusUrl);
   if (status.state === 'completed') {
     return c.json(waitAnswer === 'status' ? { jobId, state: status.state, result: status.result ?? null } : (status.result ?? null), 200);
   }

@@ -27,3 +27,16 @@ export function failureCode(reason: string | undefined): ErrorCode | undefined {
   const code = /^([A-Z_]+): /.exec(reason ?? '')?.[1];
   return code !== undefined && code in errorTable ? (code as ErrorCode) : undefined;
 }
+
+/** Failures of BullMQ's own that say what happened and nothing of the service's insides. */
+const PLAIN_REASONS = new Set(['job stalled more than allowable limit']);
+
+/**
+ * A failure reason as clients see it (job status, `job.failed` events, `?wait=true`): a contract error's text, or for
+ * anything else — a bug's TypeError, a system error naming a server path — a fixed text, as the API answers an
+ * internal error. The worker's log and the board keep the real one.
+ */
+export function publicReason(reason: string, jobId: string): string {
+  if (failureCode(reason) !== undefined || PLAIN_REASONS.has(reason)) return reason;
+  return `failed outside the error contract: the worker's log has the reason (job ${jobId})`;
+}

@@ -22,7 +22,7 @@ import { PARKED_RETRY_MAX_SECONDS } from '../config.js';
 import type { EmitOptions, EventBus, EventInput } from '../events/bus.js';
 import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
 import { JobInterruptedError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
-import { asJobFailure, failureCode } from '../jobs/failures.js';
+import { asJobFailure, failureCode, publicReason } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
 import { RERUN_AT_FIELD } from '../jobs/queue.js';
 import { JOB_DATA_FIELD, withoutInlineBody, type Staging } from '../jobs/staging.js';
@@ -133,7 +133,7 @@ function failsForGood(job: Job, failure: Error): boolean {
 }
 
 function failedEvent(job: Job, queue: QueueName, failure: Error, attemptsMade: number): EventInput {
-  const data = { name: job.name, queue, reason: failure.message, code: failureCode(failure.message), attemptsMade };
+  const data = { name: job.name, queue, reason: publicReason(failure.message, job.id!), code: failureCode(failure.message), attemptsMade };
   return { type: 'job.failed', ...describeJob(job), jobId: job.id!, data };
 }
 

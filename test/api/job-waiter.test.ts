@@ -36,7 +36,7 @@ describe('JobWaiter', () => {
       const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'waited/unreachable', body: inlineBody('x') });
       const started = Date.now();
       const status = await waiter.wait(jobId, 500);
-      expect(status.state).toBe('waiting');
+      expect(status?.state).toBe('waiting');
       expect(Date.now() - started).toBeLessThan(3_000);
     } finally {
       await paused.resume();
@@ -88,7 +88,7 @@ describe('JobWaiter', () => {
         const { jobId } = await p.queues.enqueue('write', { store: 'main', key: `waited/${round}`, body: inlineBody(`round ${round}`) });
         const started = Date.now();
         const status = await waiter.wait(jobId, WAIT_MS);
-        expect(status.state).toBe('completed');
+        expect(status?.state).toBe('completed');
         // A wait that missed the completion returns the same status, but only after sitting out WAIT_MS.
         expect(Date.now() - started, `round ${round}`).toBeLessThan(WAIT_MS / 2);
       } finally {

@@ -97,7 +97,7 @@ describe.skipIf(unavailable !== undefined)('Redis Cluster', () => {
     );
     const statuses = [];
     for (const jobId of jobIds) statuses.push(await web.deps.waiter.wait(jobId, 20_000));
-    expect(statuses.map((status) => status.state)).toEqual(jobIds.map(() => 'completed'));
+    expect(statuses.map((status) => status?.state)).toEqual(jobIds.map(() => 'completed'));
 
     for (const store of ['files', 'mem']) {
       const { items } = await stores.get(store)!.list({ prefix: 'many/' });
