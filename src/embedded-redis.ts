@@ -1,36 +1,87 @@
 /**
- * `npm start` on a machine with no Redis: when `REDIS_URL` is unset and nothing answers on 127.0.0.1:6379, start
- * a private `redis-server` from PATH (data under `<STORAGE_ROOT_DIR>/redis`, AOF on, no eviction) on a free
- * loopback port, and say so. With no redis-server installed, fail with a message naming the ways to get one;
- * with one that does not start, with what it logged (`<dir>/redis.log`): never a silent hang. The server runs in its
- * own process group (a Ctrl-C stops it only after the jobs, last) and is stopped however this process exits; one
- * left running by a process that was killed outright is found again (`kyozo-redis.json`) and used, never doubled.
- * Several processes on one data directory share its server (a lock file makes their starts and stops take turns):
- * each is listed as a user, and the last one to stop stops it.
+ * `npm start` on a machine with no Redis: when `REDIS_URL` is unset and no Redis listens on 127.0.0.1:6379
+ * (`useLocalRedis`), start a private `redis-server` from PATH (data under `<STORAGE_ROOT_DIR>/redis`, AOF on, no
+ * eviction) on a free loopback port, and say so. With no redis-server installed, fail with a message naming the ways
+ * to get one; with one that does not start, with what it logged (`<dir>/redis.log`): never a silent hang. The server
+ * runs in its own process group (a Ctrl-C stops it only after the jobs, last) and is stopped however this process
+ * exits; one left running by a process that was killed outright is found again (`kyozo-redis.json`) and used, never
+ * doubled. Several processes on one data directory share its server (a lock file makes their starts and stops take
+ * turns): each is listed as a user, and the last one to stop stops it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, realpath, unlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { unlessAborted } from './lifecycle.js';
 import type { Logger } from './log.js';
 import { withProcessMutex } from './providers/process-mutex.js';
 
 export class RedisUnavailableError extends Error {}
 
-/** Sends PING and waits for +PONG; false on refusal, silence or anything else. */
-export function redisAnswers(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
+/**
+ * What a PING gets: `refused` (nothing listens), `silent` (no reply in time), `closed` (the connection ended with no
+ * reply), or the reply's first line: `+PONG`, an error (`-LOADING …`, `-NOAUTH …`), or what something else says.
+ */
+type PingAnswer = { kind: 'refused' | 'silent' | 'closed' } | { kind: 'reply'; line: string };
+
+function ping(host: string, port: number, timeoutMs = 1000): Promise<PingAnswer> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
-    const done = (answer: boolean) => {
+    let connected = false;
+    const done = (answer: PingAnswer) => {
       socket.destroy();
       resolve(answer);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('error', () => done(false));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.once('data', (data) => done(data.toString().startsWith('+PONG')));
+    socket.setTimeout(timeoutMs, () => done({ kind: 'silent' }));
+    socket.once('error', () => done({ kind: connected ? 'closed' : 'refused' }));
+    socket.once('close', () => done({ kind: 'closed' }));
+    socket.once('connect', () => {
+      connected = true;
+      socket.write('PING\r\n');
+    });
+    // Cut short: what is not Redis may send anything, and the line goes into a message.
+    socket.once('data', (data) => done({ kind: 'reply', line: data.toString().split('\r\n')[0]!.slice(0, 200) }));
   });
+}
+
+/** Sends PING and waits for +PONG; false on refusal, silence or anything else. */
+export async function redisAnswers(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
+  const answer = await ping(host, port, timeoutMs);
+  return answer.kind === 'reply' && answer.line.startsWith('+PONG');
+}
+
+/** An answer as an error message names it. */
+const said = (answer: PingAnswer) => (answer.kind === 'reply' ? JSON.stringify(answer.line) : answer.kind === 'silent' ? 'no answer' : 'closed, no reply');
+
+/** A Redis that will answer PONG once it is done: loading its dataset, running a long script, or too slow for the probe. */
+const busy = (answer: PingAnswer) => answer.kind === 'silent' || (answer.kind === 'reply' && /^-(LOADING|BUSY)\b/.test(answer.line));
+
+/**
+ * Whether `npm start`, `REDIS_URL` unset, uses the Redis at host:port (127.0.0.1:6379): yes when it answers PONG, no
+ * when nothing listens there or what does is not Redis (no Redis reply to PING): then it runs on a private
+ * redis-server, on a port of its own. A busy Redis is waited for, up to `BUSY_WAIT_MS`; one that answers with an
+ * error (`-NOAUTH`) fails the start, naming it: an empty private server in its place would strand its jobs.
+ */
+export async function useLocalRedis(host: string, port: number, log: Logger, signal?: AbortSignal): Promise<boolean> {
+  const url = `redis://${host}:${port}`;
+  let answer = await ping(host, port);
+  if (busy(answer)) log.info({ url, answer }, 'REDIS_URL is unset: waiting for the Redis there to answer PING');
+  const deadline = Date.now() + BUSY_WAIT_MS;
+  while (busy(answer)) {
+    if (Date.now() > deadline) {
+      throw new RedisUnavailableError(`${url} has not answered PING for ${BUSY_WAIT_MS / 1000} s (${said(answer)}): start again once it does, or point REDIS_URL at a Redis.`);
+    }
+    answer = await unlessAborted(sleep(200).then(() => ping(host, port)), signal);
+  }
+  if (answer.kind === 'refused') return false;
+  if (answer.kind === 'reply' && answer.line.startsWith('+PONG')) return true;
+  if (answer.kind === 'reply' && answer.line.startsWith('-')) {
+    const fix = /^-(NOAUTH|WRONGPASS)\b/.test(answer.line) ? `set REDIS_URL with its password (redis://:PASSWORD@${host}:${port})` : 'set REDIS_URL';
+    throw new RedisUnavailableError(`REDIS_URL is unset and the Redis at ${url} answers PING with ${said(answer)}: ${fix}.`);
+  }
+  log.warn({ url, answer }, 'REDIS_URL is unset and what listens there is not Redis: using a private redis-server');
+  return false;
 }
 
 /** A TCP port on loopback that nothing listens on right now. */
@@ -57,6 +108,8 @@ const LOCK_FILE = 'kyozo-redis.lock';
 const LOG_FILE = 'redis.log';
 /** How long a start waits for another process's turn: more than a slow redis-server start takes (~30 s of polls). */
 const LOCK_WAIT_MS = 60_000;
+/** How long a Redis that runs but does not answer PONG yet (loading its dataset, a long script) is waited for. */
+const BUSY_WAIT_MS = 60_000;
 
 const INSTALL_HINT =
   'Install one (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis), ' +
@@ -230,7 +283,7 @@ async function joinRunning(dir: string, log: Logger): Promise<PrivateRedis | und
     return undefined;
   }
   // Its process runs: a server that does not answer now is busy (a long script, loading its AOF), not gone.
-  const deadline = Date.now() + LOCK_WAIT_MS;
+  const deadline = Date.now() + BUSY_WAIT_MS;
   while (!(await redisAnswers('127.0.0.1', known.port, 500))) {
     if (!isRedisServer(known.pid)) {
       forgetServer(dir);
@@ -238,7 +291,7 @@ async function joinRunning(dir: string, log: Logger): Promise<PrivateRedis | und
     }
     if (Date.now() > deadline) {
       throw new RedisUnavailableError(
-        `the private redis-server of ${dir} (pid ${known.pid}, port ${known.port}) runs but has not answered for ${LOCK_WAIT_MS / 1000} s: stop it, or point REDIS_URL at a Redis.`,
+        `the private redis-server of ${dir} (pid ${known.pid}, port ${known.port}) runs but has not answered for ${BUSY_WAIT_MS / 1000} s: stop it, or point REDIS_URL at a Redis.`,
       );
     }
     await sleep(200);
@@ -289,7 +342,7 @@ async function startServer(dir: string, log: Logger): Promise<PrivateRedis> {
   }
   writeServer(dir, { pid: child.pid!, port, users: [process.pid] });
   const url = `redis://127.0.0.1:${port}`;
-  log.info({ url, dir }, 'started a private redis-server (REDIS_URL is unset and nothing answered on 127.0.0.1:6379)');
+  log.info({ url, dir }, 'started a private redis-server (REDIS_URL is unset and no Redis listens on 127.0.0.1:6379)');
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     await new Promise<void>((resolve) => {

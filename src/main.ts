@@ -7,7 +7,7 @@ import { createApp } from './api/app.js';
 import { ApiMetrics } from './api/metrics.js';
 import { DRAIN_MS, listen, type HttpServer } from './api/server.js';
 import { startWebServices, type WebServices } from './api/services.js';
-import { redisAnswers, startPrivateRedis, type PrivateRedis } from './embedded-redis.js';
+import { startPrivateRedis, useLocalRedis, type PrivateRedis } from './embedded-redis.js';
 import { createStagingProvider } from './jobs/staging.js';
 import { loadConfigOrExit, runService, SHUTDOWN_GRACE_MS, unlessAborted } from './lifecycle.js';
 import { createLogger } from './log.js';
@@ -46,7 +46,7 @@ async function stop(running: Running): Promise<void> {
 
 /** Each step checks `aborted`: after a signal the start goes no further, and the shutdown stops what it started. */
 async function start(running: Running, aborted: AbortSignal): Promise<void> {
-  if (!config.redis.explicit && config.redis.clusterNodes === undefined && !(await redisAnswers('127.0.0.1', 6379))) {
+  if (!config.redis.explicit && config.redis.clusterNodes === undefined && !(await useLocalRedis('127.0.0.1', 6379, log, aborted))) {
     running.privateRedis = await startPrivateRedis(config.storageRootDir, log);
     config.redis.url = running.privateRedis.url;
     aborted.throwIfAborted();

@@ -1,17 +1,19 @@
 /**
- * The private redis-server of `npm start` (used when REDIS_URL is unset and nothing answers on 6379), started here
+ * The private redis-server of `npm start` (used when REDIS_URL is unset and no Redis listens on 6379), started here
  * directly on temp directories: how it starts, fails, stops, is found again, and is shared by several processes
- * (`support/private-redis-user.ts` is the other process).
+ * (`support/private-redis-user.ts` is the other process). And what decides it, asked of throw-away servers on free
+ * ports standing in for 6379 (`useLocalRedis`).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { redisAnswers, startPrivateRedis, type PrivateRedis } from '../src/embedded-redis.js';
-import { redisServerUnavailableReason } from './cluster/redis-server.js';
+import { freePort, redisAnswers, startPrivateRedis, useLocalRedis, type PrivateRedis } from '../src/embedded-redis.js';
+import { redisServerUnavailableReason, startRedisServer } from './cluster/redis-server.js';
 import { quietLog } from './support/service.js';
 
 const unavailable = redisServerUnavailableReason();
@@ -201,5 +203,60 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
     await mkdir(path.join(dir, 'redis', 'appendonlydir'), { recursive: true });
     await writeFile(path.join(dir, 'redis', 'appendonlydir', 'appendonly.aof.manifest'), 'garbage\n');
     await expect(startPrivateRedis(dir, quietLog)).rejects.toThrow(/did not start.*AOF manifest/);
+  });
+});
+
+const closers: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+/** A TCP server on a free loopback port that answers each connection's first bytes with `reply` (none: silence). */
+async function notRedis(reply?: string): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    if (reply !== undefined) socket.once('data', () => socket.end(reply));
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  closers.push(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return port;
+}
+
+describe('useLocalRedis: whether npm start, REDIS_URL unset, uses the Redis on 6379', () => {
+  it('does not when nothing listens there: the private redis-server is started', async () => {
+    expect(await useLocalRedis('127.0.0.1', await freePort(), quietLog)).toBe(false);
+  });
+
+  it('does not when what listens there is not Redis: the private redis-server is on a port of its own', async () => {
+    const port = await notRedis('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    expect(await useLocalRedis('127.0.0.1', port, quietLog)).toBe(false);
+  });
+
+  it.skipIf(unavailable !== undefined)('waits for a Redis too busy to answer within the probe (a long script), then uses it', async () => {
+    const redis = await startRedisServer();
+    closers.push(() => redis.stop());
+    const busy = new Redis(redis.url);
+    closers.push(async () => busy.disconnect());
+    // Redis runs one command at a time: for two seconds PING gets no answer.
+    const script = busy.eval("local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) - s < 2 do end return 1", 0);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await useLocalRedis('127.0.0.1', redis.port, quietLog)).toBe(true);
+    expect(await script).toBe(1);
+  });
+
+  it('stops waiting at a signal (a SIGTERM while it waits for a busy Redis)', async () => {
+    const port = await notRedis(); // silent, as a busy Redis
+    const abort = new AbortController();
+    const deciding = useLocalRedis('127.0.0.1', port, quietLog, abort.signal);
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // past the first probe: waiting
+    const signalled = performance.now();
+    abort.abort();
+    await expect(deciding).rejects.toMatchObject({ name: 'AbortError' });
+    expect(performance.now() - signalled).toBeLessThan(500);
   });
 });

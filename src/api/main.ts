@@ -14,8 +14,9 @@ runService({
   name: 'kyozo web',
   log,
   deadlineMs: DRAIN_MS + SHUTDOWN_GRACE_MS,
-  async start() {
-    services = await startWebServices({ config, log });
+  async start(aborted) {
+    services = await startWebServices({ config, log, signal: aborted });
+    aborted.throwIfAborted();
     server = await listen(createApp(services.deps), config, log);
     log.info({ url: server.url, stores: config.stores.map((store) => `${store.name}:${store.kind}`) }, 'web ready');
   },

@@ -10,6 +10,7 @@ import { webhookQueueName } from '../events/webhooks.js';
 import { createQueues } from '../jobs/queue.js';
 import { StagedOwners } from '../jobs/staged-owners.js';
 import { createStaging, createStagingProvider } from '../jobs/staging.js';
+import { unlessAborted } from '../lifecycle.js';
 import type { Logger } from '../log.js';
 import { closeStores, createStores } from '../providers/index.js';
 import type { StorageProvider } from '../providers/types.js';
@@ -31,11 +32,16 @@ export async function startWebServices(options: {
   stagingProvider?: StorageProvider;
   /** Given with `stores` built outside, so their operations are observed by this registry. */
   metrics?: ApiMetrics;
+  /** A signal during the start (Redis down, so waiting for it): the start stops waiting and rejects with its reason. */
+  signal?: AbortSignal;
 }): Promise<WebServices> {
   const { config, log } = options;
   const redis = createRedis(config, 'producer', { connectionName: 'kyozo:web' });
   redis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
-  await whenReady(redis);
+  await unlessAborted(whenReady(redis), options.signal).catch(async (error: unknown) => {
+    await closeRedis(redis); // not handed to anyone yet: else it would go on reconnecting
+    throw error;
+  });
 
   const metrics = options.metrics ?? new ApiMetrics();
   const ownStores = options.stores === undefined;

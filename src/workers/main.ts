@@ -22,9 +22,10 @@ runService({
   deadlineMs: config.workers.shutdownTimeoutMs + SHUTDOWN_GRACE_MS,
   async start(aborted) {
     const metrics = new ApiMetrics();
-    worker = await startWorkerProcess({ config, log, metrics, signal: aborted });
+    // The port before the worker, as `npm start` binds its own: a start that cannot listen takes no job.
     const { metricsPort } = config.workers;
     if (metricsPort !== undefined) metricsServer = await serveMetrics(metrics, metricsPort, config, log);
+    worker = await startWorkerProcess({ config, log, metrics, signal: aborted });
     log.info(
       {
         stores: config.stores.map((store) => `${store.name}:${store.kind}`),
@@ -35,9 +36,10 @@ runService({
       'worker ready',
     );
   },
-  // A signal during the start (a deploy) still closes the worker, which may hold jobs by then.
+  // A signal during the start (a deploy) still closes the worker, which may hold jobs by then. The workers first: a
+  // stalled scrape must not keep them taking jobs, and scrapes still see the active jobs finish.
   async stop() {
-    await metricsServer?.close();
     await worker?.shutdown();
+    await metricsServer?.close();
   },
 });

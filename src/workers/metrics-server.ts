@@ -12,8 +12,12 @@ import type { Logger } from '../log.js';
 
 export interface MetricsServer {
   url: string;
+  /** Stops listening; a scrape still in progress gets `CLOSE_GRACE_MS`, then its connection is cut. */
   close(): Promise<void>;
 }
+
+/** A scrape takes milliseconds: a connection still open after this is a stalled client, which must not hold up a shutdown. */
+const CLOSE_GRACE_MS = 1000;
 
 export async function serveMetrics(metrics: ApiMetrics, port: number, config: Pick<Config, 'host' | 'apiTokens'>, log: Logger): Promise<MetricsServer> {
   const server = createServer((request, response) => {
@@ -36,6 +40,14 @@ export async function serveMetrics(metrics: ApiMetrics, port: number, config: Pi
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return {
     url: `http://${host}:${address.port}/metrics`,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    // Node's close() ends idle keep-alive connections itself, but waits for ever for a request in progress (half sent).
+    close: () =>
+      new Promise((resolve) => {
+        const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+        server.close(() => {
+          clearTimeout(cut);
+          resolve();
+        });
+      }),
   };
 }

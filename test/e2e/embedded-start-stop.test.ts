@@ -1,7 +1,8 @@
 /**
- * `npm start`'s entry (src/main.ts) as a child process, stopped during its start and after it: a signal at any
- * moment stops its private redis-server with it, and a start that fails takes no job. The private-redis cases
- * preload `support/no-redis-on-6379.ts`, so the child sees no Redis on 6379 and the shared one is never touched.
+ * `npm start`'s entry (src/main.ts), and the web and worker entries, as child processes, stopped during their start
+ * and after it: a signal at any moment stops the private redis-server with it, and a start that fails takes no job.
+ * The private-redis cases preload `support/no-redis-on-6379.ts`, so the child sees no Redis on 6379, and the cases of
+ * another Redis there `support/redirect-6379.ts`: the shared one is never touched.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -12,12 +13,13 @@ import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort, redisAnswers } from '../../src/embedded-redis.js';
-import { redisServerUnavailableReason, until } from '../cluster/redis-server.js';
+import { redisCli, redisServerUnavailableReason, startRedisServer, until } from '../cluster/redis-server.js';
 import { deleteKeys, TEST_REDIS_URL } from '../support/redis.js';
 import { startTestService, type TestService } from '../support/service.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const NO_REDIS_ON_6379 = pathToFileURL(path.join(root, 'test/support/no-redis-on-6379.ts')).href;
+const REDIRECT_6379 = pathToFileURL(path.join(root, 'test/support/redirect-6379.ts')).href;
 
 interface Started {
   child: ChildProcess;
@@ -70,15 +72,21 @@ function npmStart(env: Record<string, string>, preload: string[] = [], entry = '
   return { child, output: () => output, exited, waitFor };
 }
 
-/** `npm start` on a fresh data directory with no Redis to find: it starts its private redis-server there. */
-async function withPrivateRedis(): Promise<{ started: Started; dir: string }> {
+/** `npm start` with REDIS_URL unset, on a fresh data directory; `preload` decides what it finds on 6379. */
+async function npmStartUnconfigured(preload: string, env: Record<string, string> = {}): Promise<{ started: Started; dir: string }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-start-stop-'));
-  const started = npmStart({ REDIS_URL: '', REDIS_CLUSTER_NODES: '', STORAGE_ROOT_DIR: dir, PORT: String(await freePort()) }, [NO_REDIS_ON_6379]);
+  const started = npmStart({ REDIS_URL: '', REDIS_CLUSTER_NODES: '', STORAGE_ROOT_DIR: dir, PORT: String(await freePort()), ...env }, [preload]);
   cleanups.push(async () => {
     const record = await readFile(path.join(dir, 'redis', 'kyozo-redis.json'), 'utf8').catch(() => undefined);
     if (record !== undefined) process.kill((JSON.parse(record) as { pid: number }).pid, 'SIGKILL'); // a test that failed
     await rm(dir, { recursive: true, force: true });
   });
+  return { started, dir };
+}
+
+/** `npm start` on a fresh data directory with no Redis to find: it starts its private redis-server there. */
+async function withPrivateRedis(): Promise<{ started: Started; dir: string }> {
+  const { started, dir } = await npmStartUnconfigured(NO_REDIS_ON_6379);
   await started.waitFor(/started a private redis-server/);
   return { started, dir };
 }
@@ -104,8 +112,57 @@ describe.skipIf(redisServerUnavailableReason() !== undefined)('npm start with it
   });
 });
 
-describe('npm start that cannot start', () => {
-  it('on a port already taken, exits 1 without taking a job or registering a schedule', async () => {
+/**
+ * A Redis with a dataset that takes ~10 s to load (a machine's Redis after a reboot), on a free port: started once
+ * to write the dataset, then again to load it slowly. Resolves once it answers -LOADING.
+ */
+async function loadingRedis(): Promise<{ port: number }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-loading-redis-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const writer = await startRedisServer(['--enable-debug-command', 'local'], dir);
+  const redis = new Redis(writer.url);
+  await redis.call('DEBUG', 'POPULATE', '40000');
+  await redis.save();
+  redis.disconnect();
+  await writer.stop(); // its dump.rdb stays in `dir`
+  const port = await freePort();
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'];
+  // 200 µs per key, and clients answered while it loads: -LOADING, not silence.
+  const loading = spawn('redis-server', [...args, '--key-load-delay', '200', '--loading-process-events-interval-bytes', '1024'], { stdio: 'ignore' });
+  cleanups.push(async () => {
+    if (loading.kill('SIGKILL')) await new Promise((resolve) => loading.once('exit', resolve));
+  });
+  await until(async () => (await redisCli(port, 'ping')).startsWith('LOADING'), 'the stand-in Redis to be loading');
+  return { port };
+}
+
+describe.skipIf(redisServerUnavailableReason() !== undefined)('npm start with REDIS_URL unset and a Redis on 6379 that does not answer PONG', () => {
+  it('waits for a Redis that is loading its dataset, then uses it: an empty private one would strand its jobs', async () => {
+    const { port } = await loadingRedis();
+    const { started } = await npmStartUnconfigured(REDIRECT_6379, { REDIRECT_6379_TO: String(port) });
+    await started.waitFor(/kyozo ready/);
+    expect(started.output()).toMatch(/-LOADING.*waiting for the Redis there to answer PING/);
+    expect(started.output()).not.toMatch(/private redis-server/);
+    expect(await redisCli(port, 'client', 'list')).toMatch(/name=kyozo:web/);
+  });
+
+  it('exits 1 naming the reply of a Redis that wants a password (NOAUTH), and how to give it one', async () => {
+    const redis = await startRedisServer();
+    cleanups.push(() => redis.stop());
+    await redisCli(redis.port, 'config', 'set', 'requirepass', 'a-password');
+    const { started } = await npmStartUnconfigured(REDIRECT_6379, { REDIRECT_6379_TO: String(redis.port) });
+    await Promise.race([started.exited, started.waitFor(/started a private redis-server/).catch(() => undefined)]);
+    expect(started.output()).not.toMatch(/private redis-server/);
+    expect(await started.exited).toEqual({ code: 1, signal: null });
+    expect(started.output()).toMatch(/cannot start: .*-NOAUTH.*set REDIS_URL with its password/);
+  });
+});
+
+describe('an entry that cannot listen on its port', () => {
+  it.each([
+    { name: 'npm start', entry: 'src/main.ts', portVariable: 'PORT' },
+    { name: 'the worker entry', entry: 'src/workers/main.ts', portVariable: 'WORKER_METRICS_PORT' },
+  ])('$name, on a $portVariable already taken, exits 1 without taking a job or registering a schedule', async ({ entry, portVariable }) => {
     const producer: TestService = await startTestService('e2e-taken-port', {}, { worker: false });
     cleanups.push(() => producer.close());
     for (let i = 0; i < 5; i++) {
@@ -117,13 +174,17 @@ describe('npm start that cannot start', () => {
     cleanups.push(() => new Promise((resolve) => taken.close(resolve)));
 
     const { config } = producer;
-    const started = npmStart({
-      REDIS_URL: config.redis.url,
-      QUEUE_PREFIX: config.queuePrefix,
-      STORAGE_ROOT_DIR: producer.root,
-      STORES: 'files:disk,mem:ram',
-      PORT: String(port),
-    });
+    const started = npmStart(
+      {
+        REDIS_URL: config.redis.url,
+        QUEUE_PREFIX: config.queuePrefix,
+        STORAGE_ROOT_DIR: producer.root,
+        STORES: 'files:disk,mem:ram',
+        [portVariable]: String(port),
+      },
+      [],
+      entry,
+    );
     expect(await started.exited).toEqual({ code: 1, signal: null });
     expect(started.output()).toMatch(/cannot start: .*EADDRINUSE/);
     const queues = producer.deps.queues;
@@ -132,17 +193,55 @@ describe('npm start that cannot start', () => {
   });
 });
 
-describe('the worker entry while Redis does not answer', () => {
-  it('exits 0 at once on SIGTERM: it has taken no job, and waiting for Redis does not hold up the signal', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-worker-no-redis-'));
+describe('the worker and web entries while Redis does not answer', () => {
+  it.each([
+    { name: 'the worker entry', entry: 'src/workers/main.ts' },
+    { name: 'the web entry', entry: 'src/api/main.ts' },
+  ])('$name exits 0 at once on SIGTERM: waiting for Redis does not hold up the signal', async ({ entry }) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-no-redis-'));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const started = npmStart({ REDIS_URL: `redis://127.0.0.1:${await freePort()}`, STORES: 'main:ram', STORAGE_ROOT_DIR: dir }, [], 'src/workers/main.ts');
+    const env = { REDIS_URL: `redis://127.0.0.1:${await freePort()}`, STORES: 'main:ram', STORAGE_ROOT_DIR: dir, PORT: String(await freePort()) };
+    const started = npmStart(env, [], entry);
     await started.waitFor(/ECONNREFUSED/);
     const signalled = performance.now();
     started.child.kill('SIGTERM');
     expect(await started.exited).toEqual({ code: 0, signal: null });
-    expect(performance.now() - signalled).toBeLessThan(10_000); // the deadline would end it after 40 s, with 1
-    expect(started.output()).not.toMatch(/worker ready/);
+    // Not when its wait would end: the web's after 10 s (it gives up on Redis), the worker's at the deadline (40 s).
+    expect(performance.now() - signalled).toBeLessThan(5_000);
+    expect(started.output()).not.toMatch(/(worker|web) ready/);
+  });
+});
+
+describe('the worker entry with WORKER_METRICS_PORT', () => {
+  it('a scrape stalled half-sent does not hold up a SIGTERM: no job is taken after it, and it exits 0', async () => {
+    const producer = await startTestService('e2e-metrics-stall', {}, { worker: false });
+    cleanups.push(() => producer.close());
+    const metricsPort = await freePort();
+    const { config } = producer;
+    const env = {
+      REDIS_URL: config.redis.url,
+      QUEUE_PREFIX: config.queuePrefix,
+      STORAGE_ROOT_DIR: producer.root,
+      STORES: 'files:disk,mem:ram',
+      WORKER_METRICS_PORT: String(metricsPort),
+      WORKER_SHUTDOWN_TIMEOUT_MS: '1000',
+    };
+    const started = npmStart(env, [], 'src/workers/main.ts');
+    await started.waitFor(/worker ready/);
+    const scrape = net.connect(metricsPort, '127.0.0.1');
+    cleanups.push(async () => scrape.destroy());
+    await new Promise<void>((resolve) => scrape.once('connect', resolve));
+    scrape.write('GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n'); // the headers never end
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the server has read them
+
+    const signalled = performance.now();
+    started.child.kill('SIGTERM');
+    await started.waitFor(/shutting down/);
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the workers have closed by now
+    expect((await producer.app.request('/v1/stores/files/objects/after-sigterm', { method: 'PUT', body: 'x' })).status).toBe(202);
+    expect(await started.exited).toEqual({ code: 0, signal: null });
+    expect(performance.now() - signalled).toBeLessThan(5_000); // the deadline would end it after 11 s, with 1
+    expect(await producer.deps.queues.queue('objects').getJobCounts('wait', 'active', 'completed')).toEqual({ wait: 1, active: 0, completed: 0 });
   });
 });
 
