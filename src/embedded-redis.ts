@@ -10,7 +10,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { mkdir, readFile, realpath, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, realpath, unlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { unlessAborted } from './lifecycle.js';
@@ -354,7 +354,9 @@ async function startServer(dir: string, log: Logger): Promise<PrivateRedis> {
 }
 
 export async function startPrivateRedis(rootDir: string, log: Logger): Promise<PrivateRedis> {
-  await mkdir(path.join(rootDir, 'redis'), { recursive: true });
+  // Its AOF holds job bodies and the URL-signing secret: the directory is the service's user's alone, made so or not.
+  await mkdir(path.join(rootDir, 'redis'), { recursive: true, mode: 0o700 });
+  await chmod(path.join(rootDir, 'redis'), 0o700);
   // Its real path: two starts in this process that name it differently (a symlink) still take turns (`withLock`).
   const dir = await realpath(path.join(rootDir, 'redis'));
   // One start at a time per directory: two reading "no server" at once would start two on the same AOF files.

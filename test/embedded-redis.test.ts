@@ -6,7 +6,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -81,8 +81,11 @@ afterEach(async () => {
 describe.skipIf(unavailable !== undefined)('private redis-server', () => {
   it('starts in a process group of its own (a Ctrl-C reaches only this process), and stops', async () => {
     const dir = await root();
+    await mkdir(path.join(dir, 'redis'), { mode: 0o755 }); // made by hand before, readable by all
     const redis = await startPrivateRedis(dir, quietLog);
     started.push(redis);
+    // Its AOF holds job bodies and the URL-signing secret: no other user may read it.
+    expect((await stat(path.join(dir, 'redis'))).mode & 0o777).toBe(0o700);
     expect(await redisAnswers('127.0.0.1', portOf(redis.url))).toBe(true);
     const { pid } = await serverFile(dir);
     expect(await processGroup(pid)).not.toBe(await processGroup(process.pid));
