@@ -14,8 +14,11 @@ import { parseHttpDate } from './http-date.js';
 const META_PREFIX = 'x-meta-';
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 const ASCII = /^[\x00-\x7f]*$/;
-/** What a header value may hold: tab, printable ASCII and Latin-1's upper half. */
-const HEADER_TEXT = /^[\t\x20-\x7e\x80-\xff]*$/;
+/**
+ * What a Content-Type goes out as, and comes in as: tab and printable ASCII. Latin-1's upper half would be a valid
+ * header byte, but Node sends it as one byte with some answers and as UTF-8 with others (HEAD and GET differed).
+ */
+export const HEADER_TEXT = /^[\t\x20-\x7e]*$/;
 const EXTENDED = "utf-8''";
 /**
  * With Last-Modified alone a cache may reuse a response unasked for a heuristic while (RFC 9111 §4.2.2), and a
@@ -85,7 +88,8 @@ export function objectHeaders(info: ObjectInfo): Record<string, string> {
 
 /** Metadata from a request's `X-Meta-*` headers. */
 export function metadataFromHeaders(headers: Iterable<[string, string]>): Record<string, string> {
-  const metadata: Record<string, string> = {};
+  // No prototype: `X-Meta-__proto__` is then an entry, refused by the name rules, not a silent prototype change.
+  const metadata: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [name, value] of headers) {
     if (name.startsWith(META_PREFIX) && name.length > META_PREFIX.length) {
       metadata[name.slice(META_PREFIX.length)] = decodeHeaderValue(name, value);

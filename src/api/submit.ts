@@ -32,6 +32,8 @@ export const BODY_IDLE_TIMEOUT_MS = 30_000;
 export function idleLimited(body: Readable, idleMs: number): { body: Readable; expired(): boolean } {
   let expired = false;
   const timer = setTimeout(() => {
+    // Everything sent (the client ended its body): what is left waits for staging, not for the client.
+    if (guarded.writableEnded) return;
     if (body.readableLength > 0 || guarded.writableLength > 0 || guarded.readableLength > 0) {
       timer.refresh();
       return;

@@ -107,13 +107,16 @@ export const keySchema = z.string().superRefine((key, ctx) => {
 
 export const storeNameSchema = z.string().min(1).max(63);
 export const authorSchema = z.object({ name: z.string().min(1).max(256), email: z.string().max(256).optional() }).strict();
+/** A version's (or restore's) message. */
+export const versionMessageSchema = z.string().min(1).max(4096);
 /** An `If-Match` list longer than this is refused (400): matching is linear in it. */
 const MAX_IF_MATCH_TAGS = 32;
 const ifMatchTag = z.string().min(1).max(128);
+export const ifMatchSchema = z.union([ifMatchTag, z.array(ifMatchTag).min(1).max(MAX_IF_MATCH_TAGS)]);
 export const writeOptionsShape = {
   contentType: z.string().max(256).optional(),
   metadata: z.record(z.string(), z.string()).optional(),
-  ifMatch: z.union([ifMatchTag, z.array(ifMatchTag).min(1).max(MAX_IF_MATCH_TAGS)]).optional(),
+  ifMatch: ifMatchSchema.optional(),
   ifNoneMatch: z.literal('*').optional(),
 };
 

@@ -194,15 +194,20 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
       // BullMQ would wait for a connection that is still (re)connecting; the API wants a 503 now instead.
       if (options.connection.status !== 'ready') throw new ProviderUnavailableError(`cannot enqueue ${name}: Redis is ${options.connection.status}`);
       const body = (data as { body?: BodyRef }).body;
+      let adding = false;
       try {
         // Before the job exists: from then on, cleanup knows the body is not an orphan.
         if (body !== undefined && isStaged(body)) await owners.note(body.stagedKey, jobId);
         const queue = queueFor(definition.queue);
+        adding = true;
         await queue.add(name, data, { jobId });
         if (opts.idempotencyKey !== undefined) await rerunIfFailedRetryably(options.connection, queue, jobId);
       } catch (error) {
         if (isStorageError(error)) throw error;
-        throw new EnqueueUncertainError(`cannot enqueue ${name}: ${(error as Error).message}`, { cause: error });
+        const message = `cannot enqueue ${name}: ${(error as Error).message}`;
+        // Failed before the job was sent (the body's owner note): no job can exist, and its body may go.
+        if (!adding) throw new ProviderUnavailableError(message, { cause: error });
+        throw new EnqueueUncertainError(message, { cause: error });
       }
       return { jobId, queue: definition.queue, name };
     },

@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import type { StorageProvider, VersionInfo } from '../providers/types.js';
-import { authorSchema, defineJob, isRetry, keySchema, storeNameSchema, storeOf, type JobContext } from './definition.js';
+import { authorSchema, defineJob, isRetry, keySchema, storeNameSchema, storeOf, versionMessageSchema, type JobContext } from './definition.js';
 import { versionBaseline, versionMadeBy } from './version.js';
 
 export const restorePayload = z
@@ -17,7 +17,7 @@ export const restorePayload = z
     store: storeNameSchema,
     key: keySchema,
     versionId: z.string().min(1).max(256),
-    message: z.string().min(1).max(4096).optional(),
+    message: versionMessageSchema.optional(),
     author: authorSchema.optional(),
   })
   .strict();

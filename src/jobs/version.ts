@@ -14,7 +14,7 @@
 import { z } from 'zod';
 import { NotFoundError } from '../providers/errors.js';
 import type { Author, StorageProvider, VersionInfo } from '../providers/types.js';
-import { authorSchema, defineJob, isRetry, keySchema, storeNameSchema, storeOf, writeOptionsShape, type JobContext, type JobRef } from './definition.js';
+import { authorSchema, defineJob, isRetry, keySchema, storeNameSchema, storeOf, versionMessageSchema, writeOptionsShape, type JobContext, type JobRef } from './definition.js';
 import { applyBody, bodyRefSchema } from './staging.js';
 
 export const SAME_JOB_SLACK_MS = 2_000;
@@ -24,7 +24,7 @@ export const versionPayload = z
     store: storeNameSchema,
     key: keySchema,
     body: bodyRefSchema,
-    message: z.string().min(1).max(4096),
+    message: versionMessageSchema,
     author: authorSchema.optional(),
     ...writeOptionsShape,
   })

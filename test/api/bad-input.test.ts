@@ -127,6 +127,20 @@ describe('bad input gets a clear error and the server stays up', () => {
     });
   });
 
+  it("an enqueue that failed before its job was sent (the body's owner note refused) gets 503 and releases the staged body", async () => {
+    const broken = await startTestService('api-note-refused', { STAGING_INLINE_MAX: '1024' }, { worker: false });
+    try {
+      // The owners' hash is another type of key: Redis refuses the note, the job is never sent.
+      await broken.deps.redis.set(`${broken.config.queuePrefix}:staging:owners`, 'not a hash');
+      const response = await broken.app.request('/v1/stores/files/objects/note/refused', { method: 'PUT', body: 'z'.repeat(5000) });
+      expect(response.status).toBe(503);
+      expect((await broken.stagingProvider.list()).items).toEqual([]);
+      expect(await broken.deps.queues.queue('objects').getJobCountByTypes('waiting', 'delayed', 'active')).toBe(0);
+    } finally {
+      await broken.close();
+    }
+  });
+
   it('Redis down: a mutation gets 503 with Retry-After and the staged body is released', async () => {
     const broken = await startBrokenService();
     try {
@@ -169,6 +183,9 @@ describe('bad input gets a clear error and the server stays up', () => {
 /** A service whose Redis connection is cut after start, as when Redis goes away under a running API. */
 async function startBrokenService(): Promise<TestService> {
   const broken = await startTestService('api-redis-down', { STAGING_INLINE_MAX: '1024' }, { worker: false });
+  // Closed, not closing: a request sent while it closes may have its job sent, and keeps its body (uncertain).
+  const ended = new Promise((resolve) => broken.deps.redis.once('end', resolve));
   broken.deps.redis.disconnect();
+  await ended;
   return broken;
 }

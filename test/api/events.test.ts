@@ -149,8 +149,15 @@ describe('GET /v1/events (SSE)', () => {
     const client = new AbortController();
     try {
       const padding = 'x'.repeat(4000);
+      // The burst reaches this process's subscriber too, 8 MB of it, which takes a while on a loaded machine: were the
+      // stream to subscribe before it has all arrived, its tail would count as live events waiting, and the stream
+      // would end before its first byte. Only the replay is to be stalled here: the burst is heard out first.
+      let heard = 0;
+      const probe = await service.deps.bus.subscribe(['object.written'], () => heard++);
       const first = (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'replayed/start', data: {} }))!;
       await Promise.all(Array.from({ length: 2000 }, (_, i) => service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `replayed/${i}`, data: { padding } })));
+      await waitFor(() => heard === 2001, { what: 'the burst heard by this process' });
+      await probe();
       await fetch(`${server.url}/v1/events?types=object.written`, { headers: { 'Last-Event-ID': first.id }, signal: client.signal }); // never read
       await waitFor(() => service.deps.bus.listenerCount() > before, { what: 'the stream subscribed' });
       await new Promise((resolve) => setTimeout(resolve, 300)); // the replay fills the socket and stalls

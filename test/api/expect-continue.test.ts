@@ -105,6 +105,20 @@ describe('Expect: 100-continue', () => {
     expect(result.closedByServer).toBe(true);
   });
 
+  // Limits the job's schema sets on what a header becomes: checked before the body, as the header's form is.
+  it.each([
+    ['If-Match with 33 etags', 'PUT', '', `If-Match: ${Array.from({ length: 33 }, (_, i) => `"${i}"`).join(', ')}`],
+    ['an If-Match etag of 200 characters', 'PUT', '', `If-Match: "${'a'.repeat(200)}"`],
+    ['an X-Version-Message of 5,000 characters', 'POST', '/versions', `X-Version-Message: ${'m'.repeat(5000)}`],
+    ['an X-Author name of 300 characters', 'POST', '/versions', `X-Author: ${'n'.repeat(300)} <a@b>`],
+  ])('%s is refused before the body is asked for', async (_name, method, suffix, header) => {
+    const head = putHead(`/v1/stores/main/objects/refused/limit${suffix}`, body.length).replace(/^PUT /, `${method} `).replace(/\r\n\r\n$/, `\r\n${header}\r\n\r\n`);
+    const result = await exchange(head, body);
+    expect(result.bodySent).toBe(false);
+    expect(statusLine(result.answer)).toMatch(/^HTTP\/1.1 400 /);
+    expect(jsonBody(result.answer)).toMatchObject({ error: { code: 'BAD_REQUEST', message: expect.stringContaining(header.slice(0, header.indexOf(':'))) } });
+  });
+
   it.each([
     ['a body streamed to staging', body],
     ['a small body taken inline', Buffer.from('small body sent after 100 Continue')],

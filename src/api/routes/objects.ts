@@ -6,12 +6,13 @@ import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import { NotSupportedError, ProviderUnavailableError } from '../../providers/errors.js';
+import { authorSchema, ifMatchSchema, versionMessageSchema } from '../../jobs/definition.js';
 import { validatePrefix } from '../../providers/keys.js';
 import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
-import { decodeHeaderValue, ifRangeHolds, metadataFromHeaders, notModified, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
+import { decodeHeaderValue, HEADER_TEXT, ifRangeHolds, metadataFromHeaders, notModified, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
 import { methodNotAllowed } from '../method-not-allowed.js';
 import { requestHeader, requestHeaderEntries } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
@@ -43,7 +44,7 @@ export function parseAuthor(header: string | undefined): Author | undefined {
   const author = match ? { name: match[1]!, email: match[2]! } : { name: value };
   // Brackets anywhere else would end up in a name (git refuses those), or mean the header was cut.
   if (author.name === '' || /[<>]/.test(author.name)) throw new ApiError('BAD_REQUEST', 'X-Author must be "Name <email>" or "Name"');
-  return author;
+  return checkedHeader('X-Author', authorSchema, author);
 }
 
 /**
@@ -59,11 +60,22 @@ function refuseUnsupportedConditions(c: Context, names: readonly string[]): void
   }
 }
 
+/**
+ * A header's value checked with the job's own rule for the field it becomes: a limit the job would enforce is a 400
+ * before the body is read (under `Expect: 100-continue`, before it is sent), not after the whole upload.
+ */
+function checkedHeader<T>(name: string, schema: z.ZodType<T>, value: T): T {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  throw new ApiError('BAD_REQUEST', `${name}: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+}
+
 /** If-Match as `ifMatch`; `If-None-Match: *` as `ifNoneMatch` (create-only). An etag list there has no meaning for a write. */
 function writeConditions(c: Context): { ifMatch?: string | string[]; ifNoneMatch?: '*' } {
   const ifNoneMatch = requestHeader(c, 'if-none-match')?.trim();
   if (ifNoneMatch !== undefined && ifNoneMatch !== '*') throw new NotSupportedError('a write takes If-None-Match: * (create-only) only');
-  return { ifMatch: parseIfMatch(requestHeader(c, 'if-match')), ...(ifNoneMatch === '*' ? { ifNoneMatch } : {}) };
+  const ifMatch = parseIfMatch(requestHeader(c, 'if-match'));
+  return { ifMatch: ifMatch === undefined ? undefined : checkedHeader('If-Match', ifMatchSchema, ifMatch), ...(ifNoneMatch === '*' ? { ifNoneMatch } : {}) };
 }
 
 /**
@@ -80,14 +92,29 @@ function refuseContentCoding(c: Context): void {
 }
 
 /**
+ * A transfer coding other than chunked (`Transfer-Encoding: gzip, chunked`): Node removes the chunking only, so the
+ * coded bytes would be stored. 501, as RFC 9112 §6.1 has it for a coding the server does not apply.
+ */
+function refuseTransferCoding(c: Context): void {
+  const codings = requestHeader(c, 'transfer-encoding');
+  if (codings === undefined) return;
+  const other = codings.split(',').map((coding) => coding.trim().toLowerCase()).find((coding) => coding !== 'chunked');
+  if (other !== undefined) throw new NotSupportedError(`Transfer-Encoding ${other.slice(0, 64)} is not supported: send the body as it is, chunked or with a Content-Length`);
+}
+
+/**
  * Content-Type, `X-Meta-*`, If-Match and If-None-Match of a mutation, checked with the providers' own rules before
  * the body is staged: a bad one is a 400 now, not a 202 for a job that can only fail, and no staged body is left
- * behind.
+ * behind. A Content-Type is ASCII (a media type is; a file name goes in `X-Meta-*`, which carries UTF-8).
  */
 export function requestWriteOptions(c: Context): { contentType?: string; metadata: Record<string, string>; ifMatch?: string | string[]; ifNoneMatch?: '*' } {
   refuseUnsupportedConditions(c, WRITE_UNSUPPORTED);
   refuseContentCoding(c);
+  refuseTransferCoding(c);
   const contentType = requestHeader(c, 'content-type');
+  if (contentType !== undefined && !HEADER_TEXT.test(contentType)) {
+    throw new ApiError('BAD_REQUEST', 'Content-Type must be printable ASCII; send text such as a file name in an X-Meta-* header');
+  }
   const metadata = metadataFromHeaders(requestHeaderEntries(c));
   describeWrite({ contentType, metadata });
   return { contentType, metadata, ...writeConditions(c) };
@@ -237,7 +264,8 @@ export function objectRoutes(deps: AppDeps): Hono {
     const provider = requireStore(deps, store);
     const at = target(c);
     const messageHeader = requestHeader(c, 'x-version-message');
-    const message = messageHeader === undefined ? undefined : decodeHeaderValue('X-Version-Message', messageHeader);
+    const decoded = messageHeader === undefined ? undefined : decodeHeaderValue('X-Version-Message', messageHeader);
+    const message = decoded ? checkedHeader('X-Version-Message', versionMessageSchema, decoded) : decoded;
     const author = parseAuthor(requestHeader(c, 'x-author'));
     if (at.kind === 'versions') {
       const options = requestWriteOptions(c);
