@@ -54,8 +54,14 @@ export async function redisAnswers(host: string, port: number, timeoutMs = 1000)
 /** An answer as an error message names it. */
 const said = (answer: PingAnswer) => (answer.kind === 'reply' ? JSON.stringify(answer.line) : answer.kind === 'silent' ? 'no answer' : 'closed, no reply');
 
-/** A Redis that will answer PONG once it is done: loading its dataset, running a long script, or too slow for the probe. */
-const busy = (answer: PingAnswer) => answer.kind === 'silent' || (answer.kind === 'reply' && /^-(LOADING|BUSY)\b/.test(answer.line));
+/** A Redis that will answer PONG once it is done: loading its dataset, or running a long script. */
+const busy = (answer: PingAnswer) => answer.kind === 'reply' && /^-(LOADING|BUSY)\b/.test(answer.line);
+
+/**
+ * How long silence is waited for: a Redis running a script answers nothing until its `lua-time-limit` (5 s), then
+ * `-BUSY`. Silent for longer, what listens is not a Redis to use (DESIGN §2: nothing answers, a private one starts).
+ */
+const SILENT_WAIT_MS = 6_000;
 
 /**
  * Whether `npm start`, `REDIS_URL` unset, uses the Redis at host:port (127.0.0.1:6379): yes when it answers PONG, no
@@ -66,9 +72,11 @@ const busy = (answer: PingAnswer) => answer.kind === 'silent' || (answer.kind ==
 export async function useLocalRedis(host: string, port: number, log: Logger, signal?: AbortSignal): Promise<boolean> {
   const url = `redis://${host}:${port}`;
   let answer = await ping(host, port);
-  if (busy(answer)) log.info({ url, answer }, 'REDIS_URL is unset: waiting for the Redis there to answer PING');
-  const deadline = Date.now() + BUSY_WAIT_MS;
-  while (busy(answer)) {
+  const started = Date.now();
+  const waiting = (now: PingAnswer) => busy(now) || (now.kind === 'silent' && Date.now() - started < SILENT_WAIT_MS);
+  if (waiting(answer)) log.info({ url, answer }, 'REDIS_URL is unset: waiting for the Redis there to answer PING');
+  const deadline = started + BUSY_WAIT_MS;
+  while (waiting(answer)) {
     if (Date.now() > deadline) {
       throw new RedisUnavailableError(`${url} has not answered PING for ${BUSY_WAIT_MS / 1000} s (${said(answer)}): start again once it does, or point REDIS_URL at a Redis.`);
     }

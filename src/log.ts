@@ -25,19 +25,28 @@ export function logDestination(fd = 1): DestinationStream {
 /**
  * ioredis puts the failed command on its errors, arguments included (`command.args`): an AUTH password, the URL-signing
  * secret, a value written. Logged as they are, a wrong password or a full Redis printed them; only the name is kept.
+ * Copies what it changes: pino's serialized error shares nested objects with the caller's error.
  */
-function withoutCommandArgs(serialized: unknown, depth = 0): unknown {
-  if (typeof serialized !== 'object' || serialized === null || depth > 4) return serialized;
-  const fields = serialized as Record<string, unknown>;
-  const command = fields.command as { name?: unknown } | undefined;
+function withoutCommandArgs(value: unknown, depth = 0): unknown {
+  if (typeof value !== 'object' || value === null || depth > 4) return value;
+  if (Array.isArray(value)) return value.map((item: unknown) => withoutCommandArgs(item, depth + 1));
+  // An error pino left as it is (in an array: EXECABORT's `previousErrors`) is serialized here, as pino would.
+  if (value instanceof Error) return withoutCommandArgs(pino.stdSerializers.err(value), depth);
+  // Records only (plain objects, pino's serialized errors): a Date or a Buffer is written as it is.
+  if (!RECORD_PROTOTYPES.has(Object.getPrototypeOf(value))) return value;
+  const fields: Record<string, unknown> = {};
+  for (const [name, field] of Object.entries(value)) fields[name] = withoutCommandArgs(field, depth + 1);
+  const command = (value as { command?: { name?: unknown } }).command;
   if (typeof command === 'object' && command !== null) fields.command = { name: command.name };
-  for (const value of Object.values(fields)) withoutCommandArgs(value, depth + 1);
-  return serialized;
+  return fields;
 }
+
+const RECORD_PROTOTYPES = new Set<unknown>([Object.prototype, null, Object.getPrototypeOf(pino.stdSerializers.err(new Error()))]);
 
 const serializeError = (error: Error): unknown => withoutCommandArgs(pino.stdSerializers.err(error));
 
 /** Lines go to stdout, or to `destination` (the API benchmark throws them away after they are built and written). */
 export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info', destination: DestinationStream = logDestination()): Logger {
-  return pino({ level, base: { service: 'kyozo' }, timestamp: isoTime, serializers: { err: serializeError } }, destination);
+  // `failure`: a second error beside `err` (a run that lost its lock, and what it failed with).
+  return pino({ level, base: { service: 'kyozo' }, timestamp: isoTime, serializers: { err: serializeError, failure: serializeError } }, destination);
 }

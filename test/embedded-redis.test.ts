@@ -252,6 +252,13 @@ describe('useLocalRedis: whether npm start, REDIS_URL unset, uses the Redis on 6
     expect(await script).toBe(1);
   });
 
+  it('does not when what listens there stays silent past a script\'s time limit: DESIGN §2, nothing answers', async () => {
+    const port = await notRedis(); // accepts, never answers
+    const started = performance.now();
+    expect(await useLocalRedis('127.0.0.1', port, quietLog)).toBe(false);
+    expect(performance.now() - started).toBeLessThan(15_000); // not the 60 s a loading Redis is given
+  }, 30_000);
+
   it('stops waiting at a signal (a SIGTERM while it waits for a busy Redis)', async () => {
     const port = await notRedis(); // silent, as a busy Redis
     const abort = new AbortController();

@@ -45,10 +45,20 @@ describe('logged Redis errors', () => {
       log.error({ err: error }, 'direct');
       log.error({ err: new AggregateError([error], 'several') }, 'aggregated');
       log.error({ err: Object.assign(new Error('wrapped'), { reply: error }) }, 'nested');
+      // Beside `err`, the second error of a run that lost its lock (`workers/worker.ts`).
+      log.warn({ err: new Error('lock lost'), failure: error }, 'job run abandoned');
+      // Logging changes nothing of the caller's errors: pino's serialized copy shares nested ones (EXECABORT's
+      // `previousErrors` holds the queued commands' errors in an array).
+      log.error({ err: Object.assign(new Error('EXECABORT'), { previousErrors: [error] }) }, 'exec failed');
+      expect((error as { command?: { args?: unknown[] } }).command?.args).toContain(secret);
+      log.error({ err: Object.assign(new Error('dated'), { at: new Date(0) }) }, 'dated');
     } finally {
       redis.disconnect();
     }
-    expect(lines).toHaveLength(3);
+    expect(lines).toHaveLength(6);
+    expect(JSON.parse(lines[3]!).failure.command).toEqual({ name: 'set' });
+    expect(JSON.parse(lines[4]!).err.previousErrors[0].command).toEqual({ name: 'set' });
+    expect(JSON.parse(lines[5]!).err.at).toBe('1970-01-01T00:00:00.000Z');
     for (const line of lines) expect(line).not.toContain(secret);
     expect(JSON.parse(lines[0]!).err.command).toEqual({ name: 'set' });
     expect(JSON.parse(lines[1]!).err.aggregateErrors[0].command).toEqual({ name: 'set' });

@@ -118,6 +118,7 @@ const COPY_ROUNDS = 4;
 const newerInTarget = (key: string): Failure => ({ key, reason: "left as it is: the target's object is not older than the source's" });
 const changedInTarget = (key: string): Failure => ({ key, reason: "left as it is: the target's object changed while it was copied" });
 const damagedInTarget = (key: string, error: Error): Failure => ({ key, reason: `not copied: the target's object is damaged (${error.message})` });
+const notFoundInTarget = (key: string, error: Error): Failure => ({ key, reason: `not copied: the target answered ${error.message}` });
 const changingInSource = (key: string): Failure => ({
   key,
   reason: `the target holds an earlier state: the source's object changed during each of ${COPY_ROUNDS} copies`,
@@ -249,9 +250,13 @@ export const migrateJob = defineJob({
           try {
             await migrateObject(item);
           } catch (error) {
-            // Deleted since it was listed, when the source says so: a target's NOT_FOUND (a git store's branch
-            // removed) is the target's failure.
-            if (error instanceof NotFoundError && (await statIfPresent(from, item.key)) === undefined) return;
+            if (error instanceof NotFoundError) {
+              // Deleted or replaced since it was listed: left out, as any object changed meanwhile may be. While the
+              // source still holds the object listed, the NOT_FOUND was the target's (a git store's branch removed).
+              const now = await statIfPresent(from, item.key);
+              if (now === undefined || !sameObject(now, item) || now.updatedAt !== item.updatedAt) return;
+              return failures.add(notFoundInTarget(item.key, error));
+            }
             if (error instanceof PreconditionFailedError) return conflicts.add(changedInTarget(item.key));
             const failure = contentFailure(error, item);
             if (failure === undefined) throw error;

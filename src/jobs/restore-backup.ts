@@ -84,6 +84,8 @@ function blobFailure(error: unknown, entry: { key: string; etag: string }): Fail
   return undefined;
 }
 
+const versionsWithoutObject = (key: string): Failure => ({ key, reason: 'its versions are in the backup but not its object: not restored' });
+
 type RestoreBackupPayload = z.output<typeof restoreBackupPayload>;
 
 export const restoreBackupJob = defineJob({
@@ -171,6 +173,11 @@ async function restoreBackup(ctx: JobContext, payload: RestoreBackupPayload, fro
     counts.failureCount = failures.count;
     await ctx.reportProgress?.({ phase: 'restore', total: manifest.objects.length, ...counts });
   }
+
+  // Versions of a key the backup holds no object of (damaged, or deleted while it ran): recording them would make the
+  // newest one current, perhaps over the target's own object. Reported, not restored: the blobs are in the backup.
+  const objectKeys = new Set(manifest.objects.map((entry) => entry.key));
+  for (const key of versionsByKey.keys()) if (!objectKeys.has(key)) failures.add(versionsWithoutObject(key));
 
   return {
     manifest: payload.manifest,

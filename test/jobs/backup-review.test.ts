@@ -173,5 +173,14 @@ describe('backup and restore-backup meeting damage and each other', () => {
     const manifest = await readManifest(vault, result.manifest);
     expect((manifest.versions ?? []).map((version) => version.message)).toEqual(['v1', 'v2']);
     expect([...(await etags(vault, 'backups/src/blobs/')).values()].sort()).toEqual(['chapter one', 'chapters one and two'].map(sha256Hex).sort());
+
+    // Restored, such a key is reported rather than left out unsaid: the backup has its versions, not its object.
+    const target = new RamProvider({ maxBytes: 1024 * 1024 });
+    const restored = await restoreBackupJob.handle(
+      { manifest: result.manifest, store: 'target' },
+      f.context(new Map<string, StorageProvider>([['vault', vault], ['target', target]]), { settings: { backupStore: 'vault' } }),
+    );
+    expect(restored.result).toMatchObject({ restored: 0, versions: 0, verified: false, failureCount: 1 });
+    expect(restored.result.failures).toEqual([expect.objectContaining({ key: 'thesis', reason: expect.stringContaining('not its object') })]);
   });
 });
