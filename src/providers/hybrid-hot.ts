@@ -19,6 +19,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
+import { InvalidArgumentError } from './errors.js';
 import { describeWrite } from './metadata.js';
 import { withProcessMutex } from './process-mutex.js';
 import { ramWriteBytes } from './ram.js';
@@ -129,9 +130,9 @@ export class HotTier {
   }
 
   /**
-   * Puts `content` (described by cold's `info`) into the hot tier, unless it is too large, the tier is off, an
-   * invalidation of `key` arrived since `mark`, or it fits only by evicting a copy of `keep`. Never rejects: a copy
-   * that cannot be made is simply not made.
+   * Puts `content` (described by cold's `info`) into the hot tier, unless it is too large, the tier is off, its
+   * description is one no store takes, an invalidation of `key` arrived since `mark`, or it fits only by evicting a
+   * copy of `keep`. Never rejects: a copy that cannot be made is simply not made.
    */
   async admit(key: string, info: ObjectInfo, content: Buffer, mark: number, keep: ReadonlySet<string> = new Set()): Promise<boolean> {
     if (this.maxBytes === 0 || content.length > this.maxEntryBytes || this.stale(key, mark)) return false;
@@ -141,7 +142,8 @@ export class HotTier {
       if (previous !== undefined && previous.info.etag === info.etag) return true;
       if (previous !== undefined) await this.remove(key, 'invalidated');
       const opts = { contentType: info.contentType, metadata: info.metadata };
-      const charged = this.charge(key, { ...info, size: content.length });
+      const charged = this.admissibleCharge(key, { ...info, size: content.length });
+      if (charged === undefined) return false;
       const victims = this.victimsFor(charged, keep);
       if (victims === undefined) return false;
       const evicted = victims.map((victim) => this.remove(victim, 'lru'));
@@ -203,6 +205,20 @@ export class HotTier {
 
   async clear(): Promise<void> {
     await Promise.all([...this.entries.keys()].map((key) => this.remove(key, 'reset')));
+  }
+
+  /**
+   * `charge`, or undefined for a description no store takes: cold may hold an object another tool wrote, with
+   * metadata named as the contract refuses (`file.name`). It is served from cold, never copied here.
+   */
+  private admissibleCharge(key: string, info: ObjectInfo): number | undefined {
+    try {
+      return this.charge(key, info);
+    } catch (error) {
+      if (!(error instanceof InvalidArgumentError)) throw error;
+      this.log?.debug({ err: error, key }, 'not admitted: the hot tier would refuse its description');
+      return undefined;
+    }
   }
 
   private live(key: string): HotEntry | undefined {

@@ -5,11 +5,42 @@
  * versions under their cold ids; a version the map does not know is not served from the backup at all.
  *
  * One Redis hash per key, `<prefix>:hybrid:<store>:versions:<key>`: `c:<cold id>` -> backup id and
- * `b:<backup id>` -> cold id. Written when a version is made (best effort: a lost entry only makes that version
+ * `b:<backup id>` -> cold id, and `m:<backup id>` when the copy's message is hybrid's own (cold's version has none;
+ * backup needs one). Written when a version is made (best effort: a lost entry only makes that version
  * unreadable during a cold outage), dropped with the version (`deleteVersion`) or with all of them
- * (`delete(key, { allVersions: true })`).
+ * (`delete(key, { allVersions: true })`), and by the repair pass for versions cold no longer has.
  */
 import type { Cluster, Redis } from 'ioredis';
+
+/**
+ * Links a cold version to its backup copy unless a copy of it is linked already: two processes can copy one version
+ * at once (two repair passes, or a repair beside the mutation that made it). 1 when `backupId` stands for it now.
+ */
+const LINK = `
+local h, cold, backup = KEYS[1], ARGV[1], ARGV[2]
+local linked = redis.call('HGET', h, 'c:' .. cold)
+if linked then return linked == backup and 1 or 0 end
+redis.call('HSET', h, 'c:' .. cold, backup, 'b:' .. backup, cold)
+if ARGV[3] == '1' then redis.call('HSET', h, 'm:' .. backup, 1) end
+return 1`;
+
+/**
+ * The cold version a backup copy stands for, and whether its message is hybrid's own; none unless the map names the
+ * copy back for that version (maps linked before `LINK` refused a second copy may hold its `b:` still).
+ */
+const ORIGIN = `
+local h, backup = KEYS[1], ARGV[1]
+local cold = redis.call('HGET', h, 'b:' .. backup)
+if not cold or redis.call('HGET', h, 'c:' .. cold) ~= backup then return false end
+return {cold, redis.call('HEXISTS', h, 'm:' .. backup)}`;
+
+/** What the map says of a backup version. */
+export interface ColdOrigin {
+  /** The cold version it is a copy of. */
+  coldId: string;
+  /** Its message is hybrid's own (backup needs one): cold's version has none. */
+  ownMessage: boolean;
+}
 
 export class VersionMap {
   constructor(
@@ -18,8 +49,15 @@ export class VersionMap {
     private readonly namespace: string,
   ) {}
 
-  async link(key: string, coldId: string, backupId: string): Promise<void> {
-    await this.redis.hset(this.hashKey(key), `c:${coldId}`, backupId, `b:${backupId}`, coldId);
+  /** Whether `backupId` stands for `coldId` now; false when another copy was linked to it first. */
+  async link(key: string, coldId: string, backupId: string, ownMessage: boolean): Promise<boolean> {
+    return (await this.redis.eval(LINK, 1, this.hashKey(key), coldId, backupId, ownMessage ? '1' : '0')) === 1;
+  }
+
+  /** Every cold version of `key` the map names a copy of, with the copy's id. */
+  async links(key: string): Promise<Map<string, string>> {
+    const fields = Object.entries(await this.redis.hgetall(this.hashKey(key)));
+    return new Map(fields.filter(([field]) => field.startsWith('c:')).map(([field, backupId]) => [field.slice(2), backupId]));
   }
 
   async backupIdOf(key: string, coldId: string): Promise<string | undefined> {
@@ -33,20 +71,22 @@ export class VersionMap {
     return values.map((value) => value ?? undefined);
   }
 
-  /** The cold ids of backup versions, in order (`undefined` where unknown). One round trip. */
-  async coldIdsOf(entries: readonly { key: string; backupId: string }[]): Promise<(string | undefined)[]> {
+  /** The origins of backup versions, in order (`undefined` where unknown). One round trip. */
+  async originsOf(entries: readonly { key: string; backupId: string }[]): Promise<(ColdOrigin | undefined)[]> {
     if (entries.length === 0) return [];
     const pipeline = this.redis.pipeline();
-    for (const { key, backupId } of entries) pipeline.hget(this.hashKey(key), `b:${backupId}`);
+    for (const { key, backupId } of entries) pipeline.eval(ORIGIN, 1, this.hashKey(key), backupId);
     const results = (await pipeline.exec()) ?? [];
     return entries.map((_, i) => {
       const [error, value] = results[i] ?? [null, null];
-      return error === null && typeof value === 'string' ? value : undefined;
+      if (error !== null || !Array.isArray(value)) return undefined;
+      const [coldId, ownMessage] = value as [string, number];
+      return { coldId, ownMessage: ownMessage === 1 };
     });
   }
 
   async unlink(key: string, coldId: string, backupId: string): Promise<void> {
-    await this.redis.hdel(this.hashKey(key), `c:${coldId}`, `b:${backupId}`);
+    await this.redis.hdel(this.hashKey(key), `c:${coldId}`, `b:${backupId}`, `m:${backupId}`);
   }
 
   async forget(key: string): Promise<void> {

@@ -62,7 +62,7 @@ import { AccessLog, type PlanLimits } from './hybrid-access.js';
 import { HotTier } from './hybrid-hot.js';
 import { createRedisHotChannel, type HotChannel, type HotMessage, type TieringPlan } from './hybrid-invalidation.js';
 import { PendingBackups, type MutationEnd, type PendingEntry } from './hybrid-pending.js';
-import { VersionMap } from './hybrid-versions.js';
+import { VersionMap, type ColdOrigin } from './hybrid-versions.js';
 import { compareKeys, validateKey } from './keys.js';
 import { overlaps, storeLocation } from './store-location.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from './object-info.js';
@@ -168,6 +168,12 @@ function forBackup<T extends Fenced & Preconditions>(opts: T | undefined): Omit<
 /** The same current object as far as a reader can tell (or both absent). */
 function sameIfPresent(a: ObjectInfo | undefined, b: ObjectInfo | undefined): boolean {
   return a === undefined || b === undefined ? a === b : sameObject(a, b);
+}
+
+/** A backup version as cold lists it: cold's id, and no message where cold's version has none. */
+function asColdVersion(version: VersionInfo, origin: ColdOrigin): VersionInfo {
+  const { message: _ownMessage, ...unmessaged } = version;
+  return { ...(origin.ownMessage ? unmessaged : version), versionId: origin.coldId };
 }
 
 function isUnavailable(error: unknown): error is ProviderUnavailableError {
@@ -345,9 +351,10 @@ export class HybridProvider implements StorageProvider {
           if (copy.etag !== info.etag) this.log?.warn({ key }, 'backup holds a newer write of this key than the one just made (a concurrent writer)');
           return;
         }
-        // Cold records every write as a version: so does backup, to keep version ids mappable.
+        // Cold records every write as a version: so does backup, to keep version ids mappable. Backup needs a message
+        // where cold has none: the map notes it as hybrid's own, so a user's message "write" stays one.
         const copy = await this.backup.createVersion(key, content, { ...mirrored, message: 'write' });
-        await this.linkVersions(key, info.versionId, copy.versionId);
+        await this.linkCopy(key, info.versionId, copy.versionId, true);
       },
     );
   }
@@ -361,7 +368,7 @@ export class HybridProvider implements StorageProvider {
       async (version) => {
         const content = isReadable(staged) ? await this.coldBody(key, version.versionId) : staged;
         const copy = await this.backup.createVersion(key, content, forBackup(opts)!);
-        await this.linkVersions(key, version.versionId, copy.versionId);
+        await this.linkCopy(key, version.versionId, copy.versionId);
       },
     );
   }
@@ -385,7 +392,7 @@ export class HybridProvider implements StorageProvider {
           const { info, body } = await this.cold.read(key, { versionId: version.versionId });
           copy = await this.backup.createVersion(key, body, { ...described, contentType: info.contentType, metadata: info.metadata });
         }
-        await this.linkVersions(key, version.versionId, copy.versionId);
+        await this.linkCopy(key, version.versionId, copy.versionId);
       },
     );
   }
@@ -395,9 +402,11 @@ export class HybridProvider implements StorageProvider {
       key,
       () => this.cold.delete(key, opts),
       async () => {
+        // The map first (as in removeVersion): backup serves no version the map does not name, so should backup's
+        // delete fail, the versions cold dropped are not listed or read from backup during a later outage.
+        if (opts?.allVersions) await this.versions.forget(key).catch((error: unknown) => this.log?.warn({ err: error, key }, 'version map not dropped'));
         await this.backup.delete(key, forBackup(opts));
         this.access.forget(key);
-        if (opts?.allVersions) await this.versions.forget(key).catch((error: unknown) => this.log?.warn({ err: error, key }, 'version map not dropped'));
       },
     );
   }
@@ -547,8 +556,10 @@ export class HybridProvider implements StorageProvider {
     // write cold refused: backup most likely still current) stay readable from backup until cold answers.
     const abandoned = entry.running > 0;
     if (abandoned) await this.pending.markBehind(key);
+    const mapped = await this.versions.links(key); // before cold is listed: a version linked later may be missing there
     const coldVersions = await allVersions(this.cold, key);
     if (!abandoned) await this.pending.markBehind(key);
+    await this.dropRemovedVersions(key, mapped, coldVersions);
     const linked = await this.copyMissingVersions(key, coldVersions);
     const cold = await statIfPresent(this.cold, key);
     const backup = await statIfPresent(this.backup, key);
@@ -592,13 +603,29 @@ export class HybridProvider implements StorageProvider {
       if (info.versionId === undefined || linked.has(info.versionId)) await this.backup.write(key, body, mirrored);
       else {
         const copy = await this.backup.createVersion(key, body, { ...mirrored, message: 'repair: copied from cold' });
-        await this.linkVersions(key, info.versionId, copy.versionId);
+        await this.linkCopy(key, info.versionId, copy.versionId);
       }
       return true;
     } catch (error) {
       body.destroy(); // a refused write may not have read it
       if (error instanceof PreconditionFailedError) return false;
       throw error;
+    }
+  }
+
+  /**
+   * Unlinks, then removes from backup, the copies of versions cold no longer has: a `delete(key, { allVersions })`
+   * whose map step failed, or a copy linked by a mutation that another process's delete overtook. `mapped` was read
+   * before cold was listed, so it names no version made since (linked only after cold took it).
+   */
+  private async dropRemovedVersions(key: string, mapped: ReadonlyMap<string, string>, coldVersions: readonly VersionInfo[]): Promise<void> {
+    const kept = new Set(coldVersions.map((version) => version.versionId));
+    for (const [coldId, backupId] of mapped) {
+      if (kept.has(coldId)) continue;
+      await this.versions.unlink(key, coldId, backupId);
+      await this.backup.deleteVersion?.(key, backupId).catch((error: unknown) => {
+        this.log?.warn({ err: error, key, backupId }, 'backup copy of a version cold removed not deleted (never listed or served)');
+      });
     }
   }
 
@@ -618,9 +645,10 @@ export class HybridProvider implements StorageProvider {
     for (let i = coldVersions.length - 1; i >= 0; i--) {
       if (backupIds[i] !== undefined) continue;
       const version = coldVersions[i]!;
+      const ownMessage = version.message === undefined;
       const twin = unlinked.get(`${version.etag}\n${versionMessage(version)}`)?.pop();
       if (twin !== undefined) {
-        await this.linkVersions(key, version.versionId, twin);
+        await this.linkVersions(key, version.versionId, twin, ownMessage);
         linked.add(version.versionId);
         continue;
       }
@@ -631,7 +659,7 @@ export class HybridProvider implements StorageProvider {
         contentType: info.contentType,
         metadata: info.metadata,
       });
-      await this.linkVersions(key, version.versionId, copy.versionId);
+      await this.linkCopy(key, version.versionId, copy.versionId, ownMessage);
       linked.add(version.versionId);
     }
     return linked;
@@ -640,10 +668,10 @@ export class HybridProvider implements StorageProvider {
   /** Backup's versions of `key` that no map entry names, by content and message, oldest last. */
   private async unlinkedBackupVersions(key: string): Promise<Map<string, string[]>> {
     const versions = await allVersions(this.backup, key);
-    const coldIds = await this.versions.coldIdsOf(versions.map((version) => ({ key, backupId: version.versionId })));
+    const origins = await this.versions.originsOf(versions.map((version) => ({ key, backupId: version.versionId })));
     const byContent = new Map<string, string[]>();
     versions.forEach((version, i) => {
-      if (coldIds[i] !== undefined) return;
+      if (origins[i] !== undefined) return;
       const id = `${version.etag}\n${version.message ?? ''}`;
       byContent.set(id, [...(byContent.get(id) ?? []), version.versionId]);
     });
@@ -808,12 +836,12 @@ export class HybridProvider implements StorageProvider {
     // Backup's cursor names the last version it read, which a page may omit (disk skips one it cannot read).
     const end = decodeVersionsCursor(key, page.cursor);
     const backupIds = [...page.items.map((version) => version.versionId), ...(end === undefined ? [] : [end])];
-    const coldIds = await this.versions.coldIdsOf(backupIds.map((backupId) => ({ key, backupId }))).catch(() => {
+    const origins = await this.versions.originsOf(backupIds.map((backupId) => ({ key, backupId }))).catch(() => {
       throw coldError; // without the map every version would be left out: an empty page that claims more
     });
-    const items = page.items.flatMap((version, i) => (coldIds[i] === undefined ? [] : [{ ...version, versionId: coldIds[i] }]));
+    const items = page.items.flatMap((version, i) => (origins[i] === undefined ? [] : [asColdVersion(version, origins[i])]));
     if (end === undefined) return { items };
-    const last = coldIds.at(-1) ?? items.at(-1)?.versionId;
+    const last = origins.at(-1)?.coldId ?? items.at(-1)?.versionId;
     if (last === undefined) throw coldError;
     return { items, cursor: encodeVersionsCursor(key, last) };
   }
@@ -834,10 +862,10 @@ export class HybridProvider implements StorageProvider {
   /** Backup items with cold's version ids; those without a known cold id lose it. */
   private async asColdIds<T extends { key: string; versionId?: string }>(items: T[]): Promise<T[]> {
     const versioned = items.filter((item) => item.versionId !== undefined);
-    const coldIds = await this.versions
-      .coldIdsOf(versioned.map((item) => ({ key: item.key, backupId: item.versionId! })))
+    const origins = await this.versions
+      .originsOf(versioned.map((item) => ({ key: item.key, backupId: item.versionId! })))
       .catch(() => versioned.map(() => undefined));
-    const byItem = new Map(versioned.map((item, i) => [item, coldIds[i]]));
+    const byItem = new Map(versioned.map((item, i) => [item, origins[i]?.coldId]));
     return items.map((item) => {
       if (item.versionId === undefined) return item;
       const coldId = byItem.get(item);
@@ -858,9 +886,28 @@ export class HybridProvider implements StorageProvider {
     return (await this.cold.read(key, versionId === undefined ? undefined : { versionId })).body;
   }
 
-  private async linkVersions(key: string, coldId: string, backupId: string): Promise<void> {
-    await this.versions.link(key, coldId, backupId).catch((error: unknown) => {
+  /**
+   * Whether backup's `backupId` stands for cold's `coldId` now (false: another copy was linked first); undefined when
+   * the map could not be written.
+   */
+  private async linkVersions(key: string, coldId: string, backupId: string, ownMessage = false): Promise<boolean | undefined> {
+    return this.versions.link(key, coldId, backupId, ownMessage).catch((error: unknown) => {
       this.log?.warn({ err: error, key, coldId, backupId }, 'version map not written: this version cannot be read from backup during a cold outage');
+      return undefined;
+    });
+  }
+
+  /**
+   * Links the copy backup just made of cold's version `coldId`. Should another process have linked a copy of its own
+   * first (two repair passes, or a repair beside the mutation that made the version), this one goes: it would be a
+   * second copy of the version in backup.
+   */
+  private async linkCopy(key: string, coldId: string, copyId: string, ownMessage = false): Promise<void> {
+    if ((await this.linkVersions(key, coldId, copyId, ownMessage)) !== false) return;
+    // An every-write backup's newest version is its current object, never removed: the copy stays there, unlisted.
+    if (this.backup.capabilities.versioning !== 'explicit') return;
+    await this.backup.deleteVersion?.(key, copyId).catch((error: unknown) => {
+      this.log?.warn({ err: error, key, backupId: copyId }, 'second backup copy of a version not deleted (never listed or served)');
     });
   }
 

@@ -42,4 +42,12 @@ describe('hot tier budget', () => {
     expect(hot.has('obj/0')).toBe(false); // the least recently read went first
   });
 
+  it('a copy whose metadata no store takes (an object another tool put into cold) is not admitted, and admit does not reject', async () => {
+    const hot = new HotTier({ provider: new RamProvider({ maxBytes: 1024 * 1024 }), maxBytes: 64 * 1024, ttlMs: 3_600_000 });
+    const content = Buffer.from('hello');
+    const info = { ...described('report.txt', content), metadata: { 'file.name': 'report.txt' } };
+    expect(await hot.admit('report.txt', info, content, hot.mark())).toBe(false);
+    expect(hot.has('report.txt')).toBe(false);
+    expect(hot.bytes).toBe(0);
+  });
 });
