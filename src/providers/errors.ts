@@ -136,6 +136,13 @@ export class ProviderUnavailableError extends StorageError {
   }
 }
 
+/**
+ * The backend answered, with what every request gets until its configuration changes (an S3 bucket in another
+ * region). Unavailable to callers — 503, and a job waits, parked, for an operator to mend it — but neither retried
+ * within the call nor counted by the circuit breaker (`resilience.ts`), whose "circuit open" would hide the cause.
+ */
+export class MisconfiguredBackendError extends ProviderUnavailableError {}
+
 export function isStorageError(error: unknown): error is StorageError {
   return error instanceof StorageError;
 }

@@ -29,7 +29,7 @@ import {
   type CircuitBreakerPolicy,
   type IPolicy,
 } from 'cockatiel';
-import { ProviderUnavailableError, StorageError } from './errors.js';
+import { MisconfiguredBackendError, ProviderUnavailableError, StorageError } from './errors.js';
 
 export type CircuitStateName = 'closed' | 'open' | 'half-open' | 'isolated';
 
@@ -103,7 +103,7 @@ function isTimeout(error: unknown): boolean {
 }
 
 function isRetryable(error: unknown): boolean {
-  return (error instanceof StorageError && error.retryable) || isTimeout(error);
+  return (error instanceof StorageError && error.retryable && !(error instanceof MisconfiguredBackendError)) || isTimeout(error);
 }
 
 /** A failure that is not retried (an answer such as NOT_FOUND), carried through the breaker as a success. */

@@ -7,6 +7,7 @@
  */
 import {
   InvalidArgumentError,
+  MisconfiguredBackendError,
   NotFoundError,
   NotSupportedError,
   PayloadTooLargeError,
@@ -64,8 +65,9 @@ export function toStorageError(error: unknown, what: string): unknown {
 
   if (code === 'NoSuchBucket') return new ProviderUnavailableError(`${detail} (the store's bucket does not exist)`, options);
   // The bucket is served by another endpoint (another region): every request gets the same answer until AWS_REGION or
-  // S3_ENDPOINT changes, so it is a configuration error, not an outage to retry. A HEAD's 301 has only the status.
-  if (code === 'PermanentRedirect' || status === 301) return new InvalidArgumentError(`${detail} (${wrongEndpoint(e)})`, options);
+  // S3_ENDPOINT changes. Not retried nor counted, but unavailable (503, jobs parked) until an operator mends it, not
+  // the caller's mistake. A HEAD's 301 has only the status.
+  if (code === 'PermanentRedirect' || status === 301) return new MisconfiguredBackendError(`${detail} (${wrongEndpoint(e)})`, options);
   if (NOT_FOUND.has(code) || status === 404) return new NotFoundError(detail, options);
   if (PRECONDITION.has(code) || status === 412) return new PreconditionFailedError(detail, options);
   if (PERMISSION.has(code) || status === 403 || status === 401) return new PermissionDeniedError(detail, options);

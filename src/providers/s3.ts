@@ -18,7 +18,9 @@
  *   explicit version objects into a versioned bucket that the web process reads as native. The mode stays unknown,
  *   every call that needs it asks the bucket again first and fails as unavailable while it cannot, and `health()`
  *   asks too, so the mode is settled as soon as S3 answers once. Presigning needs no mode.
- *   Native (`every-write`): version id = S3 VersionId, message and author in that version's metadata.
+ *   Native (`every-write`): version id = S3 VersionId, message and author in that version's metadata. A
+ *   `listVersions` cursor names the page's last version, S3's time of it and the version after it, so the next page
+ *   starts where it should when the version named was deleted meanwhile (`nativeVersionsAfter`).
  *   Explicit: `createVersion` puts the version object first, then server-side copies it over the current key
  *   (one upload of the body), and the current object carries `kyozo-version`. Its id is minted before the upload,
  *   so versions made at once finish out of order: the copies onto one key run one at a time and one older than a
@@ -107,6 +109,7 @@ import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js';
 import { withProcessMutex } from './process-mutex.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
+import { limitIdleWaits } from './s3-body.js';
 import { toStorageError } from './s3-errors.js';
 import { deleteLanded, findStampedVersion } from './s3-landed.js';
 import {
@@ -200,7 +203,7 @@ export interface S3ProviderOptions {
   /**
    * A connection on which nothing moves for this long fails: a response body that stalls mid-stream errors instead
    * of hanging (the policy's timeout ends when the headers arrive). Idle time, so a long transfer that flows is never
-   * cut. Default 30 s.
+   * cut; a read's body counts it only while its reader waits for data (`s3-body.ts`). Default 30 s.
    */
   socketTimeoutMs?: number;
   /** HEADs in flight while listing. Default 16. */
@@ -305,10 +308,25 @@ function requireMetadataFits(metadata: Record<string, string>): void {
   }
 }
 
-function versionMetadata(message: string, author: Author | undefined): Record<string, string> {
-  const entries: Record<string, string> = { [META.message]: encodeMetaValue(message) };
+function versionMetadata(message: string | undefined, author: Author | undefined): Record<string, string> {
+  const entries: Record<string, string> = {};
+  if (message !== undefined) entries[META.message] = encodeMetaValue(message);
   if (author !== undefined) entries[META.author] = encodeMetaValue(JSON.stringify({ name: author.name, email: author.email }));
   return entries;
+}
+
+/**
+ * The metadata of a restore's version: `base` (the restored version's own and ours) with the caller's message, else
+ * `restore <id>` where S3's 2 KB leave room for it (the restored version may take nearly all of them), else none. Too
+ * much is refused only when it is what the caller gave.
+ */
+function restoreMetadata(base: Record<string, string>, versionId: string, opts: RestoreOptions | undefined): { metadata: Record<string, string>; message?: string } {
+  const described = (message: string | undefined) => ({ ...base, ...versionMetadata(message, opts?.author) });
+  let message: string | undefined = opts?.message ?? `restore ${versionId}`;
+  if (opts?.message === undefined && metadataBytes(described(message)) > MAX_METADATA_BYTES) message = undefined;
+  const metadata = described(message);
+  requireMetadataFits(metadata);
+  return { metadata, message };
 }
 
 function parseAuthor(raw: string | undefined): Author | undefined {
@@ -375,6 +393,57 @@ function stampOf(metadata: Record<string, string>): Record<string, string> {
   return stamp;
 }
 
+/** An object, or one S3 version or delete marker of it, as a listing shows it. */
+interface S3Entry {
+  Key: string;
+  VersionId?: string;
+  LastModified?: Date;
+}
+
+function hasKey<T extends { Key?: string }>(entry: T): entry is T & { Key: string } {
+  return entry.Key !== undefined;
+}
+
+/** One version in S3's listing of a key: its id, and S3's time of it (ms). */
+interface NativeVersion {
+  id: string;
+  modified: number;
+}
+
+/**
+ * Where a native listing of versions goes on (its cursor): after version `last`, which S3 dated `modified`, at `next`,
+ * the version that followed it. Both ids and the time, so the place is still found when one of them is deleted.
+ */
+interface NativePlace {
+  last: string;
+  modified: number;
+  next: string;
+}
+
+function encodeNativePlace({ last, modified, next }: NativePlace): string {
+  return JSON.stringify([last, modified, next]);
+}
+
+function decodeNativePlace(position: string): NativePlace {
+  try {
+    const [last, modified, next] = JSON.parse(position) as unknown[];
+    if (typeof last === 'string' && typeof modified === 'number' && typeof next === 'string') return { last, modified, next };
+  } catch {
+    // refused below, like any cursor that is not a native listing's (one issued in explicit mode)
+  }
+  throw new InvalidArgumentError('cursor is not one this store issued for a natively versioned bucket');
+}
+
+/** The first `count` items of `items`, which is read no further. */
+async function take<T>(items: AsyncIterable<T>, count: number): Promise<T[]> {
+  const taken: T[] = [];
+  for await (const item of items) {
+    taken.push(item);
+    if (taken.length >= count) break;
+  }
+  return taken;
+}
+
 /** A look for an earlier attempt that got an answer other than "try again" (405 from a server without versioning). */
 class Untold {
   constructor(readonly error: unknown) {}
@@ -424,6 +493,9 @@ export class S3Provider implements StorageProvider {
   readonly bucket: string;
   readonly prefix: string;
   private readonly presignClient: S3Client;
+  /** Sends the GetObjects whose body is handed to the caller: no socket timer, `s3-body.ts` limits the waits. */
+  private readonly readClient: S3Client;
+  private readonly socketTimeoutMs: number;
   private readonly threshold: number;
   private readonly partSize: number;
   private readonly queueSize: number;
@@ -454,6 +526,7 @@ export class S3Provider implements StorageProvider {
     this.statsScanLimit = Math.max(1000, options.statsScanLimit ?? 100_000);
     this.healthTimeoutMs = options.healthTimeoutMs ?? 2_000;
     this.log = options.log?.child({ component: 's3', store: options.name, bucket: options.bucket });
+    this.socketTimeoutMs = options.socketTimeoutMs ?? 30_000;
     const config: S3ClientConfig = {
       region: options.region ?? 'us-east-1',
       endpoint: options.endpoint,
@@ -463,9 +536,10 @@ export class S3Provider implements StorageProvider {
       maxAttempts: 1,
       requestChecksumCalculation: options.checksum,
       responseChecksumValidation: options.checksum,
-      requestHandler: { connectionTimeout: 3_000, socketTimeout: options.socketTimeoutMs ?? 30_000 },
+      requestHandler: { connectionTimeout: 3_000, socketTimeout: this.socketTimeoutMs },
     };
     this.client = new S3Client(config);
+    this.readClient = new S3Client({ ...config, requestHandler: { connectionTimeout: 3_000, socketTimeout: 0 } });
     // Presigned PUTs from a WHEN_SUPPORTED client carry the CRC32 of an empty body: any real upload would fail.
     this.presignClient = new S3Client({
       ...config,
@@ -597,9 +671,10 @@ export class S3Provider implements StorageProvider {
     if (opts?.range) resolveRange(opts.range, Number.MAX_SAFE_INTEGER);
     await this.knownMode();
     const target = this.target(key, fullKey, opts?.versionId);
+    const what = `read "${key}"`;
     const get = () =>
-      this.call(`read "${key}"`, (signal) =>
-        this.client.send(
+      this.call(what, (signal) =>
+        this.readClient.send(
           new GetObjectCommand({
             Bucket: this.bucket,
             ...target,
@@ -615,8 +690,12 @@ export class S3Provider implements StorageProvider {
       await this.stat(key, { versionId: opts?.versionId });
       out = await get();
     }
-    const info = await this.describeObject(key, fullKey, out, opts?.versionId);
-    return { info, body: out.Body as Readable };
+    const body = out.Body as Readable;
+    const info = await this.describeObject(key, fullKey, out, opts?.versionId).catch((error: unknown) => {
+      body.destroy(); // nothing else would: its request has no socket timer
+      throw error;
+    });
+    return { info, body: limitIdleWaits(body, this.socketTimeoutMs, what) };
   }
 
   async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {
@@ -630,11 +709,11 @@ export class S3Provider implements StorageProvider {
     const fullKey = this.objectKey(key);
     const mode = await this.knownMode();
     await passFence(opts);
+    if (opts?.allVersions) {
+      await this.deleteWithVersions(key, fullKey, mode);
+      return;
+    }
     if (mode === 'native') {
-      if (opts?.allVersions) {
-        await this.deleteNativeVersions(key, fullKey);
-        return;
-      }
       // A DeleteObject on a missing key would still add a delete marker: keep repeated deletes free of them.
       const current = await this.head(key, { Key: fullKey }).catch((error: unknown) =>
         error instanceof NotFoundError ? undefined : Promise.reject(error),
@@ -648,15 +727,25 @@ export class S3Provider implements StorageProvider {
       return;
     }
     await this.deleteKey(`delete "${key}"`, fullKey);
-    if (opts?.allVersions) {
-      const dir = this.versionDir(key);
-      for (;;) {
-        const keys = await this.listKeys(`delete versions of "${key}"`, dir, undefined, 1000);
-        if (keys.length === 0) break;
-        await this.deleteMany(`delete versions of "${key}"`, keys.map((entry) => ({ Key: entry.key })));
-        if (keys.length < 1000) break;
-      }
+  }
+
+  /**
+   * Every S3 entry of the key, and in explicit mode of its version objects, deleted by VersionId: a bucket in explicit
+   * mode may keep S3 versions all the same (versioning suspended, or its status not readable), where a delete by key
+   * only adds a marker and every byte stays readable by version id.
+   */
+  private async deleteWithVersions(key: string, fullKey: string, mode: S3VersioningMode): Promise<void> {
+    const what = `delete versions of "${key}"`;
+    const doomed: ObjectIdentifier[] = [];
+    for await (const entry of this.entriesUnder(what, fullKey)) {
+      // Longer keys sharing the prefix (`a/b` for `a`) sort after every entry of the key itself.
+      if (entry.Key !== fullKey) break;
+      doomed.push({ Key: entry.Key, VersionId: entry.VersionId });
     }
+    if (mode === 'explicit') {
+      for await (const entry of this.entriesUnder(what, this.versionDir(key))) doomed.push({ Key: entry.Key, VersionId: entry.VersionId });
+    }
+    await this.deleteMany(what, doomed);
   }
 
   async list(opts?: { prefix?: string; cursor?: string; limit?: number }): Promise<Page<ObjectInfo>> {
@@ -796,12 +885,12 @@ export class S3Provider implements StorageProvider {
     const fullKey = this.objectKey(key);
     const limit = pageLimit(opts?.limit);
     const after = decodeVersionsCursor(key, opts?.cursor);
-    return (await this.knownMode()) === 'native' ? this.listNativeVersions(key, fullKey, limit, after) : this.listExplicitVersions(key, limit, after);
+    if ((await this.knownMode()) === 'explicit') return this.listExplicitVersions(key, limit, after);
+    return this.listNativeVersions(key, fullKey, limit, after === undefined ? undefined : decodeNativePlace(after));
   }
 
   async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
     const fullKey = this.objectKey(key);
-    const message = opts?.message ?? `restore ${versionId}`;
     const what = `restore "${key}" to ${versionId}`;
     await this.knownMode();
     const source = await this.head(key, this.target(key, fullKey, versionId), versionId);
@@ -813,8 +902,7 @@ export class S3Provider implements StorageProvider {
     const base = { ...kept, [META.sha256]: etag, [META.updated]: createdAt };
 
     if (this.settledMode === 'native') {
-      const metadata = { ...base, ...versionMetadata(message, opts?.author) };
-      requireMetadataFits(metadata);
+      const { metadata, message } = restoreMetadata(base, versionId, opts);
       await passFence(opts);
       const out = await this.addVersion(
         what,
@@ -840,8 +928,7 @@ export class S3Provider implements StorageProvider {
 
     return this.versionsInFlight.track(key, async (newId, makeCurrent) => {
       const newKey = this.versionKey(key, newId);
-      const described = { ...base, ...versionMetadata(message, opts?.author), [META.version]: newId };
-      requireMetadataFits(described);
+      const { metadata: described, message } = restoreMetadata({ ...base, [META.version]: newId }, versionId, opts);
       await this.copy(what, this.versionKey(key, versionId), newKey, contentType, described, undefined, size);
       const current = { ...base, [META.version]: newId };
       await this.makeExplicitCurrent(key, newId, makeCurrent, opts, () => this.copy(what, newKey, fullKey, contentType, current, undefined, size));
@@ -962,6 +1049,7 @@ export class S3Provider implements StorageProvider {
   async close(): Promise<void> {
     this.stopWatchingCircuit();
     this.client.destroy();
+    this.readClient.destroy();
     this.presignClient.destroy();
   }
 
@@ -1297,20 +1385,8 @@ export class S3Provider implements StorageProvider {
       return 0;
     });
     const stale: ObjectIdentifier[] = [];
-    const old = (modified: Date | undefined) => (modified?.getTime() ?? cutoff) < cutoff;
-    try {
-      // Every version, whatever the mode: a bucket in explicit mode may be versioned all the same.
-      for await (const page of this.versionPages(what, prefix)) {
-        for (const entry of [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])]) {
-          if (entry.Key !== undefined && old(entry.LastModified)) stale.push({ Key: entry.Key, VersionId: entry.VersionId });
-        }
-      }
-    } catch (error) {
-      if (!(error instanceof NotSupportedError)) throw error;
-      // A server without versions (s3rver): its objects.
-      for await (const page of this.objectPages(what, prefix)) {
-        for (const entry of page) if (entry.Key !== undefined && old(entry.LastModified)) stale.push({ Key: entry.Key });
-      }
+    for await (const entry of this.entriesUnder(what, prefix)) {
+      if ((entry.LastModified?.getTime() ?? cutoff) < cutoff) stale.push({ Key: entry.Key, VersionId: entry.VersionId });
     }
     await this.deleteMany(what, stale);
     return aborted + stale.length;
@@ -1372,15 +1448,52 @@ export class S3Provider implements StorageProvider {
     } while (token !== undefined);
   }
 
-  /** Every page of versions and delete markers under `prefix` (ListObjectVersions); a caller that has seen enough stops. */
-  private async *versionPages(what: string, prefix: string): AsyncGenerator<ListObjectVersionsCommandOutput> {
-    let keyMarker: string | undefined;
-    let versionIdMarker: string | undefined;
+  /**
+   * Every S3 entry under `prefix`, in key order, as a delete must name it: each version and delete marker with its
+   * VersionId, whatever the mode (a bucket in explicit mode may be versioned all the same), or each object where the
+   * server keeps no versions (s3rver), or where keys in explicit mode may not list them (the mode is often chosen for
+   * such keys: a bucket whose versioning they may not read). A caller that has seen enough stops.
+   */
+  private async *entriesUnder(what: string, prefix: string): AsyncGenerator<S3Entry> {
+    try {
+      for await (const page of this.versionPages(what, prefix)) {
+        // Versions and delete markers come in two lists, each in key order.
+        yield* [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])].filter(hasKey).sort((a, b) => compareKeys(a.Key, b.Key));
+      }
+    } catch (error) {
+      const refused = error instanceof PermissionDeniedError && this.mode === 'explicit';
+      if (!(error instanceof NotSupportedError || refused)) throw error;
+      if (refused) this.log?.warn({ err: error, prefix }, 'S3 versions not listed (the key may not): objects deleted by key, any S3 versions of them stay');
+      for await (const page of this.objectPages(what, prefix)) {
+        yield* page.filter(hasKey);
+      }
+    }
+  }
+
+  /**
+   * Every page of versions and delete markers under `prefix` (ListObjectVersions), after version `after` if given, of
+   * at most `pageSize` entries; a caller that has seen enough stops.
+   */
+  private async *versionPages(
+    what: string,
+    prefix: string,
+    after?: { key: string; versionId: string },
+    pageSize = 1000,
+  ): AsyncGenerator<ListObjectVersionsCommandOutput> {
+    let keyMarker = after?.key;
+    let versionIdMarker = after?.versionId;
     do {
       const out = await this.call(what, (signal) =>
-        this.client.send(new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionIdMarker }), {
-          abortSignal: signal,
-        }),
+        this.client.send(
+          new ListObjectVersionsCommand({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            KeyMarker: keyMarker,
+            VersionIdMarker: versionIdMarker,
+            MaxKeys: Math.min(1000, pageSize),
+          }),
+          { abortSignal: signal },
+        ),
       );
       yield out;
       [keyMarker, versionIdMarker] = out.IsTruncated ? [out.NextKeyMarker, out.NextVersionIdMarker] : [undefined, undefined];
@@ -1526,57 +1639,56 @@ export class S3Provider implements StorageProvider {
     return ids.length > limit ? { items, cursor: encodeVersionsCursor(key, page.at(-1)!) } : { items };
   }
 
-  /** The key's versions (not delete markers), newest first, from ListObjectVersions. */
-  private async nativeVersionIds(key: string, fullKey: string, after: string | undefined, max: number, markers = false): Promise<string[]> {
-    const ids: string[] = [];
-    let keyMarker = after === undefined ? undefined : fullKey;
-    let versionIdMarker = after;
-    for (;;) {
-      const out = await this.call(`list versions of "${key}"`, (signal) =>
-        this.client.send(
-          new ListObjectVersionsCommand({
-            Bucket: this.bucket,
-            Prefix: fullKey,
-            KeyMarker: keyMarker,
-            VersionIdMarker: versionIdMarker,
-            MaxKeys: Math.min(1000, max - ids.length + 1),
-          }),
-          { abortSignal: signal },
-        ),
-      );
-      // Versions of longer keys sharing the prefix (`a/b` for `a`) sort after every version of the key itself.
-      let passed = false;
-      for (const version of out.Versions ?? []) {
-        if (version.Key !== fullKey) passed = true;
-        else if (version.VersionId !== undefined) ids.push(version.VersionId);
+  /**
+   * The key's versions (not delete markers), newest first, after version `after`, `pageSize` asked per request; a
+   * caller that has seen enough stops.
+   */
+  private async *nativeVersions(key: string, fullKey: string, after: string | undefined, pageSize: number): AsyncGenerator<NativeVersion> {
+    const start = after === undefined ? undefined : { key: fullKey, versionId: after };
+    for await (const page of this.versionPages(`list versions of "${key}"`, fullKey, start, pageSize)) {
+      for (const version of page.Versions ?? []) {
+        // Versions of longer keys sharing the prefix (`a/b` for `a`) sort after every version of the key itself.
+        if (version.Key !== fullKey) return;
+        if (version.VersionId !== undefined) yield { id: version.VersionId, modified: version.LastModified?.getTime() ?? 0 };
       }
-      if (markers) for (const marker of out.DeleteMarkers ?? []) if (marker.Key === fullKey && marker.VersionId) ids.push(marker.VersionId);
-      if (passed || !out.IsTruncated || ids.length >= max) break;
-      keyMarker = out.NextKeyMarker;
-      versionIdMarker = out.NextVersionIdMarker;
-      if (keyMarker === undefined) break;
     }
-    return ids.slice(0, max);
   }
 
-  private async listNativeVersions(key: string, fullKey: string, limit: number, after: string | undefined): Promise<Page<VersionInfo>> {
-    const ids = await this.nativeVersionIds(key, fullKey, after, limit + 1);
-    const page = ids.slice(0, limit);
-    const infos = await mapLimit(page, this.listConcurrency, (id) =>
+  /**
+   * At most `max` of the key's versions after `place`, newest first. S3 goes on after the cursor's version while it
+   * is there; once it was deleted (retention, deleteVersion) S3 cannot place it (moto lists nothing), so when the page
+   * does not begin with the version that followed it, the key's versions are read from the newest up to the place:
+   * after the cursor's version, else at the one that followed it, else at the first that S3 dates before it (the
+   * others of its second count as seen: listings give whole seconds).
+   */
+  private async nativeVersionsAfter(key: string, fullKey: string, place: NativePlace | undefined, max: number): Promise<NativeVersion[]> {
+    const listed = await take(this.nativeVersions(key, fullKey, place?.last, max), max);
+    if (place === undefined || listed[0]?.id === place.next) return listed;
+    const found: NativeVersion[] = [];
+    let placed = false;
+    for await (const version of this.nativeVersions(key, fullKey, undefined, 1000)) {
+      if (!placed) {
+        placed = version.id === place.last || version.id === place.next || version.modified < place.modified;
+        if (!placed || version.id === place.last) continue;
+      }
+      found.push(version);
+      if (found.length >= max) break;
+    }
+    return found;
+  }
+
+  private async listNativeVersions(key: string, fullKey: string, limit: number, place: NativePlace | undefined): Promise<Page<VersionInfo>> {
+    const listed = await this.nativeVersionsAfter(key, fullKey, place, limit + 1);
+    const page = listed.slice(0, limit);
+    const infos = await mapLimit(page, this.listConcurrency, ({ id }) =>
       this.head(key, { Key: fullKey, VersionId: id }, id).then(
         (out) => this.describeVersion(key, fullKey, id, out),
         (error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)),
       ),
     );
     const items = infos.filter((info): info is VersionInfo => info !== undefined);
-    return ids.length > limit ? { items, cursor: encodeVersionsCursor(key, page.at(-1)!) } : { items };
-  }
-
-  private async deleteNativeVersions(key: string, fullKey: string): Promise<void> {
-    for (;;) {
-      const ids = await this.nativeVersionIds(key, fullKey, undefined, 1000, true);
-      if (ids.length === 0) return;
-      await this.deleteMany(`delete versions of "${key}"`, ids.map((id) => ({ Key: fullKey, VersionId: id })));
-    }
+    if (listed.length <= limit) return { items };
+    const last = page.at(-1)!;
+    return { items, cursor: encodeVersionsCursor(key, encodeNativePlace({ last: last.id, modified: last.modified, next: listed[limit]!.id })) };
   }
 }
