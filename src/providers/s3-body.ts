@@ -26,7 +26,9 @@ class IdleWaitLimited extends Readable {
     source.pause(); // flows only while the caller asks for data (`_read`)
     finished(source, (error) => {
       this.stopWaiting();
-      if (error) this.destroy(error);
+      // As Node's own response does: an error is emitted only to a listener. A body its caller let go of unread, its
+      // connection then closed ('aborted'), would otherwise end the process.
+      if (error) this.destroy(this.listenerCount('error') > 0 ? error : undefined);
       else this.push(null);
     });
   }

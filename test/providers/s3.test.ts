@@ -520,6 +520,24 @@ describe('s3 provider: stalled bodies', () => {
     }
     expect(Buffer.concat(chunks).equals(content)).toBe(true);
   });
+
+  it('a body let go of unread, its connection then closed, ends quietly: no uncaught "aborted" (as Node\'s own response)', async () => {
+    const uncaught: unknown[] = [];
+    const record = (error: unknown) => void uncaught.push(error);
+    process.on('uncaughtException', record);
+    try {
+      for (let i = 0; i < 3; i++) {
+        const s3 = await provider({ versioning: 'explicit' });
+        await s3.write('let-go', Buffer.alloc(4 * MIB, 1)); // more than the socket's buffers: still arriving
+        await s3.read('let-go'); // its body never read nor destroyed
+        await s3.close(); // the connection closes under it
+      }
+      await sleep(500);
+    } finally {
+      process.off('uncaughtException', record);
+    }
+    expect(uncaught).toEqual([]);
+  });
 });
 
 describe('s3 provider: outage', () => {
