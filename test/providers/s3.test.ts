@@ -509,13 +509,14 @@ describe('s3 provider: stalled bodies', () => {
   });
 
   it('a reader that pauses longer than socketTimeoutMs still gets the whole object: only S3 keeping it waiting counts', async () => {
-    const s3 = await provider({ socketTimeoutMs: 1000, versioning: 'explicit' });
+    // 2 s: an S3 (s3rver) on a loaded machine may be slow now and then, but not that slow; the pause is well past it.
+    const s3 = await provider({ socketTimeoutMs: 2000, versioning: 'explicit' });
     const content = randomBytes(12 * MIB); // more than the socket's buffers hold: S3 is held back while the reader pauses
     await s3.write('k', content);
     const { body } = await s3.read('k');
     const chunks: Buffer[] = [];
     for await (const chunk of body) {
-      if (chunks.length === 0) await sleep(2_500); // the reader's own client stopped reading (backpressure)
+      if (chunks.length === 0) await sleep(4_500); // the reader's own client stopped reading (backpressure)
       chunks.push(chunk as Buffer);
     }
     expect(Buffer.concat(chunks).equals(content)).toBe(true);
