@@ -44,11 +44,14 @@ export const restoreJob = defineJob({
   name: 'restore',
   queue: 'objects',
   schema: restorePayload,
-  async handle({ store, key, versionId, message = `restore ${versionId}`, author }, ctx) {
+  async handle({ store, key, versionId, message, author }, ctx) {
     const provider = storeOf(ctx, store);
     const [baseline, etag] = await Promise.all([versionBaseline(ctx, provider, key), sourceEtag(ctx, provider, key, versionId)]);
+    // No message given: the store records its default, `restore <id>` — or none, on s3 where the restored version's
+    // metadata leaves no room for it beside S3's 2 KB (passed as the job's own, it was refused there).
+    const messages = message !== undefined ? [message] : [`restore ${versionId}`, undefined];
     let info: VersionInfo | undefined;
-    if (isRetry(ctx)) info = await versionMadeBy(ctx.job, provider, key, { etag, message, author }, baseline);
+    if (isRetry(ctx)) info = await versionMadeBy(ctx.job, provider, key, { etag, messages, author }, baseline);
     info ??= await provider.restoreVersion(key, versionId, { message, author, fence: ctx.fence });
     const result: RestoreResult = { ...info, restoredFrom: versionId };
     return { result, event: { type: 'version.restored', store, key, data: result } };

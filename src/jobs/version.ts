@@ -65,7 +65,8 @@ export async function versionMadeBy(
   job: JobRef,
   provider: StorageProvider,
   key: string,
-  expected: { etag: string; message: string; author?: Author },
+  /** `messages`: what its message may be (a restore without one: the store's default, or none where s3 left it out). */
+  expected: { etag: string; messages: readonly (string | undefined)[]; author?: Author },
   baseline?: string,
 ): Promise<VersionInfo | undefined> {
   const since = job.timestamp - SAME_JOB_SLACK_MS;
@@ -82,7 +83,7 @@ export async function versionMadeBy(
     for (const version of page.items) {
       // Newest first: the rest is older still, from before this job's first run (or before the job, with the slack).
       if (version.versionId === baseline || Date.parse(version.createdAt) < since) return undefined;
-      if (version.etag === expected.etag && version.message === expected.message && sameAuthor(version.author, author)) return version;
+      if (version.etag === expected.etag && expected.messages.includes(version.message) && sameAuthor(version.author, author)) return version;
     }
     scanned += page.items.length;
     if (page.cursor === undefined || page.items.length === 0) return undefined;
@@ -99,7 +100,7 @@ export const versionJob = defineJob({
     const { store, key, body, message, author, contentType, metadata, ifMatch, ifNoneMatch } = payload;
     const provider = storeOf(ctx, store);
     const baseline = await versionBaseline(ctx, provider, key);
-    const made = () => versionMadeBy(ctx.job, provider, key, { etag: body.etag, message, author }, baseline);
+    const made = () => versionMadeBy(ctx.job, provider, key, { etag: body.etag, messages: [message], author }, baseline);
     const info = await applyBody(
       ctx,
       body,

@@ -116,7 +116,7 @@ describe('disk provider, after review', () => {
 
       expect(await listedIds(provider, 'doc')).toEqual([first.versionId]);
       expect(await readText(provider, 'doc')).toBe('content one');
-      expect(await versionMadeBy(job, provider, 'doc', { etag: sha256('content two'), message: 'two' })).toBeUndefined();
+      expect(await versionMadeBy(job, provider, 'doc', { etag: sha256('content two'), messages: ['two'] })).toBeUndefined();
       const records = [path.join('objects', 'doc~'), path.join('versions', 'doc~', first.versionId)];
       expect(await filesBelow(root)).toEqual(records);
 
@@ -142,7 +142,7 @@ describe('disk provider, after review', () => {
       const after = new DiskProvider({ root, fsync: true });
       expect(await readText(after, 'doc')).toBe('content two');
       expect(await listedIds(after, 'doc')).toEqual([first.versionId]);
-      expect(await versionMadeBy(job, after, 'doc', { etag: sha256('content two'), message: 'two' })).toBeUndefined();
+      expect(await versionMadeBy(job, after, 'doc', { etag: sha256('content two'), messages: ['two'] })).toBeUndefined();
       const records = [path.join('objects', 'doc~'), path.join('versions', 'doc~', first.versionId)];
       const leftovers = (await filesBelow(root)).filter((file) => !records.includes(file));
       expect(leftovers.length).toBeGreaterThan(0);
