@@ -621,12 +621,23 @@ export class HybridProvider implements StorageProvider {
   private async dropRemovedVersions(key: string, mapped: ReadonlyMap<string, string>, coldVersions: readonly VersionInfo[]): Promise<void> {
     const kept = new Set(coldVersions.map((version) => version.versionId));
     for (const [coldId, backupId] of mapped) {
-      if (kept.has(coldId)) continue;
+      if (kept.has(coldId) || !(await this.coldLacks(key, coldId))) continue;
       await this.versions.unlink(key, coldId, backupId);
       await this.backup.deleteVersion?.(key, backupId).catch((error: unknown) => {
         this.log?.warn({ err: error, key, backupId }, 'backup copy of a version cold removed not deleted (never listed or served)');
       });
     }
+  }
+
+  /**
+   * Whether cold says it has no such version. A listing leaves out what it cannot read (a damaged disk record): backup's
+   * copy is then the only good one, and is kept, as is any version cold cannot answer for now.
+   */
+  private async coldLacks(key: string, versionId: string): Promise<boolean> {
+    return this.cold.stat(key, { versionId }).then(
+      () => false,
+      (error: unknown) => error instanceof NotFoundError,
+    );
   }
 
   /**

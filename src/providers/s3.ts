@@ -110,6 +110,7 @@ import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js'
 import { withProcessMutex } from './process-mutex.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
 import { limitIdleWaits } from './s3-body.js';
+
 import { toStorageError } from './s3-errors.js';
 import { deleteLanded, findStampedVersion } from './s3-landed.js';
 import {
@@ -132,6 +133,12 @@ import {
 } from './types.js';
 import { ALPHABET, isVersionId, newVersionId } from './version-id.js';
 import { VersionsInFlight, type MakeCurrent } from './versions-in-flight.js';
+
+/**
+ * A reader that takes nothing for this many `socketTimeoutMs` (5 minutes by default) lets its body go: a paused
+ * download resumes within it, while readers that stopped for good do not keep the read client's connections.
+ */
+const PAUSED_READ_FACTOR = 10;
 
 const MIB = 1024 * 1024;
 const RESERVED = '.kyozo/';
@@ -695,7 +702,7 @@ export class S3Provider implements StorageProvider {
       body.destroy(); // nothing else would: its request has no socket timer
       throw error;
     });
-    return { info, body: limitIdleWaits(body, this.socketTimeoutMs, what) };
+    return { info, body: limitIdleWaits(body, this.socketTimeoutMs, PAUSED_READ_FACTOR * this.socketTimeoutMs, what) };
   }
 
   async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {

@@ -522,6 +522,27 @@ describe('s3 provider: stalled bodies', () => {
     expect(Buffer.concat(chunks).equals(content)).toBe(true);
   });
 
+  it("readers that stop taking data let their connections go after 10 × socketTimeoutMs: a pool's worth of them cannot stop every later read", async () => {
+    const s3 = await provider({ socketTimeoutMs: 300, versioning: 'explicit', resilience: { timeoutMs: 3000, retries: 0 } });
+    await s3.write('big', Buffer.alloc(8 * MIB, 1));
+    const held: Readable[] = [];
+    try {
+      for (let i = 0; i < 50; i++) {
+        // The SDK's pool holds 50 connections: each of these takes one chunk, then stops reading (a stalled client).
+        const { body } = await s3.read('big');
+        await new Promise<void>((resolve) => body.once('data', () => (body.pause(), resolve())));
+        body.on('error', () => undefined);
+        held.push(body);
+      }
+      await sleep(4_000); // past 10 × 300 ms of taking nothing
+      expect(held.every((body) => body.destroyed)).toBe(true);
+      const { body } = await s3.read('big'); // a connection is free again
+      body.destroy();
+    } finally {
+      for (const body of held) body.destroy();
+    }
+  }, 60_000);
+
   it('a body let go of unread, its connection then closed, ends quietly: no uncaught "aborted" (as Node\'s own response)', async () => {
     const uncaught: unknown[] = [];
     const record = (error: unknown) => void uncaught.push(error);
