@@ -22,7 +22,7 @@ afterAll(async () => {
 });
 
 describe('parked retries of a job that waited before its first run', () => {
-  it('are parked for the window counted from when the job was due, then fail', async () => {
+  it('a delayed job is parked for the window (from its first run, after its delay), then fails', async () => {
     const jobId = 'objects-added-ahead';
     const dueAt = Date.now() + 2_000;
     await p.queues.queue('objects').add('write', { store: 'main', key: 'k', body: inlineBody('x') }, { jobId, delay: 2_000 });
