@@ -23,6 +23,7 @@ import { closeRedis, type RedisConnection } from '../../src/redis.js';
 import { interceptMethod } from '../support/intercept.js';
 import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
+import { reachingColdOnly, readText } from './fixtures/hybrid-calls.js';
 
 const endpoint = await sharedS3();
 const prefix = uniquePrefix('hybrid-review');
@@ -113,20 +114,6 @@ async function hybrid(
     await endpoint.removeBucket(bucket).catch(() => undefined);
   });
   return { store, switches, twin: open };
-}
-
-async function readText(provider: StorageProvider, key: string): Promise<{ text: string; tier?: string }> {
-  const { info, body } = await provider.read(key);
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return { text: Buffer.concat(chunks).toString('utf8'), tier: (info as { tier?: string }).tier };
-}
-
-/** A mutation that cold takes and backup does not follow, whatever its retries: it fails as unavailable. */
-async function reachingColdOnly(switches: Switches, mutation: () => Promise<unknown>): Promise<void> {
-  switches.backupBroken = true;
-  await expect(mutation()).rejects.toBeInstanceOf(ProviderUnavailableError);
-  switches.backupBroken = false;
 }
 
 describe('reads from backup while cold is down', () => {

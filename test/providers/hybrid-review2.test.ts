@@ -20,6 +20,7 @@ import type { StorageProvider } from '../../src/providers/types.js';
 import { closeRedis, type RedisConnection } from '../../src/redis.js';
 import { connectRedis, deleteKeys, uniquePrefix } from '../support/redis.js';
 import { s3ProviderOptions, sharedS3, sharedVersionedS3 } from '../support/s3.js';
+import { reachingColdOnly, readText } from './fixtures/hybrid-calls.js';
 
 const endpoint = await sharedS3();
 /** Natively versioned: the shared endpoint when it is, else moto when installed. */
@@ -136,13 +137,6 @@ async function hybrid(mode: 'explicit' | 'native', options: { accessThreshold?: 
   return { switches, open, backup, bucket, s3 };
 }
 
-/** A mutation that cold takes and backup does not follow, whatever its retries: it fails as unavailable. */
-async function reachingColdOnly(switches: Switches, mutation: () => Promise<unknown>): Promise<void> {
-  switches.backupBroken = true;
-  await expect(mutation()).rejects.toBeInstanceOf(ProviderUnavailableError);
-  switches.backupBroken = false;
-}
-
 /** `key`'s versions as listed, newest first: id, content and message. */
 async function versionsOf(provider: StorageProvider, key: string) {
   return (await allVersions(provider, key)).map(({ versionId, etag, message }) => ({ versionId, etag, message }));
@@ -159,13 +153,6 @@ async function duringOutage<T>(switches: Switches, ask: () => Promise<T>): Promi
   } finally {
     switches.coldDown = false;
   }
-}
-
-async function readText(provider: StorageProvider, key: string): Promise<{ text: string; tier?: string }> {
-  const { info, body } = await provider.read(key);
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return { text: Buffer.concat(chunks).toString('utf8'), tier: (info as { tier?: string }).tier };
 }
 
 describe.each(['explicit', 'native'] as const)('versions deleted with allVersions (cold versioning %s)', (mode) => {

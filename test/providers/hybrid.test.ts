@@ -24,15 +24,9 @@ import { closeRedis, createRedis } from '../../src/redis.js';
 import { connectRedis, deleteKeys, TEST_REDIS_URL, testRedisConfig, uniquePrefix } from '../support/redis.js';
 import { startS3, type S3TestEndpoint } from '../support/s3.js';
 import { openTestHybrid, type TestHybrid, type TestHybridOptions } from './fixtures/hybrid-stores.js';
+import { readText } from './fixtures/hybrid-calls.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function readText(provider: StorageProvider, key: string, opts?: Parameters<StorageProvider['read']>[1]): Promise<{ text: string; tier?: string }> {
-  const { info, body } = await provider.read(key, opts);
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return { text: Buffer.concat(chunks).toString('utf8'), tier: (info as { tier?: string }).tier };
-}
 
 /** The tiers that served `count` reads of `key`, in order. */
 async function tiersOf(provider: StorageProvider, key: string, count: number): Promise<(string | undefined)[]> {
