@@ -22,6 +22,9 @@ export function logDestination(fd = 1): DestinationStream {
   return stream;
 }
 
+/** What `withoutCommandArgs` copies field by field: plain objects and pino's serialized errors. */
+const RECORD_PROTOTYPES = new Set<unknown>([Object.prototype, null, Object.getPrototypeOf(pino.stdSerializers.err(new Error()))]);
+
 /**
  * ioredis puts the failed command on its errors, arguments included (`command.args`): an AUTH password, the URL-signing
  * secret, a value written. Logged as they are, a wrong password or a full Redis printed them; only the name is kept.
@@ -32,7 +35,7 @@ function withoutCommandArgs(value: unknown, depth = 0): unknown {
   if (Array.isArray(value)) return value.map((item: unknown) => withoutCommandArgs(item, depth + 1));
   // An error pino left as it is (in an array: EXECABORT's `previousErrors`) is serialized here, as pino would.
   if (value instanceof Error) return withoutCommandArgs(pino.stdSerializers.err(value), depth);
-  // Records only (plain objects, pino's serialized errors): a Date or a Buffer is written as it is.
+  // A Date or a Buffer is written as it is.
   if (!RECORD_PROTOTYPES.has(Object.getPrototypeOf(value))) return value;
   const fields: Record<string, unknown> = {};
   for (const [name, field] of Object.entries(value)) fields[name] = withoutCommandArgs(field, depth + 1);
@@ -40,8 +43,6 @@ function withoutCommandArgs(value: unknown, depth = 0): unknown {
   if (typeof command === 'object' && command !== null) fields.command = { name: command.name };
   return fields;
 }
-
-const RECORD_PROTOTYPES = new Set<unknown>([Object.prototype, null, Object.getPrototypeOf(pino.stdSerializers.err(new Error()))]);
 
 const serializeError = (error: Error): unknown => withoutCommandArgs(pino.stdSerializers.err(error));
 

@@ -110,7 +110,6 @@ import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js'
 import { withProcessMutex } from './process-mutex.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
 import { limitIdleWaits } from './s3-body.js';
-
 import { toStorageError } from './s3-errors.js';
 import { deleteLanded, findStampedVersion } from './s3-landed.js';
 import {
