@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { applyBody, createStaging, type Staging } from '../../src/jobs/staging.js';
+import { applyBody, bodyRefSchema, createStaging, type Staging } from '../../src/jobs/staging.js';
 import { quietLog } from './fixtures/pipeline.js';
 import { readAll, sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
@@ -61,6 +61,23 @@ describe('staging', () => {
 
   it('rejects an inline body whose size disagrees with the job (its etag is checked where it is stored)', async () => {
     await expect(staging.open({ inline: 'aGVsbG8=', size: 4, etag: sha256Hex('hello') })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
+  it('checks an inline body\'s size on the bytes it decodes to, small or larger than the reused decode buffer', async () => {
+    const large = Buffer.alloc(100 * 1024, 7); // over the 64 KiB decoded into the shared buffer
+    for (const content of [Buffer.from('hello'), large]) {
+      const text = content.toString('base64');
+      const wrapped = text.replace(/(.{76})/g, '$1\n'); // MIME line breaks: skipped by the decoder
+      for (const inline of [text, wrapped]) {
+        const ref = { inline, size: content.length, etag: sha256Hex(content) };
+        expect(bodyRefSchema.safeParse(ref).success).toBe(true);
+        expect(await readAll(await staging.open(ref))).toEqual(content);
+        expect(bodyRefSchema.safeParse({ ...ref, size: content.length + 1 }).success).toBe(false);
+        expect(bodyRefSchema.safeParse({ ...ref, size: content.length - 1 }).success).toBe(false);
+      }
+    }
+    // One byte beyond what its text can hold is refused without decoding it into a buffer that large.
+    expect(bodyRefSchema.safeParse({ inline: 'aGVsbG8=', size: 2 ** 40, etag: sha256Hex('hello') }).success).toBe(false);
   });
 
   it('closes a staged body that the apply step failed without reading', async () => {
