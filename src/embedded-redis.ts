@@ -6,10 +6,12 @@
  * runs in its own process group (a Ctrl-C stops it only after the jobs, last) and is stopped however this process
  * exits; one left running by a process that was killed outright is found again (`kyozo-redis.json`) and used, never
  * doubled. Several processes on one data directory share its server (a lock file makes their starts and stops take
- * turns): each is listed as a user, and the last one to stop stops it.
+ * turns): each is listed as a user, and the last one to stop stops it. Other local users cannot use it: it asks for a
+ * password generated at each start, kept in the 0600 `kyozo-redis.json`, never on its command line or in a log.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, fchmodSync, openSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, realpath, unlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -25,7 +27,8 @@ export class RedisUnavailableError extends Error {}
  */
 type PingAnswer = { kind: 'refused' | 'silent' | 'closed' } | { kind: 'reply'; line: string };
 
-function ping(host: string, port: number, timeoutMs = 1000): Promise<PingAnswer> {
+/** With a password, AUTH goes first and the PING's reply is the second line, unless AUTH's is an error (`-WRONGPASS`). */
+function ping(host: string, port: number, timeoutMs = 1000, password?: string): Promise<PingAnswer> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
     let connected = false;
@@ -33,21 +36,30 @@ function ping(host: string, port: number, timeoutMs = 1000): Promise<PingAnswer>
       socket.destroy();
       resolve(answer);
     };
+    // Cut short: what is not Redis may send anything, and the line goes into a message.
+    const reply = (line: string) => done({ kind: 'reply', line: line.slice(0, 200) });
     socket.setTimeout(timeoutMs, () => done({ kind: 'silent' }));
     socket.once('error', () => done({ kind: connected ? 'closed' : 'refused' }));
     socket.once('close', () => done({ kind: 'closed' }));
     socket.once('connect', () => {
       connected = true;
+      if (password !== undefined) socket.write(`*2\r\n$4\r\nAUTH\r\n$${Buffer.byteLength(password)}\r\n${password}\r\n`);
       socket.write('PING\r\n');
     });
-    // Cut short: what is not Redis may send anything, and the line goes into a message.
-    socket.once('data', (data) => done({ kind: 'reply', line: data.toString().split('\r\n')[0]!.slice(0, 200) }));
+    let received = '';
+    socket.on('data', (data) => {
+      received += data.toString();
+      const lines = received.split('\r\n'); // the last one not ended yet
+      if (password === undefined) reply(lines[0]!); // the first bytes tell: what is not Redis may never end a line
+      else if (lines.length > 1 && lines[0]!.startsWith('-')) reply(lines[0]!); // AUTH refused
+      else if (lines.length > 2) reply(lines[1]!);
+    });
   });
 }
 
-/** Sends PING and waits for +PONG; false on refusal, silence or anything else. */
-export async function redisAnswers(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
-  const answer = await ping(host, port, timeoutMs);
+/** Sends PING (after AUTH with `password`) and waits for +PONG; false on refusal, silence or anything else. */
+export async function redisAnswers(host: string, port: number, timeoutMs = 1000, password?: string): Promise<boolean> {
+  const answer = await ping(host, port, timeoutMs, password);
   return answer.kind === 'reply' && answer.line.startsWith('+PONG');
 }
 
@@ -126,6 +138,8 @@ const INSTALL_HINT =
 interface ServerRecord {
   pid: number;
   port: number;
+  /** What it asks clients for (a server started by an older version asks for none). */
+  password?: string;
   /** One pid per use (a file written before users were recorded has none). */
   users?: number[];
 }
@@ -228,9 +242,19 @@ function readServer(dir: string): ServerRecord | undefined {
   }
 }
 
+/** The server's password is in it: its user's alone, also when an older version created it with the default mode. */
 function writeServer(dir: string, record: ServerRecord): void {
-  writeFileSync(path.join(dir, SERVER_FILE), JSON.stringify(record));
+  const file = openSync(path.join(dir, SERVER_FILE), 'w', 0o600);
+  try {
+    fchmodSync(file, 0o600); // the mode given applies only when the file is created
+    writeFileSync(file, JSON.stringify(record));
+  } finally {
+    closeSync(file);
+  }
 }
+
+/** The server's URL as logged: never with its password. */
+const shownUrl = (port: number) => `redis://127.0.0.1:${port}`;
 
 function removeFile(file: string): void {
   try {
@@ -261,20 +285,21 @@ function leave(dir: string): number[] {
 
 /**
  * One use of a server by this process: stopping it (or however this process ends, short of a SIGKILL) stops the
- * server only when no other live process uses it, so a second `npm start` never stops the Redis of the first.
+ * server only when no other live process uses it, so a second `npm start` never stops the Redis of the first. Its
+ * URL carries the server's password (base64url: nothing to escape).
  */
-function use(dir: string, url: string, server: { pid: number; stop(): Promise<void> }, log: Logger): PrivateRedis {
+function use(dir: string, server: { pid: number; port: number; password?: string; stop(): Promise<void> }, log: Logger): PrivateRedis {
   const onExit = () => {
     if (leave(dir).length === 0) signal(server.pid, 'SIGTERM');
   };
   process.once('exit', onExit);
   return {
-    url,
+    url: server.password === undefined ? shownUrl(server.port) : `redis://:${server.password}@127.0.0.1:${server.port}`,
     stop: () =>
       withLock(dir, async () => {
         process.off('exit', onExit);
         const using = leave(dir);
-        if (using.length > 0) log.info({ url, users: using }, 'left the private redis-server running for the other processes using it');
+        if (using.length > 0) log.info({ url: shownUrl(server.port), users: using }, 'left the private redis-server running for the other processes using it');
         else await server.stop();
       }),
   };
@@ -292,7 +317,7 @@ async function joinRunning(dir: string, log: Logger): Promise<PrivateRedis | und
   }
   // Its process runs: a server that does not answer now is busy (a long script, loading its AOF), not gone.
   const deadline = Date.now() + BUSY_WAIT_MS;
-  while (!(await redisAnswers('127.0.0.1', known.port, 500))) {
+  while (!(await redisAnswers('127.0.0.1', known.port, 500, known.password))) {
     if (!isRedisServer(known.pid)) {
       forgetServer(dir);
       return undefined;
@@ -305,12 +330,13 @@ async function joinRunning(dir: string, log: Logger): Promise<PrivateRedis | und
     await sleep(200);
   }
   const users = (known.users ?? []).filter(isAlive);
-  writeServer(dir, { pid: known.pid, port: known.port, users: [...users, process.pid] });
-  const url = `redis://127.0.0.1:${known.port}`;
-  const others = users.filter((pid) => pid !== process.pid);
-  if (others.length > 0) log.info({ url, dir, pid: known.pid, users: others }, 'using the private redis-server the running processes on this directory use');
-  else log.info({ url, dir, pid: known.pid }, 'using the private redis-server an earlier run left running');
-  return use(dir, url, { pid: known.pid, stop: () => terminate(known.pid) }, log);
+  const { pid, port, password } = known;
+  writeServer(dir, { pid, port, password, users: [...users, process.pid] });
+  const url = shownUrl(port);
+  const others = users.filter((user) => user !== process.pid);
+  if (others.length > 0) log.info({ url, dir, pid, users: others }, 'using the private redis-server the running processes on this directory use');
+  else log.info({ url, dir, pid }, 'using the private redis-server an earlier run left running');
+  return use(dir, { pid, port, password, stop: () => terminate(pid) }, log);
 }
 
 /** The last lines redis-server logged, for an error message. */
@@ -322,8 +348,12 @@ async function logTail(dir: string): Promise<string> {
 async function startServer(dir: string, log: Logger): Promise<PrivateRedis> {
   const port = await freePort();
   const args = ['--bind', '127.0.0.1', '--port', String(port), '--dir', dir, '--appendonly', 'yes', '--maxmemory-policy', 'noeviction', '--save', ''];
+  const password = randomBytes(24).toString('base64url');
   // Its own process group: a Ctrl-C in the terminal reaches this process, which stops Redis last, after the jobs.
-  const child: ChildProcess = spawn('redis-server', [...args, '--logfile', path.join(dir, LOG_FILE)], { stdio: 'ignore', detached: true });
+  // `-`: it reads a config from stdin (to its end) first, the password's way in: its command line is seen by all (`ps`).
+  const child: ChildProcess = spawn('redis-server', ['-', ...args, '--logfile', path.join(dir, LOG_FILE)], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+  child.stdin!.once('error', () => undefined); // one that exits before reading it (EPIPE) fails the start below
+  child.stdin!.end(`requirepass ${password}\n`);
   // An exit before it answers (a signal during the start) takes it along: it is no one's yet.
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
@@ -331,7 +361,7 @@ async function startServer(dir: string, log: Logger): Promise<PrivateRedis> {
     child.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'ENOENT' ? 'missing' : 'failed'));
     const poll = async (tries: number): Promise<void> => {
       if (child.exitCode !== null) return resolve('failed');
-      if (await redisAnswers('127.0.0.1', port, 200)) return resolve('started');
+      if (await redisAnswers('127.0.0.1', port, 200, password)) return resolve('started');
       if (tries <= 0) return resolve('failed');
       setTimeout(() => void poll(tries - 1), 100);
     };
@@ -348,9 +378,8 @@ async function startServer(dir: string, log: Logger): Promise<PrivateRedis> {
         `${path.join(dir, LOG_FILE)}: ${(await logTail(dir)) || 'empty'}). Fix what it says, or point REDIS_URL at a Redis.`,
     );
   }
-  writeServer(dir, { pid: child.pid!, port, users: [process.pid] });
-  const url = `redis://127.0.0.1:${port}`;
-  log.info({ url, dir }, 'started a private redis-server (REDIS_URL is unset and no Redis listens on 127.0.0.1:6379)');
+  writeServer(dir, { pid: child.pid!, port, password, users: [process.pid] });
+  log.info({ url: shownUrl(port), dir }, 'started a private redis-server (REDIS_URL is unset and no Redis listens on 127.0.0.1:6379)');
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     await new Promise<void>((resolve) => {
@@ -358,7 +387,7 @@ async function startServer(dir: string, log: Logger): Promise<PrivateRedis> {
       child.kill('SIGTERM');
     });
   };
-  return use(dir, url, { pid: child.pid!, stop }, log);
+  return use(dir, { pid: child.pid!, port, password, stop }, log);
 }
 
 export async function startPrivateRedis(rootDir: string, log: Logger): Promise<PrivateRedis> {

@@ -11,6 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort, redisAnswers, startPrivateRedis, useLocalRedis, type PrivateRedis } from '../src/embedded-redis.js';
 import { redisServerUnavailableReason, startRedisServer } from './cluster/redis-server.js';
@@ -31,7 +32,11 @@ async function root(): Promise<string> {
 }
 
 const portOf = (url: string) => Number(new URL(url).port);
-const serverFile = async (dir: string) => JSON.parse(await readFile(path.join(dir, 'redis', 'kyozo-redis.json'), 'utf8')) as { pid: number; port: number };
+const passwordOf = (url: string) => new URL(url).password || undefined;
+/** Whether the server at `url` answers PONG to a client that gives its password. */
+const answers = (url: string) => redisAnswers('127.0.0.1', portOf(url), 1000, passwordOf(url));
+const recordFile = (dir: string) => path.join(dir, 'redis', 'kyozo-redis.json');
+const serverFile = async (dir: string) => JSON.parse(await readFile(recordFile(dir), 'utf8')) as { pid: number; port: number; password?: string };
 const processGroup = async (pid: number) => Number((await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[2]);
 
 /**
@@ -86,7 +91,7 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
     started.push(redis);
     // Its AOF holds job bodies and the URL-signing secret: no other user may read it.
     expect((await stat(path.join(dir, 'redis'))).mode & 0o777).toBe(0o700);
-    expect(await redisAnswers('127.0.0.1', portOf(redis.url))).toBe(true);
+    expect(await answers(redis.url)).toBe(true);
     const { pid } = await serverFile(dir);
     expect(await processGroup(pid)).not.toBe(await processGroup(process.pid));
     await redis.stop();
@@ -115,7 +120,7 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
     expect(second.url).toBe(first.url);
     const { pid } = await serverFile(dir);
     await second.stop();
-    expect(await redisAnswers('127.0.0.1', portOf(first.url))).toBe(true);
+    expect(await answers(first.url)).toBe(true);
     first.child.kill('SIGTERM');
     await exited(first.child);
     expect(ended(pid)).toBe(true); // the last one to stop stops it
@@ -129,7 +134,7 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
     const { pid } = await serverFile(dir);
     first.child.kill('SIGTERM');
     await exited(first.child);
-    expect(await redisAnswers('127.0.0.1', portOf(second.url))).toBe(true);
+    expect(await answers(second.url)).toBe(true);
     await second.stop();
     expect(ended(pid)).toBe(true);
   });
@@ -141,7 +146,7 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
     expect(second.url).toBe(first.url);
     const { pid } = await serverFile(dir);
     await first.stop();
-    expect(await redisAnswers('127.0.0.1', portOf(second.url))).toBe(true);
+    expect(await answers(second.url)).toBe(true);
     await second.stop();
     expect(ended(pid)).toBe(true);
   });
@@ -198,6 +203,74 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
       expect(second.url).toBe(first.url);
     } finally {
       busy.disconnect();
+    }
+  });
+
+  it('asks for a password: a client without it gets NOAUTH (another local user), one with its url gets PONG', async () => {
+    const redis = await startPrivateRedis(await root(), quietLog);
+    started.push(redis);
+    const anonymous = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(portOf(redis.url)), 'ping'], { encoding: 'utf8' });
+    expect(anonymous.stdout + anonymous.stderr).toMatch(/NOAUTH/);
+    const client = new Redis(redis.url);
+    try {
+      expect(await client.ping()).toBe('PONG');
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('keeps the password off its command line (every user sees it in ps), in a record file only its user reads', async () => {
+    const dir = await root();
+    const redis = await startPrivateRedis(dir, quietLog);
+    started.push(redis);
+    const password = passwordOf(redis.url)!;
+    expect(password).toBeDefined();
+    const { pid, password: recorded } = await serverFile(dir);
+    expect(recorded).toBe(password);
+    expect(await readFile(`/proc/${pid}/cmdline`, 'utf8')).not.toContain(password);
+    expect((await stat(recordFile(dir))).mode & 0o777).toBe(0o600);
+  });
+
+  it('never logs the password: not when it starts, is joined, or is left running for another user', async () => {
+    const dir = await root();
+    const lines: string[] = [];
+    const log = pino({}, { write: (line: string) => lines.push(line) });
+    const first = await startPrivateRedis(dir, log);
+    started.push(first);
+    const second = await startPrivateRedis(dir, log);
+    started.push(second);
+    expect(second.url).toBe(first.url);
+    await first.stop(); // left running for the second
+    expect(lines).toHaveLength(3);
+    const password = passwordOf(first.url)!;
+    expect(password).toBeDefined();
+    for (const line of lines) {
+      expect(line).toContain(`"url":"redis://127.0.0.1:${portOf(first.url)}"`);
+      expect(line).not.toContain(password);
+    }
+  });
+
+  it('joins a server an older version started without a password (its record has none), and makes the record 0600', async () => {
+    const dir = await root();
+    const old = await startRedisServer();
+    try {
+      const user = spawnSync('true').pid; // the older version's process, gone
+      await mkdir(path.join(dir, 'redis'), { recursive: true });
+      await writeFile(recordFile(dir), JSON.stringify({ pid: old.process.pid, port: old.port, users: [user] }), { mode: 0o644 });
+      const redis = await startPrivateRedis(dir, quietLog);
+      started.push(redis);
+      expect(redis.url).toBe(old.url);
+      const client = new Redis(redis.url);
+      try {
+        expect(await client.ping()).toBe('PONG');
+      } finally {
+        client.disconnect();
+      }
+      expect((await stat(recordFile(dir))).mode & 0o777).toBe(0o600);
+      await redis.stop();
+      expect(ended(old.process.pid!)).toBe(true); // its last user stopped it
+    } finally {
+      await old.stop();
     }
   });
 

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort, redisAnswers } from '../../src/embedded-redis.js';
+import { freePort } from '../../src/embedded-redis.js';
 import { redisCli, redisServerUnavailableReason, startRedisServer, until } from '../cluster/redis-server.js';
 import { deleteKeys, TEST_REDIS_URL } from '../support/redis.js';
 import { startTestService, type TestService } from '../support/service.js';
@@ -93,13 +93,24 @@ async function withPrivateRedis(): Promise<{ started: Started; dir: string }> {
 
 const privatePort = (started: Started) => Number(/"url":"redis:\/\/127\.0\.0\.1:(\d+)"/.exec(started.output())![1]);
 
+/** Whether anything accepts connections on the port: a stopped server refuses (a PING would get NOAUTH either way). */
+const listens = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+
 describe.skipIf(redisServerUnavailableReason() !== undefined)('npm start with its private redis-server', () => {
   it('a SIGTERM during the start stops the private redis-server and exits', async () => {
     const { started } = await withPrivateRedis();
     const port = privatePort(started);
     started.child.kill('SIGTERM');
     expect((await started.exited).signal).toBeNull(); // handled, not killed by it
-    await until(async () => !(await redisAnswers('127.0.0.1', port)), 'the private redis-server to stop', 15_000);
+    await until(async () => !(await listens(port)), 'the private redis-server to stop', 15_000);
   });
 
   it('a SIGHUP (a closed terminal) stops it like a SIGTERM', async () => {
@@ -107,8 +118,18 @@ describe.skipIf(redisServerUnavailableReason() !== undefined)('npm start with it
     await started.waitFor(/kyozo ready/);
     started.child.kill('SIGHUP');
     expect(await started.exited).toEqual({ code: 0, signal: null });
-    expect(await redisAnswers('127.0.0.1', privatePort(started))).toBe(false);
+    expect(await listens(privatePort(started))).toBe(false);
     await expect(readFile(path.join(dir, 'redis', 'kyozo-redis.json'))).rejects.toThrow();
+  });
+
+  it('logs the URL of its private redis-server without the password the server asks for', async () => {
+    const { started, dir } = await withPrivateRedis();
+    await started.waitFor(/kyozo ready/);
+    const { password } = JSON.parse(await readFile(path.join(dir, 'redis', 'kyozo-redis.json'), 'utf8')) as { password: string };
+    started.child.kill('SIGTERM');
+    expect(await started.exited).toEqual({ code: 0, signal: null });
+    expect(password).toBeTruthy();
+    expect(started.output()).not.toContain(password);
   });
 });
 
