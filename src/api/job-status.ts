@@ -77,8 +77,15 @@ function aborted(signal: AbortSignal): Promise<undefined> {
 }
 
 /**
+ * How often a wait also reads its job's state itself: BullMQ's events stream is capped, and under thousands of jobs a
+ * second it can move past a listener that fell behind, taking the job's completion with it.
+ */
+const STATE_CHECK_MS = 1_000;
+
+/**
  * Resolves when `job` completed or failed, or when `signal` is aborted; stops listening either way. It listens
- * before it reads the job's state, so a job finishing in between is seen one way or the other.
+ * before it reads the job's state, so a job finishing in between is seen one way or the other; and it reads the
+ * state again every `STATE_CHECK_MS`, so a completion whose event never reached the listener is seen too.
  */
 function finished(events: QueueEvents, job: Job, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -86,17 +93,21 @@ function finished(events: QueueEvents, job: Job, signal: AbortSignal): Promise<v
       events.off('completed', onEvent);
       events.off('failed', onEvent);
       signal.removeEventListener('abort', onAbort);
+      clearInterval(checks);
       outcome();
     };
     const onEvent = ({ jobId }: { jobId: string }) => jobId === job.id && settle(resolve);
     const onAbort = () => settle(resolve);
+    const checkState = () =>
+      job.getState().then(
+        (state) => (state === 'completed' || state === 'failed') && settle(resolve),
+        (error: unknown) => settle(() => reject(error)),
+      );
+    const checks = setInterval(checkState, STATE_CHECK_MS);
     events.on('completed', onEvent);
     events.on('failed', onEvent);
     signal.addEventListener('abort', onAbort, { once: true });
-    job.getState().then(
-      (state) => (state === 'completed' || state === 'failed') && settle(resolve),
-      (error: unknown) => settle(() => reject(error)),
-    );
+    void checkState();
   });
 }
 

@@ -96,4 +96,37 @@ describe('JobWaiter', () => {
       }
     }
   });
+
+  it('answers when the job finished though its completion left the capped events stream before the listener read it', async () => {
+    // Under thousands of jobs a second BullMQ's events stream (capped) can move past a listener that fell behind. Here
+    // the job completes and its event is trimmed away in one transaction: the listener never reads it.
+    const waiter = new JobWaiter(p.queues, { connection: () => createRedis(testRedisConfig, 'worker'), prefix: p.prefix });
+    const queue = p.queues.queue('objects');
+    await queue.pause(); // no worker takes it: the transaction below completes it
+    try {
+      const { jobId } = await p.queues.enqueue('write', { store: 'main', key: 'waited/trimmed', body: inlineBody('trimmed') });
+      const started = Date.now();
+      const waited = waiter.wait(jobId, WAIT_MS);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // its listener is set up and reading
+      const now = Date.now();
+      const { keys } = queue;
+      await p.redis.producer
+        .multi()
+        .lrem(keys.wait!, 0, jobId)
+        .lrem(keys.paused!, 0, jobId)
+        .zadd(keys.completed!, now, jobId)
+        .hset(queue.toKey(jobId), 'processedOn', now, 'finishedOn', now, 'returnvalue', JSON.stringify({ key: 'waited/trimmed' }))
+        .xadd(keys.events!, '*', 'event', 'completed', 'jobId', jobId, 'returnvalue', '{}')
+        .xtrim(keys.events!, 'MAXLEN', 0)
+        .exec();
+      const status = await waited;
+      expect(status?.state).toBe('completed');
+      expect(status?.result).toEqual({ key: 'waited/trimmed' });
+      // Missing the event, a wait would sit out its whole timeout before reading the same status.
+      expect(Date.now() - started).toBeLessThan(WAIT_MS / 2);
+    } finally {
+      await queue.resume();
+      await waiter.close();
+    }
+  });
 });
