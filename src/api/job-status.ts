@@ -10,6 +10,7 @@ import { queueOfJobId, type JobQueues } from '../jobs/queue.js';
 import { errorTable } from '../providers/errors.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { ApiError } from './errors.js';
+import { FinishedPoller } from './finished-poller.js';
 
 export interface JobStatus {
   id: string;
@@ -77,37 +78,29 @@ function aborted(signal: AbortSignal): Promise<undefined> {
 }
 
 /**
- * How often a wait also reads its job's state itself: BullMQ's events stream is capped, and under thousands of jobs a
- * second it can move past a listener that fell behind, taking the job's completion with it.
- */
-const STATE_CHECK_MS = 1_000;
-
-/**
  * Resolves when `job` completed or failed, or when `signal` is aborted; stops listening either way. It listens
- * before it reads the job's state, so a job finishing in between is seen one way or the other; and it reads the
- * state again every `STATE_CHECK_MS`, so a completion whose event never reached the listener is seen too.
+ * before it reads the job's state, so a job finishing in between is seen one way or the other; the poller sees one
+ * whose completion left the capped events stream before the listener read it.
  */
-function finished(events: QueueEvents, job: Job, signal: AbortSignal): Promise<void> {
+function finished(events: QueueEvents, poller: FinishedPoller, job: Job, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const settle = (outcome: () => void) => {
       events.off('completed', onEvent);
       events.off('failed', onEvent);
       signal.removeEventListener('abort', onAbort);
-      clearInterval(checks);
+      unwatch();
       outcome();
     };
     const onEvent = ({ jobId }: { jobId: string }) => jobId === job.id && settle(resolve);
     const onAbort = () => settle(resolve);
-    const checkState = () =>
-      job.getState().then(
-        (state) => (state === 'completed' || state === 'failed') && settle(resolve),
-        (error: unknown) => settle(() => reject(error)),
-      );
-    const checks = setInterval(checkState, STATE_CHECK_MS);
     events.on('completed', onEvent);
     events.on('failed', onEvent);
+    const unwatch = poller.watch(job.id!, () => settle(resolve));
     signal.addEventListener('abort', onAbort, { once: true });
-    void checkState();
+    job.getState().then(
+      (state) => (state === 'completed' || state === 'failed') && settle(resolve),
+      (error: unknown) => settle(() => reject(error)),
+    );
   });
 }
 
@@ -127,6 +120,7 @@ interface Listening {
 
 export class JobWaiter {
   private readonly events = new Map<QueueName, Promise<Listening>>();
+  private readonly pollers = new Map<QueueName, FinishedPoller>();
   /** Every connection opened for listening, set up or not: closing must end those still connecting too. */
   private readonly connections = new Set<RedisConnection>();
   /** Aborted by `close`: a setup still waiting for an unreachable Redis gives up. */
@@ -134,8 +128,20 @@ export class JobWaiter {
 
   constructor(
     private readonly queues: JobQueues,
-    private readonly options: { connection: () => RedisConnection; prefix: string },
+    private readonly options: {
+      /** Makes the blocking connection a queue's events are read on. */
+      connection: () => RedisConnection;
+      prefix: string;
+      /** A connection that fails fast (the producer's), for the poller's reads. */
+      redis: RedisConnection;
+    },
   ) {}
+
+  private pollerFor(queue: QueueName): FinishedPoller {
+    let poller = this.pollers.get(queue);
+    if (poller === undefined) this.pollers.set(queue, (poller = new FinishedPoller(this.queues.queue(queue), this.options.redis)));
+    return poller;
+  }
 
   private async eventsFor(queue: QueueName): Promise<QueueEvents> {
     if (this.closing.signal.aborted) throw new Error('the job waiter is closed');
@@ -192,7 +198,7 @@ export class JobWaiter {
       const job = await Promise.race([this.queues.getJob(jobId), aborted(deadline.signal).then(() => TIMED_OUT)]);
       if (job === undefined) throw new ApiError('NOT_FOUND', `no job ${jobId}`);
       const events = job === TIMED_OUT ? undefined : await Promise.race([this.eventsFor(queue), aborted(deadline.signal)]);
-      if (events !== undefined) await finished(events, job as Job, deadline.signal);
+      if (events !== undefined) await finished(events, this.pollerFor(queue), job as Job, deadline.signal);
     } catch (error) {
       if (error instanceof ApiError) throw error;
       // Redis in trouble: the read below tells what is known.
@@ -213,6 +219,7 @@ export class JobWaiter {
 
   async close(): Promise<void> {
     this.closing.abort();
+    for (const poller of this.pollers.values()) poller.stop();
     const all = [...this.events.values()];
     this.events.clear();
     // One still connecting (its Redis unreachable) would never finish setting up: ended now, its setup fails.

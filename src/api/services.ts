@@ -71,7 +71,7 @@ export async function startWebServices(options: {
     connection.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error (job waiter)'));
     return connection;
   };
-  const waiter = new JobWaiter(queues, { connection: waiterConnection, prefix: config.queuePrefix });
+  const waiter = new JobWaiter(queues, { connection: waiterConnection, prefix: config.queuePrefix, redis });
   const signing = await sharedSigner(config, redis, log);
 
   return {
