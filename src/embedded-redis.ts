@@ -317,7 +317,16 @@ async function joinRunning(dir: string, log: Logger): Promise<PrivateRedis | und
   }
   // Its process runs: a server that does not answer now is busy (a long script, loading its AOF), not gone.
   const deadline = Date.now() + BUSY_WAIT_MS;
-  while (!(await redisAnswers('127.0.0.1', known.port, 500, known.password))) {
+  for (;;) {
+    const answer = await ping('127.0.0.1', known.port, 500, known.password);
+    if (answer.kind === 'reply' && answer.line.startsWith('+PONG')) break;
+    if (answer.kind === 'reply' && /^-(NOAUTH|WRONGPASS)\b/.test(answer.line)) {
+      // Not busy: it will never answer this process (started by another version of this service, or its record replaced).
+      throw new RedisUnavailableError(
+        `the private redis-server of ${dir} (pid ${known.pid}, port ${known.port}) asks for a password its record (${SERVER_FILE}) does not give: ` +
+          `stop it (kill ${known.pid}) and start again, or point REDIS_URL at a Redis.`,
+      );
+    }
     if (!isRedisServer(known.pid)) {
       forgetServer(dir);
       return undefined;

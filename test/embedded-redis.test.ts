@@ -274,6 +274,25 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
     }
   });
 
+  it('refuses at once, saying why, a server that asks for a password its record does not give (another version\'s)', async () => {
+    const port = await freePort();
+    const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--requirepass', 'not-in-the-record'], { stdio: 'ignore' });
+    others.push(server);
+    try {
+      while (!(await redisAnswers('127.0.0.1', port, 200, 'not-in-the-record'))) await new Promise((resolve) => setTimeout(resolve, 100));
+      for (const password of [undefined, 'another']) {
+        const dir = await root();
+        await mkdir(path.join(dir, 'redis'), { recursive: true });
+        await writeFile(recordFile(dir), JSON.stringify({ pid: server.pid, port, password, users: [] }));
+        const started = Date.now();
+        await expect(startPrivateRedis(dir, quietLog)).rejects.toThrow(/asks for a password its record .* does not give: stop it/);
+        expect(Date.now() - started).toBeLessThan(5_000); // not the minute a busy server is waited for
+      }
+    } finally {
+      server.kill('SIGKILL');
+    }
+  });
+
   it('says what redis-server logged when it cannot start on the data directory', async () => {
     const dir = await root();
     await mkdir(path.join(dir, 'redis', 'appendonlydir'), { recursive: true });
