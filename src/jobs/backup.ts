@@ -27,6 +27,7 @@ import { z } from 'zod';
 import { DataCorruptedError, PreconditionFailedError, InvalidArgumentError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
 import { newVersionId } from '../providers/version-id.js';
+import { isFenceError, passFence } from '../providers/fence.js';
 import { COPY_WIDTH, Failures, contentFailure, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
 import { allVersions, statIfPresent } from '../providers/object-info.js';
 import { JobInterruptedError, defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
@@ -104,7 +105,8 @@ export async function withStoreLock<T>(ctx: JobContext, store: string, use: Stor
   try {
     return await work(heldBefore);
   } catch (error) {
-    keep = error instanceof JobInterruptedError;
+    // Interrupted, it resumes under the lock; fenced off, another run of this job (the same holder) works under it.
+    keep = error instanceof JobInterruptedError || isFenceError(error);
     throw error;
   } finally {
     clearInterval(renewal);
@@ -332,8 +334,12 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
     await run.target.delete(blobKey(run.store, etag));
   });
 
+  // A run that lost its job (its worker froze past the job's lock, and another run of the job took it over) stops
+  // before its commits: its manifest would shadow the other run's, and its pruning delete blobs the other still copies.
+  await passFence(ctx);
   const manifestKey = await writeManifest(run.target, manifest);
   await report('prune');
+  await passFence(ctx);
   const pruned = await prune(run.target, run.store, manifest, maintenanceOf(ctx).settings.backupKeep, failures);
   return {
     store: run.store,

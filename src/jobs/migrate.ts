@@ -177,7 +177,7 @@ async function copyVersions(
     const { info, body } = read;
     const { contentType, metadata } = info;
     const created = await storeExpected(key, version.etag, (expectedEtag) =>
-      to.createVersion(key, body, { message: versionMessage(version), author: version.author, contentType, metadata, ...expected, expectedEtag }),
+      to.createVersion(key, body, { message: versionMessage(version), author: version.author, contentType, metadata, ...expected, expectedEtag, fence: ctx.fence }),
     ).catch((error: unknown) => {
       body.destroy();
       throw error;

@@ -130,7 +130,7 @@ async function restoreBackup(ctx: JobContext, payload: RestoreBackupPayload, fro
         const body = await verifiedBody(backup, blob(version.etag), version.etag, version.size);
         const { contentType, metadata, author } = version;
         await storeExpected(key, version.etag, (expectedEtag) =>
-          target.createVersion(key, body, { message: versionMessage(version), author, contentType, metadata, expectedEtag }),
+          target.createVersion(key, body, { message: versionMessage(version), author, contentType, metadata, expectedEtag, fence: ctx.fence }),
         );
         counts.versions++;
       } catch (error) {
@@ -151,7 +151,7 @@ async function restoreBackup(ctx: JobContext, payload: RestoreBackupPayload, fro
     }
     const body = await verifiedBody(backup, blob(entry.etag), entry.etag, entry.size);
     const written = await storeExpected(entry.key, entry.etag, (expectedEtag) =>
-      target.write(entry.key, body, { contentType: entry.contentType, metadata: entry.metadata, expectedEtag }),
+      target.write(entry.key, body, { contentType: entry.contentType, metadata: entry.metadata, expectedEtag, fence: ctx.fence }),
     );
     counts.restored++;
     counts.bytes += written.size;

@@ -277,6 +277,34 @@ describe('backup and restore-backup', () => {
     expect((await readManifest(vault, result.manifest)).objects.map((entry) => entry.key)).toEqual([...lookalikes].sort());
   });
 
+  it('a run that lost its job to another run of it writes no manifest, prunes nothing and leaves the lock to the other', async () => {
+    // Its worker froze past the job's lock; another run of the same job (the same lock holder) took it over.
+    const lockKey = `${f.redis.prefix}:backup-lock:files`;
+    const before = await listManifests(vault, 'files');
+    const ctx = f.context(stores, { name: 'backup', jobId: 'maintenance-frozen', settings: { backupStore: 'vault', backupKeep: 1 } });
+    const lost = new Error('job maintenance-frozen is no longer this run\'s');
+    await expect(backupJob.handle({ store: 'files' }, { ...ctx, fence: async () => Promise.reject(lost) })).rejects.toBe(lost);
+    expect(await listManifests(vault, 'files')).toEqual(before); // with backupKeep 1 a commit would also have pruned
+    expect(await f.redis.producer.get(lockKey)).toBe('maintenance-frozen');
+    await f.redis.producer.del(lockKey);
+  });
+
+  it('a restore-backup run that lost its job writes nothing into the store and leaves the lock to the other run', async () => {
+    const [manifest] = await listManifests(vault, 'files');
+    const empty = new RamProvider({ maxBytes: 64 * 1024 * 1024 });
+    const ctx = f.context(new Map<string, StorageProvider>([...stores, ['restored', empty]]), {
+      name: 'restore-backup',
+      jobId: 'maintenance-frozen-restore',
+      settings: { backupStore: 'vault' },
+    });
+    const lost = new Error('job maintenance-frozen-restore is no longer this run\'s');
+    await expect(restoreBackupJob.handle({ manifest: manifest!, store: 'restored' }, { ...ctx, fence: async () => Promise.reject(lost) })).rejects.toBe(lost);
+    expect((await empty.list()).items).toEqual([]); // each write asks the fence right before it commits
+    const lockKey = `${f.redis.prefix}:backup-lock:files`;
+    expect(await f.redis.producer.get(lockKey)).toBe('restore maintenance-frozen-restore');
+    await f.redis.producer.del(lockKey);
+  });
+
   it('refuses a backup into the store itself, and a second backup of a store while one runs', async () => {
     await expect(backup({ store: 'vault' })).rejects.toBeInstanceOf(InvalidArgumentError);
     await f.redis.producer.set(`${f.redis.prefix}:backup-lock:files`, 'maintenance-other', 'PX', 60_000);

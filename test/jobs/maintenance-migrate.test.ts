@@ -80,6 +80,16 @@ describe('migrate', () => {
     ]);
   });
 
+  it('a run that lost its job to another run of it creates no version (the other run would create it again)', async () => {
+    const from = new RamProvider({ maxBytes: 1024 * 1024 });
+    for (const text of ['one', 'two']) await from.createVersion('doc', text, { message: `save ${text}` });
+    const to = new RamProvider({ maxBytes: 1024 * 1024 });
+    const ctx = f.context(new Map<string, StorageProvider>([['from', from], ['to', to]]));
+    const lost = new Error('this run no longer holds its job');
+    await expect(migrateJob.handle({ from: 'from', to: 'to', versions: true }, { ...ctx, fence: async () => Promise.reject(lost) })).rejects.toBe(lost);
+    expect((await to.listVersions('doc')).items).toEqual([]);
+  });
+
   it('a run stopped by a shutdown waits for the versions it is writing, so the next run records each once', async () => {
     const from = new RamProvider({ maxBytes: 4 * 1024 * 1024 });
     for (let i = 0; i < 40; i++) await from.createVersion('a', `a${i}`, { message: `a${i}` });
