@@ -17,6 +17,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import { ProviderUnavailableError, errorTable, isStorageError } from '../providers/errors.js';
+import { normalizeContentType } from '../providers/metadata.js';
 import { failureCode } from './failures.js';
 import { hsetIfExists, takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { QUEUE_NAMES, parsePayload, type JobDefinition, type QueueName } from './definition.js';
@@ -66,11 +67,22 @@ export function jobIdFor(queue: QueueName, name: string, payload: unknown, idemp
 
 /**
  * What makes two requests the same for an idempotency key: the job and its payload, a body by its content's etag
- * (the same content sent again is staged under another name).
+ * (the same content sent again is staged under another name), and a Content-Type as the store records it: a
+ * repeat that names the default type the first left out asks for the same object.
  */
 function requestFingerprint(name: string, payload: unknown): string {
-  const { body, ...rest } = payload as { body?: { etag?: string } };
+  const { body, ...rest } = payload as { body?: { etag?: string }; contentType?: string };
+  if (body !== undefined) rest.contentType = recordedContentType(rest.contentType);
   return JSON.stringify([name, canonical(rest), body?.etag ?? null]);
+}
+
+/** The type a store records for `contentType`; one no store takes stays as sent (its job fails either way). */
+function recordedContentType(contentType: string | undefined): string | undefined {
+  try {
+    return normalizeContentType(contentType);
+  } catch {
+    return contentType;
+  }
 }
 
 /**

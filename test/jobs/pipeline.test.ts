@@ -132,6 +132,14 @@ describe('job pipeline', () => {
     expect(jobIdFor('objects', 'write', { store: 'main', key: 'k', body, metadata: { a: '1', b: '3' } }, 'same')).not.toBe(one);
   });
 
+  it('an idempotency key names the same job whether the request named the default Content-Type or left it out', () => {
+    const body = inlineBody('x');
+    const untyped = jobIdFor('objects', 'version', { store: 'main', key: 'k', body, message: 'm' }, 'same');
+    expect(jobIdFor('objects', 'version', { store: 'main', key: 'k', body, message: 'm', contentType: 'application/octet-stream' }, 'same')).toBe(untyped);
+    expect(jobIdFor('objects', 'version', { store: 'main', key: 'k', body, message: 'm', contentType: ' application/octet-stream ' }, 'same')).toBe(untyped);
+    expect(jobIdFor('objects', 'version', { store: 'main', key: 'k', body, message: 'm', contentType: 'text/plain' }, 'same')).not.toBe(untyped);
+  });
+
   it('makes one job and one version for an idempotency key enqueued twice', async () => {
     const payload = { store: 'main', key: 'idem/doc', body: inlineBody('once'), message: 'first draft', author: { name: 'Ada' } };
     const first = await p.queues.enqueue('version', payload, { idempotencyKey: 'req-42' });
