@@ -27,7 +27,7 @@ import { z } from 'zod';
 import { DataCorruptedError, PreconditionFailedError, InvalidArgumentError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
 import { newVersionId } from '../providers/version-id.js';
-import { isFenceError, passFence } from '../providers/fence.js';
+import { passFence } from '../providers/fence.js';
 import { COPY_WIDTH, Failures, contentFailure, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
 import { allVersions, statIfPresent } from '../providers/object-info.js';
 import { JobInterruptedError, defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
@@ -101,17 +101,28 @@ export async function withStoreLock<T>(ctx: JobContext, store: string, use: Stor
   await renew();
   const renewal = setInterval(() => void renew().catch((error: unknown) => ctx.log.warn({ err: error }, 'could not renew the backup lock')), LOCK_MS / 3);
   renewal.unref();
-  let keep = false;
+  let interrupted = false;
   try {
     return await work(heldBefore);
   } catch (error) {
-    // Interrupted, it resumes under the lock; fenced off, another run of this job (the same holder) works under it.
-    keep = error instanceof JobInterruptedError || isFenceError(error);
+    interrupted = error instanceof JobInterruptedError; // it resumes under the lock
     throw error;
   } finally {
     clearInterval(renewal);
-    if (!keep) await redis.eval(RELEASE_SCRIPT, 1, key, holder).catch((error: unknown) => ctx.log.warn({ err: error }, 'could not release the backup lock'));
+    // A run that lost its job (its worker froze past the job's lock) leaves the lock however it ended: the run that
+    // took its job over holds it under the same name.
+    if (!interrupted && (await stillHoldsJob(ctx))) {
+      await redis.eval(RELEASE_SCRIPT, 1, key, holder).catch((error: unknown) => ctx.log.warn({ err: error }, 'could not release the backup lock'));
+    }
   }
+}
+
+/** Whether the job's fence still passes (Redis unable to say: no, and the lock lapses by itself). */
+async function stillHoldsJob(ctx: JobContext): Promise<boolean> {
+  return passFence(ctx).then(
+    () => true,
+    () => false,
+  );
 }
 
 /**

@@ -131,12 +131,18 @@ const changingInSource = (key: string): Failure => ({
  * after it: a final pass would take it for the application's own write there and keep it. Returns the bytes
  * written, and whether the target ends up with the source's object as it was after the last copy.
  */
-async function copyCurrent(from: StorageProvider, to: StorageProvider, key: string, expected: Expected): Promise<{ bytes: number; settled: boolean }> {
+async function copyCurrent(
+  from: StorageProvider,
+  to: StorageProvider,
+  key: string,
+  expected: Expected,
+  fence: WriteOptions['fence'],
+): Promise<{ bytes: number; settled: boolean }> {
   let bytes = 0;
   for (let round = 0; round < COPY_ROUNDS; round++) {
     const { source, written } = await copyObject(from, key, to, (read) => ({
       key,
-      options: { contentType: read.contentType, metadata: read.metadata, ...expected },
+      options: { contentType: read.contentType, metadata: read.metadata, ...expected, fence },
     }));
     bytes += written.size;
     const now = await statIfPresent(from, key);
@@ -236,7 +242,7 @@ export const migrateJob = defineJob({
         state.skipped++;
         return;
       }
-      const copied = await copyCurrent(from, to, item.key, expected);
+      const copied = await copyCurrent(from, to, item.key, expected, ctx.fence);
       state.copied++;
       state.bytes += copied.bytes;
       if (!copied.settled) failures.add(changingInSource(item.key));

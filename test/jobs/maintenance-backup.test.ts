@@ -12,7 +12,7 @@ import { restoreBackupJob } from '../../src/jobs/restore-backup.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
 import { keyPath } from '../../src/providers/disk-layout.js';
-import { PreconditionFailedError, InvalidArgumentError } from '../../src/providers/errors.js';
+import { PreconditionFailedError, InvalidArgumentError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { newVersionId } from '../../src/providers/version-id.js';
@@ -302,6 +302,28 @@ describe('backup and restore-backup', () => {
     expect((await empty.list()).items).toEqual([]); // each write asks the fence right before it commits
     const lockKey = `${f.redis.prefix}:backup-lock:files`;
     expect(await f.redis.producer.get(lockKey)).toBe('restore maintenance-frozen-restore');
+    await f.redis.producer.del(lockKey);
+  });
+
+  it('a run that lost its job leaves the lock to the other run however it ends: failing before a commit, or with nothing to write', async () => {
+    const lockKey = `${f.redis.prefix}:backup-lock:files`;
+    const lost = async () => Promise.reject(new Error('this run no longer holds its job'));
+    // The run that took the job over holds the store lock, under the job's id as the lost run does.
+    await f.redis.producer.set(lockKey, 'maintenance-frozen-2', 'PX', 60_000);
+    const unavailable = interceptMethod(files, 'list', () => async () => {
+      throw new ProviderUnavailableError('the source is briefly unavailable');
+    });
+    const failing = f.context(new Map<string, StorageProvider>([...stores, ['files', unavailable]]), { name: 'backup', jobId: 'maintenance-frozen-2', settings: { backupStore: 'vault' } });
+    await expect(backupJob.handle({ store: 'files' }, { ...failing, fence: lost })).rejects.toBeInstanceOf(ProviderUnavailableError);
+    expect(await f.redis.producer.get(lockKey)).toBe('maintenance-frozen-2');
+
+    // A restore into a store that holds everything already writes nothing, so no write asks the fence.
+    const [manifest] = await listManifests(vault, 'files');
+    await f.redis.producer.set(lockKey, 'restore maintenance-frozen-3', 'PX', 60_000);
+    const restoring = f.context(stores, { name: 'restore-backup', jobId: 'maintenance-frozen-3', settings: { backupStore: 'vault' } });
+    const { result } = await restoreBackupJob.handle({ manifest: manifest!, store: 'files' }, { ...restoring, fence: lost });
+    expect(result).toMatchObject({ restored: 0 });
+    expect(await f.redis.producer.get(lockKey)).toBe('restore maintenance-frozen-3');
     await f.redis.producer.del(lockKey);
   });
 

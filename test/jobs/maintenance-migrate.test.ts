@@ -88,6 +88,12 @@ describe('migrate', () => {
     const lost = new Error('this run no longer holds its job');
     await expect(migrateJob.handle({ from: 'from', to: 'to', versions: true }, { ...ctx, fence: async () => Promise.reject(lost) })).rejects.toBe(lost);
     expect((await to.listVersions('doc')).items).toEqual([]);
+    // Objects without versions are fenced as well, with or without `versions`.
+    await from.write('plain', 'no history');
+    for (const versions of [false, true]) {
+      await expect(migrateJob.handle({ from: 'from', to: 'to', versions }, { ...ctx, fence: async () => Promise.reject(lost) })).rejects.toBe(lost);
+    }
+    expect((await to.list()).items).toEqual([]);
   });
 
   it('a run stopped by a shutdown waits for the versions it is writing, so the next run records each once', async () => {
