@@ -18,6 +18,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import { ProviderUnavailableError, errorTable, isStorageError } from '../providers/errors.js';
 import { normalizeContentType } from '../providers/metadata.js';
+import { DEFAULT_CONTENT_TYPE } from '../providers/types.js';
 import { failureCode } from './failures.js';
 import { hsetIfExists, takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { QUEUE_NAMES, parsePayload, type JobDefinition, type QueueName } from './definition.js';
@@ -76,10 +77,14 @@ function requestFingerprint(name: string, payload: unknown): string {
   return JSON.stringify([name, canonical(rest), body?.etag ?? null]);
 }
 
-/** The type a store records for `contentType`; one no store takes stays as sent (its job fails either way). */
+/**
+ * The type a store records for `contentType`, with the default left out (as most requests leave it: their ids stay
+ * what they were before types were compared this way); one no store takes stays as sent (its job fails either way).
+ */
 function recordedContentType(contentType: string | undefined): string | undefined {
   try {
-    return normalizeContentType(contentType);
+    const recorded = normalizeContentType(contentType);
+    return recorded === DEFAULT_CONTENT_TYPE ? undefined : recorded;
   } catch {
     return contentType;
   }
