@@ -253,6 +253,13 @@ function writeServer(dir: string, record: ServerRecord): void {
   }
 }
 
+/** What a private server's refusal of this process's AUTH (or of PING without it) means, by its error code. */
+const AUTH_REFUSALS: Record<string, string> = {
+  NOAUTH: 'asks for a password its record does not hold',
+  WRONGPASS: 'refuses the password its record holds',
+  ERR: 'asks for no password, and its record holds one',
+};
+
 /** The server's URL as logged: never with its password. */
 const shownUrl = (port: number) => `redis://127.0.0.1:${port}`;
 
@@ -320,10 +327,12 @@ async function joinRunning(dir: string, log: Logger): Promise<PrivateRedis | und
   for (;;) {
     const answer = await ping('127.0.0.1', known.port, 500, known.password);
     if (answer.kind === 'reply' && answer.line.startsWith('+PONG')) break;
-    if (answer.kind === 'reply' && /^-(NOAUTH|WRONGPASS)\b/.test(answer.line)) {
-      // Not busy: it will never answer this process (started by another version of this service, or its record replaced).
+    const refusal = answer.kind === 'reply' ? AUTH_REFUSALS[/^-([A-Z]+)\b/.exec(answer.line)?.[1] ?? ''] : undefined;
+    if (refusal !== undefined) {
+      // Not busy: it will never answer this process (started by another version of this service, or its record
+      // replaced). Its reply is not quoted: an `-ERR` to AUTH repeats the password.
       throw new RedisUnavailableError(
-        `the private redis-server of ${dir} (pid ${known.pid}, port ${known.port}) asks for a password its record (${SERVER_FILE}) does not give: ` +
+        `the private redis-server of ${dir} (pid ${known.pid}, port ${known.port}) ${refusal} (${SERVER_FILE}): ` +
           `stop it (kill ${known.pid}) and start again, or point REDIS_URL at a Redis.`,
       );
     }

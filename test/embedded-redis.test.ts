@@ -274,22 +274,32 @@ describe.skipIf(unavailable !== undefined)('private redis-server', () => {
     }
   });
 
-  it('refuses at once, saying why, a server that asks for a password its record does not give (another version\'s)', async () => {
-    const port = await freePort();
-    const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--requirepass', 'not-in-the-record'], { stdio: 'ignore' });
-    others.push(server);
-    try {
-      while (!(await redisAnswers('127.0.0.1', port, 200, 'not-in-the-record'))) await new Promise((resolve) => setTimeout(resolve, 100));
-      for (const password of [undefined, 'another']) {
-        const dir = await root();
-        await mkdir(path.join(dir, 'redis'), { recursive: true });
-        await writeFile(recordFile(dir), JSON.stringify({ pid: server.pid, port, password, users: [] }));
-        const started = Date.now();
-        await expect(startPrivateRedis(dir, quietLog)).rejects.toThrow(/asks for a password its record .* does not give: stop it/);
-        expect(Date.now() - started).toBeLessThan(5_000); // not the minute a busy server is waited for
-      }
-    } finally {
-      server.kill('SIGKILL');
+  it('refuses at once, saying why and never quoting a password, a server whose password its record does not match', async () => {
+    const serverWith = async (password?: string) => {
+      const port = await freePort();
+      const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...(password === undefined ? [] : ['--requirepass', password])];
+      const server = spawn('redis-server', args, { stdio: 'ignore' });
+      others.push(server);
+      while (!(await redisAnswers('127.0.0.1', port, 200, password))) await new Promise((resolve) => setTimeout(resolve, 100));
+      return { pid: server.pid!, port };
+    };
+    const guarded = await serverWith('not-in-the-record');
+    const open = await serverWith(); // started without one (another version's), its record naming one
+    const cases = [
+      { server: guarded, password: undefined, says: /asks for a password its record does not hold/ },
+      { server: guarded, password: 'another-password', says: /refuses the password its record holds/ },
+      { server: open, password: 'a-password-it-does-not-ask-for', says: /asks for no password, and its record holds one/ },
+    ];
+    for (const { server, password, says } of cases) {
+      const dir = await root();
+      await mkdir(path.join(dir, 'redis'), { recursive: true });
+      await writeFile(recordFile(dir), JSON.stringify({ pid: server.pid, port: server.port, password, users: [] }));
+      const started = Date.now();
+      const error = (await startPrivateRedis(dir, quietLog).catch((caught: unknown) => caught)) as Error;
+      expect(error.message).toMatch(says);
+      expect(error.message).toMatch(/stop it \(kill \d+\)/);
+      if (password !== undefined) expect(error.message).not.toContain(password); // Redis's -ERR to AUTH repeats it
+      expect(Date.now() - started).toBeLessThan(5_000); // not the minute a busy server is waited for
     }
   });
 
