@@ -16,6 +16,7 @@ export class FinishedPoller {
   private readonly watched = new Map<string, Set<() => void>>();
   private timer: NodeJS.Timeout | undefined;
   private asking = false;
+  private closed = false;
 
   constructor(
     private readonly queue: Pick<Queue, 'keys'>,
@@ -28,7 +29,8 @@ export class FinishedPoller {
     let waits = this.watched.get(jobId);
     if (waits === undefined) this.watched.set(jobId, (waits = new Set()));
     waits.add(onFinished);
-    this.timer ??= setInterval(() => void this.ask(), FINISHED_CHECK_MS).unref();
+    // Closed (the waiter's `close` raced a wait's setup): that wait still has its listener and its deadline.
+    if (!this.closed) this.timer ??= setInterval(() => void this.ask(), FINISHED_CHECK_MS).unref();
     return () => {
       waits.delete(onFinished);
       if (waits.size === 0 && this.watched.get(jobId) === waits) this.watched.delete(jobId);
@@ -36,9 +38,15 @@ export class FinishedPoller {
     };
   }
 
+  /** Stops asking until the next watch; `close` for good. */
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.stop();
   }
 
   private async ask(): Promise<void> {

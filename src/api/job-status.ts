@@ -139,7 +139,11 @@ export class JobWaiter {
 
   private pollerFor(queue: QueueName): FinishedPoller {
     let poller = this.pollers.get(queue);
-    if (poller === undefined) this.pollers.set(queue, (poller = new FinishedPoller(this.queues.queue(queue), this.options.redis)));
+    if (poller === undefined) {
+      poller = new FinishedPoller(this.queues.queue(queue), this.options.redis);
+      if (this.closing.signal.aborted) poller.close();
+      this.pollers.set(queue, poller);
+    }
     return poller;
   }
 
@@ -219,7 +223,7 @@ export class JobWaiter {
 
   async close(): Promise<void> {
     this.closing.abort();
-    for (const poller of this.pollers.values()) poller.stop();
+    for (const poller of this.pollers.values()) poller.close();
     const all = [...this.events.values()];
     this.events.clear();
     // One still connecting (its Redis unreachable) would never finish setting up: ended now, its setup fails.
