@@ -282,6 +282,30 @@ describe('GET /v1/events (SSE)', () => {
     expect(keys).toEqual(['trimmed/16', 'trimmed/17', 'trimmed/18', 'trimmed/19', 'trimmed/20']);
   });
 
+  it('tells a client resuming after the stream was lost and made again (Redis without persistence) that it missed events', async () => {
+    const seen = (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'lost/0', data: {} }))!;
+    await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'lost/1', data: {} });
+    await service.deps.redis.del(service.deps.bus.streamKey); // nothing trimmed: the stream itself is gone
+    await new Promise((resolve) => setTimeout(resolve, 10)); // as a restart takes: new ids start from a later millisecond
+    await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'lost/2', data: {} });
+    const response = await service.app.request('/v1/events', { headers: { 'Last-Event-ID': seen.id } });
+    const { events } = await collect(response, (received) => received.some((event) => event.data?.includes('lost/2')));
+    expect(events.map((event) => event.event)).toEqual(['gap', 'object.written']);
+    expect(JSON.parse(events[0]!.data!)).toMatchObject({ since: seen.id });
+  });
+
+  it('takes an empty Last-Event-ID as none, and ?since= as milliseconds alone', async () => {
+    const emitted = (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'since/ms', data: {} }))!;
+    const empty = await service.app.request('/v1/events', { headers: { 'Last-Event-ID': '' } });
+    expect(empty.status).toBe(200);
+    await empty.body?.cancel();
+    const before = Number(emitted.id.split('-')[0]) - 1;
+    const response = await service.app.request(`/v1/events?since=${before}`);
+    expect(response.status).toBe(200);
+    const { events } = await collect(response, (received) => received.some((event) => event.data?.includes('since/ms')));
+    expect(events.some((event) => event.id === emitted.id)).toBe(true);
+  });
+
   it('resumes from the stream\'s end when Last-Event-ID is ahead of it (or the largest id there is): live events still come', async () => {
     for (const since of [`${Date.now() + 3_600_000}-0`, '18446744073709551615-18446744073709551615']) {
       const response = await service.app.request('/v1/events', { headers: { 'Last-Event-ID': since } });
@@ -339,6 +363,29 @@ describe('GET /v1/events (SSE)', () => {
     await write('after/close', 'x');
     expect((await service.app.request('/health')).status).toBe(200);
     expect(service.deps.bus.listenerCount()).toBe(before);
+  });
+});
+
+describe('GET /v1/events when no stream can be served now', () => {
+  it('answers an EventSource 200 with a retry delay and an empty stream (a 503 ends one for good), other clients 503', async () => {
+    const full = createApp({ ...service.deps, sseMaxStreams: 1 });
+    const redisDown = createApp({ ...service.deps, redis: Object.assign(Object.create(service.deps.redis) as typeof service.deps.redis, { status: 'reconnecting' }) });
+    const held = await full.request('/v1/events');
+    expect(held.status).toBe(200);
+    try {
+      for (const app of [full, redisDown]) {
+        const eventSource = await app.request('/v1/events', { headers: { Accept: 'text/event-stream' } });
+        expect(eventSource.status).toBe(200);
+        expect(eventSource.headers.get('content-type')).toMatch(/^text\/event-stream/);
+        expect(await eventSource.text()).toMatch(/^: .+\nretry: 5000\n\n$/);
+        const other = await app.request('/v1/events');
+        expect(other.status).toBe(503);
+        expect(other.headers.get('retry-after')).toBe('5');
+        await other.body?.cancel();
+      }
+    } finally {
+      await held.body?.cancel();
+    }
   });
 });
 

@@ -9,7 +9,7 @@ import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { EVENT_TYPES, streamIdAfter, type EventEnvelope, type EventType } from '../../events/bus.js';
 import type { AppDeps } from '../app.js';
-import { ApiError, requireRedisReady } from '../errors.js';
+import { ApiError, requireRedisReady, toApiError } from '../errors.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
 import { outgoingOf, requestHeader } from '../node-request.js';
 
@@ -29,9 +29,11 @@ const MAX_STREAMS = 1_000;
 /** Redis stream ids are two unsigned 64-bit numbers. */
 const MAX_ID_PART = 2n ** 64n - 1n;
 
-function isStreamId(id: string): boolean {
-  const parts = /^(\d+)-(\d+)$/.exec(id);
-  return parts !== null && BigInt(parts[1]!) <= MAX_ID_PART && BigInt(parts[2]!) <= MAX_ID_PART;
+/** A stream id, `<ms>-<seq>`; `<ms>` alone (as Redis takes it) is `<ms>-0`. Undefined when it is none. */
+function streamId(text: string): string | undefined {
+  const parts = /^(\d+)(?:-(\d+))?$/.exec(text);
+  if (parts === null || BigInt(parts[1]!) > MAX_ID_PART || BigInt(parts[2] ?? 0) > MAX_ID_PART) return undefined;
+  return `${parts[1]}-${parts[2] ?? 0}`;
 }
 
 /** `?types=a,b`; repeated (`?types=a&types=b`), its values count as if joined by commas: all of them, not the first. */
@@ -44,24 +46,43 @@ function parseTypes(values: readonly string[] | undefined): readonly EventType[]
   return types as EventType[];
 }
 
-/** The event id to resume after: `Last-Event-ID` (an EventSource reconnecting), else `?since=`. */
+/**
+ * The event id to resume after: `Last-Event-ID` (an EventSource reconnecting), else `?since=`. An empty one is none:
+ * an EventSource that has seen no event with an id sends it empty.
+ */
 function resumePoint(c: Context): string | undefined {
-  const header = requestHeader(c, 'last-event-id');
-  const since = header ?? c.req.query('since');
-  if (since !== undefined && !isStreamId(since)) {
-    throw new ApiError('BAD_REQUEST', `${header === undefined ? '?since' : 'Last-Event-ID'} must be an event id such as 1700000000000-0`);
-  }
-  return since;
+  const header = requestHeader(c, 'last-event-id') || undefined;
+  const since = header ?? (c.req.query('since') || undefined);
+  if (since === undefined) return undefined;
+  const id = streamId(since);
+  if (id === undefined) throw new ApiError('BAD_REQUEST', `${header === undefined ? '?since' : 'Last-Event-ID'} must be an event id such as 1700000000000-0`);
+  return id;
+}
+
+/** How long an EventSource told to come back later waits before it reconnects. */
+const RETRY_LATER_MS = 5_000;
+
+const wantsEventStream = (c: Context) => /\btext\/event-stream\b/i.test(requestHeader(c, 'accept') ?? '');
+
+/**
+ * An EventSource (the browsers' SSE client) gives up for good on any answer other than 200 (HTML, "Server-sent
+ * events"): a 503 would end it. One that asks for an event stream when none can be served now gets 200 with a
+ * `retry` delay and an empty stream, and comes back by itself with its Last-Event-ID; other clients get the 503.
+ */
+function comeBackLater(c: Context, unavailable: ApiError): Response {
+  const reason = unavailable.message.replace(/[\r\n]+/g, ' ');
+  return c.body(`: ${reason}\nretry: ${RETRY_LATER_MS}\n\n`, 200, {
+    'Content-Type': 'text/event-stream',
+    'Cache-Control': 'no-cache',
+    'Retry-After': String(RETRY_LATER_MS / 1000),
+  });
 }
 
 export function eventRoutes(deps: AppDeps): Hono {
   const app = new Hono();
   const maxStreams = deps.sseMaxStreams ?? MAX_STREAMS;
   let open = 0;
-  app.get('/', async (c) => {
-    const types = parseTypes(c.req.queries('types'));
-    const since = resumePoint(c);
-
+  const serveStream = async (c: Context, types: readonly EventType[] | '*', since: string | undefined): Promise<Response> => {
     // A stream opened while Redis is down would only stay silent: 503, and the client comes back.
     requireRedisReady(deps.redis);
     // Hono runs this route for HEAD too and drops the body: a subscription made for it would never end.
@@ -83,7 +104,19 @@ export function eventRoutes(deps: AppDeps): Hono {
       release();
       throw error;
     }
+  };
+  app.get('/', async (c) => {
+    const types = parseTypes(c.req.queries('types'));
+    const since = resumePoint(c);
+    try {
+      return await serveStream(c, types, since);
+    } catch (error) {
+      const apiError = toApiError(error);
+      if (apiError.status === 503 && wantsEventStream(c)) return comeBackLater(c, apiError);
+      throw error;
+    }
   });
+
   return refuseOtherMethods(app);
 }
 
@@ -110,8 +143,12 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
     await unsubscribe();
     throw error;
   });
-  // Before the oldest entry of a stream that was trimmed: what came after the client's id may be gone.
-  const gap = since !== undefined && bounds.trimmed && (bounds.oldest === undefined || streamIdAfter(bounds.oldest, since));
+  // Before the oldest entry: what came after the client's id may be gone — trimmed (EVENTS_MAXLEN), or the stream
+  // itself lost and made again (a Redis restarted without persistence, a failover), which leaves no trimming to see.
+  // From the very start (`0-0`) only trimming takes events away.
+  const gap =
+    since !== undefined &&
+    (bounds.oldest === undefined ? bounds.trimmed : streamIdAfter(bounds.oldest, since) && (bounds.trimmed || since !== '0-0'));
   const ahead = since !== undefined && (bounds.last === undefined || streamIdAfter(since, bounds.last));
   // Ahead: nothing to replay, and every live event held since the subscription (made before `bounds`) is new to it.
   const resumeFrom = ahead ? undefined : since;
@@ -162,7 +199,7 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
     try {
       if (gap) {
         // Events after the client's id were trimmed away (EVENTS_MAXLEN): it must know its view has a hole.
-        const data = { since, oldest: bounds.oldest ?? null, reason: 'events after Last-Event-ID may have been trimmed from the stream (EVENTS_MAXLEN)' };
+        const data = { since, oldest: bounds.oldest ?? null, reason: 'events after Last-Event-ID may be gone from the stream (trimmed past EVENTS_MAXLEN, or the stream was lost)' };
         await Promise.race([stream.writeSSE({ event: 'gap', data: JSON.stringify(data) }), finished]);
       }
       if (resumeFrom !== undefined) {
