@@ -9,7 +9,7 @@
 import type { Queue } from 'bullmq';
 import type { RedisConnection } from '../redis.js';
 
-export const FINISHED_CHECK_MS = 1_000;
+const FINISHED_CHECK_MS = 1_000;
 
 export class FinishedPoller {
   /** Job id → what to call once it finished (several waits may wait for one job). */

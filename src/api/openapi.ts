@@ -437,13 +437,20 @@ const routes: RouteSpec[] = [
     summary: 'Server-Sent Events',
     description:
       'Each event is `id: <event id>`, `event: <type>`, `data: <EventEnvelope as JSON>`; comment lines keep the connection alive. ' +
-      'An `event: gap` comes first when events after the resume point were trimmed away (EVENTS_MAXLEN).',
+      'An `event: gap` comes first when events after the resume point may be gone (trimmed past EVENTS_MAXLEN, or the stream lost). ' +
+      'When no stream can be served now, a request accepting text/event-stream gets 200 with `retry: 5000` and an empty stream ' +
+      '(an EventSource gives up for good on any other status); other clients get 503.',
     auth: 'bearer',
     query: {
       types: `Comma-separated event types (default all): ${EVENT_TYPES.join(', ')}; repeated, all its values count; an unknown one is 400`,
-      since: { description: 'Replay after this event id (as Last-Event-ID, which wins); not an event id: 400', schema: { type: 'string', pattern: '^\\d+-\\d+$' } },
+      since: {
+        description: 'Replay after this event id (as Last-Event-ID, which wins); milliseconds alone mean `<ms>-0`; not an event id: 400',
+        schema: { type: 'string', pattern: '^\\d+(-\\d+)?$' },
+      },
     },
-    headers: { 'Last-Event-ID': { description: 'Resume after this event id (an EventSource reconnecting)', schema: { type: 'string', pattern: '^\\d+-\\d+$' } } },
+    headers: {
+      'Last-Event-ID': { description: 'Resume after this event id (an EventSource reconnecting); empty: none', schema: { type: 'string', pattern: '^(\\d+(-\\d+)?)?$' } },
+    },
     responses: {
       200: { description: 'The event stream', content: { 'text/event-stream': { schema: { type: 'string' } } }, headers: ['Cache-Control'] },
       400: 'BAD_REQUEST: an unknown event type, or a ?since or Last-Event-ID that is not an event id',
