@@ -437,15 +437,16 @@ const routes: RouteSpec[] = [
     summary: 'Server-Sent Events',
     description:
       'Each event is `id: <event id>`, `event: <type>`, `data: <EventEnvelope as JSON>`; comment lines keep the connection alive. ' +
-      'An `event: gap` comes first when events after the resume point may be gone (trimmed past EVENTS_MAXLEN, or the stream lost). ' +
-      'When no stream can be served now, a request accepting text/event-stream gets 200 with `retry: 5000` and an empty stream ' +
+      'An `event: gap` comes first when the resume point is before the stream\'s oldest event, or the stream has none (other than 0 on a stream ' +
+      'nothing was trimmed from): events after it may be gone (trimmed past EVENTS_MAXLEN, or the stream lost). ' +
+      'When no stream can be served now, a request accepting text/event-stream gets 200 with `retry:` (5 to 10 s) and an empty stream ' +
       '(an EventSource gives up for good on any other status); other clients get 503.',
     auth: 'bearer',
     query: {
       types: `Comma-separated event types (default all): ${EVENT_TYPES.join(', ')}; repeated, all its values count; an unknown one is 400`,
       since: {
-        description: 'Replay after this event id (as Last-Event-ID, which wins); milliseconds alone mean `<ms>-0`; not an event id: 400',
-        schema: { type: 'string', pattern: '^\\d+(-\\d+)?$' },
+        description: 'Replay what came after this event id, exclusive (as Last-Event-ID, which wins); milliseconds alone mean `<ms>-0`; empty: none; not an event id: 400',
+        schema: { type: 'string', pattern: '^(\\d+(-\\d+)?)?$' },
       },
     },
     headers: {

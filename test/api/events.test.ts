@@ -292,6 +292,17 @@ describe('GET /v1/events (SSE)', () => {
     const { events } = await collect(response, (received) => received.some((event) => event.data?.includes('lost/2')));
     expect(events.map((event) => event.event)).toEqual(['gap', 'object.written']);
     expect(JSON.parse(events[0]!.data!)).toMatchObject({ since: seen.id });
+    // Back before anything was emitted again (an EventSource retries within seconds): no entry at all is a gap too.
+    await service.deps.redis.del(service.deps.bus.streamKey);
+    const early = await service.app.request('/v1/events', { headers: { 'Last-Event-ID': seen.id } });
+    const collected = collect(early, (received) => received.length > 0);
+    expect((await collected).events.map((event) => event.event)).toEqual(['gap']);
+    // From the very start of a stream nothing was trimmed from, however zero is spelled, nothing is missing.
+    await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'lost/3', data: {} });
+    const fromStart = await service.app.request('/v1/events?since=00');
+    expect((await collect(fromStart, (received) => received.some((event) => event.data?.includes('lost/3')))).events.map((event) => event.event)).toEqual([
+      'object.written',
+    ]);
   });
 
   it('takes an empty Last-Event-ID as none, and ?since= as milliseconds alone', async () => {
@@ -377,7 +388,9 @@ describe('GET /v1/events when no stream can be served now', () => {
         const eventSource = await app.request('/v1/events', { headers: { Accept: 'text/event-stream' } });
         expect(eventSource.status).toBe(200);
         expect(eventSource.headers.get('content-type')).toMatch(/^text\/event-stream/);
-        expect(await eventSource.text()).toMatch(/^: .+\nretry: 5000\n\n$/);
+        const retry = /^: .+\nretry: (\d+)\n\n$/.exec(await eventSource.text());
+        expect(Number(retry?.[1])).toBeGreaterThanOrEqual(5_000); // 5 to 10 s: an outage's clients do not come back at once
+        expect(Number(retry?.[1])).toBeLessThan(10_000);
         const other = await app.request('/v1/events');
         expect(other.status).toBe(503);
         expect(other.headers.get('retry-after')).toBe('5');

@@ -32,8 +32,9 @@ const MAX_ID_PART = 2n ** 64n - 1n;
 /** A stream id, `<ms>-<seq>`; `<ms>` alone (as Redis takes it) is `<ms>-0`. Undefined when it is none. */
 function streamId(text: string): string | undefined {
   const parts = /^(\d+)(?:-(\d+))?$/.exec(text);
-  if (parts === null || BigInt(parts[1]!) > MAX_ID_PART || BigInt(parts[2] ?? 0) > MAX_ID_PART) return undefined;
-  return `${parts[1]}-${parts[2] ?? 0}`;
+  if (parts === null) return undefined;
+  const [ms, seq] = [BigInt(parts[1]!), BigInt(parts[2] ?? 0)];
+  return ms > MAX_ID_PART || seq > MAX_ID_PART ? undefined : `${ms}-${seq}`; // canonical: `00` is `0-0`
 }
 
 /** `?types=a,b`; repeated (`?types=a&types=b`), its values count as if joined by commas: all of them, not the first. */
@@ -59,8 +60,9 @@ function resumePoint(c: Context): string | undefined {
   return id;
 }
 
-/** How long an EventSource told to come back later waits before it reconnects. */
-const RETRY_LATER_MS = 5_000;
+/** How long an EventSource told to come back later waits before it reconnects: 5 to 10 s, so that the clients of
+ * an outage do not all come back in the same millisecond. */
+const retryLaterMs = () => 5_000 + Math.floor(Math.random() * 5_000);
 
 const wantsEventStream = (c: Context) => /\btext\/event-stream\b/i.test(requestHeader(c, 'accept') ?? '');
 
@@ -68,14 +70,12 @@ const wantsEventStream = (c: Context) => /\btext\/event-stream\b/i.test(requestH
  * An EventSource (the browsers' SSE client) gives up for good on any answer other than 200 (HTML, "Server-sent
  * events"): a 503 would end it. One that asks for an event stream when none can be served now gets 200 with a
  * `retry` delay and an empty stream, and comes back by itself with its Last-Event-ID; other clients get the 503.
+ * Logged as the 503 would be: the 200 hides it from the request metrics.
  */
-function comeBackLater(c: Context, unavailable: ApiError): Response {
+function comeBackLater(c: Context, deps: Pick<AppDeps, 'log'>, unavailable: ApiError): Response {
+  deps.log.warn({ requestId: c.get('requestId'), err: unavailable.cause ?? unavailable }, 'events: no stream can be served now; the EventSource is told to retry');
   const reason = unavailable.message.replace(/[\r\n]+/g, ' ');
-  return c.body(`: ${reason}\nretry: ${RETRY_LATER_MS}\n\n`, 200, {
-    'Content-Type': 'text/event-stream',
-    'Cache-Control': 'no-cache',
-    'Retry-After': String(RETRY_LATER_MS / 1000),
-  });
+  return c.body(`: ${reason}\nretry: ${retryLaterMs()}\n\n`, 200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
 }
 
 export function eventRoutes(deps: AppDeps): Hono {
@@ -112,7 +112,7 @@ export function eventRoutes(deps: AppDeps): Hono {
       return await serveStream(c, types, since);
     } catch (error) {
       const apiError = toApiError(error);
-      if (apiError.status === 503 && wantsEventStream(c)) return comeBackLater(c, apiError);
+      if (apiError.status === 503 && wantsEventStream(c)) return comeBackLater(c, deps, apiError);
       throw error;
     }
   });
@@ -143,12 +143,13 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
     await unsubscribe();
     throw error;
   });
-  // Before the oldest entry: what came after the client's id may be gone — trimmed (EVENTS_MAXLEN), or the stream
-  // itself lost and made again (a Redis restarted without persistence, a failover), which leaves no trimming to see.
-  // From the very start (`0-0`) only trimming takes events away.
+  // Before the oldest entry, or with no entry at all: what came after the client's id may be gone — trimmed
+  // (EVENTS_MAXLEN), or the stream itself lost (a Redis restarted without persistence, a failover to an empty
+  // replica), which leaves no trimming to see. From the very start (`0-0`) only trimming takes events away.
   const gap =
     since !== undefined &&
-    (bounds.oldest === undefined ? bounds.trimmed : streamIdAfter(bounds.oldest, since) && (bounds.trimmed || since !== '0-0'));
+    (bounds.trimmed || since !== '0-0') &&
+    (bounds.oldest === undefined || streamIdAfter(bounds.oldest, since));
   const ahead = since !== undefined && (bounds.last === undefined || streamIdAfter(since, bounds.last));
   // Ahead: nothing to replay, and every live event held since the subscription (made before `bounds`) is new to it.
   const resumeFrom = ahead ? undefined : since;
