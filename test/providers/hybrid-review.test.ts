@@ -20,7 +20,7 @@ import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { newVersionId } from '../../src/providers/version-id.js';
 import { closeRedis, type RedisConnection } from '../../src/redis.js';
-import { interceptMethod } from '../support/intercept.js';
+import { beforeCalls, interceptMethod } from '../support/intercept.js';
 import { connectRedis, deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
 import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
 import { reachingColdOnly, readText } from './fixtures/hybrid-calls.js';
@@ -43,19 +43,10 @@ afterAll(async () => {
 
 /** `provider` whose calls of `methods` fail with what `fault` returns, while it returns an error, or never end ('hang'). */
 function faulty(provider: StorageProvider, methods: readonly string[], fault: () => Error | 'hang' | undefined): StorageProvider {
-  return new Proxy(provider, {
-    get(target, property) {
-      const value = Reflect.get(target, property, target) as unknown;
-      if (typeof value !== 'function') return value;
-      const method = (value as (...args: unknown[]) => unknown).bind(target);
-      if (!methods.includes(String(property))) return method;
-      return async (...args: unknown[]) => {
-        const error = fault();
-        if (error === 'hang') return new Promise(() => undefined);
-        if (error !== undefined) throw error;
-        return method(...args);
-      };
-    },
+  return beforeCalls(provider, methods, async () => {
+    const error = fault();
+    if (error === 'hang') await new Promise(() => undefined);
+    if (error !== undefined) throw error;
   });
 }
 

@@ -19,6 +19,7 @@ import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { closeRedis, type RedisConnection } from '../../src/redis.js';
 import { connectRedis, deleteKeys, uniquePrefix } from '../support/redis.js';
+import { beforeCalls } from '../support/intercept.js';
 import { s3ProviderOptions, sharedS3, sharedVersionedS3 } from '../support/s3.js';
 import { reachingColdOnly, readText } from './fixtures/hybrid-calls.js';
 
@@ -48,22 +49,6 @@ const MUTATIONS = ['write', 'createVersion', 'restoreVersion', 'delete', 'delete
 
 /** Waited for before a call of one process's tier, by method name. */
 type Holds = Partial<Record<string, () => Promise<void>>>;
-
-/** `provider` whose calls first await `before(method)`, which may throw as the tier would. */
-function guarded(provider: StorageProvider, before: (method: string) => Promise<void>): StorageProvider {
-  return new Proxy(provider, {
-    get(target, property) {
-      const value = Reflect.get(target, property, target) as unknown;
-      if (typeof value !== 'function') return value;
-      const method = (value as (...args: unknown[]) => unknown).bind(target);
-      if (!CALLS.includes(String(property))) return method;
-      return async (...args: unknown[]) => {
-        await before(String(property));
-        return method(...args);
-      };
-    },
-  });
-}
 
 /** A hold the first `parties` calls wait at until all of them have arrived; later calls pass. */
 function meeting(parties: number): () => Promise<void> {
@@ -112,11 +97,11 @@ async function hybrid(mode: 'explicit' | 'native', options: { accessThreshold?: 
     const store = await createHybridProvider({
       name: 'review2',
       hot: new RamProvider({ maxBytes: 1024 * 1024 }),
-      cold: guarded(cold, async (method) => {
+      cold: beforeCalls(cold, CALLS, async (method) => {
         await holds.cold[method]?.();
         if (switches.coldDown) throw new ProviderUnavailableError('cold is down');
       }),
-      backup: guarded(backup, async (method) => {
+      backup: beforeCalls(backup, CALLS, async (method) => {
         await holds.backup[method]?.();
         if (switches.backupBroken && MUTATIONS.includes(method)) throw new Error('EIO');
       }),
