@@ -30,7 +30,7 @@ import { newVersionId } from '../providers/version-id.js';
 import { passFence } from '../providers/fence.js';
 import { COPY_WIDTH, Failures, contentFailure, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
 import { allVersions, statIfPresent } from '../providers/object-info.js';
-import { JobInterruptedError, defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
+import { JobInterruptedError, LockBusyError, defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 import {
   blobKey,
   blobPrefix,
@@ -126,13 +126,13 @@ async function stillHoldsJob(ctx: JobContext): Promise<boolean> {
 }
 
 /**
- * Why a job could not take the lock. A second backup fails (it would repeat the one running); a backup and a restore
- * wait for each other: unavailable, which the worker retries with backoff and then parks, as in an outage.
+ * Why a job could not take the lock. A second backup fails (it would repeat the one running); a backup and a restore,
+ * or two restores, wait for each other: retried with backoff, then parked for as long as the lock is held.
  */
 function lockTaken(store: string, use: StoreLockUse, current: string | null): Error {
   const restoring = current?.startsWith(RESTORE_HOLDER) ?? false;
   if (use === 'backup' && !restoring) return new PreconditionFailedError(`a backup of "${store}" is already running (job ${current})`);
-  return new ProviderUnavailableError(`a ${restoring ? 'restore' : 'backup'} of "${store}"'s backups holds its lock (${current}): retried later`);
+  return new LockBusyError(`a ${restoring ? 'restore' : 'backup'} of "${store}"'s backups holds its lock (${current}): retried later`);
 }
 
 const savedRun = z.object({ manifestId: z.string(), at: z.string() }).passthrough();

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import type { EventBus, EventInput } from '../events/bus.js';
 import type { Logger } from '../log.js';
 import type { RedisConnection } from '../redis.js';
-import { InvalidArgumentError, InvalidKeyError, NotFoundError } from '../providers/errors.js';
+import { InvalidArgumentError, InvalidKeyError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
 import { validateKey } from '../providers/keys.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { JobJournal } from './journal.js';
@@ -150,6 +150,14 @@ export class JobInterruptedError extends Error {
     this.name = 'JobInterruptedError';
   }
 }
+
+/**
+ * Another job holds a lock this one needs (a restore of the store a backup would prune). Retried as an outage is,
+ * parked once its attempts ran out, but for as long as the holder keeps the lock rather than for
+ * `UNAVAILABLE_RETRY_SECONDS`: a long restore is no outage, and the lock lapses by itself when its holder dies. Only
+ * for jobs that carry no staged body (cleanup removes those after `STAGING_TTL`).
+ */
+export class LockBusyError extends ProviderUnavailableError {}
 
 export function throwIfInterrupted(ctx: Pick<JobContext, 'signal'>): void {
   if (ctx.signal?.aborted) throw new JobInterruptedError();

@@ -21,7 +21,7 @@ import { DelayedError, Worker, type Job } from 'bullmq';
 import { PARKED_RETRY_MAX_SECONDS } from '../config.js';
 import type { EmitOptions, EventBus, EventInput } from '../events/bus.js';
 import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
-import { JobInterruptedError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
+import { JobInterruptedError, LockBusyError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
 import { asJobFailure, failureCode, publicReason } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
 import { RERUN_AT_FIELD } from '../jobs/queue.js';
@@ -263,11 +263,12 @@ export function createWorkers(options: WorkersOptions): Workers {
         if (
           isStorageError(error) &&
           error.code === 'PROVIDER_UNAVAILABLE' &&
-          Date.now() - (await unavailableSince(options.connection, worker.toKey(job.id!))) < unavailableRetryMs &&
+          (error instanceof LockBusyError || Date.now() - (await unavailableSince(options.connection, worker.toKey(job.id!))) < unavailableRetryMs) &&
           lastAttempt(job)
         ) {
           // Attempts spent, backend still down: park the job and try again later instead of failing it. The window's
-          // start is asked before `lastAttempt`: every unavailable failure notes it, in case it is the first.
+          // start is asked before `lastAttempt`: every unavailable failure notes it, in case it is the first. A job
+          // waiting for another's lock waits for as long as that one holds it, with no window.
           await job.moveToDelayed(Date.now() + parkedRetryDelay(job), token);
           throw new DelayedError(`backend unavailable, retrying: ${error.message}`);
         }
