@@ -27,6 +27,22 @@ const GIB = 1024 * MIB;
 /** Inline bodies are held in the web process's memory and in Redis job data (DESIGN §6): a few MiB at most. */
 const MAX_STAGING_INLINE = 16 * MIB;
 const DEFAULT_STAGING_INLINE = 256 * KIB;
+
+/** Finished jobs kept, per queue: the newest `*Count`, none older than `*AgeSeconds` (`*_JOBS_KEEP_*`). */
+export interface JobRetention {
+  /** Completed jobs: the idempotency window, and what `GET /v1/jobs/:id` and `?wait=true` can still find. */
+  completedAgeSeconds: number;
+  completedCount: number;
+  failedAgeSeconds: number;
+  failedCount: number;
+}
+
+export const DEFAULT_JOB_RETENTION: JobRetention = {
+  completedAgeSeconds: 24 * 3600,
+  completedCount: 10_000,
+  failedAgeSeconds: 7 * 24 * 3600,
+  failedCount: 50_000,
+};
 /**
  * A body up to S3_MULTIPART_THRESHOLD is read into one Buffer and sent as one PutObject: S3 takes at most 5 GiB in
  * one PutObject, and Node 20 holds at most 4 GiB in one Buffer (`buffer.constants.MAX_LENGTH`). The 5 MiB floor is
@@ -246,6 +262,11 @@ const serviceSchema = z.object({
   BACKUP_KEEP: int(1).default(7),
   VERSION_RETENTION_COUNT: int(1).default(100),
   VERSION_RETENTION_DAYS: int(0).default(0),
+  // How long finished jobs stay in Redis: what `GET /v1/jobs/:id`, `?wait=true` and an Idempotency-Key repeat find.
+  COMPLETED_JOBS_KEEP_SECONDS: int(1).default(DEFAULT_JOB_RETENTION.completedAgeSeconds),
+  COMPLETED_JOBS_KEEP_COUNT: int(1).default(DEFAULT_JOB_RETENTION.completedCount),
+  FAILED_JOBS_KEEP_SECONDS: int(1).default(DEFAULT_JOB_RETENTION.failedAgeSeconds),
+  FAILED_JOBS_KEEP_COUNT: int(1).default(DEFAULT_JOB_RETENTION.failedCount),
   EVENTS_MAXLEN: int(1).default(100_000),
   WEBHOOK_URLS: webhookUrls.default([]),
   WEBHOOK_SECRET: z.string().optional(),
@@ -314,6 +335,8 @@ export interface Config {
   payloads: { stagingInlineMax: number; stagingTtlSeconds: number; maxObjectBytes: number; waitTimeoutMs: number };
   maintenance: { tierCron: string; cleanupCron: string; backupCron: string; backupStore?: string; backupKeep: number };
   retention: { versionCount: number; versionDays: number };
+  /** Finished jobs kept, per queue: the newest `*Count`, none older than `*AgeSeconds` (`jobs/queue.ts`). */
+  jobRetention: JobRetention;
   events: { maxLen: number; webhookUrls: string[]; webhookSecret?: string };
   logLevel: ServiceSettings['LOG_LEVEL'];
   /** The environment the config was read from, for per-store lookups. */
@@ -412,6 +435,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
       backupKeep: s.BACKUP_KEEP,
     },
     retention: { versionCount: s.VERSION_RETENTION_COUNT, versionDays: s.VERSION_RETENTION_DAYS },
+    jobRetention: {
+      completedAgeSeconds: s.COMPLETED_JOBS_KEEP_SECONDS,
+      completedCount: s.COMPLETED_JOBS_KEEP_COUNT,
+      failedAgeSeconds: s.FAILED_JOBS_KEEP_SECONDS,
+      failedCount: s.FAILED_JOBS_KEEP_COUNT,
+    },
     events: { maxLen: s.EVENTS_MAXLEN, webhookUrls: s.WEBHOOK_URLS, webhookSecret: s.WEBHOOK_SECRET },
     logLevel: s.LOG_LEVEL,
     env,

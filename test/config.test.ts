@@ -19,6 +19,8 @@ describe('config', () => {
   it.each([
     [{ PORT: 'eighty' }, /^PORT="eighty": /],
     [{ JOB_ATTEMPTS: '0' }, /^JOB_ATTEMPTS="0": /],
+    [{ COMPLETED_JOBS_KEEP_COUNT: '0' }, /^COMPLETED_JOBS_KEEP_COUNT="0": /],
+    [{ FAILED_JOBS_KEEP_SECONDS: '1.5' }, /^FAILED_JOBS_KEEP_SECONDS="1.5": /],
     [{ DISK_FSYNC: 'maybe' }, /^DISK_FSYNC="maybe": expected true or false/],
     [{ STORES: 'docs:dropbox' }, /unknown provider kind "dropbox"/],
     [{ STORES: 'docs:disk,docs:ram' }, /store "docs" is named twice/],
@@ -212,6 +214,14 @@ describe('config', () => {
 
   it('accepts HOT_MAX_BYTES=0 (the hot tier off: hybrid-hot.ts admits nothing into a budget of 0)', () => {
     expect(loadConfig({ HOT_MAX_BYTES: '0' }).tiering.hotMaxBytes).toBe(0);
+  });
+
+  it('keeps finished jobs a day (completed, the newest 10,000) and a week (failed, 50,000) unless told otherwise', () => {
+    expect(loadConfig({}).jobRetention).toEqual({ completedAgeSeconds: 86_400, completedCount: 10_000, failedAgeSeconds: 604_800, failedCount: 50_000 });
+    expect(loadConfig({ COMPLETED_JOBS_KEEP_COUNT: '200000', FAILED_JOBS_KEEP_SECONDS: '3600' }).jobRetention).toMatchObject({
+      completedCount: 200_000,
+      failedAgeSeconds: 3600,
+    });
   });
 
   it('empty values count as unset', () => {

@@ -53,7 +53,7 @@ export async function startWebServices(options: {
     inlineMax: config.payloads.stagingInlineMax,
     owners: new StagedOwners(redis, config.queuePrefix),
   });
-  const queues = createQueues({ connection: redis, prefix: config.queuePrefix, attempts: config.workers.attempts });
+  const queues = createQueues({ connection: redis, prefix: config.queuePrefix, attempts: config.workers.attempts, retention: config.jobRetention });
   const bus = createEventBus({ redis, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
   metrics.watchQueues(() => [...queues.all(), ...webhookQueues].map((queue) => ({ name: queue.name, counts: () => queue.getJobCounts() })));
   metrics.watchCircuits(() =>

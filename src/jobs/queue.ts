@@ -16,6 +16,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions } from 'bullmq';
+import { DEFAULT_JOB_RETENTION, type JobRetention } from '../config.js';
 import { ProviderUnavailableError, errorTable, isStorageError } from '../providers/errors.js';
 import { normalizeContentType } from '../providers/metadata.js';
 import { DEFAULT_CONTENT_TYPE } from '../providers/types.js';
@@ -26,21 +27,6 @@ import { jobDefinition, type JobName, type PayloadOf } from './index.js';
 import { StagedOwners } from './staged-owners.js';
 import { isStaged, type BodyRef } from './staging.js';
 
-export interface RetentionSettings {
-  /** Seconds and count of completed jobs kept (the idempotency window, and what `GET /v1/jobs/:id` can show). */
-  completedAgeSeconds: number;
-  completedCount: number;
-  failedAgeSeconds: number;
-  failedCount: number;
-}
-
-export const DEFAULT_RETENTION: RetentionSettings = {
-  completedAgeSeconds: 24 * 3600,
-  completedCount: 10_000,
-  failedAgeSeconds: 7 * 24 * 3600,
-  failedCount: 50_000,
-};
-
 /** BullMQ's own per-queue events stream (used by QueueEvents and Bull Board), capped. */
 export const BULLMQ_EVENTS_MAXLEN = 10_000;
 
@@ -48,10 +34,11 @@ export interface JobPolicy {
   attempts: number;
   /** First retry delay; doubles per attempt, less up to 50 % jitter. Tests pass a few ms. Default 1000. */
   backoffDelayMs?: number;
-  retention?: RetentionSettings;
+  /** Finished jobs kept (`*_JOBS_KEEP_*`). */
+  retention?: JobRetention;
 }
 
-export function defaultJobOptions({ attempts, backoffDelayMs = 1000, retention = DEFAULT_RETENTION }: JobPolicy): JobsOptions {
+export function defaultJobOptions({ attempts, backoffDelayMs = 1000, retention = DEFAULT_JOB_RETENTION }: JobPolicy): JobsOptions {
   return {
     attempts,
     backoff: { type: 'exponential', delay: backoffDelayMs, jitter: 0.5 },

@@ -7,7 +7,7 @@ import type { ApiMetrics } from '../api/metrics.js';
 import type { Config } from '../config.js';
 import { createEventBus, type EventBus } from '../events/bus.js';
 import { startWebhooks } from '../events/webhooks.js';
-import { DEFAULT_RETENTION, createQueues } from '../jobs/queue.js';
+import { createQueues } from '../jobs/queue.js';
 import { StagedOwners } from '../jobs/staged-owners.js';
 import { createStaging, createStagingProvider } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
@@ -77,7 +77,7 @@ export async function startWorkerProcess({
   });
   const bus = createEventBus({ redis: connection, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
   // Schedules and cleanup's trimming of old jobs need the queues themselves.
-  const queues = createQueues({ connection, prefix: config.queuePrefix, attempts: config.workers.attempts });
+  const queues = createQueues({ connection, prefix: config.queuePrefix, attempts: config.workers.attempts, retention: config.jobRetention });
   metrics?.watchQueues(() => queues.all().map((queue) => ({ name: queue.name, counts: () => queue.getJobCounts() })));
   const { versionCount, versionDays } = config.retention;
   const { backupStore, backupKeep } = config.maintenance;
@@ -89,8 +89,8 @@ export async function startWorkerProcess({
       backupStore,
       backupKeep,
       eventsMaxLen: config.events.maxLen,
-      completedJobAgeSeconds: DEFAULT_RETENTION.completedAgeSeconds,
-      failedJobAgeSeconds: DEFAULT_RETENTION.failedAgeSeconds,
+      completedJobAgeSeconds: config.jobRetention.completedAgeSeconds,
+      failedJobAgeSeconds: config.jobRetention.failedAgeSeconds,
     },
     stagingProvider,
     queues: queues.all(),

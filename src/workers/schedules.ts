@@ -43,12 +43,12 @@ export function plannedSchedules(config: Pick<Config, 'stores' | 'maintenance'>)
 
 export async function registerSchedules(
   queues: JobQueues,
-  config: Pick<Config, 'stores' | 'maintenance' | 'workers'>,
+  config: Pick<Config, 'stores' | 'maintenance' | 'workers' | 'jobRetention'>,
   log: Logger,
 ): Promise<Schedule[]> {
   const queue = queues.queue('maintenance');
   const schedules = plannedSchedules(config);
-  const { attempts, backoff, removeOnComplete, removeOnFail } = defaultJobOptions({ attempts: config.workers.attempts });
+  const { attempts, backoff, removeOnComplete, removeOnFail } = defaultJobOptions({ attempts: config.workers.attempts, retention: config.jobRetention });
   for (const schedule of schedules) {
     const next = await queue.upsertJobScheduler(schedule.id, { pattern: schedule.cron }, { name: schedule.name, data: schedule.data, opts: { attempts, backoff, removeOnComplete, removeOnFail } });
     // BullMQ answers nothing, and leaves a scheduler of that id as it was, for a pattern with no next time.
