@@ -339,6 +339,41 @@ describe('GET /v1/events (SSE)', () => {
     expect(service.deps.bus.listenerCount()).toBe(before);
   });
 
+  it('frames the stream as the client\'s HTTP version allows: chunked for HTTP/1.1, as it is for HTTP/1.0', async () => {
+    const server = await listen(service.app, { host: '127.0.0.1', port: 0, apiTokens: [] }, quietLog);
+    const port = Number(new URL(server.url).port);
+    /** The answer's head and the first bytes of its body, to the first event sent after the stream is open. */
+    const streamOver = async (version: string) => {
+      const socket = net.connect(port, '127.0.0.1');
+      let received = '';
+      socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+      try {
+        await new Promise((resolve) => socket.once('connect', resolve));
+        socket.write(`GET /v1/events?types=object.written HTTP/${version}\r\nHost: localhost:${port}\r\nAccept: text/event-stream\r\n\r\n`);
+        // Written once the stream listens for live events.
+        await waitFor(() => received.includes(': connected'), { what: `an HTTP/${version} stream open` });
+        await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `http-${version}`, data: {} });
+        await waitFor(() => received.includes(`http-${version}`), { what: `the event over HTTP/${version}` });
+        const [head = '', body = ''] = received.split('\r\n\r\n');
+        return { head: head.toLowerCase(), body };
+      } finally {
+        socket.destroy();
+      }
+    };
+    try {
+      const old = await streamOver('1.0');
+      expect(old.head).toMatch(/^http\/1\.1 200 /);
+      expect(old.head).not.toContain('transfer-encoding');
+      expect(old.head).not.toContain('keep-alive');
+      expect(old.body.startsWith(': connected\n\n')).toBe(true); // no chunk sizes in front
+      const current = await streamOver('1.1');
+      expect(current.head).toContain('transfer-encoding: chunked');
+      expect(current.body).toMatch(/^[0-9a-f]+\r\n: connected\n\n\r\n/);
+    } finally {
+      await server.close(0);
+    }
+  });
+
   it('takes ?types= repeated as the union of its values, as ?types=a,b', async () => {
     const response = await service.app.request('/v1/events?types=object.written&types=object.deleted');
     expect(response.status).toBe(200);

@@ -153,7 +153,7 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
   const ahead = since !== undefined && (bounds.last === undefined || streamIdAfter(since, bounds.last));
   // Ahead: nothing to replay, and every live event held since the subscription (made before `bounds`) is new to it.
   const resumeFrom = ahead ? undefined : since;
-  return streamSSE(c, async (stream) => {
+  return withoutFramingHeaders(streamSSE(c, async (stream) => {
     let lastSent = resumeFrom;
     let closed = false;
     const send = async (event: EventEnvelope) => {
@@ -230,5 +230,17 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
       release();
       await unsubscribe();
     }
-  });
+  }));
+}
+
+/**
+ * Hono's `streamSSE` names the framing itself (`Transfer-Encoding: chunked`, `Connection: keep-alive`); Node frames
+ * a response without a length as the client's HTTP version allows: chunked for HTTP/1.1, and for HTTP/1.0 (nginx's
+ * default towards its upstreams) the body as it is, ended by closing the connection. Named by the app, the chunked
+ * header went to HTTP/1.0 clients too, over a body that was not chunked.
+ */
+function withoutFramingHeaders(response: Response): Response {
+  response.headers.delete('Transfer-Encoding');
+  response.headers.delete('Connection');
+  return response;
 }
