@@ -427,7 +427,7 @@ const routes: RouteSpec[] = [
     auth: 'bearer',
     responses: {
       200: { description: 'The job', content: json(ref('JobStatus')) },
-      404: 'NOT_FOUND: no such job (finished jobs are kept for a day)',
+      404: 'NOT_FOUND: no such job (finished jobs are kept for COMPLETED_JOBS_KEEP_SECONDS, the newest COMPLETED_JOBS_KEEP_COUNT; failed ones as FAILED_JOBS_KEEP_*)',
       503: 'SERVICE_UNAVAILABLE: the job queue (Redis) cannot be reached',
     },
   },

@@ -44,7 +44,9 @@ describe('finished jobs kept as configured', () => {
     for (let i = 0; i < 3; i++) later.push(await completedJob(await put(`doc-${i}`, `text ${i}`)));
 
     expect(await service.deps.queues.queue('objects').getCompletedCount()).toBe(3);
-    expect((await service.app.request(`/v1/jobs/${first}`, { headers: auth })).status).toBe(404);
+    const gone = await service.app.request(`/v1/jobs/${first}`, { headers: auth });
+    expect(gone.status).toBe(404);
+    expect(((await gone.json()) as { error: { message: string } }).error.message).toContain(`completed ones ${KEEP_SECONDS} s, at most 3`);
     expect((await service.app.request(`/v1/jobs/${later[0]}`, { headers: auth })).status).toBe(200);
     // Past the window, a repeat is a request of its own again (the job id is the same, the job is new).
     const again = await put('doc', 'one', { 'Idempotency-Key': 'first-write' });
