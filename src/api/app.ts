@@ -24,6 +24,7 @@ import { objectRoutes } from './routes/objects.js';
 import { signedRoutes } from './routes/signed.js';
 import { storeRoutes } from './routes/stores.js';
 import { systemRoutes } from './routes/system.js';
+import { webhookRoutes } from './routes/webhooks.js';
 import type { UrlSigner } from './signing.js';
 import { requireJsonBody } from './submit.js';
 
@@ -63,6 +64,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/v1/jobs', jobRoutes(deps));
   app.route('/v1/maintenance', maintenanceRoutes(deps));
   app.route('/v1/events', eventRoutes(deps));
+  app.route('/v1/webhooks', webhookRoutes(deps));
   app.route('/v1/signed', signedRoutes(deps));
   const board = boardApp(deps, tokens);
   app.all(BOARD_PATH, (c) => board.fetch(c.req.raw, c.env));

@@ -9,6 +9,7 @@ import type { RestoreResult } from '../jobs/restore.js';
 import type { Author, Capabilities, HealthReport, ObjectInfo, ProviderStats, VersionInfo } from '../providers/types.js';
 import { ApiError, type ApiErrorCode } from './errors.js';
 import type { JobStatus } from './job-status.js';
+import type { Redelivered } from './routes/webhooks.js';
 
 export type JsonSchema = Record<string, unknown>;
 
@@ -136,6 +137,14 @@ export const schemas: Record<string, JsonSchema> = {
     createdAt: DATE,
     processedAt: optional(DATE),
     finishedAt: optional(DATE),
+  }),
+  Redelivered: objectSchema<Redelivered>({
+    redelivered: INTEGER,
+    webhooks: {
+      type: 'array',
+      description: 'One entry per URL of WEBHOOK_URLS, named by its origin and delivery queue (its path may hold a secret)',
+      items: objectSchema<Redelivered['webhooks'][number]>({ queue: STRING, origin: STRING, redelivered: INTEGER }),
+    },
   }),
   MaintenanceOutcome: objectSchema<{ jobId: string; state: string; result: unknown }>({
     jobId: STRING,

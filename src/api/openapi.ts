@@ -459,6 +459,21 @@ const routes: RouteSpec[] = [
     },
   },
   {
+    method: 'POST',
+    path: '/v1/webhooks/redeliver',
+    summary: 'Send again every webhook delivery whose attempts all failed',
+    description:
+      'Each failed delivery of every URL of WEBHOOK_URLS (kept 7 days, the newest 10,000 per URL) goes back to its queue with its attempts ' +
+      'counted afresh; worker processes send it. A receiver gets it as first sent (the same X-Kyozo-Event-Id and signature). Takes no body: ' +
+      'one that comes must be declared application/json (its content is not read).',
+    auth: 'bearer',
+    responses: {
+      200: { description: 'How many went back, in all and per URL', content: json(ref('Redelivered')) },
+      415: 'UNSUPPORTED_MEDIA_TYPE: a body not sent as application/json',
+      503: 'SERVICE_UNAVAILABLE: the delivery queues (Redis) cannot be reached',
+    },
+  },
+  {
     method: 'GET',
     path: '/admin/queues',
     summary: 'Bull Board (HTTP basic auth: any user, an API token as password)',

@@ -62,7 +62,7 @@ function requestFor(route: RouteSpec): [string, RequestInit] {
   const path = concrete(route.path);
   const init: RequestInit = { method: route.method };
   if (route.auth === 'signature') return [signed(route.method === 'PUT' ? 'PUT' : 'GET'), { ...init, body: route.method === 'PUT' ? 'x' : undefined }];
-  if (path.startsWith('/v1/maintenance/')) {
+  if (path.startsWith('/v1/maintenance/') || path === '/v1/webhooks/redeliver') {
     return [path, { ...init, body: JSON.stringify(maintenanceBodies[path.split('/').pop()!] ?? {}), headers: { 'Content-Type': 'application/json' } }];
   }
   if (path.endsWith('/diff')) return [`${path}?from=v1`, init];
@@ -238,7 +238,9 @@ describe('/openapi.json', () => {
   });
 
   it('every mutation documents 202 with Location and its job, 200 under ?wait=true, and 503 with Retry-After', async () => {
-    const mutations = operations(await openApi()).filter(({ method }) => ['put', 'post', 'delete'].includes(method));
+    // Redelivery moves failed deliveries back in their queues, as the board's retry does: no job of its own.
+    const queueActions = new Set(['/v1/webhooks/redeliver']);
+    const mutations = operations(await openApi()).filter(({ method, path }) => ['put', 'post', 'delete'].includes(method) && !queueActions.has(path));
     expect(mutations.length).toBeGreaterThanOrEqual(10);
     for (const { method, path, operation } of mutations) {
       const { 200: done, 202: accepted, 503: unavailable } = operation.responses;
@@ -250,9 +252,9 @@ describe('/openapi.json', () => {
     }
   });
 
-  it('the job status and the event stream, which need Redis too, document 503 with Retry-After', async () => {
+  it('the job status, the event stream and redelivery, which need Redis too, document 503 with Retry-After', async () => {
     const paths = (await openApi()).paths;
-    for (const operation of [paths['/v1/jobs/{id}']!.get!, paths['/v1/events']!.get!, paths['/v1/events']!.head!]) {
+    for (const operation of [paths['/v1/jobs/{id}']!.get!, paths['/v1/events']!.get!, paths['/v1/events']!.head!, paths['/v1/webhooks/redeliver']!.post!]) {
       expect(Object.keys(operation.responses['503']?.headers ?? {})).toContain('Retry-After');
     }
     expect(names(paths['/v1/events']!.get!, 'query')).toContain('since');
