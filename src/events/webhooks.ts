@@ -36,6 +36,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { JobRetention } from '../config.js';
 import type { Logger } from '../log.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { describeUrl, startDispatcher, webhookQueueName, type Delivery } from './webhook-dispatcher.js';
@@ -43,6 +44,17 @@ import { closeWorkers } from '../workers/close-workers.js';
 
 export { webhookQueueName, type Delivery };
 export const SIGNATURE_HEADER = 'X-Kyozo-Signature';
+
+/**
+ * How long deliveries are kept, whatever `*_JOBS_KEEP_*` say of jobs: a delivery that gave up waits in its queue's
+ * failed set for `POST /v1/webhooks/redeliver`. Cleanup removes older ones from queues gone quiet.
+ */
+export const DELIVERY_RETENTION: JobRetention = {
+  completedAgeSeconds: 24 * 3600,
+  completedCount: 10_000,
+  failedAgeSeconds: 7 * 24 * 3600,
+  failedCount: 10_000,
+};
 
 export function signBody(body: string, secret: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
@@ -125,8 +137,8 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
       defaultJobOptions: {
         attempts: options.attempts ?? 10,
         backoff: { type: 'exponential', delay: options.backoffDelayMs ?? 1_000, jitter: 0.5 },
-        removeOnComplete: { age: 24 * 3600, count: 10_000 },
-        removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+        removeOnComplete: { age: DELIVERY_RETENTION.completedAgeSeconds, count: DELIVERY_RETENTION.completedCount },
+        removeOnFail: { age: DELIVERY_RETENTION.failedAgeSeconds, count: DELIVERY_RETENTION.failedCount },
       },
     });
     queues.set(url, takeConnectionErrors(queue));

@@ -9,8 +9,8 @@
  * - Staging blobs older than `STAGING_TTL` whose job is gone or completed (`staged-owners.ts`): bodies of jobs that
  *   never got added or ran to completion without releasing them. A body whose job is still to run (waiting in a
  *   long backlog, delayed, active, or failed and retryable from the board) is kept, and counted in `stagingKept`.
- * - BullMQ jobs past their retention (completed after a day, failed after a week): completed jobs are trimmed
- *   when another job completes, so a queue that went quiet keeps them until this runs.
+ * - BullMQ jobs past their retention (`*_JOBS_KEEP_SECONDS`; webhook deliveries: `DELIVERY_RETENTION`): completed
+ *   jobs are trimmed when another job completes, so a queue that went quiet keeps them until this runs.
  * - Events past `EVENTS_MAXLEN`: `XADD` trims approximately (whole stream nodes); this trims exactly.
  *
  * With `store`, only that store's versions are cleaned; without, every store and the service-wide parts. Every
@@ -20,6 +20,7 @@ import { Queue } from 'bullmq';
 import { z } from 'zod';
 import { streamGroups } from '../events/bus.js';
 import { isWebhookQueueName } from '../events/webhook-dispatcher.js';
+import { DELIVERY_RETENTION } from '../events/webhooks.js';
 import type { StorageProvider } from '../providers/types.js';
 import { pages } from './copy.js';
 import { allVersions } from '../providers/object-info.js';
@@ -174,13 +175,14 @@ async function removeOldJobs(deps: MaintenanceDeps, streamKey: string): Promise<
   const { completedJobAgeSeconds, failedJobAgeSeconds } = deps.settings;
   const webhooks = await webhookQueues(deps, streamKey);
   try {
-    return await removeOldJobsOf([...deps.queues, ...webhooks], completedJobAgeSeconds, failedJobAgeSeconds);
+    const jobs = await removeOldJobsOf(deps.queues, completedJobAgeSeconds, failedJobAgeSeconds);
+    return jobs + (await removeOldJobsOf(webhooks, DELIVERY_RETENTION.completedAgeSeconds, DELIVERY_RETENTION.failedAgeSeconds));
   } finally {
     await Promise.allSettled(webhooks.map((queue) => queue.close()));
   }
 }
 
-async function removeOldJobsOf(queues: Queue[], completedJobAgeSeconds: number, failedJobAgeSeconds: number): Promise<number> {
+async function removeOldJobsOf(queues: readonly Queue[], completedJobAgeSeconds: number, failedJobAgeSeconds: number): Promise<number> {
   let removed = 0;
   for (const queue of queues) {
     for (const [state, ageSeconds] of [['completed', completedJobAgeSeconds], ['failed', failedJobAgeSeconds]] as const) {

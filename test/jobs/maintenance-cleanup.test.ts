@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Queue, Worker } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { webhookQueueName } from '../../src/events/webhooks.js';
+import { DELIVERY_RETENTION, startWebhooks, webhookQueueName } from '../../src/events/webhooks.js';
 import { cleanupJob } from '../../src/jobs/cleanup.js';
 import { createQueues } from '../../src/jobs/queue.js';
 import { tierJob } from '../../src/jobs/tier.js';
@@ -21,7 +21,7 @@ import type { StorageProvider } from '../../src/providers/types.js';
 import { interceptMethod } from '../support/intercept.js';
 import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
 import { maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
-import { waitFor } from './fixtures/pipeline.js';
+import { quietLog, waitFor } from './fixtures/pipeline.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -264,12 +264,35 @@ describe('cleanup', () => {
     try {
       await queue.add('deliver', { eventId: '1-0' });
       await waitFor(async () => (await queue.getCompletedCount()) === 1, { what: 'the delivery completed' });
+      // Deliveries are kept a day whatever the jobs' settings say: cleanup runs a day and a minute later.
+      vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + (DELIVERY_RETENTION.completedAgeSeconds + 60) * 1000 });
       const { result } = await cleanupJob.handle({}, f.context(new Map(), { queues: [], settings: { completedJobAgeSeconds: 0 } }));
+      vi.useRealTimers();
       expect(result.jobsRemoved).toBe(1);
       expect(await queue.getCompletedCount()).toBe(0);
     } finally {
+      vi.useRealTimers();
       await worker.close();
       await queue.close();
+    }
+  });
+
+  it('keeps webhook deliveries that gave up for their own week, however short the jobs\' retention (for /v1/webhooks/redeliver)', async () => {
+    // Nothing listens on port 9 of loopback: the one attempt fails at once.
+    const url = 'http://127.0.0.1:9/hook';
+    const webhooks = startWebhooks({ connection: f.redis.worker, prefix: f.redis.prefix, streamKey: f.bus.streamKey, urls: [url], log: quietLog, attempts: 1, blockMs: 100 });
+    try {
+      await webhooks.ready;
+      const deliveries = webhooks.queues.get(url)!;
+      await f.bus.emit({ type: 'object.written', store: 'mem', key: 'undelivered', data: {} });
+      await waitFor(async () => (await deliveries.getFailedCount()) === 1, { what: 'the delivery gave up' });
+      const ctx = f.context(new Map(), { queues: [], settings: { completedJobAgeSeconds: 1, failedJobAgeSeconds: 1 } });
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      await cleanupJob.handle({}, ctx);
+      expect(await deliveries.getFailedCount()).toBe(1);
+      expect((await deliveries.getFailed())[0]!.opts.removeOnFail).toEqual({ age: DELIVERY_RETENTION.failedAgeSeconds, count: DELIVERY_RETENTION.failedCount });
+    } finally {
+      await webhooks.close(1_000);
     }
   });
 
