@@ -152,10 +152,10 @@ export class JobInterruptedError extends Error {
 }
 
 /**
- * Another job holds a lock this one needs (a restore of the store a backup would prune). Retried as an outage is,
- * parked once its attempts ran out, but for as long as the holder keeps the lock rather than for
- * `UNAVAILABLE_RETRY_SECONDS`: a long restore is no outage, and the lock lapses by itself when its holder dies. Only
- * for jobs that carry no staged body (cleanup removes those after `STAGING_TTL`).
+ * Another job holds a lock this one needs (a restore of the store a backup would prune). The worker parks the job
+ * (backoff from 1 s, capped at a minute) for as long as the holder keeps the lock, using up none of its attempts and
+ * none of `UNAVAILABLE_RETRY_SECONDS`: a long restore is no outage, and the lock lapses by itself when its holder
+ * dies. Only for jobs that carry no staged body (cleanup removes those after `STAGING_TTL`).
  */
 export class LockBusyError extends ProviderUnavailableError {}
 

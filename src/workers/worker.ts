@@ -144,12 +144,20 @@ function failedEvent(job: Job, queue: QueueName, failure: Error, attemptsMade: n
  */
 const UNAVAILABLE_SINCE_FIELD = 'kyozoUnavailableSince';
 
-/** Notes `ARGV[3]` (now) as this run's `UNAVAILABLE_SINCE_FIELD` unless noted, in an existing job hash; answers it. */
-const NOTE_UNAVAILABLE_SINCE = `
+/** `field`: this run's `UNAVAILABLE_SINCE_FIELD` (ARGV[2]), named after its rerun (`RERUN_AT_FIELD`, ARGV[1]) if any. */
+const UNAVAILABLE_SINCE_FIELD_LUA = `
 local rerunAt = redis.call('HGET', KEYS[1], ARGV[1])
 local field = rerunAt and (ARGV[2] .. '@' .. rerunAt) or ARGV[2]
+`;
+
+/** Notes `ARGV[3]` (now) as this run's `UNAVAILABLE_SINCE_FIELD` unless noted, in an existing job hash; answers it. */
+const NOTE_UNAVAILABLE_SINCE = `${UNAVAILABLE_SINCE_FIELD_LUA}
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSETNX', KEYS[1], field, ARGV[3]) end
 return redis.call('HGET', KEYS[1], field)
+`;
+
+const FORGET_UNAVAILABLE_SINCE = `${UNAVAILABLE_SINCE_FIELD_LUA}
+return redis.call('HDEL', KEYS[1], field)
 `;
 
 /** Where the parked-retry window starts: the first unavailable failure's time, noted now if this is the first. */
@@ -158,6 +166,14 @@ async function unavailableSince(connection: RedisConnection, hashKey: string): P
   // Redis refusing the note: the window starts now, rather than an accepted job failing for it.
   const noted = await connection.eval(NOTE_UNAVAILABLE_SINCE, 1, hashKey, RERUN_AT_FIELD, UNAVAILABLE_SINCE_FIELD, now).catch(() => null);
   return noted === null ? now : Number(noted);
+}
+
+/**
+ * The parked-retry window ends: the job got past its backend's outage (to a lock another job holds), and an outage
+ * it meets later starts a window of its own. Redis refusing: the old start stays, as if the outage had gone on.
+ */
+async function forgetUnavailableSince(connection: RedisConnection, hashKey: string): Promise<void> {
+  await connection.eval(FORGET_UNAVAILABLE_SINCE, 1, hashKey, RERUN_AT_FIELD, UNAVAILABLE_SINCE_FIELD).catch(() => undefined);
 }
 
 /** Parked retries keep the job's exponential backoff, capped at a minute, with the same downward jitter. */
@@ -260,15 +276,22 @@ export function createWorkers(options: WorkersOptions): Workers {
           log.warn({ queue, jobId: job.id, err: lost, failure: lost === error ? undefined : error }, 'job run abandoned: it lost its lock');
           throw lost;
         }
+        if (error instanceof LockBusyError) {
+          // Waiting for another job's lock is no failure and no outage: parked at once, for as long as the lock is
+          // held, using up no attempt (the run after the wait has them all) and no parked-retry window.
+          log.info({ queue, jobId: job.id, reason: error.message }, 'job waits for a lock another job holds');
+          await forgetUnavailableSince(options.connection, worker.toKey(job.id!));
+          await job.moveToDelayed(Date.now() + parkedRetryDelay(job), token);
+          throw new DelayedError(error.message);
+        }
         if (
           isStorageError(error) &&
           error.code === 'PROVIDER_UNAVAILABLE' &&
-          (error instanceof LockBusyError || Date.now() - (await unavailableSince(options.connection, worker.toKey(job.id!))) < unavailableRetryMs) &&
+          Date.now() - (await unavailableSince(options.connection, worker.toKey(job.id!))) < unavailableRetryMs &&
           lastAttempt(job)
         ) {
           // Attempts spent, backend still down: park the job and try again later instead of failing it. The window's
-          // start is asked before `lastAttempt`: every unavailable failure notes it, in case it is the first. A job
-          // waiting for another's lock waits for as long as that one holds it, with no window.
+          // start is asked before `lastAttempt`: every unavailable failure notes it, in case it is the first.
           await job.moveToDelayed(Date.now() + parkedRetryDelay(job), token);
           throw new DelayedError(`backend unavailable, retrying: ${error.message}`);
         }
