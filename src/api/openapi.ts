@@ -463,9 +463,9 @@ const routes: RouteSpec[] = [
     path: '/v1/webhooks/redeliver',
     summary: 'Send again every webhook delivery whose attempts all failed',
     description:
-      'Each failed delivery of every URL of WEBHOOK_URLS (kept 7 days, the newest 10,000 per URL) goes back to its queue with its attempts ' +
-      'counted afresh; worker processes send it. A receiver gets it as first sent (the same X-Kyozo-Event-Id and signature). Takes no body: ' +
-      'one that comes must be declared application/json (its content is not read).',
+      'Each failed delivery of every URL of this process\'s WEBHOOK_URLS (kept 7 days, the newest 10,000 per URL) goes back to its queue with ' +
+      'its attempts counted afresh; worker processes send it. A receiver gets it as first sent (the same body and X-Kyozo-Event-Id). A delivery ' +
+      'refused as forged stays failed. Takes no body: one that comes must be declared application/json (its content is not read).',
     auth: 'bearer',
     responses: {
       200: { description: 'How many went back, in all and per URL', content: json(ref('Redelivered')) },

@@ -7,8 +7,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventEnvelope } from '../../src/events/bus.js';
+import { Queue } from 'bullmq';
+import { createApp } from '../../src/api/app.js';
 import { startWebhooks, webhookQueueName, type Webhooks } from '../../src/events/webhooks.js';
-import { closeRedis, createRedis, type RedisConnection } from '../../src/redis.js';
+import { closeRedis, createRedis, whenReady, type RedisConnection } from '../../src/redis.js';
 import { quietLog, waitFor } from '../jobs/fixtures/pipeline.js';
 import { startTestService, type TestService } from '../support/service.js';
 
@@ -95,6 +97,48 @@ describe('POST /v1/webhooks/redeliver', () => {
     }
     // Nothing left to send: none goes out twice.
     expect(await (await redeliver()).json()).toMatchObject({ redelivered: 0 });
+  });
+
+  it('moves each delivery once when two processes ask at once, and none is left behind', async () => {
+    const queue = webhooks.queues.get(url)!;
+    receiver = 'down';
+    for (let i = 0; i < 1000; i++) await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `many/${i}`, data: {} });
+    await waitFor(async () => (await queue.getFailedCount()) === 1000, { what: '1,000 deliveries given up' });
+    receiver = 'flaky';
+    // Another web process: its own connection, so the two requests' commands interleave on Redis.
+    const other = createRedis(service.config, 'producer');
+    await whenReady(other);
+    const otherQueue = new Queue(webhookQueueName(url), { connection: other, prefix: service.config.queuePrefix });
+    try {
+      const otherApp = createApp({ ...service.deps, redis: other, extraQueues: [otherQueue] });
+      const answers = await Promise.all([redeliver(), otherApp.request('/v1/webhooks/redeliver', { method: 'POST' })]);
+      const counts = await Promise.all(answers.map(async (answer) => ((await answer.json()) as { redelivered: number }).redelivered));
+      expect(counts[0]! + counts[1]!).toBe(1000);
+      await waitFor(async () => (await queue.getCompletedCount()) === 1002, { what: 'all delivered' });
+      expect(await queue.getFailedCount()).toBe(0);
+    } finally {
+      await otherQueue.close();
+      await closeRedis(other);
+    }
+  });
+
+  it('leaves a delivery refused as forged failed, and clears the stall count of those it sends again', async () => {
+    const queue = webhooks.queues.get(url)!;
+    await queue.add('deliver', { url: 'http://127.0.0.1:9/elsewhere', type: 'object.written', eventId: '1-1', body: '{}' }, { jobId: 'forged' });
+    await waitFor(async () => (await queue.getFailedCount()) === 1, { what: 'the forged delivery refused' });
+    receiver = 'down';
+    const event = (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'stalled-once', data: {} }))!;
+    await waitFor(async () => (await queue.getFailedCount()) === 2, { what: 'the delivery given up' });
+    const [given] = (await queue.getFailed()).filter((job) => job.data.eventId === event.id);
+    // As a delivery whose worker died under it once, before it gave up: BullMQ's retry leaves that count.
+    await connection.hset(queue.toKey(given!.id!), 'stc', 1);
+    receiver = 'flaky';
+
+    expect(await (await redeliver()).json()).toMatchObject({ redelivered: 1 });
+    await waitFor(async () => (await (await queue.getJob(given!.id!))!.getState()) === 'completed', { what: 'delivered' });
+    expect((await queue.getJob(given!.id!))!.stalledCounter).toBe(0);
+    expect((await queue.getJob('forged'))!.failedReason).toMatch(/^refused/);
+    expect(received.some((request) => request.eventId === '1-1')).toBe(false);
   });
 
   it('refuses a body not declared JSON (a cross-site form), and other methods', async () => {
