@@ -437,6 +437,7 @@ const routes: RouteSpec[] = [
     summary: 'Server-Sent Events',
     description:
       'Each event is `id: <event id>`, `event: <type>`, `data: <EventEnvelope as JSON>`; comment lines keep the connection alive. ' +
+      'With ?types=, a heartbeat may carry `id: <event id>` and no data: the newest event of other types passed, to resume from. ' +
       'An `event: gap` comes first when the resume point is before the stream\'s oldest event, or the stream has none (other than 0 on a stream ' +
       'nothing was trimmed from): events after it may be gone (trimmed past EVENTS_MAXLEN, or the stream lost). ' +
       'When no stream can be served now, a request accepting text/event-stream gets 200 with `retry:` (5 to 10 s) and an empty stream ' +

@@ -399,6 +399,54 @@ describe('GET /v1/events (SSE)', () => {
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe('BAD_REQUEST');
   });
 
+  it('moves the resume point of a client of some types past the others in its heartbeats: it resumes with no false gap', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] }); // heartbeat periods pass when the test says
+    const emit = async (type: 'object.deleted' | 'object.written', key: string) => (await service.deps.bus.emit({ type, store: 'mem', key, data: {} }))!.id;
+    try {
+      const response = await service.app.request('/v1/events?types=object.deleted');
+      const reader = response.body!.getReader();
+      const decoder = new TextDecoder();
+      let text = '';
+      let reading: ReturnType<typeof reader.read> | undefined;
+      /** Reads until `part` came; `tick` runs whenever nothing came for 100 ms. */
+      const readUntil = async (part: string, tick = () => {}) => {
+        while (!text.includes(part)) {
+          reading ??= reader.read();
+          const result = await Promise.race([reading, new Promise<undefined>((resolve) => setTimeout(resolve, 100))]);
+          if (result === undefined) {
+            tick();
+            continue;
+          }
+          reading = undefined;
+          if (result.done) throw new Error(`the stream ended before ${part}`);
+          text += decoder.decode(result.value, { stream: true });
+        }
+      };
+      await readUntil(': connected');
+      const wanted = await emit('object.deleted', 'filtered/wanted');
+      let passed = '';
+      for (let i = 0; i < 20; i++) passed = await emit('object.written', `filtered/other-${i}`);
+      await readUntil(`id: ${wanted}\n`);
+      await waitFor(() => service.deps.bus.listenerCount() > 0 && text.includes('filtered/wanted'), { what: 'the wanted event' });
+      await readUntil(`id: ${passed}\n: heartbeat\n\n`, () => vi.advanceTimersToNextTimer()); // heartbeat periods pass
+      const after = await emit('object.deleted', 'filtered/after'); // still sent: after the moved resume point
+      await readUntil(`id: ${after}\n`);
+      await reader.cancel();
+      expect(text).not.toContain('filtered/other-'); // of another type: none sent
+
+      // The stream moves on past the client's last event of its types (trimmed): resumed from the id it holds,
+      // that is no loss; resumed from its last event of its types, as before, it was reported as one.
+      await service.deps.redis.xtrim(service.deps.bus.streamKey, 'MINID', passed);
+      const resumed = await service.app.request('/v1/events?types=object.deleted', { headers: { 'Last-Event-ID': passed } });
+      const replay = collect(resumed, (events) => events.length >= 1);
+      const { events } = await replay;
+      expect(events.map((event) => event.event)).toEqual(['object.deleted']);
+      expect(events[0]!.id).toBe(after);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('a client that goes away leaves no listener behind', async () => {
     const before = service.deps.bus.listenerCount();
     const response = await service.app.request('/v1/events');

@@ -127,7 +127,18 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
   let deliver: ((event: EventEnvelope) => void) | undefined;
   /** Ends the stream of a client that reads too slowly (set once the stream exists). */
   let disconnect: (() => void) | undefined;
-  const unsubscribe = await deps.bus.subscribe(types, (event) => {
+  /**
+   * A client of some types only: the newest live event of another type it has been through. Its next heartbeat
+   * carries that id, so that its Last-Event-ID moves past what it does not ask for: else it resumes from its last
+   * event of its types, which may be long gone from the stream (a gap reported for events it never wanted).
+   */
+  let passedBy: string | undefined;
+  const unsubscribe = await deps.bus.subscribe('*', (event) => {
+    if (types !== '*' && !types.includes(event.type)) {
+      // Only once live: during the replay, events of its types older than this one may still be unsent.
+      if (deliver) passedBy = event.id;
+      return;
+    }
     if (deliver) return deliver(event);
     // Held back while the history is replayed, within the same limit as once live.
     if (pending.length < maxWaiting) pending.push(event);
@@ -194,7 +205,15 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
       // when none did, such a client held its stream, and one of `sseMaxStreams`, for good.
       if (waiting > 0 && written === writtenAtLastBeat) return disconnect?.();
       writtenAtLastBeat = written;
-      later(() => stream.write(': heartbeat\n\n'));
+      // Taken now: every event of its types before it is already queued, so written before this heartbeat.
+      const passed = passedBy;
+      passedBy = undefined;
+      later(() => {
+        if (passed === undefined || (lastSent !== undefined && !streamIdAfter(passed, lastSent))) return stream.write(': heartbeat\n\n');
+        lastSent = passed;
+        // An id and no data: an EventSource takes it as its Last-Event-ID and dispatches no event.
+        return stream.write(`id: ${passed}\n: heartbeat\n\n`);
+      });
     }, HEARTBEAT_MS);
     if (pending.length > maxWaiting) disconnect();
     try {
