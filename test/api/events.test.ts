@@ -412,7 +412,7 @@ describe('GET /v1/events (SSE)', () => {
       const readUntil = async (part: string, tick = () => {}) => {
         while (!text.includes(part)) {
           reading ??= reader.read();
-          const result = await Promise.race([reading, new Promise<undefined>((resolve) => setTimeout(resolve, 100))]);
+          const result = await Promise.race([reading, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 100))]);
           if (result === undefined) {
             tick();
             continue;
