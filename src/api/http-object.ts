@@ -99,16 +99,24 @@ export function metadataFromHeaders(headers: Iterable<[string, string]>): Record
 }
 
 /**
+ * An entity tag of RFC 9110 §8.8.3 (`"…"`, weak `W/"…"`), or `*`; an etag sent without its quotes is taken too (as
+ * copied from a JSON answer). A stray quote or a space inside is not one: refused, rather than compared as sent.
+ */
+const ENTITY_TAG = /^(?:\*|(?:W\/)?"[\x21\x23-\x7e\x80-\xff]*"|[\x21\x23-\x2b\x2d-\x7e]+)$/;
+
+/**
  * `If-Match` as a write's `ifMatch`: `*`, one etag or a list of them, without their quotes. A weak tag (`W/"…"`)
  * is kept as sent and so never matches: If-Match compares strongly (RFC 9110 §13.1.1).
  */
 export function parseIfMatch(header: string | undefined): string | string[] | undefined {
   if (header === undefined) return undefined;
-  const tags = header
+  const sent = header
     .split(',')
     .map((tag) => tag.trim())
-    .filter((tag) => tag !== '')
-    .map((tag) => (tag.length >= 2 && tag.startsWith('"') && tag.endsWith('"') ? tag.slice(1, -1) : tag));
+    .filter((tag) => tag !== '');
+  const malformed = sent.find((tag) => !ENTITY_TAG.test(tag));
+  if (malformed !== undefined) throw new ApiError('BAD_REQUEST', `If-Match: ${JSON.stringify(malformed.slice(0, 80))} is not an etag (quoted: "<etag>")`);
+  const tags = sent.map((tag) => (tag.startsWith('"') ? tag.slice(1, -1) : tag));
   if (tags.length === 0) throw new ApiError('BAD_REQUEST', 'If-Match names no etag');
   return tags.length === 1 ? tags[0] : tags;
 }

@@ -54,7 +54,6 @@ const ERROR_CODES: Record<ApiErrorCode, string> = {
   PERMISSION_DENIED: 'the store’s backend refused (S3 credentials or policy, file permissions)',
   NOT_FOUND: 'no such store, object, version, job, manifest or route',
   METHOD_NOT_ALLOWED: 'a method the path does not answer; Allow lists those it does',
-  NOT_ACCEPTABLE: 'no representation the client accepts',
   REQUEST_TIMEOUT: 'the request body sent nothing for 30 s',
   PRECONDITION_FAILED: 'a condition (If-Match, If-None-Match: *, If-Unmodified-Since) does not hold',
   PAYLOAD_TOO_LARGE: 'the body is larger than the limit',

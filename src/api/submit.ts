@@ -25,6 +25,14 @@ const MAX_IDEMPOTENCY_KEY = 256;
 export const BODY_IDLE_TIMEOUT_MS = 30_000;
 
 /**
+ * The 408 of a body that sent nothing for `idleMs`. The connection closes with it (RFC 9110 §15.5.9): what the
+ * client sends later would otherwise be read as the rest of a body nobody wants.
+ */
+export function bodyTimedOut(idleMs: number): ApiError {
+  return new ApiError('REQUEST_TIMEOUT', `the request body sent nothing for ${idleMs} ms`, { Connection: 'close' });
+}
+
+/**
  * `body` passed through; `expired()` says whether it was cut off for sending nothing during `idleMs`. Only the
  * client's idleness counts: while what arrived waits in a buffer because staging is slow to take it (an s3 part
  * uploading), the client is not idle, and the timer starts again.
@@ -40,7 +48,7 @@ export function idleLimited(body: Readable, idleMs: number): { body: Readable; e
     }
     expired = true;
     body.destroy();
-    guarded.destroy(new ApiError('REQUEST_TIMEOUT', `the request body sent nothing for ${idleMs} ms`));
+    guarded.destroy(bodyTimedOut(idleMs));
   }, idleMs).unref();
   const guarded = new Transform({
     transform(chunk, _encoding, callback) {
@@ -88,7 +96,7 @@ export async function stageRequestBody(
     return await deps.staging.stageBody(limited.body, { maxBytes });
   } catch (error) {
     // However staging reports the broken stream, the client learns why.
-    if (limited.expired()) throw new ApiError('REQUEST_TIMEOUT', `the request body sent nothing for ${idleMs} ms`);
+    if (limited.expired()) throw bodyTimedOut(idleMs);
     throw error;
   }
 }

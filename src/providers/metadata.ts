@@ -20,7 +20,7 @@ export function normalizeMetadata(metadata: Record<string, string> | undefined):
   const normalized: Record<string, string> = {};
   for (const [rawName, value] of Object.entries(metadata ?? {})) {
     const name = rawName.toLowerCase();
-    if (!NAME.test(name)) throw new InvalidArgumentError(`metadata name "${rawName}" must be letters, digits, '-' or '_'`);
+    if (!NAME.test(name)) throw new InvalidArgumentError(`metadata name "${rawName}" must start with a letter or digit, then letters, digits, '-' or '_'`);
     if (typeof value !== 'string' || CONTROL_CHARACTER.test(value)) {
       throw new InvalidArgumentError(`metadata "${name}" must be a string without control characters`);
     }

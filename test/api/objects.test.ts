@@ -103,6 +103,12 @@ describe('writes are jobs', () => {
     expect(await (await request(object('mem', 'cas/doc'))).text()).toBe('two');
   });
 
+  it('If-Match takes an etag without its quotes too, as copied from a JSON answer', async () => {
+    const first = await put('mem', 'cas/bare', 'one');
+    const guarded = await request(`${object('mem', 'cas/bare')}?wait=true`, { method: 'PUT', body: 'two', headers: { 'If-Match': first.etag } });
+    expect(guarded.status).toBe(200);
+  });
+
   it('If-Match: * needs an existing object; a list matches any of its etags; a weak tag never matches', async () => {
     const guarded = (key: string, body: string, ifMatch: string) =>
       request(`${object('mem', key)}?wait=true`, { method: 'PUT', body, headers: { 'If-Match': ifMatch } });
@@ -375,7 +381,12 @@ describe('write headers', () => {
 
   it('a malformed If-Match or Idempotency-Key is 400 before the body is staged, leaving no staged file', async () => {
     const big = 'b'.repeat(4096); // over STAGING_INLINE_MAX: it would be staged
-    const cases: Record<string, string>[] = [{ 'If-Match': ',' }, { 'Idempotency-Key': 'k'.repeat(300) }];
+    const cases: Record<string, string>[] = [
+      { 'If-Match': ',' },
+      { 'If-Match': '"a' }, // a stray quote
+      { 'If-Match': '"a", b c' }, // a space inside a bare etag
+      { 'Idempotency-Key': 'k'.repeat(300) },
+    ];
     for (const headers of cases) {
       expect((await request(object('files', 'refused/early'), { method: 'PUT', body: big, headers })).status).toBe(400);
       expect((await request(`${object('files', 'refused/early')}/versions`, { method: 'POST', body: big, headers })).status).toBe(400);

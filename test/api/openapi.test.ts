@@ -180,6 +180,7 @@ describe('/openapi.json', () => {
     expect(parameter(diff, 'to')).toMatchObject({ required: false, description: expect.stringMatching(/version id.*branch/) });
     const withoutFrom = await service.app.request('/v1/stores/repo/objects/some/key/diff');
     expect(diff.responses[String(withoutFrom.status)]?.description, 'the answer to a diff without `from`').toMatch(/`from`/);
+    expect(((await withoutFrom.json()) as { error: { message: string } }).error.message).toBe('from: required: a version id or a branch name');
     const fromBranch = await service.app.request('/v1/stores/repo/objects/some/key/diff?from=main');
     expect(diff.responses[String(fromBranch.status)]?.content?.['application/json']?.schema, 'a diff from a branch').toEqual({ $ref: '#/components/schemas/Diff' });
   });

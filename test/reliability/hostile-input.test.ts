@@ -346,14 +346,18 @@ describe('hostile bodies and headers over real HTTP', () => {
     expect(await stagedFiles()).toBe(0);
   });
 
-  it('a body that stops arriving is answered 408 after the idle timeout and nothing is staged', async () => {
-    const upload = rawStream(base, objectPath('stalled/body'), { headers: { 'Content-Length': String(100 * 1024) } });
-    await upload.write(Buffer.alloc(40 * 1024, 3)); // past STAGING_INLINE_MAX: a staging file is open
+  it.each([
+    ['staged', 100 * 1024, 40 * 1024], // past STAGING_INLINE_MAX: a staging file is open
+    ['inline-sized', 1024, 1016],
+  ])('a body (%s) that stops arriving is answered 408 after the idle timeout, the connection closed, nothing staged', async (kind, declared, sent) => {
+    const upload = rawStream(base, objectPath(`stalled/${kind}`), { headers: { 'Content-Length': String(declared) } });
+    await upload.write(Buffer.alloc(sent, 3));
     const response = await upload.response;
     upload.destroy();
     expect(response.status).toBe(408);
     expect(json(response).error.code).toBe('REQUEST_TIMEOUT');
-    await absent('stalled/body');
+    expect(response.headers.connection).toBe('close'); // what the client sends after it is no body of anything
+    await absent(`stalled/${kind}`);
     await waitUntil(async () => (await stagedFiles()) === 0, { timeoutMs: 5_000, what: 'the partial staging file to go' });
   });
 

@@ -219,7 +219,7 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
     try {
       if (gap) {
         // Events after the client's id were trimmed away (EVENTS_MAXLEN): it must know its view has a hole.
-        const data = { since, oldest: bounds.oldest ?? null, reason: 'events after Last-Event-ID may be gone from the stream (trimmed past EVENTS_MAXLEN, or the stream was lost)' };
+        const data = { since, oldest: bounds.oldest ?? null, reason: 'events after the resume point (Last-Event-ID or ?since) may be gone from the stream (trimmed past EVENTS_MAXLEN, or the stream was lost)' };
         await Promise.race([stream.writeSSE({ event: 'gap', data: JSON.stringify(data) }), finished]);
       }
       if (resumeFrom !== undefined) {

@@ -20,7 +20,7 @@ import { ApiError } from '../errors.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
 import { requestHeader } from '../node-request.js';
 import { requireStore } from '../stores.js';
-import { BODY_IDLE_TIMEOUT_MS, idleLimited, jobRequest, requireJsonBody, respondWithJob } from '../submit.js';
+import { BODY_IDLE_TIMEOUT_MS, bodyTimedOut, idleLimited, jobRequest, requireJsonBody, respondWithJob } from '../submit.js';
 
 const MAX_BODY_BYTES = 64 * 1024;
 
@@ -55,7 +55,7 @@ async function readBody(c: Context, idleMs: number): Promise<string> {
       chunks.push(chunk);
     }
   } catch (error) {
-    if (limited.expired()) throw new ApiError('REQUEST_TIMEOUT', `the request body sent nothing for ${idleMs} ms`);
+    if (limited.expired()) throw bodyTimedOut(idleMs);
     throw error;
   } finally {
     limited.body.destroy();

@@ -21,17 +21,27 @@ import { requireStore } from '../stores.js';
 import { MAX_SIGNED_URL_SECONDS } from '../signing.js';
 import { jobRequest, queryFlag, respondWithJob, stageRequestBody } from '../submit.js';
 
+/** A query parameter that is a whole number from `min` to `max`, refused with one message whatever is wrong. */
+function wholeNumber(min: number, max: number, unit = '') {
+  const expected = `expected a whole number${unit === '' ? '' : ` of ${unit}`} from ${min} to ${max}`;
+  return z.coerce.number({ error: expected }).int(expected).min(min, expected).max(max, expected);
+}
+
 const listQuery = z.object({
   prefix: z.string().optional(),
   cursor: z.string().optional(),
-  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  limit: wholeNumber(1, 1000).optional(),
 });
 const versionsQuery = listQuery.omit({ prefix: true });
 const urlQuery = z.object({
   method: z.enum(['GET', 'PUT']).default('GET'),
-  expires: z.coerce.number().int().min(1).max(MAX_SIGNED_URL_SECONDS).default(3600),
+  expires: wholeNumber(1, MAX_SIGNED_URL_SECONDS, 'seconds').default(3600),
 });
-const diffQuery = z.object({ from: z.string().min(1), to: z.string().min(1).optional() });
+const REVISION = 'a version id or a branch name';
+const diffQuery = z.object({
+  from: z.string({ error: `required: ${REVISION}` }).min(1, `required: ${REVISION}`),
+  to: z.string().min(1, `empty: ${REVISION}, or leave it out`).optional(),
+});
 
 /** `Name <email>` or `Name`, in the `utf-8''` form or raw UTF-8 when it is not ASCII. */
 export function parseAuthor(header: string | undefined): Author | undefined {
@@ -55,8 +65,9 @@ const WRITE_UNSUPPORTED = ['if-unmodified-since'];
 const UNCONDITIONAL_UNSUPPORTED = ['if-match', 'if-none-match', 'if-unmodified-since'];
 
 function refuseUnsupportedConditions(c: Context, names: readonly string[]): void {
+  const takes = names === WRITE_UNSUPPORTED ? 'it takes If-Match and If-None-Match: * only' : 'it takes no condition';
   for (const name of names) {
-    if (requestHeader(c, name) !== undefined) throw new NotSupportedError(`this ${c.req.method} does not support ${name}; writes take If-Match and If-None-Match: *`);
+    if (requestHeader(c, name) !== undefined) throw new NotSupportedError(`this ${c.req.method} does not support ${name}: ${takes}`);
   }
 }
 
