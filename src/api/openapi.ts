@@ -72,7 +72,7 @@ const JOB_HEADERS = {
 };
 const WRITE_HEADERS = {
   ...JOB_HEADERS,
-  'If-Match': 'Etags (strong comparison) or `*`: the job fails with 412 unless the current object has one',
+  'If-Match': 'Quoted etags (or bare, as copied from JSON; strong comparison) or `*`: the job fails with 412 unless the current object has one; a malformed one (a stray quote, a space) is 400',
   'If-None-Match': { description: '`*` only (create-only): the job fails with 412 if an object exists; any other value is 501', schema: { enum: ['*'] } },
 };
 const VERSION_HEADERS = {
@@ -80,7 +80,7 @@ const VERSION_HEADERS = {
   'X-Author': `\`Name <email>\` or \`Name\`, ${ENCODED_TEXT}; any other form is 400`,
 };
 const CONDITIONAL_HEADERS = {
-  'If-Match': 'Etags (strong comparison) or `*`: 412 unless the object has one',
+  'If-Match': 'Quoted etags (or bare; strong comparison) or `*`: 412 unless the object has one; a malformed one is 400',
   'If-Unmodified-Since': 'Without If-Match: 412 if the object changed after this HTTP-date',
   'If-None-Match': 'Etags (weak comparison) or `*`: 304 if the object has one',
   'If-Modified-Since': 'Without If-None-Match: 304 unless the object changed after this HTTP-date',
@@ -119,7 +119,7 @@ function readAnswers(notFound: string): Record<number, string | Answer> {
   return {
     200: { description: `The content, with its Content-Type. ${META_OUT}`, content: { '*/*': {} }, headers: OBJECT_HEADERS },
     304: { description: 'Not modified (If-None-Match, If-Modified-Since): the same headers, no body', headers: OBJECT_HEADERS },
-    400: 'INVALID_KEY: not a valid key',
+    400: 'INVALID_KEY: not a valid key; BAD_REQUEST: a malformed If-Match',
     404: notFound,
     412: 'PRECONDITION_FAILED: If-Match or If-Unmodified-Since does not hold',
     ...STORE_ERRORS,
