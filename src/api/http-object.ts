@@ -99,24 +99,35 @@ export function metadataFromHeaders(headers: Iterable<[string, string]>): Record
 }
 
 /**
- * An entity tag of RFC 9110 §8.8.3 (`"…"`, weak `W/"…"`), or `*`; an etag sent without its quotes is taken too (as
- * copied from a JSON answer). A stray quote or a space inside is not one: refused, rather than compared as sent.
+ * One element of an If-Match list, and the comma after it: an entity tag of RFC 9110 §8.8.3 (`"…"`, which may hold
+ * a comma; weak `W/"…"`), `*`, or an etag sent without its quotes (as copied from a JSON answer). What is left when
+ * none fits (a stray quote, a space inside) is malformed: refused, rather than compared as sent.
  */
-const ENTITY_TAG = /^(?:\*|(?:W\/)?"[\x21\x23-\x7e\x80-\xff]*"|[\x21\x23-\x2b\x2d-\x7e]+)$/;
+const LIST_ELEMENT = /[ \t]*((?:W\/)?"[\x21\x23-\x7e\x80-\xff]*"|[\x21\x23-\x2b\x2d-\x7e]+)?[ \t]*(?:,|$)/y;
+
+/** The tags of an If-Match list as sent (empty elements dropped, as RFC 9110 §5.6.1 says to). */
+function ifMatchTags(header: string): string[] {
+  const tags: string[] = [];
+  LIST_ELEMENT.lastIndex = 0;
+  while (LIST_ELEMENT.lastIndex < header.length) {
+    const at = LIST_ELEMENT.lastIndex;
+    const element = LIST_ELEMENT.exec(header);
+    if (element === null) {
+      throw new ApiError('BAD_REQUEST', `If-Match: ${JSON.stringify(header.slice(at, at + 80))} is not an etag (quoted: "<etag>")`);
+    }
+    if (element[1] !== undefined) tags.push(element[1]);
+  }
+  return tags;
+}
 
 /**
  * `If-Match` as a write's `ifMatch`: `*`, one etag or a list of them, without their quotes. A weak tag (`W/"…"`)
- * is kept as sent and so never matches: If-Match compares strongly (RFC 9110 §13.1.1).
+ * is kept as sent and so never matches: If-Match compares strongly (RFC 9110 §13.1.1). So is a quoted `"*"`, an etag
+ * like any other, not the `*` that matches every object.
  */
 export function parseIfMatch(header: string | undefined): string | string[] | undefined {
   if (header === undefined) return undefined;
-  const sent = header
-    .split(',')
-    .map((tag) => tag.trim())
-    .filter((tag) => tag !== '');
-  const malformed = sent.find((tag) => !ENTITY_TAG.test(tag));
-  if (malformed !== undefined) throw new ApiError('BAD_REQUEST', `If-Match: ${JSON.stringify(malformed.slice(0, 80))} is not an etag (quoted: "<etag>")`);
-  const tags = sent.map((tag) => (tag.startsWith('"') ? tag.slice(1, -1) : tag));
+  const tags = ifMatchTags(header).map((tag) => (tag.startsWith('"') && tag !== '"*"' ? tag.slice(1, -1) : tag));
   if (tags.length === 0) throw new ApiError('BAD_REQUEST', 'If-Match names no etag');
   return tags.length === 1 ? tags[0] : tags;
 }

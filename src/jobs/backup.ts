@@ -127,10 +127,12 @@ async function stillHoldsJob(ctx: JobContext): Promise<boolean> {
 
 /**
  * Why a job could not take the lock. A second backup fails (it would repeat the one running); a backup and a restore,
- * or two restores, wait for each other: retried with backoff, then parked for as long as the lock is held.
+ * or two restores, wait for each other: the worker parks the waiting one for as long as the lock is held. A lock
+ * released between the refused take and the look at its holder (`null`) is taken at the next try.
  */
 function lockTaken(store: string, use: StoreLockUse, current: string | null): Error {
-  const restoring = current?.startsWith(RESTORE_HOLDER) ?? false;
+  if (current === null) return new LockBusyError(`the lock of "${store}"'s backups was released as it was taken: tried again shortly`);
+  const restoring = current.startsWith(RESTORE_HOLDER);
   if (use === 'backup' && !restoring) return new PreconditionFailedError(`a backup of "${store}" is already running (job ${current})`);
   return new LockBusyError(`a ${restoring ? 'restore' : 'backup'} of "${store}"'s backups holds its lock (${current}): retried later`);
 }

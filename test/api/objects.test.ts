@@ -119,6 +119,8 @@ describe('writes are jobs', () => {
     expect((await guarded('cas/any', 'three', `"${first.etag}", "${'0'.repeat(64)}"`)).status).toBe(412);
     expect((await guarded('cas/any', 'three', `"${first.etag}", "${second.etag}"`)).status).toBe(200);
     expect((await guarded('cas/any', 'four', `W/"${sha256('three')}"`)).status).toBe(412);
+    expect((await guarded('cas/any', 'four', '"*"')).status).toBe(412); // quoted, an etag like any other: not `*`
+    expect((await guarded('cas/any', 'four', '"a,b"')).status).toBe(412); // a comma inside quotes is the etag's
     expect(await (await request(object('mem', 'cas/any'))).text()).toBe('three');
     const versioned = await request(`${object('mem', 'cas/any')}/versions?wait=true`, { method: 'POST', body: 'v', headers: { 'If-Match': `"${second.etag}"` } });
     expect(versioned.status).toBe(412);

@@ -8,6 +8,7 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupJob, type BackupResult } from '../../src/jobs/backup.js';
+import { LockBusyError } from '../../src/jobs/definition.js';
 import { asJobFailure } from '../../src/jobs/failures.js';
 import { blobKey, listManifests, readManifest } from '../../src/jobs/manifest.js';
 import { restoreBackupJob } from '../../src/jobs/restore-backup.js';
@@ -113,6 +114,29 @@ describe('backup and restore-backup meeting damage and each other', () => {
     expect(asJobFailure(refused).name).not.toBe('UnrecoverableError');
     await f.redis.producer.del(lock);
     expect((await restore()).result).toMatchObject({ restored: 1, verified: true });
+  });
+
+  it('a backup whose try for the lock meets it just released is tried again, not failed as a second backup', async () => {
+    const source = new RamProvider({ maxBytes: 1024 * 1024 });
+    await source.write('a', 'alpha');
+    const vault = new RamProvider({ maxBytes: 1024 * 1024 });
+    const lock = `${f.redis.prefix}:backup-lock:released`;
+    await f.redis.producer.set(lock, 'restore maintenance-ending', 'PX', 60_000);
+    const ctx = f.context(new Map<string, StorageProvider>([['released', source], ['vault', vault]]), { name: 'backup', settings: { backupStore: 'vault' } });
+    const redis = ctx.maintenance!.redis;
+    // The restore ends between the backup's refused take of the lock and its look at who holds it.
+    const releasing = new Proxy(redis, {
+      get(target, property) {
+        if (property !== 'get') return Reflect.get(target, property, target);
+        return async (key: string) => {
+          if (key === lock) await target.del(lock);
+          return target.get(key);
+        };
+      },
+    });
+    const refused = await backupJob.handle({ store: 'released' }, { ...ctx, maintenance: { ...ctx.maintenance!, redis: releasing } }).catch((error: Error) => error);
+    expect(refused).toBeInstanceOf(LockBusyError); // the worker parks it and tries again shortly
+    expect((await backupJob.handle({ store: 'released' }, ctx)).result).toMatchObject({ objects: 1, verified: true });
   });
 
   it('a damaged newest manifest is read as none: the next backups run, check every blob again, and report it', async () => {
