@@ -1,13 +1,13 @@
 /** `GET /v1/jobs/:id`: a job's state, attempts, progress, result or failure reason, and timestamps. */
 import { Hono } from 'hono';
-import type { Config } from '../../config.js';
+import type { JobRetention } from '../../config.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
 import { readJobStatus } from '../job-status.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
 
 /** How long finished jobs are kept, as a 404 tells it. */
-function keptFor({ completedAgeSeconds, completedCount, failedAgeSeconds, failedCount }: Config['jobRetention']): string {
+function keptFor({ completedAgeSeconds, completedCount, failedAgeSeconds, failedCount }: JobRetention): string {
   return `finished jobs are kept: completed ones ${completedAgeSeconds} s, at most ${completedCount}; failed ones ${failedAgeSeconds} s, at most ${failedCount}`;
 }
 
