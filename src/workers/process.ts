@@ -108,7 +108,8 @@ export async function startWorkerProcess({
   /** `given`: also the stores and staging the caller passed in, which the caller may still be serving with. */
   const shutdown = async (timeoutMs = config.workers.shutdownTimeoutMs, given = true) => {
     const [closed] = await Promise.all([workers?.close(timeoutMs), webhooks?.close(timeoutMs)]);
-    if (closed?.timedOut) log.warn({ timeoutMs }, 'active jobs did not finish in time: another worker will pick them up');
+    // With no time given (a start stopped before any job was taken), there was nothing to finish.
+    if (closed?.timedOut && timeoutMs > 0) log.warn({ timeoutMs }, 'active jobs did not finish in time: another worker will pick them up');
     await bus.close();
     await queues.close();
     if (given || givenStores === undefined) await closeStores(stores);
