@@ -168,6 +168,15 @@ export function maintenanceOf(ctx: Pick<JobContext, 'maintenance' | 'job'>): Mai
   return ctx.maintenance;
 }
 
+/**
+ * What an earlier run of a long job saved, to go on from, when it wrote into `target`; nothing for a ram target,
+ * whose copies lived in the memory of the process that ran before (a restart, another worker's process): the run
+ * starts over, skipping what is there.
+ */
+export function progressInto(target: StorageProvider, ctx: Pick<JobContext, 'job'>): unknown {
+  return target.kind === 'ram' ? undefined : ctx.job.progress;
+}
+
 /** A job that ran before (retry, or picked up after its worker crashed) may find its work already done. */
 export function isRetry(ctx: Pick<JobContext, 'job'>): boolean {
   return ctx.job.attemptsStarted > 1;

@@ -39,7 +39,7 @@ import {
   type VerificationReport,
 } from './copy.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from '../providers/object-info.js';
-import { defineJob, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
+import { defineJob, progressInto, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 
 export const migratePayload = z.object({ from: storeNameSchema, to: storeNameSchema, versions: z.boolean().optional() }).strict();
 
@@ -207,7 +207,7 @@ export const migrateJob = defineJob({
     checkMigration(payload);
     const from = storeOf(ctx, payload.from);
     const to = storeOf(ctx, payload.to);
-    const resumed = checkpoint.safeParse(ctx.job.progress);
+    const resumed = checkpoint.safeParse(progressInto(to, ctx));
     const state: Checkpoint = resumed.success
       ? resumed.data
       : { cursor: '', objects: 0, copied: 0, skipped: 0, versions: 0, bytes: 0, failureCount: 0, conflictCount: 0 };

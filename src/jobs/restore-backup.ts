@@ -32,7 +32,7 @@ import {
   type VerificationReport,
 } from './copy.js';
 import { allVersions, sameObject, statIfPresent, versionMessage } from '../providers/object-info.js';
-import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
+import { defineJob, maintenanceOf, progressInto, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 import { blobKey, parseManifestKey, readManifest, type ManifestObject, type ManifestVersion } from './manifest.js';
 
 export const restoreBackupPayload = z
@@ -105,7 +105,7 @@ async function restoreBackup(ctx: JobContext, payload: RestoreBackupPayload, fro
   const target = storeOf(ctx, payload.store);
   const manifest = await readManifest(backup, payload.manifest);
 
-  const resumed = savedRun.safeParse(ctx.job.progress);
+  const resumed = savedRun.safeParse(progressInto(target, ctx));
   const counts = resumed.success ? resumed.data : { done: 0, restored: 0, skipped: 0, versions: 0, bytes: 0, failureCount: 0 };
   const failures = new Failures();
   failures.count = counts.failureCount;

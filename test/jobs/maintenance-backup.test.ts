@@ -151,7 +151,7 @@ describe('backup and restore-backup', () => {
     const damaged = (await readManifest(vault, manifest)).objects[0]!;
     await vault.write(blobKey('source', damaged.etag), 'bit rot');
 
-    const into = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+    const into = new DiskProvider({ root: await f.tempDir('into'), fsync: false });
     const withTarget = new Map<string, StorageProvider>([...own, ['into', into]]);
     // The first run stops for a shutdown right after its first page, which held the damaged blob.
     const abort = new AbortController();
@@ -168,6 +168,31 @@ describe('backup and restore-backup', () => {
     const { result } = await restoreBackupJob.handle({ manifest, store: 'into' }, resumedRun);
     expect(result).toMatchObject({ objects: 300, restored: 299, verified: false, failureCount: 1 });
     await expect(into.stat(damaged.key)).rejects.toThrow();
+  });
+
+  it('a restore into a ram store picked up after a shutdown starts over: the next process\'s ram store is empty', async () => {
+    const source = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+    await fill(source, 300, 'ram/', content);
+    const own = new Map<string, StorageProvider>([['ramsource', source], ['vault', vault]]);
+    const { manifest } = await backup({ store: 'ramsource' }, own);
+    const abort = new AbortController();
+    const firstRun = f.context(new Map<string, StorageProvider>([...own, ['into', new RamProvider({ maxBytes: 16 * 1024 * 1024 })]]), {
+      name: 'restore-backup',
+      signal: abort.signal,
+      settings: { backupStore: 'vault' },
+    });
+    const report = firstRun.reportProgress!;
+    firstRun.reportProgress = async (progress) => {
+      await report(progress);
+      abort.abort();
+    };
+    await expect(restoreBackupJob.handle({ manifest, store: 'into' }, firstRun)).rejects.toMatchObject({ name: 'JobInterruptedError' });
+
+    const empty = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+    const resumedRun = f.context(new Map<string, StorageProvider>([...own, ['into', empty]]), { name: 'restore-backup', jobId: firstRun.job.id, progress: firstRun.progressLog.at(-1), settings: { backupStore: 'vault' } });
+    const { result } = await restoreBackupJob.handle({ manifest, store: 'into' }, resumedRun);
+    expect(result).toMatchObject({ objects: 300, restored: 300, verified: true });
+    expect(await etags(empty)).toEqual(await etags(source));
   });
 
   it('a backup retried after a failure, with another backup run in between, keeps its own manifest as the newest', async () => {

@@ -42,7 +42,7 @@ describe('migrate', () => {
   it('a run stopped by a shutdown resumes at the page it saved and copies each object once', async () => {
     const from = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
     await fill(from, 500, 'k/', content);
-    const to = countingWrites(new RamProvider({ maxBytes: 16 * 1024 * 1024 }));
+    const to = countingWrites(new DiskProvider({ root: await f.tempDir('resumed'), fsync: false }));
     const stores = new Map<string, StorageProvider>([['from', from], ['to', to.provider]]);
 
     const stop = new AbortController();
@@ -63,6 +63,26 @@ describe('migrate', () => {
     expect(to.writes()).toBe(500);
     expect(await etags(to.provider)).toEqual(await etags(from));
     expect(await to.provider.stat('k/7')).toMatchObject({ contentType: 'text/plain', metadata: { n: '7' } });
+  });
+
+  it('a run picked up with a ram target starts over: that memory went with the process that ran before', async () => {
+    const from = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+    await fill(from, 500, 'r/', content);
+    const stop = new AbortController();
+    const before = f.context(new Map<string, StorageProvider>([['from', from], ['to', new RamProvider({ maxBytes: 16 * 1024 * 1024 })]]), { signal: stop.signal });
+    let saved: Record<string, unknown> | undefined;
+    before.reportProgress = async (progress) => {
+      saved = progress;
+      stop.abort();
+    };
+    await expect(migrateJob.handle({ from: 'from', to: 'to' }, before)).rejects.toBeInstanceOf(JobInterruptedError);
+    expect(saved).toMatchObject({ objects: 200 });
+
+    // The next process's ram store is empty.
+    const after = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+    const { result } = await migrateJob.handle({ from: 'from', to: 'to' }, f.context(new Map<string, StorageProvider>([['from', from], ['to', after]]), { progress: saved }));
+    expect(result).toMatchObject({ objects: 500, copied: 500, verified: true });
+    expect(await etags(after)).toEqual(await etags(from));
   });
 
   it('copies versions oldest first with their messages, continuing a history an earlier run began', async () => {
