@@ -103,7 +103,8 @@ describe('POST /v1/webhooks/redeliver', () => {
     const queue = webhooks.queues.get(url)!;
     receiver = 'down';
     for (let i = 0; i < 1000; i++) await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: `many/${i}`, data: {} });
-    await waitFor(async () => (await queue.getFailedCount()) === 1000, { what: '1,000 deliveries given up' });
+    // Generous: 2,000 failed requests, then 2,000 more, on a loaded 2-core machine.
+    await waitFor(async () => (await queue.getFailedCount()) === 1000, { what: '1,000 deliveries given up', timeoutMs: 45_000 });
     receiver = 'flaky';
     // Another web process: its own connection, so the two requests' commands interleave on Redis.
     const other = createRedis(service.config, 'producer');
@@ -114,13 +115,13 @@ describe('POST /v1/webhooks/redeliver', () => {
       const answers = await Promise.all([redeliver(), otherApp.request('/v1/webhooks/redeliver', { method: 'POST' })]);
       const counts = await Promise.all(answers.map(async (answer) => ((await answer.json()) as { redelivered: number }).redelivered));
       expect(counts[0]! + counts[1]!).toBe(1000);
-      await waitFor(async () => (await queue.getCompletedCount()) === 1002, { what: 'all delivered' });
+      await waitFor(async () => (await queue.getCompletedCount()) === 1002, { what: 'all delivered', timeoutMs: 45_000 });
       expect(await queue.getFailedCount()).toBe(0);
     } finally {
       await otherQueue.close();
       await closeRedis(other);
     }
-  });
+  }, 120_000);
 
   it('leaves a delivery refused as forged failed, and clears the stall count of those it sends again', async () => {
     const queue = webhooks.queues.get(url)!;
