@@ -51,3 +51,20 @@ export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info', de
   // `failure`: a second error beside `err` (a run that lost its lock, and what it failed with).
   return pino({ level, base: { service: 'kyozo' }, timestamp: isoTime, serializers: { err: serializeError, failure: serializeError } }, destination);
 }
+
+/**
+ * A line repeated on every reconnect (a worker's "connection refused" while Redis is down: a few a second per queue)
+ * is logged once per `intervalMs` for the same `key`; the next line tells how many were left out (`repeated`).
+ */
+export function onceEvery(intervalMs: number, now: () => number = Date.now): (key: string, log: (repeated: number) => void) => void {
+  const seen = new Map<string, { at: number; left: number }>();
+  return (key, log) => {
+    const last = seen.get(key);
+    if (last !== undefined && now() - last.at < intervalMs) {
+      last.left++;
+      return;
+    }
+    seen.set(key, { at: now(), left: 0 });
+    log(last?.left ?? 0);
+  };
+}

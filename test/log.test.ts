@@ -5,7 +5,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { createLogger } from '../src/log.js';
+import { createLogger, onceEvery } from '../src/log.js';
 import { TEST_REDIS_URL } from './support/redis.js';
 
 describe('logging to a stdout that refuses writes', () => {
@@ -63,5 +63,22 @@ describe('logged Redis errors', () => {
     expect(JSON.parse(lines[0]!).err.command).toEqual({ name: 'set' });
     expect(JSON.parse(lines[1]!).err.aggregateErrors[0].command).toEqual({ name: 'set' });
     expect(JSON.parse(lines[2]!).err.reply.command).toEqual({ name: 'set' });
+  });
+});
+
+describe('onceEvery', () => {
+  it('logs a key once per period, then says how many it left out; other keys stand alone', () => {
+    let now = 0;
+    const once = onceEvery(30_000, () => now);
+    const logged: string[] = [];
+    const log = (key: string) => once(key, (repeated) => logged.push(`${key} +${repeated}`));
+    log('refused');
+    log('refused');
+    log('other');
+    now = 29_999;
+    log('refused');
+    now = 30_000;
+    log('refused');
+    expect(logged).toEqual(['refused +0', 'other +0', 'refused +2']);
   });
 });

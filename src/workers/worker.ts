@@ -26,7 +26,7 @@ import { asJobFailure, failureCode, publicReason } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
 import { RERUN_AT_FIELD } from '../jobs/queue.js';
 import { JOB_DATA_FIELD, withoutInlineBody, type Staging } from '../jobs/staging.js';
-import type { Logger } from '../log.js';
+import { onceEvery, type Logger } from '../log.js';
 import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
@@ -62,6 +62,9 @@ async function earlierResult(bus: EventBus, hashKey: string): Promise<{ result: 
 
 /** BullMQ's lock duration, unless a family sets its own. */
 const DEFAULT_LOCK_MS = 30_000;
+
+/** How often one worker error repeated (the same queue, the same message) is logged again. */
+const REPEATED_ERROR_LOG_MS = 30_000;
 
 /** Delays before sending again an event whose script failed on Redis after it was written. */
 const REEMIT_DELAYS_MS = [1_000, 5_000, 30_000];
@@ -233,6 +236,8 @@ export function createWorkers(options: WorkersOptions): Workers {
     maintenance: options.maintenance,
   };
   const unavailableRetryMs = options.unavailableRetryMs ?? 3_600_000;
+  /** The same worker error (a refused connection, on every reconnect while Redis is down) at most once a period. */
+  const repeats = onceEvery(REPEATED_ERROR_LOG_MS);
   /** Jobs whose `job.failed` their run emitted: the `failed` listener leaves them alone. */
   const failedAhead = new WeakSet<Job>();
 
@@ -338,7 +343,7 @@ export function createWorkers(options: WorkersOptions): Workers {
         .then((field) => bus.emit(failedEvent(job, queue, error, job.attemptsMade), { once: { key: hashKey, field } }))
         .catch((emitError: unknown) => log.error({ err: emitError, jobId: job.id }, 'could not emit job.failed'));
     });
-    worker.on('error', (error) => log.error({ err: error, queue }, 'worker error'));
+    worker.on('error', (error) => repeats(`${queue} ${error.message}`, (repeated) => log.error({ err: error, queue, repeated }, 'worker error')));
     worker.on('stalled', (jobId) => log.warn({ queue, jobId }, 'job stalled: its worker stopped; another run picks it up'));
     return worker;
   };

@@ -62,4 +62,25 @@ describe('a worker start stopped by a signal while Redis does not answer', () =>
     // It had taken no job: no job is said to be left for another worker.
     expect(lines.filter((line) => line.includes('did not finish in time'))).toEqual([]);
   });
+
+  it('logs a refused connection once per queue, not on every reconnect while Redis does not answer', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'kyozo-worker-start-'));
+    dirs.push(dir);
+    const config = loadConfig({ REDIS_URL: `redis://127.0.0.1:${await freePort()}`, STORES: 'main:ram', STORAGE_ROOT_DIR: dir });
+    const lines: string[] = [];
+    const abort = new AbortController();
+    const starting = startWorkerProcess({
+      config,
+      log: pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) }),
+      stores: new Map([['main', new RamProvider({ maxBytes: 1024 })]]),
+      stagingProvider: new DiskProvider({ root: path.join(dir, 'staging'), fsync: false }),
+      signal: abort.signal,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 2_500)); // several reconnects of each worker
+    abort.abort();
+    await expect(starting).rejects.toMatchObject({ name: 'AbortError' });
+    const workerErrors = lines.map((line) => JSON.parse(line) as { msg: string; queue: string }).filter((line) => line.msg === 'worker error');
+    expect(workerErrors.length).toBeGreaterThan(0);
+    expect(workerErrors.length).toBeLessThanOrEqual(2); // one per queue family, objects and maintenance
+  });
 });
