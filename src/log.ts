@@ -54,17 +54,20 @@ export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info', de
 
 /**
  * A line repeated on every reconnect (a worker's "connection refused" while Redis is down: a few a second per queue)
- * is logged once per `intervalMs` for the same `key`; the next line tells how many were left out (`repeated`).
+ * is logged once per `intervalMs` for the same `key`; the next line tells how many were left out (`repeated`). Keys
+ * past their period are forgotten as new ones come (messages may name jobs: the keys would otherwise only grow).
  */
 export function onceEvery(intervalMs: number, now: () => number = Date.now): (key: string, log: (repeated: number) => void) => void {
   const seen = new Map<string, { at: number; left: number }>();
   return (key, log) => {
+    const at = now();
     const last = seen.get(key);
-    if (last !== undefined && now() - last.at < intervalMs) {
+    if (last !== undefined && at - last.at < intervalMs) {
       last.left++;
       return;
     }
-    seen.set(key, { at: now(), left: 0 });
+    if (last === undefined) for (const [old, entry] of seen) if (at - entry.at >= intervalMs) seen.delete(old);
+    seen.set(key, { at, left: 0 });
     log(last?.left ?? 0);
   };
 }
