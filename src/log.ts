@@ -52,6 +52,9 @@ export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info', de
   return pino({ level, base: { service: 'kyozo' }, timestamp: isoTime, serializers: { err: serializeError, failure: serializeError } }, destination);
 }
 
+/** How often one repeated worker error (the same queue, the same message) is logged again. */
+export const REPEATED_ERROR_LOG_MS = 30_000;
+
 /**
  * A line repeated on every reconnect (a worker's "connection refused" while Redis is down: a few a second per queue)
  * is logged once per `intervalMs` for the same `key`; the next line tells how many were left out (`repeated`). Keys

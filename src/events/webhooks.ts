@@ -37,7 +37,7 @@ import { hostname } from 'node:os';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobRetention } from '../config.js';
-import type { Logger } from '../log.js';
+import { onceEvery, REPEATED_ERROR_LOG_MS, type Logger } from '../log.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { describeUrl, startDispatcher, webhookQueueName, type Delivery } from './webhook-dispatcher.js';
 import { closeWorkers } from '../workers/close-workers.js';
@@ -129,6 +129,8 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
 
   const queues = new Map<string, Queue<Delivery>>();
   const workers: Worker<Delivery>[] = [];
+  /** The same error of a URL's worker (a refused connection, on every reconnect while Redis is down) once a period. */
+  const repeats = onceEvery(REPEATED_ERROR_LOG_MS);
   for (const url of new Set(urls)) {
     const name = webhookQueueName(url);
     const queue = new Queue<Delivery>(name, {
@@ -147,7 +149,7 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
       const final = error instanceof UnrecoverableError || (job !== undefined && job.attemptsMade >= (job.opts.attempts ?? 1));
       log[final ? 'error' : 'warn']({ webhook: describeUrl(url), eventId: job?.data.eventId, attemptsMade: job?.attemptsMade, err: error }, final ? 'webhook delivery gave up' : 'webhook delivery failed, will retry');
     });
-    worker.on('error', (error) => log.error({ err: error, webhook: describeUrl(url) }, 'webhooks: worker error'));
+    worker.on('error', (error) => repeats(`${name} ${error.message}`, (repeated) => log.error({ err: error, webhook: describeUrl(url), repeated }, 'webhooks: worker error')));
     workers.push(worker);
   }
 

@@ -26,7 +26,7 @@ import { asJobFailure, failureCode, publicReason } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
 import { RERUN_AT_FIELD } from '../jobs/queue.js';
 import { JOB_DATA_FIELD, withoutInlineBody, type Staging } from '../jobs/staging.js';
-import { onceEvery, type Logger } from '../log.js';
+import { onceEvery, REPEATED_ERROR_LOG_MS, type Logger } from '../log.js';
 import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
@@ -62,9 +62,6 @@ async function earlierResult(bus: EventBus, hashKey: string): Promise<{ result: 
 
 /** BullMQ's lock duration, unless a family sets its own. */
 const DEFAULT_LOCK_MS = 30_000;
-
-/** How often one worker error repeated (the same queue, the same message) is logged again. */
-const REPEATED_ERROR_LOG_MS = 30_000;
 
 /** Delays before sending again an event whose script failed on Redis after it was written. */
 const REEMIT_DELAYS_MS = [1_000, 5_000, 30_000];
