@@ -1,6 +1,7 @@
 /**
  * Webhooks (DESIGN §7): every event is POSTed as JSON to every `WEBHOOK_URLS` entry, signed
- * `X-Kyozo-Signature: sha256=<hex HMAC-SHA256 of the body with WEBHOOK_SECRET>`.
+ * `X-Kyozo-Signature: sha256=<hex HMAC-SHA256 of the body with WEBHOOK_SECRET>` and, with a timestamp against
+ * replays, as Standard Webhooks sign (`standardWebhookHeaders`).
  *
  * Two stages. For each URL, a dispatcher reads the events stream through that URL's own Redis consumer group and
  * turns each event into a BullMQ job on that URL's own queue (both named `webhooks-<url hash>`); a worker per queue
@@ -58,6 +59,22 @@ export const DELIVERY_RETENTION: JobRetention = {
 
 export function signBody(body: string, secret: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+/**
+ * The Standard Webhooks headers (standardwebhooks.com) of one delivery attempt: `webhook-id` (the event's id, the
+ * same on every attempt), `webhook-timestamp` (this attempt's time, Unix seconds) and, with a secret,
+ * `webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">`. Unlike `X-Kyozo-Signature`, the
+ * signature covers the time it was made: a receiver verifying with one of that specification's libraries (the key:
+ * `whsec_` + base64 of the secret's UTF-8 bytes) refuses a captured delivery replayed after its tolerance.
+ */
+export function standardWebhookHeaders(eventId: string, body: string, secret: string | undefined, now = Date.now()): Record<string, string> {
+  const timestamp = String(Math.floor(now / 1000));
+  const headers: Record<string, string> = { 'webhook-id': eventId, 'webhook-timestamp': timestamp };
+  if (secret !== undefined) {
+    headers['webhook-signature'] = `v1,${createHmac('sha256', secret).update(`${eventId}.${timestamp}.${body}`).digest('base64')}`;
+  }
+  return headers;
 }
 
 /** Constant-time check of a `X-Kyozo-Signature` header, for receivers (and tests). */
@@ -118,6 +135,7 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
       'x-kyozo-event': type,
       'x-kyozo-event-id': eventId,
       'x-kyozo-delivery': job.id ?? '',
+      ...standardWebhookHeaders(eventId, body, secret),
     };
     if (secret !== undefined) headers[SIGNATURE_HEADER.toLowerCase()] = signBody(body, secret);
     const response = await fetch(url, { method: 'POST', headers, body, redirect: 'manual', signal: AbortSignal.timeout(options.timeoutMs ?? 10_000) });

@@ -1,6 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Webhook, WebhookVerificationError } from 'standardwebhooks';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createEventBus, type EventEnvelope } from '../../src/events/bus.js';
 import type { Redis } from 'ioredis';
 import { startWebhooks, verifySignature, webhookQueueName, type Webhooks, type WebhooksOptions } from '../../src/events/webhooks.js';
@@ -101,6 +102,35 @@ describe('webhooks', () => {
     const job = await webhooks.queues.get(`${base}/flaky`)!.getJob(String(third[2]!.headers['x-kyozo-delivery']));
     await waitFor(async () => (await job?.getState()) === 'completed', { what: 'delivery job completed' });
     expect(received.filter((r) => r.path === '/good' && r.headers['x-kyozo-event-id'] === id)).toHaveLength(1);
+  });
+
+  it('signs every attempt as Standard Webhooks do: its library verifies each, and refuses one replayed after 5 minutes', async () => {
+    const sentFrom = Math.floor(Date.now() / 1000);
+    const event = (await p.bus.emit({ type: 'object.deleted', store: 'main', key: 'standard', data: { key: 'standard' } }))!;
+    const attempts = await waitFor(
+      () => {
+        const found = received.filter((r) => r.path === '/flaky' && r.headers['x-kyozo-event-id'] === event.id);
+        return found.length >= 3 ? found : undefined;
+      },
+      { what: 'three deliveries to /flaky' },
+    );
+    const receiver = new Webhook(Buffer.from(SECRET, 'utf8').toString('base64'));
+    for (const attempt of attempts) {
+      const headers = attempt.headers as Record<string, string>;
+      expect(headers['webhook-id']).toBe(event.id);
+      expect(Number(headers['webhook-timestamp'])).toBeGreaterThanOrEqual(sentFrom);
+      expect(Number(headers['webhook-timestamp'])).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000));
+      expect(receiver.verify(attempt.body, headers)).toEqual(event);
+      expect(() => receiver.verify(attempt.body.replace('standard', 'standarD'), headers)).toThrow(WebhookVerificationError);
+      expect(() => new Webhook(Buffer.from('wrong secret').toString('base64')).verify(attempt.body, headers)).toThrow(WebhookVerificationError);
+    }
+    const last = attempts[2]!;
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 6 * 60_000 });
+    try {
+      expect(() => receiver.verify(last.body, last.headers as Record<string, string>)).toThrow(/too old/);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('takes a redirect for a failed delivery, retried, instead of following it with a body-less GET', async () => {
