@@ -37,11 +37,8 @@ function objectSchema<T>(fields: Fields<T>, description?: string): JsonSchema {
   };
 }
 
-const pageOf = (item: string): JsonSchema =>
-  objectSchema<{ items: unknown[]; cursor?: string }>({
-    items: { type: 'array', items: ref(item) },
-    cursor: optional({ type: 'string', description: 'Present when there is a next page: pass it as ?cursor=' }),
-  });
+const NEXT_CURSOR = optional({ type: 'string', description: 'Present when there is a next page: pass it as ?cursor=' });
+const pageOf = (item: string): JsonSchema => objectSchema<{ items: unknown[]; cursor?: string }>({ items: { type: 'array', items: ref(item) }, cursor: NEXT_CURSOR });
 
 /** What each error code means to a client; its status is the one `ApiError` answers it with. */
 const ERROR_CODES: Record<ApiErrorCode, string> = {
@@ -115,7 +112,11 @@ export const schemas: Record<string, JsonSchema> = {
   VersionInfo: objectSchema<VersionInfo>(versionFields),
   RestoreResult: objectSchema<RestoreResult>({ ...versionFields, restoredFrom: { type: 'string', description: 'The version restored' } }),
   DeleteResult: objectSchema<DeleteResult>({ key: STRING, deleted: { const: true }, allVersions: { type: 'boolean' } }),
-  ObjectPage: pageOf('ObjectInfo'),
+  ObjectPage: objectSchema<{ items: unknown[]; prefixes?: string[]; cursor?: string }>({
+    items: { type: 'array', items: ref('ObjectInfo') },
+    prefixes: optional({ type: 'array', items: STRING, description: 'With `delimiter`: the common prefixes of this page, each ending with the delimiter' }),
+    cursor: NEXT_CURSOR,
+  }),
   VersionPage: pageOf('VersionInfo'),
   JobAccepted: objectSchema<{ jobId: string; statusUrl: string; state?: string }>({
     jobId: STRING,

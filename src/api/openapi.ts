@@ -255,9 +255,17 @@ const routes: RouteSpec[] = [
       path,
       summary: 'List objects, in UTF-8 byte order of their keys',
       auth: 'bearer',
-      query: { prefix: 'Only keys starting with this', ...PAGE },
+      query: {
+        prefix: 'Only keys starting with this',
+        delimiter: {
+          description:
+            'Group keys by this (1 to 64 characters; `/` lists one level of a tree): a key that holds it after the prefix is listed once as its common prefix, in `prefixes`, up to and including the first delimiter. Items and prefixes together are at most `limit`',
+          schema: { type: 'string', minLength: 1, maxLength: 64 },
+        },
+        ...PAGE,
+      },
       responses: {
-        200: { description: 'A page of objects', content: json(ref('ObjectPage')) },
+        200: { description: 'A page of objects; with `delimiter`, also `prefixes`', content: json(ref('ObjectPage')) },
         400: 'BAD_REQUEST, INVALID_KEY or INVALID_ARGUMENT: a bad limit, prefix or cursor',
         404: 'NOT_FOUND: no such store',
         ...STORE_ERRORS,

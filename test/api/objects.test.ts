@@ -322,6 +322,28 @@ describe('reads', () => {
     expect(second.cursor).toBeUndefined();
   });
 
+  it('lists one level with ?delimiter=/: objects and common prefixes, paged by their sum', async () => {
+    for (const key of ['tree/a', 'tree/sub/x', 'tree/sub/y', 'tree/z', 'tree/zz/deep/q']) await put('files', key, key);
+    type Page = { items: { key: string }[]; prefixes?: string[]; cursor?: string };
+    const whole = (await (await request('/v1/stores/files/objects?prefix=tree/&delimiter=/')).json()) as Page;
+    expect(whole).toMatchObject({ items: [{ key: 'tree/a' }, { key: 'tree/z' }], prefixes: ['tree/sub/', 'tree/zz/'] });
+    expect(whole.cursor).toBeUndefined();
+    const first = (await (await request('/v1/stores/files/objects?prefix=tree/&delimiter=/&limit=2')).json()) as Page;
+    expect([...first.items.map((item) => item.key), ...first.prefixes!]).toEqual(['tree/a', 'tree/sub/']);
+    const second = (await (await request(`/v1/stores/files/objects?prefix=tree/&delimiter=/&limit=2&cursor=${first.cursor}`)).json()) as Page;
+    expect([...second.items.map((item) => item.key), ...second.prefixes!]).toEqual(['tree/z', 'tree/zz/']);
+    expect(second.cursor).toBeUndefined();
+    // Without a delimiter the answer keeps its shape: every key, no prefixes.
+    const flat = (await (await request('/v1/stores/files/objects?prefix=tree/')).json()) as Page;
+    expect(flat.items).toHaveLength(5);
+    expect(flat.prefixes).toBeUndefined();
+    for (const bad of ['delimiter=', `delimiter=${'/'.repeat(65)}`]) {
+      const response = await request(`/v1/stores/files/objects?prefix=tree/&${bad}`);
+      expect(response.status).toBe(400);
+      expect(((await response.json()) as { error: { code: string; message: string } }).error.message).toMatch(/delimiter/);
+    }
+  });
+
   it('a key ending in a sub-resource name is addressed with its last slash encoded', async () => {
     await put('mem', 'notes%2Fversions', 'a key, not a listing');
     expect(await service.deps.stores.get('mem')!.stat('notes/versions')).toMatchObject({ size: 20 });

@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, InvalidKeyError, NotFoundError, PreconditionFailedError, StorageError } from '../../src/providers/errors.js';
 import { compareKeys } from '../../src/providers/keys.js';
+import { listDelimited } from '../../src/providers/list-delimited.js';
 import { statIfPresent } from '../../src/providers/object-info.js';
 import type { ObjectInfo, StorageProvider } from '../../src/providers/types.js';
 import { fixtures } from './providers.js';
@@ -263,6 +264,45 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       }
       expect(seen).toEqual([...keys].sort(compareKeys));
       expect(cursor).toBeUndefined();
+    });
+
+    it('groups keys by a delimiter: objects of one level and their common prefixes, paged, each once', async () => {
+      const keys = ['photos/a.jpg', 'photos/2024/x', 'photos/2024/y', 'photos/2024/deep/q', 'photos/2025/z', 'photos/b', 'photosX', 'top'];
+      for (const key of keys) await provider.write(key, key);
+      const level = await listDelimited(provider, { prefix: 'photos/', delimiter: '/' });
+      expect(level.items.map((item) => item.key)).toEqual(['photos/a.jpg', 'photos/b']);
+      expect(level.items[0]).toMatchObject({ size: Buffer.byteLength('photos/a.jpg'), etag: sha256('photos/a.jpg') });
+      expect(level.prefixes).toEqual(['photos/2024/', 'photos/2025/']);
+      expect(level.cursor).toBeUndefined();
+      expect(await listDelimited(provider, { delimiter: '/' })).toMatchObject({ prefixes: ['photos/'], items: [{ key: 'photosX' }, { key: 'top' }] });
+      // A prefix inside a segment rolls up what follows it up to the delimiter; a delimiter may be longer than one character.
+      expect((await listDelimited(provider, { prefix: 'photos/20', delimiter: '/' })).prefixes).toEqual(['photos/2024/', 'photos/2025/']);
+      expect((await listDelimited(provider, { prefix: 'photos/', delimiter: '4/' })).prefixes).toEqual(['photos/2024/']);
+
+      // One entry per page: the same entries in the same order, each once, and the last page has no cursor.
+      const entries: string[] = [];
+      let cursor: string | undefined;
+      for (let page = 0; page < 10; page++) {
+        const listed = await listDelimited(provider, { prefix: 'photos/', delimiter: '/', limit: 1, cursor });
+        entries.push(...listed.items.map((item) => item.key), ...listed.prefixes);
+        cursor = listed.cursor;
+        if (cursor === undefined) break;
+      }
+      expect(entries).toEqual(['photos/2024/', 'photos/2025/', 'photos/a.jpg', 'photos/b']);
+      expect(cursor).toBeUndefined();
+    });
+
+    it("steps over a common prefix's keys instead of reading them", async () => {
+      await inParallel(300, 16, (i) => provider.write(`tree/big/${String(i).padStart(3, '0')}`, 'x'));
+      await provider.write('tree/next', 'x');
+      // After the jump past `tree/big/` (to `tree/big/` + U+10FFFF), a key that goes on with U+10FFFF still comes: paged through, not listed again.
+      await provider.write('tree/big/\u{10ffff}', 'x');
+      let calls = 0;
+      const counted = { list: (opts?: Parameters<StorageProvider['list']>[0]) => (calls++, provider.list(opts)) };
+      const page = await listDelimited(counted, { prefix: 'tree/', delimiter: '/', limit: 2 });
+      expect([...page.prefixes, ...page.items.map((item) => item.key)]).toEqual(['tree/big/', 'tree/next']);
+      // Pages of three keys: reading the 300 would take a hundred.
+      expect(calls).toBeLessThanOrEqual(4);
     });
 
     it('lists in UTF-8 byte order with size and etag', async () => {

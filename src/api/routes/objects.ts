@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { NotSupportedError, ProviderUnavailableError } from '../../providers/errors.js';
 import { authorSchema, ifMatchSchema, versionMessageSchema } from '../../jobs/definition.js';
 import { validatePrefix } from '../../providers/keys.js';
+import { listDelimited, MAX_DELIMITER_LENGTH } from '../../providers/list-delimited.js';
 import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
@@ -31,8 +32,9 @@ const listQuery = z.object({
   prefix: z.string().optional(),
   cursor: z.string().optional(),
   limit: wholeNumber(1, 1000).optional(),
+  delimiter: z.string().min(1, 'empty: leave it out').max(MAX_DELIMITER_LENGTH).optional(),
 });
-const versionsQuery = listQuery.omit({ prefix: true });
+const versionsQuery = listQuery.omit({ prefix: true, delimiter: true });
 const urlQuery = z.object({
   method: z.enum(['GET', 'PUT']).default('GET'),
   expires: wholeNumber(1, MAX_SIGNED_URL_SECONDS, 'seconds').default(3600),
@@ -205,8 +207,9 @@ function notAMethodOf(method: string, at: ObjectTarget): ApiError {
 }
 
 async function listObjects(c: Context, provider: StorageProvider): Promise<Response> {
-  const query = listQuery.parse(c.req.query());
-  return c.json(await provider.list({ ...query, prefix: validatePrefix(query.prefix) }));
+  const { delimiter, ...query } = listQuery.parse(c.req.query());
+  const opts = { ...query, prefix: validatePrefix(query.prefix) };
+  return c.json(delimiter === undefined ? await provider.list(opts) : await listDelimited(provider, { ...opts, delimiter }));
 }
 
 export function objectRoutes(deps: AppDeps): Hono {

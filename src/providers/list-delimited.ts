@@ -1,0 +1,80 @@
+/**
+ * A listing that groups keys by a delimiter, as S3's `delimiter` does: the keys under `prefix` that hold no
+ * `delimiter` after it come as objects, and every key that does is rolled up into its common prefix (`prefix`, up to
+ * and including the first delimiter after it), listed once. With `/` that is one level of a directory tree.
+ *
+ * Built on the contract's `list`, so every store has it. A common prefix's keys are stepped over, not read: after a
+ * prefix the listing goes on from a position past every key that starts with it (`pastEveryKeyUnder`), so a
+ * "directory" of a million keys costs one more page, not a thousand. Cursors are ordinary list cursors (a position to
+ * continue after), so a page ends and resumes anywhere, also right after a common prefix.
+ */
+import { encodeCursor, pageLimit } from './cursor.js';
+import { InvalidArgumentError } from './errors.js';
+import { MAX_LIST_LIMIT, type ObjectInfo, type StorageProvider } from './types.js';
+
+export const MAX_DELIMITER_LENGTH = 64;
+
+export interface DelimitedPage {
+  items: ObjectInfo[];
+  /** Common prefixes, each ending with the delimiter. Items and prefixes together are at most `limit`. */
+  prefixes: string[];
+  cursor?: string;
+}
+
+/**
+ * A position after every key that starts with `prefix`, in UTF-8 byte order: `prefix` and U+10FFFF, the largest
+ * character. Only a key that goes on with U+10FFFF itself (a noncharacter, which no text should hold) sorts after it:
+ * the listing pages through such keys rather than jumping, and a page that ends at that prefix lists it again on the
+ * next page.
+ */
+export function pastEveryKeyUnder(prefix: string): string {
+  return `${prefix}\u{10ffff}`;
+}
+
+export async function listDelimited(
+  provider: Pick<StorageProvider, 'list'>,
+  opts: { prefix?: string; delimiter: string; cursor?: string; limit?: number },
+): Promise<DelimitedPage> {
+  const { prefix = '', delimiter } = opts;
+  if (delimiter.length === 0 || delimiter.length > MAX_DELIMITER_LENGTH) {
+    throw new InvalidArgumentError(`delimiter must be 1 to ${MAX_DELIMITER_LENGTH} characters`);
+  }
+  const limit = pageLimit(opts.limit);
+  const pageSize = Math.min(MAX_LIST_LIMIT, limit + 1);
+  const items: ObjectInfo[] = [];
+  const prefixes: string[] = [];
+  /** The cursor after the last entry taken: where the next page of this listing starts. */
+  let after = opts.cursor;
+  /** Where the next page of the store's own listing starts. */
+  let listFrom = opts.cursor;
+  /** The common prefix whose keys are being stepped over, and the last one jumped past. */
+  let skipping: string | undefined;
+  let jumped: string | undefined;
+  for (;;) {
+    const page = await provider.list({ prefix, cursor: listFrom, limit: pageSize });
+    for (const info of page.items) {
+      if (skipping !== undefined && info.key.startsWith(skipping)) continue;
+      skipping = undefined;
+      // One entry more than the page holds: there is a next page, and it starts after the last entry taken.
+      if (items.length + prefixes.length === limit) return { items, prefixes, cursor: after };
+      const at = info.key.indexOf(delimiter, prefix.length);
+      if (at === -1) {
+        items.push(info);
+        after = encodeCursor(info.key);
+      } else {
+        skipping = info.key.slice(0, at + delimiter.length);
+        prefixes.push(skipping);
+        after = encodeCursor(pastEveryKeyUnder(skipping));
+      }
+    }
+    if (page.cursor === undefined) return { items, prefixes };
+    // Inside a common prefix at the end of the page: jump past its keys, once. Those still listed after the jump (they
+    // go on with U+10FFFF, or the store's order is not UTF-8 byte order) are paged through, not jumped over for ever.
+    if (skipping !== undefined && skipping !== jumped) {
+      jumped = skipping;
+      listFrom = after;
+    } else {
+      listFrom = page.cursor;
+    }
+  }
+}
