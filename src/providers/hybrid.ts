@@ -374,11 +374,14 @@ export class HybridProvider implements StorageProvider {
   }
 
   async restoreVersion(key: string, versionId: string, opts?: RestoreOptions): Promise<VersionInfo> {
-    const described = { message: opts?.message ?? `restore ${versionId}`, ...(opts?.author ? { author: opts.author } : {}) };
+    const author = opts?.author ? { author: opts.author } : {};
     return this.mutate(
       key,
-      () => this.cold.restoreVersion(key, versionId, { ...described, fence: opts?.fence }),
+      // The message as given: cold's own default applies (an s3 cold tier leaves it out where its metadata has no room).
+      () => this.cold.restoreVersion(key, versionId, { ...(opts?.message === undefined ? {} : { message: opts.message }), ...author, fence: opts?.fence }),
       async (version) => {
+        // Backup's copy says what cold's version says.
+        const described = { message: version.message ?? opts?.message ?? `restore ${versionId}`, ...author };
         const backupId = await this.versions.backupIdOf(key, versionId).catch(() => undefined);
         let copy =
           backupId === undefined

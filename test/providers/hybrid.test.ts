@@ -299,6 +299,17 @@ describe('versions', () => {
     expect((await readText(provider.backup, 'v')).text).toBe('one');
   });
 
+  it("restores a version whose metadata leaves S3 no room for the default message, as its s3 cold tier does", async () => {
+    const provider = await hybrid();
+    const note = 'n'.repeat(1860); // with the version's message, id and hash, a few bytes short of S3's 2 KB
+    const old = await provider.createVersion('full', 'old', { message: 'm', metadata: { note } });
+    await provider.write('full', 'new');
+    const restored = await provider.restoreVersion('full', old.versionId);
+    expect(restored.message).toBeUndefined();
+    expect((await readText(provider, 'full')).text).toBe('old');
+    expect((await readText(provider.backup, 'full')).text).toBe('old');
+  });
+
   it('deleteVersion removes the version from cold and its copy from backup', async () => {
     const provider = await hybrid();
     const old = await provider.createVersion('retained', 'old', { message: 'old' });
