@@ -46,6 +46,17 @@ export function parseObjectPath(rawPath: string): ObjectTarget {
   return { kind: 'object', key: keyOf(segments) };
 }
 
+/**
+ * `X-Copy-Source: <store>/<key>`, the store and key written as in an object's path (a leading `/` allowed): raw
+ * slashes separate segments, each percent-decoded after the split, so a key of any characters can be named.
+ */
+export function parseCopySource(value: string): { store: string; key: string } {
+  const path = value.trim().replace(/^\//, '');
+  const slash = path.indexOf('/');
+  if (slash <= 0) throw new ApiError('BAD_REQUEST', 'X-Copy-Source must be <store>/<key>, as in an object\'s path');
+  return { store: decodeSegment(path.slice(0, slash)), key: keyOf(path.slice(slash + 1).split('/')) };
+}
+
 const SUB_RESOURCES = new Set(['versions', 'diff', 'url', 'restore']);
 
 /** The inverse, for URLs the API hands out: a key ending in a sub-resource name gets its last slash encoded. */

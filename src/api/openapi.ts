@@ -295,11 +295,15 @@ const routes: RouteSpec[] = [
   {
     method: 'PUT',
     path: OBJECT,
-    summary: 'Write an object (job)',
-    description: META_IN,
+    summary: 'Write an object, or copy one with X-Copy-Source (job)',
+    description: `${META_IN} With \`X-Copy-Source\` the request has no body: the job copies that object (its etag, Content-Type and metadata as they are when the request is accepted; a Content-Type or any \`X-Meta-*\` of the request replaces the source’s). A source replaced or deleted before the job ran fails it with 412.`,
     auth: 'bearer',
     query: WAIT,
-    headers: WRITE_HEADERS,
+    headers: {
+      ...WRITE_HEADERS,
+      'X-Copy-Source': '`<store>/<key>`, the key written as in an object’s path (percent-encoded segments): copy that object; 404 if it does not exist, 400 with a body',
+      'X-Copy-Source-Version': 'With X-Copy-Source: copy this version of it',
+    },
     body: CONTENT_BODY,
     responses: mutationAnswers(ref('ObjectInfo'), WRITE_FAILURES),
   },

@@ -5,6 +5,7 @@
 import type { z } from 'zod';
 import { backupJob } from './backup.js';
 import { cleanupJob } from './cleanup.js';
+import { copyJob } from './copy-object.js';
 import type { JobDefinition } from './definition.js';
 import { deleteJob } from './delete.js';
 import { migrateJob } from './migrate.js';
@@ -19,6 +20,7 @@ export const jobs = {
   delete: deleteJob,
   version: versionJob,
   restore: restoreJob,
+  copy: copyJob,
   tier: tierJob,
   cleanup: cleanupJob,
   backup: backupJob,

@@ -1,7 +1,7 @@
 /**
  * Queues and enqueueing (DESIGN §6).
  *
- * One queue per job family, named jobs inside it: `objects` holds write/delete/version/restore (short, many,
+ * One queue per job family, named jobs inside it: `objects` holds write/delete/version/restore/copy (short, many,
  * latency-sensitive); the maintenance jobs of the Hybrid issue get a queue of their own, as do webhook deliveries
  * (`events/webhooks.ts`). A family shares one worker pool and one set of locking settings: a backup that runs for
  * minutes needs a long lock and must not take the slots that writes wait for, and a slow webhook receiver must not

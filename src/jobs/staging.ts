@@ -25,7 +25,8 @@ export const STAGING_PREFIX = 'staging/';
 const STAGED_KEY = /^staging\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 const size = z.number().int().nonnegative();
-const etag = z.string().regex(/^[0-9a-f]{64}$/, 'etag must be a sha256 hex digest');
+export const etagSchema = z.string().regex(/^[0-9a-f]{64}$/, 'etag must be a sha256 hex digest');
+const etag = etagSchema;
 
 /** Inline bodies up to this size are decoded for their check into one reused buffer; larger ones into their own. */
 const DECODE_SCRATCH_BYTES = 64 * 1024;

@@ -24,7 +24,7 @@ export type WritePayload = z.output<typeof writePayload>;
  * same bytes with other metadata is not taken for this one's (a create-only retry would claim a creation it lost);
  * an identical object is, as nothing could tell the two apart.
  */
-async function currentWith(provider: StorageProvider, key: string, etag: string, opts: WriteOptions): Promise<ObjectInfo | undefined> {
+export async function currentWith(provider: StorageProvider, key: string, etag: string, opts: WriteOptions): Promise<ObjectInfo | undefined> {
   const info = await statIfPresent(provider, key);
   return info !== undefined && sameObject(info, { etag, ...describeWrite(opts) }) ? info : undefined;
 }

@@ -12,6 +12,7 @@ import { listDelimited, MAX_DELIMITER_LENGTH } from '../../providers/list-delimi
 import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
+import { copyPayload } from '../copy-request.js';
 import { ApiError } from '../errors.js';
 import { decodeHeaderValue, HEADER_TEXT, ifRangeHolds, metadataFromHeaders, notModified, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
 import { methodNotAllowed } from '../method-not-allowed.js';
@@ -258,6 +259,13 @@ export function objectRoutes(deps: AppDeps): Hono {
     if (at.kind !== 'object') throw notAMethodOf(c.req.method, at);
     const options = requestWriteOptions(c);
     const request = jobRequest(c);
+    const source = requestHeader(c, 'x-copy-source');
+    if (source === undefined && requestHeader(c, 'x-copy-source-version') !== undefined) {
+      throw new ApiError('BAD_REQUEST', 'X-Copy-Source-Version names a version of the X-Copy-Source, which is missing');
+    }
+    if (source !== undefined) {
+      return respondWithJob(c, deps, request, 'copy', await copyPayload(c, deps, { store, key: at.key, provider }, source, options));
+    }
     const body = await stageRequestBody(c, deps, provider);
     return respondWithJob(c, deps, request, 'write', { store, key: at.key, body, ...options });
   });

@@ -9,6 +9,7 @@ import type { StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
 import { ApiError } from '../errors.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
+import { requestHeader } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom } from '../object-path.js';
 import type { SignedMethod } from '../signing.js';
 import { requireStore } from '../stores.js';
@@ -41,6 +42,8 @@ export function signedRoutes(deps: AppDeps): Hono {
   });
   app.put('/:store/*', async (c) => {
     const { store, key, provider } = verified(c, deps, 'PUT');
+    // The URL grants writing what it is sent: a copy would read another object with the URL's grant alone.
+    if (requestHeader(c, 'x-copy-source') !== undefined) throw new ApiError('BAD_REQUEST', 'a signed PUT URL writes the body it is sent; copy with X-Copy-Source and a bearer token');
     // The URL grants this write: its Content-Type, X-Meta-* and conditions count as on an authenticated PUT.
     const options = requestWriteOptions(c);
     const request = jobRequest(c);
