@@ -16,8 +16,11 @@ export function isWellFormed(value: string): boolean {
   return !LONE_SURROGATE.test(value);
 }
 
+// Noncharacters that XML 1.0 cannot carry: S3 sends keys in XML (DeleteObjects), so such a key could be written
+// there but never deleted with its versions.
+const NOT_IN_XML = /[\ufffe\uffff]/;
 // Any character the checks below look at: most keys have none, and one scan clears them.
-const SUSPECT = /[\u0000-\u001f\u007f-\u009f\\\ud800-\udfff]/;
+const SUSPECT = /[\u0000-\u001f\u007f-\u009f\\\ud800-\udfff\ufffe\uffff]/;
 // A UTF-16 code unit is at most 3 bytes of UTF-8: a string this short cannot be over the limit.
 const SURELY_SHORT = Math.floor(MAX_KEY_BYTES / 3);
 
@@ -26,6 +29,7 @@ function checkCharacters(value: string, what: string): void {
     if (value.includes('\\')) throw new InvalidKeyError(`${what} must not contain a backslash`);
     if (CONTROL_CHARACTER.test(value)) throw new InvalidKeyError(`${what} must not contain control characters`);
     if (!isWellFormed(value)) throw new InvalidKeyError(`${what} is not valid Unicode`);
+    if (NOT_IN_XML.test(value)) throw new InvalidKeyError(`${what} must not contain U+FFFE or U+FFFF (noncharacters S3's XML cannot carry)`);
   }
   if (value.length > SURELY_SHORT && Buffer.byteLength(value, 'utf8') > MAX_KEY_BYTES) {
     throw new InvalidKeyError(`${what} is longer than ${MAX_KEY_BYTES} bytes`);
