@@ -109,6 +109,7 @@ import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js';
 import { withProcessMutex } from './process-mutex.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
+import { cutToRange } from './s3-range.js';
 import { limitIdleWaits } from './s3-body.js';
 import { toStorageError } from './s3-errors.js';
 import { deleteLanded, findStampedVersion } from './s3-landed.js';
@@ -701,7 +702,8 @@ export class S3Provider implements StorageProvider {
       body.destroy(); // nothing else would: its request has no socket timer
       throw error;
     });
-    return { info, body: limitIdleWaits(body, this.socketTimeoutMs, PAUSED_READ_FACTOR * this.socketTimeoutMs, what) };
+    const limited = limitIdleWaits(body, this.socketTimeoutMs, PAUSED_READ_FACTOR * this.socketTimeoutMs, what);
+    return { info, body: opts?.range ? cutToRange(limited, out.ContentRange, info.size, opts.range, what) : limited };
   }
 
   async stat(key: string, opts?: { versionId?: string }): Promise<ObjectInfo> {

@@ -1,0 +1,44 @@
+/**
+ * `cutToRange`: whatever range an S3-compatible endpoint sends for a ranged GET, the reader gets the bytes it asked
+ * for, or an error; never other bytes as the range.
+ */
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { ProviderUnavailableError } from '../../src/providers/errors.js';
+import { cutToRange } from '../../src/providers/s3-range.js';
+
+const CONTENT = '0123456789abcdef';
+/** What an endpoint sends: `text` in chunks of three bytes, so cuts fall inside and across chunks. */
+const sent = (text: string) => Readable.from(Buffer.from(text).toString().match(/.{1,3}/g)!.map((part) => Buffer.from(part)));
+
+async function text(body: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString();
+}
+
+describe('cutToRange', () => {
+  it('passes an exact answer on as it is', () => {
+    const body = sent('456');
+    expect(cutToRange(body, 'bytes 4-6/16', 16, [4, 6], 'read')).toBe(body);
+    const tail = sent('ef');
+    expect(cutToRange(tail, 'bytes 14-15/16', 16, [14, 100], 'read')).toBe(tail);
+  });
+
+  it('cuts a wider answer, or the whole object sent without Content-Range, to the range', async () => {
+    for (const [start, end] of [[0, 0], [1, 1], [2, 7], [4, 4], [15, 15], [10, 40]] as const) {
+      const want = CONTENT.slice(start, end + 1);
+      expect(await text(cutToRange(sent(CONTENT), undefined, 16, [start, end], 'read')), `whole for ${start}-${end}`).toBe(want);
+      expect(await text(cutToRange(sent(CONTENT), 'bytes 0-15/16', 16, [start, end], 'read')), `0-15 for ${start}-${end}`).toBe(want);
+    }
+    expect(await text(cutToRange(sent(CONTENT.slice(2, 9)), 'bytes 2-8/16', 16, [3, 5], 'read'))).toBe('345');
+  });
+
+  it('refuses an answer that misses part of the range, or that it cannot read', () => {
+    for (const served of ['bytes 5-9/16', 'bytes 0-3/16', 'bytes */16', 'items 0-15/16']) {
+      const body = sent(CONTENT);
+      expect(() => cutToRange(body, served, 16, [4, 6], 'read "k"'), served).toThrow(ProviderUnavailableError);
+      expect(body.destroyed).toBe(true);
+    }
+  });
+});
