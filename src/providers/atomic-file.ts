@@ -6,7 +6,7 @@
  * behind and the old content in place; readers of a directory skip temp names (`isTempName`).
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, link, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, link, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { Body } from './types.js';
@@ -42,6 +42,31 @@ function errorCode(error: unknown): string | undefined {
 }
 
 /**
+ * `mkdir -p dir`; answers the first directory it made, as `mkdir` does. Node's recursive mkdir reports a level it
+ * could not make for another reason as ENOENT (EROFS on a read-only mount, for one): the store would take a
+ * read-only disk for a directory removed meanwhile and retry for an hour. The level that failed is tried again
+ * alone, which tells the real reason.
+ */
+export async function makeDirectories(dir: string): Promise<string | undefined> {
+  try {
+    return await mkdir(dir, { recursive: true });
+  } catch (error) {
+    if (errorCode(error) !== 'ENOENT') throw error;
+    throw await reasonNotMade(dir, error);
+  }
+}
+
+async function reasonNotMade(dir: string, reported: unknown): Promise<unknown> {
+  let missing = dir;
+  for (let parent = path.dirname(missing); parent !== missing; missing = parent, parent = path.dirname(parent)) {
+    if (await stat(parent).then(() => true, () => false)) break;
+  }
+  const alone = await mkdir(missing).then(() => undefined, (error: unknown) => error);
+  // Made now, there already, or its parent gone again (a concurrent cleanup): ENOENT stands, and is retried.
+  return alone === undefined || ['EEXIST', 'ENOENT'].includes(errorCode(alone) ?? '') ? reported : alone;
+}
+
+/**
  * How often a step that failed with ENOENT is tried again: a concurrent cleanup of empty directories (a delete in
  * another process) can remove a directory again right after it was made.
  */
@@ -61,7 +86,7 @@ export async function retryWhileMissing<T>(step: () => Promise<T>, repair?: () =
 
 /** Runs `create` in the target's directory, making the directory (`onMissingDirectory`) when it is missing. */
 function inDirectory<T>(target: string, create: () => Promise<T>, options: AtomicWriteOptions): Promise<T> {
-  return retryWhileMissing(create, options.onMissingDirectory ?? (() => mkdir(path.dirname(target), { recursive: true }).then(() => undefined)));
+  return retryWhileMissing(create, options.onMissingDirectory ?? (() => makeDirectories(path.dirname(target)).then(() => undefined)));
 }
 
 /** Writes every byte: a write to a regular file may, rarely, be short. */

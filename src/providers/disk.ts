@@ -17,10 +17,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
-import { access, lstat, mkdir, opendir, readdir, realpath, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { access, lstat, opendir, readdir, realpath, rmdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { fsyncDirectory, isTempName, retryWhileMissing, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
+import { fsyncDirectory, isTempName, makeDirectories, retryWhileMissing, type AtomicWriteOptions, TEMP_PREFIX } from './atomic-file.js';
 import { requireExpectedEtag } from './body.js';
 import { decodeCursor, decodeVersionsCursor, encodeCursor, encodeVersionsCursor, pageLimit } from './cursor.js';
 import { DirectoryCache, type DirectoryReader } from './disk-directory-cache.js';
@@ -602,7 +602,7 @@ export class DiskProvider implements StorageProvider {
    * `dir`, which leaves the path to it to chance after a power cut.
    */
   private async makeDirectory(dir: string): Promise<void> {
-    const first = await mkdir(dir, { recursive: true });
+    const first = await makeDirectories(dir);
     if (first === undefined || !this.fsync) return;
     for (let made = dir; made.length >= first.length; made = path.dirname(made)) await fsyncDirectory(path.dirname(made));
   }

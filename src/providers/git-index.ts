@@ -15,9 +15,10 @@
  *   reads each changed key's record; a content file changed without its record (a commit made with the git CLI)
  *   is described from the blob itself.
  */
-import { appendFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
+import { makeDirectories } from './atomic-file.js';
 import { sha256Hex } from './body.js';
 import { contentPath, decodeRecord, forgottenKeys, isRecordPath, keyOfPath, RECORD_ROOT, recordPath, type KeyRecord } from './git-layout.js';
 import { fromByteString, isTooLargeToHold, isTreeMode, toByteString, type CommitObject, type Identity, type ObjectStore } from './git-objects.js';
@@ -356,7 +357,7 @@ export class KeyIndex {
         () => true,
         () => false,
       );
-      await mkdir(path.dirname(this.file), { recursive: true });
+      await makeDirectories(path.dirname(this.file));
       if (this.needsSnapshot || !exists) {
         const temp = `${this.file}.tmp-${process.pid}-${Date.now()}`;
         await writeFile(temp, `${JSON.stringify(FORMAT)}\n${JSON.stringify(this.snapshot())}\n`);

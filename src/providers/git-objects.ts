@@ -15,12 +15,12 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import * as isogit from 'isomorphic-git';
-import { fsyncDirectory } from './atomic-file.js';
+import { fsyncDirectory, makeDirectories } from './atomic-file.js';
 import { DataCorruptedError, InvalidArgumentError, PermissionDeniedError, ProviderUnavailableError } from './errors.js';
 import { isObjectId } from './git-layout.js';
 
@@ -534,7 +534,7 @@ export class ObjectStore {
   async updateRef(ref: string, next: string, expected: string | undefined): Promise<boolean> {
     const target = path.join(this.gitdir, ref);
     const lock = `${target}.lock`;
-    await mkdir(path.dirname(target), { recursive: true });
+    await makeDirectories(path.dirname(target));
     // Open until the end: while it is, no other file can have its inode, so comparing inodes proves the lock ours.
     const handle = await this.createRefLock(lock);
     let moved = false;
@@ -646,7 +646,7 @@ async function removeLockIf(lock: string, owned: (file: fs.Stats) => boolean): P
 
 /** Makes the fan-out directory `dir` when missing; `objects/` then gained an entry, and joins the `dirs` to sync. */
 async function makeFanout(dir: string, dirs: Set<string>): Promise<void> {
-  if ((await mkdir(dir, { recursive: true })) !== undefined) dirs.add(path.dirname(dir));
+  if ((await makeDirectories(dir)) !== undefined) dirs.add(path.dirname(dir));
 }
 
 async function writeFileExclusive(file: string, bytes: Uint8Array, fsync: boolean, mode: number): Promise<void> {
