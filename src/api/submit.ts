@@ -171,7 +171,9 @@ export async function respondWithJob<N extends JobName>(
     // A job that may exist keeps its body (cleanup removes it after STAGING_TTL if no job came of it): released
     // here, it would fail for want of it, and a retry with the same Idempotency-Key would find that job.
     const mayExist = error instanceof EnqueueUncertainError;
-    if (staged !== undefined && isStaged(staged) && !mayExist) await deps.staging.release(staged).catch(() => undefined);
+    // Not awaited: with Redis not answering, the release's own Redis command (forgetting the body's owner) would hold
+    // the 503 back for another command timeout. A body the release does not get to is cleanup's after STAGING_TTL.
+    if (staged !== undefined && isStaged(staged) && !mayExist) void deps.staging.release(staged).catch(() => undefined);
     // The queue reports Redis down as PROVIDER_UNAVAILABLE; to a client it is the service's own queue that is down,
     // answered as /v1/jobs and /v1/events answer it (PROVIDER_UNAVAILABLE is a store that is down).
     throw error instanceof ProviderUnavailableError ? redisUnavailable(error) : error;

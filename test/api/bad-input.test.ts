@@ -152,7 +152,8 @@ describe('bad input gets a clear error and the server stays up', () => {
       await broken.deps.redis.set(`${broken.config.queuePrefix}:staging:owners`, 'not a hash');
       const response = await broken.app.request('/v1/stores/files/objects/note/refused', { method: 'PUT', body: 'z'.repeat(5000) });
       expect(response.status).toBe(503);
-      expect((await broken.stagingProvider.list()).items).toEqual([]);
+      // Released after the answer, not before it.
+      await waitFor(async () => (await broken.stagingProvider.list()).items.length === 0, { what: 'the staged body released' });
       expect(await broken.deps.queues.queue('objects').getJobCountByTypes('waiting', 'delayed', 'active')).toBe(0);
     } finally {
       await broken.close();
@@ -166,7 +167,7 @@ describe('bad input gets a clear error and the server stays up', () => {
       expect(response.status).toBe(503);
       expect(response.headers.get('retry-after')).not.toBeNull();
       expect(((await response.json()) as { error: { code: string } }).error.code).toMatch(/UNAVAILABLE/);
-      expect((await broken.stagingProvider.list()).items).toEqual([]);
+      await waitFor(async () => (await broken.stagingProvider.list()).items.length === 0, { what: 'the staged body released' });
       expect((await broken.app.request('/ready')).status).toBe(503);
     } finally {
       await broken.close();

@@ -8,6 +8,7 @@ import type { StorageProvider } from '../../src/providers/types.js';
 import type { EventEnvelope } from '../../src/events/bus.js';
 import { redisServerUnavailableReason, startRedisServer, type RedisServer } from '../cluster/redis-server.js';
 import { interceptMethod } from '../support/intercept.js';
+import { waitFor } from '../jobs/fixtures/pipeline.js';
 import { startTestService, type TestService } from '../support/service.js';
 
 const TOKEN = 'job-status-review-token';
@@ -49,6 +50,22 @@ describe.skipIf(noRedisServer !== undefined)('a Redis that stops answering (SIGS
       thaw();
     }
   });
+
+  it('a staged PUT while Redis is frozen answers 503 within one command timeout; its body is released once Redis answers', async () => {
+    freeze();
+    let took: number;
+    try {
+      const began = performance.now();
+      const response = await put(s, '/v1/stores/mem/objects/frozen-staged', 'z'.repeat(300 * 1024));
+      took = performance.now() - began;
+      expect(response.status).toBe(503);
+    } finally {
+      thaw();
+    }
+    // The owner note timed out (10 s); releasing the body asked Redis again, for another 10 s, before the answer.
+    expect(took).toBeLessThan(15_000);
+    await waitFor(async () => (await s.stagingProvider.list()).items.length === 0, { what: 'the staged body released', timeoutMs: 20_000 });
+  }, 40_000);
 
   it('PUT ?wait=true whose Redis freezes right after the enqueue answers 202 with the status URL within about WAIT_TIMEOUT_MS', async () => {
     const queues = s.deps.queues;
