@@ -17,8 +17,10 @@ import { decodeUtf8Strict } from '../text.js';
 type Kind = 'l' | 'v';
 const LISTING: Record<Kind, string> = { l: 'an object listing', v: 'a version listing' };
 const CHECK_BYTES = 6;
-// A position is a key or a version id, neither longer than a key: bounds the work a forged cursor can cause.
-const MAX_CURSOR_LENGTH = Math.ceil(((1 + CHECK_BYTES + MAX_KEY_BYTES) * 4) / 3);
+// A position is a key or a version id, neither longer than a key, or a position past every key under a common prefix
+// (`list-delimited.ts`: a key's bytes and one 4-byte character): bounds the work a forged cursor can cause.
+const MAX_POSITION_BYTES = MAX_KEY_BYTES + 4;
+const MAX_CURSOR_LENGTH = Math.ceil(((1 + CHECK_BYTES + MAX_POSITION_BYTES) * 4) / 3);
 
 /** An object-list cursor that continues after `key`. */
 export function encodeCursor(key: string): string {

@@ -8,9 +8,9 @@
  * "directory" of a million keys costs one more page, not a thousand. Cursors are ordinary list cursors (a position to
  * continue after), so a page ends and resumes anywhere, also right after a common prefix.
  */
-import { encodeCursor, pageLimit } from './cursor.js';
+import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { InvalidArgumentError } from './errors.js';
-import { MAX_LIST_LIMIT, type ObjectInfo, type StorageProvider } from './types.js';
+import type { ObjectInfo, StorageProvider } from './types.js';
 
 export const MAX_DELIMITER_LENGTH = 64;
 
@@ -21,15 +21,33 @@ export interface DelimitedPage {
   cursor?: string;
 }
 
+/** The largest character: no key under a prefix sorts after the prefix and it, but one that goes on with it. */
+const LAST_CHARACTER = '\u{10ffff}';
+
 /**
- * A position after every key that starts with `prefix`, in UTF-8 byte order: `prefix` and U+10FFFF, the largest
- * character. Only a key that goes on with U+10FFFF itself (a noncharacter, which no text should hold) sorts after it:
- * the listing pages through such keys rather than jumping, and a page that ends at that prefix lists it again on the
- * next page.
+ * A position after every key that starts with `prefix`, in UTF-8 byte order: `prefix` and U+10FFFF. Only a key that
+ * goes on with U+10FFFF itself (a noncharacter, which no text should hold) sorts after it: the listing pages through
+ * such keys rather than jumping, also when a cursor starts it there.
  */
 export function pastEveryKeyUnder(prefix: string): string {
-  return `${prefix}\u{10ffff}`;
+  return `${prefix}${LAST_CHARACTER}`;
 }
+
+/** The common prefix (of this prefix and delimiter) a cursor jumped past (`pastEveryKeyUnder`), if it names one. */
+function jumpedPrefix(cursor: string | undefined, prefix: string, delimiter: string): string | undefined {
+  const position = decodeCursor(cursor);
+  if (!position?.endsWith(LAST_CHARACTER)) return undefined;
+  const jumped = position.slice(0, -LAST_CHARACTER.length);
+  // Its first delimiter after the prefix ends it, as in every common prefix; an item's key never reads so.
+  const at = jumped.startsWith(prefix) ? jumped.indexOf(delimiter, prefix.length) : -1;
+  return at !== -1 && at === jumped.length - delimiter.length ? jumped : undefined;
+}
+
+/**
+ * Keys asked of the store at a time. A page that ends inside a common prefix read the rest of its keys for nothing
+ * (an s3 store reads each key's head), so pages are short, whatever the limit: a jump comes after at most this many.
+ */
+const STORE_PAGE = 64;
 
 export async function listDelimited(
   provider: Pick<StorageProvider, 'list'>,
@@ -40,16 +58,16 @@ export async function listDelimited(
     throw new InvalidArgumentError(`delimiter must be 1 to ${MAX_DELIMITER_LENGTH} characters`);
   }
   const limit = pageLimit(opts.limit);
-  const pageSize = Math.min(MAX_LIST_LIMIT, limit + 1);
+  const pageSize = Math.min(STORE_PAGE, limit + 1);
   const items: ObjectInfo[] = [];
   const prefixes: string[] = [];
   /** The cursor after the last entry taken: where the next page of this listing starts. */
   let after = opts.cursor;
   /** Where the next page of the store's own listing starts. */
   let listFrom = opts.cursor;
-  /** The common prefix whose keys are being stepped over, and the last one jumped past. */
-  let skipping: string | undefined;
-  let jumped: string | undefined;
+  /** The common prefix whose keys are being stepped over, and the last one jumped past (the cursor's, to begin with). */
+  let skipping = jumpedPrefix(opts.cursor, prefix, delimiter);
+  let jumped = skipping;
   for (;;) {
     const page = await provider.list({ prefix, cursor: listFrom, limit: pageSize });
     for (const info of page.items) {

@@ -294,6 +294,21 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       expect(cursor).toBeUndefined();
     });
 
+    it('pages one entry at a time past a prefix a key continues with U+10FFFF, and past one of 1,022 bytes, each once', async () => {
+      const long = `${'l'.repeat(1021)}/`;
+      const keys = ['odd/a', 'odd/\u{10ffff}x', 'odd2', `${long}x`, `${long}y`, 'z'];
+      for (const key of keys) await provider.write(key, 'x');
+      const entries: string[] = [];
+      let cursor: string | undefined;
+      for (let page = 0; page < 10; page++) {
+        const listed = await listDelimited(provider, { delimiter: '/', limit: 1, cursor });
+        entries.push(...listed.prefixes, ...listed.items.map((item) => item.key));
+        cursor = listed.cursor;
+        if (cursor === undefined) break;
+      }
+      expect(entries).toEqual([long, 'odd/', 'odd2', 'z']);
+    });
+
     it("steps over a common prefix's keys instead of reading them", async () => {
       await inParallel(300, 16, (i) => provider.write(`tree/big/${String(i).padStart(3, '0')}`, 'x'));
       await provider.write('tree/next', 'x');
