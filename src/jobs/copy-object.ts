@@ -12,14 +12,14 @@
 import { z } from 'zod';
 import { NotFoundError, PreconditionFailedError } from '../providers/errors.js';
 import type { ObjectInfo } from '../providers/types.js';
-import { defineJob, isRetry, keySchema, storeNameSchema, storeOf, writeOptionsShape } from './definition.js';
+import { defineJob, isRetry, keySchema, newKeySchema, storeNameSchema, storeOf, writeOptionsShape } from './definition.js';
 import { etagSchema } from './staging.js';
 import { currentWith } from './write.js';
 
 export const copyPayload = z
   .object({
     store: storeNameSchema,
-    key: keySchema,
+    key: newKeySchema,
     source: z.object({ store: storeNameSchema, key: keySchema, versionId: z.string().min(1).max(256).optional(), etag: etagSchema }).strict(),
     ...writeOptionsShape,
   })

@@ -10,7 +10,7 @@ import type { EventBus, EventInput } from '../events/bus.js';
 import type { Logger } from '../log.js';
 import type { RedisConnection } from '../redis.js';
 import { InvalidArgumentError, InvalidKeyError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
-import { validateKey } from '../providers/keys.js';
+import { validateKey, validateNewKey } from '../providers/keys.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { JobJournal } from './journal.js';
 import type { Staging } from './staging.js';
@@ -96,14 +96,21 @@ export function defineJob<S extends z.ZodType, R>(definition: JobDefinition<S, R
 
 const INVALID_KEY = 'INVALID_KEY';
 
-/** An object key, checked by the one `validateKey` so a bad key is refused before it reaches Redis. */
-export const keySchema = z.string().superRefine((key, ctx) => {
-  try {
-    validateKey(key);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message, params: { code: INVALID_KEY } });
-  }
-});
+/** A key checked by `validate` (`validateKey`, `validateNewKey`), so a bad key is refused before it reaches Redis. */
+function keyCheckedBy(validate: (key: string) => string) {
+  return z.string().superRefine((key, ctx) => {
+    try {
+      validate(key);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message, params: { code: INVALID_KEY } });
+    }
+  });
+}
+
+/** An object key. */
+export const keySchema = keyCheckedBy(validateKey);
+/** A key the job creates (a write's, a version's, a copy's target): `validateNewKey`. */
+export const newKeySchema = keyCheckedBy(validateNewKey);
 
 export const storeNameSchema = z.string().min(1).max(63);
 export const authorSchema = z.object({ name: z.string().min(1).max(256), email: z.string().max(256).optional() }).strict();

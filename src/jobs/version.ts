@@ -14,7 +14,7 @@
 import { z } from 'zod';
 import { NotFoundError } from '../providers/errors.js';
 import type { Author, StorageProvider, VersionInfo } from '../providers/types.js';
-import { authorSchema, defineJob, isRetry, keySchema, storeNameSchema, storeOf, versionMessageSchema, writeOptionsShape, type JobContext, type JobRef } from './definition.js';
+import { authorSchema, defineJob, isRetry, newKeySchema, storeNameSchema, storeOf, versionMessageSchema, writeOptionsShape, type JobContext, type JobRef } from './definition.js';
 import { applyBody, bodyRefSchema } from './staging.js';
 
 export const SAME_JOB_SLACK_MS = 2_000;
@@ -22,7 +22,7 @@ export const SAME_JOB_SLACK_MS = 2_000;
 export const versionPayload = z
   .object({
     store: storeNameSchema,
-    key: keySchema,
+    key: newKeySchema,
     body: bodyRefSchema,
     message: versionMessageSchema,
     author: authorSchema.optional(),

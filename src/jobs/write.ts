@@ -11,11 +11,11 @@ import { PreconditionFailedError } from '../providers/errors.js';
 import { describeWrite } from '../providers/metadata.js';
 import type { ObjectInfo, StorageProvider, WriteOptions } from '../providers/types.js';
 import { sameObject, statIfPresent } from '../providers/object-info.js';
-import { defineJob, isRetry, keySchema, storeNameSchema, storeOf, writeOptionsShape } from './definition.js';
+import { defineJob, isRetry, newKeySchema, storeNameSchema, storeOf, writeOptionsShape } from './definition.js';
 import { applyBody, bodyRefSchema } from './staging.js';
 
 export const writePayload = z
-  .object({ store: storeNameSchema, key: keySchema, body: bodyRefSchema, ...writeOptionsShape })
+  .object({ store: storeNameSchema, key: newKeySchema, body: bodyRefSchema, ...writeOptionsShape })
   .strict();
 export type WritePayload = z.output<typeof writePayload>;
 

@@ -16,11 +16,8 @@ export function isWellFormed(value: string): boolean {
   return !LONE_SURROGATE.test(value);
 }
 
-// Noncharacters that XML 1.0 cannot carry: S3 sends keys in XML (DeleteObjects), so such a key could be written
-// there but never deleted with its versions.
-const NOT_IN_XML = /[\ufffe\uffff]/;
 // Any character the checks below look at: most keys have none, and one scan clears them.
-const SUSPECT = /[\u0000-\u001f\u007f-\u009f\\\ud800-\udfff\ufffe\uffff]/;
+const SUSPECT = /[\u0000-\u001f\u007f-\u009f\\\ud800-\udfff]/;
 // A UTF-16 code unit is at most 3 bytes of UTF-8: a string this short cannot be over the limit.
 const SURELY_SHORT = Math.floor(MAX_KEY_BYTES / 3);
 
@@ -29,7 +26,6 @@ function checkCharacters(value: string, what: string): void {
     if (value.includes('\\')) throw new InvalidKeyError(`${what} must not contain a backslash`);
     if (CONTROL_CHARACTER.test(value)) throw new InvalidKeyError(`${what} must not contain control characters`);
     if (!isWellFormed(value)) throw new InvalidKeyError(`${what} is not valid Unicode`);
-    if (NOT_IN_XML.test(value)) throw new InvalidKeyError(`${what} must not contain U+FFFE or U+FFFF (noncharacters S3's XML cannot carry)`);
   }
   if (value.length > SURELY_SHORT && Buffer.byteLength(value, 'utf8') > MAX_KEY_BYTES) {
     throw new InvalidKeyError(`${what} is longer than ${MAX_KEY_BYTES} bytes`);
@@ -48,6 +44,21 @@ export function validateKey(key: unknown): string {
   checkCharacters(key, 'key');
   for (const segment of key.split('/')) checkSegment(segment, 'key');
   return key;
+}
+
+// Noncharacters that XML 1.0 cannot carry: S3 names keys in XML (DeleteObjects), so on s3 such a key could be written
+// but never deleted with its versions.
+const NOT_IN_XML = /[\ufffe\uffff]/;
+
+/**
+ * `validateKey`, and for a key a job is about to create (a write, a version, a copy's target) no U+FFFE or U+FFFF
+ * either. Only new keys are refused them: one stored before (on a store that could take it) stays readable and
+ * deletable.
+ */
+export function validateNewKey(key: unknown): string {
+  validateKey(key);
+  if (NOT_IN_XML.test(key as string)) throw new InvalidKeyError("key must not contain U+FFFE or U+FFFF (noncharacters S3's XML cannot carry)");
+  return key as string;
 }
 
 /**

@@ -344,6 +344,23 @@ describe('reads', () => {
     }
   });
 
+  it('a new key holding U+FFFE or U+FFFF is refused (S3 cannot delete it); one stored before is read and deleted', async () => {
+    for (const [name, character] of [['fffe', '\ufffe'], ['ffff', '\uffff']]) {
+      const path = object('files', `nonchar/${name}${encodeURIComponent(character)}`);
+      for (const init of [{ method: 'PUT', body: 'x' }, { method: 'POST', body: 'x' }]) {
+        const target = init.method === 'POST' ? `${path}/versions` : path;
+        const response = await request(target, init);
+        expect(response.status, `${init.method} ${name}`).toBe(400);
+        expect(((await response.json()) as { error: { code: string } }).error.code).toBe('INVALID_KEY');
+      }
+      // Written before keys were refused them: still served, and deleted.
+      await service.deps.stores.get('files')!.write(`nonchar/${name}${character}`, 'stored before');
+      expect(await (await request(path)).text()).toBe('stored before');
+      expect((await request(`${path}?wait=true`, { method: 'DELETE' })).status).toBe(200);
+      expect((await request(path)).status).toBe(404);
+    }
+  });
+
   it('a key ending in a sub-resource name is addressed with its last slash encoded', async () => {
     await put('mem', 'notes%2Fversions', 'a key, not a listing');
     expect(await service.deps.stores.get('mem')!.stat('notes/versions')).toMatchObject({ size: 20 });
