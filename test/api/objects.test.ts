@@ -345,7 +345,7 @@ describe('reads', () => {
   });
 
   it('a new key holding U+FFFE or U+FFFF is refused (S3 cannot delete it); one stored before is read and deleted', async () => {
-    for (const [name, character] of [['fffe', '\ufffe'], ['ffff', '\uffff']]) {
+    for (const [name, character] of [['fffe', '\ufffe'], ['ffff', '\uffff']] as const) {
       const path = object('files', `nonchar/${name}${encodeURIComponent(character)}`);
       for (const init of [{ method: 'PUT', body: 'x' }, { method: 'POST', body: 'x' }]) {
         const target = init.method === 'POST' ? `${path}/versions` : path;
