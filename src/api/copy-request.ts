@@ -4,9 +4,13 @@
  * request is accepted: the source's etag, and its Content-Type and metadata unless the request names its own (a
  * Content-Type replaces the source's; any `X-Meta-*` replaces all of its metadata). A source that does not exist is
  * 404 now, not a job that can only fail.
+ *
+ * Under an Idempotency-Key the request is what it said (source, version, target and its headers), not what was
+ * pinned: a repeat finds the first job even after the source changed or went, and is answered with it.
  */
 import type { Context } from 'hono';
 import type { PayloadOf } from '../jobs/index.js';
+import { jobIdFor } from '../jobs/queue.js';
 import { PayloadTooLargeError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { AppDeps } from './app.js';
@@ -15,36 +19,44 @@ import { decodeHeaderValue } from './http-object.js';
 import { requestHeader } from './node-request.js';
 import { parseCopySource } from './object-path.js';
 import { requireStore } from './stores.js';
+import { hasBody, type JobRequest } from './submit.js';
 
-/** The copy job's payload for a PUT of `key` in `store` that names `source` (`X-Copy-Source`). */
-export async function copyPayload(
+type CopyPayload = PayloadOf<'copy'>;
+
+/** The copy job for a PUT of `target` naming `source` (`X-Copy-Source`), and what makes a repeat of it the same. */
+export async function copyRequest(
   c: Context,
-  deps: Pick<AppDeps, 'stores'>,
+  deps: Pick<AppDeps, 'stores' | 'queues'>,
+  request: JobRequest,
   target: { store: string; key: string; provider: StorageProvider },
   source: string,
   options: { contentType?: string; metadata: Record<string, string>; ifMatch?: string | string[]; ifNoneMatch?: '*' },
-): Promise<PayloadOf<'copy'>> {
-  const length = requestHeader(c, 'content-length');
-  if (requestHeader(c, 'transfer-encoding') !== undefined || (length !== undefined && Number(length) !== 0)) {
-    throw new ApiError('BAD_REQUEST', 'a PUT with X-Copy-Source copies that object: it takes no body');
-  }
+): Promise<{ payload: CopyPayload; fingerprint: unknown }> {
+  if (hasBody(c)) throw new ApiError('BAD_REQUEST', 'a PUT with X-Copy-Source copies that object: it takes no body');
   // Percent-encoded as a path is (raw UTF-8 bytes are read as UTF-8 too), so not decoded as an `utf-8''` header text.
   const from = parseCopySource(/^[\x20-\x7e]*$/.test(source) ? source : decodeHeaderValue('X-Copy-Source', source));
   const versionHeader = requestHeader(c, 'x-copy-source-version');
   const versionId = versionHeader === undefined ? undefined : decodeHeaderValue('X-Copy-Source-Version', versionHeader).trim() || undefined;
+  const asked = { ...from, ...(versionId === undefined ? {} : { versionId }) };
+  const fingerprint = { store: target.store, key: target.key, source: asked, ...options };
+  if (request.idempotencyKey !== undefined) {
+    const first = await deps.queues.getJob(jobIdFor('objects', 'copy', undefined, request.idempotencyKey, fingerprint));
+    if (first !== undefined) return { payload: first.data as CopyPayload, fingerprint };
+  }
   const info = await requireStore(deps, from.store).stat(from.key, { versionId });
   const limit = target.provider.capabilities.maxObjectBytes;
   if (limit !== undefined && info.size > limit) {
     throw new PayloadTooLargeError(`the copy source is ${info.size} bytes, more than store "${target.store}" takes (${limit} bytes)`);
   }
   const { contentType, metadata, ifMatch, ifNoneMatch } = options;
-  return {
+  const payload: CopyPayload = {
     store: target.store,
     key: target.key,
-    source: { store: from.store, key: from.key, etag: info.etag, ...(versionId === undefined ? {} : { versionId }) },
+    source: { ...asked, etag: info.etag },
     contentType: contentType ?? info.contentType,
     metadata: Object.keys(metadata).length > 0 ? metadata : info.metadata,
     ...(ifMatch === undefined ? {} : { ifMatch }),
     ...(ifNoneMatch === undefined ? {} : { ifNoneMatch }),
   };
+  return { payload, fingerprint };
 }

@@ -101,6 +101,12 @@ export async function stageRequestBody(
   }
 }
 
+/** The request comes with a body: chunked, or of a Content-Length other than 0. */
+export function hasBody(c: Context): boolean {
+  const length = requestHeader(c, 'content-length');
+  return requestHeader(c, 'transfer-encoding') !== undefined || (length !== undefined && Number(length) !== 0);
+}
+
 /**
  * 415 unless a body that comes is declared `application/json`. A form or a no-preflight `fetch` from another page can
  * only send text/plain, urlencoded or multipart: a route that takes any body as JSON would take theirs too. A request
@@ -108,9 +114,7 @@ export async function stageRequestBody(
  */
 export function requireJsonBody(c: Context): void {
   const type = requestHeader(c, 'content-type');
-  const length = requestHeader(c, 'content-length');
-  const hasBody = requestHeader(c, 'transfer-encoding') !== undefined || (length !== undefined && Number(length) !== 0);
-  if (type === undefined ? !hasBody : /^application\/json\s*(?:;|$)/i.test(type)) return;
+  if (type === undefined ? !hasBody(c) : /^application\/json\s*(?:;|$)/i.test(type)) return;
   throw new ApiError('UNSUPPORTED_MEDIA_TYPE', `a JSON request body is sent with Content-Type: application/json, not ${(type ?? 'none').slice(0, 128)}`);
 }
 
@@ -152,6 +156,8 @@ export interface RespondOptions {
    * or `{ jobId, state, result }` (maintenance jobs, whose results are reports).
    */
   waitAnswer?: 'result' | 'status';
+  /** What makes a repeat of this request under its Idempotency-Key the same request (`EnqueueOptions.fingerprint`). */
+  fingerprint?: unknown;
 }
 
 export async function respondWithJob<N extends JobName>(
@@ -160,13 +166,13 @@ export async function respondWithJob<N extends JobName>(
   request: JobRequest,
   name: N,
   payload: PayloadOf<N>,
-  { waitAnswer = 'result' }: RespondOptions = {},
+  { waitAnswer = 'result', fingerprint }: RespondOptions = {},
 ): Promise<Response> {
   const staged = (payload as { body?: BodyRef }).body;
   const key = request.idempotencyKey;
   let jobId: string;
   try {
-    ({ jobId } = await deps.queues.enqueue(name, payload, { idempotencyKey: key }));
+    ({ jobId } = await deps.queues.enqueue(name, payload, { idempotencyKey: key, fingerprint }));
   } catch (error) {
     // A job that may exist keeps its body (cleanup removes it after STAGING_TTL if no job came of it): released
     // here, it would fail for want of it, and a retry with the same Idempotency-Key would find that job.

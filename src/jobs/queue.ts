@@ -47,9 +47,11 @@ export function defaultJobOptions({ attempts, backoffDelayMs = 1000, retention =
   };
 }
 
-export function jobIdFor(queue: QueueName, name: string, payload: unknown, idempotencyKey?: string): string {
+/** `fingerprint`: what makes two requests the same, when not the job's payload (`EnqueueOptions.fingerprint`). */
+export function jobIdFor(queue: QueueName, name: string, payload: unknown, idempotencyKey?: string, fingerprint?: unknown): string {
   if (idempotencyKey === undefined) return `${queue}-${randomUUID()}`;
-  const digest = createHash('sha256').update(`${idempotencyKey}\n${requestFingerprint(name, payload)}`).digest('hex').slice(0, 40);
+  const request = fingerprint === undefined ? requestFingerprint(name, payload) : JSON.stringify([name, canonical(fingerprint)]);
+  const digest = createHash('sha256').update(`${idempotencyKey}\n${request}`).digest('hex').slice(0, 40);
   return `${queue}-k${digest}`;
 }
 
@@ -139,6 +141,11 @@ export class EnqueueUncertainError extends ProviderUnavailableError {}
 export interface EnqueueOptions {
   /** Same key with the same request (job, payload, content) = same job: a repeated request creates nothing new. */
   idempotencyKey?: string;
+  /**
+   * What makes the request the same under its idempotency key, when the payload holds more than the request said
+   * (a copy's payload pins the source's etag: a repeat after the source changed is still the same request).
+   */
+  fingerprint?: unknown;
 }
 
 export interface Enqueued {
@@ -194,7 +201,7 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
     async enqueue(name, payload, opts = {}) {
       const definition = jobDefinition(name) as JobDefinition;
       const data = parsePayload(definition, payload);
-      const jobId = jobIdFor(definition.queue, name, data, opts.idempotencyKey);
+      const jobId = jobIdFor(definition.queue, name, data, opts.idempotencyKey, opts.fingerprint);
       // BullMQ would wait for a connection that is still (re)connecting; the API wants a 503 now instead.
       if (options.connection.status !== 'ready') throw new ProviderUnavailableError(`cannot enqueue ${name}: Redis is ${options.connection.status}`);
       const body = (data as { body?: BodyRef }).body;

@@ -26,7 +26,6 @@ const STAGED_KEY = /^staging\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 
 const size = z.number().int().nonnegative();
 export const etagSchema = z.string().regex(/^[0-9a-f]{64}$/, 'etag must be a sha256 hex digest');
-const etag = etagSchema;
 
 /** Inline bodies up to this size are decoded for their check into one reused buffer; larger ones into their own. */
 const DECODE_SCRATCH_BYTES = 64 * 1024;
@@ -45,7 +44,7 @@ function decodedLength(text: string): number {
 }
 
 const inlineBodySchema = z
-  .object({ inline: z.string(), size, etag })
+  .object({ inline: z.string(), size, etag: etagSchema })
   .strict()
   .refine((ref) => decodedLength(ref.inline) === ref.size, { message: 'inline body size does not match its content' });
 
@@ -57,12 +56,12 @@ const inlineBodySchema = z
  */
 const droppedBodySchema = z
   // `never` for the other forms' keys: a malformed inline or staged body is then reported by its own form's check.
-  .object({ size, etag, inline: z.never().optional(), stagedKey: z.never().optional() })
+  .object({ size, etag: etagSchema, inline: z.never().optional(), stagedKey: z.never().optional() })
   .strict();
 
 export const bodyRefSchema = z.union([
   inlineBodySchema,
-  z.object({ stagedKey: z.string().regex(STAGED_KEY, 'not a staging key'), size, etag }).strict(),
+  z.object({ stagedKey: z.string().regex(STAGED_KEY, 'not a staging key'), size, etag: etagSchema }).strict(),
   droppedBodySchema,
 ]);
 export type BodyRef = z.output<typeof bodyRefSchema>;

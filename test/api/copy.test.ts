@@ -84,6 +84,21 @@ describe('PUT with X-Copy-Source', () => {
     expect((await service.deps.stores.get('mem')!.list({ prefix: 'bad/t' })).items).toEqual([]);
   });
 
+  it('Idempotency-Key: a repeat is the first copy, even after the source changed or went; another target is a copy of its own', async () => {
+    await put('mem', 'idem/source', 'first content');
+    const headers = { 'X-Copy-Source': 'mem/idem/source', 'Idempotency-Key': `copy-${Date.now()}` };
+    const ask = async () => ((await (await request(object('mem', 'idem/target'), { method: 'PUT', headers })).json()) as { jobId: string }).jobId;
+    const first = await ask();
+    const done = await expectOk(await copy('mem', 'idem/target', headers)); // the same job, waited for
+    await put('mem', 'idem/source', 'changed since');
+    expect(await ask()).toBe(first);
+    expect(await expectOk(await copy('mem', 'idem/target', headers))).toEqual(done);
+    await service.deps.stores.get('mem')!.delete('idem/source');
+    expect(await ask()).toBe(first);
+    expect(await (await request(object('mem', 'idem/target'))).text()).toBe('first content');
+    await expectError(await copy('mem', 'idem/elsewhere', headers), 404, /idem\/source/);
+  });
+
   it('a signed PUT URL does not copy: it grants writing what it is sent, not reading another object', async () => {
     await put('mem', 'secret/source', 'not for the URL holder');
     const { url } = (await (await request(`${object('mem', 'signed/target')}/url?method=PUT`)).json()) as { url: string };

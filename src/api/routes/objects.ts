@@ -12,7 +12,7 @@ import { listDelimited, MAX_DELIMITER_LENGTH } from '../../providers/list-delimi
 import { describeWrite } from '../../providers/metadata.js';
 import type { Author, StorageProvider } from '../../providers/types.js';
 import type { AppDeps } from '../app.js';
-import { copyPayload } from '../copy-request.js';
+import { copyRequest } from '../copy-request.js';
 import { ApiError } from '../errors.js';
 import { decodeHeaderValue, HEADER_TEXT, ifRangeHolds, metadataFromHeaders, notModified, objectHeaders, parseIfMatch, parseRange } from '../http-object.js';
 import { methodNotAllowed } from '../method-not-allowed.js';
@@ -264,7 +264,8 @@ export function objectRoutes(deps: AppDeps): Hono {
       throw new ApiError('BAD_REQUEST', 'X-Copy-Source-Version names a version of the X-Copy-Source, which is missing');
     }
     if (source !== undefined) {
-      return respondWithJob(c, deps, request, 'copy', await copyPayload(c, deps, { store, key: at.key, provider }, source, options));
+      const { payload, fingerprint } = await copyRequest(c, deps, request, { store, key: at.key, provider }, source, options);
+      return respondWithJob(c, deps, request, 'copy', payload, { fingerprint });
     }
     const body = await stageRequestBody(c, deps, provider);
     return respondWithJob(c, deps, request, 'write', { store, key: at.key, body, ...options });
