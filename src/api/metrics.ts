@@ -3,6 +3,7 @@
  * metrics layer's `observe` hook), circuit-breaker state, and queue counts by state (read from Redis when scraped).
  * One registry per app, so tests and several apps in one process never share counters.
  */
+import type { Queue } from 'bullmq';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Observation } from '../providers/metrics.js';
 import { withTimeout } from './with-timeout.js';
@@ -10,6 +11,13 @@ import { withTimeout } from './with-timeout.js';
 export interface QueueCounts {
   name: string;
   counts(): Promise<Record<string, number>>;
+  /** Worker processes' workers connected to the queue now (BullMQ names their connections: CLIENT LIST). */
+  workers(): Promise<number>;
+}
+
+/** What a scrape reads of a BullMQ queue. */
+export function queueReading(queue: Pick<Queue, 'name' | 'getJobCounts' | 'getWorkersCount'>): QueueCounts {
+  return { name: queue.name, counts: () => queue.getJobCounts(), workers: () => queue.getWorkersCount() };
 }
 
 export interface CircuitReading {
@@ -73,6 +81,19 @@ export class ApiMetrics {
           // Redis down or slow: that queue's series stay out of this scrape; /ready says why.
           for (const [state, count] of Object.entries(counts ?? {})) this.set({ queue: name, state }, count);
         }
+      },
+    });
+    new Gauge({
+      name: 'kyozo_queue_workers',
+      help: 'Workers connected to each queue: 0 means its jobs wait for a worker process',
+      labelNames: ['queue'],
+      registers: [this.registry],
+      async collect() {
+        const readings = await Promise.all(
+          queues().map(async (queue) => ({ name: queue.name, workers: await withTimeout(queue.workers(), QUEUE_COUNT_TIMEOUT_MS, queue.name).catch(() => undefined) })),
+        );
+        this.reset();
+        for (const { name, workers } of readings) if (workers !== undefined) this.set({ queue: name }, workers);
       },
     });
     new Gauge({

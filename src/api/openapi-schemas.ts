@@ -201,11 +201,16 @@ export const schemas: Record<string, JsonSchema> = {
     detail: optional({ type: 'object' }),
   }),
   Health: objectSchema<{ status: 'ok'; uptimeSeconds: number }>({ status: { const: 'ok' }, uptimeSeconds: INTEGER }),
-  Readiness: objectSchema<{ status: string; redis: unknown; staging: unknown; stores: unknown }>({
+  Readiness: objectSchema<{ status: string; redis: unknown; staging: unknown; stores: unknown; workers?: unknown }>({
     status: { enum: ['ok', 'degraded', 'down'], description: '`degraded` (200): a part reads but cannot write, as a full disk' },
     redis: healthReport,
     staging: healthReport,
     stores: { type: 'object', additionalProperties: healthReport },
+    workers: optional({
+      type: 'object',
+      additionalProperties: INTEGER,
+      description: 'Workers connected to each job queue (0: its jobs wait for a worker process; not counted in `status`). Absent when Redis cannot tell',
+    }),
   }),
   EventEnvelope: objectSchema<EventEnvelope>(
     {

@@ -17,7 +17,7 @@ import type { StorageProvider } from '../providers/types.js';
 import { closeRedis, createRedis, takeConnectionErrors, whenReady } from '../redis.js';
 import type { AppDeps } from './app.js';
 import { JobWaiter } from './job-status.js';
-import { ApiMetrics } from './metrics.js';
+import { ApiMetrics, queueReading } from './metrics.js';
 import { sharedSigner } from './shared-signer.js';
 
 export interface WebServices {
@@ -55,7 +55,7 @@ export async function startWebServices(options: {
   });
   const queues = createQueues({ connection: redis, prefix: config.queuePrefix, attempts: config.workers.attempts, retention: config.jobRetention });
   const bus = createEventBus({ redis, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
-  metrics.watchQueues(() => [...queues.all(), ...webhookQueues].map((queue) => ({ name: queue.name, counts: () => queue.getJobCounts() })));
+  metrics.watchQueues(() => [...queues.all(), ...webhookQueues].map(queueReading));
   metrics.watchCircuits(() =>
     [...stores].flatMap(([store, provider]) => {
       const state = (provider as { policy?: { state?: string } }).policy?.state;

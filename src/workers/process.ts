@@ -3,7 +3,7 @@
  * family and, when `WEBHOOK_URLS` is set, webhook deliveries; at start it registers the maintenance schedules
  * (`schedules.ts`). `main.ts` adds signals around it; tests start it in a child process with their own stores.
  */
-import type { ApiMetrics } from '../api/metrics.js';
+import { queueReading, type ApiMetrics } from '../api/metrics.js';
 import type { Config } from '../config.js';
 import { createEventBus, type EventBus } from '../events/bus.js';
 import { startWebhooks } from '../events/webhooks.js';
@@ -78,7 +78,7 @@ export async function startWorkerProcess({
   const bus = createEventBus({ redis: connection, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
   // Schedules and cleanup's trimming of old jobs need the queues themselves.
   const queues = createQueues({ connection, prefix: config.queuePrefix, attempts: config.workers.attempts, retention: config.jobRetention });
-  metrics?.watchQueues(() => queues.all().map((queue) => ({ name: queue.name, counts: () => queue.getJobCounts() })));
+  metrics?.watchQueues(() => queues.all().map(queueReading));
   const { versionCount, versionDays } = config.retention;
   const { backupStore, backupKeep } = config.maintenance;
   const maintenance = {

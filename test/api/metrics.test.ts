@@ -8,20 +8,25 @@ describe('the /metrics registry', () => {
   it('a queue whose counts do not come leaves out only its own series, and the scrape answers in about a second', async () => {
     const metrics = new ApiMetrics();
     metrics.watchQueues(() => [
-      { name: 'answers', counts: async () => ({ waiting: 3, active: 1 }) },
-      { name: 'hangs', counts: () => new Promise(() => undefined) },
+      { name: 'answers', counts: async () => ({ waiting: 3, active: 1 }), workers: async () => 2 },
+      { name: 'hangs', counts: () => new Promise(() => undefined), workers: () => new Promise(() => undefined) },
     ]);
     const started = Date.now();
     const text = await metrics.registry.metrics();
     expect(Date.now() - started).toBeLessThan(3_000);
     expect(queueSeries(text)).toEqual(['kyozo_queue_jobs{queue="answers",state="waiting"} 3', 'kyozo_queue_jobs{queue="answers",state="active"} 1']);
+    expect(text.split('\n').filter((line) => line.startsWith('kyozo_queue_workers{'))).toEqual(['kyozo_queue_workers{queue="answers"} 2']);
   });
 
   it('scrapes at the same time each get every series', async () => {
     const metrics = new ApiMetrics();
     const names = Array.from({ length: 7 }, (_, i) => `queue-${i}`);
     metrics.watchQueues(() =>
-      names.map((name) => ({ name, counts: () => new Promise<Record<string, number>>((resolve) => setTimeout(() => resolve({ waiting: 1, failed: 0 }), Math.random() * 5)) })),
+      names.map((name) => ({
+        name,
+        counts: () => new Promise<Record<string, number>>((resolve) => setTimeout(() => resolve({ waiting: 1, failed: 0 }), Math.random() * 5)),
+        workers: async () => 1,
+      })),
     );
     // Started a millisecond apart: each begins while others are half-way through reading their counts.
     const started: Promise<string>[] = [];

@@ -75,6 +75,22 @@ describe('system routes', () => {
     expect(Object.keys(body.stores)).toEqual(['files', 'mem']);
   });
 
+  it('/ready and /metrics tell how many workers each job queue has; none is told, not judged: still ready', async () => {
+    const ready = (await (await service.app.request('/ready')).json()) as { workers: Record<string, number> };
+    expect(ready.workers.objects).toBeGreaterThanOrEqual(1);
+    expect(ready.workers.maintenance).toBeGreaterThanOrEqual(1);
+    expect(await (await service.app.request('/metrics')).text()).toMatch(/kyozo_queue_workers\{queue="objects"\} [1-9]/);
+    const alone = await startTestService('api-ready-no-worker', {}, { worker: false });
+    try {
+      const response = await alone.app.request('/ready');
+      expect(response.status).toBe(200);
+      expect(await response.json()).toMatchObject({ status: 'ok', workers: { objects: 0, maintenance: 0 } });
+      expect(await (await alone.app.request('/metrics')).text()).toContain('kyozo_queue_workers{queue="objects"} 0');
+    } finally {
+      await alone.close();
+    }
+  });
+
   it('/ready is 503 while the staging store is down: no upload over STAGING_INLINE_MAX could be taken (session 10)', async () => {
     const broken = await startTestService('api-ready-staging', { API_TOKENS: TOKEN, STORES: 'mem:ram' }, { worker: false });
     try {

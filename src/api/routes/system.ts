@@ -1,6 +1,6 @@
 /**
  * `/health` (the process answers), `/ready` (Redis takes writes, the staging store and every store; 503 when one is down,
- * `degraded` when one only reads),
+ * `degraded` when one only reads; and how many workers each job queue has),
  * `/metrics` (prom-client) and `/openapi.json`. `/ready` answers its details (store paths, commits, Redis errors)
  * only to a valid bearer token; a probe without one learns each part's status.
  */
@@ -15,6 +15,15 @@ import { withTimeout } from '../with-timeout.js';
 const READY_TIMEOUT_MS = 2_000;
 /** How long the key `/ready` writes lives: a probe, gone on its own. */
 const PROBE_TTL_MS = 10_000;
+
+/**
+ * Workers connected to each job queue: none means accepted jobs wait for a worker process. Told, not judged — this
+ * process serves reads and takes jobs either way. Left out when Redis cannot list its clients (CLIENT may be renamed).
+ */
+async function workersOf(deps: Pick<AppDeps, 'queues'>): Promise<Record<string, number> | undefined> {
+  const counts = deps.queues.all().map(async (queue) => [queue.name, await queue.getWorkersCount()] as const);
+  return withTimeout(Promise.all(counts), READY_TIMEOUT_MS, 'Redis CLIENT LIST').then(Object.fromEntries<number>, () => undefined);
+}
 
 export function systemRoutes(deps: AppDeps, tokens: TokenSet): Hono {
   const app = new Hono();
@@ -37,6 +46,7 @@ export function systemRoutes(deps: AppDeps, tokens: TokenSet): Hono {
       // Every body over STAGING_INLINE_MAX passes through it: down, no upload of that size is taken.
       health(deps.staging.health(), 'the staging store'),
     ]);
+    const workers = redis.status === 'ok' ? await workersOf(deps) : undefined;
     const parts = [redis, staging, ...Object.values(stores)];
     const down = parts.some((report) => report.status === 'down');
     // A part that still reads but cannot write (a full disk) leaves the process ready, as it serves reads and the
@@ -49,6 +59,7 @@ export function systemRoutes(deps: AppDeps, tokens: TokenSet): Hono {
       redis: shown(redis),
       staging: shown(staging),
       stores: Object.fromEntries(Object.entries(stores).map(([name, report]) => [name, shown(report)])),
+      ...(workers === undefined ? {} : { workers }),
     };
     return c.json(body, down ? 503 : 200, down ? { 'Retry-After': '5' } : {});
   });
