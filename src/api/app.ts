@@ -48,6 +48,8 @@ export interface AppDeps {
   sseMaxWaitingEvents?: number;
   /** `/v1/events` streams open at once in this process; one more is answered 503 (default 1,000). */
   sseMaxStreams?: number;
+  /** How long one `/v1/events` stream lasts before it ends and its client comes back (default an hour). */
+  sseMaxStreamMs?: number;
 }
 
 export function createApp(deps: AppDeps): Hono {

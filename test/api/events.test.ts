@@ -224,6 +224,33 @@ describe('GET /v1/events (SSE)', () => {
     }
   });
 
+  it('a stream ends after its lifetime, once what was queued went out; its client resumes from its last id and misses nothing', async () => {
+    const app = createApp({ ...service.deps, sseMaxStreams: 1, sseMaxStreamMs: 1_500 });
+    const first = await app.request('/v1/events?types=object.written');
+    const reader = first.body!.getReader();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const before = (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'lifetime/1', data: {} }))!;
+    // Read until the server ends the stream (about 1.5 s from its start).
+    let text = '';
+    let ended = false;
+    const decoder = new TextDecoder();
+    const deadline = Date.now() + 15_000;
+    while (!ended && Date.now() < deadline) {
+      const result = await Promise.race([reader.read(), new Promise<undefined>((resolve) => setTimeout(resolve, deadline - Date.now()))]);
+      if (result === undefined) break;
+      if (result.done) ended = true;
+      else text += decoder.decode(result.value, { stream: true });
+    }
+    expect(ended).toBe(true);
+    expect(text).toContain(`id: ${before.id}`);
+    // Its slot is free again; meanwhile an event came, which the client gets when it comes back.
+    const after = (await service.deps.bus.emit({ type: 'object.written', store: 'mem', key: 'lifetime/2', data: {} }))!;
+    const again = await app.request('/v1/events?types=object.written', { headers: { 'Last-Event-ID': before.id } });
+    expect(again.status).toBe(200);
+    const resumed = await collect(again, (received) => received.length >= 1);
+    expect(resumed.events.map((event) => event.id)).toEqual([after.id]);
+  }, 40_000);
+
   it('keeps the stream of a client that reads slowly but takes something every heartbeat period', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
     try {

@@ -26,6 +26,13 @@ const MAX_WAITING_EVENTS = 1_000;
  * as long as its client likes, so without a cap clients use up the process's descriptors (then every request fails).
  */
 const MAX_STREAMS = 1_000;
+/**
+ * How long one stream lasts (`sseMaxStreamMs`), give or take a tenth so that streams opened together do not end
+ * together. Then it ends, and its client comes back with its Last-Event-ID, as after a shutdown: a client frozen with
+ * its connection open (a laptop asleep) no longer holds one of `sseMaxStreams` for good, and streams spread over the
+ * web processes started since.
+ */
+const MAX_STREAM_MS = 3_600_000;
 /** Redis stream ids are two unsigned 64-bit numbers. */
 const MAX_ID_PART = 2n ** 64n - 1n;
 
@@ -216,6 +223,9 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
       });
     }, HEARTBEAT_MS);
     if (pending.length > maxWaiting) disconnect();
+    const lifetime = deps.sseMaxStreamMs ?? MAX_STREAM_MS;
+    let expire!: NodeJS.Timeout;
+    const expired = new Promise<'expired'>((resolve) => (expire = setTimeout(resolve, lifetime * (0.9 + Math.random() * 0.2), 'expired')));
     try {
       if (gap) {
         // Events after the client's id were trimmed away (EVENTS_MAXLEN): it must know its view has a hole.
@@ -239,13 +249,22 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
         disconnect?.();
       };
       later(() => stream.write(': connected\n\n'));
-      await finished;
+      if ((await Promise.race([finished, expired])) === 'expired' && !closed) {
+        // Its time is up: no more events for it; what is queued goes out, then the stream ends and the client comes
+        // back for the rest. One that does not take what is queued within a heartbeat period loses the connection.
+        deliver = () => undefined;
+        let giveUp!: NodeJS.Timeout;
+        const drained = await Promise.race([chain.then(() => true), new Promise<false>((resolve) => (giveUp = setTimeout(resolve, HEARTBEAT_MS, false)))]);
+        clearTimeout(giveUp);
+        if (!drained) outgoingOf(c)?.destroy();
+      }
     } catch (error) {
       // Logged here, not handed to Hono, which would send its message to the client as an `error` event: the stream
       // just ends, and the client resumes from its Last-Event-ID.
       deps.log.warn({ err: error }, 'events: stream ended by an error');
     } finally {
       clearInterval(heartbeat);
+      clearTimeout(expire);
       release();
       await unsubscribe();
     }
