@@ -236,7 +236,7 @@ describe('GET /v1/events (SSE)', () => {
     const decoder = new TextDecoder();
     const deadline = Date.now() + 15_000;
     while (!ended && Date.now() < deadline) {
-      const result = await Promise.race([reader.read(), new Promise<undefined>((resolve) => setTimeout(resolve, deadline - Date.now()))]);
+      const result = await Promise.race([reader.read(), new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), deadline - Date.now()))]);
       if (result === undefined) break;
       if (result.done) ended = true;
       else text += decoder.decode(result.value, { stream: true });
