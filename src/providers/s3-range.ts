@@ -38,7 +38,13 @@ export function cutToRange(body: Readable, contentRange: string | undefined, siz
       }
       callback();
     },
+    flush(callback) {
+      // The answer ended before the range did: a short range passed on as whole would be a torn read.
+      callback(left > 0 ? new ProviderUnavailableError(`${what}: the S3 endpoint's answer ended ${left} bytes before the range did`) : null);
+    },
   });
   body.once('error', (error) => cut.destroy(error));
+  // A reader that lets the range go lets the endpoint's answer go too: its connection is one of a pool's.
+  cut.once('close', () => body.destroy());
   return body.pipe(cut);
 }

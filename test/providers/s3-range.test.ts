@@ -34,6 +34,20 @@ describe('cutToRange', () => {
     expect(await text(cutToRange(sent(CONTENT.slice(2, 9)), 'bytes 2-8/16', 16, [3, 5], 'read'))).toBe('345');
   });
 
+  it('fails a wider answer that ends before the range does, rather than passing a short range on as whole', async () => {
+    await expect(text(cutToRange(sent(CONTENT.slice(0, 5)), undefined, 16, [2, 9], 'read "k"'))).rejects.toThrow(ProviderUnavailableError);
+    await expect(text(cutToRange(sent(CONTENT.slice(0, 5)), 'bytes 0-15/16', 16, [0, 9], 'read "k"'))).rejects.toThrow(/ended 5 bytes before/);
+  });
+
+  it("lets the endpoint's answer go when its reader lets the range go", async () => {
+    const endless = new Readable({ read() { setTimeout(() => this.push(Buffer.alloc(1024, 'x')), 1); } });
+    const cut = cutToRange(endless, undefined, 1e12, [0, 1e11], 'read "k"');
+    await new Promise((resolve) => cut.once('data', resolve));
+    cut.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(endless.destroyed).toBe(true);
+  });
+
   it('refuses an answer that misses part of the range, or that it cannot read', () => {
     for (const served of ['bytes 5-9/16', 'bytes 0-3/16', 'bytes */16', 'items 0-15/16']) {
       const body = sent(CONTENT);
