@@ -380,8 +380,9 @@ export class HybridProvider implements StorageProvider {
       // The message as given: cold's own default applies (an s3 cold tier leaves it out where its metadata has no room).
       () => this.cold.restoreVersion(key, versionId, { ...(opts?.message === undefined ? {} : { message: opts.message }), ...author, fence: opts?.fence }),
       async (version) => {
-        // Backup's copy says what cold's version says.
-        const described = { message: version.message ?? opts?.message ?? `restore ${versionId}`, ...author };
+        // Backup's copy says what cold's version says; where that is nothing, backup's own default applies, as cold's
+        // did (an s3 backup tier leaves it out where the version's metadata has no room for it either).
+        const described = { ...(version.message === undefined ? {} : { message: version.message }), ...author };
         const backupId = await this.versions.backupIdOf(key, versionId).catch(() => undefined);
         let copy =
           backupId === undefined
@@ -393,7 +394,12 @@ export class HybridProvider implements StorageProvider {
         if (copy === undefined) {
           // The backup never had that version (made before backup existed, or its map entry was lost): copy it.
           const { info, body } = await this.cold.read(key, { versionId: version.versionId });
-          copy = await this.backup.createVersion(key, body, { ...described, contentType: info.contentType, metadata: info.metadata });
+          copy = await this.backup.createVersion(key, body, {
+            ...described,
+            message: version.message ?? `restore ${versionId}`,
+            contentType: info.contentType,
+            metadata: info.metadata,
+          });
         }
         await this.linkCopy(key, version.versionId, copy.versionId);
       },
