@@ -14,11 +14,12 @@ import { MAX_KEY_BYTES } from './keys.js';
 import { DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT } from './types.js';
 import { decodeUtf8Strict } from '../text.js';
 
-type Kind = 'l' | 'v';
-const LISTING: Record<Kind, string> = { l: 'an object listing', v: 'a version listing' };
+type Kind = 'l' | 'v' | 'p';
+const LISTING: Record<Kind, string> = { l: 'an object listing', v: 'a version listing', p: 'a listing by delimiter' };
 const CHECK_BYTES = 6;
-// A position is a key or a version id, neither longer than a key, or a position past every key under a common prefix
-// (`list-delimited.ts`: a key's bytes and one 4-byte character): bounds the work a forged cursor can cause.
+// A position is a key, a version id or a common prefix, none longer than a key, or the position the store lists from
+// past every key under a common prefix (`list-delimited.ts`: a key's bytes and one 4-byte character): bounds the
+// work a forged cursor can cause.
 const MAX_POSITION_BYTES = MAX_KEY_BYTES + 4;
 const MAX_CURSOR_LENGTH = Math.ceil(((1 + CHECK_BYTES + MAX_POSITION_BYTES) * 4) / 3);
 
@@ -30,6 +31,17 @@ export function encodeCursor(key: string): string {
 /** The key an object-list cursor continues after; undefined for no cursor (the first page). */
 export function decodeCursor(cursor: string | undefined): string | undefined {
   return unseal(cursor, 'l', '', 'cursor is not one this store issued (edited or cut short)');
+}
+
+/** A listing-by-delimiter cursor that continues past every key under the common prefix `prefix`. */
+export function encodePastPrefixCursor(prefix: string): string {
+  return seal('p', '', prefix);
+}
+
+/** The common prefix a listing-by-delimiter cursor continues past; undefined for any other cursor (or none). */
+export function decodePastPrefixCursor(cursor: string | undefined): string | undefined {
+  if (cursor === undefined || Buffer.from(cursor.slice(0, 2), 'base64url')[0] !== 'p'.charCodeAt(0)) return undefined;
+  return unseal(cursor, 'p', '', 'cursor is not one this store issued (edited or cut short)');
 }
 
 /** A cursor of `key`'s versions that continues after `versionId`. */

@@ -3,12 +3,13 @@
  * `delimiter` after it come as objects, and every key that does is rolled up into its common prefix (`prefix`, up to
  * and including the first delimiter after it), listed once. With `/` that is one level of a directory tree.
  *
- * Built on the contract's `list`, so every store has it. A common prefix's keys are stepped over, not read: after a
- * prefix the listing goes on from a position past every key that starts with it (`pastEveryKeyUnder`), so a
- * "directory" of a million keys costs one more page, not a thousand. Cursors are ordinary list cursors (a position to
- * continue after), so a page ends and resumes anywhere, also right after a common prefix.
+ * Built on the contract's `list`, so every store has it. Once a common prefix is listed, the rest of its keys are
+ * jumped over: the store's listing goes on from a position past every key that starts with it (`pastEveryKeyUnder`),
+ * so a "directory" of a million keys costs at most one more short page of the store, not a thousand. A page that ends
+ * on an object continues after it as a plain listing would (its cursor is one); one that ends on a common prefix has a
+ * cursor of its own kind (`encodePastPrefixCursor`), which continues past that prefix's keys.
  */
-import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { decodePastPrefixCursor, encodeCursor, encodePastPrefixCursor, pageLimit } from './cursor.js';
 import { InvalidArgumentError } from './errors.js';
 import type { ObjectInfo, StorageProvider } from './types.js';
 
@@ -21,26 +22,13 @@ export interface DelimitedPage {
   cursor?: string;
 }
 
-/** The largest character: no key under a prefix sorts after the prefix and it, but one that goes on with it. */
-const LAST_CHARACTER = '\u{10ffff}';
-
 /**
- * A position after every key that starts with `prefix`, in UTF-8 byte order: `prefix` and U+10FFFF. Only a key that
- * goes on with U+10FFFF itself (a noncharacter, which no text should hold) sorts after it: the listing pages through
- * such keys rather than jumping, also when a cursor starts it there.
+ * A position after every key that starts with `prefix`, in UTF-8 byte order: `prefix` and U+10FFFF, the largest
+ * character. Only a key that goes on with U+10FFFF itself (a noncharacter, which no text should hold) sorts after it:
+ * the listing pages through such keys rather than jumping.
  */
 export function pastEveryKeyUnder(prefix: string): string {
-  return `${prefix}${LAST_CHARACTER}`;
-}
-
-/** The common prefix (of this prefix and delimiter) a cursor jumped past (`pastEveryKeyUnder`), if it names one. */
-function jumpedPrefix(cursor: string | undefined, prefix: string, delimiter: string): string | undefined {
-  const position = decodeCursor(cursor);
-  if (!position?.endsWith(LAST_CHARACTER)) return undefined;
-  const jumped = position.slice(0, -LAST_CHARACTER.length);
-  // Its first delimiter after the prefix ends it, as in every common prefix; an item's key never reads so.
-  const at = jumped.startsWith(prefix) ? jumped.indexOf(delimiter, prefix.length) : -1;
-  return at !== -1 && at === jumped.length - delimiter.length ? jumped : undefined;
+  return `${prefix}\u{10ffff}`;
 }
 
 /**
@@ -61,13 +49,15 @@ export async function listDelimited(
   const pageSize = Math.min(STORE_PAGE, limit + 1);
   const items: ObjectInfo[] = [];
   const prefixes: string[] = [];
+  /** The common prefix whose keys are being stepped over: to begin with, the one the cursor continues past. */
+  let skipping = decodePastPrefixCursor(opts.cursor);
+  if (skipping !== undefined && !skipping.startsWith(prefix)) throw new InvalidArgumentError('cursor is not one of a listing of this prefix');
+  /** The last common prefix jumped past. */
+  let jumped = skipping;
   /** The cursor after the last entry taken: where the next page of this listing starts. */
   let after = opts.cursor;
   /** Where the next page of the store's own listing starts. */
-  let listFrom = opts.cursor;
-  /** The common prefix whose keys are being stepped over, and the last one jumped past (the cursor's, to begin with). */
-  let skipping = jumpedPrefix(opts.cursor, prefix, delimiter);
-  let jumped = skipping;
+  let listFrom = skipping === undefined ? opts.cursor : encodeCursor(pastEveryKeyUnder(skipping));
   for (;;) {
     const page = await provider.list({ prefix, cursor: listFrom, limit: pageSize });
     for (const info of page.items) {
@@ -82,7 +72,7 @@ export async function listDelimited(
       } else {
         skipping = info.key.slice(0, at + delimiter.length);
         prefixes.push(skipping);
-        after = encodeCursor(pastEveryKeyUnder(skipping));
+        after = encodePastPrefixCursor(skipping);
       }
     }
     if (page.cursor === undefined) return { items, prefixes };
@@ -90,7 +80,7 @@ export async function listDelimited(
     // go on with U+10FFFF, or the store's order is not UTF-8 byte order) are paged through, not jumped over for ever.
     if (skipping !== undefined && skipping !== jumped) {
       jumped = skipping;
-      listFrom = after;
+      listFrom = encodeCursor(pastEveryKeyUnder(skipping));
     } else {
       listFrom = page.cursor;
     }

@@ -307,6 +307,18 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       expect(entries).toEqual([long, 'odd/', 'odd2', 'z']);
     });
 
+    it("takes a plain listing's cursor as the position it names, even on a key that goes on with U+10FFFF", async () => {
+      for (const key of ['d/a', 'd/\u{10ffff}', 'd/\u{10ffff}z', 'e']) await provider.write(key, 'x');
+      const plain = await provider.list({ limit: 2 });
+      expect(plain.items.map((item) => item.key)).toEqual(['d/a', 'd/\u{10ffff}']);
+      // As S3 with that StartAfter: what follows the position, `d/` again for the key under it.
+      const page = await listDelimited(provider, { delimiter: '/', cursor: plain.cursor });
+      expect([...page.prefixes, ...page.items.map((item) => item.key)]).toEqual(['d/', 'e']);
+      // A cursor of a listing by delimiter is refused by a plain listing, not read as a position.
+      const first = await listDelimited(provider, { delimiter: '/', limit: 1 });
+      await expectError(provider.list({ cursor: first.cursor }), InvalidArgumentError);
+    });
+
     it("steps over a common prefix's keys instead of reading them", async () => {
       await inParallel(300, 16, (i) => provider.write(`tree/big/${String(i).padStart(3, '0')}`, 'x'));
       await provider.write('tree/next', 'x');
