@@ -24,6 +24,7 @@ import { fsyncDirectory, isTempName, makeDirectories, retryWhileMissing, type At
 import { requireExpectedEtag } from './body.js';
 import { decodeCursor, decodeVersionsCursor, encodeCursor, encodeVersionsCursor, pageLimit } from './cursor.js';
 import { DirectoryCache, type DirectoryReader } from './disk-directory-cache.js';
+import { mapLimit } from './map-limit.js';
 import { decodeEntry, keyPath, prefixDirectory } from './disk-layout.js';
 import {
   BodyError,
@@ -162,20 +163,6 @@ async function guarded<T>(operation: () => Promise<T>, failed: string, subject?:
     if (isFenceError(error)) throw error;
     throw toStorageError(error, failed, subject);
   }
-}
-
-async function mapLimited<T, R>(items: T[], width: number, task: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(width, items.length) }, async () => {
-      while (next < items.length) {
-        const at = next++;
-        results[at] = await task(items[at]!);
-      }
-    }),
-  );
-  return results;
 }
 
 /** A record's trailer, or undefined when it disappeared (a concurrent delete) since its name was read. */
@@ -427,7 +414,7 @@ export class DiskProvider implements StorageProvider {
         }
         found.push(entry);
       }
-      const trailers = await mapLimited(found, READ_WIDTH, (entry) => trailerIfReadable(entry.path));
+      const trailers = await mapLimit(found, READ_WIDTH, (entry) => trailerIfReadable(entry.path));
       const items = found.flatMap((entry, i) => (trailers[i] ? [objectInfo(entry.key, trailers[i])] : []));
       return more ? { items, cursor: encodeCursor(found[found.length - 1]!.key) } : { items };
     }, 'list');
@@ -455,7 +442,7 @@ export class DiskProvider implements StorageProvider {
       const start = (after === undefined ? ids.length : lowerBoundKey(ids.length, (i) => ids[i]!, after)) - 1;
       const page: string[] = [];
       for (let at = start; at >= 0 && page.length < limit; at--) page.push(ids[at]!);
-      const trailers = await mapLimited(page, READ_WIDTH, (id) => trailerIfReadable(path.join(dir, id)));
+      const trailers = await mapLimit(page, READ_WIDTH, (id) => trailerIfReadable(path.join(dir, id)));
       const items = trailers.flatMap((trailer) => (trailer ? [versionInfo(key, trailer)] : []));
       return start - limit >= 0 ? { items, cursor: encodeVersionsCursor(key, page[page.length - 1]!) } : { items };
     }, `list the versions of "${key}"`);
@@ -530,7 +517,7 @@ export class DiskProvider implements StorageProvider {
       const files: string[] = [];
       for await (const entry of this.walk(tree.objects, '', '', undefined)) files.push(entry.path);
       const damaged: string[] = [];
-      const trailers = await mapLimited(files, READ_WIDTH, (file) => trailerIfReadable(file, damaged));
+      const trailers = await mapLimit(files, READ_WIDTH, (file) => trailerIfReadable(file, damaged));
       const present = trailers.filter((trailer) => trailer !== undefined);
       return {
         kind: this.kind,

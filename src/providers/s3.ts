@@ -109,6 +109,7 @@ import { compareKeys, validateKey, validatePrefix } from './keys.js';
 import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js';
 import { withProcessMutex } from './process-mutex.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
+import { mapLimit } from './map-limit.js';
 import { cutToRange } from './s3-range.js';
 import { limitIdleWaits } from './s3-body.js';
 import { toStorageError } from './s3-errors.js';
@@ -369,19 +370,6 @@ type ObjectHead = Pick<HeadObjectCommandOutput, 'Metadata' | 'ContentType' | 'Co
 /** An object's content headers, for a copy with MetadataDirective REPLACE, which keeps only those it is sent. */
 function contentHeaders({ CacheControl, ContentDisposition, ContentEncoding, ContentLanguage, Expires }: ContentHeaders): ContentHeaders {
   return { CacheControl, ContentDisposition, ContentEncoding, ContentLanguage, Expires };
-}
-
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 function toBytes(body: Uint8Array | string): Buffer {
