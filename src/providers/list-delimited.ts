@@ -10,8 +10,9 @@
  * cursor of its own kind (`encodePastPrefixCursor`), which continues past that prefix's keys.
  */
 import { decodePastPrefixCursor, encodeCursor, encodePastPrefixCursor, pageLimit } from './cursor.js';
-import { InvalidArgumentError } from './errors.js';
-import type { ObjectInfo, StorageProvider } from './types.js';
+import { InvalidArgumentError, NotFoundError } from './errors.js';
+import { mapLimit } from './map-limit.js';
+import type { ListOptions, ObjectInfo, StorageProvider } from './types.js';
 
 export const MAX_DELIMITER_LENGTH = 64;
 
@@ -32,13 +33,38 @@ export function pastEveryKeyUnder(prefix: string): string {
 }
 
 /**
- * Keys asked of the store at a time. A page that ends inside a common prefix read the rest of its keys for nothing
- * (an s3 store reads each key's head), so pages are short, whatever the limit: a jump comes after at most this many.
+ * Keys asked of the store at a time. A page that ends inside a common prefix read the rest of its keys for nothing,
+ * so pages are short, whatever the limit: a jump comes after at most this many.
  */
 const STORE_PAGE = 64;
+/** Objects described at once, on a store that lists keys alone (s3: a HEAD each). */
+const DESCRIBE_WIDTH = 16;
+
+type Lister = Pick<StorageProvider, 'list' | 'listKeys' | 'stat'>;
+
+/**
+ * A page of the store's keys, each with its ObjectInfo when the store's listing gives it. A store that can list keys
+ * alone (`listKeys`) is asked for those: the keys a common prefix rolls up are then never described.
+ */
+async function storePage(provider: Lister, opts: ListOptions): Promise<{ entries: { key: string; info?: ObjectInfo }[]; cursor?: string }> {
+  if (provider.listKeys !== undefined) {
+    const { items, cursor } = await provider.listKeys(opts);
+    return { entries: items.map((key) => ({ key })), cursor };
+  }
+  const { items, cursor } = await provider.list(opts);
+  return { entries: items.map((info) => ({ key: info.key, info })), cursor };
+}
+
+/** The objects of a page, described where the store listed keys alone; one deleted meanwhile is left out. */
+async function described(provider: Lister, entries: { key: string; info?: ObjectInfo }[]): Promise<ObjectInfo[]> {
+  const infos = await mapLimit(entries, DESCRIBE_WIDTH, async ({ key, info }) =>
+    info ?? provider.stat(key).catch((error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error))),
+  );
+  return infos.filter((info): info is ObjectInfo => info !== undefined);
+}
 
 export async function listDelimited(
-  provider: Pick<StorageProvider, 'list'>,
+  provider: Lister,
   opts: { prefix?: string; delimiter: string; cursor?: string; limit?: number },
 ): Promise<DelimitedPage> {
   const { prefix = '', delimiter } = opts;
@@ -47,8 +73,9 @@ export async function listDelimited(
   }
   const limit = pageLimit(opts.limit);
   const pageSize = Math.min(STORE_PAGE, limit + 1);
-  const items: ObjectInfo[] = [];
+  const items: { key: string; info?: ObjectInfo }[] = [];
   const prefixes: string[] = [];
+  const page = async (cursor?: string): Promise<DelimitedPage> => ({ items: await described(provider, items), prefixes, ...(cursor === undefined ? {} : { cursor }) });
   /** The common prefix whose keys are being stepped over: to begin with, the one the cursor continues past. */
   let skipping = decodePastPrefixCursor(opts.cursor);
   if (skipping !== undefined && !skipping.startsWith(prefix)) throw new InvalidArgumentError('cursor is not one of a listing of this prefix');
@@ -59,30 +86,31 @@ export async function listDelimited(
   /** Where the next page of the store's own listing starts. */
   let listFrom = skipping === undefined ? opts.cursor : encodeCursor(pastEveryKeyUnder(skipping));
   for (;;) {
-    const page = await provider.list({ prefix, cursor: listFrom, limit: pageSize });
-    for (const info of page.items) {
-      if (skipping !== undefined && info.key.startsWith(skipping)) continue;
+    const listed = await storePage(provider, { prefix, cursor: listFrom, limit: pageSize });
+    for (const entry of listed.entries) {
+      const { key } = entry;
+      if (skipping !== undefined && key.startsWith(skipping)) continue;
       skipping = undefined;
       // One entry more than the page holds: there is a next page, and it starts after the last entry taken.
-      if (items.length + prefixes.length === limit) return { items, prefixes, cursor: after };
-      const at = info.key.indexOf(delimiter, prefix.length);
+      if (items.length + prefixes.length === limit) return page(after);
+      const at = key.indexOf(delimiter, prefix.length);
       if (at === -1) {
-        items.push(info);
-        after = encodeCursor(info.key);
+        items.push(entry);
+        after = encodeCursor(key);
       } else {
-        skipping = info.key.slice(0, at + delimiter.length);
+        skipping = key.slice(0, at + delimiter.length);
         prefixes.push(skipping);
         after = encodePastPrefixCursor(skipping);
       }
     }
-    if (page.cursor === undefined) return { items, prefixes };
+    if (listed.cursor === undefined) return page();
     // Inside a common prefix at the end of the page: jump past its keys, once. Those still listed after the jump (they
     // go on with U+10FFFF, or the store's order is not UTF-8 byte order) are paged through, not jumped over for ever.
     if (skipping !== undefined && skipping !== jumped) {
       jumped = skipping;
       listFrom = encodeCursor(pastEveryKeyUnder(skipping));
     } else {
-      listFrom = page.cursor;
+      listFrom = listed.cursor;
     }
   }
 }

@@ -745,6 +745,18 @@ export class S3Provider implements StorageProvider {
   }
 
   async list(opts?: { prefix?: string; cursor?: string; limit?: number }): Promise<Page<ObjectInfo>> {
+    const { items: keys, cursor } = await this.listKeys(opts);
+    const infos = await mapLimit(keys, this.listConcurrency, (key) =>
+      this.head(key, { Key: this.prefix + key }).then(
+        (out) => this.describeObject(key, this.prefix + key, out),
+        (error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)), // deleted meanwhile
+      ),
+    );
+    const items = infos.filter((info): info is ObjectInfo => info !== undefined);
+    return cursor === undefined ? { items } : { items, cursor };
+  }
+
+  async listKeys(opts?: { prefix?: string; cursor?: string; limit?: number }): Promise<Page<string>> {
     const prefix = validatePrefix(opts?.prefix);
     const limit = pageLimit(opts?.limit);
     const after = decodeCursor(opts?.cursor);
@@ -789,15 +801,8 @@ export class S3Provider implements StorageProvider {
         startAfter = last;
       }
     }
-    const page = found.slice(0, limit);
-    const infos = await mapLimit(page, this.listConcurrency, (entry) =>
-      this.head(entry.key, { Key: entry.fullKey }).then(
-        (out) => this.describeObject(entry.key, entry.fullKey, out),
-        (error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)), // deleted meanwhile
-      ),
-    );
-    const items = infos.filter((info): info is ObjectInfo => info !== undefined);
-    return found.length > limit ? { items, cursor: encodeCursor(page.at(-1)!.key) } : { items };
+    const items = found.slice(0, limit).map((entry) => entry.key);
+    return found.length > limit ? { items, cursor: encodeCursor(items.at(-1)!) } : { items };
   }
 
   async createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo> {
@@ -1497,7 +1502,7 @@ export class S3Provider implements StorageProvider {
   }
 
   /** Keys (with sizes) under `prefix` after `startAfter`, at most `max`, in S3 order. */
-  private async listKeys(what: string, prefix: string, startAfter: string | undefined, max: number): Promise<{ key: string; size: number }[]> {
+  private async listS3Keys(what: string, prefix: string, startAfter: string | undefined, max: number): Promise<{ key: string; size: number }[]> {
     const keys: { key: string; size: number }[] = [];
     let token: string | undefined;
     do {
@@ -1621,7 +1626,7 @@ export class S3Provider implements StorageProvider {
   private async listExplicitVersions(key: string, limit: number, after: string | undefined): Promise<Page<VersionInfo>> {
     const dir = this.versionDir(key);
     if (after !== undefined && !isVersionId(after)) throw new InvalidArgumentError('cursor is not one this store issued');
-    const keys = await this.listKeys(`list versions of "${key}"`, dir, after === undefined ? undefined : dir + mirrorId(after), limit + 1);
+    const keys = await this.listS3Keys(`list versions of "${key}"`, dir, after === undefined ? undefined : dir + mirrorId(after), limit + 1);
     const ids = keys.map((entry) => mirrorId(entry.key.slice(dir.length))).filter(isVersionId);
     const page = ids.slice(0, limit);
     const fullKey = this.prefix + key;

@@ -159,6 +159,11 @@ export interface StorageProvider {
   delete(key: string, opts?: DeleteOptions): Promise<void>;
   /** Keys in UTF-8 byte order (as S3 lists them). */
   list(opts?: ListOptions): Promise<Page<ObjectInfo>>;
+  /**
+   * The keys alone, paged as `list` pages them (its cursors), by a store whose `list` reads more than the names (s3
+   * reads each object's head): a listing by delimiter reads only the objects it answers with.
+   */
+  listKeys?(opts?: ListOptions): Promise<Page<string>>;
   createVersion(key: string, body: Body, opts: VersionOptions): Promise<VersionInfo>;
   /** Newest first. */
   listVersions(key: string, opts?: { cursor?: string; limit?: number }): Promise<Page<VersionInfo>>;

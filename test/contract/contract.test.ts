@@ -8,7 +8,7 @@ import { InvalidArgumentError, InvalidKeyError, NotFoundError, PreconditionFaile
 import { compareKeys } from '../../src/providers/keys.js';
 import { listDelimited } from '../../src/providers/list-delimited.js';
 import { statIfPresent } from '../../src/providers/object-info.js';
-import type { ObjectInfo, StorageProvider } from '../../src/providers/types.js';
+import type { ListOptions, ObjectInfo, StorageProvider } from '../../src/providers/types.js';
 import { fixtures } from './providers.js';
 import { allPages } from '../support/paging.js';
 
@@ -325,11 +325,19 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       // After the jump past `tree/big/` (to `tree/big/` + U+10FFFF), a key that goes on with U+10FFFF still comes: paged through, not listed again.
       await provider.write('tree/big/\u{10ffff}', 'x');
       let calls = 0;
-      const counted = { list: (opts?: Parameters<StorageProvider['list']>[0]) => (calls++, provider.list(opts)) };
+      const described: string[] = [];
+      const counted = {
+        list: (opts?: ListOptions) => (calls++, provider.list(opts)),
+        listKeys: provider.listKeys && ((opts?: ListOptions) => (calls++, provider.listKeys!(opts))),
+        stat: (key: string) => (described.push(key), provider.stat(key)),
+      };
       const page = await listDelimited(counted, { prefix: 'tree/', delimiter: '/', limit: 2 });
       expect([...page.prefixes, ...page.items.map((item) => item.key)]).toEqual(['tree/big/', 'tree/next']);
+      expect(page.items[0]).toMatchObject({ key: 'tree/next', size: 1, etag: sha256('x') });
       // Pages of three keys: reading the 300 would take a hundred.
       expect(calls).toBeLessThanOrEqual(4);
+      // A store that lists keys alone (s3: a HEAD each to describe one) describes only the object it answers with.
+      expect(described).toEqual(provider.listKeys ? ['tree/next'] : []);
     });
 
     it('lists in UTF-8 byte order with size and etag', async () => {
