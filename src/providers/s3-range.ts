@@ -35,6 +35,8 @@ export function cutToRange(body: Readable, contentRange: string | undefined, siz
         this.push(null);
         body.unpipe(cut);
         body.destroy();
+        // Its writable side ends too: else the stream never finishes, and a web stream made of it never closes.
+        this.end();
       }
       callback();
     },

@@ -39,6 +39,18 @@ describe('cutToRange', () => {
     await expect(text(cutToRange(sent(CONTENT.slice(0, 5)), 'bytes 0-15/16', 16, [0, 9], 'read "k"'))).rejects.toThrow(/ended 5 bytes before/);
   });
 
+  it('a cut range ends as a whole stream: a web stream made of it (as a GET answer is) closes', async () => {
+    const web = Readable.toWeb(cutToRange(sent(CONTENT), undefined, 16, [0, 0], 'read "k"')) as ReadableStream<Uint8Array>;
+    const reader = web.getReader();
+    const chunks: Uint8Array[] = [];
+    const read = async () => {
+      for (let next = await reader.read(); !next.done; next = await reader.read()) chunks.push(next.value);
+      return 'closed';
+    };
+    expect(await Promise.race([read(), new Promise((resolve) => setTimeout(resolve, 2_000, 'still open'))])).toBe('closed');
+    expect(Buffer.concat(chunks).toString()).toBe('0');
+  });
+
   it("lets the endpoint's answer go when its reader lets the range go", async () => {
     const endless = new Readable({ read() { setTimeout(() => this.push(Buffer.alloc(1024, 'x')), 1); } });
     const cut = cutToRange(endless, undefined, 1e12, [0, 1e11], 'read "k"');
