@@ -251,6 +251,33 @@ describe('GET /v1/events (SSE)', () => {
     expect(resumed.events.map((event) => event.id)).toEqual([after.id]);
   }, 40_000);
 
+  it("an event dropped at the end of a stream's life is replayed when its client comes back: no heartbeat id skips it", async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] }); // heartbeat periods pass when the test says
+    try {
+      const bus = service.deps.bus;
+      const app = createApp({ ...service.deps, sseMaxStreamMs: 400 });
+      const response = await app.request('/v1/events?types=object.written');
+      const reader = response.body!.getReader();
+      const decoder = new TextDecoder();
+      let text = decoder.decode((await reader.read()).value);
+      // A client that reads nothing for now: its writes queue up, and the stream's end waits for them.
+      for (let i = 0; i < 30; i++) await bus.emit({ type: 'object.written', store: 'mem', key: `ending/${i}`, data: { pad: 'x'.repeat(2000) } });
+      await new Promise((resolve) => setTimeout(resolve, 700)); // past its lifetime: draining
+      await bus.emit({ type: 'object.written', store: 'mem', key: 'ending/dropped', data: {} });
+      await bus.emit({ type: 'object.deleted', store: 'mem', key: 'ending/other-type', data: {} });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      vi.advanceTimersToNextTimer(); // a heartbeat period passes during the drain
+      for (let next = await reader.read(); !next.done; next = await reader.read()) text += decoder.decode(next.value, { stream: true });
+      expect(text).not.toContain('ending/dropped');
+      const lastId = [...text.matchAll(/^id: (.*)$/gm)].map((match) => match[1]).at(-1)!;
+      const again = await app.request('/v1/events?types=object.written', { headers: { 'Last-Event-ID': lastId } });
+      const resumed = await collect(again, (events) => events.some((event) => event.data?.includes('ending/dropped')));
+      expect(resumed.events.map((event) => (JSON.parse(event.data!) as { key: string }).key)).toContain('ending/dropped');
+    } finally {
+      vi.useRealTimers();
+    }
+  }, 60_000);
+
   it('keeps the stream of a client that reads slowly but takes something every heartbeat period', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
     try {

@@ -140,7 +140,10 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
    * event of its types, which may be long gone from the stream (a gap reported for events it never wanted).
    */
   let passedBy: string | undefined;
+  /** Its lifetime is up: nothing more is sent, and its Last-Event-ID must not move past what it did not get. */
+  let ending = false;
   const unsubscribe = await deps.bus.subscribe('*', (event) => {
+    if (ending) return;
     if (types !== '*' && !types.includes(event.type)) {
       // Only once live: during the replay, events of its types older than this one may still be unsent.
       if (deliver) passedBy = event.id;
@@ -250,9 +253,11 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
       };
       later(() => stream.write(': connected\n\n'));
       if ((await Promise.race([finished, expired])) === 'expired' && !closed) {
-        // Its time is up: no more events for it; what is queued goes out, then the stream ends and the client comes
-        // back for the rest. One that does not take what is queued within a heartbeat period loses the connection.
-        deliver = () => undefined;
+        // Its time is up: no more events for it, nor heartbeats (one could carry the id of an event of another type
+        // passed after an event of its own was dropped); what is queued goes out, then the stream ends and the client
+        // comes back for the rest. One that does not take what is queued within a heartbeat period loses the connection.
+        ending = true;
+        clearInterval(heartbeat);
         let giveUp!: NodeJS.Timeout;
         const drained = await Promise.race([chain.then(() => true), new Promise<false>((resolve) => (giveUp = setTimeout(resolve, HEARTBEAT_MS, false)))]);
         clearTimeout(giveUp);
