@@ -11,13 +11,25 @@ import { withTimeout } from './with-timeout.js';
 export interface QueueCounts {
   name: string;
   counts(): Promise<Record<string, number>>;
-  /** Worker processes' workers connected to the queue now (BullMQ names their connections: CLIENT LIST). */
-  workers(): Promise<number>;
+  /** Worker processes' workers connected to the queue now (BullMQ names their connections: CLIENT LIST); undefined when Redis cannot tell. */
+  workers(): Promise<number | undefined>;
+}
+
+/**
+ * Where Redis refuses CLIENT (renamed away, or a managed Redis without it), BullMQ answers this one entry for the
+ * workers it cannot list: counted, it would read as one worker exactly when none can be seen.
+ */
+const CLIENT_LIST_REFUSED = 'GCP does not support client list';
+
+/** Workers connected to `queue`, or undefined when Redis cannot tell. */
+export async function workerCount(queue: Pick<Queue, 'getWorkers'>): Promise<number | undefined> {
+  const workers = await queue.getWorkers();
+  return workers.length === 1 && workers[0]!.name === CLIENT_LIST_REFUSED ? undefined : workers.length;
 }
 
 /** What a scrape reads of a BullMQ queue. */
-export function queueReading(queue: Pick<Queue, 'name' | 'getJobCounts' | 'getWorkersCount'>): QueueCounts {
-  return { name: queue.name, counts: () => queue.getJobCounts(), workers: () => queue.getWorkersCount() };
+export function queueReading(queue: Pick<Queue, 'name' | 'getJobCounts' | 'getWorkers'>): QueueCounts {
+  return { name: queue.name, counts: () => queue.getJobCounts(), workers: () => workerCount(queue) };
 }
 
 export interface CircuitReading {

@@ -1,6 +1,12 @@
 /** The registry behind `/metrics`: queue counts read at scrape time, from a Redis that may not answer. */
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { ApiMetrics } from '../../src/api/metrics.js';
+import { ApiMetrics, queueReading, workerCount } from '../../src/api/metrics.js';
+import { redisServerUnavailableReason, startRedisServer } from '../cluster/redis-server.js';
+
+const noRedisServer = redisServerUnavailableReason();
+if (noRedisServer !== undefined) console.warn(`metrics: the test of a Redis without CLIENT skipped: ${noRedisServer}`);
 
 const queueSeries = (text: string) => text.split('\n').filter((line) => line.startsWith('kyozo_queue_jobs{'));
 
@@ -36,5 +42,23 @@ describe('the /metrics registry', () => {
     }
     const scrapes = await Promise.all(started);
     for (const text of scrapes) expect(queueSeries(text)).toHaveLength(names.length * 2);
+  });
+
+  it.skipIf(noRedisServer !== undefined)('a Redis that refuses CLIENT LIST leaves the worker count out, not one worker', async () => {
+    const server = await startRedisServer(['--rename-command', 'CLIENT', '']);
+    const connection = new Redis(server.url, { maxRetriesPerRequest: null });
+    const queue = new Queue('no-client-list', { connection, prefix: 'metrics-test' });
+    try {
+      expect(await workerCount(queue)).toBeUndefined();
+      const metrics = new ApiMetrics();
+      metrics.watchQueues(() => [queueReading(queue)]);
+      const text = await metrics.registry.metrics();
+      expect(text.split('\n').filter((line) => line.startsWith('kyozo_queue_workers{'))).toEqual([]);
+      expect(queueSeries(text).length).toBeGreaterThan(0); // the job counts still come
+    } finally {
+      await queue.close();
+      connection.disconnect();
+      await server.stop();
+    }
   });
 });

@@ -10,6 +10,7 @@ import type { AppDeps } from '../app.js';
 import { hasBearer, type TokenSet } from '../auth.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
 import { openApiDocument } from '../openapi.js';
+import { workerCount } from '../metrics.js';
 import { withTimeout } from '../with-timeout.js';
 
 const READY_TIMEOUT_MS = 2_000;
@@ -21,8 +22,10 @@ const PROBE_TTL_MS = 10_000;
  * process serves reads and takes jobs either way. Left out when Redis cannot list its clients (CLIENT may be renamed).
  */
 async function workersOf(deps: Pick<AppDeps, 'queues'>): Promise<Record<string, number> | undefined> {
-  const counts = deps.queues.all().map(async (queue) => [queue.name, await queue.getWorkersCount()] as const);
-  return withTimeout(Promise.all(counts), READY_TIMEOUT_MS, 'Redis CLIENT LIST').then(Object.fromEntries<number>, () => undefined);
+  const counts = deps.queues.all().map(async (queue) => [queue.name, await workerCount(queue)] as const);
+  const read = await withTimeout(Promise.all(counts), READY_TIMEOUT_MS, 'Redis CLIENT LIST').catch(() => undefined);
+  const known = read?.filter((entry): entry is readonly [string, number] => entry[1] !== undefined);
+  return known === undefined || known.length < read!.length ? undefined : Object.fromEntries(known);
 }
 
 export function systemRoutes(deps: AppDeps, tokens: TokenSet): Hono {
