@@ -13,6 +13,7 @@ const MEASURED = [
   'stat',
   'delete',
   'list',
+  'listKeys',
   'createVersion',
   'listVersions',
   'restoreVersion',

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { NotFoundError } from '../../src/providers/errors.js';
 import { withMetrics, type Observation } from '../../src/providers/metrics.js';
 import { RamProvider } from '../../src/providers/ram.js';
+import type { ListOptions, Page } from '../../src/providers/types.js';
 
 describe('the metrics layer', () => {
   it('counts operations and their errors, and reports each to the observer', async () => {
@@ -23,6 +24,21 @@ describe('the metrics layer', () => {
       ['write', undefined],
       ['stat', 'NOT_FOUND'],
     ]);
+  });
+
+  it('measures listKeys, where a store has it (s3: what a listing by delimiter asks for)', async () => {
+    class KeyListing extends RamProvider {
+      async listKeys(opts?: ListOptions): Promise<Page<string>> {
+        const { items, cursor } = await this.list(opts);
+        return { items: items.map((item) => item.key), ...(cursor === undefined ? {} : { cursor }) };
+      }
+    }
+    const observed: Observation[] = [];
+    const provider = withMetrics(new KeyListing({ maxBytes: 1024 * 1024 }), (observation) => observed.push(observation));
+    await provider.write('k', 'x');
+    expect(await provider.listKeys()).toEqual({ items: ['k'] });
+    expect((await provider.stats()).ops?.listKeys).toMatchObject({ count: 1, errors: 0 });
+    expect(observed.map(({ op }) => op)).toContain('listKeys');
   });
 
   it("does not count a fence's refusal as an error of the store", async () => {
