@@ -1187,8 +1187,9 @@ export class S3Provider implements StorageProvider {
 
   /** S3 answers a malformed version id with 400 and a delete marker's id with 405: to the contract, not found. */
   private versionLookupError(error: unknown, key: string, versionId: string | undefined): never {
-    if (versionId !== undefined && error instanceof StorageError && (error.code === 'INVALID_ARGUMENT' || error.code === 'NOT_SUPPORTED')) {
-      throw new NotFoundError(`"${key}" has no version ${versionId}`, { cause: error });
+    // A HEAD's 404 has no body to tell what is missing: asked for a version, it is that version (as on every store).
+    if (versionId !== undefined && error instanceof StorageError && ['INVALID_ARGUMENT', 'NOT_SUPPORTED', 'NOT_FOUND'].includes(error.code)) {
+      throw new NotFoundError(`"${key}" has no version ${JSON.stringify(versionId)}`, { cause: error });
     }
     throw error;
   }

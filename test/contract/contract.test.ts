@@ -206,6 +206,13 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       await expectError(provider.read('v/missing', { versionId: bogus }), NotFoundError);
       await expectError(provider.stat('v/missing', { versionId: bogus }), NotFoundError);
       await expectError(provider.restoreVersion('v/missing', bogus), NotFoundError);
+      // Said in words on every store, naming the key and the version: a HEAD's bare 404 (s3 with bucket versioning) too.
+      for (const versionId of [bogus, 'nope']) {
+        const message = ((await provider.stat('v/missing', { versionId }).catch((error: Error) => error)) as Error).message;
+        expect(message).toMatch(/no version/);
+        expect(message).toContain('v/missing');
+        expect(message).toContain(versionId);
+      }
     });
   });
 
