@@ -28,6 +28,15 @@ export function requestHeader(c: Context, name: string): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value;
 }
 
+/** How many times a request header was sent (Node joins a repeated one into one value; outside Node, 0 or 1). */
+export function requestHeaderCount(c: Context, name: string): number {
+  const incoming = incomingOf(c);
+  if (incoming === undefined) return c.req.header(name) === undefined ? 0 : 1;
+  let count = 0;
+  for (let i = 0; i < incoming.rawHeaders.length; i += 2) if (incoming.rawHeaders[i]!.toLowerCase() === name) count++;
+  return count;
+}
+
 /**
  * A body of `length` bytes that has already arrived whole (a small body usually comes in the same packet as its
  * headers), taken from Node's buffer without a promise, a timer or a copy; `undefined` when it has not (or outside

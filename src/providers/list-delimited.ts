@@ -63,6 +63,11 @@ async function described(provider: Lister, entries: { key: string; info?: Object
   return infos.filter((info): info is ObjectInfo => info !== undefined);
 }
 
+/** `candidate` is a common prefix of a listing of `prefix` by `delimiter`: its first delimiter after the prefix ends it. */
+function isCommonPrefix(candidate: string, prefix: string, delimiter: string): boolean {
+  return candidate.startsWith(prefix) && candidate.indexOf(delimiter, prefix.length) === candidate.length - delimiter.length;
+}
+
 export async function listDelimited(
   provider: Lister,
   opts: { prefix?: string; delimiter: string; cursor?: string; limit?: number },
@@ -78,7 +83,9 @@ export async function listDelimited(
   const page = async (cursor?: string): Promise<DelimitedPage> => ({ items: await described(provider, items), prefixes, ...(cursor === undefined ? {} : { cursor }) });
   /** The common prefix whose keys are being stepped over: to begin with, the one the cursor continues past. */
   let skipping = decodePastPrefixCursor(opts.cursor);
-  if (skipping !== undefined && !skipping.startsWith(prefix)) throw new InvalidArgumentError('cursor is not one of a listing of this prefix');
+  if (skipping !== undefined && !isCommonPrefix(skipping, prefix, delimiter)) {
+    throw new InvalidArgumentError('cursor is not one of a listing of this prefix and delimiter');
+  }
   /** The last common prefix jumped past. */
   let jumped = skipping;
   /** The cursor after the last entry taken: where the next page of this listing starts. */

@@ -1,7 +1,10 @@
 /**
  * PUT with `X-Copy-Source`: a server-side copy of an object (any store, any version) through the `copy` job.
  */
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listen } from '../../src/api/server.js';
+import { quietLog } from '../jobs/fixtures/pipeline.js';
 import { startTestService, type TestService } from '../support/service.js';
 
 let service: TestService;
@@ -97,6 +100,30 @@ describe('PUT with X-Copy-Source', () => {
     expect(await ask()).toBe(first);
     expect(await (await request(object('mem', 'idem/target'))).text()).toBe('first content');
     await expectError(await copy('mem', 'idem/elsewhere', headers), 404, /idem\/source/);
+  });
+
+  it('X-Copy-Source sent twice is 400 over HTTP, not two sources read as one key', async () => {
+    await put('mem', 'twice/a', 'a');
+    const server = await listen(service.app, { host: '127.0.0.1', port: 0, apiTokens: [] }, quietLog);
+    try {
+      const { port } = new URL(server.url);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect(Number(port), '127.0.0.1', () => {
+          socket.end(
+            'PUT /v1/stores/mem/objects/twice/target HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n' +
+              'X-Copy-Source: mem/twice/a\r\nX-Copy-Source: mem/twice/b\r\n\r\n',
+          );
+        });
+        let text = '';
+        socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 400/);
+      expect(answer).toContain('X-Copy-Source is sent once');
+    } finally {
+      await server.close(0);
+    }
   });
 
   it('a signed PUT URL does not copy: it grants writing what it is sent, not reading another object', async () => {

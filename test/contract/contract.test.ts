@@ -321,9 +321,12 @@ describe.each(fixtures)('provider contract: $name', (fixture) => {
       // As S3 with that StartAfter: what follows the position, `d/` again for the key under it.
       const page = await listDelimited(provider, { delimiter: '/', cursor: plain.cursor });
       expect([...page.prefixes, ...page.items.map((item) => item.key)]).toEqual(['d/', 'e']);
-      // A cursor of a listing by delimiter is refused by a plain listing, not read as a position.
+      // A cursor of a listing by delimiter is refused by a plain listing, and by one of another delimiter, not read as
+      // a position: it would skip keys that listing lists.
       const first = await listDelimited(provider, { delimiter: '/', limit: 1 });
       await expectError(provider.list({ cursor: first.cursor }), InvalidArgumentError);
+      await expectError(listDelimited(provider, { delimiter: '-', cursor: first.cursor }), InvalidArgumentError);
+      expect((await listDelimited(provider, { delimiter: '/', cursor: first.cursor })).items.map((item) => item.key)).toEqual(['e']);
     });
 
     it("steps over a common prefix's keys instead of reading them", async () => {
