@@ -97,7 +97,8 @@ function boardApp(deps: AppDeps, tokens: TokenSet): Hono {
 function answerError(deps: AppDeps): ErrorHandler {
   return (error, c) => {
     const apiError = toApiError(error);
-    if (apiError.status >= 500) {
+    // 501 answers what the request asked for (a condition or coding this API does not take): its log line says so.
+    if (apiError.status >= 500 && apiError.status !== 501) {
       deps.log.error({ requestId: c.get('requestId'), err: apiError.cause ?? error }, 'request failed');
     }
     return respondWithError(c, apiError);

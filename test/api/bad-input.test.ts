@@ -1,4 +1,6 @@
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { pino } from 'pino';
+import { createApp } from '../../src/api/app.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EnqueueUncertainError } from '../../src/jobs/queue.js';
 import { sha256Hex } from '../../src/providers/body.js';
@@ -208,3 +210,16 @@ async function startBrokenService(): Promise<TestService> {
   await ended;
   return broken;
 }
+
+describe('error log lines', () => {
+  it('a 501 (a condition this API does not take) is no error of the server: no "request failed" error line', async () => {
+    const lines: string[] = [];
+    const sink = new PassThrough();
+    sink.on('data', (chunk: Buffer) => lines.push(...chunk.toString().split('\n').filter(Boolean)));
+    const app = createApp({ ...service.deps, log: pino({ level: 'info' }, sink) });
+    const refused = await app.request('/v1/stores/mem/objects/log/k', { method: 'PUT', body: 'x', headers: { 'If-None-Match': '"abc"' } });
+    expect(refused.status).toBe(501);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(lines.filter((line) => line.includes('request failed'))).toEqual([]);
+  });
+});
