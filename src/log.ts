@@ -23,7 +23,7 @@ export function logDestination(fd = 1): DestinationStream {
 }
 
 /** What `withoutCommandArgs` copies field by field: plain objects and pino's serialized errors. */
-const RECORD_PROTOTYPES = new Set<unknown>([Object.prototype, null, Object.getPrototypeOf(pino.stdSerializers.err(new Error()))]);
+const RECORD_PROTOTYPES = new Set<unknown>([Object.prototype, null, Object.getPrototypeOf(pino.stdSerializers.errWithCause(new Error()))]);
 
 /**
  * ioredis puts the failed command on its errors, arguments included (`command.args`): an AUTH password, the URL-signing
@@ -34,7 +34,7 @@ function withoutCommandArgs(value: unknown, depth = 0): unknown {
   if (typeof value !== 'object' || value === null || depth > 4) return value;
   if (Array.isArray(value)) return value.map((item: unknown) => withoutCommandArgs(item, depth + 1));
   // An error pino left as it is (in an array: EXECABORT's `previousErrors`) is serialized here, as pino would.
-  if (value instanceof Error) return withoutCommandArgs(pino.stdSerializers.err(value), depth);
+  if (value instanceof Error) return withoutCommandArgs(pino.stdSerializers.errWithCause(value), depth);
   // A Date or a Buffer is written as it is.
   if (!RECORD_PROTOTYPES.has(Object.getPrototypeOf(value))) return value;
   const fields: Record<string, unknown> = {};
@@ -44,7 +44,12 @@ function withoutCommandArgs(value: unknown, depth = 0): unknown {
   return fields;
 }
 
-const serializeError = (error: Error): unknown => withoutCommandArgs(pino.stdSerializers.err(error));
+/**
+ * An error with its cause as a field of its own (`cause`, serialized the same way), not pino's default, which appends
+ * every cause's message to the error's: a job failure wraps its store error under the same words, which the default
+ * printed twice.
+ */
+const serializeError = (error: Error): unknown => withoutCommandArgs(pino.stdSerializers.errWithCause(error));
 
 /** Lines go to stdout, or to `destination` (the API benchmark throws them away after they are built and written). */
 export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info', destination: DestinationStream = logDestination()): Logger {

@@ -66,6 +66,28 @@ describe('logged Redis errors', () => {
   });
 });
 
+describe('logged errors with a cause', () => {
+  it('keep their own message, with the cause beside it: a failure wrapping its store error says it once', () => {
+    const lines: string[] = [];
+    const log = createLogger('info', { write: (line: string) => void lines.push(line) });
+    const storeError = new Error('"r3.md" already exists (the write was create-only)');
+    log.error({ err: new Error(`PRECONDITION_FAILED: ${storeError.message}`, { cause: storeError }) }, 'job failed');
+    const { err } = JSON.parse(lines[0]!) as { err: { message: string; cause: { message: string; stack: string } } };
+    expect(err.message).toBe('PRECONDITION_FAILED: "r3.md" already exists (the write was create-only)');
+    expect(err.cause.message).toBe('"r3.md" already exists (the write was create-only)');
+    expect(err.cause.stack).toContain('log.test.ts');
+  });
+
+  it("scrub a cause's Redis command arguments as they scrub the error's own", () => {
+    const lines: string[] = [];
+    const log = createLogger('info', { write: (line: string) => void lines.push(line) });
+    const redisError = Object.assign(new Error('ERR syntax error'), { command: { name: 'auth', args: ['the-password'] } });
+    log.error({ err: new Error('cannot enqueue', { cause: redisError }) }, 'wrapped');
+    expect(lines[0]).not.toContain('the-password');
+    expect((JSON.parse(lines[0]!) as { err: { cause: { command: unknown } } }).err.cause.command).toEqual({ name: 'auth' });
+  });
+});
+
 describe('onceEvery', () => {
   it('logs a key once per period, then says how many it left out; other keys stand alone', () => {
     let now = 0;
