@@ -37,6 +37,14 @@ export interface CircuitReading {
   state: string;
 }
 
+/**
+ * `read` of every queue, each within QUEUE_COUNT_TIMEOUT_MS: a scrape never waits on a Redis that does not answer, and
+ * a queue that did not (or cannot tell) reads undefined, its series left out of that scrape (/ready says why).
+ */
+function readEach<T>(queues: readonly QueueCounts[], read: (queue: QueueCounts) => Promise<T | undefined>): Promise<{ name: string; value: T | undefined }[]> {
+  return Promise.all(queues.map(async (queue) => ({ name: queue.name, value: await withTimeout(read(queue), QUEUE_COUNT_TIMEOUT_MS, queue.name).catch(() => undefined) })));
+}
+
 /** How long a scrape waits for one queue's counts. */
 const QUEUE_COUNT_TIMEOUT_MS = 1_000;
 
@@ -83,16 +91,10 @@ export class ApiMetrics {
       labelNames: ['queue', 'state'],
       registers: [this.registry],
       async collect() {
-        // Every count read first, each within QUEUE_COUNT_TIMEOUT_MS, then the gauge replaced in one step: a scrape
-        // never waits on a Redis that does not answer, and two scrapes at once never clear each other's series.
-        const readings = await Promise.all(
-          queues().map(async (queue) => ({ name: queue.name, counts: await withTimeout(queue.counts(), QUEUE_COUNT_TIMEOUT_MS, queue.name).catch(() => undefined) })),
-        );
+        // Every count read first, then the gauge replaced in one step: two scrapes at once never clear each other's series.
+        const readings = await readEach(queues(), (queue) => queue.counts());
         this.reset();
-        for (const { name, counts } of readings) {
-          // Redis down or slow: that queue's series stay out of this scrape; /ready says why.
-          for (const [state, count] of Object.entries(counts ?? {})) this.set({ queue: name, state }, count);
-        }
+        for (const { name, value } of readings) for (const [state, count] of Object.entries(value ?? {})) this.set({ queue: name, state }, count);
       },
     });
     new Gauge({
@@ -101,11 +103,9 @@ export class ApiMetrics {
       labelNames: ['queue'],
       registers: [this.registry],
       async collect() {
-        const readings = await Promise.all(
-          queues().map(async (queue) => ({ name: queue.name, workers: await withTimeout(queue.workers(), QUEUE_COUNT_TIMEOUT_MS, queue.name).catch(() => undefined) })),
-        );
+        const readings = await readEach(queues(), (queue) => queue.workers());
         this.reset();
-        for (const { name, workers } of readings) if (workers !== undefined) this.set({ queue: name }, workers);
+        for (const { name, value } of readings) if (value !== undefined) this.set({ queue: name }, value);
       },
     });
     new Gauge({

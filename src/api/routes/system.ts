@@ -24,8 +24,8 @@ const PROBE_TTL_MS = 10_000;
 async function workersOf(deps: Pick<AppDeps, 'queues'>): Promise<Record<string, number> | undefined> {
   const counts = deps.queues.all().map(async (queue) => [queue.name, await workerCount(queue)] as const);
   const read = await withTimeout(Promise.all(counts), READY_TIMEOUT_MS, 'Redis CLIENT LIST').catch(() => undefined);
-  const known = read?.filter((entry): entry is readonly [string, number] => entry[1] !== undefined);
-  return known === undefined || known.length < read!.length ? undefined : Object.fromEntries(known);
+  if (read === undefined || read.some(([, count]) => count === undefined)) return undefined;
+  return Object.fromEntries(read) as Record<string, number>;
 }
 
 export function systemRoutes(deps: AppDeps, tokens: TokenSet): Hono {
