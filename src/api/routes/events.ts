@@ -12,6 +12,7 @@ import type { AppDeps } from '../app.js';
 import { ApiError, requireRedisReady, toApiError } from '../errors.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
 import { outgoingOf, requestHeader } from '../node-request.js';
+import { withTimeout } from '../with-timeout.js';
 
 const HEARTBEAT_MS = 15_000;
 const REPLAY_PAGE = 500;
@@ -258,9 +259,7 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
         // comes back for the rest. One that does not take what is queued within a heartbeat period loses the connection.
         ending = true;
         clearInterval(heartbeat);
-        let giveUp!: NodeJS.Timeout;
-        const drained = await Promise.race([chain.then(() => true), new Promise<false>((resolve) => (giveUp = setTimeout(resolve, HEARTBEAT_MS, false)))]);
-        clearTimeout(giveUp);
+        const drained = await withTimeout(chain, HEARTBEAT_MS, 'the client').then(() => true, () => false);
         if (!drained) outgoingOf(c)?.destroy();
       }
     } catch (error) {
