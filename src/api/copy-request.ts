@@ -15,7 +15,7 @@ import { PayloadTooLargeError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { AppDeps } from './app.js';
 import { ApiError } from './errors.js';
-import { decodeHeaderValue } from './http-object.js';
+import { decodeHeaderValue, PRINTABLE_ASCII } from './http-object.js';
 import { requestHeader, requestHeaderCount } from './node-request.js';
 import { parseCopySource } from './object-path.js';
 import { requireStore } from './stores.js';
@@ -33,12 +33,12 @@ export async function copyRequest(
   options: { contentType?: string; metadata: Record<string, string>; ifMatch?: string | string[]; ifNoneMatch?: '*' },
 ): Promise<{ payload: CopyPayload; fingerprint: unknown }> {
   if (hasBody(c)) throw new ApiError('BAD_REQUEST', 'a PUT with X-Copy-Source copies that object: it takes no body');
-  for (const name of ['x-copy-source', 'x-copy-source-version']) {
+  for (const name of ['X-Copy-Source', 'X-Copy-Source-Version']) {
     // Node joins repeated headers with ', ', which a key may hold: two sources would read as one.
-    if (requestHeaderCount(c, name) > 1) throw new ApiError('BAD_REQUEST', `${name === 'x-copy-source' ? 'X-Copy-Source' : 'X-Copy-Source-Version'} is sent once: a copy has one source`);
+    if (requestHeaderCount(c, name.toLowerCase()) > 1) throw new ApiError('BAD_REQUEST', `${name} is sent once: a copy has one source`);
   }
   // Percent-encoded as a path is (raw UTF-8 bytes are read as UTF-8 too), so not decoded as an `utf-8''` header text.
-  const from = parseCopySource(/^[\x20-\x7e]*$/.test(source) ? source : decodeHeaderValue('X-Copy-Source', source));
+  const from = parseCopySource(PRINTABLE_ASCII.test(source) ? source : decodeHeaderValue('X-Copy-Source', source));
   const versionHeader = requestHeader(c, 'x-copy-source-version');
   const versionId = versionHeader === undefined ? undefined : decodeHeaderValue('X-Copy-Source-Version', versionHeader).trim() || undefined;
   const asked = { ...from, ...(versionId === undefined ? {} : { versionId }) };

@@ -12,7 +12,7 @@ import { decodeUtf8Strict } from '../text.js';
 import { parseHttpDate } from './http-date.js';
 
 const META_PREFIX = 'x-meta-';
-const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+export const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 const ASCII = /^[\x00-\x7f]*$/;
 /**
  * What a Content-Type goes out as, and comes in as: tab and printable ASCII. Latin-1's upper half would be a valid
