@@ -394,12 +394,8 @@ export class HybridProvider implements StorageProvider {
         if (copy === undefined) {
           // The backup never had that version (made before backup existed, or its map entry was lost): copy it.
           const { info, body } = await this.cold.read(key, { versionId: version.versionId });
-          copy = await this.backup.createVersion(key, body, {
-            ...described,
-            message: version.message ?? `restore ${versionId}`,
-            contentType: info.contentType,
-            metadata: info.metadata,
-          });
+          const message = version.message ?? `restore ${versionId}`;
+          copy = await this.backup.createVersion(key, body, { ...author, message, contentType: info.contentType, metadata: info.metadata });
         }
         await this.linkCopy(key, version.versionId, copy.versionId);
       },

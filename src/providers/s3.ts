@@ -764,7 +764,7 @@ export class S3Provider implements StorageProvider {
     await this.knownMode();
     const reserved = this.prefix + RESERVED;
     const reservedEnd = this.prefix + RESERVED_END;
-    const found: { key: string; fullKey: string }[] = [];
+    const found: string[] = [];
     let startAfter = after === undefined ? undefined : this.prefix + after;
     let token: string | undefined;
     // One key past the page tells whether another page exists, so the last page never carries a cursor.
@@ -783,10 +783,9 @@ export class S3Provider implements StorageProvider {
       );
       const contents = out.Contents ?? [];
       for (const object of contents) {
-        const fullKey = object.Key ?? '';
-        const key = this.userKeyOf(fullKey);
+        const key = this.userKeyOf(object.Key ?? '');
         if (key === undefined) continue;
-        found.push({ key, fullKey });
+        found.push(key);
         if (found.length > limit) break;
       }
       if (!out.IsTruncated || found.length > limit) break;
@@ -801,7 +800,7 @@ export class S3Provider implements StorageProvider {
         startAfter = last;
       }
     }
-    const items = found.slice(0, limit).map((entry) => entry.key);
+    const items = found.slice(0, limit);
     return found.length > limit ? { items, cursor: encodeCursor(items.at(-1)!) } : { items };
   }
 
