@@ -232,6 +232,7 @@ export class HybridProvider implements StorageProvider {
     this.pending = new PendingBackups(options.redis, namespace);
     this.channel = options.channel ?? createRedisHotChannel({ redis: options.redis, channel: `${namespace}:hot`, log: options.log });
     if (this.cold.deleteVersion !== undefined) this.deleteVersion = (key, versionId) => this.removeVersion(key, versionId);
+    if (this.cold.listKeys !== undefined) this.listKeys = (opts) => this.listColdKeys(opts);
   }
 
   /** Subscribes to the hot channel and starts the idle sweep; `createHybridProvider` calls it. */
@@ -318,10 +319,23 @@ export class HybridProvider implements StorageProvider {
     const { value } = await this.degrading(
       () => this.cold.list(opts),
       async (coldError) => {
-        const page = await this.backup.list(opts);
-        if (await this.coversKeyBehind(page, opts?.prefix)) throw coldError;
+        const page = await this.backupListing(opts, coldError);
         const items = await this.asColdIds(page.items);
         return { ...page, items: items.map((item): TieredObjectInfo => ({ ...item, tier: 'backup' })) };
+      },
+    );
+    return value;
+  }
+
+  /** Present when cold lists keys alone (s3: no HEAD per key), so that a listing by delimiter describes only what it answers. */
+  readonly listKeys?: (opts?: ListOptions) => Promise<Page<string>>;
+
+  private async listColdKeys(opts?: ListOptions): Promise<Page<string>> {
+    const { value } = await this.degrading(
+      () => this.cold.listKeys!(opts),
+      async (coldError) => {
+        const page = await this.backupListing(opts, coldError);
+        return { ...page, items: page.items.map((item) => item.key) };
       },
     );
     return value;
@@ -831,6 +845,13 @@ export class HybridProvider implements StorageProvider {
    * page's last item, or anywhere on a last page. Keys before the page's first item count too, as only backup can
    * read where its cursor starts. True while the ledger cannot be asked.
    */
+  /** Backup's page in cold's place during an outage; cold's error when backup misses a write on that page. */
+  private async backupListing(opts: ListOptions | undefined, coldError: ProviderUnavailableError): Promise<Page<ObjectInfo>> {
+    const page = await this.backup.list(opts);
+    if (await this.coversKeyBehind(page, opts?.prefix)) throw coldError;
+    return page;
+  }
+
   private async coversKeyBehind(page: Page<ObjectInfo>, prefix = ''): Promise<boolean> {
     const entries = await this.pending.entries().catch(() => undefined);
     if (entries === undefined) return true;

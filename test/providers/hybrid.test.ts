@@ -17,8 +17,10 @@ import { createHybridProvider, isHybridProvider, tierSettings, type HybridProvid
 import { createRedisHotChannel, type HotMessage } from '../../src/providers/hybrid-invalidation.js';
 import { createProvider } from '../../src/providers/index.js';
 import { withMetrics } from '../../src/providers/metrics.js';
+import { listDelimited } from '../../src/providers/list-delimited.js';
 import { describeWrite } from '../../src/providers/metadata.js';
 import { RamProvider, ramWriteBytes } from '../../src/providers/ram.js';
+import type { S3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { closeRedis, createRedis } from '../../src/redis.js';
 import { connectRedis, deleteKeys, TEST_REDIS_URL, testRedisConfig, uniquePrefix } from '../support/redis.js';
@@ -366,6 +368,7 @@ describe('cold outage', () => {
       expect((await readText(provider, 'outage/versioned', { versionId: version.versionId })).text).toBe('v1');
       expect((await provider.listVersions('outage/versioned')).items.map((v) => v.versionId)).toEqual([version.versionId]);
       expect((await provider.list({ prefix: 'outage/' })).items.map((item) => item.key)).toEqual(['outage/doc', 'outage/versioned']);
+      expect(await listDelimited(provider, { delimiter: '/' })).toMatchObject({ prefixes: ['outage/'], items: [] });
       const degraded = await provider.health();
       expect(degraded.status).toBe('degraded');
       expect(degraded.detail).toContain('reads served from backup');
@@ -422,6 +425,26 @@ describe('cold outage', () => {
       await endpoint.start();
       await rm(path.dirname(blocked), { recursive: true, force: true });
     }
+  });
+});
+
+describe('listing by delimiter', () => {
+  it("describes only the objects it answers with: cold's keys of a common prefix get no HEAD", async () => {
+    const provider = await hybrid();
+    for (let i = 0; i < 40; i++) await provider.write(`dir/big/${String(i).padStart(2, '0')}`, 'x');
+    await provider.write('dir/file', 'x');
+    const commands: string[] = [];
+    (provider.cold as S3Provider).client.middlewareStack.add(
+      (next, context) => async (args) => {
+        commands.push(String(context.commandName));
+        return next(args);
+      },
+      { step: 'initialize', name: 'request-log' },
+    );
+    const page = await listDelimited(provider, { prefix: 'dir/', delimiter: '/' });
+    expect(page).toMatchObject({ prefixes: ['dir/big/'], items: [{ key: 'dir/file', size: 1 }] });
+    // Through cold's full listing, the first page of 64 keys was 41 HEADs.
+    expect(commands.filter((name) => name === 'HeadObjectCommand')).toEqual(['HeadObjectCommand']);
   });
 });
 
