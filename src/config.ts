@@ -170,6 +170,25 @@ const webhookUrls = list.superRefine((urls, ctx) => {
     if (why !== undefined) ctx.addIssue({ code: 'custom', message: `entry ${index + 1} ${why}` });
   });
 });
+/**
+ * Origins whose pages may call the API from a browser (`src/api/cors.ts`), as browsers send them in `Origin`:
+ * scheme, host and port, nothing after. `*` is every origin. Spelled otherwise (`https://App.example.com:443/`), an
+ * entry is kept as its origin; one with a path, query or credentials is refused: it could never match.
+ */
+const corsOrigins = list.transform((entries, ctx) =>
+  entries.map((entry, index) => {
+    if (entry === '*') return entry;
+    const url = URL.canParse(entry) ? new URL(entry) : undefined;
+    const why =
+      url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')
+        ? 'is not an http(s) origin such as https://app.example.com'
+        : url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== ''
+          ? `has more than an origin: a browser sends ${url.origin}`
+          : undefined;
+    if (why !== undefined) ctx.addIssue({ code: 'custom', message: `entry ${index + 1} ${why}` });
+    return url?.origin ?? entry;
+  }),
+);
 const kind = z.enum(PROVIDER_KINDS, { message: `expected one of ${PROVIDER_KINDS.join(', ')}` });
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
@@ -237,6 +256,7 @@ const serviceSchema = z.object({
   HOST: nonBlank.default('127.0.0.1'),
   PORT: int(0, 65535).default(3000),
   API_TOKENS: apiTokens.default([]),
+  CORS_ORIGINS: corsOrigins.default([]),
   URL_SIGNING_SECRET: z.string().min(16, 'at least 16 characters').optional(),
   STORES: storesSetting.default([{ name: 'default', kind: 'disk' }]),
   STORAGE_ROOT_DIR: nonBlank.default('./data'),
@@ -325,6 +345,8 @@ export interface Config {
   host: string;
   port: number;
   apiTokens: string[];
+  /** Origins (`*`: any) whose pages may call `/v1` from a browser; signed URLs take every origin. */
+  corsOrigins: string[];
   /** Signs URLs for stores without native presigning; when unset one random secret is shared through Redis. */
   urlSigningSecret?: string;
   stores: { name: string; kind: StoreKind }[];
@@ -390,6 +412,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   if (s.REDIS_CLUSTER_NODES !== undefined && s.REDIS_CLUSTER_NODES.length > 0 && !hasHashTag(s.QUEUE_PREFIX)) {
     throw new ConfigError(`QUEUE_PREFIX="${s.QUEUE_PREFIX}": with REDIS_CLUSTER_NODES it needs a hash tag, e.g. {kyozo}`);
   }
+  // With no tokens the API is open to whoever reaches it: every site's pages would act through their visitors' browsers.
+  if (s.CORS_ORIGINS.includes('*') && s.API_TOKENS.length === 0) {
+    throw new ConfigError('CORS_ORIGINS="*": without API_TOKENS a page on any site could read and write through its visitors\' browsers; set API_TOKENS, or list the origins');
+  }
   if (s.STAGING_INLINE_MAX !== undefined && s.STAGING_INLINE_MAX > s.MAX_OBJECT_BYTES) {
     throw new ConfigError(`STAGING_INLINE_MAX="${s.STAGING_INLINE_MAX}": must not exceed MAX_OBJECT_BYTES (${s.MAX_OBJECT_BYTES})`);
   }
@@ -409,6 +435,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     host: s.HOST,
     port: s.PORT,
     apiTokens: s.API_TOKENS,
+    corsOrigins: s.CORS_ORIGINS,
     urlSigningSecret: s.URL_SIGNING_SECRET,
     stores: s.STORES,
     storageRootDir: path.resolve(s.STORAGE_ROOT_DIR),

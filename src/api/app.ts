@@ -12,6 +12,7 @@ import type { Logger } from '../log.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
 import { requireBasic, TokenSet } from './auth.js';
+import { corsPolicy } from './cors.js';
 import { BOARD_PATH, boardRoutes } from './board.js';
 import { ApiError, requireRedisReady, respondWithError, toApiError } from './errors.js';
 import { gate } from './gate.js';
@@ -56,7 +57,7 @@ export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
   const tokens = new TokenSet(deps.config.apiTokens);
 
-  app.use('*', gate(deps, tokens));
+  app.use('*', gate(deps, tokens, corsPolicy(deps.config.corsOrigins)));
   app.onError(answerError(deps));
   app.notFound(answerNotFound);
 

@@ -8,8 +8,9 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import type { AppDeps } from './app.js';
 import { bearerRefusal, type TokenSet } from './auth.js';
+import { corsHeaders, preflightAnswer, type CorsPolicy } from './cors.js';
 import { ApiError, respondWithError } from './errors.js';
-import { requestHeader } from './node-request.js';
+import { echoAnswerHeader, requestHeader, setAnswerHeader } from './node-request.js';
 import { pathAmbiguity, rawPathname } from './object-path.js';
 import { assignRequestId, echoRequestId } from './request-id.js';
 import { requestHost, requestOrigin } from './request-origin.js';
@@ -59,10 +60,14 @@ function crossSiteRefusal(c: Context, path: string): Response | undefined {
   return respondWithError(c, new ApiError('FORBIDDEN', 'a request from another site (Origin, Sec-Fetch-Site) may not change anything here'));
 }
 
-/** The answer for a request that may not reach its route, or `undefined` when it may. */
-function refusal(c: Context, path: string, tokens: TokenSet): Response | undefined {
-  const browserRefusal = hostRefusal(c, tokens) ?? crossSiteRefusal(c, path);
-  if (browserRefusal !== undefined) return browserRefusal;
+/**
+ * The answer for a request that may not reach its route (or needs none: a CORS preflight), or `undefined` when it
+ * may. `allowOrigin` is set for a browser's request from an origin CORS allows here: trusted to change things.
+ */
+function refusal(c: Context, path: string, tokens: TokenSet, allowOrigin: string | undefined): Response | undefined {
+  const browserAnswer =
+    hostRefusal(c, tokens) ?? (allowOrigin === undefined ? crossSiteRefusal(c, path) : preflightAnswer(c, path, allowOrigin));
+  if (browserAnswer !== undefined) return browserAnswer;
   if (!path.startsWith('/v1/')) return undefined;
   if (!path.startsWith('/v1/signed/')) {
     const refused = bearerRefusal(c, tokens);
@@ -72,15 +77,20 @@ function refusal(c: Context, path: string, tokens: TokenSet): Response | undefin
   return ambiguity === undefined ? undefined : respondWithError(c, ambiguity);
 }
 
-export function gate(deps: Pick<AppDeps, 'metrics' | 'log'>, tokens: TokenSet): MiddlewareHandler {
+export function gate(deps: Pick<AppDeps, 'metrics' | 'log'>, tokens: TokenSet, cors: CorsPolicy): MiddlewareHandler {
   return async (c, next) => {
     const started = performance.now();
     const requestId = assignRequestId(c);
     const path = c.req.path;
-    const refused = refusal(c, path, tokens);
+    const origin = requestHeader(c, 'origin');
+    const allowOrigin = origin === undefined ? undefined : cors.allowOrigin(path, origin);
+    const crossOrigin = allowOrigin === undefined ? undefined : corsHeaders(allowOrigin);
+    if (crossOrigin !== undefined) for (const [name, value] of crossOrigin) setAnswerHeader(c, name, value);
+    const refused = refusal(c, path, tokens, allowOrigin);
     if (refused === undefined) await next();
     else c.res = refused;
     echoRequestId(c, requestId);
+    if (crossOrigin !== undefined) for (const [name, value] of crossOrigin) echoAnswerHeader(c, name, value);
     const seconds = (performance.now() - started) / 1000;
     deps.metrics.observeRequest(c.req.method, c.req.routePath, c.res.status, seconds);
     deps.log.info({ requestId, method: c.req.method, path: path.slice(0, 256), status: c.res.status, ms: Math.round(seconds * 1000) }, 'request');

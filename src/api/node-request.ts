@@ -60,3 +60,15 @@ export function requestHeaderEntries(c: Context): Iterable<[string, string]> {
 export function outgoingOf(c: Context): ServerResponse | undefined {
   return bindings(c)?.outgoing;
 }
+
+/**
+ * Puts a header on Node's response, where it is merged into whatever the request is answered with (an error
+ * included). Outside Node (`app.request()`) there is no such response: call `echoAnswerHeader` once the answer exists.
+ */
+export function setAnswerHeader(c: Context, name: string, value: string): void {
+  outgoingOf(c)?.setHeader(name, value);
+}
+
+export function echoAnswerHeader(c: Context, name: string, value: string): void {
+  if (outgoingOf(c) === undefined) c.header(name, value);
+}

@@ -601,7 +601,9 @@ export function openApiDocument(table: readonly RouteSpec[] = routeTable): Recor
       version: '1',
       description:
         'Errors are JSON `{ "error": { "code", "message" } }` (the Error schema). Mutations are jobs: 202 `{ jobId, statusUrl }` with Location, ' +
-        'or under ?wait=true the job’s result. Every answer carries X-Request-Id (the client’s when it sends a plausible one).',
+        'or under ?wait=true the job’s result. Every answer carries X-Request-Id (the client’s when it sends a plausible one). ' +
+        'CORS: a preflight (OPTIONS with Access-Control-Request-Method) from an origin in CORS_ORIGINS, or to a signed URL from any origin, ' +
+        'is answered 204 without a token; the answers to such origins carry Access-Control-Allow-Origin and Access-Control-Expose-Headers: *.',
     },
     components: {
       schemas,

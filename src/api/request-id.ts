@@ -4,24 +4,21 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Context } from 'hono';
-import { outgoingOf, requestHeader } from './node-request.js';
+import { echoAnswerHeader, requestHeader, setAnswerHeader } from './node-request.js';
 
 const CLIENT_ID = /^[\w\-=]{1,255}$/;
 
-/**
- * Picks the request's id and puts it on Node's response, where it is merged into whatever the request is answered
- * with. Outside Node (`app.request()`) there is no such response: call `echoRequestId` once the answer exists.
- */
+/** Picks the request's id and puts it on the answer (`setAnswerHeader`: call `echoRequestId` once it exists). */
 export function assignRequestId(c: Context): string {
   const offered = requestHeader(c, 'x-request-id');
   const id = offered !== undefined && CLIENT_ID.test(offered) ? offered : randomUUID();
   c.set('requestId', id);
-  outgoingOf(c)?.setHeader('X-Request-Id', id);
+  setAnswerHeader(c, 'X-Request-Id', id);
   return id;
 }
 
 export function echoRequestId(c: Context, id: string): void {
-  if (outgoingOf(c) === undefined) c.header('X-Request-Id', id);
+  echoAnswerHeader(c, 'X-Request-Id', id);
 }
 
 declare module 'hono' {
