@@ -14,6 +14,7 @@ export type ApiErrorCode =
   | 'UNAUTHORIZED'
   | 'FORBIDDEN'
   | 'BAD_REQUEST'
+  | 'BAD_DIGEST'
   | 'METHOD_NOT_ALLOWED'
   | 'REQUEST_TIMEOUT'
   | 'UNSUPPORTED_MEDIA_TYPE'
@@ -24,6 +25,7 @@ const apiStatus: Record<Exclude<ApiErrorCode, ErrorCode>, number> = {
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
   BAD_REQUEST: 400,
+  BAD_DIGEST: 400,
   METHOD_NOT_ALLOWED: 405,
   REQUEST_TIMEOUT: 408,
   UNSUPPORTED_MEDIA_TYPE: 415,

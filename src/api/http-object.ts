@@ -7,6 +7,7 @@
 import { PreconditionFailedError } from '../providers/errors.js';
 import { requireIfMatch } from '../providers/if-match.js';
 import { DEFAULT_CONTENT_TYPE, type ObjectInfo } from '../providers/types.js';
+import { reprDigest } from './content-digest.js';
 import { ApiError } from './errors.js';
 import { decodeUtf8Strict } from '../text.js';
 import { parseHttpDate } from './http-date.js';
@@ -68,6 +69,7 @@ function decodeExtended(name: string, encoded: string): string {
 export function objectHeaders(info: ObjectInfo): Record<string, string> {
   const headers: Record<string, string> = {
     ETag: quoteEtag(info.etag),
+    'Repr-Digest': reprDigest(info.etag),
     // Refused on writes; one stored before (or by another program) is not sent as what a header cannot carry.
     'Content-Type': HEADER_TEXT.test(info.contentType) ? info.contentType : DEFAULT_CONTENT_TYPE,
     'Last-Modified': new Date(info.updatedAt).toUTCString(),

@@ -43,6 +43,7 @@ const pageOf = (item: string): JsonSchema => objectSchema<{ items: unknown[]; cu
 /** What each error code means to a client; its status is the one `ApiError` answers it with. */
 const ERROR_CODES: Record<ApiErrorCode, string> = {
   BAD_REQUEST: 'a malformed query parameter, header or JSON body',
+  BAD_DIGEST: 'the body received does not match the sha-256 its Content-Digest or Repr-Digest names; nothing was stored',
   INVALID_KEY: 'the key (or a path segment) is not a valid key',
   INVALID_ARGUMENT: 'a well-formed request the store or the job cannot honour (metadata, cursor, a maintenance body)',
   UNAUTHORIZED: 'no valid bearer token (or basic credentials on the board)',
@@ -233,6 +234,7 @@ export const headerSchemas: Record<string, { description: string; schema: JsonSc
   'Content-Range': { description: '`bytes <first>-<last>/<size>` (206), `bytes */<size>` (416)', schema: STRING },
   'Accept-Encoding': { description: '`identity`: send the body without a content coding', schema: STRING },
   ETag: { description: 'The content’s sha256, quoted (a strong validator)', schema: STRING },
+  'Repr-Digest': { description: 'The whole object’s sha-256 (RFC 9530, `sha-256=:<base64>:`; the ETag’s hash), a range’s answer included', schema: STRING },
   'Last-Modified': { description: 'HTTP-date of the last write', schema: STRING },
   'X-Kyozo-Version': { description: 'The version read (stores that record versions)', schema: STRING },
   'X-Kyozo-Tier': { description: 'Hybrid stores: the tier that answered (`hot`, `cold`, or `backup` while cold is down)', schema: STRING },

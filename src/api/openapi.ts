@@ -70,8 +70,11 @@ const JOB_HEADERS = {
     schema: { type: 'string', minLength: 1, maxLength: 256 },
   },
 };
+const DIGEST = 'RFC 9530 `sha-256=:<base64>:` of the body: checked against what arrived (400 BAD_DIGEST, nothing stored, if it differs); another algorithm alone, or a malformed one, is 400';
 const WRITE_HEADERS = {
   ...JOB_HEADERS,
+  'Content-Digest': DIGEST,
+  'Repr-Digest': `${DIGEST} (the same bytes: the body is stored as sent)`,
   'If-Match': 'Quoted etags (or bare, as copied from JSON; strong comparison) or `*`: the job fails with 412 unless the current object has one; a malformed one (a stray quote, a space) is 400',
   'If-None-Match': { description: '`*` only (create-only): the job fails with 412 if an object exists; any other value is 501', schema: { enum: ['*'] } },
 };
@@ -109,7 +112,7 @@ const CONTENT_BODY: NonNullable<RouteSpec['body']> = {
   content: { '*/*': {} },
 };
 
-const OBJECT_HEADERS = ['ETag', 'Last-Modified', 'Cache-Control', 'Accept-Ranges', 'X-Kyozo-Version', 'X-Kyozo-Tier'];
+const OBJECT_HEADERS = ['ETag', 'Repr-Digest', 'Last-Modified', 'Cache-Control', 'Accept-Ranges', 'X-Kyozo-Version', 'X-Kyozo-Tier'];
 
 const STORE_ERRORS = {
   403: 'PERMISSION_DENIED: the store’s backend refused',
@@ -156,7 +159,7 @@ const WAITED_STORE_FAILURES = {
   507: 'STORAGE_FULL (under ?wait=true): the store is full',
 };
 const WRITE_FAILURES = {
-  400: BAD_MUTATION,
+  400: `${BAD_MUTATION}; BAD_DIGEST: the body does not match its Content-Digest or Repr-Digest (read, then released: nothing enqueued)`,
   404: 'NOT_FOUND: no such store',
   ...BODY_FAILURES,
   412: 'PRECONDITION_FAILED (under ?wait=true): If-Match or If-None-Match: * did not hold',

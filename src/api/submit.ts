@@ -16,6 +16,7 @@ import { isStaged, type BodyRef } from '../jobs/staging.js';
 import { PayloadTooLargeError, ProviderUnavailableError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { AppDeps } from './app.js';
+import { checkDigests, requestedDigests } from './content-digest.js';
 import { ApiError, redisUnavailable } from './errors.js';
 import { jobFailure } from './job-status.js';
 import { arrivedBody, requestHeader } from './node-request.js';
@@ -63,14 +64,29 @@ export function idleLimited(body: Readable, idleMs: number): { body: Readable; e
 }
 
 /**
- * `store`: the store the body is for; one with a limit of its own below `MAX_OBJECT_BYTES` (git) refuses a larger
- * body here, before it is read, rather than in the job after the whole upload was staged.
+ * Stages the request's body for a job. `store`: the store the body is for; one with a limit of its own below
+ * `MAX_OBJECT_BYTES` (git) refuses a larger body here, before it is read, rather than in the job after the whole
+ * upload was staged. A body that does not match its `Content-Digest` / `Repr-Digest` is released and refused.
  */
 export async function stageRequestBody(
   c: Context,
   deps: Pick<AppDeps, 'staging' | 'config' | 'bodyIdleTimeoutMs'>,
   store: StorageProvider,
 ): Promise<BodyRef> {
+  const digests = requestedDigests((name) => requestHeader(c, name));
+  const staged = await stageBody(c, deps, store);
+  if (digests.length > 0) {
+    try {
+      checkDigests(digests, staged.etag);
+    } catch (error) {
+      await deps.staging.release(staged);
+      throw error;
+    }
+  }
+  return staged;
+}
+
+async function stageBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config' | 'bodyIdleTimeoutMs'>, store: StorageProvider): Promise<BodyRef> {
   const storeMax = store.capabilities.maxObjectBytes ?? Number.POSITIVE_INFINITY;
   const maxBytes = Math.min(deps.config.payloads.maxObjectBytes, storeMax);
   const header = requestHeader(c, 'content-length');
