@@ -184,7 +184,9 @@ const corsOrigins = list.transform((entries, ctx) =>
         ? 'is not an http(s) origin such as https://app.example.com'
         : url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== ''
           ? `has more than an origin: a browser sends ${url.origin}`
-          : undefined;
+          : url.hostname.includes('*')
+            ? 'has a wildcard in its host, which no browser sends: list each origin, or * alone for every one'
+            : undefined;
     if (why !== undefined) ctx.addIssue({ code: 'custom', message: `entry ${index + 1} ${why}` });
     return url?.origin ?? entry;
   }),

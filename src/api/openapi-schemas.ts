@@ -53,6 +53,7 @@ const ERROR_CODES: Record<ApiErrorCode, string> = {
   NOT_FOUND: 'no such store, object, version, job, manifest or route',
   METHOD_NOT_ALLOWED: 'a method the path does not answer; Allow lists those it does',
   REQUEST_TIMEOUT: 'the request body sent nothing for 30 s',
+  HEADERS_TOO_LARGE: 'the request’s headers are over 16 KiB (Node’s limit): refused before they are read',
   PRECONDITION_FAILED: 'a condition (If-Match, If-None-Match: *, If-Unmodified-Since) does not hold',
   PAYLOAD_TOO_LARGE: 'the body is larger than the limit',
   UNSUPPORTED_MEDIA_TYPE: 'a body in a content coding (Content-Encoding)',

@@ -21,7 +21,8 @@
  * spent ~25 µs of its ~200 µs there, against ~7 µs untracked). Connections whose requests finish during the drain
  * are closed by a sweep of idle connections instead.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { getRequestListener, RequestError } from '@hono/node-server';
@@ -92,6 +93,36 @@ function answerUnroutable(log: Logger): (error: unknown) => Response {
   };
 }
 
+/**
+ * A request Node's HTTP parser refuses before any handler runs (headers over its 16 KiB limit, bytes no request line
+ * may hold) is answered as the API answers any bad request — a JSON error, a request id, a log line — not with Node's
+ * bare status line. `Access-Control-Allow-Origin: *` lets a page of any origin read why (the answer tells nothing
+ * more); its own origin is not known here, the headers being unread. As Node does, nothing is written once an
+ * answer on the connection has begun.
+ */
+function answerParseError(log: Logger): (error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => void {
+  return (error, socket) => {
+    const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) return void socket.destroy();
+    const apiError =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? new ApiError('HEADERS_TOO_LARGE', `the request's headers are larger than ${maxHeaderSize} bytes`)
+        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? new ApiError('REQUEST_TIMEOUT', 'the request headers did not arrive in time')
+          : new ApiError('BAD_REQUEST', 'the request is not valid HTTP/1.1 (text outside ASCII in a path or query must be percent-encoded)');
+    const requestId = randomUUID();
+    log.info({ requestId, status: apiError.status, reason: error.code }, 'request refused by the HTTP parser');
+    const body = JSON.stringify(errorBody(apiError));
+    // The answer to a HEAD has no body, whatever its Content-Length says: a client would read one as garbage.
+    const head = error.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+    socket.write(
+      `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `X-Request-Id: ${requestId}\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n${head ? '' : body}`,
+    );
+    socket.destroy();
+  };
+}
+
 export async function listen(app: Hono, config: Pick<Config, 'host' | 'port' | 'apiTokens'>, log: Logger): Promise<HttpServer> {
   const hostname = listenHost(config, log);
   // `serve` of @hono/node-server, with the error handler it does not pass on.
@@ -102,6 +133,7 @@ export async function listen(app: Hono, config: Pick<Config, 'host' | 'port' | '
   });
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const streams = new Set<ServerResponse>();
+  node.on('clientError', answerParseError(log));
   node.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => {
     continueOnFirstRead(request, response);
     node.emit('request', request, response);

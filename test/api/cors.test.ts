@@ -145,6 +145,7 @@ describe('CORS_ORIGINS', () => {
   it('refuses an entry that could never match, naming it', () => {
     expect(() => loadConfig({ ...base, CORS_ORIGINS: 'https://app.example/path' })).toThrow(/CORS_ORIGINS.*entry 1 has more than an origin: a browser sends https:\/\/app\.example/);
     expect(() => loadConfig({ ...base, CORS_ORIGINS: 'http://ok.example,app.example' })).toThrow(/entry 2 is not an http\(s\) origin/);
+    expect(() => loadConfig({ ...base, CORS_ORIGINS: 'https://*.example.com' })).toThrow(/entry 1 has a wildcard in its host/);
   });
 
   it('refuses * without API_TOKENS', () => {

@@ -408,8 +408,23 @@ describe('hostile bodies and headers over real HTTP', () => {
   it('a header past the server limit is 431 and the server keeps answering', async () => {
     const response = await rawRequest(base, objectPath('huge/header'), { method: 'PUT', body: 'x', headers: { 'X-Meta-big': 'v'.repeat(20 * 1024) } });
     expect(response.status).toBe(431);
+    // Answered by Node's parser before the app: as a JSON error a page of any origin can read, not a bare status line.
+    expect(json(response).error).toMatchObject({ code: 'HEADERS_TOO_LARGE', message: expect.stringContaining('larger than 16384 bytes') });
+    expect(response.headers['access-control-allow-origin']).toBe('*');
+    expect(response.headers['x-request-id']).toBeTruthy();
     expect((await rawRequest(base, '/health')).status).toBe(200);
     await absent('huge/header');
+  });
+
+  it('a request line with raw bytes outside ASCII is a JSON 400 from the parser, saying to percent-encode', async () => {
+    const response = await rawRequest(base, `${objectPath('raw')}/caf\u00e9`);
+    expect(response.status).toBe(400);
+    expect(json(response).error).toMatchObject({ code: 'BAD_REQUEST', message: expect.stringContaining('must be percent-encoded') });
+    // A HEAD's answer has no body: one sent would be read as the start of the next answer.
+    const head = await rawRequest(base, `${objectPath('raw')}/caf\u00e9`, { method: 'HEAD' });
+    expect(head.status).toBe(400);
+    expect(head.body.length).toBe(0);
+    expect((await rawRequest(base, '/health')).status).toBe(200);
   });
 
   it('metadata or a content type over the providers’ limits is 400 at once, not a 202 for a job that must fail', async () => {
