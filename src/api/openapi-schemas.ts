@@ -5,6 +5,7 @@
  */
 import { EVENT_TYPES, type EventEnvelope } from '../events/bus.js';
 import type { DeleteResult } from '../jobs/delete.js';
+import type { DeletePrefixResult } from '../jobs/delete-prefix.js';
 import type { RestoreResult } from '../jobs/restore.js';
 import type { Author, Capabilities, HealthReport, ObjectInfo, ProviderStats, VersionInfo } from '../providers/types.js';
 import { ApiError, type ApiErrorCode } from './errors.js';
@@ -114,6 +115,11 @@ export const schemas: Record<string, JsonSchema> = {
   VersionInfo: objectSchema<VersionInfo>(versionFields),
   RestoreResult: objectSchema<RestoreResult>({ ...versionFields, restoredFrom: { type: 'string', description: 'The version restored' } }),
   DeleteResult: objectSchema<DeleteResult>({ key: STRING, deleted: { const: true }, allVersions: { type: 'boolean' } }),
+  DeletePrefixResult: objectSchema<DeletePrefixResult>({
+    prefix: STRING,
+    deleted: { type: 'integer', minimum: 0, description: 'Keys the job listed and deleted, over all its runs' },
+    allVersions: { type: 'boolean' },
+  }),
   ObjectPage: objectSchema<{ items: unknown[]; prefixes?: string[]; cursor?: string }>({
     items: { type: 'array', items: ref('ObjectInfo') },
     prefixes: optional({ type: 'array', items: STRING, description: 'With `delimiter`: the common prefixes of this page, each ending with the delimiter' }),

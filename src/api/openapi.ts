@@ -275,6 +275,28 @@ const routes: RouteSpec[] = [
       },
     }),
   ),
+  ...['/v1/stores/{store}/objects', '/v1/stores/{store}/objects/'].map(
+    (path): RouteSpec => ({
+      method: 'DELETE',
+      path,
+      summary: 'Delete every object under a prefix (job); event objects.deleted with the count',
+      description:
+        'The job lists the store a page at a time and deletes each key, as a DELETE of it would; it saves its place after each page, so a retry or a run resumed after a shutdown goes on from there. An object written under the prefix while it runs is deleted when its key comes after the job’s place.',
+      auth: 'bearer',
+      query: {
+        prefix: { description: 'Delete the objects whose keys start with this; required (a whole store is never deleted this way)', required: true },
+        allVersions: flag('`true`: their recorded versions too'),
+        ...WAIT,
+      },
+      headers: JOB_HEADERS,
+      responses: mutationAnswers(ref('DeletePrefixResult'), {
+        400: 'BAD_REQUEST, INVALID_KEY or INVALID_ARGUMENT: no prefix, or a bad prefix, ?wait, ?allVersions or Idempotency-Key',
+        404: 'NOT_FOUND: no such store',
+        403: WAITED_STORE_FAILURES[403],
+        501: REFUSED_CONDITIONS,
+      }),
+    }),
+  ),
   {
     method: 'GET',
     path: OBJECT,

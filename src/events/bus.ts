@@ -25,6 +25,7 @@ import { nowIso } from '../clock.js';
 export const EVENT_TYPES = [
   'object.written',
   'object.deleted',
+  'objects.deleted',
   'version.created',
   'version.restored',
   'job.failed',

@@ -8,6 +8,7 @@ import { cleanupJob } from './cleanup.js';
 import { copyJob } from './copy-object.js';
 import type { JobDefinition } from './definition.js';
 import { deleteJob } from './delete.js';
+import { deletePrefixJob } from './delete-prefix.js';
 import { migrateJob } from './migrate.js';
 import { restoreBackupJob } from './restore-backup.js';
 import { restoreJob } from './restore.js';
@@ -18,6 +19,7 @@ import { writeJob } from './write.js';
 export const jobs = {
   write: writeJob,
   delete: deleteJob,
+  'delete-prefix': deletePrefixJob,
   version: versionJob,
   restore: restoreJob,
   copy: copyJob,

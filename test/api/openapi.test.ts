@@ -66,6 +66,7 @@ function requestFor(route: RouteSpec): [string, RequestInit] {
     return [path, { ...init, body: JSON.stringify(maintenanceBodies[path.split('/').pop()!] ?? {}), headers: { 'Content-Type': 'application/json' } }];
   }
   if (path.endsWith('/diff')) return [`${path}?from=v1`, init];
+  if (route.method === 'DELETE' && /\/objects\/?$/.test(path)) return [`${path}?prefix=nothing-under-here/`, init];
   return [path, route.method === 'PUT' || route.method === 'POST' ? { ...init, body: 'x' } : init];
 }
 

@@ -109,18 +109,24 @@ describe('refused before routing, over real HTTP (session 11)', () => {
 });
 
 describe('a method a resource does not answer is 405 with Allow; a path that names nothing is 404', () => {
-  it('the object list, with or without its trailing slash, answers GET and HEAD and refuses the rest with 405', async () => {
+  it('the object list, with or without its trailing slash, answers GET, HEAD and DELETE (with a prefix) and refuses the rest with 405', async () => {
     await request(`${object('mem', 'listed/a')}?wait=true`, { method: 'PUT', body: 'x' });
     for (const path of ['/v1/stores/mem/objects', '/v1/stores/mem/objects/']) {
       const list = await request(`${path}?prefix=listed/`);
       expect(list.status, path).toBe(200);
       expect(((await list.json()) as { items: { key: string }[] }).items.map((item) => item.key), path).toEqual(['listed/a']);
       expect((await request(path, { method: 'HEAD' })).status, path).toBe(200);
-      for (const method of ['PUT', 'POST', 'DELETE', 'PATCH']) {
-        const response = await request(path, { method, body: method === 'DELETE' ? undefined : 'x' });
+      for (const method of ['PUT', 'POST', 'PATCH']) {
+        const response = await request(path, { method, body: 'x' });
         expect(response.status, `${method} ${path}`).toBe(405);
-        expect(response.headers.get('allow'), `${method} ${path}`).toBe('GET, HEAD');
+        expect(response.headers.get('allow'), `${method} ${path}`).toBe('GET, HEAD, DELETE');
         expect((await errorOf(response)).code).toBe('METHOD_NOT_ALLOWED');
+      }
+      // Never a whole store: without a prefix (or an empty one) the DELETE is refused.
+      for (const query of ['', '?prefix=']) {
+        const refused = await request(`${path}${query}`, { method: 'DELETE' });
+        expect(refused.status, `DELETE ${path}${query}`).toBe(400);
+        expect((await errorOf(refused)).message).toContain('?prefix=, which is required');
       }
     }
     expect((await service.deps.stores.get('mem')!.stat('listed/a')).size).toBe(1);

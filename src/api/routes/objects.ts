@@ -194,7 +194,7 @@ async function requireVersion(provider: StorageProvider, key: string, versionId:
 
 /** What each path under `objects` is, and the methods it answers (the `Allow` of a 405). */
 const RESOURCES: Record<ObjectTarget['kind'], { name: string; allow: string }> = {
-  list: { name: 'the object list', allow: 'GET, HEAD' },
+  list: { name: 'the object list', allow: 'GET, HEAD, DELETE' },
   object: { name: 'an object', allow: 'GET, HEAD, PUT, DELETE' },
   versions: { name: '.../versions', allow: 'GET, HEAD, POST' },
   restore: { name: '.../versions/:id/restore', allow: 'POST' },
@@ -205,6 +205,19 @@ const RESOURCES: Record<ObjectTarget['kind'], { name: string; allow: string }> =
 function notAMethodOf(method: string, at: ObjectTarget): ApiError {
   const { name, allow } = RESOURCES[at.kind];
   return methodNotAllowed(method, name, allow);
+}
+
+/** `DELETE .../objects?prefix=`: a `delete-prefix` job for every object under a prefix, which must be given. */
+async function deleteUnderPrefix(c: Context, deps: AppDeps): Promise<Response> {
+  const store = c.req.param('store')!;
+  requireStore(deps, store);
+  refuseUnsupportedConditions(c, UNCONDITIONAL_UNSUPPORTED);
+  const prefix = c.req.query('prefix');
+  if (!prefix) throw new ApiError('BAD_REQUEST', 'DELETE of the object list deletes the objects under ?prefix=, which is required (never a whole store)');
+  validatePrefix(prefix);
+  const request = jobRequest(c);
+  const allVersions = queryFlag(c, 'allVersions');
+  return respondWithJob(c, deps, request, 'delete-prefix', { store, prefix, ...(allVersions ? { allVersions } : {}) });
 }
 
 async function listObjects(c: Context, provider: StorageProvider): Promise<Response> {
@@ -271,10 +284,13 @@ export function objectRoutes(deps: AppDeps): Hono {
     return respondWithJob(c, deps, request, 'write', { store, key: at.key, body, ...options });
   });
 
+  app.delete('/:store/objects', async (c) => deleteUnderPrefix(c, deps));
+
   app.delete('/:store/objects/*', async (c) => {
     const store = c.req.param('store');
     requireStore(deps, store);
     const at = target(c);
+    if (at.kind === 'list') return deleteUnderPrefix(c, deps); // `.../objects/`
     if (at.kind !== 'object') throw notAMethodOf(c.req.method, at);
     refuseUnsupportedConditions(c, UNCONDITIONAL_UNSUPPORTED);
     const request = jobRequest(c);
