@@ -21,10 +21,24 @@ export interface QueueCounts {
  */
 const CLIENT_LIST_REFUSED = 'GCP does not support client list';
 
+/**
+ * The names of the workers connected to `queue` (a worker without a name of its own: `undefined`), one per
+ * connection; undefined when Redis cannot tell.
+ */
+export async function connectedWorkers(queue: Pick<Queue, 'getWorkers'>): Promise<(string | undefined)[] | undefined> {
+  const workers = await queue.getWorkers();
+  if (workers.length === 1 && workers[0]!.name === CLIENT_LIST_REFUSED) return undefined;
+  // BullMQ names a worker's connection `<queue's client name>:w:<worker name>` when the worker has a name.
+  return workers.map((worker) => {
+    const raw = String(worker.rawname ?? '');
+    const at = raw.lastIndexOf(':w:');
+    return at < 0 ? undefined : raw.slice(at + 3);
+  });
+}
+
 /** Workers connected to `queue`, or undefined when Redis cannot tell. */
 export async function workerCount(queue: Pick<Queue, 'getWorkers'>): Promise<number | undefined> {
-  const workers = await queue.getWorkers();
-  return workers.length === 1 && workers[0]!.name === CLIENT_LIST_REFUSED ? undefined : workers.length;
+  return (await connectedWorkers(queue))?.length;
 }
 
 /** What a scrape reads of a BullMQ queue. */

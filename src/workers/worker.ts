@@ -32,6 +32,7 @@ import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
 import { APPLIED_MARKER, holdLock, LockLostError, WorkerJobContext, type JobContextDeps, type JobLock } from './job-context.js';
 import { closeWorkers } from './close-workers.js';
+import { registerRoster, rosterName } from './store-roster.js';
 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';
@@ -324,6 +325,8 @@ export function createWorkers(options: WorkersOptions): Workers {
       lockDuration: lockDurationMs,
       stalledInterval: family.stalledIntervalMs ?? 30_000,
       maxStalledCount: options.maxStalledCount ?? 5,
+      // Its stores, for the web process to check its own against (`store-roster.ts`).
+      name: rosterName(options.stores.keys()),
     });
 
     worker.on('failed', (job, error) => {
@@ -351,7 +354,7 @@ export function createWorkers(options: WorkersOptions): Workers {
     workers,
 
     async waitUntilReady() {
-      await Promise.all(workers.map((worker) => worker.waitUntilReady()));
+      await Promise.all([...workers.map((worker) => worker.waitUntilReady()), registerRoster(options.connection, options.prefix, options.stores.keys())]);
     },
 
     async close(timeoutMs = Number.POSITIVE_INFINITY) {

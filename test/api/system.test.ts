@@ -1,12 +1,15 @@
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/api/app.js';
 import { routeTable } from '../../src/api/openapi.js';
 import { listen } from '../../src/api/server.js';
 import { webhookQueueName } from '../../src/events/webhooks.js';
 import { redisCli, redisServerUnavailableReason, startRedisServer } from '../cluster/redis-server.js';
-import type { HealthReport } from '../../src/providers/types.js';
+import { RamProvider } from '../../src/providers/ram.js';
+import { closeRedis, createRedis } from '../../src/redis.js';
+import type { HealthReport, StorageProvider } from '../../src/providers/types.js';
 import { interceptMethod } from '../support/intercept.js';
 import { quietLog, startTestService, type TestService } from '../support/service.js';
 
@@ -88,6 +91,28 @@ describe('system routes', () => {
       expect(await (await alone.app.request('/metrics')).text()).toContain('kyozo_queue_workers{queue="objects"} 0');
     } finally {
       await alone.close();
+    }
+  });
+
+  it('/ready names the stores of this process that no connected worker serves (jobs for them would fail NOT_FOUND)', async () => {
+    const body = async (app: { request: (path: string) => Response | Promise<Response> }) =>
+      (await (await app.request('/ready')).json()) as { status: string; storesWithoutWorker?: string[] };
+    expect((await body(service.app)).storesWithoutWorker).toEqual([]);
+    // A web process started with a store its workers were not: `extra`.
+    const stores = new Map<string, StorageProvider>([...service.deps.stores, ['extra', new RamProvider({ maxBytes: 1024 })]]);
+    const ahead = createApp({ ...service.deps, stores });
+    expect(await body(ahead)).toMatchObject({ status: 'ok', storesWithoutWorker: ['extra'] });
+    // A worker that does not say its stores (an earlier version, another program): what they serve cannot be told.
+    const connection = createRedis(service.config, 'worker');
+    const unnamed = new Worker('objects', async () => undefined, { connection, prefix: service.config.queuePrefix, autorun: false });
+    await unnamed.waitUntilReady();
+    try {
+      const ready = await body(ahead);
+      expect(ready.status).toBe('ok');
+      expect(ready.storesWithoutWorker).toBeUndefined();
+    } finally {
+      await unnamed.close();
+      await closeRedis(connection);
     }
   });
 

@@ -10,7 +10,8 @@ import type { AppDeps } from '../app.js';
 import { hasBearer, type TokenSet } from '../auth.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
 import { openApiDocument } from '../openapi.js';
-import { workerCount } from '../metrics.js';
+import { connectedWorkers } from '../metrics.js';
+import { storesServed } from '../../workers/store-roster.js';
 import { withTimeout } from '../with-timeout.js';
 
 const READY_TIMEOUT_MS = 2_000;
@@ -18,14 +19,20 @@ const READY_TIMEOUT_MS = 2_000;
 const PROBE_TTL_MS = 10_000;
 
 /**
- * Workers connected to each job queue: none means accepted jobs wait for a worker process. Told, not judged — this
- * process serves reads and takes jobs either way. Left out when Redis cannot list its clients (CLIENT may be renamed).
+ * Workers connected to each job queue: none means accepted jobs wait for a worker process. And the stores of this
+ * process that none of the connected object workers serves (their STORES lack it): jobs for those fail NOT_FOUND.
+ * Told, not judged — this process serves reads and takes jobs either way. Left out when Redis cannot tell (CLIENT
+ * renamed away; a worker of an earlier version, which does not say its stores, leaves out the stores alone).
  */
-async function workersOf(deps: Pick<AppDeps, 'queues'>): Promise<Record<string, number> | undefined> {
-  const counts = deps.queues.all().map(async (queue) => [queue.name, await workerCount(queue)] as const);
-  const read = await withTimeout(Promise.all(counts), READY_TIMEOUT_MS, 'Redis CLIENT LIST').catch(() => undefined);
-  if (read === undefined || read.some(([, count]) => count === undefined)) return undefined;
-  return Object.fromEntries(read) as Record<string, number>;
+async function workersOf(deps: Pick<AppDeps, 'queues' | 'redis' | 'config' | 'stores'>): Promise<{ workers: Record<string, number>; storesWithoutWorker?: string[] } | undefined> {
+  const listing = Promise.all(deps.queues.all().map(async (queue) => [queue.name, await connectedWorkers(queue)] as const));
+  const read = await withTimeout(listing, READY_TIMEOUT_MS, 'Redis CLIENT LIST').catch(() => undefined);
+  if (read === undefined || read.some(([, names]) => names === undefined)) return undefined;
+  const workers = Object.fromEntries(read.map(([queue, names]) => [queue, names!.length]));
+  const objectWorkers = read.find(([queue]) => queue === 'objects')?.[1] ?? [];
+  if (objectWorkers.length === 0) return { workers };
+  const served = await withTimeout(storesServed(deps.redis, deps.config.queuePrefix, objectWorkers), READY_TIMEOUT_MS, 'the workers\' stores').catch(() => undefined);
+  return served === undefined ? { workers } : { workers, storesWithoutWorker: [...deps.stores.keys()].filter((store) => !served.has(store)) };
 }
 
 export function systemRoutes(deps: AppDeps, tokens: TokenSet): Hono {
@@ -62,7 +69,7 @@ export function systemRoutes(deps: AppDeps, tokens: TokenSet): Hono {
       redis: shown(redis),
       staging: shown(staging),
       stores: Object.fromEntries(Object.entries(stores).map(([name, report]) => [name, shown(report)])),
-      ...(workers === undefined ? {} : { workers }),
+      ...workers,
     };
     return c.json(body, down ? 503 : 200, down ? { 'Retry-After': '5' } : {});
   });
