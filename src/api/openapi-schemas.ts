@@ -209,7 +209,7 @@ export const schemas: Record<string, JsonSchema> = {
     detail: optional({ type: 'object' }),
   }),
   Health: objectSchema<{ status: 'ok'; uptimeSeconds: number }>({ status: { const: 'ok' }, uptimeSeconds: INTEGER }),
-  Readiness: objectSchema<{ status: string; redis: unknown; staging: unknown; stores: unknown; workers?: unknown }>({
+  Readiness: objectSchema<{ status: string; redis: unknown; staging: unknown; stores: unknown; workers?: unknown; storesWithoutWorker?: unknown }>({
     status: { enum: ['ok', 'degraded', 'down'], description: '`degraded` (200): a part reads but cannot write, as a full disk' },
     redis: healthReport,
     staging: healthReport,
@@ -218,6 +218,12 @@ export const schemas: Record<string, JsonSchema> = {
       type: 'object',
       additionalProperties: INTEGER,
       description: 'Workers connected to each job queue (0: its jobs wait for a worker process; not counted in `status`). Absent when Redis cannot tell',
+    }),
+    storesWithoutWorker: optional({
+      type: 'array',
+      items: STRING,
+      description:
+        'Stores of this process that no connected object worker serves (their jobs would fail NOT_FOUND; not counted in `status`). Absent with no worker connected, or one that does not say its stores',
     }),
   }),
   EventEnvelope: objectSchema<EventEnvelope>(
