@@ -5,7 +5,7 @@
  */
 import { Queue } from 'bullmq';
 import type { Config } from '../config.js';
-import { createEventBus } from '../events/bus.js';
+import { createEventBus, markEventsWhole } from '../events/bus.js';
 import { webhookQueueName } from '../events/webhooks.js';
 import { createQueues } from '../jobs/queue.js';
 import { StagedOwners } from '../jobs/staged-owners.js';
@@ -73,6 +73,7 @@ export async function startWebServices(options: {
   };
   const waiter = new JobWaiter(queues, { connection: waiterConnection, prefix: config.queuePrefix, redis });
   const signing = await sharedSigner(config, redis, log);
+  await markEventsWhole(bus, log);
 
   return {
     deps: { config, stores, queues, extraQueues: webhookQueues, staging, bus, redis, waiter, signer: signing.signer, metrics, log },

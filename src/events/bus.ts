@@ -82,8 +82,15 @@ export interface EventBus {
   /**
    * The stream's newest and oldest entry ids, and whether entries were ever removed from it (trimmed past `maxLen`):
    * a reader resuming from before the oldest has then missed events. Ids undefined for a stream with no entries.
+   * `wholeSince`: the point from which the stream holds every event appended (`markWholeSince`), when known.
    */
-  bounds(): Promise<{ last?: string; oldest?: string; trimmed: boolean }>;
+  bounds(): Promise<{ last?: string; oldest?: string; trimmed: boolean; wholeSince?: string }>;
+  /**
+   * Records that the stream holds every event from now on, when it holds none yet (new, or made again after it was
+   * lost): a resume point after now, in a stream never trimmed, has then missed nothing, even before the first event.
+   * Processes call it as they start; a no-op on a stream that has entries or the mark.
+   */
+  markWholeSince(): Promise<void>;
   /** Live listeners now subscribed (an SSE client that left must not leave one behind). */
   listenerCount(): number;
   close(): Promise<void>;
@@ -141,6 +148,25 @@ while base <= #ARGV do
 end
 if #published > 0 then redis.call('PUBLISH', ARGV[2], '[' .. table.concat(published, ',') .. ']') end
 return answers
+`;
+
+/**
+ * The mark of `markWholeSince`, kept as a consumer group of the stream whose last-delivered id is the moment marked
+ * (no one reads through it): it lives in the stream's key, so it is lost with the stream, never left behind by it.
+ */
+const WHOLE_SINCE = 'kyozo:whole-since';
+/** KEYS[1] the stream, ARGV[1] the mark's group name. Marks now (Redis's clock) on a stream without entries or mark. */
+const MARK_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('XLEN', KEYS[1]) > 0 then return 0 end
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    if group[2] == ARGV[1] then return 0 end
+  end
+end
+local now = redis.call('TIME')
+local id = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000)) .. '-0'
+redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], id, 'MKSTREAM')
+return 1
 `;
 
 /** Events emitted in the same turn of the event loop share one script call, up to this many. */
@@ -450,14 +476,25 @@ export function createEventBus(options: EventBusOptions): EventBus {
     readSince,
 
     async bounds() {
-      const info = (await redis.xinfo('STREAM', streamKey).catch(noStream)) as unknown[];
+      const [reply, groups] = await Promise.all([redis.xinfo('STREAM', streamKey).catch(noStream), streamGroups(redis, streamKey)]);
+      const info = reply as unknown[];
       const field = (name: string) => info[info.indexOf(name) + 1];
       const last = field('last-generated-id');
       const oldest = (field('first-entry') as [string, unknown] | null | undefined)?.[0];
       // `entries-added` (Redis 7 and later) counts every entry ever appended; fewer held means some were trimmed.
       const added = field('entries-added');
       const trimmed = typeof added === 'number' ? added > Number(field('length')) : oldest !== undefined;
-      return { ...(typeof last === 'string' ? { last } : {}), ...(oldest !== undefined ? { oldest } : {}), trimmed };
+      const wholeSince = groups.find((group) => group.name === WHOLE_SINCE)?.lastDeliveredId;
+      return {
+        ...(typeof last === 'string' ? { last } : {}),
+        ...(oldest !== undefined ? { oldest } : {}),
+        trimmed,
+        ...(wholeSince !== undefined ? { wholeSince } : {}),
+      };
+    },
+
+    async markWholeSince() {
+      await redis.eval(MARK_SCRIPT, 1, streamKey, WHOLE_SINCE);
     },
 
     listenerCount() {
@@ -479,4 +516,9 @@ export function createEventBus(options: EventBusOptions): EventBus {
       }
     },
   };
+}
+
+/** `markWholeSince` as a process starts: without the mark, resumes before the first event report a gap, as before. */
+export async function markEventsWhole(bus: Pick<EventBus, 'markWholeSince'>, log: Logger): Promise<void> {
+  await bus.markWholeSince().catch((error: unknown) => log.warn({ err: error }, 'events: could not mark the stream whole from now on'));
 }

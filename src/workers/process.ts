@@ -5,7 +5,7 @@
  */
 import { queueReading, type ApiMetrics } from '../api/metrics.js';
 import type { Config } from '../config.js';
-import { createEventBus, type EventBus } from '../events/bus.js';
+import { createEventBus, markEventsWhole, type EventBus } from '../events/bus.js';
 import { startWebhooks } from '../events/webhooks.js';
 import { createQueues } from '../jobs/queue.js';
 import { StagedOwners } from '../jobs/staged-owners.js';
@@ -120,6 +120,7 @@ export async function startWorkerProcess({
     // A URL's consumer group starts at the newest event when it is made: made before any job runs, it misses none of
     // this process's events on a first start.
     await unlessAborted(Promise.resolve(webhooks?.ready), signal);
+    await unlessAborted(markEventsWhole(bus, log), signal);
     workers = createWorkers({
       connection,
       prefix: config.queuePrefix,

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createApp } from '../../src/api/app.js';
+import { createEventBus } from '../../src/events/bus.js';
 import { listen } from '../../src/api/server.js';
 import { quietLog, waitFor } from '../jobs/fixtures/pipeline.js';
 import { startTestService, type TestService } from '../support/service.js';
@@ -334,6 +335,41 @@ describe('GET /v1/events (SSE)', () => {
     expect(JSON.parse(events[0]!.data!)).toMatchObject({ since: first.id });
     const keys = events.slice(1).map((event) => (JSON.parse(event.data!) as { key: string }).key);
     expect(keys).toEqual(['trimmed/16', 'trimmed/17', 'trimmed/18', 'trimmed/19', 'trimmed/20']);
+  });
+
+  it('a resume point before the first event of a stream whole since before it reports no gap; one before the mark does (session 16)', async () => {
+    const bus = createEventBus({ redis: service.deps.redis, prefix: `${service.config.queuePrefix}:whole`, maxLen: 1_000, log: quietLog });
+    const app = createApp({ ...service.deps, bus });
+    const resumeFrom = async (since: string) => {
+      const response = await app.request('/v1/events', { headers: { 'Last-Event-ID': since } });
+      return (await collect(response, (received) => received.some((event) => event.event === 'object.written'))).events.map((event) => event.event);
+    };
+    try {
+      await bus.markWholeSince();
+      const marked = (await bus.bounds()).wholeSince!;
+      expect(marked).toMatch(/^\d{13}-0$/);
+      const markedMs = Number(marked.split('-')[0]);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      await bus.emit({ type: 'object.written', store: 'mem', key: 'whole/1', data: {} });
+      await bus.markWholeSince(); // the stream has an entry: the mark stays where it was
+      expect((await bus.bounds()).wholeSince).toBe(marked);
+      // After the mark and before the first event: nothing can have been missed.
+      expect(await resumeFrom(`${markedMs + 5}-0`)).toEqual(['object.written']);
+      // Before the mark: events of a stream before this one may be gone.
+      expect(await resumeFrom(`${markedMs - 1_000}-0`)).toEqual(['gap', 'object.written']);
+      // Once trimmed, only what the stream still holds counts again.
+      for (let i = 2; i <= 4; i++) await bus.emit({ type: 'object.written', store: 'mem', key: `whole/${i}`, data: {} });
+      await service.deps.redis.xtrim(bus.streamKey, 'MAXLEN', 1);
+      expect(await resumeFrom(`${markedMs + 5}-0`)).toEqual(['gap', 'object.written']);
+      // The mark goes with the stream: lost and made again by an emit, a resume point before its first event is a gap.
+      await service.deps.redis.del(bus.streamKey);
+      await bus.emit({ type: 'object.written', store: 'mem', key: 'whole/5', data: {} });
+      expect((await bus.bounds()).wholeSince).toBeUndefined();
+      expect(await resumeFrom(`${markedMs + 5}-0`)).toEqual(['gap', 'object.written']);
+    } finally {
+      await bus.close();
+      await service.deps.redis.del(bus.streamKey);
+    }
   });
 
   it('tells a client resuming after the stream was lost and made again (Redis without persistence) that it missed events', async () => {

@@ -167,9 +167,12 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
   });
   // Before the oldest entry, or with no entry at all: what came after the client's id may be gone — trimmed
   // (EVENTS_MAXLEN), or the stream itself lost (a Redis restarted without persistence, a failover to an empty
-  // replica), which leaves no trimming to see. From the very start (`0-0`) only trimming takes events away.
+  // replica), which leaves no trimming to see. From the very start (`0-0`) only trimming takes events away, and from
+  // the point since which a stream never trimmed holds every event (`wholeSince`, marked when it was made) nothing.
+  const whole = !bounds.trimmed && since !== undefined && bounds.wholeSince !== undefined && !streamIdAfter(bounds.wholeSince, since);
   const gap =
     since !== undefined &&
+    !whole &&
     (bounds.trimmed || since !== '0-0') &&
     (bounds.oldest === undefined || streamIdAfter(bounds.oldest, since));
   const ahead = since !== undefined && (bounds.last === undefined || streamIdAfter(since, bounds.last));
