@@ -120,7 +120,6 @@ export async function startWorkerProcess({
     // A URL's consumer group starts at the newest event when it is made: made before any job runs, it misses none of
     // this process's events on a first start.
     await unlessAborted(Promise.resolve(webhooks?.ready), signal);
-    await unlessAborted(markEventsWhole(bus, log), signal);
     workers = createWorkers({
       connection,
       prefix: config.queuePrefix,
@@ -136,6 +135,8 @@ export async function startWorkerProcess({
       families: { ...workerOptions?.families, maintenance: { ...MAINTENANCE_FAMILY, ...workerOptions?.families?.maintenance } },
     });
     await unlessAborted(workers.waitUntilReady(), signal);
+    // Once Redis answers (before, the script would wait for it, and the start with it).
+    await unlessAborted(markEventsWhole(bus, log), signal);
     taking = true;
     if (schedules) {
       const registered = await unlessAborted(registerSchedules(queues, config, log), signal);
