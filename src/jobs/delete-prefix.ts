@@ -33,7 +33,7 @@ export type DeletePrefixPayload = z.output<typeof deletePrefixPayload>;
 
 export interface DeletePrefixResult {
   prefix: string;
-  /** Keys this job listed and deleted, over all its runs. */
+  /** Keys this job listed and deleted, over all its runs (a page a crash cut short is not counted twice). */
   deleted: number;
   allVersions: boolean;
 }

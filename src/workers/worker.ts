@@ -13,9 +13,10 @@
  * per failed run (by attempts made, and a rerun's time), so a failed job retried from the board that fails again
  * says so again. A failure BullMQ decides by itself (a job stalled too often) is emitted from the `failed` listener.
  *
- * Long jobs (the maintenance family) save progress in the job as they go and watch an AbortSignal that `close`
- * aborts: one that stops for a shutdown throws `JobInterruptedError`, and the job goes straight back to the queue
- * without using up an attempt, for the next worker to resume from its saved progress.
+ * Long jobs (the maintenance family, `delete-prefix`) save progress in the job as they go and watch an AbortSignal
+ * that `close` aborts: one that stops for a shutdown throws `JobInterruptedError`, and the job goes straight back to
+ * the queue without using up an attempt, for the next worker to resume from its saved progress. Short jobs ignore
+ * it and finish.
  */
 import { DelayedError, Worker, type Job } from 'bullmq';
 import { PARKED_RETRY_MAX_SECONDS } from '../config.js';
@@ -238,6 +239,9 @@ export function createWorkers(options: WorkersOptions): Workers {
   const repeats = onceEvery(REPEATED_ERROR_LOG_MS);
   /** Jobs whose `job.failed` their run emitted: the `failed` listener leaves them alone. */
   const failedAhead = new WeakSet<Job>();
+  // One signal for every job, aborted by `close`: BullMQ's own (an AbortController per job, for a processor taking a
+  // third parameter) would cost each short job for what only the long ones watch.
+  const shutdown = new AbortController();
 
   const start = (queue: QueueName): Worker => {
     const family = { ...options, ...options.families?.[queue] };
@@ -251,7 +255,7 @@ export function createWorkers(options: WorkersOptions): Workers {
         return error instanceof LockLostError ? error : undefined;
       }
     };
-    const run = async (job: Job, token?: string, signal?: AbortSignal) => {
+    const processor = async (job: Job, token?: string) => {
       const lock = token === undefined ? undefined : { token, durationMs: lockDurationMs };
       try {
         const definition = jobDefinition(job.name);
@@ -262,7 +266,7 @@ export function createWorkers(options: WorkersOptions): Workers {
           const earlier = await earlierResult(bus, worker.toKey(jobId));
           if (earlier !== undefined) return earlier.result;
         }
-        const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, signal, lock);
+        const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, shutdown.signal, lock);
         const { result, event } = await definition.handle(payload, ctx);
         // The content is written: the job kept for the retention window need not hold it. A rerun (retried from the
         // board, or after a crash before the completion) answers from the result journaled with the event instead.
@@ -315,9 +319,6 @@ export function createWorkers(options: WorkersOptions): Workers {
         throw failure;
       }
     };
-    // BullMQ makes an AbortController per job only for a processor that takes a third parameter: only the
-    // maintenance family's long jobs watch one; the object jobs are short and finish on shutdown.
-    const processor = queue === 'maintenance' ? run : (job: Job, token?: string) => run(job, token);
     const worker: Worker = new Worker(queue, processor, {
       connection: options.connection,
       prefix: options.prefix,
@@ -358,8 +359,8 @@ export function createWorkers(options: WorkersOptions): Workers {
     },
 
     async close(timeoutMs = Number.POSITIVE_INFINITY) {
-      // Long jobs watch their signal and stop between items; short ones ignore it and finish.
-      for (const worker of workers) worker.cancelAllJobs('shutdown');
+      // Long jobs watch the signal and stop between items; short ones ignore it and finish.
+      shutdown.abort();
       return closeWorkers(workers, timeoutMs);
     },
   };

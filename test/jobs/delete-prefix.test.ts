@@ -9,7 +9,9 @@ import type { EventEnvelope } from '../../src/events/bus.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { startTestService, type TestService } from '../support/service.js';
+import { interceptMethod } from '../support/intercept.js';
 import { fill, maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
+import { startPipeline, waitFor, type Pipeline } from './fixtures/pipeline.js';
 
 const TOKEN = 'delete-prefix-token-0123456789ab';
 const bearer = { Authorization: `Bearer ${TOKEN}` };
@@ -133,5 +135,41 @@ describe('the job', () => {
     // The keys the failed run deleted after its last saved place are not counted again: the retry counts what it found.
     expect(result.deleted).toBe(200 + left);
     expect(await keysOf(ram)).toEqual([]);
+  });
+});
+
+describe('in a worker', () => {
+  let p: Pipeline;
+  beforeAll(async () => {
+    p = await startPipeline('delete-prefix-worker', { stores: new Map() });
+  });
+  afterAll(async () => {
+    await p?.close();
+  });
+
+  it('a graceful shutdown stops the job between pages without using an attempt; the next worker finishes it', async () => {
+    const ram = new RamProvider({ maxBytes: 8 * 1024 * 1024 });
+    await fill(ram, 600, 'slow/', (i) => `object ${i}`);
+    // 5 ms a delete, 8 at a time: a page of 200 takes ~125 ms, long enough to shut down in the middle of the job.
+    p.stores.set('slow', interceptMethod(ram, 'delete', (remove) => async (key, opts) => {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      return remove(key, opts);
+    }));
+    const { jobId } = await p.queues.enqueue('delete-prefix', { store: 'slow', prefix: 'slow/' });
+    const first = await p.startWorkers({ queues: ['objects'] });
+    const progressOf = async () => ((await p.queues.getJob(jobId))?.progress ?? {}) as { deleted?: number };
+    await waitFor(async () => ((await progressOf()).deleted ?? 0) >= 200, { what: 'the first page' });
+    expect(await first.close(10_000)).toEqual({ timedOut: false });
+    const stopped = (await p.queues.getJob(jobId))!;
+    expect(['delayed', 'waiting']).toContain(await stopped.getState());
+    expect(stopped.attemptsMade).toBe(0);
+    expect((await keysOf(ram, 'slow/')).length).toBeGreaterThan(0);
+
+    const second = await p.startWorkers({ queues: ['objects'] });
+    await p.waitForJobState(jobId, 'completed');
+    await second.close();
+    expect((await p.queues.getJob(jobId))!.returnvalue).toEqual<DeletePrefixResult>({ prefix: 'slow/', deleted: 600, allVersions: false });
+    expect(await keysOf(ram)).toEqual([]);
+    expect(await p.eventsOf(jobId, 'objects.deleted')).toHaveLength(1);
   });
 });
