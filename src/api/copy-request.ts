@@ -3,7 +3,9 @@
  * object instead of taking a body: the `copy` job (`jobs/copy-object.ts`). What is copied is pinned here, when the
  * request is accepted: the source's etag, and its Content-Type and metadata unless the request names its own (a
  * Content-Type replaces the source's; any `X-Meta-*` replaces all of its metadata). A source that does not exist is
- * 404 now, not a job that can only fail.
+ * 404 now, not a job that can only fail. A `Content-Digest` / `Repr-Digest` is checked against the pinned etag (the
+ * source's sha-256), which the job holds the copy to: a mismatch is 400 `BAD_DIGEST` with no job, and a source that
+ * changes in between fails the job (412) rather than being copied unchecked.
  *
  * Under an Idempotency-Key the request is what it said (source, version, target and its headers), not what was
  * pinned: a repeat finds the first job even after the source changed or went, and is answered with it.
@@ -14,12 +16,13 @@ import { jobIdFor } from '../jobs/queue.js';
 import { PayloadTooLargeError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { AppDeps } from './app.js';
+import { checkDigests, requestedDigests } from './content-digest.js';
 import { ApiError } from './errors.js';
 import { decodeHeaderValue, PRINTABLE_ASCII } from './http-object.js';
 import { requestHeader, requestHeaderCount } from './node-request.js';
 import { parseCopySource } from './object-path.js';
 import { requireStore } from './stores.js';
-import { hasBody, type JobRequest } from './submit.js';
+import { digestTrailers, hasBody, type JobRequest } from './submit.js';
 
 type CopyPayload = PayloadOf<'copy'>;
 
@@ -37,6 +40,8 @@ export async function copyRequest(
     // Node joins repeated headers with ', ', which a key may hold: two sources would read as one.
     if (requestHeaderCount(c, name.toLowerCase()) > 1) throw new ApiError('BAD_REQUEST', `${name} is sent once: a copy has one source`);
   }
+  // A copy has no body, so no trailers: a digest announced for them is refused there.
+  const digests = [...requestedDigests((name) => requestHeader(c, name)), ...digestTrailers(c)];
   // Percent-encoded as a path is (raw UTF-8 bytes are read as UTF-8 too), so not decoded as an `utf-8''` header text.
   const from = parseCopySource(PRINTABLE_ASCII.test(source) ? source : decodeHeaderValue('X-Copy-Source', source));
   const versionHeader = requestHeader(c, 'x-copy-source-version');
@@ -45,9 +50,14 @@ export async function copyRequest(
   const fingerprint = { store: target.store, key: target.key, source: asked, ...options };
   if (request.idempotencyKey !== undefined) {
     const first = await deps.queues.getJob(jobIdFor('objects', 'copy', undefined, request.idempotencyKey, fingerprint));
-    if (first !== undefined) return { payload: first.data as CopyPayload, fingerprint };
+    if (first !== undefined) {
+      const payload = first.data as CopyPayload;
+      checkDigests(digests, payload.source.etag, 'the copy source');
+      return { payload, fingerprint };
+    }
   }
   const info = await requireStore(deps, from.store).stat(from.key, { versionId });
+  checkDigests(digests, info.etag, 'the copy source');
   const limit = target.provider.capabilities.maxObjectBytes;
   if (limit !== undefined && info.size > limit) {
     throw new PayloadTooLargeError(`the copy source is ${info.size} bytes, more than store "${target.store}" takes (${limit} bytes)`);

@@ -44,7 +44,7 @@ const pageOf = (item: string): JsonSchema => objectSchema<{ items: unknown[]; cu
 /** What each error code means to a client; its status is the one `ApiError` answers it with. */
 const ERROR_CODES: Record<ApiErrorCode, string> = {
   BAD_REQUEST: 'a malformed query parameter, header or JSON body',
-  BAD_DIGEST: 'the body received does not match the sha-256 its Content-Digest or Repr-Digest names; nothing was stored',
+  BAD_DIGEST: 'the body received (or a copy\'s source) does not match the sha-256 its Content-Digest or Repr-Digest names (as headers or trailers); nothing was stored',
   INVALID_KEY: 'the key (or a path segment) is not a valid key',
   INVALID_ARGUMENT: 'a well-formed request the store or the job cannot honour (metadata, cursor, a maintenance body)',
   UNAUTHORIZED: 'no valid bearer token (or basic credentials on the board)',

@@ -70,7 +70,7 @@ const JOB_HEADERS = {
     schema: { type: 'string', minLength: 1, maxLength: 256 },
   },
 };
-const DIGEST = 'RFC 9530 `sha-256=:<base64>:` of the body: checked against what arrived (400 BAD_DIGEST, nothing stored, if it differs); another algorithm alone, or a malformed one, is 400';
+const DIGEST = 'RFC 9530 `sha-256=:<base64>:` of the body (or, for a copy, of its source): checked against what arrived (400 BAD_DIGEST, nothing stored, if it differs); also read as a trailer after a chunked body (announced in `Trailer` but missing: 400); another algorithm alone, or a malformed one, is 400';
 const WRITE_HEADERS = {
   ...JOB_HEADERS,
   'Content-Digest': DIGEST,

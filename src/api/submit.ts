@@ -16,10 +16,10 @@ import { isStaged, type BodyRef } from '../jobs/staging.js';
 import { PayloadTooLargeError, ProviderUnavailableError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { AppDeps } from './app.js';
-import { checkDigests, requestedDigests } from './content-digest.js';
+import { checkDigests, requestedDigests, trailerDigests } from './content-digest.js';
 import { ApiError, redisUnavailable } from './errors.js';
 import { jobFailure } from './job-status.js';
-import { arrivedBody, requestHeader } from './node-request.js';
+import { arrivedBody, incomingOf, requestHeader } from './node-request.js';
 
 const MAX_IDEMPOTENCY_KEY = 256;
 
@@ -66,7 +66,8 @@ export function idleLimited(body: Readable, idleMs: number): { body: Readable; e
 /**
  * Stages the request's body for a job. `store`: the store the body is for; one with a limit of its own below
  * `MAX_OBJECT_BYTES` (git) refuses a larger body here, before it is read, rather than in the job after the whole
- * upload was staged. A body that does not match its `Content-Digest` / `Repr-Digest` is released and refused.
+ * upload was staged. A body that does not match its `Content-Digest` / `Repr-Digest` (headers or trailers) is released
+ * and refused.
  */
 export async function stageRequestBody(
   c: Context,
@@ -75,15 +76,21 @@ export async function stageRequestBody(
 ): Promise<BodyRef> {
   const digests = requestedDigests((name) => requestHeader(c, name));
   const staged = await stageBody(c, deps, store);
-  if (digests.length > 0) {
-    try {
-      checkDigests(digests, staged.etag);
-    } catch (error) {
-      await deps.staging.release(staged);
-      throw error;
-    }
+  try {
+    checkDigests([...digests, ...digestTrailers(c)], staged.etag, 'the body received');
+  } catch (error) {
+    await deps.staging.release(staged);
+    throw error;
   }
   return staged;
+}
+
+/**
+ * The digests the request's trailers name. Node has them once the body was read to its end, as staging did; outside
+ * Node (`app.request()`) there are none, so one announced in `Trailer` is refused.
+ */
+export function digestTrailers(c: Context): string[] {
+  return trailerDigests(requestHeader(c, 'trailer'), (name) => incomingOf(c)?.trailers[name]);
 }
 
 async function stageBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config' | 'bodyIdleTimeoutMs'>, store: StorageProvider): Promise<BodyRef> {

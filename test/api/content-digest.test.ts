@@ -3,8 +3,10 @@
  * on every route that takes a body; objects are served with their `Repr-Digest`.
  */
 import { createHash } from 'node:crypto';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestService, type TestService } from '../support/service.js';
+import { listen } from '../../src/api/server.js';
+import { quietLog, startTestService, type TestService } from '../support/service.js';
 
 const TOKEN = 'digest-test-token-0123456789abcdef';
 const bearer = { Authorization: `Bearer ${TOKEN}` };
@@ -74,6 +76,22 @@ describe('uploads', () => {
     expect(listed.status).toBe(200);
   });
 
+  it('a quoted parameter may hold a comma (RFC 8941 strings, escapes included)', async () => {
+    const sha512 = createHash('sha512').update('abc').digest('base64');
+    const header = `${digestOf('abc')};note="a,b", sha-512=:${sha512}:;note="x\\",y"`;
+    expect((await put('digest/quoted.txt', 'abc', { 'Content-Digest': header })).status).toBe(200);
+    // The comma inside quotes does not hide a wrong sha-256 either.
+    const bad = await put('digest/quoted-bad.txt', 'abc', { 'Content-Digest': `${digestOf('abd')};note="a,b"` });
+    expect((await errorOf(bad)).code).toBe('BAD_DIGEST');
+  });
+
+  it('an empty digest header is no digest (RFC 8941: an empty dictionary is an absent field)', async () => {
+    for (const header of ['', '   ']) {
+      const response = await put('digest/empty.txt', 'abc', { 'Content-Digest': header, 'Repr-Digest': header });
+      expect(response.status, JSON.stringify(header)).toBe(200);
+    }
+  });
+
   it('refuses a digest it cannot check or read, before reading the body', async () => {
     const cases: [string, RegExp][] = [
       [`sha-512=:${createHash('sha512').update('abc').digest('base64')}:`, /only sha-256 is checked/],
@@ -101,5 +119,94 @@ describe('uploads', () => {
     expect((await errorOf(signedBad)).code).toBe('BAD_DIGEST');
     const signedGood = await request(`${url}&wait=true`, { method: 'PUT', body: 'up', headers: { 'Content-Digest': digestOf('up') } });
     expect(signedGood.status).toBe(200);
+  });
+});
+
+describe('digests in trailers (over HTTP: Node reads them after the body)', () => {
+  /** A raw chunked PUT with `trailers` after its last chunk; the answer's status line and body. */
+  async function chunkedPut(key: string, body: string, headers: string, trailers: string): Promise<{ status: number; text: string }> {
+    const server = await listen(service.app, { host: '127.0.0.1', port: 0, apiTokens: [] }, quietLog);
+    try {
+      const { port } = new URL(server.url);
+      const answer = await new Promise<string>((resolve, reject) => {
+        // Written, not ended: a client that half-closes has its request aborted. `Connection: close` ends the answer.
+        const socket = net.connect(Number(port), '127.0.0.1', () => {
+          socket.write(
+            `PUT /v1/stores/files/objects/${key}?wait=true HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}\r\n` +
+              `Transfer-Encoding: chunked\r\nConnection: close\r\n${headers}\r\n` +
+              `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n0\r\n${trailers}\r\n`,
+          );
+        });
+        let text = '';
+        socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+      });
+      return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1]), text: answer };
+    } finally {
+      await server.close(0);
+    }
+  }
+  const read = (key: string) => request(`/v1/stores/files/objects/${key}`, { headers: bearer });
+
+  it('a body that matches the digest in its trailers is written', async () => {
+    const answer = await chunkedPut('trailed/ok.txt', 'sent in chunks', 'Trailer: Content-Digest\r\n', `Content-Digest: ${digestOf('sent in chunks')}\r\n`);
+    expect(answer.status, answer.text).toBe(200);
+    expect(await (await read('trailed/ok.txt')).text()).toBe('sent in chunks');
+  });
+
+  it('one that does not is 400 BAD_DIGEST, announced or not; nothing is written or left staged', async () => {
+    for (const [key, announce, field] of [
+      ['trailed/bad.txt', 'Trailer: Content-Digest\r\n', 'Content-Digest'],
+      ['trailed/unannounced.txt', '', 'Repr-Digest'],
+    ] as const) {
+      const answer = await chunkedPut(key, 'what arrived', announce, `${field}: ${digestOf('what was sent')}\r\n`);
+      expect(answer.status, answer.text).toBe(400);
+      expect(answer.text).toContain('BAD_DIGEST');
+      expect(answer.text).toContain(`:${sha256('what arrived')}:`);
+      expect((await read(key)).status).toBe(404);
+    }
+    expect(await staged()).toEqual([]);
+  });
+
+  it('a digest announced in Trailer that never comes is 400, not a write unchecked', async () => {
+    const answer = await chunkedPut('trailed/missing.txt', 'abc', 'Trailer: X-Other, repr-digest\r\n', '');
+    expect(answer.status, answer.text).toBe(400);
+    expect(answer.text).toMatch(/Repr-Digest is announced in Trailer but did not come/);
+    expect((await read('trailed/missing.txt')).status).toBe(404);
+    expect(await staged()).toEqual([]);
+  });
+});
+
+describe('copies (X-Copy-Source): the digest is checked against the source, whose content is copied', () => {
+  const copy = (key: string, headers: Record<string, string>) =>
+    request(`/v1/stores/files/objects/${key}?wait=true`, { method: 'PUT', headers: { ...bearer, 'X-Copy-Source': 'files/copied/source.txt', ...headers } });
+
+  it('a matching digest copies; another is 400 BAD_DIGEST with nothing written; a malformed one is 400 at once', async () => {
+    expect((await put('copied/source.txt', 'the source', {})).status).toBe(200);
+    const good = await copy('copied/good.txt', { 'Content-Digest': digestOf('the source') });
+    expect(good.status, await good.clone().text()).toBe(200);
+    expect(await (await request('/v1/stores/files/objects/copied/good.txt', { headers: bearer })).text()).toBe('the source');
+
+    const bad = await copy('copied/bad.txt', { 'Repr-Digest': digestOf('something else') });
+    expect(bad.status).toBe(400);
+    const error = await errorOf(bad);
+    expect(error.code).toBe('BAD_DIGEST');
+    expect(error.message).toContain(`:${sha256('the source')}:`);
+    expect((await request('/v1/stores/files/objects/copied/bad.txt', { headers: bearer })).status).toBe(404);
+
+    const malformed = await copy('copied/malformed.txt', { 'Content-Digest': 'sha-256=:YWJj:' });
+    expect((await errorOf(malformed)).code).toBe('BAD_REQUEST');
+    const announced = await copy('copied/announced.txt', { Trailer: 'Content-Digest' });
+    expect((await errorOf(announced)).message).toMatch(/announced in Trailer but did not come/);
+  });
+
+  it('under an Idempotency-Key, a repeat is checked against what the first copy pinned', async () => {
+    expect((await put('copied/source.txt', 'pinned', {})).status).toBe(200);
+    const key = { 'Idempotency-Key': `digest-copy-${Date.now()}` };
+    expect((await copy('copied/idem.txt', key)).status).toBe(200);
+    expect((await put('copied/source.txt', 'changed since', {})).status).toBe(200);
+    expect((await copy('copied/idem.txt', { ...key, 'Content-Digest': digestOf('pinned') })).status).toBe(200);
+    expect((await errorOf(await copy('copied/idem.txt', { ...key, 'Content-Digest': digestOf('changed since') }))).code).toBe('BAD_DIGEST');
   });
 });
