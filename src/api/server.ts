@@ -23,7 +23,7 @@
  */
 import { createServer, maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { getRequestListener, RequestError } from '@hono/node-server';
 import type { Hono } from 'hono';
@@ -94,30 +94,60 @@ function answerUnroutable(log: Logger): (error: unknown) => Response {
 }
 
 /**
+ * Why Node's HTTP parser refused a request, as the API's error, with the status Node itself gives each reason
+ * (`socketOnError` in Node's lib/_http_server.js: 431, 413, 408, else 400).
+ */
+function parseError(code: string | undefined): ApiError {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return new ApiError('HEADERS_TOO_LARGE', `the request's headers are larger than ${maxHeaderSize} bytes`);
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return new ApiError('PAYLOAD_TOO_LARGE', "a chunk's extensions (after ';' on its size line) are larger than Node's limit of 16 KiB");
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return new ApiError('REQUEST_TIMEOUT', 'the request headers did not arrive in time');
+    case 'HPE_INVALID_URL':
+      return new ApiError('BAD_REQUEST', 'the request target is not a valid URL (controls and text outside ASCII in a path or query must be percent-encoded)');
+    default:
+      return new ApiError('BAD_REQUEST', `the request is not valid HTTP/1.1${code ? ` (${code})` : ''}`);
+  }
+}
+
+/** The method of a request line (the parser skips empty lines before one). */
+const REQUEST_METHOD = /^[\r\n]*([!-~]+) /;
+
+/**
+ * The method of the request a client takes the answer for: the request being served if there is one, else the one
+ * refused. Of that one Node keeps only the last packet read, which starts the request only if it is all the
+ * connection has read; otherwise (headers sent in pieces, a later request on a keep-alive connection) the method
+ * is not known.
+ */
+function answeredMethod(socket: Socket, inFlight: ServerResponse | null | undefined, rawPacket: Buffer | undefined): string | undefined {
+  if (inFlight) return inFlight.req.method;
+  if (rawPacket === undefined || socket.bytesRead !== rawPacket.length) return undefined;
+  return REQUEST_METHOD.exec(rawPacket.toString('latin1', 0, 64))?.[1];
+}
+
+/**
  * A request Node's HTTP parser refuses before any handler runs (headers over its 16 KiB limit, bytes no request line
- * may hold) is answered as the API answers any bad request — a JSON error, a request id, a log line — not with Node's
- * bare status line. `Access-Control-Allow-Origin: *` lets a page of any origin read why (the answer tells nothing
- * more); its own origin is not known here, the headers being unread. As Node does, nothing is written once an
- * answer on the connection has begun.
+ * may hold, a chunk's extensions over 16 KiB) is answered as the API answers any bad request — a JSON error, a
+ * request id, a log line — not with Node's bare status line. `Access-Control-Allow-Origin: *` lets a page of any
+ * origin read why (the answer tells nothing more); its own origin is not known here, the headers being unread. As
+ * Node does, nothing is written once an answer on the connection has begun.
  */
 function answerParseError(log: Logger): (error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => void {
   return (error, socket) => {
     const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
     if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) return void socket.destroy();
-    const apiError =
-      error.code === 'HPE_HEADER_OVERFLOW'
-        ? new ApiError('HEADERS_TOO_LARGE', `the request's headers are larger than ${maxHeaderSize} bytes`)
-        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? new ApiError('REQUEST_TIMEOUT', 'the request headers did not arrive in time')
-          : new ApiError('BAD_REQUEST', 'the request is not valid HTTP/1.1 (text outside ASCII in a path or query must be percent-encoded)');
+    const apiError = parseError(error.code);
     const requestId = randomUUID();
     log.info({ requestId, status: apiError.status, reason: error.code }, 'request refused by the HTTP parser');
-    const body = JSON.stringify(errorBody(apiError));
-    // The answer to a HEAD has no body, whatever its Content-Length says: a client would read one as garbage.
-    const head = error.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+    // The answer to a HEAD has no body, whatever its Content-Length says: a client would read one as garbage. When
+    // the method is not known, the body is left out and Content-Length is 0, which reads right either way.
+    const method = answeredMethod(socket as Socket, inFlight, error.rawPacket);
+    const body = method === undefined ? '' : JSON.stringify(errorBody(apiError));
     socket.write(
       `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `X-Request-Id: ${requestId}\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n${head ? '' : body}`,
+        `X-Request-Id: ${requestId}\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n${method === 'HEAD' ? '' : body}`,
     );
     socket.destroy();
   };
