@@ -150,9 +150,19 @@ function idempotencyKey(c: Context): string | undefined {
   return key;
 }
 
+/**
+ * A query parameter given at most once. A repeated one is refused rather than read as its first value: a mutation
+ * (`?prefix=a&prefix=b` on a delete) must not act on one of two meanings.
+ */
+export function singleQuery(c: Context, name: string): string | undefined {
+  const values = c.req.queries(name);
+  if (values !== undefined && values.length > 1) throw new ApiError('BAD_REQUEST', `?${name} is given ${values.length} times: give it once`);
+  return values?.[0];
+}
+
 /** A boolean query flag: `true`, `false` or absent (false). Anything else is refused, not taken as false. */
 export function queryFlag(c: Context, name: string): boolean {
-  const value = c.req.query(name);
+  const value = singleQuery(c, name);
   if (value === undefined || value === 'false') return false;
   if (value === 'true') return true;
   throw new ApiError('BAD_REQUEST', `?${name} must be true or false, not "${value.slice(0, 64)}"`);

@@ -70,6 +70,17 @@ describe('DELETE /v1/stores/:store/objects?prefix=', () => {
     expect((await request('/v1/stores/files/objects?prefix=a/', { method: 'DELETE', headers: { ...bearer, 'If-Match': '*' } })).status).toBe(501);
   });
 
+  it('refuses a repeated ?prefix or ?allVersions rather than act on one of them, and deletes nothing', async () => {
+    const provider = service.deps.stores.get('mem')!;
+    await provider.write('twice/a', 'a');
+    for (const query of ['prefix=twice/&prefix=other/', 'prefix=twice/&allVersions=false&allVersions=true']) {
+      const response = await request(`/v1/stores/mem/objects?${query}&wait=true`, { method: 'DELETE', headers: bearer });
+      expect(response.status, query).toBe(400);
+      expect(((await response.json()) as { error: { message: string } }).error.message).toMatch(/given 2 times/);
+    }
+    expect(await keysOf(provider, 'twice/')).toEqual(['twice/a']);
+  });
+
   it('an Idempotency-Key repeat is the same job', async () => {
     const headers = { ...bearer, 'Idempotency-Key': 'delete-prefix-once' };
     const first = (await (await request('/v1/stores/mem/objects?prefix=x/', { method: 'DELETE', headers })).json()) as { jobId: string };

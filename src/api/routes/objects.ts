@@ -21,7 +21,7 @@ import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from
 import { requestOrigin } from '../request-origin.js';
 import { requireStore } from '../stores.js';
 import { MAX_SIGNED_URL_SECONDS } from '../signing.js';
-import { jobRequest, queryFlag, respondWithJob, stageRequestBody } from '../submit.js';
+import { jobRequest, queryFlag, respondWithJob, singleQuery, stageRequestBody } from '../submit.js';
 
 /** A query parameter that is a whole number from `min` to `max`, refused with one message whatever is wrong. */
 function wholeNumber(min: number, max: number, unit = '') {
@@ -212,7 +212,7 @@ async function deleteUnderPrefix(c: Context, deps: AppDeps): Promise<Response> {
   const store = c.req.param('store')!;
   requireStore(deps, store);
   refuseUnsupportedConditions(c, UNCONDITIONAL_UNSUPPORTED);
-  const prefix = c.req.query('prefix');
+  const prefix = singleQuery(c, 'prefix');
   if (!prefix) throw new ApiError('BAD_REQUEST', 'DELETE of the object list deletes the objects under ?prefix=, which is required (never a whole store)');
   validatePrefix(prefix);
   const request = jobRequest(c);

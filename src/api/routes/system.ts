@@ -2,7 +2,8 @@
  * `/health` (the process answers), `/ready` (Redis takes writes, the staging store and every store; 503 when one is down,
  * `degraded` when one only reads; and how many workers each job queue has),
  * `/metrics` (prom-client) and `/openapi.json`. `/ready` answers its details (store paths, commits, Redis errors)
- * only to a valid bearer token; a probe without one learns each part's status.
+ * only to a valid bearer token; a probe without one learns each part's status and the workers (counts, and store
+ * names the answer lists anyway), which tell it whether jobs would wait.
  */
 import { Hono } from 'hono';
 import type { HealthReport } from '../../providers/types.js';
