@@ -24,13 +24,13 @@
  *   unavailable, before any manifest is written: the worker retries it later.
  */
 import { z } from 'zod';
-import { DataCorruptedError, PreconditionFailedError, InvalidArgumentError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
+import { DataCorruptedError, InvalidArgumentError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
 import { newVersionId } from '../providers/version-id.js';
 import { passFence } from '../providers/fence.js';
 import { COPY_WIDTH, Failures, contentFailure, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
 import { allVersions, statIfPresent } from '../providers/object-info.js';
-import { JobInterruptedError, LockBusyError, defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
+import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 import {
   blobKey,
   blobPrefix,
@@ -43,6 +43,7 @@ import {
   type ManifestObject,
   type ManifestVersion,
 } from './manifest.js';
+import { withStoreLock } from './store-lock.js';
 
 export const backupPayload = z
   .object({
@@ -71,70 +72,6 @@ export interface BackupResult extends VerificationReport {
   blobsRemoved: number;
   /** Keys of the backup layout left out: only in a backup of the backup store. */
   backupKeysLeftOut: number;
-}
-
-/** A crashed worker's lock lapses after this; a running backup renews it every third of it. */
-const LOCK_MS = 10 * 60_000;
-const RENEW_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
-const RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
-
-/** A store's lock is taken by its backups and by restores of its backups (whose manifest and blobs retention prunes). */
-export type StoreLockUse = 'backup' | 'restore';
-/** Marks a restore's hold on the lock (job ids have no spaces): a backup that finds it waits instead of failing. */
-const RESTORE_HOLDER = 'restore ';
-
-/**
- * Runs `work` holding the store's backup lock. The job that holds it may take it again (a resumed run), and keeps
- * it when it is interrupted, so that no other backup slips in before it resumes. `work` is told whether the lock
- * was still this job's from an earlier run: only then did no other backup run in between.
- */
-export async function withStoreLock<T>(ctx: JobContext, store: string, use: StoreLockUse, work: (heldBefore: boolean) => Promise<T>): Promise<T> {
-  const { redis, prefix } = maintenanceOf(ctx);
-  const key = `${prefix}:backup-lock:${store}`;
-  const holder = use === 'restore' ? `${RESTORE_HOLDER}${ctx.job.id}` : ctx.job.id;
-  const heldBefore = (await redis.set(key, holder, 'PX', LOCK_MS, 'NX')) !== 'OK';
-  if (heldBefore) {
-    const current = await redis.get(key);
-    if (current !== holder) throw lockTaken(store, use, current);
-  }
-  const renew = () => redis.eval(RENEW_SCRIPT, 1, key, holder, LOCK_MS);
-  await renew();
-  const renewal = setInterval(() => void renew().catch((error: unknown) => ctx.log.warn({ err: error }, 'could not renew the backup lock')), LOCK_MS / 3);
-  renewal.unref();
-  let interrupted = false;
-  try {
-    return await work(heldBefore);
-  } catch (error) {
-    interrupted = error instanceof JobInterruptedError; // it resumes under the lock
-    throw error;
-  } finally {
-    clearInterval(renewal);
-    // A run that lost its job (its worker froze past the job's lock) leaves the lock however it ended: the run that
-    // took its job over holds it under the same name.
-    if (!interrupted && (await stillHoldsJob(ctx))) {
-      await redis.eval(RELEASE_SCRIPT, 1, key, holder).catch((error: unknown) => ctx.log.warn({ err: error }, 'could not release the backup lock'));
-    }
-  }
-}
-
-/** Whether the job's fence still passes (Redis unable to say: no, and the lock lapses by itself). */
-async function stillHoldsJob(ctx: JobContext): Promise<boolean> {
-  return passFence(ctx).then(
-    () => true,
-    () => false,
-  );
-}
-
-/**
- * Why a job could not take the lock. A second backup fails (it would repeat the one running); a backup and a restore,
- * or two restores, wait for each other: the worker parks the waiting one for as long as the lock is held. A lock
- * released between the refused take and the look at its holder (`null`) is taken at the next try.
- */
-function lockTaken(store: string, use: StoreLockUse, current: string | null): Error {
-  if (current === null) return new LockBusyError(`the lock of "${store}"'s backups was released as it was taken: tried again shortly`);
-  const restoring = current.startsWith(RESTORE_HOLDER);
-  if (use === 'backup' && !restoring) return new PreconditionFailedError(`a backup of "${store}" is already running (job ${current})`);
-  return new LockBusyError(`a ${restoring ? 'restore' : 'backup'} of "${store}"'s backups holds its lock (${current}): retried later`);
 }
 
 const savedRun = z.object({ manifestId: z.string(), at: z.string() }).passthrough();

@@ -17,7 +17,7 @@
  */
 import { z } from 'zod';
 import { InvalidArgumentError, NotFoundError } from '../providers/errors.js';
-import { withStoreLock } from './backup.js';
+import { withStoreLock } from './store-lock.js';
 import {
   COPY_WIDTH,
   ContentMismatch,
