@@ -7,9 +7,17 @@
  * plus one insertion: still a correct patch, just not a minimal one.
  */
 import { decodeUtf8Strict } from '../text.js';
+import { PayloadTooLargeError } from './errors.js';
 
 const MAX_EDITS = 2000;
 const CONTEXT = 3;
+/**
+ * A diff runs on the web process's event loop, in time that grows with the lines (up to ~150 ms for 250,000 here,
+ * with `MAX_EDITS` differing): larger content is refused rather than hold every other request for seconds. Bytes
+ * are checked before the content is decoded, lines after.
+ */
+export const DIFF_MAX_BYTES = 16 * 1024 * 1024;
+const DIFF_MAX_LINES = 250_000;
 const NO_EOL = '\\ No newline at end of file';
 
 export function isBinary(bytes: Uint8Array): boolean {
@@ -23,6 +31,7 @@ export function isBinary(bytes: Uint8Array): boolean {
 }
 
 interface Lines {
+  /** A last line without its newline ends in NUL here: it differs from the same text with one, as in git. */
   lines: string[];
   /** The last line has no newline after it. */
   noEol: boolean;
@@ -32,8 +41,15 @@ function splitLines(text: string): Lines {
   if (text === '') return { lines: [], noEol: false };
   const lines = text.split('\n');
   const noEol = lines.at(-1) !== '';
-  if (!noEol) lines.pop();
+  if (noEol) lines[lines.length - 1] += '\u0000';
+  else lines.pop();
   return { lines, noEol };
+}
+
+/** Line `i` as written, and whether it is the last line, missing its newline. */
+function lineAt(side: Lines, i: number): { text: string; missingEol: boolean } {
+  const missingEol = side.noEol && i === side.lines.length - 1;
+  return { text: missingEol ? side.lines[i]!.slice(0, -1) : side.lines[i]!, missingEol };
 }
 
 type Op = '=' | '-' | '+';
@@ -85,7 +101,17 @@ function backtrack(trace: Int32Array[], n: number, m: number): Op[] {
   return ops.reverse();
 }
 
-function editScript(a: readonly string[], b: readonly string[]): Op[] {
+/**
+ * The edit script from `a` to `b`: the lines both start and end with are counted, not listed (a small change in a
+ * large file costs little beyond finding them), and the middle between them is diffed.
+ */
+interface EditScript {
+  prefix: number;
+  middle: Op[];
+  suffix: number;
+}
+
+function editScript(a: readonly string[], b: readonly string[]): EditScript {
   let prefix = 0;
   while (prefix < a.length && prefix < b.length && a[prefix] === b[prefix]) prefix++;
   let suffix = 0;
@@ -93,7 +119,7 @@ function editScript(a: readonly string[], b: readonly string[]): Op[] {
   const middleA = a.slice(prefix, a.length - suffix);
   const middleB = b.slice(prefix, b.length - suffix);
   const middle = myers(middleA, middleB, MAX_EDITS) ?? [...middleA.map((): Op => '-'), ...middleB.map((): Op => '+')];
-  return [...new Array<Op>(prefix).fill('='), ...middle, ...new Array<Op>(suffix).fill('=')];
+  return { prefix, middle, suffix };
 }
 
 export interface UnifiedDiff {
@@ -104,30 +130,32 @@ export interface UnifiedDiff {
 
 /**
  * `before`/`after` null means the file does not exist on that side (`/dev/null`). Identical texts give an empty
- * patch.
+ * patch. An empty file made or deleted has no lines to show: it is git's extended header alone, which `git apply`
+ * takes (a plain `---`/`+++` pair without a hunk is no patch to it).
  */
 export function unifiedDiff(before: string | null, after: string | null, name: string): UnifiedDiff {
   const a = splitLines(before ?? '');
   const b = splitLines(after ?? '');
-  // A last line without its newline is a different line from the same text with one, as in git.
-  const marked = (side: Lines) => side.lines.map((line, i) => (side.noEol && i === side.lines.length - 1 ? `${line}\u0000` : line));
-  const ops = editScript(marked(a), marked(b));
+  const lines = Math.max(a.lines.length, b.lines.length);
+  if (lines > DIFF_MAX_LINES) throw tooLargeToDiff(name, `${lines.toLocaleString('en')} lines`);
+  const { prefix, middle, suffix } = editScript(a.lines, b.lines);
+  const total = prefix + middle.length + suffix;
+  const middleEnd = prefix + middle.length;
+  // Positions before each op of the middle, in both files, from its start.
+  const middleOld = new Int32Array(middle.length + 1);
+  const middleNew = new Int32Array(middle.length + 1);
+  for (let t = 0; t < middle.length; t++) {
+    middleOld[t + 1] = middleOld[t]! + (middle[t] === '+' ? 0 : 1);
+    middleNew[t + 1] = middleNew[t]! + (middle[t] === '-' ? 0 : 1);
+  }
+  const opAt = (t: number): Op => (t < prefix || t >= middleEnd ? '=' : middle[t - prefix]!);
+  const oldAt = (t: number) => (t <= prefix ? t : t >= middleEnd ? a.lines.length - (total - t) : prefix + middleOld[t - prefix]!);
+  const newAt = (t: number) => (t <= prefix ? t : t >= middleEnd ? b.lines.length - (total - t) : prefix + middleNew[t - prefix]!);
 
   let additions = 0;
   let deletions = 0;
   const body: string[] = [];
-  // Positions before each op, in both files.
-  const oldAt: number[] = [];
-  const newAt: number[] = [];
-  let i = 0;
-  let j = 0;
-  for (const op of ops) {
-    oldAt.push(i);
-    newAt.push(j);
-    if (op !== '+') i++;
-    if (op !== '-') j++;
-  }
-  const changed = ops.flatMap((op, index) => (op === '=' ? [] : [index]));
+  const changed = middle.flatMap((op, t) => (op === '=' ? [] : [prefix + t]));
   let next = 0;
   while (next < changed.length) {
     const start = Math.max(0, changed[next]! - CONTEXT);
@@ -136,16 +164,13 @@ export function unifiedDiff(before: string | null, after: string | null, name: s
       end = changed[next]! + 1;
       next++;
     }
-    end = Math.min(ops.length, end + CONTEXT);
+    end = Math.min(total, end + CONTEXT);
     const lines: string[] = [];
     let oldCount = 0;
     let newCount = 0;
-    for (let index = start; index < end; index++) {
-      const op = ops[index]!;
-      const oldIndex = oldAt[index]!;
-      const newIndex = newAt[index]!;
-      const text = op === '+' ? b.lines[newIndex]! : a.lines[oldIndex]!;
-      const missingEol = op === '+' ? b.noEol && newIndex === b.lines.length - 1 : a.noEol && oldIndex === a.lines.length - 1;
+    for (let t = start; t < end; t++) {
+      const op = opAt(t);
+      const { text, missingEol } = op === '+' ? lineAt(b, newAt(t)) : lineAt(a, oldAt(t));
       lines.push(`${op === '=' ? ' ' : op}${text}`);
       if (missingEol) lines.push(NO_EOL);
       if (op !== '+') oldCount++;
@@ -153,12 +178,22 @@ export function unifiedDiff(before: string | null, after: string | null, name: s
       if (op === '+') additions++;
       if (op === '-') deletions++;
     }
-    const oldStart = oldCount === 0 ? oldAt[start]! : oldAt[start]! + 1;
-    const newStart = newCount === 0 ? newAt[start]! : newAt[start]! + 1;
+    const oldStart = oldCount === 0 ? oldAt(start) : oldAt(start) + 1;
+    const newStart = newCount === 0 ? newAt(start) : newAt(start) + 1;
     body.push(`@@ -${oldStart},${oldCount} +${newStart},${newCount} @@`);
     for (const line of lines) body.push(line); // not push(...lines): a hunk of 100,000s of lines overflows the stack
   }
-  if (body.length === 0) return { patch: '', additions: 0, deletions: 0 };
+  if (body.length === 0) {
+    const made = before === null ? 'new' : after === null ? 'deleted' : undefined;
+    return { patch: made === undefined ? '' : `diff --git a/${name} b/${name}\n${made} file mode 100644\n`, additions: 0, deletions: 0 };
+  }
   const header = [before === null ? '--- /dev/null' : `--- a/${name}`, after === null ? '+++ /dev/null' : `+++ b/${name}`];
   return { patch: `${header.join('\n')}\n${body.join('\n')}\n`, additions, deletions };
+}
+
+/** A diff refused for its size: 413, saying what to do instead. */
+export function tooLargeToDiff(name: string, size: string): PayloadTooLargeError {
+  return new PayloadTooLargeError(
+    `"${name}" is too large to diff here (${size}; at most ${DIFF_MAX_LINES.toLocaleString('en')} lines and ${DIFF_MAX_BYTES / 1024 / 1024} MiB a side): read both versions and diff them locally`,
+  );
 }

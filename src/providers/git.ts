@@ -48,7 +48,7 @@ import {
 } from './errors.js';
 import { isFenceError, passFence } from './fence.js';
 import { requirePreconditions, type IfMatch, type IfNoneMatch } from './if-match.js';
-import { isBinary, unifiedDiff } from './git-diff.js';
+import { DIFF_MAX_BYTES, isBinary, tooLargeToDiff, unifiedDiff } from './git-diff.js';
 import { describeCommit, KeyIndex, type CommitEntry, type KeyChange, type VersionRecord } from './git-index.js';
 import {
   checkIdentityPart,
@@ -736,6 +736,9 @@ export class GitProvider implements StorageProvider {
       const [before, after] = [fromSide.content, toSide.content];
       if (before === null && after === null) throw new NotFoundError(`"${key}" exists at neither ${from} nor ${to ?? this.branch}`);
       const sides = { key, from: fromSide.commit, to: toSide.commit };
+      // Checked first: telling text from binary decodes the whole content, and describing it hashes it.
+      const size = Math.max(before?.length ?? 0, after?.length ?? 0);
+      if (size > DIFF_MAX_BYTES) throw tooLargeToDiff(key, `${size.toLocaleString('en')} bytes`);
       if ((before && isBinary(before)) || (after && isBinary(after))) {
         const describe = (bytes: Buffer | null) => bytes && { size: bytes.length, etag: sha256Hex(bytes) };
         return { ...sides, binary: true, before: describe(before), after: describe(after) };

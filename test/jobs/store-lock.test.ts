@@ -5,6 +5,7 @@
  * (waiting, delayed, active) still holds it.
  */
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupJob } from '../../src/jobs/backup.js';
 import { PreconditionFailedError } from '../../src/providers/errors.js';
@@ -29,7 +30,7 @@ beforeAll(async () => {
     async (job) => {
       if (job.name === 'fails') throw new UnrecoverableError('failed for good');
     },
-    { connection: f.redis.worker.duplicate(), prefix: f.redis.prefix },
+    { connection: (f.redis.worker as Redis).duplicate(), prefix: f.redis.prefix },
   );
   const finished = new Promise<void>((resolve) => {
     let count = 0;

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InvalidArgumentError, NotFoundError, PreconditionFailedError, ProviderUnavailableError } from '../../src/providers/errors.js';
+import { InvalidArgumentError, NotFoundError, PayloadTooLargeError, PreconditionFailedError, ProviderUnavailableError } from '../../src/providers/errors.js';
 import { unifiedDiff } from '../../src/providers/git-diff.js';
 import { KeyIndex, SCAN_LIMIT } from '../../src/providers/git-index.js';
 import { contentPath, forgottenKeys, keyOfPath, recordPath, treePathOf } from '../../src/providers/git-layout.js';
@@ -336,6 +336,43 @@ describe('diff', () => {
     await expect(provider.diff('creds', 'main', v2.versionId!)).rejects.toBeInstanceOf(NotFoundError);
     const v3 = await provider.write('creds', 'password=new\n');
     expect(await provider.diff('creds', v3.versionId!, 'main')).toMatchObject({ from: v3.versionId, patch: '' });
+  });
+
+  it("gives an empty file made or deleted as git's header alone, which git apply takes", async () => {
+    const dir = await tempRepo();
+    const apply = async (patch: string) => {
+      await writeFile(path.join(dir, 'patch'), patch);
+      await run('git', ['apply', 'patch'], { cwd: dir });
+    };
+    const made = unifiedDiff(null, '', 'file');
+    expect(made).toEqual({ patch: 'diff --git a/file b/file\nnew file mode 100644\n', additions: 0, deletions: 0 });
+    await apply(made.patch);
+    expect(await readFile(path.join(dir, 'file'), 'utf8')).toBe('');
+    await apply(unifiedDiff('', null, 'file').patch);
+    await expect(readFile(path.join(dir, 'file'))).rejects.toThrow();
+  });
+
+  it('past 2,000 differing lines gives the changed middle as one deletion and one insertion, still a patch that applies', async () => {
+    // 12,000 lines, every fourth changed (lines 1 to 11,997): 6,000 edits.
+    const before = Array.from({ length: 12_000 }, (_, i) => `line ${i}`).join('\n') + '\n';
+    const after = Array.from({ length: 12_000 }, (_, i) => (i % 4 === 1 ? `changed ${i}` : `line ${i}`)).join('\n') + '\n';
+    const diff = unifiedDiff(before, after, 'file');
+    expect(diff).toMatchObject({ additions: 11_997, deletions: 11_997 });
+    const dir = await tempRepo();
+    await writeFile(path.join(dir, 'file'), before);
+    await writeFile(path.join(dir, 'patch'), diff.patch);
+    await run('git', ['apply', 'patch'], { cwd: dir });
+    expect(await readFile(path.join(dir, 'file'), 'utf8')).toBe(after);
+  });
+
+  it('refuses content too large to diff on the event loop with 413, by lines and by bytes', async () => {
+    const manyLines = 'x\n'.repeat(250_001);
+    expect(() => unifiedDiff(manyLines, `${manyLines}y\n`, 'file')).toThrow(PayloadTooLargeError);
+    const big = await provider.write('big.txt', `${'x'.repeat(99)}\n`.repeat(200_000)); // 200,000 lines, 20 MB
+    const small = await provider.write('big.txt', 'now small\n');
+    const refused = await provider.diff('big.txt', big.versionId!, small.versionId!).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(PayloadTooLargeError);
+    expect((refused as Error).message).toMatch(/too large to diff.*20,000,000 bytes/);
   });
 
   it('produces patches git apply accepts for arbitrary line edits', async () => {
