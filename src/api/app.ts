@@ -14,6 +14,7 @@ import type { RedisConnection } from '../redis.js';
 import { requireBasic, TokenSet } from './auth.js';
 import { corsPolicy } from './cors.js';
 import { BOARD_PATH, boardRoutes } from './board.js';
+import { refuseOtherMethods } from './method-not-allowed.js';
 import { ApiError, requireRedisReady, respondWithError, toApiError } from './errors.js';
 import { gate } from './gate.js';
 import type { JobWaiter } from './job-status.js';
@@ -90,6 +91,8 @@ function boardApp(deps: AppDeps, tokens: TokenSet): Hono {
     await next();
   });
   board.route(BOARD_PATH, boardRoutes([...deps.queues.all(), ...(deps.extraQueues ?? [])]));
+  // On this app, not the board's own: that one answers whatever its handlers throw as a 500.
+  refuseOtherMethods(board);
   board.onError(answerError(deps));
   board.notFound(answerNotFound);
   return board;

@@ -194,6 +194,16 @@ describe('Bull Board', () => {
     expect(JSON.stringify(await queues.json())).toContain('"name":"objects"');
   });
 
+  it('answers a method its page does not take with 405 and Allow, as every route does; without credentials 401 first', async () => {
+    expect((await service.app.request('/admin/queues', { method: 'POST' })).status).toBe(401);
+    for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
+      const response = await service.app.request('/admin/queues', { method, headers: basic(TOKEN) });
+      expect(response.status, method).toBe(405);
+      expect(response.headers.get('Allow')).toBe('GET, HEAD');
+      expect(((await response.json()) as { error: { code: string } }).error.code).toBe('METHOD_NOT_ALLOWED');
+    }
+  });
+
   it('answers 400, not 500, to a job id BullMQ refuses, in the shape its page reads (session 10)', async () => {
     const headers = { ...basic(TOKEN), 'Content-Type': 'application/json' };
     for (const jobId of ['a:b', '123']) {
