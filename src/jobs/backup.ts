@@ -26,7 +26,7 @@
 import { z } from 'zod';
 import { DataCorruptedError, InvalidArgumentError, NotFoundError, ProviderUnavailableError } from '../providers/errors.js';
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
-import { newVersionId } from '../providers/version-id.js';
+import { mintAfter, newVersionId } from '../providers/version-id.js';
 import { passFence } from '../providers/fence.js';
 import { COPY_WIDTH, Failures, contentFailure, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
 import { allVersions, statIfPresent } from '../providers/object-info.js';
@@ -36,6 +36,7 @@ import {
   blobPrefix,
   isBackupKey,
   listManifests,
+  parseManifestKey,
   manifestEtags,
   readManifest,
   writeManifest,
@@ -135,6 +136,11 @@ export const backupJob = defineJob({
 async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promise<BackupResult> {
   const saved = savedRun.safeParse(ctx.job.progress);
   const resumed = saved.success && heldBefore ? saved.data : undefined;
+  const manifests = await listManifests(run.target, run.store);
+  // Retention keeps the newest manifests by id: one made under a clock ahead of this process's must not sort after
+  // the new one, which would then be pruned as the oldest (and the stale one kept as the newest).
+  const newest = manifests[0] === undefined ? undefined : parseManifestKey(manifests[0])?.id;
+  if (resumed === undefined && newest !== undefined) mintAfter(newest);
   const manifestId = resumed?.manifestId ?? newVersionId();
   const at = resumed?.at ?? new Date().toISOString();
   const counts = { objects: 0, versions: 0, copied: 0, skipped: 0, bytes: 0, backupKeysLeftOut: 0 };
@@ -148,7 +154,7 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   // one vouches for nothing: every blob is looked for and read back, as in a first run.
   const known = new Set<string>();
   const knownVersions = new Map<string, ManifestVersion>();
-  const previousKey = (await listManifests(run.target, run.store)).find((key) => !key.endsWith(`/${manifestId}.json`));
+  const previousKey = manifests.find((key) => !key.endsWith(`/${manifestId}.json`));
   const previous = previousKey === undefined ? undefined : await readKeptManifest(run.target, previousKey, failures, 'read as none, every blob checked again');
   if (previous !== undefined) {
     const unverified = new Set(previous.unverified);

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupJob, type BackupResult } from '../../src/jobs/backup.js';
 import { LockBusyError } from '../../src/jobs/definition.js';
 import { asJobFailure } from '../../src/jobs/failures.js';
-import { blobKey, listManifests, readManifest } from '../../src/jobs/manifest.js';
+import { blobKey, listManifests, readManifest, writeManifest } from '../../src/jobs/manifest.js';
 import { restoreBackupJob } from '../../src/jobs/restore-backup.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
@@ -18,6 +18,7 @@ import { keyPath } from '../../src/providers/disk-layout.js';
 import { ProviderUnavailableError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
+import { ALPHABET } from '../../src/providers/version-id.js';
 import { interceptMethod } from '../support/intercept.js';
 import { etags, fill, maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
 
@@ -37,6 +38,21 @@ describe('backup and restore-backup meeting damage and each other', () => {
 
   afterAll(async () => {
     await f?.close();
+  });
+
+  it('keeps the manifest it just wrote when an earlier one came from a clock ahead of this one (BACKUP_KEEP=1)', async () => {
+    const source = new RamProvider({ maxBytes: 1024 * 1024 });
+    const vault = new DiskProvider({ root: await f.tempDir('skewed-vault'), fsync: false });
+    const stores = new Map<string, StorageProvider>([['skewed', source], ['vault', vault]]);
+    // A manifest id as a worker whose clock ran 5 minutes ahead made it (not minted here: that would move this
+    // process's ids past it too).
+    const base32 = (value: number, width: number) => Array.from({ length: width }, (_, i) => ALPHABET[Math.floor(value / 32 ** (width - 1 - i)) % 32]).join('');
+    const aheadId = `${base32(Date.now() + 5 * 60_000, 11)}00000${'a'.repeat(10)}`;
+    await writeManifest(vault, { id: aheadId, at: new Date().toISOString(), store: 'skewed', objects: [], unverified: [] });
+    await source.write('k', 'new');
+    const { result } = await backupJob.handle({ store: 'skewed' }, f.context(stores, { name: 'backup', settings: { backupStore: 'vault', backupKeep: 1 } }));
+    expect(await listManifests(vault, 'skewed')).toEqual([result.manifest]);
+    expect(result).toMatchObject({ objects: 1, manifestsRemoved: 1, verified: true });
   });
 
   const backupOf = (stores: Map<string, StorageProvider>, settings = {}) => async (payload: Parameters<typeof backupJob.handle>[0]) =>
