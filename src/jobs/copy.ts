@@ -15,6 +15,7 @@ import { HashingStream, readAll, sha256Hex } from '../providers/body.js';
 import { DataCorruptedError, NotFoundError, UnexpectedContentError } from '../providers/errors.js';
 import { versionMessage } from '../providers/object-info.js';
 import type { Body, ObjectInfo, StorageProvider, VersionInfo, WriteOptions } from '../providers/types.js';
+import { z } from 'zod';
 
 /** Items copied in parallel within a page: enough to hide S3 round trips, few enough for a shared 2-core worker. */
 export const COPY_WIDTH = 8;
@@ -24,12 +25,8 @@ export const PAGE_SIZE = 200;
 const VERIFY_IN_MEMORY_BYTES = 8 * 1024 * 1024;
 
 /** A copy or check that did not hold: reported in the job's result and event, never thrown. */
-export interface Failure {
-  key: string;
-  etag?: string;
-  versionId?: string;
-  reason: string;
-}
+export const failureSchema = z.object({ key: z.string(), etag: z.string().optional(), versionId: z.string().optional(), reason: z.string() });
+export type Failure = z.output<typeof failureSchema>;
 
 /** Failures kept in a result (the count is always exact). */
 export const MAX_REPORTED_FAILURES = 100;
@@ -45,6 +42,17 @@ export interface VerificationReport {
 export class Failures {
   count = 0;
   readonly items: Failure[] = [];
+
+  /**
+   * The failures an earlier run of a resumable job saved with its progress (`count` and `items` as they were): a
+   * resumed run names them too, not only counts them.
+   */
+  static resumed(count: number, items: readonly Failure[]): Failures {
+    const failures = new Failures();
+    failures.count = count;
+    failures.items.push(...items.slice(0, MAX_REPORTED_FAILURES));
+    return failures;
+  }
 
   add(failure: Failure): void {
     this.count++;

@@ -29,6 +29,7 @@ import {
   Failures,
   contentFailure,
   copyObject,
+  failureSchema,
   forEachLimited,
   historyOfItsOwn,
   missingVersions,
@@ -68,6 +69,8 @@ const checkpoint = z
     bytes: z.number(),
     failureCount: z.number().default(0),
     conflictCount: z.number().default(0),
+    failures: z.array(failureSchema).default([]),
+    conflicts: z.array(failureSchema).default([]),
   })
   .passthrough();
 type Checkpoint = z.output<typeof checkpoint>;
@@ -210,11 +213,9 @@ export const migrateJob = defineJob({
     const resumed = checkpoint.safeParse(progressInto(to, ctx));
     const state: Checkpoint = resumed.success
       ? resumed.data
-      : { cursor: '', objects: 0, copied: 0, skipped: 0, versions: 0, bytes: 0, failureCount: 0, conflictCount: 0 };
-    const failures = new Failures();
-    failures.count = state.failureCount;
-    const conflicts = new Failures();
-    conflicts.count = state.conflictCount;
+      : { cursor: '', objects: 0, copied: 0, skipped: 0, versions: 0, bytes: 0, failureCount: 0, conflictCount: 0, failures: [], conflicts: [] };
+    const failures = Failures.resumed(state.failureCount, state.failures);
+    const conflicts = Failures.resumed(state.conflictCount, state.conflicts);
 
     // One look at the target per object, even into one that was empty: the application may write there meanwhile.
     const migrateObject = async (item: ObjectInfo): Promise<void> => {
@@ -273,6 +274,8 @@ export const migrateJob = defineJob({
         state.cursor = page.next ?? null;
         state.failureCount = failures.count;
         state.conflictCount = conflicts.count;
+        state.failures = failures.items;
+        state.conflicts = conflicts.items;
         await ctx.reportProgress?.({ phase: 'copy', ...state });
       }
     }

@@ -23,6 +23,7 @@ import {
   ContentMismatch,
   Failures,
   PAGE_SIZE,
+  failureSchema,
   forEachLimited,
   historyOfItsOwn,
   missingVersions,
@@ -66,6 +67,7 @@ const savedRun = z
     bytes: z.number(),
     // A resumed run reports the earlier runs' failures too: its own alone could call a partial restore verified.
     failureCount: z.number().default(0),
+    failures: z.array(failureSchema).default([]),
   })
   .passthrough();
 
@@ -106,9 +108,8 @@ async function restoreBackup(ctx: JobContext, payload: RestoreBackupPayload, fro
   const manifest = await readManifest(backup, payload.manifest);
 
   const resumed = savedRun.safeParse(progressInto(target, ctx));
-  const counts = resumed.success ? resumed.data : { done: 0, restored: 0, skipped: 0, versions: 0, bytes: 0, failureCount: 0 };
-  const failures = new Failures();
-  failures.count = counts.failureCount;
+  const counts = resumed.success ? resumed.data : { done: 0, restored: 0, skipped: 0, versions: 0, bytes: 0, failureCount: 0, failures: [] };
+  const failures = Failures.resumed(counts.failureCount, counts.failures);
   const versionsByKey = new Map<string, ManifestVersion[]>();
   for (const version of manifest.versions ?? []) versionsByKey.set(version.key, [...(versionsByKey.get(version.key) ?? []), version]);
   const blob = (etag: string) => blobKey(manifest.store, etag);
@@ -171,6 +172,7 @@ async function restoreBackup(ctx: JobContext, payload: RestoreBackupPayload, fro
     });
     counts.done = Math.min(start + PAGE_SIZE, manifest.objects.length);
     counts.failureCount = failures.count;
+    counts.failures = failures.items;
     await ctx.reportProgress?.({ phase: 'restore', total: manifest.objects.length, ...counts });
   }
 

@@ -7,7 +7,7 @@ import { JobInterruptedError } from '../../src/jobs/definition.js';
 import { migrateJob, type MigrateResult } from '../../src/jobs/migrate.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
-import { NotFoundError } from '../../src/providers/errors.js';
+import { DataCorruptedError, NotFoundError } from '../../src/providers/errors.js';
 import { GitProvider } from '../../src/providers/git.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import { createS3Provider } from '../../src/providers/s3.js';
@@ -63,6 +63,29 @@ describe('migrate', () => {
     expect(to.writes()).toBe(500);
     expect(await etags(to.provider)).toEqual(await etags(from));
     expect(await to.provider.stat('k/7')).toMatchObject({ contentType: 'text/plain', metadata: { n: '7' } });
+  });
+
+  it('a run resumed after a shutdown names the failures of the pages before, not only counts them', async () => {
+    const healthy = new RamProvider({ maxBytes: 16 * 1024 * 1024 });
+    await fill(healthy, 300, 'f/', content);
+    // Damaged at rest in the source: not copied, a failure of the first page.
+    const from = interceptMethod(healthy, 'read', (read) => async (key, opts) => {
+      if (key === 'f/10') throw new DataCorruptedError('f/10 does not match its etag');
+      return read(key, opts);
+    });
+    const stores = new Map<string, StorageProvider>([['from', from], ['to', new DiskProvider({ root: await f.tempDir('failed-page'), fsync: false })]]);
+    const stop = new AbortController();
+    const first = f.context(stores, { signal: stop.signal });
+    let saved: unknown;
+    first.reportProgress = async (progress) => {
+      saved = JSON.parse(JSON.stringify(progress)); // as BullMQ keeps it
+      stop.abort();
+    };
+    await expect(migrateJob.handle({ from: 'from', to: 'to' }, first)).rejects.toBeInstanceOf(JobInterruptedError);
+
+    const { result } = await migrateJob.handle({ from: 'from', to: 'to' }, f.context(stores, { progress: saved }));
+    expect(result).toMatchObject({ objects: 300, copied: 299, verified: false, failureCount: 1 });
+    expect(result.failures.map((failure) => failure.key)).toEqual(['f/10']);
   });
 
   it('a run picked up with a ram target starts over: that memory went with the process that ran before', async () => {
