@@ -287,13 +287,15 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
     if (failure === undefined) return;
     failures.add({ key, etag, reason: `backup blob ${failure.reason}` });
     manifest.unverified.push(etag);
-    await run.target.delete(blobKey(run.store, etag));
   });
 
   // A run that lost its job (its worker froze past the job's lock, and another run of the job took it over) stops
   // before its commits: its manifest would shadow the other run's, and its pruning delete blobs the other still copies.
   await passFence(ctx);
   const manifestKey = await writeManifest(run.target, manifest);
+  // Only now that a manifest names them unverified: removed before, by a run that then failed to write one, a blob
+  // the previous manifest vouches for would be skipped by every later backup, and missing at restore.
+  await removeFailedBlobs(ctx, run, manifest.unverified);
   await report('prune');
   await passFence(ctx);
   const pruned = await prune(run.target, run.store, manifest, maintenanceOf(ctx).settings.backupKeep, failures);
@@ -312,6 +314,16 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
     ...pruned,
     backupKeysLeftOut: counts.backupKeysLeftOut,
   };
+}
+
+/**
+ * Deletes the blobs that failed their check, so that the next backup copies them again. One that cannot be deleted
+ * now is not trusted either: the manifest names it unverified, so the next backup reads it back again.
+ */
+async function removeFailedBlobs(ctx: JobContext, run: Run, etags: readonly string[]): Promise<void> {
+  await forEachLimited(etags, COPY_WIDTH, async (etag) => {
+    await run.target.delete(blobKey(run.store, etag)).catch((error: unknown) => ctx.log.warn({ err: error, etag }, 'could not remove a backup blob that failed its check'));
+  });
 }
 
 /**

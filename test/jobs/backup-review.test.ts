@@ -15,7 +15,7 @@ import { restoreBackupJob } from '../../src/jobs/restore-backup.js';
 import { sha256Hex } from '../../src/providers/body.js';
 import { DiskProvider } from '../../src/providers/disk.js';
 import { keyPath } from '../../src/providers/disk-layout.js';
-import { ProviderUnavailableError } from '../../src/providers/errors.js';
+import { ProviderUnavailableError, StorageFullError } from '../../src/providers/errors.js';
 import { RamProvider } from '../../src/providers/ram.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { ALPHABET } from '../../src/providers/version-id.js';
@@ -38,6 +38,34 @@ describe('backup and restore-backup meeting damage and each other', () => {
 
   afterAll(async () => {
     await f?.close();
+  });
+
+  it('a scrub that finds a damaged blob but cannot write its manifest removes nothing; the next scrub does, and the backup after copies it again', async () => {
+    const files = new DiskProvider({ root: await f.tempDir('scrubbed-files'), fsync: false });
+    const vaultRoot = await f.tempDir('scrubbed-vault');
+    const vault = new DiskProvider({ root: vaultRoot, fsync: false });
+    await files.write('a', 'alpha content');
+    await files.write('b', 'beta content');
+    const backupInto = async (target: StorageProvider, verify?: 'all') =>
+      (await backupJob.handle({ store: 'files', verify }, f.context(new Map<string, StorageProvider>([['files', files], ['vault', target]]), { name: 'backup', settings: { backupStore: 'vault' } }))).result;
+    await backupInto(vault);
+    const blobOfA = blobKey('files', sha256Hex('alpha content'));
+    await damageAtRest(vaultRoot, blobOfA);
+
+    // The backup store is full when the scrub's manifest is written: the job fails, and the blob the previous
+    // manifest vouches for is still there (removed, every later backup would skip it as vouched for, and lose "a").
+    const full = interceptMethod(vault, 'write', (write) => async (key, body, opts) => {
+      if (key.includes('/manifests/')) throw new StorageFullError('no space left on device');
+      return write(key, body, opts);
+    });
+    await expect(backupInto(full, 'all')).rejects.toBeInstanceOf(StorageFullError);
+    expect(await vault.stat(blobOfA).then(() => 'present', () => 'gone')).toBe('present');
+
+    const scrub = await backupInto(vault, 'all');
+    expect(scrub).toMatchObject({ verified: false, failures: [expect.objectContaining({ key: 'a' })] });
+    expect(await vault.stat(blobOfA).then(() => 'present', () => 'gone')).toBe('gone');
+    expect(await backupInto(vault)).toMatchObject({ verified: true, copied: 1 });
+    expect((await vault.stat(blobOfA)).etag).toBe(sha256Hex('alpha content'));
   });
 
   it('keeps the manifest it just wrote when an earlier one came from a clock ahead of this one (BACKUP_KEEP=1)', async () => {
