@@ -25,7 +25,10 @@ export function refuseOtherMethods(routes: Hono): Hono {
   }
   for (const [path, allowed] of methods) {
     const allow = [...allowed].join(', ');
-    routes.all(path, (c) => {
+    routes.all(path, async (c, next) => {
+      // A method it allows reaches here when its handler passed the request on (the board's static files, for one
+      // not there): that is the 404's to answer, not a 405 listing the very method.
+      if (allowed.has(c.req.method)) return next();
       throw methodNotAllowed(c.req.method, c.req.routePath, allow);
     });
   }

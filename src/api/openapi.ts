@@ -397,7 +397,7 @@ const routes: RouteSpec[] = [
       200: { description: 'The diff; sizes and etags for binary content', content: json(ref('Diff')) },
       400: 'BAD_REQUEST or INVALID_KEY: no `from`, or a bad key',
       404: 'NOT_FOUND: no such store, version or branch, or the key exists at neither side',
-      413: 'PAYLOAD_TOO_LARGE: a side is over 16 MiB or 250,000 lines (a diff runs in the web process): read both versions and diff them locally',
+      413: 'PAYLOAD_TOO_LARGE: a side is over 16 MiB or 100,000 lines (a diff runs in the web process): read both versions and diff them locally',
       501: 'NOT_SUPPORTED: the store has no diff',
       ...STORE_ERRORS,
     },

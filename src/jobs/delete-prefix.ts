@@ -33,7 +33,7 @@ export type DeletePrefixPayload = z.output<typeof deletePrefixPayload>;
 
 export interface DeletePrefixResult {
   prefix: string;
-  /** Keys this job listed and deleted, over all its runs (a page a crash cut short is not counted twice). */
+  /** Keys this job listed and deleted, over all its runs; those a crash cut short in mid-page are not counted (the run after no longer finds them). */
   deleted: number;
   allVersions: boolean;
 }

@@ -9,9 +9,10 @@
  */
 import { PreconditionFailedError } from '../providers/errors.js';
 import { passFence } from '../providers/fence.js';
-import { JobInterruptedError, LockBusyError, maintenanceOf, type JobContext } from './definition.js';
-import { queueOfJobId } from './queue.js';
+import { JobInterruptedError, LockBusyError, maintenanceOf, type JobContext, type QueueName } from './definition.js';
 
+/** The queue of the jobs that hold a store lock: `backup` and `restore-backup`. */
+const HOLDERS_QUEUE: QueueName = 'maintenance';
 /** A crashed worker's lock lapses after this; a running backup renews it every third of it. */
 const LOCK_MS = 10 * 60_000;
 const RENEW_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
@@ -71,8 +72,9 @@ export async function withStoreLock<T>(ctx: JobContext, store: string, use: Stor
 async function takeOverFromFinished(ctx: JobContext, key: string, current: string, holder: string): Promise<boolean> {
   const { redis, queues } = maintenanceOf(ctx);
   const jobId = current.startsWith(RESTORE_HOLDER) ? current.slice(RESTORE_HOLDER.length) : current;
-  const queue = queues.find((candidate) => candidate.name === queueOfJobId(jobId));
-  if (queue === undefined) return false; // not a job id this service makes: left to lapse
+  // Where the holder is, whatever its id says (one added on the board may read as another queue's, or as none).
+  const queue = queues.find((candidate) => candidate.name === HOLDERS_QUEUE);
+  if (queue === undefined) return false; // a worker without its queues (a test's): the lock lapses
   const taken = await redis.eval(TAKE_OVER_SCRIPT, 4, key, queue.toKey(jobId), queue.toKey('completed'), queue.toKey('failed'), current, jobId, holder, LOCK_MS);
   return Number(taken) === 1;
 }

@@ -10,14 +10,20 @@ import { decodeUtf8Strict } from '../text.js';
 import { PayloadTooLargeError } from './errors.js';
 
 const MAX_EDITS = 2000;
+/**
+ * Diagonals tried and lines compared along them. Repeated lines (a file of `x`s, blank lines) make long matches on
+ * every diagonal, so the work grows with the lines times the edits, not only the edits squared: past this the
+ * middle is given whole, as past `MAX_EDITS`.
+ */
+const MAX_WORK = 10_000_000;
 const CONTEXT = 3;
 /**
- * A diff runs on the web process's event loop, in time that grows with the lines (up to ~150 ms for 250,000 here,
- * with `MAX_EDITS` differing): larger content is refused rather than hold every other request for seconds. Bytes
- * are checked before the content is decoded, lines after.
+ * A diff runs on the web process's event loop, in time that grows with the lines (~150-250 ms here for 100,000
+ * with 2,000 or more changed, the slowest shapes measured; a 32 MB text held it for 7 s): larger content is refused
+ * rather than hold every other request. Bytes are checked before the content is decoded, lines after.
  */
 export const DIFF_MAX_BYTES = 16 * 1024 * 1024;
-const DIFF_MAX_LINES = 250_000;
+const DIFF_MAX_LINES = 100_000;
 const NO_EOL = '\\ No newline at end of file';
 
 export function isBinary(bytes: Uint8Array): boolean {
@@ -46,31 +52,29 @@ function splitLines(text: string): Lines {
   return { lines, noEol };
 }
 
-/** Line `i` as written, and whether it is the last line, missing its newline. */
-function lineAt(side: Lines, i: number): { text: string; missingEol: boolean } {
-  const missingEol = side.noEol && i === side.lines.length - 1;
-  return { text: missingEol ? side.lines[i]!.slice(0, -1) : side.lines[i]!, missingEol };
-}
-
 type Op = '=' | '-' | '+';
 
-/** The edit script from `a` to `b`, or undefined when it needs more than `maxEdits` edits. */
-function myers(a: readonly string[], b: readonly string[], maxEdits: number): Op[] | undefined {
+/** The edit script from `a` to `b`, or undefined when it needs more than `maxEdits` edits or `maxWork` steps. */
+function myers(a: readonly string[], b: readonly string[], maxEdits: number, maxWork: number): Op[] | undefined {
   const n = a.length;
   const m = b.length;
   const limit = Math.min(n + m, maxEdits);
   const offset = limit + 1;
   const v = new Int32Array(2 * limit + 3);
   const trace: Int32Array[] = [];
+  let work = 0;
   for (let d = 0; d <= limit; d++) {
     trace.push(v.slice(offset - d - 1, offset + d + 2));
     for (let k = -d; k <= d; k += 2) {
       let x = k === -d || (k !== d && v[offset + k - 1]! < v[offset + k + 1]!) ? v[offset + k + 1]! : v[offset + k - 1]! + 1;
       let y = x - k;
+      const from = x;
       while (x < n && y < m && a[x] === b[y]) {
         x++;
         y++;
       }
+      work += 1 + x - from;
+      if (work > maxWork) return undefined;
       v[offset + k] = x;
       if (x >= n && y >= m) return backtrack(trace, n, m);
     }
@@ -118,7 +122,7 @@ function editScript(a: readonly string[], b: readonly string[]): EditScript {
   while (suffix < a.length - prefix && suffix < b.length - prefix && a[a.length - 1 - suffix] === b[b.length - 1 - suffix]) suffix++;
   const middleA = a.slice(prefix, a.length - suffix);
   const middleB = b.slice(prefix, b.length - suffix);
-  const middle = myers(middleA, middleB, MAX_EDITS) ?? [...middleA.map((): Op => '-'), ...middleB.map((): Op => '+')];
+  const middle = myers(middleA, middleB, MAX_EDITS, MAX_WORK) ?? [...middleA.map((): Op => '-'), ...middleB.map((): Op => '+')];
   return { prefix, middle, suffix };
 }
 
@@ -155,7 +159,8 @@ export function unifiedDiff(before: string | null, after: string | null, name: s
   let additions = 0;
   let deletions = 0;
   const body: string[] = [];
-  const changed = middle.flatMap((op, t) => (op === '=' ? [] : [prefix + t]));
+  const changed: number[] = [];
+  for (let t = 0; t < middle.length; t++) if (middle[t] !== '=') changed.push(prefix + t);
   let next = 0;
   while (next < changed.length) {
     const start = Math.max(0, changed[next]! - CONTEXT);
@@ -170,8 +175,11 @@ export function unifiedDiff(before: string | null, after: string | null, name: s
     let newCount = 0;
     for (let t = start; t < end; t++) {
       const op = opAt(t);
-      const { text, missingEol } = op === '+' ? lineAt(b, newAt(t)) : lineAt(a, oldAt(t));
-      lines.push(`${op === '=' ? ' ' : op}${text}`);
+      const side = op === '+' ? b : a;
+      const index = op === '+' ? newAt(t) : oldAt(t);
+      const missingEol = side.noEol && index === side.lines.length - 1;
+      const line = side.lines[index]!;
+      lines.push(`${op === '=' ? ' ' : op}${missingEol ? line.slice(0, -1) : line}`);
       if (missingEol) lines.push(NO_EOL);
       if (op !== '+') oldCount++;
       if (op !== '-') newCount++;
@@ -185,10 +193,18 @@ export function unifiedDiff(before: string | null, after: string | null, name: s
   }
   if (body.length === 0) {
     const made = before === null ? 'new' : after === null ? 'deleted' : undefined;
-    return { patch: made === undefined ? '' : `diff --git a/${name} b/${name}\n${made} file mode 100644\n`, additions: 0, deletions: 0 };
+    return { patch: made === undefined ? '' : `diff --git ${gitHeaderPath('a', name)} ${gitHeaderPath('b', name)}\n${made} file mode 100644\n`, additions: 0, deletions: 0 };
   }
   const header = [before === null ? '--- /dev/null' : `--- a/${name}`, after === null ? '+++ /dev/null' : `+++ b/${name}`];
   return { patch: `${header.join('\n')}\n${body.join('\n')}\n`, additions, deletions };
+}
+
+/**
+ * A path in a `diff --git` line, quoted as git quotes one holding `"` (keys hold no backslash or control character,
+ * the other characters git quotes; text outside ASCII `git apply` takes as it is).
+ */
+function gitHeaderPath(side: 'a' | 'b', name: string): string {
+  return name.includes('"') ? `"${side}/${name.replaceAll('"', '\\"')}"` : `${side}/${name}`;
 }
 
 /** A diff refused for its size: 413, saying what to do instead. */

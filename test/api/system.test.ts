@@ -202,6 +202,10 @@ describe('Bull Board', () => {
       expect(response.headers.get('Allow')).toBe('GET, HEAD');
       expect(((await response.json()) as { error: { code: string } }).error.code).toBe('METHOD_NOT_ALLOWED');
     }
+    // A method a path does answer, passed on by its handler (a static file not there), is a 404, not that 405.
+    for (const method of ['GET', 'HEAD']) {
+      expect((await service.app.request('/admin/queues/static/no-such-file.js', { method, headers: basic(TOKEN) })).status, method).toBe(404);
+    }
   });
 
   it('answers 400, not 500, to a job id BullMQ refuses, in the shape its page reads (session 10)', async () => {

@@ -350,6 +350,12 @@ describe('diff', () => {
     expect(await readFile(path.join(dir, 'file'), 'utf8')).toBe('');
     await apply(unifiedDiff('', null, 'file').patch);
     await expect(readFile(path.join(dir, 'file'))).rejects.toThrow();
+    // A name git quotes (a key may hold `"`) is quoted as git does, or git apply finds no file name in the header.
+    const quoted = 'say "hi".txt';
+    await apply(unifiedDiff(null, '', quoted).patch);
+    expect(await readFile(path.join(dir, quoted), 'utf8')).toBe('');
+    await apply(unifiedDiff('', null, quoted).patch);
+    await expect(readFile(path.join(dir, quoted))).rejects.toThrow();
   });
 
   it('past 2,000 differing lines gives the changed middle as one deletion and one insertion, still a patch that applies', async () => {
@@ -366,7 +372,7 @@ describe('diff', () => {
   });
 
   it('refuses content too large to diff on the event loop with 413, by lines and by bytes', async () => {
-    const manyLines = 'x\n'.repeat(250_001);
+    const manyLines = 'x\n'.repeat(100_001);
     expect(() => unifiedDiff(manyLines, `${manyLines}y\n`, 'file')).toThrow(PayloadTooLargeError);
     const big = await provider.write('big.txt', `${'x'.repeat(99)}\n`.repeat(200_000)); // 200,000 lines, 20 MB
     const small = await provider.write('big.txt', 'now small\n');
