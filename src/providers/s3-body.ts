@@ -8,7 +8,7 @@
  * pool's, and callers that take nothing must not hold them all.
  */
 import { finished, Readable } from 'node:stream';
-import { ProviderUnavailableError } from './errors.js';
+import { failureCode, isStorageError, ProviderUnavailableError } from './errors.js';
 
 class IdleWaitLimited extends Readable {
   private timer: NodeJS.Timeout | undefined;
@@ -30,7 +30,7 @@ class IdleWaitLimited extends Readable {
     this.waitForCaller();
     finished(source, (error) => {
       this.disarm();
-      if (error) this.fail(error);
+      if (error) this.fail(isStorageError(error) ? error : brokenOff(what, error));
       else this.push(null);
     });
   }
@@ -71,6 +71,15 @@ class IdleWaitLimited extends Readable {
   private fail(error: Error): void {
     this.destroy(this.listenerCount('error') > 0 ? error : undefined);
   }
+}
+
+/**
+ * A body that broke off mid-way (its connection reset or closed: Node's plain `Error('aborted')`) is an S3 that
+ * stopped answering, as a failure before any answer is: unavailable, so that a job retries it and the API answers
+ * 503, not an error outside the contract (a 500, a job failed for good).
+ */
+function brokenOff(what: string, error: Error): ProviderUnavailableError {
+  return new ProviderUnavailableError(`${what}: the body broke off (${failureCode(error)})`, { cause: error });
 }
 
 /**

@@ -464,8 +464,11 @@ describe('s3 provider: errors and health', () => {
 });
 
 describe('s3 provider: stalled bodies', () => {
-  /** A proxy to the endpoint that hands GET bodies over as `shape` says: the first bytes then nothing, or slowly. */
-  async function proxied(shape: 'stall' | 'trickle') {
+  /**
+   * A proxy to the endpoint that hands GET bodies over as `shape` says: the first bytes then nothing, slowly, or the
+   * first bytes then a closed connection.
+   */
+  async function proxied(shape: 'stall' | 'trickle' | 'cut') {
     const upstream = new URL(endpoint.endpoint);
     const server = http.createServer((request, response) => {
       const forwarded = http.request(
@@ -475,6 +478,7 @@ describe('s3 provider: stalled bodies', () => {
           if (request.method !== 'GET' || answer.statusCode !== 200) return void answer.pipe(response);
           const body = Buffer.concat(await answer.toArray());
           if (shape === 'stall') return void response.write(body.subarray(0, 4));
+          if (shape === 'cut') return void response.write(body.subarray(0, 50_000), () => response.destroy());
           for (let offset = 0; offset < body.length; offset += 10_000) {
             response.write(body.subarray(offset, offset + 10_000));
             await sleep(100);
@@ -501,6 +505,18 @@ describe('s3 provider: stalled bodies', () => {
       const started = performance.now();
       await expect(readBytes(s3, 'k')).rejects.toThrow(/timed out/);
       expect(performance.now() - started).toBeLessThan(3_000);
+    } finally {
+      await close();
+    }
+  });
+
+  it('a read whose body breaks off mid-way (its connection closed) fails as unavailable, retryable, not as a bare "aborted"', async () => {
+    const { s3, close } = await proxied('cut');
+    try {
+      await s3.write('k', Buffer.alloc(100_000, 1));
+      const failure = await readBytes(s3, 'k').catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(ProviderUnavailableError);
+      expect((failure as Error).message).toMatch(/read "k": the body broke off/);
     } finally {
       await close();
     }
