@@ -337,6 +337,37 @@ describe('GET /v1/events (SSE)', () => {
     expect(keys).toEqual(['trimmed/16', 'trimmed/17', 'trimmed/18', 'trimmed/19', 'trimmed/20']);
   });
 
+  it('a replay the stream is trimmed past between two pages ends; the client resuming from its last event is told the gap (session 18)', async () => {
+    const bus = createEventBus({ redis: service.deps.redis, prefix: `${service.config.queuePrefix}:trim-during-replay`, maxLen: 10_000, log: quietLog });
+    const ids: string[] = [];
+    try {
+      const since = (await bus.emit({ type: 'object.written', store: 'mem', key: 'before', data: {} }))!.id;
+      for (let i = 0; i < 1_200; i++) ids.push((await bus.emit({ type: 'object.written', store: 'mem', key: `replayed/${i}`, data: {} }))!.id);
+      // Other events trim the stream while the client takes its first page (500): the next 19 go unread.
+      let reads = 0;
+      const trimming = {
+        ...bus,
+        readSince: async (...args: Parameters<typeof bus.readSince>) => {
+          if (reads++ === 1) await service.deps.redis.xtrim(bus.streamKey, 'MINID', ids[519]!);
+          return bus.readSince(...args);
+        },
+      };
+      const first = await createApp({ ...service.deps, bus: trimming }).request('/v1/events?types=object.written', { headers: { 'Last-Event-ID': since } });
+      const text = await first.text(); // the stream ends by itself
+      const sent = [...text.matchAll(/^id: (.+)$/gm)].map((match) => match[1]);
+      expect(sent).toEqual(ids.slice(0, 500));
+      expect(text).not.toMatch(/^event: gap$/m);
+
+      const again = await createApp({ ...service.deps, bus }).request('/v1/events?types=object.written', { headers: { 'Last-Event-ID': sent.at(-1)! } });
+      const { events } = await collect(again, (received) => received.some((event) => event.id === ids.at(-1)));
+      expect(events[0]).toMatchObject({ event: 'gap' });
+      expect(events.slice(1).map((event) => event.id)).toEqual(ids.slice(519));
+    } finally {
+      await service.deps.redis.del(bus.streamKey);
+      await bus.close();
+    }
+  });
+
   it('a resume point before the first event of a stream whole since before it reports no gap; one before the mark does (session 16)', async () => {
     const bus = createEventBus({ redis: service.deps.redis, prefix: `${service.config.queuePrefix}:whole`, maxLen: 1_000, log: quietLog });
     const app = createApp({ ...service.deps, bus });

@@ -7,7 +7,7 @@
  */
 import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { EVENT_TYPES, streamIdAfter, type EventEnvelope, type EventType } from '../../events/bus.js';
+import { EVENT_TYPES, streamIdAfter, type EventBus, type EventEnvelope, type EventType } from '../../events/bus.js';
 import type { AppDeps } from '../app.js';
 import { ApiError, requireRedisReady, toApiError } from '../errors.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
@@ -128,13 +128,25 @@ export function eventRoutes(deps: AppDeps): Hono {
   return refuseOtherMethods(app);
 }
 
+/**
+ * Whether events after `position` may be gone from the stream, as its bounds say. Before the oldest entry, or with
+ * no entry at all, they may — trimmed (EVENTS_MAXLEN), or the stream itself lost (a Redis restarted without
+ * persistence, a failover to an empty replica), which leaves no trimming to see. From the very start (`0-0`) only
+ * trimming takes events away, and from the point since which a stream never trimmed holds every event
+ * (`wholeSince`, marked when it was made) nothing.
+ */
+function mayHaveLost(bounds: Awaited<ReturnType<EventBus['bounds']>>, position: string): boolean {
+  const whole = !bounds.trimmed && bounds.wholeSince !== undefined && !streamIdAfter(bounds.wholeSince, position);
+  return !whole && (bounds.trimmed || position !== '0-0') && (bounds.oldest === undefined || streamIdAfter(bounds.oldest, position));
+}
+
 /** One client's stream; `release` is called once it has ended. */
 async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[] | '*', since: string | undefined, release: () => void): Promise<Response> {
   const maxWaiting = deps.sseMaxWaitingEvents ?? MAX_WAITING_EVENTS;
   const pending: EventEnvelope[] = [];
   let deliver: ((event: EventEnvelope) => void) | undefined;
-  /** Ends the stream of a client that reads too slowly (set once the stream exists). */
-  let disconnect: (() => void) | undefined;
+  /** Ends the stream, saying why in the log (set once the stream exists); the client resumes from Last-Event-ID. */
+  let disconnect: ((why?: string) => void) | undefined;
   /**
    * A client of some types only: the newest live event of another type it has been through. Its next heartbeat
    * carries that id, so that its Last-Event-ID moves past what it does not ask for: else it resumes from its last
@@ -165,16 +177,7 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
     await unsubscribe();
     throw error;
   });
-  // Before the oldest entry, or with no entry at all: what came after the client's id may be gone — trimmed
-  // (EVENTS_MAXLEN), or the stream itself lost (a Redis restarted without persistence, a failover to an empty
-  // replica), which leaves no trimming to see. From the very start (`0-0`) only trimming takes events away, and from
-  // the point since which a stream never trimmed holds every event (`wholeSince`, marked when it was made) nothing.
-  const whole = !bounds.trimmed && since !== undefined && bounds.wholeSince !== undefined && !streamIdAfter(bounds.wholeSince, since);
-  const gap =
-    since !== undefined &&
-    !whole &&
-    (bounds.trimmed || since !== '0-0') &&
-    (bounds.oldest === undefined || streamIdAfter(bounds.oldest, since));
+  const gap = since !== undefined && mayHaveLost(bounds, since);
   const ahead = since !== undefined && (bounds.last === undefined || streamIdAfter(since, bounds.last));
   // Ahead: nothing to replay, and every live event held since the subscription (made before `bounds`) is new to it.
   const resumeFrom = ahead ? undefined : since;
@@ -204,9 +207,9 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
         resolve();
       });
     });
-    disconnect = () => {
+    disconnect = (why = 'a client reads too slowly') => {
       if (closed) return;
-      deps.log.warn({ waiting: waiting + pending.length, lastSent }, 'events: a client reads too slowly; disconnected, it can resume from Last-Event-ID');
+      deps.log.warn({ waiting: waiting + pending.length, lastSent }, `events: ${why}; disconnected, it can resume from Last-Event-ID`);
       stream.abort();
       // Ending the response would wait for the client to read what is buffered, which it does not: the connection
       // itself goes, or it would stay open with no stream counted for it.
@@ -240,10 +243,19 @@ async function eventStream(c: Context, deps: AppDeps, types: readonly EventType[
         await Promise.race([stream.writeSSE({ event: 'gap', data: JSON.stringify(data) }), finished]);
       }
       if (resumeFrom !== undefined) {
-        for (let page = await deps.bus.readSince(resumeFrom, types, REPLAY_PAGE); page.length > 0 && !closed; ) {
+        for (let after = resumeFrom, page = await deps.bus.readSince(after, types, REPLAY_PAGE); page.length > 0 && !closed; ) {
+          // Trimmed past the page's start while the client replays (a slow one, a flood of other types): the page
+          // read from what was left, and the events between are gone unannounced. The client resumes from its last
+          // event and is told the gap then. Not for the first page after a gap already told from the same point.
+          if (!(gap && after === resumeFrom) && mayHaveLost(await deps.bus.bounds(), after)) {
+            disconnect('events were trimmed from the stream past a replaying client');
+            break;
+          }
           // A write the client does not read never ends: the replay stops when the stream is ended instead.
           for (const event of page) if (!closed) await Promise.race([send(event), finished]);
-          page = page.length < REPLAY_PAGE || closed ? [] : await deps.bus.readSince(lastSent, types, REPLAY_PAGE);
+          if (page.length < REPLAY_PAGE || closed || lastSent === undefined) break;
+          after = lastSent;
+          page = await deps.bus.readSince(after, types, REPLAY_PAGE);
         }
       }
       // The live events held back during the replay, then every new one, queued with no await in between: an
