@@ -28,7 +28,7 @@ import { DataCorruptedError, InvalidArgumentError, NotFoundError, ProviderUnavai
 import type { ObjectInfo, StorageProvider } from '../providers/types.js';
 import { mintAfter, newVersionId } from '../providers/version-id.js';
 import { passFence } from '../providers/fence.js';
-import { COPY_WIDTH, Failures, contentFailure, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
+import { COPY_WIDTH, Failures, contentFailure, failureSchema, copyObject, forEachLimited, pages, verifyStored, type VerificationReport } from './copy.js';
 import { allVersions, statIfPresent } from '../providers/object-info.js';
 import { defineJob, maintenanceOf, storeNameSchema, storeOf, throwIfInterrupted, type JobContext } from './definition.js';
 import {
@@ -76,6 +76,25 @@ export interface BackupResult extends VerificationReport {
 }
 
 const savedRun = z.object({ manifestId: z.string(), at: z.string() }).passthrough();
+
+/** A run's result once its manifest is written, before pruning: saved with the progress of its `prune` phase. */
+const writtenResult = z.object({
+  store: z.string(),
+  target: z.string(),
+  manifest: z.string(),
+  manifestId: z.string(),
+  objects: z.number(),
+  versions: z.number(),
+  copied: z.number(),
+  skipped: z.number(),
+  bytes: z.number(),
+  checked: z.number(),
+  failureCount: z.number(),
+  failures: z.array(failureSchema),
+  backupKeysLeftOut: z.number(),
+});
+type WrittenResult = z.output<typeof writtenResult>;
+const savedWritten = z.object({ phase: z.literal('prune'), written: writtenResult }).passthrough();
 
 interface Run {
   store: string;
@@ -139,6 +158,11 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   const manifests = await listManifests(run.target, run.store);
   // Retention keeps the newest manifests by id: one made under a clock ahead of this process's must not sort after
   // the new one, which would then be pruned as the oldest (and the stale one kept as the newest).
+  // A retry of a run that failed in its prune, its manifest written: while that manifest is still the newest no other
+  // backup ran since, and the retry only prunes, rather than write a second one of the same content (each retry
+  // another, pushing older points in time out of BACKUP_KEEP).
+  const written = savedWritten.safeParse(ctx.job.progress);
+  if (written.success && manifests[0] === written.data.written.manifest) return pruneAfter(ctx, run, written.data.written);
   const newest = manifests[0] === undefined ? undefined : parseManifestKey(manifests[0])?.id;
   if (resumed === undefined && newest !== undefined) mintAfter(newest);
   const manifestId = resumed?.manifestId ?? newVersionId();
@@ -296,10 +320,7 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   // Only now that a manifest names them unverified: removed before, by a run that then failed to write one, a blob
   // the previous manifest vouches for would be skipped by every later backup, and missing at restore.
   await removeFailedBlobs(ctx, run, manifest.unverified);
-  await report('prune');
-  await passFence(ctx);
-  const pruned = await prune(run.target, run.store, manifest, maintenanceOf(ctx).settings.backupKeep, failures);
-  return {
+  const result: WrittenResult = {
     store: run.store,
     target: run.targetName,
     manifest: manifestKey,
@@ -310,10 +331,24 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
     skipped: counts.skipped,
     bytes: counts.bytes,
     checked: toVerify.size,
-    ...failures.report(),
-    ...pruned,
+    failureCount: failures.count,
+    failures: failures.items,
     backupKeysLeftOut: counts.backupKeysLeftOut,
   };
+  await report('prune', { written: result });
+  return finishWithPrune(ctx, run, result, manifest);
+}
+
+/** The retry of a run whose manifest is written: it prunes, and answers with what that run did. */
+async function pruneAfter(ctx: JobContext, run: Run, written: WrittenResult): Promise<BackupResult> {
+  return finishWithPrune(ctx, run, written, await readManifest(run.target, written.manifest));
+}
+
+async function finishWithPrune(ctx: JobContext, run: Run, written: WrittenResult, manifest: Manifest): Promise<BackupResult> {
+  const failures = Failures.resumed(written.failureCount, written.failures);
+  await passFence(ctx);
+  const pruned = await prune(run.target, run.store, manifest, maintenanceOf(ctx).settings.backupKeep, failures);
+  return { ...written, ...failures.report(), ...pruned };
 }
 
 /**

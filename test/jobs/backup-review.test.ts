@@ -68,6 +68,31 @@ describe('backup and restore-backup meeting damage and each other', () => {
     expect((await vault.stat(blobOfA)).etag).toBe(sha256Hex('alpha content'));
   });
 
+  it('a retry of a run that failed in its prune only prunes: no second manifest of the same content', async () => {
+    const source = new RamProvider({ maxBytes: 1024 * 1024 });
+    const vault = new DiskProvider({ root: await f.tempDir('prune-retry-vault'), fsync: false });
+    await source.write('a', 'alpha');
+    const settings = { backupStore: 'vault', backupKeep: 1 };
+    const first = await backupJob.handle({ store: 'pruned' }, f.context(new Map<string, StorageProvider>([['pruned', source], ['vault', vault]]), { name: 'backup', settings }));
+    await source.write('b', 'beta');
+    // The backup store blips as the run deletes the manifest retention drops: the job fails after writing its own.
+    let blips = 1;
+    const blipping = interceptMethod(vault, 'delete', (remove) => async (key, opts) => {
+      if (key === first.result.manifest && blips-- > 0) throw new ProviderUnavailableError('backup store blip');
+      return remove(key, opts);
+    });
+    const stores = new Map<string, StorageProvider>([['pruned', source], ['vault', blipping]]);
+    const failed = f.context(stores, { name: 'backup', settings });
+    await expect(backupJob.handle({ store: 'pruned' }, failed)).rejects.toBeInstanceOf(ProviderUnavailableError);
+    const [written] = await listManifests(vault, 'pruned');
+
+    // The retry, as BullMQ runs it: the same job, its progress kept through JSON.
+    const progress: unknown = JSON.parse(JSON.stringify(failed.progressLog.at(-1)));
+    const { result } = await backupJob.handle({ store: 'pruned' }, f.context(stores, { name: 'backup', jobId: failed.job.id, progress, settings }));
+    expect(result).toMatchObject({ manifest: written, objects: 2, copied: 1, verified: true, manifestsRemoved: 1 });
+    expect(await listManifests(vault, 'pruned')).toEqual([written]);
+  });
+
   it('keeps the manifest it just wrote when an earlier one came from a clock ahead of this one (BACKUP_KEEP=1)', async () => {
     const source = new RamProvider({ maxBytes: 1024 * 1024 });
     const vault = new DiskProvider({ root: await f.tempDir('skewed-vault'), fsync: false });
