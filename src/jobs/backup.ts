@@ -156,13 +156,15 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   const saved = savedRun.safeParse(ctx.job.progress);
   const resumed = saved.success && heldBefore ? saved.data : undefined;
   const manifests = await listManifests(run.target, run.store);
-  // Retention keeps the newest manifests by id: one made under a clock ahead of this process's must not sort after
-  // the new one, which would then be pruned as the oldest (and the stale one kept as the newest).
   // A retry of a run that failed in its prune, its manifest written: while that manifest is still the newest no other
   // backup ran since, and the retry only prunes, rather than write a second one of the same content (each retry
   // another, pushing older points in time out of BACKUP_KEEP).
   const written = savedWritten.safeParse(ctx.job.progress);
-  if (written.success && manifests[0] === written.data.written.manifest) return pruneAfter(ctx, run, written.data.written);
+  if (written.success && manifests[0] === written.data.written.manifest) {
+    return finishWithPrune(ctx, run, written.data.written, await readManifest(run.target, written.data.written.manifest));
+  }
+  // Retention keeps the newest manifests by id: one made under a clock ahead of this process's must not sort after
+  // the new one, which would then be pruned as the oldest (and the stale one kept as the newest).
   const newest = manifests[0] === undefined ? undefined : parseManifestKey(manifests[0])?.id;
   if (resumed === undefined && newest !== undefined) mintAfter(newest);
   const manifestId = resumed?.manifestId ?? newVersionId();
@@ -339,11 +341,7 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   return finishWithPrune(ctx, run, result, manifest);
 }
 
-/** The retry of a run whose manifest is written: it prunes, and answers with what that run did. */
-async function pruneAfter(ctx: JobContext, run: Run, written: WrittenResult): Promise<BackupResult> {
-  return finishWithPrune(ctx, run, written, await readManifest(run.target, written.manifest));
-}
-
+/** Prunes after `manifest` was written, and answers with what the run that wrote it did. */
 async function finishWithPrune(ctx: JobContext, run: Run, written: WrittenResult, manifest: Manifest): Promise<BackupResult> {
   const failures = Failures.resumed(written.failureCount, written.failures);
   await passFence(ctx);

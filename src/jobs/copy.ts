@@ -11,11 +11,11 @@
  */
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
+import { z } from 'zod';
 import { HashingStream, readAll, sha256Hex } from '../providers/body.js';
 import { DataCorruptedError, NotFoundError, UnexpectedContentError } from '../providers/errors.js';
 import { versionMessage } from '../providers/object-info.js';
 import type { Body, ObjectInfo, StorageProvider, VersionInfo, WriteOptions } from '../providers/types.js';
-import { z } from 'zod';
 
 /** Items copied in parallel within a page: enough to hide S3 round trips, few enough for a shared 2-core worker. */
 export const COPY_WIDTH = 8;
