@@ -318,7 +318,7 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
   // A run that lost its job (its worker froze past the job's lock, and another run of the job took it over) stops
   // before its commits: its manifest would shadow the other run's, and its pruning delete blobs the other still copies.
   await passFence(ctx);
-  const manifestKey = await writeManifest(run.target, manifest);
+  const manifestKey = await writeManifest(run.target, manifest, ctx.fence);
   // Only now that a manifest names them unverified: removed before, by a run that then failed to write one, a blob
   // the previous manifest vouches for would be skipped by every later backup, and missing at restore.
   await removeFailedBlobs(ctx, run, manifest.unverified);
@@ -345,7 +345,7 @@ async function runBackup(ctx: JobContext, run: Run, heldBefore: boolean): Promis
 async function finishWithPrune(ctx: JobContext, run: Run, written: WrittenResult, manifest: Manifest): Promise<BackupResult> {
   const failures = Failures.resumed(written.failureCount, written.failures);
   await passFence(ctx);
-  const pruned = await prune(run.target, run.store, manifest, maintenanceOf(ctx).settings.backupKeep, failures);
+  const pruned = await prune(run.target, run.store, manifest, maintenanceOf(ctx).settings.backupKeep, failures, ctx.fence);
   return { ...written, ...failures.report(), ...pruned };
 }
 
@@ -355,7 +355,7 @@ async function finishWithPrune(ctx: JobContext, run: Run, written: WrittenResult
  */
 async function removeFailedBlobs(ctx: JobContext, run: Run, etags: readonly string[]): Promise<void> {
   await forEachLimited(etags, COPY_WIDTH, async (etag) => {
-    await run.target.delete(blobKey(run.store, etag)).catch((error: unknown) => ctx.log.warn({ err: error, etag }, 'could not remove a backup blob that failed its check'));
+    await run.target.delete(blobKey(run.store, etag), { fence: ctx.fence, allVersions: true }).catch((error: unknown) => ctx.log.warn({ err: error, etag }, 'could not remove a backup blob that failed its check'));
   });
 }
 
@@ -381,6 +381,7 @@ async function prune(
   current: Manifest,
   keep: number,
   failures: Failures,
+  fence?: () => Promise<void>,
 ): Promise<{ manifestsRemoved: number; blobsRemoved: number }> {
   const manifests = await listManifests(target, store);
   const kept = manifests.slice(0, keep);
@@ -394,7 +395,7 @@ async function prune(
     if (manifest === undefined) unreadable = true;
     else for (const etag of manifestEtags(manifest)) needed.add(etag);
   }
-  for (const key of removed) await target.delete(key);
+  for (const key of removed) await target.delete(key, { fence, allVersions: true });
   // What an unreadable manifest needs is unknown: every blob stays until retention has removed it too.
   if (unreadable) return { manifestsRemoved: removed.length, blobsRemoved: 0 };
   let blobsRemoved = 0;
@@ -402,7 +403,7 @@ async function prune(
   for await (const page of pages(target, { prefix, limit: 1000 })) {
     const unneeded = page.items.filter((item) => !needed.has(item.key.slice(prefix.length)));
     await forEachLimited(unneeded, COPY_WIDTH, async (item) => {
-      await target.delete(item.key);
+      await target.delete(item.key, { fence, allVersions: true });
       blobsRemoved++;
     });
   }

@@ -76,9 +76,9 @@ export type Manifest = z.output<typeof manifestSchema>;
 export type ManifestObject = z.output<typeof objectEntry>;
 export type ManifestVersion = z.output<typeof versionEntry>;
 
-export async function writeManifest(target: StorageProvider, manifest: Manifest): Promise<string> {
+export async function writeManifest(target: StorageProvider, manifest: Manifest, fence?: () => Promise<void>): Promise<string> {
   const key = manifestKey(manifest.store, manifest.id);
-  await target.write(key, JSON.stringify(manifest), { contentType: 'application/json' });
+  await target.write(key, JSON.stringify(manifest), { contentType: 'application/json', fence });
   return key;
 }
 
