@@ -106,6 +106,8 @@ export interface WebhooksOptions {
   claimIdleMs?: number;
   /** How long one blocking read of the stream waits. */
   blockMs?: number;
+  /** Deliveries a URL's queue holds before its dispatcher stops reading the stream (default 1,000). */
+  maxQueued?: number;
 }
 
 export interface Webhooks {
@@ -122,6 +124,7 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
   const { connection, prefix, streamKey, urls, secret, log } = options;
   const blockMs = options.blockMs ?? 2_000;
   const claimIdleMs = options.claimIdleMs ?? 60_000;
+  const maxQueued = options.maxQueued ?? 1_000;
   const consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
 
   /** A delivery from `url`'s queue: to `url`, whatever the job says. */
@@ -175,7 +178,7 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
   let beginClose!: () => void;
   const closing = new Promise<void>((resolve) => (beginClose = resolve));
   const dispatchers = [...queues].map(([url, queue]) =>
-    startDispatcher({ connection, streamKey, url, queue, consumer, claimIdleMs, blockMs, log, isRunning: () => running, closing }),
+    startDispatcher({ connection, streamKey, url, queue, consumer, claimIdleMs, blockMs, maxQueued, log, isRunning: () => running, closing }),
   );
   const ready = Promise.all(dispatchers.map((d) => d.ready)).then(() => undefined);
 
@@ -185,8 +188,7 @@ export function startWebhooks(options: WebhooksOptions): Webhooks {
     async close(timeoutMs?: number) {
       running = false;
       beginClose();
-      for (const { reader } of dispatchers) reader.disconnect();
-      await Promise.all(dispatchers.map((d) => d.loop.catch(() => undefined)));
+      await Promise.all(dispatchers.map((dispatcher) => dispatcher.stop()));
       // Active deliveries finish (each is bounded by the delivery timeout) within `timeoutMs`; the rest wait in the
       // queue for the next worker.
       await closeWorkers(workers, timeoutMs);
