@@ -191,11 +191,15 @@ export class JobWaiter {
    * included; undefined when that cannot be read (within a second more): the job is accepted, its state unknown. Not BullMQ's `waitUntilFinished`: its check of the job's state runs inside a promise executor, where a
    * Redis failure becomes an unhandled rejection that ends the process.
    */
-  async wait(jobId: string, timeoutMs: number): Promise<JobStatus | undefined> {
+  async wait(jobId: string, timeoutMs: number, client?: AbortSignal): Promise<JobStatus | undefined> {
     const queue = queueOfJobId(jobId);
     if (queue === undefined) throw new ApiError('NOT_FOUND', `no job ${jobId}`);
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(), timeoutMs);
+    // The client went away: nobody reads the answer, so the wait ends now.
+    const onGone = () => deadline.abort();
+    client?.addEventListener('abort', onGone, { once: true });
+    if (client?.aborted) deadline.abort();
     try {
       // Every Redis call is raced against the deadline: a Redis that stopped answering holds a call for the
       // producer's command timeout (10 s), past what the client was promised.
@@ -208,8 +212,10 @@ export class JobWaiter {
       // Redis in trouble: the read below tells what is known.
     } finally {
       clearTimeout(timer);
+      client?.removeEventListener('abort', onGone);
       deadline.abort();
     }
+    if (client?.aborted) return undefined;
     const last = new AbortController();
     const grace = setTimeout(() => last.abort(), FINAL_READ_GRACE_MS);
     try {

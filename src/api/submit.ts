@@ -13,13 +13,13 @@ import type { Context } from 'hono';
 import type { JobName, PayloadOf } from '../jobs/index.js';
 import { EnqueueUncertainError } from '../jobs/queue.js';
 import { isStaged, type BodyRef } from '../jobs/staging.js';
-import { PayloadTooLargeError, ProviderUnavailableError } from '../providers/errors.js';
+import { PayloadTooLargeError, ProviderUnavailableError, StorageFullError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { AppDeps } from './app.js';
 import { checkDigests, requestedDigests, trailerDigests } from './content-digest.js';
 import { ApiError, redisUnavailable } from './errors.js';
 import { jobFailure } from './job-status.js';
-import { arrivedBody, incomingOf, requestHeader } from './node-request.js';
+import { arrivedBody, incomingOf, requestHeader, requestHeaderCount } from './node-request.js';
 
 const MAX_IDEMPOTENCY_KEY = 256;
 
@@ -75,7 +75,13 @@ export async function stageRequestBody(
   store: StorageProvider,
 ): Promise<BodyRef> {
   const digests = requestedDigests((name) => requestHeader(c, name));
-  const staged = await stageBody(c, deps, store);
+  const staged = await stageBody(c, deps, store).catch((error: unknown) => {
+    // The target store may have room: staging fills up only while jobs are behind, and empties as they finish.
+    if (error instanceof StorageFullError) {
+      throw new ApiError('SERVICE_UNAVAILABLE', 'the staging area for request bodies is full; try again shortly', { 'Retry-After': '5' });
+    }
+    throw error;
+  });
   try {
     checkDigests([...digests, ...digestTrailers(c)], staged.etag, 'the body received');
   } catch (error) {
@@ -144,6 +150,8 @@ export function requireJsonBody(c: Context): void {
 function idempotencyKey(c: Context): string | undefined {
   const key = requestHeader(c, 'idempotency-key');
   if (key === undefined) return undefined;
+  // Node joins a repeated header into one value: two keys would silently become a third.
+  if (requestHeaderCount(c, 'idempotency-key') > 1) throw new ApiError('BAD_REQUEST', 'Idempotency-Key is given more than once: give it once');
   if (key === '' || key.length > MAX_IDEMPOTENCY_KEY) {
     throw new ApiError('BAD_REQUEST', `Idempotency-Key must be 1..${MAX_IDEMPOTENCY_KEY} characters`);
   }
@@ -225,7 +233,7 @@ export async function respondWithJob<N extends JobName>(
   }
   const statusUrl = `/v1/jobs/${jobId}`;
   if (!request.wait) return accepted({ jobId, statusUrl }, statusUrl);
-  const status = await deps.waiter.wait(jobId, deps.config.payloads.waitTimeoutMs);
+  const status = await deps.waiter.wait(jobId, deps.config.payloads.waitTimeoutMs, c.req.raw.signal);
   if (status === undefined) return accepted({ jobId, statusUrl, state: 'unknown' }, statusUrl);
   if (status.state === 'completed') {
     return c.json(waitAnswer === 'status' ? { jobId, state: status.state, result: status.result ?? null } : (status.result ?? null), 200);

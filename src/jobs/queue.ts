@@ -158,6 +158,12 @@ export interface JobQueues {
   /** Validates the payload with the job's schema (`InvalidKeyError` / `InvalidArgumentError`) before Redis. */
   enqueue<N extends JobName>(name: N, payload: PayloadOf<N>, opts?: EnqueueOptions): Promise<Enqueued>;
   getJob(jobId: string): Promise<Job | undefined>;
+  /**
+   * The job that `enqueue` with these arguments would find already made: a repeat under its idempotency key, which
+   * is answered with that job, so a check that held for the first request (a version, a manifest still there) is
+   * not made again. Undefined without a key.
+   */
+  madeBefore<N extends JobName>(name: N, payload: PayloadOf<N>, opts: EnqueueOptions): Promise<Job | undefined>;
   queue(name: QueueName): Queue;
   /** Every queue, e.g. for Bull Board. */
   all(): Queue[];
@@ -227,6 +233,13 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
       const queue = queueOfJobId(jobId);
       if (queue === undefined) return undefined;
       return (await queueFor(queue).getJob(jobId)) ?? undefined;
+    },
+
+    async madeBefore(name, payload, opts) {
+      if (opts.idempotencyKey === undefined) return undefined;
+      const definition = jobDefinition(name) as JobDefinition;
+      const jobId = jobIdFor(definition.queue, name, parsePayload(definition, payload), opts.idempotencyKey, opts.fingerprint);
+      return (await queueFor(definition.queue).getJob(jobId)) ?? undefined;
     },
 
     queue: queueFor,

@@ -112,7 +112,8 @@ export function maintenanceRoutes(deps: AppDeps): Hono {
       }
       // Every task's body through its job's schema here, before anything else reads it (400 for a stray field).
       parsePayload(jobDefinition(task)!, body);
-      await refuseUnrunnable(deps, task, body);
+      // A repeat under its Idempotency-Key is answered with its job, even once its manifest was pruned.
+      if ((await deps.queues.madeBefore(task, body as PayloadOf<typeof task>, request)) === undefined) await refuseUnrunnable(deps, task, body);
       return respondWithJob(c, deps, request, task, body as PayloadOf<typeof task>, { waitAnswer: 'status' });
     });
   }

@@ -322,14 +322,10 @@ export function objectRoutes(deps: AppDeps): Hono {
     if (at.kind === 'restore') {
       refuseUnsupportedConditions(c, UNCONDITIONAL_UNSUPPORTED);
       const request = jobRequest(c);
-      await requireVersion(provider, at.key, at.versionId);
-      return respondWithJob(c, deps, request, 'restore', {
-        store,
-        key: at.key,
-        versionId: at.versionId,
-        ...(message ? { message } : {}),
-        ...(author ? { author } : {}),
-      });
+      const payload = { store, key: at.key, versionId: at.versionId, ...(message ? { message } : {}), ...(author ? { author } : {}) };
+      // A repeat under its Idempotency-Key is answered with its job even once the version is gone (as a copy's is).
+      if ((await deps.queues.madeBefore('restore', payload, request)) === undefined) await requireVersion(provider, at.key, at.versionId);
+      return respondWithJob(c, deps, request, 'restore', payload);
     }
     throw notAMethodOf(c.req.method, at);
   });
