@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { z } from 'zod';
 import { HashingStream, readAll, sha256Hex } from '../providers/body.js';
-import { DataCorruptedError, NotFoundError, UnexpectedContentError } from '../providers/errors.js';
+import { DataCorruptedError, InvalidArgumentError, InvalidKeyError, NotFoundError, PayloadTooLargeError, UnexpectedContentError } from '../providers/errors.js';
 import { versionMessage } from '../providers/object-info.js';
 import type { Body, ObjectInfo, StorageProvider, VersionInfo, WriteOptions } from '../providers/types.js';
 
@@ -204,6 +204,17 @@ export async function copyObject(
 export function contentFailure(error: unknown, item: { key: string; etag: string }): Failure | undefined {
   if (error instanceof ContentMismatch) return { key: item.key, etag: error.expected, reason: error.message };
   if (error instanceof DataCorruptedError) return { key: item.key, etag: item.etag, reason: `not copied: ${error.message}` };
+  return undefined;
+}
+
+/**
+ * The failure of an item the target refuses to hold (a key, content type, metadata, message or author another kind
+ * takes and it does not; a body over its size limit); undefined for any other error.
+ */
+export function refusedByTarget(error: unknown, item: { key: string; etag?: string; versionId?: string }): Failure | undefined {
+  if (error instanceof InvalidKeyError || error instanceof InvalidArgumentError || error instanceof PayloadTooLargeError) {
+    return { ...item, reason: `not copied: the target refuses it (${error.message})` };
+  }
   return undefined;
 }
 

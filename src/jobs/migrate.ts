@@ -34,6 +34,7 @@ import {
   historyOfItsOwn,
   missingVersions,
   pages,
+  refusedByTarget,
   sameVersion,
   storeExpected,
   type Failure,
@@ -265,7 +266,7 @@ export const migrateJob = defineJob({
               return failures.add(notFoundInTarget(item.key, error));
             }
             if (error instanceof PreconditionFailedError) return conflicts.add(changedInTarget(item.key));
-            const failure = contentFailure(error, item);
+            const failure = contentFailure(error, item) ?? refusedByTarget(error, { key: item.key, etag: item.etag });
             if (failure === undefined) throw error;
             failures.add(failure);
           }

@@ -27,6 +27,7 @@ import {
   forEachLimited,
   historyOfItsOwn,
   missingVersions,
+  refusedByTarget,
   storeExpected,
   verifiedBody,
   type Failure,
@@ -83,7 +84,7 @@ export function backupSource(payload: { store: string; from?: string }, backupSt
 function blobFailure(error: unknown, entry: { key: string; etag: string }): Failure | undefined {
   if (error instanceof ContentMismatch) return { key: entry.key, etag: entry.etag, reason: `backup blob damaged: ${error.message}` };
   if (error instanceof NotFoundError) return { key: entry.key, etag: entry.etag, reason: 'backup blob missing' };
-  return undefined;
+  return refusedByTarget(error, { key: entry.key, etag: entry.etag });
 }
 
 const versionsWithoutObject = (key: string): Failure => ({ key, reason: 'its versions are in the backup but not its object: not restored' });
