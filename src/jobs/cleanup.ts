@@ -36,6 +36,7 @@ import {
 } from './definition.js';
 import { queueOfJobId } from './queue.js';
 import { StagedOwners } from './staged-owners.js';
+import { VersionPins } from './version-pins.js';
 import { STAGING_PREFIX } from './staging.js';
 
 export const cleanupPayload = z.object({ store: storeNameSchema.optional() }).strict();
@@ -43,6 +44,8 @@ export const cleanupPayload = z.object({ store: storeNameSchema.optional() }).st
 export interface StoreRetention {
   keys: number;
   versionsDeleted: number;
+  /** Expired versions kept because a job still to run reads them (a restore, a copy of that version). */
+  versionsKeptForJobs?: number;
   /** Why the store's versions were left alone. */
   skipped?: string;
   /** Leftovers of interrupted writes removed (disk stores' `.tmp-*` files older than `STAGING_TTL`). */
@@ -63,6 +66,8 @@ export interface CleanupResult {
   stagingKept: number;
   /** Partial uploads a crashed process left in the staging store (`removeLeftovers`, disk staging). */
   stagingLeftoversRemoved: number;
+  /** Why the staging area was not swept (its store down): the next cleanup tries again. */
+  stagingError?: string;
   jobsRemoved: number;
   eventsTrimmed: number;
 }
@@ -71,12 +76,10 @@ const DAY_MS = 24 * 3600 * 1000;
 /** `queue.clean` removes at most this many jobs per call; it is called until a call removes fewer. */
 const CLEAN_BATCH = 1000;
 
-async function applyRetention(
-  ctx: JobContext,
-  provider: StorageProvider,
-  settings: MaintenanceDeps['settings'],
-  retention: StoreRetention,
-): Promise<void> {
+async function applyRetention(ctx: JobContext, name: string, provider: StorageProvider, retention: StoreRetention): Promise<void> {
+  const deps = maintenanceOf(ctx);
+  const { settings } = deps;
+  const pins = new VersionPins(deps.redis, deps.prefix);
   const deleteVersion = provider.deleteVersion?.bind(provider);
   if (deleteVersion === undefined) {
     retention.skipped = `${provider.kind} stores cannot delete single versions`;
@@ -95,8 +98,15 @@ async function applyRetention(
           version.versionId !== object.versionId &&
           (i >= settings.versionRetentionCount || (cutoff !== undefined && Date.parse(version.createdAt) < cutoff)),
       );
-      for (const version of expired) await deleteVersion(object.key, version.versionId);
-      retention.versionsDeleted += expired.length;
+      for (const { versionId } of expired) {
+        const pinnedBy = await pins.pinnedBy({ store: name, key: object.key, versionId });
+        if (pinnedBy !== undefined && (await jobStillNeedsIt(deps, pinnedBy))) {
+          retention.versionsKeptForJobs = (retention.versionsKeptForJobs ?? 0) + 1;
+          continue;
+        }
+        await deleteVersion(object.key, versionId);
+        retention.versionsDeleted++;
+      }
     }
     await ctx.reportProgress?.({ phase: 'versions', keys: retention.keys, versionsDeleted: retention.versionsDeleted });
   }
@@ -107,10 +117,10 @@ async function applyRetention(
  * other stores and the service-wide parts go on — one store's outage would otherwise stop every hourly cleanup,
  * staging and events included, for as long as it lasts. The next cleanup tries it again.
  */
-async function applyRetentionOrReport(ctx: JobContext, name: string, provider: StorageProvider, settings: MaintenanceDeps['settings']): Promise<StoreRetention> {
+async function applyRetentionOrReport(ctx: JobContext, name: string, provider: StorageProvider): Promise<StoreRetention> {
   const retention: StoreRetention = { keys: 0, versionsDeleted: 0 };
   try {
-    await applyRetention(ctx, provider, settings, retention);
+    await applyRetention(ctx, name, provider, retention);
   } catch (error) {
     if (error instanceof JobInterruptedError) throw error;
     ctx.log.warn({ err: error, store: name }, 'version retention failed in this store: the next cleanup tries again');
@@ -119,8 +129,8 @@ async function applyRetentionOrReport(ctx: JobContext, name: string, provider: S
   return retention;
 }
 
-/** Whether the job that owns a staged body may still read it. */
-async function ownerStillNeedsIt(deps: MaintenanceDeps, jobId: string): Promise<boolean> {
+/** Whether a job (the owner of a staged body, or of a pinned version) may still read what it named. */
+async function jobStillNeedsIt(deps: MaintenanceDeps, jobId: string): Promise<boolean> {
   const queue = deps.queues.find((candidate) => candidate.name === queueOfJobId(jobId));
   const state = queue === undefined ? 'unknown' : await queue.getJobState(jobId);
   return state !== 'unknown' && state !== 'completed';
@@ -135,7 +145,7 @@ async function removeStaleStaging(ctx: JobContext, deps: MaintenanceDeps): Promi
     for (const blob of page.items) {
       if (Date.parse(blob.updatedAt) >= cutoff) continue;
       const owner = await owners.ownerOf(blob.key);
-      if (owner !== undefined && (await ownerStillNeedsIt(deps, owner))) {
+      if (owner !== undefined && (await jobStillNeedsIt(deps, owner))) {
         counts.kept++;
         continue;
       }
@@ -218,8 +228,8 @@ export const cleanupJob = defineJob({
       const provider = storeOf(ctx, name);
       let retention: StoreRetention = { keys: 0, versionsDeleted: 0 };
       // One store asked for: its failure is the job's (retried).
-      if (payload.store !== undefined) await applyRetention(ctx, provider, deps.settings, retention);
-      else retention = await applyRetentionOrReport(ctx, name, provider, deps.settings);
+      if (payload.store !== undefined) await applyRetention(ctx, name, provider, retention);
+      else retention = await applyRetentionOrReport(ctx, name, provider);
       const leftovers = await sweepLeftovers(ctx, provider, name, deps.settings.stagingTtlSeconds);
       if (leftovers !== undefined) retention.leftoversRemoved = leftovers;
       result.stores[name] = retention;
@@ -229,10 +239,18 @@ export const cleanupJob = defineJob({
     }
     if (payload.store === undefined) {
       await ctx.reportProgress?.({ phase: 'staging', versionsDeleted: result.versionsDeleted });
-      const staging = await removeStaleStaging(ctx, deps);
-      result.stagingRemoved = staging.removed;
-      result.stagingKept = staging.kept;
-      result.stagingLeftoversRemoved = (await sweepLeftovers(ctx, deps.stagingProvider, 'staging', deps.settings.stagingTtlSeconds)) ?? 0;
+      // As a store's retention: a staging store that is down is reported, and the jobs and events are still cleaned.
+      try {
+        const staging = await removeStaleStaging(ctx, deps);
+        result.stagingRemoved = staging.removed;
+        result.stagingKept = staging.kept;
+        result.stagingLeftoversRemoved = (await sweepLeftovers(ctx, deps.stagingProvider, 'staging', deps.settings.stagingTtlSeconds)) ?? 0;
+      } catch (error) {
+        if (error instanceof JobInterruptedError) throw error;
+        ctx.log.warn({ err: error }, 'the staging area was not swept: the next cleanup tries again');
+        result.stagingError = (error as Error).message;
+      }
+      await new VersionPins(deps.redis, deps.prefix).sweep((jobId) => jobStillNeedsIt(deps, jobId));
       await ctx.reportProgress?.({ phase: 'jobs', versionsDeleted: result.versionsDeleted });
       result.jobsRemoved = await removeOldJobs(deps, ctx.bus.streamKey);
       result.eventsTrimmed = Number(await deps.redis.xtrim(ctx.bus.streamKey, 'MAXLEN', deps.settings.eventsMaxLen));

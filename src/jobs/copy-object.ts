@@ -30,6 +30,7 @@ export const copyJob = defineJob({
   name: 'copy',
   queue: 'objects',
   schema: copyPayload,
+  pins: ({ source }) => (source.versionId === undefined ? undefined : { store: source.store, key: source.key, versionId: source.versionId }),
   async handle(payload, ctx) {
     const { store, key, source, contentType, metadata, ifMatch, ifNoneMatch } = payload;
     const target = storeOf(ctx, store);

@@ -14,6 +14,7 @@ import { validateKey, validateNewKey } from '../providers/keys.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { JobJournal } from './journal.js';
 import type { Staging } from './staging.js';
+import type { PinnedVersion } from './version-pins.js';
 
 /**
  * `objects`: short object mutations. `maintenance`: tier, cleanup, backup, restore-backup and migrate, which may
@@ -88,6 +89,8 @@ export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   queue: QueueName;
   schema: S;
   handle(payload: z.output<S>, ctx: JobContext): Promise<JobOutcome<R>>;
+  /** The version the job will read, kept from version retention until the job has run (`version-pins.ts`). */
+  pins?(payload: z.output<S>): PinnedVersion | undefined;
 }
 
 export function defineJob<S extends z.ZodType, R>(definition: JobDefinition<S, R>): JobDefinition<S, R> {

@@ -25,6 +25,7 @@ import { hsetIfExists, takeConnectionErrors, type RedisConnection } from '../red
 import { QUEUE_NAMES, parsePayload, type JobDefinition, type QueueName } from './definition.js';
 import { jobDefinition, type JobName, type PayloadOf } from './index.js';
 import { StagedOwners } from './staged-owners.js';
+import { VersionPins } from './version-pins.js';
 import { isStaged, type BodyRef } from './staging.js';
 
 /** BullMQ's own per-queue events stream (used by QueueEvents and Bull Board), capped. */
@@ -179,6 +180,7 @@ export interface JobQueuesOptions extends JobPolicy {
 export function createQueues(options: JobQueuesOptions): JobQueues {
   const queues = new Map<QueueName, Queue>();
   const owners = new StagedOwners(options.connection, options.prefix);
+  const pins = new VersionPins(options.connection, options.prefix);
   const queueFor = (name: QueueName): Queue => {
     let queue = queues.get(name);
     if (queue === undefined) {
@@ -215,6 +217,8 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
       try {
         // Before the job exists: from then on, cleanup knows the body is not an orphan.
         if (body !== undefined && isStaged(body)) await owners.note(body.stagedKey, jobId);
+        const pinned = definition.pins?.(data);
+        if (pinned !== undefined) await pins.pin(pinned, jobId);
         const queue = queueFor(definition.queue);
         adding = true;
         await queue.add(name, data, { jobId });

@@ -44,6 +44,7 @@ export const restoreJob = defineJob({
   name: 'restore',
   queue: 'objects',
   schema: restorePayload,
+  pins: ({ store, key, versionId }) => ({ store, key, versionId }),
   async handle({ store, key, versionId, message, author }, ctx) {
     const provider = storeOf(ctx, store);
     const [baseline, etag] = await Promise.all([versionBaseline(ctx, provider, key), sourceEtag(ctx, provider, key, versionId)]);
