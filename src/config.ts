@@ -376,7 +376,8 @@ const SECRET_VARIABLE = /SECRET|TOKEN|PASSWORD|WEBHOOK_URLS/;
 /** A value as a config error shows it: a secret not at all, the `user:password@` of a URL masked (to its last `@`). */
 function shownValue(name: string, value: string | undefined): string {
   if (SECRET_VARIABLE.test(name)) return '(value not shown)';
-  return JSON.stringify((value ?? '').replace(/\/\/.*@/g, '//***@'));
+  // Whatever comes before the last `@` may be a password, with `//` after the scheme or not (`redis:PW@host`).
+  return JSON.stringify((value ?? '').replace(/^([a-z][a-z0-9+.-]*:\/*)?.*@/i, '$1***@'));
 }
 
 function parse<S extends z.ZodType>(

@@ -62,7 +62,7 @@ async function start(running: Running, aborted: AbortSignal): Promise<void> {
   running.web = await startWebServices({ config, log: log.child({ component: 'web' }), stores, stagingProvider, metrics });
   aborted.throwIfAborted();
   // The port before the worker: a start that cannot listen (a second copy on the same port) takes no job.
-  running.server = await listen(createApp(running.web.deps), config, log);
+  running.server = await listen(createApp(running.web.deps), config, log, running.web.deps.metrics);
   aborted.throwIfAborted();
   running.worker = await startWorkerProcess({ config, log: log.child({ component: 'worker' }), stores, stagingProvider, signal: aborted });
   const { url } = running.server;

@@ -2,7 +2,7 @@
  * `createApp(deps)`: the whole HTTP API as a Hono app, built only from what it is given (no globals), so tests
  * call `app.request()` against their own stores, queues and Redis. `services.ts` builds the deps for a process.
  */
-import { Hono, type ErrorHandler, type NotFoundHandler } from 'hono';
+import { Hono, type Context, type ErrorHandler, type NotFoundHandler } from 'hono';
 import type { Queue } from 'bullmq';
 import type { Config } from '../config.js';
 import type { EventBus } from '../events/bus.js';
@@ -71,8 +71,10 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/v1/webhooks', webhookRoutes(deps));
   app.route('/v1/signed', signedRoutes(deps));
   const board = boardApp(deps, tokens);
-  app.all(BOARD_PATH, (c) => board.fetch(c.req.raw, c.env));
-  app.all(`${BOARD_PATH}/*`, (c) => board.fetch(c.req.raw, c.env));
+  // The board's own app gets the request's id with the bindings, for its error log lines.
+  const toBoard = (c: Context) => board.fetch(c.req.raw, { ...(c.env as object), requestId: c.get('requestId') });
+  app.all(BOARD_PATH, toBoard);
+  app.all(`${BOARD_PATH}/*`, toBoard);
   return app;
 }
 
@@ -82,6 +84,10 @@ export function createApp(deps: AppDeps): Hono {
  */
 function boardApp(deps: AppDeps, tokens: TokenSet): Hono {
   const board = new Hono();
+  board.use('*', async (c, next) => {
+    c.set('requestId', (c.env as { requestId: string }).requestId);
+    await next();
+  });
   board.use('*', requireBasic(tokens));
   // The board's own API answers a Redis failure with a 500 of its own shape: Redis down is the usual 503 instead.
   // It also reads any body as JSON: a body must say it is JSON, which a cross-site form or no-preflight fetch cannot.

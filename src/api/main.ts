@@ -17,7 +17,7 @@ runService({
   async start(aborted) {
     services = await startWebServices({ config, log, signal: aborted });
     aborted.throwIfAborted();
-    server = await listen(createApp(services.deps), config, log);
+    server = await listen(createApp(services.deps), config, log, services.deps.metrics);
     log.info({ url: server.url, stores: config.stores.map((store) => `${store.name}:${store.kind}`) }, 'web ready');
   },
   async stop() {

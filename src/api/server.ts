@@ -21,7 +21,7 @@
  * spent ~25 µs of its ~200 µs there, against ~7 µs untracked). Connections whose requests finish during the drain
  * are closed by a sweep of idle connections instead.
  */
-import { createServer, maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, maxHeaderSize, METHODS, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
@@ -30,6 +30,17 @@ import type { Hono } from 'hono';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { ApiError, errorBody, toApiError } from './errors.js';
+import type { ApiMetrics } from './metrics.js';
+
+/** Counts a request refused before the app saw it: one fixed route label, and a method only from Node's list. */
+type ObserveRefused = (method: string | undefined, status: number) => void;
+
+function refusedObserver(metrics: Pick<ApiMetrics, 'observeRequest'> | undefined): ObserveRefused {
+  return (method, status) => metrics?.observeRequest(method !== undefined && METHODS.includes(method) ? method : 'OTHER', REFUSED_ROUTE, status, 0);
+}
+
+/** The route label of requests refused before routing (their paths are whatever was sent: never a label). */
+export const REFUSED_ROUTE = '(refused)';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -76,7 +87,7 @@ function continueOnFirstRead(request: IncomingMessage, response: ServerResponse)
  * A request @hono/node-server refuses before the app sees it (a literal `\\` in the path, a Host that is no host)
  * is answered as the API answers any bad request — the JSON error, a request id, a log line — not with a bare 400.
  */
-function answerUnroutable(log: Logger): (error: unknown) => Response {
+function answerUnroutable(log: Logger, observe: ObserveRefused): (error: unknown) => Response {
   return (error) => {
     const apiError =
       error instanceof RequestError
@@ -86,6 +97,7 @@ function answerUnroutable(log: Logger): (error: unknown) => Response {
         : toApiError(error);
     const requestId = randomUUID();
     log.info({ requestId, status: apiError.status, reason: apiError.message }, 'request refused before routing');
+    observe(undefined, apiError.status);
     return new Response(JSON.stringify(errorBody(apiError)), {
       status: apiError.status,
       headers: { 'Content-Type': 'application/json', 'X-Request-Id': requestId, ...apiError.headers },
@@ -134,7 +146,7 @@ function answeredMethod(socket: Socket, inFlight: ServerResponse | null | undefi
  * origin read why (the answer tells nothing more); its own origin is not known here, the headers being unread. As
  * Node does, nothing is written once an answer on the connection has begun.
  */
-function answerParseError(log: Logger): (error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => void {
+function answerParseError(log: Logger, observe: ObserveRefused): (error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => void {
   return (error, socket) => {
     const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
     if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) return void socket.destroy();
@@ -144,6 +156,7 @@ function answerParseError(log: Logger): (error: NodeJS.ErrnoException & { rawPac
     // The answer to a HEAD has no body, whatever its Content-Length says: a client would read one as garbage. When
     // the method is not known, the body is left out and Content-Length is 0, which reads right either way.
     const method = answeredMethod(socket as Socket, inFlight, error.rawPacket);
+    observe(method, apiError.status);
     const body = method === undefined ? '' : JSON.stringify(errorBody(apiError));
     socket.write(
       `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
@@ -153,17 +166,24 @@ function answerParseError(log: Logger): (error: NodeJS.ErrnoException & { rawPac
   };
 }
 
-export async function listen(app: Hono, config: Pick<Config, 'host' | 'port' | 'apiTokens'>, log: Logger): Promise<HttpServer> {
+/** `metrics`: where requests refused before the app saw them are counted (the app counts the rest). */
+export async function listen(
+  app: Hono,
+  config: Pick<Config, 'host' | 'port' | 'apiTokens'>,
+  log: Logger,
+  metrics?: Pick<ApiMetrics, 'observeRequest'>,
+): Promise<HttpServer> {
   const hostname = listenHost(config, log);
+  const observe = refusedObserver(metrics);
   // `serve` of @hono/node-server, with the error handler it does not pass on.
-  const node = createServer({ requestTimeout: 0 }, getRequestListener(app.fetch, { hostname, errorHandler: answerUnroutable(log) }));
+  const node = createServer({ requestTimeout: 0 }, getRequestListener(app.fetch, { hostname, errorHandler: answerUnroutable(log, observe) }));
   const address = await new Promise<AddressInfo>((resolve, reject) => {
     node.once('error', reject);
     node.listen(config.port, hostname, () => resolve(node.address() as AddressInfo));
   });
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const streams = new Set<ServerResponse>();
-  node.on('clientError', answerParseError(log));
+  node.on('clientError', answerParseError(log, observe));
   node.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => {
     continueOnFirstRead(request, response);
     node.emit('request', request, response);

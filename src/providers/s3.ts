@@ -520,7 +520,8 @@ export class S3Provider implements StorageProvider {
     this.listConcurrency = Math.max(1, options.listConcurrency ?? 16);
     this.statsScanLimit = Math.max(1000, options.statsScanLimit ?? 100_000);
     this.healthTimeoutMs = options.healthTimeoutMs ?? 2_000;
-    this.log = options.log?.child({ component: 's3', store: options.name, bucket: options.bucket });
+    // Not `component`: the process's logger names its own (web, worker), and a line with the key twice loses one.
+    this.log = options.log?.child({ provider: 's3', store: options.name, bucket: options.bucket });
     this.socketTimeoutMs = options.socketTimeoutMs ?? 30_000;
     const config: S3ClientConfig = {
       region: options.region ?? 'us-east-1',

@@ -78,7 +78,6 @@ export async function startWorkerProcess({
   const bus = createEventBus({ redis: connection, prefix: config.queuePrefix, maxLen: config.events.maxLen, log });
   // Schedules and cleanup's trimming of old jobs need the queues themselves.
   const queues = createQueues({ connection, prefix: config.queuePrefix, attempts: config.workers.attempts, retention: config.jobRetention });
-  metrics?.watchQueues(() => queues.all().map(queueReading));
   const { versionCount, versionDays } = config.retention;
   const { backupStore, backupKeep } = config.maintenance;
   const maintenance = {
@@ -103,6 +102,8 @@ export async function startWorkerProcess({
     webhookUrls.length > 0
       ? startWebhooks({ connection, prefix: config.queuePrefix, streamKey: bus.streamKey, urls: webhookUrls, secret: webhookSecret, log })
       : undefined;
+  // The delivery queues too: this process drains them, and its scrape is where their backlog shows first.
+  metrics?.watchQueues(() => [...queues.all(), ...(webhooks?.queues.values() ?? [])].map(queueReading));
   let workers: Workers | undefined;
   let taking = false;
   /** `given`: also the stores and staging the caller passed in, which the caller may still be serving with. */
