@@ -11,7 +11,7 @@ import { bearerRefusal, type TokenSet } from './auth.js';
 import { corsHeaders, preflightAnswer, type CorsPolicy } from './cors.js';
 import { ApiError, respondWithError } from './errors.js';
 import { echoAnswerHeader, requestHeader, setAnswerHeader } from './node-request.js';
-import { pathAmbiguity, rawPathname } from './object-path.js';
+import { pathAmbiguity, queryEncodingError, rawPathname } from './object-path.js';
 import { assignRequestId, echoRequestId } from './request-id.js';
 import { requestHost, requestOrigin } from './request-origin.js';
 
@@ -73,7 +73,7 @@ function refusal(c: Context, path: string, tokens: TokenSet, allowOrigin: string
     const refused = bearerRefusal(c, tokens);
     if (refused !== undefined) return refused;
   }
-  const ambiguity = pathAmbiguity(rawPathname(c));
+  const ambiguity = pathAmbiguity(rawPathname(c)) ?? queryEncodingError(c);
   return ambiguity === undefined ? undefined : respondWithError(c, ambiguity);
 }
 

@@ -81,6 +81,24 @@ export function rawPathname(c: Context): string {
 }
 
 /**
+ * A query string whose percent-encoding does not decode (`%FF`, `%E0%A4`, a lone `%`) is refused: Hono hands such a
+ * parameter over as its raw text, which a delete by `?prefix=` would then act on as a literal prefix.
+ */
+export function queryEncodingError(c: Context): ApiError | undefined {
+  const target = incomingOf(c)?.url ?? c.req.url;
+  const start = target.indexOf('?');
+  if (start < 0 || !target.includes('%', start)) return undefined;
+  for (const part of target.slice(start + 1).split('&')) {
+    try {
+      decodeURIComponent(part);
+    } catch {
+      return new ApiError('BAD_REQUEST', `the query has a parameter that is not percent-encoded UTF-8: ${part.slice(0, 128)}`);
+    }
+  }
+  return undefined;
+}
+
+/**
  * The path of a request target. HTTP/1.1 servers take the absolute form too (`PUT http://host/v1/...`, as sent to a
  * proxy), which routing reads as its path: keys are taken by position, so it must be read the same way here.
  */

@@ -4,10 +4,30 @@
  * compares browsers' Origin with it; URLs the API hands out (signed URLs) are built on it.
  */
 import type { Context } from 'hono';
-import { requestHeader } from './node-request.js';
+import { ApiError } from './errors.js';
+import { incomingOf, requestHeader } from './node-request.js';
 
+/**
+ * The Host header; without one (HTTP/1.0) or with an empty one, the address and port the request came in on — the
+ * URL Node gives such a request has the listening name without its port.
+ */
 export function requestHost(c: Context): string {
-  return requestHeader(c, 'host') ?? new URL(c.req.url).host;
+  const header = requestHeader(c, 'host')?.trim();
+  if (header) return header;
+  const socket = incomingOf(c)?.socket;
+  if (socket?.localAddress !== undefined && socket.localPort !== undefined) {
+    return `${socket.localAddress.includes(':') ? `[${socket.localAddress}]` : socket.localAddress}:${socket.localPort}`;
+  }
+  return new URL(c.req.url).host;
+}
+
+/** `path` on the origin the client addressed: 400 when its Host names nothing a URL can be built on. */
+export function urlOnRequestOrigin(c: Context, path: string): URL {
+  try {
+    return new URL(path, requestOrigin(c));
+  } catch {
+    throw new ApiError('BAD_REQUEST', `the Host header names no host to build a URL on: ${JSON.stringify(requestHost(c).slice(0, 256))}`);
+  }
 }
 
 export function requestScheme(c: Context): string {

@@ -166,6 +166,24 @@ function answerParseError(log: Logger, observe: ObserveRefused): (error: NodeJS.
   };
 }
 
+/**
+ * CONNECT (a proxy's method) never reaches the app: Node hands it to `connect` listeners, and with none closes the
+ * connection without a word. It is answered as any method the API does not take: 405, in JSON.
+ */
+function answerConnect(log: Logger, observe: ObserveRefused): (request: IncomingMessage, socket: Duplex) => void {
+  return (_request, socket) => {
+    const apiError = new ApiError('METHOD_NOT_ALLOWED', 'CONNECT is not a method of this API: it is no proxy');
+    const requestId = randomUUID();
+    log.info({ requestId, status: apiError.status, method: 'CONNECT' }, 'request refused before routing');
+    observe('CONNECT', apiError.status);
+    const body = JSON.stringify(errorBody(apiError));
+    socket.end(
+      `HTTP/1.1 405 ${STATUS_CODES[405]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `X-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  };
+}
+
 /** `metrics`: where requests refused before the app saw them are counted (the app counts the rest). */
 export async function listen(
   app: Hono,
@@ -184,6 +202,7 @@ export async function listen(
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const streams = new Set<ServerResponse>();
   node.on('clientError', answerParseError(log, observe));
+  node.on('connect', answerConnect(log, observe));
   node.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => {
     continueOnFirstRead(request, response);
     node.emit('request', request, response);

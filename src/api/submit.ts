@@ -126,6 +126,11 @@ async function stageBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config' | 
   } catch (error) {
     // However staging reports the broken stream, the client learns why.
     if (limited.expired()) throw bodyTimedOut(idleMs);
+    // The client went away mid-body: its request's failure, not the server's (no 500 in the log and the metrics).
+    const incoming = incomingOf(c);
+    if (incoming?.readableAborted || incoming?.destroyed) {
+      throw new ApiError('BAD_REQUEST', 'the request body was cut off: the client closed the connection before its end', { Connection: 'close' });
+    }
     throw error;
   }
 }

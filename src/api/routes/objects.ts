@@ -18,7 +18,7 @@ import { decodeHeaderValue, HEADER_TEXT, ifRangeHolds, metadataFromHeaders, notM
 import { methodNotAllowed } from '../method-not-allowed.js';
 import { requestHeader, requestHeaderEntries } from '../node-request.js';
 import { parseObjectPath, rawPathname, rawSegmentsFrom, type ObjectTarget } from '../object-path.js';
-import { requestOrigin } from '../request-origin.js';
+import { urlOnRequestOrigin } from '../request-origin.js';
 import { requireStore } from '../stores.js';
 import { MAX_SIGNED_URL_SECONDS } from '../signing.js';
 import { jobRequest, queryFlag, respondWithJob, singleQuery, stageRequestBody } from '../submit.js';
@@ -26,7 +26,12 @@ import { jobRequest, queryFlag, respondWithJob, singleQuery, stageRequestBody } 
 /** A query parameter that is a whole number from `min` to `max`, refused with one message whatever is wrong. */
 function wholeNumber(min: number, max: number, unit = '') {
   const expected = `expected a whole number${unit === '' ? '' : ` of ${unit}`} from ${min} to ${max}`;
-  return z.coerce.number({ error: expected }).int(expected).min(min, expected).max(max, expected);
+  // Digits only: `z.coerce.number` would take 0x10, 1e1, +5 and 5.0 too, which the message says are refused.
+  return z
+    .string({ error: expected })
+    .regex(/^[0-9]{1,16}$/, expected)
+    .transform(Number)
+    .pipe(z.number().min(min, expected).max(max, expected));
 }
 
 const listQuery = z.object({
@@ -258,7 +263,7 @@ export function objectRoutes(deps: AppDeps): Hono {
         });
         const path = deps.signer.sign({ method, store: c.req.param('store'), key: at.key, expires: expiresAt.getTime() / 1000 });
         // On the origin the client used: behind a TLS-terminating proxy, an https URL (this one is a credential).
-        return c.json({ url: new URL(path, requestOrigin(c)).toString(), expiresAt: expiresAt.toISOString() });
+        return c.json({ url: urlOnRequestOrigin(c, path).toString(), expiresAt: expiresAt.toISOString() });
       }
       case 'restore':
         throw notAMethodOf(c.req.method, at);
