@@ -217,7 +217,9 @@ const cron = z.string().superRefine((pattern, ctx) => {
   }
 });
 
-const STORE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** The longest store name. */
+export const MAX_STORE_NAME = 63;
+const STORE_NAME = new RegExp(`^[a-z0-9][a-z0-9_-]{0,${MAX_STORE_NAME - 1}}$`);
 
 const storesSetting = list.transform((entries, ctx) => {
   const stores: { name: string; kind: StoreKind }[] = [];

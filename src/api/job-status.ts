@@ -7,7 +7,7 @@ import { QueueEvents, type Job } from 'bullmq';
 import type { QueueName } from '../jobs/definition.js';
 import { failureCode, publicReason } from '../jobs/failures.js';
 import { queueOfJobId, type JobQueues } from '../jobs/queue.js';
-import { errorTable } from '../providers/errors.js';
+import { DataCorruptedError, errorTable } from '../providers/errors.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { ApiError } from './errors.js';
 import { FinishedPoller } from './finished-poller.js';
@@ -32,15 +32,25 @@ const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : undef
 
 /** The status of job `jobId`, or undefined when there is no such job (never was, or removed after finishing). */
 export async function readJobStatus(queues: JobQueues, jobId: string): Promise<JobStatus | undefined> {
-  let job = await queues.getJob(jobId);
+  let job = await getReadableJob(queues, jobId);
   if (job === undefined) return undefined;
   const state = await job.getState();
   // A hash of that name that is in no state of the queue is not a job (a scheduler's, say).
   if (state === 'unknown') return undefined;
   // The job may have finished between reading its hash and its state: read the hash again so a finished job
   // never shows without its result.
-  if ((state === 'completed' || state === 'failed') && !job.finishedOn) job = (await queues.getJob(jobId)) ?? job;
+  if ((state === 'completed' || state === 'failed') && !job.finishedOn) job = (await getReadableJob(queues, jobId)) ?? job;
   return describeJob(job, state);
+}
+
+/** The job, whose hash BullMQ parses: one written by hand with data that is not JSON is told, not a bare 500. */
+async function getReadableJob(queues: JobQueues, jobId: string): Promise<Job | undefined> {
+  try {
+    return await queues.getJob(jobId);
+  } catch (error) {
+    if (error instanceof SyntaxError) throw new DataCorruptedError(`job ${jobId} cannot be read: its hash in Redis holds data that is not JSON`);
+    throw error;
+  }
 }
 
 function describeJob(job: Job, state: string): JobStatus {

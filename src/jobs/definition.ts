@@ -139,7 +139,9 @@ export function parsePayload<S extends z.ZodType>(definition: JobDefinition<S, u
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
   const where = issue?.path.length ? `${issue.path.join('.')}: ` : '';
-  const message = `${definition.name} job: ${where}${issue?.message ?? 'invalid payload'}`;
+  // Cut: a malformed job's field names and values (megabytes, added by hand) would ride in its job.failed event.
+  const text = `${where}${issue?.message ?? 'invalid payload'}`;
+  const message = `${definition.name} job: ${text.length > 512 ? `${text.slice(0, 512)}…` : text}`;
   const isKeyIssue = issue?.code === 'custom' && (issue as { params?: { code?: string } }).params?.code === INVALID_KEY;
   throw isKeyIssue ? new InvalidKeyError(message, { cause: parsed.error }) : new InvalidArgumentError(message, { cause: parsed.error });
 }

@@ -25,7 +25,9 @@ import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
 import { JobInterruptedError, LockBusyError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
 import { asJobFailure, failureCode, publicReason } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
-import { RERUN_AT_FIELD } from '../jobs/queue.js';
+import { queueOfJobId, RERUN_AT_FIELD } from '../jobs/queue.js';
+import { MAX_STORE_NAME } from '../config.js';
+import { MAX_KEY_BYTES } from '../providers/keys.js';
 import { JOB_DATA_FIELD, withoutInlineBody, type Staging } from '../jobs/staging.js';
 import { onceEvery, REPEATED_ERROR_LOG_MS, type Logger } from '../log.js';
 import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
@@ -57,9 +59,13 @@ const MAX_PARKED_DELAY_MS = PARKED_RETRY_MAX_SECONDS * 1000;
  * emitted, or its event is no longer in the capped stream.
  */
 async function earlierResult(bus: EventBus, hashKey: string): Promise<{ result: unknown } | undefined> {
-  const eventId = await bus.connection.hget(hashKey, EVENT_MARKER);
-  const event = eventId ? await bus.read(eventId) : undefined;
-  return event === undefined ? undefined : { result: event.data };
+  const [eventId, applied] = await bus.connection.hmget(hashKey, EVENT_MARKER, APPLIED_MARKER);
+  if (!eventId) return undefined;
+  const event = await bus.read(eventId);
+  if (event !== undefined) return { result: event.data };
+  // The event left the capped stream (a completed job retried from the board days later): the result set with its
+  // marker, in the same script, still says the job ran — a delete or a copy done again would undo what came after.
+  return typeof applied === 'string' ? { result: JSON.parse(applied) as unknown } : undefined;
 }
 
 /** BullMQ's lock duration, unless a family sets its own. */
@@ -116,11 +122,12 @@ export interface Workers {
   close(timeoutMs?: number): Promise<{ timedOut: boolean }>;
 }
 
+/** The store and key a failed job's event names: only ones that could be real (a malformed job's megabytes are not). */
 function describeJob(job: Job): { store?: string; key?: string } {
   const data = job.data as { store?: unknown; key?: unknown } | undefined;
   return {
-    store: typeof data?.store === 'string' ? data.store : undefined,
-    key: typeof data?.key === 'string' ? data.key : undefined,
+    store: typeof data?.store === 'string' && data.store.length <= MAX_STORE_NAME ? data.store : undefined,
+    key: typeof data?.key === 'string' && Buffer.byteLength(data.key) <= MAX_KEY_BYTES ? data.key : undefined,
   };
 }
 
@@ -259,7 +266,10 @@ export function createWorkers(options: WorkersOptions): Workers {
       const lock = token === undefined ? undefined : { token, durationMs: lockDurationMs };
       try {
         const definition = jobDefinition(job.name);
-        if (definition === undefined) throw new InvalidArgumentError(`no job type named "${job.name}"`);
+        if (definition === undefined) throw new InvalidArgumentError(`no job type named "${job.name.slice(0, 64)}"`);
+        // Added to a queue by hand (Redis, an older version): run only where it belongs, under an id status finds.
+        if (definition.queue !== queue) throw new InvalidArgumentError(`${job.name} jobs run on the ${definition.queue} queue, not on ${queue}`);
+        if (queueOfJobId(job.id!) !== queue) throw new InvalidArgumentError(`job id "${job.id!.slice(0, 64)}" is none this service gives (${queue}-<id>)`);
         const payload = parsePayload(definition, job.data);
         const jobId = job.id!;
         if (job.attemptsStarted > 1) {
@@ -270,8 +280,11 @@ export function createWorkers(options: WorkersOptions): Workers {
         const { result, event } = await definition.handle(payload, ctx);
         // The content is written: the job kept for the retention window need not hold it. A rerun (retried from the
         // board, or after a crash before the completion) answers from the result journaled with the event instead.
+        // Every job's result is kept with its marker, for a rerun after its event left the stream (`earlierResult`).
         const kept = withoutInlineBody(job.data);
-        const alsoSet = kept === undefined ? undefined : { [JOB_DATA_FIELD]: JSON.stringify(kept), [APPLIED_MARKER]: JSON.stringify(result) };
+        const applied = JSON.stringify(result ?? null);
+        const alsoSet: Record<string, string> = { [APPLIED_MARKER]: applied };
+        if (kept !== undefined) alsoSet[JOB_DATA_FIELD] = JSON.stringify(kept);
         await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER, alsoSet }, log);
         return result;
       } catch (error) {
