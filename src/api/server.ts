@@ -32,6 +32,9 @@ import type { Logger } from '../log.js';
 import { ApiError, errorBody, toApiError } from './errors.js';
 import type { ApiMetrics } from './metrics.js';
 
+/** The route label of requests refused before routing (their paths are whatever was sent: never a label). */
+const REFUSED_ROUTE = '(refused)';
+
 /** Counts a request refused before the app saw it: one fixed route label, and a method only from Node's list. */
 type ObserveRefused = (method: string | undefined, status: number) => void;
 
@@ -39,8 +42,13 @@ function refusedObserver(metrics: Pick<ApiMetrics, 'observeRequest'> | undefined
   return (method, status) => metrics?.observeRequest(method !== undefined && METHODS.includes(method) ? method : 'OTHER', REFUSED_ROUTE, status, 0);
 }
 
-/** The route label of requests refused before routing (their paths are whatever was sent: never a label). */
-export const REFUSED_ROUTE = '(refused)';
+/** The status line and headers of an answer written on the socket itself (no response object exists), `body` after. */
+function rawAnswerHead(apiError: ApiError, requestId: string, body: string, extraHeaders = ''): string {
+  return (
+    `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+    `X-Request-Id: ${requestId}\r\n${extraHeaders}Connection: close\r\n\r\n`
+  );
+}
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -158,10 +166,7 @@ function answerParseError(log: Logger, observe: ObserveRefused): (error: NodeJS.
     const method = answeredMethod(socket as Socket, inFlight, error.rawPacket);
     observe(method, apiError.status);
     const body = method === undefined ? '' : JSON.stringify(errorBody(apiError));
-    socket.write(
-      `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `X-Request-Id: ${requestId}\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n${method === 'HEAD' ? '' : body}`,
-    );
+    socket.write(rawAnswerHead(apiError, requestId, body, 'Access-Control-Allow-Origin: *\r\n') + (method === 'HEAD' ? '' : body));
     socket.destroy();
   };
 }
@@ -177,10 +182,7 @@ function answerConnect(log: Logger, observe: ObserveRefused): (request: Incoming
     log.info({ requestId, status: apiError.status, method: 'CONNECT' }, 'request refused before routing');
     observe('CONNECT', apiError.status);
     const body = JSON.stringify(errorBody(apiError));
-    socket.end(
-      `HTTP/1.1 405 ${STATUS_CODES[405]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `X-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
-    );
+    socket.end(rawAnswerHead(apiError, requestId, body) + body);
   };
 }
 

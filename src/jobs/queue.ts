@@ -177,6 +177,13 @@ export interface JobQueuesOptions extends JobPolicy {
   prefix: string;
 }
 
+/** A job's definition, its payload as its schema reads it, and the id `enqueue` gives it. */
+function identify(name: JobName, payload: unknown, opts: EnqueueOptions): { definition: JobDefinition; data: unknown; jobId: string } {
+  const definition = jobDefinition(name) as JobDefinition;
+  const data = parsePayload(definition, payload);
+  return { definition, data, jobId: jobIdFor(definition.queue, name, data, opts.idempotencyKey, opts.fingerprint) };
+}
+
 export function createQueues(options: JobQueuesOptions): JobQueues {
   const queues = new Map<QueueName, Queue>();
   const owners = new StagedOwners(options.connection, options.prefix);
@@ -207,9 +214,7 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
 
   return {
     async enqueue(name, payload, opts = {}) {
-      const definition = jobDefinition(name) as JobDefinition;
-      const data = parsePayload(definition, payload);
-      const jobId = jobIdFor(definition.queue, name, data, opts.idempotencyKey, opts.fingerprint);
+      const { definition, data, jobId } = identify(name, payload, opts);
       // BullMQ would wait for a connection that is still (re)connecting; the API wants a 503 now instead.
       if (options.connection.status !== 'ready') throw new ProviderUnavailableError(`cannot enqueue ${name}: Redis is ${options.connection.status}`);
       const body = (data as { body?: BodyRef }).body;
@@ -241,8 +246,7 @@ export function createQueues(options: JobQueuesOptions): JobQueues {
 
     async madeBefore(name, payload, opts) {
       if (opts.idempotencyKey === undefined) return undefined;
-      const definition = jobDefinition(name) as JobDefinition;
-      const jobId = jobIdFor(definition.queue, name, parsePayload(definition, payload), opts.idempotencyKey, opts.fingerprint);
+      const { definition, jobId } = identify(name, payload, opts);
       return (await queueFor(definition.queue).getJob(jobId)) ?? undefined;
     },
 

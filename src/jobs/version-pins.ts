@@ -35,9 +35,8 @@ export class VersionPins {
     return (await this.redis.hget(this.hashKey, fieldOf(version))) ?? undefined;
   }
 
-  /** Drops every pin whose job `stillNeeds` says no longer needs its version; returns how many were dropped. */
-  async sweep(stillNeeds: (jobId: string) => Promise<boolean>): Promise<number> {
-    let dropped = 0;
+  /** Drops every pin whose job `stillNeeds` says no longer needs its version. */
+  async sweep(stillNeeds: (jobId: string) => Promise<boolean>): Promise<void> {
     let cursor = '0';
     do {
       const [next, entries] = await this.redis.hscan(this.hashKey, cursor, 'COUNT', 500);
@@ -46,10 +45,9 @@ export class VersionPins {
         const [field, jobId] = [entries[i]!, entries[i + 1]!];
         if (await stillNeeds(jobId)) continue;
         // Only if still this job's: a newer job may have pinned the same version meanwhile.
-        if ((await this.redis.eval(DROP_IF_SCRIPT, 1, this.hashKey, field, jobId)) === 1) dropped++;
+        await this.redis.eval(DROP_IF_SCRIPT, 1, this.hashKey, field, jobId);
       }
     } while (cursor !== '0');
-    return dropped;
   }
 }
 
