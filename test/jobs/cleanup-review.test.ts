@@ -18,7 +18,7 @@ import { createHybridProvider } from '../../src/providers/hybrid.js';
 import { closeRedis } from '../../src/redis.js';
 import { beforeCalls, interceptMethod } from '../support/intercept.js';
 import { connectRedis, deleteKeys, uniquePrefix } from '../support/redis.js';
-import { maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
+import { maintenanceFixture, versionsAt, type MaintenanceFixture } from './fixtures/maintenance.js';
 import { waitFor } from './fixtures/pipeline.js';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -31,16 +31,6 @@ afterEach(() => vi.useRealTimers());
 afterAll(async () => {
   await f?.close();
 });
-
-async function versionsAt(provider: StorageProvider, key: string, texts: string[], at = Date.now()): Promise<void> {
-  vi.useFakeTimers({ toFake: ['Date'] });
-  vi.setSystemTime(at);
-  try {
-    for (const text of texts) await provider.createVersion(key, text, { message: text });
-  } finally {
-    vi.useRealTimers();
-  }
-}
 
 const messages = async (provider: StorageProvider, key: string) => {
   const all: (string | undefined)[] = [];

@@ -20,7 +20,7 @@ import { createS3Provider } from '../../src/providers/s3.js';
 import type { StorageProvider } from '../../src/providers/types.js';
 import { interceptMethod } from '../support/intercept.js';
 import { s3ProviderOptions, sharedS3 } from '../support/s3.js';
-import { maintenanceFixture, type MaintenanceFixture } from './fixtures/maintenance.js';
+import { maintenanceFixture, versionsAt, type MaintenanceFixture } from './fixtures/maintenance.js';
 import { quietLog, waitFor } from './fixtures/pipeline.js';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -38,17 +38,6 @@ afterEach(() => {
 afterAll(async () => {
   await f?.close();
 });
-
-/** Versions of `key` made at `at` (ms), by faking only the clock the providers read. */
-async function versionsAt(provider: StorageProvider, key: string, texts: string[], at = Date.now()): Promise<void> {
-  vi.useFakeTimers({ toFake: ['Date'] });
-  vi.setSystemTime(at);
-  try {
-    for (const text of texts) await provider.createVersion(key, text, { message: text });
-  } finally {
-    vi.useRealTimers();
-  }
-}
 
 const messages = async (provider: StorageProvider, key: string) => (await provider.listVersions(key)).items.map((version) => version.message);
 
