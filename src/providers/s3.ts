@@ -29,7 +29,7 @@
  * - etag = sha256 of the content, in `x-amz-meta-kyozo-sha256` (S3's ETag is an MD5, or not even that for
  *   multipart). User metadata is `x-amz-meta-<name>`, values percent-encoded only where HTTP headers cannot carry
  *   them (non-ASCII, `%`, edge spaces), so ASCII metadata reads the same to any S3 client. Names starting with
- *   `kyozo-` are reserved. An object without `kyozo-sha256` (uploaded through a presigned PUT or another tool) is
+ *   `kyozo-` are reserved (`s3-metadata.ts`). An object without `kyozo-sha256` (uploaded through a presigned PUT or another tool) is
  *   adopted on first sight: read once to hash it, then copied onto itself with the hash added.
  * - Writes. Metadata travels with the first byte, the sha256 is known only after the last. A body up to
  *   `S3_MULTIPART_THRESHOLD` is held in memory (a Uint8Array/string already is; a stream is read ahead at most that
@@ -106,10 +106,10 @@ import {
 import { passFence } from './fence.js';
 import { hasPreconditions, requireIfMatch, requireIfNoneMatch, type Preconditions } from './if-match.js';
 import { compareKeys, validateKey, validatePrefix } from './keys.js';
-import { MAX_METADATA_BYTES, describeWrite, metadataBytes } from './metadata.js';
 import { withProcessMutex } from './process-mutex.js';
 import { createResiliencePolicy, type CallOptions, type ResilienceOptions, type ResiliencePolicy } from './resilience.js';
 import { mapLimit } from './map-limit.js';
+import { META, SHA256_SHAPE, decodeMetaValue, describeS3Write, parseAuthor, requireMetadataFits, restoreMetadata, stampOf, storedUserMetadata, userMetadata, versionMetadata } from './s3-metadata.js';
 import { cutToRange } from './s3-range.js';
 import { limitIdleWaits } from './s3-body.js';
 import { toStorageError } from './s3-errors.js';
@@ -167,18 +167,6 @@ interface S3Conditions {
 function conditional(conditions: S3Conditions | undefined): CallOptions {
   return conditions?.IfMatch === undefined && conditions?.IfNoneMatch === undefined ? {} : { retry: false };
 }
-
-/** Our own entries in `x-amz-meta-*`; user metadata names with this prefix are refused. */
-const META = {
-  sha256: 'kyozo-sha256',
-  updated: 'kyozo-updated',
-  version: 'kyozo-version',
-  message: 'kyozo-message',
-  author: 'kyozo-author',
-} as const;
-const RESERVED_META = 'kyozo-';
-/** Stands in for a sha256 not known yet: our entries are measured before the body is hashed. */
-const SHA256_SHAPE = '0'.repeat(64);
 
 export type S3VersioningMode = 'native' | 'explicit';
 
@@ -253,101 +241,6 @@ export function createS3ProviderFromSettings(settings: StoreSettings, log?: Logg
   return createS3Provider(s3OptionsFromSettings(settings, log));
 }
 
-// ---- metadata values in HTTP headers ----
-
-function encodeMetaValue(value: string): string {
-  try {
-    return value.replace(/[^\x20-\x7e]|%|^ | $/gu, (c) => encodeURIComponent(c));
-  } catch (error) {
-    throw new InvalidArgumentError('metadata values must be valid Unicode', { cause: error });
-  }
-}
-
-function decodeMetaValue(value: string): string {
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    return value; // written by another tool with a bare '%'
-  }
-}
-
-function userMetadata(raw: Record<string, string> | undefined): Record<string, string> {
-  const metadata: Record<string, string> = {};
-  for (const [name, value] of Object.entries(raw ?? {})) {
-    if (!name.startsWith(RESERVED_META)) metadata[name.toLowerCase()] = decodeMetaValue(value);
-  }
-  return metadata;
-}
-
-/** User entries of stored metadata as they are (still encoded): for copies that keep them. */
-function storedUserMetadata(raw: Record<string, string> | undefined): Record<string, string> {
-  const metadata: Record<string, string> = {};
-  for (const [name, value] of Object.entries(raw ?? {})) if (!name.startsWith(RESERVED_META)) metadata[name] = value;
-  return metadata;
-}
-
-function encodeUserMetadata(metadata: Record<string, string>): Record<string, string> {
-  const encoded: Record<string, string> = {};
-  for (const [name, value] of Object.entries(metadata)) {
-    if (name.startsWith(RESERVED_META)) throw new InvalidArgumentError(`metadata names starting with "${RESERVED_META}" are reserved on s3 stores`);
-    encoded[name] = encodeMetaValue(value);
-  }
-  return encoded;
-}
-
-/** What a write sends besides its body, refused up front where S3's headers cannot carry it. */
-function describeS3Write(opts: WriteOptions | undefined): { contentType: string; metadata: Record<string, string>; encoded: Record<string, string> } {
-  const { contentType, metadata } = describeWrite(opts);
-  // Content-Type travels as a header as it is: Node refuses characters past latin1 mid-request, S3 signs ASCII.
-  if (!/^[\x20-\x7e]*$/.test(contentType)) throw new InvalidArgumentError('contentType must be printable ASCII on s3 stores');
-  return { contentType, metadata, encoded: encodeUserMetadata(metadata) };
-}
-
-/**
- * AWS S3 refuses more than 2 KB of `x-amz-meta-*` (UTF-8 bytes of names and values), our kyozo-* entries included:
- * user metadata within the contract's limit can exceed it once ours are added and non-ASCII is percent-encoded.
- */
-function requireMetadataFits(metadata: Record<string, string>): void {
-  const bytes = metadataBytes(metadata);
-  if (bytes > MAX_METADATA_BYTES) {
-    throw new InvalidArgumentError(
-      `metadata takes ${bytes} bytes as S3 headers (percent-encoded, with the store's own entries and any version message), over S3's limit of ${MAX_METADATA_BYTES}`,
-    );
-  }
-}
-
-function versionMetadata(message: string | undefined, author: Author | undefined): Record<string, string> {
-  const entries: Record<string, string> = {};
-  if (message !== undefined) entries[META.message] = encodeMetaValue(message);
-  if (author !== undefined) entries[META.author] = encodeMetaValue(JSON.stringify({ name: author.name, email: author.email }));
-  return entries;
-}
-
-/**
- * The metadata of a restore's version: `base` (the restored version's own and ours) with the caller's message, else
- * `restore <id>` where S3's 2 KB leave room for it (the restored version may take nearly all of them), else none. Too
- * much is refused only when it is what the caller gave.
- */
-function restoreMetadata(base: Record<string, string>, versionId: string, opts: RestoreOptions | undefined): { metadata: Record<string, string>; message?: string } {
-  const described = (message: string | undefined) => ({ ...base, ...versionMetadata(message, opts?.author) });
-  let message: string | undefined = opts?.message ?? `restore ${versionId}`;
-  if (opts?.message === undefined && metadataBytes(described(message)) > MAX_METADATA_BYTES) message = undefined;
-  const metadata = described(message);
-  requireMetadataFits(metadata);
-  return { metadata, message };
-}
-
-function parseAuthor(raw: string | undefined): Author | undefined {
-  if (raw === undefined) return undefined;
-  try {
-    const parsed = JSON.parse(decodeMetaValue(raw)) as { name?: unknown; email?: unknown };
-    if (typeof parsed.name !== 'string') return undefined;
-    return typeof parsed.email === 'string' ? { name: parsed.name, email: parsed.email } : { name: parsed.name };
-  } catch {
-    return undefined;
-  }
-}
-
 // ---- explicit version keys ----
 
 const MIRROR = new Map([...ALPHABET].map((c, i) => [c, ALPHABET[ALPHABET.length - 1 - i]!]));
@@ -379,13 +272,6 @@ function toBytes(body: Uint8Array | string): Buffer {
 function copySource(bucket: string, key: string, versionId?: string): string {
   const source = `${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
   return versionId === undefined ? source : `${source}?versionId=${encodeURIComponent(versionId)}`;
-}
-
-/** The entries of a request's metadata that are ours (`kyozo-*`): what tells its version from any other. */
-function stampOf(metadata: Record<string, string>): Record<string, string> {
-  const stamp: Record<string, string> = {};
-  for (const [name, value] of Object.entries(metadata)) if (name.startsWith(RESERVED_META)) stamp[name] = value;
-  return stamp;
 }
 
 /** An object, or one S3 version or delete marker of it, as a listing shows it. */
