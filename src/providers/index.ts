@@ -9,7 +9,7 @@ import { ConfigError, storeConfig, type Config, type StoreKind, type StoreSettin
 import type { Logger } from '../log.js';
 import { DiskProvider } from './disk.js';
 import { openGitStore } from './git.js';
-import { openHybridStore, tierKinds, tierSettings, type HybridStoreDeps, type TierRole } from './hybrid.js';
+import { openHybridStore, tierKinds, tierSettings, type HybridStoreDeps, type TierRole } from './hybrid-store.js';
 import { withMetrics, type Observation } from './metrics.js';
 import { RamProvider } from './ram.js';
 import { createS3ProviderFromSettings } from './s3.js';
