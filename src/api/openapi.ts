@@ -414,7 +414,8 @@ const routes: RouteSpec[] = [
     responses: {
       200: { description: 'The URL, valid until expiresAt', content: json(ref('SignedUrl')) },
       400: 'BAD_REQUEST or INVALID_KEY: a bad method, expires or key',
-      404: 'NOT_FOUND: no such store, or a GET URL for an object that does not exist',
+      404: 'NOT_FOUND: no such store, or a GET URL for an object that does not exist (stores whose URLs this API signs; S3 checks when the URL is used)',
+      501: 'NOT_SUPPORTED: a PUT URL of a hybrid store (uploads go through the API, so every tier and process hears of them)',
       ...STORE_ERRORS,
     },
   },

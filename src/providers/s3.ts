@@ -851,7 +851,12 @@ export class S3Provider implements StorageProvider {
           ? new PutObjectCommand({ Bucket: this.bucket, Key: fullKey })
           : undefined;
     if (command === undefined) throw new InvalidArgumentError(`cannot presign ${String(method)}: only GET and PUT`);
-    return getSignedUrl(this.presignClient, command, { expiresIn });
+    try {
+      return await getSignedUrl(this.presignClient, command, { expiresIn });
+    } catch (error) {
+      // Signing is local but needs credentials: a chain that cannot load them is unavailable, as for every other call.
+      throw toStorageError(error, `presign ${method} "${key}"`);
+    }
   }
 
   async stats(): Promise<ProviderStats> {
