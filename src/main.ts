@@ -4,7 +4,7 @@
  * else 127.0.0.1:6379, else a private redis-server this process starts.
  */
 import { createApp } from './api/app.js';
-import { ApiMetrics } from './api/metrics.js';
+import { ApiMetrics } from './metrics.js';
 import { DRAIN_MS, listen, type HttpServer } from './api/server.js';
 import { startWebServices, type WebServices } from './api/services.js';
 import { startPrivateRedis, useLocalRedis, type PrivateRedis } from './embedded-redis.js';

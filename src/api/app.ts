@@ -18,7 +18,7 @@ import { refuseOtherMethods } from './method-not-allowed.js';
 import { ApiError, requireRedisReady, respondWithError, toApiError } from './errors.js';
 import { gate } from './gate.js';
 import type { JobWaiter } from './job-status.js';
-import type { ApiMetrics } from './metrics.js';
+import type { ApiMetrics } from '../metrics.js';
 import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
 import { maintenanceRoutes } from './routes/maintenance.js';

@@ -12,7 +12,7 @@
  */
 import type { Context } from 'hono';
 import type { PayloadOf } from '../jobs/index.js';
-import { jobIdFor } from '../jobs/queue.js';
+import { jobIdFor } from '../jobs/job-id.js';
 import { PayloadTooLargeError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { AppDeps } from './app.js';

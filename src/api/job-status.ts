@@ -6,7 +6,8 @@
 import { QueueEvents, type Job } from 'bullmq';
 import type { QueueName } from '../jobs/definition.js';
 import { failureCode, publicReason } from '../jobs/failures.js';
-import { queueOfJobId, type JobQueues } from '../jobs/queue.js';
+import { queueOfJobId } from '../jobs/job-id.js';
+import type { JobQueues } from '../jobs/queue.js';
 import { DataCorruptedError, errorTable } from '../providers/errors.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { ApiError } from './errors.js';

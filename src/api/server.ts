@@ -30,7 +30,8 @@ import type { Hono } from 'hono';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { ApiError, errorBody, toApiError } from './errors.js';
-import type { ApiMetrics } from './metrics.js';
+import type { ApiMetrics } from '../metrics.js';
+import { listenHost } from '../listen-host.js';
 
 /** The route label of requests refused before routing (their paths are whatever was sent: never a label). */
 const REFUSED_ROUTE = '(refused)';
@@ -48,15 +49,6 @@ function rawAnswerHead(apiError: ApiError, requestId: string, body: string, extr
     `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
     `X-Request-Id: ${requestId}\r\n${extraHeaders}Connection: close\r\n\r\n`
   );
-}
-
-const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
-
-export function listenHost(config: Pick<Config, 'host' | 'apiTokens'>, log: Logger): string {
-  if (config.apiTokens.length > 0) return config.host;
-  if (!LOOPBACK.has(config.host)) log.warn({ host: config.host }, 'API_TOKENS is not set: binding to 127.0.0.1 only, not HOST');
-  else log.warn('API_TOKENS is not set: the API is open, on loopback only');
-  return LOOPBACK.has(config.host) ? config.host : '127.0.0.1';
 }
 
 export interface HttpServer {

@@ -17,7 +17,7 @@ import type { StorageProvider } from '../providers/types.js';
 import { closeRedis, createRedis, takeConnectionErrors, whenReady } from '../redis.js';
 import type { AppDeps } from './app.js';
 import { JobWaiter } from './job-status.js';
-import { ApiMetrics, queueReading } from './metrics.js';
+import { ApiMetrics, queueReading } from '../metrics.js';
 import { sharedSigner } from './shared-signer.js';
 
 export interface WebServices {

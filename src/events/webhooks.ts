@@ -41,7 +41,7 @@ import type { JobRetention } from '../config.js';
 import { onceEvery, REPEATED_ERROR_LOG_MS, type Logger } from '../log.js';
 import { takeConnectionErrors, type RedisConnection } from '../redis.js';
 import { describeUrl, startDispatcher, webhookQueueName, type Delivery } from './webhook-dispatcher.js';
-import { closeWorkers } from '../workers/close-workers.js';
+import { closeWorkers } from '../close-workers.js';
 
 export { webhookQueueName, type Delivery };
 export const SIGNATURE_HEADER = 'X-Kyozo-Signature';

@@ -34,7 +34,7 @@ import {
   type JobContext,
   type MaintenanceDeps,
 } from './definition.js';
-import { queueOfJobId } from './queue.js';
+import { queueOfJobId } from './job-id.js';
 import { StagedOwners } from './staged-owners.js';
 import { VersionPins } from './version-pins.js';
 import { STAGING_PREFIX } from './staging.js';

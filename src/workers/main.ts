@@ -7,7 +7,7 @@
  */
 import { loadConfigOrExit, runService, SHUTDOWN_GRACE_MS } from '../lifecycle.js';
 import { createLogger } from '../log.js';
-import { ApiMetrics } from '../api/metrics.js';
+import { ApiMetrics } from '../metrics.js';
 import { serveMetrics, type MetricsServer } from './metrics-server.js';
 import { startWorkerProcess, type WorkerProcess } from './process.js';
 

@@ -5,8 +5,8 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ApiMetrics } from '../api/metrics.js';
-import { listenHost } from '../api/server.js';
+import type { ApiMetrics } from '../metrics.js';
+import { listenHost } from '../listen-host.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 

@@ -3,7 +3,7 @@
  * family and, when `WEBHOOK_URLS` is set, webhook deliveries; at start it registers the maintenance schedules
  * (`schedules.ts`). `main.ts` adds signals around it; tests start it in a child process with their own stores.
  */
-import { queueReading, type ApiMetrics } from '../api/metrics.js';
+import { queueReading, type ApiMetrics } from '../metrics.js';
 import type { Config } from '../config.js';
 import { createEventBus, markEventsWhole, type EventBus } from '../events/bus.js';
 import { startWebhooks } from '../events/webhooks.js';

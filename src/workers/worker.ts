@@ -25,7 +25,8 @@ import type { MaintenanceDeps, QueueName } from '../jobs/definition.js';
 import { JobInterruptedError, LockBusyError, QUEUE_NAMES, parsePayload } from '../jobs/definition.js';
 import { asJobFailure, failureCode, publicReason } from '../jobs/failures.js';
 import { jobDefinition } from '../jobs/index.js';
-import { queueOfJobId, RERUN_AT_FIELD } from '../jobs/queue.js';
+import { queueOfJobId } from '../jobs/job-id.js';
+import { RERUN_AT_FIELD } from '../jobs/queue.js';
 import { MAX_STORE_NAME } from '../config.js';
 import { MAX_KEY_BYTES } from '../providers/keys.js';
 import { JOB_DATA_FIELD, withoutInlineBody, type Staging } from '../jobs/staging.js';
@@ -34,8 +35,8 @@ import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
 import { APPLIED_MARKER, holdLock, LockLostError, WorkerJobContext, type JobContextDeps, type JobLock } from './job-context.js';
-import { closeWorkers } from './close-workers.js';
-import { registerRoster, rosterName } from './store-roster.js';
+import { closeWorkers } from '../close-workers.js';
+import { registerRoster, rosterName } from '../jobs/store-roster.js';
 
 /** Fields this service adds to a BullMQ job hash: the id of the event the job emitted. */
 const EVENT_MARKER = 'kyozoEvent';

@@ -2,7 +2,7 @@
  * `POST /v1/maintenance/...` through the whole service (real Redis, real worker): jobs, waiting, progress, and the
  * answers to bodies that are not JSON, too large, or name stores that do not exist.
  */
-import { queueOfJobId } from '../../src/jobs/queue.js';
+import { queueOfJobId } from '../../src/jobs/job-id.js';
 import { isStaged } from '../../src/jobs/staging.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/providers/body.js';

@@ -2,7 +2,7 @@
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { ApiMetrics, queueReading, workerCount } from '../../src/api/metrics.js';
+import { ApiMetrics, queueReading, workerCount } from '../../src/metrics.js';
 import { redisServerUnavailableReason, startRedisServer } from '../cluster/redis-server.js';
 
 const noRedisServer = redisServerUnavailableReason();

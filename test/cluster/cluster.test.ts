@@ -13,7 +13,7 @@ import { Cluster } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/api/app.js';
-import { ApiMetrics } from '../../src/api/metrics.js';
+import { ApiMetrics } from '../../src/metrics.js';
 import { startWebServices, type WebServices } from '../../src/api/services.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createStagingProvider } from '../../src/jobs/staging.js';

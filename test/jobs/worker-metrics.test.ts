@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiMetrics } from '../../src/api/metrics.js';
+import { ApiMetrics } from '../../src/metrics.js';
 import { loadConfig } from '../../src/config.js';
 import { createQueues, type JobQueues } from '../../src/jobs/queue.js';
 import { closeRedis, createRedis, whenReady, type RedisConnection } from '../../src/redis.js';

@@ -6,7 +6,7 @@
 import { connect } from 'node:net';
 import { Queue, Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiMetrics } from '../../src/api/metrics.js';
+import { ApiMetrics } from '../../src/metrics.js';
 import { loadConfig } from '../../src/config.js';
 import { webhookQueueName } from '../../src/events/webhook-dispatcher.js';
 import { ProviderUnavailableError } from '../../src/providers/errors.js';

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import type { Hono } from 'hono';
 import { createApp, type AppDeps } from '../../src/api/app.js';
-import { ApiMetrics } from '../../src/api/metrics.js';
+import { ApiMetrics } from '../../src/metrics.js';
 import { listen, type HttpServer } from '../../src/api/server.js';
 import { startWebServices } from '../../src/api/services.js';
 import { loadConfig, type Config } from '../../src/config.js';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import type { Hono } from 'hono';
 import { createApp, type AppDeps } from '../../src/api/app.js';
-import { ApiMetrics } from '../../src/api/metrics.js';
+import { ApiMetrics } from '../../src/metrics.js';
 import { startWebServices } from '../../src/api/services.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createStagingProvider } from '../../src/jobs/staging.js';

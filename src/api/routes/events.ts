@@ -12,7 +12,7 @@ import type { AppDeps } from '../app.js';
 import { ApiError, requireRedisReady, toApiError } from '../errors.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
 import { outgoingOf, requestHeader } from '../node-request.js';
-import { withTimeout } from '../with-timeout.js';
+import { withTimeout } from '../../with-timeout.js';
 
 const HEARTBEAT_MS = 15_000;
 const REPLAY_PAGE = 500;

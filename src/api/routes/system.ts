@@ -11,9 +11,9 @@ import type { AppDeps } from '../app.js';
 import { hasBearer, type TokenSet } from '../auth.js';
 import { refuseOtherMethods } from '../method-not-allowed.js';
 import { openApiDocument } from '../openapi.js';
-import { connectedWorkers } from '../metrics.js';
-import { storesServed } from '../../workers/store-roster.js';
-import { withTimeout } from '../with-timeout.js';
+import { connectedWorkers } from '../../metrics.js';
+import { storesServed } from '../../jobs/store-roster.js';
+import { withTimeout } from '../../with-timeout.js';
 
 const READY_TIMEOUT_MS = 2_000;
 /** How long the key `/ready` writes lives: a probe, gone on its own. */

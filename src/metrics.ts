@@ -5,7 +5,7 @@
  */
 import type { Queue } from 'bullmq';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Observation } from '../providers/metrics.js';
+import type { Observation } from './providers/metrics.js';
 import { withTimeout } from './with-timeout.js';
 
 export interface QueueCounts {
