@@ -11,6 +11,7 @@ import type { Staging } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import type { StorageProvider } from '../providers/types.js';
 import { hsetIfExists, type RedisConnection } from '../redis.js';
+import type { KeyTurn, KeyTurns } from './key-turns.js';
 
 /**
  * The field of the job's BullMQ hash that holds the result a job recorded before releasing its staged body, or with
@@ -25,6 +26,8 @@ export interface JobContextDeps {
   log: Logger;
   connection: RedisConnection;
   maintenance?: MaintenanceDeps;
+  /** The order of each key's events in this process (`key-turns.ts`). */
+  turns: KeyTurns;
 }
 
 /**
@@ -107,6 +110,8 @@ export class WorkerJobContext implements JobContext {
   readonly job: JobRef;
   private logger?: Logger;
   private jobJournal?: JobJournal;
+  /** Taken when the job first passed its fence: the place of its event among those of its key. */
+  turn?: KeyTurn;
 
   constructor(
     private readonly bullJob: Job,
@@ -115,13 +120,18 @@ export class WorkerJobContext implements JobContext {
     private readonly deps: JobContextDeps,
     readonly signal: AbortSignal | undefined,
     private readonly lock?: JobLock,
+    /** The store and key whose events this job's must follow (`KeyTurns`); none for jobs of no one key. */
+    private readonly orderKey?: string,
   ) {
     const { id, name, timestamp, attemptsStarted, progress } = bullJob;
     this.job = { id: id!, name, timestamp, attemptsStarted, progress };
   }
 
-  /** The job's lock is still this run's (`holdLock`). */
-  readonly fence = (): Promise<void> => holdLock(this.deps.connection, this.hashKey, this.bullJob, this.lock);
+  /** The job's lock is still this run's (`holdLock`); the first pass takes the job's turn on its key. */
+  readonly fence = async (): Promise<void> => {
+    await holdLock(this.deps.connection, this.hashKey, this.bullJob, this.lock);
+    if (this.orderKey !== undefined) this.turn ??= this.deps.turns.take(this.orderKey);
+  };
 
   get stores(): ReadonlyMap<string, StorageProvider> {
     return this.deps.stores;

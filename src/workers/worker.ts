@@ -35,6 +35,7 @@ import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
 import { APPLIED_MARKER, holdLock, LockLostError, WorkerJobContext, type JobContextDeps, type JobLock } from './job-context.js';
+import { KeyTurns } from './key-turns.js';
 import { closeWorkers } from '../close-workers.js';
 import { registerRoster, rosterName } from '../jobs/store-roster.js';
 
@@ -193,6 +194,12 @@ function parkedRetryDelay(job: Job): number {
   return Math.round(delay * (1 - 0.5 * Math.random()));
 }
 
+/** What orders a job's event among others (`KeyTurns`): the one object its payload names (the target, for a copy). */
+function orderKeyOf(payload: unknown): string | undefined {
+  const { store, key } = payload as { store?: unknown; key?: unknown };
+  return typeof store === 'string' && typeof key === 'string' ? `${store}\n${key}` : undefined;
+}
+
 /**
  * Emits a job's event ahead of its completion and returns once the event is written to the connection, a round trip
  * before its reply. Redis runs the connection's commands in order, so the completion BullMQ sends next can never
@@ -241,6 +248,7 @@ export function createWorkers(options: WorkersOptions): Workers {
     log,
     connection: options.connection,
     maintenance: options.maintenance,
+    turns: new KeyTurns(),
   };
   const unavailableRetryMs = options.unavailableRetryMs ?? 3_600_000;
   /** The same worker error (a refused connection, on every reconnect while Redis is down) at most once a period. */
@@ -265,6 +273,7 @@ export function createWorkers(options: WorkersOptions): Workers {
     };
     const processor = async (job: Job, token?: string) => {
       const lock = token === undefined ? undefined : { token, durationMs: lockDurationMs };
+      let ctx: WorkerJobContext | undefined;
       try {
         const definition = jobDefinition(job.name);
         if (definition === undefined) throw new InvalidArgumentError(`no job type named "${job.name.slice(0, 64)}"`);
@@ -277,7 +286,7 @@ export function createWorkers(options: WorkersOptions): Workers {
           const earlier = await earlierResult(bus, worker.toKey(jobId));
           if (earlier !== undefined) return earlier.result;
         }
-        const ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, shutdown.signal, lock);
+        ctx = new WorkerJobContext(job, worker.toKey(jobId), contextDeps, shutdown.signal, lock, orderKeyOf(payload));
         const { result, event } = await definition.handle(payload, ctx);
         // The content is written: the job kept for the retention window need not hold it. A rerun (retried from the
         // board, or after a crash before the completion) answers from the result journaled with the event instead.
@@ -286,6 +295,8 @@ export function createWorkers(options: WorkersOptions): Workers {
         const applied = JSON.stringify(result ?? null);
         const alsoSet: Record<string, string> = { [APPLIED_MARKER]: applied };
         if (kept !== undefined) alsoSet[JOB_DATA_FIELD] = JSON.stringify(kept);
+        // After the events of the key's mutations committed before this one (`key-turns.ts`).
+        if (ctx.turn?.ready !== undefined) await ctx.turn.ready;
         await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER, alsoSet }, log);
         return result;
       } catch (error) {
@@ -331,6 +342,8 @@ export function createWorkers(options: WorkersOptions): Workers {
           failedAhead.add(job);
         }
         throw failure;
+      } finally {
+        ctx?.turn?.leave();
       }
     };
     const worker: Worker = new Worker(queue, processor, {
