@@ -40,7 +40,8 @@
  *   cleanup job removes such leftovers after `STAGING_TTL` (`removeLeftovers`). CopyObject takes at most 5 GiB (= MAX_OBJECT_BYTES).
  * - ifMatch compares our etag from a HeadObject, then sends the write with `If-Match: <S3 ETag seen>`. AWS S3
  *   and MinIO then refuse the write if the object changed in between (412); servers that ignore conditional
- *   writes (s3rver) leave a window of one round trip in which a concurrent writer can be overwritten.
+ *   writes (s3rver) leave a window of one round trip in which a writer in another process, or one without
+ *   conditions, can be overwritten. Conditional writes of one key in one process run one at a time (`keyLocked`).
  * - ifNoneMatch ('*', create-only) is checked by the same HeadObject (an existing object fails at once), and the
  *   write that makes the object current carries S3's own `If-None-Match: *`: the PutObject of a body up to the
  *   threshold, and the CopyObject of a staged upload (every larger body, buffer or stream) or of an explicit version.
@@ -540,8 +541,13 @@ export class S3Provider implements StorageProvider {
     };
     requireMetadataFits(describe(SHA256_SHAPE));
     await this.knownMode();
-    const conditions = await this.precondition(key, opts);
-    const stored = await this.put(`write "${key}"`, fullKey, body, contentType, conditions, describe, opts);
+    const checkedWrite = async () => {
+      const conditions = await this.precondition(key, opts);
+      return this.put(`write "${key}"`, fullKey, body, contentType, conditions, describe, opts);
+    };
+    // Conditional writes of a key run one at a time here: where the server ignores S3's conditions (s3rver), the check
+    // and the write are then one step within this process, as on disk.
+    const stored = hasPreconditions(opts) ? await this.keyLocked(fullKey, checkedWrite) : await checkedWrite();
     const info: ObjectInfo = { key, size: stored.size, etag: stored.etag, contentType, metadata, updatedAt };
     const versionId = this.settledMode === 'native' ? nativeVersionId(stored.s3VersionId) : undefined;
     return versionId === undefined ? info : { ...info, versionId };

@@ -293,6 +293,25 @@ describe('s3 provider: layout', () => {
   });
 });
 
+describe('s3 provider: conditional writes in one process', () => {
+  // s3rver ignores S3's If-Match and If-None-Match: what holds here is the provider's own check, one key at a time.
+  it('of eight writes with the same If-Match at once, one succeeds and the others are refused (412)', async () => {
+    const s3 = await provider();
+    const seed = await s3.write('counter', '0');
+    const outcomes = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => s3.write('counter', `from ${i}`, { ifMatch: seed.etag })));
+    const won = outcomes.filter((outcome) => outcome.status === 'fulfilled');
+    expect(won).toHaveLength(1);
+    for (const outcome of outcomes) if (outcome.status === 'rejected') expect(outcome.reason).toBeInstanceOf(PreconditionFailedError);
+    expect((await s3.stat('counter')).etag).toBe((won[0] as PromiseFulfilledResult<{ etag: string }>).value.etag);
+  });
+
+  it('of eight create-only writes at once, one creates the object', async () => {
+    const s3 = await provider();
+    const outcomes = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => s3.write('fresh', `creator ${i}`, { ifNoneMatch: '*' })));
+    expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(1);
+  });
+});
+
 describe('s3 provider: errors and health', () => {
   it('maps S3 answers to contract errors', () => {
     const answer = (Code: string, httpStatusCode: number) => Object.assign(new Error(Code), { name: Code, $metadata: { httpStatusCode } });
