@@ -101,6 +101,7 @@ import {
   NotFoundError,
   NotSupportedError,
   PermissionDeniedError,
+  PreconditionFailedError,
   ProviderUnavailableError,
   StorageError,
 } from './errors.js';
@@ -167,6 +168,19 @@ interface S3Conditions {
  */
 function conditional(conditions: S3Conditions | undefined): CallOptions {
   return conditions?.IfMatch === undefined && conditions?.IfNoneMatch === undefined ? {} : { retry: false };
+}
+
+/**
+ * S3 answers a write whose If-Match names an object deleted since our check with 404 NoSuchKey: for the caller, the
+ * object it named is not current, a failed precondition like any other (disk and ram say so too).
+ */
+function refusedIfGone(what: string, conditions: S3Conditions | undefined): (error: unknown) => never {
+  return (error) => {
+    if (conditions?.IfMatch !== undefined && error instanceof NotFoundError) {
+      throw new PreconditionFailedError(`${what}: the object ifMatch names was deleted meanwhile`, { cause: error });
+    }
+    throw error;
+  };
 }
 
 export type S3VersioningMode = 'native' | 'explicit';
@@ -1169,7 +1183,7 @@ export class S3Provider implements StorageProvider {
         ),
       (signal) => findStampedVersion(this.client, this.bucket, target, stampOf(metadata), bytes.length, signal),
       conditional(conditions),
-    );
+    ).catch(refusedIfGone(what, conditions));
     return { size: bytes.length, etag, s3VersionId: out.VersionId };
   }
 
@@ -1265,7 +1279,7 @@ export class S3Provider implements StorageProvider {
         ),
       (signal) => findStampedVersion(this.client, this.bucket, to, stampOf(metadata), size, signal),
       opts,
-    );
+    ).catch(refusedIfGone(what, conditions));
   }
 
   /**

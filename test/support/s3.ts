@@ -231,7 +231,7 @@ async function startS3rver(): Promise<S3TestEndpoint> {
  * moto's S3 server (`moto_server` on PATH; Python's moto, installed on these machines) on a free port: it keeps
  * everything in memory and has native bucket versioning, which s3rver lacks. Undefined when it is not installed.
  */
-async function startMoto(): Promise<S3TestEndpoint | undefined> {
+export async function startMoto(): Promise<S3TestEndpoint | undefined> {
   const port = await freePort();
   const child = fork(path.join(import.meta.dirname, 'moto-process.mjs'), [], {
     env: { ...process.env, MOTO_PORT: String(port) },
