@@ -277,6 +277,8 @@ const serviceSchema = z.object({
   // Default min(256 KiB, MAX_OBJECT_BYTES): see loadConfig.
   STAGING_INLINE_MAX: int(0, MAX_STAGING_INLINE, `at most ${MAX_STAGING_INLINE} (16 MiB): inline bodies are held in web memory and in Redis job data`).optional(),
   STAGING_TTL: int(1).default(7200),
+  // Where staged bodies go: disk under the root (one machine, or a shared volume), or s3 (`STAGING_S3_*`).
+  STAGING_KIND: z.enum(['disk', 's3']).default('disk'),
   MAX_OBJECT_BYTES: int(1).default(5 * GIB),
   WAIT_TIMEOUT_MS: timerMs(1).default(30_000),
   TIER_CRON: cron.default('*/5 * * * *'),
@@ -358,7 +360,7 @@ export interface Config {
   tiering: { accessThreshold: number; hotTtlSeconds: number; hotMaxBytes: number };
   /** `unavailableRetrySeconds`: how long a job whose backend is down keeps retrying after its attempts ran out. */
   workers: { concurrency: number; attempts: number; shutdownTimeoutMs: number; unavailableRetrySeconds: number; metricsPort?: number };
-  payloads: { stagingInlineMax: number; stagingTtlSeconds: number; maxObjectBytes: number; waitTimeoutMs: number };
+  payloads: { stagingInlineMax: number; stagingTtlSeconds: number; stagingKind: 'disk' | 's3'; maxObjectBytes: number; waitTimeoutMs: number };
   maintenance: { tierCron: string; cleanupCron: string; backupCron: string; backupStore?: string; backupKeep: number };
   retention: { versionCount: number; versionDays: number };
   /** Finished jobs kept, per queue: the newest `*Count`, none older than `*AgeSeconds` (`jobs/queue.ts`). */
@@ -455,6 +457,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     payloads: {
       stagingInlineMax: s.STAGING_INLINE_MAX ?? Math.min(DEFAULT_STAGING_INLINE, s.MAX_OBJECT_BYTES),
       stagingTtlSeconds: s.STAGING_TTL,
+      stagingKind: s.STAGING_KIND,
       maxObjectBytes: s.MAX_OBJECT_BYTES,
       waitTimeoutMs: s.WAIT_TIMEOUT_MS,
     },

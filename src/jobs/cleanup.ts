@@ -37,7 +37,7 @@ import {
 import { queueOfJobId } from './job-id.js';
 import { StagedOwners } from './staged-owners.js';
 import { VersionPins } from './version-pins.js';
-import { STAGING_PREFIX } from './staging.js';
+import { removeStaged, STAGING_PREFIX } from './staging.js';
 
 export const cleanupPayload = z.object({ store: storeNameSchema.optional() }).strict();
 
@@ -151,7 +151,7 @@ async function removeStaleStaging(ctx: JobContext, deps: MaintenanceDeps): Promi
       }
       // As `Staging.release` does: the note first, so that a failure in between leaves an orphan body, swept next time.
       await owners.forget(blob.key);
-      await deps.stagingProvider.delete(blob.key);
+      await removeStaged(deps.stagingProvider, blob.key);
       counts.removed++;
     }
   }

@@ -5,18 +5,19 @@
  * holds a large payload. Either way the job knows the body's sha256, which makes a retried job able to tell that
  * its work is already done.
  *
- * The staging provider is any `StorageProvider`: disk under `<STORAGE_ROOT_DIR>/.staging` by default
- * (`createStagingProvider`), s3 when API and workers do not share a filesystem. The worker deletes a staged blob
- * once its job succeeded; blobs of jobs that never ran are the cleanup job's (`STAGING_TTL`).
+ * The staging provider is any `StorageProvider`: disk under `<STORAGE_ROOT_DIR>/.staging` by default, s3 with
+ * `STAGING_KIND=s3` for web and worker processes that share no filesystem (`createStagingProvider`). The worker
+ * deletes a staged blob once its job succeeded (every version of it, in a versioned bucket); blobs of jobs that never
+ * ran are the cleanup job's (`STAGING_TTL`).
  */
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
-import { storeConfig, type Config } from '../config.js';
+import type { Config } from '../config.js';
 import { HashingStream, isReadable, sha256Hex } from '../providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError } from '../providers/errors.js';
-import { createProvider } from '../providers/index.js';
+import { createProvider, stagingSettings } from '../providers/index.js';
 import type { Body, HealthReport, StorageProvider } from '../providers/types.js';
 import type { JobContext } from './definition.js';
 import type { StagedOwners } from './staged-owners.js';
@@ -153,7 +154,7 @@ export function createStaging({ provider, inlineMax, owners }: StagingOptions): 
       const streamError = hashing.errored;
       hashing.destroy();
       source?.destroy();
-      await provider.delete(stagedKey).catch(() => undefined);
+      await removeStaged(provider, stagedKey).catch(() => undefined);
       throw streamError instanceof PayloadTooLargeError ? streamError : error;
     }
   }
@@ -195,7 +196,7 @@ export function createStaging({ provider, inlineMax, owners }: StagingOptions): 
       // The note first: a body left without one is an orphan cleanup removes, a note left without its body would
       // stay. Redis being down does not keep the body, though (its note, if any, is one small field).
       await owners?.forget(ref.stagedKey).catch(() => undefined);
-      await provider.delete(ref.stagedKey);
+      await removeStaged(provider, ref.stagedKey);
     },
 
     health: () => provider.health(),
@@ -259,7 +260,15 @@ async function releasedAfter<R>(ctx: Pick<JobContext, 'staging' | 'log'>, ref: B
   return result;
 }
 
-/** The default staging provider: a disk provider rooted at `<STORAGE_ROOT_DIR>/.staging`. */
-export async function createStagingProvider(config: Pick<Config, 'env' | 'storageRootDir'>): Promise<StorageProvider> {
-  return createProvider(storeConfig(config, { name: '.staging', kind: 'disk' }));
+/** The staging provider `STAGING_KIND` names: disk at `<STORAGE_ROOT_DIR>/.staging`, or s3 (`STAGING_S3_*`). */
+export async function createStagingProvider(config: Pick<Config, 'env' | 'storageRootDir' | 'payloads'>): Promise<StorageProvider> {
+  return createProvider(stagingSettings(config));
+}
+
+/**
+ * Deletes a staged blob; on a staging store that keeps every write as a version (a versioned bucket), its versions
+ * too, which would otherwise stay (and be billed) after every upload.
+ */
+export function removeStaged(provider: StorageProvider, stagedKey: string): Promise<void> {
+  return provider.delete(stagedKey, provider.capabilities.versioning === 'every-write' ? { allVersions: true } : undefined);
 }

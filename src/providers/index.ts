@@ -53,12 +53,22 @@ function dataHolders(settings: StoreSettings, config: Config): StoreSettings[] {
   return Object.entries(tierKinds(settings)).map(([role, kind]) => tierSettings(settings, role as TierRole, kind, config));
 }
 
-/** Refuses two stores that would share data (`store-location.ts`); a hybrid store checks its own tiers at open. */
+/**
+ * The staging area's settings (`STAGING_KIND`): a disk store `.staging` under the root, or an s3 store named `staging`,
+ * so that `STAGING_S3_BUCKET`, `STAGING_S3_PREFIX`... set it apart from the stores' (then the global S3 settings).
+ */
+export function stagingSettings(config: Pick<Config, 'env' | 'storageRootDir' | 'payloads'>): StoreSettings {
+  return storeConfig(config, config.payloads.stagingKind === 's3' ? { name: 'staging', kind: 's3' } : { name: '.staging', kind: 'disk' });
+}
+
+/**
+ * Refuses two stores, or a store and the staging area, that would share data (`store-location.ts`); a hybrid store
+ * checks its own tiers at open.
+ */
 function refuseSharedLocations(config: Config): void {
   const taken: { store: string; location: StoreLocation }[] = [];
   for (const store of config.stores) {
-    for (const holder of dataHolders(storeConfig(config, store), config)) {
-      const location = storeLocation(holder);
+    for (const location of dataHolders(storeConfig(config, store), config).map(storeLocation)) {
       if (location === undefined) continue;
       const other = taken.find((entry) => entry.store !== store.name && overlaps(entry.location, location));
       if (other !== undefined) {
@@ -68,6 +78,13 @@ function refuseSharedLocations(config: Config): void {
       }
       taken.push({ store: store.name, location });
     }
+  }
+  const staging = storeLocation(stagingSettings(config));
+  const other = staging && taken.find((entry) => overlaps(entry.location, staging));
+  if (staging !== undefined && other !== undefined) {
+    throw new ConfigError(
+      `store "${other.store}" (${other.location.description}) and the staging area (${staging.description}) would share data; give the staging area its own place (STAGING_S3_BUCKET or STAGING_S3_PREFIX)`,
+    );
   }
 }
 
