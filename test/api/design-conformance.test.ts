@@ -11,19 +11,23 @@
  * Neither needs an S3 server: presigning is local, and the store is opened with its versioning mode given.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { overrideEnv } from '../support/env.js';
 import { startTestService, type TestService } from '../support/service.js';
 
-const CREDENTIAL_VARIABLES = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'AWS_EC2_METADATA_DISABLED', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE'];
-const saved: Record<string, string | undefined> = {};
+let restoreEnv: () => void = () => undefined;
 let service: TestService;
 
 beforeAll(async () => {
-  for (const name of CREDENTIAL_VARIABLES) saved[name] = process.env[name];
-  for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE']) delete process.env[name];
   // No credential source answers: no environment, no files, no instance metadata.
-  process.env.AWS_EC2_METADATA_DISABLED = 'true';
-  process.env.AWS_CONFIG_FILE = '/nonexistent/kyozo-design-conformance';
-  process.env.AWS_SHARED_CREDENTIALS_FILE = '/nonexistent/kyozo-design-conformance';
+  restoreEnv = overrideEnv({
+    AWS_ACCESS_KEY_ID: undefined,
+    AWS_SECRET_ACCESS_KEY: undefined,
+    AWS_SESSION_TOKEN: undefined,
+    AWS_PROFILE: undefined,
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_CONFIG_FILE: '/nonexistent/kyozo-design-conformance',
+    AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/kyozo-design-conformance',
+  });
   service = await startTestService(
     'design-conformance',
     {
@@ -42,10 +46,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await service?.close();
-  for (const name of CREDENTIAL_VARIABLES) {
-    if (saved[name] === undefined) delete process.env[name];
-    else process.env[name] = saved[name];
-  }
+  restoreEnv();
 });
 
 describe('GET .../url on an s3 store without credentials (DESIGN §8: 503 with Retry-After when a provider is down)', () => {

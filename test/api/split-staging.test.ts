@@ -11,11 +11,11 @@ import { createStaging, createStagingProvider } from '../../src/jobs/staging.js'
 import { createS3Provider } from '../../src/providers/s3.js';
 import { createStores } from '../../src/providers/index.js';
 import { s3ProviderOptions, s3ServiceEnv, startMoto, startS3, type S3TestEndpoint } from '../support/s3.js';
+import { overrideEnv } from '../support/env.js';
 import { uniquePrefix } from '../support/redis.js';
 import { startTestService, type TestService } from '../support/service.js';
 
-const CREDENTIALS = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'] as const;
-const saved = Object.fromEntries(CREDENTIALS.map((name) => [name, process.env[name]]));
+let restoreEnv: () => void = () => undefined;
 const started: TestService[] = [];
 let s3: S3TestEndpoint;
 let bucket: string;
@@ -24,8 +24,7 @@ let env: Record<string, string>;
 beforeAll(async () => {
   s3 = await startS3();
   // The SDK's default chain reads the keys from the process environment.
-  process.env.AWS_ACCESS_KEY_ID = s3.credentials.accessKeyId;
-  process.env.AWS_SECRET_ACCESS_KEY = s3.credentials.secretAccessKey;
+  restoreEnv = overrideEnv({ AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey });
   bucket = await s3.createBucket();
   env = {
     STORES: 'docs:s3',
@@ -41,10 +40,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const service of started.reverse()) await service.close().catch(() => undefined);
   await s3?.close();
-  for (const name of CREDENTIALS) {
-    if (saved[name] === undefined) delete process.env[name];
-    else process.env[name] = saved[name];
-  }
+  restoreEnv();
 });
 
 describe('STAGING_KIND=s3', () => {
