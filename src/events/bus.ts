@@ -73,8 +73,8 @@ export interface EventBus {
   readonly connection: RedisConnection;
   /** Appends and publishes; returns the envelope, or `undefined` when `once` says it was emitted before. */
   emit<T>(event: EventInput<T>, opts?: EmitOptions): Promise<EventEnvelope<T> | undefined>;
-  /** Live events of `types` ('*' for all). Resolves once the subscription is active. */
-  subscribe(types: readonly EventType[] | '*', listener: EventListener): Promise<Unsubscribe>;
+  /** Live events of one type, of `types`, or of all ('*'). Resolves once the subscription is active. */
+  subscribe(types: EventType | readonly EventType[] | '*', listener: EventListener): Promise<Unsubscribe>;
   /** The event with this id, or `undefined` when the capped stream no longer holds it. */
   read(id: string): Promise<EventEnvelope | undefined>;
   /** History after `id` (exclusive; from the start when undefined), oldest first, at most `count` events. */
@@ -456,7 +456,8 @@ export function createEventBus(options: EventBusOptions): EventBus {
     },
 
     async subscribe(types, listener) {
-      listeners.set(listener, types);
+      // One type is a list of one: a string's `includes` would take a part of a type's name for it.
+      listeners.set(listener, types === '*' || Array.isArray(types) ? types : [types as EventType]);
       try {
         await ensureSubscribed();
       } catch (error) {

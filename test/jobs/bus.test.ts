@@ -31,6 +31,17 @@ describe('events bus', () => {
     await unsubscribe();
   });
 
+  it('takes one type as well as a list (DESIGN §7: subscribe(type, fn))', async () => {
+    const received: EventEnvelope[] = [];
+    const unsubscribe = await bus.subscribe('object.deleted', (event) => received.push(event));
+    await bus.emit({ type: 'object.written', store: 's', key: 'one', jobId: 'written-1', data: {} });
+    await bus.emit({ type: 'objects.deleted', store: 's', jobId: 'prefix-1', data: {} });
+    const deleted = await bus.emit({ type: 'object.deleted', store: 's', key: 'one', jobId: 'deleted-1', data: {} });
+    expect(await waitFor(() => received.find((event) => event.jobId === 'deleted-1'))).toEqual(deleted);
+    expect(received.map((event) => event.type)).toEqual(['object.deleted']);
+    await unsubscribe();
+  });
+
   it('leaves out what else is published on its channel (not event arrays) and goes on delivering', async () => {
     const received: EventEnvelope[] = [];
     const unsubscribe = await bus.subscribe(['object.written'], (event) => received.push(event));
