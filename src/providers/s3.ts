@@ -597,6 +597,11 @@ export class S3Provider implements StorageProvider {
       body.destroy(); // nothing else would: its request has no socket timer
       throw error;
     });
+    if (opts?.range && opts.range[0] >= info.size) {
+      // A server that served what S3 refuses (s3rver: 206 `bytes 0-0/0` for an empty object, then no byte): 416.
+      body.destroy();
+      resolveRange(opts.range, info.size);
+    }
     const limited = limitIdleWaits(body, this.socketTimeoutMs, PAUSED_READ_FACTOR * this.socketTimeoutMs, what);
     return { info, body: opts?.range ? cutToRange(limited, out.ContentRange, info.size, opts.range, what) : limited };
   }

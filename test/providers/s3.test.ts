@@ -150,6 +150,12 @@ describe('s3 provider: large bodies', () => {
       expect(Buffer.concat(chunks).toString(), `bytes ${start}-${end}`).toBe('0123456789'.slice(start, end + 1));
     }
   });
+
+  it('a range of an empty object is not satisfiable (416), not an outage (s3rver answers 206 and sends nothing)', async () => {
+    const s3 = await provider();
+    await s3.write('empty.txt', '');
+    await expect(s3.read('empty.txt', { range: [0, 0] })).rejects.toBeInstanceOf(RangeNotSatisfiableError);
+  });
 });
 
 describe('s3 provider: presigned URLs', () => {
