@@ -6,7 +6,8 @@
  *
  * One Redis hash per key, `<prefix>:hybrid:<store>:versions:<key>`: `c:<cold id>` -> backup id and
  * `b:<backup id>` -> cold id, and `m:<backup id>` when the copy's message is hybrid's own (cold's version has none;
- * backup needs one). Written when a version is made (best effort: a lost entry only makes that version
+ * backup needs one). A version removed by retention leaves `n:<backup id>` -> cold id: the current object goes on
+ * naming the version it came from (the contract's `deleteVersion` keeps it), on cold and so on backup. Written when a version is made (best effort: a lost entry only makes that version
  * unreadable during a cold outage), dropped with the version (`deleteVersion`) or with all of them
  * (`delete(key, { allVersions: true })`), and by the repair pass for versions cold no longer has.
  */
@@ -33,6 +34,13 @@ local h, backup = KEYS[1], ARGV[1]
 local cold = redis.call('HGET', h, 'b:' .. backup)
 if not cold or redis.call('HGET', h, 'c:' .. cold) ~= backup then return false end
 return {cold, redis.call('HEXISTS', h, 'm:' .. backup)}`;
+
+/** The cold id a current backup object's version id stands for: its version's, or the removed version's (`n:`). */
+const NAMED = `
+local h, backup = KEYS[1], ARGV[1]
+local cold = redis.call('HGET', h, 'b:' .. backup)
+if cold and redis.call('HGET', h, 'c:' .. cold) == backup then return cold end
+return redis.call('HGET', h, 'n:' .. backup)`;
 
 /** What the map says of a backup version. */
 export interface ColdOrigin {
@@ -85,8 +93,25 @@ export class VersionMap {
     });
   }
 
+  /**
+   * The cold ids that current backup objects' version ids stand for (undefined where none): a removed version's
+   * too, unlike `originsOf`, since a current object still names the version it was made as.
+   */
+  async coldIdsNaming(entries: readonly { key: string; backupId: string }[]): Promise<(string | undefined)[]> {
+    if (entries.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const { key, backupId } of entries) pipeline.eval(NAMED, 1, this.hashKey(key), backupId);
+    const results = (await pipeline.exec()) ?? [];
+    return entries.map((_, i) => {
+      const [error, value] = results[i] ?? [null, null];
+      return error === null && typeof value === 'string' ? value : undefined;
+    });
+  }
+
+  /** Drops a removed version from the map, keeping the name a current object made as that version goes by. */
   async unlink(key: string, coldId: string, backupId: string): Promise<void> {
-    await this.redis.hdel(this.hashKey(key), `c:${coldId}`, `b:${backupId}`, `m:${backupId}`);
+    const hash = this.hashKey(key);
+    await this.redis.multi().hdel(hash, `c:${coldId}`, `b:${backupId}`, `m:${backupId}`).hset(hash, `n:${backupId}`, coldId).exec();
   }
 
   async forget(key: string): Promise<void> {

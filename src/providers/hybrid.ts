@@ -890,13 +890,13 @@ export class HybridProvider implements StorageProvider {
     return (await this.asColdIds([info]))[0]!;
   }
 
-  /** Backup items with cold's version ids; those without a known cold id lose it. */
+  /** Current backup objects with cold's version ids; those without a known cold id lose it. */
   private async asColdIds<T extends { key: string; versionId?: string }>(items: T[]): Promise<T[]> {
     const versioned = items.filter((item) => item.versionId !== undefined);
-    const origins = await this.versions
-      .originsOf(versioned.map((item) => ({ key: item.key, backupId: item.versionId! })))
+    const coldIds = await this.versions
+      .coldIdsNaming(versioned.map((item) => ({ key: item.key, backupId: item.versionId! })))
       .catch(() => versioned.map(() => undefined));
-    const byItem = new Map(versioned.map((item, i) => [item, origins[i]?.coldId]));
+    const byItem = new Map(versioned.map((item, i) => [item, coldIds[i]]));
     return items.map((item) => {
       if (item.versionId === undefined) return item;
       const coldId = byItem.get(item);
