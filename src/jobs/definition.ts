@@ -76,6 +76,11 @@ export interface JobContext {
    * (`Fenced`), so a run that lost its job to another (it stalled past its lock) cannot overwrite what came after.
    */
   fence?: () => Promise<void>;
+  /**
+   * Work to do once the job's event is out, before the job completes: releasing a staged body, which done before
+   * the event would hold up the events of later mutations of the key (`workers/key-turns.ts`). Without it, at once.
+   */
+  afterEvent?(step: () => Promise<void>): void;
 }
 
 export interface JobOutcome<R> {

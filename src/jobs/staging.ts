@@ -204,7 +204,8 @@ export function createStaging({ provider, inlineMax, owners }: StagingOptions): 
 }
 
 /**
- * Runs `apply` with the job's body, notes the result in the job's journal, then releases the staged blob. A result
+ * Runs `apply` with the job's body, notes the result in the job's journal, then releases the staged blob (once the
+ * job's event is out, where the context says when: `JobContext.afterEvent`). A result
  * in the journal means an earlier run of this job finished `apply` (it may have died before the release): that
  * result is the answer, and the work is not done again over what other jobs wrote since. When the staged blob is
  * gone with no journal entry, `alreadyApplied` recognises the work (e.g. the target has the body's etag);
@@ -212,7 +213,7 @@ export function createStaging({ provider, inlineMax, owners }: StagingOptions): 
  * (an inline one), and applying it again would not be harmless (a second version): `alreadyApplied` is asked first.
  */
 export async function applyBody<R>(
-  ctx: Pick<JobContext, 'staging' | 'journal' | 'log'>,
+  ctx: Pick<JobContext, 'staging' | 'journal' | 'log' | 'afterEvent'>,
   ref: BodyRef,
   apply: (body: Body) => Promise<R>,
   alreadyApplied: () => Promise<R | undefined>,
@@ -250,13 +251,18 @@ export async function applyBody<R>(
 }
 
 /**
- * `result`, once the staged blob was released. The work is done by then: a blob the staging store could not delete
- * fails nothing (its owner note is gone, so the cleanup job removes it after `STAGING_TTL`).
+ * `result`, with the staged blob released (or its release left to after the event). The work is done by then: a blob
+ * the staging store could not delete fails nothing (its owner note is gone, so the cleanup job removes it after
+ * `STAGING_TTL`; so it does one a crash left between the event and the release).
  */
-async function releasedAfter<R>(ctx: Pick<JobContext, 'staging' | 'log'>, ref: BodyRef, result: R): Promise<R> {
-  await ctx.staging.release(ref).catch((error: unknown) => {
-    ctx.log.warn({ err: error, stagedKey: isStaged(ref) ? ref.stagedKey : undefined }, 'staged body not removed: the cleanup job will');
-  });
+async function releasedAfter<R>(ctx: Pick<JobContext, 'staging' | 'log' | 'afterEvent'>, ref: BodyRef, result: R): Promise<R> {
+  if (!isStaged(ref)) return result;
+  const release = () =>
+    ctx.staging.release(ref).catch((error: unknown) => {
+      ctx.log.warn({ err: error, stagedKey: ref.stagedKey }, 'staged body not removed: the cleanup job will');
+    });
+  if (ctx.afterEvent !== undefined) ctx.afterEvent(release);
+  else await release();
   return result;
 }
 

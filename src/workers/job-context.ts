@@ -112,6 +112,7 @@ export class WorkerJobContext implements JobContext {
   private jobJournal?: JobJournal;
   /** Taken when the job first passed its fence: the place of its event among those of its key. */
   turn?: KeyTurn;
+  private readonly afterEventSteps: (() => Promise<void>)[] = [];
 
   constructor(
     private readonly bullJob: Job,
@@ -157,6 +158,15 @@ export class WorkerJobContext implements JobContext {
   get journal(): JobJournal {
     this.jobJournal ??= new JobHashJournal(this.deps.connection, this.hashKey);
     return this.jobJournal;
+  }
+
+  afterEvent(step: () => Promise<void>): void {
+    this.afterEventSteps.push(step);
+  }
+
+  /** Runs the steps `afterEvent` left, in order. */
+  async finishAfterEvent(): Promise<void> {
+    for (const step of this.afterEventSteps.splice(0)) await step();
   }
 
   async reportProgress(progress: Record<string, unknown>): Promise<void> {

@@ -298,6 +298,9 @@ export function createWorkers(options: WorkersOptions): Workers {
         // After the events of the key's mutations committed before this one (`key-turns.ts`).
         if (ctx.turn?.ready !== undefined) await ctx.turn.ready;
         await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER, alsoSet }, log);
+        ctx.turn?.leave();
+        // A staged body goes now, its event out and the key's next event free to leave.
+        await ctx.finishAfterEvent();
         return result;
       } catch (error) {
         // A run that failed after its lock lapsed (stalled, then an error before any commit) must not report its
