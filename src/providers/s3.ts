@@ -41,7 +41,8 @@
  * - ifMatch compares our etag from a HeadObject, then sends the write with `If-Match: <S3 ETag seen>`. AWS S3
  *   and MinIO then refuse the write if the object changed in between (412); servers that ignore conditional
  *   writes (s3rver) leave a window of one round trip in which a writer in another process, or one without
- *   conditions, can be overwritten. Conditional writes of one key in one process run one at a time (`keyLocked`).
+ *   conditions, can be overwritten. In one process, the steps that make mutations of a key current (check, fence,
+ *   request) run one at a time (`committed`).
  * - ifNoneMatch ('*', create-only) is checked by the same HeadObject (an existing object fails at once), and the
  *   write that makes the object current carries S3's own `If-None-Match: *`: the PutObject of a body up to the
  *   threshold, and the CopyObject of a staged upload (every larger body, buffer or stream) or of an explicit version.
@@ -161,6 +162,9 @@ interface S3Conditions {
   IfNoneMatch?: '*';
 }
 
+/** Checks a write's preconditions against the current object; says what S3 should check again when it lands. */
+type PreconditionCheck = () => Promise<S3Conditions | undefined>;
+
 /**
  * A write carrying If-Match or If-None-Match is not sent again by the policy: a first attempt that landed but
  * answered late would make the second fail with 412 against its own write. The caller gets "unavailable" (outcome
@@ -172,11 +176,12 @@ function conditional(conditions: S3Conditions | undefined): CallOptions {
 
 /**
  * S3 answers a write whose If-Match names an object deleted since our check with 404 NoSuchKey: for the caller, the
- * object it named is not current, a failed precondition like any other (disk and ram say so too).
+ * object it named is not current, a failed precondition like any other (disk and ram say so too). A copy's 404 may
+ * also be its source's: `targetStillNamed` then tells which (true: the target is still the object If-Match named).
  */
-function refusedIfGone(what: string, conditions: S3Conditions | undefined): (error: unknown) => never {
-  return (error) => {
-    if (conditions?.IfMatch !== undefined && error instanceof NotFoundError) {
+function refusedIfGone(what: string, conditions: S3Conditions | undefined, targetStillNamed?: () => Promise<boolean>): (error: unknown) => Promise<never> {
+  return async (error) => {
+    if (conditions?.IfMatch !== undefined && error instanceof NotFoundError && !(await targetStillNamed?.().catch(() => true))) {
       throw new PreconditionFailedError(`${what}: the object ifMatch names was deleted meanwhile`, { cause: error });
     }
     throw error;
@@ -555,13 +560,7 @@ export class S3Provider implements StorageProvider {
     };
     requireMetadataFits(describe(SHA256_SHAPE));
     await this.knownMode();
-    const checkedWrite = async () => {
-      const conditions = await this.precondition(key, opts);
-      return this.put(`write "${key}"`, fullKey, body, contentType, conditions, describe, opts);
-    };
-    // Conditional writes of a key run one at a time here: where the server ignores S3's conditions (s3rver), the check
-    // and the write are then one step within this process, as on disk.
-    const stored = hasPreconditions(opts) ? await this.keyLocked(fullKey, checkedWrite) : await checkedWrite();
+    const stored = await this.put(`write "${key}"`, fullKey, body, contentType, () => this.precondition(key, opts), describe, opts);
     const info: ObjectInfo = { key, size: stored.size, etag: stored.etag, contentType, metadata, updatedAt };
     const versionId = this.settledMode === 'native' ? nativeVersionId(stored.s3VersionId) : undefined;
     return versionId === undefined ? info : { ...info, versionId };
@@ -616,12 +615,9 @@ export class S3Provider implements StorageProvider {
   async delete(key: string, opts?: DeleteOptions): Promise<void> {
     const fullKey = this.objectKey(key);
     const mode = await this.knownMode();
-    await passFence(opts);
-    if (opts?.allVersions) {
-      await this.deleteWithVersions(key, fullKey, mode);
-      return;
-    }
-    if (mode === 'native') {
+    await this.committed(fullKey, undefined, opts, async () => {
+      if (opts?.allVersions) return this.deleteWithVersions(key, fullKey, mode);
+      if (mode !== 'native') return this.deleteKey(`delete "${key}"`, fullKey);
       // A DeleteObject on a missing key would still add a delete marker: keep repeated deletes free of them.
       const current = await this.head(key, { Key: fullKey }).catch((error: unknown) =>
         error instanceof NotFoundError ? undefined : Promise.reject(error),
@@ -632,9 +628,7 @@ export class S3Provider implements StorageProvider {
         (signal) => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: fullKey }), { abortSignal: signal }),
         async (signal) => ((await deleteLanded(this.client, this.bucket, fullKey, current.VersionId, signal)) ? {} : undefined),
       );
-      return;
-    }
-    await this.deleteKey(`delete "${key}"`, fullKey);
+    });
   }
 
   /**
@@ -743,15 +737,16 @@ export class S3Provider implements StorageProvider {
     };
     // The current object of an explicit version carries a subset of these.
     requireMetadataFits(stamp(SHA256_SHAPE));
-    const conditions = await this.precondition(key, opts);
 
     if (explicit === undefined) {
-      const stored = await this.put(what, fullKey, body, contentType, conditions, stamp, opts);
+      const stored = await this.put(what, fullKey, body, contentType, () => this.precondition(key, opts), stamp, opts);
       const nativeId = nativeVersionId(stored.s3VersionId);
       if (nativeId === undefined) throw new NotSupportedError(`${what}: the bucket returned no version id (is versioning suspended?)`);
       return this.versionInfo(key, nativeId, stored.size, stored.etag, createdAt, opts.message, opts.author);
     }
 
+    // Refused before the upload where it already fails; checked again, under the key's lock, before the copy.
+    await this.precondition(key, opts);
     const { versionId, makeCurrent } = explicit;
     const versionKey = this.versionKey(key, versionId);
     // The version object is not current yet: its content is checked here, the fence before the copy that makes it so.
@@ -815,23 +810,24 @@ export class S3Provider implements StorageProvider {
 
     if (this.settledMode === 'native') {
       const { metadata, message } = restoreMetadata(base, versionId, opts);
-      await passFence(opts);
-      const out = await this.addVersion(
-        what,
-        (signal) =>
-          this.client.send(
-            new CopyObjectCommand({
-              Bucket: this.bucket,
-              Key: fullKey,
-              CopySource: copySource(this.bucket, fullKey, versionId),
-              MetadataDirective: 'REPLACE',
-              ContentType: contentType,
-              ...contentHeaders(source),
-              Metadata: metadata,
-            }),
-            { abortSignal: signal },
-          ),
-        (signal) => findStampedVersion(this.client, this.bucket, fullKey, stampOf(metadata), size, signal),
+      const out = await this.committed(fullKey, undefined, opts, () =>
+        this.addVersion(
+          what,
+          (signal) =>
+            this.client.send(
+              new CopyObjectCommand({
+                Bucket: this.bucket,
+                Key: fullKey,
+                CopySource: copySource(this.bucket, fullKey, versionId),
+                MetadataDirective: 'REPLACE',
+                ContentType: contentType,
+                ...contentHeaders(source),
+                Metadata: metadata,
+              }),
+              { abortSignal: signal },
+            ),
+          (signal) => findStampedVersion(this.client, this.bucket, fullKey, stampOf(metadata), size, signal),
+        ),
       );
       const newId = nativeVersionId(out.VersionId);
       if (newId === undefined) throw new NotSupportedError(`${what}: the bucket returned no version id (is versioning suspended?)`);
@@ -1034,6 +1030,20 @@ export class S3Provider implements StorageProvider {
   }
 
   /**
+   * The step that makes a mutation of `fullKey` current — its preconditions checked (`check`), its fence passed, its
+   * request sent — under the key's lock: in this process mutations then land in the order they passed their fences
+   * (the order their events leave in, `workers/key-turns.ts`), and a conditional one cannot be overtaken between its
+   * check and its write on servers that ignore S3's conditions (s3rver). An upload before it runs outside the lock.
+   */
+  private committed<T>(fullKey: string, check: PreconditionCheck | undefined, fenced: Fenced | undefined, send: (conditions: S3Conditions | undefined) => Promise<T>): Promise<T> {
+    return this.keyLocked(fullKey, async () => {
+      const conditions = await check?.();
+      await passFence(fenced);
+      return send(conditions);
+    });
+  }
+
+  /**
    * A request that adds a version (or delete marker) in native mode: every attempt after the first asks whether an
    * earlier one landed (`landed`, see `s3-landed.ts`) and answers with it, and sends again only when none did. A look
    * that is answered with anything but "try again" leaves the outcome unknown: unavailable, and nothing is resent.
@@ -1146,7 +1156,7 @@ export class S3Provider implements StorageProvider {
     target: string,
     body: Body,
     contentType: string,
-    conditions: S3Conditions | undefined,
+    check: PreconditionCheck | undefined,
     describe: (etag: string) => Record<string, string>,
     checks: CommitChecks | undefined,
   ): Promise<Stored> {
@@ -1155,7 +1165,7 @@ export class S3Provider implements StorageProvider {
       const { head, rest } = await readAhead(body, this.threshold);
       if (rest !== undefined) {
         try {
-          return await this.putStaged(what, target, rest, contentType, conditions, describe, checks);
+          return await this.putStaged(what, target, rest, contentType, check, describe, checks);
         } finally {
           body.destroy(); // read to its end on success; on failure nobody else will stop it
         }
@@ -1166,29 +1176,30 @@ export class S3Provider implements StorageProvider {
     }
     // Over one PutObject, a buffer is staged and copied into place too: a multipart upload straight to the target
     // would land whatever happened while its parts were sent, after the fence and the checks were passed.
-    if (bytes.length > this.threshold) return this.putStaged(what, target, Readable.from([bytes]), contentType, conditions, describe, checks);
+    if (bytes.length > this.threshold) return this.putStaged(what, target, Readable.from([bytes]), contentType, check, describe, checks);
     const etag = sha256Hex(bytes);
     requireExpectedEtag(what, checks?.expectedEtag, etag);
     const metadata = describe(etag);
-    await passFence(checks);
-    const out = await this.addVersion(
-      what,
-      (signal) =>
-        this.client.send(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: target,
-            Body: bytes,
-            ContentLength: bytes.length,
-            ContentType: contentType,
-            Metadata: metadata,
-            ...conditions,
-          }),
-          { abortSignal: signal },
-        ),
-      (signal) => findStampedVersion(this.client, this.bucket, target, stampOf(metadata), bytes.length, signal),
-      conditional(conditions),
-    ).catch(refusedIfGone(what, conditions));
+    const out = await this.committed(target, check, checks, (conditions) =>
+      this.addVersion(
+        what,
+        (signal) =>
+          this.client.send(
+            new PutObjectCommand({
+              Bucket: this.bucket,
+              Key: target,
+              Body: bytes,
+              ContentLength: bytes.length,
+              ContentType: contentType,
+              Metadata: metadata,
+              ...conditions,
+            }),
+            { abortSignal: signal },
+          ),
+        (signal) => findStampedVersion(this.client, this.bucket, target, stampOf(metadata), bytes.length, signal),
+        conditional(conditions),
+      ).catch(refusedIfGone(what, conditions)),
+    );
     return { size: bytes.length, etag, s3VersionId: out.VersionId };
   }
 
@@ -1197,7 +1208,7 @@ export class S3Provider implements StorageProvider {
     target: string,
     body: Readable,
     contentType: string,
-    conditions: S3Conditions | undefined,
+    check: PreconditionCheck | undefined,
     describe: (etag: string) => Record<string, string>,
     checks: CommitChecks | undefined,
   ): Promise<Stored> {
@@ -1213,8 +1224,7 @@ export class S3Provider implements StorageProvider {
       stagedVersion = uploaded.VersionId;
       const etag = hashing.etag;
       requireExpectedEtag(what, checks?.expectedEtag, etag);
-      await passFence(checks);
-      const out = await this.copy(what, staged, target, contentType, describe(etag), conditions, hashing.size);
+      const out = await this.committed(target, check, checks, (conditions) => this.copy(what, staged, target, contentType, describe(etag), conditions, hashing.size));
       return { size: hashing.size, etag, s3VersionId: out.VersionId };
     } finally {
       body.destroy();
@@ -1284,7 +1294,15 @@ export class S3Provider implements StorageProvider {
         ),
       (signal) => findStampedVersion(this.client, this.bucket, to, stampOf(metadata), size, signal),
       opts,
-    ).catch(refusedIfGone(what, conditions));
+    ).catch(refusedIfGone(what, conditions, () => this.stillNamed(to, conditions?.IfMatch)));
+  }
+
+  /** Whether the object at `fullKey` still has S3's ETag `etag` (a missing one has none). */
+  private async stillNamed(fullKey: string, etag: string | undefined): Promise<boolean> {
+    const out = await this.call(`head "${fullKey}"`, (signal) => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: fullKey }), { abortSignal: signal })).catch(
+      (error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)),
+    );
+    return out !== undefined && out.ETag === etag;
   }
 
   /**

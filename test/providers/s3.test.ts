@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
-import { CopyObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutBucketVersioningCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutBucketVersioningCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { isBrokenCircuitError } from 'cockatiel';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, storeConfig } from '../../src/config.js';
@@ -695,12 +695,12 @@ describe('s3 provider: native bucket versioning', () => {
   // check with 404 NoSuchKey. (moto does not check it on CopyObject, the path of staged bodies.)
   it.skipIf(!hasNative)('a write or version whose If-Match object is deleted just before it lands fails its precondition (412), not 404', async () => {
     const s3 = await native();
+    // Another process's delete, landing between the provider's check and its write.
+    const deleteElsewhere = async () => void (await versionedBare!.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: 'doc' })));
     const first = await s3.write('doc', 'one');
-    await expect(s3.write('doc', 'two', { ifMatch: first.etag, fence: async () => await s3.delete('doc') })).rejects.toBeInstanceOf(PreconditionFailedError);
+    await expect(s3.write('doc', 'two', { ifMatch: first.etag, fence: deleteElsewhere })).rejects.toBeInstanceOf(PreconditionFailedError);
     const again = await s3.write('doc', 'one again');
-    await expect(s3.createVersion('doc', 'three', { message: 'm', ifMatch: again.etag, fence: async () => await s3.delete('doc') })).rejects.toBeInstanceOf(
-      PreconditionFailedError,
-    );
+    await expect(s3.createVersion('doc', 'three', { message: 'm', ifMatch: again.etag, fence: deleteElsewhere })).rejects.toBeInstanceOf(PreconditionFailedError);
   });
 
   it.skipIf(!hasNative)('reads an old version, restores it as a new one, and keeps versions across a plain delete', async () => {
