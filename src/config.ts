@@ -432,6 +432,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
       `STAGING_TTL="${s.STAGING_TTL}": must be longer than UNAVAILABLE_RETRY_SECONDS (${s.UNAVAILABLE_RETRY_SECONDS}) + ${PARKED_RETRY_MAX_SECONDS} s, or cleanup can remove the body of a job still being retried`,
     );
   }
+  // The staging area in s3 reads its settings as a store named `staging` would (STAGING_S3_BUCKET...): such a store
+  // would always share its place.
+  if (s.STAGING_KIND === 's3' && s.STORES.some((store) => storeEnvPrefix(store.name) === STAGING_ENV_PREFIX)) {
+    throw new ConfigError(`STORES: with STAGING_KIND=s3 no store may be named "staging": its settings (${STAGING_ENV_PREFIX}S3_*) are the staging area's; rename the store`);
+  }
   return {
     redis: {
       url: s.REDIS_URL ?? 'redis://127.0.0.1:6379',
@@ -485,6 +490,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
 export function storeEnvPrefix(storeName: string): string {
   return `${storeName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_`;
 }
+
+/** The name the staging area's settings go by with `STAGING_KIND=s3` (`providers/index.ts`), and their prefix. */
+export const STAGING_STORE_NAME = 'staging';
+const STAGING_ENV_PREFIX = storeEnvPrefix(STAGING_STORE_NAME);
 
 /** The settings of one store: `<STORE>_<NAME>` when set, else `<NAME>`, else the default. */
 export function storeConfig(

@@ -58,7 +58,7 @@ async function start(running: Running, aborted: AbortSignal): Promise<void> {
   storeRedis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
   await unlessAborted(whenReady(storeRedis), aborted); // it queues nothing while connecting: the stores open on it
   const stores = (running.stores = await createStores(config, { redis: storeRedis, log, observe: (store, observation) => metrics.observeProvider(store, observation) }));
-  const stagingProvider = (running.staging = await createStagingProvider(config));
+  const stagingProvider = (running.staging = await createStagingProvider(config, log));
   running.web = await startWebServices({ config, log: log.child({ component: 'web' }), stores, stagingProvider, metrics });
   aborted.throwIfAborted();
   // The port before the worker: a start that cannot listen (a second copy on the same port) takes no job.

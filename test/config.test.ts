@@ -87,6 +87,9 @@ describe('config', () => {
     [{ API_TOKENS: 'change-me-to-a-long-random-token' }, /^API_TOKENS=\(value not shown\): entry 1 is the placeholder from \.env\.example/],
     [{ API_TOKENS: 'a-real-token-0123456789,My-CHANGE-ME-token-please' }, /^API_TOKENS=\(value not shown\): entry 2 is the placeholder/],
     [{ API_TOKENS: 'short-token' }, /^API_TOKENS=\(value not shown\): entry 1 is shorter than 16 characters/],
+    [{ STAGING_KIND: 'nfs' }, /^STAGING_KIND="nfs"/],
+    // Its settings would be the staging area's (STAGING_S3_*): the two could never be told apart.
+    [{ STAGING_KIND: 's3', STORES: 'docs:disk,staging:s3', S3_BUCKET: 'b' }, /^STORES: with STAGING_KIND=s3 no store may be named "staging"/],
   ])('a bad value is one line naming the variable: %o', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
@@ -95,6 +98,10 @@ describe('config', () => {
     } catch (error) {
       expect((error as Error).message).not.toContain('\n');
     }
+  });
+
+  it('a store may be named "staging" while the staging area is on disk', () => {
+    expect(loadConfig({ STORES: 'staging:disk' }).stores).toEqual([{ name: 'staging', kind: 'disk' }]);
   });
 
   it('per-store settings override the global ones', () => {

@@ -47,7 +47,7 @@ export async function startWebServices(options: {
   const ownStores = options.stores === undefined;
   const stores =
     options.stores ?? (await createStores(config, { redis, log, observe: (store, observation) => metrics.observeProvider(store, observation) }));
-  const stagingProvider = options.stagingProvider ?? (await createStagingProvider(config));
+  const stagingProvider = options.stagingProvider ?? (await createStagingProvider(config, log));
   const staging = createStaging({
     provider: stagingProvider,
     inlineMax: config.payloads.stagingInlineMax,

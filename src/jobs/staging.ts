@@ -15,6 +15,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
 import { HashingStream, isReadable, sha256Hex } from '../providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError } from '../providers/errors.js';
 import { createProvider, stagingSettings } from '../providers/index.js';
@@ -267,8 +268,8 @@ async function releasedAfter<R>(ctx: Pick<JobContext, 'staging' | 'log' | 'after
 }
 
 /** The staging provider `STAGING_KIND` names: disk at `<STORAGE_ROOT_DIR>/.staging`, or s3 (`STAGING_S3_*`). */
-export async function createStagingProvider(config: Pick<Config, 'env' | 'storageRootDir' | 'payloads'>): Promise<StorageProvider> {
-  return createProvider(stagingSettings(config));
+export async function createStagingProvider(config: Pick<Config, 'env' | 'storageRootDir' | 'payloads'>, log?: Logger): Promise<StorageProvider> {
+  return createProvider(stagingSettings(config), { log });
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import type { Redis, Cluster } from 'ioredis';
-import { ConfigError, storeConfig, type Config, type StoreKind, type StoreSettings } from '../config.js';
+import { ConfigError, STAGING_STORE_NAME, storeConfig, type Config, type StoreKind, type StoreSettings } from '../config.js';
 import type { Logger } from '../log.js';
 import { DiskProvider } from './disk.js';
 import { openGitStore } from './git.js';
@@ -58,7 +58,7 @@ function dataHolders(settings: StoreSettings, config: Config): StoreSettings[] {
  * so that `STAGING_S3_BUCKET`, `STAGING_S3_PREFIX`... set it apart from the stores' (then the global S3 settings).
  */
 export function stagingSettings(config: Pick<Config, 'env' | 'storageRootDir' | 'payloads'>): StoreSettings {
-  return storeConfig(config, config.payloads.stagingKind === 's3' ? { name: 'staging', kind: 's3' } : { name: '.staging', kind: 'disk' });
+  return storeConfig(config, config.payloads.stagingKind === 's3' ? { name: STAGING_STORE_NAME, kind: 's3' } : { name: '.staging', kind: 'disk' });
 }
 
 /**

@@ -69,7 +69,7 @@ export async function startWorkerProcess({
 
   const observe = metrics && ((store: string, observation: Observation) => metrics.observeProvider(store, observation));
   const stores = givenStores ?? (await createStores(config, { redis: connection, log, observe }));
-  const stagingProvider = givenStaging ?? (await createStagingProvider(config));
+  const stagingProvider = givenStaging ?? (await createStagingProvider(config, log));
   const staging = createStaging({
     provider: stagingProvider,
     inlineMax: config.payloads.stagingInlineMax,
