@@ -112,7 +112,7 @@ export class WorkerJobContext implements JobContext {
   private jobJournal?: JobJournal;
   /** Taken when the job first passed its fence: the place of its event among those of its key. */
   turn?: KeyTurn;
-  private readonly afterEventSteps: (() => Promise<void>)[] = [];
+  private afterEventSteps?: (() => Promise<void>)[];
 
   constructor(
     private readonly bullJob: Job,
@@ -161,12 +161,15 @@ export class WorkerJobContext implements JobContext {
   }
 
   afterEvent(step: () => Promise<void>): void {
-    this.afterEventSteps.push(step);
+    (this.afterEventSteps ??= []).push(step);
   }
 
-  /** Runs the steps `afterEvent` left, in order. */
-  async finishAfterEvent(): Promise<void> {
-    for (const step of this.afterEventSteps.splice(0)) await step();
+  /** Runs the steps `afterEvent` left, in order; undefined when there are none (most jobs: no promise to wait for). */
+  finishAfterEvent(): Promise<void> | undefined {
+    const steps = this.afterEventSteps;
+    if (steps === undefined) return undefined;
+    this.afterEventSteps = undefined;
+    return steps.reduce((done, step) => done.then(step), Promise.resolve());
   }
 
   async reportProgress(progress: Record<string, unknown>): Promise<void> {

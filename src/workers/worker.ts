@@ -300,7 +300,8 @@ export function createWorkers(options: WorkersOptions): Workers {
         await emitAhead(bus, { ...event, jobId }, { key: worker.toKey(jobId), field: EVENT_MARKER, alsoSet }, log);
         ctx.turn?.leave();
         // A staged body goes now, its event out and the key's next event free to leave.
-        await ctx.finishAfterEvent();
+        const finishing = ctx.finishAfterEvent();
+        if (finishing !== undefined) await finishing;
         return result;
       } catch (error) {
         // A run that failed after its lock lapsed (stalled, then an error before any commit) must not report its
