@@ -1212,6 +1212,9 @@ export class S3Provider implements StorageProvider {
     describe: (etag: string) => Record<string, string>,
     checks: CommitChecks | undefined,
   ): Promise<Stored> {
+    // Refused before the upload where it already fails (a create-only write of a key that exists need not send its
+    // gigabytes first); checked again under the key's lock before the copy that makes it current.
+    await check?.();
     const staged = `${this.prefix}${STAGING}${newVersionId()}`;
     const hashing = new HashingStream();
     // lib-storage takes a `size` property for the body's total length: HashingStream's running count is not that.
