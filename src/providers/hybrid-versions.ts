@@ -81,13 +81,8 @@ export class VersionMap {
 
   /** The origins of backup versions, in order (`undefined` where unknown). One round trip. */
   async originsOf(entries: readonly { key: string; backupId: string }[]): Promise<(ColdOrigin | undefined)[]> {
-    if (entries.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const { key, backupId } of entries) pipeline.eval(ORIGIN, 1, this.hashKey(key), backupId);
-    const results = (await pipeline.exec()) ?? [];
-    return entries.map((_, i) => {
-      const [error, value] = results[i] ?? [null, null];
-      if (error !== null || !Array.isArray(value)) return undefined;
+    return (await this.perBackupId(ORIGIN, entries)).map((value) => {
+      if (!Array.isArray(value)) return undefined;
       const [coldId, ownMessage] = value as [string, number];
       return { coldId, ownMessage: ownMessage === 1 };
     });
@@ -95,16 +90,21 @@ export class VersionMap {
 
   /**
    * The cold ids that current backup objects' version ids stand for (undefined where none): a removed version's
-   * too, unlike `originsOf`, since a current object still names the version it was made as.
+   * too, unlike `originsOf`, since a current object still names the version it was made as. One round trip.
    */
   async coldIdsNaming(entries: readonly { key: string; backupId: string }[]): Promise<(string | undefined)[]> {
+    return (await this.perBackupId(NAMED, entries)).map((value) => (typeof value === 'string' ? value : undefined));
+  }
+
+  /** `script` run for each (key, backup id) in one pipeline: its answers in order, undefined where it failed. */
+  private async perBackupId(script: string, entries: readonly { key: string; backupId: string }[]): Promise<unknown[]> {
     if (entries.length === 0) return [];
     const pipeline = this.redis.pipeline();
-    for (const { key, backupId } of entries) pipeline.eval(NAMED, 1, this.hashKey(key), backupId);
+    for (const { key, backupId } of entries) pipeline.eval(script, 1, this.hashKey(key), backupId);
     const results = (await pipeline.exec()) ?? [];
     return entries.map((_, i) => {
       const [error, value] = results[i] ?? [null, null];
-      return error === null && typeof value === 'string' ? value : undefined;
+      return error === null ? value : undefined;
     });
   }
 
