@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
-import type { Config } from '../config.js';
+import { ConfigError, type Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { HashingStream, isReadable, sha256Hex } from '../providers/body.js';
 import { InvalidArgumentError, NotFoundError, PayloadTooLargeError } from '../providers/errors.js';
@@ -269,7 +269,11 @@ async function releasedAfter<R>(ctx: Pick<JobContext, 'staging' | 'log' | 'after
 
 /** The staging provider `STAGING_KIND` names: disk at `<STORAGE_ROOT_DIR>/.staging`, or s3 (`STAGING_S3_*`). */
 export async function createStagingProvider(config: Pick<Config, 'env' | 'storageRootDir' | 'payloads'>, log?: Logger): Promise<StorageProvider> {
-  return createProvider(stagingSettings(config), { log });
+  const settings = stagingSettings(config);
+  if (settings.kind === 's3' && settings.S3_BUCKET === undefined) {
+    throw new ConfigError('the staging area (STAGING_KIND=s3): STAGING_S3_BUCKET (or S3_BUCKET) is required');
+  }
+  return createProvider(settings, { log });
 }
 
 /**

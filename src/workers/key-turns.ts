@@ -1,8 +1,8 @@
 /**
  * The order of one key's events in a worker process. A job's event is emitted once its handler returns, but what a
- * handler does after its store committed (journal its result, release a staged body) takes longer for some jobs
- * than for others: a later mutation of the same key could emit first, and the key's last event would name a state
- * that is no longer current. So a job takes a turn on its key when it passes its fence — which every provider calls
+ * handler does after its store committed (journal its result; a staged body is released only after the event,
+ * `JobContext.afterEvent`) takes longer for some jobs than for others: a later mutation of the same key could emit
+ * first, and the key's last event would name a state that is no longer current. So a job takes a turn on its key when it passes its fence — which every provider calls
  * right before the commit, under the key's lock where it has one — and emits only once every job that took a turn
  * on that key before it has emitted, or failed.
  */

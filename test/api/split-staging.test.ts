@@ -67,7 +67,7 @@ describe('STAGING_KIND=s3', () => {
   it('without a bucket for it, says which setting is missing', async () => {
     const { S3_BUCKET: _bucket, ...withoutBucket } = env;
     const config = loadConfig({ ...withoutBucket, DOCS_S3_BUCKET: bucket, STORAGE_ROOT_DIR: '/tmp/kyozo-split-staging-missing' });
-    await expect(createStagingProvider(config)).rejects.toThrow(/store "staging": S3_BUCKET \(or STAGING_S3_BUCKET\) is required/);
+    await expect(createStagingProvider(config)).rejects.toThrow(/^the staging area \(STAGING_KIND=s3\): STAGING_S3_BUCKET \(or S3_BUCKET\) is required$/);
   });
 });
 
