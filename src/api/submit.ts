@@ -126,9 +126,10 @@ async function stageBody(c: Context, deps: Pick<AppDeps, 'staging' | 'config' | 
   } catch (error) {
     // However staging reports the broken stream, the client learns why.
     if (limited.expired()) throw bodyTimedOut(idleMs);
-    // The client went away mid-body: its request's failure, not the server's (no 500 in the log and the metrics).
+    // The client went away mid-body: its request's failure, not the server's (no 500 in the log and the metrics). Its
+    // body then failed with an error; one staging gave up on (its store down) was ended without one.
     const incoming = incomingOf(c);
-    if (incoming?.readableAborted || incoming?.destroyed) {
+    if (limited.body.errored !== null && (incoming?.readableAborted || incoming?.destroyed)) {
       throw new ApiError('BAD_REQUEST', 'the request body was cut off: the client closed the connection before its end', { Connection: 'close' });
     }
     throw error;
