@@ -78,7 +78,7 @@ export interface JobContext {
   fence?: () => Promise<void>;
   /**
    * Work to do once the job's event is out, before the job completes: releasing a staged body, which done before
-   * the event would hold up the events of later mutations of the key (`workers/key-turns.ts`). Without it, at once.
+   * the event would hold up the events of later mutations of the key (`providers/key-turns.ts`). Without it, at once.
    */
   afterEvent?(step: () => Promise<void>): void;
 }

@@ -1032,7 +1032,7 @@ export class S3Provider implements StorageProvider {
   /**
    * The step that makes a mutation of `fullKey` current — its preconditions checked (`check`), its fence passed, its
    * request sent — under the key's lock: in this process mutations then land in the order they passed their fences
-   * (the order their events leave in, `workers/key-turns.ts`), and a conditional one cannot be overtaken between its
+   * (the order their events leave in, `providers/key-turns.ts`), and a conditional one cannot be overtaken between its
    * check and its write on servers that ignore S3's conditions (s3rver). An upload before it runs outside the lock.
    */
   private committed<T>(fullKey: string, check: PreconditionCheck | undefined, fenced: Fenced | undefined, send: (conditions: S3Conditions | undefined) => Promise<T>): Promise<T> {

@@ -11,7 +11,7 @@ import type { Staging } from '../jobs/staging.js';
 import type { Logger } from '../log.js';
 import type { StorageProvider } from '../providers/types.js';
 import { hsetIfExists, type RedisConnection } from '../redis.js';
-import type { KeyTurn, KeyTurns } from './key-turns.js';
+import type { KeyTurn, KeyTurns } from '../providers/key-turns.js';
 
 /**
  * The field of the job's BullMQ hash that holds the result a job recorded before releasing its staged body, or with

@@ -35,7 +35,7 @@ import { InvalidArgumentError, isStorageError } from '../providers/errors.js';
 import type { StorageProvider } from '../providers/types.js';
 import type { RedisConnection } from '../redis.js';
 import { APPLIED_MARKER, holdLock, LockLostError, WorkerJobContext, type JobContextDeps, type JobLock } from './job-context.js';
-import { KeyTurns } from './key-turns.js';
+import { KeyTurns } from '../providers/key-turns.js';
 import { closeWorkers } from '../close-workers.js';
 import { registerRoster, rosterName } from '../jobs/store-roster.js';
 

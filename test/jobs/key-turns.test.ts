@@ -1,9 +1,9 @@
 /**
- * `KeyTurns` (src/workers/key-turns.ts): a job's event waits for the jobs that passed their fence on the same key
+ * `KeyTurns` (src/providers/key-turns.ts): a job's event waits for the jobs that passed their fence on the same key
  * before it, whether those emitted or failed, and nothing is kept once a key has no job in flight.
  */
 import { describe, expect, it } from 'vitest';
-import { KeyTurns } from '../../src/workers/key-turns.js';
+import { KeyTurns } from '../../src/providers/key-turns.js';
 
 const settledSoon = async (promise: Promise<void> | undefined): Promise<boolean> => {
   if (promise === undefined) return true;

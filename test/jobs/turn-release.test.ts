@@ -1,5 +1,5 @@
 /**
- * A job's event waits for the earlier turns on its key (`workers/key-turns.ts`). A staged write released its staged
+ * A job's event waits for the earlier turns on its key (`providers/key-turns.ts`). A staged write released its staged
  * body inside its handler, before its event, so a staging store slow to delete (an s3 staging bucket that hangs: 10 s
  * a try) held up every later mutation of the key in the process, even an inline write that touches no staging: it
  * waited past WAIT_TIMEOUT_MS (found in session 20's review of its own change). Now the release runs once the event

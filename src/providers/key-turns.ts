@@ -1,10 +1,9 @@
 /**
- * The order of one key's events in a worker process. A job's event is emitted once its handler returns, but what a
- * handler does after its store committed (journal its result; a staged body is released only after the event,
- * `JobContext.afterEvent`) takes longer for some jobs than for others: a later mutation of the same key could emit
- * first, and the key's last event would name a state that is no longer current. So a job takes a turn on its key when it passes its fence — which every provider calls
- * right before the commit, under the key's lock where it has one — and emits only once every job that took a turn
- * on that key before it has emitted, or failed.
+ * Turns on a key, in the order they were taken: a place taken now, waited for later, left later still. Named
+ * mutexes are built on it (`process-mutex.ts`: take, wait, run, leave), and so is the order of one key's events in a
+ * worker (`workers/worker.ts`): a job takes its turn when it passes its fence — which every provider calls right
+ * before the commit — and emits once every earlier turn on the key has left, so that a job slower between its commit
+ * and its event (it journals its result) cannot let a later mutation of the key emit first.
  */
 
 /** A job's place among the jobs of one key. */
