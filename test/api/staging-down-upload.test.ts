@@ -4,52 +4,37 @@
  * cut off: the client closed the connection": staging stopped reading the body it could not store, and the API took
  * the request it had ended itself for one the client had left.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/api/app.js';
 import { listen, type HttpServer } from '../../src/api/server.js';
-import { startWebServices, type WebServices } from '../../src/api/services.js';
-import { loadConfig, type Config } from '../../src/config.js';
-import { createStagingProvider } from '../../src/jobs/staging.js';
 import { ProviderUnavailableError } from '../../src/providers/errors.js';
-import { createStores } from '../../src/providers/index.js';
-import type { StorageProvider } from '../../src/providers/types.js';
-import { closeRedis, createRedis } from '../../src/redis.js';
 import { interceptMethod } from '../support/intercept.js';
-import { deleteKeys, TEST_REDIS_URL, uniquePrefix } from '../support/redis.js';
-import { quietLog } from '../support/service.js';
+import { quietLog, startTestService, type TestService } from '../support/service.js';
 
-let root: string;
-let config: Config;
-let stores: Map<string, StorageProvider>;
-let staging: StorageProvider;
-let web: WebServices;
+let service: TestService;
 let server: HttpServer;
 
 beforeAll(async () => {
-  root = await mkdtemp(path.join(os.tmpdir(), 'kyozo-staging-down-'));
-  config = loadConfig({ REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: uniquePrefix('staging-down'), STORAGE_ROOT_DIR: root, STORES: 'files:disk' });
-  stores = await createStores(config, { log: quietLog });
-  staging = await createStagingProvider(config);
-  // The staging store refuses at once, before reading the body (as S3 does for a bucket that is gone).
-  const down = interceptMethod(staging, 'write', () => async () => {
-    throw new ProviderUnavailableError('write "staging/…": NoSuchBucket (HTTP 404)');
-  });
-  web = await startWebServices({ config, log: quietLog, stores, stagingProvider: down });
-  server = await listen(createApp(web.deps), config, quietLog);
+  service = await startTestService(
+    'staging-down',
+    {},
+    {
+      worker: false,
+      // The staging store refuses at once, before reading the body (as S3 does for a bucket that is gone).
+      staging: {
+        web: (staging) =>
+          interceptMethod(staging, 'write', () => async () => {
+            throw new ProviderUnavailableError('write "staging/…": NoSuchBucket (HTTP 404)');
+          }),
+      },
+    },
+  );
+  server = await listen(createApp(service.deps), service.config, quietLog);
 }, 60_000);
 
 afterAll(async () => {
   await server?.close();
-  await web?.close();
-  await staging?.close();
-  for (const store of stores?.values() ?? []) await store.close();
-  const cleaner = createRedis(config, 'worker');
-  await deleteKeys(cleaner, config.queuePrefix).catch(() => undefined);
-  await closeRedis(cleaner);
-  await rm(root, { recursive: true, force: true });
+  await service?.close();
 });
 
 describe('an upload while the staging store is down', () => {

@@ -30,11 +30,13 @@ export interface TestService {
   close(): Promise<void>;
 }
 
-export async function startTestService(
-  label: string,
-  env: Record<string, string> = {},
-  { worker = true }: { worker?: boolean } = {},
-): Promise<TestService> {
+export interface TestServiceOptions {
+  worker?: boolean;
+  /** The staging provider as the web process or the worker sees it (one slowed or failing, say); both share it otherwise. */
+  staging?: { web?: (provider: StorageProvider) => StorageProvider; worker?: (provider: StorageProvider) => StorageProvider };
+}
+
+export async function startTestService(label: string, env: Record<string, string> = {}, { worker = true, staging }: TestServiceOptions = {}): Promise<TestService> {
   const root = await mkdtemp(path.join(os.tmpdir(), `kyozo-${label}-`));
   const config = loadConfig({
     REDIS_URL: TEST_REDIS_URL,
@@ -50,8 +52,9 @@ export async function startTestService(
   const storeRedis = createRedis(config, 'worker');
   const stores = await createStores(config, { redis: storeRedis, log: quietLog, observe: (store, o) => metrics.observeProvider(store, o) });
   const stagingProvider = await createStagingProvider(config);
-  const workerProcess = worker ? await startWorkerProcess({ config, log: quietLog, stores, stagingProvider }) : undefined;
-  const web = await startWebServices({ config, log: quietLog, stores, stagingProvider, metrics });
+  const workerStaging = staging?.worker?.(stagingProvider) ?? stagingProvider;
+  const workerProcess = worker ? await startWorkerProcess({ config, log: quietLog, stores, stagingProvider: workerStaging }) : undefined;
+  const web = await startWebServices({ config, log: quietLog, stores, stagingProvider: staging?.web?.(stagingProvider) ?? stagingProvider, metrics });
   return {
     app: createApp(web.deps),
     deps: web.deps,
