@@ -348,6 +348,16 @@ class FenceProbe {
   }
 }
 
+/** The options a write and a createVersion share, each left out when the operation has none. */
+function writeOptions(contentType: string | undefined, metadata: Record<string, string> | undefined, ifMatch: string | string[] | undefined, ifNoneMatch: boolean) {
+  return {
+    ...(contentType !== undefined ? { contentType } : {}),
+    ...(metadata !== undefined ? { metadata: { ...metadata } } : {}),
+    ...(ifMatch !== undefined ? { ifMatch } : {}),
+    ...(ifNoneMatch ? { ifNoneMatch: '*' as const } : {}),
+  };
+}
+
 class Runner {
   readonly model = new Model();
   readonly bogusId: string;
@@ -578,13 +588,7 @@ class Runner {
         const rawMetadata = METADATA[op.metadata];
         const { body, opts, fence } = this.guarded(content, op.extra);
         const result = await outcome(
-          provider.write(key, body, {
-            ...(rawType !== undefined ? { contentType: rawType } : {}),
-            ...(rawMetadata !== undefined ? { metadata: { ...rawMetadata } } : {}),
-            ...(ifMatch !== undefined ? { ifMatch } : {}),
-            ...(op.ifNoneMatch ? { ifNoneMatch: '*' as const } : {}),
-            ...opts,
-          }),
+          provider.write(key, body, { ...writeOptions(rawType, rawMetadata, ifMatch, op.ifNoneMatch), ...opts }),
         );
         if (this.expectRefusal(result, rawType, op.extra, holds, fence, what)) return;
         const info = expectSuccess(result, what);
@@ -613,10 +617,7 @@ class Runner {
           provider.createVersion(key, body, {
             message,
             ...(author !== undefined ? { author: { ...author } } : {}),
-            ...(rawType !== undefined ? { contentType: rawType } : {}),
-            ...(rawMetadata !== undefined ? { metadata: { ...rawMetadata } } : {}),
-            ...(ifMatch !== undefined ? { ifMatch } : {}),
-            ...(op.ifNoneMatch ? { ifNoneMatch: '*' as const } : {}),
+            ...writeOptions(rawType, rawMetadata, ifMatch, op.ifNoneMatch),
             ...opts,
           }),
         );
